@@ -1,0 +1,3 @@
+#ifndef BUKT_DEBUG
+#define BUKT_DEBUG 0
+#endif
