@@ -150,7 +150,7 @@ def _duration(lo=0.0):
         try:
             d = parse_duration(v)
         except ValueError as e:
-            raise _Invalid(str(e).split(": ", 1)[-1]) from None
+            raise _Invalid("a duration: " + str(e).split(": ", 1)[-1]) from None
         if d < lo:
             raise _Invalid(f"a duration of at least {lo} s")
         return d
