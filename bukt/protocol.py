@@ -27,7 +27,7 @@ LENGTH = struct.Struct(">I")
 MAX_LENGTH = 0xFFFFFFFF  # the largest frame the Length field can describe
 
 # Default limits; the server's configuration (tcp.max_frame, ...) overrides them.
-DEFAULT_MAX_FRAME = 2 * 1024 * 1024  # a 1 MiB value plus a 250 B key fits with room
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024  # tcp.max_frame's default (bukt/config.py)
 
 
 class Command(enum.IntEnum):
