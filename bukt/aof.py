@@ -1,0 +1,633 @@
+"""The append-only log: Bukt's record format, the appender, the reader and the repair.
+
+The writer process turns the segment's change ring into these records; recovery reads
+them back (bukt/datadir.py puts base file and logs in order). Base files (bukt/basefile.py)
+hold the same records. All integers are little-endian.
+
+FILE HEADER (32 bytes, once, at offset 0)
+
+    off size field
+      0    8 magic       b"BUKTLOG\\0" (a log) or b"BUKTBAS\\0" (a base file)
+      8    4 format      u32, FORMAT = 1; another value is refused, never guessed at
+     12    4 reserved    0
+     16    8 seq         u64: log: the last sequence number before its first record;
+                              base: the sequence number the snapshot covers
+     24    4 reserved    0
+     28    4 hcrc        CRC-32 of bytes 0..28
+
+RECORD (44-byte header, payload, 4-byte checksum)
+
+    off size field
+      0    2 magic       b"Bk": lets `load_good` find the next record after a bad one
+      2    1 type        SET=1 DELETE=2 EXPIRE=3 SET_TTL=4 FLUSH=5 BUCKET_CREATE=6
+                         BUCKET_DROP=7 TOKEN_ADD=8 TOKEN_REVOKE=9 (BASE_END=127: base only)
+      3    1 flags       bit 0: single-read
+      4    4 length      u32: the whole record, 44 + bucket + key + value + 4
+      8    8 seq         u64: sequence number, increasing through the logs
+     16    8 version     u64: the entry's version after this change (0: none)
+     24    8 expire_ms   u64: absolute expiry in ms since the epoch (0: none)
+     32    1 bucket_len  u8
+     33    1 reserved    0
+     34    2 key_len     u16
+     36    4 value_len   u32
+     40    4 hcrc        CRC-32 of bytes 0..40: the lengths are trusted only after this
+     44    . bucket      UTF-8 name
+      .    . key
+      .    . value
+    end-4  4 crc         CRC-32 of every byte of the record before it
+
+A literal example: the log of a fresh data directory holding one record,
+SET bucket "b" key "k" = "hi", seq 1, version 1, no expiry (hexdump -C):
+
+    00000000  42 55 4b 54 4c 4f 47 00  01 00 00 00 00 00 00 00  |BUKTLOG.........|
+    00000010  00 00 00 00 00 00 00 00  00 00 00 00 f1 57 b0 42  |.............W.B|
+    00000020  42 6b 01 00 34 00 00 00  01 00 00 00 00 00 00 00  |Bk..4...........|
+    00000030  01 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|
+    00000040  01 00 01 00 02 00 00 00  ed cb f7 fa 62 6b 68 69  |............bkhi|
+    00000050  73 fc c5 29                                       |s..)|
+
+(tests/test_aof.py rebuilds these bytes, so the example cannot drift from the code.)
+
+Payloads by type. Every record states a result, not a delta, so replaying a record twice,
+or over a snapshot taken while writes went on, gives the same state (compaction relies
+on this; see bukt/datadir.py):
+
+    SET            bucket, key, value, expire_ms, flags, version: the entry now is this
+    DELETE         bucket, key: the entry is gone (delete, getdel, a single-read get)
+    EXPIRE         bucket, key: the entry is gone because its expiry passed
+    SET_TTL        bucket, key, expire_ms (0: persist), version: only the expiry changed
+    FLUSH          bucket: every entry of the bucket is gone
+    BUCKET_CREATE  bucket, value = settings as compact JSON ({"default_ttl": null,
+                   "eviction": "lru", "persist": true, "schema": "bytes"}); replaces
+                   the settings if the bucket exists
+    BUCKET_DROP    bucket: the bucket, its keys and tokens are gone
+    TOKEN_ADD      bucket, key = SHA-256 of the token (32 bytes), value = u32 id, u32 perms
+    TOKEN_REVOKE   bucket, value = u32 id
+
+CHECKSUM: CRC-32 (IEEE, zlib.crc32), not CRC32C. It is in the standard library and in the
+libz that every CPython links, so the Cython writer can compute the same sum without a
+new dependency; it runs at about 2 GB/s here, far above what fsync lets a log take; and
+for records of this size its error detection is as good as CRC32C's for what a log
+meets: torn writes, truncation and flipped bits. The header has its own sum so that a
+damaged length is never mistaken for "the record runs past the end of the file".
+
+HOW A LOG ENDS. A crash leaves the last record cut short; that is normal and is reported,
+not refused. The reader calls the tail TRUNCATED when, from the first byte that does not
+parse, either fewer than 44 bytes remain, or the header's sum holds and its length runs
+past the end, or every remaining byte is zero (a file extended but never written), or
+the bad record is the last one and only its payload sum fails (a torn multi-page write).
+Any other bad record is CORRUPT: the reader stops with LogCorrupt, which names the file,
+the byte offset and the command that repairs it (`bukt check --fix`: `repair()` below,
+which cuts the file at the last good record and keeps the rest in a side file), unless
+the caller asked for `load_good`, which skips to the next record whose sums hold.
+LIMITATION of load_good: it resynchronises on the b"Bk" magic and both checksums, so a
+value that itself holds a whole valid Bukt record could be taken for one after damage.
+That is why it is an operator's choice and not the default.
+
+THE APPENDER writes a batch with one write(2). A short write (ENOSPC, EFBIG) is undone by
+truncating the file back to where the batch began, as Redis does, so the log never ends
+in a half record while the process lives; if even the truncation fails, the appender
+refuses further writes. A failed fsync also makes it refuse further writes: after an
+fsync error Linux may have dropped the dirty pages and a retried fsync would report
+success for data that is not on disk, so the only honest course is to restart from
+what the disk holds.
+"""
+import errno
+import json
+import mmap
+import os
+import struct
+import time
+import zlib
+from typing import Iterable, Iterator, NamedTuple, Optional
+
+from .errors import BuktError, DiskError
+
+__all__ = [
+    "FORMAT", "LOG_MAGIC", "BASE_MAGIC", "FILE_HEADER_SIZE", "RECORD_OVERHEAD",
+    "SET", "DELETE", "EXPIRE", "SET_TTL", "FLUSH", "BUCKET_CREATE", "BUCKET_DROP",
+    "TOKEN_ADD", "TOKEN_REVOKE", "BASE_END", "TYPE_NAMES", "SINGLE_READ",
+    "Record", "RecoveryError", "LogCorrupt", "Problem", "Scan", "Repair",
+    "encode", "encode_file_header", "read_file_header", "scan", "read_log",
+    "LogWriter", "repair", "fsync_dir", "side_path",
+]
+
+FORMAT = 1
+LOG_MAGIC = b"BUKTLOG\0"
+BASE_MAGIC = b"BUKTBAS\0"
+
+SET, DELETE, EXPIRE, SET_TTL, FLUSH = 1, 2, 3, 4, 5
+BUCKET_CREATE, BUCKET_DROP, TOKEN_ADD, TOKEN_REVOKE = 6, 7, 8, 9
+BASE_END = 127
+TYPE_NAMES = {SET: "SET", DELETE: "DELETE", EXPIRE: "EXPIRE", SET_TTL: "SET_TTL",
+              FLUSH: "FLUSH", BUCKET_CREATE: "BUCKET_CREATE", BUCKET_DROP: "BUCKET_DROP",
+              TOKEN_ADD: "TOKEN_ADD", TOKEN_REVOKE: "TOKEN_REVOKE", BASE_END: "BASE_END"}
+
+SINGLE_READ = 0x01
+
+_FILE_HEADER = struct.Struct("<8sIIQI")          # magic format reserved seq reserved
+FILE_HEADER_SIZE = _FILE_HEADER.size + 4         # + hcrc = 32
+_REC_MAGIC = b"Bk"
+_REC_HEADER = struct.Struct("<2sBBIQQQBxHI")     # up to hcrc, 40 bytes
+_HCRC = struct.Struct("<I")
+REC_HEADER_SIZE = _REC_HEADER.size + 4           # 44
+RECORD_OVERHEAD = REC_HEADER_SIZE + 4            # 48: header + trailing crc
+_TOKEN = struct.Struct("<II")
+_U32 = struct.Struct("<I")
+_crc = zlib.crc32
+
+
+class RecoveryError(BuktError):
+    """The data directory cannot be loaded as it is; the message says what to do."""
+
+    code = "recovery_error"
+
+
+class LogCorrupt(RecoveryError):
+    """A bad record before the end of a log or base file."""
+
+    code = "log_corrupt"
+
+    def __init__(self, path, offset, reason, hint=None):
+        self.path, self.offset, self.reason = os.fspath(path), offset, reason
+        super().__init__(
+            f"{self.path}: corrupt record at byte {offset}: {reason}. Nothing after it "
+            f"was loaded. {hint or REPAIR_HINT}")
+
+
+REPAIR_HINT = ("Run `bukt check --fix` to cut the file at the last good record (the rest "
+               "is kept beside it as <file>.bad-<time>), or set recovery.on_corrupt: "
+               "load_good to load every good record and skip the bad ones.")
+
+
+class Record(NamedTuple):
+    """One change. `bucket` is a str; key and value are bytes."""
+
+    type: int
+    seq: int
+    bucket: str = ""
+    key: bytes = b""
+    value: bytes = b""
+    expire_ms: int = 0
+    flags: int = 0
+    version: int = 0
+
+    # -- constructors, one per type, so callers never pack payloads by hand ------------
+    @classmethod
+    def set(cls, seq, bucket, key, value, expire_ms=0, flags=0, version=0):
+        return cls(SET, seq, bucket, key, value, expire_ms, flags, version)
+
+    @classmethod
+    def delete(cls, seq, bucket, key):
+        return cls(DELETE, seq, bucket, key)
+
+    @classmethod
+    def expire(cls, seq, bucket, key):
+        return cls(EXPIRE, seq, bucket, key)
+
+    @classmethod
+    def set_ttl(cls, seq, bucket, key, expire_ms, version=0):
+        return cls(SET_TTL, seq, bucket, key, b"", expire_ms, 0, version)
+
+    @classmethod
+    def flush(cls, seq, bucket):
+        return cls(FLUSH, seq, bucket)
+
+    @classmethod
+    def bucket_create(cls, seq, bucket, settings: dict):
+        value = json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()
+        return cls(BUCKET_CREATE, seq, bucket, b"", value)
+
+    @classmethod
+    def bucket_drop(cls, seq, bucket):
+        return cls(BUCKET_DROP, seq, bucket)
+
+    @classmethod
+    def token_add(cls, seq, bucket, token_hash: bytes, token_id: int, perms: int):
+        return cls(TOKEN_ADD, seq, bucket, token_hash, _TOKEN.pack(token_id, perms))
+
+    @classmethod
+    def token_revoke(cls, seq, bucket, token_id: int):
+        return cls(TOKEN_REVOKE, seq, bucket, b"", _U32.pack(token_id))
+
+    # -- readers of typed payloads ---------------------------------------------------
+    @property
+    def settings(self) -> dict:
+        return json.loads(self.value)
+
+    @property
+    def token_id(self) -> int:
+        return _U32.unpack_from(self.value)[0]
+
+    @property
+    def perms(self) -> int:
+        return _TOKEN.unpack(self.value)[1]
+
+    def expired(self, now_ms: int) -> bool:
+        """True when the record sets an expiry that `now_ms` has reached."""
+        return 0 < self.expire_ms <= now_ms
+
+    @property
+    def type_name(self) -> str:
+        return TYPE_NAMES.get(self.type, str(self.type))
+
+
+def encode(r: Record) -> bytes:
+    """The record's bytes, as laid out in the module's docstring."""
+    bucket = r.bucket.encode()
+    if len(bucket) > 255 or len(r.key) > 65535 or len(r.value) > 0xFFFFFFFF - 512:
+        raise ValueError(f"record too large to encode: bucket {len(bucket)}, "
+                         f"key {len(r.key)}, value {len(r.value)} bytes")
+    length = RECORD_OVERHEAD + len(bucket) + len(r.key) + len(r.value)
+    head = _REC_HEADER.pack(_REC_MAGIC, r.type, r.flags, length, r.seq, r.version,
+                            r.expire_ms, len(bucket), len(r.key), len(r.value))
+    hcrc = _crc(head)
+    body = _HCRC.pack(hcrc) + bucket + r.key + r.value
+    return head + body + _HCRC.pack(_crc(body, hcrc))
+
+
+def encode_file_header(magic: bytes, seq: int) -> bytes:
+    head = _FILE_HEADER.pack(magic, FORMAT, 0, seq, 0)
+    return head + _HCRC.pack(_crc(head))
+
+
+def read_file_header(buf, path, magic: bytes) -> int:
+    """The header's seq; RecoveryError if `buf` does not start with a sound header of
+    this kind and format. A short `buf` is the caller's business (see scan)."""
+    kind = "log" if magic == LOG_MAGIC else "base file"
+    got_magic, fmt, _, seq, _ = _FILE_HEADER.unpack_from(buf, 0)
+    if got_magic != magic:
+        other = {LOG_MAGIC: "a log", BASE_MAGIC: "a base file"}.get(got_magic)
+        raise RecoveryError(f"{path}: not a Bukt {kind}"
+                            + (f" (it is {other})" if other else
+                               f": magic {got_magic!r} at byte 0, expected {magic!r}"))
+    if _HCRC.unpack_from(buf, _FILE_HEADER.size)[0] != _crc(buf[:_FILE_HEADER.size]):
+        raise LogCorrupt(path, 0, "the file header's checksum does not match")
+    if fmt != FORMAT:
+        raise RecoveryError(f"{path}: a {kind} of format {fmt}; this build reads format "
+                            f"{FORMAT}. Run the Bukt version that wrote it, or `bukt dump` "
+                            "with it and `bukt load` with this one.")
+    return seq
+
+
+# -- reading ---------------------------------------------------------------------------
+
+# Kinds of Problem. The first four are how a crash leaves a log's end ("truncated");
+# the rest are corruption.
+SHORT, ZEROS, PAST_END, TORN = "short", "zeros", "past_end", "torn"
+BAD_HEADER, BAD_LENGTH, BAD_PAYLOAD, BAD_TYPE = "bad_header", "bad_length", "bad_payload", "bad_type"
+_TRUNCATED = frozenset({SHORT, ZEROS, PAST_END, TORN})
+
+
+class Problem(NamedTuple):
+    """A stretch of a file that did not parse."""
+
+    offset: int          # where the first bad byte is
+    end: int             # where good records resume (the file's size if they do not)
+    reason: str          # for people
+    kind: str            # SHORT, ZEROS, ... above
+
+    @property
+    def truncated(self) -> bool:
+        """True for the normal tail of a crash, False for corruption."""
+        return self.kind in _TRUNCATED
+
+
+def _parse(buf, off, size):
+    """(record, end) for the record at `off`, or (None, Problem)."""
+    left = size - off
+    if left < REC_HEADER_SIZE:
+        return None, Problem(off, size, f"the last {left} bytes are a cut-short record "
+                                        "header", SHORT)
+    magic, rtype, flags, length, seq, version, expire_ms, blen, klen, vlen = \
+        _REC_HEADER.unpack_from(buf, off)
+    hcrc = _crc(buf[off:off + _REC_HEADER.size])
+    if magic != _REC_MAGIC or _HCRC.unpack_from(buf, off + _REC_HEADER.size)[0] != hcrc:
+        if not any(buf[off:size]):
+            return None, Problem(off, size, f"the last {left} bytes are zeros (a file "
+                                            "extended but never written)", ZEROS)
+        return None, Problem(off, size, "the record header's checksum does not match", BAD_HEADER)
+    if length != RECORD_OVERHEAD + blen + klen + vlen or buf[off + 33] != 0:
+        return None, Problem(off, size, f"the record's length {length} disagrees with its "
+                                        "parts", BAD_LENGTH)
+    end = off + length
+    if end > size:
+        return None, Problem(off, size, f"the last record needs {length} bytes, "
+                                        f"{left} are there", PAST_END)
+    if _HCRC.unpack_from(buf, end - 4)[0] != _crc(memoryview(buf)[off + REC_HEADER_SIZE - 4:end - 4], hcrc):
+        if end == size:
+            return None, Problem(off, size, "the last record's payload checksum does not "
+                                            "match (a torn write)", TORN)
+        return None, Problem(off, size, "the record's payload checksum does not match", BAD_PAYLOAD)
+    if rtype not in TYPE_NAMES:
+        return None, Problem(off, size, f"unknown record type {rtype}", BAD_TYPE)
+    p = off + REC_HEADER_SIZE
+    bucket = str(buf[p:p + blen], "utf-8")
+    p += blen
+    key = buf[p:p + klen]
+    value = buf[p + klen:p + klen + vlen]
+    return Record(rtype, seq, bucket, key, value, expire_ms, flags, version), end
+
+
+def _resync(buf, off, size):
+    """The offset of the next record after `off` whose checksums hold, or of a sound
+    header that runs past the end (a truncated tail); `size` if there is none."""
+    at = off
+    while True:
+        at = buf.find(_REC_MAGIC, at + 1, size)
+        if at < 0:
+            return size
+        rec, end_or_problem = _parse(buf, at, size)
+        if rec is not None or end_or_problem.kind in (PAST_END, TORN):
+            return at
+
+
+class Scan:
+    """What a pass over a file found besides its records; filled in while iterating.
+
+    good_end:  the offset just after the last good record (where an appender may go on)
+    problems:  the Problems met, in order (at most one unless skipping)
+    records:   how many records were yielded
+    last_seq:  the highest sequence number yielded (or the header's)
+    """
+
+    def __init__(self, path, header_seq=0):
+        self.path = os.fspath(path)
+        self.good_end = 0
+        self.problems: list[Problem] = []
+        self.records = 0
+        self.header_seq = header_seq
+        self.last_seq = header_seq
+
+    @property
+    def truncated(self) -> Optional[Problem]:
+        return next((p for p in self.problems if p.truncated), None)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+
+def scan(buf, start, size, report: Scan, *, skip_bad=False, path="?") -> Iterator[Record]:
+    """Yields the records in buf[start:size] in order, filling `report`.
+
+    A truncated tail is recorded in report.problems and ends the scan. A corrupt record
+    raises LogCorrupt, or with skip_bad is recorded and skipped to the next good record.
+    """
+    off = start
+    report.good_end = start
+    while off < size:
+        rec, end = _parse(buf, off, size)
+        if rec is None:
+            problem = end
+            if problem.truncated:
+                report.problems.append(problem)
+                return
+            if not skip_bad:
+                report.problems.append(problem)
+                raise LogCorrupt(path, off, problem.reason)
+            resume = _resync(buf, off, size)
+            report.problems.append(problem._replace(end=resume))
+            off = resume
+            continue
+        report.records += 1
+        if rec.seq > report.last_seq:
+            report.last_seq = rec.seq
+        off = report.good_end = end
+        yield rec
+
+
+class _Mapped:
+    """A read-only view of a whole file (an mmap, or b"" for an empty file)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        with open(self.path, "rb") as f:
+            self.size = os.fstat(f.fileno()).st_size
+            self.buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
+
+    def close(self):
+        if isinstance(self.buf, mmap.mmap):
+            self.buf.close()
+
+
+def read_log(path, *, skip_bad=False, report: Optional[Scan] = None) -> Iterator[Record]:
+    """Yields the records of the log at `path`; pass a Scan as `report` to learn where
+    it ended and why. A file shorter than its header (empty, or cut in the header) has no
+    records and reports a truncated tail; a wrong magic or format raises RecoveryError."""
+    report = report if report is not None else Scan(path)
+    m = _Mapped(path)
+    try:
+        if m.size < FILE_HEADER_SIZE:
+            if m.size:
+                report.problems.append(Problem(0, m.size, f"the file is {m.size} bytes, "
+                                               "shorter than its header", SHORT))
+            return
+        report.header_seq = report.last_seq = read_file_header(m.buf, m.path, LOG_MAGIC)
+        yield from scan(m.buf, FILE_HEADER_SIZE, m.size, report, skip_bad=skip_bad, path=m.path)
+    finally:
+        m.close()
+
+
+# -- writing ---------------------------------------------------------------------------
+
+def fsync_dir(path) -> None:
+    """Makes a rename, creation or removal inside directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LogWriter:
+    """Appends records to one log file. Single-threaded: the writer process owns it.
+
+    written_seq / synced_seq: the highest sequence number written / known on disk.
+    """
+
+    def __init__(self, path, fd, size, seq):
+        self.path, self._fd, self.size = os.fspath(path), fd, size
+        self.written_seq = self.synced_seq = seq
+        self._broken: Optional[str] = None
+
+    @classmethod
+    def create(cls, path, seq: int) -> "LogWriter":
+        """A new log (it must not exist) whose records follow `seq`; the header and the
+        file's name are on disk when this returns."""
+        path = os.fspath(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        w = cls(path, fd, 0, seq)
+        try:
+            w._write_all(encode_file_header(LOG_MAGIC, seq))
+            w.fsync()
+            fsync_dir(os.path.dirname(path) or ".")
+        except BaseException:
+            w.close()
+            raise
+        return w
+
+    @classmethod
+    def open(cls, path, report: Scan) -> "LogWriter":
+        """The existing log at `path`, to append after what `report` (a finished scan of
+        it, e.g. from recovery) found good. A torn tail is cut off first; a file cut
+        inside its header is rewritten as an empty log following report.last_seq."""
+        path = os.fspath(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if report.good_end < FILE_HEADER_SIZE:
+                os.ftruncate(fd, 0)
+                w = cls(path, fd, 0, report.last_seq)
+                w._write_all(encode_file_header(LOG_MAGIC, report.last_seq))
+            else:
+                if size != report.good_end:
+                    os.ftruncate(fd, report.good_end)
+                w = cls(path, fd, report.good_end, report.last_seq)
+            if size != w.size:
+                w.fsync()
+            return w
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def append(self, records: Iterable[Record]) -> int:
+        """Writes `records` (in order) with one write; returns the log's new size."""
+        data = b"".join(map(encode, records)) if not isinstance(records, Record) else encode(records)
+        if not data:
+            return self.size
+        last = records.seq if isinstance(records, Record) else _last_seq(data)
+        return self.append_encoded(data, last)
+
+    def append_encoded(self, data: bytes, last_seq: int) -> int:
+        """Writes records already encoded (whole records only) whose highest sequence
+        number is `last_seq`; returns the log's new size. Raises DiskError, with nothing
+        of `data` left in the file."""
+        self._write_all(data)
+        self.written_seq = max(self.written_seq, last_seq)
+        return self.size
+
+    def _write_all(self, data) -> None:
+        if self._broken:
+            raise DiskError(self._broken)
+        start, view, done = self.size, memoryview(data), 0
+        try:
+            while done < len(view):
+                n = os.write(self._fd, view[done:])
+                if n <= 0:
+                    raise OSError(errno.EIO, "write wrote nothing")
+                done += n
+        except OSError as e:
+            where = f"{self.path}: write of {len(view)} bytes at byte {start} failed: {e.strerror}"
+            if done:
+                try:
+                    os.ftruncate(self._fd, start)
+                except OSError as e2:
+                    self._broken = (f"{where}, and cutting the partial record off failed too "
+                                    f"({e2.strerror}); the log refuses writes until the "
+                                    "writer restarts and recovers")
+                    raise DiskError(self._broken) from e
+            err = DiskError(f"{where}; nothing of it was kept")
+            err.errno = e.errno
+            raise err from e
+        self.size += done
+
+    def fsync(self) -> None:
+        """Puts everything written so far on disk (fdatasync)."""
+        if self._broken:
+            raise DiskError(self._broken)
+        seq = self.written_seq
+        try:
+            os.fdatasync(self._fd)
+        except OSError as e:
+            self._broken = (f"{self.path}: fsync failed: {e.strerror}; what the log holds on "
+                            "disk is unknown, so it refuses writes until the writer restarts "
+                            "and recovers")
+            err = DiskError(self._broken)
+            err.errno = e.errno
+            raise err from e
+        self.synced_seq = seq
+
+    @property
+    def broken(self) -> Optional[str]:
+        """Why the log refuses writes, or None."""
+        return self._broken
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _last_seq(data: bytes) -> int:
+    """The seq of the last record in a batch of whole encoded records."""
+    off, seq = 0, 0
+    while off < len(data):
+        length, seq = struct.unpack_from("<IQ", data, off + 4)
+        off += length
+    return seq
+
+
+# -- repair ----------------------------------------------------------------------------
+
+def side_path(path, now=None) -> str:
+    """A free name beside `path` for a bad part kept aside: <path>.bad-<UTC time>."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    candidate, n = f"{os.fspath(path)}.bad-{stamp}", 1
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{os.fspath(path)}.bad-{stamp}.{n}"
+    return candidate
+
+
+class Repair(NamedTuple):
+    path: str
+    cut_at: int            # the new size of the file
+    removed: int           # bytes moved aside
+    side_file: Optional[str]
+    reason: str
+
+
+def repair(path, header_seq: int = 0) -> Optional[Repair]:
+    """Cuts the log at `path` at its last good record, keeping the rest in a side file
+    (<path>.bad-<time>, on disk before the cut). None when the log is sound. A log cut
+    inside its header gets a fresh header following `header_seq`. A file that is not a
+    Bukt log, or whose header is damaged, is refused (RecoveryError): cutting it would
+    leave nothing, and the records in it may still be worth a person's look."""
+    path = os.fspath(path)
+    report = Scan(path)
+    try:
+        for _ in read_log(path, report=report):
+            pass
+    except LogCorrupt as e:
+        if not report.problems:     # the file header itself
+            raise RecoveryError(f"{e}; `bukt check --fix` does not cut a file at byte 0: "
+                                "move it away, or restore it from a backup") from None
+    if report.clean:
+        return None
+    problem = report.problems[0]
+    cut = report.good_end
+    with open(path, "rb") as f:
+        f.seek(cut)
+        tail = f.read()
+    side = side_path(path)
+    with open(side, "xb") as f:
+        f.write(tail)
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, cut)
+        if cut == 0:
+            os.write(fd, encode_file_header(LOG_MAGIC, header_seq))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(os.path.dirname(path) or ".")
+    return Repair(path, cut, len(tail), side, problem.reason)
