@@ -1,0 +1,90 @@
+"""create_app(store, config): the falcon ASGI application over one attached store.
+
+Why ASGI: measured on this host (bench/http.py), falcon on stock gunicorn sync workers
+closes every connection and tops out near 3-5k req/s; falcon.asgi under gunicorn's
+UvicornWorker (uvloop, httptools) keeps connections alive and serves about 3x that,
+and its event loop lets a write wait for durability without blocking the worker's
+other requests. The store calls themselves are synchronous and take microseconds, so
+handlers call them directly on the loop.
+"""
+
+from dataclasses import dataclass
+
+import falcon.asgi
+
+from bukt.http import problems
+from bukt.http.auth import Authenticator, resolve_admin_token
+from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
+from bukt.http.hooks import Durability
+from bukt.http.keys import Bulk, Key, Scan
+from bukt.http.kv import KvCollection, KvItem
+from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
+from bukt.http.openapi import document
+from bukt.http.ops import Health, Metrics, OpenApi
+from bukt.http.settings import HttpSettings
+from bukt.http.shared import SharedArea
+
+API = "/api/v1"
+
+
+@dataclass
+class Context:
+    """What every resource shares."""
+    store: object
+    settings: HttpSettings
+    auth: Authenticator
+    durability: Durability
+    metrics: RequestMetrics = None
+
+
+class App(falcon.asgi.App):
+    """falcon's ASGI app with the Context its resources share, for tests and tools."""
+
+    __slots__ = ("bukt",)
+
+
+def routes(ctx):
+    b = f"{API}/buckets/{{name}}"
+    return [
+        ("/healthz", Health(ctx)),
+        ("/metrics", Metrics(ctx)),
+        (f"{API}/openapi.json", OpenApi(document())),
+        (f"{API}/buckets", BucketList(ctx)),
+        (b, BucketItem(ctx)),
+        (f"{b}/tokens", TokenList(ctx)),
+        (f"{b}/tokens/{{token_id:int(min=1)}}", TokenItem(ctx)),
+        (f"{b}/keys", Scan(ctx)),
+        (f"{b}/keys/{{key:path}}", Key(ctx)),
+        (f"{b}/mget", Bulk(ctx, "mget")),
+        (f"{b}/mset", Bulk(ctx, "mset")),
+        (f"{b}/delete", Bulk(ctx, "delete")),
+        (f"{b}/exists", Bulk(ctx, "exists")),
+        (f"{API}/kv", KvCollection(ctx)),
+        (f"{API}/kv/{{key:path}}", KvItem(ctx)),
+    ]
+
+
+def create_app(store, config=None, *, area=None, durability=None):
+    """The ASGI app. `config`: the project's config, or a dict (see settings.py).
+    `area`: the SharedArea all workers share (serve_http passes it); a private one
+    when None, which is right for a single process. `durability`: see hooks.py."""
+    settings = config if isinstance(config, HttpSettings) else \
+        HttpSettings.from_config(config)
+    admin_token, _ = resolve_admin_token(settings)
+    ctx = Context(store, settings, Authenticator(store, admin_token),
+                  durability or Durability())
+    table = routes(ctx)
+    if area is None:
+        area = SharedArea.private(slots=settings.ratelimit_slots)
+    ctx.metrics = RequestMetrics(area, [t for t, _ in table])
+    ctx.metrics.row()          # claim this worker's counter row now, not mid-request
+    limiter = RateLimiter(area, settings.ratelimit_rate, settings.ratelimit_burst) \
+        if settings.ratelimit_enabled else None
+    app = App(middleware=[Frontdoor(ctx.metrics, limiter,
+                                                open_access_log(settings.access_log))])
+    app.req_options.strip_url_path_trailing_slash = False
+    problems.install(app)
+    for template, resource in table:
+        app.add_route(template, resource)
+    app.bukt = ctx
+    return app

@@ -1,0 +1,143 @@
+"""Tokens: how they are made, where a request carries one, and what it may do.
+
+A token is 32 random bytes from `secrets`, shown once in URL-safe base64. Only its
+SHA-256 digest is kept: the admin token's digest in this process, bucket tokens' in the
+segment (store.add_token), where store.find_token compares in constant time. A
+request's token is hashed once and never stored, logged or echoed.
+
+Decision order, so that nothing leaks to a caller who may not know it:
+  no token, or an unknown one          -> 401 (the bucket's existence is not revealed)
+  a token of another bucket            -> 403
+  a token of the bucket without the bit -> 403
+  the admin token                      -> everything; a missing bucket is then 404
+"""
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+
+from bukt.errors import AuthError, PermissionDenied
+
+READ, WRITE, ADMIN = 1, 2, 4
+PERM_NAMES = {"read": READ, "write": WRITE, "admin": ADMIN}
+TOKEN_BYTES = 32
+log = logging.getLogger("bukt.http")
+
+
+def new_token():
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def digest(token):
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def perms_to_names(perms):
+    return [name for name, bit in PERM_NAMES.items() if perms & bit]
+
+
+def names_to_perms(names):
+    """["read", "write"] -> READ|WRITE; ValueError on an unknown or empty list."""
+    if not isinstance(names, list) or not names:
+        raise ValueError("permissions must be a non-empty list of read, write, admin")
+    perms = 0
+    for name in names:
+        if name not in PERM_NAMES:
+            raise ValueError(f"unknown permission {name!r}; use read, write, admin")
+        perms |= PERM_NAMES[name]
+    return perms
+
+
+def token_of(req):
+    """The token a request carries in X-Auth-Token, X-API-Key or Authorization: Bearer."""
+    token = req.get_header("X-Auth-Token") or req.get_header("X-API-Key")
+    if token:
+        return token.strip()
+    authz = req.get_header("Authorization")
+    if authz:
+        scheme, _, value = authz.strip().partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    bucket: str | None     # None for the admin token
+    token_id: int
+    perms: int
+
+    @property
+    def is_admin(self):
+        return self.bucket is None
+
+
+ADMIN_PRINCIPAL = Principal(None, 0, READ | WRITE | ADMIN)
+
+
+class Authenticator:
+    def __init__(self, store, admin_token):
+        self.store = store
+        self._admin_digest = digest(admin_token) if admin_token else None
+
+    def identify(self, req, token=None):
+        """The Principal of the request's token; AuthError when missing or unknown."""
+        token = token if token is not None else token_of(req)
+        if not token:
+            raise AuthError("a token is needed: X-Auth-Token, X-API-Key or "
+                            "Authorization: Bearer")
+        d = digest(token)
+        if self._admin_digest is not None and hmac.compare_digest(d, self._admin_digest):
+            return ADMIN_PRINCIPAL
+        found = self.store.find_token(d)
+        if found is None:
+            raise AuthError("unknown or revoked token")
+        bucket, token_id, perms = found
+        return Principal(bucket, token_id, perms)
+
+    def require(self, req, bucket, perm, token=None):
+        """The Principal if its token may do `perm` on `bucket` (None: admin only)."""
+        p = self.identify(req, token)
+        req.context.bucket = bucket
+        if p.is_admin:
+            return p
+        if bucket is None:
+            raise PermissionDenied("this needs the admin token")
+        if p.bucket != bucket:
+            raise PermissionDenied("this token belongs to another bucket")
+        if not p.perms & perm:
+            raise PermissionDenied(f"this token lacks the {perms_to_names(perm)[0]} "
+                                   "permission")
+        return p
+
+
+def resolve_admin_token(settings):
+    """The admin token: configured, from the environment, or read from (first start:
+    generated into) data_dir/admin.token with mode 0600. Returns (token, source)."""
+    if settings.admin_token:
+        return settings.admin_token, "config"
+    if not settings.data_dir:
+        raise ValueError("no admin token: set auth.admin_token, BUKT_ADMIN_TOKEN or "
+                         "data_dir (where one is generated)")
+    path = os.path.join(settings.data_dir, "admin.token")
+    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            log.warning("%s is readable by others (mode %o); chmod 600 it", path,
+                        mode & 0o777)
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+        if not token:
+            raise ValueError(f"{path} is empty; remove it to have a new one generated")
+        return token, path
+    token = new_token()
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    log.warning("generated the admin token into %s (mode 0600)", path)
+    return token, path

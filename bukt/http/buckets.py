@@ -1,0 +1,117 @@
+"""Buckets and their tokens: /api/v1/buckets[/{name}[/tokens[/{id}]]]."""
+
+import falcon
+
+from bukt.http.auth import ADMIN, READ, WRITE, digest, names_to_perms, new_token, \
+    perms_to_names
+from bukt.http.problems import Problem
+from bukt.http.wire import bad, read_json, ttl_value
+
+SCHEMAS = ("bytes", "int", "str")
+EVICTIONS = ("lru", "none")
+
+
+class BucketList:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_get(self, req, resp):
+        self.ctx.auth.require(req, None, ADMIN)
+        resp.media = {"buckets": sorted(self.ctx.store.buckets())}
+
+    async def on_post(self, req, resp):
+        ctx = self.ctx
+        ctx.auth.require(req, None, ADMIN)
+        doc = await read_json(req, ctx.settings.max_body)
+        name = doc.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad("name", "a bucket needs a name (A-Z a-z 0-9 . _ -, up to 64)")
+        req.context.bucket = name
+        schema = doc.get("schema", "bytes")
+        eviction = doc.get("eviction", "lru")
+        persist = doc.get("persist", True)
+        if schema not in SCHEMAS:
+            raise bad("schema", f"must be one of {', '.join(SCHEMAS)}")
+        if eviction not in EVICTIONS:
+            raise bad("eviction", f"must be one of {', '.join(EVICTIONS)}")
+        if not isinstance(persist, bool):
+            raise bad("persist", "must be true or false")
+        default_ttl = ttl_value(doc.get("default_ttl"), "default_ttl")
+        ctx.store.create_bucket(name, schema=schema, eviction=eviction, persist=persist,
+                                default_ttl=default_ttl)
+        token = new_token()
+        try:
+            token_id = ctx.store.add_token(name, digest(token), READ | WRITE | ADMIN)
+        except Exception:
+            ctx.store.drop_bucket(name)
+            raise
+        await ctx.durability.settle(name)
+        resp.status = 201
+        resp.location = f"/api/v1/buckets/{name}"
+        resp.media = {"name": name, "token": token, "token_id": token_id,
+                      "permissions": ["read", "write", "admin"]}
+
+
+class BucketItem:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_get(self, req, resp, name):
+        store = self.ctx.store
+        self.ctx.auth.require(req, name, READ)
+        info = dict(store.bucket_info(name))
+        info["stats"] = store.bucket(name).stats()
+        resp.media = info
+
+    async def on_delete(self, req, resp, name):
+        """Drop a bucket: the admin token, or a token with admin on it, in a header
+        or (as in Bukt's original API) in the JSON body as {"token": ...}."""
+        ctx = self.ctx
+        token = None
+        if req.content_length:
+            doc = await read_json(req, ctx.settings.max_body, required=False)
+            token = doc.get("token")
+            if token is not None and not isinstance(token, str):
+                raise bad("token", "must be a string")
+        ctx.auth.require(req, name, ADMIN, token=token)
+        ctx.store.drop_bucket(name)
+        await ctx.durability.settle(name)
+        resp.status = 204
+
+
+class TokenList:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_get(self, req, resp, name):
+        self.ctx.auth.require(req, name, ADMIN)
+        resp.media = {"tokens": [{"id": i, "permissions": perms_to_names(p)}
+                                 for i, p in self.ctx.store.tokens(name)]}
+
+    async def on_post(self, req, resp, name):
+        ctx = self.ctx
+        ctx.auth.require(req, name, ADMIN)
+        doc = await read_json(req, ctx.settings.max_body)
+        try:
+            perms = names_to_perms(doc.get("permissions"))
+        except ValueError as e:
+            raise bad("permissions", str(e)) from None
+        token = new_token()
+        token_id = ctx.store.add_token(name, digest(token), perms)
+        await ctx.durability.settle(name)
+        resp.status = 201
+        resp.location = f"/api/v1/buckets/{name}/tokens/{token_id}"
+        resp.media = {"id": token_id, "token": token, "permissions": perms_to_names(perms)}
+
+
+class TokenItem:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_delete(self, req, resp, name, token_id):
+        ctx = self.ctx
+        ctx.auth.require(req, name, ADMIN)
+        if not ctx.store.revoke_token(name, token_id):
+            raise Problem(404, "not_found", f"bucket {name!r} has no token {token_id}")
+        await ctx.durability.settle(name)
+        resp.status = falcon.HTTP_204

@@ -1,0 +1,326 @@
+"""Keys of a bucket: /api/v1/buckets/{name}/keys/{key} (GET, HEAD, PUT, DELETE, and
+POST .../incr), the scan /api/v1/buckets/{name}/keys, and the bulk calls.
+
+A key is the rest of the path after /keys/, slashes included, percent-decoded to its
+exact bytes. A POST on /keys/{key}/incr increments {key}; POST means nothing else on a
+key, so a key that itself ends in /incr is incremented by POSTing .../incr/incr.
+
+ETags are the entry's version. GET, HEAD and PUT honour If-Match and If-None-Match
+(compare-and-set goes through Bucket.set(if_version=...), so a PUT is atomic); GET
+honours Range (one range; several are answered in full) and If-Range.
+"""
+
+from bukt.http.auth import READ, WRITE
+from bukt.http.problems import Problem
+from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at,
+                            int_value, is_json, json_key, key_from_path,
+                            param_or_header, read_body, read_json, ttl_value,
+                            value_bytes, value_from_json, value_to_json)
+
+KEY_SLASHES = 6           # "/" before the key in /api/v1/buckets/{name}/keys/{key}
+TTL_HEADER = "Bukt-TTL"
+SINGLE_READ_HEADER = "Bukt-Single-Read"
+MAX_BULK = 1000           # keys in one bulk call: bounds the work of one request
+CONTENT_TYPES = {bytes: "application/octet-stream", str: "text/plain; charset=utf-8",
+                 int: "text/plain; charset=utf-8"}
+
+
+def read_entry(bucket, key):
+    """(value, version, ttl) of a live key, or None.
+
+    SLOW PATH until the core offers one call for the three: version, get, ttl and
+    version again. A version that changed between the looks means another write
+    raced this read; the value is still one that was stored, so it is returned
+    without a version (no ETag) rather than read again, which could consume a
+    second single-read entry."""
+    v1 = bucket.version(key)
+    if v1 is None:
+        return None
+    value = bucket.get(key)
+    if value is None:
+        return None
+    ttl = bucket.ttl(key)
+    v2 = bucket.version(key)
+    if v2 is not None and v2 != v1:
+        return value, None, ttl
+    return value, v1, ttl
+
+
+def precondition_failed(detail):
+    return Problem(412, "version_mismatch", detail)
+
+
+def check_read_preconditions(req, current):
+    """304 / 412 for a GET or HEAD given the key's current version (None: absent).
+    Returns True when the answer is 304 Not Modified."""
+    im, inm = req.get_header("If-Match"), req.get_header("If-None-Match")
+    if im is not None:
+        tags = etags_of(im)
+        if current is None or (tags != "*" and current not in tags):
+            raise precondition_failed("If-Match does not match the key's version")
+    if inm is not None and current is not None:
+        tags = etags_of(inm)
+        if tags == "*" or current in tags:
+            return True
+    return False
+
+
+def write_conditions(req, bucket, key):
+    """Keyword arguments for Bucket.set from If-Match / If-None-Match: `*` becomes
+    xx / nx; version lists become a compare-and-set on the version seen now."""
+    im, inm = req.get_header("If-Match"), req.get_header("If-None-Match")
+    kwargs = {}
+    if im is None and inm is None:
+        return kwargs
+    current = None
+    if im is not None:
+        tags = etags_of(im)
+        if tags == "*":
+            kwargs["xx"] = True
+        else:
+            current = bucket.version(key) or 0
+            if current not in tags:
+                raise precondition_failed("If-Match does not match the key's version")
+            kwargs["if_version"] = current
+    if inm is not None:
+        tags = etags_of(inm)
+        if tags == "*":
+            kwargs["nx"] = True
+        else:
+            if current is None:
+                current = bucket.version(key) or 0
+            if current in tags:
+                raise precondition_failed("If-None-Match matches the key's version")
+            kwargs["if_version"] = current
+    return kwargs
+
+
+def parse_range(header, size):
+    """(start, end) inclusive for one `bytes=` range, None to answer in full, or
+    "unsatisfiable"."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                return "unsatisfiable"
+            return max(size - n, 0), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start < 0 or end < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
+
+
+class _NoBody:
+    """An empty body stream: falcon leaves Content-Length out for a HEAD that has one
+    (and never reads it)."""
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        raise StopAsyncIteration
+
+
+_NO_BODY = _NoBody()
+
+
+class Key:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def _open(self, req, name, key, perm):
+        self.ctx.auth.require(req, name, perm)
+        return self.ctx.store.bucket(name), key_from_path(req, key, KEY_SLASHES)
+
+    async def on_get(self, req, resp, name, key):
+        bucket, k = self._open(req, name, key, READ)
+        if req.get_header("If-Match") is not None or \
+                req.get_header("If-None-Match") is not None:
+            current = bucket.version(k)
+            if check_read_preconditions(req, current):
+                resp.status = 304
+                resp.etag = etag(current)
+                return
+        entry = read_entry(bucket, k)
+        if entry is None:
+            raise Problem(404, "not_found", "no such key")
+        value, version, ttl = entry
+        data = value_bytes(value)
+        resp.content_type = CONTENT_TYPES[type(value)]
+        resp.accept_ranges = "bytes"
+        if version is not None:
+            resp.etag = etag(version)
+        if ttl is not None:
+            resp.set_header(TTL_HEADER, f"{ttl:.3f}")
+        rng = req.get_header("Range")
+        if rng is not None:
+            if_range = req.get_header("If-Range")
+            if if_range is None or (version is not None and etags_of(if_range) == {version}):
+                span = parse_range(rng, len(data))
+                if span == "unsatisfiable":
+                    raise Problem(416, "range_not_satisfiable",
+                                  f"the value has {len(data)} bytes",
+                                  headers={"Content-Range": f"bytes */{len(data)}"})
+                if span is not None:
+                    start, end = span
+                    resp.status = 206
+                    resp.content_range = (start, end, len(data))
+                    data = data[start:end + 1]
+        resp.data = data
+
+    async def on_head(self, req, resp, name, key):
+        """The GET's headers without reading the value, so a HEAD never consumes a
+        single-read key (and so has no Content-Length)."""
+        bucket, k = self._open(req, name, key, READ)
+        current = bucket.version(k)
+        if check_read_preconditions(req, current):
+            resp.status = 304
+            resp.etag = etag(current)
+            return
+        if current is None:
+            raise Problem(404, "not_found", "no such key")
+        ttl = bucket.ttl(k)
+        resp.etag = etag(current)
+        resp.accept_ranges = "bytes"
+        resp.content_type = "application/octet-stream"
+        if ttl is not None:
+            resp.set_header(TTL_HEADER, f"{ttl:.3f}")
+        resp.stream = _NO_BODY   # else falcon claims Content-Length: 0 for a HEAD
+
+
+    async def on_put(self, req, resp, name, key):
+        ctx = self.ctx
+        bucket, k = self._open(req, name, key, WRITE)
+        ttl = ttl_value(param_or_header(req, "ttl", TTL_HEADER))
+        single = bool_value(param_or_header(req, "single_read", SINGLE_READ_HEADER),
+                            "single_read")
+        as_json = is_json(req)
+        if as_json:     # Bukt's original shape: {"value", "ttl_seconds", "single_read"}
+            doc = await read_json(req, ctx.settings.max_body)
+            if "value" not in doc:
+                raise bad("value", "the JSON body needs a value")
+            encoding = encoding_of(req, doc)
+            value = value_from_json(doc["value"], encoding)
+            if doc.get("ttl_seconds") is not None:
+                ttl = ttl_value(doc["ttl_seconds"], "ttl_seconds")
+            if "single_read" in doc:
+                single = bool_value(doc["single_read"], "single_read")
+        else:
+            value = await read_body(req, ctx.settings.max_body)
+        conditions = write_conditions(req, bucket, k)
+        version = bucket.set(k, value, ttl=ttl, single_read=single, **conditions)
+        if version is None:
+            raise precondition_failed("If-None-Match: * but the key exists"
+                                      if conditions.get("nx") else
+                                      "If-Match: * but the key does not exist")
+        await ctx.durability.settle(name)
+        resp.etag = etag(version)
+        if as_json:
+            resp.media = {"value": doc["value"], "expires_at": expires_at(bucket.ttl(k))}
+        else:
+            resp.status = 204
+
+    async def on_delete(self, req, resp, name, key):
+        bucket, k = self._open(req, name, key, WRITE)
+        im = req.get_header("If-Match")
+        if im is not None:
+            # Not atomic with the delete below: the core has no delete-if-version yet.
+            tags, current = etags_of(im), bucket.version(k)
+            if current is None or (tags != "*" and current not in tags):
+                raise precondition_failed("If-Match does not match the key's version")
+        if not bucket.delete(k):
+            raise Problem(404, "not_found", "no such key")
+        await self.ctx.durability.settle(name)
+        resp.status = 204
+
+    async def on_post(self, req, resp, name, key):
+        bucket, k = self._open(req, name, key, WRITE)
+        if not k.endswith(b"/incr") or len(k) == 5:
+            raise Problem(405, "method_not_allowed",
+                          "POST on a key is only .../keys/{key}/incr",
+                          headers={"Allow": "GET, HEAD, PUT, DELETE"})
+        k = k[:-5]
+        value = bucket.incr(k, by=int_value(req.get_param("by"), "by", 1),
+                            initial=int_value(req.get_param("initial"), "initial", 0),
+                            ttl=ttl_value(param_or_header(req, "ttl", TTL_HEADER)))
+        await self.ctx.durability.settle(name)
+        resp.media = {"value": value}
+
+
+def key_list(doc, encoding):
+    keys = doc.get("keys")
+    if not isinstance(keys, list):
+        raise bad("keys", "must be a list of keys")
+    if len(keys) > MAX_BULK:
+        raise bad("keys", f"at most {MAX_BULK} keys in one call")
+    if encoding == "base64":
+        return [value_from_json(k, "base64", "keys") for k in keys]
+    return [json_key(k, "keys") for k in keys]
+
+
+class Scan:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_get(self, req, resp, name):
+        self.ctx.auth.require(req, name, READ)
+        bucket = self.ctx.store.bucket(name)
+        encoding = encoding_of(req)
+        prefix = req.get_param("prefix") or ""
+        prefix = value_from_json(prefix, encoding, "prefix") if prefix else b""
+        raw_cursor = req.get_param("cursor") or "0"
+        if not raw_cursor.isdigit():
+            raise bad("cursor", "must be the decimal cursor a scan returned, or 0")
+        count = int_value(req.get_param("count"), "count", 100, 1, 10000)
+        cursor, keys = bucket.scan(prefix, int(raw_cursor), count)
+        resp.media = {"cursor": str(cursor),
+                      "keys": [value_to_json(k, encoding) for k in keys]}
+
+
+class Bulk:
+    """POST /mget, /mset, /delete, /exists: one resource, the operation from the route."""
+
+    def __init__(self, ctx, op):
+        self.ctx, self.op = ctx, op
+
+    async def on_post(self, req, resp, name):
+        ctx, op = self.ctx, self.op
+        ctx.auth.require(req, name, READ if op in ("mget", "exists") else WRITE)
+        bucket = ctx.store.bucket(name)
+        doc = await read_json(req, ctx.settings.max_body)
+        encoding = encoding_of(req, doc)
+        if op == "mset":
+            items = doc.get("items")
+            if not isinstance(items, dict) or len(items) > MAX_BULK:
+                raise bad("items", f"must be an object of at most {MAX_BULK} key: value")
+            mapping = {}
+            for k, v in items.items():
+                key = value_from_json(k, "base64", "items") if encoding == "base64" \
+                    else json_key(k)
+                mapping[key] = value_from_json(v, encoding, "items")
+            versions = bucket.mset(mapping, ttl=ttl_value(doc.get("ttl_seconds"),
+                                                           "ttl_seconds"))
+            await ctx.durability.settle(name)
+            resp.media = {"versions": versions}
+            return
+        keys = key_list(doc, encoding)
+        if op == "mget":
+            resp.media = {"values": [value_to_json(v, encoding)
+                                     for v in bucket.mget(keys)]}
+        elif op == "exists":
+            resp.media = {"exists": bucket.exists(*keys) if keys else 0}
+        else:
+            deleted = bucket.delete(*keys) if keys else 0
+            await ctx.durability.settle(name)
+            resp.media = {"deleted": deleted}

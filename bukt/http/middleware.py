@@ -1,0 +1,138 @@
+"""What happens around every request: the rate limit on the way in; request counters,
+the latency histogram and the JSON access log on the way out.
+
+One middleware class does all three, so a request pays for one set of hooks.
+"""
+
+import hashlib
+import json
+import math
+import os
+import time
+
+from bukt.http.problems import PROBLEM_JSON, problem_body
+
+# Latency histogram upper bounds in seconds; the last bucket is +Inf.
+LATENCY_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                  0.1, 0.25, 1.0)
+STATUS_CLASSES = 5                                   # 1xx .. 5xx
+ROUTE_WORDS = STATUS_CLASSES + len(LATENCY_BOUNDS) + 1 + 1   # classes, buckets, sum (us)
+RATELIMITED = 0                                      # word 0: requests refused with 429
+ROUTES_BASE = 8                                      # words 1..7 spare
+EXEMPT = ("/healthz",)
+
+
+class RequestMetrics:
+    """Counter indices for each route template; the counts live in a SharedArea row."""
+
+    def __init__(self, area, routes):
+        self.area = area
+        self.routes = ["unmatched"] + list(routes)
+        self.index = {r: i for i, r in enumerate(self.routes)}
+        needed = ROUTES_BASE + len(self.routes) * ROUTE_WORDS
+        if needed > area.words:
+            raise ValueError(f"{len(self.routes)} routes need {needed} counter words, "
+                             f"the area has {area.words}")
+
+    def row(self):
+        return self.area.counter_row()
+
+    def base(self, template):
+        return ROUTES_BASE + self.index.get(template, 0) * ROUTE_WORDS
+
+    def snapshot(self):
+        """{route: {"status": {"2xx": n, ...}, "buckets": [cumulative...], "sum": s,
+        "count": n}} summed over every worker, plus "ratelimited"."""
+        t = self.area.totals()
+        out = {}
+        for i, route in enumerate(self.routes):
+            b = ROUTES_BASE + i * ROUTE_WORDS
+            classes = t[b:b + STATUS_CLASSES]
+            count = sum(classes)
+            if not count:
+                continue
+            hist = t[b + STATUS_CLASSES: b + STATUS_CLASSES + len(LATENCY_BOUNDS) + 1]
+            cumulative, acc = [], 0
+            for n in hist:
+                acc += n
+                cumulative.append(acc)
+            out[route] = {"status": {f"{c + 1}xx": n for c, n in enumerate(classes) if n},
+                          "buckets": cumulative, "count": count,
+                          "sum": t[b + ROUTE_WORDS - 1] / 1e6}
+        return {"routes": out, "ratelimited": t[RATELIMITED]}
+
+
+class RateLimiter:
+    """GCRA per client IP over the SharedArea's table: `rate` requests per second
+    sustained, `burst` at once."""
+
+    def __init__(self, area, rate, burst):
+        if rate <= 0 or burst < 1:
+            raise ValueError("ratelimit.rate must be > 0 and ratelimit.burst >= 1")
+        self.area = area
+        self.interval = 1.0 / rate
+        self.tolerance = self.interval * (burst - 1)
+
+    def check(self, client, now=None):
+        """0.0 if `client` may go now, else the seconds until it may."""
+        key = int.from_bytes(hashlib.blake2b(client.encode(), digest_size=8).digest(),
+                             "little") or 1
+        return self.area.rate_check(key, time.monotonic() if now is None else now,
+                                    self.interval, self.tolerance)
+
+
+def open_access_log(dest):
+    """An fd to write access lines to: "-" is stderr, a path is appended to."""
+    if not dest:
+        return None
+    if dest == "-":
+        return 2
+    return os.open(dest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+
+class Frontdoor:
+    def __init__(self, metrics, limiter=None, access_fd=None):
+        self.metrics, self.limiter, self.access_fd = metrics, limiter, access_fd
+
+    async def process_request(self, req, resp):
+        req.context.start = time.perf_counter()
+        req.context.bucket = None
+        if self.limiter is not None and req.path not in EXEMPT:
+            wait = self.limiter.check(req.remote_addr or "-")
+            if wait > 0:
+                retry = max(1, math.ceil(wait))
+                self.metrics.row()[RATELIMITED] += 1
+                resp.status = 429
+                resp.content_type = PROBLEM_JSON
+                resp.set_header("Retry-After", str(retry))
+                resp.text = problem_body(429, "rate_limited",
+                                         f"too many requests; retry in {retry} s", req.path)
+                resp.complete = True
+
+    async def process_response(self, req, resp, resource, req_succeeded):
+        start = getattr(req.context, "start", None)
+        if start is None:
+            return
+        elapsed = time.perf_counter() - start
+        status = resp.status_code
+        row = self.metrics.row()
+        b = self.metrics.base(req.uri_template)
+        cls = min(max(status // 100, 1), 5) - 1
+        row[b + cls] += 1
+        for i, bound in enumerate(LATENCY_BOUNDS):
+            if elapsed <= bound:
+                break
+        else:
+            i = len(LATENCY_BOUNDS)
+        row[b + STATUS_CLASSES + i] += 1
+        row[b + ROUTE_WORDS - 1] += int(elapsed * 1e6)
+        if self.access_fd is not None:
+            line = json.dumps({
+                "ts": round(time.time(), 3), "remote": req.remote_addr,
+                "method": req.method, "path": req.path, "status": status,
+                "duration_ms": round(elapsed * 1000, 3), "bucket": req.context.bucket,
+            }, separators=(",", ":")) + "\n"
+            try:
+                os.write(self.access_fd, line.encode())
+            except OSError:
+                pass

@@ -1,0 +1,256 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/v1/openapi.json.
+
+Written by hand next to the resources it describes; tests/test_http_server.py runs
+schemathesis against the served document, so a route or a response shape that drifts
+from it fails there.
+"""
+
+from bukt.http.wire import MAX_TTL
+
+NAME = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
+JSON_VALUE = {"type": ["string", "integer"]}
+TTL = {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_TTL}
+ENCODING = {"type": "string", "enum": ["utf-8", "base64"], "default": "utf-8",
+            "description": "How keys and values are carried in JSON: UTF-8 text, or "
+                           "base64 for any bytes."}
+PERMS = {"type": "array", "minItems": 1, "uniqueItems": True,
+         "items": {"type": "string", "enum": ["read", "write", "admin"]}}
+
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required=(), **props):
+    schema = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def json_body(schema, required=True):
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def json_response(description, schema, headers=None):
+    r = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        r["headers"] = headers
+    return r
+
+
+def header(description, schema=None):
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+PROBLEM = {"description": "An RFC 9457 problem; `code` is stable.",
+           "content": {"application/problem+json": {"schema": ref("Problem")}}}
+EMPTY = {"description": "Done; no content."}
+
+
+def op(summary, responses, params=(), body=None, auth=True, op_id=None):
+    o = {"summary": summary, "operationId": op_id,
+         "responses": {**{str(k): v for k, v in responses.items()}, "default": PROBLEM}}
+    if params:
+        o["parameters"] = list(params)
+    if body:
+        o["requestBody"] = body
+    if not auth:
+        o["security"] = []
+    return o
+
+
+def path_param(name, schema):
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def query(name, schema, description=""):
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def hdr(name, schema, description=""):
+    return {"name": name, "in": "header", "required": False, "schema": schema,
+            "description": description}
+
+
+BUCKET = path_param("name", NAME)
+KEY = path_param("key", {"type": "string", "minLength": 1})
+ETAG = header("The entry's version, quoted.")
+TTL_OUT = header("Remaining time to live in seconds, when the key has one.")
+RAW_VALUE = {"application/octet-stream": {"schema": {"type": "string",
+                                                     "format": "binary"}},
+             "text/plain": {"schema": {"type": "string"}}}
+KEYS_BODY = json_body(obj(["keys"], keys={"type": "array", "maxItems": 1000,
+                                          "items": {"type": "string"}},
+                          encoding=ENCODING))
+
+
+def document():
+    bucket = "/api/v1/buckets/{name}"
+    paths = {
+        "/healthz": {"get": op("Liveness of the segment and the writer", {
+            200: json_response("Healthy", ref("Health")),
+            503: json_response("Unhealthy, with the reason", ref("Health"))},
+            auth=False, op_id="health")},
+        "/metrics": {"get": op("Counters: Prometheus text, or JSON with ?format=json", {
+            200: {"description": "Metrics", "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "object"}}}}},
+            [query("format", {"type": "string", "enum": ["prometheus", "json"]})],
+            op_id="metrics")},
+        "/api/v1/openapi.json": {"get": op("This document", {
+            200: json_response("OpenAPI 3.1", {"type": "object"})}, auth=False,
+            op_id="openapi")},
+        "/api/v1/buckets": {
+            "get": op("List buckets (admin token)", {
+                200: json_response("Names", obj(["buckets"], buckets={
+                    "type": "array", "items": {"type": "string"}}))}, op_id="listBuckets"),
+            "post": op("Create a bucket (admin token); its first token is shown once", {
+                201: json_response("Created", ref("BucketCreated"))},
+                body=json_body(ref("BucketCreate")), op_id="createBucket")},
+        bucket: {
+            "parameters": [BUCKET],
+            "get": op("Settings and stats (read)", {
+                200: json_response("The bucket", ref("BucketInfo"))}, op_id="getBucket"),
+            "delete": op("Drop the bucket and its keys (admin token or bucket admin; "
+                         "the token may come in the body)", {204: EMPTY},
+                         body=json_body(obj(token={"type": "string"}), required=False),
+                         op_id="dropBucket")},
+        f"{bucket}/tokens": {
+            "parameters": [BUCKET],
+            "get": op("Token ids and permissions, never secrets (admin)", {
+                200: json_response("Tokens", obj(["tokens"], tokens={
+                    "type": "array", "items": obj(["id", "permissions"], id={
+                        "type": "integer"}, permissions=PERMS)}))}, op_id="listTokens"),
+            "post": op("Make a token (admin); shown once", {
+                201: json_response("Created", ref("TokenCreated"))},
+                body=json_body(obj(["permissions"], permissions=PERMS)),
+                op_id="createToken")},
+        f"{bucket}/tokens/{{token_id}}": {
+            "parameters": [BUCKET, path_param("token_id", {"type": "integer",
+                                                           "minimum": 1})],
+            "delete": op("Revoke a token (admin)", {204: EMPTY}, op_id="revokeToken")},
+        f"{bucket}/keys": {"get": op("Scan keys by prefix with a cursor (read)", {
+            200: json_response("A page", obj(["cursor", "keys"], cursor={
+                "type": "string", "pattern": "^[0-9]+$",
+                "description": "\"0\" when the scan is done"},
+                keys={"type": "array", "items": {"type": "string"}}))},
+            [BUCKET, query("prefix", {"type": "string"}),
+             query("cursor", {"type": "string", "pattern": "^[0-9]+$"}),
+             query("count", {"type": "integer", "minimum": 1, "maximum": 10000}),
+             query("encoding", ENCODING)], op_id="scan")},
+        f"{bucket}/keys/{{key}}": {
+            "parameters": [BUCKET, KEY],
+            "get": op("The raw value, with ETag and Bukt-TTL (read)", {
+                200: {"description": "The value", "content": RAW_VALUE,
+                      "headers": {"ETag": ETAG, "Bukt-TTL": TTL_OUT}},
+                206: {"description": "A byte range of the value", "content": RAW_VALUE,
+                      "headers": {"Content-Range": header("bytes a-b/size")}},
+                304: {"description": "Not modified (If-None-Match)"}},
+                [hdr("If-None-Match", {"type": "string"}),
+                 hdr("If-Match", {"type": "string"}),
+                 hdr("Range", {"type": "string"}),
+                 hdr("If-Range", {"type": "string"})], op_id="getKey"),
+            "head": op("The GET's headers; never consumes a single-read key (read)", {
+                200: {"description": "Exists", "headers": {"ETag": ETAG,
+                                                           "Bukt-TTL": TTL_OUT}},
+                304: {"description": "Not modified"}},
+                [hdr("If-None-Match", {"type": "string"})], op_id="headKey"),
+            "put": op("Store a value: a raw body, or JSON {value, ttl_seconds, "
+                      "single_read} (write)", {
+                200: json_response("Stored (JSON request)", ref("PutResult"),
+                                   {"ETag": ETAG}),
+                204: {"description": "Stored (raw body)", "headers": {"ETag": ETAG}}},
+                [query("ttl", TTL), query("single_read", {"type": "boolean"}),
+                 hdr("Bukt-TTL", {"type": "string"}),
+                 hdr("Bukt-Single-Read", {"type": "string"}),
+                 hdr("If-Match", {"type": "string"}),
+                 hdr("If-None-Match", {"type": "string"})],
+                body={"required": False, "content": {
+                    "application/octet-stream": {"schema": {"type": "string",
+                                                            "format": "binary"}},
+                    "application/json": {"schema": ref("PutJson")}}}, op_id="putKey"),
+            "delete": op("Delete a key (write)", {204: EMPTY},
+                         [hdr("If-Match", {"type": "string"})], op_id="deleteKey")},
+        f"{bucket}/keys/{{key}}/incr": {
+            "parameters": [BUCKET, KEY],
+            "post": op("Add `by` to a decimal value; absent: initial + by (write)", {
+                200: json_response("The new value", obj(["value"],
+                                                        value={"type": "integer"}))},
+                [query("by", {"type": "integer"}), query("initial", {"type": "integer"}),
+                 query("ttl", TTL)], op_id="incr")},
+        f"{bucket}/mget": {"parameters": [BUCKET], "post": op("Values of keys (read)", {
+            200: json_response("null where absent", obj(["values"], values={
+                "type": "array", "items": {"type": ["string", "integer", "null"]}}))},
+            body=KEYS_BODY, op_id="mget")},
+        f"{bucket}/mset": {"parameters": [BUCKET], "post": op("Store many (write)", {
+            200: json_response("Versions in order", obj(["versions"], versions={
+                "type": "array", "items": {"type": "integer"}}))},
+            body=json_body(obj(["items"], items={
+                "type": "object", "maxProperties": 1000,
+                "additionalProperties": JSON_VALUE},
+                ttl_seconds=TTL, encoding=ENCODING)), op_id="mset")},
+        f"{bucket}/delete": {"parameters": [BUCKET], "post": op("Delete many (write)", {
+            200: json_response("How many existed", obj(["deleted"], deleted={
+                "type": "integer"}))}, body=KEYS_BODY, op_id="deleteMany")},
+        f"{bucket}/exists": {"parameters": [BUCKET], "post": op("Count existing (read)", {
+            200: json_response("How many exist", obj(["exists"], exists={
+                "type": "integer"}))}, body=KEYS_BODY, op_id="exists")},
+        "/api/v1/kv": {"post": op("Original API: store; the token names the bucket", {
+            201: json_response("Stored", ref("KvEntry"))},
+            body=json_body(obj(["key", "value"], key={"type": "string", "minLength": 1},
+                               value=JSON_VALUE, ttl=TTL,
+                               single_read={"type": "boolean"}, encoding=ENCODING)),
+            op_id="kvSet")},
+        "/api/v1/kv/{key}": {
+            "parameters": [KEY],
+            "get": op("Original API: read", {200: json_response("The entry",
+                                                               ref("KvEntry"))},
+                      [query("encoding", ENCODING)], op_id="kvGet"),
+            "delete": op("Original API: delete", {204: EMPTY}, op_id="kvDelete")},
+    }
+    schemas = {
+        "Problem": obj(["type", "title", "status", "code"], type={"type": "string"},
+                       title={"type": "string"}, status={"type": "integer"},
+                       code={"type": "string"}, detail={"type": "string"},
+                       instance={"type": "string"}),
+        "Health": obj(["status"], status={"type": "string", "enum": ["ok",
+                                                                     "unavailable"]},
+                      segment={"type": "string"}, reason={"type": "string"},
+                      writer={"type": ["string", "object"]}),
+        "BucketCreate": obj(["name"], name=NAME,
+                            schema={"type": "string", "enum": ["bytes", "int", "str"]},
+                            eviction={"type": "string", "enum": ["lru", "none"]},
+                            persist={"type": "boolean"}, default_ttl=TTL),
+        "BucketCreated": obj(["name", "token", "token_id", "permissions"],
+                             name={"type": "string"}, token={"type": "string"},
+                             token_id={"type": "integer"}, permissions=PERMS),
+        "BucketInfo": obj(["name", "schema", "eviction", "persist", "stats"],
+                          name={"type": "string"}, schema={"type": "string"},
+                          eviction={"type": "string"}, persist={"type": "boolean"},
+                          default_ttl={"type": ["number", "null"]},
+                          stats={"type": "object",
+                                 "additionalProperties": {"type": "number"}}),
+        "TokenCreated": obj(["id", "token", "permissions"], id={"type": "integer"},
+                            token={"type": "string"}, permissions=PERMS),
+        "PutJson": obj(["value"], value=JSON_VALUE, ttl_seconds=TTL,
+                       single_read={"type": "boolean"}, encoding=ENCODING),
+        "PutResult": obj(["value", "expires_at"], value=JSON_VALUE,
+                         expires_at={"type": ["string", "null"], "format": "date-time"}),
+        "KvEntry": obj(["key", "value", "expires_at"], key={"type": "string"},
+                       value=JSON_VALUE,
+                       expires_at={"type": ["string", "null"], "format": "date-time"}),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Bukt HTTP API", "version": "1",
+                 "description": "A shared-memory key-value cache. Errors are "
+                                "application/problem+json with a stable `code`."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {
+            "authToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"authToken": []}, {"apiKey": []}, {"bearer": []}],
+    }

@@ -1,0 +1,121 @@
+"""For operators: /healthz, /metrics (Prometheus text or JSON), /api/v1/openapi.json."""
+
+import json
+
+from bukt.errors import BuktError
+from bukt.http.auth import ADMIN
+from bukt.http.hooks import writer_state
+from bukt.http.middleware import LATENCY_BOUNDS
+
+BUCKET_COUNTERS = ("reads", "writes", "hits", "misses", "evictions", "expirations")
+BUCKET_GAUGES = ("keys", "bytes")
+PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Health:
+    """200 when the segment answers and the writer (if it reports) is alive and
+    flushing; 503 with the reason otherwise. No token needed, never rate limited."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_get(self, req, resp):
+        body = {"status": "ok", "segment": "attached", "writer": "not reported"}
+        try:
+            self.ctx.store.stats()
+        except BuktError as e:
+            body.update(status="unavailable", segment="unavailable",
+                        reason=f"segment: {e}")
+        else:
+            state = writer_state(self.ctx.store)
+            if state is not None:
+                body["writer"] = state
+                if not (state.get("alive") and state.get("flushing")):
+                    body.update(status="unavailable",
+                                reason=f"writer: {state.get('reason') or 'not flushing'}")
+        resp.status = 200 if body["status"] == "ok" else 503
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = body
+
+
+def collect(ctx):
+    store = ctx.store
+    buckets = {}
+    for name in sorted(store.buckets()):
+        try:
+            buckets[name] = store.bucket(name).stats()
+        except BuktError:      # dropped while we looked
+            continue
+    return {"store": store.stats(), "buckets": buckets, "http": ctx.metrics.snapshot()}
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus(snap):
+    out = []
+
+    def family(name, kind, help_text):
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+
+    family("bukt_bucket_ops_total", "counter", "Reads and writes per bucket.")
+    for b, s in snap["buckets"].items():
+        out.append(f'bukt_bucket_ops_total{{bucket="{_label(b)}"}} '
+                   f'{s.get("reads", 0) + s.get("writes", 0)}\n')
+    for key in BUCKET_COUNTERS:
+        family(f"bukt_bucket_{key}_total", "counter", f"Bucket {key}.")
+        for b, s in snap["buckets"].items():
+            out.append(f'bukt_bucket_{key}_total{{bucket="{_label(b)}"}} {s.get(key, 0)}\n')
+    for key in BUCKET_GAUGES:
+        family(f"bukt_bucket_{key}", "gauge", f"Live {key} in the bucket.")
+        for b, s in snap["buckets"].items():
+            out.append(f'bukt_bucket_{key}{{bucket="{_label(b)}"}} {s.get(key, 0)}\n')
+    for key, value in sorted(snap["store"].items()):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            name = "bukt_store_" + "".join(c if c.isalnum() else "_" for c in key)
+            family(name, "gauge", f"Store {key} (ring depth, log size, fsync lag...).")
+            out.append(f"{name} {value}\n")
+    http = snap["http"]
+    family("bukt_http_ratelimited_total", "counter", "Requests refused with 429.")
+    out.append(f"bukt_http_ratelimited_total {http['ratelimited']}\n")
+    family("bukt_http_requests_total", "counter", "Requests by route and status class.")
+    for route, r in http["routes"].items():
+        for cls, n in r["status"].items():
+            out.append(f'bukt_http_requests_total{{route="{_label(route)}",'
+                       f'code="{cls}"}} {n}\n')
+    family("bukt_http_request_duration_seconds", "histogram", "Request latency.")
+    for route, r in http["routes"].items():
+        lbl = _label(route)
+        for bound, n in zip([*map(str, LATENCY_BOUNDS), "+Inf"], r["buckets"]):
+            out.append(f'bukt_http_request_duration_seconds_bucket{{route="{lbl}",'
+                       f'le="{bound}"}} {n}\n')
+        out.append(f'bukt_http_request_duration_seconds_sum{{route="{lbl}"}} {r["sum"]}\n')
+        out.append(f'bukt_http_request_duration_seconds_count{{route="{lbl}"}} '
+                   f'{r["count"]}\n')
+    return "".join(out)
+
+
+class Metrics:
+    """Needs the admin token: bucket names and sizes are the operator's business."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_get(self, req, resp):
+        self.ctx.auth.require(req, None, ADMIN)
+        snap = collect(self.ctx)
+        if req.get_param("format") == "json":
+            resp.media = snap
+        else:
+            resp.content_type = PROM_TEXT
+            resp.text = prometheus(snap)
+
+
+class OpenApi:
+    def __init__(self, document):
+        self.body = json.dumps(document).encode()
+
+    async def on_get(self, req, resp):
+        resp.content_type = "application/json"
+        resp.data = self.body

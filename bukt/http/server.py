@@ -1,0 +1,95 @@
+"""serve_http(config): a gunicorn arbiter whose prefork workers run the ASGI app.
+
+The arbiter resolves the admin token (generating data_dir/admin.token on the first
+start), checks that the segment can be attached, and creates the shared HTTP area;
+then it forks. Each worker attaches to the segment and to the area *after* the fork,
+in load(), so no mapping, lock or file offset is shared by accident. On SIGTERM the
+arbiter stops accepting, lets workers finish their requests (graceful_timeout), and
+removes the HTTP area on exit. `bukt http` calls this; `bukt serve` will too.
+"""
+
+import logging
+import os
+
+from gunicorn.app.base import BaseApplication
+
+import bukt
+from bukt.http.auth import resolve_admin_token
+from bukt.http.settings import HttpSettings
+from bukt.http.shared import SharedArea
+
+WORKER_CLASS = "uvicorn_worker.UvicornWorker"   # uvloop + httptools, keep-alive
+log = logging.getLogger("bukt.http")
+
+
+def area_name(instance):
+    return f"/bukt-{instance}-http"
+
+
+class HttpServer(BaseApplication):
+    def __init__(self, config, attach=None):
+        self.config_in = config
+        self.settings = HttpSettings.from_config(config)
+        token, source = resolve_admin_token(self.settings)
+        if source != "config":
+            log.warning("admin token: %s", source)
+        self.admin_token = token
+        self.attach = attach or bukt.attach
+        self.area = None
+        super().__init__()
+
+    # -- gunicorn's side
+    def load_config(self):
+        s = self.settings
+        options = {
+            "bind": [s.bind],
+            "workers": s.workers,
+            "worker_class": WORKER_CLASS,
+            "keepalive": s.keepalive,
+            "timeout": s.timeout,
+            "graceful_timeout": 10,
+            "proc_name": f"bukt-http-{s.instance}",
+            "accesslog": None,           # the app writes its own JSON lines
+            "errorlog": "-",
+            "loglevel": "info",
+            "preload_app": False,        # load() runs in each worker, after fork
+            "on_starting": self._on_starting,
+            "on_exit": self._on_exit,
+        }
+        if "control_socket_disable" in self.cfg.settings:   # gunicorn >= 24
+            options["control_socket_disable"] = True        # one per arbiter clashes
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        """In the worker, after fork: attach to the segment and the area."""
+        from bukt.http.app import create_app
+        from bukt.http.settings import HttpSettings as _S
+        store = self.attach(self.settings.instance)
+        area = SharedArea.attach(area_name(self.settings.instance))
+        settings = _S(**{**self.settings.__dict__, "admin_token": self.admin_token})
+        return create_app(store, settings, area=area)
+
+    # -- arbiter hooks
+    def _on_starting(self, arbiter):
+        store = self.attach(self.settings.instance)     # fail before forking
+        store.close()
+        name = area_name(self.settings.instance)
+        try:
+            SharedArea.attach(name).unlink()             # a dead arbiter's leftover
+        except Exception:
+            pass
+        self.area = SharedArea.create(name, slots=self.settings.ratelimit_slots)
+        log.info("bukt http %s on %s, %d workers, pid %d", self.settings.instance,
+                 self.settings.bind, self.settings.workers, os.getpid())
+
+    def _on_exit(self, arbiter):
+        if self.area is not None:
+            self.area.unlink()
+            self.area.close()
+
+
+def serve_http(config=None, attach=None):
+    """Run the HTTP server until SIGTERM/SIGINT; returns when the arbiter exits."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    HttpServer(config, attach).run()

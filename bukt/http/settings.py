@@ -1,0 +1,84 @@
+"""The HTTP front end's settings, read from whatever configuration it is handed.
+
+`create_app` and `serve_http` take the project's config object (bukt/config.py), a
+nested dict as found in bukt.yaml, or a flat dict of dotted keys ("http.bind"); this
+module is the one place that knows the keys the HTTP side reads. Defaults match
+bukt/config.py's SCHEMA for the keys it has; the others (http.access_log,
+http.keepalive, ratelimit.slots) can only come from a dict until it has them.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_MISSING = object()
+
+
+def lookup(config, dotted, default=None):
+    """The value at `dotted` ("http.bind") in a flat or nested mapping, or in an object
+    with attributes (bukt.config.Config); `default` when absent or null."""
+    if config is None:
+        return default
+    if isinstance(config, Mapping) and dotted in config:
+        return config[dotted]
+    node = config
+    for part in dotted.split("."):
+        if isinstance(node, Mapping):
+            node = node.get(part, _MISSING)
+        else:
+            node = getattr(node, part, _MISSING)
+        if node is _MISSING:
+            return default
+    return default if node is None else node
+
+
+def _bool(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _size(value):
+    if isinstance(value, str):
+        from bukt.config import parse_size
+        return parse_size(value)
+    return int(value)
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    bind: str = "127.0.0.1:7070"      # loopback unless the operator says otherwise
+    workers: int = 0                  # prefork processes; 0 = one per CPU
+    timeout: float = 30               # gunicorn kills a worker silent this long
+    max_body: int = 4 << 20           # bytes; a 1 MiB value in JSON or an mset fits
+    admin_token: str | None = None    # auth.admin_token, else env BUKT_ADMIN_TOKEN,
+                                      # else data_dir/admin.token (generated on first start)
+    data_dir: str | None = None
+    instance: str = "default"         # the segment is /bukt-<instance>
+    access_log: str | None = "-"      # "-" = stderr, a path, or "" / None for none
+    keepalive: int = 5                # seconds an idle keep-alive connection is kept
+    ratelimit_enabled: bool = False   # off by default: a cache on loopback rarely needs it
+    ratelimit_rate: float = 1000.0    # ratelimit.rps: sustained requests/s per client IP
+    ratelimit_burst: int = 2000       # requests a client may send at once
+    ratelimit_slots: int = 4096       # client IPs tracked at once (16 bytes each)
+
+    @classmethod
+    def from_config(cls, config):
+        get = lambda key, default: lookup(config, key, default)  # noqa: E731
+        admin = get("auth.admin_token", None) or os.environ.get("BUKT_ADMIN_TOKEN") or None
+        access_log = get("http.access_log", cls.access_log)
+        return cls(
+            bind=str(get("http.bind", cls.bind)),
+            workers=int(get("http.workers", cls.workers)) or os.cpu_count() or 1,
+            timeout=float(get("http.timeout", cls.timeout)),
+            max_body=_size(get("http.max_body", cls.max_body)),
+            admin_token=admin,
+            data_dir=get("data_dir", None),
+            instance=str(get("instance", cls.instance)),
+            access_log=access_log if access_log not in (False,) else None,
+            keepalive=int(get("http.keepalive", cls.keepalive)),
+            ratelimit_enabled=_bool(get("ratelimit.enabled", cls.ratelimit_enabled)),
+            ratelimit_rate=float(get("ratelimit.rps", cls.ratelimit_rate)),
+            ratelimit_burst=int(get("ratelimit.burst", cls.ratelimit_burst)),
+            ratelimit_slots=int(get("ratelimit.slots", cls.ratelimit_slots)),
+        )

@@ -1,0 +1,203 @@
+"""Reading requests and writing values: bounded bodies, JSON, query parameters and
+headers, keys from the raw path, values in JSON, ETags and expiry times."""
+
+import base64
+import binascii
+import json
+import math
+import time
+from datetime import datetime, timezone
+from urllib.parse import unquote_to_bytes
+
+from bukt.http.problems import Problem
+
+
+async def read_body(req, limit):
+    """The request body, refused with 413 before reading when Content-Length says it is
+    over `limit`, and cut off at limit + 1 bytes when no length is given."""
+    length = req.content_length
+    if length is not None and length > limit:
+        raise Problem(413, "payload_too_large", f"body of {length} bytes is over "
+                      f"http.max_body={limit}")
+    data = await req.stream.read(limit + 1)
+    if len(data) > limit:
+        raise Problem(413, "payload_too_large", f"body is over http.max_body={limit}")
+    return data
+
+
+async def read_json(req, limit, required=True):
+    data = await read_body(req, limit)
+    if not data:
+        if required:
+            raise Problem(400, "bad_request", "a JSON body is needed")
+        return {}
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Problem(400, "bad_json", f"body is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise Problem(400, "bad_request", "the JSON body must be an object")
+    return doc
+
+
+def is_json(req):
+    ct = req.content_type
+    return bool(ct) and ct.split(";", 1)[0].strip().lower() in (
+        "application/json", "application/merge-patch+json") or (
+        bool(ct) and ct.split(";", 1)[0].strip().lower().endswith("+json"))
+
+
+# -- parameters -----------------------------------------------------------------------
+
+def bad(name, why):
+    return Problem(400, "invalid_argument", f"{name}: {why}")
+
+
+MAX_TTL = 1e9             # seconds (about 31 years): keeps expiry times in range
+
+
+def ttl_value(raw, name="ttl"):
+    """Seconds in (0, MAX_TTL] as float, or None."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise bad(name, "must be a number of seconds above zero")
+    try:
+        ttl = float(raw)
+    except (TypeError, ValueError):
+        raise bad(name, "must be a number of seconds above zero") from None
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > MAX_TTL:
+        raise bad(name, f"must be a number of seconds above zero, at most {MAX_TTL:.0f}")
+    return ttl
+
+
+def bool_value(raw, name):
+    if raw is None or raw == "":
+        return False
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(raw, str) and raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise bad(name, "must be true or false")
+
+
+def int_value(raw, name, default, lo=-(1 << 63), hi=(1 << 63) - 1):
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        raise bad(name, "must be an integer")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise bad(name, "must be an integer") from None
+    if isinstance(raw, float) and raw != value:
+        raise bad(name, "must be an integer")
+    if not lo <= value <= hi:
+        raise bad(name, f"must be in [{lo}, {hi}]")
+    return value
+
+
+def param_or_header(req, param, header):
+    value = req.get_param(param)
+    return value if value is not None else req.get_header(header)
+
+
+# -- keys -------------------------------------------------------------------------------
+
+def key_from_path(req, key, slashes):
+    """The key's exact bytes: percent-decoded from the raw path when the server gives
+    one (ASGI raw_path), so keys that are not UTF-8 survive; else the decoded str.
+    `slashes` is how many "/" come before the key (6 in
+    /api/v1/buckets/{name}/keys/{key})."""
+    scope = getattr(req, "scope", None)
+    raw = scope.get("raw_path") if scope else None
+    if raw:
+        parts = raw.split(b"?", 1)[0].split(b"/", slashes)
+        if len(parts) == slashes + 1:
+            return unquote_to_bytes(parts[-1])
+    return key.encode("utf-8", "surrogateescape")
+
+
+# -- values in JSON ---------------------------------------------------------------------
+
+def encoding_of(req, doc=None):
+    enc = (doc or {}).get("encoding") or req.get_param("encoding") or "utf-8"
+    if enc not in ("utf-8", "base64"):
+        raise bad("encoding", "must be utf-8 or base64")
+    return enc
+
+
+def value_to_json(value, encoding):
+    """A stored value (bytes, str or int by schema) as a JSON value."""
+    if value is None or isinstance(value, (int, str)):
+        return value
+    if encoding == "base64":
+        return base64.b64encode(value).decode("ascii")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(406, "value_not_utf8", "the value is not UTF-8; ask with "
+                      "?encoding=base64") from None
+
+
+def value_from_json(value, encoding, name="value"):
+    """A JSON value to what Bucket.set takes: bytes, or an int for int buckets."""
+    if isinstance(value, bool) or value is None:
+        raise bad(name, "must be a string or an integer")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise bad(name, "must be a string or an integer")
+    if encoding == "base64":
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad(name, "is not valid base64") from None
+    return value.encode("utf-8", "surrogatepass")
+
+
+def json_key(key, name="key"):
+    if not isinstance(key, str):
+        raise bad(name, "must be a string")
+    return key.encode("utf-8", "surrogatepass")
+
+
+def key_to_json(key):
+    return key.decode("utf-8", "surrogateescape")
+
+
+def value_bytes(value):
+    """A value as returned by Bucket.get, as the bytes of an HTTP body."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+# -- versions and time --------------------------------------------------------------------
+
+def etag(version):
+    return f'"{version}"'
+
+
+def etags_of(header):
+    """An If-Match / If-None-Match header as a set of versions, or "*"."""
+    if header.strip() == "*":
+        return "*"
+    versions = set()
+    for part in header.split(","):
+        tag = part.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
+            versions.add(int(tag[1:-1]))
+    return versions
+
+
+def expires_at(ttl):
+    """An ISO 8601 UTC time `ttl` seconds from now, or None."""
+    if ttl is None:
+        return None
+    at = datetime.fromtimestamp(time.time() + ttl, tz=timezone.utc)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
