@@ -1,0 +1,144 @@
+"""The TCP worker pool: `serve_tcp` forks the workers, restarts one that dies, and on
+SIGTERM passes the signal on and waits for them to drain.
+
+The supervisor holds one socket bound to the address with SO_REUSEPORT but not listening:
+it keeps the port (chosen by the kernel when the bind says port 0) for workers started
+later, and takes no connections itself. Each worker gets a listening socket of its own,
+made just before its fork and closed in the supervisor right after, so a dead worker's
+queue of unaccepted connections dies with it and new connections go to the living.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from .settings import TcpSettings
+from .worker import Worker, listen_socket
+
+log = logging.getLogger("bukt.tcp")
+
+RESTART_DELAY = 0.1      # seconds before a dead worker is replaced
+RESTART_DELAY_MAX = 5.0  # a worker that keeps dying at start is retried this often at most
+POLL = 0.05
+
+
+def _attach(settings):
+    import bukt
+    return bukt.attach(settings.instance)
+
+
+def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overrides) -> int:
+    """Runs the TCP worker pool until SIGTERM or SIGINT; returns the exit status (0).
+
+    `cfg` is a bukt.config.Config, a mapping, or None; keywords override it (names of
+    TcpSettings' fields: bind, workers, max_frame, ...). `store_factory(settings)` is
+    called in each worker after the fork and returns the store it serves (default:
+    `bukt.attach(instance)`). `ready(host, port)` is called once the workers are forked.
+    """
+    settings = TcpSettings.from_config(cfg, **overrides)
+    store_factory = store_factory or _attach
+    host, port = settings.address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    keeper = socket.socket(family, socket.SOCK_STREAM)
+    keeper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    keeper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    keeper.bind((host, port))
+    port = keeper.getsockname()[1]
+
+    # Fail here, once, with the store's own error (SegmentNotFound: start the writer),
+    # rather than in every worker in a restart loop.
+    store_factory(settings).close()
+
+    workers: dict[int, tuple[int, float]] = {}  # slot -> (pid, started)
+    stopping = False
+    delays = [RESTART_DELAY] * settings.workers
+
+    def spawn(slot: int) -> None:
+        sock = listen_socket(host, port)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            status = 1
+            try:
+                keeper.close()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                store = store_factory(settings)
+                status = Worker(settings, store, sock, index=slot, durable=durable).run()
+            except BaseException:
+                log.exception("bukt tcp: worker %d failed", slot)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
+        sock.close()
+        workers[slot] = (pid, time.monotonic())
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for pid, _ in workers.values():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for slot in range(settings.workers):
+            spawn(slot)
+        print(f"bukt tcp: {settings.workers} workers on {host}:{port} "
+              f"(instance {settings.instance!r})", file=sys.stderr, flush=True)
+        if ready is not None:
+            ready(host, port)
+        deadline = None
+        pending: dict[int, float] = {}  # slot -> when to restart it
+        while workers or (pending and not stopping):
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid:
+                slot = next((s for s, (p, _) in workers.items() if p == pid), None)
+                if slot is not None:
+                    _, started = workers.pop(slot)
+                    if not stopping:
+                        log.warning("bukt tcp: worker %d (pid %d) died (%s); restarting",
+                                    slot, pid, _describe(status))
+                        print(f"bukt tcp: worker {slot} (pid {pid}) died "
+                              f"({_describe(status)}); restarting", file=sys.stderr, flush=True)
+                        quick = time.monotonic() - started < 1.0
+                        delays[slot] = min(delays[slot] * 2, RESTART_DELAY_MAX) if quick \
+                            else RESTART_DELAY
+                        pending[slot] = time.monotonic() + delays[slot]
+                continue
+            now = time.monotonic()
+            if stopping:
+                pending.clear()
+                if deadline is None:
+                    deadline = now + settings.shutdown_timeout + 1.0
+                elif now > deadline:
+                    for p, _ in workers.values():
+                        try:
+                            os.kill(p, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+            for slot, when in list(pending.items()):
+                if now >= when:
+                    del pending[slot]
+                    spawn(slot)
+            time.sleep(POLL)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        keeper.close()
+    return 0
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit {os.WEXITSTATUS(status)}"

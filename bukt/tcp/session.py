@@ -1,0 +1,368 @@
+"""One connection's session: who it is (AUTH) and what each command does to the store.
+
+`Session.handle(command, request_id, buf, start, end)` takes one request frame, still in
+the connection's receive buffer (the payload is buf[start:end]), runs it against the
+store and returns the whole response frame as bytes, or a `Deferred` when the answer has
+to wait for durability. It never raises: every failure becomes an error status.
+
+FAST PATH: GET and SET are parsed inline with struct.unpack_from straight out of the
+receive buffer and answered without going through the generic codec.
+SLOW PATH: every other command decodes its payload with bukt.protocol's layout tables.
+
+DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
+record is on disk (design.md, invariant 7). The core will expose that as a wait on the
+write's position in the change ring; until then `durable` is None. When set, it is
+called after every successful write to a logged bucket and returns None (nothing to
+wait for) or an awaitable that completes when the write is durable (or raises
+WriterDown / DiskError). The connection then sends the response only after that
+awaitable completes, while it goes on reading and answering other requests, and other
+connections are not held up at all: one group commit wakes many waiters.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import struct
+
+from .. import errors
+from .. import protocol as P
+from ..protocol import Command as C, Status as S
+
+log = logging.getLogger("bukt.tcp")
+
+READ, WRITE, ADMIN = 1, 2, 4
+ALL_PERMS = READ | WRITE | ADMIN
+
+_HDR = P.HEADER
+_HDR_SIZE = P.HEADER_SIZE
+_u8 = struct.Struct(">B")
+_u32 = struct.Struct(">I")
+_u64 = struct.Struct(">Q")
+_i64 = struct.Struct(">q")
+_SET_FIXED = struct.Struct(">BQQI")  # flags, ttl_ms, if_version, key length
+_VT = {bytes: b"\x00", int: b"\x01", str: b"\x02"}
+
+# The permission each bucket command needs.
+NEEDS = {
+    C.SET: WRITE, C.GET: READ, C.DELETE: WRITE, C.EXISTS: READ, C.INCR: WRITE,
+    C.DECR: WRITE, C.GETDEL: WRITE, C.TTL: READ, C.EXPIRE: WRITE, C.PERSIST: WRITE,
+    C.MGET: READ, C.MSET: WRITE, C.SCAN: READ, C.VERSION: READ, C.STATS: READ,
+    C.FLUSH: ADMIN, C.TOKEN_CREATE: ADMIN, C.TOKEN_LIST: ADMIN, C.TOKEN_REVOKE: ADMIN,
+}
+WRITES = frozenset(c for c, p in NEEDS.items() if p == WRITE) | {C.FLUSH}
+# Commands the session answers itself (permissions checked in the handler).
+OPEN = frozenset({C.AUTH, C.PING, C.QUIT})
+BUCKET_ADMIN = frozenset({C.BUCKET_CREATE, C.BUCKET_DROP, C.BUCKET_LIST, C.BUCKET_INFO})
+
+
+class Deferred:
+    """A response that may be sent only once `wait` (an awaitable) completes."""
+
+    __slots__ = ("response", "wait", "request_id")
+
+    def __init__(self, response: bytes, wait, request_id: int):
+        self.response, self.wait, self.request_id = response, wait, request_id
+
+
+def _ok(request_id: int, body: bytes = b"") -> bytes:
+    return _HDR.pack(_HDR_SIZE + len(body), 0, request_id) + body
+
+
+def _status(status: int, request_id: int) -> bytes:
+    return _HDR.pack(_HDR_SIZE, status, request_id)
+
+
+def _tvalue(value) -> bytes:
+    vt = _VT.get(type(value))
+    if vt is None:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return b"\x00" + bytes(value)
+        raise TypeError(f"the store returned a {type(value).__name__}")
+    if vt == b"\x00":
+        return vt + value
+    return vt + (str(value).encode())
+
+
+def _ttl(ms: int):
+    return ms / 1000 if ms else None
+
+
+def _name(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise errors.SchemaError("a bucket name must be UTF-8") from None
+
+
+class Session:
+    __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
+                 "perms", "admin", "closing", "_handlers")
+
+    def __init__(self, store, *, admin_hash: bytes | None = None,
+                 max_frame: int = P.DEFAULT_MAX_FRAME, durable=None):
+        self.store = store
+        self.admin_hash = admin_hash  # sha256 of the admin token, or None: no admin session
+        self.max_frame = max_frame
+        self.durable = durable        # the durability hook (module docstring)
+        self.bucket = None            # the authenticated bucket, or None
+        self.bucket_name = None
+        self.perms = 0
+        self.admin = False            # an admin session (AUTH with the admin token)
+        self.closing = False          # QUIT: close once this response is out
+        self._handlers = {c: getattr(self, "_" + c.name.lower()) for c in P.Command
+                          if c not in (C.GET, C.SET)}
+
+    # -- the entry point ----------------------------------------------------------------
+
+    def handle(self, command: int, rid: int, buf, start: int, end: int):
+        try:
+            perms = self.perms
+            if command == 0x02:  # GET: fast path
+                if not perms & READ:
+                    self._refuse(command)
+                return self._get(rid, buf, start, end)
+            if command == 0x01:  # SET: fast path
+                if not perms & WRITE:
+                    self._refuse(command)
+                return self._finish_write(rid, self._set(rid, buf, start, end), command)
+            # SLOW PATH: generic decode.
+            try:
+                command = C(command)
+            except ValueError:
+                return P.frame(S.UNKNOWN_COMMAND, rid, f"unknown command 0x{command:02x}".encode())
+            need = NEEDS.get(command)
+            if need is not None and not perms & need:
+                self._refuse(command)
+            fields = P.decode_payload(P.REQUEST[command], bytes(buf[start:end]))
+            response = self._handlers[command](rid, **fields)
+            if command in WRITES:
+                return self._finish_write(rid, response, command)
+            return response
+        except errors.BuktError as exc:
+            return P.encode_error(rid, exc)
+        except Exception as exc:  # a bug, or the core raising something unexpected
+            log.exception("command 0x%02x failed", command)
+            return P.frame(S.ERROR, rid, f"internal error: {type(exc).__name__}: {exc}"
+                           .encode("utf-8", "replace"))
+
+    def _refuse(self, command):
+        if self.bucket is None and not self.admin:
+            raise errors.AuthError("AUTH first")
+        if self.bucket is None:
+            raise errors.PermissionDenied("the admin session has no bucket; AUTH with a "
+                                          "bucket's token for data commands")
+        need = NEEDS.get(command, ADMIN)
+        names = [n for bit, n in ((READ, "read"), (WRITE, "write"), (ADMIN, "admin"))
+                 if need & bit]
+        raise errors.PermissionDenied(f"token lacks {'/'.join(names)}")
+
+    def _finish_write(self, rid, response: bytes, command):
+        if len(response) > self.max_frame:
+            return P.frame(S.LIMIT_EXCEEDED, rid, b"response larger than max_frame")
+        if self.durable is None or response[4] != 0:
+            return response
+        wait = self.durable(self)
+        return response if wait is None else Deferred(response, wait, rid)
+
+    # -- FAST PATH ----------------------------------------------------------------------
+
+    def _get(self, rid, buf, start, end):
+        if end - start < 4:
+            raise errors.ProtocolError("payload truncated: key length needs 4 bytes")
+        (klen,) = _u32.unpack_from(buf, start)
+        if 4 + klen != end - start:
+            raise errors.ProtocolError(
+                f"payload truncated: key needs {klen} bytes, {end - start - 4} left"
+                if 4 + klen > end - start else f"{end - start - 4 - klen} unexpected bytes "
+                "after the payload")
+        value = self.bucket.get(bytes(buf[start + 4:end]))
+        if value is None:
+            return _status(S.NOT_FOUND, rid)
+        if type(value) is bytes:
+            return _HDR.pack(_HDR_SIZE + 1 + len(value), 0, rid) + b"\x00" + value
+        return _ok(rid, _tvalue(value))
+
+    def _set(self, rid, buf, start, end):
+        size = end - start
+        if size < 21:
+            raise errors.ProtocolError("payload truncated: SET needs at least 25 bytes")
+        flags, ttl_ms, if_version, klen = _SET_FIXED.unpack_from(buf, start)
+        kend = start + 21 + klen
+        if kend + 4 > end:
+            raise errors.ProtocolError("payload truncated: key or value length")
+        (vlen,) = _u32.unpack_from(buf, kend)
+        if kend + 4 + vlen != end:
+            raise errors.ProtocolError("payload length does not match the key and value")
+        if flags & ~P.SET_FLAGS:
+            raise errors.ProtocolError(f"unknown SET flags 0x{flags:02x}")
+        version = self.bucket.set(
+            bytes(buf[start + 21:kend]), bytes(buf[kend + 4:end]),
+            ttl=ttl_ms / 1000 if ttl_ms else None,
+            nx=bool(flags & P.SET_NX), xx=bool(flags & P.SET_XX),
+            single_read=bool(flags & P.SET_SINGLE_READ),
+            if_version=if_version if flags & P.SET_IF_VERSION else None)
+        if version is None:
+            return _status(S.NOT_STORED, rid)
+        return _HDR.pack(_HDR_SIZE + 8, 0, rid) + _u64.pack(version)
+
+    # -- SLOW PATH: one handler per command, named after it -----------------------------
+
+    def _delete(self, rid, keys):
+        return _ok(rid, _u64.pack(self.bucket.delete(*keys)))
+
+    def _exists(self, rid, keys):
+        return _ok(rid, _u64.pack(self.bucket.exists(*keys)))
+
+    def _incr(self, rid, by, initial, ttl_ms, key):
+        return _ok(rid, _i64.pack(self.bucket.incr(key, by=by, initial=initial, ttl=_ttl(ttl_ms))))
+
+    def _decr(self, rid, by, initial, ttl_ms, key):
+        return self._incr(rid, -by, initial, ttl_ms, key)
+
+    def _getdel(self, rid, key):
+        value = self.bucket.getdel(key)
+        return _status(S.NOT_FOUND, rid) if value is None else _ok(rid, _tvalue(value))
+
+    def _ttl(self, rid, key):
+        ttl = self.bucket.ttl(key)
+        if ttl is None:
+            return _status(S.NOT_FOUND, rid)
+        return _ok(rid, _u64.pack(max(0, int(round(ttl * 1000)))))
+
+    def _expire(self, rid, ttl_ms, key):
+        if not ttl_ms:
+            raise errors.InvalidArgument("EXPIRE needs a ttl_ms above zero; PERSIST removes a TTL")
+        return _ok(rid, _u8.pack(bool(self.bucket.expire(key, ttl_ms / 1000))))
+
+    def _persist(self, rid, key):
+        return _ok(rid, _u8.pack(bool(self.bucket.persist(key))))
+
+    def _mget(self, rid, keys):
+        return self._bounded(rid, P.encode_payload(P.RESPONSE[C.MGET],
+                                                   {"values": self.bucket.mget(keys)}))
+
+    def _mset(self, rid, ttl_ms, items):
+        mapping = dict(items)
+        if len(mapping) != len(items):
+            raise errors.InvalidArgument("MSET names a key twice")
+        versions = self.bucket.mset(mapping, ttl=_ttl(ttl_ms))
+        return _ok(rid, P.encode_payload(P.RESPONSE[C.MSET], {"versions": versions}))
+
+    def _scan(self, rid, cursor, count, prefix):
+        next_cursor, keys = self.bucket.scan(prefix, cursor, count or 100)
+        if next_cursor > 0xFFFFFFFFFFFFFFFF:
+            raise errors.BuktError("the store's scan cursor does not fit in u64")
+        return self._bounded(rid, P.encode_payload(P.RESPONSE[C.SCAN],
+                                                   {"cursor": next_cursor, "keys": keys}))
+
+    def _version(self, rid, key):
+        version = self.bucket.version(key)
+        return _status(S.NOT_FOUND, rid) if version is None else _ok(rid, _u64.pack(version))
+
+    def _stats(self, rid):
+        stats = {k: int(v) for k, v in self.bucket.stats().items()
+                 if isinstance(v, (int, float))}
+        return _ok(rid, P.encode_payload(P.RESPONSE[C.STATS], {"stats": stats}))
+
+    def _flush(self, rid):
+        return _ok(rid, _u64.pack(self.bucket.flush()))
+
+    def _bounded(self, rid, body):
+        if _HDR_SIZE + len(body) > self.max_frame:
+            raise errors.LimitExceeded(
+                f"response of {_HDR_SIZE + len(body)} bytes exceeds max_frame {self.max_frame}")
+        return _ok(rid, body)
+
+    # -- bucket and token administration ------------------------------------------------
+
+    def _may_administer(self, name: str, own_perm: int):
+        if self.admin:
+            return
+        if self.bucket is None:
+            raise errors.AuthError("AUTH first")
+        if name != self.bucket_name or not self.perms & own_perm:
+            raise errors.PermissionDenied(
+                "needs the admin session" if name != self.bucket_name else
+                f"token lacks {'admin' if own_perm == ADMIN else 'read'}")
+
+    def _new_token(self, bucket: str, perms: int):
+        token = secrets.token_urlsafe(32)
+        token_id = self.store.add_token(bucket, hashlib.sha256(token.encode()).digest(), perms)
+        return token_id, token.encode()
+
+    def _bucket_create(self, rid, schema, eviction, persist, default_ttl_ms, name):
+        name = _name(name)
+        self._may_administer(None, ADMIN)  # the admin session only
+        if schema not in P.SCHEMA_NAMES or eviction not in P.EVICTION_NAMES or persist > 1:
+            raise errors.SchemaError(
+                f"schema {schema}, eviction {eviction}, persist {persist}: see docs/protocol.md")
+        self.store.create_bucket(name, schema=P.SCHEMA_NAMES[schema],
+                                 eviction=P.EVICTION_NAMES[eviction], persist=bool(persist),
+                                 default_ttl=_ttl(default_ttl_ms))
+        token_id, token = self._new_token(name, ALL_PERMS)
+        return _ok(rid, _u64.pack(token_id) + _u32.pack(len(token)) + token)
+
+    def _bucket_drop(self, rid, name):
+        name = _name(name)
+        self._may_administer(name, ADMIN)
+        self.store.drop_bucket(name)
+        return _ok(rid)
+
+    def _bucket_list(self, rid):
+        self._may_administer(None, ADMIN)
+        names = self.store.buckets()
+        return self._bounded(rid, P.encode_payload(P.RESPONSE[C.BUCKET_LIST], {"names": names}))
+
+    def _bucket_info(self, rid, name):
+        name = _name(name)
+        self._may_administer(name, READ)
+        info = self.store.bucket_info(name)
+        ttl = info.get("default_ttl")
+        return _ok(rid, P.encode_payload(P.RESPONSE[C.BUCKET_INFO], {
+            "schema": P.SCHEMAS[info["schema"]], "eviction": P.EVICTIONS[info["eviction"]],
+            "persist": int(bool(info["persist"])),
+            "default_ttl_ms": int(round(ttl * 1000)) if ttl else 0, "name": name}))
+
+    def _token_create(self, rid, perms):
+        if not 0 < perms <= ALL_PERMS:
+            raise errors.InvalidArgument(f"perms must be 1..7 (READ=1|WRITE=2|ADMIN=4), not {perms}")
+        token_id, token = self._new_token(self.bucket_name, perms)
+        return _ok(rid, _u64.pack(token_id) + _u32.pack(len(token)) + token)
+
+    def _token_list(self, rid):
+        tokens = self.store.tokens(self.bucket_name)
+        return _ok(rid, P.encode_payload(P.RESPONSE[C.TOKEN_LIST], {"tokens": tokens}))
+
+    def _token_revoke(self, rid, token_id):
+        return _ok(rid, _u8.pack(bool(self.store.revoke_token(self.bucket_name, token_id))))
+
+    # -- session control ----------------------------------------------------------------
+
+    def _auth(self, rid, bucket, token):
+        self.bucket = self.bucket_name = None
+        self.perms, self.admin = 0, False
+        digest = hashlib.sha256(token).digest()
+        if not bucket:
+            # Compare digests, not tokens: constant time whatever the lengths.
+            if self.admin_hash is None or not hmac.compare_digest(digest, self.admin_hash):
+                raise errors.AuthError("invalid admin token")
+            self.admin = True
+            return _ok(rid, _u8.pack(ADMIN))
+        name = bucket.decode("utf-8", "replace")
+        found = self.store.find_token(digest)
+        # One answer for an unknown token, another bucket's token and an unknown bucket:
+        # nothing tells a guesser which of them was wrong.
+        if found is None or found[0] != name:
+            raise errors.AuthError(f"invalid token for bucket {name!r}")
+        self.bucket = self.store.bucket(name)
+        self.bucket_name, self.perms = name, found[2] & ALL_PERMS
+        return _ok(rid, _u8.pack(self.perms))
+
+    def _ping(self, rid, data):
+        return _ok(rid, data)
+
+    def _quit(self, rid):
+        self.closing = True
+        return _ok(rid)

@@ -1,0 +1,95 @@
+"""The TCP server's settings, from the project's config (bukt/config.py) and keywords.
+
+`TcpSettings.from_config(cfg, **overrides)` takes a `bukt.config.Config`, a nested or
+flat mapping, or None (built-in defaults), then applies keyword overrides; the keywords
+are the field names below. This is the one place that knows the `tcp.*` keys.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+from .. import config as _config
+
+_MISSING = object()
+
+
+def _lookup(cfg, dotted):
+    if cfg is None:
+        return _MISSING
+    if isinstance(cfg, Mapping):
+        if dotted in cfg:
+            return cfg[dotted]
+        node = cfg
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return _MISSING
+            node = node[part]
+        return node
+    try:
+        return cfg.get(dotted)
+    except (KeyError, AttributeError):
+        return _MISSING
+
+
+@dataclass(frozen=True)
+class TcpSettings:
+    instance: str = "default"           # the segment is /bukt-<instance>
+    bind: str = "127.0.0.1:7071"        # loopback unless the operator says otherwise
+    workers: int = 0                    # 0: one per core
+    max_frame: int = 4 << 20            # bytes, request and response
+    max_connections: int = 1024         # per worker
+    max_inflight: int = 128             # unanswered requests per connection
+    idle_timeout: float = 300.0         # seconds; 0 = never
+    shutdown_timeout: float = 10.0      # SIGTERM: give in-flight work this long
+    admin_token: str | None = None      # auth.admin_token, BUKT_ADMIN_TOKEN, data_dir/admin.token
+    data_dir: str | None = None
+    loop: str = "auto"                  # "uvloop", "asyncio", or "auto" (uvloop if installed)
+    write_high_water: int = 64 << 10    # unsent response bytes before reading pauses
+
+    _KEYS = {  # field -> config key
+        "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
+        "max_frame": "tcp.max_frame", "max_connections": "tcp.max_connections",
+        "max_inflight": "tcp.max_inflight", "idle_timeout": "tcp.idle_timeout",
+        "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
+        "data_dir": "data_dir",
+    }
+
+    @classmethod
+    def from_config(cls, cfg=None, **overrides) -> "TcpSettings":
+        values = {}
+        for name, key in cls._KEYS.items():
+            value = _lookup(cfg, key)
+            if value is not _MISSING and value is not None:
+                values[name] = value
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown TCP setting(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        s = cls(**values)
+        return replace(
+            s, max_frame=_config.parse_size(s.max_frame),
+            idle_timeout=_config.parse_duration(s.idle_timeout),
+            shutdown_timeout=_config.parse_duration(s.shutdown_timeout),
+            workers=int(s.workers) or (os.cpu_count() or 1),
+            max_connections=int(s.max_connections), max_inflight=int(s.max_inflight))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return _config.parse_bind(self.bind)
+
+    def find_admin_token(self) -> str | None:
+        """auth.admin_token, else $BUKT_ADMIN_TOKEN, else <data_dir>/admin.token (written by
+        the service at first start), else None: no admin session over TCP."""
+        if self.admin_token:
+            return self.admin_token
+        if os.environ.get("BUKT_ADMIN_TOKEN"):
+            return os.environ["BUKT_ADMIN_TOKEN"]
+        if self.data_dir:
+            try:
+                with open(os.path.join(self.data_dir, "admin.token"), encoding="utf-8") as f:
+                    return f.read().strip() or None
+            except OSError:
+                return None
+        return None

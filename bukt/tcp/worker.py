@@ -1,0 +1,116 @@
+"""A TCP worker process: one SO_REUSEPORT listening socket, one event loop, one attach.
+
+The supervisor (bukt/tcp/pool.py) forks N of these. Each binds its own listening socket
+to the same address with SO_REUSEPORT, so the kernel spreads new connections across the
+workers, and a worker that dies takes only its own socket and connections with it.
+
+SIGTERM (or SIGINT): close the listening socket (stop accepting), stop reading every
+connection, answer what has already been read, wait for deferred (durable) responses,
+close, exit 0. Whatever is still open after `shutdown_timeout` is aborted.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+import socket
+
+from .connection import Connection
+
+log = logging.getLogger("bukt.tcp")
+
+LISTEN_BACKLOG = 1024
+IDLE_SWEEP = 1.0  # seconds between idle-timeout sweeps (at most idle_timeout / 4)
+
+
+def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """uvloop when installed (measured faster, see bukt/tcp/__init__.py), else asyncio."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Worker:
+    def __init__(self, settings, store, sock: socket.socket, *, index: int = 0, durable=None):
+        self.settings = settings
+        self.store = store
+        self.sock = sock
+        self.index = index
+        token = settings.find_admin_token()
+        self.admin_hash = hashlib.sha256(token.encode()).digest() if token else None
+        # The durability hook (see bukt/tcp/session.py): None until the core exposes
+        # the writer's fsynced position for `fsync: always`.
+        self.durable = durable
+        self.connections: set[Connection] = set()
+        self.stopping = False
+        self.loop = None
+        self._stopped = None
+        self._server = None
+
+    def run(self) -> int:
+        self.loop = loop = new_loop(self.settings.loop)
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    async def _main(self) -> int:
+        loop = self.loop
+        self._stopped = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        self._server = await loop.create_server(
+            lambda: Connection(self), sock=self.sock, backlog=LISTEN_BACKLOG)
+        if self.settings.idle_timeout > 0:
+            self._sweep()
+        await self._stopped
+        await self._shutdown()
+        return 0
+
+    def stop(self):
+        if not self.stopping:
+            self.stopping = True
+            self._stopped.set_result(None)
+
+    async def _shutdown(self):
+        self._server.close()  # stop accepting: the kernel hands new connections to others
+        for conn in list(self.connections):
+            conn.drain()
+        deadline = self.loop.time() + self.settings.shutdown_timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.abort()
+        await asyncio.sleep(0)
+
+    def _sweep(self):
+        timeout = self.settings.idle_timeout
+        now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.idle_for(now) >= timeout:
+                conn.abort()
+        if not self.stopping:
+            self.loop.call_later(min(IDLE_SWEEP, timeout / 4), self._sweep)
