@@ -27,7 +27,7 @@ RECORD (44-byte header, payload, 4-byte checksum)
      16    8 version     u64: the entry's version after this change (0: none)
      24    8 expire_ms   u64: absolute expiry in ms since the epoch (0: none)
      32    1 bucket_len  u8
-     33    1 reserved    0
+     33    1 reserved    0 when written, ignored when read
      34    2 key_len     u16
      36    4 value_len   u32
      40    4 hcrc        CRC-32 of bytes 0..40: the lengths are trusted only after this
@@ -232,18 +232,18 @@ class Record(NamedTuple):
         return TYPE_NAMES.get(self.type, str(self.type))
 
 
-def encode(r: Record) -> bytes:
+def encode(r: Record, _pack=_REC_HEADER.pack, _u32=_HCRC.pack, _crc=_crc) -> bytes:
     """The record's bytes, as laid out in the module's docstring."""
-    bucket = r.bucket.encode()
-    if len(bucket) > 255 or len(r.key) > 65535 or len(r.value) > 0xFFFFFFFF - 512:
-        raise ValueError(f"record too large to encode: bucket {len(bucket)}, "
-                         f"key {len(r.key)}, value {len(r.value)} bytes")
-    length = RECORD_OVERHEAD + len(bucket) + len(r.key) + len(r.value)
-    head = _REC_HEADER.pack(_REC_MAGIC, r.type, r.flags, length, r.seq, r.version,
-                            r.expire_ms, len(bucket), len(r.key), len(r.value))
-    hcrc = _crc(head)
-    body = _HCRC.pack(hcrc) + bucket + r.key + r.value
-    return head + body + _HCRC.pack(_crc(body, hcrc))
+    rtype, seq, bucket, key, value, expire_ms, flags, version = r
+    bucket = bucket.encode()
+    blen, klen, vlen = len(bucket), len(key), len(value)
+    if blen > 255 or klen > 65535 or vlen > 0xFFFFFFFF - 512:
+        raise ValueError(f"record too large to encode: bucket {blen}, key {klen}, "
+                         f"value {vlen} bytes")
+    head = _pack(_REC_MAGIC, rtype, flags, RECORD_OVERHEAD + blen + klen + vlen, seq,
+                 version, expire_ms, blen, klen, vlen)
+    data = b"".join((head, _u32(_crc(head)), bucket, key, value))
+    return data + _u32(_crc(data))
 
 
 def encode_file_header(magic: bytes, seq: int) -> bytes:
@@ -307,7 +307,7 @@ def _parse(buf, off, size):
             return None, Problem(off, size, f"the last {left} bytes are zeros (a file "
                                             "extended but never written)", ZEROS)
         return None, Problem(off, size, "the record header's checksum does not match", BAD_HEADER)
-    if length != RECORD_OVERHEAD + blen + klen + vlen or buf[off + 33] != 0:
+    if length != RECORD_OVERHEAD + blen + klen + vlen:
         return None, Problem(off, size, f"the record's length {length} disagrees with its "
                                         "parts", BAD_LENGTH)
     end = off + length
@@ -376,25 +376,55 @@ def scan(buf, start, size, report: Scan, *, skip_bad=False, path="?") -> Iterato
     """
     off = start
     report.good_end = start
-    while off < size:
-        rec, end = _parse(buf, off, size)
-        if rec is None:
-            problem = end
-            if problem.truncated:
-                report.problems.append(problem)
-                return
-            if not skip_bad:
-                report.problems.append(problem)
-                raise LogCorrupt(path, off, problem.reason)
-            resume = _resync(buf, off, size)
-            report.problems.append(problem._replace(end=resume))
-            off = resume
-            continue
+    unpack, crc, new, mv = _REC_HEADER.unpack_from, _crc, tuple.__new__, memoryview(buf)
+    u32 = _HCRC.unpack_from
+    try:
+        while off < size:
+            # Fast path: a whole record whose checksum (over everything before it,
+            # header included) holds. Anything else goes to _parse, which tells a
+            # truncated tail from corruption.
+            if size - off >= REC_HEADER_SIZE:
+                magic, rtype, flags, length, seq, version, expire_ms, blen, klen, vlen = \
+                    unpack(buf, off)
+                end = off + length
+                if (end <= size and length == RECORD_OVERHEAD + blen + klen + vlen
+                        and magic == _REC_MAGIC and rtype in TYPE_NAMES
+                        and u32(buf, end - 4)[0] == crc(mv[off:end - 4])):
+                    p = off + REC_HEADER_SIZE
+                    q = p + blen
+                    r = q + klen
+                    rec = new(Record, (rtype, seq, str(buf[p:q], "utf-8"), buf[q:r],
+                                       buf[r:r + vlen], expire_ms, flags, version))
+                    report.records += 1
+                    if seq > report.last_seq:
+                        report.last_seq = seq
+                    off = report.good_end = end
+                    yield rec
+                    continue
+            off = yield from _slow(buf, off, size, report, skip_bad, path)
+    finally:
+        mv.release()
+
+
+def _slow(buf, off, size, report, skip_bad, path):
+    """One step of scan() off the fast path; returns where to go on (size to stop)."""
+    rec, end = _parse(buf, off, size)
+    if rec is not None:                 # not reached while the fast path is as strict
         report.records += 1
-        if rec.seq > report.last_seq:
-            report.last_seq = rec.seq
-        off = report.good_end = end
+        report.last_seq = max(report.last_seq, rec.seq)
+        report.good_end = end
         yield rec
+        return end
+    problem = end
+    if problem.truncated:
+        report.problems.append(problem)
+        return size
+    if not skip_bad:
+        report.problems.append(problem)
+        raise LogCorrupt(path, off, problem.reason)
+    resume = _resync(buf, off, size)
+    report.problems.append(problem._replace(end=resume))
+    return resume
 
 
 class _Mapped:
@@ -491,13 +521,16 @@ class LogWriter:
             os.close(fd)
             raise
 
-    def append(self, records: Iterable[Record]) -> int:
-        """Writes `records` (in order) with one write; returns the log's new size."""
-        data = b"".join(map(encode, records)) if not isinstance(records, Record) else encode(records)
-        if not data:
+    def append(self, records) -> int:
+        """Writes `records` (a Record, or Records in sequence order) with one write;
+        returns the log's new size."""
+        if isinstance(records, Record):
+            records = (records,)
+        elif not isinstance(records, (list, tuple)):
+            records = list(records)
+        if not records:
             return self.size
-        last = records.seq if isinstance(records, Record) else _last_seq(data)
-        return self.append_encoded(data, last)
+        return self.append_encoded(b"".join(map(encode, records)), records[-1].seq)
 
     def append_encoded(self, data: bytes, last_seq: int) -> int:
         """Writes records already encoded (whole records only) whose highest sequence
@@ -563,15 +596,6 @@ class LogWriter:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _last_seq(data: bytes) -> int:
-    """The seq of the last record in a batch of whole encoded records."""
-    off, seq = 0, 0
-    while off < len(data):
-        length, seq = struct.unpack_from("<IQ", data, off + 4)
-        off += length
-    return seq
 
 
 # -- repair ----------------------------------------------------------------------------

@@ -15,12 +15,19 @@ record is loaded: unlike a log's tail, no part of a base file is expected to be 
 after a crash, because a base file is only ever installed complete: written to
 <name>.tmp, fsynced, renamed into place, and the directory fsynced (write_base).
 
-A literal example, a base covering seq 7 that holds one bucket (hexdump -C, abridged):
+A literal example: a base covering seq 7 that holds one entry, SET bucket "b" key "k" =
+"hi", version 1 (hexdump -C); the footer starts at 0x54 and counts 1 record of 0x34 bytes:
 
     00000000  42 55 4b 54 42 41 53 00  01 00 00 00 00 00 00 00  |BUKTBAS.........|
-    00000010  07 00 00 00 00 00 00 00  00 00 00 00 xx xx xx xx  |................|
-    00000020  42 6b 06 00 ...  BUCKET_CREATE "b" {"default_ttl":null,...}
-    ........  42 6b 7f 00 40 00 00 00  07 00 ...  BASE_END, count 1, length ...
+    00000010  07 00 00 00 00 00 00 00  00 00 00 00 8d 38 3d 4c  |.............8=L|
+    00000020  42 6b 01 00 34 00 00 00  07 00 00 00 00 00 00 00  |Bk..4...........|
+    00000030  01 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|
+    00000040  01 00 01 00 02 00 00 00  d2 dc b8 b3 62 6b 68 69  |............bkhi|
+    00000050  73 fc c5 29 42 6b 7f 00  40 00 00 00 07 00 00 00  |s..)Bk..@.......|
+    00000060  00 00 00 00 00 00 00 00  00 00 00 00 00 00 00 00  |................|
+    00000070  00 00 00 00 00 00 00 00  10 00 00 00 c3 a6 31 ae  |..............1.|
+    00000080  01 00 00 00 00 00 00 00  34 00 00 00 00 00 00 00  |........4.......|
+    00000090  9b 57 3a a0                                       |.W:.|
 """
 import os
 import struct

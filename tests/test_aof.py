@@ -90,6 +90,20 @@ def test_literal_example_in_the_docstring_is_what_the_code_writes(tmp_path):
     assert len(expected) == 0x54
 
 
+def test_literal_base_example_is_what_the_code_writes(tmp_path):
+    dump = re.findall(r"^    ([0-9a-f]{8})  ((?:[0-9a-f]{2} {1,2})+)", basefile.__doc__, re.M)
+    path = str(tmp_path / "base")
+    basefile.write_base(path, [Record.set(7, "b", b"k", b"hi", version=1)], 7)
+    assert open(path, "rb").read() == bytes.fromhex("".join(h for _, h in dump))
+
+
+def test_operations_doc_shows_the_same_bytes():
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "operations.md")).read()
+    for module in (aof, basefile):
+        for line in re.findall(r"^    ([0-9a-f]{8}  .*)$", module.__doc__, re.M):
+            assert line in doc, line
+
+
 def test_every_record_type_round_trips(tmp_path):
     h = bytes(range(32))
     recs = [
