@@ -13,8 +13,12 @@ FLOW CONTROL. A connection stops being read (`transport.pause_reading`) while
 and resumes when both fall back. Frames already buffered wait in the buffer; TCP's
 window does the rest, so a client that never reads costs a bounded amount of memory.
 
-SHUTDOWN. `drain()` stops reading, answers what is already buffered, and closes once the
-last deferred response is out; the transport flushes its buffer before closing.
+CLOSING. A connection ends by QUIT, a bad Length, the peer's EOF, or the worker's
+shutdown (`drain()`). In each case the requests already read are answered, then the
+server half-closes (write_eof): the peer reads every response, then EOF. Whatever it
+still sends is read and discarded, and the socket is closed once it has been quiet for
+LINGER seconds. Closing at once could leave unread bytes in the kernel, which makes
+Linux send a RST, and a RST can destroy responses the peer has not read yet.
 """
 from __future__ import annotations
 
@@ -32,13 +36,12 @@ log = logging.getLogger("bukt.tcp")
 _HEADER = struct.Struct(">IBQ")
 _HDR_SIZE = 13
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
+LINGER = 0.2       # seconds of silence after the half-close before the socket is closed
+LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off after this
+FLUSH_EVERY = 64   # responses gathered before one transport.write within a read
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("worker", "session", "transport", "buf", "deferred", "write_paused",
-                 "read_paused", "last_active", "closed", "draining", "max_frame",
-                 "max_inflight", "_handle", "_loop")
-
     def __init__(self, worker):
         self.worker = worker
         s = worker.settings
@@ -47,15 +50,19 @@ class Connection(asyncio.Protocol):
         self.session = Session(worker.store, admin_hash=worker.admin_hash,
                                max_frame=s.max_frame, durable=worker.durable)
         self._handle = self.session.handle
+        self._loop = worker.loop
         self.transport = None
         self.buf = bytearray()
         self.deferred = 0          # responses waiting for durability
         self.write_paused = False  # the transport's buffer is above high water
         self.read_paused = False
+        self.stalled = False       # whole frames wait in buf for flow control
+        self.draining = False      # read no more requests; answer what is buffered
+        self.finishing = False     # half-closed; discarding input until quiet
+        self.peer_eof = False
         self.closed = False
-        self.draining = False
-        self._loop = worker.loop
         self.last_active = self._loop.time()
+        self._finish_started = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -63,9 +70,10 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         w = self.worker
         if len(w.connections) >= w.settings.max_connections or w.stopping:
+            # Not counted in w.connections: it holds no slot while it lingers.
             transport.write(_LIMIT_FRAME)
-            transport.close()
-            self.closed = True
+            self.draining = True
+            self._maybe_finish()
             return
         w.connections.add(self)
         sock = transport.get_extra_info("socket")
@@ -84,7 +92,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data):
         self.last_active = self._loop.time()
         if self.draining:
-            return  # shutting down: requests that arrive now are not read
+            return  # closing: what arrives now is not a request we will answer
         buf = self.buf
         if buf:
             buf += data
@@ -93,13 +101,10 @@ class Connection(asyncio.Protocol):
         self._process()
 
     def eof_received(self):
-        # The peer half-closed: answer what is buffered, then close (return False).
-        self._process()
-        if not self.deferred:
-            self.transport.close()
-        else:
-            self.draining = True
-        return True
+        self.peer_eof = True
+        self.draining = True
+        self._maybe_finish()
+        return True  # we close the transport ourselves, once answers are out
 
     def pause_writing(self):
         self.write_paused = True
@@ -107,9 +112,10 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self):
         self.write_paused = False
-        if self.buf and not self.closed:
+        if self.stalled and not self.closed:
             self._process()
         self._maybe_resume()
+        self._maybe_finish()
 
     # -- the request loop ---------------------------------------------------------------
 
@@ -119,49 +125,53 @@ class Connection(asyncio.Protocol):
         size = len(buf)
         pos = 0
         out = []
+        out_bytes = 0
         handle = self._handle
         max_frame = self.max_frame
+        high_water = self.worker.settings.write_high_water
+        self.stalled = False
         try:
             while size - pos >= 4:
-                if self.write_paused or self.deferred >= self.max_inflight:
-                    self._pause()
-                    break
                 length = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
                 if length < _HDR_SIZE or length > max_frame:
                     self._fatal(out, length)
                     return
                 if size - pos < length:
                     break
+                if self.write_paused or self.deferred >= self.max_inflight:
+                    self.stalled = True
+                    self._pause()
+                    break
                 _, command, rid = _HEADER.unpack_from(buf, pos)
                 result = handle(command, rid, buf, pos + _HDR_SIZE, pos + length)
                 pos += length
                 if result.__class__ is bytes:
                     out.append(result)
+                    out_bytes += len(result)
                 else:
                     self._defer(result)
-                if self.session.closing:
-                    self._write(out)
-                    out = []
-                    self.draining = True
+                if self.session.closing:  # QUIT: nothing after it is answered
                     pos = size
+                    self.draining = True
                     break
-                if len(out) >= 64:
-                    self._write(out)
+                if len(out) >= FLUSH_EVERY or out_bytes >= high_water:
+                    self._write(out)  # may call pause_writing: the loop then stops
                     out = []
+                    out_bytes = 0
         finally:
             if pos:
                 del buf[:pos]
             if out:
                 self._write(out)
-        if self.draining and not self.deferred and not self.closed:
-            self.transport.close()
+        if self.draining:
+            self._maybe_finish()
 
     def _write(self, out):
         if not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
     def _fatal(self, out, length):
-        """A Length that cannot be honoured: answer with RequestID 0 and close."""
+        """A Length that cannot be honoured: answer with RequestID 0 and finish."""
         try:
             P.check_length(length, self.max_frame)
         except errors.ProtocolError as exc:
@@ -169,9 +179,9 @@ class Connection(asyncio.Protocol):
         self._write(out)
         out.clear()
         self.buf = bytearray()
+        self.stalled = False
         self.draining = True
-        if not self.deferred:
-            self.transport.close()
+        self._maybe_finish()
 
     # -- deferred responses (durability waits) ------------------------------------------
 
@@ -182,22 +192,23 @@ class Connection(asyncio.Protocol):
 
     def _deferred_done(self, fut, d: Deferred):
         self.deferred -= 1
-        exc = None if fut.cancelled() else fut.exception()
         if fut.cancelled():
             exc = errors.WriterDown("durability wait cancelled")
+        else:
+            exc = fut.exception()
         response = d.response if exc is None else P.encode_error(d.request_id, exc)
-        if not self.closed:
-            self.transport.write(response)
-            if self.draining and not self.deferred:
-                self.transport.close()
-            elif self.buf:
-                self._process()
-            self._maybe_resume()
+        if self.closed:
+            return
+        self.transport.write(response)
+        if self.stalled:
+            self._process()
+        self._maybe_resume()
+        self._maybe_finish()
 
     # -- pausing ------------------------------------------------------------------------
 
     def _pause(self):
-        if not self.read_paused and not self.closed:
+        if not self.read_paused and not self.closed and not self.finishing:
             self.read_paused = True
             self.transport.pause_reading()
 
@@ -207,22 +218,56 @@ class Connection(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
 
+    # -- closing ------------------------------------------------------------------------
+
+    def _maybe_finish(self):
+        """Once draining and every answer is out: half-close and linger (docstring)."""
+        if (not self.draining or self.finishing or self.closed or self.deferred
+                or self.stalled):
+            return
+        self.finishing = True
+        self.buf = bytearray()
+        if self.peer_eof:
+            self.transport.close()  # both directions done: nothing can be unread
+            return
+        try:
+            self.transport.write_eof()
+        except (NotImplementedError, RuntimeError, OSError):
+            self.transport.close()
+            return
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self._finish_started = self.last_active = self._loop.time()
+        self._loop.call_later(LINGER, self._linger)
+
+    def _linger(self):
+        if self.closed:
+            return
+        now = self._loop.time()
+        if now - self.last_active >= LINGER or now - self._finish_started >= LINGER_MAX:
+            self.transport.close()
+        else:
+            self._loop.call_later(LINGER, self._linger)
+
     # -- called by the worker -----------------------------------------------------------
 
     def idle_for(self, now) -> float:
-        if self.deferred or self.buf:
+        if self.deferred or self.buf or self.draining:
             return 0.0
         return now - self.last_active
 
+    def close_idle(self):
+        self.draining = True
+        self._maybe_finish()
+
     def drain(self):
-        """Shutdown: read nothing more, answer what is buffered, then close."""
+        """Shutdown: read nothing more, answer what is buffered, then finish."""
         if self.closed:
             return
         self._process()
         self.draining = True
-        self._pause()
-        if not self.deferred:
-            self.transport.close()
+        self._maybe_finish()
 
     def abort(self):
         if not self.closed:

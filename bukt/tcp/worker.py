@@ -111,6 +111,6 @@ class Worker:
         now = self.loop.time()
         for conn in list(self.connections):
             if conn.idle_for(now) >= timeout:
-                conn.abort()
+                conn.close_idle()
         if not self.stopping:
             self.loop.call_later(min(IDLE_SWEEP, timeout / 4), self._sweep)
