@@ -75,8 +75,11 @@ HOW A LOG ENDS. A crash leaves the last record cut short; that is normal and is 
 not refused. The reader calls the tail TRUNCATED when, from the first byte that does not
 parse, either fewer than 44 bytes remain, or the header's sum holds and its length runs
 past the end, or every remaining byte is zero (a file extended but never written), or
-the bad record is the last one and only its payload sum fails (a torn multi-page write).
-Any other bad record is CORRUPT: the reader stops with LogCorrupt, which names the file,
+the bad record is the last one and only its payload sum fails (a torn multi-page write),
+or no sound record follows the bad one anywhere in the file (damage confined to the end,
+as RocksDB's default WAL recovery also reads it). What is dropped is reported with its
+offset and size; none of it was covered by a completed fsync unless the disk itself
+failed. A bad record with a sound one after it is CORRUPT: the reader stops with LogCorrupt, which names the file,
 the byte offset and the command that repairs it (`bukt check --fix`: `repair()` below,
 which cuts the file at the last good record and keeps the rest in a side file), unless
 the caller asked for `load_good`, which skips to the next record whose sums hold.
@@ -274,9 +277,9 @@ def read_file_header(buf, path, magic: bytes) -> int:
 
 # Kinds of Problem. The first four are how a crash leaves a log's end ("truncated");
 # the rest are corruption.
-SHORT, ZEROS, PAST_END, TORN = "short", "zeros", "past_end", "torn"
+SHORT, ZEROS, PAST_END, TORN, BAD_END = "short", "zeros", "past_end", "torn", "bad_end"
 BAD_HEADER, BAD_LENGTH, BAD_PAYLOAD, BAD_TYPE = "bad_header", "bad_length", "bad_payload", "bad_type"
-_TRUNCATED = frozenset({SHORT, ZEROS, PAST_END, TORN})
+_TRUNCATED = frozenset({SHORT, ZEROS, PAST_END, TORN, BAD_END})
 
 
 class Problem(NamedTuple):
@@ -416,13 +419,17 @@ def _slow(buf, off, size, report, skip_bad, path):
         yield rec
         return end
     problem = end
+    resume = size if problem.truncated else _resync(buf, off, size)
+    if resume == size and not problem.truncated:
+        problem = problem._replace(kind=BAD_END, reason=(
+            f"{problem.reason}, and no sound record follows in the last {size - off} bytes: "
+            "a torn end"))
     if problem.truncated:
         report.problems.append(problem)
         return size
     if not skip_bad:
         report.problems.append(problem)
         raise LogCorrupt(path, off, problem.reason)
-    resume = _resync(buf, off, size)
     report.problems.append(problem._replace(end=resume))
     return resume
 

@@ -207,6 +207,24 @@ def test_torn_payload_of_the_last_record_counts_as_truncated(tmp_path):
     assert got == records(2) and report.truncated.kind == aof.TORN
 
 
+def test_damage_with_no_sound_record_after_it_is_a_torn_end(tmp_path):
+    src = write_log(str(tmp_path / "src"), records(3))
+    data = open(src, "rb").read()
+    last = offsets(src)[-1]
+    path = str(tmp_path / "log")
+    for off in range(last, len(data)):
+        open(path, "wb").write(data)
+        flip(path, off, 6)
+        got, report = read_all(path)
+        assert got == records(2), off
+        assert report.truncated.offset == last and report.good_end == last, off
+    with open(path, "ab") as f:
+        f.write(os.urandom(5000).replace(b"Bk", b"xx"))
+    got, report = read_all(path)
+    assert got == records(2) and report.truncated.kind == aof.BAD_END
+    assert "no sound record follows in the last" in report.truncated.reason
+
+
 # -- corruption before the end ----------------------------------------------------------
 
 def test_flipped_bit_anywhere_in_a_middle_record_is_refused_with_file_offset_command(tmp_path):
