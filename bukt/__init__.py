@@ -1,0 +1,17 @@
+"""Bukt: a single-host shared-memory key-value cache.
+
+    import bukt
+    store = bukt.attach("default")          # or bukt.create("demo", size="64MiB")
+    b = store.bucket("sessions")
+    b.set(b"k", b"v", ttl=30)
+    b.get(b"k")
+
+docs/api.md is the reference of this API.
+"""
+from bukt import errors
+from bukt._core import ADMIN, READ, WRITE, Bucket, Store, attach, create
+from bukt.errors import BuktError
+
+__version__ = "0.1.0"
+__all__ = ["create", "attach", "Store", "Bucket", "errors", "BuktError",
+           "READ", "WRITE", "ADMIN"]

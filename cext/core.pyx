@@ -1,4 +1,141 @@
-# cython: language_level=3
-cdef extern from "debug.h":
-    int BUKT_DEBUG
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, infer_types=True
+"""Bukt's shared table: one hash table in one POSIX shared-memory segment.
+
+LAYOUT
+======
+The segment `/bukt-<name>` is mapped MAP_SHARED by every process. It holds no
+pointers: every reference is an offset from the segment base, and every offset or
+length a lock-free reader follows is bounds-checked before it is dereferenced
+(design.md invariant 1). The byte layout is pinned in includes/segment.h.
+
+  +--------------------------------------------------------------------------+
+  | header   4 KiB   magic, format, sizes, region offsets, generation,       |
+  |                  global counters, ring head/tail, writer progress        |
+  | stripes  nstripes x 128 B   robust mutex | seq | intent record            |
+  | slots    nstripes x 512 x 8 B   tag:16 | entry offset:48 (0 = empty)    |
+  | classes  64 x 128 B   size class: mutex | free list head | counts        |
+  | pagemap  npages x 1 B   class id + 1 of each arena page (0 = unassigned) |
+  | buckets  max_buckets x bk_bucket   settings, token hashes, gauges        |
+  | procs    max_procs x 8 B   pid owning each counter row                   |
+  | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
+  | ring     ring_size   change records for the writer process               |
+  | arena    npages x page_size   chunks of the size classes                 |
+  +--------------------------------------------------------------------------+
+
+INDEX. A key's 64-bit hash (MurmurHash64A seeded with the bucket slot) picks its
+stripe (high 32 bits), its home slot among the stripe's 512 (bits 16-24) and a 16-bit
+tag (low bits). A stripe is a small open-addressing table with linear probing that
+never leaves the stripe, so one sequence number covers everything a reader of that
+stripe touches in the index. Deletion is by backward shift (no tombstones), so probe
+chains stay short without a rehash; a stripe refuses inserts past 7/8 full (448 of
+512), evicting from itself when the bucket allows it.
+
+ENTRIES live in chunks of size classes (memcached's slabs): 48 bytes and up by a
+growth factor (1.25 by default), aligned to 8, the last class one page. A chunk holds
+a 32-byte bk_entry header, the key, then the value. Fragmentation is bounded by the
+class spacing: a chunk wastes less than (factor - 1) of its size, under 20% at 1.25
+(about 10% on average), plus at most one partly used page per class. Pages are handed
+to classes on demand and never return (no rebalancing yet: per-class LRU eviction
+covers a shifting workload the way memcached did before its slab mover). Because a
+page belongs to one class for ever, chunk boundaries never move: a stale offset always
+points at the start of some chunk's header, never into the middle of a value.
+
+WHO WRITES WHAT
+---------------
+  stripe slots, stripe seq/intent/count   the stripe lock holder
+  entry bodies                            the allocating writer, before publication;
+                                          afterwards immutable except single aligned
+                                          words (expire_ms and version by TOUCH under
+                                          the stripe lock; lru by any reader, relaxed)
+  class free lists and counts             the class lock holder
+  pages_used, pagemap                     the alloc lock holder
+  buckets table, tokens                   the meta lock holder; gauges keys/bytes by
+                                          stripe lock holders, atomically
+  ring head, record headers               the ring lock holder; record bodies and the
+                                          commit state by the record's reserver
+  ring tail, flushed_pos, writer fields   the writer process only
+  counters row r                          the process whose pid is procs[r] (atomic
+                                          adds, so threads of one process may share)
+
+LOCK RULES (written once; names follow them)
+--------------------------------------------
+* Public methods take locks; `do_*` functions assume the stripe lock is held.
+* Order: one stripe lock, then at most one class lock or the ring lock; the class
+  lock may take the alloc lock. Never a second stripe lock by blocking: eviction
+  takes a victim's stripe with trylock and picks another victim when it is busy, and
+  only recount()/check() take every stripe, in index order, holding nothing else.
+  So no cycle exists and no deadlock is possible.
+* All locks are robust, process-shared pthread mutexes (not semaphores): the kernel
+  hands the next locker EOWNERDEAD when a holder dies, which is exactly the "noticed
+  the death" that invariant 4 asks for, with no pid polling and no pid-reuse hazard.
+  On EOWNERDEAD the new holder repairs, calls pthread_mutex_consistent and goes on:
+    - stripe: the intent record names the one operation in flight (ALLOC, SET, DEL,
+      TOUCH), its slot, old and new chunk and reserved ring record. Repair redoes
+      or undoes that one operation idempotently (see repair_stripe), makes the seq
+      even and flags a recount of the gauges.
+    - class: the free list may be half-updated; it is rebuilt from the chunk headers'
+      USED flags over the class's pages (chunks are scannable: every page of a class
+      is carved into equal chunks).
+    - alloc: pages_used is written last, so the state is always consistent.
+    - ring: the record header is written before ring_head advances: consistent.
+    - meta: a reserved meta record is committed (it was filled before the change).
+  A lock holder never blocks on anything but the locks above, except a writer waiting
+  for ring space, which it does before taking its stripe lock.
+
+READERS (the fast path): no lock, no syscall. Sample the stripe seq (odd: retry),
+probe the slots, compare the full key, copy the value into a bytes object allocated
+up front, acquire fence, re-read seq; equal means the copy is a true snapshot. A
+writer frees or reuses a chunk only inside the write section of the stripe that
+referenced it, so a reader that copied a chunk freed under its feet sees that
+stripe's seq change and retries, even when another stripe has already reused the
+chunk (invariant 3). A torn header costs a retry, never a wild read: lengths are read
+once into locals and checked against the segment's bounds before any copy. After 64
+failed tries the reader takes the lock (the slow path), as it does for single-read
+and expired entries, which need mutual exclusion.
+
+WRITERS: lock the stripe; check conditions; allocate the new chunk (the intent record
+holds it from the moment it leaves the free list) and fill it; reserve the ring
+record and fill it; then seq odd, publish with one 8-byte slot store, commit the ring
+record, free the old chunk, seq even, unlock. The ring append is inside the stripe
+section, so two writes to one key reach the log in the order they reached the table.
+
+THE CHANGE RING is multi-producer, single-consumer. Positions grow for ever (u64) and
+double as the records' sequence numbers; a record's bytes sit at position % size.
+Reservation takes the ring lock for a few stores; the consumer (the writer process)
+reads committed records at the tail, publishes the tail when they are in its log, and
+publishes flushed_pos after fsync, bumping a futex word that `fsync: always` writers
+sleep on (group commit: one fsync releases every waiter behind it). A record whose
+producer died is resolved by whoever repairs that producer's stripe; the consumer
+itself triggers that repair when it finds the record stuck (ring_unstick).
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memcmp, memset
+from libc.stdlib cimport malloc, free
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_AsUTF8String
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+from segment cimport *
+
+import os
+import json
+import hmac
+import time
+import weakref
+import secrets as _secrets
+
+from bukt import errors as _err
+
 DEBUG = bool(BUKT_DEBUG)
+FORMAT_VERSION = BK_FORMAT
+READ, WRITE, ADMIN = 1, 2, 4
+
+include "store.pxi"
+include "locks.pxi"
+include "alloc.pxi"
+include "ring.pxi"
+include "table.pxi"
+include "bucket.pxi"
+include "meta.pxi"
+include "check.pxi"

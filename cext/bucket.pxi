@@ -1,0 +1,557 @@
+# bucket.pxi: the Bucket API (docs/api.md). Each public method takes the stripe lock
+# it needs (never more than one at a time) and calls the do_* helpers of table.pxi.
+
+import re as _re
+
+_INT_TEXT = _re.compile(rb"-?[0-9]{1,19}\Z")
+cdef int64_t I64_MAX = 9223372036854775807
+cdef int64_t I64_MIN = -9223372036854775807 - 1
+
+SCHEMAS = ("bytes", "int", "str")
+EVICTIONS = ("lru", "none")
+
+
+cdef inline bytes as_key(Store s, object key):
+    cdef bytes kb
+    if type(key) is bytes:
+        kb = <bytes>key
+    elif isinstance(key, str):
+        kb = PyUnicode_AsUTF8String(key)
+    elif isinstance(key, (bytearray, memoryview)):
+        kb = bytes(key)
+    else:
+        raise TypeError(f"key must be bytes or str, not {type(key).__name__}")
+    if PyBytes_GET_SIZE(kb) == 0:
+        raise _err.InvalidArgument("key must not be empty")
+    if <uint64_t>PyBytes_GET_SIZE(kb) > s.max_key:
+        raise _err.KeyTooLarge(f"key of {PyBytes_GET_SIZE(kb)} bytes exceeds the limit of "
+                               f"{s.max_key} bytes (max_key)")
+    return kb
+
+
+cdef int64_t parse_int_value(const char *p, uint32_t n) except? -1:
+    text = PyBytes_FromStringAndSize(p, n)
+    if not _INT_TEXT.match(text):
+        raise _err.SchemaError(f"value {text[:40]!r} is not a decimal integer")
+    v = int(text)
+    if not I64_MIN <= v <= I64_MAX:
+        raise _err.SchemaError(f"value {v} is outside the signed 64-bit range")
+    return v
+
+
+cdef class Bucket:
+    """A bucket of a Store: its keys, values, TTLs and counters."""
+
+    cdef Store s
+    cdef uint16_t idx
+    cdef uint32_t gen
+    cdef uint8_t schema
+    cdef readonly str name
+
+    def __repr__(self):
+        return f"<bukt.Bucket {self.name!r}>"
+
+    @property
+    def store(self):
+        return self.s
+
+    cdef inline bk_bucket *_b(self) except NULL:
+        cdef bk_bucket *b
+        if not self.s.mapped:
+            raise _err.BuktError("the store is closed")
+        b = &self.s.bucketv[self.idx]
+        if b.gen != self.gen or b.state != 1:
+            raise _err.BucketNotFound(f"bucket {self.name!r} was dropped")
+        return b
+
+    # -- values in and out, by schema -------------------------------------------
+    cdef bytes _encode(self, object value):
+        cdef bytes vb
+        if self.schema == 1:                                # int
+            if isinstance(value, bool):
+                raise _err.SchemaError("int bucket: a bool is not an integer")
+            if isinstance(value, int):
+                if not I64_MIN <= value <= I64_MAX:
+                    raise _err.SchemaError(f"int bucket: {value} is outside the signed 64-bit range")
+                vb = str(value).encode()
+            else:
+                vb = value.encode() if isinstance(value, str) else bytes(value)
+                parse_int_value(vb, len(vb))
+                vb = str(int(vb)).encode()
+        elif type(value) is bytes:
+            vb = <bytes>value
+        elif isinstance(value, str):
+            vb = PyUnicode_AsUTF8String(value)
+        elif isinstance(value, (bytearray, memoryview)):
+            vb = bytes(value)
+        else:
+            raise TypeError(f"value must be bytes or str, not {type(value).__name__}")
+        if self.schema == 2 and not isinstance(value, str):
+            try:
+                vb.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _err.SchemaError(f"str bucket: the value is not UTF-8 ({e.reason} "
+                                       f"at byte {e.start})") from None
+        if <uint64_t>PyBytes_GET_SIZE(vb) > self.s.max_value:
+            raise _err.ValueTooLarge(f"value of {PyBytes_GET_SIZE(vb)} bytes exceeds the limit "
+                                     f"of {self.s.max_value} bytes (max_value)")
+        return vb
+
+    cdef object _decode(self, bytes vb):
+        if self.schema == 0:
+            return vb
+        if self.schema == 1:
+            return int(vb)
+        return vb.decode("utf-8")
+
+    cdef int64_t _expire_for(self, object ttl, bk_bucket *b) except? -1:
+        if ttl is None:
+            return (self.s.now() + b.default_ttl_ms) if b.default_ttl_ms else 0
+        return self.s.now() + ttl_ms(ttl)
+
+    # -- reads ------------------------------------------------------------------
+    def get(self, key, default=None):
+        """The value, or `default`. Fast path: fast_read, no lock."""
+        cdef bk_bucket *b = self._b()
+        cdef bytes kb = as_key(self.s, key)
+        cdef int status
+        cdef snap_t snap
+        cdef bk_counters *cnt = self.s.counters(self.idx)
+        val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), True, &status, &snap)
+        if status != HIT and status != MISS:
+            val = self._slow_get(kb, False, &status)            # slow path
+        bk_add64(&cnt.reads, 1)
+        if status == HIT:
+            bk_add64(&cnt.hits, 1)
+            return self._decode(val)
+        bk_add64(&cnt.misses, 1)
+        return default
+
+    cdef object _slow_get(self, bytes kb, bint consume, int *status):
+        """Under the stripe lock: expire an expired entry, hand a single-read entry
+        to this one reader (deleting it), or just read when the fast path gave up."""
+        cdef Store s = self.s
+        cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
+        cdef uint64_t h = khash(self.idx, kb, n), off
+        cdef uint32_t si = stripe_of(s, h)
+        cdef int slot
+        cdef bk_entry *e
+        cdef snap_t snap
+        if s.readonly:
+            return self._readonly_get(kb, consume, status)
+        ring_wait_space(s, rec_size(n, 0))
+        lock_stripe(s, si)
+        try:
+            self._b()
+            slot = do_find(s, si, h, self.idx, kb, n, &off)
+            if slot < 0:
+                status[0] = MISS
+                return None
+            e = ENT(s, off)
+            if e.expire_ms and e.expire_ms <= s.now():
+                self._expire_locked(si, slot, off)
+                status[0] = MISS
+                return None
+            val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
+            if consume or (e.flags & BK_E_SINGLE):
+                if not do_delete_at(s, si, slot, off, BK_T_DEL):
+                    raise _err.RingFull("change ring full: the key was not consumed")
+                bk_add64(&s.counters(self.idx).deletes, 1)
+            status[0] = HIT
+            return val
+        finally:
+            unlock_stripe(s, si)
+            s._after_write(self._b_persist())
+
+    cdef object _readonly_get(self, bytes kb, bint consume, int *status):
+        """A read-only mapping cannot take locks (they live in the segment): keep to
+        optimistic reads; consuming a single-read key is a write and is refused."""
+        cdef snap_t snap
+        cdef int tries
+        if consume:
+            self.s._writable()
+        for tries in range(1000000):
+            memset(&snap, 0, sizeof(snap))
+            val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), True, status, &snap)
+            if status[0] == HIT or status[0] == MISS:
+                return val
+            if status[0] == SLOW:
+                if snap.flags & BK_E_SINGLE:
+                    self.s._writable()
+                status[0] = MISS                        # expired
+                return None
+            time.sleep(0)                               # contended: a writer is inside
+        raise _err.BuktError("read did not settle: a writer holds the stripe")
+
+    cdef int _expire_locked(self, uint32_t si, int slot, uint64_t off) except -1:
+        cdef uint16_t bidx = ENT(self.s, off).bucket
+        if do_delete_at(self.s, si, slot, off, BK_T_EXPIRED):
+            bk_fetch_add_u64(&self.s.hdr.expirations, 1)
+            bk_add64(&self.s.counters(bidx).expirations, 1)
+        return 0
+
+    cdef bint _b_persist(self):
+        return self.s.mapped and self.s.bucketv[self.idx].persist
+
+    cdef int _peek(self, object key, snap_t *snap) except -1:
+        """HIT (snap filled) or MISS, never consuming: for exists, ttl, version."""
+        cdef bytes kb = as_key(self.s, key)
+        cdef int status
+        while True:
+            fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), False, &status, snap)
+            if status == SLOW:                          # validated: single-read or expired
+                if snap.expire_ms and snap.expire_ms <= self.s.now():
+                    return MISS
+                return HIT
+            if status != CONTENDED:
+                return status
+            time.sleep(0)
+
+    def exists(self, *keys):
+        cdef snap_t snap
+        self._b()
+        return sum(1 for k in keys if self._peek(k, &snap) == HIT)
+
+    def version(self, key):
+        cdef snap_t snap
+        self._b()
+        return snap.version if self._peek(key, &snap) == HIT else None
+
+    def ttl(self, key):
+        cdef snap_t snap
+        self._b()
+        if self._peek(key, &snap) != HIT or snap.expire_ms == 0:
+            return None
+        return max(0, snap.expire_ms - self.s.now()) / 1000.0
+
+    def mget(self, keys):
+        return [self.get(k) for k in keys]
+
+    def scan(self, prefix=b"", cursor=0, count=100):
+        """(next_cursor, keys): whole stripes at a time, each read under its seq, so
+        a key present for the whole scan is returned at least once; 0 when done."""
+        cdef Store s = self.s
+        cdef bytes pb = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
+        cdef uint32_t si
+        self._b()
+        if not isinstance(cursor, int) or cursor < 0 or cursor > s.nstripes:
+            raise _err.InvalidArgument(f"cursor {cursor!r} is not one this bucket gave")
+        if count < 1:
+            raise _err.InvalidArgument("count must be at least 1")
+        keys = []
+        si = cursor
+        while si < s.nstripes and len(keys) < count:
+            keys.extend(self._scan_stripe(si, pb))
+            si += 1
+        return (0 if si >= s.nstripes else si), keys
+
+    cdef list _scan_stripe(self, uint32_t si, bytes prefix):
+        cdef Store s = self.s
+        cdef bk_stripe *st = &s.stripes[si]
+        cdef uint64_t *slots = SLOTS_OF(s, si)
+        cdef uint64_t s1, w, off
+        cdef uint32_t i, klen, plen = <uint32_t>PyBytes_GET_SIZE(prefix)
+        cdef int64_t now = s.now(), exp
+        cdef bk_entry *e
+        cdef list out
+        while True:
+            s1 = bk_load_acq64(&st.seq)
+            if s1 & 1:
+                bk_pause()
+                continue
+            out = []
+            for i in range(SLOTS):
+                w = bk_load_rlx64(&slots[i])
+                if w == 0:
+                    continue
+                off = w & OFF_MASK
+                if off < s.arena_off or off + 32 > s.size:
+                    continue
+                e = ENT(s, off)
+                klen = bk_load_rlx32(&e.klen)
+                if e.bucket != self.idx or klen < plen or klen > s.max_key \
+                        or off + 32 + klen > s.size:
+                    continue
+                exp = bk_load_rlx_i64(&e.expire_ms)
+                if exp and exp <= now:
+                    continue
+                if plen and memcmp(EKEY(s, off), <const char *>prefix, plen) != 0:
+                    continue
+                out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
+            bk_fence_acq()
+            if bk_load_rlx64(&st.seq) == s1:
+                return out
+
+    # -- writes -----------------------------------------------------------------
+    def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
+            if_version=None):
+        """Store the value; returns its version (None when nx/xx says no)."""
+        cdef Store s = self.s
+        cdef bk_bucket *b
+        cdef bytes kb, vb
+        cdef uint32_t n, vlen, si
+        cdef uint64_t h, off, ver, cur
+        cdef int found
+        cdef int64_t expire_ms
+        cdef bint present
+        s._writable()
+        b = self._b()
+        kb = as_key(s, key)
+        vb = self._encode(value)
+        n = <uint32_t>PyBytes_GET_SIZE(kb)
+        vlen = <uint32_t>PyBytes_GET_SIZE(vb)
+        expire_ms = self._expire_for(ttl, b)
+        h = khash(self.idx, kb, n)
+        si = stripe_of(s, h)
+        if b.persist:
+            ring_wait_space(s, rec_size(n, vlen))
+        lock_stripe(s, si)
+        try:
+            b = self._b()
+            found = do_find(s, si, h, self.idx, kb, n, &off)
+            present = found >= 0 and not self._expired(off)
+            if nx and present or xx and not present:
+                return None
+            if if_version is not None:
+                cur = ENT(s, off).version if present else 0
+                if cur != if_version:
+                    raise _err.VersionMismatch(
+                        f"key {kb[:60]!r} is at version {cur}, not {if_version}")
+            if found >= 0 and not present:
+                self._count_expired()
+            ver = do_set(s, si, h, self.idx, kb, n, vb, vlen, expire_ms,
+                         BK_E_SINGLE if single_read else 0, found, off)
+            bk_add64(&s.counters(self.idx).writes, 1)
+        finally:
+            unlock_stripe(s, si)
+        s._after_write(b.persist)
+        return ver
+
+    cdef bint _expired(self, uint64_t off):
+        cdef int64_t exp = ENT(self.s, off).expire_ms
+        return exp != 0 and exp <= self.s.now()
+
+    cdef void _count_expired(self) noexcept:
+        bk_fetch_add_u64(&self.s.hdr.expirations, 1)
+        bk_add64(&self.s.counters(self.idx).expirations, 1)
+
+    def mset(self, mapping, ttl=None):
+        items = mapping.items() if hasattr(mapping, "items") else mapping
+        return [self.set(k, v, ttl) for k, v in items]
+
+    def incr(self, key, by=1, initial=0, ttl=None):
+        """Add `by` to the decimal integer at key (absent: initial + by, with ttl)."""
+        cdef Store s = self.s
+        cdef bk_bucket *b
+        cdef bytes kb, vb
+        cdef uint32_t n, si
+        cdef uint64_t h, off
+        cdef int found
+        cdef int64_t expire_ms
+        cdef uint8_t flags = 0
+        cdef bk_entry *e
+        s._writable()
+        b = self._b()
+        kb = as_key(s, key)
+        if isinstance(by, bool) or not isinstance(by, int) or not isinstance(initial, int):
+            raise TypeError("by and initial must be integers")
+        n = <uint32_t>PyBytes_GET_SIZE(kb)
+        h = khash(self.idx, kb, n)
+        si = stripe_of(s, h)
+        if b.persist:
+            ring_wait_space(s, rec_size(n, 24))
+        lock_stripe(s, si)
+        try:
+            b = self._b()
+            found = do_find(s, si, h, self.idx, kb, n, &off)
+            if found >= 0 and not self._expired(off):
+                e = ENT(s, off)
+                cur = parse_int_value(EKEY(s, off) + n, e.vlen)
+                expire_ms = e.expire_ms
+                flags = e.flags & BK_E_SINGLE
+            else:
+                if found >= 0:
+                    self._count_expired()
+                cur = initial
+                expire_ms = self._expire_for(ttl, b)
+            new = cur + by
+            if not I64_MIN <= new <= I64_MAX:
+                raise _err.SchemaError(f"incr of {kb[:60]!r} by {by} leaves the signed "
+                                       "64-bit range")
+            vb = str(new).encode()
+            do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>len(vb), expire_ms, flags,
+                   found, off)
+            bk_add64(&s.counters(self.idx).writes, 1)
+        finally:
+            unlock_stripe(s, si)
+        s._after_write(b.persist)
+        return new
+
+    def getdel(self, key):
+        cdef int status
+        self.s._writable()
+        self._b()
+        val = self._slow_get(as_key(self.s, key), True, &status)
+        return self._decode(val) if status == HIT else None
+
+    def delete(self, *keys):
+        """How many of the keys existed (and are now gone)."""
+        cdef int deleted = 0
+        self.s._writable()
+        self._b()
+        for key in keys:
+            deleted += self._delete_one(as_key(self.s, key))
+        return deleted
+
+    cdef int _delete_one(self, bytes kb) except -1:
+        cdef Store s = self.s
+        cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb), si
+        cdef uint64_t h = khash(self.idx, kb, n), off
+        cdef int slot, existed = 0
+        cdef bint persist = s.bucketv[self.idx].persist
+        si = stripe_of(s, h)
+        if persist:
+            ring_wait_space(s, rec_size(n, 0))
+        lock_stripe(s, si)
+        try:
+            self._b()
+            slot = do_find(s, si, h, self.idx, kb, n, &off)
+            if slot >= 0:
+                if self._expired(off):
+                    self._expire_locked(si, slot, off)
+                else:
+                    if not do_delete_at(s, si, slot, off, BK_T_DEL):
+                        raise _err.RingFull("change ring full: the key was not deleted")
+                    bk_add64(&s.counters(self.idx).deletes, 1)
+                    existed = 1
+        finally:
+            unlock_stripe(s, si)
+        s._after_write(persist)
+        return existed
+
+    def expire(self, key, ttl):
+        """Give the key a TTL of `ttl` seconds; False when there is no such key."""
+        return self._touch(key, self.s.now() + ttl_ms(ttl))
+
+    def persist(self, key):
+        """Remove the key's TTL; False when there is no such key."""
+        return self._touch(key, 0)
+
+    cdef bint _touch(self, object key, int64_t expire_ms) except -1:
+        cdef Store s = self.s
+        cdef bytes kb
+        cdef uint32_t n, si
+        cdef uint64_t h, off
+        cdef int slot
+        cdef bint persist
+        s._writable()
+        persist = self._b().persist
+        kb = as_key(s, key)
+        n = <uint32_t>PyBytes_GET_SIZE(kb)
+        h = khash(self.idx, kb, n)
+        si = stripe_of(s, h)
+        if persist:
+            ring_wait_space(s, rec_size(n, 0))
+        lock_stripe(s, si)
+        try:
+            self._b()
+            slot = do_find(s, si, h, self.idx, kb, n, &off)
+            if slot < 0:
+                return False
+            if self._expired(off):
+                self._expire_locked(si, slot, off)
+                return False
+            if ENT(s, off).expire_ms != expire_ms:
+                do_touch(s, si, slot, off, expire_ms)
+        finally:
+            unlock_stripe(s, si)
+        s._after_write(persist)
+        return True
+
+    def flush(self):
+        """Remove every key of the bucket; returns how many."""
+        self.s._writable()
+        self._b()
+        return remove_where(self.s, self.idx, -1)
+
+    def stats(self):
+        self._b()
+        return bucket_stats(self.s, self.idx)
+
+
+cdef int64_t ttl_ms(object ttl) except -1:
+    try:
+        t = float(ttl)
+    except (TypeError, ValueError):
+        raise _err.InvalidArgument(f"ttl {ttl!r} is not a number of seconds") from None
+    if not t > 0 or t != t or t > 1e11:
+        raise _err.InvalidArgument(f"ttl {ttl!r}: a number of seconds above 0")
+    return max(1, <int64_t>(t * 1000 + 0.5))
+
+
+cdef int remove_where(Store s, int bidx, int64_t expired_before) except -1:
+    """Delete, stripe by stripe, the entries of bucket `bidx` (all of them when
+    expired_before < 0), or, when bidx < 0, the entries of any bucket that expired
+    at or before `expired_before`. Returns how many."""
+    cdef uint32_t si
+    cdef int removed = 0
+    for si in range(s.nstripes):
+        removed += remove_in_stripe(s, si, bidx, expired_before)
+    maybe_recount(s)
+    return removed
+
+
+cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before) except -1:
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint64_t w, off
+    cdef uint32_t i = 0
+    cdef int removed = 0
+    cdef bk_entry *e
+    cdef uint16_t eb
+    cdef bint hit
+    lock_stripe(s, si)
+    try:
+        while i < SLOTS:
+            w = slots[i]
+            if w == 0:
+                i += 1
+                continue
+            off = w & OFF_MASK
+            e = ENT(s, off)
+            eb = e.bucket
+            if bidx >= 0:
+                hit = eb == bidx
+            else:
+                hit = e.expire_ms != 0 and e.expire_ms <= expired_before
+            if not hit:
+                i += 1
+                continue
+            # the shift refills slot i, so it is looked at again
+            if not do_delete_at(s, si, i, off, BK_T_DEL if bidx >= 0 else BK_T_EXPIRED):
+                raise _err.RingFull("change ring full: the writer process is down or "
+                                    "behind; run again when it has caught up")
+            removed += 1
+            if bidx < 0:
+                bk_fetch_add_u64(&s.hdr.expirations, 1)
+                bk_add64(&s.counters(eb).expirations, 1)
+    finally:
+        unlock_stripe(s, si)
+    return removed
+
+
+cdef dict bucket_stats(Store s, uint16_t bidx):
+    cdef uint32_t r
+    cdef bk_counters *c
+    cdef int64_t reads = 0, hits = 0, misses = 0, writes = 0, deletes = 0, ev = 0, ex = 0
+    for r in range(s.max_procs):
+        c = s.counters_base + <uint64_t>r * s.max_buckets + bidx
+        reads += c.reads
+        hits += c.hits
+        misses += c.misses
+        writes += c.writes
+        deletes += c.deletes
+        ev += c.evictions
+        ex += c.expirations
+    return {"reads": reads, "writes": writes, "hits": hits, "misses": misses,
+            "deletes": deletes, "keys": s.bucketv[bidx].keys,
+            "bytes": s.bucketv[bidx].bytes, "evictions": ev, "expirations": ex}

@@ -1,0 +1,344 @@
+/* segment.h: the byte layout of a Bukt segment and the few primitives that are
+ * clearer in C than in Cython (atomics, the robust mutex, futex, the key hash).
+ *
+ * The layout essay (who writes what, under which lock, and why a racing reader is
+ * safe) heads cext/core.pyx; this file only fixes the bytes. Every struct here lives
+ * in shared memory: fields are fixed-width, offsets are relative to the segment base,
+ * never pointers, and the static assertions at the bottom pin the sizes so that a
+ * compiler or platform change cannot silently change the format.
+ */
+#ifndef BUKT_SEGMENT_H
+#define BUKT_SEGMENT_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <string.h>
+#include <errno.h>
+#include <time.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+#include "debug.h"
+
+#define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
+#define BK_FORMAT       1u
+#define BK_HEADER_SIZE  4096u
+
+#define BK_SLOTS_PER_STRIPE 512u            /* 4 KiB of slot words per stripe */
+#define BK_STRIPE_MAX_LOAD  448u            /* 7/8: probe chains stay short */
+#define BK_OFF_MASK     0x0000ffffffffffffULL
+#define BK_TAG_SHIFT    48
+
+#define BK_NAME_MAX     64
+#define BK_MAX_TOKENS   16
+#define BK_MAX_CLASSES  64
+
+/* entry flags */
+#define BK_E_USED    0x01   /* chunk holds an entry (set under the class lock) */
+#define BK_E_PENDING 0x02   /* allocated, not yet published; version holds the owner stripe */
+#define BK_E_SINGLE  0x04   /* single-read: the get that returns it deletes it */
+
+/* intent ops: the one mutation in flight in a stripe, for repair after a death */
+#define BK_OP_NONE   0
+#define BK_OP_ALLOC  1      /* intent_new allocated, not yet linked */
+#define BK_OP_SET    2      /* slot intent_slot switches from intent_old to intent_new */
+#define BK_OP_DEL    3      /* intent_old unlinked by backward shift; intent_hole is the hole */
+#define BK_OP_TOUCH  4      /* expiry of the entry at intent_slot rewritten in place */
+
+/* ring record states */
+#define BK_R_RESERVED  1
+#define BK_R_COMMITTED 2
+#define BK_R_SKIPPED   3
+#define BK_R_PAD       4
+
+/* ring record types (the writer process logs them; see bukt/aof.py) */
+#define BK_T_SET     1
+#define BK_T_DEL     2
+#define BK_T_EXPIRED 3
+#define BK_T_EVICTED 4
+#define BK_T_TOUCH   5      /* expiry changed (expire / persist) */
+#define BK_T_META    16     /* bucket and token changes: value holds the encoded change */
+
+#define BK_RING_META_STRIPE 0xffffffffu
+
+typedef union {
+    pthread_mutex_t m;
+    char pad[64];
+} bk_lock;
+
+typedef struct {
+    uint64_t magic;             /* BK_MAGIC */
+    uint32_t format;            /* BK_FORMAT */
+    uint32_t header_size;       /* BK_HEADER_SIZE */
+    uint64_t total_size;        /* bytes mapped */
+    uint64_t generation;        /* random at creation; the writer ties the log to it */
+    int64_t  created_ms;
+    uint32_t mode;              /* file mode the segment was created with */
+    uint32_t flags;             /* 1 = built with BUKT_DEBUG */
+    /* regions (offsets from the segment base) */
+    uint64_t stripes_off;       /* nstripes x bk_stripe */
+    uint64_t slots_off;         /* nstripes x BK_SLOTS_PER_STRIPE x uint64 */
+    uint32_t nstripes;
+    uint32_t slots_per_stripe;
+    uint64_t classes_off;       /* nclasses x bk_class */
+    uint32_t nclasses;
+    uint32_t page_size;
+    uint64_t pagemap_off;       /* npages x uint8: 0 unassigned, class id + 1 at a slab's
+                                   first page, 0x80 | (class id + 1) on its other pages */
+    uint64_t arena_off;         /* page-aligned start of the pages */
+    uint64_t npages;
+    uint64_t buckets_off;       /* max_buckets x bk_bucket */
+    uint32_t max_buckets;
+    uint32_t max_procs;
+    uint64_t procs_off;         /* max_procs x bk_proc */
+    uint64_t counters_off;      /* max_procs x max_buckets x bk_counters */
+    uint64_t ring_off;
+    uint64_t ring_size;
+    /* limits, fixed at creation */
+    uint32_t max_key;
+    uint32_t max_value;
+    uint32_t ring_wait_ms;      /* how long a writer waits for ring space */
+    uint32_t _pad0;
+    char     _pad1[256 - 176];
+    /* line 4..: mutable state, each hot word on its own cache line */
+    bk_lock  alloc_lock;        /* page assignment: pages_used, pagemap */
+    bk_lock  meta_lock;         /* bucket table and tokens */
+    bk_lock  ring_lock;         /* ring reservation: ring_head and the record header */
+    uint64_t pages_used;        /* under alloc_lock */
+    char     _pad2[56];
+    uint64_t ring_head;         /* next position to reserve (under ring_lock, read by all) */
+    char     _pad3[56];
+    uint64_t ring_tail;         /* first position not yet consumed (writer process) */
+    uint64_t flushed_pos;       /* records below this are on disk per the fsync policy */
+    uint32_t flush_epoch;       /* futex word: bumped after every flush */
+    uint32_t sync_always;       /* 1: writes wait for flushed_pos (fsync: always) */
+    char     _pad4[40];
+    uint64_t version_counter;   /* versions are unique and increasing across the segment */
+    char     _pad5[56];
+    uint32_t lru_clock;         /* seconds; stored into entries on access */
+    uint32_t needs_recount;     /* a repair happened: gauges are recomputed */
+    uint64_t repairs;           /* lock holders found dead and repaired */
+    uint64_t evictions;
+    uint64_t expirations;
+    char     _pad6[32];
+    /* the writer process's published progress (read by health checks) */
+    uint32_t writer_pid;
+    uint32_t writer_ready;
+    int64_t  writer_heartbeat_ms;
+    int64_t  last_fsync_ms;
+    uint64_t log_size;
+    uint64_t flushed_seq;
+    uint32_t writer_error_code; /* errno of the last disk error, 0 = none */
+    uint32_t _pad7;
+    char     writer_error[256];
+    uint64_t expire_cursor;     /* next stripe the expiry cycle samples */
+} bk_header;
+
+typedef struct {
+    bk_lock  lock;              /* robust, process-shared */
+    uint64_t seq;               /* even: stable; odd: a writer is inside */
+    uint32_t count;             /* slots in use */
+    uint32_t intent_op;         /* BK_OP_* in flight */
+    uint32_t intent_slot;
+    uint32_t intent_hole;
+    uint64_t intent_old;
+    uint64_t intent_new;
+    uint64_t intent_ring;       /* ring position reserved by the op in flight, 0 none */
+    char     _pad[16];
+} bk_stripe;
+
+typedef struct {
+    uint64_t version;           /* free: next free chunk; pending: owner stripe */
+    int64_t  expire_ms;         /* absolute, 0 = never */
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t lru;               /* coarse clock of the last access */
+    uint16_t bucket;
+    uint8_t  flags;             /* BK_E_* */
+    uint8_t  cls;
+} bk_entry;                     /* followed by key bytes, then value bytes */
+
+typedef struct {
+    bk_lock  lock;              /* free list and counts of this class */
+    uint64_t free_head;         /* offset of the first free chunk, 0 = none */
+    uint32_t chunk_size;
+    uint32_t per_slab;          /* chunks in one slab */
+    uint32_t slab_pages;        /* pages in one slab: 1, or more for chunks over a page */
+    uint32_t _pad0;
+    uint64_t slabs;             /* slabs owned */
+    uint64_t used;              /* chunks handed out */
+    uint64_t hand;              /* eviction clock hand (racy, advisory) */
+    char     _pad[16];
+} bk_class;
+
+typedef struct {
+    uint32_t id;                /* 0 = unused */
+    uint32_t perms;             /* READ 1, WRITE 2, ADMIN 4 */
+    uint8_t  hash[32];          /* SHA-256 of the token */
+} bk_token;
+
+typedef struct {
+    uint32_t state;             /* 0 free, 1 live, 2 dropping */
+    uint32_t gen;               /* bumped when the slot is reused */
+    char     name[BK_NAME_MAX + 1];
+    uint8_t  schema;            /* 0 bytes, 1 int, 2 str */
+    uint8_t  eviction;          /* 0 lru, 1 none */
+    uint8_t  persist;
+    uint8_t  _pad0[4];
+    int64_t  default_ttl_ms;    /* 0 = none */
+    int64_t  created_ms;
+    uint32_t next_token_id;
+    uint32_t _pad1;
+    bk_token tokens[BK_MAX_TOKENS];
+    int64_t  keys;              /* gauges, atomic; exact after a recount */
+    int64_t  bytes;
+    char     _pad2[16];
+} bk_bucket;
+
+typedef struct {
+    uint32_t pid;               /* owner of this counter slot, 0 = free */
+    uint32_t _pad;
+} bk_proc;
+
+typedef struct {
+    int64_t reads, hits, misses, writes, deletes, evictions, expirations, _pad;
+} bk_counters;
+
+typedef struct {
+    uint32_t len;               /* whole record, 8-aligned */
+    uint8_t  state;             /* BK_R_* */
+    uint8_t  type;              /* BK_T_* */
+    uint16_t bucket;
+    uint32_t pid;
+    uint32_t stripe;            /* the stripe whose lock covers it, or META */
+    uint32_t klen;
+    uint32_t vlen;
+    int64_t  expire_ms;
+    uint64_t version;
+    uint32_t bucket_gen;
+    uint8_t  flags;
+    uint8_t  _pad[3];
+} bk_rec;                       /* followed by key, then value */
+
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex does not fit its slot");
+_Static_assert(sizeof(bk_stripe) == 128, "stripe header is two cache lines");
+_Static_assert(sizeof(bk_entry) == 32, "entry header is 32 bytes");
+_Static_assert(sizeof(bk_class) == 128, "class header is two cache lines");
+_Static_assert(sizeof(bk_rec) == 48, "ring record header is 48 bytes");
+_Static_assert(offsetof(bk_header, alloc_lock) == 256, "header locks start at 256");
+_Static_assert(sizeof(bk_header) <= BK_HEADER_SIZE, "header fits its page");
+_Static_assert(sizeof(bk_counters) == 64, "counters are one cache line");
+
+/* ---- atomics: explicit ordering, as design.md invariant 2 asks ---- */
+static inline uint64_t bk_load_acq64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t bk_load_rlx64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void bk_store_rel64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void bk_store_rlx64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint32_t bk_load_acq32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void bk_store_rel32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint32_t bk_load_rlx32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline int64_t bk_load_rlx_i64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint16_t bk_load_rlx16(const uint16_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint8_t bk_load_acq8(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void bk_store_rel8(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline int64_t bk_add64(int64_t *p, int64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t bk_fetch_add_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+static inline void bk_inc32(uint32_t *p) { __atomic_add_fetch(p, 1, __ATOMIC_RELEASE); }
+static inline void bk_fence_acq(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void bk_fence_rel(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+static inline int bk_cas32(uint32_t *p, uint32_t expect, uint32_t want) {
+    return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline void bk_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* seqlock, writer side: the stripe lock is held */
+static inline void bk_seq_enter(uint64_t *seq) {
+    __atomic_store_n(seq, *seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);  /* odd seq is seen before any data store */
+}
+static inline void bk_seq_leave(uint64_t *seq) {
+    __atomic_store_n(seq, *seq + 1, __ATOMIC_RELEASE);  /* data stores before even seq */
+}
+
+/* ---- the robust process-shared mutex ---- */
+static inline int bk_lock_init(bk_lock *l) {
+    pthread_mutexattr_t a;
+    int rc;
+    memset(l, 0, sizeof(*l));
+    if ((rc = pthread_mutexattr_init(&a))) return rc;
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    rc = pthread_mutex_init(&l->m, &a);
+    pthread_mutexattr_destroy(&a);
+    return rc;
+}
+/* 0: locked; EOWNERDEAD: locked, the previous owner died inside (repair, then
+ * bk_lock_consistent); ENOTRECOVERABLE: the mutex was abandoned unrepaired. */
+static inline int bk_lock_acquire(bk_lock *l) { return pthread_mutex_lock(&l->m); }
+static inline int bk_lock_try(bk_lock *l) { return pthread_mutex_trylock(&l->m); }
+static inline int bk_lock_release(bk_lock *l) { return pthread_mutex_unlock(&l->m); }
+static inline int bk_lock_consistent(bk_lock *l) { return pthread_mutex_consistent(&l->m); }
+
+/* ---- futex on a shared word (group commit waiters sleep here) ---- */
+static inline int bk_futex_wait(uint32_t *addr, uint32_t val, long timeout_ns) {
+    struct timespec ts = { timeout_ns / 1000000000L, timeout_ns % 1000000000L };
+    return (int)syscall(SYS_futex, addr, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+static inline int bk_futex_wake(uint32_t *addr) {
+    return (int)syscall(SYS_futex, addr, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+
+/* ---- time: wall clock in ms (expiries are absolute and survive a reboot) ---- */
+static inline int64_t bk_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);  /* vDSO: no syscall */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+static inline int64_t bk_mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static inline int bk_pid_alive(uint32_t pid) {
+    if (pid == 0) return 0;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* ---- the key hash: 64-bit MurmurHash2 (MurmurHash64A, public domain, Austin
+ * Appleby), seeded with the bucket slot so equal keys of two buckets land apart. ---- */
+static inline uint64_t bk_hash(const void *key, size_t len, uint64_t seed) {
+    const uint64_t m = 0xc6a4a7935bd1e995ULL;
+    const int r = 47;
+    uint64_t h = seed ^ (len * m);
+    const unsigned char *p = (const unsigned char *)key;
+    const unsigned char *end = p + (len & ~(size_t)7);
+    while (p != end) {
+        uint64_t k;
+        memcpy(&k, p, 8);
+        p += 8;
+        k *= m; k ^= k >> r; k *= m;
+        h ^= k; h *= m;
+    }
+    switch (len & 7) {
+    case 7: h ^= (uint64_t)p[6] << 48; /* fall through */
+    case 6: h ^= (uint64_t)p[5] << 40; /* fall through */
+    case 5: h ^= (uint64_t)p[4] << 32; /* fall through */
+    case 4: h ^= (uint64_t)p[3] << 24; /* fall through */
+    case 3: h ^= (uint64_t)p[2] << 16; /* fall through */
+    case 2: h ^= (uint64_t)p[1] << 8;  /* fall through */
+    case 1: h ^= (uint64_t)p[0]; h *= m;
+    }
+    h ^= h >> r; h *= m; h ^= h >> r;
+    return h;
+}
+
+#endif

@@ -1,0 +1,175 @@
+# C declarations of cext/includes/segment.h: the segment's byte layout and the
+# primitives (atomics, robust mutex, futex, hash) the core is built from.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+
+cdef extern from "segment.h" nogil:
+    int BUKT_DEBUG
+    uint64_t BK_MAGIC
+    uint32_t BK_FORMAT, BK_HEADER_SIZE, BK_SLOTS_PER_STRIPE, BK_STRIPE_MAX_LOAD
+    uint64_t BK_OFF_MASK
+    int BK_TAG_SHIFT, BK_NAME_MAX, BK_MAX_TOKENS, BK_MAX_CLASSES
+    uint8_t BK_E_USED, BK_E_PENDING, BK_E_SINGLE
+    uint32_t BK_OP_NONE, BK_OP_ALLOC, BK_OP_SET, BK_OP_DEL, BK_OP_TOUCH
+    uint8_t BK_R_RESERVED, BK_R_COMMITTED, BK_R_SKIPPED, BK_R_PAD
+    uint8_t BK_T_SET, BK_T_DEL, BK_T_EXPIRED, BK_T_EVICTED, BK_T_TOUCH, BK_T_META
+    uint32_t BK_RING_META_STRIPE
+    int EOWNERDEAD, ENOTRECOVERABLE, EBUSY, ETIMEDOUT
+
+    ctypedef struct bk_lock:
+        pass
+
+    ctypedef struct bk_header:
+        uint64_t magic
+        uint32_t format
+        uint32_t header_size
+        uint64_t total_size
+        uint64_t generation
+        int64_t created_ms
+        uint32_t mode
+        uint32_t flags
+        uint64_t stripes_off
+        uint64_t slots_off
+        uint32_t nstripes
+        uint32_t slots_per_stripe
+        uint64_t classes_off
+        uint32_t nclasses
+        uint32_t page_size
+        uint64_t pagemap_off
+        uint64_t arena_off
+        uint64_t npages
+        uint64_t buckets_off
+        uint32_t max_buckets
+        uint32_t max_procs
+        uint64_t procs_off
+        uint64_t counters_off
+        uint64_t ring_off
+        uint64_t ring_size
+        uint32_t max_key
+        uint32_t max_value
+        uint32_t ring_wait_ms
+        bk_lock alloc_lock
+        bk_lock meta_lock
+        bk_lock ring_lock
+        uint64_t pages_used
+        uint64_t ring_head
+        uint64_t ring_tail
+        uint64_t flushed_pos
+        uint32_t flush_epoch
+        uint32_t sync_always
+        uint64_t version_counter
+        uint32_t lru_clock
+        uint32_t needs_recount
+        uint64_t repairs
+        uint64_t evictions
+        uint64_t expirations
+        uint32_t writer_pid
+        uint32_t writer_ready
+        int64_t writer_heartbeat_ms
+        int64_t last_fsync_ms
+        uint64_t log_size
+        uint64_t flushed_seq
+        uint32_t writer_error_code
+        char writer_error[256]
+        uint64_t expire_cursor
+
+    ctypedef struct bk_stripe:
+        bk_lock lock
+        uint64_t seq
+        uint32_t count
+        uint32_t intent_op
+        uint32_t intent_slot
+        uint32_t intent_hole
+        uint64_t intent_old
+        uint64_t intent_new
+        uint64_t intent_ring
+
+    ctypedef struct bk_entry:
+        uint64_t version
+        int64_t expire_ms
+        uint32_t klen
+        uint32_t vlen
+        uint32_t lru
+        uint16_t bucket
+        uint8_t flags
+        uint8_t cls
+
+    ctypedef struct bk_class:
+        bk_lock lock
+        uint64_t free_head
+        uint32_t chunk_size
+        uint32_t per_slab
+        uint32_t slab_pages
+        uint64_t slabs
+        uint64_t used
+        uint64_t hand
+
+    ctypedef struct bk_token:
+        uint32_t id
+        uint32_t perms
+        uint8_t hash[32]
+
+    ctypedef struct bk_bucket:
+        uint32_t state
+        uint32_t gen
+        char name[65]
+        uint8_t schema
+        uint8_t eviction
+        uint8_t persist
+        int64_t default_ttl_ms
+        int64_t created_ms
+        uint32_t next_token_id
+        bk_token tokens[16]
+        int64_t keys
+        int64_t bytes
+
+    ctypedef struct bk_proc:
+        uint32_t pid
+
+    ctypedef struct bk_counters:
+        int64_t reads, hits, misses, writes, deletes, evictions, expirations
+
+    ctypedef struct bk_rec:
+        uint32_t len
+        uint8_t state
+        uint8_t type
+        uint16_t bucket
+        uint32_t pid
+        uint32_t stripe
+        uint32_t klen
+        uint32_t vlen
+        int64_t expire_ms
+        uint64_t version
+        uint32_t bucket_gen
+        uint8_t flags
+
+    uint64_t bk_load_acq64(const uint64_t *p)
+    uint64_t bk_load_rlx64(const uint64_t *p)
+    void bk_store_rel64(uint64_t *p, uint64_t v)
+    void bk_store_rlx64(uint64_t *p, uint64_t v)
+    uint32_t bk_load_acq32(const uint32_t *p)
+    void bk_store_rel32(uint32_t *p, uint32_t v)
+    uint32_t bk_load_rlx32(const uint32_t *p)
+    int64_t bk_load_rlx_i64(const int64_t *p)
+    uint16_t bk_load_rlx16(const uint16_t *p)
+    uint8_t bk_load_acq8(const uint8_t *p)
+    void bk_store_rel8(uint8_t *p, uint8_t v)
+    int64_t bk_add64(int64_t *p, int64_t v)
+    uint64_t bk_fetch_add_u64(uint64_t *p, uint64_t v)
+    void bk_inc32(uint32_t *p)
+    void bk_fence_acq()
+    void bk_fence_rel()
+    bint bk_cas32(uint32_t *p, uint32_t expect, uint32_t want)
+    void bk_pause()
+    void bk_seq_enter(uint64_t *seq)
+    void bk_seq_leave(uint64_t *seq)
+    int bk_lock_init(bk_lock *l)
+    int bk_lock_acquire(bk_lock *l)
+    int bk_lock_try(bk_lock *l)
+    int bk_lock_release(bk_lock *l)
+    int bk_lock_consistent(bk_lock *l)
+    int bk_futex_wait(uint32_t *addr, uint32_t val, long timeout_ns)
+    int bk_futex_wake(uint32_t *addr)
+    int64_t bk_now_ms()
+    int64_t bk_mono_ns()
+    bint bk_pid_alive(uint32_t pid)
+    uint64_t bk_hash(const void *key, size_t len, uint64_t seed)

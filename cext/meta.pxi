@@ -1,0 +1,357 @@
+# meta.pxi: the bucket table and its tokens (meta lock), store-wide stats, the
+# expiry cycle, and the consumer side of the ring used by the writer process.
+#
+# Bucket and token changes go through the ring as META records whose value is a
+# JSON object, so the writer process logs them beside the key records, in order.
+# A meta record is filled before the change is applied and committed after it, so
+# the repair of a dead meta lock holder commits it (ring_commit_dead_meta).
+
+_BUCKET_NAME = _re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+cdef int find_bucket(Store s, str name) noexcept:
+    cdef uint32_t i
+    cdef bytes nb = name.encode()
+    for i in range(s.max_buckets):
+        if s.bucketv[i].state != 0 and s.bucketv[i].name == nb:
+            return <int>i
+    return -1
+
+
+cdef uint64_t meta_record(Store s, dict change) except? 1:
+    """Reserve and fill a META record (meta lock held); committed by the caller."""
+    payload = json.dumps(change, separators=(",", ":")).encode()
+    cdef uint32_t need = rec_size(0, <uint32_t>len(payload))
+    cdef uint64_t pos = ring_reserve(s, need, BK_RING_META_STRIPE, NULL)
+    if pos == 0:
+        raise _err.RingFull("change ring full: the writer process is down or behind; "
+                            "the bucket change was not applied")
+    ring_fill(s, pos, BK_T_META, change.get("idx", 0), change.get("gen", 0), NULL, 0,
+              payload, <uint32_t>len(payload), 0, 0, 0)
+    s.last_pos = pos + need
+    return pos
+
+
+cdef dict bucket_settings(Store s, uint32_t i):
+    cdef bk_bucket *b = &s.bucketv[i]
+    return {"name": b.name.decode(), "schema": SCHEMAS[b.schema],
+            "eviction": EVICTIONS[b.eviction], "persist": bool(b.persist),
+            "default_ttl": (b.default_ttl_ms / 1000.0) if b.default_ttl_ms else None,
+            "created_ms": b.created_ms}
+
+
+cdef object create_bucket(Store s, str name, str schema, str eviction, bint persist,
+                          object default_ttl):
+    cdef uint32_t i
+    cdef int slot = -1
+    cdef bk_bucket *b
+    cdef uint64_t pos
+    cdef int64_t dttl = 0
+    s._writable()
+    if not isinstance(name, str) or not _BUCKET_NAME.match(name):
+        raise _err.SchemaError(f"bucket name {name!r}: 1-64 characters of A-Z a-z 0-9 . _ -")
+    if schema not in SCHEMAS:
+        raise _err.SchemaError(f"schema {schema!r}: one of {', '.join(SCHEMAS)}")
+    if eviction not in EVICTIONS:
+        raise _err.SchemaError(f"eviction {eviction!r}: one of {', '.join(EVICTIONS)}")
+    if default_ttl is not None:
+        dttl = ttl_ms(default_ttl)
+    ring_wait_space(s, rec_size(0, 512))
+    lock_meta(s)
+    try:
+        if find_bucket(s, name) >= 0:
+            raise _err.BucketExists(f"bucket {name!r} exists")
+        for i in range(s.max_buckets):
+            if s.bucketv[i].state == 0:
+                slot = <int>i
+                break
+        if slot < 0:
+            raise _err.LimitExceeded(f"bucket limit reached: {s.max_buckets} buckets "
+                                     "(max_buckets); drop one or create the segment "
+                                     "with more")
+        b = &s.bucketv[slot]
+        gen = b.gen + 1
+        pos = meta_record(s, {"op": "create", "idx": slot, "gen": gen, "name": name,
+                              "schema": schema, "eviction": eviction,
+                              "persist": bool(persist), "default_ttl_ms": dttl})
+        memset(b.name, 0, sizeof(b.name))
+        nb = name.encode()
+        memcpy(b.name, <const char *>nb, len(nb))
+        b.schema = SCHEMAS.index(schema)
+        b.eviction = EVICTIONS.index(eviction)
+        b.persist = persist
+        b.default_ttl_ms = dttl
+        b.created_ms = bk_now_ms()
+        b.next_token_id = 1
+        memset(b.tokens, 0, sizeof(b.tokens))
+        b.keys = 0
+        b.bytes = 0
+        for i in range(s.max_procs):        # a reused slot starts its counters at 0
+            memset(s.counters_base + <uint64_t>i * s.max_buckets + slot, 0, sizeof(bk_counters))
+        b.gen = gen
+        bk_store_rel32(&b.state, 1)
+        ring_commit(s, pos)
+    finally:
+        unlock_meta(s)
+    return s.bucket(name)
+
+
+cdef int drop_bucket(Store s, str name) except -1:
+    cdef int slot
+    cdef bk_bucket *b
+    cdef uint64_t pos
+    s._writable()
+    lock_meta(s)
+    try:
+        slot = find_bucket(s, name)
+        if slot < 0 or s.bucketv[slot].state != 1:
+            raise _err.BucketNotFound(f"no bucket {name!r}")
+        b = &s.bucketv[slot]
+        bk_store_rel32(&b.state, 2)         # dropping: writers refuse it from now on
+    finally:
+        unlock_meta(s)
+    remove_where(s, slot, -1)               # each key's delete is logged in order
+    ring_wait_space(s, rec_size(0, 512))
+    lock_meta(s)
+    try:
+        pos = meta_record(s, {"op": "drop", "idx": slot, "gen": b.gen, "name": name})
+        b.gen += 1                          # every Bucket object of it is now stale
+        bk_store_rel32(&b.state, 0)
+        ring_commit(s, pos)
+    finally:
+        unlock_meta(s)
+    s._bucket_cache.pop(name, None)
+    return 0
+
+
+cdef int token_slot(bk_bucket *b, uint32_t token_id) noexcept:
+    cdef int i
+    for i in range(BK_MAX_TOKENS):
+        if b.tokens[i].id == token_id:
+            return i
+    return -1
+
+
+cdef object add_token(Store s, str name, bytes token_hash, int perms):
+    cdef int slot, t
+    cdef bk_bucket *b
+    cdef uint64_t pos
+    s._writable()
+    if len(token_hash) != 32:
+        raise _err.InvalidArgument("token_hash must be the 32-byte SHA-256 of the token")
+    if perms <= 0 or perms & ~7:
+        raise _err.InvalidArgument(f"perms {perms}: a mask of READ 1, WRITE 2, ADMIN 4")
+    ring_wait_space(s, rec_size(0, 512))
+    lock_meta(s)
+    try:
+        slot = find_bucket(s, name)
+        if slot < 0 or s.bucketv[slot].state != 1:
+            raise _err.BucketNotFound(f"no bucket {name!r}")
+        b = &s.bucketv[slot]
+        t = token_slot(b, 0)
+        if t < 0:
+            raise _err.LimitExceeded(f"bucket {name!r} has {BK_MAX_TOKENS} tokens, the "
+                                     "limit; revoke one first")
+        tid = b.next_token_id
+        pos = meta_record(s, {"op": "token_add", "idx": slot, "gen": b.gen, "name": name,
+                              "id": tid, "perms": perms, "hash": token_hash.hex()})
+        memcpy(b.tokens[t].hash, <const char *>token_hash, 32)
+        b.tokens[t].perms = perms
+        b.next_token_id = tid + 1
+        bk_store_rel32(&b.tokens[t].id, tid)
+        ring_commit(s, pos)
+    finally:
+        unlock_meta(s)
+    return tid
+
+
+cdef bint revoke_token(Store s, str name, uint32_t token_id) except -1:
+    cdef int slot, t
+    cdef bk_bucket *b
+    cdef uint64_t pos
+    s._writable()
+    if token_id == 0:
+        return False
+    ring_wait_space(s, rec_size(0, 512))
+    lock_meta(s)
+    try:
+        slot = find_bucket(s, name)
+        if slot < 0 or s.bucketv[slot].state != 1:
+            raise _err.BucketNotFound(f"no bucket {name!r}")
+        b = &s.bucketv[slot]
+        t = token_slot(b, token_id)
+        if t < 0:
+            return False
+        pos = meta_record(s, {"op": "token_revoke", "idx": slot, "gen": b.gen,
+                              "name": name, "id": token_id})
+        bk_store_rel32(&b.tokens[t].id, 0)
+        ring_commit(s, pos)
+        return True
+    finally:
+        unlock_meta(s)
+
+
+cdef object find_token(Store s, bytes token_hash):
+    """(bucket, id, perms) of the token with this hash, or None. Every live token is
+    compared, each in constant time, so the time taken says nothing of where or
+    whether a prefix matched."""
+    cdef uint32_t i
+    cdef int t
+    cdef bk_bucket *b
+    found = None
+    if len(token_hash) != 32:
+        return None
+    for i in range(s.max_buckets):
+        b = &s.bucketv[i]
+        if b.state != 1:
+            continue
+        for t in range(BK_MAX_TOKENS):
+            if b.tokens[t].id == 0:
+                continue
+            if hmac.compare_digest(PyBytes_FromStringAndSize(<char *>b.tokens[t].hash, 32),
+                                   token_hash) and found is None:
+                found = (b.name.decode(), b.tokens[t].id, b.tokens[t].perms)
+    return found
+
+
+cdef dict store_stats(Store s):
+    cdef uint32_t i
+    cdef uint64_t used_slots = 0
+    cdef bk_header *h = s.hdr
+    totals = {"reads": 0, "writes": 0, "hits": 0, "misses": 0, "deletes": 0,
+              "keys": 0, "bytes": 0, "evictions": 0, "expirations": 0}
+    nb = 0
+    for i in range(s.max_buckets):
+        if s.bucketv[i].state == 1:
+            nb += 1
+            for k, v in bucket_stats(s, i).items():
+                totals[k] += v
+    for i in range(s.nstripes):
+        used_slots += s.stripes[i].count
+    pages_used = bk_load_acq64(&h.pages_used)
+    chunk_bytes = 0
+    for i in range(s.nclasses):
+        chunk_bytes += s.classes[i].used * s.classes[i].chunk_size
+    index_bytes = <uint64_t>s.nstripes * (SLOTS * 8 + sizeof(bk_stripe))
+    head, tail = bk_load_acq64(&h.ring_head), bk_load_acq64(&h.ring_tail)
+    totals.update(
+        buckets=nb, segment_bytes=s.size, page_size=s.page_size, pages_total=s.npages,
+        pages_used=pages_used, chunk_bytes=chunk_bytes, index_bytes=index_bytes,
+        index_slots=s.nstripes * SLOTS, index_used=used_slots,
+        # bytes in use: the fixed regions (header, index, tables) plus the pages
+        # handed out; the ring is counted apart, being a fixed buffer
+        memory_used=h.ring_off + (h.arena_off - h.pagemap_off) + pages_used * s.page_size,
+        ring_size=s.ring_size, ring_head=head, ring_tail=tail, ring_depth=head - tail,
+        flushed_pos=h.flushed_pos, evictions_total=h.evictions,
+        expirations_total=h.expirations, repairs=h.repairs, generation=h.generation,
+        writer_pid=h.writer_pid, writer_ready=bool(h.writer_ready))
+    return totals
+
+
+cdef int expire_cycle(Store s, int64_t now, double budget) except -1:
+    """Redis's active expiry, over stripes instead of random keys: from a cursor
+    kept in the header, look at stripes without a lock and lock only those holding
+    an expired entry, until the time budget is spent. Returns how many expired."""
+    cdef uint64_t deadline = bk_mono_ns() + <uint64_t>(budget * 1e9)
+    cdef uint32_t n = 0, si, i
+    cdef uint64_t *slots
+    cdef uint64_t w, off
+    cdef int64_t exp
+    cdef int removed = 0
+    cdef bint any_expired
+    s._writable()
+    si = <uint32_t>(s.hdr.expire_cursor % s.nstripes)
+    while n < s.nstripes:
+        slots = SLOTS_OF(s, si)
+        any_expired = False
+        for i in range(SLOTS):
+            w = bk_load_rlx64(&slots[i])
+            if w == 0:
+                continue
+            off = w & OFF_MASK
+            if off < s.arena_off or off + 32 > s.size:
+                continue
+            exp = bk_load_rlx_i64(&ENT(s, off).expire_ms)
+            if exp and exp <= now:
+                any_expired = True
+                break
+        if any_expired:
+            ring_wait_space(s, rec_size(s.max_key, 0))
+            removed += remove_in_stripe(s, si, -1, now)
+        si = (si + 1) % s.nstripes
+        n += 1
+        if (n & 15) == 0 and <uint64_t>bk_mono_ns() > deadline:
+            break
+    s.hdr.expire_cursor = si
+    maybe_recount(s)
+    return removed
+
+
+# -- the consumer side of the ring (the writer process) ----------------------------
+cdef tuple ring_read(Store s, int max_records, uint64_t max_bytes):
+    """Committed records from the tail: ([(seq, type, bucket, gen, key, value,
+    expire_ms, version, flags)], next_pos, stuck) where stuck is (pos, pid, owner)
+    of a record still RESERVED, or None."""
+    cdef bk_header *h = s.hdr
+    cdef uint64_t pos = bk_load_acq64(&h.ring_tail), head = bk_load_acq64(&h.ring_head)
+    cdef uint64_t got = 0, off
+    cdef bk_rec *r
+    cdef uint8_t state
+    cdef char *body
+    out = []
+    stuck = None
+    while pos < head and len(out) < max_records and got < max_bytes:
+        off = pos % s.ring_size
+        r = <bk_rec *>(s.ring + off)
+        state = bk_load_acq8(&r.state)
+        if r.len < 8 or r.len % 8 or r.len > s.ring_size - off:
+            raise _err.BuktError(f"change ring damaged at position {pos} (length {r.len})")
+        if state == BK_R_PAD or state == BK_R_SKIPPED:
+            pos += r.len
+            continue
+        if state == BK_R_RESERVED:
+            stuck = (pos, r.pid, r.stripe)
+            break
+        if state != BK_R_COMMITTED or 48 + <uint64_t>r.klen + r.vlen > r.len:
+            raise _err.BuktError(f"change ring damaged at position {pos} (state {state})")
+        body = <char *>r + 48
+        out.append((pos, r.type, r.bucket, r.bucket_gen,
+                    PyBytes_FromStringAndSize(body, r.klen),
+                    PyBytes_FromStringAndSize(body + r.klen, r.vlen),
+                    r.expire_ms, r.version, r.flags))
+        got += r.len
+        pos += r.len
+    return out, pos, stuck
+
+
+cdef bint ring_unstick(Store s, uint64_t pos) except -1:
+    """The record at `pos` stays RESERVED: if its producer died, repair the lock it
+    held (which commits or skips the record). True when the record is resolved."""
+    cdef bk_rec *r = REC(s, pos)
+    cdef uint32_t owner = r.stripe
+    if bk_load_acq8(&r.state) != BK_R_RESERVED:
+        return True
+    cdef int rc
+    if owner == BK_RING_META_STRIPE:
+        rc = bk_lock_try(&s.hdr.meta_lock)
+        if rc == EBUSY:
+            return False
+        if rc == EOWNERDEAD:
+            ring_commit_dead_meta(s)
+            bk_lock_consistent(&s.hdr.meta_lock)
+            _note_repair(s)
+        elif rc != 0:
+            return _lock_error("meta", rc)
+        if bk_load_acq8(&r.state) == BK_R_RESERVED:     # no live holder: an orphan
+            bk_store_rel8(&r.state, BK_R_SKIPPED)
+        unlock_meta(s)
+        return True
+    if owner >= s.nstripes or not trylock_stripe(s, owner):
+        return False
+    try:
+        if bk_load_acq8(&r.state) == BK_R_RESERVED:   # no live holder: an orphan
+            bk_store_rel8(&r.state, BK_R_SKIPPED)
+    finally:
+        unlock_stripe(s, owner)
+    maybe_recount(s)
+    return True

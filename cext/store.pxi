@@ -1,0 +1,541 @@
+# store.pxi: the segment as an object: create, attach, map, fork, close.
+
+cdef extern from "sys/stat.h" nogil:
+    pass
+
+cdef uint32_t SLOTS = 512          # BK_SLOTS_PER_STRIPE, as a Cython constant
+cdef uint32_t SLOT_MASK = 511
+cdef uint64_t TAG_MASK = 0xffff000000000000ULL
+cdef uint64_t OFF_MASK = 0x0000ffffffffffffULL
+cdef int READ_TRIES = 64           # optimistic tries before a reader takes the lock
+cdef int MIN_CHUNK = 48
+cdef uint32_t REC_HDR = 48         # sizeof(bk_rec)
+cdef uint32_t ENTRY_HDR = 32       # sizeof(bk_entry)
+
+# Fork detection: gunicorn forks workers after the arbiter may have attached. A
+# child needs its own counter row; everything else (the mapping, the locks, which
+# the child does not hold) stays valid. register_at_fork bumps this epoch in the
+# child and each store compares it on use, which costs no syscall (getpid would).
+cdef int _fork_epoch = 0
+
+
+def _after_fork_in_child():
+    global _fork_epoch
+    _fork_epoch += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef inline uint64_t align8(uint64_t n) noexcept nogil:
+    return (n + 7) & ~(<uint64_t>7)
+
+
+cdef inline uint64_t align_to(uint64_t n, uint64_t a) noexcept nogil:
+    return ((n + a - 1) // a) * a
+
+
+def _shm_name(name):
+    if not isinstance(name, str) or not name or len(name) > 200 or "/" in name:
+        raise _err.InvalidArgument(f"segment name {name!r}: 1-200 characters, no '/'")
+    return "/bukt-" + name
+
+
+def _parse_size(size):
+    if isinstance(size, int):
+        return size
+    from bukt.sizes import parse_size
+    return parse_size(size)
+
+
+cdef class Store:
+    """An attached segment. Made by bukt.create() or bukt.attach()."""
+
+    cdef char *base
+    cdef uint64_t size
+    cdef bk_header *hdr
+    cdef bk_stripe *stripes
+    cdef uint64_t *slots
+    cdef bk_class *classes
+    cdef uint8_t *pagemap
+    cdef bk_bucket *bucketv
+    cdef bk_proc *procs
+    cdef bk_counters *counters_base
+    cdef bk_counters *my_counters
+    cdef char *ring
+    cdef uint64_t ring_size
+    cdef uint64_t arena_off
+    cdef uint64_t npages
+    cdef uint32_t page_size
+    cdef uint32_t nstripes
+    cdef uint32_t nclasses
+    cdef uint32_t max_key
+    cdef uint32_t max_value
+    cdef uint32_t max_buckets
+    cdef uint32_t max_procs
+    cdef readonly bint readonly
+    cdef bint mapped
+    cdef int epoch
+    cdef int64_t fake_now
+    cdef readonly str name
+    cdef uint32_t pid
+    cdef readonly uint64_t last_pos     # ring position just past this process's last record
+    cdef public bint sync_wait          # False: servers wait for durability themselves
+    cdef public double durable_timeout  # seconds a durable write waits for the writer
+    cdef dict _bucket_cache
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self.mapped = False
+        self.fake_now = -1
+        self.sync_wait = True
+        self.durable_timeout = 5.0
+        self._bucket_cache = {}
+
+    # -- mapping ---------------------------------------------------------------
+    cdef int _map(self, int fd, uint64_t size, bint readonly) except -1:
+        cdef int prot = PROT_READ if readonly else (PROT_READ | PROT_WRITE)
+        cdef void *p = mmap(NULL, size, prot, MAP_SHARED, fd, 0)
+        if p == MAP_FAILED:
+            raise OSError(f"mmap of {size} bytes failed")
+        self.base = <char *>p
+        self.size = size
+        self.readonly = readonly
+        self.mapped = True
+        self.hdr = <bk_header *>p
+        return 0
+
+    cdef int _bind_regions(self) except -1:
+        cdef bk_header *h = self.hdr
+        self.stripes = <bk_stripe *>(self.base + h.stripes_off)
+        self.slots = <uint64_t *>(self.base + h.slots_off)
+        self.classes = <bk_class *>(self.base + h.classes_off)
+        self.pagemap = <uint8_t *>(self.base + h.pagemap_off)
+        self.bucketv = <bk_bucket *>(self.base + h.buckets_off)
+        self.procs = <bk_proc *>(self.base + h.procs_off)
+        self.counters_base = <bk_counters *>(self.base + h.counters_off)
+        self.ring = self.base + h.ring_off
+        self.ring_size = h.ring_size
+        self.arena_off = h.arena_off
+        self.npages = h.npages
+        self.page_size = h.page_size
+        self.nstripes = h.nstripes
+        self.nclasses = h.nclasses
+        self.max_key = h.max_key
+        self.max_value = h.max_value
+        self.max_buckets = h.max_buckets
+        self.max_procs = h.max_procs
+        self._claim_counter_row()
+        return 0
+
+    cdef int _claim_counter_row(self) except -1:
+        """Take a counter row for this pid: a free one, or one whose pid is dead
+        (its counts stay: totals never go backwards). Row 0 is shared overflow."""
+        cdef uint32_t me = <uint32_t>os.getpid()
+        cdef uint32_t i, owner
+        cdef int row = 0
+        self.epoch = _fork_epoch
+        self.pid = me
+        if not self.readonly:
+            for i in range(1, self.max_procs):
+                owner = bk_load_acq32(&self.procs[i].pid)
+                if owner == me:
+                    row = i
+                    break
+                if owner == 0 or not bk_pid_alive(owner):
+                    if bk_cas32(&self.procs[i].pid, owner, me):
+                        row = i
+                        break
+        self.my_counters = self.counters_base + <uint64_t>row * self.max_buckets
+        return 0
+
+    cdef inline bk_counters *counters(self, uint16_t bidx) noexcept:
+        if self.epoch != _fork_epoch:
+            self._claim_counter_row()
+        return self.my_counters + bidx
+
+    cdef inline int64_t now(self) noexcept nogil:
+        if self.fake_now >= 0:
+            return self.fake_now
+        return bk_now_ms()
+
+    cdef int _writable(self) except -1:
+        if not self.mapped:
+            raise _err.BuktError("the store is closed")
+        if self.readonly:
+            raise _err.ReadOnly(f"segment {self.name!r} is attached read-only; "
+                                "attach with readonly=False to write")
+        return 0
+
+    # -- public ----------------------------------------------------------------
+    def set_time(self, ms):
+        """Inject a clock (ms since the epoch) for TTL logic; None: the real clock."""
+        self.fake_now = -1 if ms is None else int(ms)
+
+    def now_ms(self):
+        return self.now()
+
+    @property
+    def generation(self):
+        return self.hdr.generation
+
+    @property
+    def limits(self):
+        return {"max_key": self.max_key, "max_value": self.max_value,
+                "max_buckets": self.max_buckets, "ring_size": self.ring_size,
+                "ring_wait": self.hdr.ring_wait_ms / 1000.0,
+                "page_size": self.page_size, "nstripes": self.nstripes,
+                "classes": [self.classes[i].chunk_size for i in range(self.nclasses)],
+                "index_slots": self.nstripes * SLOTS}
+
+    def close(self):
+        """Unmap. The segment itself stays for the other processes."""
+        if self.mapped:
+            munmap(self.base, self.size)
+            self.mapped = False
+            self.base = NULL
+        self._bucket_cache.clear()
+
+    def unlink(self):
+        """Remove the segment's name; processes that mapped it keep their view."""
+        import posix_ipc
+        try:
+            posix_ipc.unlink_shared_memory(_shm_name(self.name))
+        except posix_ipc.ExistentialError:
+            pass
+
+    # -- buckets and tokens (meta.pxi) ------------------------------------------
+    def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
+                      default_ttl=None):
+        return create_bucket(self, name, schema, eviction, persist, default_ttl)
+
+    def drop_bucket(self, name):
+        drop_bucket(self, name)
+
+    def buckets(self):
+        cdef uint32_t i
+        return [self.bucketv[i].name.decode() for i in range(self.max_buckets)
+                if self.bucketv[i].state == 1]
+
+    def bucket(self, name):
+        cdef Bucket b = self._bucket_cache.get(name)
+        cdef int i
+        if b is not None and self.bucketv[b.idx].gen == b.gen and self.bucketv[b.idx].state == 1:
+            return b
+        i = find_bucket(self, name) if isinstance(name, str) else -1
+        if i < 0 or self.bucketv[i].state != 1:
+            raise _err.BucketNotFound(f"no bucket {name!r}")
+        b = Bucket.__new__(Bucket)
+        b.s = self
+        b.idx = <uint16_t>i
+        b.gen = self.bucketv[i].gen
+        b.schema = self.bucketv[i].schema
+        b.name = name
+        self._bucket_cache[name] = b
+        return b
+
+    def bucket_info(self, name):
+        cdef int i = find_bucket(self, name)
+        if i < 0 or self.bucketv[i].state != 1:
+            raise _err.BucketNotFound(f"no bucket {name!r}")
+        return bucket_settings(self, i)
+
+    def add_token(self, bucket, token_hash, perms):
+        return add_token(self, bucket, bytes(token_hash), perms)
+
+    def tokens(self, bucket):
+        cdef int i = find_bucket(self, bucket), t
+        if i < 0 or self.bucketv[i].state != 1:
+            raise _err.BucketNotFound(f"no bucket {bucket!r}")
+        return [(self.bucketv[i].tokens[t].id, self.bucketv[i].tokens[t].perms)
+                for t in range(BK_MAX_TOKENS) if self.bucketv[i].tokens[t].id]
+
+    def revoke_token(self, bucket, token_id):
+        return revoke_token(self, bucket, token_id)
+
+    def find_token(self, token_hash):
+        return find_token(self, bytes(token_hash))
+
+    # -- whole-store passes ------------------------------------------------------
+    def stats(self):
+        return store_stats(self)
+
+    def check(self):
+        """Integrity walk: a list of problems, empty when the table is sound."""
+        return check_table(self)
+
+    def recount(self):
+        recount(self)
+
+    def expire_some(self, now=None, budget=0.001):
+        """Remove expired keys for at most `budget` seconds; how many were removed."""
+        return expire_cycle(self, self.now() if now is None else int(now), budget)
+
+    # -- durability ----------------------------------------------------------------
+    cdef int _after_write(self, bint persisted) except -1:
+        if bk_load_acq32(&self.hdr.needs_recount):
+            maybe_recount(self)
+        if persisted and self.sync_wait and self.hdr.sync_always:
+            self.wait_durable(self.last_pos)
+        return 0
+
+    def wait_durable(self, uint64_t pos, timeout=None):
+        """Block, without the GIL, until the writer process has flushed every record
+        below `pos` (its fsync policy applied). WriterDown after `timeout` seconds."""
+        cdef bk_header *h = self.hdr
+        cdef uint32_t epoch
+        cdef double limit = self.durable_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while bk_load_acq64(&h.flushed_pos) < pos:
+            epoch = bk_load_acq32(&h.flush_epoch)
+            if bk_load_acq64(&h.flushed_pos) >= pos:
+                break
+            if time.monotonic() >= deadline:
+                raise _err.WriterDown(
+                    f"no confirmation from the writer process within {limit:g} s that the "
+                    "write reached the disk; it is applied in memory. Check `bukt status`.")
+            with nogil:
+                bk_futex_wait(&h.flush_epoch, epoch, 50000000)
+        return True
+
+    # -- the writer process's side ---------------------------------------------------
+    def ring_read(self, max_records=4096, max_bytes=16 << 20):
+        return ring_read(self, max_records, max_bytes)
+
+    def ring_release(self, uint64_t pos):
+        """The records below `pos` are in the log: their ring space may be reused."""
+        if pos < self.hdr.ring_tail or pos > bk_load_acq64(&self.hdr.ring_head):
+            raise _err.InvalidArgument(f"ring position {pos} outside tail..head")
+        bk_store_rel64(&self.hdr.ring_tail, pos)
+
+    def ring_flushed(self, uint64_t pos):
+        """Publish that records below `pos` are durable; wakes the waiting writers."""
+        bk_store_rel64(&self.hdr.flushed_pos, pos)
+        bk_inc32(&self.hdr.flush_epoch)
+        bk_futex_wake(&self.hdr.flush_epoch)
+
+    def ring_unstick(self, uint64_t pos):
+        return ring_unstick(self, pos)
+
+    def ring_position(self):
+        return (bk_load_acq64(&self.hdr.ring_tail), bk_load_acq64(&self.hdr.ring_head),
+                bk_load_acq64(&self.hdr.flushed_pos))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<bukt.Store {self.name!r} {'mapped' if self.mapped else 'closed'}>"
+
+
+def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_buckets,
+            uint64_t index_slots, uint64_t ring_size, uint32_t max_procs, double factor,
+            uint64_t page_size=65536):
+    """Plan the regions of a segment of `size` bytes: a dict of offsets and counts."""
+    cdef uint64_t max_entry = ENTRY_HDR + max_key + max_value
+    cdef uint64_t page = page_size
+    cdef uint64_t max_rec = align8(REC_HDR + max_key + max_value)
+    if ring_size == 0:
+        ring_size = max(size // 16, 2 * max_rec + 4096)
+    ring_size = align_to(ring_size, 4096)
+    if ring_size < 2 * max_rec:
+        raise _err.InvalidArgument(
+            f"ring_size {ring_size} is below two of the largest records ({2 * max_rec} "
+            f"bytes with max_key {max_key} and max_value {max_value})")
+    if index_slots == 0:
+        index_slots = (size // 160) * 8 // 7      # ~160 B per small entry, 7/8 load
+    cdef uint64_t nstripes = max(1, (index_slots + SLOTS - 1) // SLOTS)
+    # Size classes: chunks from MIN_CHUNK up by `factor`, packed many to a page up
+    # to half a page; above that a chunk is a slab of whole pages of its own, so a
+    # page stays small (a small segment still has pages for many classes) while a
+    # value can be as large as max_value.
+    classes = []                        # (chunk_size, per_slab, slab_pages)
+    cdef double c = MIN_CHUNK
+    cdef uint64_t cs
+    while True:
+        cs = align8(<uint64_t>c)
+        if cs > page // 2:
+            break
+        if not classes or cs > classes[len(classes) - 1][0]:
+            classes.append((cs, page // cs, 1))
+        c = c * factor
+    cs = page
+    while True:
+        classes.append((cs, 1, cs // page))
+        if cs >= max_entry:
+            break
+        cs = max(cs + page, align_to(<uint64_t>(cs * factor), page))
+        if cs > max_entry:
+            cs = align_to(max_entry, page)
+    if len(classes) > BK_MAX_CLASSES:
+        raise _err.InvalidArgument(
+            f"size factor {factor} gives {len(classes)} classes; at most {BK_MAX_CLASSES}")
+    off = BK_HEADER_SIZE
+    plan = {}
+    plan["stripes_off"] = off; off += nstripes * sizeof(bk_stripe)
+    plan["slots_off"] = off; off += nstripes * SLOTS * 8
+    plan["classes_off"] = off; off += BK_MAX_CLASSES * sizeof(bk_class)
+    plan["buckets_off"] = off; off = align_to(off + max_buckets * sizeof(bk_bucket), 64)
+    plan["procs_off"] = off; off = align_to(off + max_procs * sizeof(bk_proc), 64)
+    plan["counters_off"] = off; off += <uint64_t>max_procs * max_buckets * sizeof(bk_counters)
+    plan["ring_off"] = off = align_to(off, 4096); off += ring_size
+    pagemap_off = off
+    rest = size - off if size > off else 0
+    npages = rest // (page + 1)         # a page and its pagemap byte
+    while npages and align_to(pagemap_off + npages, 4096) + npages * page > size:
+        npages -= 1
+    if npages == 0:
+        raise _err.InvalidArgument(
+            f"segment size {size} leaves no room for one {page}-byte page after the "
+            f"index and ring ({off} bytes); give it more memory or a smaller max_value")
+    if npages < classes[len(classes) - 1][2]:
+        raise _err.InvalidArgument(
+            f"segment size {size} leaves {npages} pages of {page} bytes, fewer than one "
+            f"value of max_value {max_value} needs; give it more memory or a smaller max_value")
+    plan.update(pagemap_off=pagemap_off, arena_off=align_to(pagemap_off + npages, 4096),
+                npages=npages, page_size=page, nstripes=nstripes, ring_size=ring_size,
+                classes=classes)
+    return plan
+
+
+def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
+           max_buckets=64, index_slots=None, ring_size=None, ring_wait=1.0,
+           max_procs=64, size_factor=1.25):
+    """Create the segment /bukt-<name> and format it. SegmentExists if it exists."""
+    import posix_ipc
+    cdef uint64_t nbytes = _parse_size(size)
+    if not 1 <= max_key <= 65535:
+        raise _err.InvalidArgument(f"max_key {max_key}: 1..65535 bytes")
+    if not 1 <= max_value <= (1 << 30):
+        raise _err.InvalidArgument(f"max_value {max_value}: 1 byte .. 1 GiB")
+    if not 1 <= max_buckets <= 4096:
+        raise _err.InvalidArgument(f"max_buckets {max_buckets}: 1..4096")
+    if not 2 <= max_procs <= 4096:
+        raise _err.InvalidArgument(f"max_procs {max_procs}: 2..4096")
+    if not 1.01 <= size_factor <= 4.0:
+        raise _err.InvalidArgument(f"size_factor {size_factor}: 1.01..4")
+    plan = _layout(nbytes, max_key, max_value, max_buckets,
+                   _parse_size(index_slots or 0), _parse_size(ring_size or 0),
+                   max_procs, size_factor)
+    shm_name = _shm_name(name)
+    try:
+        shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode, size=nbytes)
+    except posix_ipc.ExistentialError:
+        raise _err.SegmentExists(f"segment {shm_name} exists; attach to it, or remove it "
+                                 "with store.unlink() / `bukt check`") from None
+    try:
+        os.fchmod(shm.fd, mode)      # shm_open applies the umask; the mode is asked for
+        try:
+            os.posix_fallocate(shm.fd, 0, nbytes)
+        except OSError as e:
+            raise _err.SegmentFull(
+                f"cannot reserve {nbytes} bytes in /dev/shm for {shm_name}: "
+                f"{os.strerror(e.errno)}; free space there or ask for less memory") from None
+        store = Store()
+        store.name = name
+        store._map(shm.fd, nbytes, False)
+        _format(store, plan, nbytes, mode, max_key, max_value, max_buckets, max_procs,
+                ring_wait)
+        store._bind_regions()
+    except BaseException:
+        shm.close_fd()
+        posix_ipc.unlink_shared_memory(shm_name)
+        raise
+    shm.close_fd()
+    return store
+
+
+cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
+             uint32_t max_value, uint32_t max_buckets, uint32_t max_procs, double ring_wait):
+    cdef bk_header *h = s.hdr
+    cdef uint64_t i
+    h.header_size = BK_HEADER_SIZE
+    h.total_size = nbytes
+    h.generation = int.from_bytes(_secrets.token_bytes(8), "little") | 1
+    h.created_ms = bk_now_ms()
+    h.mode = mode
+    h.flags = 1 if BUKT_DEBUG else 0
+    h.stripes_off = plan["stripes_off"]
+    h.slots_off = plan["slots_off"]
+    h.nstripes = plan["nstripes"]
+    h.slots_per_stripe = SLOTS
+    h.classes_off = plan["classes_off"]
+    h.nclasses = len(plan["classes"])
+    h.page_size = plan["page_size"]
+    h.pagemap_off = plan["pagemap_off"]
+    h.arena_off = plan["arena_off"]
+    h.npages = plan["npages"]
+    h.buckets_off = plan["buckets_off"]
+    h.max_buckets = max_buckets
+    h.max_procs = max_procs
+    h.procs_off = plan["procs_off"]
+    h.counters_off = plan["counters_off"]
+    h.ring_off = plan["ring_off"]
+    h.ring_size = plan["ring_size"]
+    h.max_key = max_key
+    h.max_value = max_value
+    h.ring_wait_ms = <uint32_t>(ring_wait * 1000)
+    h.ring_head = h.ring_tail = h.flushed_pos = 8
+    h.version_counter = 0
+    h.lru_clock = <uint32_t>(bk_now_ms() // 1000)
+    if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):
+        raise OSError("pthread_mutex_init failed")
+    cdef bk_stripe *st = <bk_stripe *>(s.base + h.stripes_off)
+    for i in range(h.nstripes):
+        if bk_lock_init(&st[i].lock):
+            raise OSError("pthread_mutex_init failed")
+    cdef bk_class *cl = <bk_class *>(s.base + h.classes_off)
+    classes = plan["classes"]
+    for i in range(h.nclasses):
+        if bk_lock_init(&cl[i].lock):
+            raise OSError("pthread_mutex_init failed")
+        cl[i].chunk_size, cl[i].per_slab, cl[i].slab_pages = classes[i]
+    # Written last: a segment whose magic is set is completely formatted.
+    h.format = BK_FORMAT
+    bk_fence_rel()
+    bk_store_rel64(&h.magic, BK_MAGIC)
+
+
+def attach(name, readonly=False):
+    """Attach to the existing segment /bukt-<name>; SegmentNotFound if none."""
+    import posix_ipc
+    shm_name = _shm_name(name)
+    try:
+        shm = posix_ipc.SharedMemory(shm_name, read_only=bool(readonly))
+    except posix_ipc.ExistentialError:
+        raise _err.SegmentNotFound(
+            f"no segment {shm_name}: start the service (`bukt serve` or `bukt writer`) "
+            "or create it with bukt.create()") from None
+    except posix_ipc.PermissionsError as e:
+        raise _err.SegmentInvalid(f"segment {shm_name}: permission denied ({e}); "
+                                  "check the segment's mode and your user") from None
+    cdef Store store
+    try:
+        size = os.fstat(shm.fd).st_size
+        if size < BK_HEADER_SIZE:
+            raise _err.SegmentInvalid(f"segment {shm_name} is {size} bytes: not a Bukt segment")
+        store = Store()
+        store.name = name
+        store._map(shm.fd, size, bool(readonly))
+    finally:
+        shm.close_fd()
+    cdef bk_header *h = store.hdr
+    if bk_load_acq64(&h.magic) != BK_MAGIC:
+        store.close()
+        raise _err.SegmentInvalid(f"segment {shm_name} has no Bukt magic number: it is "
+                                  "not a Bukt segment, or it was never fully formatted")
+    if h.format != BK_FORMAT:
+        fmt = h.format
+        store.close()
+        raise _err.FormatMismatch(f"segment {shm_name} has format {fmt}; this build reads "
+                                  f"format {BK_FORMAT}. Stop the service and restart it "
+                                  "with one version (the writer rebuilds from disk)")
+    if h.total_size != size:
+        store.close()
+        raise _err.SegmentInvalid(f"segment {shm_name} claims {h.total_size} bytes but "
+                                  f"has {size}")
+    store._bind_regions()
+    return store
