@@ -12,7 +12,8 @@ so Bukt runs with no file at all. Three layers, later ones winning:
        tcp.bind       -> BUKT_TCP__BIND=0.0.0.0:7071
        limits.max_key -> BUKT_LIMITS__MAX_KEY=512
    A variable's text is read as the key's type would read it ("64MiB", "true", "3").
-   An empty value sets a nullable key (auth.admin_token) to null.
+   An empty value sets a nullable key (auth.admin_token) to null. BUKT_ADMIN_TOKEN is
+   accepted as a short name for BUKT_AUTH__ADMIN_TOKEN (ENV_ALIASES).
 
 Anything unknown is refused, never ignored: a misspelt key in the file or a misspelt
 BUKT_ variable is a ConfigError, because a silently ignored `fysnc: always` is a
@@ -34,11 +35,13 @@ import yaml
 from .errors import BuktError
 
 __all__ = ["Config", "ConfigError", "load", "defaults", "parse_size", "parse_duration",
-           "parse_bind", "SCHEMA", "ENV_PREFIX", "ENV_NOT_KEYS"]
+           "parse_bind", "SCHEMA", "ENV_PREFIX", "ENV_NOT_KEYS", "ENV_ALIASES"]
 
 ENV_PREFIX = "BUKT_"
 # BUKT_ variables with other jobs; every other BUKT_ variable must name a key.
 ENV_NOT_KEYS = frozenset({"BUKT_CONFIG", "BUKT_DEBUG"})
+# Short names kept for convenience; the canonical name wins when both are set.
+ENV_ALIASES = {"BUKT_ADMIN_TOKEN": "auth.admin_token"}
 
 
 class ConfigError(BuktError, ValueError):
@@ -241,11 +244,14 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "http.workers": (0, _int(0, 1024)),
     "http.max_body": ("4MiB", _size(lo=1024)),
     "http.timeout": (30, _duration(lo=1)),
+    "http.keepalive": (5, _duration()),
+    "http.access_log": ("-", _nullable(_text(r"[^\0]+", "-, a file path, or null"))),
     "auth.admin_token": (None, _nullable(_text(r"[\x21-\x7e]{16,256}",
                                                "null, or 16-256 printable characters"))),
     "ratelimit.enabled": (False, _bool),
     "ratelimit.rps": (1000, _int(1)),
     "ratelimit.burst": (2000, _int(1)),
+    "ratelimit.slots": (4096, _int(16, 1 << 24)),
     "log.level": ("info", _choice("debug", "info", "warning", "error")),
     "shutdown_timeout": (10, _duration(lo=0.1)),
 }
@@ -391,10 +397,10 @@ def load(path=None, env: Mapping[str, str] = os.environ) -> Config:
                               f"not {type(doc).__name__}")
         for key, raw in _flatten(doc or {}, path).items():
             _apply(flat, where, key, raw, path)
-    for name in sorted(env):
+    for name in sorted(env, key=lambda n: (n not in ENV_ALIASES, n)):
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
             continue
-        key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        key = ENV_ALIASES.get(name) or name[len(ENV_PREFIX):].lower().replace("__", ".")
         if key not in SCHEMA:
             raise ConfigError(f"environment: {name} names no configuration key; the "
                               "scheme is BUKT_ + the key in upper case with __ between "

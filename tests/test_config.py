@@ -191,6 +191,14 @@ def test_bad_variable_is_refused_naming_the_variable():
         load(env={"BUKT_TCP_BIND": "1.2.3.4:5"})
 
 
+def test_admin_token_short_variable_is_an_alias():
+    assert load(env={"BUKT_ADMIN_TOKEN": "s" * 20}).auth.admin_token == "s" * 20
+    both = {"BUKT_ADMIN_TOKEN": "s" * 20, "BUKT_AUTH__ADMIN_TOKEN": "c" * 20}
+    assert load(env=both).auth.admin_token == "c" * 20
+    with pytest.raises(ConfigError, match="BUKT_ADMIN_TOKEN.*16-256"):
+        load(env={"BUKT_ADMIN_TOKEN": "short"})
+
+
 def test_non_key_variables_are_left_alone():
     assert load(env={"BUKT_DEBUG": "1", "BUKTX": "y", "HOME": "/"}) == config.defaults()
 
