@@ -20,7 +20,8 @@ RECORD (44-byte header, payload, 4-byte checksum)
     off size field
       0    2 magic       b"Bk": lets `load_good` find the next record after a bad one
       2    1 type        SET=1 DELETE=2 EXPIRE=3 SET_TTL=4 FLUSH=5 BUCKET_CREATE=6
-                         BUCKET_DROP=7 TOKEN_ADD=8 TOKEN_REVOKE=9 (BASE_END=127: base only)
+                         BUCKET_DROP=7 TOKEN_ADD=8 TOKEN_REVOKE=9 EVICT=10
+                         (BASE_END=127: base files only)
       3    1 flags       bit 0: single-read
       4    4 length      u32: the whole record, 44 + bucket + key + value + 4
       8    8 seq         u64: sequence number, increasing through the logs
@@ -55,6 +56,7 @@ on this; see bukt/datadir.py):
     SET            bucket, key, value, expire_ms, flags, version: the entry now is this
     DELETE         bucket, key: the entry is gone (delete, getdel, a single-read get)
     EXPIRE         bucket, key: the entry is gone because its expiry passed
+    EVICT          bucket, key: the entry is gone, evicted to make room (an lru bucket)
     SET_TTL        bucket, key, expire_ms (0: persist), version: only the expiry changed
     FLUSH          bucket: every entry of the bucket is gone
     BUCKET_CREATE  bucket, value = settings as compact JSON ({"default_ttl": null,
@@ -109,7 +111,7 @@ from .errors import BuktError, DiskError
 __all__ = [
     "FORMAT", "LOG_MAGIC", "BASE_MAGIC", "FILE_HEADER_SIZE", "RECORD_OVERHEAD",
     "SET", "DELETE", "EXPIRE", "SET_TTL", "FLUSH", "BUCKET_CREATE", "BUCKET_DROP",
-    "TOKEN_ADD", "TOKEN_REVOKE", "BASE_END", "TYPE_NAMES", "SINGLE_READ",
+    "TOKEN_ADD", "TOKEN_REVOKE", "EVICT", "BASE_END", "TYPE_NAMES", "SINGLE_READ",
     "Record", "RecoveryError", "LogCorrupt", "Problem", "Scan", "Repair",
     "encode", "encode_file_header", "read_file_header", "scan", "read_log",
     "LogWriter", "repair", "fsync_dir", "side_path",
@@ -120,11 +122,12 @@ LOG_MAGIC = b"BUKTLOG\0"
 BASE_MAGIC = b"BUKTBAS\0"
 
 SET, DELETE, EXPIRE, SET_TTL, FLUSH = 1, 2, 3, 4, 5
-BUCKET_CREATE, BUCKET_DROP, TOKEN_ADD, TOKEN_REVOKE = 6, 7, 8, 9
+BUCKET_CREATE, BUCKET_DROP, TOKEN_ADD, TOKEN_REVOKE, EVICT = 6, 7, 8, 9, 10
 BASE_END = 127
 TYPE_NAMES = {SET: "SET", DELETE: "DELETE", EXPIRE: "EXPIRE", SET_TTL: "SET_TTL",
               FLUSH: "FLUSH", BUCKET_CREATE: "BUCKET_CREATE", BUCKET_DROP: "BUCKET_DROP",
-              TOKEN_ADD: "TOKEN_ADD", TOKEN_REVOKE: "TOKEN_REVOKE", BASE_END: "BASE_END"}
+              TOKEN_ADD: "TOKEN_ADD", TOKEN_REVOKE: "TOKEN_REVOKE", EVICT: "EVICT",
+              BASE_END: "BASE_END"}
 
 SINGLE_READ = 0x01
 
@@ -187,6 +190,10 @@ class Record(NamedTuple):
     @classmethod
     def expire(cls, seq, bucket, key):
         return cls(EXPIRE, seq, bucket, key)
+
+    @classmethod
+    def evict(cls, seq, bucket, key):
+        return cls(EVICT, seq, bucket, key)
 
     @classmethod
     def set_ttl(cls, seq, bucket, key, expire_ms, version=0):

@@ -58,7 +58,7 @@ def state(recs):
         b = s.setdefault(r.bucket, {})
         if r.type == aof.SET:
             b[r.key] = (r.value, r.expire_ms, r.version)
-        elif r.type in (aof.DELETE, aof.EXPIRE):
+        elif r.type in (aof.DELETE, aof.EXPIRE, aof.EVICT):
             b.pop(r.key, None)
         elif r.type == aof.SET_TTL and r.key in b:
             b[r.key] = (b[r.key][0], r.expire_ms, b[r.key][2])
@@ -119,9 +119,10 @@ def test_every_record_type_round_trips(tmp_path):
         Record.token_add(8, "b", h, 3, 5),
         Record.token_revoke(9, "b", 3),
         Record.set(10, "ünï", b"", b""),
+        Record.evict(11, "b", b"k4"),
     ]
     got, report = read_all(write_log(str(tmp_path / "log"), recs))
-    assert got == recs and report.clean and report.last_seq == 10
+    assert got == recs and report.clean and report.last_seq == 11
     assert got[5].settings["default_ttl"] == 30
     assert (got[7].key, got[7].token_id, got[7].perms) == (h, 3, 5)
     assert got[8].token_id == 3
