@@ -104,7 +104,7 @@ import os
 import struct
 import time
 import zlib
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional
 
 from .errors import BuktError, DiskError
 

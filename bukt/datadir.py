@@ -134,7 +134,9 @@ class DataDir:
         fresh one gets an empty first log and a MANIFEST; files no MANIFEST lists are
         removed. RecoveryError if another process holds it."""
         path = os.fspath(path)
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            aof.fsync_dir(os.path.dirname(os.path.abspath(path)))   # its name is durable
         lock_fd = _lock(path)
         try:
             return cls._open_locked(path, lock_fd)
