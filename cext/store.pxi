@@ -42,10 +42,13 @@ def _shm_name(name):
 
 
 def _parse_size(size):
-    if isinstance(size, int):
+    if isinstance(size, int) and not isinstance(size, bool):
         return size
-    from bukt.sizes import parse_size
-    return parse_size(size)
+    from bukt.config import parse_size      # one definition of a size, shared with the config
+    try:
+        return parse_size(size)
+    except ValueError as e:
+        raise _err.InvalidArgument(str(e)) from None
 
 
 cdef class Store:
@@ -62,6 +65,7 @@ cdef class Store:
     cdef bk_proc *procs
     cdef bk_counters *counters_base
     cdef bk_counters *my_counters
+    cdef bk_counters *private_counters
     cdef char *ring
     cdef uint64_t ring_size
     cdef uint64_t arena_off
@@ -146,7 +150,15 @@ cdef class Store:
                     if bk_cas32(&self.procs[i].pid, owner, me):
                         row = i
                         break
-        self.my_counters = self.counters_base + <uint64_t>row * self.max_buckets
+        if self.readonly:
+            # the mapping is PROT_READ: count into private memory (not reported)
+            if self.private_counters == NULL:
+                self.private_counters = <bk_counters *>calloc(self.max_buckets, sizeof(bk_counters))
+                if self.private_counters == NULL:
+                    raise MemoryError()
+            self.my_counters = self.private_counters
+        else:
+            self.my_counters = self.counters_base + <uint64_t>row * self.max_buckets
         return 0
 
     cdef inline bk_counters *counters(self, uint16_t bidx) noexcept:
@@ -187,6 +199,11 @@ cdef class Store:
                 "page_size": self.page_size, "nstripes": self.nstripes,
                 "classes": [self.classes[i].chunk_size for i in range(self.nclasses)],
                 "index_slots": self.nstripes * SLOTS}
+
+    def __dealloc__(self):
+        if self.mapped:
+            munmap(self.base, self.size)
+        free(self.private_counters)
 
     def close(self):
         """Unmap. The segment itself stays for the other processes."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: a fresh segment per test, unlinked afterwards."""
+import os
+import uuid
+
+import pytest
+
+import bukt
+
+
+def unique_name(prefix="t"):
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def segname():
+    name = unique_name()
+    yield name
+    try:
+        os.unlink(f"/dev/shm/bukt-{name}")
+    except FileNotFoundError:
+        pass
+
+
+@pytest.fixture
+def store(segname):
+    s = bukt.create(segname, size="16MiB")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def bucket(store):
+    # cache-only: no writer process drains the ring in unit tests
+    return store.create_bucket("b", persist=False)

@@ -1,0 +1,147 @@
+"""The segment itself: create, attach, the checks on attach, modes, limits, fork."""
+import os
+import stat
+import struct
+import subprocess
+import sys
+
+import pytest
+
+import bukt
+from bukt import errors
+from conftest import unique_name
+
+
+def test_create_then_attach_sees_the_same_data(store, segname):
+    store.create_bucket("b", persist=False).set(b"k", b"v")
+    other = bukt.attach(segname)
+    assert other.bucket("b").get(b"k") == b"v"
+    assert other.generation == store.generation
+    other.close()
+
+
+def test_create_twice_is_segment_exists(store, segname):
+    with pytest.raises(errors.SegmentExists):
+        bukt.create(segname, size="16MiB")
+
+
+def test_attach_missing_is_segment_not_found():
+    with pytest.raises(errors.SegmentNotFound, match="start the service"):
+        bukt.attach(unique_name("missing"))
+
+
+def test_wrong_magic_is_segment_invalid(store, segname):
+    with open(f"/dev/shm/bukt-{segname}", "r+b") as f:
+        f.write(b"NOTBUKT!")
+    with pytest.raises(errors.SegmentInvalid, match="magic"):
+        bukt.attach(segname)
+
+
+def test_wrong_format_is_format_mismatch(store, segname):
+    with open(f"/dev/shm/bukt-{segname}", "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<I", 999))
+    with pytest.raises(errors.FormatMismatch, match="format 999"):
+        bukt.attach(segname)
+
+
+def test_too_small_file_is_segment_invalid(segname):
+    with open(f"/dev/shm/bukt-{segname}", "wb") as f:
+        f.write(b"x" * 100)
+    with pytest.raises(errors.SegmentInvalid):
+        bukt.attach(segname)
+
+
+def test_mode_is_applied_despite_umask(segname):
+    old = os.umask(0o077)
+    try:
+        s = bukt.create(segname, size="16MiB", mode=0o660)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(f"/dev/shm/bukt-{segname}").st_mode) == 0o660
+    s.close()
+
+
+def test_default_mode_is_0600(store, segname):
+    assert stat.S_IMODE(os.stat(f"/dev/shm/bukt-{segname}").st_mode) == 0o600
+
+
+def test_memory_is_reserved_at_creation_not_faulted_later(segname):
+    # tmpfs grows a sparse file lazily; posix_fallocate must reserve it up front, so
+    # a request larger than /dev/shm fails now with a clear error, not SIGBUS later
+    free = os.statvfs("/dev/shm")
+    too_big = free.f_bavail * free.f_frsize + (1 << 30)
+    with pytest.raises(errors.SegmentFull, match="cannot reserve"):
+        bukt.create(segname, size=too_big)
+    assert not os.path.exists(f"/dev/shm/bukt-{segname}")
+    st = None
+    s = bukt.create(segname, size="16MiB")
+    st = os.stat(f"/dev/shm/bukt-{segname}")
+    assert st.st_blocks * 512 >= 16 << 20
+    s.close()
+
+
+def test_readonly_attach_reads_and_refuses_writes(store, segname):
+    b = store.create_bucket("b", persist=False)
+    b.set(b"k", b"v")
+    b.set(b"once", b"x", single_read=True)
+    ro = bukt.attach(segname, readonly=True)
+    rb = ro.bucket("b")
+    assert rb.get(b"k") == b"v"
+    assert rb.exists(b"k", b"once") == 2
+    for call in (lambda: rb.set(b"k", b"w"), lambda: rb.delete(b"k"),
+                 lambda: rb.incr(b"n"), lambda: ro.create_bucket("c"),
+                 lambda: rb.get(b"once"), lambda: rb.flush(), lambda: ro.expire_some()):
+        with pytest.raises(errors.ReadOnly):
+            call()
+    assert b.get(b"k") == b"v" and b.get(b"once") == b"x"
+    ro.close()
+
+
+def test_segment_too_small_for_its_limits(segname):
+    with pytest.raises(errors.InvalidArgument, match="max_value"):
+        bukt.create(segname, size="1MiB")
+
+
+@pytest.mark.parametrize("kw", [dict(max_key=0), dict(max_key=70000), dict(max_value=0),
+                                dict(max_buckets=0), dict(size_factor=1.0)])
+def test_bad_limits_are_refused(segname, kw):
+    with pytest.raises(errors.InvalidArgument):
+        bukt.create(segname, size="16MiB", **kw)
+
+
+def test_store_survives_fork_and_child_counts_apart(store):
+    b = store.create_bucket("b", persist=False)
+    b.set(b"k", b"v")
+    pid = os.fork()
+    if pid == 0:  # child: the inherited mapping works and gets its own counter row
+        ok = b.get(b"k") == b"v" and b.set(b"child", b"1") is not None
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b.get(b"child") == b"1"
+    assert b.stats()["reads"] == 2 and b.stats()["writes"] == 2
+
+
+def test_another_interpreter_sees_writes(store, segname):
+    store.create_bucket("b", persist=False).set(b"k", b"from parent")
+    code = ("import bukt; s = bukt.attach(%r); b = s.bucket('b'); "
+            "assert b.get(b'k') == b'from parent'; b.set(b'k2', b'from child')" % segname)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert store.bucket("b").get(b"k2") == b"from child"
+
+
+def test_close_then_use_is_an_error(segname):
+    s = bukt.create(segname, size="16MiB")
+    b = s.create_bucket("b", persist=False)
+    s.close()
+    with pytest.raises(errors.BuktError, match="closed"):
+        b.get(b"k")
+
+
+def test_unlink_removes_the_name(segname):
+    s = bukt.create(segname, size="16MiB")
+    s.unlink()
+    with pytest.raises(errors.SegmentNotFound):
+        bukt.attach(segname)
+    s.close()

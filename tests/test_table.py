@@ -1,0 +1,332 @@
+"""The table's API in one process: semantics, schemas, TTL on an injected clock,
+limits, eviction and a full segment. Every test that writes ends with check()."""
+import pytest
+
+import bukt
+from bukt import errors
+
+T0 = 1_800_000_000_000          # an injected "now" in ms
+
+
+@pytest.fixture
+def clock(store):
+    store.set_time(T0)
+    return store
+
+
+def test_set_get_overwrite_delete(store, bucket):
+    v1 = bucket.set(b"k", b"one")
+    assert bucket.get(b"k") == b"one" and bucket.version(b"k") == v1
+    v2 = bucket.set("k", "two")
+    assert v2 > v1 and bucket.get("k") == b"two"
+    assert bucket.delete(b"k", b"k", b"absent") == 1
+    assert bucket.get(b"k") is None and bucket.get(b"k", b"dflt") == b"dflt"
+    assert bucket.version(b"k") is None
+    assert store.check() == []
+
+
+def test_nx_xx_and_if_version(store, bucket):
+    assert bucket.set(b"k", b"a", xx=True) is None and bucket.get(b"k") is None
+    v = bucket.set(b"k", b"a", nx=True)
+    assert bucket.set(b"k", b"b", nx=True) is None and bucket.get(b"k") == b"a"
+    assert bucket.set(b"k", b"b", xx=True) > v
+    with pytest.raises(errors.VersionMismatch, match="version"):
+        bucket.set(b"k", b"c", if_version=v)
+    v3 = bucket.set(b"k", b"c", if_version=bucket.version(b"k"))
+    assert bucket.get(b"k") == b"c" and bucket.version(b"k") == v3
+    with pytest.raises(errors.VersionMismatch):
+        bucket.set(b"k", b"d", if_version=0)        # 0: only if absent
+    assert bucket.set(b"new", b"x", if_version=0)
+    assert store.check() == []
+
+
+def test_ttl_expire_persist_on_an_injected_clock(clock, bucket):
+    bucket.set(b"k", b"v", ttl=1.5)
+    assert bucket.ttl(b"k") == 1.5
+    clock.set_time(T0 + 1499)
+    assert bucket.get(b"k") == b"v" and bucket.ttl(b"k") == 0.001
+    clock.set_time(T0 + 1500)
+    assert bucket.get(b"k") is None and bucket.exists(b"k") == 0 and bucket.ttl(b"k") is None
+    bucket.set(b"k", b"v", ttl=10)
+    assert bucket.persist(b"k") and bucket.ttl(b"k") is None
+    assert bucket.expire(b"k", 2) and bucket.ttl(b"k") == 2.0
+    assert not bucket.expire(b"absent", 2) and not bucket.persist(b"absent")
+    bucket.set(b"k", b"w")                           # a set drops the old TTL
+    assert bucket.ttl(b"k") is None
+    for bad in (0, -1, float("nan"), "soon"):
+        with pytest.raises(errors.InvalidArgument):
+            bucket.set(b"k", b"v", ttl=bad)
+    assert clock.check() == []
+
+
+def test_default_ttl(clock):
+    b = clock.create_bucket("d", persist=False, default_ttl=5)
+    b.set(b"k", b"v")
+    assert b.ttl(b"k") == 5.0
+    b.set(b"k2", b"v", ttl=1)
+    assert b.ttl(b"k2") == 1.0
+    assert clock.bucket_info("d")["default_ttl"] == 5.0
+
+
+def test_expire_some_reclaims_without_reads(clock, bucket):
+    for i in range(500):
+        bucket.set(b"k%d" % i, b"x" * 100, ttl=1 if i % 2 else 100)
+    used = clock.stats()["chunk_bytes"]
+    clock.set_time(T0 + 2000)
+    removed = clock.expire_some(budget=1.0)
+    assert removed == 250
+    st = bucket.stats()
+    assert st["keys"] == 250 and st["expirations"] == 250 and st["reads"] == 0
+    assert clock.stats()["chunk_bytes"] < used
+    assert clock.check() == []
+
+
+def test_single_read_goes_to_one_get(store, bucket):
+    bucket.set(b"s", b"secret", single_read=True)
+    assert bucket.exists(b"s") == 1 and bucket.ttl(b"s") is None
+    assert bucket.get(b"s") == b"secret"
+    assert bucket.get(b"s") is None and bucket.exists(b"s") == 0
+    bucket.set(b"s", b"again", single_read=True)
+    assert bucket.mget([b"s", b"s"]) == [b"again", None]
+    assert store.check() == []
+
+
+def test_getdel_incr(store, bucket):
+    bucket.set(b"k", b"v")
+    assert bucket.getdel(b"k") == b"v" and bucket.getdel(b"k") is None
+    assert bucket.incr(b"n") == 1 and bucket.incr(b"n", 10) == 11
+    assert bucket.incr(b"n", -20) == -9 and bucket.get(b"n") == b"-9"
+    assert bucket.incr(b"m", 1, initial=100) == 101
+    bucket.set(b"text", b"abc")
+    with pytest.raises(errors.SchemaError, match="not a decimal integer"):
+        bucket.incr(b"text")
+    bucket.set(b"big", str(2**63 - 1))
+    with pytest.raises(errors.SchemaError, match="64-bit"):
+        bucket.incr(b"big")
+    assert bucket.get(b"big") == str(2**63 - 1).encode()
+    assert store.check() == []
+
+
+def test_incr_keeps_ttl(clock, bucket):
+    bucket.incr(b"n", ttl=3)
+    clock.set_time(T0 + 1000)
+    bucket.incr(b"n")
+    assert bucket.ttl(b"n") == 2.0
+    clock.set_time(T0 + 3000)
+    assert bucket.incr(b"n") == 1                   # expired: starts again, no TTL
+    assert bucket.ttl(b"n") is None
+
+
+def test_schemas(store):
+    i = store.create_bucket("ints", schema="int", persist=False)
+    i.set(b"a", 42)
+    i.set(b"b", "-7")
+    assert i.get(b"a") == 42 and i.get(b"b") == -7 and i.incr(b"a") == 43
+    for bad in (b"x", 2**64, True, "1.5"):
+        with pytest.raises(errors.SchemaError):
+            i.set(b"c", bad)
+    s = store.create_bucket("strs", schema="str", persist=False)
+    s.set(b"a", "héllo")
+    s.set(b"b", "ok".encode())
+    assert s.get(b"a") == "héllo" and s.get(b"b") == "ok"
+    with pytest.raises(errors.SchemaError, match="UTF-8"):
+        s.set(b"c", b"\xff\xfe")
+    with pytest.raises(errors.SchemaError):
+        store.create_bucket("x", schema="float")
+    with pytest.raises(TypeError):
+        store.bucket("strs").set(b"k", 3.5)
+
+
+@pytest.mark.parametrize("name", ["", "a" * 65, "with space", "slash/", "ünï"])
+def test_bad_bucket_names(store, name):
+    with pytest.raises(errors.SchemaError, match="bucket name"):
+        store.create_bucket(name)
+
+
+def test_bucket_lifecycle(store):
+    b = store.create_bucket("one", persist=False)
+    with pytest.raises(errors.BucketExists):
+        store.create_bucket("one")
+    b.set(b"k", b"v")
+    assert store.buckets() == ["one"]
+    store.drop_bucket("one")
+    assert store.buckets() == []
+    with pytest.raises(errors.BucketNotFound):
+        b.get(b"k")
+    with pytest.raises(errors.BucketNotFound):
+        store.bucket("one")
+    with pytest.raises(errors.BucketNotFound):
+        store.drop_bucket("one")
+    again = store.create_bucket("one", persist=False)
+    assert again.get(b"k") is None and again.stats()["keys"] == 0
+    assert store.check() == []
+
+
+def test_bucket_limit(segname):
+    s = bukt.create(segname, size="16MiB", max_buckets=3)
+    for i in range(3):
+        s.create_bucket(f"b{i}", persist=False)
+    with pytest.raises(errors.LimitExceeded, match="3 buckets"):
+        s.create_bucket("b3")
+    s.close()
+
+
+def test_same_key_in_two_buckets(store):
+    a = store.create_bucket("a", persist=False)
+    b = store.create_bucket("b", persist=False)
+    a.set(b"k", b"in a")
+    b.set(b"k", b"in b")
+    assert a.get(b"k") == b"in a" and b.get(b"k") == b"in b"
+    a.flush()
+    assert a.get(b"k") is None and b.get(b"k") == b"in b"
+
+
+def test_key_and_value_limits(segname):
+    s = bukt.create(segname, size="16MiB", max_key=16, max_value=1000)
+    b = s.create_bucket("b", persist=False)
+    b.set(b"k" * 16, b"v" * 1000)
+    with pytest.raises(errors.KeyTooLarge, match="limit of 16 bytes"):
+        b.set(b"k" * 17, b"v")
+    with pytest.raises(errors.ValueTooLarge, match="limit of 1000 bytes"):
+        b.set(b"k", b"v" * 1001)
+    with pytest.raises(errors.KeyTooLarge):
+        b.get(b"k" * 17)
+    with pytest.raises(errors.InvalidArgument, match="empty"):
+        b.set(b"", b"v")
+    assert b.get(b"k" * 16) == b"v" * 1000
+    assert s.check() == []
+    s.close()
+
+
+def test_scan_with_prefix_and_cursor(store, bucket):
+    want = {b"user:%d" % i for i in range(700)}
+    for k in want:
+        bucket.set(k, b"v")
+    bucket.set(b"other", b"v")
+    got, cursor, calls = [], 0, 0
+    while True:
+        cursor, keys = bucket.scan(prefix=b"user:", cursor=cursor, count=50)
+        got += keys
+        calls += 1
+        if cursor == 0:
+            break
+    assert set(got) == want and len(got) == len(want) and calls > 1
+    with pytest.raises(errors.InvalidArgument):
+        bucket.scan(cursor=-1)
+
+
+def test_values_from_empty_to_max(store, bucket):
+    for n in (0, 1, 47, 48, 4096, 65536, 300_000, 1 << 20):
+        bucket.set(b"k%d" % n, bytes(range(256)) * (n // 256) + b"x" * (n % 256))
+    for n in (0, 1, 47, 48, 4096, 65536, 300_000, 1 << 20):
+        assert len(bucket.get(b"k%d" % n)) == n
+    assert store.check() == []
+
+
+def test_lru_bucket_evicts_the_least_recently_used(segname):
+    s = bukt.create(segname, size="16MiB")
+    b = s.create_bucket("cache", persist=False)
+    value = b"v" * 1000
+    s.set_time(T0)
+    for i in range(20000):
+        if i == 100:
+            s.set_time(T0 + 10_000)      # later keys are newer for the LRU clock
+        b.set(b"k%d" % i, value)
+    st = b.stats()
+    assert st["evictions"] > 0 and st["keys"] + st["evictions"] == 20000
+    assert b.get(b"k19999") == value
+    assert s.check() == []
+    s.close()
+
+
+def test_none_bucket_refuses_when_full_and_keeps_its_data(segname):
+    s = bukt.create(segname, size="16MiB")
+    b = s.create_bucket("keep", persist=False, eviction="none")
+    written = 0
+    with pytest.raises(errors.SegmentFull, match="eviction 'none'"):
+        for i in range(100000):
+            b.set(b"k%d" % i, b"v" * 1000)
+            written += 1
+    assert written > 1000 and b.stats()["keys"] == written
+    assert b.get(b"k0") == b"v" * 1000 and b.get(b"k%d" % (written - 1)) == b"v" * 1000
+    b.delete(b"k0")
+    b.set(b"again", b"v" * 1000)                # freed memory is usable again
+    assert s.check() == []
+    s.close()
+
+
+def test_index_full_evicts_or_refuses(segname):
+    s = bukt.create(segname, size="16MiB", index_slots=512)   # one stripe, 448 keys
+    keep = s.create_bucket("keep", persist=False, eviction="none")
+    for i in range(448):
+        keep.set(b"k%d" % i, b"v")
+    with pytest.raises(errors.SegmentFull, match="index full"):
+        keep.set(b"one more", b"v")
+    keep.delete(*[b"k%d" % i for i in range(100)])
+    cache = s.create_bucket("cache", persist=False)
+    for i in range(500):
+        cache.set(b"c%d" % i, b"v")
+    assert cache.stats()["evictions"] > 0 and keep.stats()["keys"] == 348
+    assert s.check() == []
+    s.close()
+
+
+def test_tokens(store):
+    store.create_bucket("a", persist=False)
+    store.create_bucket("b", persist=False)
+    h1, h2 = bytes(range(32)), bytes(range(1, 33))
+    t1 = store.add_token("a", h1, bukt.READ | bukt.WRITE)
+    t2 = store.add_token("b", h2, bukt.READ)
+    assert store.find_token(h1) == ("a", t1, 3) and store.find_token(h2) == ("b", t2, 1)
+    assert store.find_token(b"\0" * 32) is None
+    assert store.tokens("a") == [(t1, 3)]
+    assert store.revoke_token("a", t1) and not store.revoke_token("a", t1)
+    assert store.find_token(h1) is None
+    for i in range(16):
+        store.add_token("a", bytes([i]) * 32, bukt.READ)
+    with pytest.raises(errors.LimitExceeded, match="tokens"):
+        store.add_token("a", b"x" * 32, bukt.READ)
+    with pytest.raises(errors.InvalidArgument):
+        store.add_token("b", b"short", bukt.READ)
+
+
+def test_stats_count_reads_hits_misses(store, bucket):
+    bucket.set(b"k", b"v")
+    bucket.get(b"k")
+    bucket.get(b"nope")
+    st = bucket.stats()
+    assert (st["reads"], st["hits"], st["misses"], st["writes"], st["keys"], st["bytes"]) \
+        == (2, 1, 1, 1, 1, 2)
+    g = store.stats()
+    assert g["keys"] == 1 and g["buckets"] == 1 and g["index_used"] == 1
+
+
+def test_persisted_bucket_appends_to_the_ring(store):
+    p = store.create_bucket("p")
+    c = store.create_bucket("c", persist=False)
+    recs, pos, stuck = store.ring_read()
+    store.ring_release(pos)
+    v = p.set(b"k", b"v", ttl=5)
+    c.set(b"k", b"not logged")
+    p.delete(b"k")
+    recs, pos, stuck = store.ring_read()
+    assert stuck is None
+    assert [(r[1], r[4], r[5], r[7]) for r in recs] == [(1, b"k", b"v", v), (2, b"k", b"", v)]
+    assert recs[0][0] < recs[1][0] and recs[0][6] > 0
+    store.ring_release(pos)
+
+
+def test_full_ring_fails_the_write_after_a_bounded_wait(segname):
+    s = bukt.create(segname, size="16MiB", ring_size="2MiB", max_value=65536, ring_wait=0.2)
+    p = s.create_bucket("p")
+    n = 0
+    with pytest.raises(errors.RingFull, match="writer process is down or behind"):
+        for n in range(100000):
+            p.set(b"k%d" % n, b"v" * 60000)
+    assert p.get(b"k%d" % n) is None               # the refused write was not applied
+    recs, pos, _ = s.ring_read(max_records=10**6, max_bytes=1 << 30)
+    assert len(recs) == n + 1                       # create + every applied set
+    s.ring_release(pos)
+    p.set(b"after", b"ok")                          # room again
+    assert s.check() == []
+    s.close()
