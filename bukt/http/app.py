@@ -15,7 +15,7 @@ import falcon.asgi
 from bukt.http import problems
 from bukt.http.auth import Authenticator, resolve_admin_token
 from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
-from bukt.http.hooks import Durability
+from bukt.http.hooks import Durability, durability_for
 from bukt.http.keys import Bulk, Key, Scan
 from bukt.http.kv import KvCollection, KvItem
 from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
@@ -72,7 +72,7 @@ def create_app(store, config=None, *, area=None, durability=None):
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
     ctx = Context(store, settings, Authenticator(store, admin_token),
-                  durability or Durability())
+                  durability or durability_for(store, settings.fsync))
     table = routes(ctx)
     if area is None:
         area = SharedArea.private(slots=settings.ratelimit_slots)
@@ -83,6 +83,7 @@ def create_app(store, config=None, *, area=None, durability=None):
     app = App(middleware=[Frontdoor(ctx.metrics, limiter,
                                                 open_access_log(settings.access_log))])
     app.req_options.strip_url_path_trailing_slash = False
+    app.req_options.keep_blank_qs_values = True     # "?ttl=" is an error, not absent
     problems.install(app)
     for template, resource in table:
         app.add_route(template, resource)

@@ -44,8 +44,10 @@ def names_to_perms(names):
     if not isinstance(names, list) or not names:
         raise ValueError("permissions must be a non-empty list of read, write, admin")
     perms = 0
+    if len(set(map(repr, names))) != len(names):
+        raise ValueError("a permission is named twice")
     for name in names:
-        if name not in PERM_NAMES:
+        if not isinstance(name, str) or name not in PERM_NAMES:
             raise ValueError(f"unknown permission {name!r}; use read, write, admin")
         perms |= PERM_NAMES[name]
     return perms

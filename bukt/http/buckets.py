@@ -5,7 +5,7 @@ import falcon
 from bukt.http.auth import ADMIN, READ, WRITE, digest, names_to_perms, new_token, \
     perms_to_names
 from bukt.http.problems import Problem
-from bukt.http.wire import bad, read_json, ttl_value
+from bukt.http.wire import bad, json_ttl, read_json
 
 SCHEMAS = ("bytes", "int", "str")
 EVICTIONS = ("lru", "none")
@@ -36,7 +36,7 @@ class BucketList:
             raise bad("eviction", f"must be one of {', '.join(EVICTIONS)}")
         if not isinstance(persist, bool):
             raise bad("persist", "must be true or false")
-        default_ttl = ttl_value(doc.get("default_ttl"), "default_ttl")
+        default_ttl = json_ttl(doc, "default_ttl")
         ctx.store.create_bucket(name, schema=schema, eviction=eviction, persist=persist,
                                 default_ttl=default_ttl)
         token = new_token()
@@ -71,7 +71,7 @@ class BucketItem:
         if req.content_length:
             doc = await read_json(req, ctx.settings.max_body, required=False)
             token = doc.get("token")
-            if token is not None and not isinstance(token, str):
+            if "token" in doc and not isinstance(token, str):
                 raise bad("token", "must be a string")
         ctx.auth.require(req, name, ADMIN, token=token)
         ctx.store.drop_bucket(name)

@@ -10,13 +10,16 @@ ETags are the entry's version. GET, HEAD and PUT honour If-Match and If-None-Mat
 honours Range (one range; several are answered in full) and If-Range.
 """
 
+import re
+
 from bukt.http.auth import READ, WRITE
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at,
-                            int_value, is_json, json_key, key_from_path,
+                            int_value, is_json, json_bool, json_key, json_ttl, key_from_path,
                             param_or_header, read_body, read_json, ttl_value,
                             value_bytes, value_from_json, value_to_json)
 
+DIGITS = re.compile(r"[0-9]+")
 KEY_SLASHES = 6           # "/" before the key in /api/v1/buckets/{name}/keys/{key}
 TTL_HEADER = "Bukt-TTL"
 SINGLE_READ_HEADER = "Bukt-Single-Read"
@@ -34,14 +37,12 @@ def read_entry(bucket, key):
     without a version (no ETag) rather than read again, which could consume a
     second single-read entry."""
     v1 = bucket.version(key)
-    if v1 is None:
-        return None
-    value = bucket.get(key)
+    value = bucket.get(key)          # called even when v1 is None: it counts the miss
     if value is None:
         return None
     ttl = bucket.ttl(key)
     v2 = bucket.version(key)
-    if v2 is not None and v2 != v1:
+    if v1 is None or (v2 is not None and v2 != v1):
         return value, None, ttl
     return value, v1, ttl
 
@@ -111,14 +112,14 @@ def parse_range(header, size):
                 return "unsatisfiable"
             return max(size - n, 0), size - 1
         start = int(first)
-        end = int(last) if last else size - 1
+        end = int(last) if last else None
     except ValueError:
         return None
-    if start < 0 or end < start:
+    if start < 0 or (end is not None and end < start):
         return None
     if start >= size:
         return "unsatisfiable"
-    return start, min(end, size - 1)
+    return start, size - 1 if end is None else min(end, size - 1)
 
 
 class _NoBody:
@@ -213,9 +214,9 @@ class Key:
             encoding = encoding_of(req, doc)
             value = value_from_json(doc["value"], encoding)
             if doc.get("ttl_seconds") is not None:
-                ttl = ttl_value(doc["ttl_seconds"], "ttl_seconds")
+                ttl = json_ttl(doc, "ttl_seconds")
             if "single_read" in doc:
-                single = bool_value(doc["single_read"], "single_read")
+                single = json_bool(doc, "single_read")
         else:
             value = await read_body(req, ctx.settings.max_body)
         conditions = write_conditions(req, bucket, k)
@@ -277,10 +278,10 @@ class Scan:
         self.ctx.auth.require(req, name, READ)
         bucket = self.ctx.store.bucket(name)
         encoding = encoding_of(req)
-        prefix = req.get_param("prefix") or ""
+        prefix = req.get_param("prefix", default="")
         prefix = value_from_json(prefix, encoding, "prefix") if prefix else b""
-        raw_cursor = req.get_param("cursor") or "0"
-        if not raw_cursor.isdigit():
+        raw_cursor = req.get_param("cursor", default="0")
+        if not DIGITS.fullmatch(raw_cursor):
             raise bad("cursor", "must be the decimal cursor a scan returned, or 0")
         count = int_value(req.get_param("count"), "count", 100, 1, 10000)
         cursor, keys = bucket.scan(prefix, int(raw_cursor), count)
@@ -309,8 +310,7 @@ class Bulk:
                 key = value_from_json(k, "base64", "items") if encoding == "base64" \
                     else json_key(k)
                 mapping[key] = value_from_json(v, encoding, "items")
-            versions = bucket.mset(mapping, ttl=ttl_value(doc.get("ttl_seconds"),
-                                                           "ttl_seconds"))
+            versions = bucket.mset(mapping, ttl=json_ttl(doc, "ttl_seconds"))
             await ctx.durability.settle(name)
             resp.media = {"versions": versions}
             return

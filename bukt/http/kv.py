@@ -7,8 +7,8 @@
 
 from bukt.http.auth import READ, WRITE
 from bukt.http.problems import Problem
-from bukt.http.wire import (bad, bool_value, encoding_of, expires_at, json_key,
-                            key_from_path, read_json, ttl_value, value_from_json,
+from bukt.http.wire import (bad, encoding_of, expires_at, json_key,
+                            json_bool, key_from_path, json_ttl, read_json, value_from_json,
                             value_to_json)
 
 KV_SLASHES = 4            # "/" before the key in /api/v1/kv/{key}
@@ -35,9 +35,9 @@ class KvCollection:
             raise bad("key", "the body needs a key and a value")
         encoding = encoding_of(req, doc)
         key = json_key(doc["key"])
-        ttl = ttl_value(doc.get("ttl"), "ttl")
+        ttl = json_ttl(doc, "ttl")
         bucket.set(key, value_from_json(doc["value"], encoding), ttl=ttl,
-                   single_read=bool_value(doc.get("single_read"), "single_read"))
+                   single_read=json_bool(doc, "single_read"))
         await ctx.durability.settle(name)
         resp.status = 201
         resp.media = {"key": doc["key"], "value": doc["value"],

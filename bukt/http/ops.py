@@ -6,6 +6,7 @@ from bukt.errors import BuktError
 from bukt.http.auth import ADMIN
 from bukt.http.hooks import writer_state
 from bukt.http.middleware import LATENCY_BOUNDS
+from bukt.http.wire import bad
 
 BUCKET_COUNTERS = ("reads", "writes", "hits", "misses", "evictions", "expirations")
 BUCKET_GAUGES = ("keys", "bytes")
@@ -22,12 +23,12 @@ class Health:
     async def on_get(self, req, resp):
         body = {"status": "ok", "segment": "attached", "writer": "not reported"}
         try:
-            self.ctx.store.stats()
+            stats = self.ctx.store.stats()
         except BuktError as e:
             body.update(status="unavailable", segment="unavailable",
                         reason=f"segment: {e}")
         else:
-            state = writer_state(self.ctx.store)
+            state = writer_state(self.ctx.store, stats)
             if state is not None:
                 body["writer"] = state
                 if not (state.get("alive") and state.get("flushing")):
@@ -104,8 +105,11 @@ class Metrics:
 
     async def on_get(self, req, resp):
         self.ctx.auth.require(req, None, ADMIN)
+        fmt = req.get_param("format", default="prometheus")
+        if fmt not in ("prometheus", "json"):
+            raise bad("format", "must be prometheus or json")
         snap = collect(self.ctx)
-        if req.get_param("format") == "json":
+        if fmt == "json":
             resp.media = snap
         else:
             resp.content_type = PROM_TEXT

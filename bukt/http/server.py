@@ -46,7 +46,7 @@ class HttpServer(BaseApplication):
             "workers": s.workers,
             "worker_class": WORKER_CLASS,
             "keepalive": s.keepalive,
-            "timeout": s.timeout,
+            "timeout": max(1, round(s.timeout)),
             "graceful_timeout": 10,
             "proc_name": f"bukt-http-{s.instance}",
             "accesslog": None,           # the app writes its own JSON lines

@@ -55,6 +55,7 @@ class HttpSettings:
                                       # else data_dir/admin.token (generated on first start)
     data_dir: str | None = None
     instance: str = "default"         # the segment is /bukt-<instance>
+    fsync: str = "everysec"           # "always": writes await the writer's flush
     access_log: str | None = "-"      # "-" = stderr, a path, or "" / None for none
     keepalive: int = 5                # seconds an idle keep-alive connection is kept
     ratelimit_enabled: bool = False   # off by default: a cache on loopback rarely needs it
@@ -75,6 +76,7 @@ class HttpSettings:
             admin_token=admin,
             data_dir=get("data_dir", None),
             instance=str(get("instance", cls.instance)),
+            fsync=str(get("fsync", cls.fsync)),
             access_log=access_log if access_log not in (False,) else None,
             keepalive=int(get("http.keepalive", cls.keepalive)),
             ratelimit_enabled=_bool(get("ratelimit.enabled", cls.ratelimit_enabled)),

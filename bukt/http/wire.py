@@ -58,7 +58,7 @@ MAX_TTL = 1e9             # seconds (about 31 years): keeps expiry times in rang
 
 def ttl_value(raw, name="ttl"):
     """Seconds in (0, MAX_TTL] as float, or None."""
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if isinstance(raw, bool):
         raise bad(name, "must be a number of seconds above zero")
@@ -71,8 +71,17 @@ def ttl_value(raw, name="ttl"):
     return ttl
 
 
+def json_ttl(doc, name):
+    """A TTL from a JSON body: a number of seconds, or null/absent for none."""
+    raw = doc.get(name)
+    if raw is not None and (isinstance(raw, bool) or not isinstance(raw, (int, float))):
+        raise bad(name, "must be a number of seconds above zero")
+    return ttl_value(raw, name)
+
+
 def bool_value(raw, name):
-    if raw is None or raw == "":
+    """A flag from a query parameter or header (absent: False) or a JSON boolean."""
+    if raw is None:
         return False
     if isinstance(raw, bool):
         return raw
@@ -84,7 +93,7 @@ def bool_value(raw, name):
 
 
 def int_value(raw, name, default, lo=-(1 << 63), hi=(1 << 63) - 1):
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if isinstance(raw, bool):
         raise bad(name, "must be an integer")
@@ -99,9 +108,18 @@ def int_value(raw, name, default, lo=-(1 << 63), hi=(1 << 63) - 1):
     return value
 
 
+def json_bool(doc, name):
+    value = doc.get(name, False)
+    if not isinstance(value, bool):
+        raise bad(name, "must be true or false")
+    return value
+
+
 def param_or_header(req, param, header):
+    """A query parameter (blank is a value, and an invalid one for most) or else a
+    header (blank is absent)."""
     value = req.get_param(param)
-    return value if value is not None else req.get_header(header)
+    return value if value is not None else (req.get_header(header) or None)
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -123,8 +141,11 @@ def key_from_path(req, key, slashes):
 # -- values in JSON ---------------------------------------------------------------------
 
 def encoding_of(req, doc=None):
-    enc = (doc or {}).get("encoding") or req.get_param("encoding") or "utf-8"
-    if enc not in ("utf-8", "base64"):
+    if doc and "encoding" in doc:
+        enc = doc["encoding"]
+    else:
+        enc = req.get_param("encoding", default="utf-8")
+    if not isinstance(enc, str) or enc not in ("utf-8", "base64"):
         raise bad("encoding", "must be utf-8 or base64")
     return enc
 
@@ -190,7 +211,8 @@ def etags_of(header):
         tag = part.strip()
         if tag.startswith("W/"):
             tag = tag[2:]
-        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit():
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isascii() \
+                and tag[1:-1].isdigit():
             versions.add(int(tag[1:-1]))
     return versions
 
