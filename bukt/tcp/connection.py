@@ -253,7 +253,9 @@ class Connection(asyncio.Protocol):
     # -- called by the worker -----------------------------------------------------------
 
     def idle_for(self, now) -> float:
-        if self.deferred or self.buf or self.draining:
+        # Responses the peer has not read yet are pending work, not idleness.
+        if (self.deferred or self.buf or self.draining or self.read_paused
+                or self.transport.get_write_buffer_size()):
             return 0.0
         return now - self.last_active
 
