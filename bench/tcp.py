@@ -1,0 +1,161 @@
+"""Bukt's TCP server against Redis, driven by the same compiled load generator.
+
+    .venv/bin/python bench/tcp.py                       # both loops, Redis, every workload
+    .venv/bin/python bench/tcp.py --loops uvloop --no-redis --seconds 3 --repeat 1
+
+Builds bench/loadgen (bench/loadgen.c) if needed; makes a segment and a bucket with a
+token; starts `serve_tcp` on an unused loopback port once per event loop; starts
+`redis-server` (Debian's, persistence off) on another; prefills 100k keys of 100 B in
+each; runs every workload `--repeat` times, interleaving the servers so that noise from
+other processes on the machine falls on all of them alike, and reports the median.
+
+Workloads (issue 4): 50 connections without pipelining; 1 connection; 1 connection
+pipelined 16 deep. 90% GET, 10% SET, 100 B values over 100k keys.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import bukt  # noqa: E402
+
+LOADGEN = os.path.join(HERE, "loadgen")
+WORKLOADS = [("50 conns", dict(conns=50, depth=1)), ("1 conn", dict(conns=1, depth=1)),
+             ("pipeline 16", dict(conns=1, depth=16))]
+TOKEN = "bench-token"
+
+
+def build_loadgen():
+    src = LOADGEN + ".c"
+    if not os.path.exists(LOADGEN) or os.path.getmtime(LOADGEN) < os.path.getmtime(src):
+        subprocess.run(["cc", "-O2", "-o", LOADGEN, src], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_bukt(instance, loop, workers):
+    port = free_port()
+    code = ("import sys; from bukt.tcp import serve_tcp; "
+            f"sys.exit(serve_tcp(instance={instance!r}, bind='127.0.0.1:{port}', "
+            f"workers={workers}, loop={loop!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port)
+    time.sleep(0.3)
+    return proc, port
+
+
+def start_redis():
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return None, None
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def loadgen(proto, port, seconds, keys, prefill=False, **kw):
+    args = [LOADGEN, "--proto", proto, "--port", str(port), "--seconds", str(seconds),
+            "--keys", str(keys), "--value", "100", "--get", "90", "--bucket", "bench",
+            "--token", TOKEN, "--prefill", "1" if prefill else "0"]
+    for k, v in kw.items():
+        args += [f"--{k}", str(v)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--loops", default="uvloop,asyncio")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--no-redis", action="store_true")
+    args = ap.parse_args()
+    build_loadgen()
+
+    instance = f"bench-{uuid.uuid4().hex[:8]}"
+    store = bukt.create(instance, size="256MiB")
+    procs = []
+    try:
+        store.create_bucket("bench", persist=False)
+        store.add_token("bench", hashlib.sha256(TOKEN.encode()).digest(), bukt.READ | bukt.WRITE)
+        servers = []
+        for loop in args.loops.split(","):
+            proc, port = start_bukt(instance, loop, args.workers)
+            procs.append(proc)
+            servers.append((f"bukt {loop} x{args.workers}", "bukt", port))
+        if not args.no_redis:
+            proc, port = start_redis()
+            if proc is not None:
+                procs.append(proc)
+                servers.append(("redis", "resp", port))
+        for name, proto, port in servers:
+            if name == "redis" or name == servers[0][0]:
+                loadgen(proto, port, 1, args.keys, prefill=True)  # one segment: fill once
+        results = {}
+        for _ in range(args.repeat):
+            for wname, kw in WORKLOADS:
+                for name, proto, port in servers:
+                    r = loadgen(proto, port, args.seconds, args.keys, **kw)
+                    results.setdefault((wname, name), []).append(r)
+        print(f"| workload | server | ops/s | p50 µs | p99 µs | vs Redis ops/s |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for wname, _ in WORKLOADS:
+            base = results.get((wname, "redis"))
+            base_ops = statistics.median(r["ops_per_s"] for r in base) if base else None
+            for name, _, _ in servers:
+                rs = results[(wname, name)]
+                ops = statistics.median(r["ops_per_s"] for r in rs)
+                p50 = statistics.median(r["p50_us"] for r in rs)
+                p99 = statistics.median(r["p99_us"] for r in rs)
+                ratio = f"{ops / base_ops:.2f}x" if base_ops else "-"
+                print(f"| {wname} | {name} | {ops:,.0f} | {p50:.0f} | {p99:.0f} | {ratio} |")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        store.unlink()
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
