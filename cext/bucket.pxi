@@ -191,7 +191,7 @@ cdef class Bucket:
         return 0
 
     cdef bint _b_persist(self):
-        return self.s.mapped and self.s.bucketv[self.idx].persist
+        return self.s.mapped and logs(self.s, &self.s.bucketv[self.idx])
 
     cdef int _peek(self, object key, snap_t *snap) except -1:
         """HIT (snap filled) or MISS, never consuming: for exists, ttl, version."""
@@ -303,7 +303,7 @@ cdef class Bucket:
         expire_ms = self._expire_for(ttl, b)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
-        if b.persist:
+        if logs(s, b):
             ring_wait_space(s, rec_size(n, vlen))
         lock_stripe(s, si)
         try:
@@ -324,7 +324,7 @@ cdef class Bucket:
             bk_add64(&s.counters(self.idx).writes, 1)
         finally:
             unlock_stripe(s, si)
-        s._after_write(b.persist)
+        s._after_write(logs(s, b))
         return ver
 
     cdef bint _expired(self, uint64_t off):
@@ -358,7 +358,7 @@ cdef class Bucket:
         n = <uint32_t>PyBytes_GET_SIZE(kb)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
-        if b.persist:
+        if logs(s, b):
             ring_wait_space(s, rec_size(n, 24))
         lock_stripe(s, si)
         try:
@@ -384,7 +384,7 @@ cdef class Bucket:
             bk_add64(&s.counters(self.idx).writes, 1)
         finally:
             unlock_stripe(s, si)
-        s._after_write(b.persist)
+        s._after_write(logs(s, b))
         return new
 
     def getdel(self, key):
@@ -408,7 +408,7 @@ cdef class Bucket:
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb), si
         cdef uint64_t h = khash(self.idx, kb, n), off
         cdef int slot, existed = 0
-        cdef bint persist = s.bucketv[self.idx].persist
+        cdef bint persist = logs(s, &s.bucketv[self.idx])
         si = stripe_of(s, h)
         if persist:
             ring_wait_space(s, rec_size(n, 0))
@@ -445,7 +445,7 @@ cdef class Bucket:
         cdef int slot
         cdef bint persist
         s._writable()
-        persist = self._b().persist
+        persist = logs(s, self._b())
         kb = as_key(s, key)
         n = <uint32_t>PyBytes_GET_SIZE(kb)
         h = khash(self.idx, kb, n)
@@ -467,6 +467,38 @@ cdef class Bucket:
             unlock_stripe(s, si)
         s._after_write(persist)
         return True
+
+    def restore(self, key, bytes value, int64_t expire_ms=0, int flags=0, uint64_t version=0):
+        """Recovery: put an entry back as the log recorded it (raw value, absolute
+        expiry, flags, version), overwriting whatever the key holds. Returns the
+        version. Logged only if the store is logging (not during a replay)."""
+        cdef Store s = self.s
+        cdef bk_bucket *b
+        cdef bytes kb
+        cdef uint32_t n, vlen, si
+        cdef uint64_t h, off
+        cdef int found
+        s._writable()
+        b = self._b()
+        kb = as_key(s, key)
+        n = <uint32_t>PyBytes_GET_SIZE(kb)
+        vlen = <uint32_t>PyBytes_GET_SIZE(value)
+        if vlen > s.max_value:
+            raise _err.ValueTooLarge(f"value of {vlen} bytes exceeds the limit of "
+                                     f"{s.max_value} bytes (max_value)")
+        h = khash(self.idx, kb, n)
+        si = stripe_of(s, h)
+        if logs(s, b):
+            ring_wait_space(s, rec_size(n, vlen))
+        lock_stripe(s, si)
+        try:
+            self._b()
+            found = do_find(s, si, h, self.idx, kb, n, &off)
+            ver = do_set(s, si, h, self.idx, kb, n, value, vlen, expire_ms,
+                         BK_E_SINGLE if flags & BK_E_SINGLE else 0, found, off, version)
+        finally:
+            unlock_stripe(s, si)
+        return ver
 
     def flush(self):
         """Remove every key of the bucket; returns how many."""

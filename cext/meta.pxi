@@ -19,7 +19,10 @@ cdef int find_bucket(Store s, str name) noexcept:
 
 
 cdef uint64_t meta_record(Store s, dict change) except? 1:
-    """Reserve and fill a META record (meta lock held); committed by the caller."""
+    """Reserve and fill a META record (meta lock held); committed by the caller.
+    0 when the store is replaying (nothing is logged)."""
+    if not s.logging:
+        return 0
     payload = json.dumps(change, separators=(",", ":")).encode()
     cdef uint32_t need = rec_size(0, <uint32_t>len(payload))
     cdef uint64_t pos = ring_reserve(s, need, BK_RING_META_STRIPE, NULL)
@@ -45,7 +48,7 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, bint pers
     cdef uint32_t i
     cdef int slot = -1
     cdef bk_bucket *b
-    cdef uint64_t pos
+    cdef uint64_t pos = 0
     cdef int64_t dttl = 0
     s._writable()
     if not isinstance(name, str) or not _BUCKET_NAME.match(name):
@@ -90,7 +93,8 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, bint pers
             memset(s.counters_base + <uint64_t>i * s.max_buckets + slot, 0, sizeof(bk_counters))
         b.gen = gen
         bk_store_rel32(&b.state, 1)
-        ring_commit(s, pos)
+        if pos:
+            ring_commit(s, pos)
     finally:
         unlock_meta(s)
     return s.bucket(name)
@@ -99,7 +103,7 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, bint pers
 cdef int drop_bucket(Store s, str name) except -1:
     cdef int slot
     cdef bk_bucket *b
-    cdef uint64_t pos
+    cdef uint64_t pos = 0
     s._writable()
     lock_meta(s)
     try:
@@ -117,7 +121,8 @@ cdef int drop_bucket(Store s, str name) except -1:
         pos = meta_record(s, {"op": "drop", "idx": slot, "gen": b.gen, "name": name})
         b.gen += 1                          # every Bucket object of it is now stale
         bk_store_rel32(&b.state, 0)
-        ring_commit(s, pos)
+        if pos:
+            ring_commit(s, pos)
     finally:
         unlock_meta(s)
     s._bucket_cache.pop(name, None)
@@ -135,7 +140,7 @@ cdef int token_slot(bk_bucket *b, uint32_t token_id) noexcept:
 cdef object add_token(Store s, str name, bytes token_hash, int perms):
     cdef int slot, t
     cdef bk_bucket *b
-    cdef uint64_t pos
+    cdef uint64_t pos = 0
     s._writable()
     if len(token_hash) != 32:
         raise _err.InvalidArgument("token_hash must be the 32-byte SHA-256 of the token")
@@ -159,16 +164,86 @@ cdef object add_token(Store s, str name, bytes token_hash, int perms):
         b.tokens[t].perms = perms
         b.next_token_id = tid + 1
         bk_store_rel32(&b.tokens[t].id, tid)
-        ring_commit(s, pos)
+        if pos:
+            ring_commit(s, pos)
     finally:
         unlock_meta(s)
     return tid
 
 
+cdef object restore_token(Store s, str name, uint32_t token_id, bytes token_hash, int perms):
+    cdef int slot, t
+    cdef bk_bucket *b
+    s._writable()
+    lock_meta(s)
+    try:
+        slot = find_bucket(s, name)
+        if slot < 0 or s.bucketv[slot].state != 1:
+            raise _err.BucketNotFound(f"no bucket {name!r}")
+        b = &s.bucketv[slot]
+        if token_slot(b, token_id) >= 0 or token_id == 0:
+            return token_id
+        t = token_slot(b, 0)
+        if t < 0:
+            raise _err.LimitExceeded(f"bucket {name!r} has {BK_MAX_TOKENS} tokens, the limit")
+        memcpy(b.tokens[t].hash, <const char *>token_hash, 32)
+        b.tokens[t].perms = perms
+        b.next_token_id = max(b.next_token_id, token_id + 1)
+        bk_store_rel32(&b.tokens[t].id, token_id)
+    finally:
+        unlock_meta(s)
+    return token_id
+
+
+cdef tuple dump_stripes(Store s, uint32_t start, uint32_t count):
+    cdef uint32_t si, end = min(s.nstripes, start + count), i, klen, vlen
+    cdef bk_stripe *st
+    cdef uint64_t *slots
+    cdef uint64_t s1, w, off
+    cdef int64_t now = s.now(), exp
+    cdef bk_entry *e
+    cdef list out = [], part
+    for si in range(start, end):
+        st = &s.stripes[si]
+        slots = SLOTS_OF(s, si)
+        while True:
+            s1 = bk_load_acq64(&st.seq)
+            if s1 & 1:
+                bk_pause()
+                continue
+            part = []
+            for i in range(SLOTS):
+                w = bk_load_rlx64(&slots[i])
+                if w == 0:
+                    continue
+                off = w & OFF_MASK
+                if off < s.arena_off or off + 32 > s.size:
+                    continue
+                e = ENT(s, off)
+                klen = bk_load_rlx32(&e.klen)
+                vlen = bk_load_rlx32(&e.vlen)
+                if klen > s.max_key or vlen > s.max_value or off + 32 + klen + vlen > s.size \
+                        or e.bucket >= s.max_buckets:
+                    continue
+                exp = bk_load_rlx_i64(&e.expire_ms)
+                if exp and exp <= now:
+                    continue
+                part.append((e.bucket, PyBytes_FromStringAndSize(EKEY(s, off), klen),
+                             PyBytes_FromStringAndSize(EKEY(s, off) + klen, vlen),
+                             exp, e.flags & BK_E_SINGLE, e.version))
+            bk_fence_acq()
+            if bk_load_rlx64(&st.seq) == s1:
+                break
+        for bidx, k, v, exp_, fl, ver in part:
+            if s.bucketv[bidx].state == 1:
+                out.append((s.bucketv[bidx].name.decode(), k, v, exp_, fl, ver))
+    return out, (0 if end >= s.nstripes else end)
+
+
 cdef bint revoke_token(Store s, str name, uint32_t token_id) except -1:
     cdef int slot, t
     cdef bk_bucket *b
-    cdef uint64_t pos
+    cdef uint64_t pos = 0
     s._writable()
     if token_id == 0:
         return False
@@ -185,7 +260,8 @@ cdef bint revoke_token(Store s, str name, uint32_t token_id) except -1:
         pos = meta_record(s, {"op": "token_revoke", "idx": slot, "gen": b.gen,
                               "name": name, "id": token_id})
         bk_store_rel32(&b.tokens[t].id, 0)
-        ring_commit(s, pos)
+        if pos:
+            ring_commit(s, pos)
         return True
     finally:
         unlock_meta(s)

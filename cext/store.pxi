@@ -85,6 +85,7 @@ cdef class Store:
     cdef uint32_t pid
     cdef readonly uint64_t last_pos     # ring position just past this process's last record
     cdef public bint sync_wait          # False: servers wait for durability themselves
+    cdef bint logging                   # False while the writer replays its log
     cdef public double durable_timeout  # seconds a durable write waits for the writer
     cdef dict _bucket_cache
     cdef object __weakref__
@@ -93,6 +94,7 @@ cdef class Store:
         self.mapped = False
         self.fake_now = -1
         self.sync_wait = True
+        self.logging = True
         self.durable_timeout = 5.0
         self._bucket_cache = {}
 
@@ -330,6 +332,75 @@ cdef class Store:
         bk_store_rel64(&self.hdr.flushed_pos, pos)
         bk_inc32(&self.hdr.flush_epoch)
         bk_futex_wake(&self.hdr.flush_epoch)
+
+    def ring_set_start(self, uint64_t pos):
+        """Number the next record `pos` (the writer continues its log's sequence after
+        a cold start). Only while the ring is empty."""
+        cdef bk_header *h = self.hdr
+        self._writable()
+        lock_simple(self, &h.ring_lock, "ring")
+        try:
+            if h.ring_head != bk_load_acq64(&h.ring_tail):
+                raise _err.InvalidArgument("the ring is not empty")
+            pos = align8(max(pos, h.ring_head))
+            h.ring_tail = pos
+            h.flushed_pos = pos
+            bk_store_rel64(&h.ring_head, pos)
+        finally:
+            bk_lock_release(&h.ring_lock)
+        return pos
+
+    def set_logging(self, bint on):
+        """Off while the writer replays its own log into the table: writes of this
+        Store object then reach the table but not the ring."""
+        self.logging = on
+
+    def writer_publish(self, pid=None, ready=None, heartbeat_ms=None, last_fsync_ms=None,
+                       log_size=None, flushed_seq=None, error=None, sync_always=None):
+        """The writer process's progress, for health checks and `bukt status`."""
+        cdef bk_header *h = self.hdr
+        cdef bytes eb
+        self._writable()
+        if pid is not None:
+            h.writer_pid = pid
+        if heartbeat_ms is not None:
+            h.writer_heartbeat_ms = heartbeat_ms
+        if last_fsync_ms is not None:
+            h.last_fsync_ms = last_fsync_ms
+        if log_size is not None:
+            h.log_size = log_size
+        if flushed_seq is not None:
+            h.flushed_seq = flushed_seq
+        if sync_always is not None:
+            h.sync_always = 1 if sync_always else 0
+        if error is not None:
+            eb = str(error).encode()[:255]
+            memset(h.writer_error, 0, 256)
+            memcpy(h.writer_error, <const char *>eb, len(eb))
+            bk_store_rel32(&h.writer_error_code, 1 if eb else 0)
+        if ready is not None:
+            bk_store_rel32(&h.writer_ready, 1 if ready else 0)
+
+    def writer_info(self):
+        cdef bk_header *h = self.hdr
+        return {"pid": h.writer_pid, "ready": bool(h.writer_ready),
+                "alive": bool(h.writer_pid) and bool(bk_pid_alive(h.writer_pid)),
+                "heartbeat_ms": h.writer_heartbeat_ms, "last_fsync_ms": h.last_fsync_ms,
+                "log_size": h.log_size, "flushed_seq": h.flushed_seq,
+                "error": h.writer_error[:256].split(b"\0", 1)[0].decode(errors="replace")
+                         if h.writer_error_code else "",
+                "sync_always": bool(h.sync_always),
+                "ring_head": h.ring_head, "ring_tail": h.ring_tail,
+                "flushed_pos": h.flushed_pos, "generation": h.generation}
+
+    def restore_token(self, bucket, uint32_t token_id, token_hash, int perms):
+        """Recovery: put back a token with the id it had."""
+        return restore_token(self, bucket, token_id, bytes(token_hash), perms)
+
+    def dump_stripes(self, uint32_t start, uint32_t count):
+        """Live entries of stripes start..start+count, each stripe read under its seq:
+        ([(bucket, key, value, expire_ms, flags, version)], next_start or 0)."""
+        return dump_stripes(self, start, count)
 
     def ring_unstick(self, uint64_t pos):
         return ring_unstick(self, pos)

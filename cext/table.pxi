@@ -18,6 +18,11 @@ cdef inline uint64_t tag_of(uint64_t h) noexcept nogil:
     return (h & 0xffff) << 48
 
 
+cdef inline bint logs(Store s, bk_bucket *b) noexcept nogil:
+    """Does a change to bucket b go to the ring? (persisted, and not a replay)"""
+    return b.persist and s.logging
+
+
 cdef inline uint64_t *SLOTS_OF(Store s, uint32_t si) noexcept nogil:
     return s.slots + <uint64_t>si * SLOTS
 
@@ -184,7 +189,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     cdef uint64_t pos = 0
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
-    if b.persist:
+    if logs(s, b):
         pos = ring_reserve(s, rec_size(klen, 0), si, &st.intent_ring)
         if pos == 0:
             return 0
@@ -211,7 +216,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
 
 cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char *k,
                      uint32_t n, const char *v, uint32_t vlen, int64_t expire_ms,
-                     uint8_t eflags, int found, uint64_t old_off) except 0:
+                     uint8_t eflags, int found, uint64_t old_off, uint64_t version=0) except 0:
     """Publish a new entry for the key (replacing `old_off` at slot `found` when
     found >= 0). Returns the new version."""
     cdef bk_stripe *st = &s.stripes[si]
@@ -221,6 +226,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     cdef int c = class_for(s, 32 + n + vlen), tries = 0
     cdef uint64_t off, pos = 0, ver
     cdef int64_t dbytes
+    cdef uint64_t cur
     cdef bk_entry *e
     if c < 0:
         raise _err.ValueTooLarge(f"entry of {32 + n + vlen} bytes exceeds the largest "
@@ -267,9 +273,16 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     if vlen:
         memcpy(EKEY(s, off) + n, v, vlen)
     bk_store_rel8(&e.flags, BK_E_USED | eflags)   # filled: no longer pending
-    ver = bk_fetch_add_u64(&s.hdr.version_counter, 1) + 1
+    if version:                                   # a replay keeps the logged version
+        ver = version
+        while True:
+            cur = bk_load_acq64(&s.hdr.version_counter)
+            if cur >= ver or bk_cas64(&s.hdr.version_counter, cur, ver):
+                break
+    else:
+        ver = bk_fetch_add_u64(&s.hdr.version_counter, 1) + 1
     e.version = ver
-    if b.persist:
+    if logs(s, b):
         need = rec_size(n, vlen)
         pos = ring_reserve(s, need, si, &st.intent_ring)
         if pos == 0:
@@ -311,7 +324,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     cdef uint64_t pos = 0, ver = bk_fetch_add_u64(&s.hdr.version_counter, 1) + 1
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
-    if b.persist:
+    if logs(s, b):
         pos = ring_reserve(s, rec_size(e.klen, 0), si, &st.intent_ring)
         if pos == 0:
             raise _err.RingFull(f"change ring full ({s.ring_size} bytes): the writer "

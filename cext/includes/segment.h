@@ -246,6 +246,9 @@ static inline void bk_store_rel8(uint8_t *p, uint8_t v) { __atomic_store_n(p, v,
 static inline int64_t bk_add64(int64_t *p, int64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t bk_fetch_add_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
 static inline void bk_inc32(uint32_t *p) { __atomic_add_fetch(p, 1, __ATOMIC_RELEASE); }
+static inline int bk_cas64(uint64_t *p, uint64_t expect, uint64_t want) {
+    return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 static inline void bk_fence_acq(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void bk_fence_rel(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline int bk_cas32(uint32_t *p, uint32_t expect, uint32_t want) {

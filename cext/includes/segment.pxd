@@ -158,6 +158,7 @@ cdef extern from "segment.h" nogil:
     void bk_inc32(uint32_t *p)
     void bk_fence_acq()
     void bk_fence_rel()
+    bint bk_cas64(uint64_t *p, uint64_t expect, uint64_t want)
     bint bk_cas32(uint32_t *p, uint32_t expect, uint32_t want)
     void bk_pause()
     void bk_seq_enter(uint64_t *seq)

@@ -1,0 +1,248 @@
+"""Local-access benchmark: Bukt's attached table beside a Python dict and LMDB, in one
+run, plus multi-process reader scaling and memory per key beside Redis.
+
+    make bench            # or: .venv/bin/python bench/local.py [--keys N] [--mem-keys N]
+
+Workloads (issue 2): 100k keys of 16 B with 100 B values, keys in random order: get
+hit, get miss, set overwrite, incr. Then two reader processes at once. Then memory:
+bytes per key for 1M keys beside Redis's used_memory for the same data. Every figure
+is the best of three passes; ratios are printed against the reference on the line.
+"""
+import argparse
+import multiprocessing as mp
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import bukt
+
+VALUE = b"v" * 100
+
+
+def make_keys(n, seed=1):
+    rnd = random.Random(seed)
+    keys = [b"%016d" % i for i in range(n)]        # 16-byte keys
+    rnd.shuffle(keys)
+    return keys
+
+
+def counters(keys):
+    """Keys for incr, apart from the ones holding 100-byte values."""
+    return [b"#" + k[1:] for k in keys]
+
+
+def timed(fn, keys, passes=3):
+    """Best ns/op of `passes` runs of fn over keys (a tight loop, as one would write)."""
+    best = float("inf")
+    for _ in range(passes):
+        t = time.perf_counter_ns()
+        for k in keys:
+            fn(k)
+        best = min(best, (time.perf_counter_ns() - t) / len(keys))
+    return best
+
+
+def bench_dict(keys, misses):
+    d = {k: VALUE for k in keys}
+    get = d.get
+
+    def put(k):
+        d[k] = VALUE
+
+    def incr(k):
+        d[k] = d.get(k, 0) + 1
+    return {"get hit": timed(get, keys), "get miss": timed(get, misses),
+            "set overwrite": timed(put, keys), "incr": timed(incr, counters(keys))}
+
+
+def bench_lmdb(keys, misses):
+    try:
+        import lmdb
+    except ImportError:
+        return None
+    path = tempfile.mkdtemp(prefix="bukt-bench-lmdb-")
+    try:
+        env = lmdb.open(path, map_size=1 << 30, sync=False, metasync=False)
+        with env.begin(write=True) as txn:
+            for k in keys:
+                txn.put(k, VALUE)
+        rtxn = env.begin()                          # one reused read transaction
+        get = rtxn.get
+
+        def put(k):
+            with env.begin(write=True) as txn:
+                txn.put(k, VALUE)
+
+        def incr(k):
+            with env.begin(write=True) as txn:
+                v = txn.get(k)
+                txn.put(k, b"%d" % (int(v) + 1 if v else 1))
+        res = {"get hit": timed(get, keys), "get miss": timed(get, misses)}
+        rtxn.abort()
+        res["set overwrite"] = timed(put, keys)
+        res["incr"] = timed(incr, counters(keys))
+        env.close()
+        return res
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def drain_ring(name, stop):
+    """Stands in for the writer process: consumes the change ring, as fast as it can."""
+    s = bukt.attach(name)
+    while not stop.is_set():
+        recs, pos, stuck = s.ring_read(max_records=65536)
+        s.ring_release(pos)
+        s.ring_flushed(pos)
+        if stuck:
+            s.ring_unstick(stuck[0])
+        if not recs:
+            time.sleep(0.0005)
+
+
+def bench_bukt(name, keys, misses):
+    store = bukt.attach(name)
+    b = store.bucket("bench")
+    for k in keys:
+        b.set(k, VALUE)
+
+    def put(k):
+        b.set(k, VALUE)
+    return {"get hit": timed(b.get, keys), "get miss": timed(b.get, misses),
+            "set overwrite": timed(put, keys), "incr": timed(b.incr, counters(keys))}
+
+
+def reader(name, keys, seconds, out):
+    b = bukt.attach(name).bucket("bench")
+    get = b.get
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for k in keys[:10000]:
+            get(k)
+        n += 10000
+    out.put(n / seconds)
+
+
+def readers_scaling(name, keys, seconds=2.0):
+    ctx = mp.get_context("fork")
+    res = {}
+    for nproc in (1, 2):
+        q = ctx.Queue()
+        ps = [ctx.Process(target=reader, args=(name, keys, seconds, q)) for _ in range(nproc)]
+        for p in ps:
+            p.start()
+        rates = [q.get(timeout=seconds * 10 + 30) for _ in ps]
+        for p in ps:
+            p.join(30)
+        res[nproc] = sum(rates)
+    return res
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_bytes_per_key(n):
+    exe = shutil.which("redis-server")
+    if not exe:
+        return None
+    import redis
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        r = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        base = r.info("memory")["used_memory"]
+        pipe = r.pipeline(transaction=False)
+        for i in range(n):
+            pipe.set(b"%016d" % i, VALUE)
+            if i % 10000 == 9999:
+                pipe.execute()
+        pipe.execute()
+        return (r.info("memory")["used_memory"] - base) / n
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def bukt_bytes_per_key(n):
+    name = f"bench-mem-{os.getpid()}"
+    s = bukt.create(name, size=max(64 << 20, n * 400))
+    try:
+        b = s.create_bucket("m", persist=False)
+        before = s.stats()
+        for i in range(n):
+            b.set(b"%016d" % i, VALUE)
+        st = s.stats()
+        # pages handed out and index slots in use (8 B each at the stripes' 7/8 load)
+        data = (st["pages_used"] - before["pages_used"]) * st["page_size"]
+        index = st["index_used"] * 8 / (448 / 512)
+        return (data + index) / n, st["chunk_bytes"] / n
+    finally:
+        s.close()
+        s.unlink()
+
+
+def row(label, values, ref, unit="ns/op"):
+    cells = " ".join(f"{v:10.0f}" if v is not None else f"{'-':>10}" for v in values)
+    ratio = " ".join(f"{v / r:6.2f}x" if v and r else "    - " for v, r in zip(values, ref))
+    print(f"  {label:<16}{cells}   {ratio}   ({unit})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--mem-keys", type=int, default=1_000_000)
+    args = ap.parse_args()
+    keys = make_keys(args.keys)
+    misses = [b"m" + k[1:] for k in keys]
+    print(f"bench/local.py on {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+          f"{args.keys} keys of 16 B, values of 100 B, random order; best of 3 passes")
+
+    name = f"bench-{os.getpid()}"
+    store = bukt.create(name, size="256MiB")
+    store.create_bucket("bench", persist=True)     # every write appends to the change ring
+    stop = mp.Event()
+    drainer = mp.get_context("fork").Process(target=drain_ring, args=(name, stop))
+    drainer.start()
+    try:
+        d = bench_dict(keys, misses)
+        lm = bench_lmdb(keys, misses)
+        bk = bench_bukt(name, keys, misses)
+        print("\n  operation          dict       lmdb       bukt   bukt/dict bukt/lmdb")
+        for op in ("get hit", "get miss", "set overwrite", "incr"):
+            l = lm[op] if lm else None
+            print(f"  {op:<16}{d[op]:8.0f}{(l or 0):11.0f}{bk[op]:11.0f}"
+                  f"   {bk[op] / d[op]:7.2f}x {(bk[op] / l) if l else 0:8.2f}x   (ns/op)")
+        sc = readers_scaling(name, keys)
+        print(f"\n  readers: 1 process {sc[1] / 1e6:.2f} M gets/s, 2 processes "
+              f"{sc[2] / 1e6:.2f} M gets/s aggregate: {sc[2] / sc[1]:.2f}x")
+    finally:
+        stop.set()
+        drainer.join(10)
+        store.close()
+        store.unlink()
+
+    per_key, chunk = bukt_bytes_per_key(args.mem_keys)
+    rk = redis_bytes_per_key(args.mem_keys)
+    print(f"\n  memory for {args.mem_keys} keys: bukt {per_key:.0f} B/key "
+          f"(entry chunks {chunk:.0f} B/key), redis used_memory "
+          + (f"{rk:.0f} B/key: bukt/redis {per_key / rk:.2f}x" if rk else "n/a (no redis-server)"))
+
+
+if __name__ == "__main__":
+    main()
