@@ -52,7 +52,7 @@ def routes(ctx):
         (f"{API}/buckets", BucketList(ctx)),
         (b, BucketItem(ctx)),
         (f"{b}/tokens", TokenList(ctx)),
-        (f"{b}/tokens/{{token_id:int(min=1)}}", TokenItem(ctx)),
+        (f"{b}/tokens/{{token_id:int(min=1,max=4294967295)}}", TokenItem(ctx)),
         (f"{b}/keys", Scan(ctx)),
         (f"{b}/keys/{{key:path}}", Key(ctx)),
         (f"{b}/mget", Bulk(ctx, "mget")),

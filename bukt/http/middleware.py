@@ -93,6 +93,7 @@ def open_access_log(dest):
 class Frontdoor:
     def __init__(self, metrics, limiter=None, access_fd=None):
         self.metrics, self.limiter, self.access_fd = metrics, limiter, access_fd
+        self.pid = os.getpid()           # made in the worker, after the fork
 
     async def process_request(self, req, resp):
         req.context.start = time.perf_counter()
@@ -128,7 +129,7 @@ class Frontdoor:
         row[b + ROUTE_WORDS - 1] += int(elapsed * 1e6)
         if self.access_fd is not None:
             line = json.dumps({
-                "ts": round(time.time(), 3), "remote": req.remote_addr,
+                "ts": round(time.time(), 3), "pid": self.pid, "remote": req.remote_addr,
                 "method": req.method, "path": req.path, "status": status,
                 "duration_ms": round(elapsed * 1000, 3), "bucket": req.context.bucket,
             }, separators=(",", ":")) + "\n"

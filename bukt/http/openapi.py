@@ -129,7 +129,8 @@ def document():
                 op_id="createToken")},
         f"{bucket}/tokens/{{token_id}}": {
             "parameters": [BUCKET, path_param("token_id", {"type": "integer",
-                                                           "minimum": 1})],
+                                                           "minimum": 1,
+                                                           "maximum": 4294967295})],
             "delete": op("Revoke a token (admin)", {204: EMPTY}, op_id="revokeToken")},
         f"{bucket}/keys": {"get": op("Scan keys by prefix with a cursor (read)", {
             200: json_response("A page", obj(["cursor", "keys"], cursor={

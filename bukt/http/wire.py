@@ -164,11 +164,11 @@ def value_to_json(value, encoding):
 
 
 def value_from_json(value, encoding, name="value"):
-    """A JSON value to what Bucket.set takes: bytes, or an int for int buckets."""
+    """A JSON value as the bytes Bucket.set takes."""
     if isinstance(value, bool) or value is None:
         raise bad(name, "must be a string or an integer")
-    if isinstance(value, int):
-        return value
+    if isinstance(value, int):          # decimal text: what an int bucket stores, and
+        return str(value).encode()       # what any other bucket can hold
     if not isinstance(value, str):
         raise bad(name, "must be a string or an integer")
     if encoding == "base64":
