@@ -1,0 +1,182 @@
+"""Between the log and the table: replay log records into a store (recovery), and read
+a store back out as log records (the snapshot a compaction writes as a base file).
+
+REPLAY (`Loader`). The writer creates a fresh segment, turns the store's logging off
+(store.set_logging(False): the replayed writes reach the table but not the ring, so
+they are not logged a second time) and applies the records of datadir.replay() in
+order. Each record states a result (bukt/aof.py), and replay applies it as one:
+
+    BUCKET_CREATE  the bucket exists, empty, with these settings: an existing bucket of
+                   that name is dropped first. That is what the record means (at that
+                   point of the history the bucket was new), and over a snapshot taken
+                   while writes went on it is still right: every key the snapshot holds
+                   for a bucket created after the base's seq is set again by a later
+                   record of the log.
+    BUCKET_DROP    drop it, if it exists
+    TOKEN_ADD      restore_token with the logged id and hash
+    TOKEN_REVOKE   revoke_token
+    SET            bucket.restore(key, raw value, absolute expiry, flags, version)
+    DELETE, EXPIRE, EVICT  delete the key
+    SET_TTL        the key keeps its value and gets this expiry and version. The Store
+                   API has no call for that (restore needs the raw value), so the value
+                   is taken with getdel and put back with restore; see issue 3's report.
+    FLUSH          bucket.flush()
+
+A key record for a bucket that does not exist (its BUCKET_CREATE was in a part that
+load_good skipped) is counted and reported once per bucket, not fatal.
+
+SNAPSHOT (`snapshot`). BUCKET_CREATE and TOKEN_ADD for every bucket (persisted or not:
+definitions and tokens are logged for all buckets), then SET for every live entry of a
+persisted bucket, read stripe by stripe with store.dump_stripes while writers carry on.
+
+The on-disk single-read flag is aof.SINGLE_READ (bit 0); the core's is BK_E_SINGLE
+(bit 2). This module and bukt/ringlog.py are where one becomes the other.
+"""
+import logging
+from typing import Iterator
+
+from .aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, FLUSH, SET, SET_TTL,
+                  SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Record)
+from .errors import BucketNotFound
+from .segtable import read_table
+
+__all__ = ["Loader", "snapshot", "settings_from_meta", "CORE_SINGLE", "Cancelled",
+           "DUMP_STRIPES"]
+
+log = logging.getLogger("bukt.writer")
+
+CORE_SINGLE = 0x04          # BK_E_SINGLE in cext/includes/segment.h
+# Stripes per dump_stripes call: 64 x 512 slots keeps each call (which holds the GIL)
+# around a millisecond, so the writer's drain loop runs between calls.
+DUMP_STRIPES = 64
+
+
+class Cancelled(Exception):
+    """The snapshot was cancelled (the writer is stopping)."""
+
+
+class Loader:
+    """Applies log records to a store whose logging is off."""
+
+    def __init__(self, store):
+        self.store = store
+        self._buckets = {}          # name -> Bucket (cache; dropped buckets removed)
+        self._schema = {}           # name -> schema
+        self.missing = {}           # bucket name -> key records skipped
+        self.applied = 0
+
+    def _bucket(self, name):
+        b = self._buckets.get(name)
+        if b is None:
+            try:
+                b = self.store.bucket(name)
+            except BucketNotFound:
+                if name not in self.missing:
+                    log.warning("recovery: records for bucket %r, which the log never "
+                                "created (skipped)", name)
+                self.missing[name] = self.missing.get(name, 0) + 1
+                return None
+            self._buckets[name] = b
+            self._schema[name] = self.store.bucket_info(name)["schema"]
+        return b
+
+    def apply(self, records) -> int:
+        """Applies every record of the iterable; returns how many were applied."""
+        n = 0
+        bucket = self._bucket
+        for r in records:
+            t = r[0]
+            if t == SET:                       # the fast path: most records are SETs
+                b = self._buckets.get(r[2]) or bucket(r[2])
+                if b is not None:
+                    b.restore(r[3], r[4], r[5], CORE_SINGLE if r[6] & SINGLE_READ else 0, r[7])
+            elif t == DELETE or t == EXPIRE or t == EVICT:
+                b = self._buckets.get(r[2]) or bucket(r[2])
+                if b is not None:
+                    b.delete(r[3])
+            else:
+                self._apply_other(r)
+            n += 1
+        self.applied += n
+        return n
+
+    def _apply_other(self, r: Record):
+        store, t, name = self.store, r.type, r.bucket
+        if t == SET_TTL:
+            b = self._bucket(name)
+            if b is None:
+                return
+            value = b.getdel(r.key)
+            if value is not None:
+                b.restore(r.key, self._raw(name, value), r.expire_ms,
+                          CORE_SINGLE if r.flags & SINGLE_READ else 0, r.version)
+        elif t == FLUSH:
+            b = self._bucket(name)
+            if b is not None:
+                b.flush()
+        elif t == BUCKET_CREATE:
+            s = r.settings
+            if name in store.buckets():
+                store.drop_bucket(name)
+            self._forget(name)
+            store.create_bucket(name, schema=s.get("schema", "bytes"),
+                                eviction=s.get("eviction", "lru"),
+                                persist=bool(s.get("persist", True)),
+                                default_ttl=s.get("default_ttl"))
+            self.missing.pop(name, None)
+        elif t == BUCKET_DROP:
+            if name in store.buckets():
+                store.drop_bucket(name)
+            self._forget(name)
+        elif t == TOKEN_ADD:
+            if self._bucket(name) is not None:
+                store.restore_token(name, r.token_id, r.key, r.perms)
+        elif t == TOKEN_REVOKE:
+            if self._bucket(name) is not None:
+                store.revoke_token(name, r.token_id)
+
+    def _forget(self, name):
+        self._buckets.pop(name, None)
+        self._schema.pop(name, None)
+
+    def _raw(self, name, value) -> bytes:
+        """The stored bytes of a decoded value (int and str buckets decode on get)."""
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, int):
+            return str(value).encode()
+        return value.encode()
+
+
+def snapshot(store, seq: int, cancel=None) -> Iterator[Record]:
+    """The live state of `store` as base-file records covering `seq` (bucket
+    definitions, tokens, then entries of persisted buckets). `cancel`: an Event that,
+    once set, stops the snapshot with Cancelled."""
+    live = [s for s in read_table(store) if s.state == 1]
+    for s in live:
+        yield Record.bucket_create(seq, s.name, s.settings)
+        for token_id, perms, token_hash in s.tokens:
+            yield Record.token_add(seq, s.name, token_hash, token_id, perms)
+    persisted = {s.name for s in live if s.persist}
+    start = 0
+    new = tuple.__new__
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("snapshot cancelled")
+        entries, start = store.dump_stripes(start, DUMP_STRIPES)
+        for name, key, value, expire_ms, flags, version in entries:
+            if name in persisted:
+                yield new(Record, (SET, seq, name, key, value, expire_ms,
+                                   SINGLE_READ if flags & CORE_SINGLE else 0, version))
+        if start == 0:
+            return
+
+
+def settings_from_meta(change: dict) -> dict:
+    """BUCKET_CREATE settings from a ring META "create" change."""
+    ttl_ms = change.get("default_ttl_ms") or 0
+    return {"default_ttl": ttl_ms / 1000.0 if ttl_ms else None,
+            "eviction": change.get("eviction", "lru"),
+            "persist": bool(change.get("persist", True)),
+            "schema": change.get("schema", "bytes")}
+

@@ -1,0 +1,701 @@
+"""The writer process (`bukt writer`): the one consumer of the change ring, which it turns
+into the append-only log; it also owns recovery, compaction and expiry.
+
+HOW IT STARTS
+
+    DataDir.open (flock LOCK) -> the segment: warm, or cold -> ready -> the loop
+
+WARM RESTART. A segment that survived (the writer died or was restarted, the host did
+not reboot) is reused as it is when data_dir/SEGMENT names its generation: that file is
+written after every cold recovery, and says "the logs here describe that segment". No
+replay: the writer reopens the last log where its good records end and goes on from the
+ring's tail. The records between the ring's tail and head are the ones the dead writer
+had not released; some may be in the log already (it died between write and release),
+so the log's end is scanned from the last size the writer published (log_size in the
+header, published after each release; 0 around a rotation, when the whole last log is
+scanned) and ring records the log already holds are skipped. The log is fsynced before
+anything is acknowledged. Milliseconds, whatever the data size.
+
+COLD START (no segment, another generation, a damaged one, or `--cold`). A new segment
+is created under a temporary name (/dev/shm/bukt-<instance>.recovering-<pid>), the base
+file and logs are replayed into it with logging off (bukt/restore.py), the ring is told
+to number on after the log's last sequence number (ring_set_start), and only then is it
+renamed to /dev/shm/bukt-<instance>, replacing any old segment in one step. So no
+process ever attaches to a half-loaded table, and none writes into the new one before
+its numbering is set. Then SEGMENT records the new generation. After a load_good start
+that skipped damage, a compaction runs at once so the damaged file leaves MANIFEST.
+
+THE LOOP. Drain the ring (ring_read), translate (bukt/ringlog.py), append with one
+write, release the ring space, then apply the fsync policy:
+
+    always    fsync every batch, then ring_flushed(pos): every writer waiting on a
+              record of the batch wakes (group commit: while one fsync runs, the
+              next batch gathers in the ring, and one fsync acknowledges all of it)
+    everysec  fsync when the last one is a second old; ring_flushed after it
+    no        never fsync; ring_flushed at once
+
+then the timers: heartbeat and progress in the header every HEARTBEAT_S, the expiry
+cycle at expiry.hz with its budget, the compaction check every second. An empty ring is
+polled with a sleep that backs off from POLL_MIN_S to POLL_MAX_S: the writer never
+spins a core. A record still RESERVED by its producer for longer than STUCK_S is handed
+to ring_unstick, which repairs the stripe if the producer died.
+
+COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
+compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good
+start: at a record boundary S (the last seq written) the log is rotated (DataDir.rotate
+fsyncs it and lists a new log after S), then a thread takes the snapshot with
+dump_stripes while the loop goes on draining into the new log, and DataDir.install_base
+switches MANIFEST to the new base and the logs after S. Records state results, so a
+snapshot that already shows some changes after S is still right once they are replayed.
+
+DISK ERRORS (operations.md, "Disk errors"). A failed write is undone by the LogWriter;
+the writer publishes the error in the header, keeps the records in the ring (they are
+not released, so nothing is lost and, once the ring is full, writers get RingFull
+instead of an acknowledgement) and retries with a backoff; `fsync: always` writers
+are never acknowledged past what is durable, so they get WriterDown. A failed fsync
+leaves the log untrustworthy (Linux may have dropped the pages): the writer stops using
+it and rebuilds durability from the segment, which holds everything: a new log after
+the last written seq, then a base file snapshotted from the table (the same two steps
+as a compaction). Until the new log exists nothing more is acknowledged.
+
+SIGTERM / SIGINT: stop taking new work, drain the ring (up to shutdown_timeout), fsync,
+acknowledge, mark the header not ready, exit 0. SIGXFSZ is ignored, so a file size
+limit gives EFBIG (a disk error) instead of killing the writer.
+
+TEST HOOK: BUKT_FAKE_TIME_FILE names a file holding milliseconds since the epoch; the
+writer reads it every cycle and sets its store's clock (store.set_time) to it, so tests
+move the expiry clock instead of sleeping (design.md invariant 9).
+"""
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+import bukt
+from . import aof, datadir
+from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryError, Scan
+from .datadir import DataDir
+from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentInvalid,
+                     SegmentNotFound)
+from .restore import Cancelled, Loader, snapshot
+from .ringlog import RingTranslator
+
+__all__ = ["Writer", "run_writer", "main", "read_tie", "TIE_FILE", "WriterError"]
+
+log = logging.getLogger("bukt.writer")
+
+POLL_MIN_S = 0.0001         # first sleep on an empty ring: a write is picked up fast
+POLL_MAX_S = 0.002          # longest sleep: an idle writer wakes 500 times a second
+HEARTBEAT_S = 0.1           # progress published in the header this often
+EVERYSEC_S = 1.0            # fsync: everysec
+STUCK_S = 0.05              # a RESERVED record this old goes to ring_unstick
+COMPACT_CHECK_S = 1.0       # how often the compaction threshold is looked at
+DISK_RETRY_MIN_S = 0.05     # first retry after a disk error; doubles up to the max
+DISK_RETRY_MAX_S = 1.0
+READ_RECORDS = 16384        # one batch: at most this many ring records ...
+READ_BYTES = 8 << 20        # ... or bytes
+TIE_FILE = "SEGMENT"        # data_dir/SEGMENT: the generation the logs describe
+FAKE_TIME_ENV = "BUKT_FAKE_TIME_FILE"
+
+
+class WriterError(BuktError):
+    """The writer cannot start: another writer serves the segment, or the like."""
+
+    code = "writer_error"
+
+
+# -- the tie between a data directory and a surviving segment ---------------------------
+
+def read_tie(path):
+    """(instance, generation) from data_dir/SEGMENT, or None."""
+    try:
+        with open(os.path.join(path, TIE_FILE), "rb") as f:
+            d = json.loads(f.read())
+        return d["instance"], int(d["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_tie(path, instance, generation) -> None:
+    tmp = os.path.join(path, TIE_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"instance": instance, "generation": generation}, f)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(path, TIE_FILE))
+    aof.fsync_dir(path)
+
+
+def remove_tie(path) -> bool:
+    """Breaks the tie (after `bukt check --fix` changed the logs): the next start is
+    cold. True if there was one."""
+    try:
+        os.unlink(os.path.join(path, TIE_FILE))
+    except FileNotFoundError:
+        return False
+    aof.fsync_dir(path)
+    return True
+
+
+def _shm_path(name):
+    return f"/dev/shm/bukt-{name}"
+
+
+def _fake_now():
+    path = os.environ.get(FAKE_TIME_ENV)
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+def _sd_notify(message: str) -> None:
+    """systemd's Type=notify, without a dependency: one datagram to $NOTIFY_SOCKET."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode(), addr)
+    except OSError as e:
+        log.warning("sd_notify %s failed: %s", message, e)
+
+
+# -- the process ------------------------------------------------------------------------
+
+class Writer:
+    """One writer process's state. start() then run(); run() returns the exit code."""
+
+    def __init__(self, cfg, cold=False):
+        self.cfg = cfg
+        self.force_cold = cold
+        self.policy = cfg.fsync
+        self.dd = None
+        self.store = None
+        self.w = None                   # the LogWriter of the last log, or None
+        self.translator = None
+        self.skip_upto = 0              # ring records up to this seq are in the log already
+        self.written_pos = 0            # ring position up to which records are written
+        self.flushed_pos = 0            # ... and acknowledged (ring_flushed)
+        self.last_fsync = time.monotonic()
+        self.last_fsync_ms = 0
+        self.stopping = False
+        self.compact_requested = False
+        self.compaction = None          # the running compaction's thread, or None
+        self.compaction_result = None
+        self.cancel = threading.Event()
+        self.base_size = 0
+        self.error = ""                 # what is published as the writer's error
+        self.disk_retry_at = 0.0
+        self.disk_backoff = DISK_RETRY_MIN_S
+        self.rebase_needed = False
+        self.stuck = (None, 0.0)
+        self.start_kind = None          # "warm" or "cold", for tests and logs
+        self.recovery = None
+
+    # -- start ------------------------------------------------------------------------
+    def start(self) -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        t0 = time.monotonic()
+        self.dd = DataDir.open(self.cfg.data_dir)
+        try:
+            old = self._attach_surviving()
+            if old is not None:
+                self._warm(old)
+            if self.store is None:
+                self._cold()
+        except BaseException:
+            self.dd.close()
+            raise
+        store = self.store
+        store.sync_wait = False         # the writer never waits on itself
+        self.translator = RingTranslator(store)
+        tail, head, _ = store.ring_position()
+        self.written_pos = self.flushed_pos = tail
+        store.ring_flushed(tail)        # a warm start fsynced the log: all below is durable
+        self.base_size = self._base_size()
+        store.writer_publish(pid=os.getpid(), ready=True, error="",
+                             sync_always=(self.policy == "always"),
+                             heartbeat_ms=int(time.time() * 1000), log_size=self.w.size,
+                             flushed_seq=self.w.synced_seq)
+        log.info("writer %d ready: %s start of segment %s in %.1f ms, data dir %s, fsync %s, "
+                 "%d bytes of changes waiting in the ring", os.getpid(), self.start_kind,
+                 _shm_path(self.cfg.instance), (time.monotonic() - t0) * 1000,
+                 self.dd.path, self.policy, head - tail)
+        _sd_notify("READY=1")
+        if self.recovery is not None and self.recovery.needs_compaction:
+            self.compact_requested = True
+
+    def _attach_surviving(self):
+        name = self.cfg.instance
+        try:
+            old = bukt.attach(name)
+        except SegmentNotFound:
+            return None
+        except (SegmentInvalid, FormatMismatch) as e:
+            log.warning("%s; it is replaced by a segment recovered from %s", e, self.cfg.data_dir)
+            return None
+        info = old.writer_info()
+        if info["alive"] and info["pid"] != os.getpid() and _is_writer(info["pid"]):
+            old.close()
+            raise WriterError(f"segment {_shm_path(name)} is served by writer process "
+                              f"{info['pid']}; stop it first")
+        return old
+
+    def _warm(self, old) -> None:
+        tie = read_tie(self.dd.path)
+        why = None
+        if self.force_cold:
+            why = "--cold"
+        elif tie != (self.cfg.instance, old.generation):
+            why = (f"the data directory describes generation {tie[1]}" if tie else
+                   "the data directory names no segment generation") + \
+                  f", the segment is generation {old.generation}"
+        else:
+            why = self._open_log_warm(old)
+        if why:
+            log.warning("cold start, not a warm restart: %s", why)
+            old.close()
+            return
+        self.store, self.start_kind = old, "warm"
+        if old.limits["ring_size"] != self.cfg.limits.ring_size or \
+                old.stats()["segment_bytes"] != self.cfg.memory:
+            log.warning("the surviving segment was made with other sizes than the "
+                        "configuration asks for; they apply after `bukt writer --cold`")
+
+    def _open_log_warm(self, store):
+        """Reopen the last log after a warm start; None, or why a cold start is needed."""
+        path = self.dd.log_paths[-1]
+        published = store.writer_info()["log_size"]
+        try:
+            report, found = _scan_tail(path, published)
+        except (OSError, RecoveryError) as e:
+            return f"the last log cannot be reopened ({e})"
+        if report is None:
+            return f"{path}: its end is damaged ({found})"
+        # written_seq must be at least every seq in the log (a rotation starts the next
+        # log after it): records below the ring's tail were all released, so logged.
+        report.last_seq = max(report.last_seq, found, store.ring_position()[0] - 1)
+        self.w = LogWriter.open(path, report)
+        self.w.fsync()                  # what the dead writer wrote is durable from here on
+        self.skip_upto = found
+        return None
+
+    def _cold(self) -> None:
+        cfg = self.cfg
+        tmp = f"{cfg.instance}.recovering-{os.getpid()}"
+        try:
+            os.unlink(_shm_path(tmp))
+        except FileNotFoundError:
+            pass
+        store = bukt.create(tmp, size=cfg.memory, mode=cfg.segment.mode,
+                            max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
+                            max_buckets=cfg.limits.max_buckets,
+                            ring_size=cfg.limits.ring_size,
+                            ring_wait=cfg.limits.ring_wait_ms / 1000.0)
+        try:
+            now = _fake_now()
+            if now is not None:
+                store.set_time(now)
+            t0 = time.monotonic()
+            store.set_logging(False)
+            rec = datadir.replay(self.dd, now_ms=store.now_ms(),
+                                 on_corrupt=cfg.recovery.on_corrupt)
+            loader = Loader(store)
+            loader.apply(rec)
+            store.set_logging(True)
+            store.ring_set_start(rec.last_seq + 8)
+            self.w = self.dd.open_log(rec)
+            self.recovery = rec
+            os.rename(_shm_path(tmp), _shm_path(cfg.instance))
+        except BaseException:
+            store.unlink()
+            store.close()
+            if self.w is not None:
+                self.w.close()
+                self.w = None
+            raise
+        log.info("recovered %d records (last seq %d, %d expired while down) from %s in "
+                 "%.2f s", rec.records, rec.last_seq, rec.expired, self.dd.path,
+                 time.monotonic() - t0)
+        self.store = bukt.attach(cfg.instance)
+        store.close()
+        if now is not None:
+            self.store.set_time(now)
+        write_tie(self.dd.path, cfg.instance, self.store.generation)
+        self.start_kind = "cold"
+
+    def _base_size(self) -> int:
+        p = self.dd.base_path
+        try:
+            return os.path.getsize(p) if p else 0
+        except OSError:
+            return 0
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        idle = POLL_MIN_S
+        next_tick = 0.0
+        while not self.stopping:
+            moved = self._drain()
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = now + min(HEARTBEAT_S, 1.0 / self.cfg.expiry.hz)
+            if moved:
+                idle = POLL_MIN_S
+            else:
+                time.sleep(idle)
+                idle = min(idle * 2, POLL_MAX_S)
+        return self._shutdown()
+
+    def _install_signals(self):
+        def stop(signum, frame):
+            self.stopping = True
+
+        def compact(signum, frame):
+            self.compact_requested = True
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, compact)
+
+    def _drain(self) -> bool:
+        """One batch from the ring to the log; True if the ring moved."""
+        store = self.store
+        if self.w is None or self.w.broken or self.rebase_needed:
+            self._rebase()
+            if self.w is None:
+                return False
+        if self.error and time.monotonic() < self.disk_retry_at:
+            return False
+        recs, next_pos, stuck = store.ring_read(READ_RECORDS, READ_BYTES)
+        if stuck is not None and not recs:
+            self._unstick(stuck)
+        if next_pos == self.written_pos:
+            return False
+        if self.skip_upto and recs:
+            recs = [r for r in recs if r[0] > self.skip_upto]
+            if next_pos > self.skip_upto:
+                self.skip_upto = 0
+        data = self.translator.encode(recs) if recs else b""
+        if data:
+            try:
+                self.w.append_encoded(data, recs[-1][0])
+            except DiskError as e:
+                self._disk_error(e)
+                return False
+        self.written_pos = next_pos
+        store.ring_release(next_pos)
+        store.writer_publish(log_size=self.w.size)
+        if self.policy == "always":
+            if not self._fsync():
+                return True
+        elif self.policy == "no":
+            self._acknowledge(next_pos)
+        if self.error and not self.rebase_needed:
+            self._clear_error()
+        return True
+
+    def _fsync(self) -> bool:
+        pos = self.written_pos
+        if self.w.written_seq != self.w.synced_seq or pos > self.flushed_pos:
+            try:
+                self.w.fsync()
+            except DiskError as e:
+                self._disk_error(e)
+                self.rebase_needed = True
+                return False
+            self.last_fsync = time.monotonic()
+            self.last_fsync_ms = int(time.time() * 1000)
+        self._acknowledge(pos)
+        return True
+
+    def _acknowledge(self, pos):
+        if pos > self.flushed_pos:
+            self.store.ring_flushed(pos)
+            self.flushed_pos = pos
+
+    def _unstick(self, stuck):
+        pos = stuck[0]
+        seen, since = self.stuck
+        now = time.monotonic()
+        if seen != pos:
+            self.stuck = (pos, now)
+        elif now - since >= STUCK_S:
+            if self.store.ring_unstick(pos):
+                log.warning("ring record at %d, reserved by process %d, was resolved "
+                            "(its producer had died)", pos, stuck[1])
+                self.stuck = (None, 0.0)
+
+    def _tick(self, now):
+        store = self.store
+        fake = _fake_now()
+        if fake is not None:
+            store.set_time(fake)
+        if self.policy == "everysec" and now - self.last_fsync >= EVERYSEC_S and \
+                self.w is not None and not self.w.broken and not self.error:
+            self._fsync()
+            self.last_fsync = now
+        self._expire()
+        if self.compaction is not None and not self.compaction.is_alive():
+            self._compaction_done()
+        if self.compaction is None and not self.error and (
+                self.compact_requested or self._compaction_due()):
+            self._start_compaction()
+        store.writer_publish(heartbeat_ms=int(time.time() * 1000),
+                             flushed_seq=(self.w.synced_seq if self.w and self.policy != "no"
+                                          else self.w.written_seq if self.w else None),
+                             last_fsync_ms=self.last_fsync_ms or None)
+
+    _last_expire = 0.0
+
+    def _expire(self):
+        now = time.monotonic()
+        if now - self._last_expire < 1.0 / self.cfg.expiry.hz:
+            return
+        self._last_expire = now
+        try:
+            self.store.expire_some(budget=self.cfg.expiry.budget_ms / 1000.0)
+        except RingFull:
+            pass                        # the ring is full: this loop drains it first
+
+    # -- disk errors ------------------------------------------------------------------
+    def _disk_error(self, e):
+        if str(e) != self.error:
+            log.error("disk error: %s", e)
+        self.error = str(e)
+        self.store.writer_publish(error=self.error[:255])
+        self.disk_retry_at = time.monotonic() + self.disk_backoff
+        self.disk_backoff = min(self.disk_backoff * 2, DISK_RETRY_MAX_S)
+
+    def _clear_error(self):
+        log.info("disk writes work again; the error is cleared")
+        self.error = ""
+        self.disk_backoff = DISK_RETRY_MIN_S
+        self.store.writer_publish(error="")
+
+    def _rebase(self):
+        """After a failed fsync: a new log after the last seq written, then a base file
+        from the table, so that nothing depends on the log that failed."""
+        if time.monotonic() < self.disk_retry_at or self.compaction is not None:
+            if self.compaction is not None and not self.compaction.is_alive():
+                self._compaction_done()
+            return
+        seq = self.w.written_seq
+        try:
+            self.store.writer_publish(log_size=0)
+            new = self.dd.rotate(seq, None)
+        except (DiskError, OSError) as e:
+            self._disk_error(e if isinstance(e, DiskError) else DiskError(str(e)))
+            return
+        if self.w is not None:
+            self.w.close()
+        self.w = new
+        self.rebase_needed = False
+        self.store.writer_publish(log_size=new.size)
+        log.warning("started %s after a failed fsync; a base file from the table follows",
+                    new.path)
+        self._start_compaction(rotate=False, seq=seq)
+
+    # -- compaction -------------------------------------------------------------------
+    def _compaction_due(self) -> bool:
+        now = time.monotonic()
+        if now - getattr(self, "_checked", 0.0) < COMPACT_CHECK_S:
+            return False
+        self._checked = now
+        c = self.cfg.compaction
+        logs = 0
+        for p in self.dd.log_paths:
+            try:
+                logs += os.path.getsize(p)
+            except OSError:
+                pass
+        return logs >= c.min_log_bytes and logs > c.ratio * self.base_size
+
+    def _start_compaction(self, rotate=True, seq=None):
+        self.compact_requested = False
+        if rotate:
+            seq = self.w.written_seq
+            try:
+                self.store.writer_publish(log_size=0)
+                new = self.dd.rotate(seq, self.w)
+            except DiskError as e:
+                self._disk_error(e)
+                self.rebase_needed = self.w.broken is not None
+                return
+            self.w.close()
+            self.w = new
+            self.store.writer_publish(log_size=new.size)
+            if self.policy != "always":
+                self.last_fsync = time.monotonic()
+                self._acknowledge(self.written_pos)
+        self.cancel.clear()
+        self.compaction_result = None
+        t = threading.Thread(target=self._compact, args=(seq,), name="bukt-compaction",
+                             daemon=True)
+        self.compaction = t
+        self.compaction_t0 = time.monotonic()
+        log.info("compaction: snapshot covering seq %d begins", seq)
+        t.start()
+
+    def _compact(self, seq):
+        try:
+            self.compaction_result = self.dd.install_base(
+                snapshot(self.store, seq, self.cancel), seq)
+        except BaseException as e:      # reported by the loop, in _compaction_done
+            self.compaction_result = e
+
+    def _compaction_done(self):
+        self.compaction.join()
+        self.compaction = None
+        r = self.compaction_result
+        if isinstance(r, Cancelled):
+            return
+        if isinstance(r, BaseException):
+            if isinstance(r, DiskError):
+                self._disk_error(r)
+            else:
+                log.error("compaction failed: %r", r)
+            self.rebase_needed = self.rebase_needed or (self.w is not None and
+                                                        self.w.broken is not None)
+            return
+        self.base_size = r.size
+        log.info("compaction: %s holds %d records (%d bytes), written in %.2f s",
+                 os.path.basename(r.path), r.records, r.size,
+                 time.monotonic() - self.compaction_t0)
+
+    # -- stop -------------------------------------------------------------------------
+    def _shutdown(self) -> int:
+        _sd_notify("STOPPING=1")
+        store = self.store
+        deadline = time.monotonic() + self.cfg.shutdown_timeout
+        code = 0
+        while time.monotonic() < deadline:
+            moved = self._drain()
+            tail, head, _ = store.ring_position()
+            if not moved and tail == head:
+                break
+            if not moved:
+                time.sleep(POLL_MAX_S)
+        tail, head, _ = store.ring_position()
+        if tail != head:
+            log.error("stopping with %d bytes of changes still in the ring; the next "
+                      "writer logs them", head - tail)
+            code = 1
+        if self.w is not None and not self.w.broken and not self.error:
+            if not self._fsync():
+                code = 1
+        elif self.error:
+            code = 1
+        if self.compaction is not None:
+            self.cancel.set()
+            self.compaction.join(timeout=max(0.1, deadline - time.monotonic()))
+        store.writer_publish(ready=False, flushed_seq=self.w.synced_seq if self.w else None)
+        if self.w is not None:
+            self.w.close()
+        self.dd.close()
+        log.info("writer %d stopped (exit %d)", os.getpid(), code)
+        return code
+
+    def close(self):
+        if self.w is not None:
+            self.w.close()
+        if self.dd is not None:
+            self.dd.close()
+
+
+def _is_writer(pid) -> bool:
+    """Is process `pid` a writer (and not a stranger that got a dead writer's pid)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return b"bukt" in cmd or b"writer" in cmd
+
+
+def _scan_tail(path, published):
+    """(Scan ready for LogWriter.open, highest seq after `published`) for the last log,
+    scanning only from `published` (a record boundary the writer announced) when it is
+    one; (None, why) when the log's end is damaged (a cold start then decides)."""
+    m = aof._Mapped(path)
+    try:
+        if m.size < FILE_HEADER_SIZE:
+            return None, "shorter than its header"
+        header_seq = aof.read_file_header(m.buf, path, LOG_MAGIC)
+        starts = [FILE_HEADER_SIZE]
+        if FILE_HEADER_SIZE < published <= m.size:
+            starts.insert(0, published)
+        for start in starts:
+            report = Scan(path, header_seq)
+            found = 0
+            try:
+                for r in aof.scan(m.buf, start, m.size, report, path=path):
+                    if r.seq > found:
+                        found = r.seq
+            except LogCorrupt as e:
+                if start == FILE_HEADER_SIZE:
+                    return None, str(e)
+                continue
+            # From `published`, a first record that parses proves it a boundary; a
+            # problem right there might mean it is not one: scan the whole log then.
+            if start != FILE_HEADER_SIZE and report.problems and not report.records:
+                continue
+            if start == FILE_HEADER_SIZE:
+                found = report.last_seq if report.records else 0
+            return report, found
+    finally:
+        m.close()
+    return None, "no readable end"
+
+
+def run_writer(cfg, cold=False) -> int:
+    """Runs the writer until SIGTERM; the process's exit code."""
+    w = Writer(cfg, cold=cold)
+    w.start()
+    return w.run()
+
+
+def main(argv=None) -> int:
+    """`bukt writer [--config PATH] [--cold]`."""
+    import argparse
+    import sys
+
+    from . import config
+
+    parser = argparse.ArgumentParser(prog="bukt writer",
+                                     description="Run the writer process: log, recovery, "
+                                                 "compaction, expiry.")
+    parser.add_argument("--config", help="bukt.yaml (default: $BUKT_CONFIG, else built-in "
+                                         "defaults)")
+    parser.add_argument("--cold", action="store_true",
+                        help="recover from disk even if the segment survived")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as e:
+        print(f"bukt writer: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, cfg.log.level.upper()),
+                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    try:
+        return run_writer(cfg, cold=args.cold)
+    except (RecoveryError, WriterError) as e:
+        log.error("%s", e)
+        print(f"bukt writer: {e}", file=sys.stderr)
+        return 2
+    except (BuktError, OSError) as e:
+        log.exception("writer failed")
+        print(f"bukt writer: {e}", file=sys.stderr)
+        return 1
