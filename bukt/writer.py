@@ -224,14 +224,14 @@ class Writer:
         self.written_pos = self.flushed_pos = tail
         store.ring_flushed(tail)        # a warm start fsynced the log: all below is durable
         self.base_size = self._base_size()
-        store.writer_publish(pid=os.getpid(), ready=True, error="",
-                             sync_always=(self.policy == "always"),
-                             heartbeat_ms=int(time.time() * 1000), log_size=self.w.size,
-                             flushed_seq=self.w.synced_seq)
         log.info("writer %d ready: %s start of segment %s in %.1f ms, data dir %s, fsync %s, "
                  "%d bytes of changes waiting in the ring", os.getpid(), self.start_kind,
                  _shm_path(self.cfg.instance), (time.monotonic() - t0) * 1000,
                  self.dd.path, self.policy, head - tail)
+        store.writer_publish(pid=os.getpid(), ready=True, error="",
+                             sync_always=(self.policy == "always"),
+                             heartbeat_ms=int(time.time() * 1000), log_size=self.w.size,
+                             flushed_seq=self.w.synced_seq)
         _sd_notify("READY=1")
         if self.recovery is not None and self.recovery.needs_compaction:
             self.compact_requested = True
