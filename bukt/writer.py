@@ -275,6 +275,8 @@ class Writer:
 
     def _open_log_warm(self, store):
         """Reopen the last log after a warm start; None, or why a cold start is needed."""
+        if not self.dd.manifest.logs:
+            return "MANIFEST lists no log"
         path = self.dd.log_paths[-1]
         published = store.writer_info()["log_size"]
         try:
@@ -315,7 +317,12 @@ class Writer:
             loader.apply(rec)
             store.set_logging(True)
             store.ring_set_start(rec.last_seq + 8)
-            self.w = self.dd.open_log(rec)
+            if self.dd.manifest.logs:
+                self.w = self.dd.open_log(rec)
+            else:                       # a base file with no log after it
+                self.w = self.dd.rotate(rec.last_seq, None)
+                log.info("%s: the base file has no log after it; started %s",
+                         self.dd.path, os.path.basename(self.w.path))
             self.recovery = rec
             os.rename(_shm_path(tmp), _shm_path(cfg.instance))
         except BaseException:

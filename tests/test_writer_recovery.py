@@ -1,0 +1,209 @@
+"""Starting the writer over data directories broken on purpose (operations.md, "Recovery
+at start"): each case is recovered or refused as specified, and the message says so."""
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from bukt import aof, datadir
+from writer_harness import PY, ROOT, instance  # noqa: F401
+
+pytestmark = pytest.mark.slow
+N = 50
+
+
+def _fill(inst, n=N, compact=False):
+    """A writer run that sets k0..k<n-1>, optionally compacts, and stops cleanly."""
+    w = inst.start()
+    s = inst.attach()
+    b = s.create_bucket("b")
+    for i in range(n):
+        b.set(b"k%d" % i, b"v%d" % i)
+    s.close()
+    if compact:
+        assert _cli(inst, "compact", "--wait", "20").returncode == 0
+    assert inst.stop(w) == 0
+    inst.unlink_segment()
+
+
+def _cli(inst, *args):
+    return subprocess.run([PY, "-m", "bukt.cli", *args, "--config", inst.conf], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def _last_log(inst):
+    return os.path.join(inst.data_dir, datadir.read_manifest(inst.data_dir).logs[-1])
+
+
+def _offsets(path):
+    data = open(path, "rb").read()
+    out, off = [], aof.FILE_HEADER_SIZE
+    while off < len(data):
+        out.append(off)
+        off += int.from_bytes(data[off + 4:off + 8], "little")
+    return out
+
+
+def _keys(inst):
+    s = inst.attach()
+    try:
+        b = s.bucket("b")
+        return {i for i in range(N) if b.get(b"k%d" % i) == b"v%d" % i}
+    finally:
+        s.close()
+
+
+def test_truncated_tail_is_dropped_and_reported(instance):
+    _fill(instance)
+    log = _last_log(instance)
+    os.truncate(log, os.path.getsize(log) - 5)
+    w = instance.start()
+    assert re.search(r"dropped a truncated last record at byte \d+ .*normal result of a crash",
+                     instance.log())
+    assert _keys(instance) == set(range(N - 1))
+    s = instance.attach()
+    s.bucket("b").set(b"after", b"x")               # appends after the cut
+    s.close()
+    assert instance.stop(w) == 0
+    instance.unlink_segment()
+    w = instance.start()
+    s = instance.attach()
+    assert s.bucket("b").get(b"after") == b"x"
+    s.close()
+    instance.stop(w)
+
+
+def test_corrupt_middle_record_refuses_to_start_then_check_fix_repairs(instance):
+    _fill(instance)
+    log = _last_log(instance)
+    bad = _offsets(log)[20]
+    with open(log, "r+b") as f:
+        f.seek(bad + 50)
+        byte = f.read(1)
+        f.seek(bad + 50)
+        f.write(bytes([byte[0] ^ 0x10]))
+    code, out = instance.run_to_exit()
+    assert code == 2
+    assert f"{log}: corrupt record at byte {bad}" in out
+    assert "bukt check --fix" in out and "load_good" in out
+    r = _cli(instance, "check")
+    assert r.returncode == 1 and "DAMAGED" in r.stdout and f"bytes {bad}-" in r.stdout
+    r = _cli(instance, "check", "--fix")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"fixed {log}: cut at byte {bad}" in r.stdout
+    assert any(n.startswith(os.path.basename(log) + ".bad-") for n in os.listdir(instance.data_dir))
+    w = instance.start()
+    # the bucket's creation is record 0, so k0..k18 precede the damaged record 20
+    assert _keys(instance) == set(range(19))
+    instance.stop(w)
+
+
+def test_corrupt_middle_record_with_load_good_loads_the_rest_and_compacts(instance):
+    _fill(instance)
+    log = _last_log(instance)
+    bad = _offsets(log)[20]
+    with open(log, "r+b") as f:
+        f.seek(bad + 50)
+        f.write(b"\xff")
+    instance.configure(recovery={"on_corrupt": "load_good"})
+    w = instance.start()
+    assert re.search(r"skipped bytes \d+-\d+", instance.log())
+    assert _keys(instance) == set(range(N)) - {19}
+    m = datadir.read_manifest(instance.data_dir)
+    for _ in range(200):                            # compacts at once: the bad log goes
+        m = datadir.read_manifest(instance.data_dir)
+        if m.base:
+            break
+        time.sleep(0.05)
+    assert m.base and os.path.basename(log) not in m.logs
+    instance.stop(w)
+
+
+def test_empty_log_file_starts_empty_and_takes_writes(instance):
+    _fill(instance)
+    os.truncate(_last_log(instance), 0)
+    w = instance.start()
+    assert "the log is empty" in instance.log()
+    s = instance.attach()
+    assert s.buckets() == []
+    s.create_bucket("b").set(b"new", b"1")
+    s.close()
+    assert instance.stop(w) == 0
+    instance.unlink_segment()
+    w = instance.start()
+    s = instance.attach()
+    assert s.bucket("b").get(b"new") == b"1"
+    s.close()
+    instance.stop(w)
+
+
+def test_missing_base_is_refused_unless_load_good(instance):
+    _fill(instance, compact=True)
+    m = datadir.read_manifest(instance.data_dir)
+    base = os.path.join(instance.data_dir, m.base)
+    os.unlink(base)
+    code, out = instance.run_to_exit()
+    assert code == 2
+    assert f"{base}: the base file MANIFEST lists is missing" in out
+    instance.configure(recovery={"on_corrupt": "load_good"})
+    w = instance.start()
+    assert "recovering without it" in instance.log()
+    instance.stop(w)
+
+
+def test_base_without_its_log_is_loaded_and_a_new_log_started(instance):
+    _fill(instance, compact=True)
+    m = datadir.read_manifest(instance.data_dir)
+    for name in m.logs:
+        os.unlink(os.path.join(instance.data_dir, name))
+    datadir._write_manifest(instance.data_dir, m._replace(logs=()))
+    w = instance.start()
+    assert "has no log after it" in instance.log()
+    assert _keys(instance) == set(range(N))
+    s = instance.attach()
+    s.bucket("b").set(b"after", b"x")
+    s.close()
+    assert instance.stop(w) == 0
+    instance.unlink_segment()
+    w = instance.start()
+    assert _keys(instance) == set(range(N))
+    s = instance.attach()
+    assert s.bucket("b").get(b"after") == b"x"
+    s.close()
+    instance.stop(w)
+
+
+def test_files_without_manifest_are_refused(instance):
+    _fill(instance)
+    os.unlink(os.path.join(instance.data_dir, "MANIFEST"))
+    code, out = instance.run_to_exit()
+    assert code == 2 and "but no MANIFEST" in out
+
+
+def test_cold_flag_and_a_foreign_segment_recover_from_disk(instance):
+    _fill(instance)
+    w = instance.start()
+    assert "cold start" in instance.log()          # the segment was removed by _fill
+    instance.kill(w)
+    w = instance.start()
+    assert "warm start" in instance.log()
+    instance.kill(w)
+    w = instance.start(cold=True)
+    assert "cold start, not a warm restart: --cold" in instance.log()
+    assert _keys(instance) == set(range(N))
+    instance.kill(w)
+    os.unlink(os.path.join(instance.data_dir, "SEGMENT"))
+    w = instance.start()
+    assert "names no segment generation" in instance.log()
+    assert _keys(instance) == set(range(N))
+    instance.stop(w)
+
+
+def test_a_second_writer_is_refused(instance):
+    w = instance.start()
+    code, out = instance.run_to_exit()
+    assert code == 2 and "another process (a running writer?) holds this data directory" in out
+    instance.stop(w)
