@@ -10,13 +10,12 @@ receive buffer and answered without going through the generic codec.
 SLOW PATH: every other command decodes its payload with bukt.protocol's layout tables.
 
 DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
-record is on disk (design.md, invariant 7). The core will expose that as a wait on the
-write's position in the change ring; until then `durable` is None. When set, it is
-called after every successful write to a logged bucket and returns None (nothing to
-wait for) or an awaitable that completes when the write is durable (or raises
-WriterDown / DiskError). The connection then sends the response only after that
-awaitable completes, while it goes on reading and answering other requests, and other
-connections are not held up at all: one group commit wakes many waiters.
+record is on disk (design.md, invariant 7). `durable(session)` is called after every
+successful write and returns None (acknowledge now) or an awaitable that completes when
+the write is durable (or raises WriterDown / DiskError); bukt/tcp/durability.py is the
+implementation over the segment's ring. The connection then sends the response only
+after that awaitable completes, while it goes on reading and answering other requests,
+and other connections are not held up at all: one group commit wakes many waiters.
 """
 from __future__ import annotations
 
@@ -98,7 +97,7 @@ def _name(raw: bytes) -> str:
 
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
-                 "perms", "admin", "closing", "_handlers")
+                 "perms", "persist", "admin", "closing", "_handlers")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
                  max_frame: int = P.DEFAULT_MAX_FRAME, durable=None):
@@ -109,6 +108,7 @@ class Session:
         self.bucket = None            # the authenticated bucket, or None
         self.bucket_name = None
         self.perms = 0
+        self.persist = False          # the bucket is logged: its writes may wait (durable)
         self.admin = False            # an admin session (AUTH with the admin token)
         self.closing = False          # QUIT: close once this response is out
         self._handlers = {c: getattr(self, "_" + c.name.lower()) for c in P.Command
@@ -358,6 +358,7 @@ class Session:
             raise errors.AuthError(f"invalid token for bucket {name!r}")
         self.bucket = self.store.bucket(name)
         self.bucket_name, self.perms = name, found[2] & ALL_PERMS
+        self.persist = bool(self.store.bucket_info(name).get("persist", True))
         return _ok(rid, _u8.pack(self.perms))
 
     def _ping(self, rid, data):

@@ -17,6 +17,7 @@ import signal
 import socket
 
 from .connection import Connection
+from .durability import RingDurability
 
 log = logging.getLogger("bukt.tcp")
 
@@ -60,8 +61,10 @@ class Worker:
         self.index = index
         token = settings.find_admin_token()
         self.admin_hash = hashlib.sha256(token.encode()).digest() if token else None
-        # The durability hook (see bukt/tcp/session.py): None until the core exposes
-        # the writer's fsynced position for `fsync: always`.
+        # The durability hook (bukt/tcp/session.py, bukt/tcp/durability.py).
+        if durable is None and all(hasattr(store, a) for a in
+                                   ("last_pos", "ring_position", "writer_info")):
+            durable = RingDurability(store)
         self.durable = durable
         self.connections: set[Connection] = set()
         self.stopping = False

@@ -1,0 +1,85 @@
+"""`fsync: always` over TCP: a write is answered only once the writer has flushed past
+its record, and the wait blocks neither that connection's other requests nor other
+connections. The test plays the writer: it publishes the policy and the flushed
+position in the segment's header."""
+import asyncio
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from bukt import errors
+from bukt import protocol as P
+from bukt.protocol import Command as C, Status as S
+from bukt.tcp.durability import RingDurability
+
+from tcp_harness import Server, auth, call, connect, read_frame, store
+
+
+def _set(rid, key, value=b"v"):
+    return P.encode_request(C.SET, rid, flags=0, ttl_ms=0, if_version=0, key=key, value=value)
+
+
+def test_a_durable_write_waits_for_the_writer_and_nothing_else_does():
+    with store() as (s, name), Server(name, workers=1) as srv:
+        s.writer_publish(sync_always=True)
+        s.ring_flushed(s.ring_position()[1])  # everything so far is "on disk"
+        time.sleep(0.3)  # the worker rereads the policy every 0.1 s
+        with connect(srv.port) as a, connect(srv.port) as b:
+            auth(a, "rw")
+            auth(b, "rw")
+            a.sendall(_set(5, b"dk") + P.encode_request(C.PING, 6, data=b"p"))
+            # The PING behind the waiting SET is answered first: responses are matched
+            # by RequestID (docs/protocol.md).
+            assert P.decode_response(C.PING, read_frame(a))[:2] == (S.OK, 6)
+            assert call(b, C.GET, 7, key=b"dk")[0] == S.OK  # applied in memory already
+            a.settimeout(0.3)
+            with pytest.raises(socket.timeout):
+                read_frame(a)
+            s.ring_flushed(s.ring_position()[1])  # the writer's fsync completes
+            a.settimeout(5)
+            status, rid, f = P.decode_response(C.SET, read_frame(a))
+            assert (status, rid) == (S.OK, 5) and f["version"] > 0
+            # Many writes in flight on one connection are released by one flush.
+            a.sendall(b"".join(_set(100 + i, b"g%d" % i) for i in range(50)))
+            time.sleep(0.2)
+            s.ring_flushed(s.ring_position()[1])
+            rids = sorted(P.decode_response(C.SET, read_frame(a))[1] for _ in range(50))
+            assert rids == list(range(100, 150))
+        s.writer_publish(sync_always=False)
+
+
+def test_a_cache_only_bucket_never_waits():
+    with store(cache=dict(persist=False)) as (s, name), Server(name, workers=1) as srv:
+        import hashlib
+        s.add_token("cache", hashlib.sha256(b"ct").digest(), 3)
+        s.writer_publish(sync_always=True)
+        time.sleep(0.3)
+        with connect(srv.port) as c:
+            assert call(c, C.AUTH, bucket=b"cache", token=b"ct")[0] == S.OK
+            assert call(c, C.SET, 2, flags=0, ttl_ms=0, if_version=0, key=b"k",
+                        value=b"v")[0] == S.OK
+        s.writer_publish(sync_always=False)
+
+
+def test_an_unconfirmed_write_is_writer_down():
+    with store() as (s, _):
+        s.writer_publish(sync_always=True)
+        hook = RingDurability(s, timeout=0.2)
+        assert s.sync_wait is False
+        session = SimpleNamespace(persist=True)
+
+        async def scenario():
+            s.bucket("b").set(b"k", b"v")
+            wait = hook(session)
+            assert wait is not None
+            with pytest.raises(errors.WriterDown):
+                await wait
+            s.bucket("b").set(b"k2", b"v")
+            wait = hook(session)
+            s.ring_flushed(s.ring_position()[1])
+            await asyncio.wait_for(wait, 1)
+            assert hook(session) is None  # nothing new to wait for
+        asyncio.run(scenario())
+        s.writer_publish(sync_always=False)
