@@ -690,7 +690,9 @@ def main(argv=None) -> int:
                         help="recover from disk even if the segment survived")
     args = parser.parse_args(argv)
     try:
-        cfg = config.load(args.config)
+        # the test hook is not a configuration key (config.ENV_NOT_KEYS should list it)
+        cfg = config.load(args.config, env={k: v for k, v in os.environ.items()
+                                            if k != FAKE_TIME_ENV})
     except config.ConfigError as e:
         print(f"bukt writer: {e}", file=sys.stderr)
         return 2
