@@ -17,9 +17,9 @@ import hmac
 import logging
 import os
 import secrets
-from dataclasses import dataclass
 
 from bukt.errors import AuthError, PermissionDenied
+from bukt.http.wire import header
 
 READ, WRITE, ADMIN = 1, 2, 4
 PERM_NAMES = {"read": READ, "write": WRITE, "admin": ADMIN}
@@ -55,10 +55,10 @@ def names_to_perms(names):
 
 def token_of(req):
     """The token a request carries in X-Auth-Token, X-API-Key or Authorization: Bearer."""
-    token = req.get_header("X-Auth-Token") or req.get_header("X-API-Key")
+    token = header(req, b"x-auth-token") or header(req, b"x-api-key")
     if token:
         return token.strip()
-    authz = req.get_header("Authorization")
+    authz = header(req, b"authorization")
     if authz:
         scheme, _, value = authz.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
@@ -66,11 +66,13 @@ def token_of(req):
     return None
 
 
-@dataclass(frozen=True, slots=True)
 class Principal:
-    bucket: str | None     # None for the admin token
-    token_id: int
-    perms: int
+    """Who a token is: its bucket (None for the admin token), id and permissions."""
+
+    __slots__ = ("bucket", "token_id", "perms")
+
+    def __init__(self, bucket, token_id, perms):
+        self.bucket, self.token_id, self.perms = bucket, token_id, perms
 
     @property
     def is_admin(self):

@@ -14,7 +14,7 @@ import re
 
 from bukt.http.auth import READ, WRITE
 from bukt.http.problems import Problem
-from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at,
+from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
                             int_value, is_json, json_bool, json_key, json_ttl, key_from_path,
                             param_or_header, read_body, read_json, ttl_value,
                             value_bytes, value_from_json, value_to_json)
@@ -23,6 +23,7 @@ DIGITS = re.compile(r"[0-9]+")
 KEY_SLASHES = 6           # "/" before the key in /api/v1/buckets/{name}/keys/{key}
 TTL_HEADER = "Bukt-TTL"
 SINGLE_READ_HEADER = "Bukt-Single-Read"
+TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 MAX_BULK = 1000           # keys in one bulk call: bounds the work of one request
 CONTENT_TYPES = {bytes: "application/octet-stream", str: "text/plain; charset=utf-8",
                  int: "text/plain; charset=utf-8"}
@@ -54,7 +55,7 @@ def precondition_failed(detail):
 def check_read_preconditions(req, current):
     """304 / 412 for a GET or HEAD given the key's current version (None: absent).
     Returns True when the answer is 304 Not Modified."""
-    im, inm = req.get_header("If-Match"), req.get_header("If-None-Match")
+    im, inm = header(req, b"if-match"), header(req, b"if-none-match")
     if im is not None:
         tags = etags_of(im)
         if current is None or (tags != "*" and current not in tags):
@@ -69,7 +70,7 @@ def check_read_preconditions(req, current):
 def write_conditions(req, bucket, key):
     """Keyword arguments for Bucket.set from If-Match / If-None-Match: `*` becomes
     xx / nx; version lists become a compare-and-set on the version seen now."""
-    im, inm = req.get_header("If-Match"), req.get_header("If-None-Match")
+    im, inm = header(req, b"if-match"), header(req, b"if-none-match")
     kwargs = {}
     if im is None and inm is None:
         return kwargs
@@ -146,8 +147,8 @@ class Key:
 
     async def on_get(self, req, resp, name, key):
         bucket, k = self._open(req, name, key, READ)
-        if req.get_header("If-Match") is not None or \
-                req.get_header("If-None-Match") is not None:
+        if header(req, b"if-match") is not None or \
+                header(req, b"if-none-match") is not None:
             current = bucket.version(k)
             if check_read_preconditions(req, current):
                 resp.status = 304
@@ -164,9 +165,9 @@ class Key:
             resp.etag = etag(version)
         if ttl is not None:
             resp.set_header(TTL_HEADER, f"{ttl:.3f}")
-        rng = req.get_header("Range")
+        rng = header(req, b"range")
         if rng is not None:
-            if_range = req.get_header("If-Range")
+            if_range = header(req, b"if-range")
             if if_range is None or (version is not None and etags_of(if_range) == {version}):
                 span = parse_range(rng, len(data))
                 if span == "unsatisfiable":
@@ -203,8 +204,8 @@ class Key:
     async def on_put(self, req, resp, name, key):
         ctx = self.ctx
         bucket, k = self._open(req, name, key, WRITE)
-        ttl = ttl_value(param_or_header(req, "ttl", TTL_HEADER))
-        single = bool_value(param_or_header(req, "single_read", SINGLE_READ_HEADER),
+        ttl = ttl_value(param_or_header(req, "ttl", TTL_IN))
+        single = bool_value(param_or_header(req, "single_read", SINGLE_READ_IN),
                             "single_read")
         as_json = is_json(req)
         if as_json:     # Bukt's original shape: {"value", "ttl_seconds", "single_read"}
@@ -234,7 +235,7 @@ class Key:
 
     async def on_delete(self, req, resp, name, key):
         bucket, k = self._open(req, name, key, WRITE)
-        im = req.get_header("If-Match")
+        im = header(req, b"if-match")
         if im is not None:
             # Not atomic with the delete below: the core has no delete-if-version yet.
             tags, current = etags_of(im), bucket.version(k)
@@ -254,7 +255,7 @@ class Key:
         k = k[:-5]
         value = bucket.incr(k, by=int_value(req.get_param("by"), "by", 1),
                             initial=int_value(req.get_param("initial"), "initial", 0),
-                            ttl=ttl_value(param_or_header(req, "ttl", TTL_HEADER)))
+                            ttl=ttl_value(param_or_header(req, "ttl", TTL_IN)))
         await self.ctx.durability.settle(name)
         resp.media = {"value": value}
 

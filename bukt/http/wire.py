@@ -47,6 +47,19 @@ def is_json(req):
         bool(ct) and ct.split(";", 1)[0].strip().lower().endswith("+json"))
 
 
+# -- headers ---------------------------------------------------------------------------
+
+def header(req, name):
+    """One header by its lower-case name (bytes), or None. Reads the dict falcon's ASGI
+    request builds once (name -> value, bytes): falcon's get_header costs microseconds
+    per call, and a GET asks for six."""
+    try:
+        value = req._asgi_headers.get(name)
+    except AttributeError:          # not falcon's ASGI request (a WSGI one, a stub)
+        return req.get_header(name.decode("latin-1"))
+    return None if value is None else value.decode("latin-1")
+
+
 # -- parameters -----------------------------------------------------------------------
 
 def bad(name, why):
@@ -115,11 +128,11 @@ def json_bool(doc, name):
     return value
 
 
-def param_or_header(req, param, header):
+def param_or_header(req, param, name):
     """A query parameter (blank is a value, and an invalid one for most) or else a
     header (blank is absent)."""
     value = req.get_param(param)
-    return value if value is not None else (req.get_header(header) or None)
+    return value if value is not None else (header(req, name) or None)
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -132,9 +145,10 @@ def key_from_path(req, key, slashes):
     scope = getattr(req, "scope", None)
     raw = scope.get("raw_path") if scope else None
     if raw:
-        parts = raw.split(b"?", 1)[0].split(b"/", slashes)
+        parts = raw.split(b"/", slashes)
         if len(parts) == slashes + 1:
-            return unquote_to_bytes(parts[-1])
+            part = parts[-1]
+            return unquote_to_bytes(part) if b"%" in part else part
     return key.encode("utf-8", "surrogateescape")
 
 

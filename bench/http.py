@@ -1,0 +1,242 @@
+"""HTTP benchmark: Bukt's API against the ceilings of its HTTP stack, with wrk.
+
+    .venv/bin/python bench/http.py [--duration 10] [--workers 2] [--out FILE]
+
+One run measures, on 127.0.0.1 (each server gets its own unused port):
+  1. a bare falcon app returning a fixed 100 B body on stock gunicorn (sync workers,
+     which close every connection): the ceiling the issue started from;
+  2. the same bare app (falcon.asgi) on the configuration Bukt uses: gunicorn with
+     uvicorn workers (uvloop, httptools, keep-alive): Bukt's own ceiling;
+  3. Bukt (serve_http over a real segment): GET of a 100 B key that exists, and PUT
+     of 100 B values to 10,000 keys;
+each at 50 connections and at 1, and prints req/s, p50, p99 and the ratios the issue
+sets targets for (GET >= 90% of the bare app on the same configuration and >= 4x the
+stock sync ceiling; PUT >= 75%).
+
+wrk, the servers and (until the writer process exists) a thread draining the change
+ring all share this machine's cores, so the numbers are a comparison within one run,
+not a capacity figure.
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# This file is bench/http.py: keep it from shadowing the standard library's `http`.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+import bukt  # noqa: E402
+
+PY = sys.executable
+GUNICORN = os.path.join(os.path.dirname(PY), "gunicorn")
+TOKEN = "bench-token-" + uuid.uuid4().hex
+ADMIN = "bench-admin-" + uuid.uuid4().hex
+
+BARE_APP = '''
+import falcon, falcon.asgi
+BODY = b"x" * 100
+class Sync:
+    def on_get(self, req, resp):
+        resp.data = BODY
+        resp.content_type = "application/octet-stream"
+class Async:
+    async def on_get(self, req, resp):
+        resp.data = BODY
+        resp.content_type = "application/octet-stream"
+wsgi = falcon.App()
+wsgi.add_route("/", Sync())
+asgi = falcon.asgi.App()
+asgi.add_route("/", Async())
+'''
+
+PUT_LUA = '''
+local n = 0
+wrk.method = "PUT"
+wrk.body = string.rep("v", 100)
+wrk.headers["Authorization"] = "Bearer %s"
+wrk.headers["Content-Type"] = "application/octet-stream"
+request = function()
+  n = n + 1
+  return wrk.format(nil, "/api/v1/buckets/bench/keys/k" .. (n %% 10000))
+end
+'''
+
+
+def unused_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(port, path, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                          .encode())
+                if s.recv(64).startswith(b"HTTP/1.1"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def to_ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url, connections, duration, script=None, headers=()):
+    cmd = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s",
+           "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": p50, "p99": p99,
+            "non2xx": int(errors.group(1)) if errors else 0}
+
+
+class RingDrain(threading.Thread):
+    """Stands in for the writer process (not written yet): drains the change ring."""
+
+    def __init__(self, store):
+        super().__init__(daemon=True)
+        self.store, self.stop = store, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            _, pos, _ = self.store.ring_read()
+            self.store.ring_release(pos)
+            self.store.ring_flushed(pos)
+            time.sleep(0.001)
+
+
+def run_bare(tmp, worker_args, app, connections, duration):
+    port = unused_port()
+    proc = subprocess.Popen([GUNICORN, "--chdir", tmp, "-b", f"127.0.0.1:{port}",
+                             "-w", str(ARGS.workers), "--log-level", "warning",
+                             *worker_args, f"bare_app:{app}"])
+    try:
+        wait_ready(port, "/", proc)
+        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration) for c in connections}
+    finally:
+        stop(proc)
+
+
+def run_bukt(tmp, connections, duration):
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    store = bukt.create(name, size="64MiB")
+    drain = RingDrain(store)
+    drain.start()
+    try:
+        store.create_bucket("bench")
+        store.add_token("bench", hashlib.sha256(TOKEN.encode()).digest(), 7)
+        store.bucket("bench").set(b"hit", b"x" * 100)
+        port = unused_port()
+        config = {"instance": name, "http.bind": f"127.0.0.1:{port}",
+                  "http.workers": ARGS.workers, "auth.admin_token": ADMIN,
+                  "http.access_log": os.path.join(tmp, "access.log"), "data_dir": tmp}
+        proc = subprocess.Popen(
+            [PY, "-c", "import json, sys; from bukt.http import serve_http; "
+             "serve_http(json.loads(sys.argv[1]))", json.dumps(config)],
+            cwd=ROOT, stderr=subprocess.DEVNULL)
+        try:
+            wait_ready(port, "/api/v1/openapi.json", proc)
+            lua = os.path.join(tmp, "put.lua")
+            with open(lua, "w") as f:
+                f.write(PUT_LUA % TOKEN)
+            auth = [f"Authorization: Bearer {TOKEN}"]
+            url = f"http://127.0.0.1:{port}/api/v1/buckets/bench/keys/hit"
+            get = {c: wrk(url, c, duration, headers=auth) for c in connections}
+            put = {c: wrk(url, c, duration, script=lua) for c in connections}
+            return get, put
+        finally:
+            stop(proc)
+    finally:
+        drain.stop.set()
+        drain.join()
+        store.unlink()
+        store.close()
+
+
+def table(rows):
+    lines = ["| what | conns | req/s | p50 ms | p99 ms | non-2xx | ratio |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for what, c, r, ratio in rows:
+        lines.append(f"| {what} | {c} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
+                     f"| {r['non2xx']} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument("--out", help="also write the table (markdown) to this file")
+    ARGS = p.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    conns = (50, 1)
+    tmp = tempfile.mkdtemp(prefix="bukt-bench-http-")
+    with open(os.path.join(tmp, "bare_app.py"), "w") as f:
+        f.write(BARE_APP)
+    sync = run_bare(tmp, [], "wsgi", conns, ARGS.duration)
+    ours = run_bare(tmp, ["-k", "uvicorn_worker.UvicornWorker"], "asgi", conns,
+                    ARGS.duration)
+    get, put = run_bukt(tmp, conns, ARGS.duration)
+    rows = []
+    for c in conns:
+        rows += [
+            ("bare falcon, gunicorn sync (stock)", c, sync[c], "1.00x sync"),
+            ("bare falcon.asgi, gunicorn + uvicorn worker (Bukt's)", c, ours[c],
+             f"{ours[c]['rps'] / sync[c]['rps']:.2f}x sync"),
+            ("Bukt GET hit, 100 B", c, get[c],
+             f"{get[c]['rps'] / ours[c]['rps']:.0%} of bare, "
+             f"{get[c]['rps'] / sync[c]['rps']:.2f}x sync"),
+            ("Bukt PUT, 100 B", c, put[c], f"{put[c]['rps'] / ours[c]['rps']:.0%} of bare"),
+        ]
+    text = (f"wrk, {ARGS.duration} s per row, {ARGS.workers} server workers, "
+            f"{os.cpu_count()} CPUs shared by wrk and the servers\n\n{table(rows)}\n")
+    print(text)
+    if ARGS.out:
+        with open(ARGS.out, "w") as f:
+            f.write(text)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
