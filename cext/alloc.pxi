@@ -62,7 +62,7 @@ cdef uint64_t chunk_alloc(Store s, uint32_t c, uint32_t si) except? 1:
     """A chunk of class c for stripe si (whose lock is held), recorded in the
     stripe's intent_new before it leaves the free list; 0 when the class is dry."""
     cdef bk_class *cl = &s.classes[c]
-    cdef bk_stripe *st = &s.stripes[si]
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t off, nxt
     cdef bk_entry *e
     lock_class(s, c)
@@ -208,7 +208,7 @@ cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
 
 cdef int evict_in_stripe(Store s, uint32_t si) except -1:
     """The stripe's index is full: evict its least recently used evictable entry."""
-    cdef uint64_t *slots = s.slots + <uint64_t>si * SLOTS
+    cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint64_t w, off, best = 0
     cdef int i, best_slot = -1
     cdef uint32_t best_lru = 0xffffffff

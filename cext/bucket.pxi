@@ -120,11 +120,13 @@ cdef class Bucket:
         val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), True, &status, &snap)
         if status != HIT and status != MISS:
             val = self._slow_get(kb, False, &status)            # slow path
-        bk_add64(&cnt.reads, 1)
+        # reads = hits + misses. The row is this process's own: a plain increment, no
+        # locked instruction on the read path (threads of one process sharing the row
+        # may, rarely, lose a count; the gauges keys/bytes are exact)
         if status == HIT:
-            bk_add64(&cnt.hits, 1)
-            return self._decode(val)
-        bk_add64(&cnt.misses, 1)
+            cnt.hits += 1
+            return self._decode(val) if self.schema else val
+        cnt.misses += 1
         return default
 
     cdef object _slow_get(self, bytes kb, bint consume, int *status):
@@ -247,7 +249,7 @@ cdef class Bucket:
 
     cdef list _scan_stripe(self, uint32_t si, bytes prefix):
         cdef Store s = self.s
-        cdef bk_stripe *st = &s.stripes[si]
+        cdef bk_stripe *st = STRIPE(s, si)
         cdef uint64_t *slots = SLOTS_OF(s, si)
         cdef uint64_t s1, w, off
         cdef uint32_t i, klen, plen = <uint32_t>PyBytes_GET_SIZE(prefix)
@@ -336,8 +338,13 @@ cdef class Bucket:
         bk_add64(&self.s.counters(self.idx).expirations, 1)
 
     def mset(self, mapping, ttl=None):
-        items = mapping.items() if hasattr(mapping, "items") else mapping
-        return [self.set(k, v, ttl) for k, v in items]
+        """Set every pair; all keys, values and the ttl are checked before the first
+        write, so a bad one changes nothing (each key is then set on its own)."""
+        items = list(mapping.items() if hasattr(mapping, "items") else mapping)
+        ready = [(as_key(self.s, k), self._encode(v)) for k, v in items]
+        if ttl is not None:
+            ttl_ms(ttl)
+        return [self.set(k, v, ttl) for k, v in ready]
 
     def incr(self, key, by=1, initial=0, ttl=None):
         """Add `by` to the decimal integer at key (absent: initial + by, with ttl)."""
@@ -577,7 +584,7 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
     cdef int64_t reads = 0, hits = 0, misses = 0, writes = 0, deletes = 0, ev = 0, ex = 0
     for r in range(s.max_procs):
         c = s.counters_base + <uint64_t>r * s.max_buckets + bidx
-        reads += c.reads
+        reads += c.hits + c.misses
         hits += c.hits
         misses += c.misses
         writes += c.writes

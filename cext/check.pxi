@@ -76,7 +76,7 @@ cdef list check_table(Store s):
         keys = {}
         nbytes = {}
         for si in range(s.nstripes):
-            st = &s.stripes[si]
+            st = STRIPE(s, si)
             slots = SLOTS_OF(s, si)
             if st.seq & 1:
                 problems.append(f"stripe {si}: seq {st.seq} is odd with no writer inside")

@@ -12,8 +12,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   +--------------------------------------------------------------------------+
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
   |                  global counters, ring head/tail, writer progress        |
-  | stripes  nstripes x 128 B   robust mutex | seq | intent record            |
-  | slots    nstripes x 512 x 8 B   tag:16 | entry offset:48 (0 = empty)    |
+  | stripes  nstripes x 4224 B, each a header then its slots:                |
+  |            header 128 B   robust mutex | seq | intent record             |
+  |            slots  512 x 8 B   tag:16 | entry offset:48 (0 = empty)       |
   | classes  64 x 128 B   size class: mutex | free list head | counts        |
   | pagemap  npages x 1 B   class id + 1 of each arena page (0 = unassigned) |
   | buckets  max_buckets x bk_bucket   settings, token hashes, gauges        |

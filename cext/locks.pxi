@@ -19,30 +19,30 @@ cdef int _lock_error(str what, int rc) except -1:
 
 
 cdef int lock_stripe(Store s, uint32_t si) except -1:
-    cdef int rc = _acquire(&s.stripes[si].lock)
+    cdef int rc = _acquire(&STRIPE(s, si).lock)
     if rc == 0:
         return 0
     if rc == EOWNERDEAD:
         repair_stripe(s, si)
-        bk_lock_consistent(&s.stripes[si].lock)
+        bk_lock_consistent(&STRIPE(s, si).lock)
         return 0
     return _lock_error(f"stripe {si}", rc)
 
 
 cdef inline void unlock_stripe(Store s, uint32_t si) noexcept:
-    bk_lock_release(&s.stripes[si].lock)
+    bk_lock_release(&STRIPE(s, si).lock)
 
 
 cdef int trylock_stripe(Store s, uint32_t si) except -1:
     """1 when taken (repaired if its holder died), 0 when busy."""
-    cdef int rc = bk_lock_try(&s.stripes[si].lock)
+    cdef int rc = bk_lock_try(&STRIPE(s, si).lock)
     if rc == 0:
         return 1
     if rc == EBUSY:
         return 0
     if rc == EOWNERDEAD:
         repair_stripe(s, si)
-        bk_lock_consistent(&s.stripes[si].lock)
+        bk_lock_consistent(&STRIPE(s, si).lock)
         return 1
     return _lock_error(f"stripe {si}", rc)
 

@@ -39,8 +39,7 @@ cdef dict bucket_settings(Store s, uint32_t i):
     cdef bk_bucket *b = &s.bucketv[i]
     return {"name": b.name.decode(), "schema": SCHEMAS[b.schema],
             "eviction": EVICTIONS[b.eviction], "persist": bool(b.persist),
-            "default_ttl": (b.default_ttl_ms / 1000.0) if b.default_ttl_ms else None,
-            "created_ms": b.created_ms}
+            "default_ttl": (b.default_ttl_ms / 1000.0) if b.default_ttl_ms else None}
 
 
 cdef object create_bucket(Store s, str name, str schema, str eviction, bint persist,
@@ -204,7 +203,7 @@ cdef tuple dump_stripes(Store s, uint32_t start, uint32_t count):
     cdef bk_entry *e
     cdef list out = [], part
     for si in range(start, end):
-        st = &s.stripes[si]
+        st = STRIPE(s, si)
         slots = SLOTS_OF(s, si)
         while True:
             s1 = bk_load_acq64(&st.seq)
@@ -303,7 +302,7 @@ cdef dict store_stats(Store s):
             for k, v in bucket_stats(s, i).items():
                 totals[k] += v
     for i in range(s.nstripes):
-        used_slots += s.stripes[i].count
+        used_slots += STRIPE(s, i).count
     pages_used = bk_load_acq64(&h.pages_used)
     chunk_bytes = 0
     for i in range(s.nclasses):

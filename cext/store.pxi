@@ -11,6 +11,7 @@ cdef int READ_TRIES = 64           # optimistic tries before a reader takes the 
 cdef int MIN_CHUNK = 48
 cdef uint32_t REC_HDR = 48         # sizeof(bk_rec)
 cdef uint32_t ENTRY_HDR = 32       # sizeof(bk_entry)
+cdef uint64_t STRIPE_BYTES = 128 + 512 * 8   # a stripe's header, then its slots
 
 # Fork detection: gunicorn forks workers after the arbiter may have attached. A
 # child needs its own counter row; everything else (the mapping, the locks, which
@@ -57,8 +58,7 @@ cdef class Store:
     cdef char *base
     cdef uint64_t size
     cdef bk_header *hdr
-    cdef bk_stripe *stripes
-    cdef uint64_t *slots
+    cdef char *stripe_base              # nstripes x (header + slots), STRIPE_BYTES each
     cdef bk_class *classes
     cdef uint8_t *pagemap
     cdef bk_bucket *bucketv
@@ -113,8 +113,7 @@ cdef class Store:
 
     cdef int _bind_regions(self) except -1:
         cdef bk_header *h = self.hdr
-        self.stripes = <bk_stripe *>(self.base + h.stripes_off)
-        self.slots = <uint64_t *>(self.base + h.slots_off)
+        self.stripe_base = self.base + h.stripes_off
         self.classes = <bk_class *>(self.base + h.classes_off)
         self.pagemap = <uint8_t *>(self.base + h.pagemap_off)
         self.bucketv = <bk_bucket *>(self.base + h.buckets_off)
@@ -463,8 +462,9 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
             f"size factor {factor} gives {len(classes)} classes; at most {BK_MAX_CLASSES}")
     off = BK_HEADER_SIZE
     plan = {}
-    plan["stripes_off"] = off; off += nstripes * sizeof(bk_stripe)
-    plan["slots_off"] = off; off += nstripes * SLOTS * 8
+    plan["stripes_off"] = off
+    plan["slots_off"] = off + sizeof(bk_stripe)      # of stripe 0; each stripe's follow it
+    off += nstripes * STRIPE_BYTES
     plan["classes_off"] = off; off += BK_MAX_CLASSES * sizeof(bk_class)
     plan["buckets_off"] = off; off = align_to(off + max_buckets * sizeof(bk_bucket), 64)
     plan["procs_off"] = off; off = align_to(off + max_procs * sizeof(bk_proc), 64)
@@ -571,9 +571,8 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.lru_clock = <uint32_t>(bk_now_ms() // 1000)
     if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):
         raise OSError("pthread_mutex_init failed")
-    cdef bk_stripe *st = <bk_stripe *>(s.base + h.stripes_off)
     for i in range(h.nstripes):
-        if bk_lock_init(&st[i].lock):
+        if bk_lock_init(&(<bk_stripe *>(s.base + h.stripes_off + i * STRIPE_BYTES)).lock):
             raise OSError("pthread_mutex_init failed")
     cdef bk_class *cl = <bk_class *>(s.base + h.classes_off)
     classes = plan["classes"]

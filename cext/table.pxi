@@ -23,8 +23,14 @@ cdef inline bint logs(Store s, bk_bucket *b) noexcept nogil:
     return b.persist and s.logging
 
 
+cdef inline bk_stripe *STRIPE(Store s, uint32_t si) noexcept nogil:
+    return <bk_stripe *>(s.stripe_base + <uint64_t>si * STRIPE_BYTES)
+
+
 cdef inline uint64_t *SLOTS_OF(Store s, uint32_t si) noexcept nogil:
-    return s.slots + <uint64_t>si * SLOTS
+    # a stripe's slots follow its header, so the seq a reader samples and the slots
+    # it probes share a page: one TLB miss where two regions would cost two
+    return <uint64_t *>(s.stripe_base + <uint64_t>si * STRIPE_BYTES + 128)
 
 
 cdef inline uint64_t entry_hash(Store s, uint64_t off) noexcept nogil:
@@ -52,7 +58,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, bint co
     value as bytes when `copy` and the status is HIT."""
     cdef uint64_t h = khash(bidx, k, n)
     cdef uint32_t si = stripe_of(s, h)
-    cdef bk_stripe *st = &s.stripes[si]
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t home = home_of(h), i, probe, vlen, clk
     cdef uint64_t tag = tag_of(h), s1, w, o, off
@@ -160,7 +166,7 @@ cdef void do_shift(Store s, uint32_t si, uint32_t hole) noexcept:
     copies a later slot into the hole before the hole moves on, so every
     intermediate state is a valid table with at most one duplicate; intent_hole
     follows the hole so that a repair can finish the shift (idempotent)."""
-    cdef bk_stripe *st = &s.stripes[si]
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t j = (hole + 1) & SLOT_MASK, home
     cdef uint64_t w
@@ -181,7 +187,7 @@ cdef void do_shift(Store s, uint32_t si, uint32_t hole) noexcept:
 cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtype) except -1:
     """Unlink and free the entry at `slot` (offset `off`), logging a record of type
     `rtype` when its bucket is persisted. 0 when the ring has no room (no change)."""
-    cdef bk_stripe *st = &s.stripes[si]
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef bk_entry *e = ENT(s, off)
     cdef uint16_t bidx = e.bucket
     cdef bk_bucket *b = &s.bucketv[bidx]
@@ -219,7 +225,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
                      uint8_t eflags, int found, uint64_t old_off, uint64_t version=0) except 0:
     """Publish a new entry for the key (replacing `old_off` at slot `found` when
     found >= 0). Returns the new version."""
-    cdef bk_stripe *st = &s.stripes[si]
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef bk_bucket *b = &s.bucketv[bidx]
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t slot, need = 0
@@ -318,7 +324,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
 cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t expire_ms) except 0:
     """Rewrite an entry's expiry in place (two aligned words) and give it a new
     version; logged as TOUCH. 0 when the ring has no room."""
-    cdef bk_stripe *st = &s.stripes[si]
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef bk_entry *e = ENT(s, off)
     cdef bk_bucket *b = &s.bucketv[e.bucket]
     cdef uint64_t pos = 0, ver = bk_fetch_add_u64(&s.hdr.version_counter, 1) + 1
@@ -380,7 +386,7 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
     """The stripe's lock holder died (EOWNERDEAD): finish or undo its one operation
     as the intent record describes, so the stripe is as if it completed or never
     started. Idempotent: a repairer that dies too leaves the same work to the next."""
-    cdef bk_stripe *st = &s.stripes[si]
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t op = st.intent_op, i, count = 0
     cdef bk_rec *r = ring_pending(s, st.intent_ring, si)

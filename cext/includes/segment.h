@@ -203,7 +203,7 @@ typedef struct {
 } bk_proc;
 
 typedef struct {
-    int64_t reads, hits, misses, writes, deletes, evictions, expirations, _pad;
+    int64_t _unused, hits, misses, writes, deletes, evictions, expirations, _pad;
 } bk_counters;
 
 typedef struct {

@@ -126,7 +126,7 @@ cdef extern from "segment.h" nogil:
         uint32_t pid
 
     ctypedef struct bk_counters:
-        int64_t reads, hits, misses, writes, deletes, evictions, expirations
+        int64_t hits, misses, writes, deletes, evictions, expirations
 
     ctypedef struct bk_rec:
         uint32_t len
