@@ -13,9 +13,10 @@ each at 50 connections and at 1, and prints req/s, p50, p99 and the ratios the i
 sets targets for (GET >= 90% of the bare app on the same configuration and >= 4x the
 stock sync ceiling; PUT >= 75%).
 
-wrk, the servers and (until the writer process exists) a thread draining the change
-ring all share this machine's cores, so the numbers are a comparison within one run,
-not a capacity figure.
+Bukt runs as in production: `bukt writer` (fsync everysec unless --fsync says
+otherwise) and `bukt http`, from one config file. wrk, the servers and the writer share
+this machine's cores, so the numbers compare rows of one run; they are not a capacity
+figure.
 """
 
 import os
@@ -34,7 +35,6 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 
@@ -129,21 +129,6 @@ def wrk(url, connections, duration, script=None, headers=()):
             "non2xx": int(errors.group(1)) if errors else 0}
 
 
-class RingDrain(threading.Thread):
-    """Stands in for the writer process (not written yet): drains the change ring."""
-
-    def __init__(self, store):
-        super().__init__(daemon=True)
-        self.store, self.stop = store, threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            _, pos, _ = self.store.ring_read()
-            self.store.ring_release(pos)
-            self.store.ring_flushed(pos)
-            time.sleep(0.001)
-
-
 def run_bare(tmp, worker_args, app, connections, duration):
     port = unused_port()
     proc = subprocess.Popen([GUNICORN, "--chdir", tmp, "-b", f"127.0.0.1:{port}",
@@ -157,39 +142,56 @@ def run_bare(tmp, worker_args, app, connections, duration):
 
 
 def run_bukt(tmp, connections, duration):
+    """`bukt writer` then `bukt http`, both from one config file, as in production."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    store = bukt.create(name, size="64MiB")
-    drain = RingDrain(store)
-    drain.start()
+    port = unused_port()
+    conf = os.path.join(tmp, "bukt.yaml")
+    with open(conf, "w") as f:
+        json.dump({"instance": name, "memory": "256MiB", "data_dir": os.path.join(tmp, "var"),
+                   "fsync": ARGS.fsync,
+                   "http": {"bind": f"127.0.0.1:{port}", "workers": ARGS.workers,
+                            "access_log": os.path.join(tmp, "access.log")},
+                   "auth": {"admin_token": ADMIN}}, f)       # JSON is YAML
+    cli = [PY, "-m", "bukt.cli"]
+    writer = subprocess.Popen(cli + ["writer", "--config", conf], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    http = None
     try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                store = bukt.attach(name)
+                if store.writer_info()["ready"]:
+                    break
+                store.close()
+            except bukt.BuktError:
+                pass
+            if time.monotonic() > deadline or writer.poll() is not None:
+                raise RuntimeError("the writer did not start")
+            time.sleep(0.05)
         store.create_bucket("bench")
         store.add_token("bench", hashlib.sha256(TOKEN.encode()).digest(), 7)
         store.bucket("bench").set(b"hit", b"x" * 100)
-        port = unused_port()
-        config = {"instance": name, "http.bind": f"127.0.0.1:{port}",
-                  "http.workers": ARGS.workers, "auth.admin_token": ADMIN,
-                  "http.access_log": os.path.join(tmp, "access.log"), "data_dir": tmp}
-        proc = subprocess.Popen(
-            [PY, "-c", "import json, sys; from bukt.http import serve_http; "
-             "serve_http(json.loads(sys.argv[1]))", json.dumps(config)],
-            cwd=ROOT, stderr=subprocess.DEVNULL)
-        try:
-            wait_ready(port, "/api/v1/openapi.json", proc)
-            lua = os.path.join(tmp, "put.lua")
-            with open(lua, "w") as f:
-                f.write(PUT_LUA % TOKEN)
-            auth = [f"Authorization: Bearer {TOKEN}"]
-            url = f"http://127.0.0.1:{port}/api/v1/buckets/bench/keys/hit"
-            get = {c: wrk(url, c, duration, headers=auth) for c in connections}
-            put = {c: wrk(url, c, duration, script=lua) for c in connections}
-            return get, put
-        finally:
-            stop(proc)
-    finally:
-        drain.stop.set()
-        drain.join()
-        store.unlink()
         store.close()
+        http = subprocess.Popen(cli + ["http", "--config", conf], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ready(port, "/api/v1/openapi.json", http)
+        lua = os.path.join(tmp, "put.lua")
+        with open(lua, "w") as f:
+            f.write(PUT_LUA % TOKEN)
+        auth = [f"Authorization: Bearer {TOKEN}"]
+        url = f"http://127.0.0.1:{port}/api/v1/buckets/bench/keys/hit"
+        get = {c: wrk(url, c, duration, headers=auth) for c in connections}
+        put = {c: wrk(url, c, duration, script=lua) for c in connections}
+        return get, put
+    finally:
+        if http is not None:
+            stop(http)
+        stop(writer)
+        try:
+            os.unlink(f"/dev/shm/bukt-{name}")
+        except FileNotFoundError:
+            pass
 
 
 def table(rows):
@@ -206,6 +208,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
+    p.add_argument("--fsync", default="everysec", choices=("always", "everysec", "no"),
+                   help="the writer's fsync policy for Bukt's rows")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     ARGS = p.parse_args()
     if not shutil.which("wrk"):
@@ -229,8 +233,11 @@ def main():
              f"{get[c]['rps'] / sync[c]['rps']:.2f}x sync"),
             ("Bukt PUT, 100 B", c, put[c], f"{put[c]['rps'] / ours[c]['rps']:.0%} of bare"),
         ]
-    text = (f"wrk, {ARGS.duration} s per row, {ARGS.workers} server workers, "
-            f"{os.cpu_count()} CPUs shared by wrk and the servers\n\n{table(rows)}\n")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    text = (f"wrk, {ARGS.duration} s per row, {ARGS.workers} server workers, fsync "
+            f"{ARGS.fsync}, {os.cpu_count()} CPUs shared by wrk, servers and writer; "
+            f"load average at the end {load} (anything near the CPU count means other "
+            f"work shared the run)\n\n{table(rows)}\n")
     print(text)
     if ARGS.out:
         with open(ARGS.out, "w") as f:

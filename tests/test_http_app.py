@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 import uuid
 
 import falcon.testing
@@ -480,10 +481,23 @@ def test_healthz_reports_writer_state(store):
     assert r.status_code == 503 and "writer pid 7 gone" in r.json["reason"]
 
 
-def test_healthz_without_a_writer_is_503_with_the_reason(client):
+def test_healthz_reads_the_writer_from_the_segment(client, store):
     r = client.simulate_get("/healthz")
     assert r.status_code == 503 and r.json["status"] == "unavailable"
     assert "no writer" in r.json["reason"] and r.json["segment"] == "attached"
+    now_ms = int(time.time() * 1000)
+    store.writer_publish(pid=os.getpid(), ready=True, heartbeat_ms=now_ms)
+    r = client.simulate_get("/healthz")
+    assert r.status_code == 200 and r.json["writer"]["alive"]
+    store.writer_publish(heartbeat_ms=now_ms - 10_000)
+    assert "heartbeat" in client.simulate_get("/healthz").json["reason"]
+    store.writer_publish(heartbeat_ms=now_ms, error="EIO on log 7")
+    r = client.simulate_get("/healthz")
+    assert r.status_code == 503 and "EIO on log 7" in r.json["reason"]
+    store.writer_publish(error="")
+    assert client.simulate_get("/healthz").status_code == 200
+    doc = client.simulate_get("/metrics", params={"format": "json"}, headers=admin()).json
+    assert doc["writer"]["up"] == 1
 
 
 def flush_ring(store):
@@ -496,8 +510,8 @@ def flush_ring(store):
 
 
 def test_fsync_always_awaits_the_flush_without_blocking_the_loop(store):
-    app = create_app(store, {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None,
-                             "fsync": "always"})
+    store.writer_publish(sync_always=True)        # what a writer with fsync: always says
+    app = create_app(store, {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None})
     assert store.sync_wait is False          # the app waits, on its loop
 
     async def scenario():

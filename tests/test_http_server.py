@@ -350,3 +350,32 @@ def test_schemathesis_against_the_served_document(serve, tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Server error" not in result.stdout
+
+
+def test_with_the_real_writer_fsync_always(tmp_path):
+    """`bukt writer` (fsync: always) then `bukt http`, as `bukt serve` will run them:
+    /healthz is 200, a PUT is acknowledged once durable, and the writer's death turns
+    /healthz to 503."""
+    from writer_harness import Instance
+    inst = Instance(tmp_path, fsync="always")
+    writer = inst.start()
+    try:
+        server = Server(inst.name, tmp_path)
+        try:
+            status, _, body = server.request("GET", "/healthz")
+            assert status == 200, body
+            assert json.loads(body)["writer"]["sync_always"] is True
+            tok = create_bucket(server)
+            for i in range(20):
+                assert server.request("PUT", f"{API}/buckets/b/keys/k{i}", b"v",
+                                      tok)[0] == 204
+            info = inst.info()
+            assert info["flushed_pos"] >= info["ring_head"]     # every write is durable
+            inst.kill(writer)
+            status, _, body = server.request("GET", "/healthz")
+            assert status == 503 and "gone" in json.loads(body)["reason"]
+        finally:
+            server.stop()
+    finally:
+        inst.kill(writer)
+        inst.unlink_segment()

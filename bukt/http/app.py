@@ -72,7 +72,7 @@ def create_app(store, config=None, *, area=None, durability=None):
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
     ctx = Context(store, settings, Authenticator(store, admin_token),
-                  durability or durability_for(store, settings.fsync))
+                  durability or durability_for(store))
     table = routes(ctx)
     if area is None:
         area = SharedArea.private(slots=settings.ratelimit_slots)

@@ -12,43 +12,52 @@ write is then applied in memory but not promised to be on disk, as the problem s
 Every write path of the app calls `await durability.settle(bucket)` after the store
 call returns and before the response is built.
 
-HEALTH. `writer_state(store)`: a store with a `writer_state()` method answers for
-itself; otherwise the header fields in store.stats() are read: writer_pid (0: no writer
-has registered), writer_ready, and, when the core reports them, writer_heartbeat_ms and
-writer_error. /healthz answers 503 with the reason unless the writer is alive and
-flushing.
+HEALTH. `writer_state(store)` reads what the writer publishes in the segment header
+(Store.writer_info(): pid, alive, ready, heartbeat, error). /healthz answers 503 with
+the reason unless the writer is alive, ready, without error and beating.
 """
 
 import asyncio
-import os
 import time
 
 from bukt.errors import WriterDown
 
-HEARTBEAT_STALE_MS = 5000      # a writer silent this long is not flushing
+HEARTBEAT_STALE_MS = 2000      # the writer beats every 100 ms; 2 s of silence = hung
+POLICY_REFRESH_S = 1.0         # how often the segment's fsync policy is re-read
 
 
 class Durability:
-    """Acknowledge at once: `fsync: everysec` and `no`, and stores without a ring."""
+    """Acknowledge at once: a store with no change ring (the reference model)."""
 
     async def settle(self, bucket):
         return None
 
 
 class RingDurability(Durability):
-    """`fsync: always`: await the writer's flushed position past this process's last
-    record, without blocking the event loop."""
+    """Await the writer's flushed position past this process's last record when the
+    segment says `fsync: always` (writer_info()["sync_always"], published by the
+    writer), without blocking the event loop.
+
+    FAST PATH: the flushed position is already past our record (or the policy is not
+    always): one read of the header. SLOW PATH: poll it from the loop."""
 
     def __init__(self, store, timeout=None):
         self.store = store
         self.timeout = timeout           # None: the store's durable_timeout, read each time
-        self._persist = {}
+        self._always, self._read_at = False, -POLICY_REFRESH_S
         store.sync_wait = False          # the core's wait would block the loop
+
+    def sync_always(self):
+        now = time.monotonic()
+        if now - self._read_at >= POLICY_REFRESH_S:
+            self._always, self._read_at = bool(self.store.writer_info()["sync_always"]), now
+        return self._always
 
     async def settle(self, bucket):
         store = self.store
         pos = store.last_pos
-        if store.ring_position()[2] >= pos or not self._persisted(bucket):
+        if store.ring_position()[2] >= pos or not self.sync_always() \
+                or not self._persisted(bucket):
             return
         await wait_until(lambda: store.ring_position()[2] >= pos,
                          self.timeout or getattr(store, "durable_timeout", 5.0))
@@ -60,13 +69,8 @@ class RingDurability(Durability):
             return True
 
 
-def durability_for(store, fsync):
-    """The Durability an app over `store` needs under the fsync policy: the segment's
-    own word (store.sync_always) when the core gives one, else the configuration's."""
-    always = getattr(store, "sync_always", None)
-    if always is None:
-        always = fsync == "always"
-    if always and hasattr(store, "ring_position") and hasattr(store, "last_pos"):
+def durability_for(store):
+    if hasattr(store, "ring_position") and hasattr(store, "writer_info"):
         return RingDurability(store)
     return Durability()
 
@@ -78,43 +82,35 @@ async def wait_until(predicate, timeout, first=0.0002, longest=0.005):
     delay = first
     while not predicate():
         if time.monotonic() >= deadline:
-            raise WriterDown(f"the write was not confirmed on disk within {timeout} s")
+            raise WriterDown(f"no confirmation from the writer within {timeout:g} s that "
+                             "the write reached the disk; it is applied in memory")
         await asyncio.sleep(delay)
         delay = min(delay * 2, longest)
 
 
-def writer_state(store, stats=None):
-    """{"alive", "flushing", "reason", "pid"} of the writer, or None when the store
-    says nothing about one (the reference model)."""
+def writer_state(store):
+    """{"alive", "flushing", "reason", ...} of the writer, or None when the store has
+    no writer to report on (the reference model)."""
     report = getattr(store, "writer_state", None)
     if callable(report):
         return report()
-    stats = store.stats() if stats is None else stats
-    if "writer_pid" not in stats:
+    info = getattr(store, "writer_info", None)
+    if not callable(info):
         return None
-    pid = int(stats["writer_pid"] or 0)
-    state = {"pid": pid, "alive": bool(pid) and _alive(pid),
-             "flushing": bool(stats.get("writer_ready")), "reason": ""}
-    heartbeat = stats.get("writer_heartbeat_ms")
+    w = info()
+    pid, now_ms = w.get("pid", 0), time.time() * 1000
+    state = {"pid": pid, "alive": bool(w.get("alive")), "flushing": bool(w.get("ready")),
+             "sync_always": bool(w.get("sync_always")), "reason": ""}
+    heartbeat = w.get("heartbeat_ms") or 0
     if not pid:
         state["reason"] = "no writer process has attached (start `bukt writer`)"
     elif not state["alive"]:
         state["reason"] = f"writer pid {pid} is gone"
-    elif stats.get("writer_error"):
-        state.update(flushing=False, reason=f"writer error: {stats['writer_error']}")
+    elif w.get("error"):
+        state.update(flushing=False, reason=f"writer error: {w['error']}")
     elif not state["flushing"]:
         state["reason"] = "writer is not ready (recovering?)"
-    elif heartbeat and time.time() * 1000 - heartbeat > HEARTBEAT_STALE_MS:
-        state.update(flushing=False, reason=f"writer heartbeat is "
-                     f"{time.time() - heartbeat / 1000:.1f} s old")
+    elif heartbeat and now_ms - heartbeat > HEARTBEAT_STALE_MS:
+        state.update(flushing=False,
+                     reason=f"writer heartbeat is {(now_ms - heartbeat) / 1000:.1f} s old")
     return state
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

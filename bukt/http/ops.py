@@ -1,6 +1,7 @@
 """For operators: /healthz, /metrics (Prometheus text or JSON), /api/v1/openapi.json."""
 
 import json
+import time
 
 from bukt.errors import BuktError
 from bukt.http.auth import ADMIN
@@ -11,6 +12,14 @@ from bukt.http.wire import bad
 BUCKET_COUNTERS = ("reads", "writes", "hits", "misses", "evictions", "expirations")
 BUCKET_GAUGES = ("keys", "bytes")
 PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+WRITER_HELP = {
+    "up": "1 when the writer process is alive, ready and without error.",
+    "log_bytes": "Size of the append-only log.",
+    "fsync_lag_seconds": "Time since the writer's last fsync.",
+    "heartbeat_age_seconds": "Time since the writer's last heartbeat.",
+    "ring_depth": "Bytes in the change ring not yet released by the writer.",
+    "unflushed_bytes": "Bytes in the change ring not yet durable.",
+}
 
 
 class Health:
@@ -23,12 +32,12 @@ class Health:
     async def on_get(self, req, resp):
         body = {"status": "ok", "segment": "attached", "writer": "not reported"}
         try:
-            stats = self.ctx.store.stats()
+            self.ctx.store.stats()
         except BuktError as e:
             body.update(status="unavailable", segment="unavailable",
                         reason=f"segment: {e}")
         else:
-            state = writer_state(self.ctx.store, stats)
+            state = writer_state(self.ctx.store)
             if state is not None:
                 body["writer"] = state
                 if not (state.get("alive") and state.get("flushing")):
@@ -47,7 +56,20 @@ def collect(ctx):
             buckets[name] = store.bucket(name).stats()
         except BuktError:      # dropped while we looked
             continue
-    return {"store": store.stats(), "buckets": buckets, "http": ctx.metrics.snapshot()}
+    snap = {"store": store.stats(), "buckets": buckets, "http": ctx.metrics.snapshot()}
+    info = getattr(store, "writer_info", None)
+    if callable(info):
+        w, now_ms = info(), time.time() * 1000
+        snap["writer"] = {
+            "up": int(bool(w.get("alive")) and bool(w.get("ready")) and not w.get("error")),
+            "log_bytes": w.get("log_size", 0),
+            "fsync_lag_seconds": (now_ms - w["last_fsync_ms"]) / 1000
+            if w.get("last_fsync_ms") else None,
+            "heartbeat_age_seconds": (now_ms - w["heartbeat_ms"]) / 1000
+            if w.get("heartbeat_ms") else None,
+            "ring_depth": w.get("ring_head", 0) - w.get("ring_tail", 0),
+            "unflushed_bytes": w.get("ring_head", 0) - w.get("flushed_pos", 0)}
+    return snap
 
 
 def _label(value):
@@ -77,6 +99,10 @@ def prometheus(snap):
             name = "bukt_store_" + "".join(c if c.isalnum() else "_" for c in key)
             family(name, "gauge", f"Store {key} (ring depth, log size, fsync lag...).")
             out.append(f"{name} {value}\n")
+    for key, value in snap.get("writer", {}).items():
+        if value is not None:
+            family(f"bukt_writer_{key}", "gauge", WRITER_HELP[key])
+            out.append(f"bukt_writer_{key} {value}\n")
     http = snap["http"]
     family("bukt_http_ratelimited_total", "counter", "Requests refused with 429.")
     out.append(f"bukt_http_ratelimited_total {http['ratelimited']}\n")

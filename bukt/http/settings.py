@@ -16,7 +16,8 @@ _MISSING = object()
 
 def lookup(config, dotted, default=None):
     """The value at `dotted` ("http.bind") in a flat or nested mapping, or in an object
-    with attributes (bukt.config.Config); `default` when absent or null."""
+    with attributes (bukt.config.Config); `default` when absent. An explicit null is
+    returned as None (http.access_log: null turns the log off)."""
     if config is None:
         return default
     if isinstance(config, Mapping) and dotted in config:
@@ -29,7 +30,7 @@ def lookup(config, dotted, default=None):
             node = getattr(node, part, _MISSING)
         if node is _MISSING:
             return default
-    return default if node is None else node
+    return node
 
 
 def _bool(value):
@@ -55,7 +56,6 @@ class HttpSettings:
                                       # else data_dir/admin.token (generated on first start)
     data_dir: str | None = None
     instance: str = "default"         # the segment is /bukt-<instance>
-    fsync: str = "everysec"           # "always": writes await the writer's flush
     access_log: str | None = "-"      # "-" = stderr, a path, or "" / None for none
     keepalive: int = 5                # seconds an idle keep-alive connection is kept
     ratelimit_enabled: bool = False   # off by default: a cache on loopback rarely needs it
@@ -67,7 +67,7 @@ class HttpSettings:
     def from_config(cls, config):
         get = lambda key, default: lookup(config, key, default)  # noqa: E731
         admin = get("auth.admin_token", None) or os.environ.get("BUKT_ADMIN_TOKEN") or None
-        access_log = get("http.access_log", cls.access_log)
+        access_log = get("http.access_log", cls.access_log) or None
         return cls(
             bind=str(get("http.bind", cls.bind)),
             workers=int(get("http.workers", cls.workers)) or os.cpu_count() or 1,
@@ -76,8 +76,7 @@ class HttpSettings:
             admin_token=admin,
             data_dir=get("data_dir", None),
             instance=str(get("instance", cls.instance)),
-            fsync=str(get("fsync", cls.fsync)),
-            access_log=access_log if access_log not in (False,) else None,
+            access_log=access_log,
             keepalive=int(get("http.keepalive", cls.keepalive)),
             ratelimit_enabled=_bool(get("ratelimit.enabled", cls.ratelimit_enabled)),
             ratelimit_rate=float(get("ratelimit.rps", cls.ratelimit_rate)),
