@@ -95,8 +95,8 @@ STUCK_S = 0.05              # a RESERVED record this old goes to ring_unstick
 COMPACT_CHECK_S = 1.0       # how often the compaction threshold is looked at
 DISK_RETRY_MIN_S = 0.05     # first retry after a disk error; doubles up to the max
 DISK_RETRY_MAX_S = 1.0
-READ_RECORDS = 16384        # one batch: at most this many ring records ...
-READ_BYTES = 8 << 20        # ... or bytes
+READ_RECORDS = 4096         # one batch: at most this many ring records or bytes; small
+READ_BYTES = 2 << 20        # batches give ring space back sooner under backpressure
 TIE_FILE = "SEGMENT"        # data_dir/SEGMENT: the generation the logs describe
 FAKE_TIME_ENV = "BUKT_FAKE_TIME_FILE"
 
@@ -296,10 +296,7 @@ class Writer:
     def _cold(self) -> None:
         cfg = self.cfg
         tmp = f"{cfg.instance}.recovering-{os.getpid()}"
-        try:
-            os.unlink(_shm_path(tmp))
-        except FileNotFoundError:
-            pass
+        _remove_leftovers(cfg.instance)
         store = bukt.create(tmp, size=cfg.memory, mode=cfg.segment.mode,
                             max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
                             max_buckets=cfg.limits.max_buckets,
@@ -620,6 +617,20 @@ class Writer:
             self.w.close()
         if self.dd is not None:
             self.dd.close()
+
+
+def _remove_leftovers(instance) -> None:
+    """Removes segments half-recovered by writers that died during a cold start."""
+    prefix = f"bukt-{instance}.recovering-"
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(prefix):
+            pid = name[len(prefix):]
+            if pid.isdigit() and (int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}")):
+                try:
+                    os.unlink(os.path.join("/dev/shm", name))
+                    log.info("removed /dev/shm/%s, left by a writer that died recovering", name)
+                except FileNotFoundError:
+                    pass
 
 
 def _is_writer(pid) -> bool:

@@ -1,0 +1,399 @@
+"""Durability benchmark (issue 3): acknowledged writes per second under each fsync policy
+beside Redis's appendfsync and LMDB's durable commits, and recovery time for 1M keys
+beside Redis loading its AOF. One run, same machine, same disk.
+
+    .venv/bin/python bench/durability.py [--procs 4] [--seconds 5] [--keys 1000000]
+
+THROUGHPUT. `--procs` client processes each set 16-byte keys to 100-byte values, one
+call at a time, for `--seconds`; a set counts once it has returned, i.e. once it is
+acknowledged under the policy (with `always`, after its record is on disk: group
+commit). Bukt's clients use the Python API on the shared segment, with `bukt writer`
+running; Redis's use redis-py, one SET per round trip (redis-server with appendonly and
+appendfsync always / everysec, no RDB snapshots); LMDB's use a write transaction per put
+with sync on (its durable per-commit put).
+
+RECOVERY. `--keys` keys of 100 B are loaded (fsync no), then the time from starting the
+process to its being ready: Bukt cold from the log, cold from a base file (after `bukt
+compact`), warm (the segment survived a kill -9); Redis from an AOF holding the same SETs
+(the incr file), and from a rewritten AOF (RDB preamble). The process's own figure
+(Bukt's "recovered ... in", Redis's "DB loaded from ...") is printed beside the wall time.
+"""
+import argparse
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import bukt  # noqa: E402
+
+PY = sys.executable
+VALUE = b"v" * 100
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- Bukt ---------------------------------------------------------------------------------
+
+class BuktInstance:
+    def __init__(self, tmp, fsync, memory="768MiB"):
+        self.name = f"bench-dur-{os.getpid()}"
+        self.tmp = tmp
+        self.data = os.path.join(tmp, "var")
+        self.conf = os.path.join(tmp, "bukt.yaml")
+        with open(self.conf, "w") as f:
+            yaml.safe_dump({"instance": self.name, "memory": memory, "data_dir": self.data,
+                            "fsync": fsync, "limits": {"ring_size": "64MiB"},
+                            "compaction": {"min_log_bytes": "4GiB"}}, f)
+        self.proc = None
+        self.logfile = os.path.join(tmp, "writer.log")
+
+    def start(self, cold=False):
+        t0 = time.perf_counter()
+        with open(self.logfile, "ab") as log:
+            self.proc = subprocess.Popen([PY, "-m", "bukt.cli", "writer", "--config", self.conf]
+                                         + (["--cold"] if cold else []), cwd=ROOT,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         env=dict(os.environ, PYTHONPATH=ROOT))
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(open(self.logfile).read())
+            try:
+                s = bukt.attach(self.name, readonly=True)
+            except bukt.BuktError:
+                time.sleep(0.001)
+                continue
+            info = s.writer_info()
+            s.close()
+            if info["ready"] and info["pid"] == self.proc.pid:
+                return time.perf_counter() - t0
+            time.sleep(0.001)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(120)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def unlink(self):
+        try:
+            os.unlink(f"/dev/shm/bukt-{self.name}")
+        except FileNotFoundError:
+            pass
+
+    def last_log_line(self, pattern):
+        found = re.findall(pattern, open(self.logfile).read())
+        return found[-1] if found else None
+
+
+def _bukt_client(name, seconds, start_at, q, idx):
+    s = bukt.attach(name)
+    b = s.bucket("bench")
+    while time.time() < start_at:
+        time.sleep(0.0005)
+    end = time.perf_counter() + seconds
+    n = refused = 0
+    key = b"c%d-%%010d" % idx
+    while True:
+        for _ in range(64):
+            try:
+                b.set(key % n, VALUE)
+                n += 1
+            except bukt.BuktError:          # RingFull: the writer is behind (backpressure)
+                refused += 1
+        if time.perf_counter() >= end:
+            break
+    q.put((n, refused))
+
+
+def _redis_client(port, seconds, start_at, q, idx):
+    import redis
+    r = redis.Redis(port=port)
+    while time.time() < start_at:
+        time.sleep(0.0005)
+    end = time.perf_counter() + seconds
+    n = 0
+    key = b"c%d-%%010d" % idx
+    while True:
+        for _ in range(16):
+            r.set(key % n, VALUE)
+            n += 1
+        if time.perf_counter() >= end:
+            break
+    q.put((n, 0))
+
+
+def _lmdb_client(path, seconds, start_at, q, idx):
+    import lmdb
+    env = lmdb.open(path, map_size=1 << 30, sync=True, metasync=True, lock=True)
+    while time.time() < start_at:
+        time.sleep(0.0005)
+    end = time.perf_counter() + seconds
+    n = 0
+    key = b"c%d-%%010d" % idx
+    while time.perf_counter() < end:
+        with env.begin(write=True) as txn:
+            txn.put(key % n, VALUE)
+        n += 1
+    q.put((n, 0))
+
+
+def run_clients(target, args, procs, seconds):
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    start_at = time.time() + 0.5
+    ps = [ctx.Process(target=target, args=(*args, seconds, start_at, q, i)) for i in range(procs)]
+    for p in ps:
+        p.start()
+    results = [q.get(timeout=seconds + 60) for _ in ps]
+    for p in ps:
+        p.join()
+    refused = sum(r[1] for r in results)
+    if refused:
+        print(f"  ({refused} writes refused with RingFull: the writer fell behind)", flush=True)
+    return sum(r[0] for r in results) / seconds
+
+
+def bukt_throughput(policy, procs, seconds):
+    tmp = tempfile.mkdtemp(prefix="bukt-bench-", dir=os.environ.get("BENCH_DIR"))
+    inst = BuktInstance(tmp, policy)
+    try:
+        inst.start()
+        s = bukt.attach(inst.name)
+        s.create_bucket("bench")
+        s.close()
+        rate = run_clients(_bukt_client, (inst.name,), procs, seconds)
+        inst.stop()
+        return rate
+    finally:
+        if inst.proc and inst.proc.poll() is None:
+            inst.kill()
+        inst.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Redis:
+    def __init__(self, tmp, fsync="everysec", preamble="yes"):
+        self.tmp, self.port = tmp, free_port()
+        self.args = ["redis-server", "--port", str(self.port), "--dir", tmp, "--save", "",
+                     "--appendonly", "yes", "--appendfsync", fsync,
+                     "--aof-use-rdb-preamble", preamble, "--auto-aof-rewrite-percentage", "0",
+                     "--logfile", os.path.join(tmp, "redis.log")]
+        self.proc = None
+
+    def start(self):
+        import redis
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
+        r = redis.Redis(port=self.port)
+        while True:
+            try:
+                if r.ping() and r.info("persistence")["loading"] == 0:
+                    return time.perf_counter() - t0
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                pass
+            time.sleep(0.001)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+    def loaded_seconds(self):
+        found = re.findall(r"DB loaded from (?:append only file|incr file|base file)[^:]*: "
+                           r"([\d.]+) seconds", open(os.path.join(self.tmp, "redis.log")).read())
+        return sum(float(x) for x in found) if found else None
+
+
+def redis_throughput(policy, procs, seconds):
+    tmp = tempfile.mkdtemp(prefix="redis-bench-", dir=os.environ.get("BENCH_DIR"))
+    r = Redis(tmp, policy)
+    try:
+        r.start()
+        return run_clients(_redis_client, (r.port,), procs, seconds)
+    finally:
+        if r.proc:
+            r.proc.kill()
+            r.proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def lmdb_throughput(procs, seconds):
+    tmp = tempfile.mkdtemp(prefix="lmdb-bench-", dir=os.environ.get("BENCH_DIR"))
+    try:
+        return run_clients(_lmdb_client, (tmp,), procs, seconds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- recovery -----------------------------------------------------------------------------
+
+def bukt_recovery(keys):
+    tmp = tempfile.mkdtemp(prefix="bukt-rec-", dir=os.environ.get("BENCH_DIR"))
+    inst = BuktInstance(tmp, "no", memory=f"{max(256, keys * 400 // (1 << 20))}MiB")
+    out = {}
+    try:
+        inst.start()
+        s = bukt.attach(inst.name)
+        s.create_bucket("bench")
+        s.close()
+        t = time.perf_counter()
+        procs = 2
+        ps = [mp.get_context("fork").Process(target=_load_range, args=(inst.name, i, procs, keys))
+              for i in range(procs)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join()
+        print(f"  loaded {keys} keys into Bukt in {time.perf_counter() - t:.1f} s", flush=True)
+        inst.stop()
+        inst.unlink()
+        log_bytes = sum(os.path.getsize(os.path.join(inst.data, n)) for n in os.listdir(inst.data)
+                        if n.endswith(".bkl"))
+        out["cold from log"] = (inst.start(), _recovered(inst), log_bytes)
+        s = bukt.attach(inst.name)
+        assert s.stats()["keys"] == keys, s.stats()["keys"]
+        s.close()
+        subprocess.run([PY, "-m", "bukt.cli", "compact", "--config", inst.conf, "--wait", "300"],
+                       cwd=ROOT, check=True, capture_output=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+        inst.stop()
+        inst.unlink()
+        base_bytes = sum(os.path.getsize(os.path.join(inst.data, n))
+                         for n in os.listdir(inst.data) if n.endswith((".bkb", ".bkl")))
+        out["cold from base"] = (inst.start(), _recovered(inst), base_bytes)
+        inst.kill()                                    # the segment survives
+        wall = inst.start()
+        ms = inst.last_log_line(r"warm start of segment \S+ in ([\d.]+) ms")
+        out["warm restart"] = (wall, float(ms) / 1000 if ms else None, None)
+        s = bukt.attach(inst.name)
+        assert s.stats()["keys"] == keys
+        s.close()
+        inst.stop()
+    finally:
+        if inst.proc and inst.proc.poll() is None:
+            inst.kill()
+        inst.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _load_range(name, i, n, keys):
+    s = bukt.attach(name)
+    b = s.bucket("bench")
+    s.sync_wait = False
+    for k in range(i, keys, n):
+        b.set(b"%016d" % k, VALUE)
+    s.close()
+
+
+def _recovered(inst):
+    sec = inst.last_log_line(r"recovered \d+ records .* in ([\d.]+) s")
+    return float(sec) if sec else None
+
+
+def redis_recovery(keys):
+    import redis
+    tmp = tempfile.mkdtemp(prefix="redis-rec-", dir=os.environ.get("BENCH_DIR"))
+    out = {}
+    r = Redis(tmp, "no", preamble="yes")
+    try:
+        r.start()
+        c = redis.Redis(port=r.port)
+        t = time.perf_counter()
+        pipe = c.pipeline(transaction=False)
+        for i in range(keys):
+            pipe.set(b"%016d" % i, VALUE)
+            if i % 10000 == 9999:
+                pipe.execute()
+        pipe.execute()
+        print(f"  loaded {keys} keys into Redis in {time.perf_counter() - t:.1f} s", flush=True)
+        r.stop()
+        aof_bytes = sum(os.path.getsize(os.path.join(tmp, "appendonlydir", n))
+                        for n in os.listdir(os.path.join(tmp, "appendonlydir")))
+        out["AOF (SET commands)"] = (r.start(), r.loaded_seconds(), aof_bytes)
+        assert redis.Redis(port=r.port).dbsize() == keys
+        c = redis.Redis(port=r.port)
+        c.bgrewriteaof()
+        while c.info("persistence")["aof_rewrite_in_progress"] or \
+                c.info("persistence")["aof_rewrite_scheduled"]:
+            time.sleep(0.05)
+        r.stop()
+        open(os.path.join(tmp, "redis.log"), "w").close()
+        aof_bytes = sum(os.path.getsize(os.path.join(tmp, "appendonlydir", n))
+                        for n in os.listdir(os.path.join(tmp, "appendonlydir")))
+        out["AOF rewritten (RDB preamble)"] = (r.start(), r.loaded_seconds(), aof_bytes)
+        r.stop()
+    finally:
+        if r.proc and r.proc.poll() is None:
+            r.proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-recovery", action="store_true")
+    args = ap.parse_args()
+    print(f"# durability benchmark: {os.cpu_count()} CPUs, {args.procs} client processes, "
+          f"{args.seconds:g} s per run, 16 B keys, 100 B values; data on "
+          f"{os.environ.get('BENCH_DIR') or tempfile.gettempdir()}", flush=True)
+    if not args.skip_throughput:
+        rows = []
+        for policy in ("always", "everysec", "no"):
+            rows.append((f"Bukt fsync {policy}", bukt_throughput(policy, args.procs, args.seconds)))
+            print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+        for policy in ("always", "everysec"):
+            rows.append((f"Redis appendfsync {policy}",
+                         redis_throughput(policy, args.procs, args.seconds)))
+            print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+        rows.append(("LMDB put, sync commit", lmdb_throughput(args.procs, args.seconds)))
+        print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+        ref = dict(rows)
+        ratios = {"Bukt fsync always": ref["Redis appendfsync always"],
+                  "Bukt fsync everysec": ref["Redis appendfsync everysec"],
+                  "Bukt fsync no": ref["Redis appendfsync everysec"]}
+        print("\n| acknowledged sets | per second | ratio |")
+        print("| --- | ---: | --- |")
+        for name, rate in rows:
+            extra = ""
+            if name in ratios:
+                extra = f"{rate / ratios[name]:.2f}x Redis " + \
+                        ("always" if "always" in name else "everysec")
+                if "always" in name:
+                    extra += f", {rate / ref['LMDB put, sync commit']:.1f}x LMDB"
+            print(f"| {name} | {rate:,.0f} | {extra} |")
+    if not args.skip_recovery:
+        b = bukt_recovery(args.keys)
+        r = redis_recovery(args.keys)
+        print(f"\n| recovery of {args.keys:,} keys of 100 B | wall time to ready | "
+              "process's own figure | bytes on disk |")
+        print("| --- | ---: | ---: | ---: |")
+        for name, (wall, own, size) in [(f"Bukt {k}", v) for k, v in b.items()] + \
+                                       [(f"Redis {k}", v) for k, v in r.items()]:
+            own_s = f"{own * 1000:.1f} ms" if own is not None and own < 1 else \
+                    (f"{own:.2f} s" if own is not None else "-")
+            print(f"| {name} | {wall:.3f} s | {own_s} | "
+                  f"{f'{size / 1e6:.0f} MB' if size else '-'} |")
+
+
+if __name__ == "__main__":
+    main()
