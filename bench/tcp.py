@@ -11,6 +11,11 @@ other processes on the machine falls on all of them alike, and reports the media
 
 Workloads (issue 4): 50 connections without pipelining; 1 connection; 1 connection
 pipelined 16 deep. 90% GET, 10% SET, 100 B values over 100k keys.
+
+Besides throughput and latency it reports the servers' CPU time per operation (user +
+system time of the server's processes over the run, divided by the operations): on a
+small shared machine the load generator and other processes compete for the cores, and
+CPU per operation is the figure that such noise disturbs least.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -62,13 +68,16 @@ def wait_port(port, timeout=10.0):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_bukt(instance, loop, workers):
+def start_bukt(instance, variant, workers):
+    """variant: "uvloop" or "asyncio", "+py" for the Python frame loop instead of the
+    compiled one (bukt/_wire.pyx)."""
     port = free_port()
+    loop, _, py = variant.partition("+")
     code = ("import sys; from bukt.tcp import serve_tcp; "
             f"sys.exit(serve_tcp(instance={instance!r}, bind='127.0.0.1:{port}', "
-            f"workers={workers}, loop={loop!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
-                            stderr=subprocess.DEVNULL)
+            f"workers={workers}, loop={loop!r}, compiled={not py}))")
+    log = open(os.path.join(tempfile.gettempdir(), f"bukt-bench-tcp-{variant}.log"), "w")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=log)
     wait_port(port)
     time.sleep(0.3)
     return proc, port
@@ -85,6 +94,29 @@ def start_redis():
     return proc, port
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU time of processes so far: the server's cost, which other load
+    on the machine does not inflate the way it does wall-clock throughput."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(proc):
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            children = [int(p) for p in f.read().split()]
+    except OSError:
+        children = []
+    return children or [proc.pid]
+
+
 def loadgen(proto, port, seconds, keys, prefill=False, **kw):
     args = [LOADGEN, "--proto", proto, "--port", str(port), "--seconds", str(seconds),
             "--keys", str(keys), "--value", "100", "--get", "90", "--bucket", "bench",
@@ -99,7 +131,8 @@ def loadgen(proto, port, seconds, keys, prefill=False, **kw):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--loops", default="uvloop,asyncio")
+    ap.add_argument("--loops", default="uvloop,uvloop+py,asyncio",
+                    help="server variants: uvloop, asyncio; +py: the Python frame loop")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
@@ -118,33 +151,39 @@ def main():
         for loop in args.loops.split(","):
             proc, port = start_bukt(instance, loop, args.workers)
             procs.append(proc)
-            servers.append((f"bukt {loop} x{args.workers}", "bukt", port))
+            servers.append((f"bukt {loop} x{args.workers}", "bukt", port, proc))
         if not args.no_redis:
             proc, port = start_redis()
             if proc is not None:
                 procs.append(proc)
-                servers.append(("redis", "resp", port))
-        for name, proto, port in servers:
+                servers.append(("redis", "resp", port, proc))
+        for name, proto, port, _ in servers:
             if name == "redis" or name == servers[0][0]:
                 loadgen(proto, port, 1, args.keys, prefill=True)  # one segment: fill once
         results = {}
         for _ in range(args.repeat):
             for wname, kw in WORKLOADS:
-                for name, proto, port in servers:
+                for name, proto, port, proc in servers:
+                    pids = server_pids(proc)
+                    cpu = cpu_seconds(pids)
                     r = loadgen(proto, port, args.seconds, args.keys, **kw)
+                    r["cpu_us_per_op"] = (cpu_seconds(pids) - cpu) / max(r["ops"], 1) * 1e6
                     results.setdefault((wname, name), []).append(r)
-        print(f"| workload | server | ops/s | p50 µs | p99 µs | vs Redis ops/s |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| workload | server | ops/s | p50 µs | p99 µs | vs Redis ops/s "
+              "| server CPU µs/op |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for wname, _ in WORKLOADS:
             base = results.get((wname, "redis"))
             base_ops = statistics.median(r["ops_per_s"] for r in base) if base else None
-            for name, _, _ in servers:
+            for name, _, _, _ in servers:
                 rs = results[(wname, name)]
                 ops = statistics.median(r["ops_per_s"] for r in rs)
                 p50 = statistics.median(r["p50_us"] for r in rs)
                 p99 = statistics.median(r["p99_us"] for r in rs)
+                cpu = statistics.median(r["cpu_us_per_op"] for r in rs)
                 ratio = f"{ops / base_ops:.2f}x" if base_ops else "-"
-                print(f"| {wname} | {name} | {ops:,.0f} | {p50:.0f} | {p99:.0f} | {ratio} |")
+                print(f"| {wname} | {name} | {ops:,.0f} | {p50:.0f} | {p99:.0f} | {ratio} "
+                      f"| {cpu:.1f} |")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -35,10 +35,42 @@ log = logging.getLogger("bukt.tcp")
 
 _HEADER = struct.Struct(">IBQ")
 _HDR_SIZE = 13
+try:
+    from .. import _wire  # the compiled twin of run_py (bukt/_wire.pyx), when built
+except ImportError:
+    _wire = None
+
+STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL = range(5)
+
+
+def run_py(buf, size, pos, session, max_frame, out, out_limit):
+    """Handles whole frames of buf[pos:size] into `out` until a stop (bukt/_wire.pyx
+    says which); returns (pos, why). The reference for the compiled `_wire.run`."""
+    out_bytes = 0
+    handle = session.handle
+    while size - pos >= 4:
+        length = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+        if length < _HDR_SIZE or length > max_frame:
+            return pos, STOP_FATAL
+        if size - pos < length:
+            return pos, STOP_PARTIAL
+        _, command, rid = _HEADER.unpack_from(buf, pos)
+        result = handle(command, rid, buf, pos + _HDR_SIZE, pos + length)
+        pos += length
+        out.append(result)
+        if result.__class__ is not bytes:
+            return pos, STOP_DEFERRED
+        if session.closing:
+            return pos, STOP_QUIT
+        out_bytes += len(result)
+        if out_bytes >= out_limit:
+            return pos, STOP_FULL
+    return pos, STOP_PARTIAL
+
+
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
 LINGER = 0.2       # seconds of silence after the half-close before the socket is closed
 LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off after this
-FLUSH_EVERY = 64   # responses gathered before one transport.write within a read
 
 
 class Connection(asyncio.Protocol):
@@ -49,7 +81,8 @@ class Connection(asyncio.Protocol):
         self.max_inflight = s.max_inflight
         self.session = Session(worker.store, admin_hash=worker.admin_hash,
                                max_frame=s.max_frame, durable=worker.durable)
-        self._handle = self.session.handle
+        self._run = run_py if _wire is None or not worker.settings.compiled else _wire.run
+        self._high_water = s.write_high_water
         self._loop = worker.loop
         self.transport = None
         self.buf = bytearray()
@@ -120,44 +153,42 @@ class Connection(asyncio.Protocol):
     # -- the request loop ---------------------------------------------------------------
 
     def _process(self):
-        """Handles every whole frame in the buffer that flow control allows."""
+        """Handles every whole frame in the buffer that flow control allows.
+
+        `run` (compiled in bukt/_wire.pyx, or its twin `run_py` below) handles frames
+        until something needs this loop: responses to write, a Deferred, QUIT, a bad
+        Length, or the end of the whole frames. No callback can run inside `run` (it
+        never writes), so flow control checked between its batches is checked in time.
+        """
         buf = self.buf
         size = len(buf)
         pos = 0
         out = []
-        out_bytes = 0
-        handle = self._handle
-        max_frame = self.max_frame
-        high_water = self.worker.settings.write_high_water
+        session = self.session
         self.stalled = False
         try:
-            while size - pos >= 4:
-                length = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
-                if length < _HDR_SIZE or length > max_frame:
-                    self._fatal(out, length)
-                    return
-                if size - pos < length:
-                    break
+            while True:
                 if self.write_paused or self.deferred >= self.max_inflight:
-                    self.stalled = True
-                    self._pause()
+                    if size - pos >= 4:
+                        self.stalled = True
+                        self._pause()
                     break
-                _, command, rid = _HEADER.unpack_from(buf, pos)
-                result = handle(command, rid, buf, pos + _HDR_SIZE, pos + length)
-                pos += length
-                if result.__class__ is bytes:
-                    out.append(result)
-                    out_bytes += len(result)
-                else:
-                    self._defer(result)
-                if self.session.closing:  # QUIT: nothing after it is answered
+                pos, why = self._run(buf, size, pos, session, self.max_frame, out,
+                                     self._high_water)
+                if why == STOP_PARTIAL:
+                    break
+                if why == STOP_FATAL:
+                    self._fatal(out, int.from_bytes(buf[pos:pos + 4], "big"))
+                    return
+                if why == STOP_DEFERRED:
+                    self._defer(out.pop())
+                elif why == STOP_QUIT:  # nothing after QUIT is answered
                     pos = size
                     self.draining = True
                     break
-                if len(out) >= FLUSH_EVERY or out_bytes >= high_water:
-                    self._write(out)  # may call pause_writing: the loop then stops
+                if out:  # STOP_FULL, or responses before a Deferred
+                    self._write(out)  # may call pause_writing: checked at the top
                     out = []
-                    out_bytes = 0
         finally:
             if pos:
                 del buf[:pos]

@@ -95,6 +95,12 @@ def _name(raw: bytes) -> str:
         raise errors.SchemaError("a bucket name must be UTF-8") from None
 
 
+def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
+    log.exception("command 0x%02x failed", command, exc_info=exc)
+    return P.frame(S.ERROR, rid, f"internal error: {type(exc).__name__}: {exc}"
+                   .encode("utf-8", "replace"))
+
+
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
                  "perms", "persist", "admin", "closing", "_handlers")
@@ -143,9 +149,7 @@ class Session:
         except errors.BuktError as exc:
             return P.encode_error(rid, exc)
         except Exception as exc:  # a bug, or the core raising something unexpected
-            log.exception("command 0x%02x failed", command)
-            return P.frame(S.ERROR, rid, f"internal error: {type(exc).__name__}: {exc}"
-                           .encode("utf-8", "replace"))
+            return internal_error(command, rid, exc)
 
     def _refuse(self, command):
         if self.bucket is None and not self.admin:

@@ -47,6 +47,7 @@ class TcpSettings:
     data_dir: str | None = None
     loop: str = "auto"                  # "uvloop", "asyncio", or "auto" (uvloop if installed)
     write_high_water: int = 64 << 10    # unsent response bytes before reading pauses
+    compiled: bool = True               # use bukt._wire (the Cython hot path) when built
 
     _KEYS = {  # field -> config key
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",

@@ -1,0 +1,188 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The TCP worker's hot path in Cython: split a receive buffer into frames and answer
+GET and SET straight from the bytes, without the generic codec.
+
+It is the compiled twin of the loop in bukt/tcp/connection.py (`Connection._process`)
+and of Session's fast path (bukt/tcp/session.py); both stay in Python as the reference
+and the fallback, and tests/test_tcp_fuzz.py runs the same streams through both. This
+module depends on nothing in cext/: it calls the store through its Python API.
+
+    pos, why = _wire.run(buf, size, pos, session, max_frame, out, out_limit)
+
+handles whole frames of buf[pos:size], appending each response (bytes) or Deferred to
+`out`, and stops at the first of: an incomplete frame (STOP_PARTIAL), a bad Length
+(STOP_FATAL, pos at that frame), QUIT (STOP_QUIT), a Deferred (STOP_DEFERRED: flow
+control must look), `out_limit` bytes of responses gathered (STOP_FULL). Everything
+else (flow control, writing, closing) stays with the Python caller.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from . import errors as _errors
+from . import protocol as _P
+from .tcp.session import internal_error as _internal_error
+
+cdef enum:
+    HDR = 13
+
+STOP_PARTIAL = 0
+STOP_FATAL = 1
+STOP_QUIT = 2
+STOP_DEFERRED = 3
+STOP_FULL = 4
+
+cdef int READ = 1
+cdef int WRITE = 2
+cdef uint8_t SET_FLAGS = _P.SET_FLAGS
+
+
+cdef inline uint32_t be32(const unsigned char *p) nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef inline uint64_t be64(const unsigned char *p) nogil:
+    return (<uint64_t>be32(p) << 32) | be32(p + 4)
+
+
+cdef inline void put64(char *p, uint64_t v) nogil:
+    cdef int i
+    for i in range(8):
+        p[7 - i] = <char>(v & 0xFF)
+        v >>= 8
+
+
+cdef inline void put32(char *p, uint32_t v) nogil:
+    p[0] = <char>(v >> 24); p[1] = <char>(v >> 16); p[2] = <char>(v >> 8); p[3] = <char>v
+
+
+cdef bytes frame(uint8_t status, uint64_t rid, const char *body, Py_ssize_t n,
+                 int prefix=-1):
+    """A response frame: header, then an optional one-byte prefix, then body."""
+    cdef Py_ssize_t extra = 1 if prefix >= 0 else 0
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, HDR + extra + n)
+    cdef char *p = PyBytes_AS_STRING(out)
+    put32(p, <uint32_t>(HDR + extra + n))
+    p[4] = <char>status
+    put64(p + 5, rid)
+    if extra:
+        p[HDR] = <char>prefix
+    if n:
+        memcpy(p + HDR + extra, body, n)
+    return out
+
+
+cdef bytes u64_frame(uint64_t rid, uint64_t v):
+    cdef char body[8]
+    put64(body, v)
+    return frame(0, rid, body, 8)
+
+
+cdef object fast_get(object bucket, uint64_t rid, const unsigned char *p, Py_ssize_t n):
+    cdef uint32_t klen
+    if n < 4:
+        raise _errors.ProtocolError("payload truncated: key length needs 4 bytes")
+    klen = be32(p)
+    if <Py_ssize_t>klen + 4 != n:
+        if <Py_ssize_t>klen + 4 > n:
+            raise _errors.ProtocolError(
+                f"payload truncated: key needs {klen} bytes, {n - 4} left")
+        raise _errors.ProtocolError(f"{n - 4 - klen} unexpected bytes after the payload")
+    value = bucket.get(PyBytes_FromStringAndSize(<const char *>p + 4, klen))
+    if value is None:
+        return frame(1, rid, NULL, 0)
+    if type(value) is bytes:
+        return frame(0, rid, PyBytes_AS_STRING(value), len(<bytes>value), 0)
+    if type(value) is int:
+        data = str(value).encode()
+        return frame(0, rid, PyBytes_AS_STRING(data), len(data), 1)
+    if type(value) is str:
+        data = (<str>value).encode()
+        return frame(0, rid, PyBytes_AS_STRING(data), len(data), 2)
+    data = bytes(value)
+    return frame(0, rid, PyBytes_AS_STRING(data), len(data), 0)
+
+
+cdef object fast_set(object bucket, uint64_t rid, const unsigned char *p, Py_ssize_t n):
+    cdef uint8_t flags
+    cdef uint64_t ttl_ms, if_version
+    cdef uint32_t klen, vlen
+    cdef Py_ssize_t kend
+    if n < 21:
+        raise _errors.ProtocolError("payload truncated: SET needs at least 25 bytes")
+    flags = p[0]
+    ttl_ms = be64(p + 1)
+    if_version = be64(p + 9)
+    klen = be32(p + 17)
+    kend = 21 + <Py_ssize_t>klen
+    if kend + 4 > n:
+        raise _errors.ProtocolError("payload truncated: key or value length")
+    vlen = be32(p + kend)
+    if kend + 4 + <Py_ssize_t>vlen != n:
+        raise _errors.ProtocolError("payload length does not match the key and value")
+    if flags & ~SET_FLAGS:
+        raise _errors.ProtocolError(f"unknown SET flags 0x{flags:02x}")
+    version = bucket.set(
+        PyBytes_FromStringAndSize(<const char *>p + 21, klen),
+        PyBytes_FromStringAndSize(<const char *>p + kend + 4, vlen),
+        ttl=ttl_ms / 1000.0 if ttl_ms else None,
+        nx=bool(flags & 1), xx=bool(flags & 2), single_read=bool(flags & 4),
+        if_version=if_version if flags & 8 else None)
+    if version is None:
+        return frame(2, rid, NULL, 0)
+    return u64_frame(rid, version)
+
+
+def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
+        Py_ssize_t max_frame, list out, Py_ssize_t out_limit):
+    cdef const unsigned char *b
+    cdef uint32_t length
+    cdef uint8_t command
+    cdef uint64_t rid
+    cdef Py_ssize_t out_bytes = 0
+    cdef int perms = session.perms
+    cdef object bucket = session.bucket
+    cdef object handle = session.handle
+    cdef object finish = session._finish_write
+    cdef object result
+    while size - pos >= 4:
+        b = <const unsigned char *>(<char *>buf) + pos  # refreshed: buf does not move here
+        length = be32(b)
+        if length < HDR or length > max_frame:
+            return pos, STOP_FATAL
+        if size - pos < length:
+            return pos, STOP_PARTIAL
+        command = b[4]
+        rid = be64(b + 5)
+        result = None
+        # FAST PATH: GET and SET with the permission in hand.
+        if command == 2 and perms & READ:
+            try:
+                result = fast_get(bucket, rid, b + HDR, length - HDR)
+            except _errors.BuktError as exc:
+                result = _P.encode_error(rid, exc)
+            except Exception as exc:
+                result = _internal_error(command, rid, exc)
+        elif command == 1 and perms & WRITE:
+            try:
+                result = finish(rid, fast_set(bucket, rid, b + HDR, length - HDR), command)
+            except _errors.BuktError as exc:
+                result = _P.encode_error(rid, exc)
+            except Exception as exc:
+                result = _internal_error(command, rid, exc)
+        if result is None:
+            # SLOW PATH: everything else, and refusals, through the Python session.
+            result = handle(command, rid, buf, pos + HDR, pos + length)
+            perms = session.perms
+            bucket = session.bucket
+        pos += length
+        out.append(result)
+        if type(result) is not bytes:
+            return pos, STOP_DEFERRED
+        if session.closing:
+            return pos, STOP_QUIT
+        out_bytes += len(<bytes>result)
+        if out_bytes >= out_limit:
+            return pos, STOP_FULL
+    return pos, STOP_PARTIAL
+
