@@ -217,6 +217,8 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     bk_seq_leave(&st.seq)
+    if BUKT_DEBUG:
+        debug_check_stripe(s, si)
     return 1
 
 
@@ -318,6 +320,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     bk_seq_leave(&st.seq)
+    if BUKT_DEBUG:
+        debug_check_stripe(s, si)
     return ver
 
 
@@ -350,6 +354,35 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     st.intent_ring = 0
     bk_seq_leave(&st.seq)
     return ver
+
+
+# -- debug build: the stripe's invariants after every mutation ----------------------
+cdef int debug_check_stripe(Store s, uint32_t si) except -1:
+    """BUKT_DEBUG only: every slot's entry is a published chunk whose key hashes to
+    this stripe and tag, reachable from its home slot, and the count matches."""
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint32_t i, j, count = 0
+    cdef uint64_t w, h
+    cdef bk_entry *e
+    for i in range(SLOTS):
+        w = slots[i]
+        if w == 0:
+            continue
+        count += 1
+        e = ENT(s, w & OFF_MASK)
+        if (e.flags & (BK_E_USED | BK_E_PENDING)) != BK_E_USED:
+            raise AssertionError(f"stripe {si} slot {i}: chunk flags {e.flags:#x}")
+        h = entry_hash(s, w & OFF_MASK)
+        if stripe_of(s, h) != si or tag_of(h) != (w & TAG_MASK):
+            raise AssertionError(f"stripe {si} slot {i}: key hashes elsewhere")
+        j = home_of(h)
+        while j != i and slots[j] != 0:
+            j = (j + 1) & SLOT_MASK
+        if j != i:
+            raise AssertionError(f"stripe {si} slot {i}: unreachable from home {home_of(h)}")
+    if count != STRIPE(s, si).count:
+        raise AssertionError(f"stripe {si}: count {STRIPE(s, si).count} != {count}")
+    return 0
 
 
 # -- repair -----------------------------------------------------------------------
@@ -437,4 +470,6 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
     if st.seq & 1:
         bk_seq_leave(&st.seq)
     _note_repair(s)
+    if BUKT_DEBUG:
+        debug_check_stripe(s, si)
     return 0
