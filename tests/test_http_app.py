@@ -623,6 +623,14 @@ def test_rate_limiter_table_is_shared_through_the_area():
         for key in range(1000, 1100):
             assert area.rate_check(key, 102.0, 1.0, 1.0) == 0.0
         other.close()
+        pid = os.fork()
+        if pid == 0:    # another process is refused the area while its owner lives
+            try:
+                SharedArea.create(name, slots=64)
+            except FileExistsError:
+                os._exit(0)
+            os._exit(1)
+        assert os.waitpid(pid, 0)[1] == 0
     finally:
         area.unlink()
         area.close()

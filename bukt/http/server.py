@@ -35,6 +35,7 @@ class HttpServer(BaseApplication):
             log.warning("admin token: %s", source)
         self.admin_token = token
         self.attach = attach or bukt.attach
+        self.attach(self.settings.instance).close()      # fail here, not in the arbiter
         self.area = None
         super().__init__()
 
@@ -72,14 +73,8 @@ class HttpServer(BaseApplication):
 
     # -- arbiter hooks
     def _on_starting(self, arbiter):
-        store = self.attach(self.settings.instance)     # fail before forking
-        store.close()
-        name = area_name(self.settings.instance)
-        try:
-            SharedArea.attach(name).unlink()             # a dead arbiter's leftover
-        except Exception:
-            pass
-        self.area = SharedArea.create(name, slots=self.settings.ratelimit_slots)
+        self.area = SharedArea.create(area_name(self.settings.instance),
+                                      slots=self.settings.ratelimit_slots)
         log.info("bukt http %s on %s, %d workers, pid %d", self.settings.instance,
                  self.settings.bind, self.settings.workers, os.getpid())
 

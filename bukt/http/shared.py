@@ -9,7 +9,7 @@ single-writer rows of u64 counters that any process may sum without a lock.
 
 LAYOUT (native byte order, 8-byte words):
 
-    header  magic "BKTHTTP1" | format | slots | rows | words | 3 words spare
+    header  magic "BKTHTTP1" | format | slots | rows | words | owner pid | 2 spare
     rates   slots x (key u64 | tat f64)        GCRA state per client (see ratelimit.py)
     rows    rows  x (pid u64 | words x u64)    one row per worker process
 
@@ -60,10 +60,25 @@ class SharedArea:
 
     @classmethod
     def create(cls, name, slots=4096, rows=128, words=1024, mode=0o600):
+        """A new area owned by this process. One left by a dead owner is replaced; one
+        whose owner lives is refused (FileExistsError): another server runs."""
+        try:
+            old = posix_ipc.SharedMemory(name)
+        except posix_ipc.ExistentialError:
+            pass
+        else:
+            owner = 0
+            if old.size >= 8 * HEADER_WORDS:
+                with mmap.mmap(old.fd, 8 * HEADER_WORDS) as m:
+                    owner = struct.unpack_from("=Q", m, 40)[0]
+            old.close_fd()
+            if owner and owner != os.getpid() and _alive(owner):
+                raise FileExistsError(f"{name} belongs to the live process {owner}")
+            old.unlink()
         size = cls.size_for(slots, rows, words)
         shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
         buf = mmap.mmap(shm.fd, size)
-        struct.pack_into("=5Q", buf, 0, MAGIC, FORMAT, slots, rows, words)
+        struct.pack_into("=6Q", buf, 0, MAGIC, FORMAT, slots, rows, words, os.getpid())
         return cls(buf, shm.fd, slots, rows, words, shm)
 
     @classmethod
