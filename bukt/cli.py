@@ -215,6 +215,10 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and COMMANDS.get(argv[0], (None, None))[1] is _passthrough:
+        # the module parses its own arguments, --help included
+        return COMMANDS[argv[0]][2](argparse.Namespace(rest=argv[1:]))
     parser = argparse.ArgumentParser(prog="bukt", description="Bukt: a shared-memory "
                                      "key-value cache for one host.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -224,7 +228,7 @@ def main(argv=None) -> int:
                            add_help=add is not _passthrough)
         add(p)
         p.set_defaults(run=run)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except KeyboardInterrupt:
