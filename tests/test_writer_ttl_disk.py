@@ -97,7 +97,7 @@ def test_file_size_limit_refuses_writes_then_recovers_without_losing_any(instanc
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     w = instance.start(preexec_fn=cap)              # warm: no posix_fallocate under the cap
     s = instance.attach()
-    s.durable_timeout = 0.5
+    s.durable_timeout = 2.0                         # a slow fsync is not the refusal we want
     b = s.create_bucket("b")
     acked = {}
     err = _set_until_refused(b, b"a", acked)
