@@ -17,9 +17,8 @@ order. Each record states a result (bukt/aof.py), and replay applies it as one:
     TOKEN_REVOKE   revoke_token
     SET            bucket.restore(key, raw value, absolute expiry, flags, version)
     DELETE, EXPIRE, EVICT  delete the key
-    SET_TTL        the key keeps its value and gets this expiry and version. The Store
-                   API has no call for that (restore needs the raw value), so the value
-                   is taken with getdel and put back with restore; see issue 3's report.
+    SET_TTL        bucket.restore_ttl(key, absolute expiry, version): the key keeps its
+                   value
     FLUSH          bucket.flush()
 
 A key record for a bucket that does not exist (its BUCKET_CREATE was in a part that
@@ -106,10 +105,7 @@ class Loader:
             b = self._bucket(name)
             if b is None:
                 return
-            value = b.getdel(r.key)
-            if value is not None:
-                b.restore(r.key, self._raw(name, value), r.expire_ms,
-                          CORE_SINGLE if r.flags & SINGLE_READ else 0, r.version)
+            b.restore_ttl(r.key, r.expire_ms, r.version)
         elif t == FLUSH:
             b = self._bucket(name)
             if b is not None:
@@ -138,14 +134,6 @@ class Loader:
     def _forget(self, name):
         self._buckets.pop(name, None)
         self._schema.pop(name, None)
-
-    def _raw(self, name, value) -> bytes:
-        """The stored bytes of a decoded value (int and str buckets decode on get)."""
-        if isinstance(value, bytes):
-            return value
-        if isinstance(value, int):
-            return str(value).encode()
-        return value.encode()
 
 
 def snapshot(store, seq: int, cancel=None) -> Iterator[Record]:

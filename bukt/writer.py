@@ -387,6 +387,15 @@ class Writer:
         if stuck is not None and not recs:
             self._unstick(stuck)
         if next_pos == self.written_pos:
+            if self.error and not self.rebase_needed:
+                # Writers are refused while the error stands (DiskError), so no record
+                # arrives to prove the disk works again: probe it with an fsync.
+                try:
+                    self.w.fsync()
+                except DiskError as e:
+                    self._disk_error(e)
+                    return False
+                self._clear_error()
             return False
         if self.skip_upto and recs:
             recs = [r for r in recs if r[0] > self.skip_upto]

@@ -507,6 +507,33 @@ cdef class Bucket:
             unlock_stripe(s, si)
         return ver
 
+    def restore_ttl(self, key, int64_t expire_ms, uint64_t version=0):
+        """Recovery: set the key's absolute expiry (0: none) and version as logged.
+        False when there is no such key."""
+        cdef Store s = self.s
+        cdef bytes kb
+        cdef uint32_t n, si
+        cdef uint64_t h, off
+        cdef int slot
+        s._writable()
+        self._b()
+        kb = as_key(s, key)
+        n = <uint32_t>PyBytes_GET_SIZE(kb)
+        h = khash(self.idx, kb, n)
+        si = stripe_of(s, h)
+        if logs(s, &s.bucketv[self.idx]):
+            ring_wait_space(s, rec_size(n, 0))
+        lock_stripe(s, si)
+        try:
+            self._b()
+            slot = do_find(s, si, h, self.idx, kb, n, &off)
+            if slot < 0:
+                return False
+            do_touch(s, si, slot, off, expire_ms, version)
+        finally:
+            unlock_stripe(s, si)
+        return True
+
     def flush(self):
         """Remove every key of the bucket; returns how many."""
         self.s._writable()

@@ -170,6 +170,29 @@ cdef object add_token(Store s, str name, bytes token_hash, int perms):
     return tid
 
 
+cdef list bucket_table(Store s):
+    cdef uint32_t i
+    cdef int t
+    cdef bk_bucket *b
+    cdef list out = []
+    if s.readonly:
+        raise _err.ReadOnly("bucket_table() takes the meta lock: attach read-write")
+    lock_meta(s)
+    try:
+        for i in range(s.max_buckets):
+            b = &s.bucketv[i]
+            if b.state not in (1, 2):
+                continue
+            tokens = tuple((b.tokens[t].id, b.tokens[t].perms,
+                            PyBytes_FromStringAndSize(<char *>b.tokens[t].hash, 32))
+                           for t in range(BK_MAX_TOKENS) if b.tokens[t].id)
+            out.append((i, b.gen, b.state, b.name.decode(), SCHEMAS[b.schema],
+                        EVICTIONS[b.eviction], bool(b.persist), b.default_ttl_ms, tokens))
+    finally:
+        unlock_meta(s)
+    return out
+
+
 cdef object restore_token(Store s, str name, uint32_t token_id, bytes token_hash, int perms):
     cdef int slot, t
     cdef bk_bucket *b

@@ -21,6 +21,12 @@ cdef int ring_wait_space(Store s, uint32_t need) except -1:
     `need` bytes fits, counting the worst padding at the wrap."""
     cdef bk_header *h = s.hdr
     cdef uint64_t room = s.ring_size
+    if bk_load_acq32(&h.writer_error_code):
+        raise _err.DiskError(
+            "the writer process reports a disk error ("
+            + h.writer_error[:256].split(b"\0", 1)[0].decode(errors="replace")
+            + "); writes to persisted buckets are refused until it clears. "
+            "Check `bukt status`.")
     if bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need <= room:
         return 0
     deadline = time.monotonic() + h.ring_wait_ms / 1000.0

@@ -392,6 +392,12 @@ cdef class Store:
                 "ring_head": h.ring_head, "ring_tail": h.ring_tail,
                 "flushed_pos": h.flushed_pos, "generation": h.generation}
 
+    def bucket_table(self):
+        """Every live or dropping bucket as (idx, gen, state, name, schema, eviction,
+        persist, default_ttl_ms, ((token_id, perms, hash), ...)), read under the meta
+        lock: the writer names ring records (which carry idx and gen) with it."""
+        return bucket_table(self)
+
     def restore_token(self, bucket, uint32_t token_id, token_hash, int perms):
         """Recovery: put back a token with the id it had."""
         return restore_token(self, bucket, token_id, bytes(token_hash), perms)

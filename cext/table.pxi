@@ -222,6 +222,18 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     return 1
 
 
+cdef inline uint64_t next_version(Store s, uint64_t given) noexcept:
+    """A new version, or `given` (a replay keeps the logged one) with the counter
+    raised past it, so versions stay unique and increasing after a recovery."""
+    cdef uint64_t cur
+    if given == 0:
+        return bk_fetch_add_u64(&s.hdr.version_counter, 1) + 1
+    while True:
+        cur = bk_load_acq64(&s.hdr.version_counter)
+        if cur >= given or bk_cas64(&s.hdr.version_counter, cur, given):
+            return given
+
+
 cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char *k,
                      uint32_t n, const char *v, uint32_t vlen, int64_t expire_ms,
                      uint8_t eflags, int found, uint64_t old_off, uint64_t version=0) except 0:
@@ -234,7 +246,6 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     cdef int c = class_for(s, 32 + n + vlen), tries = 0
     cdef uint64_t off, pos = 0, ver
     cdef int64_t dbytes
-    cdef uint64_t cur
     cdef bk_entry *e
     if c < 0:
         raise _err.ValueTooLarge(f"entry of {32 + n + vlen} bytes exceeds the largest "
@@ -281,14 +292,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     if vlen:
         memcpy(EKEY(s, off) + n, v, vlen)
     bk_store_rel8(&e.flags, BK_E_USED | eflags)   # filled: no longer pending
-    if version:                                   # a replay keeps the logged version
-        ver = version
-        while True:
-            cur = bk_load_acq64(&s.hdr.version_counter)
-            if cur >= ver or bk_cas64(&s.hdr.version_counter, cur, ver):
-                break
-    else:
-        ver = bk_fetch_add_u64(&s.hdr.version_counter, 1) + 1
+    ver = next_version(s, version)
     e.version = ver
     if logs(s, b):
         need = rec_size(n, vlen)
@@ -325,13 +329,14 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     return ver
 
 
-cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t expire_ms) except 0:
+cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t expire_ms,
+                       uint64_t version=0) except 0:
     """Rewrite an entry's expiry in place (two aligned words) and give it a new
-    version; logged as TOUCH. 0 when the ring has no room."""
+    version (or `version`, in a replay); logged as TOUCH."""
     cdef bk_stripe *st = STRIPE(s, si)
     cdef bk_entry *e = ENT(s, off)
     cdef bk_bucket *b = &s.bucketv[e.bucket]
-    cdef uint64_t pos = 0, ver = bk_fetch_add_u64(&s.hdr.version_counter, 1) + 1
+    cdef uint64_t pos = 0, ver = next_version(s, version)
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
     if logs(s, b):
