@@ -45,14 +45,14 @@ cdef inline uint64_t be64(const unsigned char *p) nogil:
     return (<uint64_t>be32(p) << 32) | be32(p + 4)
 
 
-cdef inline void put64(char *p, uint64_t v) nogil:
+cdef inline void put64(char *p, uint64_t v) noexcept nogil:
     cdef int i
     for i in range(8):
         p[7 - i] = <char>(v & 0xFF)
         v >>= 8
 
 
-cdef inline void put32(char *p, uint32_t v) nogil:
+cdef inline void put32(char *p, uint32_t v) noexcept nogil:
     p[0] = <char>(v >> 24); p[1] = <char>(v >> 16); p[2] = <char>(v >> 8); p[3] = <char>v
 
 

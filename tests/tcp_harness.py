@@ -25,6 +25,9 @@ from bukt.protocol import Command as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+# The event loop the servers run: TCP_TEST_LOOP=asyncio (or epoll) runs the same suite
+# on another loop than the default (uvloop when installed).
+LOOP = os.environ.get("TCP_TEST_LOOP", "auto")
 TOKENS = {"rw": ("b", 3), "ro": ("b", 1), "wo": ("b", 2), "all": ("b", 7), "other": ("o", 7)}
 
 
@@ -58,6 +61,7 @@ class Server:
     """`with Server(instance, workers=2, max_inflight=4) as srv:` srv.port, srv.url(token)."""
 
     def __init__(self, instance, workers=2, **settings):
+        settings.setdefault("loop", LOOP)
         self.kw = dict(instance=instance, bind="127.0.0.1:0", workers=workers,
                        admin_token=ADMIN_TOKEN, shutdown_timeout=5, **settings)
         self.proc = None

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bind", help="HOST:PORT, overrides tcp.bind")
     parser.add_argument("--workers", type=int, help="overrides tcp.workers")
     parser.add_argument("--instance", help="overrides instance (the segment's name)")
-    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
+    parser.add_argument("--loop", choices=("auto", "epoll", "uvloop", "asyncio"), default="auto")
     args = parser.parse_args(argv)
     cfg = config.load(args.config)
     return serve_tcp(cfg, bind=args.bind, workers=args.workers, instance=args.instance,

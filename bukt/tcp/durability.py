@@ -52,14 +52,19 @@ class RingDurability:
                 self._always = False
         return self._always
 
+    def position(self, session):
+        """None (acknowledge now), or the ring position the writer's flushed position
+        must reach before the session's last write may be acknowledged."""
+        if not session.persist or not self.sync_always():
+            return None
+        pos = self.store.last_pos
+        return None if self.store.ring_position()[2] >= pos else pos
+
     def __call__(self, session):
         """None (acknowledge now) or a future that completes when the session's last
         write is durable."""
-        if not session.persist or not self.sync_always():
-            return None
-        store = self.store
-        pos = store.last_pos
-        if store.ring_position()[2] >= pos:
+        pos = self.position(session)
+        if pos is None:
             return None
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -95,3 +100,10 @@ class RingDurability:
             return
         self._delay = POLL_FIRST if progressed else min(self._delay * 2, POLL_LONGEST)
         loop.call_later(self._delay, self._poll, loop)
+
+
+class RingPositions(RingDurability):
+    """The same policy for the epoll loop (bukt/_epoll.pyx), which keeps its own FIFO of
+    waiting responses: the hook returns the position to wait for, not a future."""
+
+    __call__ = RingDurability.position

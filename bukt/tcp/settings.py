@@ -45,7 +45,8 @@ class TcpSettings:
     shutdown_timeout: float = 10.0      # SIGTERM: give in-flight work this long
     admin_token: str | None = None      # auth.admin_token, BUKT_ADMIN_TOKEN, data_dir/admin.token
     data_dir: str | None = None
-    loop: str = "auto"                  # "uvloop", "asyncio", or "auto" (uvloop if installed)
+    loop: str = "auto"                  # "epoll", "uvloop", "asyncio"; "auto": the first
+                                        # available (epoll needs bukt/_epoll built)
     write_high_water: int = 64 << 10    # unsent response bytes before reading pauses
     compiled: bool = True               # use bukt._wire (the Cython hot path) when built
 

@@ -17,7 +17,12 @@ import signal
 import socket
 
 from .connection import Connection
-from .durability import RingDurability
+from .durability import RingDurability, RingPositions
+
+try:
+    from .. import _epoll  # the Cython epoll loop (bukt/_epoll.pyx), when built
+except ImportError:
+    _epoll = None
 
 log = logging.getLogger("bukt.tcp")
 
@@ -26,7 +31,9 @@ IDLE_SWEEP = 1.0  # seconds between idle-timeout sweeps (at most idle_timeout / 
 
 
 def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
-    """uvloop when installed (measured faster, see bukt/tcp/__init__.py), else asyncio."""
+    """uvloop when installed (measured faster than asyncio: bukt/tcp/__init__.py), else
+    asyncio. ("auto" prefers the epoll loop of bukt/_epoll.pyx to both when it is built:
+    Worker.run.)"""
     if kind in ("auto", "uvloop"):
         try:
             import uvloop
@@ -73,6 +80,12 @@ class Worker:
         self._server = None
 
     def run(self) -> int:
+        if self.settings.loop == "epoll" or (self.settings.loop == "auto" and _epoll):
+            durable = self.durable
+            if isinstance(durable, RingDurability):
+                durable = RingPositions(self.store, durable.timeout)
+            _epoll.Loop(self.sock, self.store, self.settings, self.admin_hash, durable).run()
+            return 0
         self.loop = loop = new_loop(self.settings.loop)
         asyncio.set_event_loop(loop)
         try:
