@@ -1,0 +1,161 @@
+"""Helpers shared by the multi-process tests (tests/test_mp_*.py).
+
+Values that check themselves: every value the multi-process tests write carries a
+header with its own length, the key it was written under, a bucket tag, the id of
+the writing process and that writer's counter, and a CRC-32 of everything after the
+CRC. A reader that gets a torn value (bytes of two writes), a value of another key
+or of another bucket, or bytes that no writer wrote, fails `check_value`.
+
+    offset  size  field
+    0       4     crc32 of bytes 4..16+k, continued from the crc32 of bytes 16+k..end
+                  (the payload's checksum first, so a fixed payload's can be cached)
+    4       4     total length of the value
+    8       2     writer id
+    10      1     bucket tag
+    11      1     key length (k)
+    12      4     writer's counter
+    16      k     the key
+    16+k    ...   payload (first 8 bytes: absolute expiry in ms for TTL keys)
+
+Also: unique segment names, a bounded wait for processes, and a guard that turns
+a hang into a test failure.
+"""
+import contextlib
+import faulthandler
+import os
+import signal
+import struct
+import time
+import uuid
+import zlib
+
+HDR = struct.Struct("<IIHBBI")          # crc, total, wid, tag, klen, ctr
+assert HDR.size == 16
+
+_POOL = os.urandom(1 << 17) * 2         # payload source: slices of random bytes
+
+
+def unique_name(prefix):
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
+
+
+def unlink_segment(name):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"/dev/shm/bukt-{name}")
+
+
+def min_size(key):
+    return HDR.size + len(key)
+
+
+_CRC_CACHE = {}
+
+
+def make_value(key, tag, wid, ctr, size, extra=b"", fixed_payload=False):
+    """A self-checking value of exactly `size` bytes (at least min_size(key) +
+    len(extra)), at most 128 KiB. The payload bytes vary with writer and counter,
+    unless `fixed_payload` (then they depend on the size only and their checksum is
+    cached: cheap values for tests that want writers to spend their time in the
+    table rather than in zlib)."""
+    size = max(size, HDR.size + len(key) + len(extra))
+    n = size - HDR.size - len(key) - len(extra)
+    assert n <= 1 << 17, "values of up to 128 KiB"
+    start = (n if fixed_payload else ctr * 7919 + wid * 104729) % (1 << 17)
+    payload = extra + _POOL[start:start + n]
+    if fixed_payload and not extra:
+        pcrc = _CRC_CACHE.get(n)
+        if pcrc is None:
+            pcrc = _CRC_CACHE[n] = zlib.crc32(payload)
+    else:
+        pcrc = zlib.crc32(payload)
+    head = struct.pack("<IHBBI", size, wid, tag, len(key), ctr) + key
+    return struct.pack("<I", zlib.crc32(head, pcrc)) + head + payload
+
+
+class BadValue(AssertionError):
+    pass
+
+
+def check_value(value, key, tag):
+    """(wid, ctr, payload) of a sound value written under `key` in the bucket of
+    `tag`; BadValue otherwise."""
+    if not isinstance(value, bytes):
+        raise BadValue(f"{key!r}: value of type {type(value).__name__}")
+    if len(value) < HDR.size:
+        raise BadValue(f"{key!r}: value of {len(value)} bytes is shorter than a header")
+    crc, total, wid, vtag, klen, ctr = HDR.unpack_from(value)
+    if total != len(value):
+        raise BadValue(f"{key!r}: value says {total} bytes, has {len(value)} (torn?)")
+    if klen > len(value) - HDR.size or \
+            zlib.crc32(value[4:HDR.size + klen], zlib.crc32(value[HDR.size + klen:])) != crc:
+        raise BadValue(f"{key!r}: checksum mismatch in a {len(value)}-byte value "
+                       f"(writer {wid}, counter {ctr}) (torn or foreign bytes)")
+    vkey = value[HDR.size:HDR.size + klen]
+    if vkey != key:
+        raise BadValue(f"{key!r}: got the value of key {vkey!r} (foreign value)")
+    if vtag != tag:
+        raise BadValue(f"{key!r}: got a value of bucket tag {vtag}, expected {tag}")
+    return wid, ctr, value[HDR.size + klen:]
+
+
+def wait_pid(pid, timeout):
+    """Reap `pid` within `timeout` seconds: its wait status, or None if it is still
+    running (the caller kills it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if got == pid:
+            return status
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.002)
+
+
+def kill_and_reap(pid, timeout=10):
+    """SIGKILL a child of ours that has not been reaped yet, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return wait_pid(pid, timeout)
+
+
+def join_all(procs, timeout):
+    """Join multiprocessing processes within one overall `timeout`; kill and name
+    any that did not finish."""
+    deadline = time.monotonic() + timeout
+    hung = []
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            hung.append(p.name)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    return hung
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds, what="test"):
+    """The last lines of defence (every wait has its own timeout too): SIGALRM
+    fails the test when it runs past `seconds`; and should the process be stuck
+    where no Python signal handler runs (a spin inside the compiled core), the
+    faulthandler watchdog dumps every thread's stack and ends the run 60 s later,
+    rather than letting it hang."""
+    def on_alarm(signum, frame):
+        raise Hang(f"{what} exceeded its {seconds} s bound (something hangs)")
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(seconds))
+    faulthandler.dump_traceback_later(int(seconds) + 60, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
