@@ -388,7 +388,7 @@ class Bucket:
         self._bucket()
         key = self._m._key(key)
         if not _is_int(by) or not _is_int(initial):
-            raise InvalidArgument("by and initial must be ints")
+            raise TypeError("by and initial must be ints")
         expire_ms = self._ttl_or_default(ttl)
         e = self._find(key)
         if e is None:

@@ -234,9 +234,10 @@ class StoreVersusModel(RuleBasedStateMachine):
         """The common case, as a rule of its own so that buckets fill up."""
         self.set(bv, key, ttl, "plain", False)
 
-    @rule(bucket=bucket_names, data=st.data(), ttl=ttls)
-    def mset(self, bucket, data, ttl):
-        mapping = data.draw(st.dictionaries(keys, values(bucket), max_size=4))
+    @rule(bucket_mapping=bucket_names.flatmap(lambda name: st.tuples(
+        st.just(name), st.dictionaries(keys, values(name), max_size=4))), ttl=ttls)
+    def mset(self, bucket_mapping, ttl):
+        bucket, mapping = bucket_mapping
         mapping = {k: value_of(v) for k, v in mapping.items()}
         got = self.both(bucket, "mset", mapping, ttl=ttl)
         if got is not None:
@@ -363,6 +364,7 @@ class StoreVersusModel(RuleBasedStateMachine):
             self.same(f"{bucket}.stats()['evictions']", 0, s["evictions"])
 
 
-StoreVersusModel.TestCase.settings = settings(max_examples=150, stateful_step_count=50,
-                                              deadline=None)
+# One failure at a time: shrinking several at once takes minutes.
+StoreVersusModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
+                                              deadline=None, report_multiple_bugs=False)
 TestStoreVersusModel = StoreVersusModel.TestCase
