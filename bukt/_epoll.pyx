@@ -148,6 +148,9 @@ cdef class Loop:
         _signal.signal(_signal.SIGTERM, self.stop)
         _signal.signal(_signal.SIGINT, self.stop)
         while True:
+            # Python signal handlers run only when Python code runs or this is called:
+            # without it a SIGTERM that lands outside epoll_wait would wait for traffic.
+            PyErr_CheckSignals()
             if self.stopping:
                 if deadline == 0:
                     deadline = _time.monotonic() + self.settings.shutdown_timeout

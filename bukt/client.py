@@ -280,6 +280,20 @@ class _Conn:
         except OSError:
             pass
 
+    def stale(self) -> bool:
+        """True if the server has closed this idle connection (idle timeout, restart,
+        shutdown) or sent something unasked: it must not carry a request."""
+        if self.buf:
+            return True
+        try:
+            self.sock.settimeout(0)  # with a timeout, recv would first wait that long
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False  # nothing to read: alive
+        except OSError:
+            return True
+        return True  # EOF, or bytes nobody asked for
+
     def _frame(self):
         """The next whole frame from the buffer, or None."""
         buf = self.buf
@@ -419,10 +433,14 @@ class Client(_Ops):
             raise errors.BuktError("the client is closed")
         if os.getpid() != self._pid:  # forked: the parent's sockets are not ours
             self._idle, self._pid = [], os.getpid()
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._connect()
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._connect()
+            if not conn.stale():
+                return conn
+            conn.close()
 
     def _give(self, conn: _Conn):
         with self._lock:
