@@ -331,6 +331,39 @@ class StoreVersusModel(RuleBasedStateMachine):
         assert (type(m) is set and m == s) or same(m, s), (
             f"{bucket}.scan({prefix!r}, count={count}): model {m!r}, store {s!r}")
 
+    @rule(bucket=bucket_names, prefix=st.sampled_from(PREFIXES),
+          writes=st.lists(st.tuples(keys, st.booleans()), min_size=1, max_size=6))
+    def scan_while_writing(self, bucket, prefix, writes):
+        """A key present for the whole scan is returned at least once, however other
+        keys come and go between its pages (one write, on both sides, per page)."""
+        stable = set(self.handles["model"][bucket].scan(prefix, count=1000)[1])
+        found = {side: [] for side in self.sides}
+        cursors = {side: 0 for side in self.sides}
+        done = set()
+        for _ in range(1000):
+            for side, handles in self.handles.items():
+                if side not in done:
+                    cursors[side], page = handles[bucket].scan(
+                        prefix, cursor=cursors[side], count=1)
+                    found[side] += page
+                    if cursors[side] == 0:
+                        done.add(side)
+            if len(done) == len(self.sides):
+                break
+            if writes:
+                key, put = writes.pop(0)
+                if put:
+                    self.set_plainly((bucket, VALUES[bucket][0][1]), key, None)
+                else:
+                    self.compare(bucket, "delete", key)
+                    stable.discard(as_key(key))
+        else:
+            raise AssertionError(f"{bucket}.scan({prefix!r}, count=1) never ended")
+        for side, got in found.items():
+            assert stable <= set(got), (
+                f"{side}: {bucket}.scan({prefix!r}) missed {stable - set(got)}")
+            assert all(k.startswith(as_key(prefix)) for k in got), (side, got)
+
     # -- the store: one rule, so that buckets are emptied only now and then
     @rule(bucket=bucket_names, action=st.sampled_from(["flush", "drop", "other"]),
           name=st.sampled_from(["raw", "", "has space", "x" * 65, "\u00e9", "ok-1.A_z"]),
