@@ -1,0 +1,356 @@
+"""The operator's commands of `bukt`: status, check, compact.
+
+`status` reads the segment header (what the writer publishes), the table's counters,
+`data_dir/serve.json` (the supervisor's pids and addresses, bukt/serve.py) and /proc;
+with --url http://... it asks a server's /healthz and /metrics instead.
+"""
+import glob
+import json
+import os
+import signal
+import time
+
+from . import procs, probe
+from .cliutil import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, emit,
+                      human_bytes, json_arg, load_config, open_target, target_args)
+from .progress import Progress
+
+HEARTBEAT_STALE_MS = 2000       # as bukt/http/hooks.py judges the writer
+
+
+# -- status ----------------------------------------------------------------------------------
+
+def status_args(p):
+    target_args(p, bucket=False)
+
+
+def status(args):
+    if args.url:
+        return _remote_status(args)
+    import bukt
+    cfg = load_config(args)
+    store = bukt.attach(cfg.instance, readonly=True)
+    try:
+        st, w = store.stats(), store.writer_info()
+    finally:
+        store.close()
+    report = local_report(cfg, st, w)
+    emit(args, report, lambda: print(_human_status(report)))
+    return OK if report["healthy"] else FAILED
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def local_report(cfg, st, w) -> dict:
+    now_ms = time.time() * 1000
+    problems = []
+    heartbeat_age = (now_ms - w["heartbeat_ms"]) / 1000 if w["heartbeat_ms"] else None
+    if not w["pid"]:
+        problems.append("no writer has attached (start the service: bukt serve)")
+    elif not w["alive"]:
+        problems.append(f"the writer (pid {w['pid']}) is gone")
+    elif not w["ready"]:
+        problems.append("the writer is not ready (recovering, or stopping)")
+    elif heartbeat_age is not None and heartbeat_age * 1000 > HEARTBEAT_STALE_MS:
+        problems.append(f"the writer's heartbeat is {heartbeat_age:.1f} s old")
+    if w["error"]:
+        problems.append(f"the writer reports: {w['error']}")
+    data_dir = os.path.abspath(cfg.data_dir)
+    serve = _read_json(os.path.join(data_dir, "serve.json"))
+    service = None
+    if serve and procs.alive(serve.get("pid", 0)):
+        service = {"pid": serve["pid"], "config": serve.get("config"),
+                   "admin_token": serve.get("admin_token"), "restarts": serve.get("restarts"),
+                   "http": serve["http"]["bind"], "tcp": serve["tcp"]["bind"]}
+        health = probe.http_health(serve["http"]["bind"])
+        service["http_answers"] = health is not None
+        ping = probe.tcp_ping(serve["tcp"]["bind"])
+        service["tcp_ping_ms"] = None if ping is None else round(ping * 1000, 3)
+        if health is None:
+            problems.append(f"HTTP does not answer on {serve['http']['bind']}")
+        if ping is None:
+            problems.append(f"TCP does not answer on {serve['tcp']['bind']}")
+    logs = glob.glob(os.path.join(data_dir, "log-*.bkl"))
+    bases = glob.glob(os.path.join(data_dir, "base-*.bkb"))
+    return {
+        "healthy": not problems, "problems": problems, "instance": cfg.instance,
+        "segment": {"path": f"/dev/shm/bukt-{cfg.instance}", "bytes": st["segment_bytes"],
+                    "memory_used": st["memory_used"], "pages_used": st["pages_used"],
+                    "pages_total": st["pages_total"], "index_used": st["index_used"],
+                    "index_slots": st["index_slots"], "generation": st["generation"]},
+        "keys": st["keys"], "buckets": st["buckets"], "value_bytes": st["bytes"],
+        "ring": {"size": st["ring_size"], "depth": st["ring_depth"],
+                 "unflushed": w["ring_head"] - w["flushed_pos"]},
+        "writer": {"pid": w["pid"], "alive": w["alive"], "ready": w["ready"],
+                   "error": w["error"], "heartbeat_age_s": heartbeat_age,
+                   "fsync_lag_s": (now_ms - w["last_fsync_ms"]) / 1000
+                   if w["last_fsync_ms"] else None,
+                   "sync_always": w["sync_always"], "flushed_seq": w["flushed_seq"]},
+        "disk": {"data_dir": data_dir, "current_log_bytes": w["log_size"],
+                 "log_bytes": sum(_size(p) for p in logs), "logs": len(logs),
+                 "base_bytes": sum(_size(p) for p in bases)},
+        "service": service,
+        "processes": _processes(serve if service else None, w),
+    }
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _processes(serve, w) -> list:
+    now = time.time()
+    roles = {}
+    if serve:
+        roles[serve["pid"]] = "serve"
+        for role, what in (("writer", "writer"), ("http", "http arbiter"), ("tcp", "tcp pool")):
+            pid = serve.get(role, {}).get("pid")
+            if pid:
+                roles[pid] = what
+        roots = [(d, p) for d, p in procs.tree(serve["pid"])]
+    else:
+        roots = [(0, w["pid"])] if w["pid"] and w["alive"] else []
+        roles[w["pid"]] = "writer"
+    out = []
+    parent_role = {}
+    for depth, pid in roots:
+        d = procs.describe(pid)
+        if d is None:
+            continue
+        role = roles.get(pid)
+        if role is None:
+            ppid_role = parent_role.get(depth - 1, "")
+            role = {"http arbiter": "http worker", "tcp pool": "tcp worker"}.get(ppid_role,
+                                                                                "child")
+        parent_role[depth] = role
+        out.append({"pid": pid, "role": role, "depth": depth, "rss_bytes": d["rss_bytes"],
+                    "uptime_s": round(now - d["started"], 1)})
+    return out
+
+
+def _ago(s):
+    if s is None:
+        return "never"
+    return f"{s:.1f} s ago" if s < 120 else f"{s / 60:.0f} min ago"
+
+
+def _human_status(r) -> str:
+    seg, ring, w, disk = r["segment"], r["ring"], r["writer"], r["disk"]
+    lines = [f"bukt {r['instance']}: " + ("healthy" if r["healthy"] else "UNHEALTHY")]
+    lines += [f"  ! {p}" for p in r["problems"]]
+    s = r["service"]
+    if s:
+        lines.append(f"  service   bukt serve pid {s['pid']}; HTTP {s['http']}"
+                     f"{'' if s['http_answers'] else ' (not answering)'}, TCP {s['tcp']}"
+                     + (f" (PING {s['tcp_ping_ms']} ms)" if s["tcp_ping_ms"] is not None
+                        else " (not answering)"))
+    else:
+        lines.append("  service   no `bukt serve` runs for this data_dir")
+    lines.append(f"  writer    pid {w['pid']}, " + ("ready" if w["ready"] else "not ready")
+                 + f", heartbeat {_ago(w['heartbeat_age_s'])}, last fsync "
+                 + _ago(w["fsync_lag_s"]) + (", fsync always" if w["sync_always"] else ""))
+    pct = 100 * seg["memory_used"] / seg["bytes"] if seg["bytes"] else 0
+    lines.append(f"  memory    {human_bytes(seg['memory_used'])} of "
+                 f"{human_bytes(seg['bytes'])} ({pct:.1f}%), index {seg['index_used']:,} of "
+                 f"{seg['index_slots']:,} slots; {seg['path']}")
+    lines.append(f"  keys      {r['keys']:,} in {r['buckets']} buckets, "
+                 f"{human_bytes(r['value_bytes'])} of values")
+    lines.append(f"  ring      {human_bytes(ring['depth'])} waiting for the writer, "
+                 f"{human_bytes(ring['unflushed'])} not yet durable, of "
+                 f"{human_bytes(ring['size'])}")
+    lines.append(f"  disk      {disk['data_dir']}: {disk['logs']} logs, "
+                 f"{human_bytes(disk['log_bytes'])}; base {human_bytes(disk['base_bytes'])}")
+    if r["processes"]:
+        lines.append("  processes")
+        for p in r["processes"]:
+            lines.append(f"    {p['pid']:>7}  {'  ' * p['depth']}{p['role']:<14}"
+                         f"{human_bytes(p['rss_bytes']):>10}  up {p['uptime_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def _remote_status(args):
+    from .targets import HttpTarget
+    from . import errors
+    with open_target(args) as t:
+        if not isinstance(t, HttpTarget):
+            ping = probe.tcp_ping(f"{t.client.host}:{t.client.port}", timeout=args.timeout)
+            if ping is None:
+                raise CliError(UNREACHABLE, f"{t.where}: no answer to PING")
+            emit(args, {"healthy": True, "tcp_ping_ms": round(ping * 1000, 3)},
+                 f"{t.where}: answers PING in {ping * 1000:.2f} ms (ask over http:// "
+                 "for the whole status)")
+            return OK
+        code, health = t.health()
+        report = {"healthy": code == 200, "health": health}
+        try:
+            report["metrics"] = m = t.metrics()
+        except (errors.AuthError, errors.PermissionDenied):
+            m = None
+    def human():
+        print(f"{t.where}: " + ("healthy" if code == 200 else
+                                f"UNHEALTHY: {health.get('reason', '')}"))
+        if m is None:
+            print("  (pass the admin token, --token, for memory, keys and the writer)")
+            return
+        st, w = m["store"], m.get("writer", {})
+        print(f"  memory    {human_bytes(st['memory_used'])} of "
+              f"{human_bytes(st['segment_bytes'])}")
+        print(f"  keys      {st['keys']:,} in {st['buckets']} buckets")
+        print(f"  ring      {human_bytes(w.get('ring_depth'))} waiting, "
+              f"{human_bytes(w.get('unflushed_bytes'))} not yet durable")
+        print(f"  writer    up {w.get('up')}, last fsync "
+              f"{_ago(w.get('fsync_lag_seconds'))}, log {human_bytes(w.get('log_bytes'))}")
+    emit(args, report, human)
+    return OK if code == 200 else FAILED
+
+
+# -- check -----------------------------------------------------------------------------------
+
+def check_args(p):
+    config_arg(p)
+    json_arg(p)
+    p.add_argument("--fix", action="store_true",
+                   help="repair: cut damaged logs at their last good record (the rest is "
+                        "kept as <file>.bad-<time>), rewrite damaged base files; the "
+                        "writer must be stopped")
+    p.add_argument("--data-dir", help="overrides data_dir")
+
+
+def _check_files(path, progress):
+    """datadir.check, one file at a time, with progress by bytes."""
+    from . import aof, basefile, datadir
+    m = datadir.read_manifest(path)
+    if m is None:
+        return datadir.check(path)          # [] for a fresh directory, or RecoveryError
+    listed = ([("base", m.base)] if m.base else []) + [("log", n) for n in m.logs]
+    progress.total = sum(_size(os.path.join(path, n)) for _, n in listed)
+    out = []
+    for kind, name in listed:
+        fpath = os.path.join(path, name)
+        report = aof.Scan(fpath)
+        reader = basefile.read_base if kind == "base" else aof.read_log
+        size = _size(fpath)
+        try:
+            for r in reader(fpath, skip_bad=True, report=report):
+                progress.advance(48 + len(r[2]) + len(r[3]) + len(r[4] or b""))
+            out.append(datadir.FileReport(fpath, kind, report.records, size,
+                                          report.problems, None))
+        except (OSError, aof.RecoveryError) as e:
+            out.append(datadir.FileReport(fpath, kind, report.records, 0, report.problems,
+                                          str(e) if isinstance(e, aof.RecoveryError)
+                                          else f"{fpath}: {e.strerror}"))
+    return out
+
+
+def check(args):
+    from . import datadir, writer
+    from .errors import BuktError
+    import bukt
+    cfg = load_config(args)
+    path = args.data_dir or cfg.data_dir
+    result = {"data_dir": os.path.abspath(path), "files": [], "fixed": [], "segment": None}
+    lines = []
+    bad = False
+    if not os.path.isdir(path):
+        lines.append(f"{path}: no data directory (a fresh instance)")
+    else:
+        try:
+            with Progress("check") as p:
+                p.unit = "B"
+                reports = _check_files(path, p)
+        except datadir.RecoveryError as e:
+            raise CliError(REFUSED, str(e)) from None
+        for r in reports:
+            state = "ok" if not r.problems and not r.error else "DAMAGED"
+            lines.append(f"{r.path}: {r.kind}, {r.records} records, {r.size} bytes: {state}")
+            if r.error:
+                lines.append(f"  {r.error}")
+            for pr in r.problems:
+                kind = "truncated tail" if pr.truncated else "corrupt"
+                lines.append(f"  bytes {pr.offset}-{pr.end}: {kind}: {pr.reason}")
+            result["files"].append({"path": r.path, "kind": r.kind, "records": r.records,
+                                    "bytes": r.size, "error": r.error,
+                                    "problems": [{"offset": pr.offset, "end": pr.end,
+                                                  "truncated": pr.truncated,
+                                                  "reason": pr.reason} for pr in r.problems]})
+            bad = bad or bool(r.problems or r.error)
+        if args.fix and bad:
+            try:
+                done = datadir.fix(path)
+            except datadir.RecoveryError as e:
+                raise CliError(REFUSED, f"not fixed: {e}") from None
+            for r in done:
+                lines.append(f"fixed {r.path}: cut at byte {r.cut_at}, {r.removed} bytes kept "
+                             f"in {r.side_file} ({r.reason})")
+                result["fixed"].append({"path": r.path, "cut_at": r.cut_at,
+                                        "side_file": r.side_file})
+            if done and writer.remove_tie(path):
+                lines.append("the logs changed: the next writer start recovers from disk "
+                             "(cold)")
+            bad = False
+    try:
+        store = bukt.attach(cfg.instance)
+    except (BuktError, PermissionError) as e:
+        lines.append(f"segment: {e}")
+    else:
+        try:
+            problems = store.check()
+        finally:
+            store.close()
+        lines.append(f"segment /dev/shm/bukt-{cfg.instance}: "
+                     + ("ok" if not problems else f"{len(problems)} problems"))
+        lines += [f"  {pr}" for pr in problems]
+        result["segment"] = {"problems": [str(pr) for pr in problems]}
+        bad = bad or bool(problems)
+    result["ok"] = not bad
+    emit(args, result, "\n".join(lines))
+    return FAILED if bad else OK
+
+
+# -- compact ---------------------------------------------------------------------------------
+
+def compact_args(p):
+    config_arg(p)
+    json_arg(p)
+    p.add_argument("--wait", type=float, default=300.0, metavar="S",
+                   help="seconds to wait for the new base file (0: do not wait)")
+
+
+def compact(args):
+    import bukt
+    from . import datadir
+    cfg = load_config(args)
+    store = bukt.attach(cfg.instance, readonly=True)
+    try:
+        info = store.writer_info()
+    finally:
+        store.close()
+    if not info["alive"]:
+        raise CliError(FAILED, "no writer process is running; start the service (bukt serve)")
+    before = datadir.read_manifest(cfg.data_dir)
+    os.kill(info["pid"], signal.SIGUSR1)
+    if args.wait <= 0:
+        emit(args, {"requested": True}, "compaction requested")
+        return OK
+    deadline = time.monotonic() + args.wait
+    with Progress("compact", unit="B") as p:
+        while time.monotonic() < deadline:
+            m = datadir.read_manifest(cfg.data_dir)
+            if m is not None and m.base and (before is None or m.base != before.base):
+                path = os.path.join(cfg.data_dir, m.base)
+                p.set(_size(path))
+                p.close()
+                emit(args, {"base": path, "bytes": _size(path)}, f"compacted: {path}")
+                return OK
+            p.set(sum(_size(t) for t in glob.glob(os.path.join(cfg.data_dir, "base-*.tmp"))))
+            time.sleep(0.05)
+    raise CliError(FAILED, f"no new base file within {args.wait:g} s; see the writer's log")
