@@ -10,7 +10,7 @@ DEPS   := $(VENV)/.deps-installed
 CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/*)
 CORE   := $(VENV)/.core-built
 
-.PHONY: all run test debug bench lint clean install deps build
+.PHONY: all run test debug bench lint clean install install-venv install-units deps build
 
 all: build
 
@@ -41,8 +41,44 @@ debug:
 	$(MAKE) test CORE_CFLAGS=-DBUKT_DEBUG=1
 	rm -f $(CORE)
 
+# The whole service in the foreground with built-in defaults (or CONFIG=path/bukt.yaml):
+# HTTP on 127.0.0.1:7070, TCP on 127.0.0.1:7071, data in ./var; it prints where it
+# listens and where the admin token is. Ctrl-C stops it cleanly.
 run: build
-	$(VENV)/bin/bukt serve $(if $(CONFIG),--config $(CONFIG))
+	@$(VENV)/bin/bukt serve $(if $(CONFIG),--config $(CONFIG))
+
+# Installs Bukt as a systemd service (as root): the package into its own virtual
+# environment at PREFIX, the unit, sysusers.d and tmpfiles.d files, and
+# /etc/bukt/bukt.yaml unless one exists. install-units alone takes DESTDIR= for staging.
+PREFIX      ?= /opt/bukt
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(SYSCONFDIR)/systemd/system
+SYSUSERSDIR ?= $(SYSCONFDIR)/sysusers.d
+TMPFILESDIR ?= $(SYSCONFDIR)/tmpfiles.d
+
+install: install-venv install-units
+	@echo "installed; start it with: systemctl enable --now bukt"
+	@echo "then: sudo -u bukt $(PREFIX)/bin/bukt status --config $(SYSCONFDIR)/bukt/bukt.yaml"
+
+install-venv:
+	test -x $(PREFIX)/bin/python || $(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip "setuptools>=74" "Cython>=3.0.10" wheel
+	$(PREFIX)/bin/python -m pip --disable-pip-version-check -q install --no-build-isolation .
+
+install-units:
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's#/opt/bukt/#$(PREFIX)/#g; s#/etc/bukt/#$(SYSCONFDIR)/bukt/#g' systemd/bukt.service \
+		> $(DESTDIR)$(UNITDIR)/bukt.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/bukt.service
+	install -D -m 0644 systemd/bukt.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/bukt.conf
+	install -D -m 0644 systemd/bukt.tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/bukt.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/bukt/bukt.yaml || \
+		install -D -m 0640 conf/bukt.yaml $(DESTDIR)$(SYSCONFDIR)/bukt/bukt.yaml
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemd-sysusers $(SYSUSERSDIR)/bukt.conf && \
+		systemd-tmpfiles --create $(TMPFILESDIR)/bukt.conf && \
+		chgrp bukt $(SYSCONFDIR)/bukt/bukt.yaml && \
+		systemctl daemon-reload; fi
 
 bench: build
 	$(PIP) install -e '.[bench]' --no-build-isolation --no-deps
