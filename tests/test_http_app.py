@@ -35,9 +35,21 @@ def store():
     s.close()
 
 
+def asgi_client(app):
+    """falcon's TestClient over an ASGI app. The shim yields to the loop once: the
+    TestClient's conductor loses its lifespan-shutdown notification (and hangs) when a
+    request completes without ever suspending, as the fast path's answers do."""
+    async def shim(scope, receive, send):
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await app(scope, receive, send)
+
+    return falcon.testing.TestClient(shim)
+
+
 def make_client(store, **config):
     config = {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None, **config}
-    return falcon.testing.TestClient(create_app(store, config))
+    return asgi_client(create_app(store, config))
 
 
 @pytest.fixture
@@ -390,6 +402,65 @@ def test_value_too_large(client, tok):
     assert_problem(r, 413, "value_too_large")
 
 
+def test_fast_path_answers_as_the_slow_path(store):
+    """bukt/http/fastpath.py answers plain GETs of a key without falcon: it must send
+    what the falcon app sends, and stand aside for everything else."""
+    config = {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None}
+    fast = create_app(store, config)
+    slow = asgi_client(create_app(store, config, fast_path=False))
+    seen_by_falcon = []
+    inner = fast.app
+
+    async def counting(scope, receive, send):
+        if scope["type"] == "http":
+            seen_by_falcon.append(scope["path"])
+        await inner(scope, receive, send)
+
+    fast.app = counting
+    fast = asgi_client(fast)
+    tok = bearer(new_bucket(slow, "b"))
+    num = bearer(new_bucket(slow, "n", schema="int"))
+    reader = bearer(new_token(slow, "b", ["read"]))
+    writer = bearer(new_token(slow, "b", ["write"]))
+    b, n = store.bucket("b"), store.bucket("n")
+
+    def setup():
+        b.set(b"plain", b"\x00value")
+        b.set(b"ttl", b"t", ttl=100)
+        b.set(b"a/b c", b"slash and space")
+        b.set(b"\xff", b"binary key")
+        b.set(b"once", b"single", single_read=True)
+        n.set(b"i", 42)
+
+    cases = [  # url, headers, answered by the fast path
+        (key_url("plain"), tok, True), (key_url("ttl"), reader, True),
+        (key_url("a/b%20c"), tok, True), (key_url("%FF"), admin(), True),
+        (key_url("once"), tok, True), (key_url("missing"), tok, True),
+        (key_url("i", "n"), num, True),
+        (key_url("plain"), {}, False), (key_url("plain"), writer, False),
+        (key_url("plain"), num, False), (key_url("plain"), {"X-API-Key": "nope"}, False),
+        (key_url("k", "nobucket"), admin(), False),
+        (key_url("plain") + "?encoding=base64", tok, False),
+        (key_url("plain"), {**tok, "Range": "bytes=0-1"}, False),
+        (key_url("plain"), {**tok, "If-None-Match": '"1"'}, False),
+    ]
+    for url, headers, fast_one in cases:
+        setup()
+        before = len(seen_by_falcon)
+        got = fast.simulate_get(url, headers=headers)
+        assert (len(seen_by_falcon) == before) == fast_one, url
+        setup()
+        want = slow.simulate_get(url, headers=headers)
+        assert (got.status_code, got.content) == (want.status_code, want.content), url
+        got_h, want_h = dict(got.headers), dict(want.headers)
+        assert ("etag" in got_h) == ("etag" in want_h), url    # versions moved on
+        assert abs(float(got_h.pop("bukt-ttl", 0)) - float(want_h.pop("bukt-ttl", 0))) < 1
+        got_h.pop("etag", None), want_h.pop("etag", None)
+        assert got_h == want_h, url
+    assert fast.simulate_get(key_url("once"), headers=tok).content == b"single"
+    assert fast.simulate_get(key_url("once"), headers=tok).status_code == 404
+
+
 # -- bulk, scan, original shapes --------------------------------------------------------
 
 def test_bulk(client, tok):
@@ -548,7 +619,7 @@ def test_writes_await_durability_and_report_writer_down(store):
                 raise WriterDown("not flushing")
 
     durability = Durability()
-    client = falcon.testing.TestClient(create_app(
+    client = asgi_client(create_app(
         store, {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None},
         durability=durability))
     tok = bearer(new_bucket(client))

@@ -15,6 +15,7 @@ import falcon.asgi
 from bukt.http import problems
 from bukt.http.auth import Authenticator, resolve_admin_token
 from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
+from bukt.http.fastpath import FastGet
 from bukt.http.hooks import Durability, durability_for
 from bukt.http.keys import Bulk, Key, Scan
 from bukt.http.kv import KvCollection, KvItem
@@ -25,6 +26,7 @@ from bukt.http.settings import HttpSettings
 from bukt.http.shared import SharedArea
 
 API = "/api/v1"
+KEY_ROUTE = f"{API}/buckets/{{name}}/keys/{{key:path}}"
 
 
 @dataclass
@@ -54,7 +56,7 @@ def routes(ctx):
         (f"{b}/tokens", TokenList(ctx)),
         (f"{b}/tokens/{{token_id:int(min=1,max=4294967295)}}", TokenItem(ctx)),
         (f"{b}/keys", Scan(ctx)),
-        (f"{b}/keys/{{key:path}}", Key(ctx)),
+        (KEY_ROUTE, Key(ctx)),
         (f"{b}/mget", Bulk(ctx, "mget")),
         (f"{b}/mset", Bulk(ctx, "mset")),
         (f"{b}/delete", Bulk(ctx, "delete")),
@@ -64,10 +66,12 @@ def routes(ctx):
     ]
 
 
-def create_app(store, config=None, *, area=None, durability=None):
+def create_app(store, config=None, *, area=None, durability=None, fast_path=True):
     """The ASGI app. `config`: the project's config, or a dict (see settings.py).
     `area`: the SharedArea all workers share (serve_http passes it); a private one
-    when None, which is right for a single process. `durability`: see hooks.py."""
+    when None, which is right for a single process. `durability`: see hooks.py.
+    `fast_path`: answer plain GETs of a key without falcon (fastpath.py); it stands
+    aside by itself while rate limiting is on."""
     settings = config if isinstance(config, HttpSettings) else \
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
@@ -80,12 +84,14 @@ def create_app(store, config=None, *, area=None, durability=None):
     ctx.metrics.row()          # claim this worker's counter row now, not mid-request
     limiter = RateLimiter(area, settings.ratelimit_rate, settings.ratelimit_burst) \
         if settings.ratelimit_enabled else None
-    app = App(middleware=[Frontdoor(ctx.metrics, limiter,
-                                                open_access_log(settings.access_log))])
+    frontdoor = Frontdoor(ctx.metrics, limiter, open_access_log(settings.access_log))
+    app = App(middleware=[frontdoor])
     app.req_options.strip_url_path_trailing_slash = False
     app.req_options.keep_blank_qs_values = True     # "?ttl=" is an error, not absent
     problems.install(app)
     for template, resource in table:
         app.add_route(template, resource)
     app.bukt = ctx
+    if fast_path and limiter is None:
+        return FastGet(app, ctx, frontdoor, KEY_ROUTE)
     return app

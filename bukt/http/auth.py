@@ -93,14 +93,18 @@ class Authenticator:
         if not token:
             raise AuthError("a token is needed: X-Auth-Token, X-API-Key or "
                             "Authorization: Bearer")
+        p = self.lookup(token)
+        if p is None:
+            raise AuthError("unknown or revoked token")
+        return p
+
+    def lookup(self, token):
+        """The Principal of a token, or None when it is unknown."""
         d = digest(token)
         if self._admin_digest is not None and hmac.compare_digest(d, self._admin_digest):
             return ADMIN_PRINCIPAL
         found = self.store.find_token(d)
-        if found is None:
-            raise AuthError("unknown or revoked token")
-        bucket, token_id, perms = found
-        return Principal(bucket, token_id, perms)
+        return None if found is None else Principal(*found)
 
     def require(self, req, bucket, perm, token=None):
         """The Principal if its token may do `perm` on `bucket` (None: admin only)."""

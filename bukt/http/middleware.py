@@ -122,21 +122,23 @@ class Frontdoor:
 
     async def process_response(self, req, resp, resource, req_succeeded):
         start = getattr(req.context, "start", None)
-        if start is None:
-            return
-        elapsed = time.perf_counter() - start
-        status = resp.status_code
+        if start is not None:
+            self.record(req.uri_template, resp.status_code, time.perf_counter() - start,
+                        req.method, req.path, req.context.bucket, peer(req))
+
+    def record(self, template, status, elapsed, method, path, bucket, remote):
+        """Count a finished request and write its access line (also called by the
+        fast path, fastpath.py, which answers without falcon)."""
         row = self.row
-        b = self.metrics.base(req.uri_template)
+        b = self.metrics.base(template)
         row[b + min(max(status // 100, 1), 5) - 1] += 1
         row[b + STATUS_CLASSES + bisect.bisect_left(LATENCY_BOUNDS, elapsed)] += 1
         row[b + ROUTE_WORDS - 1] += int(elapsed * 1e6)
         if self.access_fd is not None:
             # One JSON object per line, formatted by hand: json.dumps of a dict costs
             # more than the rest of a GET. Strings go through the JSON encoder's escape.
-            bucket = req.context.bucket
-            line = (f'{{"ts":{time.time():.3f},"pid":{self.pid},"remote":{json_str(peer(req))},'
-                    f'"method":{json_str(req.method)},"path":{json_str(req.path)},'
+            line = (f'{{"ts":{time.time():.3f},"pid":{self.pid},"remote":{json_str(remote)},'
+                    f'"method":{json_str(method)},"path":{json_str(path)},'
                     f'"status":{status},"duration_ms":{elapsed * 1000:.3f},"bucket":'
                     f'{"null" if bucket is None else json_str(bucket)}}}\n')
             try:
