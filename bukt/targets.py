@@ -208,6 +208,9 @@ class TcpTarget(_Target):
     def close(self):
         self.client.close()
 
+    def need_bucket(self, bucket=None) -> str:
+        return self._mine(bucket)
+
     def _mine(self, bucket):
         b = bucket or self.bucket
         if not self.bucket:
