@@ -58,7 +58,7 @@ TMPFILESDIR ?= $(SYSCONFDIR)/tmpfiles.d
 
 install: install-venv install-units
 	@echo "installed; start it with: systemctl enable --now bukt"
-	@echo "then: sudo -u bukt $(PREFIX)/bin/bukt status --config $(SYSCONFDIR)/bukt/bukt.yaml"
+	@echo "then: sudo -u bukt BUKT_CONFIG=$(SYSCONFDIR)/bukt/bukt.yaml $(PREFIX)/bin/bukt status"
 
 install-venv:
 	test -x $(PREFIX)/bin/python || $(PYTHON) -m venv $(PREFIX)
@@ -72,8 +72,11 @@ install-units:
 	chmod 0644 $(DESTDIR)$(UNITDIR)/bukt.service
 	install -D -m 0644 systemd/bukt.sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/bukt.conf
 	install -D -m 0644 systemd/bukt.tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/bukt.conf
-	test -e $(DESTDIR)$(SYSCONFDIR)/bukt/bukt.yaml || \
-		install -D -m 0640 conf/bukt.yaml $(DESTDIR)$(SYSCONFDIR)/bukt/bukt.yaml
+	test -e $(DESTDIR)$(SYSCONFDIR)/bukt/bukt.yaml || { \
+		install -d $(DESTDIR)$(SYSCONFDIR)/bukt && \
+		sed 's#^data_dir: .*#data_dir: /var/lib/bukt#' conf/bukt.yaml \
+			> $(DESTDIR)$(SYSCONFDIR)/bukt/bukt.yaml && \
+		chmod 0640 $(DESTDIR)$(SYSCONFDIR)/bukt/bukt.yaml; }
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemd-sysusers $(SYSUSERSDIR)/bukt.conf && \
 		systemd-tmpfiles --create $(TMPFILESDIR)/bukt.conf && \

@@ -19,6 +19,7 @@ import http.client
 import json
 import secrets
 import ssl
+import time
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from . import errors
@@ -303,6 +304,10 @@ class TcpTarget(_Target):
 # -- HTTP ---------------------------------------------------------------------------------
 
 API = "/api/v1"
+# A keep-alive connection idle longer than this is not reused: the server closes idle
+# ones (http.keepalive, 5 s by default), and a request racing that close cannot be
+# retried safely unless it is a read.
+IDLE_REUSE_S = 2.0
 _ERRORS = {cls.code: cls for cls in errors.ALL}
 _ERRORS.update({"not_found": errors.NotFound, "unauthorized": errors.AuthError,
                 "forbidden": errors.PermissionDenied})
@@ -325,6 +330,7 @@ class HttpTarget(_Target):
         self.where = f"{self.host}:{self.port or (443 if self.tls else 80)}"
         self.timeout = timeout
         self.conn = None
+        self.used = 0.0
 
     def close(self):
         if self.conn is not None:
@@ -341,6 +347,8 @@ class HttpTarget(_Target):
             h["Content-Type"] = "application/json"
         if query:
             path += "?" + urlencode(query)
+        if self.conn is not None and time.monotonic() - self.used > IDLE_REUSE_S:
+            self.close()                 # the server may be closing it right now
         for attempt in (0, 1):           # a keep-alive connection the server closed
             if self.conn is None:
                 cls = http.client.HTTPSConnection if self.tls else http.client.HTTPConnection
@@ -350,6 +358,7 @@ class HttpTarget(_Target):
                 self.conn.request(method, path, body=body, headers=h)
                 r = self.conn.getresponse()
                 data = r.read()
+                self.used = time.monotonic()
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.close()

@@ -47,8 +47,12 @@ def test_make_install_units_places_every_file(staged):
     assert (dest / "etc/sysusers.d/bukt.conf").exists()
     assert (dest / "etc/tmpfiles.d/bukt.conf").exists()
     conf = dest / "etc/bukt/bukt.yaml"
-    assert conf.read_text() == open(os.path.join(ROOT, "conf/bukt.yaml")).read()
     assert conf.stat().st_mode & 0o777 == 0o640
+    from bukt import config
+    installed = config.load(conf, env={})
+    assert installed.data_dir == "/var/lib/bukt"          # the unit's StateDirectory=
+    shipped = config.load(os.path.join(ROOT, "conf/bukt.yaml"), env={}).as_dict()
+    assert {**shipped, "data_dir": "/var/lib/bukt"} == installed.as_dict()
 
 
 @needs["systemd-analyze"]
