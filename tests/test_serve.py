@@ -5,8 +5,6 @@ gunicorn, TCP pool) on unused ports with a unique instance; see serve_harness.py
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -14,7 +12,7 @@ import pytest
 
 import bukt
 from bukt.procs import alive, children_of
-from serve_harness import ROOT, Service, kill_matching, unused_port, wait_for
+from serve_harness import ROOT, Service, wait_for
 
 
 @pytest.fixture
@@ -246,7 +244,7 @@ def test_bad_environment_variable_is_refused(service):
     assert code == 2 and "BUKT_HTTP__WORKRES names no configuration key" in out
 
 
-def test_port_in_use_and_second_serve_are_refused(service):
+def test_port_in_use_is_refused_before_anything_starts(service):
     import socket
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -255,14 +253,14 @@ def test_port_in_use_and_second_serve_are_refused(service):
         code, out = _serve_once(service)
     assert code == 2 and "tcp.bind" in out and "in use" in out, out
     assert not os.path.exists(f"/dev/shm/bukt-{service.name}")     # nothing was started
-    service.start()
-    other = Service(service.tmp)
-    other.settings = dict(service.settings, http={"bind": f"127.0.0.1:{unused_port()}"},
-                          tcp={"bind": f"127.0.0.1:{unused_port()}"})
-    other.conf = str(service.tmp / "other.yaml")
-    other.configure()
-    r = subprocess.run([sys.executable, "-m", "bukt", "serve", "--config", other.conf],
-                       cwd=ROOT, env=other.env(), capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "another `bukt serve`" in r.stderr, r.stderr
-    assert service.stop() == 0
-    kill_matching(other.conf)
+
+
+def test_second_serve_on_the_same_data_dir_is_refused(service):
+    import fcntl
+    os.makedirs(service.data_dir)
+    with open(os.path.join(service.data_dir, "serve.json"), "w") as f:
+        json.dump({"pid": 4242}, f)
+    with open(os.path.join(service.data_dir, "serve.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # what a running `bukt serve` holds
+        code, out = _serve_once(service)
+    assert code == 2 and "another `bukt serve` (pid 4242)" in out, out

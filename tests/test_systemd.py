@@ -160,7 +160,8 @@ def test_notify_protocol(tmp_path):
         wait_for(lambda: len(ns.having("WATCHDOG")) >= 4, what="WATCHDOG=1")
         times = [t for t, _, _ in ns.having("WATCHDOG")]
         gaps = [b - a for a, b in zip(times, times[1:])]
-        assert all(0.1 < g < 0.4 for g in gaps), gaps               # every 0.2 s
+        assert all(0.19 < g < 1.0 for g in gaps), gaps              # every 0.2 s or so
+        assert sorted(gaps)[len(gaps) // 2] < 0.4, gaps
         os.kill(pid, signal.SIGHUP)
         wait_for(lambda: ns.having("RELOADING"), what="RELOADING=1")
         wait_for(lambda: len(ns.having("READY")) == 2, what="READY=1 after the reload")
