@@ -189,9 +189,11 @@ class StoreVersusModel(RuleBasedStateMachine):
 
     # -- the clock (the model's entries say where the next expiry is)
     @rule(ms=st.one_of(st.integers(0, 5), st.integers(0, 2000)),
-          to_next_expiry=st.sampled_from([None, None, -1, 0]))
-    def advance(self, ms, to_next_expiry):
-        """Moves the clock by `ms`, or to the next expiry (or 1 ms before it)."""
+          to_next_expiry=st.sampled_from([None, None, -1, 0]),
+          sweep=st.sampled_from([False, False, False, True]))
+    def advance(self, ms, to_next_expiry, sweep):
+        """Moves the clock by `ms`, or to the next expiry (or 1 ms before it); then,
+        if `sweep`, runs the expiry cycle on both sides until it finds nothing."""
         if to_next_expiry is not None:
             future = [e.expire_ms for b in self.model._buckets.values()
                       for e in b.entries.values() if e.expire_ms + to_next_expiry > self.now]
@@ -199,6 +201,18 @@ class StoreVersusModel(RuleBasedStateMachine):
         self.now += ms
         for side in self.sides.values():
             side.set_time(self.now)
+        if sweep:
+            self.expire_everything()
+
+    def expire_everything(self):
+        for _ in range(1000):
+            if self.store.expire_some(budget=0.01) == 0:
+                break
+        self.model.expire_some()
+        for bucket in BUCKETS:
+            m, s = (self.handles[side][bucket].stats() for side in self.sides)
+            self.same(f"{bucket}.stats()['keys'] after expiry", m["keys"], s["keys"])
+            self.same(f"{bucket}.stats()['evictions']", 0, s["evictions"])
 
     # -- writes
     @rule(bv=bucket_values, key=keys, ttl=ttls, cond=conditions, single_read=st.booleans())
@@ -271,14 +285,19 @@ class StoreVersusModel(RuleBasedStateMachine):
     def persist(self, bucket, key):
         self.compare(bucket, "persist", key)
 
-    @rule(bv=bucket_values, key=keys, bad_key=st.sampled_from(BAD_KEYS), ttl=bad_ttls,
+    @rule(bv=bucket_values, preset=st.booleans(), key=keys, bad_key=st.sampled_from(BAD_KEYS),
+          ttl=bad_ttls,
           method=st.sampled_from(["set", "mset", "incr", "expire", "get", "mget", "delete",
                                   "exists", "getdel", "ttl", "version", "persist"]))
-    def bad_arguments(self, bv, key, bad_key, ttl, method):
-        """A bad TTL (with a good key) or a bad key is refused before anything else."""
+    def bad_arguments(self, bv, preset, key, bad_key, ttl, method):
+        """A bad TTL (with a good key, present or not) or a bad key (after a good one,
+        where a call takes several) is refused before anything else is done."""
         bucket, value = bv
+        if preset:
+            self.set(bv, key, None, "plain", single_read=True)
         args = {"set": (key, value_of(value), ttl), "mset": ({key: value_of(value)}, ttl),
-                "incr": (key, 1, 0, ttl), "expire": (key, ttl), "mget": ([key, bad_key],)}
+                "incr": (key, 1, 0, ttl), "expire": (key, ttl), "mget": ([key, bad_key],),
+                "delete": (key, bad_key), "exists": (key, bad_key)}
         self.compare(bucket, method, *args.get(method, (bad_key,)))
 
     # -- reads
@@ -364,8 +383,8 @@ class StoreVersusModel(RuleBasedStateMachine):
                 f"{side}: {bucket}.scan({prefix!r}) missed {stable - set(got)}")
             assert all(k.startswith(as_key(prefix)) for k in got), (side, got)
 
-    # -- the store: one rule, so that buckets are emptied only now and then
-    @rule(bucket=bucket_names, action=st.sampled_from(["flush", "drop", "other"]),
+    # -- the store (Hypothesis favours rules with few arguments: these have several)
+    @rule(bucket=bucket_names, action=st.sampled_from(["flush", "flush", "drop", "other"]),
           name=st.sampled_from(["raw", "", "has space", "x" * 65, "\u00e9", "ok-1.A_z"]),
           schema=st.sampled_from(["bytes", "int", "json"]))
     def buckets(self, bucket, action, name, schema):
@@ -384,17 +403,6 @@ class StoreVersusModel(RuleBasedStateMachine):
             if name not in BUCKETS:
                 self.same(f"drop_bucket({name!r})",
                           *(outcome(s.drop_bucket, name) for s in self.sides.values()))
-
-    @rule()
-    def expire_everything(self):
-        for _ in range(100):
-            if self.store.expire_some(budget=1.0) == 0:
-                break
-        self.model.expire_some()
-        for bucket in BUCKETS:
-            m, s = (self.handles[side][bucket].stats() for side in self.sides)
-            self.same(f"{bucket}.stats()['keys'] after expiry", m["keys"], s["keys"])
-            self.same(f"{bucket}.stats()['evictions']", 0, s["evictions"])
 
 
 # One failure at a time: shrinking several at once takes minutes.
