@@ -147,7 +147,7 @@ def run_bukt(tmp, connections, duration):
     port = unused_port()
     conf = os.path.join(tmp, "bukt.yaml")
     with open(conf, "w") as f:
-        json.dump({"instance": name, "memory": "256MiB", "data_dir": os.path.join(tmp, "var"),
+        json.dump({"instance": name, "memory": "256MiB", "data_dir": os.path.join(tmp, name),
                    "fsync": ARGS.fsync,
                    "http": {"bind": f"127.0.0.1:{port}", "workers": ARGS.workers,
                             "access_log": os.path.join(tmp, "access.log")},

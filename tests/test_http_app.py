@@ -461,6 +461,56 @@ def test_fast_path_answers_as_the_slow_path(store):
     assert fast.simulate_get(key_url("once"), headers=tok).status_code == 404
 
 
+def test_fast_path_puts_as_the_slow_path(store):
+    config = {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None}
+    fast = create_app(store, config)
+    slow = asgi_client(create_app(store, config, fast_path=False))
+    seen_by_falcon = []
+    inner = fast.app
+
+    async def counting(scope, receive, send):
+        if scope["type"] == "http":
+            seen_by_falcon.append(scope["path"])
+        await inner(scope, receive, send)
+
+    fast.app = counting
+    fast = asgi_client(fast)
+    tok = bearer(new_bucket(slow, "b"))
+    num = bearer(new_bucket(slow, "n", schema="int"))
+    reader = bearer(new_token(slow, "b", ["read"]))
+    big = b"x" * ((1 << 20) + 1)
+    cases = [  # url, body, headers, answered by the fast path
+        (key_url("plain"), b"v", tok, True),
+        (key_url("ttl"), b"v", {**tok, "Bukt-TTL": "30"}, True),
+        (key_url("once"), b"v", {**tok, "Bukt-Single-Read": "true"}, True),
+        (key_url("a/b%20c"), b"", admin(), True),
+        (key_url("big"), big, tok, True),                              # 413 value
+        (key_url("k" * 300), b"v", tok, True),                         # 413 key
+        (key_url("i", "n"), b"forty", num, True),                      # 400 schema
+        (key_url("i", "n"), b"42", num, True),
+        (key_url("plain"), b"v", reader, False),
+        (key_url("plain"), b"v", {}, False),
+        (key_url("plain"), b"v", {**tok, "Bukt-TTL": "-1"}, False),
+        (key_url("plain") + "?ttl=5", b"v", tok, False),
+        (key_url("plain"), b"v", {**tok, "If-None-Match": "*"}, False),
+        (key_url("plain"), b'{"value": "j"}', {**tok, "Content-Type": "application/json"},
+         False),
+    ]
+    for url, body, headers, fast_one in cases:
+        before = len(seen_by_falcon)
+        got = fast.simulate_put(url, body=body, headers=headers)
+        assert (len(seen_by_falcon) == before) == fast_one, url
+        want = slow.simulate_put(url, body=body, headers=headers)
+        assert (got.status_code, got.text) == (want.status_code, want.text), url
+        got_h, want_h = dict(got.headers), dict(want.headers)
+        assert ("etag" in got_h) == ("etag" in want_h), url
+        got_h.pop("etag", None), want_h.pop("etag", None)
+        assert got_h == want_h, url
+    assert store.bucket("b").get(b"a/b c") == b""
+    assert 29 < store.bucket("b").ttl(b"ttl") <= 30
+    assert store.bucket("n").get(b"i") == 42
+
+
 # -- bulk, scan, original shapes --------------------------------------------------------
 
 def test_bulk(client, tok):

@@ -15,7 +15,7 @@ import falcon.asgi
 from bukt.http import problems
 from bukt.http.auth import Authenticator, resolve_admin_token
 from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
-from bukt.http.fastpath import FastGet
+from bukt.http.fastpath import FastPath
 from bukt.http.hooks import Durability, durability_for
 from bukt.http.keys import Bulk, Key, Scan
 from bukt.http.kv import KvCollection, KvItem
@@ -70,8 +70,8 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
     """The ASGI app. `config`: the project's config, or a dict (see settings.py).
     `area`: the SharedArea all workers share (serve_http passes it); a private one
     when None, which is right for a single process. `durability`: see hooks.py.
-    `fast_path`: answer plain GETs of a key without falcon (fastpath.py); it stands
-    aside by itself while rate limiting is on."""
+    `fast_path`: answer plain GETs and PUTs of a key without falcon (fastpath.py); it
+    stands aside by itself while rate limiting is on."""
     settings = config if isinstance(config, HttpSettings) else \
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
@@ -93,5 +93,5 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
         app.add_route(template, resource)
     app.bukt = ctx
     if fast_path and limiter is None:
-        return FastGet(app, ctx, frontdoor, KEY_ROUTE)
+        return FastPath(app, ctx, frontdoor, KEY_ROUTE)
     return app

@@ -1,51 +1,58 @@
-"""The FAST PATH: a GET of one key, answered without falcon.
+"""The FAST PATH: a GET or a raw PUT of one key, answered without falcon.
 
-It is the request a cache serves most, and falcon's request and response objects,
-routing and middleware cost several times what the store lookup does. This ASGI
-callable sits in front of the falcon app (the SLOW PATH) and answers only
+They are the requests a cache serves most, and falcon's request and response objects,
+routing and middleware cost several times what the store call does. This ASGI callable
+sits in front of the falcon app (the SLOW PATH) and answers only
 
-    GET /api/v1/buckets/{name}/keys/{key}   with no query string, no If-Match,
-    If-None-Match, Range or If-Range, a token that may read the bucket, and the
-    rate limiter off,
+    GET /api/v1/buckets/{name}/keys/{key}   no query string; no If-Match,
+                                            If-None-Match, Range or If-Range
+    PUT /api/v1/buckets/{name}/keys/{key}   the same, plus: a Content-Length within
+                                            http.max_body, a body that is not JSON,
+                                            TTL and single-read (if any) as headers
 
-with exactly what the slow path would send for a hit or a miss (same status, headers,
-body, counters and access line; tests/test_http_app.py compares the two). Everything
-else, including every failure before the value is read (no token, a token of another
-bucket, no such bucket), is passed to the falcon app untouched, which then answers it
-as it always does.
+with a token that may read (GET) or write (PUT) the bucket, while the rate limiter is
+off. It sends exactly what the slow path would (status, headers, body, counters,
+access line; tests/test_http_app.py compares the two). Every other request, and every
+one that fails a check before its body is read or its value looked up (no token, a
+token of another bucket, no such bucket, a bad TTL header), is passed to the falcon app
+untouched, which answers it as it always does. Past that point (the body read, the
+store called) an error is answered here, as a problem document built the same way.
 """
 
+import logging
 import time
 from urllib.parse import unquote_to_bytes
 
 from bukt.errors import BuktError
-from bukt.http.auth import READ
-from bukt.http.keys import CONTENT_TYPES, TTL_HEADER, read_entry
-from bukt.http.problems import PROBLEM_JSON, problem_body
-from bukt.http.wire import etag
+from bukt.http.auth import READ, WRITE
+from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER, read_entry
+from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
+from bukt.http.wire import bool_value, etag, ttl_value
 
 PREFIX = b"/api/v1/buckets/"
 SLOW_HEADERS = frozenset((b"if-match", b"if-none-match", b"range", b"if-range"))
-TTL_OUT = TTL_HEADER.lower().encode()
+TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
+PROBLEM_TYPE = PROBLEM_JSON.encode()
+log = logging.getLogger("bukt.http")
 
 
-class FastGet:
+class FastPath:
     def __init__(self, app, ctx, frontdoor, template):
         self.app, self.ctx, self.frontdoor, self.template = app, ctx, frontdoor, template
         self.bukt = ctx
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "GET" \
+        if scope["type"] == "http" and scope["method"] in ("GET", "PUT") \
                 and not scope.get("query_string"):
             raw = scope.get("raw_path")
             if raw and raw.startswith(PREFIX):
-                if await self._try(scope, send, raw):
+                if await self._try(scope, receive, send, raw):
                     return
         await self.app(scope, receive, send)
 
-    async def _try(self, scope, send, raw):
-        """True when the request was answered here; False: nothing was sent or
-        changed, the slow path takes it."""
+    async def _try(self, scope, receive, send, raw):
+        """True when the request was answered here; False: nothing was received,
+        sent or changed, and the slow path takes it."""
         start = time.perf_counter()
         parts = raw.split(b"/", 6)    # '', api, v1, buckets, name, keys, key
         if len(parts) != 7 or parts[5] != b"keys" or not parts[6] or not parts[4] \
@@ -56,7 +63,7 @@ class FastGet:
             # ASGI allows iterables (of iterables: falcon's TestClient sends those);
             # keep a reusable copy for the slow path.
             headers = scope["headers"] = [tuple(h) for h in headers]
-        token = authz = None
+        token = authz = length = ctype = ttl = single = None
         for name, value in headers:
             name = name.lower()
             if name in SLOW_HEADERS:
@@ -65,6 +72,14 @@ class FastGet:
                 token = token or value
             elif name == b"authorization":
                 authz = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"content-type":
+                ctype = value
+            elif name == TTL_IN:
+                ttl = value
+            elif name == SINGLE_READ_IN:
+                single = value
         if token is None and authz is not None:
             scheme, _, rest = authz.strip().partition(b" ")
             if scheme.lower() == b"bearer":
@@ -72,36 +87,101 @@ class FastGet:
         if not token:
             return False
         ctx = self.ctx
+        put = scope["method"] == "PUT"
         bucket_name = parts[4].decode("ascii", "replace")
         p = ctx.auth.lookup(token.strip().decode("latin-1"))
-        if p is None or not (p.is_admin or (p.bucket == bucket_name and p.perms & READ)):
+        if p is None or not (p.is_admin or (
+                p.bucket == bucket_name and p.perms & (WRITE if put else READ))):
+            return False
+        try:
+            bucket = ctx.store.bucket(bucket_name)
+        except BuktError:
             return False
         key = parts[6]
         if b"%" in key:
             key = unquote_to_bytes(key)
-        try:
-            bucket = ctx.store.bucket(bucket_name)
-            entry = read_entry(bucket, key)
-        except BuktError:
-            return False
         path = scope["path"]
-        if entry is None:
-            status, data = 404, problem_body(404, "not_found", "no such key", path).encode()
-            out = [(b"content-type", PROBLEM_JSON.encode())]
+        if put:
+            answer = await self._put(receive, bucket, bucket_name, key, path, length,
+                                     ctype, ttl, single)
+            if answer is None:
+                return False
         else:
-            value, version, ttl = entry
-            status = 200
-            data = value if isinstance(value, bytes) else str(value).encode()
-            out = [(b"content-type", CONTENT_TYPES[type(value)].encode()),
-                   (b"accept-ranges", b"bytes")]
-            if version is not None:
-                out.append((b"etag", etag(version).encode()))
-            if ttl is not None:
-                out.append((TTL_OUT, f"{ttl:.3f}".encode()))
-        out.append((b"content-length", str(len(data)).encode()))
+            try:
+                entry = read_entry(bucket, key)
+            except BuktError:
+                return False
+            answer = self._get_answer(entry, path)
+        status, out, data = answer
+        if status != 204:                     # falcon sends none with a 204 either
+            out.append((b"content-length", str(len(data)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": data})
         client = scope.get("client")
-        self.frontdoor.record(self.template, status, time.perf_counter() - start, "GET",
-                              path, bucket_name, client[0] if client else "-")
+        self.frontdoor.record(self.template, status, time.perf_counter() - start,
+                              scope["method"], path, bucket_name,
+                              client[0] if client else "-")
         return True
+
+    @staticmethod
+    def _get_answer(entry, path):
+        if entry is None:
+            return 404, [(b"content-type", PROBLEM_TYPE)], \
+                problem_body(404, "not_found", "no such key", path).encode()
+        value, version, ttl = entry
+        data = value if isinstance(value, bytes) else str(value).encode()
+        out = [(b"content-type", CONTENT_TYPES[type(value)].encode()),
+               (b"accept-ranges", b"bytes")]
+        if version is not None:
+            out.append((b"etag", etag(version).encode()))
+        if ttl is not None:
+            out.append((TTL_IN, f"{ttl:.3f}".encode()))
+        return 200, out, data
+
+    async def _put(self, receive, bucket, bucket_name, key, path, length, ctype, ttl,
+                   single):
+        """(status, headers, body) of a raw PUT, or None to leave it to the slow path
+        (decided before anything is received)."""
+        ctx = self.ctx
+        if ctype is not None:
+            media = ctype.split(b";", 1)[0].strip().lower()
+            if media == b"application/json" or media.endswith(b"+json"):
+                return None
+        try:
+            size = int(length)
+            ttl = ttl_value(ttl.decode("latin-1")) if ttl else None
+            single = bool_value(single.decode("latin-1"), "single_read") if single \
+                else False
+        except (TypeError, ValueError, Problem):
+            return None
+        if not 0 <= size <= ctx.settings.max_body:
+            return None
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 499, [], b""       # the client left; nothing reaches it
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        value = b"".join(chunks)
+        try:
+            version = bucket.set(key, value, ttl=ttl, single_read=single)
+            await ctx.durability.settle(bucket_name)
+        except BuktError as exc:
+            return self._problem(exc, path)
+        except Exception:
+            log.exception("unhandled error on PUT %s", path)
+            return 500, [(b"content-type", PROBLEM_TYPE)], problem_body(
+                500, "internal", "internal error; see the server log", path).encode()
+        return 204, [(b"etag", etag(version).encode())], b""
+
+    @staticmethod
+    def _problem(exc, path):
+        """What problems.handle_bukt_error makes of a BuktError, for the fast path."""
+        status = status_of(exc)
+        out = [(b"content-type", PROBLEM_TYPE)]
+        if status == 503:
+            out.insert(0, (b"retry-after", b"1"))
+            log.warning("%s on PUT %s: %s", type(exc).__name__, path, exc)
+        body = problem_body(status, exc.code, str(exc) or exc.__doc__ or "", path)
+        return status, out, body.encode()
