@@ -27,13 +27,10 @@ Output is for people by default and JSON with --json. Errors are one line on std
 that says what to do; the exit codes are in bukt/cliutil.py (EXIT_CODES_HELP).
 """
 import argparse
+import importlib
 import os
 import sys
 
-from . import bench as _bench
-from . import cli_data as data
-from . import cli_ops as ops
-from . import dump as _dump
 from .cliutil import EXIT_CODES_HELP, config_arg, explain, load_config
 
 __all__ = ["main", "COMMANDS"]
@@ -81,7 +78,8 @@ def _passthrough(p):
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
 
-# name -> (help, add_arguments, run)
+# name -> (help, add_arguments, run). A function, or "module:function" in bukt.<module>,
+# imported only when that subcommand runs: `bukt get` does not load the bench.
 COMMANDS = {
     "serve": ("run the whole service (writer, HTTP, TCP), supervised", _serve_args, _serve),
     "writer": ("run the writer process (log, recovery, compaction, expiry)", _writer_args,
@@ -89,28 +87,40 @@ COMMANDS = {
     "http": ("run the HTTP front end", config_arg, _http),
     "tcp": ("run the TCP front end (bukt tcp --help)", _passthrough, _tcp),
     "status": ("health, memory, keys, ring, fsync lag, log size and processes",
-               ops.status_args, ops.status),
-    "stats": ("per-bucket counters: keys, bytes, reads, writes, hit rate", data.stats_args,
-              data.stats),
-    "get": ("print a key's value", data.get_args, data.get),
-    "set": ("store a value (--ttl, --nx, --xx, --single-read)", data.set_args, data.set_),
-    "del": ("delete keys", data.del_args, data.del_),
-    "incr": ("add to an integer value (--by, --initial)", data.incr_args, data.incr),
-    "ttl": ("a key's remaining time to live", data.ttl_args, data.ttl),
-    "buckets": ("create, list or drop buckets", data.buckets_args, data.buckets),
-    "tokens": ("create, list or revoke a bucket's tokens", data.tokens_args, data.tokens),
-    "check": ("check the data directory and the segment (--fix repairs)", ops.check_args,
-              ops.check),
-    "compact": ("compact the log now", ops.compact_args, ops.compact),
-    "dump": ("write buckets out as JSON lines or a binary snapshot", _dump.dump_args,
-             _dump.dump),
-    "load": ("read a dump back in", _dump.load_args, _dump.load),
+               "cli_ops:status_args", "cli_ops:status"),
+    "stats": ("per-bucket counters: keys, bytes, reads, writes, hit rate",
+              "cli_data:stats_args", "cli_data:stats"),
+    "get": ("print a key's value", "cli_data:get_args", "cli_data:get"),
+    "set": ("store a value (--ttl, --nx, --xx, --single-read)", "cli_data:set_args",
+            "cli_data:set_"),
+    "del": ("delete keys", "cli_data:del_args", "cli_data:del_"),
+    "incr": ("add to an integer value (--by, --initial)", "cli_data:incr_args",
+             "cli_data:incr"),
+    "ttl": ("a key's remaining time to live", "cli_data:ttl_args", "cli_data:ttl"),
+    "buckets": ("create, list or drop buckets", "cli_data:buckets_args", "cli_data:buckets"),
+    "tokens": ("create, list or revoke a bucket's tokens", "cli_data:tokens_args",
+               "cli_data:tokens"),
+    "check": ("check the data directory and the segment (--fix repairs)",
+              "cli_ops:check_args", "cli_ops:check"),
+    "compact": ("compact the log now", "cli_ops:compact_args", "cli_ops:compact"),
+    "dump": ("write buckets out as JSON lines or a binary snapshot", "dump:dump_args",
+             "dump:dump"),
+    "load": ("read a dump back in", "dump:load_args", "dump:load"),
     "bench": ("throughput and latency of a running service, TCP and HTTP",
-              _bench.bench_args, _bench.bench),
+              "bench:bench_args", "bench:bench"),
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def _resolve(fn):
+    if isinstance(fn, str):
+        module, name = fn.split(":")
+        return getattr(importlib.import_module(f"bukt.{module}"), name)
+    return fn
+
+
+def parser(only=None) -> argparse.ArgumentParser:
+    """The parser; with `only`, that subcommand's arguments alone are built (the others
+    are listed, for --help and for a misspelt name)."""
     p = argparse.ArgumentParser(prog="bukt", description="Bukt: a shared-memory key-value "
                                 "cache for one host.", epilog=EXIT_CODES_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,8 +130,9 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=help_, epilog=EXIT_CODES_HELP,
                            add_help=add is not _passthrough,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        add(s)
-        s.set_defaults(run=run)
+        if only is None or name == only:
+            _resolve(add)(s)
+            s.set_defaults(run=run)
     return p
 
 
@@ -130,7 +141,8 @@ def main(argv=None) -> int:
     if argv and COMMANDS.get(argv[0], (None, None))[1] is _passthrough:
         # the module parses its own arguments, --help included
         return COMMANDS[argv[0]][2](argparse.Namespace(rest=argv[1:]))
-    args = parser().parse_args(argv)
+    args = parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
+    args.run = _resolve(args.run)
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -15,10 +15,8 @@ the admin token may do everything (docs/http.md).
 """
 import base64
 import hashlib
-import http.client
 import json
 import secrets
-import ssl
 import time
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -349,10 +347,14 @@ class HttpTarget(_Target):
             path += "?" + urlencode(query)
         if self.conn is not None and time.monotonic() - self.used > IDLE_REUSE_S:
             self.close()                 # the server may be closing it right now
+        import http.client
         for attempt in (0, 1):           # a keep-alive connection the server closed
             if self.conn is None:
                 cls = http.client.HTTPSConnection if self.tls else http.client.HTTPConnection
-                kw = {"context": ssl.create_default_context()} if self.tls else {}
+                kw = {}
+                if self.tls:
+                    import ssl
+                    kw["context"] = ssl.create_default_context()
                 self.conn = cls(self.host, self.port, timeout=self.timeout, **kw)
             try:
                 self.conn.request(method, path, body=body, headers=h)
