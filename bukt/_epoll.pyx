@@ -175,10 +175,18 @@ cdef class Loop:
                 conn = self.conns.get(fd)
                 if conn is None:
                     continue
+                if ev & (EPOLLERR | EPOLLHUP) and not ev & EPOLLIN:
+                    # A reset, or both directions shut: nothing more can be delivered.
+                    # (Reported whatever the interest set, so it must end here, or the
+                    # level-triggered loop would spin on it.)
+                    self._close(conn)
+                    continue
                 if ev & EPOLLOUT:
                     self._flush(conn)
                 if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and (<Conn>conn).events & EPOLLIN:
                     self._read(conn)
+                elif ev & (EPOLLERR | EPOLLHUP):
+                    self._close(conn)
             if self.waiters:
                 self._settle()
             if self.lingering:

@@ -83,3 +83,36 @@ def test_an_unconfirmed_write_is_writer_down():
             assert hook(session) is None  # nothing new to wait for
         asyncio.run(scenario())
         s.writer_publish(sync_always=False)
+
+
+def _cpu_seconds(pid):
+    import os
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_peer_that_resets_while_its_write_waits_costs_nothing():
+    """The connection is gone but its response still waits for the writer: the worker
+    neither spins on the dead socket nor fails when the wait ends."""
+    import struct
+    with store() as (s, name), Server(name, workers=1) as srv:
+        s.writer_publish(sync_always=True)
+        s.ring_flushed(s.ring_position()[1])
+        time.sleep(0.3)
+        worker = srv.worker_pids()[0]
+        c = connect(srv.port)
+        auth(c, "rw")
+        # After QUIT the worker reads no more from it: only an error can wake it up.
+        c.sendall(_set(5, b"rk") + P.encode_request(C.QUIT, 6))
+        time.sleep(0.1)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # RST
+        time.sleep(0.2)
+        cpu = _cpu_seconds(worker)
+        time.sleep(1.0)
+        assert _cpu_seconds(worker) - cpu < 0.3  # idle, not spinning
+        s.ring_flushed(s.ring_position()[1])
+        with connect(srv.port) as d:
+            assert call(d, C.PING, data=b"")[0] == S.OK
+        s.writer_publish(sync_always=False)
