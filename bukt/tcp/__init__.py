@@ -37,8 +37,9 @@ __all__ = ["serve_tcp", "TcpSettings", "main"]
 def main(argv=None) -> int:
     """`bukt tcp [--config PATH] [--bind HOST:PORT] [--workers N] [--loop KIND]`."""
     import argparse
+    import sys
 
-    from .. import config
+    from .. import config, errors
 
     parser = argparse.ArgumentParser(prog="bukt tcp", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="bukt.yaml (default: $BUKT_CONFIG, else built-in defaults)")
@@ -48,5 +49,11 @@ def main(argv=None) -> int:
     parser.add_argument("--loop", choices=("auto", "epoll", "uvloop", "asyncio"), default="auto")
     args = parser.parse_args(argv)
     cfg = config.load(args.config)
-    return serve_tcp(cfg, bind=args.bind, workers=args.workers, instance=args.instance,
-                     loop=args.loop)
+    try:
+        return serve_tcp(cfg, bind=args.bind, workers=args.workers, instance=args.instance,
+                         loop=args.loop)
+    except (errors.BuktError, OSError) as exc:  # no segment, address in use: one line
+        if isinstance(exc, config.ConfigError):
+            raise
+        print(f"bukt tcp: {exc}", file=sys.stderr)
+        return 1
