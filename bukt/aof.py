@@ -106,6 +106,7 @@ import time
 import zlib
 from typing import Iterator, NamedTuple, Optional
 
+from ._core import scan_records as _scan_records
 from .errors import BuktError, DiskError
 
 __all__ = [
@@ -386,34 +387,19 @@ def scan(buf, start, size, report: Scan, *, skip_bad=False, path="?") -> Iterato
     """
     off = start
     report.good_end = start
-    unpack, crc, new, mv = _REC_HEADER.unpack_from, _crc, tuple.__new__, memoryview(buf)
-    u32 = _HCRC.unpack_from
-    try:
-        while off < size:
-            # Fast path: a whole record whose checksum (over everything before it,
-            # header included) holds. Anything else goes to _parse, which tells a
-            # truncated tail from corruption.
-            if size - off >= REC_HEADER_SIZE:
-                magic, rtype, flags, length, seq, version, expire_ms, blen, klen, vlen = \
-                    unpack(buf, off)
-                end = off + length
-                if (end <= size and length == RECORD_OVERHEAD + blen + klen + vlen
-                        and magic == _REC_MAGIC and rtype in TYPE_NAMES
-                        and u32(buf, end - 4)[0] == crc(mv[off:end - 4])):
-                    p = off + REC_HEADER_SIZE
-                    q = p + blen
-                    r = q + klen
-                    rec = new(Record, (rtype, seq, str(buf[p:q], "utf-8"), buf[q:r],
-                                       buf[r:r + vlen], expire_ms, flags, version))
-                    report.records += 1
-                    if seq > report.last_seq:
-                        report.last_seq = seq
-                    off = report.good_end = end
-                    yield rec
-                    continue
-            off = yield from _slow(buf, off, size, report, skip_bad, path)
-    finally:
-        mv.release()
+    while off < size:
+        # Fast path (compiled: cext/logscan.pxi): whole records whose checksum, over
+        # everything before it, header included, holds. Anything else goes to _parse,
+        # which tells a truncated tail from corruption.
+        recs, ends = _scan_records(buf, off, size, Record, TYPE_NAMES)
+        if recs:
+            report.records += len(recs)
+            report.last_seq = max(report.last_seq, max(r.seq for r in recs))
+            for rec, off in zip(recs, ends):
+                report.good_end = off
+                yield rec
+            continue
+        off = yield from _slow(buf, off, size, report, skip_bad, path)
 
 
 def _slow(buf, off, size, report, skip_bad, path):

@@ -218,7 +218,8 @@ class Writer:
             self.dd.close()
             raise
         store = self.store
-        store.sync_wait = False         # the writer never waits on itself
+        store.sync_wait = False         # the writer never waits on itself: not for
+        store.ring_wait = 0             # durability, not for ring space (it drains it)
         self.translator = RingTranslator(store)
         tail, head, _ = store.ring_position()
         self.written_pos = self.flushed_pos = tail

@@ -137,19 +137,22 @@ cdef int EVICT_SAMPLE = 16      # chunks inspected per victim choice (as Redis's
 
 
 cdef int evict_from_class(Store s, uint32_t c, uint32_t holding) except -1:
-    """Evict the least recently used of a sample of class-c entries that belong to
-    an evicting bucket, so that a chunk of c returns to the free list. `holding` is
-    the stripe the caller has locked. Returns 1 when a chunk was freed."""
+    """Evict one of the least recently used of a sample of class-c entries that
+    belong to an evicting bucket, so that a chunk of c returns to the free list.
+    `holding` is the stripe the caller has locked. The sample's entries are tried
+    oldest first: a victim whose stripe is busy (trylock) gives way to the next.
+    Returns 1 when a chunk was freed."""
     cdef bk_class *cl = &s.classes[c]
     cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
-    cdef uint64_t per = cl.per_slab, total, hand, p, i, off, best = 0
-    cdef uint32_t best_lru = 0xffffffff, lru, looked = 0, steps = 0
+    cdef uint64_t per = cl.per_slab, total, hand, p, i, off
+    cdef uint32_t looked = 0, steps = 0
     cdef bk_entry *e
     cdef uint16_t bidx
     if pu == 0 or cl.slabs == 0:
         return 0
     total = pu * per
     hand = cl.hand % total
+    sample = []
     while looked < <uint32_t>EVICT_SAMPLE and steps < total:
         p = hand // per
         i = hand % per
@@ -166,13 +169,13 @@ cdef int evict_from_class(Store s, uint32_t c, uint32_t holding) except -1:
         if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
             continue
         looked += 1
-        lru = e.lru
-        if best == 0 or lru < best_lru:
-            best, best_lru = off, lru
+        sample.append((e.lru, off))
     cl.hand = hand
-    if best == 0:
-        return 0
-    return evict_entry(s, best, holding)
+    sample.sort()
+    for lru_, off in sample:
+        if evict_entry(s, off, holding):
+            return 1
+    return 0
 
 
 cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:

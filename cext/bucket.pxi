@@ -141,7 +141,8 @@ cdef class Bucket:
         cdef snap_t snap
         if s.readonly:
             return self._readonly_get(kb, consume, status)
-        ring_wait_space(s, rec_size(n, 0))
+        if logs(s, &s.bucketv[self.idx]):
+            ring_wait_space(s, rec_size(n, 0))
         lock_stripe(s, si)
         try:
             self._b()
@@ -169,10 +170,10 @@ cdef class Bucket:
         """A read-only mapping cannot take locks (they live in the segment): keep to
         optimistic reads; consuming a single-read key is a write and is refused."""
         cdef snap_t snap
-        cdef int tries
+        cdef double since = 0
         if consume:
             self.s._writable()
-        for tries in range(1000000):
+        while True:
             memset(&snap, 0, sizeof(snap))
             val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), True, status, &snap)
             if status[0] == HIT or status[0] == MISS:
@@ -182,8 +183,7 @@ cdef class Bucket:
                     self.s._writable()
                 status[0] = MISS                        # expired
                 return None
-            time.sleep(0)                               # contended: a writer is inside
-        raise _err.BuktError("read did not settle: a writer holds the stripe")
+            since = readonly_wait(self.s, since)        # contended: a writer is inside
 
     cdef int _expire_locked(self, uint32_t si, int slot, uint64_t off) except -1:
         cdef uint16_t bidx = ENT(self.s, off).bucket
@@ -199,6 +199,7 @@ cdef class Bucket:
         """HIT (snap filled) or MISS, never consuming: for exists, ttl, version."""
         cdef bytes kb = as_key(self.s, key)
         cdef int status
+        cdef double since = 0
         while True:
             fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), False, &status, snap)
             if status == SLOW:                          # validated: single-read or expired
@@ -207,7 +208,27 @@ cdef class Bucket:
                 return HIT
             if status != CONTENDED:
                 return status
-            time.sleep(0)
+            if not self.s.readonly:                     # slow path: the lock (and repair)
+                return self._locked_peek(kb, snap)
+            since = readonly_wait(self.s, since)
+
+    cdef int _locked_peek(self, bytes kb, snap_t *snap) except -1:
+        cdef Store s = self.s
+        cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
+        cdef uint64_t h = khash(self.idx, kb, n), off
+        cdef uint32_t si = stripe_of(s, h)
+        cdef bk_entry *e
+        lock_stripe(s, si)
+        try:
+            if do_find(s, si, h, self.idx, kb, n, &off) < 0:
+                return MISS
+            e = ENT(s, off)
+            snap.version, snap.expire_ms, snap.vlen, snap.flags = e.version, e.expire_ms, e.vlen, e.flags
+            if e.expire_ms and e.expire_ms <= s.now():
+                return MISS
+            return HIT
+        finally:
+            unlock_stripe(s, si)
 
     def exists(self, *keys):
         cdef snap_t snap
@@ -248,41 +269,59 @@ cdef class Bucket:
         return (0 if si >= s.nstripes else si), keys
 
     cdef list _scan_stripe(self, uint32_t si, bytes prefix):
+        """The stripe's keys of this bucket with the prefix: read under its seq, or
+        after READ_TRIES under its lock (which also repairs it if its writer died)."""
         cdef Store s = self.s
         cdef bk_stripe *st = STRIPE(s, si)
-        cdef uint64_t *slots = SLOTS_OF(s, si)
-        cdef uint64_t s1, w, off
-        cdef uint32_t i, klen, plen = <uint32_t>PyBytes_GET_SIZE(prefix)
-        cdef int64_t now = s.now(), exp
-        cdef bk_entry *e
+        cdef uint64_t s1
+        cdef int attempt = 0
+        cdef double since = 0
         cdef list out
-        while True:
+        while attempt < READ_TRIES or s.readonly:
+            if attempt >= READ_TRIES:
+                since = readonly_wait(s, since)
+            attempt += 1
             s1 = bk_load_acq64(&st.seq)
             if s1 & 1:
                 bk_pause()
                 continue
-            out = []
-            for i in range(SLOTS):
-                w = bk_load_rlx64(&slots[i])
-                if w == 0:
-                    continue
-                off = w & OFF_MASK
-                if off < s.arena_off or off + 32 > s.size:
-                    continue
-                e = ENT(s, off)
-                klen = bk_load_rlx32(&e.klen)
-                if e.bucket != self.idx or klen < plen or klen > s.max_key \
-                        or off + 32 + klen > s.size:
-                    continue
-                exp = bk_load_rlx_i64(&e.expire_ms)
-                if exp and exp <= now:
-                    continue
-                if plen and memcmp(EKEY(s, off), <const char *>prefix, plen) != 0:
-                    continue
-                out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
+            out = self._collect(si, prefix)
             bk_fence_acq()
             if bk_load_rlx64(&st.seq) == s1:
                 return out
+        lock_stripe(s, si)                              # slow path
+        try:
+            return self._collect(si, prefix)
+        finally:
+            unlock_stripe(s, si)
+
+    cdef list _collect(self, uint32_t si, bytes prefix):
+        cdef Store s = self.s
+        cdef uint64_t *slots = SLOTS_OF(s, si)
+        cdef uint64_t w, off
+        cdef uint32_t i, klen, plen = <uint32_t>PyBytes_GET_SIZE(prefix)
+        cdef int64_t now = s.now(), exp
+        cdef bk_entry *e
+        cdef list out = []
+        for i in range(SLOTS):
+            w = bk_load_rlx64(&slots[i])
+            if w == 0:
+                continue
+            off = w & OFF_MASK
+            if off < s.arena_off or off + 32 > s.size:
+                continue
+            e = ENT(s, off)
+            klen = bk_load_rlx32(&e.klen)
+            if e.bucket != self.idx or klen < plen or klen > s.max_key \
+                    or off + 32 + klen > s.size:
+                continue
+            exp = bk_load_rlx_i64(&e.expire_ms)
+            if exp and exp <= now:
+                continue
+            if plen and memcmp(EKEY(s, off), <const char *>prefix, plen) != 0:
+                continue
+            out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
+        return out
 
     # -- writes -----------------------------------------------------------------
     def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
@@ -543,6 +582,19 @@ cdef class Bucket:
     def stats(self):
         self._b()
         return bucket_stats(self.s, self.idx)
+
+
+cdef double readonly_wait(Store s, double since) except -1:
+    """A read-only attach cannot take a lock to repair a stripe a dead writer left
+    mid-write: wait for a read-write process to do it, bounded."""
+    cdef double now = time.monotonic()
+    if since == 0:
+        return now
+    if now - since > 5.0:
+        raise _err.BuktError("a stripe stays mid-write (its writer died?): a read-write "
+                             "process repairs it on its next access; run `bukt check`")
+    time.sleep(0.0005)
+    return since
 
 
 cdef int64_t ttl_ms(object ttl) except -1:

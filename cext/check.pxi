@@ -66,6 +66,7 @@ cdef list check_table(Store s):
     if s.readonly:
         return ["a read-only attach cannot take the locks check() needs; attach "
                 "read-write (or run `bukt check`)"]
+    finish_dead_drops(s)
     maybe_recount(s)
     lock_all_stripes(s)
     for c in range(s.nclasses):
@@ -179,6 +180,9 @@ cdef list check_table(Store s):
         for i in range(s.max_buckets):
             if s.bucketv[i].state == 0:
                 continue
+            if s.bucketv[i].state == 2 and not bk_pid_alive(s.bucketv[i].dropper_pid):
+                problems.append(f"bucket {s.bucketv[i].name.decode()!r} is left half "
+                                "dropped by a dead process")
             if s.bucketv[i].keys != keys.get(i, 0) or s.bucketv[i].bytes != nbytes.get(i, 0):
                 problems.append(
                     f"bucket {s.bucketv[i].name.decode()!r}: gauges say {s.bucketv[i].keys} "

@@ -80,7 +80,11 @@ LOCK RULES (written once; names follow them)
       is carved into equal chunks).
     - alloc: pages_used is written last, so the state is always consistent.
     - ring: the record header is written before ring_head advances: consistent.
-    - meta: a reserved meta record is committed (it was filled before the change).
+    - meta: the header's meta intent holds the change in flight; its META record
+      is committed before the change is applied, so a record still reserved is
+      skipped (nothing was applied) and a committed one is applied again
+      (apply_meta is idempotent). A bucket left "dropping" by a dead process is
+      finished by the next create_bucket, drop_bucket or check().
   A lock holder never blocks on anything but the locks above, except a writer waiting
   for ring space, which it does before taking its stripe lock.
 
@@ -115,7 +119,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, calloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8String
+from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from segment cimport *
 
@@ -140,3 +144,4 @@ include "table.pxi"
 include "bucket.pxi"
 include "meta.pxi"
 include "check.pxi"
+include "logscan.pxi"

@@ -81,7 +81,7 @@ cdef int lock_meta(Store s) except -1:
     if rc == 0:
         return 0
     if rc == EOWNERDEAD:
-        ring_commit_dead_meta(s)
+        repair_meta(s)
         bk_lock_consistent(&s.hdr.meta_lock)
         _note_repair(s)
         return 0

@@ -2,15 +2,15 @@
 # expiry cycle, and the consumer side of the ring used by the writer process.
 #
 # Bucket and token changes go through the ring as META records whose value is a
-# JSON object, so the writer process logs them beside the key records, in order.
-# A meta record is filled before the change is applied and committed after it, so
-# the repair of a dead meta lock holder commits it (ring_commit_dead_meta).
+# JSON object, so the writer process logs them beside the key records, in order
+# (meta_change says how a death half-way is repaired).
 
 _BUCKET_NAME = _re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
-cdef int find_bucket(Store s, str name) noexcept:
+cdef int find_bucket(Store s, str name) except -2:
     cdef uint32_t i
+    settle_meta(s)
     cdef bytes nb = name.encode()
     for i in range(s.max_buckets):
         if s.bucketv[i].state != 0 and s.bucketv[i].name == nb:
@@ -18,21 +18,161 @@ cdef int find_bucket(Store s, str name) noexcept:
     return -1
 
 
-cdef uint64_t meta_record(Store s, dict change) except? 1:
-    """Reserve and fill a META record (meta lock held); committed by the caller.
-    0 when the store is replaying (nothing is logged)."""
-    if not s.logging:
-        return 0
+cdef int meta_change(Store s, dict change) except -1:
+    """Make a bucket or token change (meta lock held): log it, then apply it.
+
+    The change is first written into the header's intent (meta_buf), then its META
+    record is reserved, filled and committed, and only then applied to the table, by
+    apply_meta, which is idempotent. So whoever repairs a dead holder (repair_meta)
+    knows what it was doing: a record still reserved means nothing was applied (skip
+    it); a committed one means the log has it, so apply it again."""
+    cdef bk_header *h = s.hdr
+    cdef uint64_t pos = 0
+    cdef uint32_t need
     payload = json.dumps(change, separators=(",", ":")).encode()
-    cdef uint32_t need = rec_size(0, <uint32_t>len(payload))
-    cdef uint64_t pos = ring_reserve(s, need, BK_RING_META_STRIPE, NULL)
-    if pos == 0:
-        raise _err.RingFull("change ring full: the writer process is down or behind; "
-                            "the bucket change was not applied")
-    ring_fill(s, pos, BK_T_META, change.get("idx", 0), change.get("gen", 0), NULL, 0,
-              payload, <uint32_t>len(payload), 0, 0, 0)
-    s.last_pos = pos + need
-    return pos
+    if len(payload) > sizeof(h.meta_buf):
+        raise _err.InvalidArgument("bucket change too large to log")
+    memcpy(h.meta_buf, <const char *>payload, len(payload))
+    h.meta_len = <uint32_t>len(payload)
+    h.meta_ring = 0
+    bk_store_rel32(&h.meta_state, 1)
+    if s.logging:
+        need = rec_size(0, <uint32_t>len(payload))
+        pos = ring_reserve_wait(s, need, BK_RING_META_STRIPE, &h.meta_ring)
+        if pos == 0:
+            bk_store_rel32(&h.meta_state, 0)
+            raise _err.RingFull("change ring full: the writer process is down or behind; "
+                                "the bucket change was not applied")
+        ring_fill(s, pos, BK_T_META, change.get("idx", 0), change.get("gen", 0), NULL, 0,
+                  payload, <uint32_t>len(payload), 0, 0, 0)
+        ring_commit(s, pos)
+        s.last_pos = pos + need
+    apply_meta(s, change)
+    bk_store_rel32(&h.meta_state, 0)
+    return 0
+
+
+cdef int apply_meta(Store s, dict c) except -1:
+    """Apply a logged bucket change to the table; applying it twice changes nothing."""
+    cdef uint32_t idx = c["idx"], gen = c["gen"], i
+    cdef int t
+    cdef bk_bucket *b = &s.bucketv[idx]
+    op = c["op"]
+    if op == "create":
+        if b.state == 1 and b.gen == gen:
+            return 0
+        memset(b.name, 0, sizeof(b.name))
+        nb = c["name"].encode()
+        memcpy(b.name, <const char *>nb, len(nb))
+        b.schema = SCHEMAS.index(c["schema"])
+        b.eviction = EVICTIONS.index(c["eviction"])
+        b.persist = c["persist"]
+        b.default_ttl_ms = c["default_ttl_ms"]
+        b.created_ms = bk_now_ms()
+        b.next_token_id = 1
+        b.dropper_pid = 0
+        memset(b.tokens, 0, sizeof(b.tokens))
+        b.keys = 0
+        b.bytes = 0
+        for i in range(s.max_procs):        # a reused slot starts its counters at 0
+            memset(s.counters_base + <uint64_t>i * s.max_buckets + idx, 0, sizeof(bk_counters))
+        b.gen = gen
+        bk_store_rel32(&b.state, 1)
+    elif op == "drop":
+        if b.state != 0 and b.gen == gen:
+            b.gen = gen + 1                 # every Bucket object of it is now stale
+            bk_store_rel32(&b.state, 0)
+    elif op == "token_add":
+        if b.state != 1 or b.gen != gen or token_slot(b, c["id"]) >= 0:
+            return 0
+        t = token_slot(b, 0)
+        if t < 0:
+            return 0
+        hb = bytes.fromhex(c["hash"])
+        memcpy(b.tokens[t].hash, <const char *>hb, 32)
+        b.tokens[t].perms = c["perms"]
+        b.next_token_id = max(b.next_token_id, c["id"] + 1)
+        bk_store_rel32(&b.tokens[t].id, c["id"])
+    elif op == "token_revoke":
+        if b.state == 1 and b.gen == gen:
+            t = token_slot(b, c["id"])
+            if t >= 0:
+                bk_store_rel32(&b.tokens[t].id, 0)
+    return 0
+
+
+cdef int repair_meta(Store s) except -1:
+    """The meta lock's holder died: finish or forget its change (see meta_change)."""
+    cdef bk_header *h = s.hdr
+    cdef uint64_t pos = h.meta_ring, head = bk_load_acq64(&h.ring_head)
+    cdef uint64_t tail = bk_load_acq64(&h.ring_tail), p
+    cdef bk_rec *r
+    cdef bint logged = False
+    if h.meta_state == 1 and pos != 0 and pos < head:
+        if pos < tail:
+            logged = True                   # consumed, so it was committed
+        else:
+            r = REC(s, pos)
+            if r.stripe == BK_RING_META_STRIPE and bk_load_acq8(&r.state) == BK_R_COMMITTED:
+                logged = True
+    # any META record still reserved was its, and was never applied: skip it
+    p = tail
+    while p < head:
+        r = REC(s, p)
+        if r.len < 8 or r.len % 8 or r.len > s.ring_size:
+            break
+        if r.stripe == BK_RING_META_STRIPE and bk_load_acq8(&r.state) == BK_R_RESERVED:
+            bk_store_rel8(&r.state, BK_R_SKIPPED)
+        p += r.len
+    if logged and h.meta_len <= sizeof(h.meta_buf):
+        apply_meta(s, json.loads(PyBytes_FromStringAndSize(h.meta_buf, h.meta_len)))
+    bk_store_rel32(&h.meta_state, 0)
+    return 0
+
+
+cdef int settle_meta(Store s) except -1:
+    """Readers of the bucket table call this first: when a meta change is in flight
+    and its holder turns out dead (trylock says EOWNERDEAD), repair it now, so the
+    table agrees with the log without waiting for the next bucket change. Costs one
+    load when no change is in flight."""
+    cdef int rc
+    if not bk_load_acq32(&s.hdr.meta_state) or s.readonly:
+        return 0
+    rc = bk_lock_try(&s.hdr.meta_lock)
+    if rc == EOWNERDEAD:
+        repair_meta(s)
+        bk_lock_consistent(&s.hdr.meta_lock)
+        _note_repair(s)
+    elif rc != 0:
+        return 0                            # busy: its holder is alive and at work
+    unlock_meta(s)
+    return 0
+
+
+cdef int finish_dead_drops(Store s) except -1:
+    """A process that died inside drop_bucket left its bucket dropping: finish it
+    (remove its keys, then the logged drop). Holds no lock when called."""
+    cdef uint32_t i
+    cdef bk_bucket *b
+    for i in range(s.max_buckets):
+        b = &s.bucketv[i]
+        if b.state == 2 and not bk_pid_alive(b.dropper_pid):
+            finish_drop(s, i, b.gen)
+    return 0
+
+
+cdef int finish_drop(Store s, uint32_t slot, uint32_t gen) except -1:
+    cdef bk_bucket *b = &s.bucketv[slot]
+    remove_where(s, slot, -1)               # each key's delete is logged in order
+    ring_wait_space(s, rec_size(0, 512))
+    lock_meta(s)
+    try:
+        if b.state == 2 and b.gen == gen:
+            meta_change(s, {"op": "drop", "idx": slot, "gen": gen,
+                            "name": b.name.decode()})
+    finally:
+        unlock_meta(s)
+    return 0
 
 
 cdef dict bucket_settings(Store s, uint32_t i):
@@ -58,6 +198,7 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, bint pers
         raise _err.SchemaError(f"eviction {eviction!r}: one of {', '.join(EVICTIONS)}")
     if default_ttl is not None:
         dttl = ttl_ms(default_ttl)
+    finish_dead_drops(s)
     ring_wait_space(s, rec_size(0, 512))
     lock_meta(s)
     try:
@@ -71,59 +212,34 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, bint pers
             raise _err.LimitExceeded(f"bucket limit reached: {s.max_buckets} buckets "
                                      "(max_buckets); drop one or create the segment "
                                      "with more")
-        b = &s.bucketv[slot]
-        gen = b.gen + 1
-        pos = meta_record(s, {"op": "create", "idx": slot, "gen": gen, "name": name,
-                              "schema": schema, "eviction": eviction,
-                              "persist": bool(persist), "default_ttl_ms": dttl})
-        memset(b.name, 0, sizeof(b.name))
-        nb = name.encode()
-        memcpy(b.name, <const char *>nb, len(nb))
-        b.schema = SCHEMAS.index(schema)
-        b.eviction = EVICTIONS.index(eviction)
-        b.persist = persist
-        b.default_ttl_ms = dttl
-        b.created_ms = bk_now_ms()
-        b.next_token_id = 1
-        memset(b.tokens, 0, sizeof(b.tokens))
-        b.keys = 0
-        b.bytes = 0
-        for i in range(s.max_procs):        # a reused slot starts its counters at 0
-            memset(s.counters_base + <uint64_t>i * s.max_buckets + slot, 0, sizeof(bk_counters))
-        b.gen = gen
-        bk_store_rel32(&b.state, 1)
-        if pos:
-            ring_commit(s, pos)
+        meta_change(s, {"op": "create", "idx": slot, "gen": s.bucketv[slot].gen + 1,
+                        "name": name, "schema": schema, "eviction": eviction,
+                        "persist": bool(persist), "default_ttl_ms": dttl})
     finally:
         unlock_meta(s)
     return s.bucket(name)
 
 
 cdef int drop_bucket(Store s, str name) except -1:
+    """Three steps, so a death in any of them is finished by the next process:
+    mark the bucket dropping (writers refuse it from then on), delete its keys (each
+    delete logged), then log and apply the drop."""
     cdef int slot
     cdef bk_bucket *b
-    cdef uint64_t pos = 0
+    cdef uint32_t gen
     s._writable()
     lock_meta(s)
     try:
         slot = find_bucket(s, name)
-        if slot < 0 or s.bucketv[slot].state != 1:
+        if slot < 0 or (s.bucketv[slot].state == 2 and bk_pid_alive(s.bucketv[slot].dropper_pid)):
             raise _err.BucketNotFound(f"no bucket {name!r}")
         b = &s.bucketv[slot]
-        bk_store_rel32(&b.state, 2)         # dropping: writers refuse it from now on
+        gen = b.gen
+        b.dropper_pid = s.pid               # ours now, or taken over from a dead dropper
+        bk_store_rel32(&b.state, 2)
     finally:
         unlock_meta(s)
-    remove_where(s, slot, -1)               # each key's delete is logged in order
-    ring_wait_space(s, rec_size(0, 512))
-    lock_meta(s)
-    try:
-        pos = meta_record(s, {"op": "drop", "idx": slot, "gen": b.gen, "name": name})
-        b.gen += 1                          # every Bucket object of it is now stale
-        bk_store_rel32(&b.state, 0)
-        if pos:
-            ring_commit(s, pos)
-    finally:
-        unlock_meta(s)
+    finish_drop(s, slot, gen)
     s._bucket_cache.pop(name, None)
     return 0
 
@@ -157,14 +273,8 @@ cdef object add_token(Store s, str name, bytes token_hash, int perms):
             raise _err.LimitExceeded(f"bucket {name!r} has {BK_MAX_TOKENS} tokens, the "
                                      "limit; revoke one first")
         tid = b.next_token_id
-        pos = meta_record(s, {"op": "token_add", "idx": slot, "gen": b.gen, "name": name,
-                              "id": tid, "perms": perms, "hash": token_hash.hex()})
-        memcpy(b.tokens[t].hash, <const char *>token_hash, 32)
-        b.tokens[t].perms = perms
-        b.next_token_id = tid + 1
-        bk_store_rel32(&b.tokens[t].id, tid)
-        if pos:
-            ring_commit(s, pos)
+        meta_change(s, {"op": "token_add", "idx": slot, "gen": b.gen, "name": name,
+                        "id": tid, "perms": perms, "hash": token_hash.hex()})
     finally:
         unlock_meta(s)
     return tid
@@ -177,6 +287,7 @@ cdef list bucket_table(Store s):
     cdef list out = []
     if s.readonly:
         raise _err.ReadOnly("bucket_table() takes the meta lock: attach read-write")
+    settle_meta(s)
     lock_meta(s)
     try:
         for i in range(s.max_buckets):
@@ -218,48 +329,69 @@ cdef object restore_token(Store s, str name, uint32_t token_id, bytes token_hash
 
 
 cdef tuple dump_stripes(Store s, uint32_t start, uint32_t count):
-    cdef uint32_t si, end = min(s.nstripes, start + count), i, klen, vlen
-    cdef bk_stripe *st
-    cdef uint64_t *slots
-    cdef uint64_t s1, w, off
-    cdef int64_t now = s.now(), exp
-    cdef bk_entry *e
+    cdef uint32_t si, end = min(s.nstripes, start + count)
+    cdef uint64_t s1
+    cdef int attempt
+    cdef double since
     cdef list out = [], part
+    cdef bint done
     for si in range(start, end):
-        st = STRIPE(s, si)
-        slots = SLOTS_OF(s, si)
-        while True:
-            s1 = bk_load_acq64(&st.seq)
+        attempt = 0
+        since = 0
+        done = False
+        while attempt < READ_TRIES or s.readonly:
+            if attempt >= READ_TRIES:
+                since = readonly_wait(s, since)
+            attempt += 1
+            s1 = bk_load_acq64(&STRIPE(s, si).seq)
             if s1 & 1:
                 bk_pause()
                 continue
-            part = []
-            for i in range(SLOTS):
-                w = bk_load_rlx64(&slots[i])
-                if w == 0:
-                    continue
-                off = w & OFF_MASK
-                if off < s.arena_off or off + 32 > s.size:
-                    continue
-                e = ENT(s, off)
-                klen = bk_load_rlx32(&e.klen)
-                vlen = bk_load_rlx32(&e.vlen)
-                if klen > s.max_key or vlen > s.max_value or off + 32 + klen + vlen > s.size \
-                        or e.bucket >= s.max_buckets:
-                    continue
-                exp = bk_load_rlx_i64(&e.expire_ms)
-                if exp and exp <= now:
-                    continue
-                part.append((e.bucket, PyBytes_FromStringAndSize(EKEY(s, off), klen),
-                             PyBytes_FromStringAndSize(EKEY(s, off) + klen, vlen),
-                             exp, e.flags & BK_E_SINGLE, e.version))
+            part = collect_entries(s, si)
             bk_fence_acq()
-            if bk_load_rlx64(&st.seq) == s1:
+            if bk_load_rlx64(&STRIPE(s, si).seq) == s1:
+                done = True
                 break
+        if not done:                                    # slow path: under the lock
+            lock_stripe(s, si)
+            try:
+                part = collect_entries(s, si)
+            finally:
+                unlock_stripe(s, si)
         for bidx, k, v, exp_, fl, ver in part:
             if s.bucketv[bidx].state == 1:
                 out.append((s.bucketv[bidx].name.decode(), k, v, exp_, fl, ver))
     return out, (0 if end >= s.nstripes else end)
+
+
+cdef list collect_entries(Store s, uint32_t si):
+    """Live entries of one stripe, read without validation (the caller validates)."""
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint64_t w, off
+    cdef uint32_t i, klen, vlen
+    cdef int64_t now = s.now(), exp
+    cdef bk_entry *e
+    cdef list part = []
+    for i in range(SLOTS):
+        w = bk_load_rlx64(&slots[i])
+        if w == 0:
+            continue
+        off = w & OFF_MASK
+        if off < s.arena_off or off + 32 > s.size:
+            continue
+        e = ENT(s, off)
+        klen = bk_load_rlx32(&e.klen)
+        vlen = bk_load_rlx32(&e.vlen)
+        if klen > s.max_key or vlen > s.max_value or off + 32 + klen + vlen > s.size \
+                or e.bucket >= s.max_buckets:
+            continue
+        exp = bk_load_rlx_i64(&e.expire_ms)
+        if exp and exp <= now:
+            continue
+        part.append((e.bucket, PyBytes_FromStringAndSize(EKEY(s, off), klen),
+                     PyBytes_FromStringAndSize(EKEY(s, off) + klen, vlen),
+                     exp, e.flags & BK_E_SINGLE, e.version))
+    return part
 
 
 cdef bint revoke_token(Store s, str name, uint32_t token_id) except -1:
@@ -279,11 +411,8 @@ cdef bint revoke_token(Store s, str name, uint32_t token_id) except -1:
         t = token_slot(b, token_id)
         if t < 0:
             return False
-        pos = meta_record(s, {"op": "token_revoke", "idx": slot, "gen": b.gen,
-                              "name": name, "id": token_id})
-        bk_store_rel32(&b.tokens[t].id, 0)
-        if pos:
-            ring_commit(s, pos)
+        meta_change(s, {"op": "token_revoke", "idx": slot, "gen": b.gen,
+                        "name": name, "id": token_id})
         return True
     finally:
         unlock_meta(s)
@@ -299,6 +428,7 @@ cdef object find_token(Store s, bytes token_hash):
     found = None
     if len(token_hash) != 32:
         return None
+    settle_meta(s)
     for i in range(s.max_buckets):
         b = &s.bucketv[i]
         if b.state != 1:
@@ -435,7 +565,7 @@ cdef bint ring_unstick(Store s, uint64_t pos) except -1:
         if rc == EBUSY:
             return False
         if rc == EOWNERDEAD:
-            ring_commit_dead_meta(s)
+            repair_meta(s)
             bk_lock_consistent(&s.hdr.meta_lock)
             _note_repair(s)
         elif rc != 0:

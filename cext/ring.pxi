@@ -12,6 +12,10 @@
 # A producer that dies between reserve and commit holds its stripe lock; the repair
 # of that stripe commits or skips the record according to how far the operation got.
 
+cdef extern from "unistd.h" nogil:
+    int usleep(unsigned int usec)
+
+
 cdef inline bk_rec *REC(Store s, uint64_t pos) noexcept nogil:
     return <bk_rec *>(s.ring + pos % s.ring_size)
 
@@ -29,11 +33,11 @@ cdef int ring_wait_space(Store s, uint32_t need) except -1:
             "Check `bukt status`.")
     if bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need <= room:
         return 0
-    deadline = time.monotonic() + h.ring_wait_ms / 1000.0
+    deadline = time.monotonic() + s.ring_wait
     while bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need > room:
         if time.monotonic() >= deadline:
             raise _err.RingFull(
-                f"change ring full for {h.ring_wait_ms} ms ({s.ring_size} bytes): the "
+                f"change ring full for {s.ring_wait:g} s ({s.ring_size} bytes): the "
                 "writer process is down or behind; the write was not applied. "
                 "Check `bukt status`.")
         time.sleep(0.001)
@@ -46,6 +50,8 @@ cdef uint64_t ring_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *int
     cdef bk_header *h = s.hdr
     cdef uint64_t R = s.ring_size, head, tail, off, pad = 0, pos
     cdef bk_rec *r
+    if s.epoch != _fork_epoch:
+        s._claim_counter_row()                  # refreshes s.pid after a fork
     lock_simple(s, &h.ring_lock, "ring")
     head = h.ring_head
     tail = bk_load_acq64(&h.ring_tail)
@@ -70,6 +76,24 @@ cdef uint64_t ring_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *int
         intent_ring[0] = pos
     bk_store_rel64(&h.ring_head, pos + need)    # last: publishes the reservation
     bk_lock_release(&h.ring_lock)
+    return pos
+
+
+cdef uint64_t ring_reserve_wait(Store s, uint32_t need, uint32_t owner,
+                                uint64_t *intent_ring) except? 1:
+    """ring_reserve, waiting up to ring_wait for room: writers that all saw room
+    before taking their locks may find it taken. Waiting with a stripe lock held
+    cannot deadlock: the consumer drains the ring without taking any stripe lock.
+    0 when the ring stayed full."""
+    cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring)
+    cdef double deadline
+    if pos:
+        return pos
+    deadline = time.monotonic() + s.ring_wait
+    while pos == 0 and time.monotonic() < deadline:
+        with nogil:
+            usleep(500)
+        pos = ring_reserve(s, need, owner, intent_ring)
     return pos
 
 
@@ -110,22 +134,3 @@ cdef bk_rec *ring_pending(Store s, uint64_t pos, uint32_t owner) noexcept:
     if r.stripe != owner or bk_load_acq8(&r.state) != BK_R_RESERVED:
         return NULL
     return r
-
-
-cdef int ring_commit_dead_meta(Store s) except -1:
-    """The meta lock's holder died: its reserved record was filled before the change
-    was applied, so commit it (the log then holds the change the table holds)."""
-    cdef bk_header *h = s.hdr
-    cdef uint64_t pos = bk_load_acq64(&h.ring_tail), head = bk_load_acq64(&h.ring_head)
-    cdef bk_rec *r
-    while pos < head:
-        r = REC(s, pos)
-        if r.len < 8 or r.len % 8 or r.len > s.ring_size:
-            break
-        if r.state == BK_R_RESERVED and r.stripe == BK_RING_META_STRIPE:
-            if r.type == BK_T_META:
-                bk_store_rel8(&r.state, BK_R_COMMITTED)
-            else:
-                bk_store_rel8(&r.state, BK_R_SKIPPED)
-        pos += r.len
-    return 0

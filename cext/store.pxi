@@ -87,6 +87,8 @@ cdef class Store:
     cdef public bint sync_wait          # False: servers wait for durability themselves
     cdef bint logging                   # False while the writer replays its log
     cdef public double durable_timeout  # seconds a durable write waits for the writer
+    cdef public double ring_wait        # seconds a write waits for ring space (the
+                                        # writer process sets 0: it must not wait on itself)
     cdef dict _bucket_cache
     cdef object __weakref__
 
@@ -130,6 +132,7 @@ cdef class Store:
         self.max_value = h.max_value
         self.max_buckets = h.max_buckets
         self.max_procs = h.max_procs
+        self.ring_wait = h.ring_wait_ms / 1000.0
         self._claim_counter_row()
         return 0
 
@@ -231,9 +234,14 @@ cdef class Store:
         drop_bucket(self, name)
 
     def buckets(self):
+        """Names of the buckets. One that a dead process left half dropped is still
+        listed (the log still has it) until a drop_bucket, create_bucket or check()
+        finishes the drop."""
         cdef uint32_t i
+        settle_meta(self)
         return [self.bucketv[i].name.decode() for i in range(self.max_buckets)
-                if self.bucketv[i].state == 1]
+                if self.bucketv[i].state == 1 or (self.bucketv[i].state == 2 and
+                                                  not bk_pid_alive(self.bucketv[i].dropper_pid))]
 
     def bucket(self, name):
         cdef Bucket b = self._bucket_cache.get(name)

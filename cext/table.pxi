@@ -196,7 +196,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
     if logs(s, b):
-        pos = ring_reserve(s, rec_size(klen, 0), si, &st.intent_ring)
+        pos = ring_reserve_wait(s, rec_size(klen, 0), si, &st.intent_ring)
         if pos == 0:
             return 0
         ring_fill(s, pos, rtype, bidx, b.gen, EKEY(s, off), klen, NULL, 0, 0, e.version, 0)
@@ -270,6 +270,9 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
                 f"segment full: no free {s.classes[c].chunk_size}-byte chunk and all "
                 f"{s.npages} pages in use; bucket {b.name.decode()!r} has eviction 'none'")
         tries += 1
+        if tries > 16:
+            with nogil:                             # victims' stripes are busy: let
+                usleep(100 * (tries - 16))          # their holders finish
         if tries > 64:
             st.intent_op = BK_OP_NONE
             raise _err.SegmentFull(
@@ -296,7 +299,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     e.version = ver
     if logs(s, b):
         need = rec_size(n, vlen)
-        pos = ring_reserve(s, need, si, &st.intent_ring)
+        pos = ring_reserve_wait(s, need, si, &st.intent_ring)
         if pos == 0:
             chunk_free(s, off)
             st.intent_op = BK_OP_NONE
@@ -340,7 +343,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
     if logs(s, b):
-        pos = ring_reserve(s, rec_size(e.klen, 0), si, &st.intent_ring)
+        pos = ring_reserve_wait(s, rec_size(e.klen, 0), si, &st.intent_ring)
         if pos == 0:
             raise _err.RingFull(f"change ring full ({s.ring_size} bytes): the writer "
                                 "process is down or behind; the change was not applied")

@@ -134,6 +134,11 @@ typedef struct {
     uint32_t _pad7;
     char     writer_error[256];
     uint64_t expire_cursor;     /* next stripe the expiry cycle samples */
+    /* the meta lock holder's intent: the change in flight, for repair (meta.pxi) */
+    uint32_t meta_state;        /* 0 none, 1 a change is in flight */
+    uint32_t meta_len;
+    uint64_t meta_ring;         /* its ring record's position, 0 before reservation */
+    char     meta_buf[1024];    /* the change, as the JSON its META record carries */
 } bk_header;
 
 typedef struct {
@@ -194,7 +199,9 @@ typedef struct {
     bk_token tokens[BK_MAX_TOKENS];
     int64_t  keys;              /* gauges, atomic; exact after a recount */
     int64_t  bytes;
-    char     _pad2[16];
+    uint32_t dropper_pid;       /* state 2: the process dropping it (a dead one's drop
+                                   is finished by the next create/drop/check) */
+    char     _pad2[12];
 } bk_bucket;
 
 typedef struct {

@@ -71,6 +71,10 @@ cdef extern from "segment.h" nogil:
         uint32_t writer_error_code
         char writer_error[256]
         uint64_t expire_cursor
+        uint32_t meta_state
+        uint32_t meta_len
+        uint64_t meta_ring
+        char meta_buf[1024]
 
     ctypedef struct bk_stripe:
         bk_lock lock
@@ -121,6 +125,7 @@ cdef extern from "segment.h" nogil:
         bk_token tokens[16]
         int64_t keys
         int64_t bytes
+        uint32_t dropper_pid
 
     ctypedef struct bk_proc:
         uint32_t pid
