@@ -172,8 +172,9 @@ def _human_status(r) -> str:
     if r["processes"]:
         lines.append("  processes")
         for p in r["processes"]:
-            lines.append(f"    {p['pid']:>7}  {'  ' * p['depth']}{p['role']:<14}"
-                         f"{human_bytes(p['rss_bytes']):>10}  up {p['uptime_s']:.0f} s")
+            name = "  " * p["depth"] + p["role"]
+            lines.append(f"    {p['pid']:>7}  {name:<18}{human_bytes(p['rss_bytes']):>10}  "
+                         f"up {p['uptime_s']:.0f} s")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ HTML comment `<!-- not run here: ... -->` and must be listed in NOT_RUN with the
 that covers it instead."""
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -75,6 +76,7 @@ def service(tmp_path):
 
 
 def test_readme_commands_run(service, tmp_path):
+    assert shutil.which("curl"), "the README's curl session needs curl: apt-get install curl"
     service.start()
     os.symlink(os.path.join(ROOT, ".venv"), tmp_path / ".venv")
     http, tcp = str(service.http_port), str(service.tcp_port)
