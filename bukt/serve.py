@@ -50,8 +50,9 @@ old one drains: no refused connection) and the HTTP arbiter (stopped, then start
 about a second without HTTP, until gunicorn binds with SO_REUSEPORT too). A file that
 does not load is refused and the running configuration stays.
 
-WATCHDOG=1 is sent from the supervision loop every WATCHDOG_USEC / 2: systemd restarts
-the service when this process hangs; hung children are this process's to replace.
+WATCHDOG=1 is sent every WATCHDOG_USEC / 2 from every wait of this process (the loop,
+a reload, a restart, the shutdown): systemd restarts the service when the supervisor
+hangs; hung children are the supervisor's to replace.
 """
 import errno
 import fcntl
@@ -359,7 +360,7 @@ class Supervisor:
                 next_extend = now + RECOVERY_EXTEND_S / 3
                 self.notify.extend_timeout(RECOVERY_EXTEND_S)
                 self.notify.status(f"the writer is recovering ({now - t0:.0f} s)")
-            time.sleep(PROBE_EVERY_S if first else POLL_S)
+            self.pause(PROBE_EVERY_S if first else POLL_S)
 
     def writer_info(self):
         try:
@@ -418,9 +419,15 @@ class Supervisor:
                     self.write_state()
             self.check_writer(now)
             self.finish_retiring(now)
-            if self.notify.watchdog_due(now):
-                self.notify.watchdog(now)
-            time.sleep(POLL_S)
+            self.pause(POLL_S)
+
+    def pause(self, seconds) -> None:
+        """Sleeps; every wait of the supervisor goes through here, so WATCHDOG=1 keeps
+        coming while it waits for a child (a reload, a restart, the shutdown)."""
+        now = time.monotonic()
+        if self.notify.watchdog_due(now):
+            self.notify.watchdog(now)
+        time.sleep(seconds)
 
     def may_start(self, child) -> bool:
         """Front ends wait for a writer that is being restarted (they attach to the
@@ -476,7 +483,7 @@ class Supervisor:
         child.signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while not child.exited() and time.monotonic() < deadline:
-            time.sleep(0.02)
+            self.pause(0.02)
         if not child.exited():
             log.error("the %s (pid %d) did not stop within %.1f s: killed", child.role,
                       child.pid, timeout)
@@ -569,7 +576,7 @@ class Supervisor:
                         child.kill_group()
                         raise ServeError(f"the new TCP pool did not start "
                                          f"({_describe_exit(child.reap())})")
-                    time.sleep(0.02)
+                    self.pause(0.02)
                 child.state = "up"
             except ServeError as e:
                 log.error("SIGHUP: %s; the old pool goes on", e)
@@ -601,7 +608,7 @@ class Supervisor:
         front_deadline = deadline - min(WRITER_SHARE_S, timeout / 3)
         for c in fronts:
             while c.proc is not None and not c.exited() and time.monotonic() < front_deadline:
-                time.sleep(0.02)
+                self.pause(0.02)
             if c.proc is not None and not c.exited():
                 log.error("the %s (pid %d) did not stop in time: killed", c.role, c.pid)
             if c.proc is not None and c.proc.returncode is None:
