@@ -10,8 +10,9 @@ docs/api.md is the reference of this API.
 """
 from bukt import errors
 from bukt._core import ADMIN, READ, WRITE, Bucket, Store, attach, create
+from bukt.client import AsyncClient, Client
 from bukt.errors import BuktError
 
 __version__ = "0.1.0"
 __all__ = ["create", "attach", "Store", "Bucket", "errors", "BuktError",
-           "READ", "WRITE", "ADMIN"]
+           "READ", "WRITE", "ADMIN", "Client", "AsyncClient"]
