@@ -83,10 +83,15 @@ install-units:
 		chgrp bukt $(SYSCONFDIR)/bukt/bukt.yaml && \
 		systemctl daemon-reload; fi
 
+# Each benchmark runs its reference system (a dict and LMDB, Redis, a bare falcon app)
+# and Bukt in the same run and prints ratios; needs redis-server, memcached and wrk
+# from Debian (apt-get install redis-server wrk) for the server-side ones.
 bench: build
-	$(PIP) install -e '.[bench]' --no-build-isolation --no-deps
 	$(PIP) install lmdb redis
 	$(PY) bench/local.py
+	$(PY) bench/tcp.py --loops epoll,uvloop
+	$(PY) bench/http.py
+	$(PY) bench/durability.py
 
 lint: $(DEPS)
 	$(PY) -m cython -a cext/core.pyx -o build/core.c && echo "annotation: build/core.html"

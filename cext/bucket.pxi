@@ -233,7 +233,8 @@ cdef class Bucket:
     def exists(self, *keys):
         cdef snap_t snap
         self._b()
-        return sum(1 for k in keys if self._peek(k, &snap) == HIT)
+        ready = [as_key(self.s, k) for k in keys]
+        return sum(1 for k in ready if self._peek(k, &snap) == HIT)
 
     def version(self, key):
         cdef snap_t snap
@@ -248,7 +249,10 @@ cdef class Bucket:
         return max(0, snap.expire_ms - self.s.now()) / 1000.0
 
     def mget(self, keys):
-        return [self.get(k) for k in keys]
+        """Values of the keys (None where absent). Every key is checked first, so a bad
+        one raises before any single-read key is consumed."""
+        ready = [as_key(self.s, k) for k in keys]
+        return [self.get(k) for k in ready]
 
     def scan(self, prefix=b"", cursor=0, count=100):
         """(next_cursor, keys): whole stripes at a time, each read under its seq, so
@@ -401,6 +405,8 @@ cdef class Bucket:
         kb = as_key(s, key)
         if isinstance(by, bool) or not isinstance(by, int) or not isinstance(initial, int):
             raise TypeError("by and initial must be integers")
+        if ttl is not None:
+            ttl_ms(ttl)                 # checked even when the key exists (and keeps its TTL)
         n = <uint32_t>PyBytes_GET_SIZE(kb)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
@@ -445,8 +451,9 @@ cdef class Bucket:
         cdef int deleted = 0
         self.s._writable()
         self._b()
-        for key in keys:
-            deleted += self._delete_one(as_key(self.s, key))
+        ready = [as_key(self.s, k) for k in keys]     # all checked before any delete
+        for kb in ready:
+            deleted += self._delete_one(kb)
         return deleted
 
     cdef int _delete_one(self, bytes kb) except -1:

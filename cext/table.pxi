@@ -334,12 +334,13 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
 
 cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t expire_ms,
                        uint64_t version=0) except 0:
-    """Rewrite an entry's expiry in place (two aligned words) and give it a new
-    version (or `version`, in a replay); logged as TOUCH."""
+    """Rewrite an entry's expiry in place (one aligned word; a replay may also set the
+    logged version); logged as TOUCH. The version stays: it names the value, and an
+    ETag should not change because a TTL did."""
     cdef bk_stripe *st = STRIPE(s, si)
     cdef bk_entry *e = ENT(s, off)
     cdef bk_bucket *b = &s.bucketv[e.bucket]
-    cdef uint64_t pos = 0, ver = next_version(s, version)
+    cdef uint64_t pos = 0, ver = next_version(s, version) if version else e.version
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
     if logs(s, b):
