@@ -14,19 +14,17 @@ session (bukt://:ADMIN_TOKEN@...) only manages buckets (docs/protocol.md); over 
 the admin token may do everything (docs/http.md).
 """
 import base64
-import hashlib
 import json
-import secrets
 import time
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from . import errors
+from .tokens import digest, new_token
 
 __all__ = ["open_target", "LocalTarget", "TcpTarget", "HttpTarget", "raw",
            "PERMS", "perms_from_names", "perm_names", "TargetError"]
 
 PERMS = {"read": 1, "write": 2, "admin": 4}
-TOKEN_BYTES = 32            # as bukt/http/auth.py makes them: 43 URL-safe characters
 
 
 class TargetError(errors.BuktError):
@@ -172,9 +170,8 @@ class LocalTarget(_Target):
         return self.store.tokens(self.need_bucket(bucket))
 
     def create_token(self, bucket, perms):
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        tid = self.store.add_token(self.need_bucket(bucket),
-                                   hashlib.sha256(token.encode()).digest(), perms)
+        token = new_token()
+        tid = self.store.add_token(self.need_bucket(bucket), digest(token), perms)
         return tid, token
 
     def revoke_token(self, bucket, token_id):

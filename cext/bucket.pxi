@@ -633,7 +633,7 @@ cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before
     cdef int removed = 0
     cdef bk_entry *e
     cdef uint16_t eb
-    cdef bint hit
+    cdef bint hit, expired
     lock_stripe(s, si)
     try:
         while i < SLOTS:
@@ -651,14 +651,18 @@ cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before
             if not hit:
                 i += 1
                 continue
+            # an entry already expired goes as an expiration, and is not counted as
+            # one the flush removed
+            expired = bidx < 0 or (e.expire_ms != 0 and e.expire_ms <= s.now())
             # the shift refills slot i, so it is looked at again
-            if not do_delete_at(s, si, i, off, BK_T_DEL if bidx >= 0 else BK_T_EXPIRED):
+            if not do_delete_at(s, si, i, off, BK_T_EXPIRED if expired else BK_T_DEL):
                 raise _err.RingFull("change ring full: the writer process is down or "
                                     "behind; run again when it has caught up")
-            removed += 1
-            if bidx < 0:
+            if expired:
                 bk_fetch_add_u64(&s.hdr.expirations, 1)
                 bk_add64(&s.counters(eb).expirations, 1)
+            if bidx < 0 or not expired:     # expire_some counts expirations, flush live keys
+                removed += 1
     finally:
         unlock_stripe(s, si)
     return removed

@@ -524,13 +524,14 @@ def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
                    max_procs, size_factor)
     shm_name = _shm_name(name)
     try:
-        shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode, size=nbytes)
+        shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode, size=0)
     except posix_ipc.ExistentialError:
         raise _err.SegmentExists(f"segment {shm_name} exists; attach to it, or remove it "
                                  "with store.unlink() / `bukt check`") from None
     try:
         os.fchmod(shm.fd, mode)      # shm_open applies the umask; the mode is asked for
         try:
+            os.ftruncate(shm.fd, nbytes)
             os.posix_fallocate(shm.fd, 0, nbytes)
         except OSError as e:
             raise _err.SegmentFull(

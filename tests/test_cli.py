@@ -87,7 +87,8 @@ def _token(r):
 def test_local_data_commands(svc):
     r = bukt("buckets", "create", "loc", "--default-ttl", "100", "--json")
     token = _token(r)
-    assert len(token) == 43 and r.json()["permissions"] == ["read", "write", "admin"]
+    assert token.startswith("bkt_") and len(token) == 47 \
+        and r.json()["permissions"] == ["read", "write", "admin"]
     assert bukt("set", "-b", "loc", "greeting", "hello").text.startswith("OK, version ")
     assert bukt("get", "-b", "loc", "greeting").out == b"hello"
     assert 99 < float(bukt("ttl", "-b", "loc", "greeting").text) <= 100

@@ -67,14 +67,26 @@ def test_default_mode_is_0600(store, segname):
 
 
 def test_memory_is_reserved_at_creation_not_faulted_later(segname):
-    # tmpfs grows a sparse file lazily; posix_fallocate must reserve it up front, so
-    # a request larger than /dev/shm fails now with a clear error, not SIGBUS later
-    free = os.statvfs("/dev/shm")
-    too_big = free.f_bavail * free.f_frsize + (1 << 30)
-    with pytest.raises(errors.SegmentFull, match="cannot reserve"):
-        bukt.create(segname, size=too_big)
+    # tmpfs grows a sparse file lazily; posix_fallocate must reserve it up front, so a
+    # segment that cannot be backed fails now with a clear error, not SIGBUS later. The
+    # failure is provoked with RLIMIT_FSIZE in a child (filling the real /dev/shm would
+    # take the machine's memory with it).
+    code = f"""
+import resource, signal, sys
+import bukt
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+try:
+    bukt.create({segname!r}, size="16MiB")
+except bukt.errors.SegmentFull as e:
+    print(e)
+    sys.exit(3)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "cannot reserve" in r.stdout and "File too large" in r.stdout
     assert not os.path.exists(f"/dev/shm/bukt-{segname}")
-    st = None
     s = bukt.create(segname, size="16MiB")
     st = os.stat(f"/dev/shm/bukt-{segname}")
     assert st.st_blocks * 512 >= 16 << 20

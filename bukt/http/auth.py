@@ -12,27 +12,19 @@ Decision order, so that nothing leaks to a caller who may not know it:
   the admin token                      -> everything; a missing bucket is then 404
 """
 
-import hashlib
 import hmac
 import logging
 import os
-import secrets
 
 from bukt.errors import AuthError, PermissionDenied
 from bukt.http.wire import header
 
 READ, WRITE, ADMIN = 1, 2, 4
 PERM_NAMES = {"read": READ, "write": WRITE, "admin": ADMIN}
-TOKEN_BYTES = 32
 log = logging.getLogger("bukt.http")
 
 
-def new_token():
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def digest(token):
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+from bukt.tokens import digest, new_token  # noqa: E402,F401 (one definition, shared)
 
 
 def perms_to_names(perms):

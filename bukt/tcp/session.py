@@ -19,15 +19,14 @@ and other connections are not held up at all: one group commit wakes many waiter
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
-import secrets
 import struct
 
 from .. import errors
 from .. import protocol as P
 from ..protocol import Command as C, Status as S
+from ..tokens import digest, new_token
 
 log = logging.getLogger("bukt.tcp")
 
@@ -292,8 +291,8 @@ class Session:
                 f"token lacks {'admin' if own_perm == ADMIN else 'read'}")
 
     def _new_token(self, bucket: str, perms: int):
-        token = secrets.token_urlsafe(32)
-        token_id = self.store.add_token(bucket, hashlib.sha256(token.encode()).digest(), perms)
+        token = new_token()
+        token_id = self.store.add_token(bucket, digest(token), perms)
         return token_id, token.encode()
 
     def _bucket_create(self, rid, schema, eviction, persist, default_ttl_ms, name):
@@ -347,15 +346,15 @@ class Session:
     def _auth(self, rid, bucket, token):
         self.bucket = self.bucket_name = None
         self.perms, self.admin = 0, False
-        digest = hashlib.sha256(token).digest()
+        token_hash = digest(token)
         if not bucket:
             # Compare digests, not tokens: constant time whatever the lengths.
-            if self.admin_hash is None or not hmac.compare_digest(digest, self.admin_hash):
+            if self.admin_hash is None or not hmac.compare_digest(token_hash, self.admin_hash):
                 raise errors.AuthError("invalid admin token")
             self.admin = True
             return _ok(rid, _u8.pack(ADMIN))
         name = bucket.decode("utf-8", "replace")
-        found = self.store.find_token(digest)
+        found = self.store.find_token(token_hash)
         # One answer for an unknown token, another bucket's token and an unknown bucket:
         # nothing tells a guesser which of them was wrong.
         if found is None or found[0] != name:
