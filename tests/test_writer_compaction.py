@@ -43,7 +43,7 @@ def test_compaction_during_writes_and_deletes_equals_the_model(instance, tmp_pat
     s.bucket("cache").set(b"gone", b"after restart")
     s.close()
     paths = [tmp_path / f"ack-{i}" for i in range(3)]
-    clients = [instance.client(p, f"c{i}", mode="model", seed=i, extra=(15000,))
+    clients = [instance.client(p, f"c{i}", mode="model", seed=i, extra=(40000,))
                for i, p in enumerate(paths)]
     while any(c.poll() is None for c in clients):
         r = subprocess.run([PY, "-m", "bukt.cli", "compact", "--config", instance.conf,
