@@ -16,11 +16,14 @@ cdef inline bytes as_key(Store s, object key):
     if type(key) is bytes:
         kb = <bytes>key
     elif isinstance(key, str):
-        kb = PyUnicode_AsUTF8String(key)
+        try:
+            kb = PyUnicode_AsUTF8String(key)
+        except UnicodeEncodeError as e:
+            raise _err.InvalidArgument(f"key is not encodable as UTF-8 ({e.reason})") from None
     elif isinstance(key, (bytearray, memoryview)):
         kb = bytes(key)
     else:
-        raise TypeError(f"key must be bytes or str, not {type(key).__name__}")
+        raise _err.InvalidArgument(f"key must be bytes or str, not {type(key).__name__}")
     if PyBytes_GET_SIZE(kb) == 0:
         raise _err.InvalidArgument("key must not be empty")
     if <uint64_t>PyBytes_GET_SIZE(kb) > s.max_key:
@@ -81,11 +84,14 @@ cdef class Bucket:
         elif type(value) is bytes:
             vb = <bytes>value
         elif isinstance(value, str):
-            vb = PyUnicode_AsUTF8String(value)
+            try:
+                vb = PyUnicode_AsUTF8String(value)
+            except UnicodeEncodeError as e:
+                raise _err.SchemaError(f"the value is not encodable as UTF-8 ({e.reason})") from None
         elif isinstance(value, (bytearray, memoryview)):
             vb = bytes(value)
         else:
-            raise TypeError(f"value must be bytes or str, not {type(value).__name__}")
+            raise _err.SchemaError(f"value must be bytes or str, not {type(value).__name__}")
         if self.schema == 2 and not isinstance(value, str):
             try:
                 vb.decode("utf-8")
@@ -341,6 +347,11 @@ cdef class Bucket:
         cdef bint present
         s._writable()
         b = self._b()
+        if nx and xx:
+            raise _err.InvalidArgument("nx and xx together can never write")
+        if if_version is not None and (isinstance(if_version, bool) or
+                                       not isinstance(if_version, int) or if_version < 0):
+            raise _err.InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
         kb = as_key(s, key)
         vb = self._encode(value)
         n = <uint32_t>PyBytes_GET_SIZE(kb)

@@ -182,7 +182,7 @@ cdef dict bucket_settings(Store s, uint32_t i):
             "default_ttl": (b.default_ttl_ms / 1000.0) if b.default_ttl_ms else None}
 
 
-cdef object create_bucket(Store s, str name, str schema, str eviction, bint persist,
+cdef object create_bucket(Store s, str name, str schema, str eviction, object persist,
                           object default_ttl):
     cdef uint32_t i
     cdef int slot = -1
@@ -196,8 +196,13 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, bint pers
         raise _err.SchemaError(f"schema {schema!r}: one of {', '.join(SCHEMAS)}")
     if eviction not in EVICTIONS:
         raise _err.SchemaError(f"eviction {eviction!r}: one of {', '.join(EVICTIONS)}")
+    if not isinstance(persist, bool):
+        raise _err.SchemaError(f"persist {persist!r}: True or False")
     if default_ttl is not None:
-        dttl = ttl_ms(default_ttl)
+        try:
+            dttl = ttl_ms(default_ttl)
+        except _err.InvalidArgument as e:
+            raise _err.SchemaError(f"default_ttl: {e}") from None
     finish_dead_drops(s)
     ring_wait_space(s, rec_size(0, 512))
     lock_meta(s)
@@ -268,6 +273,8 @@ cdef object add_token(Store s, str name, bytes token_hash, int perms):
         if slot < 0 or s.bucketv[slot].state != 1:
             raise _err.BucketNotFound(f"no bucket {name!r}")
         b = &s.bucketv[slot]
+        if find_token(s, token_hash) is not None:
+            raise _err.InvalidArgument("a token with this hash exists already")
         t = token_slot(b, 0)
         if t < 0:
             raise _err.LimitExceeded(f"bucket {name!r} has {BK_MAX_TOKENS} tokens, the "

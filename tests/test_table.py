@@ -36,6 +36,11 @@ def test_nx_xx_and_if_version(store, bucket):
     assert bucket.get(b"k") == b"c" and bucket.version(b"k") == v3
     with pytest.raises(errors.VersionMismatch):
         bucket.set(b"k", b"d", if_version=0)        # 0: only if absent
+    for bad in (-1, True, "3"):
+        with pytest.raises(errors.InvalidArgument, match="if_version"):
+            bucket.set(b"k", b"d", if_version=bad)
+    with pytest.raises(errors.InvalidArgument, match="nx and xx"):
+        bucket.set(b"k", b"d", nx=True, xx=True)
     assert bucket.set(b"new", b"x", if_version=0)
     assert store.check() == []
 
@@ -133,8 +138,16 @@ def test_schemas(store):
         s.set(b"c", b"\xff\xfe")
     with pytest.raises(errors.SchemaError):
         store.create_bucket("x", schema="float")
-    with pytest.raises(TypeError):
+    with pytest.raises(errors.SchemaError, match="bytes or str"):
         store.bucket("strs").set(b"k", 3.5)
+    with pytest.raises(errors.SchemaError, match="UTF-8"):
+        store.bucket("strs").set(b"k", "\ud800")
+    with pytest.raises(errors.InvalidArgument, match="UTF-8"):
+        store.bucket("strs").set("\ud800", "v")
+    with pytest.raises(errors.SchemaError, match="default_ttl"):
+        store.create_bucket("badttl", default_ttl=0)
+    with pytest.raises(errors.SchemaError, match="persist"):
+        store.create_bucket("badpersist", persist="yes")
 
 
 @pytest.mark.parametrize("name", ["", "a" * 65, "with space", "slash/", "ünï"])
@@ -288,6 +301,8 @@ def test_tokens(store):
         store.add_token("a", b"x" * 32, bukt.READ)
     with pytest.raises(errors.InvalidArgument):
         store.add_token("b", b"short", bukt.READ)
+    with pytest.raises(errors.InvalidArgument, match="exists already"):
+        store.add_token("b", h2, bukt.WRITE)
 
 
 def test_stats_count_reads_hits_misses(store, bucket):
