@@ -94,7 +94,7 @@ bench: build
 	$(PY) bench/durability.py
 
 lint: $(DEPS)
-	$(PY) -m cython -a cext/core.pyx -o build/core.c && echo "annotation: build/core.html"
+	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"
 
 clean:
 	rm -rf build dist *.egg-info bukt/*.so bukt/*.c cext/*.c cext/*.html var .pytest_cache

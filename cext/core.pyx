@@ -127,7 +127,6 @@ import os
 import json
 import hmac
 import time
-import weakref
 import secrets as _secrets
 
 from bukt import errors as _err

@@ -10,9 +10,6 @@
 cdef extern from "zlib.h" nogil:
     unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len)
 
-cdef extern from "string.h" nogil:
-    pass
-
 cdef inline uint32_t _le32(const unsigned char *p) noexcept nogil:
     return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
 

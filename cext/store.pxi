@@ -1,8 +1,5 @@
 # store.pxi: the segment as an object: create, attach, map, fork, close.
 
-cdef extern from "sys/stat.h" nogil:
-    pass
-
 cdef uint32_t SLOTS = 512          # BK_SLOTS_PER_STRIPE, as a Cython constant
 cdef uint32_t SLOT_MASK = 511
 cdef uint64_t TAG_MASK = 0xffff000000000000ULL
@@ -90,7 +87,6 @@ cdef class Store:
     cdef public double ring_wait        # seconds a write waits for ring space (the
                                         # writer process sets 0: it must not wait on itself)
     cdef dict _bucket_cache
-    cdef object __weakref__
 
     def __cinit__(self):
         self.mapped = False
