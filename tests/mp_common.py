@@ -159,3 +159,54 @@ def time_limit(seconds, what="test"):
         faulthandler.cancel_dump_traceback_later()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+# -- replaying the change ring, as the writer process would log it ---------------------
+T_SET, T_DEL, T_EXPIRED, T_EVICTED, T_TOUCH, T_META = 1, 2, 3, 4, 5, 16
+
+
+def replay_record(rec, names, replay, bad, on_set):
+    """Apply one ring record to `replay` ({bucket name: {key: (version, value id,
+    expire_ms)}}), checking it against what the log already holds: versions grow with
+    every SET, a removal names the version the log holds, a TOUCH keeps it. `names`
+    maps bucket idx -> name from META records; `on_set(bname, rec)` checks a SET's
+    value and returns its value id, or None to leave the table as it is. Returns
+    ("skipped", bucket name or None) for a record of a bucket `replay` does not
+    follow (the caller says whether that is wrong), else None."""
+    import json
+    seq, rtype, bidx, _gen, key, value, expire_ms, version, _flags = rec
+    if rtype == T_META:
+        change = json.loads(value)
+        if change["op"] == "create":
+            names[change["idx"]] = change["name"]
+        return None
+    bname = names.get(bidx)
+    if bname not in replay:
+        return ("skipped", bname)
+    table = replay[bname]
+    have = table.get(key)
+    if rtype == T_SET:
+        if have is not None and version <= have[0]:
+            bad(f"{bname} {key!r}: SET version {version} after {have[0]}")
+        vid = on_set(bname, rec)
+        if vid is not None:
+            table[key] = (version, vid, expire_ms)
+    elif rtype in (T_DEL, T_EXPIRED, T_EVICTED):
+        if have is None:
+            bad(f"{bname} {key!r}: record type {rtype} (version {version}) for a key the "
+                "log does not hold")
+        elif version != have[0]:
+            bad(f"{bname} {key!r}: record type {rtype} of version {version}, the log "
+                f"holds version {have[0]}")
+        table.pop(key, None)
+    elif rtype == T_TOUCH:
+        if have is None:
+            bad(f"{bname} {key!r}: TOUCH for a key the log does not hold")
+        else:
+            if version != have[0]:      # a TTL change keeps the version
+                bad(f"{bname} {key!r}: TOUCH version {version}, the log holds version "
+                    f"{have[0]}")
+            table[key] = (version, have[1], expire_ms)
+    else:
+        bad(f"record {seq}: unknown type {rtype}")
+    return None

@@ -53,6 +53,7 @@ from mp_common import (
     check_value,
     kill_and_reap,
     make_value,
+    replay_record,
     time_limit,
     unique_name,
     unlink_segment,
@@ -78,7 +79,7 @@ SIZES = [0, 64, 200, 700, 2000, 6000, 15000, 30000, 60000]   # 0: the smallest
 MAXV = 60000
 FINAL_WID = 65000
 
-T_SET, T_DEL, T_EXPIRED, T_EVICTED, T_TOUCH, T_META = 1, 2, 3, 4, 5, 16
+from mp_common import T_META, T_SET  # noqa: E402 (ring record types)
 
 ctx = mp.get_context("fork")
 
@@ -205,6 +206,16 @@ def _consume(name, conn):
         if len(info["problems"]) < 20:
             info["problems"].append(msg)
 
+    def on_set(bname, rec):
+        seq, key, value = rec[0], rec[4], rec[5]
+        if bname == "logged":
+            try:
+                check_value(value, key, TAGS["logged"])
+            except BadValue as e:
+                bad(f"ring record {seq}: {e}")
+            return zlib.crc32(value)
+        return int(value)
+
     def step():
         """One read; True when the ring is empty."""
         nonlocal last_seq, stall_since, stall_pos
@@ -214,47 +225,10 @@ def _consume(name, conn):
             if seq <= last_seq:
                 bad(f"ring seq {seq} after {last_seq}: not strictly increasing")
             last_seq = seq
-            if rtype == T_META:
-                change = json.loads(value)
-                if change["op"] == "create":
-                    names[change["idx"]] = change["name"]
-                continue
-            bname = names.get(bidx)
-            if bname not in replay:
-                if bname is None or bname in TAGS:
-                    bad(f"record {seq} (type {rtype}) for bucket {bidx} {bname!r}")
-                continue
-            table = replay[bname]
-            have = table.get(key)
-            if rtype == T_SET:
-                if have is not None and version <= have[0]:
-                    bad(f"{bname} {key!r}: SET version {version} after {have[0]}")
-                if bname == "logged":
-                    try:
-                        check_value(value, key, TAGS["logged"])
-                    except BadValue as e:
-                        bad(f"ring record {seq}: {e}")
-                    table[key] = (version, zlib.crc32(value), expire_ms)
-                else:
-                    table[key] = (version, int(value), expire_ms)
-            elif rtype in (T_DEL, T_EXPIRED, T_EVICTED):
-                if have is None:
-                    bad(f"{bname} {key!r}: record type {rtype} (version {version}) for "
-                        "a key the log does not hold")
-                elif version != have[0]:
-                    bad(f"{bname} {key!r}: record type {rtype} of version {version}, "
-                        f"the log holds version {have[0]}")
-                table.pop(key, None)
-            elif rtype == T_TOUCH:
-                if have is None:
-                    bad(f"{bname} {key!r}: TOUCH for a key the log does not hold")
-                else:
-                    if version != have[0]:      # a TTL change keeps the version
-                        bad(f"{bname} {key!r}: TOUCH version {version}, the log holds "
-                            f"version {have[0]}")
-                    table[key] = (version, have[1], expire_ms)
-            else:
-                bad(f"record {seq}: unknown type {rtype}")
+            skipped = replay_record((seq, rtype, bidx, gen, key, value, expire_ms, version,
+                                     flags), names, replay, bad, on_set)
+            if skipped and (skipped[1] is None or skipped[1] in TAGS):
+                bad(f"record {seq} (type {rtype}) for bucket {bidx} {skipped[1]!r}")
         store.ring_release(pos)
         store.ring_flushed(pos)
         if stall_since is not None and (not stuck or stuck[0] != stall_pos):

@@ -34,6 +34,7 @@ from mp_common import (
     join_all,
     make_value,
     min_size,
+    replay_record,
     time_limit,
     unique_name,
     unlink_segment,
@@ -56,7 +57,6 @@ COUNTERS = [b"c%d" % i for i in range(4)]
 CAS_KEY = b"cas"
 EXPIRE_MAX = 0.3                                # longest TTL any writer gives
 
-T_SET, T_DEL, T_EXPIRED, T_EVICTED, T_TOUCH, T_META = 1, 2, 3, 4, 5, 16
 F_SINGLE = 0x04
 
 ctx = mp.get_context("fork")
@@ -265,6 +265,29 @@ def consumer(name, stop_evt):
         if len(problems) < 20:
             problems.append(msg)
 
+    def on_set(bname, rec):
+        seq, key, value, expire_ms, flags = rec[0], rec[4], rec[5], rec[6], rec[8]
+        if bname != "logged":
+            try:
+                return int(value)
+            except ValueError:
+                bad(f"counter {key!r}: record value {value[:40]!r}")
+                return None
+        try:
+            _, _, payload = check_value(value, key, TAGS["logged"])
+        except BadValue as e:
+            bad(f"ring record {seq}: {e}")
+            return None
+        if key in TTLKEYS:
+            if expire_ms != struct.unpack_from("<q", payload)[0]:
+                bad(f"{key!r}: record expiry {expire_ms}, value says "
+                    f"{struct.unpack_from('<q', payload)[0]}")
+        elif expire_ms != 0:
+            bad(f"{key!r}: SET record with expiry {expire_ms}, no ttl given")
+        if bool(flags & F_SINGLE) != (key in SINGLE):
+            bad(f"{key!r}: SET record flags {flags:#x}")
+        return zlib.crc32(value)
+
     while True:
         recs, pos, stuck = store.ring_read()
         for seq, rtype, bidx, gen, key, value, expire_ms, version, flags in recs:
@@ -272,59 +295,11 @@ def consumer(name, stop_evt):
             if seq <= last_seq:
                 bad(f"ring seq {seq} after {last_seq}: not strictly increasing")
             last_seq = seq
-            if rtype == T_META:
-                change = __import__("json").loads(value)
-                if change["op"] == "create":
-                    names[change["idx"]] = change["name"]
-                continue
-            bname = names.get(bidx)
-            if bname not in replay:
-                bad(f"record {seq} of type {rtype} for bucket {bidx} ({bname}), which "
-                    "is not persisted")
-                continue
-            table = replay[bname]
-            have = table.get(key)
-            if rtype == T_SET:
-                if have is not None and version <= have[0]:
-                    bad(f"{bname} {key!r}: SET version {version} after {have[0]}")
-                if bname == "logged":
-                    try:
-                        _, _, payload = check_value(value, key, TAGS["logged"])
-                    except BadValue as e:
-                        bad(f"ring record {seq}: {e}")
-                        continue
-                    if key in TTLKEYS:
-                        if expire_ms != struct.unpack_from("<q", payload)[0]:
-                            bad(f"{key!r}: record expiry {expire_ms}, value says "
-                                f"{struct.unpack_from('<q', payload)[0]}")
-                    elif expire_ms != 0:
-                        bad(f"{key!r}: SET record with expiry {expire_ms}, no ttl given")
-                    if bool(flags & F_SINGLE) != (key in SINGLE):
-                        bad(f"{key!r}: SET record flags {flags:#x}")
-                    table[key] = (version, zlib.crc32(value), expire_ms)
-                else:
-                    try:
-                        table[key] = (version, int(value), expire_ms)
-                    except ValueError:
-                        bad(f"counter {key!r}: record value {value[:40]!r}")
-            elif rtype in (T_DEL, T_EXPIRED, T_EVICTED):
-                if have is None:
-                    bad(f"{bname} {key!r}: record type {rtype} for a key the log does "
-                        "not hold")
-                elif version != have[0]:
-                    bad(f"{bname} {key!r}: record type {rtype} of version {version}, "
-                        f"the log holds version {have[0]}")
-                table.pop(key, None)
-            elif rtype == T_TOUCH:
-                if have is None:
-                    bad(f"{bname} {key!r}: TOUCH for a key the log does not hold")
-                else:
-                    if version != have[0]:      # a TTL change keeps the version
-                        bad(f"{bname} {key!r}: TOUCH version {version}, the log holds "
-                            f"version {have[0]}")
-                    table[key] = (version, have[1], expire_ms)
-            else:
-                bad(f"record {seq}: unknown type {rtype}")
+            skipped = replay_record((seq, rtype, bidx, gen, key, value, expire_ms, version,
+                                     flags), names, replay, bad, on_set)
+            if skipped:
+                bad(f"record {seq} of type {rtype} for bucket {bidx} ({skipped[1]}), "
+                    "which is not persisted")
         store.ring_release(pos)
         store.ring_flushed(pos)
         if stall_since is not None and (not stuck or stuck[0] != stall_pos):
