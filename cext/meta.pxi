@@ -187,7 +187,6 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, object pe
     cdef uint32_t i
     cdef int slot = -1
     cdef bk_bucket *b
-    cdef uint64_t pos = 0
     cdef int64_t dttl = 0
     s._writable()
     if not isinstance(name, str) or not _BUCKET_NAME.match(name):
@@ -260,7 +259,6 @@ cdef int token_slot(bk_bucket *b, uint32_t token_id) noexcept:
 cdef object add_token(Store s, str name, bytes token_hash, int perms):
     cdef int slot, t
     cdef bk_bucket *b
-    cdef uint64_t pos = 0
     s._writable()
     if len(token_hash) != 32:
         raise _err.InvalidArgument("token_hash must be the 32-byte SHA-256 of the token")
@@ -404,7 +402,6 @@ cdef list collect_entries(Store s, uint32_t si):
 cdef bint revoke_token(Store s, str name, uint32_t token_id) except -1:
     cdef int slot, t
     cdef bk_bucket *b
-    cdef uint64_t pos = 0
     s._writable()
     if token_id == 0:
         return False

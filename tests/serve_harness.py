@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 
-import yaml
+from writer_harness import write_config
 
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,13 +57,7 @@ class Service:
 
     # -- configuration ---------------------------------------------------------------------
     def configure(self, **overrides):
-        for k, v in overrides.items():
-            if isinstance(v, dict):
-                self.settings.setdefault(k, {}).update(v)
-            else:
-                self.settings[k] = v
-        with open(self.conf, "w") as f:
-            yaml.safe_dump(self.settings, f)
+        write_config(self.conf, self.settings, overrides)
 
     @property
     def http_bind(self):

@@ -580,13 +580,7 @@ def test_ring_unstick_resolves_a_dead_producer(segment):
                     lone_writer(store, values)
                 finally:
                     os._exit(1)
-            pids[0] = pid
-            time.sleep(rng.uniform(0, 0.012))
-            os.kill(pid, signal.SIGKILL)
-            status = wait_pid(pid, 10)
-            if status is not None:
-                del pids[0]
-            assert status is not None and os.WIFSIGNALED(status), status
+            kill_after(pids, pid, rng.uniform(0, 0.012))
             kills += 1
             drain(pid)
             # Lock-free reads would spin if the writer died after its commit with
@@ -668,13 +662,7 @@ def test_reads_never_spin_on_a_dead_writers_stripe(segment):
                     churn(b)
                 finally:
                     os._exit(1)
-            pids[0] = pid
-            time.sleep(rng.uniform(0, 0.003))
-            os.kill(pid, signal.SIGKILL)
-            status = wait_pid(pid, 10)
-            if status is not None:
-                del pids[0]
-            assert status is not None and os.WIFSIGNALED(status), status
+            kill_after(pids, pid, rng.uniform(0, 0.003))
             kills += 1
             parent_end.send("peek")
             assert parent_end.poll(5), (
@@ -686,6 +674,17 @@ def test_reads_never_spin_on_a_dead_writers_stripe(segment):
         assert kills >= 200, f"only {kills} kills in 60 s"
         assert store.check() == []
         store.close()
+
+
+def kill_after(pids, pid, delay):
+    """SIGKILL the child `pid` after `delay` s and reap it; it must die by the signal."""
+    pids[0] = pid
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    status = wait_pid(pid, 10)
+    if status is not None:
+        del pids[0]
+    assert status is not None and os.WIFSIGNALED(status), status
 
 
 # -- bucket and token changes (the meta lock) under kills ---------------------------------

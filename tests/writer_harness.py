@@ -36,13 +36,7 @@ class Instance:
         self.configure(**overrides)
 
     def configure(self, **overrides):
-        for k, v in overrides.items():
-            if isinstance(v, dict):
-                self.settings.setdefault(k, {}).update(v)
-            else:
-                self.settings[k] = v
-        with open(self.conf, "w") as f:
-            yaml.safe_dump(self.settings, f)
+        write_config(self.conf, self.settings, overrides)
 
     # -- the writer ---------------------------------------------------------------------
     def start(self, cold=False, wait=True, env=None, preexec_fn=None):
@@ -172,3 +166,14 @@ def instance(tmp_path):
     inst = Instance(tmp_path)
     yield inst
     inst.cleanup()
+
+
+def write_config(path, settings, overrides):
+    """Merge `overrides` into `settings` (one level of mappings) and write the YAML."""
+    for k, v in overrides.items():
+        if isinstance(v, dict):
+            settings.setdefault(k, {}).update(v)
+        else:
+            settings[k] = v
+    with open(path, "w") as f:
+        yaml.safe_dump(settings, f)
