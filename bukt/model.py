@@ -299,6 +299,20 @@ class Bucket:
         e = self._read(self._m._key(key))
         return default if e is None else self._decode(e.value)
 
+    def get_entry(self, key, consume=True):
+        self._bucket()
+        key = self._m._key(key)
+        if consume:
+            e = self._read(key)
+        else:
+            e, c = self._find(key), self._b.counters
+            c["reads"] += 1
+            c["hits" if e else "misses"] += 1
+        if e is None:
+            return None
+        ttl = None if not e.expire_ms else (e.expire_ms - self._m.now()) / 1000
+        return self._decode(e.value), e.version, ttl
+
     def mget(self, keys):
         self._bucket()
         keys = [self._m._key(k) for k in keys]
@@ -365,10 +379,20 @@ class Bucket:
         expire_ms = self._ttl_or_default(ttl)
         return [self._put(key, raw, expire_ms, False) for key, raw in items]
 
-    def delete(self, *keys):
+    def delete(self, *keys, if_version=None):
         self._bucket()
         removed = 0
-        for key in [self._m._key(k) for k in keys]:
+        if if_version is not None:
+            if not _is_int(if_version) or if_version < 0:
+                raise InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
+            if len(keys) != 1:
+                raise InvalidArgument(f"delete with if_version takes one key, not {len(keys)}")
+        keys = [self._m._key(k) for k in keys]
+        if if_version is not None:
+            e = self._find(keys[0])
+            if (e.version if e else 0) != if_version:
+                raise VersionMismatch(f"version is {e.version if e else 0}, not {if_version}")
+        for key in keys:
             if self._find(key) is not None:
                 del self._b.entries[key]
                 self._b.counters["writes"] += 1

@@ -42,6 +42,12 @@ cdef int64_t parse_int_value(const char *p, uint32_t n) except? -1:
     return v
 
 
+cdef enum:                      # how _slow_get treats the entry it finds
+    GET_READ = 0                # get(): a single-read entry is consumed
+    GET_TAKE = 1                # getdel(): always consumed
+    GET_PEEK = 2                # get_entry(consume=False): never consumed
+
+
 cdef class Bucket:
     """A bucket of a Store: its keys, values, TTLs and counters."""
 
@@ -123,9 +129,9 @@ cdef class Bucket:
         cdef int status
         cdef snap_t snap
         cdef bk_counters *cnt = self.s.counters(self.idx)
-        val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), True, &status, &snap)
+        val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), COPY_PLAIN, &status, &snap)
         if status != HIT and status != MISS:
-            val = self._slow_get(kb, False, &status)            # slow path
+            val = self._slow_get(kb, GET_READ, &status, &snap)  # slow path
         # reads = hits + misses. The row is this process's own: a plain increment, no
         # locked instruction on the read path (threads of one process sharing the row
         # may, rarely, lose a count; the gauges keys/bytes are exact)
@@ -135,18 +141,38 @@ cdef class Bucket:
         cnt.misses += 1
         return default
 
-    cdef object _slow_get(self, bytes kb, bint consume, int *status):
+    def get_entry(self, key, consume=True):
+        """(value, version, ttl) from one consistent read, or None when absent; ttl is
+        the remaining seconds or None. consume=True reads as get() does (a single-read
+        key is handed out once); consume=False is a peek that never consumes."""
+        cdef bk_bucket *b = self._b()
+        cdef bytes kb = as_key(self.s, key)
+        cdef int status, mode = GET_READ if consume else GET_PEEK
+        cdef snap_t snap
+        cdef bk_counters *cnt = self.s.counters(self.idx)
+        val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb),
+                        COPY_PLAIN if consume else COPY_ALL, &status, &snap)
+        if status != HIT and status != MISS:
+            val = self._slow_get(kb, mode, &status, &snap)
+        if status != HIT:
+            cnt.misses += 1
+            return None
+        cnt.hits += 1
+        ttl = None if snap.expire_ms == 0 else max(0, snap.expire_ms - self.s.now()) / 1000.0
+        return (self._decode(val) if self.schema else val), snap.version, ttl
+
+    cdef object _slow_get(self, bytes kb, int mode, int *status, snap_t *snap):
         """Under the stripe lock: expire an expired entry, hand a single-read entry
-        to this one reader (deleting it), or just read when the fast path gave up."""
+        to this one reader (deleting it, unless peeking), or just read when the fast
+        path gave up. `snap` gets the entry's version, expiry, length and flags."""
         cdef Store s = self.s
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
         cdef uint64_t h = khash(self.idx, kb, n), off
         cdef uint32_t si = stripe_of(s, h)
         cdef int slot
         cdef bk_entry *e
-        cdef snap_t snap
         if s.readonly:
-            return self._readonly_get(kb, consume, status)
+            return self._readonly_get(kb, mode, status, snap)
         if logs(s, &s.bucketv[self.idx]):
             ring_wait_space(s, rec_size(n, 0))
         lock_stripe(s, si)
@@ -161,8 +187,9 @@ cdef class Bucket:
                 self._expire_locked(si, slot, off)
                 status[0] = MISS
                 return None
+            snap.version, snap.expire_ms, snap.vlen, snap.flags = e.version, e.expire_ms, e.vlen, e.flags
             val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
-            if consume or (e.flags & BK_E_SINGLE):
+            if mode == GET_TAKE or (mode == GET_READ and (e.flags & BK_E_SINGLE)):
                 if not do_delete_at(s, si, slot, off, BK_T_DEL):
                     raise _err.RingFull("change ring full: the key was not consumed")
                 bk_add64(&s.counters(self.idx).deletes, 1)
@@ -172,21 +199,24 @@ cdef class Bucket:
             unlock_stripe(s, si)
             s._after_write(self._b_persist())
 
-    cdef object _readonly_get(self, bytes kb, bint consume, int *status):
+    cdef object _readonly_get(self, bytes kb, int mode, int *status, snap_t *snap):
         """A read-only mapping cannot take locks (they live in the segment): keep to
         optimistic reads; consuming a single-read key is a write and is refused."""
-        cdef snap_t snap
         cdef double since = 0
-        if consume:
+        if mode == GET_TAKE:
             self.s._writable()
         while True:
-            memset(&snap, 0, sizeof(snap))
-            val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), True, status, &snap)
+            memset(snap, 0, sizeof(snap_t))
+            val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), COPY_ALL,
+                            status, snap)
             if status[0] == HIT or status[0] == MISS:
                 return val
             if status[0] == SLOW:
-                if snap.flags & BK_E_SINGLE:
-                    self.s._writable()
+                if snap.expire_ms == 0 or snap.expire_ms > self.s.now():
+                    if mode == GET_PEEK:                # a live single-read key, not taken
+                        status[0] = HIT
+                        return val
+                    self.s._writable()                  # taking it is a write
                 status[0] = MISS                        # expired
                 return None
             since = readonly_wait(self.s, since)        # contended: a writer is inside
@@ -207,7 +237,7 @@ cdef class Bucket:
         cdef int status
         cdef double since = 0
         while True:
-            fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), False, &status, snap)
+            fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), COPY_NONE, &status, snap)
             if status == SLOW:                          # validated: single-read or expired
                 if snap.expire_ms and snap.expire_ms <= self.s.now():
                     return MISS
@@ -452,27 +482,40 @@ cdef class Bucket:
 
     def getdel(self, key):
         cdef int status
+        cdef snap_t snap
         self.s._writable()
         self._b()
-        val = self._slow_get(as_key(self.s, key), True, &status)
+        val = self._slow_get(as_key(self.s, key), GET_TAKE, &status, &snap)
         return self._decode(val) if status == HIT else None
 
-    def delete(self, *keys):
-        """How many of the keys existed (and are now gone)."""
+    def delete(self, *keys, if_version=None):
+        """How many of the keys existed (and are now gone). With `if_version=v`, one
+        key only, and only if its current version is v (0: absent), else
+        VersionMismatch: an atomic compare-and-delete."""
         cdef int deleted = 0
+        cdef int64_t want = -1
         self.s._writable()
         self._b()
+        if if_version is not None:
+            if isinstance(if_version, bool) or not isinstance(if_version, int) or if_version < 0:
+                raise _err.InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
+            if len(keys) != 1:
+                raise _err.InvalidArgument(f"delete with if_version takes one key, not {len(keys)}")
+            if if_version > I64_MAX:
+                raise _err.VersionMismatch(f"no key is at version {if_version}")
+            want = if_version
         ready = [as_key(self.s, k) for k in keys]     # all checked before any delete
         for kb in ready:
-            deleted += self._delete_one(kb)
+            deleted += self._delete_one(kb, want)
         return deleted
 
-    cdef int _delete_one(self, bytes kb) except -1:
+    cdef int _delete_one(self, bytes kb, int64_t want) except -1:
+        """Delete one key; `want` >= 0 is the version it must be at (0: absent)."""
         cdef Store s = self.s
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb), si
-        cdef uint64_t h = khash(self.idx, kb, n), off
+        cdef uint64_t h = khash(self.idx, kb, n), off, cur
         cdef int slot, existed = 0
-        cdef bint persist = logs(s, &s.bucketv[self.idx])
+        cdef bint persist = logs(s, &s.bucketv[self.idx]), present
         si = stripe_of(s, h)
         if persist:
             ring_wait_space(s, rec_size(n, 0))
@@ -480,8 +523,14 @@ cdef class Bucket:
         try:
             self._b()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
+            present = slot >= 0 and not self._expired(off)
+            if want >= 0:
+                cur = ENT(s, off).version if present else 0
+                if cur != <uint64_t>want:
+                    raise _err.VersionMismatch(
+                        f"key {kb[:60]!r} is at version {cur}, not {want}")
             if slot >= 0:
-                if self._expired(off):
+                if not present:
                     self._expire_locked(si, slot, off)
                 else:
                     if not do_delete_at(s, si, slot, off, BK_T_DEL):

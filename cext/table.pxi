@@ -52,10 +52,16 @@ cdef enum:
     CONTENDED = 3               # READ_TRIES writers in the way: take the lock
 
 
-cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, bint copy,
+cdef enum:                      # what fast_read copies
+    COPY_NONE = 0               # nothing: exists, ttl, version
+    COPY_PLAIN = 1              # the value, unless single-read (get hands those out locked)
+    COPY_ALL = 2                # the value, single-read too (a peek that does not consume)
+
+
+cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int copy,
                       int *status, snap_t *snap):
     """Probe and copy under the stripe's seq (see READERS in core.pyx). Returns the
-    value as bytes when `copy` and the status is HIT."""
+    value as bytes when `copy` says so and the status is HIT, or SLOW with COPY_ALL."""
     cdef uint64_t h = khash(bidx, k, n)
     cdef uint32_t si = stripe_of(s, h)
     cdef bk_stripe *st = STRIPE(s, si)
@@ -100,7 +106,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, bint co
         snap.flags = bk_load_acq8(&e.flags)
         if vlen > s.max_value or off + 32 + n + vlen > limit:
             continue                    # torn header: the seq check would fail too
-        if copy and not (snap.flags & BK_E_SINGLE):
+        if copy == COPY_ALL or (copy == COPY_PLAIN and not (snap.flags & BK_E_SINGLE)):
             if result is None or PyBytes_GET_SIZE(result) != vlen:
                 result = PyBytes_FromStringAndSize(NULL, vlen)
             memcpy(PyBytes_AS_STRING(result), EKEY(s, off) + n, vlen)
@@ -110,7 +116,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, bint co
         # a true snapshot from here on
         if (snap.flags & BK_E_SINGLE) or (snap.expire_ms != 0 and snap.expire_ms <= s.now()):
             status[0] = SLOW
-            return None
+            return result if copy == COPY_ALL else None
         if not s.readonly:
             clk = s.hdr.lru_clock
             if e.lru != clk:

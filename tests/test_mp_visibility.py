@@ -69,7 +69,7 @@ NKEYS = 64
 ROUNDS = 5
 
 
-def racer(name, bucket, barrier, conn, seed):
+def racer(name, bucket, barrier, conn, seed, mode="get"):
     try:
         rng = random.Random(seed)
         b = bukt.attach(name).bucket(bucket)
@@ -80,6 +80,14 @@ def racer(name, bucket, barrier, conn, seed):
             order = keys[:]
             rng.shuffle(order)
             for k in order:
+                if mode == "cas":                   # compare-and-delete at what it saw
+                    ver = b.version(k)
+                    try:
+                        if ver is not None and b.delete(k, if_version=ver) == 1:
+                            got.append((k, ver))
+                    except errors.VersionMismatch:
+                        pass
+                    continue
                 v = b.get(k)
                 if v is not None:
                     got.append((k, v))
@@ -474,3 +482,43 @@ def test_readonly_attach_refuses_writes_in_process_too(seg):
     assert store.bucket("b").get(b"k") == b"v"
     ro.close()
     store.close()
+
+
+def test_compare_and_delete_succeeds_once_across_processes(seg):
+    """delete(key, if_version=v) checks and deletes under one lock: of racers that
+    all saw version v, exactly one deletes; the rest get VersionMismatch."""
+    name, cleanup = seg
+    with time_limit(120, "the compare-and-delete race"):
+        store = bukt.create(name, size="16MiB")
+        b = store.create_bucket("cas", persist=False)
+        keys = [b"sr%02d" % i for i in range(NKEYS)]
+        barrier = ctx.Barrier(NRACERS + 1)
+        pipes = []
+        for i in range(NRACERS):
+            parent_end, child_end = ctx.Pipe()
+            p = ctx.Process(target=racer, args=(name, "cas", barrier, child_end, i, "cas"),
+                            name=f"racer{i}")
+            p.start()
+            cleanup["procs"].append(p)
+            pipes.append(parent_end)
+        for rnd in range(ROUNDS):
+            versions = {k: b.set(k, b"round %d" % rnd) for k in keys}
+            barrier.wait(30)
+            winners = {}
+            for i, conn in enumerate(pipes):
+                assert conn.poll(60), f"racer {i} did not report round {rnd} in 60 s"
+                status, got = conn.recv()
+                assert status == "ok", got
+                for k, ver in got:
+                    assert ver == versions[k], f"{k!r}: deleted at version {ver}"
+                    assert k not in winners, (
+                        f"round {rnd}: {k!r} deleted by racers {winners[k]} and {i}")
+                    winners[k] = i
+            assert sorted(winners) == keys, (
+                f"round {rnd}: keys nobody deleted: {sorted(set(keys) - set(winners))}")
+            assert b.exists(*keys) == 0
+        for p in cleanup["procs"]:
+            p.join(30)
+            assert p.exitcode == 0, f"{p.name} exit code {p.exitcode}"
+        assert store.check() == []
+        store.close()

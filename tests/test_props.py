@@ -221,18 +221,7 @@ class StoreVersusModel(RuleBasedStateMachine):
         kwargs = dict(ttl=ttl, single_read=single_read)
         if cond in ("nx", "xx"):
             kwargs[cond] = True
-        pair = (None, None)
-        seen = sorted(self.versions.get((bucket, as_key(key)), []))
-        if cond == "if_superseded" and len(seen) < 2:
-            cond = "if_never"
-        if cond == "if_zero" or (cond == "if_current" and not seen):
-            pair = (0, 0)
-        elif cond == "if_current":
-            pair = seen[-1]
-        elif cond == "if_superseded":
-            pair = seen[0]
-        elif cond == "if_never":
-            pair = (1 << 60, 1 << 60)
+        pair = self.version_pair(bucket, key, cond)
         m = outcome(self.handles["model"][bucket].set, key, value_of(value), **kwargs,
                     if_version=pair[0])
         s = outcome(self.handles["store"][bucket].set, key, value_of(value), **kwargs,
@@ -242,6 +231,32 @@ class StoreVersusModel(RuleBasedStateMachine):
             self.same(what, m, s)
         else:
             self.observe(bucket, key, m, s)
+
+    def version_pair(self, bucket, key, cond):
+        """The (model, store) versions that an if_version condition names: both None
+        without one; else 0, the current, a superseded or a never-seen version."""
+        seen = sorted(self.versions.get((bucket, as_key(key)), []))
+        if cond == "if_superseded" and len(seen) < 2:
+            cond = "if_never"
+        if cond == "if_zero" or (cond == "if_current" and not seen):
+            return (0, 0)
+        if cond == "if_current":
+            return seen[-1]
+        if cond == "if_superseded":
+            return seen[0]
+        if cond == "if_never":
+            return (1 << 60, 1 << 60)
+        return (None, None)
+
+    @rule(bucket=bucket_names, key=keys, cond=conditions)
+    def delete_if_version(self, bucket, key, cond):
+        """Compare-and-delete: only at the version named (0: absent)."""
+        pair = self.version_pair(bucket, key, cond)
+        if pair[0] is None:
+            pair = (0, 0)
+        m = outcome(self.handles["model"][bucket].delete, key, if_version=pair[0])
+        s = outcome(self.handles["store"][bucket].delete, key, if_version=pair[1])
+        self.same(f"{bucket}.delete({key!r}, if_version={pair})", m, s)
 
     @rule(bv=bucket_values, key=keys, ttl=ttls)
     def set_plainly(self, bv, key, ttl):
@@ -304,6 +319,23 @@ class StoreVersusModel(RuleBasedStateMachine):
     @rule(bucket=bucket_names, key=keys, with_default=st.booleans())
     def get(self, bucket, key, with_default):
         self.compare(bucket, "get", key, *([DEFAULT] if with_default else []))
+
+    @rule(bucket=bucket_names, key=keys, consume=st.booleans())
+    def get_entry(self, bucket, key, consume):
+        """Value, version and TTL from one read; consume=False never takes a
+        single-read key."""
+        got = self.both(bucket, "get_entry", key, consume=consume)
+        if got is None:
+            return
+        m, s = got
+        assert (m is None) == (s is None), f"{bucket}.get_entry({key!r}): model {m!r}, store {s!r}"
+        if m is None:
+            return
+        self.same(f"{bucket}.get_entry({key!r}) value", m[0], s[0])
+        self.observe(bucket, key, m[1], s[1])
+        assert (m[2] is None and s[2] is None) or (
+            type(s[2]) is float and m[2] is not None and abs(m[2] - s[2]) <= 0.001 + 1e-9), (
+            f"{bucket}.get_entry({key!r}) ttl: model {m[2]!r}, store {s[2]!r}")
 
     @rule(bucket=bucket_names, names=st.lists(keys, max_size=4))
     def mget(self, bucket, names):

@@ -96,6 +96,51 @@ def test_single_read_goes_to_one_get(store, bucket):
     assert store.check() == []
 
 
+def test_get_entry_reads_value_version_and_ttl_at_once(clock, bucket):
+    assert bucket.get_entry(b"nope") is None
+    ver = bucket.set(b"k", b"v", ttl=10)
+    assert bucket.get_entry(b"k") == (b"v", ver, 10.0)
+    clock.set_time(T0 + 2500)
+    assert bucket.get_entry(b"k", consume=False) == (b"v", ver, 7.5)
+    ver2 = bucket.set(b"k", b"w")
+    assert bucket.get_entry(b"k") == (b"w", ver2, None) and ver2 > ver
+
+
+def test_get_entry_peeks_at_a_single_read_key_without_taking_it(store, bucket):
+    ver = bucket.set(b"s", b"secret", single_read=True)
+    for _ in range(3):
+        assert bucket.get_entry(b"s", consume=False) == (b"secret", ver, None)
+    assert bucket.get_entry(b"s") == (b"secret", ver, None)         # taken
+    assert bucket.get_entry(b"s", consume=False) is None
+    assert bucket.get(b"s") is None
+    ro = bukt.attach(store.name, readonly=True).bucket(bucket.name)
+    bucket.set(b"s", b"again", single_read=True)
+    assert ro.get_entry(b"s", consume=False)[0] == b"again"          # a read-only peek
+    with pytest.raises(errors.ReadOnly):
+        ro.get_entry(b"s")                                          # taking is a write
+    assert bucket.get(b"s") == b"again"
+    assert store.check() == []
+
+
+def test_delete_if_version_is_compare_and_delete(store, bucket):
+    ver = bucket.set(b"k", b"v")
+    with pytest.raises(errors.VersionMismatch):
+        bucket.delete(b"k", if_version=ver + 1)
+    with pytest.raises(errors.VersionMismatch):
+        bucket.delete(b"k", if_version=0)                           # 0 means absent
+    assert bucket.get(b"k") == b"v"
+    assert bucket.delete(b"k", if_version=ver) == 1
+    assert bucket.delete(b"k", if_version=0) == 0                   # absent, as asked
+    with pytest.raises(errors.VersionMismatch):
+        bucket.delete(b"k", if_version=ver)
+    for bad in (-1, True, "1", 1.0):
+        with pytest.raises(errors.InvalidArgument):
+            bucket.delete(b"k", if_version=bad)
+    with pytest.raises(errors.InvalidArgument):
+        bucket.delete(b"a", b"b", if_version=0)
+    assert store.check() == []
+
+
 def test_getdel_incr(store, bucket):
     bucket.set(b"k", b"v")
     assert bucket.getdel(b"k") == b"v" and bucket.getdel(b"k") is None
