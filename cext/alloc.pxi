@@ -29,31 +29,150 @@ cdef int class_for(Store s, uint64_t need) noexcept:
     return lo
 
 
+# -- pages ------------------------------------------------------------------------
+# pagemap byte of a page: 0 unassigned, c + 1 the first page of a slab of class c,
+# 0x80 | (c + 1) a further page of that slab. A run of 0x80 | (c + 1) bytes with no
+# first page is an orphan: pages claimed for, or being given back by, class c by a
+# process that died; rebuild_class(c) reclaims them (only class c's lock holder
+# claims or gives back pages of c, so while that lock is held, orphans are dead).
+
+cdef int lock_alloc(Store s) except -1:
+    """The alloc lock. Its holder stores the word that publishes its work last
+    (pages_used), except free_pages, which a repair recounts from the pagemap."""
+    cdef int rc = _acquire(&s.hdr.alloc_lock)
+    cdef uint64_t p, pu, n = 0
+    if rc == 0:
+        return 0
+    if rc == EOWNERDEAD:
+        pu = s.hdr.pages_used
+        for p in range(pu):
+            if s.pagemap[p] == 0:
+                n += 1
+        s.hdr.free_pages = n
+        bk_lock_consistent(&s.hdr.alloc_lock)
+        _note_repair(s)
+        return 0
+    return _lock_error("alloc", rc)
+
+
+cdef int64_t slab_head(Store s, uint64_t p) noexcept:
+    """The first page of the slab that page p belongs to, or -1 (unassigned, orphan)."""
+    cdef uint8_t b = s.pagemap[p]
+    if b == 0:
+        return -1
+    if not (b & 0x80):
+        return <int64_t>p if b <= s.nclasses else -1
+    while p > 0 and s.pagemap[p - 1] == b:
+        p -= 1
+    if p == 0 or s.pagemap[p - 1] != (b & 0x7f):
+        return -1
+    return <int64_t>(p - 1)
+
+
+cdef bint chunk_start(Store s, uint64_t off) noexcept:
+    """Is `off` where a chunk starts in its page's current carving? (A stale offset
+    from before a slab move may point into the middle of a new chunk.)"""
+    cdef uint64_t p, rel
+    cdef int64_t hp
+    cdef bk_class *cl
+    if off < s.arena_off or off >= s.arena_off + s.npages * s.page_size:
+        return False
+    p = (off - s.arena_off) // s.page_size
+    hp = slab_head(s, p)
+    if hp < 0:
+        return False
+    cl = &s.classes[s.pagemap[hp] - 1]
+    rel = off - (s.arena_off + <uint64_t>hp * s.page_size)
+    return rel % cl.chunk_size == 0 and rel // cl.chunk_size < cl.per_slab
+
+
+cdef int64_t free_run(Store s, uint64_t n) noexcept:
+    """The first of n consecutive unassigned pages below pages_used, or -1 (alloc
+    lock held). A linear scan of the pagemap: npages is small (64 KiB pages) and
+    this runs only when a slab is carved from given-back pages."""
+    cdef uint64_t p, run = 0, pu = s.hdr.pages_used
+    for p in range(pu):
+        if s.pagemap[p] == 0:
+            run += 1
+            if run == n:
+                return <int64_t>(p + 1 - n)
+        else:
+            run = 0
+    return -1
+
+
+# -- the free list of a class: doubly linked through the free chunks (class lock) ---
+cdef inline void fl_push(Store s, bk_class *cl, uint64_t off) noexcept:
+    cdef bk_entry *e = ENT(s, off)
+    e.version = cl.free_head
+    e.expire_ms = 0
+    if cl.free_head:
+        ENT(s, cl.free_head).expire_ms = <int64_t>off
+    else:
+        cl.free_tail = off
+    cl.free_head = off
+
+
+cdef inline void fl_push_tail(Store s, bk_class *cl, uint64_t off) noexcept:
+    cdef bk_entry *e = ENT(s, off)
+    e.version = 0
+    e.expire_ms = <int64_t>cl.free_tail
+    if cl.free_tail:
+        ENT(s, cl.free_tail).version = off
+    else:
+        cl.free_head = off
+    cl.free_tail = off
+
+
+cdef inline void fl_unlink(Store s, bk_class *cl, uint64_t off) noexcept:
+    cdef bk_entry *e = ENT(s, off)
+    cdef uint64_t nxt = e.version, prv = <uint64_t>e.expire_ms
+    if prv:
+        ENT(s, prv).version = nxt
+    else:
+        cl.free_head = nxt
+    if nxt:
+        ENT(s, nxt).expire_ms = <int64_t>prv
+    else:
+        cl.free_tail = prv
+
+
 cdef int carve_slab(Store s, uint32_t c) except -1:
     """Give class c a new slab of slab_pages pages (class lock held) and link its
-    chunks into the free list. 0 when no page is left."""
+    chunks into the free list: given-back pages first, then never-used ones. 0 when
+    no page is left."""
     cdef bk_header *h = s.hdr
     cdef bk_class *cl = &s.classes[c]
-    cdef uint64_t p, i, off, head, slab_off
-    lock_simple(s, &h.alloc_lock, "alloc")
-    p = h.pages_used
-    if p + cl.slab_pages > s.npages:
-        bk_lock_release(&h.alloc_lock)
-        return 0
-    s.pagemap[p] = <uint8_t>(c + 1)
-    for i in range(1, cl.slab_pages):
-        s.pagemap[p + i] = <uint8_t>(0x80 | (c + 1))
-    bk_store_rel64(&h.pages_used, p + cl.slab_pages)     # last: publishes the slab
+    cdef uint64_t p, i, off, slab_off, n = cl.slab_pages
+    cdef int64_t run = -1
+    lock_alloc(s)
+    if h.free_pages >= n:
+        run = free_run(s, n)
+    if run >= 0:
+        # claimed as an orphan run of c until its chunks are carved: a death in
+        # between leaves pages that rebuild_class(c) gives back
+        p = <uint64_t>run
+        for i in range(n):
+            s.pagemap[p + i] = <uint8_t>(0x80 | (c + 1))
+        h.free_pages -= n
+    else:
+        p = h.pages_used
+        if p + n > s.npages:
+            bk_lock_release(&h.alloc_lock)
+            return 0
+        s.pagemap[p] = <uint8_t>(c + 1)
+        for i in range(1, n):
+            s.pagemap[p + i] = <uint8_t>(0x80 | (c + 1))
+        bk_store_rel64(&h.pages_used, p + n)             # last: publishes the slab
     bk_lock_release(&h.alloc_lock)
     slab_off = s.arena_off + p * s.page_size
-    head = cl.free_head
     for i in range(cl.per_slab - 1, -1, -1):
         off = slab_off + i * cl.chunk_size
         ENT(s, off).flags = 0
         ENT(s, off).cls = <uint8_t>c
-        ENT(s, off).version = head
-        head = off
-    cl.free_head = head
+        fl_push(s, cl, off)
+    if run >= 0:
+        bk_store_rel8(&s.pagemap[p], <uint8_t>(c + 1))  # now a slab of c
     cl.slabs += 1
     return 1
 
@@ -63,7 +182,7 @@ cdef uint64_t chunk_alloc(Store s, uint32_t c, uint32_t si) except? 1:
     stripe's intent_new before it leaves the free list; 0 when the class is dry."""
     cdef bk_class *cl = &s.classes[c]
     cdef bk_stripe *st = STRIPE(s, si)
-    cdef uint64_t off, nxt
+    cdef uint64_t off
     cdef bk_entry *e
     lock_class(s, c)
     off = cl.free_head
@@ -77,11 +196,10 @@ cdef uint64_t chunk_alloc(Store s, uint32_t c, uint32_t si) except? 1:
                 unlock_class(s, c)
                 raise AssertionError(f"free list of class {c} holds a used chunk at {off}")
         st.intent_new = off
-        nxt = e.version
+        fl_unlink(s, cl, off)
         e.version = si                          # owner while pending
         e.cls = <uint8_t>c
         bk_store_rel8(&e.flags, BK_E_USED | BK_E_PENDING)
-        cl.free_head = nxt
         cl.used += 1
     unlock_class(s, c)
     return off
@@ -97,20 +215,40 @@ cdef int chunk_free(Store s, uint64_t off) except -1:
             unlock_class(s, c)
             raise AssertionError(f"double free of chunk {off}")
     bk_store_rel8(&e.flags, 0)                  # first: a rebuild sees it free
-    e.version = cl.free_head
-    cl.free_head = off
+    if cl.drain_page and (off - s.arena_off) // s.page_size + 1 == cl.drain_page:
+        fl_push_tail(s, cl, off)                # the mover is emptying its slab
+    else:
+        fl_push(s, cl, off)
     cl.used -= 1
     unlock_class(s, c)
     return 0
 
 
 cdef int rebuild_class(Store s, uint32_t c) except -1:
-    """A class lock holder died: rebuild the free list and counts from the chunk
-    flags. Pending chunks stay out; their stripes' repair frees them."""
+    """A class lock holder died: give back the orphan pages of c it left (see pages
+    above), then rebuild the free list and counts from the chunk flags. Pending
+    chunks stay out; their stripes' repair frees them."""
     cdef bk_class *cl = &s.classes[c]
-    cdef uint64_t p, i, off, head = 0, used = 0, slabs = 0
-    cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
+    cdef uint64_t p, i, off, used = 0, slabs = 0, pu
+    cdef uint8_t cont = <uint8_t>(0x80 | (c + 1))
     cdef bk_entry *e
+    lock_alloc(s)
+    pu = s.hdr.pages_used
+    p = 0
+    while p < pu:
+        if s.pagemap[p] == c + 1:
+            p += 1
+            while p < pu and s.pagemap[p] == cont:
+                p += 1
+        elif s.pagemap[p] == cont:
+            s.pagemap[p] = 0                    # an orphan of c
+            s.hdr.free_pages += 1
+            p += 1
+        else:
+            p += 1
+    bk_lock_release(&s.hdr.alloc_lock)
+    cl.free_head = cl.free_tail = 0
+    cl.drain_page = 0
     p = pu
     while p > 0:
         p -= 1
@@ -124,35 +262,216 @@ cdef int rebuild_class(Store s, uint32_t c) except -1:
                 used += 1
             else:
                 e.cls = <uint8_t>c
-                e.version = head
-                head = off
-    cl.free_head = head
+                fl_push(s, cl, off)
     cl.used = used
     cl.slabs = slabs
     return 0
+
+
+# -- the slab mover ----------------------------------------------------------------
+# Pages go to classes on demand; when a class is dry, no page is unassigned and it
+# has nothing of its own to evict (or too little: a class that never got pages), a
+# slab of another class is emptied and its pages given back, as memcached's slab
+# mover does. A victim is a window of pages, from the mover's hand on, covering
+# whole slabs of other classes whose entries all belong to evicting buckets; of a
+# few such windows the one with the fewest live entries is emptied (evict_entry,
+# trylock), then each slab is taken off its class under that class's lock once every
+# chunk is seen free, and its pages are marked unassigned for carve_slab.
+cdef int MOVE_CANDIDATES = 8    # windows compared per move
+cdef int MOVE_SAMPLE = 8        # entries per slab whose stamps date a window
+
+
+cdef int64_t slab_cost(Store s, uint64_t p, uint32_t c) noexcept:
+    """Live entries in the slab at page p, or -1 when it cannot be emptied for class
+    c (it is c's own, an entry is pending, or belongs to a non-evicting bucket)."""
+    cdef uint32_t d = s.pagemap[p] - 1, i
+    cdef bk_class *cl = &s.classes[d]
+    cdef uint64_t off
+    cdef int64_t n = 0
+    cdef uint8_t f
+    cdef uint16_t bidx
+    if d == c:
+        return -1
+    for i in range(cl.per_slab):
+        off = s.arena_off + p * s.page_size + i * cl.chunk_size
+        f = bk_load_acq8(&ENT(s, off).flags)
+        if not (f & BK_E_USED):
+            continue
+        if f & BK_E_PENDING:
+            return -1
+        bidx = ENT(s, off).bucket
+        if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
+            return -1
+        n += 1
+    return n
+
+
+cdef int64_t window_cost(Store s, uint64_t p, uint64_t need, uint32_t c, uint64_t pu) noexcept:
+    """Live entries to evict so that pages p..p+need-1 are unassigned, or -1."""
+    cdef uint64_t q = p
+    cdef int64_t cost = 0, one
+    cdef uint8_t b
+    while q < p + need:
+        if q >= pu:
+            return -1
+        b = s.pagemap[q]
+        if b == 0:
+            q += 1
+            continue
+        if b & 0x80 or b > s.nclasses:
+            return -1                           # the middle of a slab, or an orphan
+        one = slab_cost(s, q, c)
+        if one < 0:
+            return -1
+        cost += one
+        q += s.classes[b - 1].slab_pages
+    return cost
+
+
+cdef uint32_t window_youngest(Store s, uint64_t p, uint64_t need) noexcept:
+    """The newest LRU stamp among a few entries sampled over pages p..p+need-1."""
+    cdef uint64_t q = p, off, step, i
+    cdef uint32_t newest = 0, st
+    cdef uint8_t b
+    cdef bk_class *cl
+    while q < p + need:
+        b = s.pagemap[q]
+        if b == 0 or b & 0x80 or b > s.nclasses:
+            q += 1
+            continue
+        cl = &s.classes[b - 1]
+        step = cl.per_slab // MOVE_SAMPLE + 1
+        i = 0
+        while i < cl.per_slab:
+            off = s.arena_off + q * s.page_size + i * cl.chunk_size
+            if bk_load_acq8(&ENT(s, off).flags) & BK_E_USED:
+                st = stamp_of(s, off)
+                if st > newest:
+                    newest = st
+            i += step
+        q += cl.slab_pages
+    return newest
+
+
+cdef int release_slab(Store s, uint64_t p, uint32_t d) except -1:
+    """Take the slab at page p off class d if every chunk in it is free, and mark its
+    pages unassigned. 1 when done. (Class d's lock, then the alloc lock.)"""
+    cdef bk_class *cl = &s.classes[d]
+    cdef uint64_t i, off, n = cl.slab_pages
+    lock_class(s, d)
+    try:
+        if s.pagemap[p] != d + 1:
+            return 0                            # another mover took it
+        for i in range(cl.per_slab):
+            off = s.arena_off + p * s.page_size + i * cl.chunk_size
+            if ENT(s, off).flags != 0:
+                return 0                        # reused meanwhile: try again later
+        for i in range(cl.per_slab):
+            fl_unlink(s, cl, s.arena_off + p * s.page_size + i * cl.chunk_size)
+        cl.slabs -= 1
+        if cl.drain_page == p + 1:
+            cl.drain_page = 0
+        lock_alloc(s)
+        # an orphan first: a death from here on leaves pages rebuild_class(d) gives back
+        s.pagemap[p] = <uint8_t>(0x80 | (d + 1))
+        for i in range(n):
+            s.pagemap[p + i] = 0
+        s.hdr.free_pages += n
+        bk_lock_release(&s.hdr.alloc_lock)
+        bk_fetch_add_u64(&s.hdr.slab_moves, 1)
+        return 1
+    finally:
+        unlock_class(s, d)
+
+
+cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) except -1:
+    """Empty a window of other classes' slabs so that class c can carve one (see
+    above). `holding` is the stripe the caller has locked. Only windows whose sampled
+    entries are all older than the stamp `older_than` qualify (0xffffffff: any).
+    1 when pages were given back; 0 when no window could be emptied this time (busy
+    stripes, a class reusing its chunks, nothing evictable or old enough)."""
+    cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
+    cdef uint64_t need = s.classes[c].slab_pages, p, q, best = 0, off, i, start
+    cdef int64_t cost, best_cost = -1
+    cdef int found = 0
+    cdef uint32_t d
+    cdef bk_class *cl
+    if pu == 0:
+        return 0
+    start = s.hdr.move_hand % pu
+    p = start
+    for q in range(pu):
+        if s.pagemap[p] != 0 and not (s.pagemap[p] & 0x80):
+            cost = window_cost(s, p, need, c, pu)
+            if cost > 0 and older_than != 0xffffffff and \
+                    window_youngest(s, p, need) >= older_than:
+                cost = -1                       # fresher than what c would evict
+            if cost >= 0 and (best_cost < 0 or cost < best_cost):
+                best, best_cost = p, cost
+            if cost >= 0:
+                found += 1
+                if found >= MOVE_CANDIDATES or cost == 0:
+                    break
+        p = (p + 1) % pu
+    if best_cost < 0:
+        return 0
+    s.hdr.move_hand = best + need               # next time, look further on
+    # empty the window's slabs, then give each back
+    q = best
+    while q < best + need:
+        if s.pagemap[q] == 0:
+            q += 1
+            continue
+        d = s.pagemap[q] - 1
+        if d >= s.nclasses or s.pagemap[q] & 0x80:
+            return 0
+        cl = &s.classes[d]
+        cl.drain_page = <uint32_t>(q + 1)       # advisory: freed chunks go to the tail
+        for i in range(cl.per_slab):
+            off = s.arena_off + q * s.page_size + i * cl.chunk_size
+            if (bk_load_acq8(&ENT(s, off).flags) & (BK_E_USED | BK_E_PENDING)) == BK_E_USED:
+                if not evict_entry(s, off, holding):
+                    return 0
+        if not release_slab(s, q, d):
+            return 0
+        q += cl.slab_pages
+    return 1
 
 
 # -- eviction -------------------------------------------------------------------
 cdef int EVICT_SAMPLE = 16      # chunks inspected per victim choice (as Redis's maxmemory-samples)
 
 
-cdef int evict_from_class(Store s, uint32_t c, uint32_t holding) except -1:
-    """Evict one of the least recently used of a sample of class-c entries that
-    belong to an evicting bucket, so that a chunk of c returns to the free list.
-    `holding` is the stripe the caller has locked. The sample's entries are tried
-    oldest first: a victim whose stripe is busy (trylock) gives way to the next.
-    Returns 1 when a chunk was freed."""
+cdef uint32_t stamp_of(Store s, uint64_t off) noexcept:
+    """The LRU stamp of the entry at `off`, read without locks from beside the slot
+    that points at it (advisory); 0 (oldest) when no slot does right now."""
+    cdef bk_entry *e = ENT(s, off)
+    cdef uint32_t klen = bk_load_rlx32(&e.klen), si
+    cdef uint16_t bidx = bk_load_rlx16(&e.bucket)
+    cdef uint64_t h
+    cdef int slot
+    if klen == 0 or klen > s.max_key or bidx >= s.max_buckets or off + 32 + klen > s.size:
+        return 0
+    h = khash(bidx, EKEY(s, off), klen)
+    si = stripe_of(s, h)
+    slot = find_offset(s, si, h, off)
+    return STAMPS_OF(s, si)[slot] if slot >= 0 else 0
+
+
+cdef list class_sample(Store s, uint32_t c):
+    """Up to EVICT_SAMPLE entries of class c that belong to evicting buckets, from
+    the class's clock hand on, as (stamp, offset) sorted oldest first."""
     cdef bk_class *cl = &s.classes[c]
     cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
     cdef uint64_t per = cl.per_slab, total, hand, p, i, off
     cdef uint32_t looked = 0, steps = 0
     cdef bk_entry *e
     cdef uint16_t bidx
+    sample = []
     if pu == 0 or cl.slabs == 0:
-        return 0
+        return sample
     total = pu * per
     hand = cl.hand % total
-    sample = []
     while looked < <uint32_t>EVICT_SAMPLE and steps < total:
         p = hand // per
         i = hand % per
@@ -169,10 +488,30 @@ cdef int evict_from_class(Store s, uint32_t c, uint32_t holding) except -1:
         if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
             continue
         looked += 1
-        sample.append((e.lru, off))
+        sample.append((stamp_of(s, off), off))
     cl.hand = hand
     sample.sort()
-    for lru_, off in sample:
+    return sample
+
+
+cdef int make_room(Store s, uint32_t c, uint32_t holding) except -1:
+    """Class c is dry and no page is unassigned: free a chunk of c by evicting the
+    oldest of a sample of its entries (a busy victim's stripe gives way to the next
+    one), or move a slab to c: when c has nothing to evict, or when another class
+    holds a slab whose entries are all older than c's oldest sampled (looked for
+    about once per 32 chunks that c would otherwise evict).
+    `holding` is the stripe the caller has locked. 1 when something was freed."""
+    cdef bk_class *cl = &s.classes[c]
+    sample = class_sample(s, c)
+    if not sample:
+        return move_slab(s, c, holding, 0xffffffff)
+    cl.dry += 1
+    # a move yields a slab's worth of chunks and costs a scan of a few windows: try
+    # one about every 32 chunks of c this would otherwise evict
+    if cl.dry % (1 + cl.per_slab // 32) == 0 and \
+            move_slab(s, c, holding, <uint32_t>sample[0][0]):
+        return 1
+    for stamp, off in sample:
         if evict_entry(s, off, holding):
             return 1
     return 0
@@ -180,14 +519,15 @@ cdef int evict_from_class(Store s, uint32_t c, uint32_t holding) except -1:
 
 cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
     """Delete the entry at `off` if it is still linked, taking its stripe by trylock
-    unless it is the one held. 1 when deleted."""
+    unless it is the one held. 1 when deleted. `off` may be stale (its page may have
+    changed class): nothing is trusted until a slot of the locked stripe points at it."""
     cdef bk_entry *e = ENT(s, off)
     cdef uint32_t klen = e.klen
     cdef uint16_t bidx = e.bucket
     cdef uint64_t h
     cdef uint32_t vsi
     cdef int slot, done = 0
-    if klen == 0 or klen > s.max_key or bidx >= s.max_buckets:
+    if klen == 0 or klen > s.max_key or bidx >= s.max_buckets or off + 32 + klen > s.size:
         return 0
     h = khash(bidx, EKEY(s, off), klen)
     vsi = stripe_of(s, h)
@@ -212,9 +552,10 @@ cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
 cdef int evict_in_stripe(Store s, uint32_t si) except -1:
     """The stripe's index is full: evict its least recently used evictable entry."""
     cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint32_t *stamps = STAMPS_OF(s, si)
     cdef uint64_t w, off, best = 0
     cdef int i, best_slot = -1
-    cdef uint32_t best_lru = 0xffffffff
+    cdef uint32_t best_stamp = 0xffffffff
     cdef bk_entry *e
     for i in range(SLOTS):
         w = slots[i]
@@ -224,8 +565,8 @@ cdef int evict_in_stripe(Store s, uint32_t si) except -1:
         e = ENT(s, off)
         if s.bucketv[e.bucket].eviction != 0:
             continue
-        if best_slot < 0 or e.lru < best_lru:
-            best, best_slot, best_lru = off, i, e.lru
+        if best_slot < 0 or stamps[i] < best_stamp:
+            best, best_slot, best_stamp = off, i, stamps[i]
     if best_slot < 0:
         return 0
     cdef uint16_t bidx = ENT(s, best).bucket

@@ -141,6 +141,7 @@ cdef list check_table(Store s):
             free_set = set()
             off = cl.free_head
             steps = 0
+            prev = 0
             while off:
                 if off in free_set or steps > s.npages * cl.per_slab:
                     problems.append(f"class {c}: free list loops at {off}")
@@ -155,9 +156,15 @@ cdef list check_table(Store s):
                     problems.append(f"class {c}: free chunk {off} has flags {e.flags:#x}")
                 if off in referenced:
                     problems.append(f"class {c}: chunk {off} is free and referenced")
+                if <uint64_t>e.expire_ms != prev:
+                    problems.append(f"class {c}: free chunk {off} links back to "
+                                    f"{e.expire_ms}, not {prev}")
                 free_set.add(off)
+                prev = off
                 off = e.version
                 steps += 1
+            if prev != cl.free_tail:
+                problems.append(f"class {c}: free list ends at {prev}, tail says {cl.free_tail}")
             used = 0
             slabs = 0
             for p in range(pu):
@@ -177,6 +184,27 @@ cdef list check_table(Store s):
                 problems.append(f"class {c}: count of used chunks {cl.used}, found {used}")
             if slabs != cl.slabs:
                 problems.append(f"class {c}: {cl.slabs} slabs counted, {slabs} found")
+        # pages: each below pages_used is a slab's first page, one of its further
+        # pages, or unassigned (counted in free_pages); nothing else
+        free_pages = 0
+        p = 0
+        while p < pu:
+            c = s.pagemap[p]
+            if c == 0:
+                free_pages += 1
+                p += 1
+            elif c & 0x80 or c > s.nclasses:
+                problems.append(f"page {p}: pagemap {c:#x} is no slab's first page (orphan)")
+                p += 1
+            else:
+                for i in range(1, s.classes[c - 1].slab_pages):
+                    if p + i >= pu or s.pagemap[p + i] != (0x80 | c):
+                        problems.append(f"page {p + i}: pagemap {s.pagemap[p + i]:#x}, "
+                                        f"not a further page of class {c - 1}'s slab")
+                p += s.classes[c - 1].slab_pages
+        if free_pages != hd.free_pages:
+            problems.append(f"pages: {free_pages} unassigned below pages_used, "
+                            f"free_pages says {hd.free_pages}")
         for i in range(s.max_buckets):
             if s.bucketv[i].state == 0:
                 continue

@@ -12,11 +12,13 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   +--------------------------------------------------------------------------+
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
   |                  global counters, ring head/tail, writer progress        |
-  | stripes  nstripes x 4224 B, each a header then its slots:                |
+  | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | intent record             |
   |            slots  512 x 8 B   tag:16 | entry offset:48 (0 = empty)       |
+  |            stamps 512 x 4 B   LRU clock of the slot's last access        |
   | classes  64 x 128 B   size class: mutex | free list head | counts        |
-  | pagemap  npages x 1 B   class id + 1 of each arena page (0 = unassigned) |
+  | pagemap  npages x 1 B   class id + 1 of a slab's first page, 0x80 | that |
+  |                         of its further pages, 0 = unassigned             |
   | buckets  max_buckets x bk_bucket   settings, token hashes, gauges        |
   | procs    max_procs x 8 B   pid owning each counter row                   |
   | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
@@ -37,10 +39,21 @@ growth factor (1.25 by default), aligned to 8, the last class one page. A chunk 
 a 32-byte bk_entry header, the key, then the value. Fragmentation is bounded by the
 class spacing: a chunk wastes less than (factor - 1) of its size, under 20% at 1.25
 (about 10% on average), plus at most one partly used page per class. Pages are handed
-to classes on demand and never return (no rebalancing yet: per-class LRU eviction
-covers a shifting workload the way memcached did before its slab mover). Because a
-page belongs to one class for ever, chunk boundaries never move: a stale offset always
-points at the start of some chunk's header, never into the middle of a value.
+to classes on demand. When a class runs dry and no page is unassigned, it evicts the
+oldest of a sample of its own entries, or the slab mover (alloc.pxi) empties a slab of
+another class and gives its pages back for carving anew: when the class has nothing to
+evict, or when another class's slab holds only entries older than the ones it would
+evict (memcached's slab mover, with an age rule in place of its automove). Free lists
+are doubly linked, so a slab leaves its class in O(chunks of the slab).
+
+Because pages change class, a stale offset may point into the middle of another
+chunk's value. Readers therefore never write into a chunk: the LRU stamp a hit leaves
+lives beside the slot (stamps), and everything a reader reads through a stale offset
+is bounds-checked and then discarded by the seq check. Repair code that follows an
+offset from a dead holder's intent record first checks that it is still a chunk
+boundary in its page's current carving (chunk_start). The LRU clock counts 64 ms
+ticks since creation; writers and the writer process's expiry cycle advance it, so a
+get reads no clock.
 
 WHO WRITES WHAT
 ---------------
@@ -48,9 +61,15 @@ WHO WRITES WHAT
   entry bodies                            the allocating writer, before publication;
                                           afterwards immutable except single aligned
                                           words (expire_ms and version by TOUCH under
-                                          the stripe lock; lru by any reader, relaxed)
+                                          the stripe lock); free chunks' links by the
+                                          class lock holder
+  stripe stamps                           any reader or writer of the stripe, relaxed
+                                          (advisory: a stale store only misdates)
   class free lists and counts             the class lock holder
-  pages_used, pagemap                     the alloc lock holder
+  pages_used, free_pages, pagemap         the alloc lock holder, and only for pages
+                                          of a class whose lock it also holds (so an
+                                          orphan run of class c is dead while c's
+                                          lock is held: rebuild_class gives it back)
   buckets table, tokens                   the meta lock holder; gauges keys/bytes by
                                           stripe lock holders, atomically
   ring head, record headers               the ring lock holder; record bodies and the
@@ -78,7 +97,10 @@ LOCK RULES (written once; names follow them)
     - class: the free list may be half-updated; it is rebuilt from the chunk headers'
       USED flags over the class's pages (chunks are scannable: every page of a class
       is carved into equal chunks).
-    - alloc: pages_used is written last, so the state is always consistent.
+    - alloc: pages_used is written last; free_pages is recounted from the pagemap.
+      Pages being claimed or given back are an "orphan" run (further-page bytes with
+      no first page) until done; the class lock holder died too, and its
+      rebuild_class gives the run back.
     - ring: the record header is written before ring_head advances: consistent.
     - meta: the header's meta intent holds the change in flight; its META record
       is committed before the change is applied, so a record still reserved is

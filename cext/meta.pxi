@@ -464,7 +464,7 @@ cdef dict store_stats(Store s):
     chunk_bytes = 0
     for i in range(s.nclasses):
         chunk_bytes += s.classes[i].used * s.classes[i].chunk_size
-    index_bytes = <uint64_t>s.nstripes * (SLOTS * 8 + sizeof(bk_stripe))
+    index_bytes = <uint64_t>s.nstripes * STRIPE_BYTES
     head, tail = bk_load_acq64(&h.ring_head), bk_load_acq64(&h.ring_tail)
     totals.update(
         buckets=nb, segment_bytes=s.size, page_size=s.page_size, pages_total=s.npages,
@@ -472,7 +472,9 @@ cdef dict store_stats(Store s):
         index_slots=s.nstripes * SLOTS, index_used=used_slots,
         # bytes in use: the fixed regions (header, index, tables) plus the pages
         # handed out; the ring is counted apart, being a fixed buffer
-        memory_used=h.ring_off + (h.arena_off - h.pagemap_off) + pages_used * s.page_size,
+        memory_used=h.ring_off + (h.arena_off - h.pagemap_off)
+        + (pages_used - h.free_pages) * s.page_size,
+        pages_free=h.free_pages, slab_moves=h.slab_moves,
         ring_size=s.ring_size, ring_head=head, ring_tail=tail, ring_depth=head - tail,
         flushed_pos=h.flushed_pos, evictions_total=h.evictions,
         expirations_total=h.expirations, repairs=h.repairs, generation=h.generation,
@@ -492,6 +494,7 @@ cdef int expire_cycle(Store s, int64_t now, double budget) except -1:
     cdef int removed = 0
     cdef bint any_expired
     s._writable()
+    tick_lru(s, now)                    # the writer's cycle keeps the LRU clock going
     si = <uint32_t>(s.hdr.expire_cursor % s.nstripes)
     while n < s.nstripes:
         slots = SLOTS_OF(s, si)

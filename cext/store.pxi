@@ -8,7 +8,7 @@ cdef int READ_TRIES = 64           # optimistic tries before a reader takes the 
 cdef int MIN_CHUNK = 48
 cdef uint32_t REC_HDR = 48         # sizeof(bk_rec)
 cdef uint32_t ENTRY_HDR = 32       # sizeof(bk_entry)
-cdef uint64_t STRIPE_BYTES = 128 + 512 * 8   # a stripe's header, then its slots
+cdef uint64_t STRIPE_BYTES = 128 + 512 * 8 + 512 * 4  # a stripe's header, slots, stamps
 
 # Fork detection: gunicorn forks workers after the arbiter may have attached. A
 # child needs its own counter row; everything else (the mapping, the locks, which
@@ -183,6 +183,8 @@ cdef class Store:
     def set_time(self, ms):
         """Inject a clock (ms since the epoch) for TTL logic; None: the real clock."""
         self.fake_now = -1 if ms is None else int(ms)
+        if self.mapped and not self.readonly:
+            tick_lru(self, self.now())
 
     def now_ms(self):
         return self.now()
@@ -579,7 +581,7 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.ring_wait_ms = <uint32_t>(ring_wait * 1000)
     h.ring_head = h.ring_tail = h.flushed_pos = 8
     h.version_counter = 0
-    h.lru_clock = <uint32_t>(bk_now_ms() // 1000)
+    h.lru_clock = 0                     # ticks since created_ms
     if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):
         raise OSError("pthread_mutex_init failed")
     for i in range(h.nstripes):

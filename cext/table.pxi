@@ -33,6 +33,20 @@ cdef inline uint64_t *SLOTS_OF(Store s, uint32_t si) noexcept nogil:
     return <uint64_t *>(s.stripe_base + <uint64_t>si * STRIPE_BYTES + 128)
 
 
+cdef inline uint32_t *STAMPS_OF(Store s, uint32_t si) noexcept nogil:
+    # the LRU stamps, one per slot, after the slots: a reader writes only here, never
+    # into a chunk (a stale chunk offset may point into a page that changed class)
+    return <uint32_t *>(s.stripe_base + <uint64_t>si * STRIPE_BYTES + 128 + SLOTS * 8)
+
+
+cdef inline void tick_lru(Store s, int64_t now) noexcept nogil:
+    """Advance the segment's LRU clock (64 ms ticks since creation) to `now`. Writers
+    and the expiry cycle call it; readers only read it (no clock read on a get)."""
+    cdef int64_t t = (now - s.hdr.created_ms) >> 6
+    if t > <int64_t>bk_load_rlx32(&s.hdr.lru_clock) and t < 4294967295LL:
+        bk_store_rel32(&s.hdr.lru_clock, <uint32_t>t)    # racy max: a lost tick is harmless
+
+
 cdef inline uint64_t entry_hash(Store s, uint64_t off) noexcept nogil:
     cdef bk_entry *e = ENT(s, off)
     return khash(e.bucket, EKEY(s, off), e.klen)
@@ -66,6 +80,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
     cdef uint32_t si = stripe_of(s, h)
     cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint32_t *stamps
     cdef uint32_t home = home_of(h), i, probe, vlen, clk
     cdef uint64_t tag = tag_of(h), s1, w, o, off
     cdef uint64_t lo = s.arena_off, limit = s.size
@@ -118,9 +133,10 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
             status[0] = SLOW
             return result if copy == COPY_ALL else None
         if not s.readonly:
-            clk = s.hdr.lru_clock
-            if e.lru != clk:
-                e.lru = clk             # relaxed, advisory: a stale store is harmless
+            clk = bk_load_rlx32(&s.hdr.lru_clock)
+            stamps = STAMPS_OF(s, si)
+            if stamps[i] != clk:        # relaxed, advisory: if the slot moved meanwhile,
+                stamps[i] = clk         # another key's stamp gets fresher; harmless
         status[0] = HIT
         return result
     status[0] = CONTENDED
@@ -174,6 +190,7 @@ cdef void do_shift(Store s, uint32_t si, uint32_t hole) noexcept:
     follows the hole so that a repair can finish the shift (idempotent)."""
     cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint32_t *stamps = STAMPS_OF(s, si)
     cdef uint32_t j = (hole + 1) & SLOT_MASK, home
     cdef uint64_t w
     while True:
@@ -183,6 +200,7 @@ cdef void do_shift(Store s, uint32_t si, uint32_t hole) noexcept:
         home = home_of(entry_hash(s, w & OFF_MASK))
         # w may fill the hole unless its home lies cyclically in (hole, j]
         if ((j - home) & SLOT_MASK) >= ((j - hole) & SLOT_MASK):
+            stamps[hole] = stamps[j]            # the stamp moves with its key
             bk_store_rlx64(&slots[hole], w)
             hole = j
             st.intent_hole = j
@@ -283,9 +301,9 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
             st.intent_op = BK_OP_NONE
             raise _err.SegmentFull(
                 f"segment full: nothing evictable found for a {s.classes[c].chunk_size}-"
-                "byte chunk (the class holds only non-evicting buckets' keys, or the "
+                "byte chunk (the memory holds only non-evicting buckets' keys, or the "
                 "ring is full)")
-        evict_from_class(s, c, si)
+        make_room(s, c, si)
         # an eviction in this very stripe may have moved or removed our slot
         found = do_find(s, si, h, bidx, k, n, &old_off)
         st.intent_new = 0
@@ -296,7 +314,6 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     e.klen = n
     e.vlen = vlen
     e.bucket = bidx
-    e.lru = s.hdr.lru_clock
     memcpy(EKEY(s, off), k, n)
     if vlen:
         memcpy(EKEY(s, off) + n, v, vlen)
@@ -318,6 +335,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     st.intent_old = old_off
     st.intent_op = BK_OP_SET
     bk_seq_enter(&st.seq)
+    tick_lru(s, s.now())
+    STAMPS_OF(s, si)[slot] = s.hdr.lru_clock
     bk_store_rlx64(&slots[slot], tag_of(h) | off)
     if pos:
         ring_commit(s, pos)
@@ -409,7 +428,7 @@ cdef int free_if_orphan(Store s, uint32_t si, uint64_t off) except -1:
     cdef bk_entry *e
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t i
-    if off < s.arena_off or off + 32 > s.size:
+    if not chunk_start(s, off):         # its page has since moved to another class
         return 0
     e = ENT(s, off)
     if not (e.flags & BK_E_USED):

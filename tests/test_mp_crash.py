@@ -503,7 +503,7 @@ def _crash(name, pids, procs, errdir):
     st = store.stats()
     ev = {t: data[t].stats()["evictions"] for t in TAGS}
     print(f"\ncrash: {kills} kills in {storm:.1f} s, {total_ops} writer ops, "
-          f"{st['repairs']} repairs, evictions {ev}; ring: {info['records']} records, "
+          f"{st['repairs']} repairs, evictions {ev}, {st['slab_moves']} slab moves; ring: {info['records']} records, "
           f"{info['stuck']} stuck reads ({info['dead_stuck']} of a dead producer), "
           f"{info['unstuck']} unstuck ({info['dead_unstuck']} of a dead producer), "
           f"longest stall {info['max_stall'] * 1000:.0f} ms; SegmentFull {nfull}, "

@@ -335,15 +335,18 @@ def segment():
     unlink_segment(name)
 
 
-def test_stress_writers_readers_consumer(segment):
+@pytest.mark.parametrize("size", ["128MiB", "3MiB"], ids=["roomy", "full"])
+def test_stress_writers_readers_consumer(segment, size):
+    """"full": the values do not fit, so the lru buckets evict and slabs move between
+    size classes while readers copy values out of the pages being moved."""
     name, procs = segment
     with time_limit(DURATION + 120, "the stress test"):
-        _stress(name, procs)
+        _stress(name, procs, size)
 
 
-def _stress(name, procs):
-    store = bukt.create(name, size="128MiB", ring_size="16MiB", ring_wait=10.0,
-                        max_value=MAXV)
+def _stress(name, procs, size):
+    store = bukt.create(name, size=size, ring_size="1MiB" if size == "3MiB" else "16MiB",
+                        ring_wait=10.0, max_value=MAXV)
     data = {t: store.create_bucket(t, persist=(t == "logged")) for t in TAGS}
     ctrs = store.create_bucket("counters", schema="int", eviction="none", persist=True)
     ctrs.set(CAS_KEY, 0)
@@ -399,7 +402,11 @@ def _stress(name, procs):
     readers = [results[f"reader{i}"] for i in range(NREADERS)]
     print(f"\nstress: {load_secs:.1f} s of load; writers {[w['ops'] for w in writers]}; "
           f"readers {[r['stats'] for r in readers]}; ring records {cres['records']}, "
-          f"stuck seen {cres['stuck']}, max stall {cres['max_stall'] * 1000:.1f} ms")
+          f"stuck seen {cres['stuck']}, max stall {cres['max_stall'] * 1000:.1f} ms; "
+          f"evictions {store.stats()['evictions_total']}, "
+          f"slab moves {store.stats()['slab_moves']}")
+    if size == "3MiB":
+        assert store.stats()["evictions_total"] > 0 and store.stats()["slab_moves"] > 0
 
     # the load really ran, and did what it says
     for w in writers:

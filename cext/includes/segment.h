@@ -23,7 +23,7 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       1u
+#define BK_FORMAT       2u      /* 2: LRU stamps beside the slots; pages move between classes */
 #define BK_HEADER_SIZE  4096u
 
 #define BK_SLOTS_PER_STRIPE 512u            /* 4 KiB of slot words per stripe */
@@ -106,8 +106,12 @@ typedef struct {
     bk_lock  alloc_lock;        /* page assignment: pages_used, pagemap */
     bk_lock  meta_lock;         /* bucket table and tokens */
     bk_lock  ring_lock;         /* ring reservation: ring_head and the record header */
-    uint64_t pages_used;        /* under alloc_lock */
-    char     _pad2[56];
+    uint64_t pages_used;        /* under alloc_lock: pages ever handed out (a high mark) */
+    uint64_t free_pages;        /* under alloc_lock: pages below pages_used given back by
+                                   the slab mover (pagemap 0), for any class to take */
+    uint64_t slab_moves;        /* slabs taken from one class for another */
+    uint64_t move_hand;         /* the slab mover's next page to look at (racy, advisory) */
+    char     _pad2[32];
     uint64_t ring_head;         /* next position to reserve (under ring_lock, read by all) */
     char     _pad3[56];
     uint64_t ring_tail;         /* first position not yet consumed (writer process) */
@@ -117,7 +121,8 @@ typedef struct {
     char     _pad4[40];
     uint64_t version_counter;   /* versions are unique and increasing across the segment */
     char     _pad5[56];
-    uint32_t lru_clock;         /* seconds; stored into entries on access */
+    uint32_t lru_clock;         /* 64 ms ticks since created_ms; readers store it into
+                                   the stamp beside a slot they hit; writers advance it */
     uint32_t needs_recount;     /* a repair happened: gauges are recomputed */
     uint64_t repairs;           /* lock holders found dead and repaired */
     uint64_t evictions;
@@ -156,10 +161,11 @@ typedef struct {
 
 typedef struct {
     uint64_t version;           /* free: next free chunk; pending: owner stripe */
-    int64_t  expire_ms;         /* absolute, 0 = never */
+    int64_t  expire_ms;         /* absolute, 0 = never; free: previous free chunk */
     uint32_t klen;
     uint32_t vlen;
-    uint32_t lru;               /* coarse clock of the last access */
+    uint32_t _spare;            /* was the LRU stamp: no reader writes into a chunk now,
+                                   since a stale offset may point into a moved page */
     uint16_t bucket;
     uint8_t  flags;             /* BK_E_* */
     uint8_t  cls;
@@ -175,7 +181,12 @@ typedef struct {
     uint64_t slabs;             /* slabs owned */
     uint64_t used;              /* chunks handed out */
     uint64_t hand;              /* eviction clock hand (racy, advisory) */
-    char     _pad[16];
+    uint64_t free_tail;         /* last chunk of the free list (doubly linked: a free
+                                   chunk's version is its next, expire_ms its previous) */
+    uint32_t drain_page;        /* page + 1 of the slab the mover is emptying, 0 none:
+                                   its chunks are freed to the tail (advisory) */
+    uint32_t dry;               /* times the class ran dry (racy): paces the mover's
+                                   look for an older slab elsewhere */
 } bk_class;
 
 typedef struct {

@@ -51,6 +51,9 @@ cdef extern from "segment.h" nogil:
         bk_lock meta_lock
         bk_lock ring_lock
         uint64_t pages_used
+        uint64_t free_pages
+        uint64_t slab_moves
+        uint64_t move_hand
         uint64_t ring_head
         uint64_t ring_tail
         uint64_t flushed_pos
@@ -92,7 +95,7 @@ cdef extern from "segment.h" nogil:
         int64_t expire_ms
         uint32_t klen
         uint32_t vlen
-        uint32_t lru
+        uint32_t _spare
         uint16_t bucket
         uint8_t flags
         uint8_t cls
@@ -106,6 +109,9 @@ cdef extern from "segment.h" nogil:
         uint64_t slabs
         uint64_t used
         uint64_t hand
+        uint64_t free_tail
+        uint32_t drain_page
+        uint32_t dry
 
     ctypedef struct bk_token:
         uint32_t id
