@@ -379,19 +379,33 @@ class Scan:
         return not self.problems
 
 
-def scan(buf, start, size, report: Scan, *, skip_bad=False, path="?") -> Iterator[Record]:
+def scan(buf, start, size, report: Scan, *, skip_bad=False, path="?",
+         bulk=None) -> Iterator[Record]:
     """Yields the records in buf[start:size] in order, filling `report`.
 
     A truncated tail is recorded in report.problems and ends the scan. A corrupt record
     raises LogCorrupt, or with skip_bad is recorded and skipped to the next good record.
+
+    `bulk` (a bukt._core.BulkLoad, cold recovery only): the sound key records are
+    applied to its store without being yielded; the others are yielded one at a time,
+    so a consumer that applies each record as it comes keeps the file's order.
     """
     off = start
     report.good_end = start
     while off < size:
+        if bulk is not None:
+            # Fastest path (cext/bulkload.pxi): key records straight into the table.
+            n, end, last_seq = bulk.load(buf, off, size)
+            if n:
+                report.records += n
+                report.last_seq = max(report.last_seq, last_seq)
+                report.good_end = off = end
+                continue
         # Fast path (compiled: cext/logscan.pxi): whole records whose checksum, over
         # everything before it, header included, holds. Anything else goes to _parse,
         # which tells a truncated tail from corruption.
-        recs, ends = _scan_records(buf, off, size, Record, TYPE_NAMES)
+        recs, ends = _scan_records(buf, off, size, Record, TYPE_NAMES,
+                                   4096 if bulk is None else 1)
         if recs:
             report.records += len(recs)
             report.last_seq = max(report.last_seq, max(r.seq for r in recs))
@@ -441,10 +455,12 @@ class _Mapped:
             self.buf.close()
 
 
-def read_log(path, *, skip_bad=False, report: Optional[Scan] = None) -> Iterator[Record]:
+def read_log(path, *, skip_bad=False, report: Optional[Scan] = None,
+             bulk=None) -> Iterator[Record]:
     """Yields the records of the log at `path`; pass a Scan as `report` to learn where
     it ended and why. A file shorter than its header (empty, or cut in the header) has no
-    records and reports a truncated tail; a wrong magic or format raises RecoveryError."""
+    records and reports a truncated tail; a wrong magic or format raises RecoveryError.
+    `bulk`: see scan()."""
     report = report if report is not None else Scan(path)
     m = _Mapped(path)
     try:
@@ -454,7 +470,8 @@ def read_log(path, *, skip_bad=False, report: Optional[Scan] = None) -> Iterator
                                                "shorter than its header", SHORT))
             return
         report.header_seq = report.last_seq = read_file_header(m.buf, m.path, LOG_MAGIC)
-        yield from scan(m.buf, FILE_HEADER_SIZE, m.size, report, skip_bad=skip_bad, path=m.path)
+        yield from scan(m.buf, FILE_HEADER_SIZE, m.size, report, skip_bad=skip_bad, path=m.path,
+                        bulk=bulk)
     finally:
         m.close()
 

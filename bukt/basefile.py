@@ -102,11 +102,14 @@ def _remove_quietly(path):
         pass
 
 
-def read_base(path, *, skip_bad=False, report: Optional[Scan] = None) -> Iterator[Record]:
+def read_base(path, *, skip_bad=False, report: Optional[Scan] = None,
+              bulk=None) -> Iterator[Record]:
     """Yields the records of the base file at `path`. Raises LogCorrupt if the file is
     torn or any record is bad, before yielding anything if the footer shows it; with
     skip_bad, yields every good record instead and lists the bad parts in report.problems.
-    report.header_seq is the sequence number the base covers."""
+    report.header_seq is the sequence number the base covers. `bulk`: see aof.scan (a
+    bad record in the middle is still raised, after the records around it were applied
+    to a table that the failed recovery then throws away)."""
     path = os.fspath(path)
     report = report if report is not None else Scan(path)
     m = aof._Mapped(path)
@@ -121,7 +124,8 @@ def read_base(path, *, skip_bad=False, report: Optional[Scan] = None) -> Iterato
             if not skip_bad:
                 raise LogCorrupt(path, problem.offset, problem.reason, BASE_HINT)
             report.problems.append(problem)
-        for r in aof.scan(m.buf, FILE_HEADER_SIZE, body_end, report, skip_bad=True, path=path):
+        for r in aof.scan(m.buf, FILE_HEADER_SIZE, body_end, report, skip_bad=True, path=path,
+                          bulk=bulk):
             if r.type == BASE_END:
                 continue
             if not skip_bad and report.problems:

@@ -292,7 +292,16 @@ class Recovery:
         self.skipped: list = []
         self.expired = 0
         self.records = 0
+        self.bulk = None
         self._iter = self._run()
+
+    def attach_bulk(self, bulk) -> None:
+        """Cold recovery's fast path: before iterating, a bukt._core.BulkLoad that applies
+        the key records to its store itself (the same rules as _emit: seq after the
+        base, expired records turned into EXPIRE or left out of the base); only the
+        other records are yielded, each before anything after it is applied."""
+        bulk.now_ms = -1 if self.now_ms is None else self.now_ms
+        self.bulk = bulk
 
     def __iter__(self):
         return self
@@ -329,8 +338,11 @@ class Recovery:
                 self._missing(path, "base file")
             else:
                 report = Scan(path)
+                self._bulk_file(0, in_base=True)
                 yield from self._emit(basefile.read_base(path, skip_bad=self.load_good,
-                                                         report=report), 0, in_base=True)
+                                                         report=report, bulk=self.bulk),
+                                      0, in_base=True)
+                self._bulk_counts()
                 self._problems(report, last=False, kind="base file")
                 base_seq = report.header_seq
                 self.last_seq = max(self.last_seq, report.last_seq)
@@ -343,12 +355,25 @@ class Recovery:
             if os.path.getsize(path) == 0:
                 self._note(f"{path}: the log is empty (not even a header); no records")
             report = Scan(path)
-            yield from self._emit(aof.read_log(path, skip_bad=self.load_good, report=report),
-                                  base_seq)
+            self._bulk_file(base_seq, in_base=False)
+            yield from self._emit(aof.read_log(path, skip_bad=self.load_good, report=report,
+                                               bulk=self.bulk), base_seq)
+            self._bulk_counts()
             self._problems(report, last=last, kind="log")
             self.last_seq = max(self.last_seq, report.last_seq)
             if last:
                 self.tail = report
+
+    def _bulk_file(self, after_seq, in_base):
+        if self.bulk is not None:
+            self.bulk.after_seq, self.bulk.in_base = after_seq, in_base
+
+    def _bulk_counts(self):
+        """What the bulk path applied counts as yielded records."""
+        if self.bulk is not None:
+            self.records += self.bulk.emitted
+            self.expired += self.bulk.expired
+            self.bulk.emitted = self.bulk.expired = 0
 
     def _emit(self, records, after_seq, in_base=False) -> Iterator[Record]:
         now = self.now_ms

@@ -36,6 +36,7 @@ from typing import Iterator
 
 from .aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, FLUSH, SET, SET_TTL,
                   SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Record)
+from ._core import BulkLoad
 from .errors import BucketNotFound
 from .segtable import read_table
 
@@ -57,8 +58,10 @@ class Cancelled(Exception):
 class Loader:
     """Applies log records to a store whose logging is off."""
 
-    def __init__(self, store):
+    def __init__(self, store, bulk=True):
         self.store = store
+        self.bulk = bulk            # False: every record through apply's loop (tests
+                                    # compare the two paths)
         self._buckets = {}          # name -> Bucket (cache; dropped buckets removed)
         self._schema = {}           # name -> schema
         self.missing = {}           # bucket name -> key records skipped
@@ -80,9 +83,15 @@ class Loader:
         return b
 
     def apply(self, records) -> int:
-        """Applies every record of the iterable; returns how many were applied."""
+        """Applies every record of the iterable; returns how many were applied. Given
+        a fresh datadir.Recovery, the key records go through the compiled bulk path
+        (cext/bulkload.pxi) and only the others through this loop."""
         n = 0
         bucket = self._bucket
+        attach = getattr(records, "attach_bulk", None) if self.bulk else None
+        if attach is not None:
+            attach(BulkLoad(self.store))
+            before = records.records
         for r in records:
             t = r[0]
             if t == SET:                       # the fast path: most records are SETs
@@ -96,6 +105,8 @@ class Loader:
             else:
                 self._apply_other(r)
             n += 1
+        if attach is not None:
+            n = records.records - before    # this loop's and the bulk path's
         self.applied += n
         return n
 

@@ -1,0 +1,203 @@
+# bulkload.pxi: cold recovery's fast path, from the bytes of a log or base file
+# straight into the table (bukt/datadir.py: Recovery; bukt/restore.py: Loader).
+#
+# The slow path turns every record into a Python tuple, passes it through three
+# generators (aof.scan, basefile.read_base, Recovery._emit) and applies it with one
+# Bucket.restore() call: several microseconds a record, most of a cold start of a
+# million keys. BulkLoad.load walks the file instead, checks each record exactly as
+# logscan.pxi's scan_records does (magic, lengths that add up, the CRC-32) and applies
+# the key records itself with the table's own functions under the stripe lock, the
+# way Bucket.restore / restore_ttl / delete do:
+#
+#   SET                do_find + do_set (the logged value, absolute expiry, flags and
+#                      version, which also raises the version counter past it)
+#   SET_TTL            do_find + do_touch with the logged expiry and version
+#   DELETE EXPIRE EVICT  do_find + do_delete_at
+#
+# and Recovery._emit's rules on the way: a record at or below `after_seq` is already in
+# the base (skipped); with `now_ms` given, a SET or SET_TTL whose expiry has passed is
+# an EXPIRE of its key (left out altogether in a base file), so replay never brings an
+# expired key back. It stops, without consuming it, before the first record it does not
+# take: one that is not plainly sound (aof.py's slow path then tells a truncated tail
+# from corruption), a bucket, token or flush record, a bucket the table does not hold
+# (the Loader reports it), a key or value outside the segment's limits (Bucket.restore
+# raises the same error it always did). The caller hands that one record to the slow
+# path and calls load again, so the order of application is the file's.
+#
+# The store's logging is off (set_logging(False)): nothing reaches the ring.
+
+from libc.string cimport strlen
+
+cdef enum:
+    _AOF_SET = 1
+    _AOF_DELETE = 2
+    _AOF_EXPIRE = 3
+    _AOF_SET_TTL = 4
+    _AOF_EVICT = 10
+    _AOF_SINGLE_READ = 1            # aof.SINGLE_READ, the on-disk flag
+
+
+cdef class BulkLoad:
+    """Applies the sound key records of a file's bytes to a store whose logging is off.
+    Set after_seq, in_base and now_ms for each file (as Recovery._emit uses them);
+    emitted and expired count what Recovery counts as records and expired."""
+
+    cdef Store s
+    cdef public uint64_t after_seq      # records at or below it are skipped (0: none)
+    cdef public bint in_base            # expired SETs are left out instead of EXPIREd
+    cdef public int64_t now_ms          # -1: no expiry conversion
+    cdef public uint64_t emitted        # records applied (Recovery.records)
+    cdef public uint64_t expired        # SET/SET_TTL past their expiry (Recovery.expired)
+    cdef bytes last_name                # the bucket of the last record, and its slot
+    cdef int last_idx
+    cdef uint32_t last_gen
+
+    def __init__(self, Store store, now_ms=None):
+        self.s = store
+        self.now_ms = -1 if now_ms is None else now_ms
+        self.last_name = None
+        self.last_idx = -1
+
+    cdef int _bucket(self, const char *name, Py_ssize_t n) except -2:
+        """The slot of the live bucket called name[:n], or -1."""
+        cdef Store s = self.s
+        cdef uint32_t i
+        cdef bk_bucket *b
+        if self.last_idx >= 0 and PyBytes_GET_SIZE(self.last_name) == n and \
+                memcmp(PyBytes_AS_STRING(self.last_name), name, n) == 0:
+            b = &s.bucketv[self.last_idx]
+            if b.state == 1 and b.gen == self.last_gen:     # not dropped since
+                return self.last_idx
+        self.last_idx = -1
+        if n > BK_NAME_MAX:
+            return -1
+        for i in range(s.max_buckets):
+            b = &s.bucketv[i]
+            if b.state == 1 and strlen(b.name) == <size_t>n and memcmp(b.name, name, n) == 0:
+                self.last_name = PyBytes_FromStringAndSize(name, n)
+                self.last_idx = <int>i
+                self.last_gen = b.gen
+                return <int>i
+        return -1
+
+    def load(self, buf, Py_ssize_t off, Py_ssize_t size, Py_ssize_t max_records=1 << 20):
+        """Applies the records of buf[off:size] from `off` on, stopping before the first
+        it does not take (see the top of cext/bulkload.pxi): (records consumed, offset
+        after the last of them, highest seq among them or 0)."""
+        cdef const unsigned char[::1] view = buf
+        cdef const unsigned char *p = &view[0] if view.shape[0] else NULL
+        cdef Store s = self.s
+        cdef Py_ssize_t end, length, blen, klen, vlen, count = 0
+        cdef uint32_t rtype, flags
+        cdef uint64_t seq, last = 0, version
+        cdef int64_t expire_ms
+        cdef int idx
+        cdef const char *key
+        s._writable()
+        if size > view.shape[0]:
+            size = view.shape[0]
+        while off + 44 <= size and count < max_records:
+            if p[off] != 0x42 or p[off + 1] != 0x6b:          # b"Bk"
+                break
+            rtype = p[off + 2]
+            if rtype != _AOF_SET and rtype != _AOF_DELETE and rtype != _AOF_EXPIRE and \
+                    rtype != _AOF_SET_TTL and rtype != _AOF_EVICT:
+                break
+            flags = p[off + 3]
+            length = _le32(p + off + 4)
+            blen = p[off + 32]
+            klen = p[off + 34] | (p[off + 35] << 8)
+            vlen = _le32(p + off + 36)
+            end = off + length
+            if length != 48 + blen + klen + vlen or end > size:
+                break
+            if crc32(0, p + off, <unsigned int>(length - 4)) != _le32(p + end - 4):
+                break
+            seq = _le64(p + off + 8)
+            if self.after_seq and seq <= self.after_seq:
+                pass                                        # already in the base
+            else:
+                if klen == 0 or <uint64_t>klen > s.max_key or <uint64_t>vlen > s.max_value:
+                    break                                   # the slow path raises
+                idx = self._bucket(<const char *>p + off + 44, blen)
+                if idx < 0:
+                    break                                   # the Loader reports it
+                key = <const char *>p + off + 44 + blen
+                expire_ms = <int64_t>_le64(p + off + 24)
+                version = _le64(p + off + 16)
+                if (rtype == _AOF_SET or rtype == _AOF_SET_TTL) and self.now_ms >= 0 and \
+                        0 < expire_ms <= self.now_ms:
+                    self.expired += 1
+                    if self.in_base:
+                        rtype = 0                           # left out
+                    else:
+                        rtype = _AOF_EXPIRE
+                if rtype == _AOF_SET:
+                    bulk_set(s, <uint16_t>idx, key, <uint32_t>klen, key + klen,
+                             <uint32_t>vlen, expire_ms,
+                             BK_E_SINGLE if flags & _AOF_SINGLE_READ else 0, version)
+                elif rtype == _AOF_SET_TTL:
+                    bulk_touch(s, <uint16_t>idx, key, <uint32_t>klen, expire_ms, version)
+                elif rtype != 0:
+                    bulk_delete(s, <uint16_t>idx, key, <uint32_t>klen)
+                if rtype != 0:
+                    self.emitted += 1
+            if seq > last:
+                last = seq
+            count += 1
+            off = end
+        return count, off, last
+
+
+cdef int bulk_set(Store s, uint16_t idx, const char *k, uint32_t n, const char *v,
+                  uint32_t vlen, int64_t expire_ms, uint8_t eflags, uint64_t version) except -1:
+    """Bucket.restore without the Python call: the entry is this, whatever it was."""
+    cdef uint64_t h = khash(idx, k, n), off = 0
+    cdef uint32_t si = stripe_of(s, h)
+    cdef int found
+    lock_stripe(s, si)
+    try:
+        found = do_find(s, si, h, idx, k, n, &off)
+        do_set(s, si, h, idx, k, n, v, vlen, expire_ms, eflags, found, off, version)
+    finally:
+        unlock_stripe(s, si)
+    return 0
+
+
+cdef int bulk_touch(Store s, uint16_t idx, const char *k, uint32_t n, int64_t expire_ms,
+                    uint64_t version) except -1:
+    """Bucket.restore_ttl without the Python call: no such key, no change."""
+    cdef uint64_t h = khash(idx, k, n), off = 0
+    cdef uint32_t si = stripe_of(s, h)
+    cdef int slot
+    lock_stripe(s, si)
+    try:
+        slot = do_find(s, si, h, idx, k, n, &off)
+        if slot >= 0:
+            do_touch(s, si, slot, off, expire_ms, version)
+    finally:
+        unlock_stripe(s, si)
+    return 0
+
+
+cdef int bulk_delete(Store s, uint16_t idx, const char *k, uint32_t n) except -1:
+    """Bucket.delete without the Python call, counted as it counts: an entry already
+    past its expiry in the table is an expiration, any other a delete."""
+    cdef uint64_t h = khash(idx, k, n), off = 0
+    cdef uint32_t si = stripe_of(s, h)
+    cdef int slot
+    cdef int64_t exp
+    lock_stripe(s, si)
+    try:
+        slot = do_find(s, si, h, idx, k, n, &off)
+        if slot >= 0:
+            exp = ENT(s, off).expire_ms
+            if exp != 0 and exp <= s.now():             # as Bucket._expired
+                if do_delete_at(s, si, slot, off, BK_T_EXPIRED):
+                    bk_fetch_add_u64(&s.hdr.expirations, 1)
+                    bk_add64(&s.counters(idx).expirations, 1)
+            elif do_delete_at(s, si, slot, off, BK_T_DEL):
+                bk_add64(&s.counters(idx).deletes, 1)
+    finally:
+        unlock_stripe(s, si)
+    return 0
