@@ -35,9 +35,13 @@ write, release the ring space, then apply the fsync policy:
     no        never fsync; ring_flushed at once
 
 then the timers: heartbeat and progress in the header every HEARTBEAT_S, the expiry
-cycle at expiry.hz with its budget, the compaction check every second. An empty ring is
-polled with a sleep that backs off from POLL_MIN_S to POLL_MAX_S: the writer never
-spins a core. A record still RESERVED by its producer for longer than STUCK_S is handed
+cycle at expiry.hz with its budget, the compaction check every second. On an empty ring
+the writer sleeps on the segment's doorbell (ring_idle_wait, cext/ring.pxi), never
+spinning a core. Under `always` every producer that commits while it sleeps rings the
+doorbell, so the writer drains at once: the time from a commit to its acknowledgement is
+one wake-up, one write, one fsync and one wake-up, and records committed during an
+fsync go into the next one. Under everysec and no nobody waits, producers do not ring,
+and the sleep backs off from POLL_MIN_S to POLL_MAX_S. A record still RESERVED by its producer for longer than STUCK_S is handed
 to ring_unstick, which repairs the stripe if the producer died.
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
@@ -80,6 +84,7 @@ from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryErr
 from .datadir import DataDir
 from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentInvalid,
                      SegmentNotFound)
+from ._core import expire_position, ring_idle_wait
 from .restore import Cancelled, Loader, snapshot
 from .ringlog import RingTranslator
 
@@ -92,6 +97,7 @@ POLL_MAX_S = 0.002          # longest sleep: an idle writer wakes 500 times a se
 HEARTBEAT_S = 0.1           # progress published in the header this often
 EVERYSEC_S = 1.0            # fsync: everysec
 STUCK_S = 0.05              # a RESERVED record this old goes to ring_unstick
+EXPIRE_SLICE_S = 0.001      # the expiry cycle runs in slices this long, draining between
 COMPACT_CHECK_S = 1.0       # how often the compaction threshold is looked at
 DISK_RETRY_MIN_S = 0.05     # first retry after a disk error; doubles up to the max
 DISK_RETRY_MAX_S = 1.0
@@ -360,8 +366,15 @@ class Writer:
                 next_tick = now + min(HEARTBEAT_S, 1.0 / self.cfg.expiry.hz)
             if moved:
                 idle = POLL_MIN_S
+            elif self.error or self.w is None:
+                time.sleep(idle)            # backing off a disk error: records wait
+                idle = min(idle * 2, POLL_MAX_S)
+            elif self.policy == "always":
+                # producers ring the doorbell: sleep until the next tick, or until a
+                # record RESERVED at the tail has been stuck long enough to look at
+                ring_idle_wait(self.store, min(STUCK_S, max(0.0, next_tick - now)))
             else:
-                time.sleep(idle)
+                ring_idle_wait(self.store, idle)
                 idle = min(idle * 2, POLL_MAX_S)
         return self._shutdown()
 
@@ -475,14 +488,30 @@ class Writer:
     _last_expire = 0.0
 
     def _expire(self):
+        """One expiry cycle: at most expiry.budget_ms, or one pass over the stripes,
+        in slices of EXPIRE_SLICE_S with a drain between them. A pass over a large
+        index takes tens of milliseconds, and in one piece it would hold up every
+        `fsync: always` writer waiting for the next batch (and the ring's draining)."""
         now = time.monotonic()
         if now - self._last_expire < 1.0 / self.cfg.expiry.hz:
             return
         self._last_expire = now
-        try:
-            self.store.expire_some(budget=self.cfg.expiry.budget_ms / 1000.0)
-        except RingFull:
-            pass                        # the ring is full: this loop drains it first
+        store = self.store
+        deadline = now + self.cfg.expiry.budget_ms / 1000.0
+        cursor, stripes = expire_position(store)
+        covered = 0
+        while True:
+            try:
+                store.expire_some(budget=min(EXPIRE_SLICE_S, max(0.0, deadline - now)))
+            except RingFull:
+                return                  # the ring is full: this loop drains it first
+            after = expire_position(store)[0]
+            covered += (after - cursor) % stripes or stripes    # 0: all the way round
+            cursor = after
+            now = time.monotonic()
+            if covered >= stripes or now >= deadline or self.stopping:
+                return
+            self._drain()
 
     # -- disk errors ------------------------------------------------------------------
     def _disk_error(self, e):

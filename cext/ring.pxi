@@ -11,6 +11,24 @@
 #
 # A producer that dies between reserve and commit holds its stripe lock; the repair
 # of that stripe commits or skips the record according to how far the operation got.
+#
+# THE DOORBELL (group commit). An idle writer sleeps on the header word
+# writer_sleeping (a futex) instead of polling the ring with sleeps. It sets the word
+# to 1, then (full fence) looks at the record at the tail once more, and sleeps only if
+# nothing is committed there. Under `fsync: always` a producer, after committing
+# (full fence), swaps the word 1 -> 0 and, if it won the swap, wakes the writer: one
+# syscall per writer sleep, not per record, and none at all while the writer is busy
+# (fsyncing, say), whose next drain takes everything committed meanwhile. The two
+# fences make the pair a Dekker handshake: either the writer sees the record, or the
+# producer sees the 1. Under everysec and no nobody waits for the writer, so producers
+# never ring, and the sleep is just the poll interval. A record committed by a repair
+# (not ring_commit) rings nothing: the writer's timeout picks it up.
+
+cdef extern from *:
+    """
+    static inline void bk_fence_full(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    """
+    void bk_fence_full() nogil
 
 cdef extern from "unistd.h" nogil:
     int usleep(unsigned int usec)
@@ -117,6 +135,41 @@ cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, 
 
 cdef inline void ring_commit(Store s, uint64_t pos) noexcept:
     bk_store_rel8(&REC(s, pos).state, BK_R_COMMITTED)
+    if s.hdr.sync_always:                       # the writer may sleep with waiters
+        ring_doorbell(s.hdr)
+
+
+cdef inline void ring_doorbell(bk_header *h) noexcept nogil:
+    """After a commit: wake the writer if it sleeps (see THE DOORBELL above)."""
+    bk_fence_full()
+    if bk_load_rlx32(&h.writer_sleeping) and bk_cas32(&h.writer_sleeping, 1, 0):
+        bk_futex_wake(&h.writer_sleeping)
+
+
+cdef bint ring_has_work(Store s) noexcept nogil:
+    """True when the record at the tail can be consumed now (committed, or a pad
+    or skipped record the tail moves past); False when the ring is empty or its tail
+    record is still RESERVED (its producer rings when it commits)."""
+    cdef bk_header *h = s.hdr
+    cdef uint64_t tail = bk_load_acq64(&h.ring_tail)
+    if tail >= bk_load_acq64(&h.ring_head):
+        return False
+    return bk_load_acq8(&REC(s, tail).state) != BK_R_RESERVED
+
+
+def ring_idle_wait(Store s, double timeout):
+    """The writer process's sleep on an empty ring: returns True at once if a record
+    can be consumed, else sleeps (without the GIL) until a producer rings the doorbell
+    or `timeout` seconds pass; False after a timeout with nothing to consume."""
+    cdef bk_header *h = s.hdr
+    cdef long ns = <long>(timeout * 1e9) if timeout > 0 else 0
+    bk_store_rel32(&h.writer_sleeping, 1)
+    bk_fence_full()
+    if not ring_has_work(s) and ns > 0:
+        with nogil:
+            bk_futex_wait(&h.writer_sleeping, 1, ns)
+    bk_store_rel32(&h.writer_sleeping, 0)
+    return ring_has_work(s)
 
 
 cdef inline uint32_t rec_size(uint32_t klen, uint32_t vlen) noexcept nogil:

@@ -144,6 +144,10 @@ typedef struct {
     uint32_t meta_len;
     uint64_t meta_ring;         /* its ring record's position, 0 before reservation */
     char     meta_buf[1024];    /* the change, as the JSON its META record carries */
+    /* the writer's doorbell (ring.pxi): an idle writer sleeps on it; under fsync
+       always, a producer that commits a record while it is 1 wakes the writer */
+    uint32_t writer_sleeping;   /* futex word: 1 while the writer waits for records */
+    uint32_t _pad8;
 } bk_header;
 
 typedef struct {

@@ -78,6 +78,7 @@ cdef extern from "segment.h" nogil:
         uint32_t meta_len
         uint64_t meta_ring
         char meta_buf[1024]
+        uint32_t writer_sleeping
 
     ctypedef struct bk_stripe:
         bk_lock lock
