@@ -2,15 +2,17 @@
 beside Redis's appendfsync and LMDB's durable commits, and recovery time for 1M keys
 beside Redis loading its AOF. One run, same machine, same disk.
 
-    .venv/bin/python bench/durability.py [--procs 4] [--seconds 5] [--keys 1000000]
+    .venv/bin/python bench/durability.py [--procs 4,16] [--seconds 5] [--keys 1000000]
 
-THROUGHPUT. `--procs` client processes each set 16-byte keys to 100-byte values, one
-call at a time, for `--seconds`; a set counts once it has returned, i.e. once it is
+THROUGHPUT. For each count in `--procs`, that many client processes each set 16-byte
+keys to 100-byte values, one call at a time, for `--seconds`; a set counts once it has returned, i.e. once it is
 acknowledged under the policy (with `always`, after its record is on disk: group
 commit). Bukt's clients use the Python API on the shared segment, with `bukt writer`
 running; Redis's use redis-py, one SET per round trip (redis-server with appendonly and
 appendfsync always / everysec, no RDB snapshots); LMDB's use a write transaction per put
-with sync on (its durable per-commit put).
+with sync on (its durable per-commit put). Group commit shows with concurrency: one
+fsync acknowledges every client that committed before it began, so `always` gains with
+more clients, while LMDB's write lock serializes its commits whatever their number.
 
 RECOVERY. `--keys` keys of 100 B are loaded (fsync no), then the time from starting the
 process to its being ready: Bukt cold from the log, cold from a base file (after `bukt
@@ -345,42 +347,51 @@ def redis_recovery(keys):
     return out
 
 
+def throughput(procs, seconds):
+    print(f"\n## {procs} client processes", flush=True)
+    rows = []
+    for policy in ("always", "everysec", "no"):
+        rows.append((f"Bukt fsync {policy}", bukt_throughput(policy, procs, seconds)))
+        print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+    for policy in ("always", "everysec"):
+        rows.append((f"Redis appendfsync {policy}", redis_throughput(policy, procs, seconds)))
+        print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+    rows.append(("LMDB put, sync commit", lmdb_throughput(procs, seconds)))
+    print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+    ref = dict(rows)
+    ratios = {"Bukt fsync always": ref["Redis appendfsync always"],
+              "Bukt fsync everysec": ref["Redis appendfsync everysec"],
+              "Bukt fsync no": ref["Redis appendfsync everysec"]}
+    print(f"\n| acknowledged sets, {procs} clients | per second | ratio |")
+    print("| --- | ---: | --- |")
+    for name, rate in rows:
+        extra = ""
+        if name in ratios:
+            extra = f"{rate / ratios[name]:.2f}x Redis " + \
+                    ("always" if "always" in name else "everysec")
+            if "always" in name:
+                extra += f", {rate / ref['LMDB put, sync commit']:.1f}x LMDB"
+        print(f"| {name} | {rate:,.0f} | {extra} |")
+    print(f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--procs", default="4,16",
+                    help="client process counts, comma-separated (default 4,16)")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-recovery", action="store_true")
     args = ap.parse_args()
-    print(f"# durability benchmark: {os.cpu_count()} CPUs, {args.procs} client processes, "
-          f"{args.seconds:g} s per run, 16 B keys, 100 B values; data on "
-          f"{os.environ.get('BENCH_DIR') or tempfile.gettempdir()}", flush=True)
+    counts = [int(x) for x in str(args.procs).split(",") if x.strip()]
+    print(f"# durability benchmark: {os.cpu_count()} CPUs, {'/'.join(map(str, counts))} "
+          f"client processes, {args.seconds:g} s per run, 16 B keys, 100 B values; data on "
+          f"{os.environ.get('BENCH_DIR') or tempfile.gettempdir()}; load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
     if not args.skip_throughput:
-        rows = []
-        for policy in ("always", "everysec", "no"):
-            rows.append((f"Bukt fsync {policy}", bukt_throughput(policy, args.procs, args.seconds)))
-            print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
-        for policy in ("always", "everysec"):
-            rows.append((f"Redis appendfsync {policy}",
-                         redis_throughput(policy, args.procs, args.seconds)))
-            print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
-        rows.append(("LMDB put, sync commit", lmdb_throughput(args.procs, args.seconds)))
-        print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
-        ref = dict(rows)
-        ratios = {"Bukt fsync always": ref["Redis appendfsync always"],
-                  "Bukt fsync everysec": ref["Redis appendfsync everysec"],
-                  "Bukt fsync no": ref["Redis appendfsync everysec"]}
-        print("\n| acknowledged sets | per second | ratio |")
-        print("| --- | ---: | --- |")
-        for name, rate in rows:
-            extra = ""
-            if name in ratios:
-                extra = f"{rate / ratios[name]:.2f}x Redis " + \
-                        ("always" if "always" in name else "everysec")
-                if "always" in name:
-                    extra += f", {rate / ref['LMDB put, sync commit']:.1f}x LMDB"
-            print(f"| {name} | {rate:,.0f} | {extra} |")
+        for procs in counts:
+            throughput(procs, args.seconds)
     if not args.skip_recovery:
         b = bukt_recovery(args.keys)
         r = redis_recovery(args.keys)
