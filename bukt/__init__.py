@@ -10,9 +10,17 @@ docs/api.md is the reference of this API.
 """
 from bukt import errors
 from bukt._core import ADMIN, READ, WRITE, Bucket, Store, attach, create
-from bukt.client import AsyncClient, Client
 from bukt.errors import BuktError
 
 __version__ = "0.1.0"
 __all__ = ["create", "attach", "Store", "Bucket", "errors", "BuktError",
            "READ", "WRITE", "ADMIN", "Client", "AsyncClient"]
+
+
+def __getattr__(name):
+    # The network clients import asyncio (about 0.1 s): loaded on first use, so that a
+    # local attach, and the writer's start (a warm restart is timed from exec), skip it.
+    if name in ("Client", "AsyncClient"):
+        from bukt import client
+        return getattr(client, name)
+    raise AttributeError(f"module 'bukt' has no attribute {name!r}")

@@ -7,3 +7,10 @@ def expire_position(Store s):
     runs the cycle in short slices, draining the ring between them, and learns from
     the cursor when a slice has gone all the way round."""
     return s.hdr.expire_cursor % s.nstripes, s.nstripes
+
+
+def writer_doorbell(Store s):
+    """The doorbell word (cext/ring.pxi): 1 while the writer sleeps waiting for records;
+    a producer under `fsync: always` sets it back to 0 when it rings. For tests and
+    `bukt status`-style inspection."""
+    return bk_load_acq32(&s.hdr.writer_sleeping)

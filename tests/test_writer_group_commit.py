@@ -1,0 +1,105 @@
+"""Group commit under `fsync: always` (issue 3): an idle writer sleeps on the segment's
+doorbell and the first commit wakes it; a client waiting for durability sleeps in the
+kernel instead of spinning; under everysec producers never ring. The writer is stopped
+with SIGSTOP at a moment it is known to sleep, so nothing but the clients can touch the
+doorbell meanwhile, and every check is on state, not on time."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import bukt
+from bukt._core import writer_doorbell
+from writer_harness import ROOT, instance, wait_for  # noqa: F401
+
+CLIENT = """
+import sys, bukt
+s = bukt.attach(sys.argv[1])
+s.durable_timeout = 120
+s.bucket("b").set(b"durable", b"on disk")
+open(sys.argv[2], "w").write("acknowledged")
+"""
+
+
+def _proc_state(pid):
+    """The scheduler state of process `pid` (R running, S sleeping, ...)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _stop_while_asleep(writer, s):
+    """SIGSTOP the writer at a moment its doorbell says it sleeps waiting for records."""
+    for _ in range(200):
+        wait_for(lambda: writer_doorbell(s) == 1, what="the writer asleep on the doorbell")
+        os.kill(writer.pid, signal.SIGSTOP)
+        wait_for(lambda: _proc_state(writer.pid) == "T", what="the writer stopped")
+        if writer_doorbell(s) == 1:
+            return
+        os.kill(writer.pid, signal.SIGCONT)     # stopped just after a wake-up: again
+        time.sleep(0.01)
+    raise AssertionError("never caught the writer asleep")
+
+
+def test_a_commit_rings_the_sleeping_writer_and_the_waiting_client_sleeps(instance, tmp_path):
+    writer = instance.start()
+    s = instance.attach()
+    try:
+        s.sync_wait = False                 # this process plays the inspector, not a client
+        s.create_bucket("b")
+        _stop_while_asleep(writer, s)
+        done = tmp_path / "acked"
+        client = subprocess.Popen([sys.executable, "-c", CLIENT, instance.name, str(done)],
+                                  env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
+        instance.procs.append(client)
+        # Its commit rang the doorbell: nobody else can have cleared it.
+        wait_for(lambda: writer_doorbell(s) == 0, timeout=30, what="the doorbell rung")
+        assert s.bucket("b").get(b"durable") == b"on disk"      # applied in memory
+        # ... but not acknowledged while the writer cannot fsync, and the client waits
+        # asleep in the kernel (a spinning waiter would be seen running, R).
+        states = []
+        for _ in range(20):
+            states.append(_proc_state(client.pid))
+            time.sleep(0.01)
+        assert set(states) == {"S"}, states
+        assert client.poll() is None and not done.exists()
+        os.kill(writer.pid, signal.SIGCONT)
+        assert client.wait(30) == 0 and done.read_text() == "acknowledged"
+    finally:
+        if writer.poll() is None:
+            os.kill(writer.pid, signal.SIGCONT)
+        s.close()
+    # acknowledged means in the log: a cold recovery from the files alone has it
+    assert instance.stop(writer) == 0
+    instance.unlink_segment()
+    writer = instance.start()
+    s = instance.attach()
+    try:
+        assert s.bucket("b").get(b"durable") == b"on disk"
+    finally:
+        s.close()
+    assert instance.stop(writer) == 0
+
+
+@pytest.mark.parametrize("policy", ["everysec", "no"])
+def test_without_waiters_producers_never_ring(instance, policy):
+    """Under everysec and no, nobody waits for the writer: a commit costs no syscall,
+    and the writer finds the record by polling."""
+    instance.configure(fsync=policy)
+    writer = instance.start()
+    s = instance.attach()
+    try:
+        b = s.create_bucket("b")
+        _stop_while_asleep(writer, s)
+        for i in range(100):
+            b.set(b"k%d" % i, b"v")
+        assert writer_doorbell(s) == 1
+        os.kill(writer.pid, signal.SIGCONT)
+        wait_for(lambda: s.ring_position()[0] == s.ring_position()[1], what="ring drained")
+    finally:
+        if writer.poll() is None:
+            os.kill(writer.pid, signal.SIGCONT)
+        s.close()
+    assert instance.stop(writer) == 0
