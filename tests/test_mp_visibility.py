@@ -96,6 +96,39 @@ def racer(name, bucket, barrier, conn, seed, mode="get"):
         conn.send(("error", traceback.format_exc()))
 
 
+def start_racers(name, bucket, cleanup, mode):
+    """NRACERS racer processes on the bucket, waiting at a barrier each round; the
+    barrier and the racers' pipes."""
+    barrier = ctx.Barrier(NRACERS + 1)
+    pipes = []
+    for i in range(NRACERS):
+        parent_end, child_end = ctx.Pipe()
+        p = ctx.Process(target=racer, args=(name, bucket, barrier, child_end, i, mode),
+                        name=f"racer{i}")
+        p.start()
+        cleanup["procs"].append(p)
+        pipes.append(parent_end)
+    return barrier, pipes
+
+
+def winners_of_round(pipes, rnd, expected, what):
+    """Each key the racers report, mapped to the one racer that got it; fails when
+    a key went to two racers, to none, or with a value it was not given."""
+    winners = {}
+    for i, conn in enumerate(pipes):
+        assert conn.poll(60), f"racer {i} did not report round {rnd} in 60 s"
+        status, got = conn.recv()
+        assert status == "ok", got
+        for k, v in got:
+            assert v == expected[k], f"{k!r}: racer {i} got {v!r}, not this round's"
+            assert k not in winners, (
+                f"round {rnd}: {what} {k!r} went to racers {winners[k]} and {i}")
+            winners[k] = i
+    assert sorted(winners) == sorted(expected), (
+        f"round {rnd}: keys nobody got: {sorted(set(expected) - set(winners))}")
+    return winners
+
+
 @pytest.mark.parametrize("persist", [False, True], ids=["cache", "persisted"])
 def test_single_read_exactly_once_across_processes(seg, persist):
     name, cleanup = seg
@@ -103,15 +136,7 @@ def test_single_read_exactly_once_across_processes(seg, persist):
         store = bukt.create(name, size="16MiB")
         b = store.create_bucket("sr", persist=persist)
         keys = [b"sr%02d" % i for i in range(NKEYS)]
-        barrier = ctx.Barrier(NRACERS + 1)
-        pipes = []
-        for i in range(NRACERS):
-            parent_end, child_end = ctx.Pipe()
-            p = ctx.Process(target=racer, args=(name, "sr", barrier, child_end, i),
-                            name=f"racer{i}")
-            p.start()
-            cleanup["procs"].append(p)
-            pipes.append(parent_end)
+        barrier, pipes = start_racers(name, "sr", cleanup, "get")
         before = b.stats()
         for rnd in range(ROUNDS):
             values = {k: b"round %d of %s" % (rnd, k) + os.urandom(rnd * 50)
@@ -119,19 +144,7 @@ def test_single_read_exactly_once_across_processes(seg, persist):
             for k, v in values.items():
                 b.set(k, v, single_read=True)
             barrier.wait(30)                        # go
-            winners = {}
-            for i, conn in enumerate(pipes):
-                assert conn.poll(60), f"racer {i} did not report round {rnd} in 60 s"
-                status, got = conn.recv()
-                assert status == "ok", got
-                for k, v in got:
-                    assert v == values[k], f"{k!r}: racer {i} got another round's value"
-                    assert k not in winners, (
-                        f"round {rnd}: single-read key {k!r} returned to racers "
-                        f"{winners[k]} and {i}")
-                    winners[k] = i
-            assert sorted(winners) == keys, (
-                f"round {rnd}: keys returned to nobody: {sorted(set(keys) - set(winners))}")
+            winners_of_round(pipes, rnd, values, "single-read key")
             assert b.exists(*keys) == 0
             assert b.mget(keys) == [None] * NKEYS
         for p in cleanup["procs"]:
@@ -492,30 +505,11 @@ def test_compare_and_delete_succeeds_once_across_processes(seg):
         store = bukt.create(name, size="16MiB")
         b = store.create_bucket("cas", persist=False)
         keys = [b"sr%02d" % i for i in range(NKEYS)]
-        barrier = ctx.Barrier(NRACERS + 1)
-        pipes = []
-        for i in range(NRACERS):
-            parent_end, child_end = ctx.Pipe()
-            p = ctx.Process(target=racer, args=(name, "cas", barrier, child_end, i, "cas"),
-                            name=f"racer{i}")
-            p.start()
-            cleanup["procs"].append(p)
-            pipes.append(parent_end)
+        barrier, pipes = start_racers(name, "cas", cleanup, "cas")
         for rnd in range(ROUNDS):
             versions = {k: b.set(k, b"round %d" % rnd) for k in keys}
             barrier.wait(30)
-            winners = {}
-            for i, conn in enumerate(pipes):
-                assert conn.poll(60), f"racer {i} did not report round {rnd} in 60 s"
-                status, got = conn.recv()
-                assert status == "ok", got
-                for k, ver in got:
-                    assert ver == versions[k], f"{k!r}: deleted at version {ver}"
-                    assert k not in winners, (
-                        f"round {rnd}: {k!r} deleted by racers {winners[k]} and {i}")
-                    winners[k] = i
-            assert sorted(winners) == keys, (
-                f"round {rnd}: keys nobody deleted: {sorted(set(keys) - set(winners))}")
+            winners_of_round(pipes, rnd, versions, "a compare-and-delete of")
             assert b.exists(*keys) == 0
         for p in cleanup["procs"]:
             p.join(30)
