@@ -278,6 +278,8 @@ cdef int rebuild_class(Store s, uint32_t c) except -1:
 # trylock), then each slab is taken off its class under that class's lock once every
 # chunk is seen free, and its pages are marked unassigned for carve_slab.
 cdef int MOVE_CANDIDATES = 8    # windows compared per move
+cdef int MOVE_SCAN = 64         # windows looked at per move, at most
+cdef int NO_ROOM = 2            # make_room/move_slab: nothing may be evicted, now or later
 cdef int MOVE_SAMPLE = 8        # entries per slab whose stamps date a window
 
 
@@ -389,32 +391,41 @@ cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) e
     above). `holding` is the stripe the caller has locked. Only windows whose sampled
     entries are all older than the stamp `older_than` qualify (0xffffffff: any).
     1 when pages were given back; 0 when no window could be emptied this time (busy
-    stripes, a class reusing its chunks, nothing evictable or old enough)."""
+    stripes, a class reusing its chunks, nothing old enough); NO_ROOM when no window
+    could be (no other class's slab holds only evicting buckets' entries)."""
     cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
     cdef uint64_t need = s.classes[c].slab_pages, p, q, best = 0, off, i, start
     cdef int64_t cost, best_cost = -1
-    cdef int found = 0
+    cdef int found = 0, examined = 0
+    cdef bint possible = False
     cdef uint32_t d
     cdef bk_class *cl
     if pu == 0:
-        return 0
+        return NO_ROOM
     start = s.hdr.move_hand % pu
     p = start
     for q in range(pu):
+        if examined >= MOVE_SCAN:               # bounded work per call: go on from
+            s.hdr.move_hand = p                 # here next time
+            possible = True
+            break
         if s.pagemap[p] != 0 and not (s.pagemap[p] & 0x80):
+            examined += 1
             cost = window_cost(s, p, need, c, pu)
-            if cost > 0 and older_than != 0xffffffff and \
-                    window_youngest(s, p, need) >= older_than:
-                cost = -1                       # fresher than what c would evict
-            if cost >= 0 and (best_cost < 0 or cost < best_cost):
-                best, best_cost = p, cost
+            if cost >= 0:
+                possible = True
+                if cost > 0 and older_than != 0xffffffff and \
+                        window_youngest(s, p, need) >= older_than:
+                    cost = -1                   # fresher than what c would evict
             if cost >= 0:
                 found += 1
+                if best_cost < 0 or cost < best_cost:
+                    best, best_cost = p, cost
                 if found >= MOVE_CANDIDATES or cost == 0:
                     break
         p = (p + 1) % pu
     if best_cost < 0:
-        return 0
+        return 0 if possible else NO_ROOM
     s.hdr.move_hand = best + need               # next time, look further on
     # empty the window's slabs, then give each back
     q = best
@@ -500,7 +511,8 @@ cdef int make_room(Store s, uint32_t c, uint32_t holding) except -1:
     one), or move a slab to c: when c has nothing to evict, or when another class
     holds a slab whose entries are all older than c's oldest sampled (looked for
     about once per 32 chunks that c would otherwise evict).
-    `holding` is the stripe the caller has locked. 1 when something was freed."""
+    `holding` is the stripe the caller has locked. 1 when something was freed, 0
+    when not this time, NO_ROOM when nothing anywhere may be evicted for c."""
     cdef bk_class *cl = &s.classes[c]
     sample = class_sample(s, c)
     if not sample:
@@ -509,7 +521,7 @@ cdef int make_room(Store s, uint32_t c, uint32_t holding) except -1:
     # a move yields a slab's worth of chunks and costs a scan of a few windows: try
     # one about every 32 chunks of c this would otherwise evict
     if cl.dry % (1 + cl.per_slab // 32) == 0 and \
-            move_slab(s, c, holding, <uint32_t>sample[0][0]):
+            move_slab(s, c, holding, <uint32_t>sample[0][0]) == 1:
         return 1
     for stamp, off in sample:
         if evict_entry(s, off, holding):

@@ -297,13 +297,12 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         if tries > 16:
             with nogil:                             # victims' stripes are busy: let
                 usleep(100 * (tries - 16))          # their holders finish
-        if tries > 64:
+        if tries > 64 or make_room(s, c, si) == NO_ROOM:
             st.intent_op = BK_OP_NONE
             raise _err.SegmentFull(
                 f"segment full: nothing evictable found for a {s.classes[c].chunk_size}-"
                 "byte chunk (the memory holds only non-evicting buckets' keys, or the "
                 "ring is full)")
-        make_room(s, c, si)
         # an eviction in this very stripe may have moved or removed our slot
         found = do_find(s, si, h, bidx, k, n, &old_off)
         st.intent_new = 0

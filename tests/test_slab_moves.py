@@ -85,3 +85,20 @@ def test_lru_evicts_what_was_not_read(segname):
     assert hot_left > 0.9 and cold_left < 0.6, (hot_left, cold_left)
     assert s.check() == []
     s.close()
+
+
+def test_nothing_evictable_anywhere_is_segment_full(small):
+    """An lru bucket's write into memory that non-evicting buckets hold entirely is
+    refused (SegmentFull), and the none bucket's keys stay."""
+    keep = small.create_bucket("keep", eviction="none", persist=False)
+    cache = small.create_bucket("cache", persist=False)
+    kept = []
+    with pytest.raises(errors.SegmentFull):
+        for i in range(200_000):
+            keep.set(b"k%06d" % i, b"x" * 100)
+            kept.append(b"k%06d" % i)
+    for size in (100, 5_000, 100_000):
+        with pytest.raises(errors.SegmentFull, match="nothing evictable"):
+            cache.set(b"new", b"y" * size)
+    assert keep.exists(*kept) == len(kept)
+    assert small.check() == []
