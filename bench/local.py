@@ -188,9 +188,10 @@ def bukt_bytes_per_key(n):
         for i in range(n):
             b.set(b"%016d" % i, VALUE)
         st = s.stats()
-        # pages handed out and index slots in use (8 B each at the stripes' 7/8 load)
+        # pages handed out, and the index slots in use at the stripes' 7/8 load, each
+        # with its share of the stripe (slot word, LRU stamp, stripe header)
         data = (st["pages_used"] - before["pages_used"]) * st["page_size"]
-        index = st["index_used"] * 8 / (448 / 512)
+        index = st["index_used"] * (st["index_bytes"] / st["index_slots"]) / (448 / 512)
         return (data + index) / n, st["chunk_bytes"] / n
     finally:
         s.close()
