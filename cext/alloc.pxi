@@ -573,7 +573,7 @@ cdef int evict_in_stripe(Store s, uint32_t si) except -1:
         w = slots[i]
         if w == 0:
             continue
-        off = w & OFF_MASK
+        off = w & BK_OFF_MASK
         e = ENT(s, off)
         if s.bucketv[e.bucket].eviction != 0:
             continue

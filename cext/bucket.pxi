@@ -347,7 +347,7 @@ cdef class Bucket:
             w = bk_load_rlx64(&slots[i])
             if w == 0:
                 continue
-            off = w & OFF_MASK
+            off = w & BK_OFF_MASK
             if off < s.arena_off or off + 32 > s.size:
                 continue
             e = ENT(s, off)
@@ -701,7 +701,7 @@ cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before
             if w == 0:
                 i += 1
                 continue
-            off = w & OFF_MASK
+            off = w & BK_OFF_MASK
             e = ENT(s, off)
             eb = e.bucket
             if bidx >= 0:

@@ -40,7 +40,7 @@ cdef int recount(Store s) except -1:
                 w = slots[i]
                 if w == 0:
                     continue
-                e = ENT(s, w & OFF_MASK)
+                e = ENT(s, w & BK_OFF_MASK)
                 if e.bucket < s.max_buckets:
                     keys[e.bucket] += 1
                     nbytes[e.bucket] += e.klen + e.vlen
@@ -89,7 +89,7 @@ cdef list check_table(Store s):
                 if w == 0:
                     continue
                 count += 1
-                off = w & OFF_MASK
+                off = w & BK_OFF_MASK
                 where = f"stripe {si} slot {i} -> {off}"
                 if off < s.arena_off or off >= s.arena_off + pu * s.page_size:
                     problems.append(f"{where}: outside the pages in use")
@@ -117,7 +117,7 @@ cdef list check_table(Store s):
                 if e.bucket >= s.max_buckets or s.bucketv[e.bucket].state == 0:
                     problems.append(f"{where}: bucket {e.bucket} does not exist")
                 h = entry_hash(s, off)
-                if stripe_of(s, h) != si or tag_of(h) != (w & TAG_MASK):
+                if stripe_of(s, h) != si or tag_of(h) != (w & BK_TAG_MASK):
                     problems.append(f"{where}: key hashes to stripe {stripe_of(s, h)}")
                     continue
                 home = home_of(h)

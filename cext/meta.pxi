@@ -381,7 +381,7 @@ cdef list collect_entries(Store s, uint32_t si):
         w = bk_load_rlx64(&slots[i])
         if w == 0:
             continue
-        off = w & OFF_MASK
+        off = w & BK_OFF_MASK
         if off < s.arena_off or off + 32 > s.size:
             continue
         e = ENT(s, off)
@@ -464,7 +464,7 @@ cdef dict store_stats(Store s):
     chunk_bytes = 0
     for i in range(s.nclasses):
         chunk_bytes += s.classes[i].used * s.classes[i].chunk_size
-    index_bytes = <uint64_t>s.nstripes * STRIPE_BYTES
+    index_bytes = <uint64_t>s.nstripes * BK_STRIPE_BYTES
     head, tail = bk_load_acq64(&h.ring_head), bk_load_acq64(&h.ring_tail)
     totals.update(
         buckets=nb, segment_bytes=s.size, page_size=s.page_size, pages_total=s.npages,
@@ -503,7 +503,7 @@ cdef int expire_cycle(Store s, int64_t now, double budget) except -1:
             w = bk_load_rlx64(&slots[i])
             if w == 0:
                 continue
-            off = w & OFF_MASK
+            off = w & BK_OFF_MASK
             if off < s.arena_off or off + 32 > s.size:
                 continue
             exp = bk_load_rlx_i64(&ENT(s, off).expire_ms)

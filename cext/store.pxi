@@ -1,14 +1,14 @@
 # store.pxi: the segment as an object: create, attach, map, fork, close.
 
-cdef uint32_t SLOTS = 512          # BK_SLOTS_PER_STRIPE, as a Cython constant
-cdef uint32_t SLOT_MASK = 511
-cdef uint64_t TAG_MASK = 0xffff000000000000ULL
-cdef uint64_t OFF_MASK = 0x0000ffffffffffffULL
-cdef int READ_TRIES = 64           # optimistic tries before a reader takes the lock
+# The layout's numbers as C constants (macros of segment.h), so the compiler folds them
+# into the hot path instead of loading module variables
+cdef enum:
+    SLOTS = 512                    # BK_SLOTS_PER_STRIPE
+    SLOT_MASK = 511
+    READ_TRIES = 64                # BK_READ_TRIES: optimistic tries before the lock
 cdef int MIN_CHUNK = 48
 cdef uint32_t REC_HDR = 48         # sizeof(bk_rec)
 cdef uint32_t ENTRY_HDR = 32       # sizeof(bk_entry)
-cdef uint64_t STRIPE_BYTES = 128 + 512 * 8 + 512 * 4  # a stripe's header, slots, stamps
 
 # Fork detection: gunicorn forks workers after the arbiter may have attached. A
 # child needs its own counter row; everything else (the mapping, the locks, which
@@ -55,7 +55,7 @@ cdef class Store:
     cdef char *base
     cdef uint64_t size
     cdef bk_header *hdr
-    cdef char *stripe_base              # nstripes x (header + slots), STRIPE_BYTES each
+    cdef char *stripe_base              # nstripes x (header + slots), BK_STRIPE_BYTES each
     cdef bk_class *classes
     cdef uint8_t *pagemap
     cdef bk_bucket *bucketv
@@ -476,7 +476,7 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
     plan = {}
     plan["stripes_off"] = off
     plan["slots_off"] = off + sizeof(bk_stripe)      # of stripe 0; each stripe's follow it
-    off += nstripes * STRIPE_BYTES
+    off += nstripes * BK_STRIPE_BYTES
     plan["classes_off"] = off; off += BK_MAX_CLASSES * sizeof(bk_class)
     plan["buckets_off"] = off; off = align_to(off + max_buckets * sizeof(bk_bucket), 64)
     plan["procs_off"] = off; off = align_to(off + max_procs * sizeof(bk_proc), 64)
@@ -585,7 +585,7 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):
         raise OSError("pthread_mutex_init failed")
     for i in range(h.nstripes):
-        if bk_lock_init(&(<bk_stripe *>(s.base + h.stripes_off + i * STRIPE_BYTES)).lock):
+        if bk_lock_init(&(<bk_stripe *>(s.base + h.stripes_off + i * BK_STRIPE_BYTES)).lock):
             raise OSError("pthread_mutex_init failed")
     cdef bk_class *cl = <bk_class *>(s.base + h.classes_off)
     classes = plan["classes"]

@@ -24,19 +24,19 @@ cdef inline bint logs(Store s, bk_bucket *b) noexcept nogil:
 
 
 cdef inline bk_stripe *STRIPE(Store s, uint32_t si) noexcept nogil:
-    return <bk_stripe *>(s.stripe_base + <uint64_t>si * STRIPE_BYTES)
+    return <bk_stripe *>(s.stripe_base + <uint64_t>si * BK_STRIPE_BYTES)
 
 
 cdef inline uint64_t *SLOTS_OF(Store s, uint32_t si) noexcept nogil:
     # a stripe's slots follow its header, so the seq a reader samples and the slots
     # it probes share a page: one TLB miss where two regions would cost two
-    return <uint64_t *>(s.stripe_base + <uint64_t>si * STRIPE_BYTES + 128)
+    return <uint64_t *>(s.stripe_base + <uint64_t>si * BK_STRIPE_BYTES + 128)
 
 
 cdef inline uint32_t *STAMPS_OF(Store s, uint32_t si) noexcept nogil:
     # the LRU stamps, one per slot, after the slots: a reader writes only here, never
     # into a chunk (a stale chunk offset may point into a page that changed class)
-    return <uint32_t *>(s.stripe_base + <uint64_t>si * STRIPE_BYTES + 128 + SLOTS * 8)
+    return <uint32_t *>(s.stripe_base + <uint64_t>si * BK_STRIPE_BYTES + 128 + SLOTS * 8)
 
 
 cdef inline void tick_lru(Store s, int64_t now) noexcept nogil:
@@ -98,8 +98,8 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
             w = bk_load_rlx64(&slots[i])
             if w == 0:
                 break
-            if (w & TAG_MASK) == tag:
-                o = w & OFF_MASK
+            if (w & BK_TAG_MASK) == tag:
+                o = w & BK_OFF_MASK
                 if o >= lo and o + 32 + n <= limit:
                     e = ENT(s, o)
                     if bk_load_rlx32(&e.klen) == n and bk_load_rlx16(&e.bucket) == bidx \
@@ -157,8 +157,8 @@ cdef int do_find(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char *k,
         if w == 0:
             off_out[0] = 0
             return -1 - <int>i
-        if (w & TAG_MASK) == tag:
-            off = w & OFF_MASK
+        if (w & BK_TAG_MASK) == tag:
+            off = w & BK_OFF_MASK
             e = ENT(s, off)
             if e.bucket == bidx and e.klen == n and memcmp(EKEY(s, off), k, n) == 0:
                 off_out[0] = off
@@ -177,7 +177,7 @@ cdef int find_offset(Store s, uint32_t si, uint64_t h, uint64_t off) noexcept:
         w = slots[i]
         if w == 0:
             return -1
-        if (w & OFF_MASK) == off:
+        if (w & BK_OFF_MASK) == off:
             return <int>i
         i = (i + 1) & SLOT_MASK
     return -1
@@ -197,7 +197,7 @@ cdef void do_shift(Store s, uint32_t si, uint32_t hole) noexcept:
         w = slots[j]
         if w == 0:
             break
-        home = home_of(entry_hash(s, w & OFF_MASK))
+        home = home_of(entry_hash(s, w & BK_OFF_MASK))
         # w may fill the hole unless its home lies cyclically in (hole, j]
         if ((j - home) & SLOT_MASK) >= ((j - hole) & SLOT_MASK):
             stamps[hole] = stamps[j]            # the stamp moves with its key
@@ -402,11 +402,11 @@ cdef int debug_check_stripe(Store s, uint32_t si) except -1:
         if w == 0:
             continue
         count += 1
-        e = ENT(s, w & OFF_MASK)
+        e = ENT(s, w & BK_OFF_MASK)
         if (e.flags & (BK_E_USED | BK_E_PENDING)) != BK_E_USED:
             raise AssertionError(f"stripe {si} slot {i}: chunk flags {e.flags:#x}")
-        h = entry_hash(s, w & OFF_MASK)
-        if stripe_of(s, h) != si or tag_of(h) != (w & TAG_MASK):
+        h = entry_hash(s, w & BK_OFF_MASK)
+        if stripe_of(s, h) != si or tag_of(h) != (w & BK_TAG_MASK):
             raise AssertionError(f"stripe {si} slot {i}: key hashes elsewhere")
         j = home_of(h)
         while j != i and slots[j] != 0:
@@ -442,7 +442,7 @@ cdef int free_if_orphan(Store s, uint32_t si, uint64_t off) except -1:
         if stripe_of(s, entry_hash(s, off)) != si:
             return 0
     for i in range(SLOTS):
-        if (slots[i] & OFF_MASK) == off and slots[i] != 0:
+        if (slots[i] & BK_OFF_MASK) == off and slots[i] != 0:
             return 0
     chunk_free(s, off)
     return 1
@@ -459,7 +459,7 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
     cdef uint64_t cur = 0
     cdef bk_entry *e
     if st.intent_slot < SLOTS:
-        cur = slots[st.intent_slot] & OFF_MASK
+        cur = slots[st.intent_slot] & BK_OFF_MASK
     if op == BK_OP_SET:
         if st.intent_new and cur == st.intent_new:          # published: complete it
             if r != NULL:

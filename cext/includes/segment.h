@@ -29,7 +29,11 @@
 #define BK_SLOTS_PER_STRIPE 512u            /* 4 KiB of slot words per stripe */
 #define BK_STRIPE_MAX_LOAD  448u            /* 7/8: probe chains stay short */
 #define BK_OFF_MASK     0x0000ffffffffffffULL
+#define BK_TAG_MASK     0xffff000000000000ULL
 #define BK_TAG_SHIFT    48
+#define BK_STRIPE_BYTES (128u + BK_SLOTS_PER_STRIPE * 8u + BK_SLOTS_PER_STRIPE * 4u)
+                                            /* header, slot words, LRU stamps */
+#define BK_READ_TRIES   64                  /* optimistic tries before a reader locks */
 
 #define BK_NAME_MAX     64
 #define BK_MAX_TOKENS   16
