@@ -69,7 +69,7 @@ def wait_port(port, timeout=10.0):
 
 
 def start_bukt(instance, variant, workers):
-    """variant: "uvloop" or "asyncio", "+py" for the Python frame loop instead of the
+    """variant: "epoll", "uvloop" or "asyncio", "+py" for the Python frame loop instead of the
     compiled one (bukt/_wire.pyx)."""
     port = free_port()
     loop, _, py = variant.partition("+")
@@ -131,14 +131,19 @@ def loadgen(proto, port, seconds, keys, prefill=False, **kw):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--loops", default="uvloop,uvloop+py,asyncio",
-                    help="server variants: uvloop, asyncio; +py: the Python frame loop")
+    ap.add_argument("--loops", default="epoll,uvloop,uvloop+py,asyncio",
+                    help="server variants: epoll, uvloop, asyncio; +py: the Python frame loop")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--workloads", default=",".join(w for w, _ in WORKLOADS),
+                    help="a comma-separated subset of: " + ", ".join(w for w, _ in WORKLOADS))
     args = ap.parse_args()
+    workloads = [(w, kw) for w, kw in WORKLOADS if w in args.workloads.split(",")]
+    if not workloads:
+        ap.error(f"--workloads names none of: {', '.join(w for w, _ in WORKLOADS)}")
     build_loadgen()
 
     instance = f"bench-{uuid.uuid4().hex[:8]}"
@@ -162,7 +167,7 @@ def main():
                 loadgen(proto, port, 1, args.keys, prefill=True)  # one segment: fill once
         results = {}
         for _ in range(args.repeat):
-            for wname, kw in WORKLOADS:
+            for wname, kw in workloads:
                 for name, proto, port, proc in servers:
                     pids = server_pids(proc)
                     cpu = cpu_seconds(pids)
@@ -172,7 +177,7 @@ def main():
         print("| workload | server | ops/s | p50 µs | p99 µs | vs Redis ops/s "
               "| server CPU µs/op |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
-        for wname, _ in WORKLOADS:
+        for wname, _ in workloads:
             base = results.get((wname, "redis"))
             base_ops = statistics.median(r["ops_per_s"] for r in base) if base else None
             for name, _, _, _ in servers:

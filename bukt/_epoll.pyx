@@ -20,6 +20,14 @@ position passes the write's ring position (bukt/tcp/durability.py, RingPositions
 waiting responses of the whole worker form one FIFO by position; while it is not empty
 the loop polls the flushed position every millisecond and releases every response it
 has passed (group commit), or answers WRITER_DOWN past the deadline.
+
+RING FULL. The worker never waits for room in the change ring inside the loop (the
+store's ring_wait is 0): a request that finds the ring full parks its connection
+(bukt/tcp/session.py, RING FULL). The frame stays first in the connection's buffer,
+nothing more is read from that peer (its order is kept), and the loop tries the frame
+again every millisecond, as the core would have, until the configured ring_wait has
+passed since it first parked; then it answers RING_FULL and goes on with the next
+frame. Every other connection is served meanwhile.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
@@ -77,8 +85,17 @@ cdef char rbuf[RBUF]
 cdef double LINGER = 0.2       # as in bukt/tcp/connection.py
 cdef double LINGER_MAX = 5.0
 
-STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL = range(5)
+STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
+cdef double RETRY = 0.001      # seconds between attempts of a parked request
 _LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
+
+
+def _ring_full(buf, pos, wait):
+    """The RING_FULL answer to the frame at buf[pos:] after `wait` seconds parked."""
+    rid = int.from_bytes(buf[pos + 5:pos + 13], "big")
+    return _P.encode_error(rid, _errors.RingFull(
+        f"change ring full for {wait:g} s: the writer process is down or behind; the "
+        "write was not applied. Check `bukt status`."))
 
 
 cdef class Conn:
@@ -94,6 +111,8 @@ cdef class Conn:
     cdef bint peer_eof
     cdef bint processing
     cdef bint counted           # holds a max_connections slot
+    cdef bint parked            # its first frame waits for room in the change ring
+    cdef double park_until      # when that wait ends with RING_FULL (0: none)
     cdef double last_active
     cdef double finish_started
 
@@ -104,13 +123,16 @@ cdef class Loop:
     cdef int listen_fd
     cdef dict conns
     cdef set lingering
+    cdef set parked              # connections waiting for room in the change ring
     cdef object waiters          # deque of (pos, deadline, conn, response, rid)
     cdef object store, settings, admin_hash, durable
     cdef Py_ssize_t max_frame, high_water
     cdef int max_connections, max_inflight, active
     cdef bint stopping
+    cdef object ring_wait        # seconds a request may park (None: the store waits)
+    cdef double next_retry
 
-    def __init__(self, sock, store, settings, admin_hash, durable):
+    def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
         self.sock = sock
         self.listen_fd = sock.fileno()
         self.store, self.settings = store, settings
@@ -121,6 +143,9 @@ cdef class Loop:
         self.max_inflight = settings.max_inflight
         self.conns = {}
         self.lingering = set()
+        self.parked = set()
+        self.ring_wait = ring_wait
+        self.next_retry = 0
         self.waiters = _collections.deque()
         self.active = 0
         self.stopping = False
@@ -157,7 +182,8 @@ cdef class Loop:
                     self._begin_shutdown()
                 if not self.conns or _time.monotonic() >= deadline:
                     break
-            timeout = 1 if self.waiters else (50 if self.lingering or self.stopping else 200)
+            timeout = 1 if self.waiters or self.parked else (
+                50 if self.lingering or self.stopping else 200)
             with nogil:
                 n = epoll_wait(self.epfd, events, MAXEV, timeout)
             if n < 0:
@@ -189,6 +215,8 @@ cdef class Loop:
                     self._close(conn)
             if self.waiters:
                 self._settle()
+            if self.parked:
+                self._retry_parked()
             if self.lingering:
                 self._check_linger()
             if idle > 0 and _time.monotonic() >= next_sweep:
@@ -225,6 +253,7 @@ cdef class Loop:
             self.active += 1
             c.session = Session(self.store, admin_hash=self.admin_hash,
                                 max_frame=self.max_frame, durable=self.durable)
+            c.session.park_ring_full = self.ring_wait is not None
 
     cdef _read(self, Conn c):
         cdef ssize_t r
@@ -253,8 +282,8 @@ cdef class Loop:
         """Handles the whole frames of c.buf that flow control allows."""
         cdef list out = []
         cdef Py_ssize_t pos = 0, size = len(c.buf)
-        if c.processing or c.fd < 0 or c.session is None:
-            return
+        if c.processing or c.parked or c.fd < 0 or c.session is None:
+            return  # (a parked connection is tried again by _retry_parked)
         c.processing = True
         c.stalled = False
         try:
@@ -264,8 +293,21 @@ cdef class Loop:
                     break
                 pos, why = _run(c.buf, size, pos, c.session, self.max_frame, out,
                                 self.high_water)
+                if c.park_until and (pos or why != STOP_PARK):
+                    c.park_until = 0  # the parked frame went through
                 d = out.pop() if why == STOP_DEFERRED else None
-                if why == STOP_FATAL:
+                if why == STOP_PARK:
+                    now = _time.monotonic()
+                    if not c.park_until:
+                        c.park_until = now + self.ring_wait
+                    if now < c.park_until:
+                        c.parked = True
+                        self.parked.add(c)
+                    else:  # waited long enough: RING_FULL, and on to the next frame
+                        c.park_until = 0
+                        out.append(_ring_full(c.buf, pos, self.ring_wait))
+                        pos += int.from_bytes(c.buf[pos:pos + 4], "big")
+                elif why == STOP_FATAL:
                     length = int.from_bytes(c.buf[pos:pos + 4], "big")
                     try:
                         _P.check_length(length, self.max_frame)
@@ -283,7 +325,7 @@ cdef class Loop:
                     self._send(c)
                 if d is not None:
                     self._defer(c, d)
-                if why == STOP_PARTIAL:
+                if why == STOP_PARTIAL or c.parked:
                     break
                 if c.fd < 0:
                     break
@@ -325,7 +367,7 @@ cdef class Loop:
         cdef uint32_t want = 0
         if c.fd < 0:
             return
-        if c.lingering or (not c.draining and len(c.outbuf) < self.high_water
+        if c.lingering or (not c.draining and not c.parked and len(c.outbuf) < self.high_water
                            and c.inflight < self.max_inflight):
             want |= EPOLLIN
         if c.outbuf:
@@ -364,12 +406,26 @@ cdef class Loop:
                 (<Conn>c).outbuf += response
                 self._flush(c)
 
+    # -- requests parked on a full change ring -------------------------------------------
+
+    cdef _retry_parked(self):
+        now = _time.monotonic()
+        if now < self.next_retry:
+            return
+        self.next_retry = now + RETRY
+        for conn in list(self.parked):
+            c = <Conn>conn
+            self.parked.discard(c)
+            c.parked = False
+            if c.fd >= 0:
+                self._process(c)  # goes on, or parks again
+
     # -- closing -------------------------------------------------------------------------
 
     cdef _maybe_finish(self, Conn c):
         """Once draining and every answer is out: half-close and linger."""
         if (not c.draining or c.lingering or c.fd < 0 or c.inflight or c.outbuf
-                or c.stalled):
+                or c.stalled or c.parked):
             return
         if c.peer_eof:
             self._close(c)  # both directions done: nothing can be unread
@@ -393,6 +449,8 @@ cdef class Loop:
             return
         self.conns.pop(c.fd, None)
         self.lingering.discard(c)
+        self.parked.discard(c)
+        c.parked = False
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, c.fd, NULL)
         close(c.fd)
         c.fd = -1

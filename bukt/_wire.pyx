@@ -12,7 +12,9 @@ module depends on nothing in cext/: it calls the store through its Python API.
 handles whole frames of buf[pos:size], appending each response (bytes) or Deferred to
 `out`, and stops at the first of: an incomplete frame (STOP_PARTIAL), a bad Length
 (STOP_FATAL, pos at that frame), QUIT (STOP_QUIT), a Deferred (STOP_DEFERRED: flow
-control must look), `out_limit` bytes of responses gathered (STOP_FULL). Everything
+control must look), `out_limit` bytes of responses gathered (STOP_FULL), a request that
+must wait for room in the change ring (STOP_PARK, pos at that frame, which is left in
+the buffer to be handled again: bukt/tcp/session.py, RING FULL). Everything
 else (flow control, writing, closing) stays with the Python caller.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -21,7 +23,7 @@ from libc.string cimport memcpy
 
 from . import errors as _errors
 from . import protocol as _P
-from .tcp.session import internal_error as _internal_error
+from .tcp.session import PARK as _PARK, internal_error as _internal_error
 
 cdef enum:
     HDR = 13
@@ -31,6 +33,7 @@ STOP_FATAL = 1
 STOP_QUIT = 2
 STOP_DEFERRED = 3
 STOP_FULL = 4
+STOP_PARK = 5
 
 cdef int READ = 1
 cdef int WRITE = 2
@@ -159,6 +162,10 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
         if command == 2 and perms & READ:
             try:
                 result = fast_get(bucket, rid, b + HDR, length - HDR)
+            except _errors.RingFull as exc:  # a single-read key not consumed
+                if session.park_ring_full:
+                    return pos, STOP_PARK
+                result = _P.encode_error(rid, exc)
             except _errors.BuktError as exc:
                 result = _P.encode_error(rid, exc)
             except Exception as exc:
@@ -166,6 +173,10 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
         elif command == 1 and perms & WRITE:
             try:
                 result = finish(rid, fast_set(bucket, rid, b + HDR, length - HDR), command)
+            except _errors.RingFull as exc:  # not applied: tried again later
+                if session.park_ring_full:
+                    return pos, STOP_PARK
+                result = _P.encode_error(rid, exc)
             except _errors.BuktError as exc:
                 result = _P.encode_error(rid, exc)
             except Exception as exc:
@@ -173,6 +184,8 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
         if result is None:
             # SLOW PATH: everything else, and refusals, through the Python session.
             result = handle(command, rid, buf, pos + HDR, pos + length)
+            if result is _PARK:
+                return pos, STOP_PARK  # the frame stays: it is handled again
             perms = session.perms
             bucket = session.bucket
         pos += length

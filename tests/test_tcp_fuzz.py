@@ -69,6 +69,7 @@ class FakeWorker:
         self.store = store
         self.admin_hash = None
         self.durable = None
+        self.ring_wait = None  # the store waits for ring room itself (bukt/tcp/worker.py)
         self.loop = asyncio.new_event_loop()
         self.connections = set()
         self.stopping = False

@@ -13,6 +13,11 @@ FLOW CONTROL. A connection stops being read (`transport.pause_reading`) while
 and resumes when both fall back. Frames already buffered wait in the buffer; TCP's
 window does the rest, so a client that never reads costs a bounded amount of memory.
 
+RING FULL. A request that finds the change ring full parks the connection
+(bukt/tcp/session.py): its frame stays first in the buffer, reading pauses, and it is
+tried again every RETRY seconds until the worker's ring_wait has passed since it first
+parked; then it is answered RING_FULL and the next frames go on.
+
 CLOSING. A connection ends by QUIT, a bad Length, the peer's EOF, or the worker's
 shutdown (`drain()`). In each case the requests already read are answered, then the
 server half-closes (write_eof): the peer reads every response, then EOF. Whatever it
@@ -29,7 +34,7 @@ import struct
 
 from .. import errors
 from .. import protocol as P
-from .session import Deferred, Session
+from .session import PARK, Deferred, Session
 
 log = logging.getLogger("bukt.tcp")
 
@@ -40,7 +45,7 @@ try:
 except ImportError:
     _wire = None
 
-STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL = range(5)
+STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
 
 
 def run_py(buf, size, pos, session, max_frame, out, out_limit):
@@ -56,6 +61,8 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
             return pos, STOP_PARTIAL
         _, command, rid = _HEADER.unpack_from(buf, pos)
         result = handle(command, rid, buf, pos + _HDR_SIZE, pos + length)
+        if result is PARK:
+            return pos, STOP_PARK
         pos += length
         out.append(result)
         if result.__class__ is not bytes:
@@ -71,6 +78,15 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
 LINGER = 0.2       # seconds of silence after the half-close before the socket is closed
 LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off after this
+RETRY = 0.001      # seconds between attempts of a request parked on a full change ring
+
+
+def ring_full_frame(buf, pos, wait):
+    """The RING_FULL answer to the frame at buf[pos:] after `wait` seconds parked."""
+    rid = int.from_bytes(buf[pos + 5:pos + 13], "big")
+    return P.encode_error(rid, errors.RingFull(
+        f"change ring full for {wait:g} s: the writer process is down or behind; the "
+        "write was not applied. Check `bukt status`."))
 
 
 class Connection(asyncio.Protocol):
@@ -81,6 +97,10 @@ class Connection(asyncio.Protocol):
         self.max_inflight = s.max_inflight
         self.session = Session(worker.store, admin_hash=worker.admin_hash,
                                max_frame=s.max_frame, durable=worker.durable)
+        self.ring_wait = worker.ring_wait
+        self.session.park_ring_full = self.ring_wait is not None
+        self.park_until = 0.0      # a parked request is answered RING_FULL then (0: none)
+        self.parked = False        # the first frame of buf waits for ring room
         self._run = run_py if _wire is None or not worker.settings.compiled else _wire.run
         self._high_water = s.write_high_water
         self._loop = worker.loop
@@ -131,7 +151,8 @@ class Connection(asyncio.Protocol):
             buf += data
         else:
             self.buf = buf = bytearray(data)
-        self._process()
+        if not self.parked:  # else its timer goes on (read before the pause took hold)
+            self._process()
 
     def eof_received(self):
         self.peer_eof = True
@@ -160,6 +181,8 @@ class Connection(asyncio.Protocol):
         Length, or the end of the whole frames. No callback can run inside `run` (it
         never writes), so flow control checked between its batches is checked in time.
         """
+        if self.parked:
+            return  # its timer tries again (_retry)
         buf = self.buf
         size = len(buf)
         pos = 0
@@ -175,8 +198,21 @@ class Connection(asyncio.Protocol):
                     break
                 pos, why = self._run(buf, size, pos, session, self.max_frame, out,
                                      self._high_water)
+                if self.park_until and (pos or why != STOP_PARK):
+                    self.park_until = 0.0  # the parked frame went through
                 if why == STOP_PARTIAL:
                     break
+                if why == STOP_PARK:
+                    now = self._loop.time()
+                    if not self.park_until:
+                        self.park_until = now + self.ring_wait
+                    if now < self.park_until:
+                        self._park()
+                        break
+                    self.park_until = 0.0  # waited long enough: RING_FULL, go on
+                    out.append(ring_full_frame(buf, pos, self.ring_wait))
+                    pos += int.from_bytes(buf[pos:pos + 4], "big")
+                    continue
                 if why == STOP_FATAL:
                     self._fatal(out, int.from_bytes(buf[pos:pos + 4], "big"))
                     return
@@ -214,6 +250,22 @@ class Connection(asyncio.Protocol):
         self.draining = True
         self._maybe_finish()
 
+    # -- requests parked on a full change ring -------------------------------------------
+
+    def _park(self):
+        self.parked = True
+        self._pause()
+        self._loop.call_later(RETRY, self._retry)
+
+    def _retry(self):
+        self.parked = False
+        if self.closed:
+            return
+        self._process()  # goes on, or parks again
+        if not self.parked:
+            self._maybe_resume()
+            self._maybe_finish()
+
     # -- deferred responses (durability waits) ------------------------------------------
 
     def _defer(self, d: Deferred):
@@ -245,7 +297,8 @@ class Connection(asyncio.Protocol):
 
     def _maybe_resume(self):
         if (self.read_paused and not self.write_paused and not self.draining
-                and self.deferred < self.max_inflight and not self.closed):
+                and not self.parked and self.deferred < self.max_inflight
+                and not self.closed):
             self.read_paused = False
             self.transport.resume_reading()
 
@@ -254,7 +307,7 @@ class Connection(asyncio.Protocol):
     def _maybe_finish(self):
         """Once draining and every answer is out: half-close and linger (docstring)."""
         if (not self.draining or self.finishing or self.closed or self.deferred
-                or self.stalled):
+                or self.stalled or self.parked):
             return
         self.finishing = True
         self.buf = bytearray()

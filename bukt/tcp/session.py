@@ -9,6 +9,19 @@ FAST PATH: GET and SET are parsed inline with struct.unpack_from straight out of
 receive buffer and answered without going through the generic codec.
 SLOW PATH: every other command decodes its payload with bukt.protocol's layout tables.
 
+RING FULL: a write to a persisted bucket needs room in the change ring, which the writer
+process drains. The core can wait for room itself (store.ring_wait), but that blocks the
+thread, and a worker's thread is the event loop of all its connections. So the worker
+sets store.ring_wait to 0 and `park_ring_full`: a command whose attempt failed with
+RingFull and changed nothing (RETRY_SAFE: one record, undone by the core) returns PARK
+instead of an error, and the connection keeps that frame, reads nothing more from that
+peer (its order is kept) and tries it again on a timer, until the worker's ring_wait
+has passed; then it answers RING_FULL. Commands that write several records (MSET, a
+DELETE of several keys, FLUSH, bucket and token administration) are parked before they
+start while the ring has no room for them (`_ring_room`); if the ring still fills under
+them (other processes write too), they answer RING_FULL at once, as the core would:
+some of their records may be applied.
+
 DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
 record is on disk (design.md, invariant 7). `durable(session)` is called after every
 successful write and returns None (acknowledge now) or an awaitable that completes when
@@ -53,6 +66,34 @@ WRITES = frozenset(c for c, p in NEEDS.items() if p == WRITE) | {C.FLUSH}
 # Commands the session answers itself (permissions checked in the handler).
 OPEN = frozenset({C.AUTH, C.PING, C.QUIT})
 BUCKET_ADMIN = frozenset({C.BUCKET_CREATE, C.BUCKET_DROP, C.BUCKET_LIST, C.BUCKET_INFO})
+# One record at most, and nothing changed when the core raises RingFull: tried again.
+RETRY_SAFE = frozenset({C.SET, C.GET, C.DELETE, C.INCR, C.DECR, C.GETDEL, C.EXPIRE,
+                        C.PERSIST})
+# Several records, or changes before the record: parked first while the ring is full.
+ROOM_FIRST = frozenset({C.MSET, C.DELETE, C.FLUSH, C.BUCKET_CREATE, C.BUCKET_DROP,
+                        C.TOKEN_CREATE, C.TOKEN_REVOKE})
+
+
+class _Park:
+    """The answer of a request that must wait for room in the change ring (docstring)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "PARK"
+
+
+PARK = _Park()
+
+# Records the core appends for an administrative command (cext/meta.pxi reserves room for
+# one record with a 512-byte body), times two for the worst padding at the ring's wrap.
+_REC_HEADER = 48
+_META_NEED = 2 * 2 * (_REC_HEADER + 512)
+
+
+def _rec(n: int) -> int:
+    """The ring room a record of n key+value bytes needs, counting the wrap (ring.pxi)."""
+    return 2 * ((_REC_HEADER + n + 7) & ~7)
 
 
 class Deferred:
@@ -102,7 +143,7 @@ def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
 
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
-                 "perms", "persist", "admin", "closing", "_handlers")
+                 "perms", "persist", "admin", "closing", "park_ring_full", "_handlers")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
                  max_frame: int = P.DEFAULT_MAX_FRAME, durable=None):
@@ -116,6 +157,7 @@ class Session:
         self.persist = False          # the bucket is logged: its writes may wait (durable)
         self.admin = False            # an admin session (AUTH with the admin token)
         self.closing = False          # QUIT: close once this response is out
+        self.park_ring_full = False   # RingFull -> PARK (RING FULL in the docstring)
         self._handlers = {c: getattr(self, "_" + c.name.lower()) for c in P.Command
                           if c not in (C.GET, C.SET)}
 
@@ -141,14 +183,45 @@ class Session:
             if need is not None and not perms & need:
                 self._refuse(command)
             fields = P.decode_payload(P.REQUEST[command], bytes(buf[start:end]))
+            if (command in ROOM_FIRST and self.park_ring_full
+                    and not self._ring_room(command, fields)):
+                return PARK
             response = self._handlers[command](rid, **fields)
             if command in WRITES:
                 return self._finish_write(rid, response, command)
             return response
+        except errors.RingFull as exc:
+            if self.park_ring_full and command in RETRY_SAFE and (
+                    command != C.DELETE or self._one_key(buf, start, end)):
+                return PARK
+            return P.encode_error(rid, exc)
         except errors.BuktError as exc:
             return P.encode_error(rid, exc)
         except Exception as exc:  # a bug, or the core raising something unexpected
             return internal_error(command, rid, exc)
+
+    @staticmethod
+    def _one_key(buf, start, end) -> bool:
+        """A DELETE payload (u32 count, then keys) names one key."""
+        return end - start >= 4 and _u32.unpack_from(buf, start)[0] == 1
+
+    def _ring_room(self, command, fields) -> bool:
+        """Whether the ring has room now for what `command` will append (module
+        docstring, RING FULL). Always True for a bucket that is not logged."""
+        limits = self.store.limits
+        if command in (C.BUCKET_CREATE, C.BUCKET_DROP, C.TOKEN_CREATE, C.TOKEN_REVOKE):
+            need = _META_NEED
+        elif not self.persist:
+            return True
+        elif command == C.MSET:
+            need = sum(_rec(len(k) + len(v)) for k, v in fields["items"])
+        elif command == C.DELETE:
+            need = sum(_rec(len(k)) for k in fields["keys"])
+        else:  # FLUSH: one record's room; a flush larger than the ring goes in parts
+            need = _rec(limits["max_key"])
+        tail, head, _ = self.store.ring_position()
+        # More than the ring holds goes once the ring is half empty, in parts as it drains.
+        return head - tail + min(need, limits["ring_size"] // 2) <= limits["ring_size"]
 
     def _refuse(self, command):
         if self.bucket is None and not self.admin:

@@ -7,6 +7,12 @@ workers, and a worker that dies takes only its own socket and connections with i
 SIGTERM (or SIGINT): close the listening socket (stop accepting), stop reading every
 connection, answer what has already been read, wait for deferred (durable) responses,
 close, exit 0. Whatever is still open after `shutdown_timeout` is aborted.
+
+A worker never waits inside its loop: not for durability (bukt/tcp/durability.py), and
+not for room in the change ring. It sets the store's ring_wait to 0 and keeps the
+configured wait (limits.ring_wait_ms, from the segment) as `ring_wait`: a request that
+finds the ring full parks its connection and is tried again on a timer until then
+(bukt/tcp/session.py, RING FULL).
 """
 from __future__ import annotations
 
@@ -73,6 +79,10 @@ class Worker:
                                    ("last_pos", "ring_position", "writer_info")):
             durable = RingDurability(store)
         self.durable = durable
+        # Room in the change ring is waited for by parking the connection, not here.
+        self.ring_wait = getattr(store, "ring_wait", None)
+        if self.ring_wait is not None:
+            store.ring_wait = 0.0
         self.connections: set[Connection] = set()
         self.stopping = False
         self.loop = None
@@ -84,7 +94,8 @@ class Worker:
             durable = self.durable
             if isinstance(durable, RingDurability):
                 durable = RingPositions(self.store, durable.timeout)
-            _epoll.Loop(self.sock, self.store, self.settings, self.admin_hash, durable).run()
+            _epoll.Loop(self.sock, self.store, self.settings, self.admin_hash, durable,
+                        self.ring_wait).run()
             return 0
         self.loop = loop = new_loop(self.settings.loop)
         asyncio.set_event_loop(loop)
