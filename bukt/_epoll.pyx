@@ -10,7 +10,9 @@ bench/tcp.py it spends 13-23% less CPU per request than uvloop (bukt/tcp/__init_
 ONE THREAD, LEVEL-TRIGGERED. Each readable connection is read once per wakeup into a
 fixed 256 KiB buffer; its whole frames are answered by `_wire.run`; responses are sent
 at once, and what the kernel does not take waits in the connection's output buffer for
-EPOLLOUT. A connection's interest set is recomputed after every change (`_update`):
+EPOLLOUT. The worker has no other thread, so the loop keeps the GIL across epoll_wait,
+recv and send (releasing and taking it back cost about a tenth of the loop's own CPU
+per request on one connection); a signal still interrupts epoll_wait (EINTR). A connection's interest set is recomputed after every change (`_update`):
 EPOLLIN only while it may be read (not draining, output below the high-water mark,
 fewer than max_inflight responses waiting for durability), EPOLLOUT only while output
 waits.
@@ -29,14 +31,15 @@ again every millisecond, as the core would have, until the configured ring_wait 
 passed since it first parked; then it answers RING_FULL and goes on with the next
 frame. Every other connection is served meanwhile.
 """
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
 
 import collections as _collections
 import signal as _signal
-import time as _time
 
 from . import errors as _errors
 from . import protocol as _P
@@ -75,6 +78,21 @@ cdef extern from "<netinet/tcp.h>":
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    enum:
+        CLOCK_MONOTONIC
+
+
+cdef inline double monotonic() noexcept nogil:
+    """time.monotonic() (the same clock), without a Python call."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 cdef enum:
     RBUF = 262144
@@ -130,6 +148,7 @@ cdef class Loop:
     cdef int max_connections, max_inflight, active
     cdef bint stopping
     cdef object ring_wait        # seconds a request may park (None: the store waits)
+    cdef list out                # responses of one _process; reused, always left empty
     cdef double next_retry
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
@@ -144,6 +163,7 @@ cdef class Loop:
         self.conns = {}
         self.lingering = set()
         self.parked = set()
+        self.out = []
         self.ring_wait = ring_wait
         self.next_retry = 0
         self.waiters = _collections.deque()
@@ -168,7 +188,7 @@ cdef class Loop:
         cdef int n, i, fd, timeout
         cdef uint32_t ev
         cdef double idle = self.settings.idle_timeout
-        cdef double next_sweep = _time.monotonic() + 1.0
+        cdef double next_sweep = monotonic() + 1.0
         cdef double deadline = 0
         _signal.signal(_signal.SIGTERM, self.stop)
         _signal.signal(_signal.SIGINT, self.stop)
@@ -178,14 +198,13 @@ cdef class Loop:
             PyErr_CheckSignals()
             if self.stopping:
                 if deadline == 0:
-                    deadline = _time.monotonic() + self.settings.shutdown_timeout
+                    deadline = monotonic() + self.settings.shutdown_timeout
                     self._begin_shutdown()
-                if not self.conns or _time.monotonic() >= deadline:
+                if not self.conns or monotonic() >= deadline:
                     break
             timeout = 1 if self.waiters or self.parked else (
                 50 if self.lingering or self.stopping else 200)
-            with nogil:
-                n = epoll_wait(self.epfd, events, MAXEV, timeout)
+            n = epoll_wait(self.epfd, events, MAXEV, timeout)
             if n < 0:
                 if errno == EINTR:
                     PyErr_CheckSignals()  # runs the Python handler: stop()
@@ -219,8 +238,8 @@ cdef class Loop:
                 self._retry_parked()
             if self.lingering:
                 self._check_linger()
-            if idle > 0 and _time.monotonic() >= next_sweep:
-                next_sweep = _time.monotonic() + min(1.0, idle / 4)
+            if idle > 0 and monotonic() >= next_sweep:
+                next_sweep = monotonic() + min(1.0, idle / 4)
                 self._sweep(idle)
         for conn in list(self.conns.values()):
             self._close(conn)
@@ -240,7 +259,7 @@ cdef class Loop:
             c.fd = fd
             c.buf = bytearray()
             c.outbuf = bytearray()
-            c.last_active = _time.monotonic()
+            c.last_active = monotonic()
             c.events = EPOLLIN
             self.conns[fd] = c
             self._ctl(EPOLL_CTL_ADD, fd, EPOLLIN)
@@ -257,13 +276,13 @@ cdef class Loop:
 
     cdef _read(self, Conn c):
         cdef ssize_t r
-        with nogil:
-            r = recv(c.fd, rbuf, RBUF, 0)
+        cdef Py_ssize_t n
+        r = recv(c.fd, rbuf, RBUF, 0)
         if r < 0:
             if errno != EAGAIN and errno != EINTR:
                 self._close(c)
             return
-        c.last_active = _time.monotonic()
+        c.last_active = monotonic()
         if r == 0:
             c.peer_eof = True
             if c.lingering:
@@ -275,12 +294,14 @@ cdef class Loop:
             return
         if c.lingering or c.draining:
             return  # closing: what arrives now is not a request we will answer
-        c.buf += PyBytes_FromStringAndSize(rbuf, r)
+        n = PyByteArray_GET_SIZE(c.buf)
+        PyByteArray_Resize(c.buf, n + r)
+        memcpy(PyByteArray_AS_STRING(c.buf) + n, rbuf, r)
         self._process(c)
 
     cdef _process(self, Conn c):
         """Handles the whole frames of c.buf that flow control allows."""
-        cdef list out = []
+        cdef list out = self.out
         cdef Py_ssize_t pos = 0, size = len(c.buf)
         if c.processing or c.parked or c.fd < 0 or c.session is None:
             return  # (a parked connection is tried again by _retry_parked)
@@ -297,7 +318,7 @@ cdef class Loop:
                     c.park_until = 0  # the parked frame went through
                 d = out.pop() if why == STOP_DEFERRED else None
                 if why == STOP_PARK:
-                    now = _time.monotonic()
+                    now = monotonic()
                     if not c.park_until:
                         c.park_until = now + self.ring_wait
                     if now < c.park_until:
@@ -319,10 +340,13 @@ cdef class Loop:
                     pos = size
                     c.draining = True
                 if out:
-                    for r in out:
-                        c.outbuf += r
-                    out = []
-                    self._send(c)
+                    if len(out) == 1 and not c.outbuf:
+                        self._send_response(c, out[0])  # FAST PATH: no copy to outbuf
+                    else:
+                        for r in out:
+                            c.outbuf += r
+                        self._send(c)
+                    del out[:]
                 if d is not None:
                     self._defer(c, d)
                 if why == STOP_PARTIAL or c.parked:
@@ -331,6 +355,7 @@ cdef class Loop:
                     break
         finally:
             c.processing = False
+            del out[:]  # shared by every connection: never left with another's answers
         if c.fd < 0:
             return
         if pos:
@@ -345,13 +370,26 @@ cdef class Loop:
         if not n or c.fd < 0:
             return
         p = c.outbuf
-        with nogil:
-            w = send(c.fd, p, n, MSG_NOSIGNAL)
+        w = send(c.fd, p, n, MSG_NOSIGNAL)
         if w < 0:
             if errno != EAGAIN and errno != EINTR:
                 self._close(c)
             return
         del c.outbuf[:w]
+
+    cdef _send_response(self, Conn c, bytes r):
+        """Sends one response while nothing else waits; what the kernel does not take
+        waits in c.outbuf."""
+        cdef ssize_t w
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(r)
+        w = send(c.fd, PyBytes_AS_STRING(r), n, MSG_NOSIGNAL)
+        if w < 0:
+            if errno != EAGAIN and errno != EINTR:
+                self._close(c)
+                return
+            w = 0
+        if w < n:
+            c.outbuf += r[w:]
 
     cdef _flush(self, Conn c):
         """EPOLLOUT, or new output: send, then let flow control look again."""
@@ -380,7 +418,7 @@ cdef class Loop:
 
     cdef _defer(self, Conn c, d):
         c.inflight += 1
-        self.waiters.append((d.wait, _time.monotonic() + self._durable_timeout(), c,
+        self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
                              d.response, d.request_id))
 
     cdef double _durable_timeout(self):
@@ -388,7 +426,7 @@ cdef class Loop:
 
     cdef _settle(self):
         flushed = self.store.ring_position()[2]
-        now = _time.monotonic()
+        now = monotonic()
         waiters = self.waiters
         while waiters:
             pos, deadline, c, response, rid = waiters[0]
@@ -409,7 +447,7 @@ cdef class Loop:
     # -- requests parked on a full change ring -------------------------------------------
 
     cdef _retry_parked(self):
-        now = _time.monotonic()
+        now = monotonic()
         if now < self.next_retry:
             return
         self.next_retry = now + RETRY
@@ -433,12 +471,12 @@ cdef class Loop:
         shutdown(c.fd, SHUT_WR)
         c.lingering = True
         c.buf = bytearray()
-        c.finish_started = c.last_active = _time.monotonic()
+        c.finish_started = c.last_active = monotonic()
         self.lingering.add(c)
         self._update(c)
 
     cdef _check_linger(self):
-        now = _time.monotonic()
+        now = monotonic()
         for conn in list(self.lingering):
             if now - (<Conn>conn).last_active >= LINGER or \
                     now - (<Conn>conn).finish_started >= LINGER_MAX:
@@ -459,7 +497,7 @@ cdef class Loop:
             self.active -= 1
 
     cdef _sweep(self, double idle):
-        now = _time.monotonic()
+        now = monotonic()
         for conn in list(self.conns.values()):
             c = <Conn>conn
             if (not c.draining and not c.outbuf and not c.buf and not c.inflight

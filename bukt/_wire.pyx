@@ -145,8 +145,7 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
     cdef Py_ssize_t out_bytes = 0
     cdef int perms = session.perms
     cdef object bucket = session.bucket
-    cdef object handle = session.handle
-    cdef object finish = session._finish_write
+    cdef bint persist = session.persist
     cdef object result
     while size - pos >= 4:
         b = <const unsigned char *>(<char *>buf) + pos  # refreshed: buf does not move here
@@ -172,7 +171,9 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                 result = _internal_error(command, rid, exc)
         elif command == 1 and perms & WRITE:
             try:
-                result = finish(rid, fast_set(bucket, rid, b + HDR, length - HDR), command)
+                result = fast_set(bucket, rid, b + HDR, length - HDR)
+                if persist or len(<bytes>result) > max_frame:
+                    result = session._finish_write(rid, result, command)  # maybe Deferred
             except _errors.RingFull as exc:  # not applied: tried again later
                 if session.park_ring_full:
                     return pos, STOP_PARK
@@ -183,17 +184,20 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                 result = _internal_error(command, rid, exc)
         if result is None:
             # SLOW PATH: everything else, and refusals, through the Python session.
-            result = handle(command, rid, buf, pos + HDR, pos + length)
+            result = session.handle(command, rid, buf, pos + HDR, pos + length)
             if result is _PARK:
                 return pos, STOP_PARK  # the frame stays: it is handled again
             perms = session.perms
             bucket = session.bucket
+            persist = session.persist
+            if session.closing:  # QUIT (only the slow path changes the session)
+                pos += length
+                out.append(result)
+                return pos, STOP_QUIT
         pos += length
         out.append(result)
         if type(result) is not bytes:
             return pos, STOP_DEFERRED
-        if session.closing:
-            return pos, STOP_QUIT
         out_bytes += len(<bytes>result)
         if out_bytes >= out_limit:
             return pos, STOP_FULL
