@@ -116,3 +116,40 @@ def test_a_peer_that_resets_while_its_write_waits_costs_nothing():
         with connect(srv.port) as d:
             assert call(d, C.PING, data=b"")[0] == S.OK
         s.writer_publish(sync_always=False)
+
+
+@pytest.mark.parametrize("loop", ["epoll", "asyncio"])
+def test_max_inflight_stops_handling_a_connection_whose_writes_wait(loop):
+    """tcp.max_inflight on a real worker: with that many responses of one connection
+    waiting for the writer, the worker handles none of its later requests (they stay
+    unread) until answers go out; other connections are served all along."""
+    import select
+    n, limit = 10, 4
+    with store() as (s, name):
+        s.writer_publish(sync_always=True)  # before the start: the worker's first read
+        s.ring_flushed(s.ring_position()[1])
+        bucket = s.bucket("b")
+        with Server(name, workers=1, max_inflight=limit, loop=loop) as srv, \
+                connect(srv.port) as a, connect(srv.port) as b:
+            auth(a, "rw")
+            auth(b, "rw")
+            a.sendall(b"".join(_set(100 + i, b"f%d" % i) for i in range(n)))
+            deadline = time.monotonic() + 10
+            while sum(bucket.get(b"f%d" % i) is not None for i in range(n)) < limit:
+                assert time.monotonic() < deadline, "the first writes were not handled"
+                time.sleep(0.01)
+            for i in range(5):  # the loop goes round; a's requests stay where they are
+                assert call(b, C.PING, 50 + i, data=b"b")[:2] == (S.OK, 50 + i)
+            applied = [bucket.get(b"f%d" % i) is not None for i in range(n)]
+            assert applied == [True] * limit + [False] * (n - limit)
+            assert not select.select([a], [], [], 0)[0]  # all four wait for the writer
+            rids = []
+            while len(rids) < n:  # the writer flushes, again and again, till all are in
+                s.ring_flushed(s.ring_position()[1])
+                if select.select([a], [], [], 0.05)[0]:
+                    status, rid, _ = P.decode_response(C.SET, read_frame(a))
+                    assert status == S.OK
+                    rids.append(rid)
+                assert time.monotonic() < deadline + 10
+            assert sorted(rids) == list(range(100, 100 + n))
+            assert all(bucket.get(b"f%d" % i) == b"v" for i in range(n))
