@@ -266,12 +266,91 @@ def test_ttl_by_query_or_header(client, tok):
 
 
 def test_single_read_is_consumed_by_get_not_head(client, tok):
-    client.simulate_put(key_url("once"), body=b"secret", params={"single_read": "true"},
-                        headers=tok)
-    head = client.simulate_head(key_url("once"), headers=tok)
-    assert head.status_code == 200 and "content-length" not in head.headers
-    assert client.simulate_get(key_url("once"), headers=tok).content == b"secret"
+    etag = client.simulate_put(key_url("once"), body=b"secret",
+                               params={"single_read": "true"}, headers=tok).headers["etag"]
+    for _ in range(3):
+        head = client.simulate_head(key_url("once"), headers=tok)
+        assert (head.status_code, head.content, head.headers["etag"]) == (200, b"", etag)
+        assert head.headers["content-length"] == "6"        # the GET's, from the peek
+    assert client.simulate_head(key_url("once"), headers={**tok, "If-None-Match": etag}
+                                ).status_code == 304
+    get = client.simulate_get(key_url("once"), headers=tok)
+    assert (get.content, get.headers["etag"]) == (b"secret", etag)
     assert client.simulate_get(key_url("once"), headers=tok).status_code == 404
+    assert client.simulate_head(key_url("once"), headers=tok).status_code == 404
+
+
+def test_conditional_get_never_consumes_a_single_read_key(client, tok):
+    etag = client.simulate_put(key_url("once"), body=b"secret",
+                               params={"single_read": "true"}, headers=tok).headers["etag"]
+    r = client.simulate_get(key_url("once"), headers={**tok, "If-None-Match": etag})
+    assert r.status_code == 304
+    assert_problem(client.simulate_get(key_url("once"), headers={**tok, "If-Match": '"999999"'}),
+                   412, "version_mismatch")
+    r = client.simulate_get(key_url("once"), headers={**tok, "If-Match": etag})
+    assert (r.status_code, r.content, r.headers["etag"]) == (200, b"secret", etag)
+    assert client.simulate_get(key_url("once"), headers=tok).status_code == 404
+
+
+def test_head_has_the_get_headers(client):
+    tok = bearer(new_bucket(client, "n", schema="int"))
+    client.simulate_put(key_url("i", "n"), body=b"1234", headers={**tok, "Bukt-TTL": "60"})
+    get = client.simulate_get(key_url("i", "n"), headers=tok)
+    head = client.simulate_head(key_url("i", "n"), headers=tok)
+    assert head.content == b"" and get.content == b"1234"
+    want, got = dict(get.headers), dict(head.headers)
+    assert abs(float(want.pop("bukt-ttl")) - float(got.pop("bukt-ttl"))) < 1
+    assert got == want
+
+
+def test_etag_always_names_the_body_served(client, store):
+    """Another thread rewrites the key (each value of another length) while GETs, fast
+    path and slow, read it: every answer has an ETag, and it is the version whose value
+    is the body. (tests/test_http_server.py races a process against real workers.)"""
+    import threading
+    tok = bearer(new_bucket(client, "h", persist=False))      # no writer drains a ring
+    bucket, written, stop = store.bucket("h"), {}, threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            value = str(i).encode() * (1 + i % 7)
+            written[bucket.set(b"hot", value)] = value
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = []
+    try:
+        for i in range(300):
+            headers = tok if i % 2 else {**tok, "If-None-Match": '"0"'}   # slow path
+            r = client.simulate_get(key_url("hot", "h"), headers=headers)
+            if r.status_code == 200:
+                seen.append((r.headers.get("etag"), r.content))
+    finally:
+        stop.set()
+        thread.join()
+    assert len({e for e, _ in seen}) > 1          # the writer did interleave
+    for etag, body in seen:
+        assert etag is not None and written[int(etag.strip('"'))] == body
+
+
+def test_delete_if_match_is_a_compare_and_delete(client, tok, store):
+    v1 = client.simulate_put(key_url("d"), body=b"1", headers=tok).headers["etag"]
+    v2 = client.simulate_put(key_url("d"), body=b"2", headers=tok).headers["etag"]
+    for stale in (v1, '"0"', f'{v1}, "0"', "nonsense"):
+        assert_problem(client.simulate_delete(key_url("d"), headers={**tok, "If-Match": stale}),
+                       412, "version_mismatch")
+        assert store.bucket("b").get(b"d") == b"2"              # left as it was
+    assert client.simulate_delete(key_url("d"), headers={**tok, "If-Match": f"{v1}, {v2}"}
+                                  ).status_code == 204
+    assert store.bucket("b").get(b"d") is None
+    for tags in (v2, "*"):      # no current representation: If-Match fails
+        assert_problem(client.simulate_delete(key_url("d"), headers={**tok, "If-Match": tags}),
+                       412, "version_mismatch")
+    client.simulate_put(key_url("d"), body=b"3", headers=tok)
+    assert client.simulate_delete(key_url("d"), headers={**tok, "If-Match": "*"}
+                                  ).status_code == 204
 
 
 def test_put_json_shape_of_the_original_api(client, tok):

@@ -212,6 +212,80 @@ def test_two_workers_share_the_segment(serve):
     assert server.proc.pid not in pids
 
 
+WRITER_LOOP = """
+import sys, bukt
+bucket = bukt.attach(sys.argv[1]).bucket("b")
+i = 0
+while True:
+    value = str(i).encode() * (1 + i % 7)
+    print(bucket.set(b"hot", value), value.decode(), flush=True)
+    i += 1
+"""
+
+
+def test_etag_names_the_body_while_another_process_writes(serve, store):
+    """A local process rewrites the key as fast as it can (values of changing length)
+    while both workers serve GETs of it, fast path and slow: every 200 carries the
+    ETag of the very value it serves."""
+    server = serve()
+    tok = create_bucket(server)
+    store.bucket("b").set(b"hot", b"start")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_LOOP, store.name], cwd=ROOT,
+                              stdout=subprocess.PIPE)
+    lines = [writer.stdout.readline()]          # it writes from here on
+    reader = threading.Thread(target=lambda: lines.extend(writer.stdout), daemon=True)
+    reader.start()
+
+    def get(i):
+        conn = server.connect()
+        try:
+            got = []
+            for j in range(40):
+                slow = {"If-None-Match": '"0"'} if j % 2 else {}     # falcon, not fastpath
+                status, h, body = server.request("GET", f"{API}/buckets/b/keys/hot",
+                                                 headers={**tok, **slow}, conn=conn)
+                assert status == 200
+                got.append((h.get("etag"), body))
+            return got
+        finally:
+            conn.close()
+
+    try:
+        seen = [x for answers in concurrently(get, 8, threads=4) for x in answers]
+    finally:
+        writer.kill()
+        writer.wait()
+        reader.join(5)
+    written = {int(v): value.encode() for v, value in (ln.decode().split() for ln in lines
+                                                        if len(ln.split()) == 2)}
+    written[store.bucket("b").version(b"hot") or 0] = store.bucket("b").get(b"hot")
+    assert len({etag for etag, _ in seen}) > 1          # the writer did interleave
+    for etag, body in seen:
+        assert etag is not None and body == written.get(int(etag.strip('"')), body + b"?")
+
+
+def test_head_peeks_and_a_stale_delete_changes_nothing(serve, store):
+    server = serve()
+    tok = create_bucket(server)
+    k = f"{API}/buckets/b/keys/once"
+    status, h, _ = server.request("PUT", k, b"secret", {**tok, "Bukt-Single-Read": "1"})
+    assert status == 204
+    etag = h["etag"]
+    heads = concurrently(lambda i: server.request("HEAD", k, headers=tok), 20)
+    assert {(s, h["etag"], h["content-length"], b) for s, h, b in heads} == {
+        (200, etag, "6", b"")}
+    for stale in (f'"{int(etag[1:-1]) + 1}"', f'"{int(etag[1:-1]) - 1}"', '"0"'):
+        assert server.request("DELETE", k, headers={**tok, "If-Match": stale})[0] == 412
+    assert store.bucket("b").get_entry(b"once", consume=False)[:2] == (b"secret",
+                                                                         int(etag[1:-1]))
+    status, h, body = server.request("GET", k, headers=tok)
+    assert (status, body, h["etag"]) == (200, b"secret", etag)
+    assert server.request("GET", k, headers=tok)[0] == 404
+    status, h, _ = server.request("PUT", k, b"again", tok)
+    assert server.request("DELETE", k, headers={**tok, "If-Match": h["etag"]})[0] == 204
+    assert store.bucket("b").get(b"once") is None
+
+
 def test_rate_limit_is_shared_by_both_workers(serve):
     """A budget of 10 per client IP: with each worker past 15 requests, per-worker
     budgets would let 20 through; a shared one lets 10 (plus 1/s of refill)."""

@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 
 from bukt.errors import BuktError
 from bukt.http.auth import READ, WRITE
-from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER, read_entry
+from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
 from bukt.http.wire import bool_value, etag, ttl_value
 
@@ -108,7 +108,7 @@ class FastPath:
                 return False
         else:
             try:
-                entry = read_entry(bucket, key)
+                entry = bucket.get_entry(key)   # value, version, TTL: one read
             except BuktError:
                 return False
             answer = self._get_answer(entry, path)
@@ -131,9 +131,7 @@ class FastPath:
         value, version, ttl = entry
         data = value if isinstance(value, bytes) else str(value).encode()
         out = [(b"content-type", CONTENT_TYPES[type(value)].encode()),
-               (b"accept-ranges", b"bytes")]
-        if version is not None:
-            out.append((b"etag", etag(version).encode()))
+               (b"accept-ranges", b"bytes"), (b"etag", etag(version).encode())]
         if ttl is not None:
             out.append((TTL_IN, f"{ttl:.3f}".encode()))
         return 200, out, data

@@ -5,13 +5,17 @@ A key is the rest of the path after /keys/, slashes included, percent-decoded to
 exact bytes. A POST on /keys/{key}/incr increments {key}; POST means nothing else on a
 key, so a key that itself ends in /incr is incremented by POSTing .../incr/incr.
 
-ETags are the entry's version. GET, HEAD and PUT honour If-Match and If-None-Match
-(compare-and-set goes through Bucket.set(if_version=...), so a PUT is atomic); GET
+ETags are the entry's version. A GET reads value, version and TTL in one consistent
+read (Bucket.get_entry), so the ETag always names the body it comes with; a HEAD peeks
+(get_entry(consume=False)) and so never takes a single-read key. GET, HEAD, PUT and
+DELETE honour If-Match, and GET, HEAD and PUT If-None-Match; the writes are atomic
+(PUT through Bucket.set(if_version=...), DELETE through delete(if_version=...)). GET
 honours Range (one range; several are answered in full) and If-Range.
 """
 
 import re
 
+from bukt.errors import VersionMismatch
 from bukt.http.auth import READ, WRITE
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
@@ -27,25 +31,6 @@ TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower()
 MAX_BULK = 1000           # keys in one bulk call: bounds the work of one request
 CONTENT_TYPES = {bytes: "application/octet-stream", str: "text/plain; charset=utf-8",
                  int: "text/plain; charset=utf-8"}
-
-
-def read_entry(bucket, key):
-    """(value, version, ttl) of a live key, or None.
-
-    SLOW PATH until the core offers one call for the three: version, get, ttl and
-    version again. A version that changed between the looks means another write
-    raced this read; the value is still one that was stored, so it is returned
-    without a version (no ETag) rather than read again, which could consume a
-    second single-read entry."""
-    v1 = bucket.version(key)
-    value = bucket.get(key)          # called even when v1 is None: it counts the miss
-    if value is None:
-        return None
-    ttl = bucket.ttl(key)
-    v2 = bucket.version(key)
-    if v1 is None or (v2 is not None and v2 != v1):
-        return value, None, ttl
-    return value, v1, ttl
 
 
 def precondition_failed(detail):
@@ -97,6 +82,22 @@ def write_conditions(req, bucket, key):
     return kwargs
 
 
+def delete_if_match(bucket, key, tags):
+    """Delete `key` if its version is one of `tags` ("*": any), each try one atomic
+    compare-and-delete in the core; False when none matched (absent included)."""
+    if tags == "*":
+        return bucket.delete(key) == 1
+    for version in sorted(tags):
+        if version == 0:            # "0" is the core's "absent": never an ETag of ours
+            continue
+        try:
+            if bucket.delete(key, if_version=version):
+                return True
+        except VersionMismatch:
+            continue
+    return False
+
+
 def parse_range(header, size):
     """(start, end) inclusive for one `bytes=` range, None to answer in full, or
     "unsatisfiable"."""
@@ -123,20 +124,6 @@ def parse_range(header, size):
     return start, size - 1 if end is None else min(end, size - 1)
 
 
-class _NoBody:
-    """An empty body stream: falcon leaves Content-Length out for a HEAD that has one
-    (and never reads it)."""
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        raise StopAsyncIteration
-
-
-_NO_BODY = _NoBody()
-
-
 class Key:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -147,28 +134,25 @@ class Key:
 
     async def on_get(self, req, resp, name, key):
         bucket, k = self._open(req, name, key, READ)
-        if header(req, b"if-match") is not None or \
-                header(req, b"if-none-match") is not None:
-            current = bucket.version(k)
-            if check_read_preconditions(req, current):
-                resp.status = 304
-                resp.etag = etag(current)
+        conditional = header(req, b"if-match") is not None or \
+            header(req, b"if-none-match") is not None
+        # A 304 or 412 is decided on the version alone, before the value is read, so
+        # that it never consumes a single-read key.
+        if conditional and self._not_modified(req, resp, bucket.version(k)):
+            return
+        entry = bucket.get_entry(k)
+        if conditional:
+            # judged again on the entry served: a write may have landed in between
+            if self._not_modified(req, resp, None if entry is None else entry[1]):
                 return
-        entry = read_entry(bucket, k)
         if entry is None:
             raise Problem(404, "not_found", "no such key")
         value, version, ttl = entry
-        data = value_bytes(value)
-        resp.content_type = CONTENT_TYPES[type(value)]
-        resp.accept_ranges = "bytes"
-        if version is not None:
-            resp.etag = etag(version)
-        if ttl is not None:
-            resp.set_header(TTL_HEADER, f"{ttl:.3f}")
+        data = self._entry_headers(resp, value, version, ttl)
         rng = header(req, b"range")
         if rng is not None:
             if_range = header(req, b"if-range")
-            if if_range is None or (version is not None and etags_of(if_range) == {version}):
+            if if_range is None or etags_of(if_range) == {version}:
                 span = parse_range(rng, len(data))
                 if span == "unsatisfiable":
                     raise Problem(416, "range_not_satisfiable",
@@ -182,24 +166,34 @@ class Key:
         resp.data = data
 
     async def on_head(self, req, resp, name, key):
-        """The GET's headers without reading the value, so a HEAD never consumes a
-        single-read key (and so has no Content-Length)."""
+        """The GET's headers, Content-Length included, from a peek: a HEAD never
+        consumes a single-read key. falcon sends no body for a HEAD."""
         bucket, k = self._open(req, name, key, READ)
-        current = bucket.version(k)
-        if check_read_preconditions(req, current):
-            resp.status = 304
-            resp.etag = etag(current)
+        entry = bucket.get_entry(k, consume=False)
+        if self._not_modified(req, resp, None if entry is None else entry[1]):
             return
-        if current is None:
+        if entry is None:
             raise Problem(404, "not_found", "no such key")
-        ttl = bucket.ttl(k)
-        resp.etag = etag(current)
+        resp.data = self._entry_headers(resp, *entry)
+
+    @staticmethod
+    def _not_modified(req, resp, version):
+        """True when the answer is 304 (already set on resp); 412 raised."""
+        if check_read_preconditions(req, version):
+            resp.status = 304
+            resp.etag = etag(version)
+            return True
+        return False
+
+    @staticmethod
+    def _entry_headers(resp, value, version, ttl):
+        """Content-Type, Accept-Ranges, ETag and Bukt-TTL of an entry; its body bytes."""
+        resp.content_type = CONTENT_TYPES[type(value)]
         resp.accept_ranges = "bytes"
-        resp.content_type = "application/octet-stream"
+        resp.etag = etag(version)
         if ttl is not None:
             resp.set_header(TTL_HEADER, f"{ttl:.3f}")
-        resp.stream = _NO_BODY   # else falcon claims Content-Length: 0 for a HEAD
-
+        return value_bytes(value)
 
     async def on_put(self, req, resp, name, key):
         ctx = self.ctx
@@ -236,13 +230,11 @@ class Key:
     async def on_delete(self, req, resp, name, key):
         bucket, k = self._open(req, name, key, WRITE)
         im = header(req, b"if-match")
-        if im is not None:
-            # Not atomic with the delete below: the core has no delete-if-version yet.
-            tags, current = etags_of(im), bucket.version(k)
-            if current is None or (tags != "*" and current not in tags):
-                raise precondition_failed("If-Match does not match the key's version")
-        if not bucket.delete(k):
-            raise Problem(404, "not_found", "no such key")
+        if im is None:
+            if not bucket.delete(k):
+                raise Problem(404, "not_found", "no such key")
+        elif not delete_if_match(bucket, k, etags_of(im)):
+            raise precondition_failed("If-Match does not match the key's version")
         await self.ctx.durability.settle(name)
         resp.status = 204
 

@@ -51,10 +51,10 @@ class KvItem:
     async def on_get(self, req, resp, key):
         _, bucket = bucket_of(self.ctx, req, READ)
         k = key_from_path(req, key, KV_SLASHES)
-        value = bucket.get(k)
-        if value is None:
+        entry = bucket.get_entry(k)          # value and TTL from one read
+        if entry is None:
             raise Problem(404, "not_found", "no such key")
-        ttl = bucket.ttl(k)
+        value, _, ttl = entry
         resp.media = {"key": key, "value": value_to_json(value, encoding_of(req)),
                       "expires_at": expires_at(ttl)}
 

@@ -153,11 +153,13 @@ def document():
                  hdr("If-Match", {"type": "string"}),
                  hdr("Range", {"type": "string"}),
                  hdr("If-Range", {"type": "string"})], op_id="getKey"),
-            "head": op("The GET's headers; never consumes a single-read key (read)", {
+            "head": op("The GET's headers, Content-Length included; a peek that never "
+                       "consumes a single-read key (read)", {
                 200: {"description": "Exists", "headers": {"ETag": ETAG,
                                                            "Bukt-TTL": TTL_OUT}},
                 304: {"description": "Not modified"}},
-                [hdr("If-None-Match", {"type": "string"})], op_id="headKey"),
+                [hdr("If-None-Match", {"type": "string"}),
+                 hdr("If-Match", {"type": "string"})], op_id="headKey"),
             "put": op("Store a value: a raw body, or JSON {value, ttl_seconds, "
                       "single_read} (write)", {
                 200: json_response("Stored (JSON request)", ref("PutResult"),
