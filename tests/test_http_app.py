@@ -232,6 +232,34 @@ def test_admin_token_is_generated_once_with_mode_0600(tmp_path, monkeypatch):
 
 # -- keys ------------------------------------------------------------------------------------
 
+def test_remembered_tokens_are_checked_against_the_segment(client, store):
+    """Workers remember tokens they recognised (auth.py): a token revoked behind their
+    back, or one of a bucket dropped and created again (whose token ids start over),
+    is refused on the very next request, fast path (GET) and slow (HEAD) alike."""
+    token = new_bucket(client)
+    reader = new_token(client, "b", ["read"])
+    store.bucket("b").set(b"k", b"v")
+    for t in (token, reader):
+        for _ in range(2):
+            assert client.simulate_get(key_url("k"), headers=bearer(t)).status_code == 200
+            assert client.simulate_head(key_url("k"), headers=bearer(t)).status_code == 200
+    reader_id = [i for i, perms in store.tokens("b") if perms == 1][0]
+    assert store.revoke_token("b", reader_id)             # not through this app
+    assert_problem(client.simulate_get(key_url("k"), headers=bearer(reader)), 401,
+                   "unauthorized")
+    assert client.simulate_head(key_url("k"), headers=bearer(reader)).status_code == 401
+    assert client.simulate_get(key_url("k"), headers=bearer(token)).status_code == 200
+    store.drop_bucket("b")
+    fresh = store.create_bucket("b")
+    fresh.set(b"k", b"new")
+    first_id = store.add_token("b", hashlib.sha256(b"another token").digest(), 7)
+    assert (first_id, 7) in store.tokens("b")                 # the id the old one had
+    r = client.simulate_get(key_url("k"), headers=bearer(token))
+    assert_problem(r, 401, "unauthorized")
+    assert client.simulate_get(key_url("k"), headers=bearer("another token")).content \
+        == b"new"
+
+
 @pytest.fixture
 def tok(client):
     return bearer(new_bucket(client))

@@ -286,6 +286,29 @@ def test_head_peeks_and_a_stale_delete_changes_nothing(serve, store):
     assert store.bucket("b").get(b"once") is None
 
 
+def test_a_token_revoked_elsewhere_is_refused_by_every_worker(serve, store):
+    """Both workers have recognised (and remembered) the token; a local process
+    revokes it: the next request to either worker is 401."""
+    server = serve()
+    tok = create_bucket(server)
+    store.bucket("b").set(b"k", b"v")
+    url = f"{API}/buckets/b/keys/k"
+    for _ in range(10):
+        assert set(concurrently(lambda i: server.request("GET", url, headers=tok)[0], 40)) \
+            == {200}
+        if len({x["pid"] for x in server.access_lines() if x["path"] == url}) == 2:
+            break
+    assert len({x["pid"] for x in server.access_lines() if x["path"] == url}) == 2
+    store.revoke_token("b", store.tokens("b")[0][0])
+    before = len(server.access_lines())
+    for _ in range(10):
+        assert set(concurrently(lambda i: server.request("GET", url, headers=tok)[0],
+                                40)) == {401}
+        if len({x["pid"] for x in server.access_lines()[before:]}) == 2:
+            break
+    assert len({x["pid"] for x in server.access_lines()[before:]}) == 2
+
+
 def test_rate_limit_is_shared_by_both_workers(serve):
     """A budget of 10 per client IP: with each worker past 15 requests, per-worker
     budgets would let 20 through; a shared one lets 10 (plus 1/s of refill)."""

@@ -3,7 +3,20 @@
 A token is 32 random bytes from `secrets`, shown once in URL-safe base64. Only its
 SHA-256 digest is kept: the admin token's digest in this process, bucket tokens' in the
 segment (store.add_token), where store.find_token compares in constant time. A
-request's token is hashed once and never stored, logged or echoed.
+request's token is never logged, echoed or written anywhere.
+
+THE WORKER'S CACHE. Hashing a token and comparing it with every token of every bucket
+(find_token) costs more than the store lookup a GET is for, and grows with the number
+of buckets. So each worker remembers, in its own memory, the tokens it has recognised:
+token -> (Principal, the Bucket object it was found in). A remembered token is trusted
+again only after two cheap checks against the segment: store.bucket(name) is still
+that very Bucket object (a dropped and re-created bucket, whose token ids start again,
+is a new object) and (id, perms) is still in store.tokens(name) (ids are never reused
+within a bucket, so a revoked token is refused from the next request on, whoever
+revoked it: this worker, another, the CLI or a TCP session). Unknown tokens are not
+remembered, so guessing fills nothing; the cache is emptied at TOKEN_CACHE_MAX
+entries. Looking a token up in a dict is not constant time, but its hash is SipHash
+with a per-process key and the only full comparison is with an equal-hashing entry.
 
 Decision order, so that nothing leaks to a caller who may not know it:
   no token, or an unknown one          -> 401 (the bucket's existence is not revealed)
@@ -16,7 +29,7 @@ import hmac
 import logging
 import os
 
-from bukt.errors import AuthError, PermissionDenied
+from bukt.errors import AuthError, BuktError, PermissionDenied
 from bukt.http.wire import header
 
 READ, WRITE, ADMIN = 1, 2, 4
@@ -74,10 +87,14 @@ class Principal:
 ADMIN_PRINCIPAL = Principal(None, 0, READ | WRITE | ADMIN)
 
 
+TOKEN_CACHE_MAX = 1024    # tokens a worker remembers (see THE WORKER'S CACHE)
+
+
 class Authenticator:
     def __init__(self, store, admin_token):
         self.store = store
         self._admin_digest = digest(admin_token) if admin_token else None
+        self._known = {}          # token (str or bytes, as sent) -> (Principal, Bucket)
 
     def identify(self, req, token=None):
         """The Principal of the request's token; AuthError when missing or unknown."""
@@ -91,12 +108,39 @@ class Authenticator:
         return p
 
     def lookup(self, token):
-        """The Principal of a token, or None when it is unknown."""
-        d = digest(token)
+        """The Principal of a token (str, or the header's bytes), or None when it is
+        unknown. FAST PATH: a token this worker has seen, still valid; SLOW PATH: hash
+        it and search the segment."""
+        known = self._known.get(token)
+        if known is not None:
+            p, bucket = known
+            if bucket is None or self._still_valid(p, bucket):
+                return p
+            del self._known[token]
+        d = digest(token.decode("latin-1") if isinstance(token, bytes) else token)
         if self._admin_digest is not None and hmac.compare_digest(d, self._admin_digest):
-            return ADMIN_PRINCIPAL
-        found = self.store.find_token(d)
-        return None if found is None else Principal(*found)
+            p, bucket = ADMIN_PRINCIPAL, None
+        else:
+            found = self.store.find_token(d)
+            if found is None:
+                return None
+            p = Principal(*found)
+            try:
+                bucket = self.store.bucket(p.bucket)
+            except BuktError:
+                return p
+        if len(self._known) >= TOKEN_CACHE_MAX:
+            self._known.clear()
+        self._known[token] = p, bucket
+        return p
+
+    def _still_valid(self, p, bucket):
+        store = self.store
+        try:
+            return store.bucket(p.bucket) is bucket and \
+                (p.token_id, p.perms) in store.tokens(p.bucket)
+        except BuktError:
+            return False
 
     def require(self, req, bucket, perm, token=None):
         """The Principal if its token may do `perm` on `bucket` (None: admin only)."""

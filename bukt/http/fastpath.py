@@ -27,18 +27,20 @@ from bukt.errors import BuktError
 from bukt.http.auth import READ, WRITE
 from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
-from bukt.http.wire import bool_value, etag, ttl_value
+from bukt.http.wire import bool_value, ttl_value
 
 PREFIX = b"/api/v1/buckets/"
 SLOW_HEADERS = frozenset((b"if-match", b"if-none-match", b"range", b"if-range"))
 TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 PROBLEM_TYPE = PROBLEM_JSON.encode()
+RAW_TYPES = {t: c.encode() for t, c in CONTENT_TYPES.items()}
 log = logging.getLogger("bukt.http")
 
 
 class FastPath:
     def __init__(self, app, ctx, frontdoor, template):
         self.app, self.ctx, self.frontdoor, self.template = app, ctx, frontdoor, template
+        self.base = ctx.metrics.base(template)      # this route's counters
         self.bukt = ctx
 
     async def __call__(self, scope, receive, send):
@@ -63,34 +65,28 @@ class FastPath:
             # ASGI allows iterables (of iterables: falcon's TestClient sends those);
             # keep a reusable copy for the slow path.
             headers = scope["headers"] = [tuple(h) for h in headers]
-        token = authz = length = ctype = ttl = single = None
-        for name, value in headers:
-            name = name.lower()
-            if name in SLOW_HEADERS:
+        # One dict of the headers, built in C. Names that repeat, or that are not in
+        # lower case as ASGI asks, go to the slow path, which knows what to make of them.
+        found = dict(headers)
+        if len(found) != len(headers) or not b"".join(found).islower() \
+                or not SLOW_HEADERS.isdisjoint(found):
+            return False
+        token = found.get(b"x-auth-token") or found.get(b"x-api-key")
+        if token is None:
+            authz = found.get(b"authorization")
+            if authz is None:
                 return False
-            if name in (b"x-auth-token", b"x-api-key"):
-                token = token or value
-            elif name == b"authorization":
-                authz = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"content-type":
-                ctype = value
-            elif name == TTL_IN:
-                ttl = value
-            elif name == SINGLE_READ_IN:
-                single = value
-        if token is None and authz is not None:
-            scheme, _, rest = authz.strip().partition(b" ")
-            if scheme.lower() == b"bearer":
-                token = rest
+            scheme, _, token = authz.strip().partition(b" ")
+            if scheme.lower() != b"bearer":
+                return False
+        token = token.strip()
         if not token:
             return False
         ctx = self.ctx
         put = scope["method"] == "PUT"
         bucket_name = parts[4].decode("ascii", "replace")
-        p = ctx.auth.lookup(token.strip().decode("latin-1"))
-        if p is None or not (p.is_admin or (
+        p = ctx.auth.lookup(token)
+        if p is None or not (p.bucket is None or (
                 p.bucket == bucket_name and p.perms & (WRITE if put else READ))):
             return False
         try:
@@ -102,8 +98,10 @@ class FastPath:
             key = unquote_to_bytes(key)
         path = scope["path"]
         if put:
-            answer = await self._put(receive, bucket, bucket_name, key, path, length,
-                                     ctype, ttl, single)
+            answer = await self._put(receive, bucket, bucket_name, key, path,
+                                     found.get(b"content-length"),
+                                     found.get(b"content-type"), found.get(TTL_IN),
+                                     found.get(SINGLE_READ_IN))
             if answer is None:
                 return False
         else:
@@ -114,13 +112,13 @@ class FastPath:
             answer = self._get_answer(entry, path)
         status, out, data = answer
         if status != 204:                     # falcon sends none with a 204 either
-            out.append((b"content-length", str(len(data)).encode()))
+            out.append((b"content-length", b"%d" % len(data)))
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": data})
         client = scope.get("client")
-        self.frontdoor.record(self.template, status, time.perf_counter() - start,
-                              scope["method"], path, bucket_name,
-                              client[0] if client else "-")
+        self.frontdoor.record_at(self.base, status, time.perf_counter() - start,
+                                 scope["method"], path, bucket_name,
+                                 client[0] if client else "-")
         return True
 
     @staticmethod
@@ -130,10 +128,10 @@ class FastPath:
                 problem_body(404, "not_found", "no such key", path).encode()
         value, version, ttl = entry
         data = value if isinstance(value, bytes) else str(value).encode()
-        out = [(b"content-type", CONTENT_TYPES[type(value)].encode()),
-               (b"accept-ranges", b"bytes"), (b"etag", etag(version).encode())]
+        out = [(b"content-type", RAW_TYPES[type(value)]), (b"accept-ranges", b"bytes"),
+               (b"etag", b'"%d"' % version)]
         if ttl is not None:
-            out.append((TTL_IN, f"{ttl:.3f}".encode()))
+            out.append((TTL_IN, b"%.3f" % ttl))
         return 200, out, data
 
     async def _put(self, receive, bucket, bucket_name, key, path, length, ctype, ttl,
@@ -171,7 +169,7 @@ class FastPath:
             log.exception("unhandled error on PUT %s", path)
             return 500, [(b"content-type", PROBLEM_TYPE)], problem_body(
                 500, "internal", "internal error; see the server log", path).encode()
-        return 204, [(b"etag", etag(version).encode())], b""
+        return 204, [(b"etag", b'"%d"' % version)], b""
 
     @staticmethod
     def _problem(exc, path):

@@ -5,11 +5,11 @@ One middleware class does all three, so a request pays for one set of hooks.
 """
 
 import asyncio
-import bisect
 import hashlib
 import math
 import os
 import time
+from bisect import bisect_left
 
 from json.encoder import encode_basestring_ascii as json_str
 
@@ -25,6 +25,7 @@ ROUTES_BASE = 8                                      # words 1..7 spare
 EXEMPT = ("/healthz",)
 LOG_FLUSH_S = 0.05        # access lines wait at most this long in the worker...
 LOG_FLUSH_BYTES = 64 << 10  # ...or until this many bytes are waiting
+QUOTED_MAX = 4096         # escaped peers, methods and bucket names kept per worker
 
 
 class RequestMetrics:
@@ -108,6 +109,10 @@ class Frontdoor:
         self.pid = os.getpid()           # made in the worker, after the fork
         self.row = metrics.row()         # this worker's counters
         self._lines, self._waiting, self._flush_due = [], 0, False
+        self._line = ('{"ts":%s,"pid":' + str(self.pid) + ',"remote":%s,"method":%s,'
+                      '"path":%s,"status":%d,"duration_ms":%d.%03d,"bucket":%s}\n')
+        self._ts_ms, self._ts = -1, ""
+        self._quoted = {}               # text -> its JSON string literal
 
     async def process_request(self, req, resp):
         req.context.start = time.perf_counter()
@@ -131,21 +136,38 @@ class Frontdoor:
                         req.method, req.path, req.context.bucket, peer(req))
 
     def record(self, template, status, elapsed, method, path, bucket, remote):
-        """Count a finished request and write its access line (also called by the
-        fast path, fastpath.py, which answers without falcon)."""
-        row = self.row
-        b = self.metrics.base(template)
-        row[b + min(max(status // 100, 1), 5) - 1] += 1
-        row[b + STATUS_CLASSES + bisect.bisect_left(LATENCY_BOUNDS, elapsed)] += 1
-        row[b + ROUTE_WORDS - 1] += int(elapsed * 1e6)
+        """Count a finished request and write its access line."""
+        self.record_at(self.metrics.base(template), status, elapsed, method, path, bucket,
+                       remote)
+
+    def record_at(self, base, status, elapsed, method, path, bucket, remote):
+        """record() given the route's counter base (the fast path, fastpath.py, which
+        answers without falcon, knows it in advance)."""
+        row, us = self.row, int(elapsed * 1e6)
+        row[base + (min(max(status // 100, 1), 5) - 1)] += 1
+        row[base + STATUS_CLASSES + bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+        row[base + ROUTE_WORDS - 1] += us
         if self.access_fd is not None:
             # One JSON object per line, formatted by hand: json.dumps of a dict costs
-            # more than the rest of a GET. Strings go through the JSON encoder's escape.
-            line = (f'{{"ts":{time.time():.3f},"pid":{self.pid},"remote":{json_str(remote)},'
-                    f'"method":{json_str(method)},"path":{json_str(path)},'
-                    f'"status":{status},"duration_ms":{elapsed * 1000:.3f},"bucket":'
-                    f'{"null" if bucket is None else json_str(bucket)}}}\n')
-            self._log(line.encode())
+            # more than the rest of a GET. Strings go through the JSON encoder's escape;
+            # the few distinct methods, peers and buckets are escaped once.
+            quoted = self._quoted
+            q_remote, q_method = quoted.get(remote), quoted.get(method)
+            q_bucket = quoted.get(bucket) if bucket is not None else "null"
+            if q_remote is None or q_method is None or q_bucket is None:
+                q_remote, q_method = self._quote(remote), self._quote(method)
+                q_bucket = self._quote(bucket) if bucket is not None else "null"
+            now_ms = int(time.time() * 1000)
+            if now_ms != self._ts_ms:           # formatted once per millisecond
+                self._ts_ms, self._ts = now_ms, "%d.%03d" % divmod(now_ms, 1000)
+            self._log((self._line % (self._ts, q_remote, q_method, json_str(path), status,
+                                     us // 1000, us % 1000, q_bucket)).encode())
+
+    def _quote(self, text):
+        if len(self._quoted) >= QUOTED_MAX:
+            self._quoted.clear()
+        q = self._quoted[text] = json_str(text)
+        return q
 
     # -- the access log's buffer: one write per LOG_FLUSH_S instead of one per request
     # (a write costs as much as a fast-path GET). A worker killed outright loses at
