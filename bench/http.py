@@ -9,9 +9,13 @@ One run measures, on 127.0.0.1 (each server gets its own unused port):
      uvicorn workers (uvloop, httptools, keep-alive): Bukt's own ceiling;
   3. Bukt (serve_http over a real segment): GET of a 100 B key that exists, and PUT
      of 100 B values to 10,000 keys;
-each at 50 connections and at 1, and prints req/s, p50, p99 and the ratios the issue
-sets targets for (GET >= 90% of the bare app on the same configuration and >= 4x the
-stock sync ceiling; PUT >= 75%).
+each at 50 connections and at 1, and prints req/s, p50, p99, the server's CPU time per
+request (its workers, plus Bukt's writer), and the ratios the issue sets targets for
+(GET >= 90% of the bare app on the same configuration and >= 4x the stock sync ceiling;
+PUT >= 75%). "CPU x%" is the bare app's CPU per request over Bukt's: the same ratio
+with the noise of other jobs taken out. Every server is measured only once all its
+workers run and after a second of warm-up: otherwise the first worker up takes every
+connection wrk opens, and the row measures one worker against two.
 
 Bukt runs as in production: `bukt writer` (fsync everysec unless --fsync says
 otherwise) and `bukt http`, from one config file. wrk, the servers and the writer share
@@ -99,6 +103,52 @@ def wait_ready(port, path, proc, timeout=30):
     raise RuntimeError("server did not start")
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workers_of(arbiter):
+    """Pids of the arbiter's children (the gunicorn workers)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == arbiter:
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def settle_workers(proc, url, headers=()):
+    """Wait until every worker runs, then warm them up for a second: the first worker
+    up would otherwise take every connection wrk opens."""
+    deadline = time.monotonic() + 30
+    while len(workers_of(proc.pid)) < ARGS.workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("not every worker started")
+        time.sleep(0.1)
+    time.sleep(1.0)              # their imports and attach, after the fork
+    wrk(url, 8, 1, headers=headers)
+
+
+def measured(url, connections, duration, server_pids, script=None, headers=()):
+    """wrk's figures plus the server's CPU time per request (its workers and, for
+    Bukt, the writer): steadier than req/s when other jobs share the machine."""
+    before = sum(cpu_seconds(p) for p in server_pids)
+    r = wrk(url, connections, duration, script=script, headers=headers)
+    used = sum(cpu_seconds(p) for p in server_pids) - before
+    r["cpu_us"] = used / max(1.0, r["rps"] * duration) * 1e6
+    return r
+
+
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     try:
@@ -136,7 +186,10 @@ def run_bare(tmp, worker_args, app, connections, duration):
                              *worker_args, f"bare_app:{app}"])
     try:
         wait_ready(port, "/", proc)
-        return {c: wrk(f"http://127.0.0.1:{port}/", c, duration) for c in connections}
+        url = f"http://127.0.0.1:{port}/"
+        settle_workers(proc, url)
+        pids = workers_of(proc.pid)
+        return {c: measured(url, c, duration, pids) for c in connections}
     finally:
         stop(proc)
 
@@ -181,8 +234,10 @@ def run_bukt(tmp, connections, duration):
             f.write(PUT_LUA % TOKEN)
         auth = [f"Authorization: Bearer {TOKEN}"]
         url = f"http://127.0.0.1:{port}/api/v1/buckets/bench/keys/hit"
-        get = {c: wrk(url, c, duration, headers=auth) for c in connections}
-        put = {c: wrk(url, c, duration, script=lua) for c in connections}
+        settle_workers(http, url, auth)
+        pids = workers_of(http.pid) + [writer.pid]
+        get = {c: measured(url, c, duration, pids, headers=auth) for c in connections}
+        put = {c: measured(url, c, duration, pids, script=lua) for c in connections}
         return get, put
     finally:
         if http is not None:
@@ -195,11 +250,12 @@ def run_bukt(tmp, connections, duration):
 
 
 def table(rows):
-    lines = ["| what | conns | req/s | p50 ms | p99 ms | non-2xx | ratio |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| what | conns | req/s | p50 ms | p99 ms | server CPU µs/req | non-2xx "
+             "| ratio |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for what, c, r, ratio in rows:
         lines.append(f"| {what} | {c} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-                     f"| {r['non2xx']} | {ratio} |")
+                     f"| {r['cpu_us']:.0f} | {r['non2xx']} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -229,9 +285,12 @@ def main():
             ("bare falcon.asgi, gunicorn + uvicorn worker (Bukt's)", c, ours[c],
              f"{ours[c]['rps'] / sync[c]['rps']:.2f}x sync"),
             ("Bukt GET hit, 100 B", c, get[c],
-             f"{get[c]['rps'] / ours[c]['rps']:.0%} of bare, "
+             f"{get[c]['rps'] / ours[c]['rps']:.0%} of bare "
+             f"(CPU {ours[c]['cpu_us'] / get[c]['cpu_us']:.0%}), "
              f"{get[c]['rps'] / sync[c]['rps']:.2f}x sync"),
-            ("Bukt PUT, 100 B", c, put[c], f"{put[c]['rps'] / ours[c]['rps']:.0%} of bare"),
+            ("Bukt PUT, 100 B", c, put[c],
+             f"{put[c]['rps'] / ours[c]['rps']:.0%} of bare "
+             f"(CPU {ours[c]['cpu_us'] / put[c]['cpu_us']:.0%})"),
         ]
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     text = (f"wrk, {ARGS.duration} s per row, {ARGS.workers} server workers, fsync "
