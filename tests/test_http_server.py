@@ -37,17 +37,21 @@ def unused_port():
 
 
 class RingDrain(threading.Thread):
-    """Stands in for the writer process: drains the ring and reports it flushed."""
+    """Stands in for the writer process: drains the ring and reports it flushed
+    (unless paused: then what is appended stays unflushed)."""
 
     def __init__(self, store):
         super().__init__(daemon=True)
         self.store, self.stop = store, threading.Event()
+        self.running = threading.Event()
+        self.running.set()
 
     def run(self):
         while not self.stop.is_set():
-            _, pos, _ = self.store.ring_read()
-            self.store.ring_release(pos)
-            self.store.ring_flushed(pos)
+            if self.running.is_set():
+                _, pos, _ = self.store.ring_read()
+                self.store.ring_release(pos)
+                self.store.ring_flushed(pos)
             time.sleep(0.001)
 
 
@@ -116,14 +120,18 @@ class Server:
         return self.proc.returncode
 
 
+DRAINS = {}              # store name -> the RingDrain standing in for its writer
+
+
 @pytest.fixture
 def store():
     name = f"t-{uuid.uuid4().hex[:12]}"
     s = bukt.create(name, size="16MiB")
-    drain = RingDrain(s)
+    drain = DRAINS[name] = RingDrain(s)
     drain.start()
     yield s
     drain.stop.set()
+    DRAINS.pop(name, None)
     drain.join()
     s.unlink()
     s.close()
@@ -368,6 +376,86 @@ def test_a_body_over_the_limit_is_refused_after_its_first_chunk(serve):
         reply.begin()
         assert reply.status == 413
         assert json.loads(reply.read())["code"] == "payload_too_large"
+
+
+def test_a_chunked_body_over_the_limit_is_refused_before_its_end(serve):
+    """No Content-Length: the worker reads at most max_body + 1 bytes and answers 413
+    while the client is still sending (this body never ends: reading it all would
+    never answer)."""
+    server = serve(**{"http.max_body": 4096})
+    tok = create_bucket(server)
+    for path in (f"{API}/buckets/b/keys/big", f"{API}/buckets/b/mset"):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall((f"PUT {path} HTTP/1.1\r\nHost: x\r\n" if path.endswith("big")
+                       else f"POST {path} HTTP/1.1\r\nHost: x\r\n"
+                            "Content-Type: application/json\r\n").encode() +
+                      f"Authorization: {tok['Authorization']}\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n".encode())
+            chunk = b"x" * 1024
+            for _ in range(8):                 # 8 KiB of an endless body
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            reply = http.client.HTTPResponse(s)
+            reply.begin()
+            assert reply.status == 413, path
+            assert json.loads(reply.read())["code"] == "payload_too_large"
+
+
+def test_a_write_waiting_for_fsync_does_not_hold_up_the_worker(serve, store):
+    """fsync: always, one worker: a PUT waits for the writer's flush (paused here)
+    while the same worker answers other requests; the flush then completes it."""
+    store.writer_publish(sync_always=True)
+    server = serve(**{"http.workers": 1})
+    tok = create_bucket(server)
+    store.bucket("b").set(b"other", b"readable")
+    DRAINS[store.name].running.clear()
+    head = store.ring_position()[1]
+    answer = []
+    put = threading.Thread(target=lambda: answer.append(server.request(
+        "PUT", f"{API}/buckets/b/keys/k", b"durable", tok)))
+    put.start()
+    try:
+        while store.ring_position()[1] == head:     # the PUT is applied, not flushed
+            assert put.is_alive()
+            time.sleep(0.01)
+        for _ in range(20):
+            status, _, body = server.request("GET", f"{API}/buckets/b/keys/other",
+                                             headers=tok)
+            assert (status, body) == (200, b"readable")
+        assert server.request("GET", "/healthz")[0] in (200, 503)
+        assert put.is_alive() and not answer        # still waiting for the disk
+    finally:
+        DRAINS[store.name].running.set()
+        put.join(30)
+    assert answer[0][0] == 204
+
+
+def test_the_access_log_and_server_output_never_hold_a_token(serve, store):
+    server = serve()
+    tok = create_bucket(server)
+    token = tok["Authorization"].split()[1]
+    status, _, body = server.request("POST", f"{API}/buckets/b/tokens",
+                                     {"permissions": ["read"]}, admin())
+    reader = json.loads(body)["token"]
+    near_miss = token[:-4] + "AAAA"
+    store.bucket("b").set(b"k", b"v")
+    for t in (token, reader, near_miss, ADMIN_TOKEN):
+        for style in ({"X-Auth-Token": t}, {"X-API-Key": t},
+                      {"Authorization": f"Bearer {t}"}):
+            server.request("GET", f"{API}/buckets/b/keys/k", headers=style)       # fast
+            server.request("GET", f"{API}/buckets/b/keys/k?encoding=x", headers=style)
+            server.request("PUT", f"{API}/buckets/b/keys/k", b"v", style)
+            server.request("GET", f"{API}/buckets/b", headers=style)              # slow
+            server.request("GET", f"{API}/kv/k", headers=style)
+    server.request("DELETE", f"{API}/buckets/b", {"token": near_miss})
+    server.request("DELETE", f"{API}/buckets/b", {"token": token})
+    lines = server.access_lines()
+    assert len(lines) >= 4 * 3 * 5 + 2
+    assert {x["status"] for x in lines} >= {200, 204, 401, 403}
+    text = server.access_log.read_text()
+    server.stop()
+    output = server.output()
+    for secret in (token, reader, near_miss, ADMIN_TOKEN):
+        assert secret not in text and secret not in output
 
 
 def test_killed_worker_is_replaced_and_counters_stay_monotonic(serve):
