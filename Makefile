@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DEPS   := $(VENV)/.deps-installed
-CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/*.pyx)
+CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/*.pyx bukt/*.pxd)
 CORE   := $(VENV)/.core-built
 
 .PHONY: all run test debug bench lint clean install install-venv install-units deps build

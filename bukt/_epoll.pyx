@@ -43,7 +43,8 @@ import signal as _signal
 
 from . import errors as _errors
 from . import protocol as _P
-from ._wire import run as _run
+from bukt._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
+                         run_frames)
 from .tcp.session import Session
 
 cdef extern from "<sys/epoll.h>" nogil:
@@ -103,7 +104,6 @@ cdef char rbuf[RBUF]
 cdef double LINGER = 0.2       # as in bukt/tcp/connection.py
 cdef double LINGER_MAX = 5.0
 
-STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
 cdef double RETRY = 0.001      # seconds between attempts of a parked request
 _LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
 
@@ -303,6 +303,7 @@ cdef class Loop:
         """Handles the whole frames of c.buf that flow control allows."""
         cdef list out = self.out
         cdef Py_ssize_t pos = 0, size = len(c.buf)
+        cdef int why
         if c.processing or c.parked or c.fd < 0 or c.session is None:
             return  # (a parked connection is tried again by _retry_parked)
         c.processing = True
@@ -312,12 +313,12 @@ cdef class Loop:
                 if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
                     c.stalled = True
                     break
-                pos, why = _run(c.buf, size, pos, c.session, self.max_frame, out,
-                                self.high_water)
-                if c.park_until and (pos or why != STOP_PARK):
+                pos = run_frames(c.buf, size, pos, c.session, self.max_frame, out,
+                                 self.high_water, &why)
+                if c.park_until and (pos or why != W_PARK):
                     c.park_until = 0  # the parked frame went through
-                d = out.pop() if why == STOP_DEFERRED else None
-                if why == STOP_PARK:
+                d = out.pop() if why == W_DEFERRED else None
+                if why == W_PARK:
                     now = monotonic()
                     if not c.park_until:
                         c.park_until = now + self.ring_wait
@@ -328,7 +329,7 @@ cdef class Loop:
                         c.park_until = 0
                         out.append(_ring_full(c.buf, pos, self.ring_wait))
                         pos += int.from_bytes(c.buf[pos:pos + 4], "big")
-                elif why == STOP_FATAL:
+                elif why == W_FATAL:
                     length = int.from_bytes(c.buf[pos:pos + 4], "big")
                     try:
                         _P.check_length(length, self.max_frame)
@@ -336,7 +337,7 @@ cdef class Loop:
                         out.append(_P.frame(_P.Status.PROTOCOL_ERROR, 0, str(exc).encode()))
                     pos = size
                     c.draining = True
-                elif why == STOP_QUIT:  # nothing after QUIT is answered
+                elif why == W_QUIT:  # nothing after QUIT is answered
                     pos = size
                     c.draining = True
                 if out:
@@ -349,7 +350,7 @@ cdef class Loop:
                     del out[:]
                 if d is not None:
                     self._defer(c, d)
-                if why == STOP_PARTIAL or c.parked:
+                if why == W_PARTIAL or c.parked:
                     break
                 if c.fd < 0:
                     break

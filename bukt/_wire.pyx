@@ -28,12 +28,13 @@ from .tcp.session import PARK as _PARK, internal_error as _internal_error
 cdef enum:
     HDR = 13
 
-STOP_PARTIAL = 0
-STOP_FATAL = 1
-STOP_QUIT = 2
-STOP_DEFERRED = 3
-STOP_FULL = 4
-STOP_PARK = 5
+# The stops, as Python names (their C names are in bukt/_wire.pxd).
+STOP_PARTIAL = W_PARTIAL
+STOP_FATAL = W_FATAL
+STOP_QUIT = W_QUIT
+STOP_DEFERRED = W_DEFERRED
+STOP_FULL = W_FULL
+STOP_PARK = W_PARK
 
 cdef int READ = 1
 cdef int WRITE = 2
@@ -138,6 +139,15 @@ cdef object fast_set(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
 
 def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
         Py_ssize_t max_frame, list out, Py_ssize_t out_limit):
+    """(pos, why): run_frames for Python callers (bukt/tcp/connection.py)."""
+    cdef int why = W_PARTIAL
+    pos = run_frames(buf, size, pos, session, max_frame, out, out_limit, &why)
+    return pos, why
+
+
+cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
+                           Py_ssize_t max_frame, list out, Py_ssize_t out_limit,
+                           int *why) except -1:
     cdef const unsigned char *b
     cdef uint32_t length
     cdef uint8_t command
@@ -151,9 +161,11 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
         b = <const unsigned char *>(<char *>buf) + pos  # refreshed: buf does not move here
         length = be32(b)
         if length < HDR or length > max_frame:
-            return pos, STOP_FATAL
+            why[0] = W_FATAL
+            return pos
         if size - pos < length:
-            return pos, STOP_PARTIAL
+            why[0] = W_PARTIAL
+            return pos
         command = b[4]
         rid = be64(b + 5)
         result = None
@@ -163,7 +175,8 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                 result = fast_get(bucket, rid, b + HDR, length - HDR)
             except _errors.RingFull as exc:  # a single-read key not consumed
                 if session.park_ring_full:
-                    return pos, STOP_PARK
+                    why[0] = W_PARK
+                    return pos
                 result = _P.encode_error(rid, exc)
             except _errors.BuktError as exc:
                 result = _P.encode_error(rid, exc)
@@ -176,7 +189,8 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                     result = session._finish_write(rid, result, command)  # maybe Deferred
             except _errors.RingFull as exc:  # not applied: tried again later
                 if session.park_ring_full:
-                    return pos, STOP_PARK
+                    why[0] = W_PARK
+                    return pos
                 result = _P.encode_error(rid, exc)
             except _errors.BuktError as exc:
                 result = _P.encode_error(rid, exc)
@@ -186,20 +200,25 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
             # SLOW PATH: everything else, and refusals, through the Python session.
             result = session.handle(command, rid, buf, pos + HDR, pos + length)
             if result is _PARK:
-                return pos, STOP_PARK  # the frame stays: it is handled again
+                why[0] = W_PARK
+                return pos  # the frame stays: it is handled again
             perms = session.perms
             bucket = session.bucket
             persist = session.persist
             if session.closing:  # QUIT (only the slow path changes the session)
                 pos += length
                 out.append(result)
-                return pos, STOP_QUIT
+                why[0] = W_QUIT
+                return pos
         pos += length
         out.append(result)
         if type(result) is not bytes:
-            return pos, STOP_DEFERRED
+            why[0] = W_DEFERRED
+            return pos
         out_bytes += len(<bytes>result)
         if out_bytes >= out_limit:
-            return pos, STOP_FULL
-    return pos, STOP_PARTIAL
+            why[0] = W_FULL
+            return pos
+    why[0] = W_PARTIAL
+    return pos
 

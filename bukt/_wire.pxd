@@ -1,0 +1,14 @@
+# The frame loop's C entry point, for the epoll loop (bukt/_epoll.pyx) to call without
+# a Python call; bukt/_wire.pyx says what it does. `why` gets one of the stops below.
+
+cdef enum:
+    W_PARTIAL = 0
+    W_FATAL = 1
+    W_QUIT = 2
+    W_DEFERRED = 3
+    W_FULL = 4
+    W_PARK = 5
+
+cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
+                           Py_ssize_t max_frame, list out, Py_ssize_t out_limit,
+                           int *why) except -1
