@@ -26,7 +26,10 @@ processes is the steadier figure), 2 workers, 100 B values over 100k keys, 90% G
     redis-server 7 (1 thread)   12.4     17.6           2.2
 
 The frame loop and the GET/SET fast path in Cython (bukt/_wire.pyx; its Python twin is
-connection.run_py) save a quarter to two thirds of the CPU per op over Python.
+connection.run_py) save a quarter to two thirds of the CPU per op over Python. Since the
+epoll loop keeps the GIL and calls the frame loop as C, a later run (load average 6-7,
+`--loops epoll,uvloop`) gave it 13.4 / 17.3 / 2.9 µs per op against Redis's
+13.2 / 17.6 / 3.2 (uvloop 18.9 / 22.5 / 3.1); README "Benchmarks" has its throughput.
 """
 from .pool import serve_tcp
 from .settings import TcpSettings
