@@ -1,6 +1,6 @@
 """Group commit under `fsync: always` (issue 3): an idle writer sleeps on the segment's
-doorbell and the first commit wakes it; a client waiting for durability sleeps in the
-kernel instead of spinning; under everysec producers never ring. The writer is stopped
+doorbell and the first commit wakes it; a client waiting for durability sleeps on a
+futex instead of spinning; under everysec producers never ring. The writer is stopped
 with SIGSTOP at a moment it is known to sleep, so nothing but the clients can touch the
 doorbell meanwhile, and every check is on state, not on time."""
 import os
@@ -28,6 +28,12 @@ def _proc_state(pid):
     """The scheduler state of process `pid` (R running, S sleeping, ...)."""
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _wchan(pid):
+    """The kernel function process `pid` sleeps in ("futex_do_wait", ...)."""
+    with open(f"/proc/{pid}/wchan") as f:
+        return f.read()
 
 
 def _stop_while_asleep(writer, s):
@@ -58,12 +64,10 @@ def test_a_commit_rings_the_sleeping_writer_and_the_waiting_client_sleeps(instan
         wait_for(lambda: writer_doorbell(s) == 0, timeout=30, what="the doorbell rung")
         assert s.bucket("b").get(b"durable") == b"on disk"      # applied in memory
         # ... but not acknowledged while the writer cannot fsync, and the client waits
-        # asleep in the kernel (a spinning waiter would be seen running, R).
-        states = []
-        for _ in range(20):
-            states.append(_proc_state(client.pid))
-            time.sleep(0.01)
-        assert set(states) == {"S"}, states
+        # asleep in the kernel on a futex (a spinning waiter is never seen there, a
+        # polling one sleeps in nanosleep instead)
+        wait_for(lambda: _proc_state(client.pid) == "S" and "futex" in _wchan(client.pid),
+                 what="the client asleep on a futex")
         assert client.poll() is None and not done.exists()
         os.kill(writer.pid, signal.SIGCONT)
         assert client.wait(30) == 0 and done.read_text() == "acknowledged"
