@@ -139,13 +139,18 @@ def settle_workers(proc, url, headers=()):
     wrk(url, 8, 1, headers=headers)
 
 
-def measured(url, connections, duration, server_pids, script=None, headers=()):
+def measured(url, connections, duration, server_pids, script=None, headers=(),
+             writer=None):
     """wrk's figures plus the server's CPU time per request (its workers and, for
-    Bukt, the writer): steadier than req/s when other jobs share the machine."""
-    before = sum(cpu_seconds(p) for p in server_pids)
+    Bukt, the writer, also given alone): steadier than req/s when other jobs share
+    the machine."""
+    pids = list(server_pids) + ([writer] if writer else [])
+    before = {p: cpu_seconds(p) for p in pids}
     r = wrk(url, connections, duration, script=script, headers=headers)
-    used = sum(cpu_seconds(p) for p in server_pids) - before
-    r["cpu_us"] = used / max(1.0, r["rps"] * duration) * 1e6
+    used = {p: cpu_seconds(p) - before[p] for p in pids}
+    requests = max(1.0, r["rps"] * duration)
+    r["cpu_us"] = sum(used.values()) / requests * 1e6
+    r["writer_us"] = used[writer] / requests * 1e6 if writer else None
     return r
 
 
@@ -235,9 +240,11 @@ def run_bukt(tmp, connections, duration):
         auth = [f"Authorization: Bearer {TOKEN}"]
         url = f"http://127.0.0.1:{port}/api/v1/buckets/bench/keys/hit"
         settle_workers(http, url, auth)
-        pids = workers_of(http.pid) + [writer.pid]
-        get = {c: measured(url, c, duration, pids, headers=auth) for c in connections}
-        put = {c: measured(url, c, duration, pids, script=lua) for c in connections}
+        pids = workers_of(http.pid)
+        get = {c: measured(url, c, duration, pids, headers=auth, writer=writer.pid)
+               for c in connections}
+        put = {c: measured(url, c, duration, pids, script=lua, writer=writer.pid)
+               for c in connections}
         return get, put
     finally:
         if http is not None:
@@ -254,8 +261,10 @@ def table(rows):
              "| ratio |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for what, c, r, ratio in rows:
+        cpu = f"{r['cpu_us']:.0f}" + (f" (writer {r['writer_us']:.0f})"
+                                      if r.get("writer_us") is not None else "")
         lines.append(f"| {what} | {c} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-                     f"| {r['cpu_us']:.0f} | {r['non2xx']} | {ratio} |")
+                     f"| {cpu} | {r['non2xx']} | {ratio} |")
     return "\n".join(lines)
 
 
