@@ -87,6 +87,10 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
     cdef bk_entry *e
     cdef object result = None
     cdef int attempt
+    if not s.readonly:
+        # the stamp of a hit sits in another line than its slot (usually the same
+        # line as the home slot's stamp): fetch it alongside the seq and the slots
+        bk_prefetch_w(STAMPS_OF(s, si) + home)
     for attempt in range(READ_TRIES):
         s1 = bk_load_acq64(&st.seq)
         if s1 & 1:

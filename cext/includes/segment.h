@@ -280,6 +280,9 @@ static inline void bk_fence_rel(void) { __atomic_thread_fence(__ATOMIC_RELEASE);
 static inline int bk_cas32(uint32_t *p, uint32_t expect, uint32_t want) {
     return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+/* a hint: start fetching the line of p now (for writing), so that its miss overlaps
+ * the reader's other misses instead of following them */
+static inline void bk_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
 static inline void bk_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
