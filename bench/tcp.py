@@ -1,7 +1,8 @@
 """Bukt's TCP server against Redis, driven by the same compiled load generator.
 
-    .venv/bin/python bench/tcp.py                       # both loops, Redis, every workload
+    .venv/bin/python bench/tcp.py                       # every loop, Redis, every workload
     .venv/bin/python bench/tcp.py --loops uvloop --no-redis --seconds 3 --repeat 1
+    .venv/bin/python bench/tcp.py --loops epoll --workloads "1 conn"   # one workload
 
 Builds bench/loadgen (bench/loadgen.c) if needed; makes a segment and a bucket with a
 token; starts `serve_tcp` on an unused loopback port once per event loop; starts

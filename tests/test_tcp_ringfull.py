@@ -81,14 +81,18 @@ def test_a_parked_write_holds_up_its_connection_only_and_goes_through_on_room(lo
     # because the ring got room, and any wait inside the loop would starve `b`.
     with small_ring(ring_wait=120) as (s, name, filled), \
             Server(name, workers=1, loop=loop) as srv:
-        with connect(srv.port) as a, connect(srv.port) as b, connect(srv.port) as m:
-            for c in (a, b, m):
+        with connect(srv.port) as a, connect(srv.port) as b, connect(srv.port) as m, \
+                connect(srv.port) as d:
+            for c in (a, b, m, d):
                 auth(c, "rw")
             # The SET parks; the PING after it on the same connection waits behind it.
             a.sendall(_set(1, b"parked", b"p" * 100) + P.encode_request(C.PING, 2, data=b"a"))
             # A multi-record write is parked before it starts.
             m.sendall(P.encode_request(C.MSET, 3, ttl_ms=0,
                                        items=[(b"m1", b"1" * 100), (b"m2", b"2" * 100)]))
+            # So is a DELETE of several keys: it would count the keys it removed.
+            gone = list(filled)[:3]
+            d.sendall(P.encode_request(C.DELETE, 4, keys=gone))
             # Meanwhile another connection of the same worker is served, reads included.
             for i in range(20):
                 assert call(b, C.PING, 10 + i, data=b"b")[:2] == (S.OK, 10 + i)
@@ -97,13 +101,16 @@ def test_a_parked_write_holds_up_its_connection_only_and_goes_through_on_room(lo
             assert status == S.OK and f["value"] == value
             status, _, f = call(b, C.GET, 41, key=b"parked")
             assert status == S.NOT_FOUND  # not applied while parked
-            assert nothing_to_read(a) and nothing_to_read(m)
+            assert nothing_to_read(a) and nothing_to_read(m) and nothing_to_read(d)
+            assert all(s.bucket("b").get(k) is not None for k in gone)
             drain(s)  # the writer catches up
             status, rid, f = P.decode_response(C.SET, read_frame(a))
             assert (status, rid) == (S.OK, 1) and f["version"] > 0
             assert P.decode_response(C.PING, read_frame(a))[:2] == (S.OK, 2)
             status, rid, f = P.decode_response(C.MSET, read_frame(m))
             assert (status, rid) == (S.OK, 3) and len(f["versions"]) == 2
+            status, rid, f = P.decode_response(C.DELETE, read_frame(d))
+            assert (status, rid) == (S.OK, 4) and f == {"count": 3}, f
         assert s.bucket("b").get(b"parked") == b"p" * 100
         assert s.bucket("b").mget([b"m1", b"m2"]) == [b"1" * 100, b"2" * 100]
         assert srv.stop() == 0

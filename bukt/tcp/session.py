@@ -143,7 +143,8 @@ def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
 
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
-                 "perms", "persist", "admin", "closing", "park_ring_full", "_handlers")
+                 "perms", "persist", "admin", "closing", "park_ring_full", "_handlers",
+                 "_limits")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
                  max_frame: int = P.DEFAULT_MAX_FRAME, durable=None):
@@ -158,6 +159,7 @@ class Session:
         self.admin = False            # an admin session (AUTH with the admin token)
         self.closing = False          # QUIT: close once this response is out
         self.park_ring_full = False   # RingFull -> PARK (RING FULL in the docstring)
+        self._limits = None           # (ring_size, max_key), once asked for
         self._handlers = {c: getattr(self, "_" + c.name.lower()) for c in P.Command
                           if c not in (C.GET, C.SET)}
 
@@ -207,21 +209,29 @@ class Session:
 
     def _ring_room(self, command, fields) -> bool:
         """Whether the ring has room now for what `command` will append (module
-        docstring, RING FULL). Always True for a bucket that is not logged."""
-        limits = self.store.limits
+        docstring, RING FULL). Always True for a bucket that is not logged, and for a
+        DELETE of one key (RETRY_SAFE: it is tried again if the ring is full)."""
         if command in (C.BUCKET_CREATE, C.BUCKET_DROP, C.TOKEN_CREATE, C.TOKEN_REVOKE):
             need = _META_NEED
-        elif not self.persist:
+        elif not self.persist or (command == C.DELETE and len(fields["keys"]) == 1):
             return True
         elif command == C.MSET:
             need = sum(_rec(len(k) + len(v)) for k, v in fields["items"])
         elif command == C.DELETE:
             need = sum(_rec(len(k)) for k in fields["keys"])
         else:  # FLUSH: one record's room; a flush larger than the ring goes in parts
-            need = _rec(limits["max_key"])
+            need = _rec(self._ring_limits()[1])
+        ring_size = self._ring_limits()[0]
         tail, head, _ = self.store.ring_position()
         # More than the ring holds goes once the ring is half empty, in parts as it drains.
-        return head - tail + min(need, limits["ring_size"] // 2) <= limits["ring_size"]
+        return head - tail + min(need, ring_size // 2) <= ring_size
+
+    def _ring_limits(self):
+        """(ring_size, max_key): fixed in the segment, read once."""
+        if self._limits is None:
+            limits = self.store.limits
+            self._limits = (limits["ring_size"], limits["max_key"])
+        return self._limits
 
     def _refuse(self, command):
         if self.bucket is None and not self.admin:
