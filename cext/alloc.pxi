@@ -279,19 +279,22 @@ cdef int rebuild_class(Store s, uint32_t c) except -1:
 # chunk is seen free, and its pages are marked unassigned for carve_slab.
 cdef int MOVE_CANDIDATES = 8    # windows compared per move
 cdef int MOVE_SCAN = 64         # windows looked at per move, at most
+cdef int64_t BUSY = -2          # slab_cost/window_cost: not now, an entry is pending
 cdef int NO_ROOM = 2            # make_room/move_slab: nothing may be evicted, now or later
 cdef int MOVE_SAMPLE = 8        # entries per slab whose stamps date a window
 
 
 cdef int64_t slab_cost(Store s, uint64_t p, uint32_t c) noexcept:
-    """Live entries in the slab at page p, or -1 when it cannot be emptied for class
-    c (it is c's own, an entry is pending, or belongs to a non-evicting bucket)."""
+    """Live entries in the slab at page p; -1 when it cannot be emptied for class c
+    (it is c's own, or an entry belongs to a non-evicting bucket); BUSY when not now
+    (an entry is being written)."""
     cdef uint32_t d = s.pagemap[p] - 1, i
     cdef bk_class *cl = &s.classes[d]
     cdef uint64_t off
     cdef int64_t n = 0
     cdef uint8_t f
     cdef uint16_t bidx
+    cdef bint busy = False
     if d == c:
         return -1
     for i in range(cl.per_slab):
@@ -300,16 +303,18 @@ cdef int64_t slab_cost(Store s, uint64_t p, uint32_t c) noexcept:
         if not (f & BK_E_USED):
             continue
         if f & BK_E_PENDING:
-            return -1
+            busy = True                         # decide on the others first
+            continue
         bidx = ENT(s, off).bucket
         if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
             return -1
         n += 1
-    return n
+    return BUSY if busy else n
 
 
 cdef int64_t window_cost(Store s, uint64_t p, uint64_t need, uint32_t c, uint64_t pu) noexcept:
-    """Live entries to evict so that pages p..p+need-1 are unassigned, or -1."""
+    """Live entries to evict so that pages p..p+need-1 are unassigned; -1 never,
+    BUSY not now."""
     cdef uint64_t q = p
     cdef int64_t cost = 0, one
     cdef uint8_t b
@@ -324,7 +329,7 @@ cdef int64_t window_cost(Store s, uint64_t p, uint64_t need, uint32_t c, uint64_
             return -1                           # the middle of a slab, or an orphan
         one = slab_cost(s, q, c)
         if one < 0:
-            return -1
+            return one
         cost += one
         q += s.classes[b - 1].slab_pages
     return cost
@@ -412,6 +417,8 @@ cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) e
         if s.pagemap[p] != 0 and not (s.pagemap[p] & 0x80):
             examined += 1
             cost = window_cost(s, p, need, c, pu)
+            if cost == BUSY:
+                possible = True                 # an entry is being written: later
             if cost >= 0:
                 possible = True
                 if cost > 0 and older_than != 0xffffffff and \
