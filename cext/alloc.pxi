@@ -15,6 +15,17 @@ cdef inline char *EKEY(Store s, uint64_t off) noexcept nogil:
     return s.base + off + 32
 
 
+cdef inline uint64_t CHUNK(Store s, uint64_t p, bk_class *cl, uint64_t i) noexcept nogil:
+    """The offset of chunk i of the slab whose first page is p."""
+    return s.arena_off + p * s.page_size + i * cl.chunk_size
+
+
+cdef inline bint key_readable(Store s, uint64_t off, uint32_t klen, uint16_t bidx) noexcept nogil:
+    """May a key of klen bytes of bucket bidx be hashed at `off`, an offset read
+    without a lock (possibly stale: its page may have changed class)?"""
+    return 0 < klen <= s.max_key and bidx < s.max_buckets and off + 32 + klen <= s.size
+
+
 cdef int class_for(Store s, uint64_t need) noexcept:
     """The smallest class whose chunks hold `need` bytes, or -1."""
     cdef int lo = 0, hi = <int>s.nclasses - 1, mid
@@ -143,7 +154,7 @@ cdef int carve_slab(Store s, uint32_t c) except -1:
     no page is left."""
     cdef bk_header *h = s.hdr
     cdef bk_class *cl = &s.classes[c]
-    cdef uint64_t p, i, off, slab_off, n = cl.slab_pages
+    cdef uint64_t p, i, off, n = cl.slab_pages
     cdef int64_t run = -1
     lock_alloc(s)
     if h.free_pages >= n:
@@ -165,9 +176,8 @@ cdef int carve_slab(Store s, uint32_t c) except -1:
             s.pagemap[p + i] = <uint8_t>(0x80 | (c + 1))
         bk_store_rel64(&h.pages_used, p + n)             # last: publishes the slab
     bk_lock_release(&h.alloc_lock)
-    slab_off = s.arena_off + p * s.page_size
     for i in range(cl.per_slab - 1, -1, -1):
-        off = slab_off + i * cl.chunk_size
+        off = CHUNK(s, p, cl, i)
         ENT(s, off).flags = 0
         ENT(s, off).cls = <uint8_t>c
         fl_push(s, cl, off)
@@ -256,7 +266,7 @@ cdef int rebuild_class(Store s, uint32_t c) except -1:
             continue
         slabs += 1
         for i in range(cl.per_slab - 1, -1, -1):
-            off = s.arena_off + p * s.page_size + i * cl.chunk_size
+            off = CHUNK(s, p, cl, i)
             e = ENT(s, off)
             if e.flags & BK_E_USED:
                 used += 1
@@ -298,7 +308,7 @@ cdef int64_t slab_cost(Store s, uint64_t p, uint32_t c) noexcept:
     if d == c:
         return -1
     for i in range(cl.per_slab):
-        off = s.arena_off + p * s.page_size + i * cl.chunk_size
+        off = CHUNK(s, p, cl, i)
         f = bk_load_acq8(&ENT(s, off).flags)
         if not (f & BK_E_USED):
             continue
@@ -350,7 +360,7 @@ cdef uint32_t window_youngest(Store s, uint64_t p, uint64_t need) noexcept:
         step = cl.per_slab // MOVE_SAMPLE + 1
         i = 0
         while i < cl.per_slab:
-            off = s.arena_off + q * s.page_size + i * cl.chunk_size
+            off = CHUNK(s, q, cl, i)
             if bk_load_acq8(&ENT(s, off).flags) & BK_E_USED:
                 st = stamp_of(s, off)
                 if st > newest:
@@ -370,11 +380,11 @@ cdef int release_slab(Store s, uint64_t p, uint32_t d) except -1:
         if s.pagemap[p] != d + 1:
             return 0                            # another mover took it
         for i in range(cl.per_slab):
-            off = s.arena_off + p * s.page_size + i * cl.chunk_size
+            off = CHUNK(s, p, cl, i)
             if ENT(s, off).flags != 0:
                 return 0                        # reused meanwhile: try again later
         for i in range(cl.per_slab):
-            fl_unlink(s, cl, s.arena_off + p * s.page_size + i * cl.chunk_size)
+            fl_unlink(s, cl, CHUNK(s, p, cl, i))
         cl.slabs -= 1
         if cl.drain_page == p + 1:
             cl.drain_page = 0
@@ -417,10 +427,9 @@ cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) e
         if s.pagemap[p] != 0 and not (s.pagemap[p] & 0x80):
             examined += 1
             cost = window_cost(s, p, need, c, pu)
-            if cost == BUSY:
-                possible = True                 # an entry is being written: later
+            if cost != -1:
+                possible = True                 # now, or later (BUSY: an entry is pending)
             if cost >= 0:
-                possible = True
                 if cost > 0 and older_than != 0xffffffff and \
                         window_youngest(s, p, need) >= older_than:
                     cost = -1                   # fresher than what c would evict
@@ -446,7 +455,7 @@ cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) e
         cl = &s.classes[d]
         cl.drain_page = <uint32_t>(q + 1)       # advisory: freed chunks go to the tail
         for i in range(cl.per_slab):
-            off = s.arena_off + q * s.page_size + i * cl.chunk_size
+            off = CHUNK(s, q, cl, i)
             if (bk_load_acq8(&ENT(s, off).flags) & (BK_E_USED | BK_E_PENDING)) == BK_E_USED:
                 if not evict_entry(s, off, holding):
                     return 0
@@ -468,7 +477,7 @@ cdef uint32_t stamp_of(Store s, uint64_t off) noexcept:
     cdef uint16_t bidx = bk_load_rlx16(&e.bucket)
     cdef uint64_t h
     cdef int slot
-    if klen == 0 or klen > s.max_key or bidx >= s.max_buckets or off + 32 + klen > s.size:
+    if not key_readable(s, off, klen, bidx):
         return 0
     h = khash(bidx, EKEY(s, off), klen)
     si = stripe_of(s, h)
@@ -498,7 +507,7 @@ cdef list class_sample(Store s, uint32_t c):
         if s.pagemap[p] != c + 1:
             hand = ((p + 1) * per) % total          # not a slab of c: next page
             continue
-        off = s.arena_off + p * s.page_size + i * cl.chunk_size
+        off = CHUNK(s, p, cl, i)
         e = ENT(s, off)
         if (bk_load_acq8(&e.flags) & (BK_E_USED | BK_E_PENDING)) != BK_E_USED:
             continue
@@ -546,7 +555,7 @@ cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
     cdef uint64_t h
     cdef uint32_t vsi
     cdef int slot, done = 0
-    if klen == 0 or klen > s.max_key or bidx >= s.max_buckets or off + 32 + klen > s.size:
+    if not key_readable(s, off, klen, bidx):
         return 0
     h = khash(bidx, EKEY(s, off), klen)
     vsi = stripe_of(s, h)

@@ -172,7 +172,7 @@ cdef list check_table(Store s):
                     continue
                 slabs += 1
                 for chunk_no in range(cl.per_slab):
-                    off = s.arena_off + <uint64_t>p * s.page_size + chunk_no * cl.chunk_size
+                    off = CHUNK(s, p, cl, chunk_no)
                     if ENT(s, off).flags & BK_E_USED:
                         used += 1
                         if off not in referenced:

@@ -337,8 +337,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     st.intent_slot = slot
     st.intent_old = old_off
     st.intent_op = BK_OP_SET
+    tick_lru(s, s.now())                        # outside the seq window readers retry on
     bk_seq_enter(&st.seq)
-    tick_lru(s, s.now())
     STAMPS_OF(s, si)[slot] = s.hdr.lru_clock
     bk_store_rlx64(&slots[slot], tag_of(h) | off)
     if pos:

@@ -281,7 +281,8 @@ def test_values_from_empty_to_max(store, bucket):
     assert store.check() == []
 
 
-def test_lru_bucket_evicts_the_least_recently_used(segname):
+def test_lru_bucket_evicts_when_full(segname):
+    """(Which keys go is tested in test_slab_moves.py::test_lru_evicts_what_was_not_read.)"""
     s = bukt.create(segname, size="16MiB")
     b = s.create_bucket("cache", persist=False)
     value = b"v" * 1000
