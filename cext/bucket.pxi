@@ -271,8 +271,12 @@ cdef class Bucket:
     def exists(self, *keys):
         cdef snap_t snap
         self._b()
-        ready = [as_key(self.s, k) for k in keys]
-        return sum(1 for k in ready if self._peek(k, &snap) == HIT)
+        cdef Py_ssize_t n = 0
+        ready = [as_key(self.s, k) for k in keys]       # every key checked first
+        for k in ready:                 # a loop, not sum(genexpr): a generator's
+            if self._peek(k, &snap) == HIT:     # frame cost 3x the probe
+                n += 1
+        return n
 
     def version(self, key):
         cdef snap_t snap

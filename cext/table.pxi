@@ -106,6 +106,11 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
                 o = w & BK_OFF_MASK
                 if o >= lo and o + 32 + n <= limit:
                     e = ENT(s, o)
+                    if o + 192 <= limit:
+                        # the value's lines: fetched now, their misses overlap the
+                        # header's instead of following the key compare and vlen
+                        bk_prefetch_r(<char *>e + 64)
+                        bk_prefetch_r(<char *>e + 128)
                     if bk_load_rlx32(&e.klen) == n and bk_load_rlx16(&e.bucket) == bidx \
                             and memcmp(EKEY(s, o), k, n) == 0:
                         off = o

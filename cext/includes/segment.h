@@ -283,6 +283,7 @@ static inline int bk_cas32(uint32_t *p, uint32_t expect, uint32_t want) {
 /* a hint: start fetching the line of p now (for writing), so that its miss overlaps
  * the reader's other misses instead of following them */
 static inline void bk_prefetch_w(const void *p) { __builtin_prefetch(p, 1, 3); }
+static inline void bk_prefetch_r(const void *p) { __builtin_prefetch(p, 0, 3); }
 static inline void bk_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

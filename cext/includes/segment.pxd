@@ -175,6 +175,7 @@ cdef extern from "segment.h" nogil:
     bint bk_cas32(uint32_t *p, uint32_t expect, uint32_t want)
     void bk_pause()
     void bk_prefetch_w(const void *p)
+    void bk_prefetch_r(const void *p)
     void bk_seq_enter(uint64_t *seq)
     void bk_seq_leave(uint64_t *seq)
     int bk_lock_init(bk_lock *l)
