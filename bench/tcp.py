@@ -134,7 +134,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--loops", default="epoll,uvloop,uvloop+py,asyncio",
                     help="server variants: epoll, uvloop, asyncio; +py: the Python frame loop")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ncpu = os.cpu_count() or 1
+    ap.add_argument("--workers", default=",".join(str(w) for w in sorted({1, ncpu})),
+                    help="worker counts to run, comma-separated (default: 1 and the number "
+                         "of CPUs: the load generator shares the CPUs, so one worker can "
+                         "beat one per CPU on a small machine)")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keys", type=int, default=100_000)
@@ -155,9 +159,10 @@ def main():
         store.add_token("bench", hashlib.sha256(TOKEN.encode()).digest(), bukt.READ | bukt.WRITE)
         servers = []
         for loop in args.loops.split(","):
-            proc, port = start_bukt(instance, loop, args.workers)
-            procs.append(proc)
-            servers.append((f"bukt {loop} x{args.workers}", "bukt", port, proc))
+            for workers in (int(w) for w in args.workers.split(",")):
+                proc, port = start_bukt(instance, loop, workers)
+                procs.append(proc)
+                servers.append((f"bukt {loop} x{workers}", "bukt", port, proc))
         if not args.no_redis:
             proc, port = start_redis()
             if proc is not None:
