@@ -284,14 +284,18 @@ def main():
     with open(os.path.join(tmp, "bare_app.py"), "w") as f:
         f.write(BARE_APP)
     sync = run_bare(tmp, [], "wsgi", conns, ARGS.duration)
-    ours = run_bare(tmp, ["-k", "uvicorn_worker.UvicornWorker"], "asgi", conns,
+    stock = run_bare(tmp, ["-k", "uvicorn_worker.UvicornWorker"], "asgi", conns,
+                     ARGS.duration)
+    ours = run_bare(tmp, ["-k", "bukt.http.worker.BuktWorker"], "asgi", conns,
                     ARGS.duration)
     get, put = run_bukt(tmp, conns, ARGS.duration)
     rows = []
     for c in conns:
         rows += [
             ("bare falcon, gunicorn sync (stock)", c, sync[c], "1.00x sync"),
-            ("bare falcon.asgi, gunicorn + uvicorn worker (Bukt's)", c, ours[c],
+            ("bare falcon.asgi, gunicorn + stock uvicorn worker", c, stock[c],
+             f"{stock[c]['rps'] / sync[c]['rps']:.2f}x sync"),
+            ("bare falcon.asgi, gunicorn + Bukt's worker (corked uvicorn)", c, ours[c],
              f"{ours[c]['rps'] / sync[c]['rps']:.2f}x sync"),
             ("Bukt GET hit, 100 B", c, get[c],
              f"{get[c]['rps'] / ours[c]['rps']:.0%} of bare "

@@ -2,7 +2,8 @@
 
 Why ASGI: measured on this host (bench/http.py), falcon on stock gunicorn sync workers
 closes every connection and tops out near 3-5k req/s; falcon.asgi under gunicorn's
-UvicornWorker (uvloop, httptools) keeps connections alive and serves about 3x that,
+UvicornWorker (uvloop, httptools; bukt/http/worker.py sends each response in one
+write) keeps connections alive and serves about 5x that,
 and its event loop lets a write wait for durability without blocking the worker's
 other requests. The store calls themselves are synchronous and take microseconds, so
 handlers call them directly on the loop.

@@ -18,7 +18,7 @@ from bukt.http.auth import resolve_admin_token
 from bukt.http.settings import HttpSettings
 from bukt.http.shared import SharedArea
 
-WORKER_CLASS = "uvicorn_worker.UvicornWorker"   # uvloop + httptools, keep-alive
+WORKER_CLASS = "bukt.http.worker.BuktWorker"   # uvloop + httptools, keep-alive, corked
 log = logging.getLogger("bukt.http")
 
 
