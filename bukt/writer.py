@@ -41,7 +41,8 @@ spinning a core. Under `always` every producer that commits while it sleeps ring
 doorbell, so the writer drains at once: the time from a commit to its acknowledgement is
 one wake-up, one write, one fsync and one wake-up, and records committed during an
 fsync go into the next one. Under everysec and no nobody waits, producers do not ring,
-and the sleep backs off from POLL_MIN_S to POLL_MAX_S. A record still RESERVED by its producer for longer than STUCK_S is handed
+and the sleep backs off from POLL_MIN_S to POLL_MAX_S; under a stream of writes the
+writer drains every BATCH_S (at once while batches come back full). A record still RESERVED by its producer for longer than STUCK_S is handed
 to ring_unstick, which repairs the stripe if the producer died.
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
@@ -94,6 +95,8 @@ log = logging.getLogger("bukt.writer")
 
 POLL_MIN_S = 0.0001         # first sleep on an empty ring: a write is picked up fast
 POLL_MAX_S = 0.002          # longest sleep: an idle writer wakes 500 times a second
+BATCH_S = 0.002             # everysec/no: after a batch that was not full, records gather
+                            # this long before the next drain
 HEARTBEAT_S = 0.1           # progress published in the header this often
 EVERYSEC_S = 1.0            # fsync: everysec
 STUCK_S = 0.05              # a RESERVED record this old goes to ring_unstick
@@ -206,6 +209,7 @@ class Writer:
         self.disk_backoff = DISK_RETRY_MIN_S
         self.rebase_needed = False
         self.stuck = (None, 0.0)
+        self.batch_full = False         # the last drain took a whole batch
         self.start_kind = None          # "warm" or "cold", for tests and logs
         self.recovery = None
 
@@ -366,6 +370,12 @@ class Writer:
                 next_tick = now + min(HEARTBEAT_S, 1.0 / self.cfg.expiry.hz)
             if moved:
                 idle = POLL_MIN_S
+                if self.policy != "always" and not self.batch_full:
+                    # Nobody waits for these records (everysec, no): let the next ones
+                    # gather for BATCH_S instead of waking for each (a trickle of writes
+                    # cost one drain, log write and wake-up per record). A full batch
+                    # means more are waiting, and those are taken at once.
+                    ring_idle_wait(self.store, BATCH_S)
             elif self.error or self.w is None:
                 time.sleep(idle)            # backing off a disk error: records wait
                 idle = min(idle * 2, POLL_MAX_S)
@@ -398,6 +408,8 @@ class Writer:
         if self.error and time.monotonic() < self.disk_retry_at:
             return False
         recs, next_pos, stuck = store.ring_read(READ_RECORDS, READ_BYTES)
+        self.batch_full = len(recs) >= READ_RECORDS or \
+            next_pos - self.written_pos >= READ_BYTES // 2
         if stuck is not None and not recs:
             self._unstick(stuck)
         if next_pos == self.written_pos:
