@@ -30,6 +30,10 @@ from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
 from bukt.http.wire import bool_value, ttl_value
 
 PREFIX = b"/api/v1/buckets/"
+# `b"%" in data` first tries the needle as an int, and the TypeError it raises and
+# clears costs ~1,800 instructions (callgrind): about 1 µs of a GET. An int needle is a
+# plain memchr.
+PERCENT = ord("%")
 SLOW_HEADERS = frozenset((b"if-match", b"if-none-match", b"range", b"if-range"))
 TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 PROBLEM_TYPE = PROBLEM_JSON.encode()
@@ -58,7 +62,7 @@ class FastPath:
         start = time.perf_counter()
         parts = raw.split(b"/", 6)    # '', api, v1, buckets, name, keys, key
         if len(parts) != 7 or parts[5] != b"keys" or not parts[6] or not parts[4] \
-                or b"%" in parts[4]:
+                or PERCENT in parts[4]:
             return False
         headers = scope["headers"]
         if type(headers) is not list or (headers and type(headers[0]) is not tuple):
@@ -94,7 +98,7 @@ class FastPath:
         except BuktError:
             return False
         key = parts[6]
-        if b"%" in key:
+        if PERCENT in key:
             key = unquote_to_bytes(key)
         path = scope["path"]
         if put:

@@ -148,7 +148,7 @@ def key_from_path(req, key, slashes):
         parts = raw.split(b"/", slashes)
         if len(parts) == slashes + 1:
             part = parts[-1]
-            return unquote_to_bytes(part) if b"%" in part else part
+            return unquote_to_bytes(part) if 37 in part else part   # 37: "%" (fastpath.py)
     return key.encode("utf-8", "surrogateescape")
 
 
