@@ -14,7 +14,6 @@ EXIT CODES (also in `bukt --help` and the README):
 """
 import json
 import os
-import socket
 import sys
 
 from . import errors
@@ -140,6 +139,8 @@ def _cell(v):
 def explain(exc, args) -> tuple:
     """(exit code, one line saying what went wrong and what to do) for an exception, or
     None when it is not one the CLI knows (a bug: the traceback is shown)."""
+    import socket
+
     from .config import ConfigError
     from .targets import TargetError
     url = _redact(getattr(args, "url", None))

@@ -51,7 +51,7 @@ import os
 import re
 from typing import Iterable, Iterator, NamedTuple, Optional
 
-from . import aof, basefile
+from . import aof                # basefile where a base is read or written: not on a warm start
 from .aof import (EXPIRE, FILE_HEADER_SIZE, LOG_MAGIC, SET, SET_TTL, LogCorrupt, LogWriter,
                   Record, RecoveryError, Scan)
 
@@ -206,7 +206,7 @@ class DataDir:
             raise
         return w
 
-    def install_base(self, records: Iterable[Record], seq: int) -> basefile.BaseInfo:
+    def install_base(self, records: Iterable[Record], seq: int) -> "basefile.BaseInfo":
         """Writes `records` as a new base covering `seq` and makes it current with the
         logs that start at or after seq (one must: rotate(seq) first); the older logs and
         the old base are removed once the new MANIFEST is durable."""
@@ -214,6 +214,7 @@ class DataDir:
         if not any(s == seq for _, s in starts):
             raise ValueError(f"no current log starts after seq {seq}: call rotate({seq}) "
                              "before snapshotting")
+        from . import basefile
         gen = self.manifest.generation + 1
         name = f"base-{gen:08d}.bkb"
         info = basefile.write_base(self.file(name), records, seq)
@@ -337,6 +338,7 @@ class Recovery:
             if not os.path.exists(path):
                 self._missing(path, "base file")
             else:
+                from . import basefile
                 report = Scan(path)
                 self._bulk_file(0, in_base=True)
                 yield from self._emit(basefile.read_base(path, skip_bad=self.load_good,
@@ -429,6 +431,7 @@ def check(path) -> list:
     if m is None:
         _refuse_unlisted(path)
         return []
+    from . import basefile
     out = []
     listed = ([("base", m.base)] if m.base else []) + [("log", n) for n in m.logs]
     for kind, name in listed:
@@ -466,6 +469,7 @@ def _fix_locked(path) -> list:
     done = []
     seq = 0
     if m.base:
+        from . import basefile
         r = basefile.repair(os.path.join(path, m.base))
         done += [r] if r else []
         report = Scan(os.path.join(path, m.base))

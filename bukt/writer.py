@@ -75,7 +75,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -89,7 +88,8 @@ from ._core import expire_position, ring_idle_wait
 from .restore import Cancelled, Loader, snapshot
 from .ringlog import RingTranslator
 
-__all__ = ["Writer", "run_writer", "main", "read_tie", "TIE_FILE", "WriterError"]
+__all__ = ["Writer", "run_writer", "main", "run_command", "read_tie", "TIE_FILE",
+           "WriterError"]
 
 log = logging.getLogger("bukt.writer")
 
@@ -173,6 +173,7 @@ def _sd_notify(message: str) -> None:
         return
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
+    import socket                       # here: a start without systemd does not load it
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
             s.sendto(message.encode(), addr)
@@ -737,11 +738,8 @@ def run_writer(cfg, cold=False) -> int:
 
 
 def main(argv=None) -> int:
-    """`bukt writer [--config PATH] [--cold]`."""
+    """`bukt writer [--config PATH] [--cold]`, parsing its own arguments."""
     import argparse
-    import sys
-
-    from . import config
 
     parser = argparse.ArgumentParser(prog="bukt writer",
                                      description="Run the writer process: log, recovery, "
@@ -751,9 +749,19 @@ def main(argv=None) -> int:
     parser.add_argument("--cold", action="store_true",
                         help="recover from disk even if the segment survived")
     args = parser.parse_args(argv)
+    return run_command(args.config, cold=args.cold)
+
+
+def run_command(config_path=None, cold=False) -> int:
+    """What `bukt writer` runs once its arguments are parsed (bukt/cli.py calls it
+    directly: parsing them twice would cost a warm restart a few milliseconds)."""
+    import sys
+
+    from . import config
+
     try:
         # the test hook is not a configuration key (config.ENV_NOT_KEYS should list it)
-        cfg = config.load(args.config, env={k: v for k, v in os.environ.items()
+        cfg = config.load(config_path, env={k: v for k, v in os.environ.items()
                                             if k != FAKE_TIME_ENV})
     except config.ConfigError as e:
         print(f"bukt writer: {e}", file=sys.stderr)
@@ -761,7 +769,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=getattr(logging, cfg.log.level.upper()),
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     try:
-        return run_writer(cfg, cold=args.cold)
+        return run_writer(cfg, cold=cold)
     except (RecoveryError, WriterError) as e:
         log.error("%s", e)
         print(f"bukt writer: {e}", file=sys.stderr)
