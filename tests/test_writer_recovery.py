@@ -176,6 +176,33 @@ def test_base_without_its_log_is_loaded_and_a_new_log_started(instance):
     instance.stop(w)
 
 
+def _imported_before_ready(inst):
+    """The modules the last writer imported before its "ready" line: started with
+    PYTHONPROFILEIMPORTTIME=1, it lists each import on stderr, which its log shares."""
+    text = inst.log()
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \| *(\S+)$",
+                          text[:text.index(" ready: ")], re.M))
+
+
+def test_a_warm_start_loads_no_base_file_code(instance):
+    # The base file's reader and writer (bukt/basefile.py) serve a cold start and a
+    # compaction; a warm restart, timed from exec, leaves them unimported.
+    _fill(instance, compact=True)
+    profile = {"PYTHONPROFILEIMPORTTIME": "1"}
+    w = instance.start(env=profile)
+    assert "cold start" in instance.log()
+    cold = _imported_before_ready(instance)
+    instance.kill(w)
+    w = instance.start(env=profile)
+    assert "warm start" in instance.log()
+    warm = _imported_before_ready(instance)
+    assert _keys(instance) == set(range(N))
+    instance.stop(w)
+    assert {"bukt.writer", "bukt.aof", "bukt.datadir"} <= warm     # the listing works
+    assert "bukt.basefile" in cold                                  # and shows it, loaded
+    assert "bukt.basefile" not in warm
+
+
 def test_files_without_manifest_are_refused(instance):
     _fill(instance)
     os.unlink(os.path.join(instance.data_dir, "MANIFEST"))
