@@ -19,13 +19,17 @@ process to its being ready: Bukt cold from the log, cold from a base file (after
 compact`), warm (the segment survived a kill -9); Redis from an AOF holding the same SETs
 (the incr file), and from a rewritten AOF (RDB preamble). The process's own figure
 (Bukt's "recovered ... in", Redis's "DB loaded from append only file") is printed beside
-the wall time. Bukt's writer is started with bytecode caches, as an installed one runs
+the wall time. The warm restart is timed `--warm-rounds` times (medians in the table),
+and its wall time is split: exec to the writer's ready line (interpreter, imports and
+configuration, then the attach the writer times itself), and that line to the header's
+being seen ready; a bare `python -c pass` is timed beside it. Bukt's writer is started with bytecode caches, as an installed one runs
 (PYTHONDONTWRITEBYTECODE is dropped for it).
 """
 import argparse
 import multiprocessing as mp
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -42,6 +46,8 @@ import bukt  # noqa: E402
 
 PY = sys.executable
 VALUE = b"v" * 100
+READY_POLL_S = 0.0005       # how often a starting writer's header is looked at
+INTERP_ROUNDS = 7           # `python -c pass` runs timed, to show the interpreter's share
 
 
 def free_port():
@@ -66,25 +72,60 @@ class BuktInstance:
         self.logfile = os.path.join(tmp, "writer.log")
 
     def start(self, cold=False):
+        """Starts the writer; the wall time from exec to its being seen ready. Also kept:
+        exec_at and seen_at (time.time()), and cpu_s, the writer's CPU time by then."""
         t0 = time.perf_counter()
+        self.exec_at = time.time()
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen([PY, "-m", "bukt.cli", "writer", "--config", self.conf]
                                          + (["--cold"] if cold else []), cwd=ROOT,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          env=_writer_env())
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(open(self.logfile).read())
-            try:
-                s = bukt.attach(self.name, readonly=True)
-            except bukt.BuktError:
-                time.sleep(0.001)
-                continue
-            info = s.writer_info()
-            s.close()
-            if info["ready"] and info["pid"] == self.proc.pid:
-                return time.perf_counter() - t0
-            time.sleep(0.001)
+        self._wait_ready()
+        wall = time.perf_counter() - t0
+        self.seen_at = self.exec_at + wall
+        self.cpu_s = _cpu_seconds(self.proc.pid)
+        return wall
+
+    def _wait_ready(self):
+        """Polls the header every READY_POLL_S on one mapping, attached again only when
+        the segment's file is another one (a cold start renames a new one over it)."""
+        path = f"/dev/shm/bukt-{self.name}"
+        seg = ino = None
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(open(self.logfile).read())
+                try:
+                    now_ino = os.stat(path).st_ino
+                except FileNotFoundError:
+                    now_ino = None
+                if now_ino != ino:
+                    if seg is not None:
+                        seg.close()
+                    seg, ino = None, now_ino
+                    try:
+                        seg = bukt.attach(self.name, readonly=True) if now_ino else None
+                    except bukt.BuktError:
+                        ino = None          # not a whole segment yet: look again
+                if seg is not None:
+                    info = seg.writer_info()
+                    if info["ready"] and info["pid"] == self.proc.pid:
+                        return
+                time.sleep(READY_POLL_S)
+        finally:
+            if seg is not None:
+                seg.close()
+
+    def ready_logged_at(self):
+        """time.time() of the writer's "ready" log line (its asctime: millisecond
+        precision), or None."""
+        found = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) \S+\[%d\] INFO writer "
+                           r"\d+ ready:" % self.proc.pid, open(self.logfile).read(), re.M)
+        if not found:
+            return None
+        stamp, ms = found[-1]
+        return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -103,6 +144,15 @@ class BuktInstance:
     def last_log_line(self, pattern):
         found = re.findall(pattern, open(self.logfile).read())
         return found[-1] if found else None
+
+
+def _cpu_seconds(pid):
+    """CPU time (user + system) process `pid` has used: /proc/PID/schedstat, in ns."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _writer_env():
@@ -260,7 +310,9 @@ def lmdb_throughput(procs, seconds):
 
 # -- recovery -----------------------------------------------------------------------------
 
-def bukt_recovery(keys):
+def bukt_recovery(keys, warm_rounds=1):
+    """{case: (wall s, the process's own figure s, bytes on disk)}, and the warm
+    restart's rounds (_warm_round)."""
     tmp = tempfile.mkdtemp(prefix="bukt-rec-", dir=os.environ.get("BENCH_DIR"))
     inst = BuktInstance(tmp, "no", memory=f"{max(256, keys * 400 // (1 << 20))}MiB")
     out = {}
@@ -294,10 +346,12 @@ def bukt_recovery(keys):
         base_bytes = sum(os.path.getsize(os.path.join(inst.data, n))
                          for n in os.listdir(inst.data) if n.endswith((".bkb", ".bkl")))
         out["cold from base"] = (inst.start(), _recovered(inst), base_bytes)
-        inst.kill()                                    # the segment survives
-        wall = inst.start()
-        ms = inst.last_log_line(r"warm start of segment \S+ in ([\d.]+) ms")
-        out["warm restart"] = (wall, float(ms) / 1000 if ms else None, None)
+        warm = []
+        for _ in range(warm_rounds):
+            inst.kill()                                # the segment survives
+            warm.append(_warm_round(inst, inst.start()))
+        out["warm restart"] = (_median([r["wall"] for r in warm]),
+                               _median([r["attach"] for r in warm]), None)
         s = bukt.attach(inst.name)
         assert s.stats()["keys"] == keys
         s.close()
@@ -307,7 +361,61 @@ def bukt_recovery(keys):
             inst.kill()
         inst.unlink()
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return out, warm
+
+
+def _warm_round(inst, wall):
+    """Where a warm restart's wall time went: from exec to the writer's "ready" line
+    (interpreter, imports, configuration, then the warm attach it times itself), and
+    from that line to the client's seeing the header say ready."""
+    ms = inst.last_log_line(r"warm start of segment \S+ in ([\d.]+) ms")
+    logged = inst.ready_logged_at()
+    attach = float(ms) / 1000 if ms else None
+    to_ready = logged - inst.exec_at if logged is not None else None
+    return {"wall": wall, "attach": attach, "to_ready": to_ready, "cpu": inst.cpu_s,
+            "before_attach": to_ready - attach if None not in (to_ready, attach) else None,
+            "seen_after": inst.seen_at - logged if logged is not None else None}
+
+
+def interpreter_start(rounds):
+    """(wall s, CPU s) of `python -c pass` as the writer is started (same interpreter,
+    environment and site-packages), each the median of `rounds`."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run([PY, "-c", "pass"], cwd=ROOT, env=_writer_env(), check=True)
+        walls.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+    return _median(walls), _median(cpus)
+
+
+def _median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
+
+
+def print_warm_split(rounds, interp):
+    """The warm restart's wall time, split; median [min-max] over the rounds, in ms."""
+    def cell(key):
+        xs = [r[key] * 1000 for r in rounds if r[key] is not None]
+        if not xs:
+            return "-"
+        return f"{_median(xs):.1f} [{min(xs):.1f}-{max(xs):.1f}]"
+    print(f"\n| warm restart of the writer, {len(rounds)} rounds | ms, median [min-max] |")
+    print("| --- | ---: |")
+    print(f"| exec to the writer's ready line | {cell('to_ready')} |")
+    print(f"|   interpreter, imports, configuration (before the attach) | "
+          f"{cell('before_attach')} |")
+    print(f"|     of which a bare interpreter (`python -c pass`, median of "
+          f"{INTERP_ROUNDS}) | {interp[0] * 1000:.1f} |")
+    print(f"|   warm attach (the writer's own figure) | {cell('attach')} |")
+    print(f"| ready line to the header seen ready (poll every {READY_POLL_S * 1000:g} ms, "
+          f"log stamps in ms) | {cell('seen_after')} |")
+    print(f"| wall from exec to seen ready | {cell('wall')} |")
+    print(f"| writer's CPU time, exec to seen ready | {cell('cpu')} |")
+    print(f"|   of which a bare interpreter's | {interp[1] * 1000:.1f} |")
 
 
 def _load_range(name, i, n, keys):
@@ -399,6 +507,8 @@ def main():
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-recovery", action="store_true")
+    ap.add_argument("--warm-rounds", type=int, default=7,
+                    help="warm restarts (kill -9, start) timed; medians are shown (default 7)")
     args = ap.parse_args()
     counts = [int(x) for x in str(args.procs).split(",") if x.strip()]
     print(f"# durability benchmark: {os.cpu_count()} CPUs, {'/'.join(map(str, counts))} "
@@ -409,7 +519,8 @@ def main():
         for procs in counts:
             throughput(procs, args.seconds)
     if not args.skip_recovery:
-        b = bukt_recovery(args.keys)
+        b, warm = bukt_recovery(args.keys, args.warm_rounds)
+        interp = interpreter_start(INTERP_ROUNDS)
         r = redis_recovery(args.keys)
         print(f"\n| recovery of {args.keys:,} keys of 100 B | wall time to ready | "
               "process's own figure | bytes on disk |")
@@ -420,6 +531,8 @@ def main():
                     (f"{own:.2f} s" if own is not None else "-")
             print(f"| {name} | {wall:.3f} s | {own_s} | "
                   f"{f'{size / 1e6:.0f} MB' if size else '-'} |")
+        print_warm_split(warm, interp)
+        print(f"(load average {os.getloadavg()[0]:.2f})", flush=True)
 
 
 if __name__ == "__main__":
