@@ -11,7 +11,7 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
 
   +--------------------------------------------------------------------------+
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
-  |                  global counters, ring head/tail, writer progress        |
+  |                  global counters, ring head/claim/tail, writer progress  |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | intent record             |
   |            slots  512 x 8 B   tag:16 | entry offset:48 (0 = empty)       |
@@ -72,8 +72,9 @@ WHO WRITES WHAT
                                           lock is held: rebuild_class gives it back)
   buckets table, tokens                   the meta lock holder; gauges keys/bytes by
                                           stripe lock holders, atomically
-  ring head, record headers               the ring lock holder; record bodies and the
-                                          commit state by the record's reserver
+  ring head, record headers, ring claim   the ring lock holder; record bodies and the
+                                          commit state by the record's reserver; the
+                                          claim's stamp by its waiter, relaxed
   ring tail, flushed_pos, writer fields   the writer process only
   counters row r                          the process whose pid is procs[r] (atomic
                                           adds, so threads of one process may share)
@@ -102,13 +103,16 @@ LOCK RULES (written once; names follow them)
       no first page) until done; the class lock holder died too, and its
       rebuild_class gives the run back.
     - ring: the record header is written before ring_head advances: consistent.
+      A claim (ring.pxi, THE CLAIM) half made or half given up is at worst one
+      whose waiter is dead: the next waiter takes it over, and it goes void anyway.
     - meta: the header's meta intent holds the change in flight; its META record
       is committed before the change is applied, so a record still reserved is
       skipped (nothing was applied) and a committed one is applied again
       (apply_meta is idempotent). A bucket left "dropping" by a dead process is
       finished by the next create_bucket, drop_bucket or check().
   A lock holder never blocks on anything but the locks above, except a writer waiting
-  for ring space, which it does before taking its stripe lock.
+  for ring space, which it does before taking its stripe lock (and, when others took
+  the room it saw, again under it: the consumer takes no stripe lock).
 
 READERS (the fast path): no lock, no syscall. Sample the stripe seq (odd: retry),
 probe the slots, compare the full key, copy the value into a bytes object allocated
@@ -135,6 +139,9 @@ publishes flushed_pos after fsync, bumping a futex word that `fsync: always` wri
 sleep on (group commit: one fsync releases every waiter behind it). A record whose
 producer died is resolved by whoever repairs that producer's stripe; the consumer
 itself triggers that repair when it finds the record stuck (ring_unstick).
+Room is handed out fairly: a producer that has waited a few milliseconds claims
+room in the header (ring_claim), and the others leave that much free until it is
+served, so small records cannot starve a large one (ring.pxi, THE CLAIM).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t

@@ -23,6 +23,29 @@
 # producer sees the 1. Under everysec and no nobody waits for the writer, so producers
 # never ring, and the sleep is just the poll interval. A record committed by a repair
 # (not ring_commit) rings nothing: the writer's timeout picks it up.
+#
+# THE CLAIM (fairness). Room in a nearly full ring goes to whoever polls first after
+# the writer frees some, so many producers of small records, each needing a few
+# hundred bytes, can keep a producer of a large one (which needs twice its record
+# free, for the padding at the wrap) from ever seeing enough for ring_wait, though the
+# ring keeps moving. So a producer that has waited CLAIM_AFTER_US publishes a claim
+# in the header: ring_claim = 2 * need bytes, with its ticket and a time stamp, under
+# the ring lock. Every other producer then treats the ring as ring_claim bytes
+# smaller, both when it waits for room (ring_wait_space) and when it takes it
+# (ring_reserve, under the ring lock, where it counts), so the ring drains down to
+# what the claimant needs and nobody else can fill it again. The claimant uses the
+# whole ring, and gives the claim up when its record is reserved, or when it stops
+# waiting (RingFull, or room seen before taking its stripe lock: a wait that found
+# room, then lost it under the stripe lock, claims again in ring_reserve_wait).
+# One claim stands at a time; another starved waiter takes it over when it is free.
+#
+# A claim must not outlive its waiter: the waiter renews the stamp on every poll, a
+# claim not renewed for CLAIM_STALE_MS is void for everyone (the waiter is stopped,
+# or died and its pid was reused), and a waiter that wants to claim takes over one
+# whose pid is dead at once. A void claim costs the others nothing but some room
+# for a while; a live claimant whose claim went void while it was descheduled just
+# claims again. The fast path (room, and no claim) reads one more word, ring_claim,
+# which sits on ring_head's cache line that both functions read anyway.
 
 cdef extern from *:
     """
@@ -38,9 +61,89 @@ cdef inline bk_rec *REC(Store s, uint64_t pos) noexcept nogil:
     return <bk_rec *>(s.ring + pos % s.ring_size)
 
 
+cdef enum:
+    CLAIM_AFTER_US = 2000       # a waiter claims room after this long: well past the
+                                # writer's drain step, so a ring that merely filled for
+                                # a moment sees no claims
+    CLAIM_STALE_MS = 1000       # a claim not renewed for this long is void (its waiter
+                                # is stopped, or dead): a live waiter renews it every
+                                # millisecond or so, and even a loaded machine runs it
+                                # more often than this
+
+cdef uint32_t _claims = 0       # this process's claims so far: tickets (under the GIL)
+
+
+cdef inline int64_t claim_age_ms(bk_header *h) noexcept nogil:
+    """Milliseconds since the claim's waiter renewed it (signed: a stamp renewed
+    after this process read the clock is a little in the future)."""
+    return <int64_t>(<uint64_t>bk_mono_ns() // 1000000 - bk_load_rlx64(&h.ring_claim_ms))
+
+
+cdef inline uint32_t others_claim(bk_header *h, uint64_t ticket) noexcept nogil:
+    """The room the caller must leave free for another waiter's claim: 0 when none
+    stands, it is the caller's own (`ticket`), or it is void (not renewed for
+    CLAIM_STALE_MS). Exact under the ring lock, advisory without it."""
+    cdef uint32_t claim = bk_load_rlx32(&h.ring_claim)
+    if claim == 0 or (ticket != 0 and bk_load_rlx64(&h.ring_claim_ticket) == ticket):
+        return 0
+    if claim_age_ms(h) > CLAIM_STALE_MS:
+        return 0
+    return claim
+
+
+cdef inline bint claim_stands(bk_header *h, uint64_t ticket) noexcept nogil:
+    """Another waiter's claim stands, and its process lives (a slow path: a syscall)."""
+    return others_claim(h, ticket) != 0 and \
+        bk_pid_alive(<uint32_t>(bk_load_rlx64(&h.ring_claim_ticket) >> 32))
+
+
+cdef uint64_t claim_room(Store s, uint64_t ticket, uint32_t claim, double waited) except? 1:
+    """Called by a waiter on each poll: after CLAIM_AFTER_US, hold a claim of `claim`
+    bytes (THE CLAIM above). Returns the waiter's ticket while it holds the claim
+    (renewed), else 0: too early, or another live waiter's claim stands."""
+    global _claims
+    cdef bk_header *h = s.hdr
+    if waited * 1e6 < CLAIM_AFTER_US:
+        return 0
+    if ticket and bk_load_rlx64(&h.ring_claim_ticket) == ticket and \
+            bk_load_rlx32(&h.ring_claim):
+        bk_store_rlx64(&h.ring_claim_ms, <uint64_t>bk_mono_ns() // 1000000)  # renew
+        return ticket
+    if claim_stands(h, ticket):                 # looked at without the lock first:
+        return 0                                # many waiters may poll at once
+    if ticket == 0:
+        _claims += 1
+        ticket = (<uint64_t>os.getpid() << 32) | _claims
+    lock_simple(s, &h.ring_lock, "ring")
+    if claim_stands(h, ticket):
+        bk_lock_release(&h.ring_lock)
+        return 0
+    # take it (over a void or dead one): the stamp and ticket before the claim itself,
+    # so that whoever reads the claim without the lock finds them
+    bk_store_rlx64(&h.ring_claim_ms, <uint64_t>bk_mono_ns() // 1000000)
+    h.ring_claim_ticket = ticket
+    bk_store_rel32(&h.ring_claim, claim)
+    bk_lock_release(&h.ring_lock)
+    return ticket
+
+
+cdef int claim_drop(Store s, uint64_t ticket) except -1:
+    """Give up the claim of `ticket` if it still stands (a waiter that stops waiting)."""
+    cdef bk_header *h = s.hdr
+    if ticket == 0 or bk_load_rlx64(&h.ring_claim_ticket) != ticket:
+        return 0
+    lock_simple(s, &h.ring_lock, "ring")
+    if h.ring_claim_ticket == ticket:
+        bk_store_rel32(&h.ring_claim, 0)
+        h.ring_claim_ticket = 0
+    bk_lock_release(&h.ring_lock)
+    return 0
+
+
 cdef int ring_wait_space(Store s, uint32_t need) except -1:
     """Before taking a stripe lock: wait (bounded by ring_wait) until a record of
-    `need` bytes fits, counting the worst padding at the wrap."""
+    `need` bytes fits, counting the worst padding at the wrap and the room another
+    waiter has claimed."""
     cdef bk_header *h = s.hdr
     cdef uint64_t room = s.ring_size
     if bk_load_acq32(&h.writer_error_code):
@@ -49,34 +152,59 @@ cdef int ring_wait_space(Store s, uint32_t need) except -1:
             + h.writer_error[:256].split(b"\0", 1)[0].decode(errors="replace")
             + "); writes to persisted buckets are refused until it clears. "
             "Check `bukt status`.")
-    if bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need <= room:
+    # fast path: room for the record and for any claim, whether it stands or not
+    if bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need \
+            + bk_load_rlx32(&h.ring_claim) <= room:
         return 0
-    deadline = time.monotonic() + s.ring_wait
-    while bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need > room:
-        if time.monotonic() >= deadline:
-            raise _err.RingFull(
-                f"change ring full for {s.ring_wait:g} s ({s.ring_size} bytes): the "
-                "writer process is down or behind; the write was not applied. "
-                "Check `bukt status`.")
-        time.sleep(0.001)
+    return ring_wait_space_slow(s, need)
+
+
+cdef int ring_wait_space_slow(Store s, uint32_t need) except -1:
+    """Slow path of ring_wait_space: poll every millisecond, claiming room once the
+    wait has gone on for CLAIM_AFTER_US, until it fits or ring_wait has passed."""
+    cdef bk_header *h = s.hdr
+    cdef uint64_t room = s.ring_size, ticket = 0
+    start = time.monotonic()
+    deadline = start + s.ring_wait
+    try:
+        while bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need \
+                + others_claim(h, ticket) > room:
+            now = time.monotonic()
+            if now >= deadline:
+                raise _err.RingFull(
+                    f"change ring full for {s.ring_wait:g} s ({s.ring_size} bytes): the "
+                    "writer process is down or behind; the write was not applied. "
+                    "Check `bukt status`.")
+            ticket = claim_room(s, ticket, 2 * need, now - start)
+            time.sleep(0.001)
+    finally:
+        claim_drop(s, ticket)
     return 0
 
 
-cdef uint64_t ring_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *intent_ring) except? 1:
-    """Reserve `need` bytes; 0 when they do not fit. The position is stored into
-    *intent_ring before ring_head publishes the reservation."""
+cdef uint64_t ring_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *intent_ring,
+                           uint64_t ticket=0) except? 1:
+    """Reserve `need` bytes; 0 when they do not fit beside another waiter's claim.
+    The position is stored into *intent_ring before ring_head publishes the
+    reservation. A claimant passes its `ticket`: its claim ends with the reservation."""
     cdef bk_header *h = s.hdr
-    cdef uint64_t R = s.ring_size, head, tail, off, pad = 0, pos
+    cdef uint64_t R = s.ring_size, head, tail, off, pad = 0, pos, claim
     cdef bk_rec *r
     if s.epoch != _fork_epoch:
         s._claim_counter_row()                  # refreshes s.pid after a fork
     lock_simple(s, &h.ring_lock, "ring")
     head = h.ring_head
     tail = bk_load_acq64(&h.ring_tail)
+    claim = h.ring_claim
+    if claim:                                   # slow path: a waiter claims room
+        claim = others_claim(h, ticket)
+        if claim == 0 and h.ring_claim_ticket != ticket:
+            bk_store_rel32(&h.ring_claim, 0)    # void: its waiter stopped or died
+            h.ring_claim_ticket = 0
     off = head % R
     if R - off < need:
         pad = R - off
-    if head + pad + need - tail > R:
+    if head + pad + need - tail + claim > R:
         bk_lock_release(&h.ring_lock)
         return 0
     if pad:
@@ -93,6 +221,9 @@ cdef uint64_t ring_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *int
     if intent_ring != NULL:
         intent_ring[0] = pos
     bk_store_rel64(&h.ring_head, pos + need)    # last: publishes the reservation
+    if ticket and h.ring_claim_ticket == ticket:
+        bk_store_rel32(&h.ring_claim, 0)        # served: the others have the ring again
+        h.ring_claim_ticket = 0
     bk_lock_release(&h.ring_lock)
     return pos
 
@@ -102,17 +233,34 @@ cdef uint64_t ring_reserve_wait(Store s, uint32_t need, uint32_t owner,
     """ring_reserve, waiting up to ring_wait for room: writers that all saw room
     before taking their locks may find it taken. Waiting with a stripe lock held
     cannot deadlock: the consumer drains the ring without taking any stripe lock.
-    0 when the ring stayed full."""
-    cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring)
-    cdef double deadline
+    A long wait claims room (THE CLAIM above). 0 when the ring stayed full."""
+    cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring), ticket = 0
+    cdef double start, deadline, now
     if pos:
         return pos
-    deadline = time.monotonic() + s.ring_wait
-    while pos == 0 and time.monotonic() < deadline:
-        with nogil:
-            usleep(500)
-        pos = ring_reserve(s, need, owner, intent_ring)
+    start = time.monotonic()
+    deadline = start + s.ring_wait
+    try:
+        now = start
+        while pos == 0 and now < deadline:
+            ticket = claim_room(s, ticket, 2 * need, now - start)
+            with nogil:
+                usleep(500)
+            pos = ring_reserve(s, need, owner, intent_ring, ticket)
+            now = time.monotonic()
+    finally:
+        claim_drop(s, ticket)
     return pos
+
+
+def ring_claim(Store s):
+    """The claim standing in the ring (THE CLAIM above), for tests and inspection:
+    None, or (bytes, pid, ms since its waiter renewed it)."""
+    cdef bk_header *h = s.hdr
+    cdef uint32_t claim = bk_load_acq32(&h.ring_claim)
+    if claim == 0:
+        return None
+    return (claim, <uint32_t>(bk_load_rlx64(&h.ring_claim_ticket) >> 32), claim_age_ms(h))
 
 
 cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, uint32_t gen,

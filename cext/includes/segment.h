@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       2u      /* 2: LRU stamps beside the slots; pages move between classes */
+#define BK_FORMAT       3u      /* 3: the ring claim beside ring_head; 2: LRU stamps beside
+                                   the slots, pages move between classes */
 #define BK_HEADER_SIZE  4096u
 
 #define BK_SLOTS_PER_STRIPE 512u            /* 4 KiB of slot words per stripe */
@@ -117,7 +118,13 @@ typedef struct {
     uint64_t move_hand;         /* the slab mover's next page to look at (racy, advisory) */
     char     _pad2[32];
     uint64_t ring_head;         /* next position to reserve (under ring_lock, read by all) */
-    char     _pad3[56];
+    uint32_t ring_claim;        /* bytes the other producers leave free for a waiter that
+                                   waited too long, 0 = none (ring.pxi, THE CLAIM; under
+                                   ring_lock, read by all: it shares ring_head's line) */
+    uint32_t _pad3a;
+    uint64_t ring_claim_ticket; /* the claiming waiter: pid << 32 | its process's count */
+    uint64_t ring_claim_ms;     /* monotonic ms the waiter last renewed it: void when old */
+    char     _pad3[32];
     uint64_t ring_tail;         /* first position not yet consumed (writer process) */
     uint64_t flushed_pos;       /* records below this are on disk per the fsync policy */
     uint32_t flush_epoch;       /* futex word: bumped after every flush */
@@ -254,6 +261,8 @@ _Static_assert(sizeof(bk_entry) == 32, "entry header is 32 bytes");
 _Static_assert(sizeof(bk_class) == 128, "class header is two cache lines");
 _Static_assert(sizeof(bk_rec) == 48, "ring record header is 48 bytes");
 _Static_assert(offsetof(bk_header, alloc_lock) == 256, "header locks start at 256");
+_Static_assert(offsetof(bk_header, ring_claim_ms) / 64 == offsetof(bk_header, ring_head) / 64,
+               "the claim shares ring_head's cache line");
 _Static_assert(sizeof(bk_header) <= BK_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(bk_counters) == 64, "counters are one cache line");
 

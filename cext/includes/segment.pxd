@@ -56,6 +56,9 @@ cdef extern from "segment.h" nogil:
         uint64_t slab_moves
         uint64_t move_hand
         uint64_t ring_head
+        uint32_t ring_claim
+        uint64_t ring_claim_ticket
+        uint64_t ring_claim_ms
         uint64_t ring_tail
         uint64_t flushed_pos
         uint32_t flush_epoch
