@@ -183,10 +183,11 @@ cdef int ring_wait_space_slow(Store s, uint32_t need) except -1:
 
 
 cdef uint64_t ring_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *intent_ring,
-                           uint64_t ticket=0) except? 1:
+                           uint64_t ticket) except? 1:
     """Reserve `need` bytes; 0 when they do not fit beside another waiter's claim.
     The position is stored into *intent_ring before ring_head publishes the
-    reservation. A claimant passes its `ticket`: its claim ends with the reservation."""
+    reservation. A claimant passes its `ticket` (others 0): its claim ends with the
+    reservation."""
     cdef bk_header *h = s.hdr
     cdef uint64_t R = s.ring_size, head, tail, off, pad = 0, pos, claim
     cdef bk_rec *r
@@ -234,7 +235,7 @@ cdef uint64_t ring_reserve_wait(Store s, uint32_t need, uint32_t owner,
     before taking their locks may find it taken. Waiting with a stripe lock held
     cannot deadlock: the consumer drains the ring without taking any stripe lock.
     A long wait claims room (THE CLAIM above). 0 when the ring stayed full."""
-    cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring), ticket = 0
+    cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring, 0), ticket = 0
     cdef double start, deadline, now
     if pos:
         return pos
