@@ -8,6 +8,7 @@ import time
 import pytest
 
 from bukt import aof, datadir
+from bukt._core import FORMAT_VERSION
 from writer_harness import PY, ROOT, instance  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -225,6 +226,23 @@ def test_cold_flag_and_a_foreign_segment_recover_from_disk(instance):
     os.unlink(os.path.join(instance.data_dir, "SEGMENT"))
     w = instance.start()
     assert "names no segment generation" in instance.log()
+    assert _keys(instance) == set(range(N))
+    instance.stop(w)
+
+
+def test_a_surviving_segment_of_another_format_is_recovered_from_disk(instance):
+    """After an upgrade that changed the segment's layout (BK_FORMAT), the segment
+    that survived the old writer is never read: the new one recovers cold from the
+    data directory and takes its place."""
+    _fill(instance)
+    w = instance.start()
+    instance.kill(w)                                # the segment survives
+    with open(f"/dev/shm/bukt-{instance.name}", "r+b") as f:
+        f.seek(8)
+        f.write((FORMAT_VERSION - 1).to_bytes(4, "little"))
+    w = instance.start()
+    log = instance.log()
+    assert f"has format {FORMAT_VERSION - 1}" in log and "cold start" in log, log
     assert _keys(instance) == set(range(N))
     instance.stop(w)
 
