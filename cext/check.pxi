@@ -61,7 +61,7 @@ cdef list check_table(Store s):
     cdef bk_entry *e
     cdef bk_stripe *st
     cdef bk_class *cl
-    cdef uint32_t count
+    cdef uint32_t count, nttl
     cdef bk_header *hd = s.hdr
     if s.readonly:
         return ["a read-only attach cannot take the locks check() needs; attach "
@@ -83,7 +83,7 @@ cdef list check_table(Store s):
                 problems.append(f"stripe {si}: seq {st.seq} is odd with no writer inside")
             if st.intent_op != BK_OP_NONE:
                 problems.append(f"stripe {si}: intent {st.intent_op} left over")
-            count = 0
+            count = nttl = 0
             for i in range(SLOTS):
                 w = slots[i]
                 if w == 0:
@@ -106,6 +106,7 @@ cdef list check_table(Store s):
                     problems.append(f"{where}: not at a chunk boundary of class {c}")
                     continue
                 e = ENT(s, off)
+                nttl += e.expire_ms != 0
                 if e.flags & ~BK_E_SINGLE != BK_E_USED:
                     problems.append(f"{where}: chunk flags {e.flags:#x}, not a published entry")
                 if e.cls != c:
@@ -133,6 +134,10 @@ cdef list check_table(Store s):
                 nbytes[e.bucket] = nbytes.get(e.bucket, 0) + e.klen + e.vlen
             if count != st.count:
                 problems.append(f"stripe {si}: count {st.count}, slots in use {count}")
+            if nttl != st.nttl:
+                # too low would leave expired keys to lazy expiry alone
+                problems.append(f"stripe {si}: nttl {st.nttl}, entries with an "
+                                f"expiry {nttl}")
             if count > BK_STRIPE_MAX_LOAD:
                 problems.append(f"stripe {si}: {count} slots in use, above the limit")
         # classes: every chunk is either on its free list or referenced, not both

@@ -13,7 +13,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
   |                  global counters, ring head/claim/tail, writer progress  |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
-  |            header 128 B   robust mutex | seq | intent record             |
+  |            header 128 B   robust mutex | seq | count | intent | nttl     |
+  |                           (nttl: entries with an expiry; the expiry      |
+  |                           cycle passes over a stripe where it is 0)      |
   |            slots  512 x 8 B   tag:16 | entry offset:48 (0 = empty)       |
   |            stamps 512 x 4 B   LRU clock of the slot's last access        |
   | classes  64 x 128 B   size class: mutex | free list head | counts        |
@@ -57,7 +59,9 @@ get reads no clock.
 
 WHO WRITES WHAT
 ---------------
-  stripe slots, stripe seq/intent/count   the stripe lock holder
+  stripe slots, seq/intent/count/nttl     the stripe lock holder (nttl is read
+                                          unlocked by the expiry cycle, advisory;
+                                          repair recounts it with count)
   entry bodies                            the allocating writer, before publication;
                                           afterwards immutable except single aligned
                                           words (expire_ms and version by TOUCH under

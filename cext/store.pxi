@@ -81,6 +81,8 @@ cdef class Store:
     cdef readonly str name
     cdef uint32_t pid
     cdef readonly uint64_t last_pos     # ring position just past this process's last record
+    cdef readonly uint64_t expire_scanned       # stripes whose slots the expiry cycle read
+    cdef readonly uint64_t expire_entries_read  # entry headers it read (see expire_cycle)
     cdef public bint sync_wait          # False: servers wait for durability themselves
     cdef bint logging                   # False while the writer replays its log
     cdef public double durable_timeout  # seconds a durable write waits for the writer
@@ -292,7 +294,9 @@ cdef class Store:
         recount(self)
 
     def expire_some(self, now=None, budget=0.001):
-        """Remove expired keys for at most `budget` seconds; how many were removed."""
+        """Remove expired keys for at most `budget` seconds (at most one pass over the
+        stripes); how many were removed. expire_scanned and expire_entries_read count
+        the stripes and entries it looked at, in this process."""
         return expire_cycle(self, self.now() if now is None else int(now), budget)
 
     # -- durability ----------------------------------------------------------------

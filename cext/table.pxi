@@ -225,6 +225,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     cdef uint16_t bidx = e.bucket
     cdef bk_bucket *b = &s.bucketv[bidx]
     cdef uint32_t klen = e.klen, vlen = e.vlen
+    cdef bint had_ttl = e.expire_ms != 0
     cdef uint64_t pos = 0
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
@@ -244,6 +245,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
         ring_commit(s, pos)
         s.last_pos = pos + rec_size(klen, 0)
     st.count -= 1
+    st.nttl -= had_ttl
     bk_add64(&b.keys, -1)
     bk_add64(&b.bytes, -<int64_t>(klen + vlen))
     chunk_free(s, off)
@@ -350,8 +352,10 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         ring_commit(s, pos)
         s.last_pos = pos + need
     dbytes = n + vlen
+    st.nttl += expire_ms != 0
     if old_off:
         dbytes -= ENT(s, old_off).klen + ENT(s, old_off).vlen
+        st.nttl -= ENT(s, old_off).expire_ms != 0   # before the free reuses the word
         chunk_free(s, old_off)
     else:
         st.count += 1
@@ -387,6 +391,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     st.intent_old = off
     st.intent_op = BK_OP_TOUCH
     bk_seq_enter(&st.seq)
+    st.nttl += (expire_ms != 0) - (e.expire_ms != 0)
     e.expire_ms = expire_ms
     e.version = ver
     if pos:
@@ -395,15 +400,17 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     bk_seq_leave(&st.seq)
+    if BUKT_DEBUG:
+        debug_check_stripe(s, si)
     return ver
 
 
 # -- debug build: the stripe's invariants after every mutation ----------------------
 cdef int debug_check_stripe(Store s, uint32_t si) except -1:
     """BUKT_DEBUG only: every slot's entry is a published chunk whose key hashes to
-    this stripe and tag, reachable from its home slot, and the count matches."""
+    this stripe and tag, reachable from its home slot, and count and nttl match."""
     cdef uint64_t *slots = SLOTS_OF(s, si)
-    cdef uint32_t i, j, count = 0
+    cdef uint32_t i, j, count = 0, nttl = 0
     cdef uint64_t w, h
     cdef bk_entry *e
     for i in range(SLOTS):
@@ -412,6 +419,7 @@ cdef int debug_check_stripe(Store s, uint32_t si) except -1:
             continue
         count += 1
         e = ENT(s, w & BK_OFF_MASK)
+        nttl += e.expire_ms != 0
         if (e.flags & (BK_E_USED | BK_E_PENDING)) != BK_E_USED:
             raise AssertionError(f"stripe {si} slot {i}: chunk flags {e.flags:#x}")
         h = entry_hash(s, w & BK_OFF_MASK)
@@ -424,6 +432,8 @@ cdef int debug_check_stripe(Store s, uint32_t si) except -1:
             raise AssertionError(f"stripe {si} slot {i}: unreachable from home {home_of(h)}")
     if count != STRIPE(s, si).count:
         raise AssertionError(f"stripe {si}: count {STRIPE(s, si).count} != {count}")
+    if nttl != STRIPE(s, si).nttl:
+        raise AssertionError(f"stripe {si}: nttl {STRIPE(s, si).nttl} != {nttl}")
     return 0
 
 
@@ -463,7 +473,7 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
     started. Idempotent: a repairer that dies too leaves the same work to the next."""
     cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
-    cdef uint32_t op = st.intent_op, i, count = 0
+    cdef uint32_t op = st.intent_op, i, count = 0, nttl = 0
     cdef bk_rec *r = ring_pending(s, st.intent_ring, si)
     cdef uint64_t cur = 0
     cdef bk_entry *e
@@ -501,10 +511,14 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
             bk_store_rel8(&r.state, BK_R_SKIPPED)
         if op == BK_OP_ALLOC and st.intent_new:
             free_if_orphan(s, si, st.intent_new)
+    # the dead holder may have changed a slot or an expiry and not yet the counts:
+    # count them again (the slots now all hold published entries)
     for i in range(SLOTS):
         if slots[i] != 0:
             count += 1
+            nttl += ENT(s, slots[i] & BK_OFF_MASK).expire_ms != 0
     st.count = count
+    st.nttl = nttl
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     st.intent_new = 0

@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       3u      /* 3: the ring claim beside ring_head; 2: LRU stamps beside
+#define BK_FORMAT       4u      /* 4: stripes count their entries with an expiry (nttl);
+                                   3: the ring claim beside ring_head; 2: LRU stamps beside
                                    the slots, pages move between classes */
 #define BK_HEADER_SIZE  4096u
 
@@ -171,7 +172,9 @@ typedef struct {
     uint64_t intent_old;
     uint64_t intent_new;
     uint64_t intent_ring;       /* ring position reserved by the op in flight, 0 none */
-    char     _pad[16];
+    uint32_t nttl;              /* entries in the slots whose expire_ms != 0: the
+                                   expiry cycle skips a stripe where it is 0 */
+    char     _pad[12];
 } bk_stripe;
 
 typedef struct {

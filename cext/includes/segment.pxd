@@ -94,6 +94,7 @@ cdef extern from "segment.h" nogil:
         uint64_t intent_old
         uint64_t intent_new
         uint64_t intent_ring
+        uint32_t nttl
 
     ctypedef struct bk_entry:
         uint64_t version
