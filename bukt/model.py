@@ -171,8 +171,12 @@ class Model:
 
     def stats(self):
         per = [self.bucket(name).stats() for name in self._buckets]
+        # as the table counts it: entries holding an expiry, expired ones that nothing
+        # has removed yet included (so the two agree after expire_some has run)
+        with_ttl = sum(1 for b in self._buckets.values() for e in b.entries.values()
+                       if e.expire_ms > 0)
         return dict(buckets=len(per), keys=sum(s["keys"] for s in per),
-                    bytes=sum(s["bytes"] for s in per))
+                    bytes=sum(s["bytes"] for s in per), keys_with_ttl=with_ttl)
 
     def check(self):
         return []

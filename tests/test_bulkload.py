@@ -71,6 +71,8 @@ class Recovered:
                     applied=self.applied, missing=self.loader.missing,
                     good_end=rec.tail.good_end if rec.tail else None,
                     keys=self.store.stats()["keys"],
+                    keys_with_ttl=self.store.stats()["keys_with_ttl"],
+                    problems=self.store.check(),
                     next_version=self._next_version())
 
     def _next_version(self):
@@ -100,6 +102,10 @@ def _both(recover, path, **kw):
     slow = recover(path, bulk=False, **kw).summary()
     fast = recover(path, bulk=True, **kw).summary()
     assert fast == slow
+    # every stripe's count of entries with an expiry is exact (check() verifies it),
+    # and none is expired: recovery turns those into EXPIREs
+    assert fast["problems"] == []
+    assert fast["keys_with_ttl"] == sum(1 for e in fast["contents"] if e[3])
     return fast
 
 
@@ -153,6 +159,7 @@ def test_every_record_kind_recovers_the_same_both_ways(tmp_path, recover):
     assert got["next_version"] > 10 ** 12                   # versions stay increasing
     assert got["missing"] == {"nobody": 1}      # "c" was created again afterwards
     assert got["expired"] == 3 and got["last_seq"] == 45
+    assert got["keys_with_ttl"] == 2                        # later, ttl-future
     assert [t[8] for t in got["buckets"] if t[3] == "b"] == [()]    # token revoked
 
 
@@ -217,7 +224,7 @@ def test_random_histories_recover_the_same_both_ways(tmp_path, recover):
     parts.append(part)
     path = _write(tmp_path, base, parts, base_seq)
     got = _both(recover, path)
-    assert got["keys"] > 50 and got["expired"] > 50
+    assert got["keys"] > 50 and got["expired"] > 50 and got["keys_with_ttl"] > 10
 
 
 def _damaged(tmp_path, where):

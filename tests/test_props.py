@@ -209,6 +209,10 @@ class StoreVersusModel(RuleBasedStateMachine):
             if self.store.expire_some(budget=0.01) == 0:
                 break
         self.model.expire_some()
+        # every expired entry is gone on both sides: the stripes' counts of entries
+        # with an expiry add up to the model's live keys with a TTL
+        self.same("stats()['keys_with_ttl'] after expiry",
+                  self.model.stats()["keys_with_ttl"], self.store.stats()["keys_with_ttl"])
         for bucket in BUCKETS:
             m, s = (self.handles[side][bucket].stats() for side in self.sides)
             self.same(f"{bucket}.stats()['keys'] after expiry", m["keys"], s["keys"])

@@ -9,7 +9,7 @@ import pytest
 
 from bukt import aof, datadir
 from bukt._core import FORMAT_VERSION
-from writer_harness import PY, ROOT, instance  # noqa: F401
+from writer_harness import PY, ROOT, instance, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
 N = 50
@@ -308,3 +308,55 @@ def test_bucket_settings_and_tokens_survive_cold_starts_from_the_log_and_a_base(
     assert "cold start" in instance.log()
     assert _definitions(instance) == before
     assert instance.stop(w) == 0
+
+
+def test_keys_with_a_ttl_are_counted_exactly_after_cold_and_warm_starts(instance, tmp_path):
+    clock = tmp_path / "now"
+    t0 = int(time.time() * 1000)
+    clock.write_text(str(t0))
+    env = {"BUKT_FAKE_TIME_FILE": str(clock)}
+    w = instance.start(env=env)
+    s = instance.attach()
+    s.set_time(t0)
+    b = s.create_bucket("b")
+    d = s.create_bucket("d", default_ttl=600)
+    for i in range(300):
+        b.set(b"k%d" % i, b"v", ttl=600 if i % 3 == 0 else None)    # 100 with a ttl
+    for i in range(0, 30):
+        b.expire(b"k%d" % (3 * i + 1), 900)          # +30
+        b.persist(b"k%d" % (3 * i))                  # -30
+    b.delete(*[b"k%d" % (3 * i + 1) for i in range(10)])            # -10
+    b.incr(b"n", ttl=600)                            # +1
+    for i in range(20):
+        d.set(b"d%d" % i, b"v")                      # +20
+    expected = 100 + 30 - 30 - 10 + 1 + 20
+    assert s.stats()["keys_with_ttl"] == expected and s.check() == []
+    s.close()
+    instance.kill(w)                                 # warm: the segment survives
+    w = instance.start(env=env)
+    assert "ready: warm start" in instance.log()
+    s = instance.attach()
+    assert s.stats()["keys_with_ttl"] == expected and s.check() == []
+    s.close()
+    assert instance.stop(w) == 0
+    instance.unlink_segment()                        # cold: from the log
+    w = instance.start(env=env)
+    assert "ready: cold start" in instance.log()
+    s = instance.attach()
+    assert s.stats()["keys_with_ttl"] == expected and s.check() == []
+    s.close()
+    clock.write_text(str(t0 + 700_000))              # every ttl but the expire()d ones'
+    wait_for(lambda: _stats(instance)["keys_with_ttl"] == 20, timeout=10,
+             what="active expiry")
+    s = instance.attach()
+    assert s.check() == []
+    s.close()
+    instance.stop(w)
+
+
+def _stats(inst):
+    s = inst.attach()
+    try:
+        return s.stats()
+    finally:
+        s.close()
