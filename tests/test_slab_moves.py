@@ -12,13 +12,13 @@ from bukt import errors
 T0 = 1_800_000_000_000
 
 
-def fill(b, prefix, size, n):
-    """Write n keys of `size`-byte values, a millisecond apart on the store's
-    injected clock (so LRU stamps, 64 ms ticks, tell them apart); the keys, newest
-    last."""
+def fill(b, prefix, size, n, step=1):
+    """Write n keys of `size`-byte values, `step` milliseconds apart on the store's
+    injected clock; the keys, newest last. LRU stamps are 64 ms ticks counted from the
+    segment's (real) creation time, so only step=64 gives every key its own tick."""
     keys = [b"%s%06d" % (prefix, i) for i in range(n)]
     for i, k in enumerate(keys):
-        clock[0] += 1
+        clock[0] += step
         b.store.set_time(clock[0])
         b.set(k, bytes([i % 251]) * size)
     return keys
@@ -43,7 +43,9 @@ def test_a_full_segment_of_small_values_takes_large_ones(small):
     # each size below had no page left when it came: it must take pages from others
     for size, n in ((2_000, 1_500), (40_000, 100), (150_000, 20), (100, 5_000)):
         before = small.stats()["slab_moves"]
-        keys = fill(b, b"size%d_" % size, size, n)
+        # a tick per write: keys sharing a tick are equally old to the evictor, which
+        # then may take one of the newest (2 runs in 40 did, with 1 ms apart)
+        keys = fill(b, b"size%d_" % size, size, n, step=64)
         assert small.stats()["slab_moves"] > before, f"{size}-byte values moved no slab"
         for i, k in enumerate(keys[-5:], start=n - 5):      # the newest are there
             assert b.get(k) == bytes([i % 251]) * size, f"{k!r} lost"
