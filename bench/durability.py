@@ -22,8 +22,9 @@ compact`), warm (the segment survived a kill -9); Redis from an AOF holding the 
 the wall time. The warm restart is timed `--warm-rounds` times (medians in the table),
 and its wall time is split: exec to the writer's ready line (interpreter, imports and
 configuration, then the attach the writer times itself), and that line to the header's
-being seen ready; a bare `python -c pass` is timed beside it. Bukt's writer is started with bytecode caches, as an installed one runs
-(PYTHONDONTWRITEBYTECODE is dropped for it).
+being seen ready; a bare `python -c pass` is timed beside it. Bukt's writer is started
+with bytecode caches, as an installed one runs (PYTHONDONTWRITEBYTECODE is dropped for
+it).
 """
 import argparse
 import multiprocessing as mp
@@ -43,6 +44,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bukt  # noqa: E402
+from benchutil import cpu_seconds  # noqa: E402
 
 PY = sys.executable
 VALUE = b"v" * 100
@@ -84,7 +86,7 @@ class BuktInstance:
         self._wait_ready()
         wall = time.perf_counter() - t0
         self.seen_at = self.exec_at + wall
-        self.cpu_s = _cpu_seconds(self.proc.pid)
+        self.cpu_s = cpu_seconds(self.proc.pid)
         return wall
 
     def _wait_ready(self):
@@ -144,15 +146,6 @@ class BuktInstance:
     def last_log_line(self, pattern):
         found = re.findall(pattern, open(self.logfile).read())
         return found[-1] if found else None
-
-
-def _cpu_seconds(pid):
-    """CPU time (user + system) process `pid` has used: /proc/PID/schedstat, in ns."""
-    try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _writer_env():

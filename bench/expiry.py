@@ -26,16 +26,9 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import bukt  # noqa: E402
+from benchutil import cpu_seconds, wait_writer_ready  # noqa: E402
 
 PY = sys.executable
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK     # utime, stime
 
 
 def writer_cpu(pid, seconds):
@@ -77,17 +70,10 @@ def main():
     w = subprocess.Popen([PY, "-m", "bukt.cli", "writer", "--config", conf], cwd=ROOT,
                          stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        while True:
-            if w.poll() is not None:
-                raise SystemExit(open(os.path.join(tmp, "writer.log")).read())
-            try:
-                s = bukt.attach(name)
-                if s.writer_info()["ready"]:
-                    break
-                s.close()
-            except bukt.BuktError:
-                pass
-            time.sleep(0.01)
+        try:
+            s = wait_writer_ready(name, w)
+        except RuntimeError:
+            raise SystemExit(open(os.path.join(tmp, "writer.log")).read()) from None
         b = s.create_bucket("bench", persist=False)
         empty = writer_cpu(w.pid, args.seconds)
         every = int(1 / args.ttl) if args.ttl else 0

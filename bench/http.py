@@ -44,7 +44,8 @@ import uuid  # noqa: E402
 
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-import bukt  # noqa: E402
+sys.path.append(HERE)           # last, for benchutil: after the standard library
+from benchutil import cpu_seconds, wait_writer_ready  # noqa: E402
 
 PY = sys.executable
 GUNICORN = os.path.join(os.path.dirname(PY), "gunicorn")
@@ -101,16 +102,6 @@ def wait_ready(port, path, proc, timeout=30):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process so far (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def workers_of(arbiter):
@@ -215,18 +206,7 @@ def run_bukt(tmp, connections, duration):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     http = None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                store = bukt.attach(name)
-                if store.writer_info()["ready"]:
-                    break
-                store.close()
-            except bukt.BuktError:
-                pass
-            if time.monotonic() > deadline or writer.poll() is not None:
-                raise RuntimeError("the writer did not start")
-            time.sleep(0.05)
+        store = wait_writer_ready(name, writer, timeout=30, poll=0.05)
         store.create_bucket("bench")
         store.add_token("bench", hashlib.sha256(TOKEN.encode()).digest(), 7)
         store.bucket("bench").set(b"hit", b"x" * 100)

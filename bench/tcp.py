@@ -39,6 +39,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import bukt  # noqa: E402
+from benchutil import cpu_seconds  # noqa: E402
 
 LOADGEN = os.path.join(HERE, "loadgen")
 WORKLOADS = [("50 conns", dict(conns=50, depth=1)), ("1 conn", dict(conns=1, depth=1)),
@@ -93,20 +94,6 @@ def start_redis():
                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
     wait_port(port)
     return proc, port
-
-
-def cpu_seconds(pids) -> float:
-    """User + system CPU time of processes so far: the server's cost, which other load
-    on the machine does not inflate the way it does wall-clock throughput."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def server_pids(proc):
@@ -176,9 +163,9 @@ def main():
             for wname, kw in workloads:
                 for name, proto, port, proc in servers:
                     pids = server_pids(proc)
-                    cpu = cpu_seconds(pids)
+                    cpu = cpu_seconds(*pids)
                     r = loadgen(proto, port, args.seconds, args.keys, **kw)
-                    r["cpu_us_per_op"] = (cpu_seconds(pids) - cpu) / max(r["ops"], 1) * 1e6
+                    r["cpu_us_per_op"] = (cpu_seconds(*pids) - cpu) / max(r["ops"], 1) * 1e6
                     results.setdefault((wname, name), []).append(r)
         print("| workload | server | ops/s | p50 µs | p99 µs | vs Redis ops/s "
               "| server CPU µs/op |")

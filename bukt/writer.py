@@ -42,8 +42,9 @@ doorbell, so the writer drains at once: the time from a commit to its acknowledg
 one wake-up, one write, one fsync and one wake-up, and records committed during an
 fsync go into the next one. Under everysec and no nobody waits, producers do not ring,
 and the sleep backs off from POLL_MIN_S to POLL_MAX_S; under a stream of writes the
-writer drains every BATCH_S (at once while batches come back full). A record still RESERVED by its producer for longer than STUCK_S is handed
-to ring_unstick, which repairs the stripe if the producer died.
+writer drains every BATCH_S (at once while batches come back full). A record still
+RESERVED by its producer for longer than STUCK_S is handed to ring_unstick, which
+repairs the stripe if the producer died.
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good

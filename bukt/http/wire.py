@@ -11,6 +11,11 @@ from urllib.parse import unquote_to_bytes
 
 from bukt.http.problems import Problem
 
+# `b"%" in data` first tries the needle as an int, and the TypeError it raises and
+# clears costs ~1,800 instructions (callgrind), about 1 µs of a request: an int needle
+# is a plain memchr. The fast path (fastpath.py) uses it too.
+PERCENT = ord("%")
+
 
 async def read_body(req, limit):
     """The request body, refused with 413 before reading when Content-Length says it is
@@ -148,7 +153,7 @@ def key_from_path(req, key, slashes):
         parts = raw.split(b"/", slashes)
         if len(parts) == slashes + 1:
             part = parts[-1]
-            return unquote_to_bytes(part) if 37 in part else part   # 37: "%" (fastpath.py)
+            return unquote_to_bytes(part) if PERCENT in part else part
     return key.encode("utf-8", "surrogateescape")
 
 
