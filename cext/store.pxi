@@ -276,6 +276,24 @@ cdef class Store:
         return [(self.bucketv[i].tokens[t].id, self.bucketv[i].tokens[t].perms)
                 for t in range(BK_MAX_TOKENS) if self.bucketv[i].tokens[t].id]
 
+    def has_token(self, Bucket b, uint32_t token_id, uint32_t perms):
+        """Whether bucket `b` (of this store) still stands and still holds token
+        `token_id` with exactly `perms`: the HTTP workers' per-request check of a
+        token they resolved before (bukt/http/auth.py), without building tokens()
+        and looking the bucket up by name. Read without the meta lock, like every
+        read of bucket metadata: a change is seen by the next call."""
+        cdef bk_bucket *m
+        cdef int t
+        if b.s is not self or token_id == 0:
+            return False
+        m = &self.bucketv[b.idx]
+        if m.gen != b.gen or m.state != 1:
+            return False
+        for t in range(BK_MAX_TOKENS):
+            if m.tokens[t].id == token_id:
+                return m.tokens[t].perms == perms
+        return False
+
     def revoke_token(self, bucket, token_id):
         return revoke_token(self, bucket, token_id)
 

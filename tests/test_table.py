@@ -351,6 +351,31 @@ def test_tokens(store):
         store.add_token("b", h2, bukt.WRITE)
 
 
+def test_has_token_follows_revocation_and_a_recreated_bucket(store, segname):
+    """has_token(bucket, id, perms) is the HTTP workers' per-request check of a token
+    they remember: it must turn false on a revoke, on other permissions, and for a
+    Bucket object whose bucket was dropped (even if created again under its name,
+    where token ids start over)."""
+    a = store.create_bucket("a", persist=False)
+    t1 = store.add_token("a", bytes(range(32)), bukt.READ | bukt.WRITE)
+    t2 = store.add_token("a", bytes(range(1, 33)), bukt.READ)
+    assert store.has_token(a, t1, 3) and store.has_token(a, t2, 1)
+    assert not store.has_token(a, t1, 1) and not store.has_token(a, t2 + 1, 1)
+    assert not store.has_token(a, 0, 0)
+    assert store.revoke_token("a", t2)
+    assert not store.has_token(a, t2, 1) and store.has_token(a, t1, 3)
+    store.drop_bucket("a")
+    again = store.create_bucket("a", persist=False)
+    assert store.add_token("a", bytes(range(2, 34)), bukt.READ | bukt.WRITE) == t1
+    assert not store.has_token(a, t1, 3) and store.has_token(again, t1, 3)
+    other = bukt.create(segname + "-2", size="16MiB")
+    try:
+        assert not other.has_token(again, t1, 3)    # a Bucket of another store
+    finally:
+        other.close()
+        other.unlink()
+
+
 def test_stats_count_reads_hits_misses(store, bucket):
     bucket.set(b"k", b"v")
     bucket.get(b"k")

@@ -9,11 +9,12 @@ THE WORKER'S CACHE. Hashing a token and comparing it with every token of every b
 (find_token) costs more than the store lookup a GET is for, and grows with the number
 of buckets. So each worker remembers, in its own memory, the tokens it has recognised:
 token -> (Principal, the Bucket object it was found in). A remembered token is trusted
-again only after two cheap checks against the segment: store.bucket(name) is still
-that very Bucket object (a dropped and re-created bucket, whose token ids start again,
-is a new object) and (id, perms) is still in store.tokens(name) (ids are never reused
-within a bucket, so a revoked token is refused from the next request on, whoever
-revoked it: this worker, another, the CLI or a TCP session). Unknown tokens are not
+again only after one cheap check against the segment, store.has_token(bucket, id,
+perms): the Bucket object still names a live bucket (a dropped and re-created bucket,
+whose token ids start again, is a new object with a new generation) and the bucket
+still holds the token id with those permissions (ids are never reused within a
+bucket, so a revoked token is refused from the next request on, whoever revoked it:
+this worker, another, the CLI or a TCP session). Unknown tokens are not
 remembered, so guessing fills nothing; the cache is emptied at TOKEN_CACHE_MAX
 entries. Looking a token up in a dict is not constant time, but its hash is SipHash
 with a per-process key and the only full comparison is with an equal-hashing entry.
@@ -109,13 +110,20 @@ class Authenticator:
 
     def lookup(self, token):
         """The Principal of a token (str, or the header's bytes), or None when it is
-        unknown. FAST PATH: a token this worker has seen, still valid; SLOW PATH: hash
-        it and search the segment."""
+        unknown."""
+        found = self.resolve(token)
+        return found[0] if found is not None else None
+
+    def resolve(self, token):
+        """(Principal, the Bucket object its token belongs to) for a token, or None
+        when it is unknown. The Bucket is None for the admin token, and for a token
+        whose bucket is going away. FAST PATH: a token this worker has seen, still
+        valid; SLOW PATH: hash it and search the segment."""
         known = self._known.get(token)
         if known is not None:
             p, bucket = known
-            if bucket is None or self._still_valid(p, bucket):
-                return p
+            if bucket is None or self.store.has_token(bucket, p.token_id, p.perms):
+                return known
             del self._known[token]
         d = digest(token.decode("latin-1") if isinstance(token, bytes) else token)
         if self._admin_digest is not None and hmac.compare_digest(d, self._admin_digest):
@@ -128,19 +136,11 @@ class Authenticator:
             try:
                 bucket = self.store.bucket(p.bucket)
             except BuktError:
-                return p
+                return p, None
         if len(self._known) >= TOKEN_CACHE_MAX:
             self._known.clear()
-        self._known[token] = p, bucket
-        return p
-
-    def _still_valid(self, p, bucket):
-        store = self.store
-        try:
-            return store.bucket(p.bucket) is bucket and \
-                (p.token_id, p.perms) in store.tokens(p.bucket)
-        except BuktError:
-            return False
+        known = self._known[token] = p, bucket
+        return known
 
     def require(self, req, bucket, perm, token=None):
         """The Principal if its token may do `perm` on `bucket` (None: admin only)."""

@@ -85,13 +85,17 @@ class FastPath:
         ctx = self.ctx
         put = scope["method"] == "PUT"
         bucket_name = parts[4].decode("ascii", "replace")
-        p = ctx.auth.lookup(token)
-        if p is None or not (p.bucket is None or (
-                p.bucket == bucket_name and p.perms & (WRITE if put else READ))):
+        known = ctx.auth.resolve(token)
+        if known is None:
             return False
-        try:
-            bucket = ctx.store.bucket(bucket_name)
-        except BuktError:
+        p, bucket = known
+        if p.bucket is None:                  # the admin token: any bucket
+            try:
+                bucket = ctx.store.bucket(bucket_name)
+            except BuktError:
+                return False
+        elif p.bucket != bucket_name or bucket is None \
+                or not p.perms & (WRITE if put else READ):
             return False
         key = parts[6]
         if PERCENT in key:
