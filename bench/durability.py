@@ -27,6 +27,7 @@ with bytecode caches, as an installed one runs (PYTHONDONTWRITEBYTECODE is dropp
 it).
 """
 import argparse
+import json
 import multiprocessing as mp
 import os
 import re
@@ -38,8 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -65,11 +64,13 @@ class BuktInstance:
         self.name = f"bench-dur-{os.getpid()}"
         self.tmp = tmp
         self.data = os.path.join(tmp, "var")
-        self.conf = os.path.join(tmp, "bukt.yaml")
+        # JSON, as `bukt serve` hands its children their configuration (a warm restart
+        # of the service's writer reads serve.effective.json, without PyYAML)
+        self.conf = os.path.join(tmp, "bukt.json")
         with open(self.conf, "w") as f:
-            yaml.safe_dump({"instance": self.name, "memory": memory, "data_dir": self.data,
-                            "fsync": fsync, "limits": {"ring_size": "64MiB"},
-                            "compaction": {"min_log_bytes": "4GiB"}}, f)
+            json.dump({"instance": self.name, "memory": memory, "data_dir": self.data,
+                       "fsync": fsync, "limits": {"ring_size": "64MiB"},
+                       "compaction": {"min_log_bytes": "4GiB"}}, f)
         self.proc = None
         self.logfile = os.path.join(tmp, "writer.log")
 

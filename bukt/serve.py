@@ -13,8 +13,9 @@ HOW IT STARTS
 3. The admin token is resolved the way the HTTP side resolves it
    (bukt.http.auth.resolve_admin_token): auth.admin_token / BUKT_ADMIN_TOKEN, else
    `data_dir/admin.token`, generated with mode 0600 on the first start.
-4. The children are started from one file, `data_dir/serve.effective.yaml` (0600):
-   the configuration this supervisor validated, with every variable already applied.
+4. The children are started from one file, `data_dir/serve.effective.json` (0600):
+   the configuration this supervisor validated, with every variable already applied;
+   JSON, so that a child starts without importing PyYAML (bukt/config.py).
    They get an environment without BUKT_* keys and without NOTIFY_SOCKET, so they read
    exactly what was validated, and only this process speaks to systemd (sdnotify.py).
 5. The writer first (`bukt writer`): it recovers and creates or re-attaches the
@@ -65,8 +66,6 @@ import subprocess
 import sys
 import time
 
-import yaml
-
 import bukt
 from . import config as config_mod
 from . import procs, probe
@@ -91,7 +90,7 @@ RECOVERY_EXTEND_S = 30.0    # EXTEND_TIMEOUT_USEC step while the writer recovers
 WRITER_SHARE_S = 2.0        # of shutdown_timeout, kept for the writer's final flush
 
 STATE_FILE = "serve.json"            # in data_dir: pids and addresses, for `bukt status`
-EFFECTIVE_FILE = "serve.effective.yaml"
+EFFECTIVE_FILE = "serve.effective.json"
 LOCK_FILE = "serve.lock"
 
 # Fixed in the segment when it is created: a change needs a cold start.
@@ -238,10 +237,8 @@ class Supervisor:
         """The configuration the children read, validated by loading it back."""
         d = cfg.as_dict()
         d["data_dir"] = self.data_dir
-        text = ("# Written by `bukt serve` (pid %d): the configuration its children run with,\n"
-                "# every BUKT_* variable applied. Edit your own file, then SIGHUP.\n"
-                % os.getpid()) + yaml.safe_dump(d, sort_keys=False)
-        tmp = self.effective_path + ".tmp"
+        text = json.dumps(d, indent=2) + "\n"
+        tmp = self.effective_path[:-len(".json")] + ".tmp.json"    # read as JSON too
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)

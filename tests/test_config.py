@@ -1,6 +1,9 @@
 """The configuration: defaults equal conf/bukt.yaml, overrides, and refusals."""
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,6 +185,35 @@ def test_bad_value_message_names_the_file(tmp_path):
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "nope.yaml", env={})
+
+
+def test_a_json_file_reads_as_its_yaml_twin_without_importing_yaml(tmp_path):
+    """`bukt serve` hands its children JSON (serve.effective.json) so that a child,
+    the writer of a warm restart above all, starts without importing PyYAML."""
+    doc = {"fsync": "always", "tcp": {"bind": "[::1]:9000"}, "segment": {"mode": 0o640},
+           "limits": {"max_value": "2MiB"}, "auth": {"admin_token": None}}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc))
+    assert load(tmp_path / "c.json", env={}) == load(tmp_path / "c.yaml", env={})
+    probe = ("import sys, bukt.config as c; cfg = c.load(sys.argv[1], env={}); "
+             "print(cfg.fsync, 'yaml' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "c.json")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["always", "False"]
+
+
+@pytest.mark.parametrize("text, needles", [
+    ('{"fsync": ', ["not valid JSON"]),
+    ('["a"]', ["mapping of keys", "list"]),
+    ('{"fsync": "sometimes"}', ["fsync", "'sometimes'"]),
+])
+def test_a_bad_json_file_is_refused_naming_the_file(tmp_path, text, needles):
+    p = tmp_path / "c.json"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load(p, env={})
+    for needle in needles + [str(p)]:
+        assert needle in str(e.value), str(e.value)
 
 
 def test_bad_variable_is_refused_naming_the_variable():
