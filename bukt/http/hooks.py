@@ -5,7 +5,8 @@ disk. The core can wait itself (Store.sync_wait, the default for local programs)
 that wait blocks the thread, and a worker's thread is its event loop, serving every
 other request of the worker. So the app turns sync_wait off and, after each write to a
 persisted bucket, awaits the writer's flushed position passing the record it just
-appended (Store.last_pos), polling on the loop between short sleeps. A writer that does
+appended (Store.last_pos): a future of the worker's FlushWaiters (bukt/flushwait.py),
+one poller on the loop for every request that waits, as the TCP workers do. A writer that does
 not confirm within Store.durable_timeout gives WriterDown -> 503 writer_down; the
 write is then applied in memory but not promised to be on disk, as the problem says.
 
@@ -17,10 +18,9 @@ HEALTH. `writer_state(store)` reads what the writer publishes in the segment hea
 the reason unless the writer is alive, ready, without error and beating.
 """
 
-import asyncio
 import time
 
-from bukt.errors import WriterDown
+from bukt.flushwait import FlushWaiters
 
 HEARTBEAT_STALE_MS = 2000      # the writer beats every 100 ms; 2 s of silence = hung
 POLICY_REFRESH_S = 1.0         # how often the segment's fsync policy is re-read
@@ -39,11 +39,13 @@ class RingDurability(Durability):
     writer), without blocking the event loop.
 
     FAST PATH: the flushed position is already past our record (or the policy is not
-    always): one read of the header. SLOW PATH: poll it from the loop."""
+    always): one read of the header. SLOW PATH: a future of the worker's
+    FlushWaiters."""
 
     def __init__(self, store, timeout=None):
         self.store = store
         self.timeout = timeout           # None: the store's durable_timeout, read each time
+        self._waiters = FlushWaiters(store, timeout)
         self._always, self._read_at = False, -POLICY_REFRESH_S
         store.sync_wait = False          # the core's wait would block the loop
 
@@ -59,8 +61,9 @@ class RingDurability(Durability):
         if store.ring_position()[2] >= pos or not self.sync_always() \
                 or not self._persisted(bucket):
             return
-        await wait_until(lambda: store.ring_position()[2] >= pos,
-                         self.timeout or getattr(store, "durable_timeout", 5.0))
+        flushed = self._waiters.wait(pos)
+        if flushed is not None:
+            await flushed
 
     def _persisted(self, bucket):
         try:
@@ -73,19 +76,6 @@ def durability_for(store):
     if hasattr(store, "ring_position") and hasattr(store, "writer_info"):
         return RingDurability(store)
     return Durability()
-
-
-async def wait_until(predicate, timeout, first=0.0002, longest=0.005):
-    """Await `predicate()` becoming true, polling with a growing sleep on the event loop;
-    WriterDown after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = first
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise WriterDown(f"no confirmation from the writer within {timeout:g} s that "
-                             "the write reached the disk; it is applied in memory")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, longest)
 
 
 def writer_state(store):

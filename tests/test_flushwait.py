@@ -1,0 +1,75 @@
+"""FlushWaiters: one poller per process resolves every write waiting for the writer's
+flush, in order, never early; WriterDown after the timeout; a new event loop starts
+afresh. On a real segment; the writer's side is played with the calls the writer
+process makes (ring_read, ring_flushed)."""
+import asyncio
+
+import pytest
+
+import bukt
+from bukt import errors
+from bukt.flushwait import FlushWaiters
+
+
+@pytest.fixture
+def seg(segname):
+    s = bukt.create(segname, size="16MiB")
+    s.create_bucket("b")              # persisted: every set appends a ring record
+    yield s
+    s.close()
+
+
+def test_every_waiter_is_released_once_its_record_is_flushed_and_not_before(seg):
+    waiters = FlushWaiters(seg, timeout=5)
+    b = seg.bucket("b")
+
+    async def scenario():
+        futures = []
+        for i in range(100):
+            b.set(b"k%d" % i, b"v")
+            futures.append((seg.last_pos, waiters.wait(seg.last_pos)))
+        assert all(f is not None for _, f in futures) and len(waiters) == 100
+        half = futures[49][0]
+        seg.ring_flushed(half)                      # the writer flushed the first 50
+        await asyncio.wait_for(futures[49][1], 1)
+        await asyncio.sleep(0.01)                   # a few more polls: nothing more
+        assert [f.done() for _, f in futures] == [True] * 50 + [False] * 50
+        seg.ring_flushed(seg.ring_position()[1])
+        await asyncio.wait_for(asyncio.gather(*(f for _, f in futures)), 1)
+        assert len(waiters) == 0 and waiters.wait(seg.last_pos) is None
+    asyncio.run(scenario())
+
+
+def test_a_write_never_flushed_fails_with_writer_down_and_the_next_one_waits_again(seg):
+    waiters = FlushWaiters(seg, timeout=0.05)
+    b = seg.bucket("b")
+
+    async def scenario():
+        b.set(b"k", b"v")
+        with pytest.raises(errors.WriterDown, match="0.05 s"):
+            await waiters.wait(seg.last_pos)
+        b.set(b"k2", b"v")
+        later = waiters.wait(seg.last_pos)
+        seg.ring_flushed(seg.ring_position()[1])
+        await asyncio.wait_for(later, 1)
+    asyncio.run(scenario())
+
+
+def test_a_new_event_loop_gets_a_poller_of_its_own(seg):
+    """A waiter left on a loop that ended (a test client runs each request on a loop
+    of its own) must not keep the next loop's waiters from being polled."""
+    waiters = FlushWaiters(seg, timeout=5)
+    b = seg.bucket("b")
+
+    async def leave_one():
+        b.set(b"a", b"v")
+        assert waiters.wait(seg.last_pos) is not None     # never awaited; loop ends
+
+    async def wait_one():
+        b.set(b"b", b"v")
+        fut = waiters.wait(seg.last_pos)
+        seg.ring_flushed(seg.ring_position()[1])
+        await asyncio.wait_for(fut, 1)
+        assert len(waiters) == 0
+    asyncio.run(leave_one())
+    asyncio.run(wait_one())
