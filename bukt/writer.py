@@ -503,10 +503,11 @@ class Writer:
 
     def _expire(self):
         """One expiry cycle: at most expiry.budget_ms, or one pass over the stripes,
-        in slices of EXPIRE_SLICE_S with a drain between them. A pass over a large
-        index whose stripes hold keys with a TTL takes tens of milliseconds (stripes
-        without one are passed over unread), and in one piece it would hold up every
-        `fsync: always` writer waiting for the next batch (and the ring's draining)."""
+        in slices of EXPIRE_SLICE_S with a drain between them. A pass that finds
+        expired keys in most stripes of a large index takes tens of milliseconds
+        (stripes where none is due are passed over unread), and in one piece it would
+        hold up every `fsync: always` writer waiting for the next batch (and the
+        ring's draining)."""
         now = time.monotonic()
         if now - self._last_expire < 1.0 / self.cfg.expiry.hz:
             return

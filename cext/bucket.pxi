@@ -685,17 +685,25 @@ cdef int remove_where(Store s, int bidx, int64_t expired_before) except -1:
     at or before `expired_before`. Returns how many."""
     cdef uint32_t si
     cdef int removed = 0
+    cdef uint64_t nread = 0
     for si in range(s.nstripes):
-        removed += remove_in_stripe(s, si, bidx, expired_before)
+        removed += remove_in_stripe(s, si, bidx, expired_before, &nread)
     maybe_recount(s)
     return removed
 
 
-cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before) except -1:
+cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before,
+                          uint64_t *nread) except -1:
+    """Delete stripe si's entries that remove_where describes, under its lock, and set
+    the stripe's expiry bound to the earliest expiry left: the walk reads every entry
+    with writers shut out, so the bound is exact (THE EXPIRY BOUND in core.pyx). Adds
+    the entry headers it read to *nread."""
+    cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint64_t w, off
     cdef uint32_t i = 0
     cdef int removed = 0
+    cdef int64_t exp, earliest = BK_NO_EXPIRY
     cdef bk_entry *e
     cdef uint16_t eb
     cdef bint hit, expired
@@ -708,12 +716,20 @@ cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before
                 continue
             off = w & BK_OFF_MASK
             e = ENT(s, off)
+            nread[0] += 1
             eb = e.bucket
+            exp = e.expire_ms
             if bidx >= 0:
                 hit = eb == bidx
             else:
-                hit = e.expire_ms != 0 and e.expire_ms <= expired_before
+                hit = exp != 0 and exp <= expired_before
             if not hit:
+                # it stays. A deletion's backward shift moves an entry not yet seen
+                # only to a slot not yet passed (one that wraps past slot 511 may move
+                # an entry seen already, seen then twice): each entry is seen at least
+                # once, which is all a minimum needs
+                if exp != 0 and exp < earliest:
+                    earliest = exp
                 i += 1
                 continue
             # an entry already expired goes as an expiration, and is not counted as
@@ -728,6 +744,9 @@ cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before
                 bk_add64(&s.counters(eb).expirations, 1)
             if bidx < 0 or not expired:     # expire_some counts expirations, flush live keys
                 removed += 1
+        # the whole stripe was walked (a RingFull above leaves the bound as it was,
+        # low enough): the one place besides repair where the bound may rise
+        bk_store_rlx_i64(&st.min_expire_ms, earliest)
     finally:
         unlock_stripe(s, si)
     return removed

@@ -62,6 +62,7 @@ cdef list check_table(Store s):
     cdef bk_stripe *st
     cdef bk_class *cl
     cdef uint32_t count, nttl
+    cdef int64_t earliest
     cdef bk_header *hd = s.hdr
     if s.readonly:
         return ["a read-only attach cannot take the locks check() needs; attach "
@@ -84,6 +85,7 @@ cdef list check_table(Store s):
             if st.intent_op != BK_OP_NONE:
                 problems.append(f"stripe {si}: intent {st.intent_op} left over")
             count = nttl = 0
+            earliest = BK_NO_EXPIRY
             for i in range(SLOTS):
                 w = slots[i]
                 if w == 0:
@@ -107,6 +109,8 @@ cdef list check_table(Store s):
                     continue
                 e = ENT(s, off)
                 nttl += e.expire_ms != 0
+                if e.expire_ms != 0 and e.expire_ms < earliest:
+                    earliest = e.expire_ms
                 if e.flags & ~BK_E_SINGLE != BK_E_USED:
                     problems.append(f"{where}: chunk flags {e.flags:#x}, not a published entry")
                 if e.cls != c:
@@ -138,6 +142,11 @@ cdef list check_table(Store s):
                 # too low would leave expired keys to lazy expiry alone
                 problems.append(f"stripe {si}: nttl {st.nttl}, entries with an "
                                 f"expiry {nttl}")
+            if st.min_expire_ms > earliest:
+                # too high would leave expired keys to lazy expiry alone; lower than
+                # the earliest is allowed (a lower bound: it costs the cycle a walk)
+                problems.append(f"stripe {si}: expiry bound {st.min_expire_ms} is after "
+                                f"the earliest expiry of its entries, {earliest}")
             if count > BK_STRIPE_MAX_LOAD:
                 problems.append(f"stripe {si}: {count} slots in use, above the limit")
         # classes: every chunk is either on its free list or referenced, not both

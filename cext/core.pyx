@@ -13,9 +13,11 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
   |                  global counters, ring head/claim/tail, writer progress  |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
-  |            header 128 B   robust mutex | seq | count | intent | nttl     |
-  |                           (nttl: entries with an expiry; the expiry      |
-  |                           cycle passes over a stripe where it is 0)      |
+  |            header 128 B   robust mutex | seq | count | intent | nttl |  |
+  |                           min_expire_ms (nttl: entries with an expiry;   |
+  |                           min_expire_ms: none expires before it; the     |
+  |                           expiry cycle passes over a stripe where nttl   |
+  |                           is 0 or the bound is ahead: THE EXPIRY BOUND)  |
   |            slots  512 x 8 B   tag:16 | entry offset:48 (0 = empty)       |
   |            stamps 512 x 4 B   LRU clock of the slot's last access        |
   | classes  64 x 128 B   size class: mutex | free list head | counts        |
@@ -59,9 +61,10 @@ get reads no clock.
 
 WHO WRITES WHAT
 ---------------
-  stripe slots, seq/intent/count/nttl     the stripe lock holder (nttl is read
-                                          unlocked by the expiry cycle, advisory;
-                                          repair recounts it with count)
+  stripe slots, seq/intent/count/nttl,    the stripe lock holder (nttl and the
+  min_expire_ms                           bound are read unlocked by the expiry
+                                          cycle, advisory; repair recounts nttl
+                                          with count and sets the bound exactly)
   entry bodies                            the allocating writer, before publication;
                                           afterwards immutable except single aligned
                                           words (expire_ms and version by TOUCH under
@@ -97,7 +100,8 @@ LOCK RULES (written once; names follow them)
   On EOWNERDEAD the new holder repairs, calls pthread_mutex_consistent and goes on:
     - stripe: the intent record names the one operation in flight (ALLOC, SET, DEL,
       TOUCH), its slot, old and new chunk and reserved ring record. Repair redoes
-      or undoes that one operation idempotently (see repair_stripe), makes the seq
+      or undoes that one operation idempotently (see repair_stripe), recounts count
+      and nttl, sets the expiry bound exactly (THE EXPIRY BOUND), makes the seq
       even and flags a recount of the gauges.
     - class: the free list may be half-updated; it is rebuilt from the chunk headers'
       USED flags over the class's pages (chunks are scannable: every page of a class
@@ -134,6 +138,40 @@ holds it from the moment it leaves the free list) and fill it; reserve the ring
 record and fill it; then seq odd, publish with one 8-byte slot store, commit the ring
 record, free the old chunk, seq even, unlock. The ring append is inside the stripe
 section, so two writes to one key reach the log in the order they reached the table.
+
+THE EXPIRY BOUND. min_expire_ms in a stripe's header is a lower bound on the expiry
+of every entry its slots reference (BK_NO_EXPIRY when it knows of none). The expiry
+cycle (meta.pxi) passes over a stripe, unread, while the bound is after `now`; so
+keys whose TTL is an hour away cost a pass one cache line a stripe, not a miss per
+key. The rule that keeps it sound: it may be too low, never too high.
+  - Too low only costs one walk: the cycle walks a due stripe under its lock, removes
+    what expired and stores the earliest expiry left, exactly. A bound goes stale low
+    when its entry is deleted, persisted, evicted or given a later expiry; nothing
+    raises it then but that walk, repair (below), or a flush's walk.
+  - Lowered before it is needed: every path that makes an expiry visible in a slot
+    goes through do_set (a new entry: set, mset, incr, single-read, restore and the
+    bulk loader's replay) or do_touch (expire, restore_ttl, a replay's SET_TTL), and
+    both, under the stripe lock, lower the bound to the new expiry before the slot
+    store that publishes the entry, or the store into the entry's expiry word.
+    Deletion and the slab mover (which evicts through do_delete_at) only take
+    entries away, which can never make a lower bound wrong.
+  - Raised only with writers shut out: by a walk under the stripe lock that read
+    every slot (remove_in_stripe: the cycle, flush, drop), or by repair. An unlocked
+    walk never stores it: a writer could publish an earlier expiry behind its back.
+  - A process killed at any instruction leaves it low enough: the lowering is one
+    aligned 8-byte store that comes before the publication in program order, so a
+    holder killed after it but before publishing leaves a bound merely low, and one
+    killed before it had published nothing. Repair finishes or undoes the dead
+    holder's operation (redoing a TOUCH lowers the bound before the entry's word, as
+    do_touch does, so a repairer killed in turn leaves it low too), then, with every
+    slot again holding a published entry, walks them and stores the exact earliest,
+    as the cycle's walk does. A walk killed before its final store leaves the old
+    bound, which was sound; the store is one word, after the last removal.
+  - Read unlocked by the cycle, which is advisory like nttl: a bound lowered just
+    after the cycle read it is seen by the next cycle, and until then lazy expiry
+    hides the key from every reader, as it does for any key not yet collected.
+  check() reports a stripe whose bound is after the earliest expiry of its entries,
+  and the debug build asserts it after every change to a stripe.
 
 THE CHANGE RING is multi-producer, single-consumer. Positions grow for ever (u64) and
 double as the records' sequence numbers; a record's bytes sit at position % size.

@@ -81,7 +81,7 @@ cdef class Store:
     cdef readonly str name
     cdef uint32_t pid
     cdef readonly uint64_t last_pos     # ring position just past this process's last record
-    cdef readonly uint64_t expire_scanned       # stripes whose slots the expiry cycle read
+    cdef readonly uint64_t expire_scanned       # stripes the expiry cycle walked
     cdef readonly uint64_t expire_entries_read  # entry headers it read (see expire_cycle)
     cdef public bint sync_wait          # False: servers wait for durability themselves
     cdef bint logging                   # False while the writer replays its log
@@ -313,8 +313,9 @@ cdef class Store:
 
     def expire_some(self, now=None, budget=0.001):
         """Remove expired keys for at most `budget` seconds (at most one pass over the
-        stripes); how many were removed. expire_scanned and expire_entries_read count
-        the stripes and entries it looked at, in this process."""
+        stripes); how many were removed. Only stripes where an expiry may be due are
+        walked; expire_scanned and expire_entries_read count, in this process, the
+        stripes walked and the entry headers read."""
         return expire_cycle(self, self.now() if now is None else int(now), budget)
 
     # -- durability ----------------------------------------------------------------
@@ -606,9 +607,13 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.lru_clock = 0                     # ticks since created_ms
     if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):
         raise OSError("pthread_mutex_init failed")
+    cdef bk_stripe *st
     for i in range(h.nstripes):
-        if bk_lock_init(&(<bk_stripe *>(s.base + h.stripes_off + i * BK_STRIPE_BYTES)).lock):
+        st = <bk_stripe *>(s.base + h.stripes_off + i * BK_STRIPE_BYTES)
+        if bk_lock_init(&st.lock):
             raise OSError("pthread_mutex_init failed")
+        st.min_expire_ms = BK_NO_EXPIRY     # empty: nothing expires (0 would be a
+                                            # correct bound too, costing a walk)
     cdef bk_class *cl = <bk_class *>(s.base + h.classes_off)
     classes = plan["classes"]
     for i in range(h.nclasses):

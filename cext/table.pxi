@@ -47,6 +47,14 @@ cdef inline void tick_lru(Store s, int64_t now) noexcept nogil:
         bk_store_rel32(&s.hdr.lru_clock, <uint32_t>t)    # racy max: a lost tick is harmless
 
 
+cdef inline void lower_min_expire(bk_stripe *st, int64_t expire_ms) noexcept nogil:
+    """The stripe lock holder is about to publish an expiry (a new entry's, or one
+    rewritten in place): lower the stripe's bound first, so that no published entry
+    ever expires before it (THE EXPIRY BOUND in core.pyx)."""
+    if expire_ms != 0 and expire_ms < st.min_expire_ms:
+        bk_store_rlx_i64(&st.min_expire_ms, expire_ms)
+
+
 cdef inline uint64_t entry_hash(Store s, uint64_t off) noexcept nogil:
     cdef bk_entry *e = ENT(s, off)
     return khash(e.bucket, EKEY(s, off), e.klen)
@@ -344,6 +352,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     st.intent_slot = slot
     st.intent_old = old_off
     st.intent_op = BK_OP_SET
+    lower_min_expire(st, expire_ms)             # before the slot store publishes it
     tick_lru(s, s.now())                        # outside the seq window readers retry on
     bk_seq_enter(&st.seq)
     STAMPS_OF(s, si)[slot] = s.hdr.lru_clock
@@ -390,6 +399,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     st.intent_slot = slot
     st.intent_old = off
     st.intent_op = BK_OP_TOUCH
+    lower_min_expire(st, expire_ms)             # before the entry's word takes it
     bk_seq_enter(&st.seq)
     st.nttl += (expire_ms != 0) - (e.expire_ms != 0)
     e.expire_ms = expire_ms
@@ -408,10 +418,12 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
 # -- debug build: the stripe's invariants after every mutation ----------------------
 cdef int debug_check_stripe(Store s, uint32_t si) except -1:
     """BUKT_DEBUG only: every slot's entry is a published chunk whose key hashes to
-    this stripe and tag, reachable from its home slot, and count and nttl match."""
+    this stripe and tag, reachable from its home slot, count and nttl match, and no
+    entry expires before the stripe's bound."""
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t i, j, count = 0, nttl = 0
     cdef uint64_t w, h
+    cdef int64_t earliest = BK_NO_EXPIRY
     cdef bk_entry *e
     for i in range(SLOTS):
         w = slots[i]
@@ -420,6 +432,8 @@ cdef int debug_check_stripe(Store s, uint32_t si) except -1:
         count += 1
         e = ENT(s, w & BK_OFF_MASK)
         nttl += e.expire_ms != 0
+        if e.expire_ms != 0 and e.expire_ms < earliest:
+            earliest = e.expire_ms
         if (e.flags & (BK_E_USED | BK_E_PENDING)) != BK_E_USED:
             raise AssertionError(f"stripe {si} slot {i}: chunk flags {e.flags:#x}")
         h = entry_hash(s, w & BK_OFF_MASK)
@@ -434,6 +448,9 @@ cdef int debug_check_stripe(Store s, uint32_t si) except -1:
         raise AssertionError(f"stripe {si}: count {STRIPE(s, si).count} != {count}")
     if nttl != STRIPE(s, si).nttl:
         raise AssertionError(f"stripe {si}: nttl {STRIPE(s, si).nttl} != {nttl}")
+    if STRIPE(s, si).min_expire_ms > earliest:
+        raise AssertionError(f"stripe {si}: expiry bound {STRIPE(s, si).min_expire_ms} "
+                             f"above the earliest expiry {earliest}")
     return 0
 
 
@@ -476,6 +493,7 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
     cdef uint32_t op = st.intent_op, i, count = 0, nttl = 0
     cdef bk_rec *r = ring_pending(s, st.intent_ring, si)
     cdef uint64_t cur = 0
+    cdef int64_t exp, earliest = BK_NO_EXPIRY
     cdef bk_entry *e
     if st.intent_slot < SLOTS:
         cur = slots[st.intent_slot] & BK_OFF_MASK
@@ -503,7 +521,8 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
         if r != NULL:
             if cur == st.intent_old and cur != 0:
                 e = ENT(s, cur)
-                e.expire_ms = r.expire_ms
+                lower_min_expire(st, r.expire_ms)   # as do_touch would have: a repairer
+                e.expire_ms = r.expire_ms           # that dies here leaves it low
                 e.version = r.version
             bk_store_rel8(&r.state, BK_R_COMMITTED)
     else:                                                   # ALLOC or nothing
@@ -512,13 +531,18 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
         if op == BK_OP_ALLOC and st.intent_new:
             free_if_orphan(s, si, st.intent_new)
     # the dead holder may have changed a slot or an expiry and not yet the counts:
-    # count them again (the slots now all hold published entries)
+    # count them again (the slots now all hold published entries), and set the
+    # expiry bound exactly, as any walk under the lock may
     for i in range(SLOTS):
         if slots[i] != 0:
             count += 1
-            nttl += ENT(s, slots[i] & BK_OFF_MASK).expire_ms != 0
+            exp = ENT(s, slots[i] & BK_OFF_MASK).expire_ms
+            nttl += exp != 0
+            if exp != 0 and exp < earliest:
+                earliest = exp
     st.count = count
     st.nttl = nttl
+    bk_store_rlx_i64(&st.min_expire_ms, earliest)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     st.intent_new = 0

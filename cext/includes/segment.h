@@ -23,9 +23,11 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       4u      /* 4: stripes count their entries with an expiry (nttl);
-                                   3: the ring claim beside ring_head; 2: LRU stamps beside
-                                   the slots, pages move between classes */
+#define BK_FORMAT       5u      /* 5: stripes keep a lower bound on their earliest expiry
+                                   (min_expire_ms); 4: stripes count their entries with
+                                   an expiry (nttl); 3: the ring claim beside ring_head;
+                                   2: LRU stamps beside the slots, pages move between
+                                   classes */
 #define BK_HEADER_SIZE  4096u
 
 #define BK_SLOTS_PER_STRIPE 512u            /* 4 KiB of slot words per stripe */
@@ -174,8 +176,14 @@ typedef struct {
     uint64_t intent_ring;       /* ring position reserved by the op in flight, 0 none */
     uint32_t nttl;              /* entries in the slots whose expire_ms != 0: the
                                    expiry cycle skips a stripe where it is 0 */
-    char     _pad[12];
+    uint32_t _pad0;
+    int64_t  min_expire_ms;     /* no entry in the slots expires before this (ms since
+                                   the epoch; BK_NO_EXPIRY: none expires): a lower
+                                   bound, exact after a walk under the lock. The
+                                   expiry cycle skips a stripe while it is ahead */
 } bk_stripe;
+
+#define BK_NO_EXPIRY    INT64_MAX   /* min_expire_ms of a stripe with no expiry in it */
 
 typedef struct {
     uint64_t version;           /* free: next free chunk; pending: owner stripe */
@@ -260,6 +268,8 @@ typedef struct {
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex does not fit its slot");
 _Static_assert(sizeof(bk_stripe) == 128, "stripe header is two cache lines");
+_Static_assert(offsetof(bk_stripe, min_expire_ms) / 64 == offsetof(bk_stripe, nttl) / 64,
+               "the expiry cycle's two words share a line");
 _Static_assert(sizeof(bk_entry) == 32, "entry header is 32 bytes");
 _Static_assert(sizeof(bk_class) == 128, "class header is two cache lines");
 _Static_assert(sizeof(bk_rec) == 48, "ring record header is 48 bytes");
@@ -278,6 +288,7 @@ static inline uint32_t bk_load_acq32(const uint32_t *p) { return __atomic_load_n
 static inline void bk_store_rel32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint32_t bk_load_rlx32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline int64_t bk_load_rlx_i64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void bk_store_rlx_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline uint16_t bk_load_rlx16(const uint16_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline uint8_t bk_load_acq8(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void bk_store_rel8(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }

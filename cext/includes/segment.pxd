@@ -7,6 +7,7 @@ cdef extern from "segment.h" nogil:
     uint64_t BK_MAGIC
     uint32_t BK_FORMAT, BK_HEADER_SIZE, BK_SLOTS_PER_STRIPE, BK_STRIPE_MAX_LOAD
     uint64_t BK_OFF_MASK, BK_TAG_MASK, BK_STRIPE_BYTES
+    int64_t BK_NO_EXPIRY
     int BK_READ_TRIES
     int BK_TAG_SHIFT, BK_NAME_MAX, BK_MAX_TOKENS, BK_MAX_CLASSES
     uint8_t BK_E_USED, BK_E_PENDING, BK_E_SINGLE
@@ -95,6 +96,7 @@ cdef extern from "segment.h" nogil:
         uint64_t intent_new
         uint64_t intent_ring
         uint32_t nttl
+        int64_t min_expire_ms
 
     ctypedef struct bk_entry:
         uint64_t version
@@ -167,6 +169,7 @@ cdef extern from "segment.h" nogil:
     void bk_store_rel32(uint32_t *p, uint32_t v)
     uint32_t bk_load_rlx32(const uint32_t *p)
     int64_t bk_load_rlx_i64(const int64_t *p)
+    void bk_store_rlx_i64(int64_t *p, int64_t v)
     uint16_t bk_load_rlx16(const uint16_t *p)
     uint8_t bk_load_acq8(const uint8_t *p)
     void bk_store_rel8(uint8_t *p, uint8_t v)
