@@ -3,8 +3,9 @@ SIGKILLed at random moments under load, hundreds of times, while a consumer proc
 drains the change ring of the persisted bucket.
 
 The load: N writer processes loop over set (with and without TTL), mset, delete,
-incr, expire/persist, getdel, get and single-read sets on small key sets of three
-buckets, with self-checking values (tests/mp_common.py) carrying the writer's id.
+incr, expire/persist, getdel, get, single-read sets and the active expiry cycle (its
+walk sets a stripe's expiry bound) on small key sets of three buckets, with
+self-checking values (tests/mp_common.py) carrying the writer's id.
 The segment is small, so the lru buckets evict while it runs. The parent kills a
 random writer with SIGKILL 0-20 ms after choosing it and starts a replacement, until
 BUKT_CRASH_KILLS kills (default 240) are done and the repair counter shows that kills
@@ -140,10 +141,12 @@ def one_op(rng, store, data, ctrs, slot, wid, ctr, att, ack):
         v = b.getdel(key)
         if v is not None:
             check_value(v, key, tag)
-    elif r < 0.92:
+    elif r < 0.90:
         v = b.get(key)
         if v is not None:
             check_value(v, key, tag)
+    elif r < 0.92:
+        store.expire_some(budget=0.002)
     else:
         skey = rng.choice(SINGLE)
         b.set(skey, writer_value(skey, tag, wid, ctr, rng), single_read=True)

@@ -9,6 +9,9 @@ value, another key's value or another bucket's value fails. Besides that:
 * an expired key is never returned: TTL keys are written with the writer's clock
   injected, so the value embeds its exact expiry and a reader that started its get
   at or after that millisecond must not get it;
+* the writers run the active expiry cycle now and then, and once every TTL has run
+  out, one pass of it leaves no key with a TTL (no stripe's expiry bound was left
+  after an expiry a writer published);
 * single-read keys are handed to exactly one reader across all processes;
 * incr and compare-and-set (if_version) lose and duplicate nothing: each counter
   ends equal to the number of acknowledged increments;
@@ -90,6 +93,10 @@ def writer(name, wid, deadline, seed):
     ctr = 0
     while time.time() < deadline:
         ctr += 1
+        if ctr % 64 == 0:
+            # the cycle's walks, under the stripe locks, race the writes
+            store.expire_some(budget=0.001)
+            ops["expire_some"] += 1
         bname = rng.choice(("cache", "logged"))
         b, tag = data[bname], TAGS[bname]
         r = rng.random()
@@ -381,9 +388,12 @@ def _stress(name, procs, size):
     assert not hung, f"processes did not exit: {hung}"
     load_secs = time.monotonic() - started
 
-    # Let every TTL run out, then touch every key so that lazy expiry removes (and
-    # logs) what expired; after that nothing changes by itself any more.
+    # Let every TTL run out: one pass of the active expiry cycle removes (and logs)
+    # every key that had one. Then touch every key: lazy expiry finds nothing left,
+    # and after that nothing changes by itself any more.
     time.sleep(EXPIRE_MAX + 0.1)
+    store.expire_some(budget=60.0)
+    assert store.stats()["keys_with_ttl"] == 0, "a pass left expired keys behind"
     for t, b in data.items():
         for key in NORMAL + TTLKEYS:
             v = b.get(key)
