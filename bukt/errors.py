@@ -88,6 +88,7 @@ class RingFull(BuktError):
     behind. The write was not applied."""
 
     code = "ring_full"
+    room = 0    # bytes of ring room the write needed (the core sets it; 0: not known)
 
 
 class WriterDown(BuktError):

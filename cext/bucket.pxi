@@ -193,7 +193,8 @@ cdef class Bucket:
             val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
             if mode == GET_TAKE or (mode == GET_READ and (e.flags & BK_E_SINGLE)):
                 if not do_delete_at(s, si, slot, off, BK_T_DEL):
-                    raise _err.RingFull("change ring full: the key was not consumed")
+                    raise ring_full("change ring full: the key was not consumed",
+                                    rec_size(n, 0))
                 bk_add64(&s.counters(self.idx).deletes, 1)
             status[0] = HIT
             return val
@@ -539,7 +540,8 @@ cdef class Bucket:
                     self._expire_locked(si, slot, off)
                 else:
                     if not do_delete_at(s, si, slot, off, BK_T_DEL):
-                        raise _err.RingFull("change ring full: the key was not deleted")
+                        raise ring_full("change ring full: the key was not deleted",
+                                        rec_size(n, 0))
                     bk_add64(&s.counters(self.idx).deletes, 1)
                     existed = 1
         finally:

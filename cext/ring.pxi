@@ -46,6 +46,21 @@
 # for a while; a live claimant whose claim went void while it was descheduled just
 # claims again. The fast path (room, and no claim) reads one more word, ring_claim,
 # which sits on ring_head's cache line that both functions read anyway.
+#
+# THE CLAIM FROM AN EVENT LOOP. A server worker must not wait inside the core: its
+# one thread is the event loop of all its requests. It sets its Store's ring_wait to
+# 0, so a write that finds no room raises RingFull at once (with `room`, the claim
+# its record needs), keeps the request and tries it again from the loop every
+# millisecond or so (bukt/ringroom.py). To take part in the claim across those tries,
+# on each one it calls Store.ring_claim_room(room, waited, ticket): without blocking,
+# that takes the claim once `waited` is past CLAIM_AFTER_US, renews it, or returns 0
+# while another waiter's claim stands. Around the retried write it sets
+# Store.ring_ticket to its ticket, so that ring_wait_space and ring_reserve count
+# the claim as the writer's own and end it when its record is reserved; it drops
+# the claim itself (ring_claim_drop) when the request goes through or gives up. The
+# waits in the core never renew or drop a claim they did not take. A worker that dies
+# or stops leaves a claim that goes void as any other. The fast path costs one load
+# more: ring_reserve is passed s.ring_ticket, where it was passed 0.
 
 cdef extern from *:
     """
@@ -161,9 +176,11 @@ cdef int ring_wait_space(Store s, uint32_t need) except -1:
 
 cdef int ring_wait_space_slow(Store s, uint32_t need) except -1:
     """Slow path of ring_wait_space: poll every millisecond, claiming room once the
-    wait has gone on for CLAIM_AFTER_US, until it fits or ring_wait has passed."""
+    wait has gone on for CLAIM_AFTER_US, until it fits or ring_wait has passed. A
+    front end's claim (s.ring_ticket, THE CLAIM FROM AN EVENT LOOP) counts as ours,
+    and is renewed and given up by that front end, not here."""
     cdef bk_header *h = s.hdr
-    cdef uint64_t room = s.ring_size, ticket = 0
+    cdef uint64_t room = s.ring_size, held = s.ring_ticket, ticket = held
     start = time.monotonic()
     deadline = start + s.ring_wait
     try:
@@ -171,14 +188,16 @@ cdef int ring_wait_space_slow(Store s, uint32_t need) except -1:
                 + others_claim(h, ticket) > room:
             now = time.monotonic()
             if now >= deadline:
-                raise _err.RingFull(
+                raise ring_full(
                     f"change ring full for {s.ring_wait:g} s ({s.ring_size} bytes): the "
                     "writer process is down or behind; the write was not applied. "
-                    "Check `bukt status`.")
-            ticket = claim_room(s, ticket, 2 * need, now - start)
+                    "Check `bukt status`.", need)
+            if not held:
+                ticket = claim_room(s, ticket, 2 * need, now - start)
             time.sleep(0.001)
     finally:
-        claim_drop(s, ticket)
+        if ticket != held:
+            claim_drop(s, ticket)
     return 0
 
 
@@ -234,8 +253,10 @@ cdef uint64_t ring_reserve_wait(Store s, uint32_t need, uint32_t owner,
     """ring_reserve, waiting up to ring_wait for room: writers that all saw room
     before taking their locks may find it taken. Waiting with a stripe lock held
     cannot deadlock: the consumer drains the ring without taking any stripe lock.
-    A long wait claims room (THE CLAIM above). 0 when the ring stayed full."""
-    cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring, 0), ticket = 0
+    A long wait claims room (THE CLAIM above); a front end's claim (s.ring_ticket)
+    is used, not renewed or given up. 0 when the ring stayed full."""
+    cdef uint64_t held = s.ring_ticket, ticket = held
+    cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring, held)
     cdef double start, deadline, now
     if pos:
         return pos
@@ -244,14 +265,25 @@ cdef uint64_t ring_reserve_wait(Store s, uint32_t need, uint32_t owner,
     try:
         now = start
         while pos == 0 and now < deadline:
-            ticket = claim_room(s, ticket, 2 * need, now - start)
+            if not held:
+                ticket = claim_room(s, ticket, 2 * need, now - start)
             with nogil:
                 usleep(500)
             pos = ring_reserve(s, need, owner, intent_ring, ticket)
             now = time.monotonic()
     finally:
-        claim_drop(s, ticket)
+        if ticket != held:
+            claim_drop(s, ticket)
     return pos
+
+
+cdef object ring_full(str message, uint32_t need):
+    """RingFull for a record of `need` bytes. Its `room` is what a front end that
+    tries the write again from its event loop claims (THE CLAIM FROM AN EVENT LOOP):
+    the record and as much again for the padding at the wrap."""
+    exc = _err.RingFull(message)
+    exc.room = 2 * need
+    return exc
 
 
 def ring_claim(Store s):

@@ -88,6 +88,9 @@ cdef class Store:
     cdef public double durable_timeout  # seconds a durable write waits for the writer
     cdef public double ring_wait        # seconds a write waits for ring space (the
                                         # writer process sets 0: it must not wait on itself)
+    cdef public uint64_t ring_ticket    # a front end's claim on ring room, for the write
+                                        # it tries again (ring.pxi, THE CLAIM FROM AN
+                                        # EVENT LOOP); 0 outside such a try
     cdef dict _bucket_cache
 
     def __cinit__(self):
@@ -442,6 +445,32 @@ cdef class Store:
     def ring_position(self):
         return (bk_load_acq64(&self.hdr.ring_tail), bk_load_acq64(&self.hdr.ring_head),
                 bk_load_acq64(&self.hdr.flushed_pos))
+
+    # -- ring room for a front end that waits on its event loop ------------------------
+    # (ring.pxi, THE CLAIM FROM AN EVENT LOOP; bukt/ringroom.py is their one user)
+    def ring_claim_room(self, uint64_t room, double waited, uint64_t ticket=0):
+        """Never blocks. After `waited` seconds of trying a write that needs `room`
+        bytes of the ring (RingFull.room), hold a claim on them: returns the ticket
+        while it is held (taken, or `ticket`'s renewed), 0 while it is too early or
+        another live waiter's claim stands. Pass the ticket back on the next try, and
+        set ring_ticket to it around the write tried again."""
+        self._writable()
+        return claim_room(self, ticket, <uint32_t>min(room, self.ring_size), waited)
+
+    def ring_claim_drop(self, uint64_t ticket):
+        """Give up the claim of `ticket`, if it still stands (the write went through,
+        or its wait is over)."""
+        if ticket:
+            self._writable()
+            claim_drop(self, ticket)
+
+    def ring_free(self, uint64_t ticket=0):
+        """Bytes of the ring a write may take now: what is free, less another waiter's
+        claim (not the claim of `ticket`, the caller's own)."""
+        cdef bk_header *h = self.hdr
+        cdef uint64_t used = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
+        cdef uint64_t claim = others_claim(h, ticket)
+        return 0 if used + claim >= self.ring_size else self.ring_size - used - claim
 
     def __enter__(self):
         return self

@@ -345,8 +345,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
             chunk_free(s, off)
             st.intent_op = BK_OP_NONE
             st.intent_new = 0
-            raise _err.RingFull(f"change ring full ({s.ring_size} bytes): the writer "
-                                "process is down or behind; the write was not applied")
+            raise ring_full(f"change ring full ({s.ring_size} bytes): the writer "
+                            "process is down or behind; the write was not applied", need)
         ring_fill(s, pos, BK_T_SET, bidx, b.gen, k, n, v, vlen, expire_ms, ver, eflags)
     slot = <uint32_t>(found if found >= 0 else -1 - found)
     st.intent_slot = slot
@@ -392,8 +392,9 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     if logs(s, b):
         pos = ring_reserve_wait(s, rec_size(e.klen, 0), si, &st.intent_ring)
         if pos == 0:
-            raise _err.RingFull(f"change ring full ({s.ring_size} bytes): the writer "
-                                "process is down or behind; the change was not applied")
+            raise ring_full(f"change ring full ({s.ring_size} bytes): the writer "
+                            "process is down or behind; the change was not applied",
+                            rec_size(e.klen, 0))
         ring_fill(s, pos, BK_T_TOUCH, e.bucket, b.gen, EKEY(s, off), e.klen, NULL, 0,
                   expire_ms, ver, e.flags & BK_E_SINGLE)
     st.intent_slot = slot
