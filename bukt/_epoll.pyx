@@ -29,7 +29,8 @@ store's ring_wait is 0): a request that finds the ring full parks its connection
 nothing more is read from that peer (its order is kept), and the loop tries the frame
 again every millisecond, as the core would have, until the configured ring_wait has
 passed since it first parked; then it answers RING_FULL and goes on with the next
-frame. Every other connection is served meanwhile.
+frame. Every other connection is served meanwhile. While parked the request takes part
+in the ring's claim, as in bukt/tcp/connection.py (bukt/ringroom.py, RoomWait).
 """
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -43,6 +44,7 @@ import signal as _signal
 
 from . import errors as _errors
 from . import protocol as _P
+from .ringroom import RoomWait
 from bukt._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
                          run_frames)
 from .tcp.session import Session
@@ -131,8 +133,17 @@ cdef class Conn:
     cdef bint counted           # holds a max_connections slot
     cdef bint parked            # its first frame waits for room in the change ring
     cdef double park_until      # when that wait ends with RING_FULL (0: none)
+    cdef object room_wait       # its claim on ring room (RoomWait) while it waits
     cdef double last_active
     cdef double finish_started
+
+
+cdef inline _end_wait(Conn c):
+    """The parked request went through, or gave up, or its connection went: the claim
+    its wait held goes."""
+    if c.room_wait is not None:
+        c.room_wait.end()
+        c.room_wait = None
 
 
 cdef class Loop:
@@ -304,10 +315,14 @@ cdef class Loop:
         cdef list out = self.out
         cdef Py_ssize_t pos = 0, size = len(c.buf)
         cdef int why
+        cdef bint ticketed = False
         if c.processing or c.parked or c.fd < 0 or c.session is None:
             return  # (a parked connection is tried again by _retry_parked)
         c.processing = True
         c.stalled = False
+        if c.room_wait is not None:  # a parked frame's try, its claim counted as its own
+            self.store.ring_ticket = c.room_wait.ticket
+            ticketed = True
         try:
             while size - pos >= 4:
                 if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
@@ -315,18 +330,25 @@ cdef class Loop:
                     break
                 pos = run_frames(c.buf, size, pos, c.session, self.max_frame, out,
                                  self.high_water, &why)
+                if ticketed:
+                    self.store.ring_ticket = 0
+                    ticketed = False
                 if c.park_until and (pos or why != W_PARK):
                     c.park_until = 0  # the parked frame went through
+                    _end_wait(c)
                 d = out.pop() if why == W_DEFERRED else None
                 if why == W_PARK:
                     now = monotonic()
                     if not c.park_until:
                         c.park_until = now + self.ring_wait
+                        c.room_wait = RoomWait(self.store, now, c.session.park_room)
                     if now < c.park_until:
+                        c.room_wait.poll(now)
                         c.parked = True
                         self.parked.add(c)
                     else:  # waited long enough: RING_FULL, and on to the next frame
                         c.park_until = 0
+                        _end_wait(c)
                         out.append(_ring_full(c.buf, pos, self.ring_wait))
                         pos += int.from_bytes(c.buf[pos:pos + 4], "big")
                 elif why == W_FATAL:
@@ -355,6 +377,8 @@ cdef class Loop:
                 if c.fd < 0:
                     break
         finally:
+            if ticketed:
+                self.store.ring_ticket = 0
             c.processing = False
             del out[:]  # shared by every connection: never left with another's answers
         if c.fd < 0:
@@ -490,6 +514,7 @@ cdef class Loop:
         self.lingering.discard(c)
         self.parked.discard(c)
         c.parked = False
+        _end_wait(c)
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, c.fd, NULL)
         close(c.fd)
         c.fd = -1

@@ -16,7 +16,10 @@ window does the rest, so a client that never reads costs a bounded amount of mem
 RING FULL. A request that finds the change ring full parks the connection
 (bukt/tcp/session.py): its frame stays first in the buffer, reading pauses, and it is
 tried again every RETRY seconds until the worker's ring_wait has passed since it first
-parked; then it is answered RING_FULL and the next frames go on.
+parked; then it is answered RING_FULL and the next frames go on. While parked it takes
+part in the ring's claim (`room_wait`, bukt/ringroom.py): each try claims or renews the
+room the request waits for, and runs with that claim as its own; the claim goes when
+the request goes through, is answered RING_FULL, or its connection is lost.
 
 CLOSING. A connection ends by QUIT, a bad Length, the peer's EOF, or the worker's
 shutdown (`drain()`). In each case the requests already read are answered, then the
@@ -31,9 +34,11 @@ import asyncio
 import logging
 import socket
 import struct
+import time
 
 from .. import errors
 from .. import protocol as P
+from ..ringroom import RETRY, RoomWait
 from .session import PARK, Deferred, Session
 
 log = logging.getLogger("bukt.tcp")
@@ -78,7 +83,6 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
 LINGER = 0.2       # seconds of silence after the half-close before the socket is closed
 LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off after this
-RETRY = 0.001      # seconds between attempts of a request parked on a full change ring
 
 
 def ring_full_frame(buf, pos, wait):
@@ -101,6 +105,7 @@ class Connection(asyncio.Protocol):
         self.session.park_ring_full = self.ring_wait is not None
         self.park_until = 0.0      # a parked request is answered RING_FULL then (0: none)
         self.parked = False        # the first frame of buf waits for ring room
+        self.room_wait = None      # its claim on ring room (RoomWait) while it waits
         self._run = run_py if _wire is None or not worker.settings.compiled else _wire.run
         self._high_water = s.write_high_water
         self._loop = worker.loop
@@ -141,6 +146,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.worker.connections.discard(self)
         self.buf = bytearray()
+        self._end_wait()
 
     def data_received(self, data):
         self.last_active = self._loop.time()
@@ -189,6 +195,11 @@ class Connection(asyncio.Protocol):
         out = []
         session = self.session
         self.stalled = False
+        # A parked frame is tried with its claim counted as its own (the frames after
+        # it in this batch too, harmlessly: the claim is theirs, or already served).
+        wait = self.room_wait
+        if wait is not None:
+            session.store.ring_ticket = wait.ticket
         try:
             while True:
                 if self.write_paused or self.deferred >= self.max_inflight:
@@ -198,18 +209,26 @@ class Connection(asyncio.Protocol):
                     break
                 pos, why = self._run(buf, size, pos, session, self.max_frame, out,
                                      self._high_water)
+                if wait is not None:
+                    session.store.ring_ticket = 0
+                    wait = None
                 if self.park_until and (pos or why != STOP_PARK):
                     self.park_until = 0.0  # the parked frame went through
+                    self._end_wait()
                 if why == STOP_PARTIAL:
                     break
                 if why == STOP_PARK:
                     now = self._loop.time()
                     if not self.park_until:
                         self.park_until = now + self.ring_wait
+                        self.room_wait = RoomWait(session.store, time.monotonic(),
+                                                  session.park_room)
                     if now < self.park_until:
+                        self.room_wait.poll(time.monotonic())
                         self._park()
                         break
                     self.park_until = 0.0  # waited long enough: RING_FULL, go on
+                    self._end_wait()
                     out.append(ring_full_frame(buf, pos, self.ring_wait))
                     pos += int.from_bytes(buf[pos:pos + 4], "big")
                     continue
@@ -226,6 +245,8 @@ class Connection(asyncio.Protocol):
                     self._write(out)  # may call pause_writing: checked at the top
                     out = []
         finally:
+            if wait is not None:
+                session.store.ring_ticket = 0
             if pos:
                 del buf[:pos]
             if out:
@@ -256,6 +277,11 @@ class Connection(asyncio.Protocol):
         self.parked = True
         self._pause()
         self._loop.call_later(RETRY, self._retry)
+
+    def _end_wait(self):
+        if self.room_wait is not None:
+            self.room_wait.end()
+            self.room_wait = None
 
     def _retry(self):
         self.parked = False

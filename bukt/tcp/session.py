@@ -12,15 +12,18 @@ SLOW PATH: every other command decodes its payload with bukt.protocol's layout t
 RING FULL: a write to a persisted bucket needs room in the change ring, which the writer
 process drains. The core can wait for room itself (store.ring_wait), but that blocks the
 thread, and a worker's thread is the event loop of all its connections. So the worker
-sets store.ring_wait to 0 and `park_ring_full`: a command whose attempt failed with
-RingFull and changed nothing (RETRY_SAFE: one record, undone by the core) returns PARK
-instead of an error, and the connection keeps that frame, reads nothing more from that
-peer (its order is kept) and tries it again on a timer, until the worker's ring_wait
-has passed; then it answers RING_FULL. Commands that write several records (MSET, a
-DELETE of several keys, FLUSH, bucket and token administration) are parked before they
-start while the ring has no room for them (`_ring_room`); if the ring still fills under
-them (other processes write too), they answer RING_FULL at once, as the core would:
-some of their records may be applied.
+sets store.ring_wait to 0 and `park_ring_full` (bukt/ringroom.py says why, and which
+commands may be tried again): a command whose attempt failed with RingFull and changed
+nothing (RETRY_SAFE: one record, undone by the core) returns PARK instead of an error,
+and the connection keeps that frame, reads nothing more from that peer (its order is
+kept) and tries it again on a timer, until the worker's ring_wait has passed; then it
+answers RING_FULL. Commands that write several records (MSET, a DELETE of several keys,
+FLUSH, bucket and token administration) are parked before they start while the ring has
+no room for them (`_ring_room`); if the ring still fills under them (other processes
+write too), they answer RING_FULL at once, as the core would: some of their records may
+be applied. `park_room` is the ring room the parked command waits for; the connection
+claims it while it waits (ringroom.RoomWait), so that small records written elsewhere
+cannot starve it.
 
 DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
 record is on disk (design.md, invariant 7). `durable(session)` is called after every
@@ -38,6 +41,7 @@ import struct
 
 from .. import errors
 from .. import protocol as P
+from .. import ringroom
 from ..protocol import Command as C, Status as S
 from ..tokens import digest, new_token
 
@@ -66,12 +70,16 @@ WRITES = frozenset(c for c, p in NEEDS.items() if p == WRITE) | {C.FLUSH}
 # Commands the session answers itself (permissions checked in the handler).
 OPEN = frozenset({C.AUTH, C.PING, C.QUIT})
 BUCKET_ADMIN = frozenset({C.BUCKET_CREATE, C.BUCKET_DROP, C.BUCKET_LIST, C.BUCKET_INFO})
+# The store method each writing command calls; which of them may be tried again after
+# RingFull, and which wait for room first, is decided once, in bukt/ringroom.py.
+METHOD = {C.SET: "set", C.GET: "get", C.DELETE: "delete", C.INCR: "incr", C.DECR: "incr",
+          C.GETDEL: "getdel", C.EXPIRE: "expire", C.PERSIST: "persist", C.MSET: "mset",
+          C.FLUSH: "flush", C.BUCKET_CREATE: "create_bucket", C.BUCKET_DROP: "drop_bucket",
+          C.TOKEN_CREATE: "add_token", C.TOKEN_REVOKE: "revoke_token"}
 # One record at most, and nothing changed when the core raises RingFull: tried again.
-RETRY_SAFE = frozenset({C.SET, C.GET, C.DELETE, C.INCR, C.DECR, C.GETDEL, C.EXPIRE,
-                        C.PERSIST})
+RETRY_SAFE = frozenset(c for c, m in METHOD.items() if m in ringroom.RETRY_SAFE)
 # Several records, or changes before the record: parked first while the ring is full.
-ROOM_FIRST = frozenset({C.MSET, C.DELETE, C.FLUSH, C.BUCKET_CREATE, C.BUCKET_DROP,
-                        C.TOKEN_CREATE, C.TOKEN_REVOKE})
+ROOM_FIRST = frozenset(c for c, m in METHOD.items() if m in ringroom.ROOM_FIRST)
 
 
 class _Park:
@@ -85,15 +93,7 @@ class _Park:
 
 PARK = _Park()
 
-# Records the core appends for an administrative command (cext/meta.pxi reserves room for
-# one record with a 512-byte body), times two for the worst padding at the ring's wrap.
-_REC_HEADER = 48
-_META_NEED = 2 * 2 * (_REC_HEADER + 512)
-
-
-def _rec(n: int) -> int:
-    """The ring room a record of n key+value bytes needs, counting the wrap (ring.pxi)."""
-    return 2 * ((_REC_HEADER + n + 7) & ~7)
+_rec = ringroom.rec_room
 
 
 class Deferred:
@@ -143,8 +143,8 @@ def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
 
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
-                 "perms", "persist", "admin", "closing", "park_ring_full", "_handlers",
-                 "_limits")
+                 "perms", "persist", "admin", "closing", "park_ring_full", "park_room",
+                 "_handlers", "_limits")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
                  max_frame: int = P.DEFAULT_MAX_FRAME, durable=None):
@@ -159,6 +159,7 @@ class Session:
         self.admin = False            # an admin session (AUTH with the admin token)
         self.closing = False          # QUIT: close once this response is out
         self.park_ring_full = False   # RingFull -> PARK (RING FULL in the docstring)
+        self.park_room = 0            # the ring room the command last PARKed waits for
         self._limits = None           # (ring_size, max_key), once asked for
         self._handlers = {c: getattr(self, "_" + c.name.lower()) for c in P.Command
                           if c not in (C.GET, C.SET)}
@@ -195,6 +196,7 @@ class Session:
         except errors.RingFull as exc:
             if self.park_ring_full and command in RETRY_SAFE and (
                     command != C.DELETE or self._one_key(buf, start, end)):
+                self.park_room = exc.room
                 return PARK
             return P.encode_error(rid, exc)
         except errors.BuktError as exc:
@@ -209,10 +211,11 @@ class Session:
 
     def _ring_room(self, command, fields) -> bool:
         """Whether the ring has room now for what `command` will append (module
-        docstring, RING FULL). Always True for a bucket that is not logged, and for a
+        docstring, RING FULL), beside another waiter's claim; if not, park_room is
+        what it waits for. Always True for a bucket that is not logged, and for a
         DELETE of one key (RETRY_SAFE: it is tried again if the ring is full)."""
         if command in (C.BUCKET_CREATE, C.BUCKET_DROP, C.TOKEN_CREATE, C.TOKEN_REVOKE):
-            need = _META_NEED
+            need = ringroom.META_ROOM
         elif not self.persist or (command == C.DELETE and len(fields["keys"]) == 1):
             return True
         elif command == C.MSET:
@@ -222,9 +225,10 @@ class Session:
         else:  # FLUSH: one record's room; a flush larger than the ring goes in parts
             need = _rec(self._ring_limits()[1])
         ring_size = self._ring_limits()[0]
-        tail, head, _ = self.store.ring_position()
-        # More than the ring holds goes once the ring is half empty, in parts as it drains.
-        return head - tail + min(need, ring_size // 2) <= ring_size
+        if ringroom.has_room(self.store, need, ring_size, self.store.ring_ticket):
+            return True
+        self.park_room = min(need, ring_size // 2)
+        return False
 
     def _ring_limits(self):
         """(ring_size, max_key): fixed in the segment, read once."""
