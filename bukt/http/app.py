@@ -4,9 +4,9 @@ Why ASGI: measured on this host (bench/http.py), falcon on stock gunicorn sync w
 closes every connection and tops out near 3-5k req/s; falcon.asgi under gunicorn's
 UvicornWorker (uvloop, httptools; bukt/http/worker.py sends each response in one
 write) keeps connections alive and serves about 5x that,
-and its event loop lets a write wait for durability without blocking the worker's
-other requests. The store calls themselves are synchronous and take microseconds, so
-handlers call them directly on the loop.
+and its event loop lets a write wait for durability, or for room in the change ring,
+without blocking the worker's other requests (hooks.py). The store calls themselves are
+synchronous and take microseconds, so handlers call them directly on the loop.
 """
 
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from bukt.http import problems
 from bukt.http.auth import Authenticator, resolve_admin_token
 from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
 from bukt.http.fastpath import FastPath
-from bukt.http.hooks import Durability, durability_for
+from bukt.http.hooks import Durability, RingRoom, durability_for
 from bukt.http.keys import Bulk, Key, Scan
 from bukt.http.kv import KvCollection, KvItem
 from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
@@ -37,6 +37,7 @@ class Context:
     settings: HttpSettings
     auth: Authenticator
     durability: Durability
+    ring: RingRoom
     metrics: RequestMetrics = None
 
 
@@ -77,7 +78,7 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
     ctx = Context(store, settings, Authenticator(store, admin_token),
-                  durability or durability_for(store))
+                  durability or durability_for(store), RingRoom(store))
     table = routes(ctx)
     if area is None:
         area = SharedArea.private(slots=settings.ratelimit_slots)

@@ -6,6 +6,7 @@ from bukt.http.auth import ADMIN, READ, WRITE, digest, names_to_perms, new_token
     perms_to_names
 from bukt.http.problems import Problem
 from bukt.http.wire import bad, json_ttl, read_json
+from bukt.ringroom import META_ROOM
 
 SCHEMAS = ("bytes", "int", "str")
 EVICTIONS = ("lru", "none")
@@ -37,14 +38,18 @@ class BucketList:
         if not isinstance(persist, bool):
             raise bad("persist", "must be true or false")
         default_ttl = json_ttl(doc, "default_ttl")
-        ctx.store.create_bucket(name, schema=schema, eviction=eviction, persist=persist,
-                                default_ttl=default_ttl)
         token = new_token()
-        try:
-            token_id = ctx.store.add_token(name, digest(token), READ | WRITE | ADMIN)
-        except Exception:
-            ctx.store.drop_bucket(name)
-            raise
+
+        def create():           # two records: the ring has room for both first
+            ctx.store.create_bucket(name, schema=schema, eviction=eviction,
+                                    persist=persist, default_ttl=default_ttl)
+            try:
+                return ctx.store.add_token(name, digest(token), READ | WRITE | ADMIN)
+            except Exception:
+                ctx.store.drop_bucket(name)
+                raise
+
+        token_id = await ctx.ring.write_all(META_ROOM, create)
         await ctx.durability.settle(name)
         resp.status = 201
         resp.location = f"/api/v1/buckets/{name}"
@@ -74,7 +79,7 @@ class BucketItem:
             if "token" in doc and not isinstance(token, str):
                 raise bad("token", "must be a string")
         ctx.auth.require(req, name, ADMIN, token=token)
-        ctx.store.drop_bucket(name)
+        await ctx.ring.write_all(META_ROOM, ctx.store.drop_bucket, name)
         await ctx.durability.settle(name)
         resp.status = 204
 
@@ -97,7 +102,8 @@ class TokenList:
         except ValueError as e:
             raise bad("permissions", str(e)) from None
         token = new_token()
-        token_id = ctx.store.add_token(name, digest(token), perms)
+        token_id = await ctx.ring.write_all(META_ROOM, ctx.store.add_token, name,
+                                            digest(token), perms)
         await ctx.durability.settle(name)
         resp.status = 201
         resp.location = f"/api/v1/buckets/{name}/tokens/{token_id}"
@@ -111,7 +117,7 @@ class TokenItem:
     async def on_delete(self, req, resp, name, token_id):
         ctx = self.ctx
         ctx.auth.require(req, name, ADMIN)
-        if not ctx.store.revoke_token(name, token_id):
+        if not await ctx.ring.write_all(META_ROOM, ctx.store.revoke_token, name, token_id):
             raise Problem(404, "not_found", f"bucket {name!r} has no token {token_id}")
         await ctx.durability.settle(name)
         resp.status = falcon.HTTP_204

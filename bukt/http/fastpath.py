@@ -165,7 +165,8 @@ class FastPath:
             more = message.get("more_body", False)
         value = b"".join(chunks)
         try:
-            version = bucket.set(key, value, ttl=ttl, single_read=single)
+            version = await ctx.ring.write(bucket.set, key, value, ttl=ttl,
+                                           single_read=single)
             await ctx.durability.settle(bucket_name)
         except BuktError as exc:
             return self._problem(exc, path)

@@ -1,4 +1,16 @@
-"""Where the writer process meets the HTTP front end: durability waits and health.
+"""Where the writer process meets the HTTP front end: ring room, durability waits, health.
+
+RING ROOM. A write to a persisted bucket needs room in the change ring, which the writer
+drains. The core would wait for it (Store.ring_wait), blocking the worker's event loop
+and with it every other request of the worker, GETs included, for up to
+limits.ring_wait_ms. So the app sets ring_wait to 0 and waits on the loop instead
+(bukt/ringroom.py says why, what may be tried again, and how the wait keeps its claim
+on the ring): `await ring.write(op, *args)` calls a RETRY_SAFE store method, and while
+it raises RingFull tries it again every RETRY seconds between asyncio sleeps, until
+the configured wait has passed; then RingFull -> 503 ring_full with Retry-After.
+`await ring.write_all(room, op, *args)` is for ROOM_FIRST calls (several records):
+it waits the same way until the ring has `room` bytes for it, then calls op once.
+Every write path of the app goes through one of them.
 
 DURABILITY. With `fsync: always` a write is acknowledged only once its log record is on
 disk. The core can wait itself (Store.sync_wait, the default for local programs), but
@@ -6,9 +18,10 @@ that wait blocks the thread, and a worker's thread is its event loop, serving ev
 other request of the worker. So the app turns sync_wait off and, after each write to a
 persisted bucket, awaits the writer's flushed position passing the record it just
 appended (Store.last_pos): a future of the worker's FlushWaiters (bukt/flushwait.py),
-one poller on the loop for every request that waits, as the TCP workers do. A writer that does
-not confirm within Store.durable_timeout gives WriterDown -> 503 writer_down; the
-write is then applied in memory but not promised to be on disk, as the problem says.
+one poller on the loop for every request that waits, as the TCP workers do. A writer
+that does not confirm within Store.durable_timeout gives WriterDown -> 503
+writer_down; the write is then applied in memory but not promised to be on disk, as
+the problem says.
 
 Every write path of the app calls `await durability.settle(bucket)` after the store
 call returns and before the response is built.
@@ -18,9 +31,12 @@ HEALTH. `writer_state(store)` reads what the writer publishes in the segment hea
 the reason unless the writer is alive, ready, without error and beating.
 """
 
+import asyncio
 import time
 
+from bukt.errors import RingFull
 from bukt.flushwait import FlushWaiters
+from bukt.ringroom import RETRY, RoomWait, has_room, retry_safe
 
 HEARTBEAT_STALE_MS = 2000      # the writer beats every 100 ms; 2 s of silence = hung
 POLICY_REFRESH_S = 1.0         # how often the segment's fsync policy is re-read
@@ -70,6 +86,72 @@ class RingDurability(Durability):
             return self.store.bucket_info(bucket)["persist"]
         except Exception:        # dropped meanwhile: its drop record is what we wait for
             return True
+
+
+class RingRoom:
+    """Waits for room in the change ring on the event loop (RING ROOM above).
+
+    FAST PATH: the store call finds room (or the store has no ring): nothing but a
+    try around it. SLOW PATH: RingFull, tried again from the loop."""
+
+    def __init__(self, store):
+        self.store = store
+        # the configured wait (from the segment); None: a store without a ring, or one
+        # whose claim API is missing, which waits (or not) by itself
+        self.wait = getattr(store, "ring_wait", None) \
+            if hasattr(store, "ring_claim_room") else None
+        if self.wait is not None:
+            store.ring_wait = 0.0
+            self.ring_size = store.limits["ring_size"]
+
+    async def write(self, op, *args, **kwargs):
+        """op(*args, **kwargs), a RETRY_SAFE store method (bukt/ringroom.py), tried
+        again while the ring is full, up to the configured wait."""
+        try:
+            return op(*args, **kwargs)
+        except RingFull as exc:
+            if self.wait is None or not retry_safe(op.__name__, len(args)):
+                raise
+            room = exc.room
+        return await self._retry(room, op, args, kwargs)
+
+    async def _retry(self, room, op, args, kwargs):
+        wait = RoomWait(self.store, time.monotonic(), room)
+        try:
+            while True:
+                now = time.monotonic()
+                if now - wait.start >= self.wait:
+                    raise self._full()
+                wait.poll(now)
+                await asyncio.sleep(RETRY)
+                try:
+                    return wait.attempt(op, *args, **kwargs)
+                except RingFull as exc:
+                    wait.room = exc.room or wait.room
+        finally:
+            wait.end()
+
+    async def write_all(self, room, op, *args, **kwargs):
+        """op(*args, **kwargs), a ROOM_FIRST call, once the ring has `room` bytes for
+        it (RingFull after the configured wait); a RingFull part-way is final."""
+        if self.wait is None or has_room(self.store, room, self.ring_size, 0):
+            return op(*args, **kwargs)
+        wait = RoomWait(self.store, time.monotonic(), min(room, self.ring_size // 2))
+        try:
+            while True:
+                now = time.monotonic()
+                if now - wait.start >= self.wait:
+                    raise self._full()
+                wait.poll(now)
+                await asyncio.sleep(RETRY)
+                if has_room(self.store, room, self.ring_size, wait.ticket):
+                    return wait.attempt(op, *args, **kwargs)
+        finally:
+            wait.end()
+
+    def _full(self):
+        return RingFull(f"change ring full for {self.wait:g} s: the writer process is "
+                        "down or behind; the write was not applied. Check `bukt status`.")
 
 
 def durability_for(store):

@@ -17,6 +17,7 @@ import re
 
 from bukt.errors import VersionMismatch
 from bukt.http.auth import READ, WRITE
+from bukt.ringroom import rec_room
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
                             int_value, is_json, json_bool, json_key, json_ttl, key_from_path,
@@ -82,16 +83,17 @@ def write_conditions(req, bucket, key):
     return kwargs
 
 
-def delete_if_match(bucket, key, tags):
+async def delete_if_match(ring, bucket, key, tags):
     """Delete `key` if its version is one of `tags` ("*": any), each try one atomic
-    compare-and-delete in the core; False when none matched (absent included)."""
+    compare-and-delete in the core (waiting for ring room through `ring`); False when
+    none matched (absent included)."""
     if tags == "*":
-        return bucket.delete(key) == 1
+        return await ring.write(bucket.delete, key) == 1
     for version in sorted(tags):
         if version == 0:            # "0" is the core's "absent": never an ETag of ours
             continue
         try:
-            if bucket.delete(key, if_version=version):
+            if await ring.write(bucket.delete, key, if_version=version):
                 return True
         except VersionMismatch:
             continue
@@ -140,7 +142,7 @@ class Key:
         # that it never consumes a single-read key.
         if conditional and self._not_modified(req, resp, bucket.version(k)):
             return
-        entry = bucket.get_entry(k)
+        entry = await self.ctx.ring.write(bucket.get_entry, k)  # may take a single-read key
         if conditional:
             # judged again on the entry served: a write may have landed in between
             if self._not_modified(req, resp, None if entry is None else entry[1]):
@@ -215,7 +217,8 @@ class Key:
         else:
             value = await read_body(req, ctx.settings.max_body)
         conditions = write_conditions(req, bucket, k)
-        version = bucket.set(k, value, ttl=ttl, single_read=single, **conditions)
+        version = await ctx.ring.write(bucket.set, k, value, ttl=ttl, single_read=single,
+                                       **conditions)
         if version is None:
             raise precondition_failed("If-None-Match: * but the key exists"
                                       if conditions.get("nx") else
@@ -231,9 +234,9 @@ class Key:
         bucket, k = self._open(req, name, key, WRITE)
         im = header(req, b"if-match")
         if im is None:
-            if not bucket.delete(k):
+            if not await self.ctx.ring.write(bucket.delete, k):
                 raise Problem(404, "not_found", "no such key")
-        elif not delete_if_match(bucket, k, etags_of(im)):
+        elif not await delete_if_match(self.ctx.ring, bucket, k, etags_of(im)):
             raise precondition_failed("If-Match does not match the key's version")
         await self.ctx.durability.settle(name)
         resp.status = 204
@@ -245,9 +248,10 @@ class Key:
                           "POST on a key is only .../keys/{key}/incr",
                           headers={"Allow": "GET, HEAD, PUT, DELETE"})
         k = k[:-5]
-        value = bucket.incr(k, by=int_value(req.get_param("by"), "by", 1),
-                            initial=int_value(req.get_param("initial"), "initial", 0),
-                            ttl=ttl_value(param_or_header(req, "ttl", TTL_IN)))
+        value = await self.ctx.ring.write(
+            bucket.incr, k, by=int_value(req.get_param("by"), "by", 1),
+            initial=int_value(req.get_param("initial"), "initial", 0),
+            ttl=ttl_value(param_or_header(req, "ttl", TTL_IN)))
         await self.ctx.durability.settle(name)
         resp.media = {"value": value}
 
@@ -303,7 +307,9 @@ class Bulk:
                 key = value_from_json(k, "base64", "items") if encoding == "base64" \
                     else json_key(k)
                 mapping[key] = value_from_json(v, encoding, "items")
-            versions = bucket.mset(mapping, ttl=json_ttl(doc, "ttl_seconds"))
+            room = sum(rec_room(len(k) + len(value_bytes(v))) for k, v in mapping.items())
+            versions = await ctx.ring.write_all(room, bucket.mset, mapping,
+                                                ttl=json_ttl(doc, "ttl_seconds"))
             await ctx.durability.settle(name)
             resp.media = {"versions": versions}
             return
@@ -314,6 +320,10 @@ class Bulk:
         elif op == "exists":
             resp.media = {"exists": bucket.exists(*keys) if keys else 0}
         else:
-            deleted = bucket.delete(*keys) if keys else 0
+            if len(keys) == 1:
+                deleted = await ctx.ring.write(bucket.delete, keys[0])
+            else:
+                deleted = await ctx.ring.write_all(sum(rec_room(len(k)) for k in keys),
+                                                   bucket.delete, *keys) if keys else 0
             await ctx.durability.settle(name)
             resp.media = {"deleted": deleted}

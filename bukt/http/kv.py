@@ -36,8 +36,8 @@ class KvCollection:
         encoding = encoding_of(req, doc)
         key = json_key(doc["key"])
         ttl = json_ttl(doc, "ttl")
-        bucket.set(key, value_from_json(doc["value"], encoding), ttl=ttl,
-                   single_read=json_bool(doc, "single_read"))
+        await ctx.ring.write(bucket.set, key, value_from_json(doc["value"], encoding),
+                             ttl=ttl, single_read=json_bool(doc, "single_read"))
         await ctx.durability.settle(name)
         resp.status = 201
         resp.media = {"key": doc["key"], "value": doc["value"],
@@ -51,7 +51,8 @@ class KvItem:
     async def on_get(self, req, resp, key):
         _, bucket = bucket_of(self.ctx, req, READ)
         k = key_from_path(req, key, KV_SLASHES)
-        entry = bucket.get_entry(k)          # value and TTL from one read
+        # value and TTL from one read; it may take a single-read key: a write
+        entry = await self.ctx.ring.write(bucket.get_entry, k)
         if entry is None:
             raise Problem(404, "not_found", "no such key")
         value, _, ttl = entry
@@ -60,7 +61,7 @@ class KvItem:
 
     async def on_delete(self, req, resp, key):
         name, bucket = bucket_of(self.ctx, req, WRITE)
-        if not bucket.delete(key_from_path(req, key, KV_SLASHES)):
+        if not await self.ctx.ring.write(bucket.delete, key_from_path(req, key, KV_SLASHES)):
             raise Problem(404, "not_found", "no such key")
         await self.ctx.durability.settle(name)
         resp.status = 204
