@@ -175,6 +175,7 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
                 result = fast_get(bucket, rid, b + HDR, length - HDR)
             except _errors.RingFull as exc:  # a single-read key not consumed
                 if session.park_ring_full:
+                    session.park_room = exc.room
                     why[0] = W_PARK
                     return pos
                 result = _P.encode_error(rid, exc)
@@ -189,6 +190,7 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
                     result = session._finish_write(rid, result, command)  # maybe Deferred
             except _errors.RingFull as exc:  # not applied: tried again later
                 if session.park_ring_full:
+                    session.park_room = exc.room  # what its wait claims
                     why[0] = W_PARK
                     return pos
                 result = _P.encode_error(rid, exc)
