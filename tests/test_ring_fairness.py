@@ -229,3 +229,53 @@ def test_a_claim_dies_with_its_waiter(seg, sig):
         assert b.get(b"small") == b"z" * 100
         assert ring_claim(store) is None
         store.close()
+
+
+# -- a claim held across tries from an event loop ---------------------------------------
+def test_a_claim_held_across_tries_from_an_event_loop(seg):
+    """A server worker does not wait in the core (ring_wait 0): it tries again from its
+    loop, holding a claim between tries (cext/ring.pxi, THE CLAIM FROM AN EVENT LOOP).
+    The claim is taken only after CLAIM_AFTER_US, renewed, counted as the writer's own
+    only while ring_ticket names it, never given up by the core's own waits, served
+    by the reservation it was for, and dropped by its holder."""
+    name, _ = seg
+    store = bukt.create(name, size="32MiB", max_value=BIG, ring_size=RING, ring_wait=0)
+    b = store.create_bucket("b")
+    nearly_full(store, b)
+    with pytest.raises(errors.RingFull) as full:
+        b.set(b"big", b"y" * BIG)
+    room = full.value.room
+    assert 2 * BIG < room <= RING // 2 + 512
+    assert store.ring_claim_room(room, 0.0) == 0            # too early: no claim
+    assert ring_claim(store) is None
+    ticket = store.ring_claim_room(room, 0.01)
+    assert ticket and ring_claim(store)[:2] == (room, os.getpid())
+    assert store.ring_claim_room(room, 0.02, ticket) == ticket   # renewed
+    free = store.ring_free(ticket)
+    assert 0 < free and store.ring_free() == 0              # the others leave it free
+    with pytest.raises(errors.RingFull):
+        b.set(b"small", b"z" * 100)                         # not the claimant's write
+    store.ring_wait = 0.05                                  # the core's own wait ...
+    store.ring_ticket = ticket
+    try:
+        with pytest.raises(errors.RingFull):
+            b.set(b"big", b"y" * BIG)
+    finally:
+        store.ring_ticket = 0
+        store.ring_wait = 0
+    assert ring_claim(store)[:2] == (room, os.getpid())    # ... leaves the claim alone
+    store.ring_release(store.ring_position()[1])            # the writer drains
+    store.ring_ticket = ticket
+    try:
+        b.set(b"big", b"y" * BIG)
+    finally:
+        store.ring_ticket = 0
+    assert ring_claim(store) is None                        # served with its record
+    store.ring_claim_drop(ticket)                           # (a no-op now)
+    ticket = store.ring_claim_room(room, 0.01)
+    assert ring_claim(store) is not None
+    store.ring_claim_drop(ticket)                           # given up
+    assert ring_claim(store) is None and store.ring_free() > 0
+    b.set(b"small", b"z" * 100)
+    assert store.check() == []
+    store.close()
