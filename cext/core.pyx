@@ -183,7 +183,9 @@ producer died is resolved by whoever repairs that producer's stripe; the consume
 itself triggers that repair when it finds the record stuck (ring_unstick).
 Room is handed out fairly: a producer that has waited a few milliseconds claims
 room in the header (ring_claim), and the others leave that much free until it is
-served, so small records cannot starve a large one (ring.pxi, THE CLAIM).
+served, so small records cannot starve a large one (ring.pxi, THE CLAIM). Server
+workers, which wait on their event loops rather than in the core, hold a claim across
+their tries (Store.ring_claim_room, ring_ticket; ring.pxi, THE CLAIM FROM AN EVENT LOOP).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
