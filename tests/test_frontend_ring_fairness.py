@@ -18,7 +18,6 @@ from test_ring_fairness import (BIG, NBIG, NSMALL, RING, RING_WAIT, ctx, drainer
                                 seg, small_producer, wait_until)  # noqa: F401 (fixture)
 
 import bukt
-from bukt import protocol as P
 from bukt.protocol import Command as C, Status as S
 
 TOKEN = "big-token-0123456789"

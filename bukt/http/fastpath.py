@@ -23,7 +23,7 @@ import logging
 import time
 from urllib.parse import unquote_to_bytes
 
-from bukt.errors import BuktError
+from bukt.errors import BuktError, RingFull
 from bukt.http.auth import READ, WRITE
 from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
@@ -165,8 +165,11 @@ class FastPath:
             more = message.get("more_body", False)
         value = b"".join(chunks)
         try:
-            version = await ctx.ring.write(bucket.set, key, value, ttl=ttl,
-                                           single_read=single)
+            try:
+                version = bucket.set(key, value, ttl=ttl, single_read=single)
+            except RingFull as full:        # SLOW PATH: wait for room on the loop
+                version = await ctx.ring.retry(full, bucket.set, key, value, ttl=ttl,
+                                               single_read=single)
             await ctx.durability.settle(bucket_name)
         except BuktError as exc:
             return self._problem(exc, path)

@@ -10,7 +10,8 @@ it raises RingFull tries it again every RETRY seconds between asyncio sleeps, un
 the configured wait has passed; then RingFull -> 503 ring_full with Retry-After.
 `await ring.write_all(room, op, *args)` is for ROOM_FIRST calls (several records):
 it waits the same way until the ring has `room` bytes for it, then calls op once.
-Every write path of the app goes through one of them.
+Every write path of the app goes through one of them; the fast path (fastpath.py)
+makes the first attempt itself and calls `ring.retry` only after a RingFull.
 
 DURABILITY. With `fsync: always` a write is acknowledged only once its log record is on
 disk. The core can wait itself (Store.sync_wait, the default for local programs), but
@@ -110,13 +111,16 @@ class RingRoom:
         try:
             return op(*args, **kwargs)
         except RingFull as exc:
-            if self.wait is None or not retry_safe(op.__name__, len(args)):
-                raise
-            room = exc.room
-        return await self._retry(room, op, args, kwargs)
+            full = exc
+        return await self.retry(full, op, *args, **kwargs)
 
-    async def _retry(self, room, op, args, kwargs):
-        wait = RoomWait(self.store, time.monotonic(), room)
+    async def retry(self, full, op, *args, **kwargs):
+        """The SLOW PATH of write(), for a caller that made the first attempt itself
+        (the fast path, where a coroutine per request costs ~0.5 us): `full` is the
+        RingFull it raised."""
+        if self.wait is None or not retry_safe(op.__name__, len(args)):
+            raise full
+        wait = RoomWait(self.store, time.monotonic(), full.room)
         try:
             while True:
                 now = time.monotonic()
@@ -133,8 +137,9 @@ class RingRoom:
 
     async def write_all(self, room, op, *args, **kwargs):
         """op(*args, **kwargs), a ROOM_FIRST call, once the ring has `room` bytes for
-        it (RingFull after the configured wait); a RingFull part-way is final."""
-        if self.wait is None or has_room(self.store, room, self.ring_size, 0):
+        it (RingFull after the configured wait; room 0: at once); a RingFull part-way
+        is final."""
+        if self.wait is None or not room or has_room(self.store, room, self.ring_size, 0):
             return op(*args, **kwargs)
         wait = RoomWait(self.store, time.monotonic(), min(room, self.ring_size // 2))
         try:

@@ -256,6 +256,12 @@ class Key:
         resp.media = {"value": value}
 
 
+def logged(store, name):
+    """Whether the bucket's writes append to the change ring (a cache-only bucket's
+    never wait for room in it)."""
+    return store.bucket_info(name).get("persist", True)
+
+
 def key_list(doc, encoding):
     keys = doc.get("keys")
     if not isinstance(keys, list):
@@ -307,7 +313,8 @@ class Bulk:
                 key = value_from_json(k, "base64", "items") if encoding == "base64" \
                     else json_key(k)
                 mapping[key] = value_from_json(v, encoding, "items")
-            room = sum(rec_room(len(k) + len(value_bytes(v))) for k, v in mapping.items())
+            room = sum(rec_room(len(k) + len(value_bytes(v))) for k, v in mapping.items()) \
+                if logged(ctx.store, name) else 0
             versions = await ctx.ring.write_all(room, bucket.mset, mapping,
                                                 ttl=json_ttl(doc, "ttl_seconds"))
             await ctx.durability.settle(name)
@@ -322,8 +329,10 @@ class Bulk:
         else:
             if len(keys) == 1:
                 deleted = await ctx.ring.write(bucket.delete, keys[0])
+            elif keys:
+                room = sum(rec_room(len(k)) for k in keys) if logged(ctx.store, name) else 0
+                deleted = await ctx.ring.write_all(room, bucket.delete, *keys)
             else:
-                deleted = await ctx.ring.write_all(sum(rec_room(len(k)) for k in keys),
-                                                   bucket.delete, *keys) if keys else 0
+                deleted = 0
             await ctx.durability.settle(name)
             resp.media = {"deleted": deleted}
