@@ -11,8 +11,8 @@ close, exit 0. Whatever is still open after `shutdown_timeout` is aborted.
 A worker never waits inside its loop: not for durability (bukt/tcp/durability.py), and
 not for room in the change ring. It sets the store's ring_wait to 0 and keeps the
 configured wait (limits.ring_wait_ms, from the segment) as `ring_wait`: a request that
-finds the ring full parks its connection and is tried again on a timer until then
-(bukt/tcp/session.py, RING FULL).
+finds the ring full parks its connection and is tried again on a timer until then,
+holding a claim on the room it needs (bukt/tcp/session.py, RING FULL; bukt/ringroom.py).
 """
 from __future__ import annotations
 
