@@ -289,6 +289,7 @@ cdef object ring_full(str message, uint32_t need):
 def ring_claim(Store s):
     """The claim standing in the ring (THE CLAIM above), for tests and inspection:
     None, or (bytes, pid, ms since its waiter renewed it)."""
+    s._open()
     cdef bk_header *h = s.hdr
     cdef uint32_t claim = bk_load_acq32(&h.ring_claim)
     if claim == 0:
@@ -342,6 +343,7 @@ def ring_idle_wait(Store s, double timeout):
     """The writer process's sleep on an empty ring: returns True at once if a record
     can be consumed, else sleeps (without the GIL) until a producer rings the doorbell
     or `timeout` seconds pass; False after a timeout with nothing to consume."""
+    s._open()
     cdef bk_header *h = s.hdr
     cdef long ns = <long>(timeout * 1e9) if timeout > 0 else 0
     bk_store_rel32(&h.writer_sleeping, 1)

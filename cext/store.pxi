@@ -176,6 +176,14 @@ cdef class Store:
             return self.fake_now
         return bk_now_ms()
 
+    cdef inline int _open(self) except -1:
+        """Every public method that reads the mapping starts here: after close() the
+        header and table pointers point at unmapped memory (a segfault, not an
+        error), so a closed store answers BuktError instead."""
+        if not self.mapped:
+            raise _err.BuktError("the store is closed")
+        return 0
+
     cdef int _writable(self) except -1:
         if not self.mapped:
             raise _err.BuktError("the store is closed")
@@ -192,14 +200,17 @@ cdef class Store:
             tick_lru(self, self.now())
 
     def now_ms(self):
+        self._open()
         return self.now()
 
     @property
     def generation(self):
+        self._open()
         return self.hdr.generation
 
     @property
     def limits(self):
+        self._open()
         return {"max_key": self.max_key, "max_value": self.max_value,
                 "max_buckets": self.max_buckets, "ring_size": self.ring_size,
                 "ring_wait": self.hdr.ring_wait_ms / 1000.0,
@@ -231,9 +242,11 @@ cdef class Store:
     # -- buckets and tokens (meta.pxi) ------------------------------------------
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
                       default_ttl=None):
+        self._open()
         return create_bucket(self, name, schema, eviction, persist, default_ttl)
 
     def drop_bucket(self, name):
+        self._open()
         drop_bucket(self, name)
 
     def buckets(self):
@@ -241,6 +254,7 @@ cdef class Store:
         listed (the log still has it) until a drop_bucket, create_bucket or check()
         finishes the drop."""
         cdef uint32_t i
+        self._open()
         settle_meta(self)
         return [self.bucketv[i].name.decode() for i in range(self.max_buckets)
                 if self.bucketv[i].state == 1 or (self.bucketv[i].state == 2 and
@@ -249,6 +263,7 @@ cdef class Store:
     def bucket(self, name):
         cdef Bucket b = self._bucket_cache.get(name)
         cdef int i
+        self._open()
         if b is not None and self.bucketv[b.idx].gen == b.gen and self.bucketv[b.idx].state == 1:
             return b
         i = find_bucket(self, name) if isinstance(name, str) else -1
@@ -264,16 +279,21 @@ cdef class Store:
         return b
 
     def bucket_info(self, name):
-        cdef int i = find_bucket(self, name)
+        cdef int i
+        self._open()
+        i = find_bucket(self, name)
         if i < 0 or self.bucketv[i].state != 1:
             raise _err.BucketNotFound(f"no bucket {name!r}")
         return bucket_settings(self, i)
 
     def add_token(self, bucket, token_hash, perms):
+        self._open()
         return add_token(self, bucket, bytes(token_hash), perms)
 
     def tokens(self, bucket):
-        cdef int i = find_bucket(self, bucket), t
+        cdef int i, t
+        self._open()
+        i = find_bucket(self, bucket)
         if i < 0 or self.bucketv[i].state != 1:
             raise _err.BucketNotFound(f"no bucket {bucket!r}")
         return [(self.bucketv[i].tokens[t].id, self.bucketv[i].tokens[t].perms)
@@ -287,6 +307,7 @@ cdef class Store:
         read of bucket metadata: a change is seen by the next call."""
         cdef bk_bucket *m
         cdef int t
+        self._open()
         if b.s is not self or token_id == 0:
             return False
         m = &self.bucketv[b.idx]
@@ -298,20 +319,25 @@ cdef class Store:
         return False
 
     def revoke_token(self, bucket, token_id):
+        self._open()
         return revoke_token(self, bucket, token_id)
 
     def find_token(self, token_hash):
+        self._open()
         return find_token(self, bytes(token_hash))
 
     # -- whole-store passes ------------------------------------------------------
     def stats(self):
+        self._open()
         return store_stats(self)
 
     def check(self):
         """Integrity walk: a list of problems, empty when the table is sound."""
+        self._open()
         return check_table(self)
 
     def recount(self):
+        self._open()
         recount(self)
 
     def expire_some(self, now=None, budget=0.001):
@@ -319,6 +345,7 @@ cdef class Store:
         stripes); how many were removed. Only stripes where an expiry may be due are
         walked; expire_scanned and expire_entries_read count, in this process, the
         stripes walked and the entry headers read."""
+        self._open()
         return expire_cycle(self, self.now() if now is None else int(now), budget)
 
     # -- durability ----------------------------------------------------------------
@@ -335,6 +362,7 @@ cdef class Store:
         cdef bk_header *h = self.hdr
         cdef uint32_t epoch
         cdef double limit = self.durable_timeout if timeout is None else timeout
+        self._open()
         deadline = time.monotonic() + limit
         while bk_load_acq64(&h.flushed_pos) < pos:
             epoch = bk_load_acq32(&h.flush_epoch)
@@ -350,16 +378,19 @@ cdef class Store:
 
     # -- the writer process's side ---------------------------------------------------
     def ring_read(self, max_records=4096, max_bytes=16 << 20):
+        self._open()
         return ring_read(self, max_records, max_bytes)
 
     def ring_release(self, uint64_t pos):
         """The records below `pos` are in the log: their ring space may be reused."""
+        self._open()
         if pos < self.hdr.ring_tail or pos > bk_load_acq64(&self.hdr.ring_head):
             raise _err.InvalidArgument(f"ring position {pos} outside tail..head")
         bk_store_rel64(&self.hdr.ring_tail, pos)
 
     def ring_flushed(self, uint64_t pos):
         """Publish that records below `pos` are durable; wakes the waiting writers."""
+        self._open()
         bk_store_rel64(&self.hdr.flushed_pos, pos)
         bk_inc32(&self.hdr.flush_epoch)
         bk_futex_wake(&self.hdr.flush_epoch)
@@ -368,6 +399,7 @@ cdef class Store:
         """Number the next record `pos` (the writer continues its log's sequence after
         a cold start). Only while the ring is empty."""
         cdef bk_header *h = self.hdr
+        self._open()
         self._writable()
         lock_simple(self, &h.ring_lock, "ring")
         try:
@@ -384,6 +416,7 @@ cdef class Store:
     def set_logging(self, bint on):
         """Off while the writer replays its own log into the table: writes of this
         Store object then reach the table but not the ring."""
+        self._open()
         self.logging = on
 
     def writer_publish(self, pid=None, ready=None, heartbeat_ms=None, last_fsync_ms=None,
@@ -391,6 +424,7 @@ cdef class Store:
         """The writer process's progress, for health checks and `bukt status`."""
         cdef bk_header *h = self.hdr
         cdef bytes eb
+        self._open()
         self._writable()
         if pid is not None:
             h.writer_pid = pid
@@ -414,6 +448,7 @@ cdef class Store:
 
     def writer_info(self):
         cdef bk_header *h = self.hdr
+        self._open()
         return {"pid": h.writer_pid, "ready": bool(h.writer_ready),
                 "alive": bool(h.writer_pid) and bool(bk_pid_alive(h.writer_pid)),
                 "heartbeat_ms": h.writer_heartbeat_ms, "last_fsync_ms": h.last_fsync_ms,
@@ -428,21 +463,26 @@ cdef class Store:
         """Every live or dropping bucket as (idx, gen, state, name, schema, eviction,
         persist, default_ttl_ms, ((token_id, perms, hash), ...)), read under the meta
         lock: the writer names ring records (which carry idx and gen) with it."""
+        self._open()
         return bucket_table(self)
 
     def restore_token(self, bucket, uint32_t token_id, token_hash, int perms):
         """Recovery: put back a token with the id it had."""
+        self._open()
         return restore_token(self, bucket, token_id, bytes(token_hash), perms)
 
     def dump_stripes(self, uint32_t start, uint32_t count):
         """Live entries of stripes start..start+count, each stripe read under its seq:
         ([(bucket, key, value, expire_ms, flags, version)], next_start or 0)."""
+        self._open()
         return dump_stripes(self, start, count)
 
     def ring_unstick(self, uint64_t pos):
+        self._open()
         return ring_unstick(self, pos)
 
     def ring_position(self):
+        self._open()
         return (bk_load_acq64(&self.hdr.ring_tail), bk_load_acq64(&self.hdr.ring_head),
                 bk_load_acq64(&self.hdr.flushed_pos))
 
@@ -454,12 +494,14 @@ cdef class Store:
         while it is held (taken, or `ticket`'s renewed), 0 while it is too early or
         another live waiter's claim stands. Pass the ticket back on the next try, and
         set ring_ticket to it around the write tried again."""
+        self._open()
         self._writable()
         return claim_room(self, ticket, <uint32_t>min(room, self.ring_size), waited)
 
     def ring_claim_drop(self, uint64_t ticket):
         """Give up the claim of `ticket`, if it still stands (the write went through,
         or its wait is over)."""
+        self._open()
         if ticket:
             self._writable()
             claim_drop(self, ticket)
@@ -468,8 +510,10 @@ cdef class Store:
         """Bytes of the ring a write may take now: what is free, less another waiter's
         claim (not the claim of `ticket`, the caller's own)."""
         cdef bk_header *h = self.hdr
-        cdef uint64_t used = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
-        cdef uint64_t claim = others_claim(h, ticket)
+        cdef uint64_t used, claim
+        self._open()
+        used = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
+        claim = others_claim(h, ticket)
         return 0 if used + claim >= self.ring_size else self.ring_size - used - claim
 
     def __enter__(self):

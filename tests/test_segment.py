@@ -157,3 +157,43 @@ def test_unlink_removes_the_name(segname):
     with pytest.raises(errors.SegmentNotFound):
         bukt.attach(segname)
     s.close()
+
+
+def test_a_closed_store_refuses_every_call_instead_of_crashing(segname):
+    """After close() the store's pointers point at unmapped memory: each public call
+    must be a BuktError, not a segfault (run in a child, so a crash fails the test
+    instead of killing the run)."""
+    probe = f'''
+import bukt
+from bukt import _core
+s = bukt.create({segname!r}, size="16MiB")
+b = s.create_bucket("b")
+s.add_token("b", bytes(32), 1)
+s.close()
+calls = [
+    lambda: s.check(), lambda: s.stats(), lambda: s.buckets(), lambda: s.bucket("b"),
+    lambda: s.bucket_info("b"), lambda: s.tokens("b"), lambda: s.find_token(bytes(32)),
+    lambda: s.has_token(b, 1, 1), lambda: s.create_bucket("c"), lambda: s.drop_bucket("b"),
+    lambda: s.add_token("b", bytes(range(32)), 1), lambda: s.revoke_token("b", 1),
+    lambda: s.recount(), lambda: s.expire_some(), lambda: s.wait_durable(1, 0.01),
+    lambda: s.ring_read(), lambda: s.ring_release(0), lambda: s.ring_flushed(0),
+    lambda: s.ring_position(), lambda: s.ring_free(), lambda: s.ring_claim_room(1, 1.0),
+    lambda: s.ring_claim_drop(1), lambda: s.writer_info(), lambda: s.writer_publish(pid=1),
+    lambda: s.bucket_table(), lambda: s.dump_stripes(0, 1), lambda: s.generation,
+    lambda: s.limits, lambda: s.now_ms(), lambda: _core.ring_claim(s),
+    lambda: _core.ring_idle_wait(s, 0.01), lambda: _core.expire_position(s),
+    lambda: _core.writer_doorbell(s), lambda: b.get(b"k"), lambda: b.set(b"k", b"v"),
+]
+for i, call in enumerate(calls):
+    try:
+        call()
+    except bukt.BuktError as e:
+        assert "closed" in str(e), (i, e)
+    else:
+        raise AssertionError(f"call {{i}} answered on a closed store")
+s.unlink()
+print("ok", len(calls))
+'''
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), (r.returncode, r.stderr)
