@@ -1,6 +1,6 @@
 """HTTP benchmark: Bukt's API against the ceilings of its HTTP stack, with wrk.
 
-    .venv/bin/python bench/http.py [--duration 10] [--workers 2] [--out FILE]
+    .venv/bin/python bench/http.py [--duration 10] [--rounds 3] [--workers 2] [--out FILE]
 
 One run measures, on 127.0.0.1 (each server gets its own unused port):
   1. a bare falcon app returning a fixed 100 B body on stock gunicorn (sync workers,
@@ -15,7 +15,10 @@ request (its workers, plus Bukt's writer), and the ratios the issue sets targets
 PUT >= 75%). "CPU x%" is the bare app's CPU per request over Bukt's: the same ratio
 with the noise of other jobs taken out. Every server is measured only once all its
 workers run and after a second of warm-up: otherwise the first worker up takes every
-connection wrk opens, and the row measures one worker against two.
+connection wrk opens, and the row measures one worker against two. The bare app on
+Bukt's worker and Bukt are measured in --rounds alternated rounds (bare, then Bukt,
+each server started afresh), and the ratios are the medians of each round's own, with
+their range: a machine whose other work drifts during the run shifts both sides.
 
 Bukt runs as in production: `bukt writer` (fsync everysec unless --fsync says
 otherwise) and `bukt http`, from one config file. wrk, the servers and the writer share
@@ -236,6 +239,21 @@ def run_bukt(tmp, connections, duration):
             pass
 
 
+def median_run(runs):
+    """The run with the median req/s."""
+    return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+
+
+def of_bare(bare_runs, runs, c):
+    """'93% of bare [87-97%] (CPU 90%)': the median over the rounds of each round's
+    req/s ratio to the bare app's (its range), and of the CPU-per-request ratio."""
+    ratios = sorted(r[c]["rps"] / b[c]["rps"] for b, r in zip(bare_runs, runs))
+    cpu = sorted(b[c]["cpu_us"] / r[c]["cpu_us"] for b, r in zip(bare_runs, runs))
+    mid = len(ratios) // 2
+    spread = f" [{ratios[0]:.0%}-{ratios[-1]:.0%}]" if len(ratios) > 1 else ""
+    return f"{ratios[mid]:.0%} of bare{spread} (CPU {cpu[mid]:.0%})"
+
+
 def table(rows):
     lines = ["| what | conns | req/s | p50 ms | p99 ms | server CPU µs/req | non-2xx "
              "| ratio |",
@@ -255,6 +273,9 @@ def main():
     p.add_argument("--workers", type=int, default=2, help="server worker processes")
     p.add_argument("--fsync", default="everysec", choices=("always", "everysec", "no"),
                    help="the writer's fsync policy for Bukt's rows")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the bare app on Bukt's worker and Bukt, alternated "
+                        "(medians shown)")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     ARGS = p.parse_args()
     if not shutil.which("wrk"):
@@ -266,27 +287,35 @@ def main():
     sync = run_bare(tmp, [], "wsgi", conns, ARGS.duration)
     stock = run_bare(tmp, ["-k", "uvicorn_worker.UvicornWorker"], "asgi", conns,
                      ARGS.duration)
-    ours = run_bare(tmp, ["-k", "bukt.http.worker.BuktWorker"], "asgi", conns,
-                    ARGS.duration)
-    get, put = run_bukt(tmp, conns, ARGS.duration)
+    # The bare app on Bukt's worker and Bukt itself, alternated round by round, so
+    # that drift in what else the machine does falls on both; each row shows the
+    # round with the median req/s, each ratio is the median of the rounds' own
+    # ratios with their range.
+    ours_runs, get_runs, put_runs = [], [], []
+    for _ in range(ARGS.rounds):
+        ours_runs.append(run_bare(tmp, ["-k", "bukt.http.worker.BuktWorker"], "asgi",
+                                  conns, ARGS.duration))
+        get, put = run_bukt(tmp, conns, ARGS.duration)
+        get_runs.append(get)
+        put_runs.append(put)
     rows = []
     for c in conns:
+        ours = median_run([r[c] for r in ours_runs])
         rows += [
             ("bare falcon, gunicorn sync (stock)", c, sync[c], "1.00x sync"),
             ("bare falcon.asgi, gunicorn + stock uvicorn worker", c, stock[c],
              f"{stock[c]['rps'] / sync[c]['rps']:.2f}x sync"),
-            ("bare falcon.asgi, gunicorn + Bukt's worker (corked uvicorn)", c, ours[c],
-             f"{ours[c]['rps'] / sync[c]['rps']:.2f}x sync"),
-            ("Bukt GET hit, 100 B", c, get[c],
-             f"{get[c]['rps'] / ours[c]['rps']:.0%} of bare "
-             f"(CPU {ours[c]['cpu_us'] / get[c]['cpu_us']:.0%}), "
-             f"{get[c]['rps'] / sync[c]['rps']:.2f}x sync"),
-            ("Bukt PUT, 100 B", c, put[c],
-             f"{put[c]['rps'] / ours[c]['rps']:.0%} of bare "
-             f"(CPU {ours[c]['cpu_us'] / put[c]['cpu_us']:.0%})"),
+            ("bare falcon.asgi, gunicorn + Bukt's worker (corked uvicorn)", c, ours,
+             f"{ours['rps'] / sync[c]['rps']:.2f}x sync"),
+            ("Bukt GET hit, 100 B", c, median_run([r[c] for r in get_runs]),
+             f"{of_bare(ours_runs, get_runs, c)}, "
+             f"{median_run([r[c] for r in get_runs])['rps'] / sync[c]['rps']:.2f}x sync"),
+            ("Bukt PUT, 100 B", c, median_run([r[c] for r in put_runs]),
+             of_bare(ours_runs, put_runs, c)),
         ]
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    text = (f"wrk, {ARGS.duration} s per row, {ARGS.workers} server workers, fsync "
+    text = (f"wrk, {ARGS.duration} s per row, {ARGS.rounds} alternated rounds of the bare "
+            f"app on Bukt's worker and Bukt, {ARGS.workers} server workers, fsync "
             f"{ARGS.fsync}, {os.cpu_count()} CPUs shared by wrk, servers and writer; "
             f"load average at the end {load} (anything near the CPU count means other "
             f"work shared the run)\n\n{table(rows)}\n")
