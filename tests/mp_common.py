@@ -17,8 +17,8 @@ or of another bucket, or bytes that no writer wrote, fails `check_value`.
     16      k     the key
     16+k    ...   payload (first 8 bytes: absolute expiry in ms for TTL keys)
 
-Also: unique segment names, a bounded wait for processes, and a guard that turns
-a hang into a test failure.
+Also: unique segment names, a bounded wait for processes, a guard that turns a hang
+into a test failure, and a process that dies holding a stripe's lock.
 """
 import contextlib
 import faulthandler
@@ -210,3 +210,32 @@ def replay_record(rec, names, replay, bad, on_set):
     else:
         bad(f"record {seq}: unknown type {rtype}")
     return None
+
+
+# The stripe layout of cext/includes/segment.h, for tests that write a stripe's
+# counters as a holder that died mid-change would leave them.
+HEADER_SIZE, STRIPE_BYTES = 4096, 128 + 512 * 8 + 512 * 4
+NTTL_AT, BOUND_AT = 112, 120                   # nttl (u32), min_expire_ms (i64)
+
+
+def die_holding_stripe(segname, si, field_at, fmt, value):
+    """A child process locks stripe si's robust mutex through its own mapping, writes
+    `value` (struct format `fmt`) at `field_at` in the stripe header, and exits
+    holding the lock: the next locker gets EOWNERDEAD and repairs the stripe."""
+    import ctypes
+    import mmap
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fd = os.open(f"/dev/shm/bukt-{segname}", os.O_RDWR)
+            m = mmap.mmap(fd, 0)
+            at = HEADER_SIZE + si * STRIPE_BYTES
+            lock = ctypes.addressof(ctypes.c_char.from_buffer(m, at))
+            if ctypes.CDLL(None).pthread_mutex_lock(ctypes.c_void_p(lock)) == 0:
+                struct.pack_into(fmt, m, at + field_at, value)
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -6,16 +6,12 @@ high (an expired key would wait for lazy expiry alone): check() verifies that af
 every phase, the debug build after every change, and the cycle's own counters
 (store.expire_scanned, expire_entries_read) show what it read. Time is an injected
 clock."""
-import ctypes
-import mmap
-import os
 import struct
 
 import bukt
+from mp_common import BOUND_AT, HEADER_SIZE, NTTL_AT, STRIPE_BYTES, die_holding_stripe
 
 T0 = 1_800_000_000_000
-HEADER_SIZE, STRIPE_BYTES = 4096, 128 + 512 * 8 + 512 * 4     # segment.h
-NTTL_AT, BOUND_AT = 112, 120                                 # in bk_stripe
 NO_EXPIRY = (1 << 63) - 1
 
 
@@ -163,27 +159,6 @@ def test_check_reports_a_bound_after_the_earliest_expiry(segname):
     store.close()
 
 
-def _die_holding_stripe(segname, si, bound):
-    """A child process locks stripe si's robust mutex through its own mapping, writes
-    the bound as a holder that died mid-change might leave it, and exits holding the
-    lock: the next locker gets EOWNERDEAD and repairs the stripe."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fd = os.open(f"/dev/shm/bukt-{segname}", os.O_RDWR)
-            m = mmap.mmap(fd, 0)
-            at = HEADER_SIZE + si * STRIPE_BYTES
-            lock = ctypes.addressof(ctypes.c_char.from_buffer(m, at))
-            if ctypes.CDLL(None).pthread_mutex_lock(ctypes.c_void_p(lock)) == 0:
-                struct.pack_into("<q", m, at + BOUND_AT, bound)
-                code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
 def test_the_repair_of_a_dead_holders_stripe_sets_the_bound_exactly(segname):
     s = bukt.create(segname, size="16MiB", index_slots=1024)       # two stripes
     s.set_time(T0)
@@ -193,10 +168,10 @@ def test_the_repair_of_a_dead_holders_stripe_sets_the_bound_exactly(segname):
     nttl, true = stripe_words(segname, 0)
     assert 0 < nttl < 100 and true == T0 + 10_000
     repairs = s.stats()["repairs"]
-    _die_holding_stripe(segname, 0, 0)              # too low: repaired to exact
+    die_holding_stripe(segname, 0, BOUND_AT, "<q", 0)          # too low: repaired to exact
     assert s.check() == [] and stripe_words(segname, 0)[1] == true
     assert s.stats()["repairs"] == repairs + 1
-    _die_holding_stripe(segname, 0, NO_EXPIRY)      # too high: keys would be left
+    die_holding_stripe(segname, 0, BOUND_AT, "<q", NO_EXPIRY)  # too high: keys left
     s.set_time(T0 + 20_000)
     assert full_pass(s)[0] == 100 - nttl            # stripe 0 passed over, unrepaired
     assert s.check() == []                          # its lock is taken: repaired

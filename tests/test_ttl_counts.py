@@ -5,18 +5,15 @@ of the counts) is compared with the keys whose ttl() is set, and check() (which
 verifies each stripe's count against its entries) is clean after every phase. The
 cycle's own counters (store.expire_scanned, expire_entries_read) show what it read.
 Time is an injected clock."""
-import ctypes
-import mmap
-import os
 import struct
 
 import pytest
 
 import bukt
 from bukt import errors
+from mp_common import HEADER_SIZE, NTTL_AT, die_holding_stripe
 
 T0 = 1_800_000_000_000
-HEADER_SIZE, STRIPE_BYTES, NTTL_AT = 4096, 128 + 512 * 8 + 512 * 4, 112   # segment.h
 
 
 @pytest.fixture
@@ -229,27 +226,6 @@ def test_check_reports_a_count_that_drifted(store, segname, bucket):
     assert store.check() == []
 
 
-def _die_holding_stripe(segname, si, nttl):
-    """A child process locks stripe si's robust mutex through its own mapping, writes
-    a wrong nttl as a holder that died mid-change would leave it, and exits holding
-    the lock: the next locker gets EOWNERDEAD and repairs the stripe."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fd = os.open(f"/dev/shm/bukt-{segname}", os.O_RDWR)
-            m = mmap.mmap(fd, 0)
-            at = HEADER_SIZE + si * STRIPE_BYTES
-            lock = ctypes.addressof(ctypes.c_char.from_buffer(m, at))
-            if ctypes.CDLL(None).pthread_mutex_lock(ctypes.c_void_p(lock)) == 0:
-                struct.pack_into("<I", m, at + NTTL_AT, nttl)
-                code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-
-
 def test_the_repair_of_a_dead_holders_stripe_recounts(segname):
     store = bukt.create(segname, size="16MiB", index_slots=1024)       # two stripes
     store.set_time(T0)
@@ -261,10 +237,10 @@ def test_the_repair_of_a_dead_holders_stripe_recounts(segname):
         (true,) = struct.unpack("<I", f.read(4))
     assert 0 < true < 100
     repairs = store.stats()["repairs"]
-    _die_holding_stripe(segname, 0, true + 7)
+    die_holding_stripe(segname, 0, NTTL_AT, "<I", true + 7)
     exact(store, 100)                           # check() takes the lock: repaired
     assert store.stats()["repairs"] == repairs + 1
-    _die_holding_stripe(segname, 0, 0)          # too low: keys would never expire
+    die_holding_stripe(segname, 0, NTTL_AT, "<I", 0)          # too low: keys would never expire
     assert store.stats()["keys_with_ttl"] == 100 - true
     store.set_time(T0 + 20_000)
     assert full_pass(store)[0] == 100 - true    # stripe 0 passed over, unrepaired

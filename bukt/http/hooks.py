@@ -39,6 +39,7 @@ from bukt.errors import RingFull
 from bukt.flushwait import FlushWaiters
 from bukt.ringroom import RETRY, RoomWait, has_room, retry_safe
 
+_AGAIN = object()              # a step of RingRoom's wait that found no room yet
 HEARTBEAT_STALE_MS = 2000      # the writer beats every 100 ms; 2 s of silence = hung
 POLICY_REFRESH_S = 1.0         # how often the segment's fsync policy is re-read
 
@@ -121,19 +122,14 @@ class RingRoom:
         if self.wait is None or not retry_safe(op.__name__, len(args)):
             raise full
         wait = RoomWait(self.store, time.monotonic(), full.room)
-        try:
-            while True:
-                now = time.monotonic()
-                if now - wait.start >= self.wait:
-                    raise self._full()
-                wait.poll(now)
-                await asyncio.sleep(RETRY)
-                try:
-                    return wait.attempt(op, *args, **kwargs)
-                except RingFull as exc:
-                    wait.room = exc.room or wait.room
-        finally:
-            wait.end()
+
+        def step():
+            try:
+                return wait.attempt(op, *args, **kwargs)
+            except RingFull as exc:
+                wait.room = exc.room or wait.room
+                return _AGAIN
+        return await self._waiting(wait, step)
 
     async def write_all(self, room, op, *args, **kwargs):
         """op(*args, **kwargs), a ROOM_FIRST call, once the ring has `room` bytes for
@@ -142,6 +138,17 @@ class RingRoom:
         if self.wait is None or not room or has_room(self.store, room, self.ring_size, 0):
             return op(*args, **kwargs)
         wait = RoomWait(self.store, time.monotonic(), min(room, self.ring_size // 2))
+
+        def step():
+            if has_room(self.store, room, self.ring_size, wait.ticket):
+                return wait.attempt(op, *args, **kwargs)
+            return _AGAIN
+        return await self._waiting(wait, step)
+
+    async def _waiting(self, wait, step):
+        """What both waits share: every RETRY seconds renew the claim (wait.poll) and
+        call step(), until it answers something other than _AGAIN; RingFull once the
+        configured wait has passed. The claim is given up however it ends."""
         try:
             while True:
                 now = time.monotonic()
@@ -149,8 +156,9 @@ class RingRoom:
                     raise self._full()
                 wait.poll(now)
                 await asyncio.sleep(RETRY)
-                if has_room(self.store, room, self.ring_size, wait.ticket):
-                    return wait.attempt(op, *args, **kwargs)
+                result = step()
+                if result is not _AGAIN:
+                    return result
         finally:
             wait.end()
 
