@@ -153,10 +153,14 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
     cdef uint8_t command
     cdef uint64_t rid
     cdef Py_ssize_t out_bytes = 0
-    cdef int perms = session.perms
-    cdef object bucket = session.bucket
-    cdef bint persist = session.persist
+    cdef int perms
+    cdef object bucket
+    cdef bint persist
     cdef object result
+    session.recheck()       # a token revoked since the last batch (session.py, REVOCATION)
+    perms = session.perms
+    bucket = session.bucket
+    persist = session.persist
     while size - pos >= 4:
         b = <const unsigned char *>(<char *>buf) + pos  # refreshed: buf does not move here
         length = be32(b)

@@ -108,3 +108,36 @@ def test_client_errors_are_mapped(srv):
         Client(f"bukt://b:nope@127.0.0.1:{srv.port}").get("k")
     with pytest.raises(errors.PermissionDenied):
         Client(srv.url("wo")).get("k")
+
+
+@pytest.mark.parametrize("loop,compiled", [("epoll", True), ("asyncio", True),
+                                           ("asyncio", False)])
+def test_a_revoked_token_ends_an_open_session(loop, compiled):
+    """A session authenticated before its token was revoked by another process is
+    refused from its next request on, GET and SET (the fast path) as much as the rest,
+    on every loop and frame runner; a new AUTH with a token that stands works again.
+    A session whose bucket is dropped gets BUCKET_NOT_FOUND, also once a bucket of
+    that name exists again."""
+    import hashlib
+    with store() as (s, name), Server(name, workers=1, loop=loop, compiled=compiled) as srv:
+        s.create_bucket("gone")
+        s.add_token("gone", hashlib.sha256(b"gone-token").digest(), 7)
+        with connect(srv.port) as a, connect(srv.port) as g:
+            assert call(g, C.AUTH, bucket=b"gone", token=b"gone-token")[0] == S.OK
+            auth(a, "rw")
+            assert _status(a, C.SET, WRITE_CALLS[0][1]) == S.OK
+            assert _status(a, C.GET, dict(key=b"k")) == S.OK
+            rw_id = s.find_token(hashlib.sha256(b"rw").digest())[1]
+            assert s.revoke_token("b", rw_id)                   # from this process
+            for command, fields in [(C.GET, dict(key=b"k")), WRITE_CALLS[0],
+                                    (C.EXISTS, dict(keys=[b"k"]))]:
+                status, _, f = call(a, command, 9, **fields)
+                assert status == S.UNAUTHORIZED, command
+            assert "revoked" in f["message"]
+            auth(a, "all")                                      # another token of b
+            assert _status(a, C.GET, dict(key=b"k")) == S.OK
+            s.drop_bucket("gone")
+            assert _status(g, C.GET, dict(key=b"k")) == S.BUCKET_NOT_FOUND
+            s.create_bucket("gone")
+            assert _status(g, C.SET, WRITE_CALLS[0][1]) == S.BUCKET_NOT_FOUND
+        assert s.check() == []

@@ -57,6 +57,7 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
     """Handles whole frames of buf[pos:size] into `out` until a stop (bukt/_wire.pyx
     says which); returns (pos, why). The reference for the compiled `_wire.run`."""
     out_bytes = 0
+    session.recheck()                   # a token revoked since the last batch
     handle = session.handle
     while size - pos >= 4:
         length = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]

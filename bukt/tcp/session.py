@@ -25,6 +25,15 @@ be applied. `park_room` is the ring room the parked command waits for; the conne
 claims it while it waits (ringroom.RoomWait), so that small records written elsewhere
 cannot starve it.
 
+REVOCATION: a session keeps its token's id and permissions from AUTH, and `recheck()`
+confirms them against the segment (Store.has_token: one read of the bucket's slot) at
+the start of every batch of frames a read brings in (bukt/_wire.pyx run_frames and its
+twin run_py). A token revoked, or a bucket dropped, by anyone (this worker, another,
+the CLI, HTTP) leaves the session unauthenticated from its next batch on: its requests
+are answered UNAUTHORIZED ("AUTH again") until a new AUTH succeeds. A session whose
+bucket was dropped keeps it, and the core answers its requests BUCKET_NOT_FOUND (a
+bucket created again under that name is another bucket, with other tokens).
+
 DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
 record is on disk (design.md, invariant 7). `durable(session)` is called after every
 successful write and returns None (acknowledge now) or an awaitable that completes when
@@ -144,7 +153,7 @@ def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
                  "perms", "persist", "admin", "closing", "park_ring_full", "park_room",
-                 "_handlers", "_limits")
+                 "token_id", "token_perms", "revoked", "_handlers", "_limits")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
                  max_frame: int = P.DEFAULT_MAX_FRAME, durable=None):
@@ -155,6 +164,9 @@ class Session:
         self.bucket = None            # the authenticated bucket, or None
         self.bucket_name = None
         self.perms = 0
+        self.token_id = 0             # the AUTH token's id and its permissions as stored
+        self.token_perms = 0          # (REVOCATION in the docstring)
+        self.revoked = False          # the token went away since AUTH
         self.persist = False          # the bucket is logged: its writes may wait (durable)
         self.admin = False            # an admin session (AUTH with the admin token)
         self.closing = False          # QUIT: close once this response is out
@@ -237,9 +249,23 @@ class Session:
             self._limits = (limits["ring_size"], limits["max_key"])
         return self._limits
 
+    def recheck(self):
+        """At the start of each batch of frames: the session's token still stands, or
+        the session becomes unauthenticated (REVOCATION in the docstring)."""
+        if self.bucket is not None and not self.store.has_token(
+                self.bucket, self.token_id, self.token_perms):
+            try:
+                live = self.store.bucket(self.bucket_name) is self.bucket
+            except errors.BuktError:
+                live = False
+            if live:            # revoked: a dropped bucket answers BUCKET_NOT_FOUND
+                self.bucket = self.bucket_name = None
+                self.perms, self.revoked = 0, True
+
     def _refuse(self, command):
         if self.bucket is None and not self.admin:
-            raise errors.AuthError("AUTH first")
+            raise errors.AuthError("this connection's token was revoked; AUTH again"
+                                   if self.revoked else "AUTH first")
         if self.bucket is None:
             raise errors.PermissionDenied("the admin session has no bucket; AUTH with a "
                                           "bucket's token for data commands")
@@ -432,7 +458,7 @@ class Session:
 
     def _auth(self, rid, bucket, token):
         self.bucket = self.bucket_name = None
-        self.perms, self.admin = 0, False
+        self.perms, self.admin, self.revoked = 0, False, False
         token_hash = digest(token)
         if not bucket:
             # Compare digests, not tokens: constant time whatever the lengths.
@@ -448,6 +474,7 @@ class Session:
             raise errors.AuthError(f"invalid token for bucket {name!r}")
         self.bucket = self.store.bucket(name)
         self.bucket_name, self.perms = name, found[2] & ALL_PERMS
+        self.token_id, self.token_perms = found[1], found[2]
         self.persist = bool(self.store.bucket_info(name).get("persist", True))
         return _ok(rid, _u8.pack(self.perms))
 
