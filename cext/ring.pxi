@@ -355,6 +355,29 @@ def ring_idle_wait(Store s, double timeout):
     return ring_has_work(s)
 
 
+def ring_gather_wait(Store s, uint64_t want, double timeout):
+    """The writer under `fsync: always`, before it takes a batch: wait up to `timeout`
+    seconds for `want` bytes of records past the tail (reserved or committed), sleeping
+    on the doorbell between commits (THE DOORBELL above: a producer rings when the word
+    is 1), so that one fsync acknowledges the writers that are about to commit instead
+    of only the first of them (GATHER in bukt/writer.py). Returns the bytes there."""
+    s._open()
+    cdef bk_header *h = s.hdr
+    cdef uint64_t have, now, deadline = bk_mono_ns() + <uint64_t>(max(timeout, 0.0) * 1e9)
+    while True:
+        have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
+        now = bk_mono_ns()
+        if have >= want or now >= deadline:
+            return have
+        bk_store_rel32(&h.writer_sleeping, 1)
+        bk_fence_full()                 # Dekker with ring_doorbell: see the record or
+        have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)   # be rung
+        if have < want:
+            with nogil:
+                bk_futex_wait(&h.writer_sleeping, 1, <long>(deadline - now))
+        bk_store_rel32(&h.writer_sleeping, 0)
+
+
 cdef inline uint32_t rec_size(uint32_t klen, uint32_t vlen) noexcept nogil:
     return <uint32_t>align8(48 + klen + vlen)
 

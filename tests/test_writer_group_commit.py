@@ -107,3 +107,55 @@ def test_without_waiters_producers_never_ring(instance, policy):
             os.kill(writer.pid, signal.SIGCONT)
         s.close()
     assert instance.stop(writer) == 0
+
+
+def test_the_writer_gathers_a_batch_on_the_doorbell_until_its_bytes_are_there(segname):
+    """ring_gather_wait (GATHER in bukt/writer.py): the writer, before taking a batch,
+    sleeps on the doorbell until the ring holds `want` bytes or its timeout passes.
+    Here a child commits two records one by one under `fsync: always`: the wait is
+    still asleep on the futex after the first (state, not time) and returns once the
+    second is in, long before its 60 s; with nothing coming it returns what is there
+    when its timeout passes."""
+    from bukt._core import ring_gather_wait
+    s = bukt.create(segname, size="16MiB")
+    s.create_bucket("b")
+    s.writer_publish(sync_always=True)     # producers ring the doorbell
+    s.sync_wait = False                    # nobody plays the writer's fsync here
+    s.ring_release(s.ring_position()[1])   # the bucket's record, taken
+    s.bucket("b").set(b"first", b"v")      # keys of one length: records of one size
+    one = s.ring_position()[1] - s.ring_position()[0]
+    assert ring_gather_wait(s, one, 60) == one             # there already: at once
+    assert ring_gather_wait(s, 2 * one, 0.01) == one       # timeout: what is there
+    go = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                           # the producer
+        code = 1
+        try:
+            c = bukt.attach(segname)
+            c.sync_wait = False
+            os.read(go[0], 1)
+            c.bucket("b").set(b"other", b"v")
+            os.read(go[0], 1)
+            c.bucket("b").set(b"third", b"v")
+            code = 0
+        finally:
+            os._exit(code)
+    import threading
+    got = []
+    t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 3 * one, 60)))
+    t.start()
+    try:
+        wait_for(lambda: writer_doorbell(s) == 1, what="the gather asleep on the doorbell")
+        os.write(go[1], b"x")
+        wait_for(lambda: s.ring_position()[1] - s.ring_position()[0] == 2 * one,
+                 what="the second record")
+        t.join(0.2)
+        assert t.is_alive() and writer_doorbell(s) == 1    # rung, woke, slept again
+        os.write(go[1], b"x")
+        t.join(30)
+        assert not t.is_alive() and got == [3 * one]
+    finally:
+        os.write(go[1], b"xx")
+        os.waitpid(pid, 0)
+        t.join(60)
+        s.close()
