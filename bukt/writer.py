@@ -57,8 +57,9 @@ with n writers committing, one fsync acknowledges about n of them. A lone writer
 batches hold one record, so it never waits; with many writers the ring refills during
 each fsync and the batch is taken at once (waiting there cost two thirds of the
 throughput with 16 writers on 2 CPUs: every commit woke the writer); after writers
-leave, the estimate falls back within GATHER_HISTORY batches. (PostgreSQL's commit_delay, with the delay and the count of
-siblings measured instead of configured.)
+leave, the estimate falls back within GATHER_HISTORY batches. (PostgreSQL's
+commit_delay, with the delay and the count of siblings measured instead of
+configured.)
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good
@@ -428,11 +429,9 @@ class Writer:
                 return False
         if self.error and time.monotonic() < self.disk_retry_at:
             return False
-        if self.policy == "always" and self.batch_bytes:
-            want = max(self.batch_bytes)
-            tail, head, _ = store.ring_position()
-            if head - tail < want // 2:         # GATHER: the ring is behind its pace
-                ring_gather_wait(store, want, min(GATHER_MAX_S, self.fsync_s / 2))
+        if self.policy == "always" and self.batch_bytes:     # GATHER
+            ring_gather_wait(store, max(self.batch_bytes),
+                             min(GATHER_MAX_S, self.fsync_s / 2))
         recs, next_pos, stuck = store.ring_read(READ_RECORDS, READ_BYTES)
         if next_pos > self.written_pos:
             self.batch_bytes.append(next_pos - self.written_pos)

@@ -356,14 +356,18 @@ def ring_idle_wait(Store s, double timeout):
 
 
 def ring_gather_wait(Store s, uint64_t want, double timeout):
-    """The writer under `fsync: always`, before it takes a batch: wait up to `timeout`
-    seconds for `want` bytes of records past the tail (reserved or committed), sleeping
-    on the doorbell between commits (THE DOORBELL above: a producer rings when the word
-    is 1), so that one fsync acknowledges the writers that are about to commit instead
-    of only the first of them (GATHER in bukt/writer.py). Returns the bytes there."""
+    """The writer under `fsync: always`, before it takes a batch: when the ring holds
+    less than half of `want` bytes past the tail (reserved or committed), wait up to
+    `timeout` seconds for all of them, sleeping on the doorbell between commits (THE
+    DOORBELL above: a producer rings when the word is 1), so that one fsync
+    acknowledges the writers that are about to commit instead of only the first of
+    them (GATHER in bukt/writer.py). Returns the bytes there."""
     s._open()
     cdef bk_header *h = s.hdr
     cdef uint64_t have, now, deadline = bk_mono_ns() + <uint64_t>(max(timeout, 0.0) * 1e9)
+    have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
+    if have >= want // 2:               # on its pace: take the batch as it is
+        return have
     while True:
         have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
         now = bk_mono_ns()

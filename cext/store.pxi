@@ -399,7 +399,6 @@ cdef class Store:
         """Number the next record `pos` (the writer continues its log's sequence after
         a cold start). Only while the ring is empty."""
         cdef bk_header *h = self.hdr
-        self._open()
         self._writable()
         lock_simple(self, &h.ring_lock, "ring")
         try:
@@ -424,7 +423,6 @@ cdef class Store:
         """The writer process's progress, for health checks and `bukt status`."""
         cdef bk_header *h = self.hdr
         cdef bytes eb
-        self._open()
         self._writable()
         if pid is not None:
             h.writer_pid = pid
@@ -494,7 +492,6 @@ cdef class Store:
         while it is held (taken, or `ticket`'s renewed), 0 while it is too early or
         another live waiter's claim stands. Pass the ticket back on the next try, and
         set ring_ticket to it around the write tried again."""
-        self._open()
         self._writable()
         return claim_room(self, ticket, <uint32_t>min(room, self.ring_size), waited)
 

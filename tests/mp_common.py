@@ -218,6 +218,27 @@ HEADER_SIZE, STRIPE_BYTES = 4096, 128 + 512 * 8 + 512 * 4
 NTTL_AT, BOUND_AT = 112, 120                   # nttl (u32), min_expire_ms (i64)
 
 
+def stripe_words(segname, si):
+    """(nttl, min_expire_ms) of stripe si, read from the segment's bytes."""
+    with open(f"/dev/shm/bukt-{segname}", "rb") as f:
+        f.seek(HEADER_SIZE + si * STRIPE_BYTES + NTTL_AT)
+        nttl, _, bound = struct.unpack("<IIq", f.read(16))
+    return nttl, bound
+
+
+def clocked_keys(segname, index_slots, n, ttl_of, now):
+    """A segment of index_slots slots (512 a stripe) on an injected clock at `now`,
+    with n keys k0.. in a cache-only bucket "b", key i with ttl_of(i) (None: none);
+    (store, bucket)."""
+    import bukt
+    store = bukt.create(segname, size="16MiB", index_slots=index_slots)
+    store.set_time(now)
+    bucket = store.create_bucket("b", persist=False)
+    for i in range(n):
+        bucket.set(b"k%d" % i, b"v", ttl=ttl_of(i))
+    return store, bucket
+
+
 def die_holding_stripe(segname, si, field_at, fmt, value):
     """A child process locks stripe si's robust mutex through its own mapping, writes
     `value` (struct format `fmt`) at `field_at` in the stripe header, and exits

@@ -9,7 +9,8 @@ clock."""
 import struct
 
 import bukt
-from mp_common import BOUND_AT, HEADER_SIZE, NTTL_AT, STRIPE_BYTES, die_holding_stripe
+from mp_common import (BOUND_AT, HEADER_SIZE, STRIPE_BYTES, clocked_keys,
+                       die_holding_stripe, stripe_words)
 
 T0 = 1_800_000_000_000
 NO_EXPIRY = (1 << 63) - 1
@@ -20,14 +21,6 @@ def full_pass(store, now=None):
     s0, e0 = store.expire_scanned, store.expire_entries_read
     removed = store.expire_some(now=now, budget=60.0)
     return removed, store.expire_scanned - s0, store.expire_entries_read - e0
-
-
-def stripe_words(segname, si):
-    """(nttl, min_expire_ms) of stripe si, read from the segment's bytes."""
-    with open(f"/dev/shm/bukt-{segname}", "rb") as f:
-        f.seek(HEADER_SIZE + si * STRIPE_BYTES + NTTL_AT)
-        nttl, _, bound = struct.unpack("<IIq", f.read(16))
-    return nttl, bound
 
 
 def set_bound(segname, si, value):
@@ -141,11 +134,7 @@ def test_every_write_keeps_the_bound_at_or_below_the_earliest_expiry(segname):
 
 
 def test_check_reports_a_bound_after_the_earliest_expiry(segname):
-    store = bukt.create(segname, size="16MiB", index_slots=512)     # one stripe
-    store.set_time(T0)
-    bucket = store.create_bucket("b", persist=False)
-    for i in range(100):
-        bucket.set(b"k%d" % i, b"v", ttl=10 + i)
+    store, _ = clocked_keys(segname, 512, 100, lambda i: 10 + i, T0)   # one stripe
     assert store.check() == []
     nttl, true = stripe_words(segname, 0)
     assert nttl == 100 and true == T0 + 10_000
@@ -160,11 +149,7 @@ def test_check_reports_a_bound_after_the_earliest_expiry(segname):
 
 
 def test_the_repair_of_a_dead_holders_stripe_sets_the_bound_exactly(segname):
-    s = bukt.create(segname, size="16MiB", index_slots=1024)       # two stripes
-    s.set_time(T0)
-    b = s.create_bucket("b", persist=False)
-    for i in range(200):
-        b.set(b"k%d" % i, b"v", ttl=10 if i % 2 else None)
+    s, b = clocked_keys(segname, 1024, 200, lambda i: 10 if i % 2 else None, T0)
     nttl, true = stripe_words(segname, 0)
     assert 0 < nttl < 100 and true == T0 + 10_000
     repairs = s.stats()["repairs"]

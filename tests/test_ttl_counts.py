@@ -11,7 +11,7 @@ import pytest
 
 import bukt
 from bukt import errors
-from mp_common import HEADER_SIZE, NTTL_AT, die_holding_stripe
+from mp_common import HEADER_SIZE, NTTL_AT, clocked_keys, die_holding_stripe, stripe_words
 
 T0 = 1_800_000_000_000
 
@@ -227,14 +227,9 @@ def test_check_reports_a_count_that_drifted(store, segname, bucket):
 
 
 def test_the_repair_of_a_dead_holders_stripe_recounts(segname):
-    store = bukt.create(segname, size="16MiB", index_slots=1024)       # two stripes
-    store.set_time(T0)
-    bucket = store.create_bucket("b", persist=False)
-    for i in range(200):
-        bucket.set(b"k%d" % i, b"v", ttl=10 if i % 2 else None)
-    with open(f"/dev/shm/bukt-{segname}", "rb") as f:
-        f.seek(HEADER_SIZE + NTTL_AT)
-        (true,) = struct.unpack("<I", f.read(4))
+    store, bucket = clocked_keys(segname, 1024, 200, lambda i: 10 if i % 2 else None,
+                                 T0)                                   # two stripes
+    true = stripe_words(segname, 0)[0]
     assert 0 < true < 100
     repairs = store.stats()["repairs"]
     die_holding_stripe(segname, 0, NTTL_AT, "<I", true + 7)

@@ -74,20 +74,20 @@ class RingDurability(Durability):
         return self._always
 
     async def settle(self, bucket):
-        store = self.store
-        pos = store.last_pos
-        if store.ring_position()[2] >= pos or not self.sync_always() \
-                or not self._persisted(bucket):
+        if not self.sync_always() or not persisted(self.store, bucket):
             return
-        flushed = self._waiters.wait(pos)
+        flushed = self._waiters.wait(self.store.last_pos)   # None: flushed already
         if flushed is not None:
             await flushed
 
-    def _persisted(self, bucket):
-        try:
-            return self.store.bucket_info(bucket)["persist"]
-        except Exception:        # dropped meanwhile: its drop record is what we wait for
-            return True
+
+def persisted(store, bucket):
+    """Whether the bucket's writes are logged, so append to the change ring and may wait
+    for the writer; a bucket dropped meanwhile counts as logged (its drop record is)."""
+    try:
+        return store.bucket_info(bucket)["persist"]
+    except Exception:
+        return True
 
 
 class RingRoom:

@@ -17,12 +17,13 @@ import re
 
 from bukt.errors import VersionMismatch
 from bukt.http.auth import READ, WRITE
-from bukt.ringroom import rec_room
+from bukt.http.hooks import persisted
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
                             int_value, is_json, json_bool, json_key, json_ttl, key_from_path,
                             param_or_header, read_body, read_json, ttl_value,
                             value_bytes, value_from_json, value_to_json)
+from bukt.ringroom import rec_room
 
 DIGITS = re.compile(r"[0-9]+")
 KEY_SLASHES = 6           # "/" before the key in /api/v1/buckets/{name}/keys/{key}
@@ -256,12 +257,6 @@ class Key:
         resp.media = {"value": value}
 
 
-def logged(store, name):
-    """Whether the bucket's writes append to the change ring (a cache-only bucket's
-    never wait for room in it)."""
-    return store.bucket_info(name).get("persist", True)
-
-
 def key_list(doc, encoding):
     keys = doc.get("keys")
     if not isinstance(keys, list):
@@ -314,7 +309,7 @@ class Bulk:
                     else json_key(k)
                 mapping[key] = value_from_json(v, encoding, "items")
             room = sum(rec_room(len(k) + len(value_bytes(v))) for k, v in mapping.items()) \
-                if logged(ctx.store, name) else 0
+                if persisted(ctx.store, name) else 0
             versions = await ctx.ring.write_all(room, bucket.mset, mapping,
                                                 ttl=json_ttl(doc, "ttl_seconds"))
             await ctx.durability.settle(name)
@@ -330,7 +325,8 @@ class Bulk:
             if len(keys) == 1:
                 deleted = await ctx.ring.write(bucket.delete, keys[0])
             elif keys:
-                room = sum(rec_room(len(k)) for k in keys) if logged(ctx.store, name) else 0
+                room = sum(rec_room(len(k)) for k in keys) \
+                    if persisted(ctx.store, name) else 0
                 deleted = await ctx.ring.write_all(room, bucket.delete, *keys)
             else:
                 deleted = 0

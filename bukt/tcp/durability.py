@@ -49,9 +49,10 @@ class RingDurability:
 
     def __call__(self, session):
         """None (acknowledge now) or a future that completes when the session's last
-        write is durable."""
-        pos = self.position(session)
-        return None if pos is None else self._waiters.wait(pos)
+        write is durable (FlushWaiters.wait looks at the flushed position itself)."""
+        if not session.persist or not self.sync_always():
+            return None
+        return self._waiters.wait(self.store.last_pos)
 
 
 class RingPositions(RingDurability):

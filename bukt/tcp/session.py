@@ -28,8 +28,8 @@ cannot starve it.
 REVOCATION: a session keeps its token's id and permissions from AUTH, and `recheck()`
 confirms them against the segment (Store.has_token: one read of the bucket's slot) at
 the start of every batch of frames a read brings in (bukt/_wire.pyx run_frames and its
-twin run_py). A token revoked, or a bucket dropped, by anyone (this worker, another,
-the CLI, HTTP) leaves the session unauthenticated from its next batch on: its requests
+twin run_py). A token revoked by anyone (this worker, another, the CLI, HTTP)
+leaves the session unauthenticated from its next batch on: its requests
 are answered UNAUTHORIZED ("AUTH again") until a new AUTH succeeds. A session whose
 bucket was dropped keeps it, and the core answers its requests BUCKET_NOT_FOUND (a
 bucket created again under that name is another bucket, with other tokens).
