@@ -18,6 +18,10 @@ requests cost one timer, not a hundred. (A waiter whose position is below the he
 which a handler that awaited between its write and its wait could make, is resolved
 with the head: late, never early.)
 
+POLICY. Waiting applies only while the writer publishes `fsync: always`
+(Store.writer_info()["sync_always"]); sync_always() re-reads it at most every
+`policy_refresh` seconds, so the check costs a clock read per write.
+
 A write the writer does not confirm within the timeout (store.durable_timeout unless
 given) fails with WriterDown: it is applied in memory but not promised to be on disk.
 """
@@ -34,13 +38,26 @@ POLL_LONGEST = 0.002
 
 
 class FlushWaiters:
-    def __init__(self, store, timeout: float | None = None):
+    def __init__(self, store, timeout: float | None = None, policy_refresh: float = 0.1):
         self.store = store
         self.timeout = timeout       # None: the store's durable_timeout, read per wait
+        self.policy_refresh = policy_refresh
+        self._always, self._read_at = False, None   # the policy, and when it was read
         # (pos, deadline, timeout, future), by position
         self._waiters: collections.deque = collections.deque()
         self._delay = POLL_FIRST
         self._polling = None         # the loop the poll runs on, while it runs
+
+    def sync_always(self) -> bool:
+        """Whether the writer publishes `fsync: always` (POLICY above)."""
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at >= self.policy_refresh:
+            self._read_at = now
+            try:
+                self._always = bool(self.store.writer_info().get("sync_always"))
+            except Exception:  # noqa: BLE001 - a store without a writer header
+                self._always = False
+        return self._always
 
     def wait(self, pos: int):
         """None when the records below `pos` are flushed already, else a future that

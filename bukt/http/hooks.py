@@ -56,22 +56,18 @@ class RingDurability(Durability):
     segment says `fsync: always` (writer_info()["sync_always"], published by the
     writer), without blocking the event loop.
 
-    FAST PATH: the flushed position is already past our record (or the policy is not
-    always): one read of the header. SLOW PATH: a future of the worker's
-    FlushWaiters."""
+    FAST PATH: the policy is not always (a clock read), or the flushed position is
+    already past our record (one read of the header, in FlushWaiters.wait). SLOW
+    PATH: a future of the worker's FlushWaiters."""
 
     def __init__(self, store, timeout=None):
         self.store = store
         self.timeout = timeout           # None: the store's durable_timeout, read each time
-        self._waiters = FlushWaiters(store, timeout)
-        self._always, self._read_at = False, -POLICY_REFRESH_S
+        self._waiters = FlushWaiters(store, timeout, POLICY_REFRESH_S)
         store.sync_wait = False          # the core's wait would block the loop
 
     def sync_always(self):
-        now = time.monotonic()
-        if now - self._read_at >= POLICY_REFRESH_S:
-            self._always, self._read_at = bool(self.store.writer_info()["sync_always"]), now
-        return self._always
+        return self._waiters.sync_always()
 
     async def settle(self, bucket):
         if not self.sync_always() or not persisted(self.store, bucket):

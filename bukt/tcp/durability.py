@@ -12,8 +12,6 @@ connection sends that response only then, and goes on reading and answering mean
 """
 from __future__ import annotations
 
-import time
-
 from ..flushwait import FlushWaiters
 
 POLICY_REFRESH = 0.1  # seconds between reads of the writer's fsync policy from the header
@@ -24,20 +22,11 @@ class RingDurability:
         self.store = store
         self.timeout = timeout if timeout is not None else getattr(store, "durable_timeout", 5.0)
         store.sync_wait = False  # the core's own wait would block the loop
-        self._waiters = FlushWaiters(store, self.timeout)
-        self._always = False
-        self._checked = 0.0
+        self._waiters = FlushWaiters(store, self.timeout, POLICY_REFRESH)
 
     def sync_always(self) -> bool:
         """The writer's policy, as published in the segment's header."""
-        now = time.monotonic()
-        if now - self._checked > POLICY_REFRESH:
-            self._checked = now
-            try:
-                self._always = bool(self.store.writer_info().get("sync_always"))
-            except Exception:  # noqa: BLE001 - a store without a writer header
-                self._always = False
-        return self._always
+        return self._waiters.sync_always()
 
     def position(self, session):
         """None (acknowledge now), or the ring position the writer's flushed position
