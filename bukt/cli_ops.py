@@ -226,32 +226,6 @@ def check_args(p):
     p.add_argument("--data-dir", help="overrides data_dir")
 
 
-def _check_files(path, progress):
-    """datadir.check, one file at a time, with progress by bytes."""
-    from . import aof, basefile, datadir
-    m = datadir.read_manifest(path)
-    if m is None:
-        return datadir.check(path)          # [] for a fresh directory, or RecoveryError
-    listed = ([("base", m.base)] if m.base else []) + [("log", n) for n in m.logs]
-    progress.total = sum(_size(os.path.join(path, n)) for _, n in listed)
-    out = []
-    for kind, name in listed:
-        fpath = os.path.join(path, name)
-        report = aof.Scan(fpath)
-        reader = basefile.read_base if kind == "base" else aof.read_log
-        size = _size(fpath)
-        try:
-            for r in reader(fpath, skip_bad=True, report=report):
-                progress.advance(48 + len(r[2]) + len(r[3]) + len(r[4] or b""))
-            out.append(datadir.FileReport(fpath, kind, report.records, size,
-                                          report.problems, None))
-        except (OSError, aof.RecoveryError) as e:
-            out.append(datadir.FileReport(fpath, kind, report.records, 0, report.problems,
-                                          str(e) if isinstance(e, aof.RecoveryError)
-                                          else f"{fpath}: {e.strerror}"))
-    return out
-
-
 def check(args):
     from . import datadir, writer
     from .errors import BuktError
@@ -267,19 +241,22 @@ def check(args):
         try:
             with Progress("check") as p:
                 p.unit = "B"
-                reports = _check_files(path, p)
+                reports = datadir.check(path, p)
         except datadir.RecoveryError as e:
             raise CliError(REFUSED, str(e)) from None
         for r in reports:
             state = "ok" if not r.problems and not r.error else "DAMAGED"
-            lines.append(f"{r.path}: {r.kind}, {r.records} records, {r.size} bytes: {state}")
+            prepared = f" ({r.prepared} of them zeros prepared for the next records)" \
+                if r.prepared else ""
+            lines.append(f"{r.path}: {r.kind}, {r.records} records, {r.size} bytes{prepared}: "
+                         f"{state}")
             if r.error:
                 lines.append(f"  {r.error}")
             for pr in r.problems:
                 kind = "truncated tail" if pr.truncated else "corrupt"
                 lines.append(f"  bytes {pr.offset}-{pr.end}: {kind}: {pr.reason}")
             result["files"].append({"path": r.path, "kind": r.kind, "records": r.records,
-                                    "bytes": r.size, "error": r.error,
+                                    "bytes": r.size, "prepared": r.prepared, "error": r.error,
                                     "problems": [{"offset": pr.offset, "end": pr.end,
                                                   "truncated": pr.truncated,
                                                   "reason": pr.reason} for pr in r.problems]})

@@ -221,6 +221,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "memory": ("256MiB", _size(lo=1 << 20, hi=1 << 40)),
     "data_dir": ("./var", _path),
     "fsync": ("everysec", _choice("always", "everysec", "no")),
+    "log_prepare": ("4MiB", _size(hi=1 << 30)),
     "segment.mode": (0o600, _mode),
     "limits.max_key": (250, _int(1, 65535)),
     "limits.max_value": ("1MiB", _size(lo=1, hi=(1 << 32) - 1)),

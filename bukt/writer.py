@@ -240,6 +240,7 @@ class Writer:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         t0 = time.monotonic()
         self.dd = DataDir.open(self.cfg.data_dir)
+        self.dd.prepare = self.cfg.log_prepare
         try:
             old = self._attach_surviving()
             if old is not None:
@@ -321,7 +322,7 @@ class Writer:
         # written_seq must be at least every seq in the log (a rotation starts the next
         # log after it): records below the ring's tail were all released, so logged.
         report.last_seq = max(report.last_seq, found, store.ring_position()[0] - 1)
-        self.w = LogWriter.open(path, report)
+        self.w = LogWriter.open(path, report, self.dd.prepare)
         self.w.fsync()                  # what the dead writer wrote is durable from here on
         self.skip_upto = found
         return None
@@ -604,7 +605,9 @@ class Writer:
         logs = 0
         for p in self.dd.log_paths:
             try:
-                logs += os.path.getsize(p)
+                # the log being written by its records, not its prepared zeros
+                logs += self.w.size if self.w is not None and p == self.w.path else \
+                    os.path.getsize(p)
             except OSError:
                 pass
         return logs >= c.min_log_bytes and logs > c.ratio * self.base_size
@@ -682,6 +685,11 @@ class Writer:
         if self.w is not None and not self.w.broken and not self.error:
             if not self._fsync():
                 code = 1
+            else:
+                try:
+                    self.w.finish()     # stopped, the log ends at its last record
+                except DiskError as e:
+                    log.warning("%s (the log keeps its prepared zeros; harmless)", e)
         elif self.error:
             code = 1
         if self.compaction is not None:

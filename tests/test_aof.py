@@ -43,6 +43,16 @@ def offsets(path):
     return out
 
 
+def offsets_in(path, end):
+    """Start offset of every record before `end` (a log with a prepared tail)."""
+    data = open(path, "rb").read()[:end]
+    out, off = [], aof.FILE_HEADER_SIZE
+    while off < len(data):
+        out.append(off)
+        off += int.from_bytes(data[off + 4:off + 8], "little")
+    return out
+
+
 def flip(path, offset, bit):
     with open(path, "r+b") as f:
         f.seek(offset)
@@ -193,12 +203,125 @@ def test_truncated_tail_is_reported_and_cut_before_appending(tmp_path, caplog):
     assert [r.key for r in rec] == [b"k0", b"k1", b"new"] and not rec.notes
 
 
-def test_zero_filled_tail_counts_as_truncated(tmp_path):
+def test_zero_filled_tail_is_the_prepared_tail_not_a_problem(tmp_path):
     path = write_log(str(tmp_path / "log"), records(2))
-    with open(path, "ab") as f:
-        f.write(bytes(4096))
+    size = os.path.getsize(path)
+    for zeros in (4096, 43, 1):                 # shorter than a record header too
+        os.truncate(path, size)
+        with open(path, "ab") as f:
+            f.write(bytes(zeros))
+        got, report = read_all(path)
+        assert got == records(2) and report.clean, zeros
+        assert (report.good_end, report.prepared) == (size, zeros)
+
+
+# -- the prepared tail (aof: THE PREPARED TAIL) -------------------------------------------
+
+PREP = 64 << 10
+
+
+def test_appender_keeps_zeros_ahead_of_its_records(tmp_path):
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        assert os.path.getsize(path) == w.file_end == aof.FILE_HEADER_SIZE + PREP
+        for i in range(200):                    # ~12 KiB a round: past the first zeros
+            w.append(records(100, start=1 + 100 * i))
+            assert w.file_end - PREP <= w.size + 12000 and w.file_end >= w.size
+            assert os.path.getsize(path) == w.file_end
+        w.fsync()
+        got, report = read_all(path)
+        assert [r.seq for r in got] == list(range(1, 20001)) and report.clean
+        assert report.good_end == w.size and report.prepared == w.file_end - w.size > 0
+
+
+def test_reopened_log_keeps_its_prepared_tail_and_appends_inside_it(tmp_path):
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        w.append(records(3))
+        w.fsync()
+        end = w.file_end
+    _, report = read_all(path)
+    with LogWriter.open(path, report, prepare=PREP) as w:
+        assert (w.size, w.file_end) == (report.good_end, end)
+        w.append(records(2, start=4))
+        w.fsync()
+        assert os.path.getsize(path) == end     # written inside, not appended
     got, report = read_all(path)
-    assert got == records(2) and report.truncated.kind == aof.ZEROS
+    assert [r.seq for r in got] == [1, 2, 3, 4, 5] and report.clean and report.prepared
+
+
+def test_torn_record_before_the_zeros_is_cut_with_them_on_reopen(tmp_path):
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        w.append(records(3))
+        w.fsync()
+        last = offsets_in(path, w.size)[-1]
+    flip(path, last + 50, 3)                    # the last record's payload, then zeros
+    got, report = read_all(path)
+    assert [r.seq for r in got] == [1, 2] and report.truncated.kind == aof.BAD_END
+    assert report.good_end == last
+    with LogWriter.open(path, report, prepare=PREP) as w:
+        assert os.path.getsize(path) == last == w.size == w.file_end
+        w.append(records(1, start=3))
+        w.fsync()
+    got, report = read_all(path)
+    assert [r.seq for r in got] == [1, 2, 3] and report.clean
+
+
+def test_finish_cuts_the_zeros_off(tmp_path):
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        w.append(records(3))
+        w.finish()
+        assert os.path.getsize(path) == w.size == w.file_end
+        w.append(records(1, start=4))           # and the zeros come back with the next batch
+        assert os.path.getsize(path) == w.size + PREP
+    got, report = read_all(path)
+    assert len(got) == 4 and report.clean
+
+
+def test_failed_zeroing_falls_back_to_a_plain_append(tmp_path, monkeypatch):
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        real = os.pwrite
+
+        def no_room_for_zeros(fd, data, off):
+            if not any(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data, off)
+        monkeypatch.setattr(os, "pwrite", no_room_for_zeros)
+        w.append(records(2000))                 # past the zeros the creation wrote
+        w.fsync()
+        assert w.file_end == w.size == os.path.getsize(path)
+    got, report = read_all(path)
+    assert len(got) == 2000 and report.clean and not report.prepared
+
+
+def test_rotation_cuts_the_old_logs_zeros_and_zeros_left_in_a_middle_log_are_checked(tmp_path):
+    path = fresh(tmp_path, records(3))
+    with DataDir.open(path) as dd:
+        dd.prepare = PREP
+        rec = replay(dd)
+        list(rec)
+        with dd.open_log(rec) as w, dd.rotate(3, w) as w2:
+            assert os.path.getsize(w.path) == w.size
+            w2.append(records(2, start=4))
+            w2.fsync()
+            assert os.path.getsize(w2.path) == w2.file_end > w2.size
+    assert [r.seq for r in replay(path)] == [1, 2, 3, 4, 5]
+    first = os.path.join(path, "log-00000001.bkl")
+    with open(first, "ab") as f:                # as the rebase after a failed fsync leaves it:
+        f.write(bytes(4096))                    # zeros, but every record up to seq 3
+    rec = replay(path)
+    assert [r.seq for r in rec] == [1, 2, 3, 4, 5] and not rec.notes
+    size = os.path.getsize(first) - 4096
+    os.truncate(first, size)
+    last = offsets_in(first, size)[-1]
+    with open(first, "r+b") as f:               # record 3 lost under the zeros
+        f.seek(last)
+        f.write(bytes(size - last + 4096))
+    with pytest.raises(LogCorrupt, match="zeros, which only the last log may end in"):
+        list(replay(path))
 
 
 def test_torn_payload_of_the_last_record_counts_as_truncated(tmp_path):
@@ -694,25 +817,27 @@ def test_short_write_is_undone_rlimit_fsize(tmp_path):
     assert [r.key for r in got] == [b"k0", b"k1", b"small"] and report.clean
 
 
-def test_short_write_then_enospc_is_undone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("prepare", [0, 64 << 10])
+def test_short_write_then_enospc_is_undone(tmp_path, monkeypatch, prepare):
     path = str(tmp_path / "log")
-    w = LogWriter.create(path, 0)
+    w = LogWriter.create(path, 0, prepare=prepare)
     w.append(records(1))
     size = w.size
-    real_write = os.write
+    real_pwrite = os.pwrite
     calls = []
 
-    def half_then_enospc(fd, data):
+    def half_then_enospc(fd, data, off):
         calls.append(len(data))
         if len(calls) == 1:
-            return real_write(fd, bytes(data[:len(data) // 2]))
+            return real_pwrite(fd, bytes(data[:len(data) // 2]), off)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", half_then_enospc)
+    monkeypatch.setattr(os, "pwrite", half_then_enospc)
     with pytest.raises(DiskError, match="No space left on device; nothing of it was kept"):
         w.append(records(3, start=2))
     monkeypatch.undo()
-    assert os.path.getsize(path) == size == w.size and w.written_seq == 1
+    # the half record is gone, and with it the zeros that were after it
+    assert os.path.getsize(path) == size == w.size == w.file_end and w.written_seq == 1
     w.append(records(2)[1:])
     w.close()
     assert read_all(path)[0] == records(2)

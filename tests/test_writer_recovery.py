@@ -77,6 +77,68 @@ def test_truncated_tail_is_dropped_and_reported(instance):
     instance.stop(w)
 
 
+def test_prepared_tail_after_a_kill_is_quiet_and_a_clean_stop_cuts_it(instance):
+    w = instance.start()
+    s = instance.attach()
+    b = s.create_bucket("b")
+    for i in range(N):
+        b.set(b"k%d" % i, b"v%d" % i)
+    s.close()
+    wait_for(lambda: instance.info()["flushed_seq"] >= N, 10)
+    log = _last_log(instance)
+    records_end = instance.info()["log_size"]
+    instance.kill(w)
+    # the log ends in the zeros its writer kept ahead of its records (log_prepare)
+    assert records_end < os.path.getsize(log) <= records_end + (4 << 20)
+    assert not any(open(log, "rb").read()[records_end:])
+    r = _cli(instance, "check")
+    assert r.returncode == 0 and re.search(r"bytes \(\d+ of them zeros prepared for the next "
+                                           r"records\): ok", r.stdout), r.stdout
+    instance.unlink_segment()
+    w = instance.start()                            # cold: every key, nothing "dropped"
+    assert instance.info()["log_size"] == records_end
+    assert "dropped" not in instance.log() and "truncated" not in instance.log()
+    assert _keys(instance) == set(range(N))
+    s = instance.attach()
+    s.bucket("b").set(b"after", b"x")               # written inside the zeros
+    s.close()
+    assert instance.stop(w) == 0
+    end, report = os.path.getsize(log), aof.Scan(log)
+    assert [r.key for r in aof.read_log(log, report=report)][-1] == b"after"
+    assert report.good_end == end and report.prepared == 0     # a clean stop cut them off
+
+
+def test_torn_last_record_before_the_prepared_zeros_is_dropped(instance):
+    w = instance.start()
+    s = instance.attach()
+    b = s.create_bucket("b")
+    for i in range(N):
+        b.set(b"k%d" % i, b"v%d" % i)
+    s.close()
+    wait_for(lambda: instance.info()["flushed_seq"] >= N, 10)
+    log = _last_log(instance)
+    instance.kill(w)
+    last = _offsets_before(log, instance)[-1]
+    with open(log, "r+b") as f:                     # a torn write of the last record
+        f.seek(last + 46)
+        f.write(bytes(8))
+    instance.unlink_segment()
+    w = instance.start()
+    assert re.search(r"dropped a truncated last record at byte %d " % last, instance.log())
+    assert _keys(instance) == set(range(N - 1))
+    instance.stop(w)
+
+
+def _offsets_before(path, inst):
+    """Record offsets of a log whose records end where zeros begin."""
+    data = open(path, "rb").read()
+    out, off = [], aof.FILE_HEADER_SIZE
+    while off + 8 <= len(data) and any(data[off:off + 8]):
+        out.append(off)
+        off += int.from_bytes(data[off + 4:off + 8], "little")
+    return out
+
+
 def test_corrupt_middle_record_refuses_to_start_then_check_fix_repairs(instance):
     _fill(instance)
     log = _last_log(instance)
