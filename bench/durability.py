@@ -13,6 +13,9 @@ appendfsync always / everysec, no RDB snapshots); LMDB's use a write transaction
 with sync on (its durable per-commit put). Group commit shows with concurrency: one
 fsync acknowledges every client that committed before it began, so `always` gains with
 more clients, while LMDB's write lock serializes its commits whatever their number.
+`always` runs a second time with `log_prepare: 0`, the log appended to instead of
+written inside its prepared zeros (bukt/aof.py, THE PREPARED TAIL; bench/fsync.py
+times the fdatasync alone).
 
 RECOVERY. `--keys` keys of 100 B are loaded (fsync no), then the time from starting the
 process to its being ready: Bukt cold from the log, cold from a base file (after `bukt
@@ -60,7 +63,7 @@ def free_port():
 # -- Bukt ---------------------------------------------------------------------------------
 
 class BuktInstance:
-    def __init__(self, tmp, fsync, memory="768MiB"):
+    def __init__(self, tmp, fsync, memory="768MiB", log_prepare="4MiB"):
         self.name = f"bench-dur-{os.getpid()}"
         self.tmp = tmp
         self.data = os.path.join(tmp, "var")
@@ -69,7 +72,8 @@ class BuktInstance:
         self.conf = os.path.join(tmp, "bukt.json")
         with open(self.conf, "w") as f:
             json.dump({"instance": self.name, "memory": memory, "data_dir": self.data,
-                       "fsync": fsync, "limits": {"ring_size": "64MiB"},
+                       "fsync": fsync, "log_prepare": log_prepare,
+                       "limits": {"ring_size": "64MiB"},
                        "compaction": {"min_log_bytes": "4GiB"}}, f)
         self.proc = None
         self.logfile = os.path.join(tmp, "writer.log")
@@ -226,9 +230,9 @@ def run_clients(target, args, procs, seconds):
     return sum(r[0] for r in results) / seconds
 
 
-def bukt_throughput(policy, procs, seconds):
+def bukt_throughput(policy, procs, seconds, log_prepare="4MiB"):
     tmp = tempfile.mkdtemp(prefix="bukt-bench-", dir=os.environ.get("BENCH_DIR"))
-    inst = BuktInstance(tmp, policy)
+    inst = BuktInstance(tmp, policy, log_prepare=log_prepare)
     try:
         inst.start()
         s = bukt.attach(inst.name)
@@ -471,6 +475,10 @@ def throughput(procs, seconds):
     for policy in ("always", "everysec", "no"):
         rows.append((f"Bukt fsync {policy}", bukt_throughput(policy, procs, seconds)))
         print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+    # the same without the log's prepared tail (bukt/aof.py): what it gives under always
+    rows.append(("Bukt fsync always, log_prepare 0",
+                 bukt_throughput("always", procs, seconds, log_prepare=0)))
+    print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
     for policy in ("always", "everysec"):
         rows.append((f"Redis appendfsync {policy}", redis_throughput(policy, procs, seconds)))
         print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
@@ -478,6 +486,7 @@ def throughput(procs, seconds):
     print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
     ref = dict(rows)
     ratios = {"Bukt fsync always": ref["Redis appendfsync always"],
+              "Bukt fsync always, log_prepare 0": ref["Redis appendfsync always"],
               "Bukt fsync everysec": ref["Redis appendfsync everysec"],
               "Bukt fsync no": ref["Redis appendfsync everysec"]}
     print(f"\n| acknowledged sets, {procs} clients | per second | ratio |")
