@@ -136,6 +136,13 @@ class DataDir:
         self.manifest = manifest
         self._lock_fd = lock_fd
         self.prepare = 0        # the logs' prepared tail, in bytes (aof: THE PREPARED TAIL)
+        self.sync_writes = False    # each batch durable as written (aof: THE SYNCED WRITE)
+
+    def appender(self, w: LogWriter) -> LogWriter:
+        """`w`, set up as this directory's logs are written (sync_writes)."""
+        if self.sync_writes:
+            w.sync_writes()
+        return w
 
     @classmethod
     def open(cls, path) -> "DataDir":
@@ -195,10 +202,10 @@ class DataDir:
         (a torn tail it reported is cut off)."""
         tail, last = recovery.tail, self.log_paths[-1]
         if tail is None and recovery.load_good and not os.path.exists(last):
-            return LogWriter.create(last, recovery.last_seq, self.prepare)  # recovered without it
+            return self.appender(LogWriter.create(last, recovery.last_seq, self.prepare))  # recovered without it
         if tail is None or tail.path != last:
             raise ValueError("open_log needs a finished recovery of this data directory")
-        return LogWriter.open(tail.path, tail, self.prepare)
+        return self.appender(LogWriter.open(tail.path, tail, self.prepare))
 
     def rotate(self, seq: int, current: Optional[LogWriter] = None) -> LogWriter:
         """Starts a new log after `seq` and lists it; `current` (the log written so far,
@@ -208,7 +215,7 @@ class DataDir:
             current.finish()
         gen = self.manifest.generation + 1
         name = f"log-{gen:08d}.bkl"
-        w = LogWriter.create(self.file(name), seq, self.prepare)
+        w = self.appender(LogWriter.create(self.file(name), seq, self.prepare))
         try:
             self._switch(Manifest(gen, self.manifest.base, self.manifest.logs + (name,)))
         except BaseException:

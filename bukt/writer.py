@@ -50,16 +50,19 @@ repairs the stripe if the producer died.
 GATHER (`always`). Writers that wait for their acknowledgement write again as soon as
 it comes, one after another, so right after an fsync the ring holds the first of them
 only; taking that one at once and fsyncing it makes the others wait a whole fsync more,
-and the batches alternate 1, n-1, 1, n-1. So when the ring holds less than half of
-what the largest of the last GATHER_HISTORY batches held, the writer first waits, on the
-doorbell, for that much, for at most half the last fsync's duration (and GATHER_MAX_S):
-with n writers committing, one fsync acknowledges about n of them. A lone writer's
-batches hold one record, so it never waits; with many writers the ring refills during
-each fsync and the batch is taken at once (waiting there cost two thirds of the
-throughput with 16 writers on 2 CPUs: every commit woke the writer); after writers
-leave, the estimate falls back within GATHER_HISTORY batches. (PostgreSQL's
-commit_delay, with the delay and the count of siblings measured instead of
-configured.)
+and the batches alternate 1, n-1, 1, n-1. So when the ring holds less than the largest
+of the last GATHER_HISTORY batches, the writer first waits for that much, for at most
+half the last fsync's duration (and GATHER_MAX_S): with n writers committing, one fsync
+acknowledges about n of them. It sleeps on the doorbell with the bytes it waits for
+published (ring.pxi, THE DOORBELL), so only the commit that completes the batch wakes
+it: when every commit woke it, waiting for a whole batch cost 16 writers on 2 CPUs two
+thirds of their throughput, and the writer took a batch at once when it held half of
+that (docs/writer.md has the figures). A lone writer's batches hold one record, so it
+never waits longer than its record takes to come; after writers leave, the estimate
+falls back within GATHER_HISTORY batches. (PostgreSQL's commit_delay, with the delay
+and the count of siblings measured instead of configured.) Under `always` the log is
+also written with THE SYNCED WRITE (bukt/aof.py): each batch durable as it is written,
+one system call where a write and an fdatasync were two.
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good
@@ -241,6 +244,7 @@ class Writer:
         t0 = time.monotonic()
         self.dd = DataDir.open(self.cfg.data_dir)
         self.dd.prepare = self.cfg.log_prepare
+        self.dd.sync_writes = self.policy == "always"     # aof: THE SYNCED WRITE
         try:
             old = self._attach_surviving()
             if old is not None:
@@ -322,7 +326,7 @@ class Writer:
         # written_seq must be at least every seq in the log (a rotation starts the next
         # log after it): records below the ring's tail were all released, so logged.
         report.last_seq = max(report.last_seq, found, store.ring_position()[0] - 1)
-        self.w = LogWriter.open(path, report, self.dd.prepare)
+        self.w = self.dd.appender(LogWriter.open(path, report, self.dd.prepare))
         self.w.fsync()                  # what the dead writer wrote is durable from here on
         self.skip_upto = found
         return None

@@ -20,8 +20,14 @@
 # syscall per writer sleep, not per record, and none at all while the writer is busy
 # (fsyncing, say), whose next drain takes everything committed meanwhile. The two
 # fences make the pair a Dekker handshake: either the writer sees the record, or the
-# producer sees the 1. Under everysec and no nobody waits for the writer, so producers
-# never ring, and the sleep is just the poll interval. A record committed by a repair
+# producer sees the 1. While the writer gathers a batch (ring_gather_wait) it sleeps
+# for a number of bytes, not for the next record: it publishes that number in
+# gather_bytes before it sets the word, and a producer whose record ends short of it
+# leaves the writer asleep (the one that completes the batch rings; the gather's
+# timeout bounds the wait if nobody does). Four committers used to wake it four times a
+# batch, three of them to find the batch short and sleep again, each wake a context
+# switch on the cores the committers need. Under everysec and no nobody waits for the
+# writer, so producers never ring, and the sleep is just the poll interval. A record committed by a repair
 # (not ring_commit) rings nothing: the writer's timeout picks it up.
 #
 # THE CLAIM (fairness). Room in a nearly full ring goes to whoever polls first after
@@ -316,16 +322,24 @@ cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, 
 
 
 cdef inline void ring_commit(Store s, uint64_t pos) noexcept:
-    bk_store_rel8(&REC(s, pos).state, BK_R_COMMITTED)
+    cdef bk_rec *r = REC(s, pos)
+    bk_store_rel8(&r.state, BK_R_COMMITTED)
     if s.hdr.sync_always:                       # the writer may sleep with waiters
-        ring_doorbell(s.hdr)
+        ring_doorbell(s.hdr, pos + rec_size(r.klen, r.vlen))
 
 
-cdef inline void ring_doorbell(bk_header *h) noexcept nogil:
-    """After a commit: wake the writer if it sleeps (see THE DOORBELL above)."""
+cdef inline void ring_doorbell(bk_header *h, uint64_t end) noexcept nogil:
+    """After committing the record that ends at ring position `end`: wake the writer
+    if it sleeps and, when it gathers, if the ring holds its batch up to here (see THE
+    DOORBELL above)."""
+    cdef uint32_t gather
     bk_fence_full()
-    if bk_load_rlx32(&h.writer_sleeping) and bk_cas32(&h.writer_sleeping, 1, 0):
-        bk_futex_wake(&h.writer_sleeping)
+    if bk_load_acq32(&h.writer_sleeping):
+        gather = bk_load_acq32(&h.gather_bytes)
+        if gather and end - bk_load_acq64(&h.ring_tail) < gather:
+            return                              # short of the batch: let it sleep
+        if bk_cas32(&h.writer_sleeping, 1, 0):
+            bk_futex_wake(&h.writer_sleeping)
 
 
 cdef bint ring_has_work(Store s) noexcept nogil:
@@ -346,7 +360,8 @@ def ring_idle_wait(Store s, double timeout):
     s._open()
     cdef bk_header *h = s.hdr
     cdef long ns = <long>(timeout * 1e9) if timeout > 0 else 0
-    bk_store_rel32(&h.writer_sleeping, 1)
+    bk_store_rel32(&h.gather_bytes, 0)          # any commit rings (a writer killed
+    bk_store_rel32(&h.writer_sleeping, 1)       # while gathering may have left it set)
     bk_fence_full()
     if not ring_has_work(s) and ns > 0:
         with nogil:
@@ -356,23 +371,21 @@ def ring_idle_wait(Store s, double timeout):
 
 
 def ring_gather_wait(Store s, uint64_t want, double timeout):
-    """The writer under `fsync: always`, before it takes a batch: when the ring holds
-    less than half of `want` bytes past the tail (reserved or committed), wait up to
-    `timeout` seconds for all of them, sleeping on the doorbell between commits (THE
-    DOORBELL above: a producer rings when the word is 1), so that one fsync
+    """The writer under `fsync: always`, before it takes a batch: while the ring holds
+    less than `want` bytes past the tail (reserved or committed), wait up to `timeout`
+    seconds for them, asleep on the doorbell with gather_bytes = `want`, so that only
+    the commit that completes them wakes it (THE DOORBELL above), and one fsync
     acknowledges the writers that are about to commit instead of only the first of
     them (GATHER in bukt/writer.py). Returns the bytes there."""
     s._open()
     cdef bk_header *h = s.hdr
     cdef uint64_t have, now, deadline = bk_mono_ns() + <uint64_t>(max(timeout, 0.0) * 1e9)
-    have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
-    if have >= want // 2:               # on its pace: take the batch as it is
-        return have
     while True:
         have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
         now = bk_mono_ns()
         if have >= want or now >= deadline:
             return have
+        bk_store_rel32(&h.gather_bytes, <uint32_t>min(want, <uint64_t>0xffffffff))
         bk_store_rel32(&h.writer_sleeping, 1)
         bk_fence_full()                 # Dekker with ring_doorbell: see the record or
         have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)   # be rung
@@ -380,6 +393,7 @@ def ring_gather_wait(Store s, uint64_t want, double timeout):
             with nogil:
                 bk_futex_wait(&h.writer_sleeping, 1, <long>(deadline - now))
         bk_store_rel32(&h.writer_sleeping, 0)
+        bk_store_rel32(&h.gather_bytes, 0)
 
 
 cdef inline uint32_t rec_size(uint32_t klen, uint32_t vlen) noexcept nogil:

@@ -297,6 +297,130 @@ def test_failed_zeroing_falls_back_to_a_plain_append(tmp_path, monkeypatch):
     assert len(got) == 2000 and report.clean and not report.prepared
 
 
+# -- the synced write (aof: THE SYNCED WRITE) -----------------------------------------------
+
+def batches():
+    """Batches of every shape a synced write meets: one small record, many, a value
+    larger than the aligned buffer (64 KiB), one that runs past the prepared zeros."""
+    seq, out = 1, []
+    for n, value in ((1, b"v"), (100, b"value"), (1, bytes(range(256)) * 400), (7, b"x" * 3000),
+                     (1, b"w" * (PREP + 5000)), (3, b"tail")):
+        out.append([Record.set(seq + i, B, b"k%d" % (seq + i), value) for i in range(n)])
+        seq += n
+    return out
+
+
+def counting_fdatasync(monkeypatch):
+    calls, real = [], os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd))[1])
+    return calls
+
+
+def test_synced_writes_leave_the_bytes_a_plain_append_leaves(tmp_path, monkeypatch):
+    plain, synced = str(tmp_path / "plain"), str(tmp_path / "synced")
+    calls = counting_fdatasync(monkeypatch)
+    with LogWriter.create(plain, 0, prepare=PREP) as p, \
+            LogWriter.create(synced, 0, prepare=PREP) as w:
+        assert w.sync_writes()
+        for batch in batches():
+            p.append(batch)
+            p.fsync()
+            before, end = len(calls), w.file_end
+            w.append(batch)
+            assert os.path.getsize(synced) == w.file_end and w.size <= w.file_end - 4096
+            w.fsync()
+            # inside the zeros the write was the fsync; zeros added cost one fdatasync
+            assert len(calls) - before == (0 if w.file_end == end else 1)
+            assert w.synced_seq == w.written_seq == batch[-1].seq
+        size = w.size
+    assert p.size == size
+    a, b = open(plain, "rb").read(), open(synced, "rb").read()
+    assert a[:size] == b[:size] and not any(a[size:]) and not any(b[size:])
+    got, report = read_all(synced)
+    assert got == [r for batch in batches() for r in batch] and report.clean
+
+
+def test_synced_writes_go_on_in_a_reopened_log(tmp_path):
+    path = str(tmp_path / "log")
+    first, *rest = batches()
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        w.append(first + rest[0])               # ends inside a block: the partial one
+        w.fsync()
+    _, report = read_all(path)
+    assert report.good_end % 4096
+    with LogWriter.open(path, report, prepare=PREP) as w:
+        assert w.sync_writes()
+        for batch in rest[1:]:
+            w.append(batch)
+            w.fsync()
+    got, report = read_all(path)
+    assert got == [r for batch in batches() for r in batch] and report.clean
+
+
+def test_synced_writes_stay_off_where_o_direct_is_refused(tmp_path, monkeypatch):
+    path = str(tmp_path / "log")
+    real_open = os.open
+
+    def no_direct(p, flags, *a):                # as tmpfs answered before Linux 6.6
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(p, flags, *a)
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        monkeypatch.setattr(os, "open", no_direct)
+        assert not w.sync_writes()
+        monkeypatch.undo()
+        calls = counting_fdatasync(monkeypatch)
+        w.append(records(3))
+        w.fsync()
+        assert len(calls) == 1                  # the plain path: write, then fdatasync
+    assert LogWriter.create(str(tmp_path / "bare"), 0).sync_writes() is False   # no zeros
+
+
+def test_synced_writes_turn_off_when_the_zeros_cannot_grow(tmp_path, monkeypatch):
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        assert w.sync_writes()
+        w.append(records(10))
+        real = os.pwrite
+
+        def no_room_for_zeros(fd, data, off):
+            if len(data) > 4096 and not any(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, data, off)
+        monkeypatch.setattr(os, "pwrite", no_room_for_zeros)
+        calls = counting_fdatasync(monkeypatch)
+        w.append(records(2000, start=11))       # past the zeros: appended plainly
+        w.append(records(5, start=2011))
+        w.fsync()
+        assert w.file_end == w.size == os.path.getsize(path) and len(calls) == 1
+    got, report = read_all(path)
+    assert [r.seq for r in got] == list(range(1, 2016)) and report.clean
+
+
+def test_failed_synced_write_makes_the_log_refuse_writes(tmp_path, monkeypatch):
+    path = str(tmp_path / "log")
+    w = LogWriter.create(path, 0, prepare=PREP)
+    assert w.sync_writes()
+    w.append(records(2))
+    real = os.pwrite
+
+    def eio(fd, data, off):
+        if fd == w._direct.fd:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, data, off)
+    monkeypatch.setattr(os, "pwrite", eio)
+    with pytest.raises(DiskError, match=r"synced write of \d+ bytes at byte \d+ failed: "
+                                        "Input/output error"):
+        w.append(records(1, start=3))
+    monkeypatch.undo()
+    assert w.broken and w.written_seq == 2
+    with pytest.raises(DiskError, match="refuses writes until the writer restarts"):
+        w.append(records(1, start=3))
+    w.close()
+    got, report = read_all(path)
+    assert [r.seq for r in got] == [1, 2] and report.clean
+
+
 def test_rotation_cuts_the_old_logs_zeros_and_zeros_left_in_a_middle_log_are_checked(tmp_path):
     path = fresh(tmp_path, records(3))
     with DataDir.open(path) as dd:

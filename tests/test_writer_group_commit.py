@@ -4,6 +4,7 @@ futex instead of spinning; under everysec producers never ring. The writer is st
 with SIGSTOP at a moment it is known to sleep, so nothing but the clients can touch the
 doorbell meanwhile, and every check is on state, not on time."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,9 +114,11 @@ def test_the_writer_gathers_a_batch_on_the_doorbell_until_its_bytes_are_there(se
     """ring_gather_wait (GATHER in bukt/writer.py): the writer, before taking a batch,
     sleeps on the doorbell until the ring holds `want` bytes or its timeout passes.
     Here a child commits two records one by one under `fsync: always`: the wait is
-    still asleep on the futex after the first (state, not time) and returns once the
-    second is in, long before its 60 s; with nothing coming it returns what is there
-    when its timeout passes."""
+    still asleep on the futex after the first (state, not time), not even woken (the
+    doorbell's gather_bytes: only the commit that completes the batch rings, as the
+    thread's count of voluntary context switches shows), and returns once the second
+    is in, long before its 60 s; with nothing coming it returns what is there when its
+    timeout passes."""
     from bukt._core import ring_gather_wait
     s = bukt.create(segname, size="16MiB")
     s.create_bucket("b")
@@ -141,16 +144,23 @@ def test_the_writer_gathers_a_batch_on_the_doorbell_until_its_bytes_are_there(se
         finally:
             os._exit(code)
     import threading
-    got = []
-    t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 3 * one, 60)))
+    got, tid = [], []
+    t = threading.Thread(target=lambda: (tid.append(threading.get_native_id()),
+                                         got.append(ring_gather_wait(s, 3 * one, 60))))
     t.start()
+
+    def switches():
+        with open(f"/proc/self/task/{tid[0]}/status") as f:
+            return int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", f.read()).group(1))
     try:
         wait_for(lambda: writer_doorbell(s) == 1, what="the gather asleep on the doorbell")
+        asleep = switches()
         os.write(go[1], b"x")
         wait_for(lambda: s.ring_position()[1] - s.ring_position()[0] == 2 * one,
                  what="the second record")
         t.join(0.2)
-        assert t.is_alive() and writer_doorbell(s) == 1    # rung, woke, slept again
+        assert t.is_alive() and writer_doorbell(s) == 1
+        assert switches() == asleep                        # short of the batch: not rung
         os.write(go[1], b"x")
         t.join(30)
         assert not t.is_alive() and got == [3 * one]

@@ -134,23 +134,46 @@ def test_file_size_limit_refuses_writes_then_recovers_without_losing_any(instanc
 
 FAILING_FSYNC = """
 import errno, os, sys
-real, calls = os.fdatasync, [0]
-def fdatasync(fd):
+# The FAIL_AT'th call of what FAIL_WHAT names fails with EIO: "fdatasync", or "synced"
+# (a write through a descriptor opened O_DIRECT | O_DSYNC: aof's THE SYNCED WRITE).
+real_sync, real_pwrite, real_open = os.fdatasync, os.pwrite, os.open
+calls, synced_fds = [0], set()
+def failing():
     calls[0] += 1
-    if calls[0] == int(os.environ["FAIL_FSYNC_AT"]):
+    return calls[0] == int(os.environ["FAIL_AT"])
+def fdatasync(fd):
+    if os.environ["FAIL_WHAT"] == "fdatasync" and failing():
         raise OSError(errno.EIO, "Input/output error")
-    return real(fd)
-os.fdatasync = fdatasync
+    return real_sync(fd)
+def pwrite(fd, data, offset):
+    if fd in synced_fds and os.environ["FAIL_WHAT"] == "synced" and failing():
+        raise OSError(errno.EIO, "Input/output error")
+    return real_pwrite(fd, data, offset)
+def open_(path, flags, *a, **k):
+    fd = real_open(path, flags, *a, **k)
+    (synced_fds.add if flags & os.O_DIRECT else synced_fds.discard)(fd)
+    return fd
+os.fdatasync, os.pwrite, os.open = fdatasync, pwrite, open_
 from bukt.writer import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_failed_fsync_rebuilds_the_files_from_the_table(instance, tmp_path):
-    """After an fsync fails the log is not trusted: the writer starts a new log and
-    writes a base file from the table; writes waiting meanwhile get WriterDown, later
-    ones are acknowledged, and a cold recovery has every acknowledged write."""
-    instance.configure(fsync="always")
+@pytest.mark.parametrize("fail, prepare, said, waiter_refused", [
+    # the batch was written and released before its fsync failed: its waiter gets
+    # WriterDown, and the write is taken again
+    ("fdatasync", "0", "fsync failed: Input/output error", True),
+    # with a prepared tail, `always` makes each batch durable with its write instead;
+    # a failed write keeps its batch in the ring, so the new log takes it: its waiter
+    # is acknowledged, or gets DiskError if it looks while the error stands
+    ("synced", "4MiB", "synced write of", None),
+])
+def test_failed_fsync_rebuilds_the_files_from_the_table(instance, tmp_path, fail, prepare,
+                                                         said, waiter_refused):
+    """After an fsync (or a synced write) fails the log is not trusted: the writer
+    starts a new log and writes a base file from the table; every acknowledged write
+    is in a cold recovery."""
+    instance.configure(fsync="always", log_prepare=prepare)
     script = tmp_path / "failing_writer.py"
     script.write_text(FAILING_FSYNC)
     instance.runs += 1
@@ -158,7 +181,8 @@ def test_failed_fsync_rebuilds_the_files_from_the_table(instance, tmp_path):
     with open(instance.log_path, "wb") as log:
         w = subprocess.Popen([PY, str(script), "--config", instance.conf], cwd=ROOT,
                              stdout=log, stderr=subprocess.STDOUT,
-                             env=dict(os.environ, PYTHONPATH=ROOT, FAIL_FSYNC_AT="40"))
+                             env=dict(os.environ, PYTHONPATH=ROOT, FAIL_AT="40",
+                                      FAIL_WHAT=fail))
     instance.procs.append(w)
     instance.wait_ready(w)
     s = instance.attach()
@@ -176,10 +200,11 @@ def test_failed_fsync_rebuilds_the_files_from_the_table(instance, tmp_path):
             except BuktError as e:
                 refused.append(type(e).__name__)
                 time.sleep(0.01)
-    assert len(acked) == 200 and refused and set(refused) <= {"WriterDown", "DiskError"}
+    assert len(acked) == 200 and set(refused) <= {"WriterDown", "DiskError"}
+    assert waiter_refused is None or bool(refused) == waiter_refused, refused
     wait_for(lambda: "after a failed fsync" in instance.log(), what="a new log")
     wait_for(lambda: "compaction: base-" in instance.log(), what="a base from the table")
-    assert "fsync failed: Input/output error" in instance.log()
+    assert said in instance.log() and "Input/output error" in instance.log()
     s.close()
     assert instance.stop(w) == 0
     instance.unlink_segment()

@@ -161,7 +161,9 @@ typedef struct {
     /* the writer's doorbell (ring.pxi): an idle writer sleeps on it; under fsync
        always, a producer that commits a record while it is 1 wakes the writer */
     uint32_t writer_sleeping;   /* futex word: 1 while the writer waits for records */
-    uint32_t _pad8;
+    uint32_t gather_bytes;      /* while the writer gathers a batch (ring.pxi, THE
+                                   DOORBELL): a commit rings only once the ring holds
+                                   this many bytes up to its record's end; 0: any does */
 } bk_header;
 
 typedef struct {

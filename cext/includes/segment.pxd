@@ -84,6 +84,7 @@ cdef extern from "segment.h" nogil:
         uint64_t meta_ring
         char meta_buf[1024]
         uint32_t writer_sleeping
+        uint32_t gather_bytes
 
     ctypedef struct bk_stripe:
         bk_lock lock
