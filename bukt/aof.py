@@ -320,6 +320,8 @@ def read_file_header(buf, path, magic: bytes) -> int:
 # Kinds of Problem. The first four are how a crash leaves a log's end ("truncated");
 # the rest are corruption.
 SHORT, ZEROS, PAST_END, TORN, BAD_END = "short", "zeros", "past_end", "torn", "bad_end"
+# a log before the last that ends in zeros where records may be missing (datadir)
+MIDDLE_ZEROS = "the last {} bytes are zeros, which only the last log may end in"
 BAD_HEADER, BAD_LENGTH, BAD_PAYLOAD, BAD_TYPE = "bad_header", "bad_length", "bad_payload", "bad_type"
 _TRUNCATED = frozenset({SHORT, ZEROS, PAST_END, TORN, BAD_END})
 
@@ -840,12 +842,14 @@ class Repair(NamedTuple):
     reason: str
 
 
-def repair(path, header_seq: int = 0) -> Optional[Repair]:
+def repair(path, header_seq: int = 0, zeros_end: bool = False) -> Optional[Repair]:
     """Cuts the log at `path` at its last good record, keeping the rest in a side file
     (<path>.bad-<time>, on disk before the cut). None when the log is sound. A log cut
     inside its header gets a fresh header following `header_seq`. A file that is not a
     Bukt log, or whose header is damaged, is refused (RecoveryError): cutting it would
-    leave nothing, and the records in it may still be worth a person's look."""
+    leave nothing, and the records in it may still be worth a person's look.
+    zeros_end: the zeros the log ends in count as damage too (a log before the last
+    whose records stop short of the next one's: datadir._zeros_hide_records)."""
     path = os.fspath(path)
     report = Scan(path)
     try:
@@ -855,9 +859,11 @@ def repair(path, header_seq: int = 0) -> Optional[Repair]:
         if not report.problems:     # the file header itself
             raise RecoveryError(f"{e}; `bukt check --fix` does not cut a file at byte 0: "
                                 "move it away, or restore it from a backup") from None
-    if report.clean:
+    zeros = zeros_end and report.prepared
+    if report.clean and not zeros:
         return None
-    problem = report.problems[0]
+    reason = report.problems[0].reason if report.problems else \
+        MIDDLE_ZEROS.format(report.prepared)
     cut = report.good_end
     with open(path, "rb") as f:
         f.seek(cut)
@@ -876,4 +882,4 @@ def repair(path, header_seq: int = 0) -> Optional[Repair]:
     finally:
         os.close(fd)
     fsync_dir(os.path.dirname(path) or ".")
-    return Repair(path, cut, len(tail), side, problem.reason)
+    return Repair(path, cut, len(tail), side, reason)

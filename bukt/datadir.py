@@ -112,6 +112,15 @@ def _write_manifest(path, m: Manifest) -> None:
     aof.fsync_dir(path)
 
 
+def _zeros_hide_records(path, logs, i, report: Scan) -> bool:
+    """True when logs[i], scanned into `report`, ends in zeros although it is not the
+    last log and its records stop short of where the next log begins: records may lie
+    under those zeros. Recovery refuses such a log, `check` reports it and `check --fix`
+    cuts the zeros off (aof: THE PREPARED TAIL)."""
+    return bool(report.prepared) and i < len(logs) - 1 and \
+        report.last_seq < _next_log_seq(path, logs, i)
+
+
 def _next_log_seq(path, logs, i) -> float:
     """The seq the log after logs[i] starts after (inf when unreadable)."""
     try:
@@ -378,7 +387,8 @@ class Recovery:
             yield from self._emit(aof.read_log(path, skip_bad=self.load_good, report=report,
                                                bulk=self.bulk), base_seq)
             self._bulk_counts()
-            if report.prepared and not last and report.last_seq >= _next_log_seq(self.path, m.logs, i):
+            if report.prepared and not last and not _zeros_hide_records(self.path, m.logs, i,
+                                                                        report):
                 # zeros after every record up to where the next log begins: the tail
                 # of a log left behind after a failed fsync (the writer's rebase
                 # starts the next log without cutting it), nothing missing from it
@@ -420,8 +430,7 @@ class Recovery:
             # so a record may be missing (_run lets a tail pass that misses none)
             at = report.good_end
             problems = problems + [aof.Problem(
-                at, at + report.prepared, f"the last {report.prepared} bytes are zeros, which "
-                f"only the last log may end in", aof.ZEROS)]
+                at, at + report.prepared, aof.MIDDLE_ZEROS.format(report.prepared), aof.ZEROS)]
         for p in problems:
             if p.truncated and last:
                 self._note(f"{report.path}: dropped a truncated last record at byte "
@@ -480,8 +489,13 @@ def check(path, progress=None) -> list:
                 if progress is not None:
                     progress.advance(aof.RECORD_OVERHEAD + len(r.bucket) + len(r.key) +
                                      len(r.value))
-            out.append(FileReport(fpath, kind, report.records, size, report.problems, None,
-                                  report.prepared))
+            problems, prepared = report.problems, report.prepared
+            if kind == "log" and _zeros_hide_records(path, m.logs, m.logs.index(name), report):
+                at = report.good_end        # what recovery would refuse
+                problems = problems + [aof.Problem(at, at + prepared,
+                                                   aof.MIDDLE_ZEROS.format(prepared), aof.ZEROS)]
+                prepared = 0
+            out.append(FileReport(fpath, kind, report.records, size, problems, None, prepared))
         except (OSError, RecoveryError) as e:
             out.append(FileReport(fpath, kind, report.records, 0, report.problems,
                                   str(e) if isinstance(e, RecoveryError) else
@@ -522,12 +536,19 @@ def _fix_locked(path) -> list:
         for _ in basefile.read_base(report.path, report=report):
             pass
         seq = report.header_seq
-    for name in m.logs:
+    for i, name in enumerate(m.logs):
         fpath = os.path.join(path, name)
         if not os.path.exists(fpath):
             raise RecoveryError(f"{fpath}: the log MANIFEST lists is missing; restore it, or "
                                 "remove it from MANIFEST by hand (what it held is lost)")
-        r = aof.repair(fpath, header_seq=seq)
+        report = Scan(fpath)
+        try:
+            for _ in aof.read_log(fpath, report=report, skip_bad=True):
+                pass
+        except RecoveryError:
+            pass                        # a damaged header: aof.repair says what to do
+        r = aof.repair(fpath, header_seq=seq,
+                       zeros_end=_zeros_hide_records(path, m.logs, i, report))
         done += [r] if r else []
         report = Scan(fpath)
         for _ in aof.read_log(fpath, report=report):

@@ -446,6 +446,20 @@ def test_rotation_cuts_the_old_logs_zeros_and_zeros_left_in_a_middle_log_are_che
         f.write(bytes(size - last + 4096))
     with pytest.raises(LogCorrupt, match="zeros, which only the last log may end in"):
         list(replay(path))
+    # `bukt check` says what recovery refuses, and `bukt check --fix` cuts it off (the
+    # zeros go to a side file): recovery then loads what is left
+    reports = {os.path.basename(r.path): r for r in datadir.check(path)}
+    mid = reports["log-00000001.bkl"]
+    assert [p.kind for p in mid.problems] == [aof.ZEROS] and mid.prepared == 0
+    assert mid.problems[0].offset == last
+    assert reports["log-00000002.bkl"].prepared and not reports["log-00000002.bkl"].problems
+    fixed = datadir.fix(path)
+    assert [(os.path.basename(r.path), r.cut_at) for r in fixed] == [("log-00000001.bkl", last)]
+    assert "zeros, which only the last log may end in" in fixed[0].reason
+    assert os.path.getsize(first) == last and not any(open(fixed[0].side_file, "rb").read())
+    assert [r.seq for r in replay(path)] == [1, 2, 4, 5]
+    assert not any(r.problems for r in datadir.check(path))
+    assert datadir.fix(path) == []              # the last log keeps its prepared zeros
 
 
 def test_torn_payload_of_the_last_record_counts_as_truncated(tmp_path):
