@@ -20,8 +20,11 @@ waits.
 DURABILITY. Under `fsync: always` a write's response waits until the writer's flushed
 position passes the write's ring position (bukt/tcp/durability.py, RingPositions). The
 waiting responses of the whole worker form one FIFO by position; while it is not empty
-the loop polls the flushed position every millisecond and releases every response it
-has passed (group commit), or answers WRITER_DOWN past the deadline.
+the loop watches the store's flush notifier (an eventfd that a thread of this process
+makes readable after each of the writer's flushes: cext/flushnote.pxi) and releases
+every response the flushed position has passed (group commit), or answers WRITER_DOWN
+past the deadline. It still looks every millisecond as well, for the deadlines and in
+case the notifier is late.
 
 RING FULL. The worker never waits for room in the change ring inside the loop (the
 store's ring_wait is 0): a request that finds the ring full parks its connection
@@ -161,6 +164,8 @@ cdef class Loop:
     cdef object ring_wait        # seconds a request may park (None: the store waits)
     cdef list out                # responses of one _process; reused, always left empty
     cdef double next_retry
+    cdef object notifier         # the store's FlushNotifier, from the first durable wait
+    cdef int notify_fd           # its eventfd, in the epoll set; -1 before
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
         self.sock = sock
@@ -178,6 +183,8 @@ cdef class Loop:
         self.ring_wait = ring_wait
         self.next_retry = 0
         self.waiters = _collections.deque()
+        self.notifier = None
+        self.notify_fd = -1
         self.active = 0
         self.stopping = False
         self.epfd = epoll_create1(0)
@@ -227,6 +234,9 @@ cdef class Loop:
                 if fd == self.listen_fd:
                     if not self.stopping:
                         self._accept()
+                    continue
+                if fd == self.notify_fd:
+                    self.notifier.clear()       # _settle below reads the position
                     continue
                 conn = self.conns.get(fd)
                 if conn is None:
@@ -443,8 +453,19 @@ cdef class Loop:
 
     cdef _defer(self, Conn c, d):
         c.inflight += 1
+        if not self.waiters:
+            self._watch_flushes(True)
         self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
                              d.response, d.request_id))
+
+    cdef _watch_flushes(self, bint on):
+        if self.notifier is None:
+            if not on:
+                return
+            self.notifier = self.store.flush_notifier()
+            self.notify_fd = self.notifier.fd
+            self._ctl(EPOLL_CTL_ADD, self.notify_fd, EPOLLIN)
+        self.notifier.watch(on)
 
     cdef double _durable_timeout(self):
         return getattr(self.durable, "timeout", 5.0)
@@ -468,6 +489,8 @@ cdef class Loop:
             if (<Conn>c).fd >= 0:
                 (<Conn>c).outbuf += response
                 self._flush(c)
+        if not waiters:
+            self._watch_flushes(False)
 
     # -- requests parked on a full change ring -------------------------------------------
 

@@ -10,11 +10,13 @@ that completes once the writer's flushed position (store.ring_position()[2]) pas
 end of the record just appended (store.last_pos).
 
 GROUP COMMIT. A process appends its records one after another, so its waiters form a
-FIFO by position: one poll of the flushed position resolves every waiter it has passed,
-however many. The poll runs only while someone waits, every POLL_FIRST seconds after a
-poll that resolved someone, doubling up to POLL_LONGEST while nothing moves: an fsync
-takes longer than the first step, so the added latency is small, and a hundred waiting
-requests cost one timer, not a hundred. (A waiter whose position is below the head's,
+FIFO by position: one look at the flushed position resolves every waiter it has passed,
+however many. While someone waits the loop watches the store's flush notifier (an
+eventfd made readable after each of the writer's flushes by a thread of this process,
+cext/flushnote.pxi) and looks when it fires; a timer looks too, every POLL_FIRST seconds
+after a look that resolved someone, doubling up to POLL_LONGEST while nothing moves, for
+the timeouts and in case the notifier is late. A hundred waiting requests cost one
+reader and one timer, not a hundred. (A waiter whose position is below the head's,
 which a handler that awaited between its write and its wait could make, is resolved
 with the head: late, never early.)
 
@@ -47,6 +49,9 @@ class FlushWaiters:
         self._waiters: collections.deque = collections.deque()
         self._delay = POLL_FIRST
         self._polling = None         # the loop the poll runs on, while it runs
+        self._timer = None           # the poll's pending call_later handle
+        self._notifier = None        # the store's FlushNotifier, from the first wait
+        self._reading = None         # the loop that watches its eventfd
 
     def sync_always(self) -> bool:
         """Whether the writer publishes `fsync: always` (POLICY above)."""
@@ -73,7 +78,10 @@ class FlushWaiters:
             self._waiters.clear()
             self._polling = loop
             self._delay = POLL_FIRST
-            loop.call_later(self._delay, self._poll, loop)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_later(self._delay, self._poll, loop)
+            self._watch(loop)
         fut = loop.create_future()
         self._waiters.append((pos, time.monotonic() + timeout, timeout, fut))
         return fut
@@ -81,9 +89,35 @@ class FlushWaiters:
     def __len__(self):
         return len(self._waiters)
 
+    def _watch(self, loop):
+        """Have the notifier signal flushes, and `loop` read them."""
+        if self._notifier is None:
+            get = getattr(self.store, "flush_notifier", None)
+            if get is None:
+                return               # a store without one: the timer alone
+            self._notifier = get()
+        if self._reading is not loop:
+            if self._reading is not None and not self._reading.is_closed():
+                self._reading.remove_reader(self._notifier.fd)
+            loop.add_reader(self._notifier.fd, self._notified, loop)
+            self._reading = loop
+        self._notifier.watch(True)
+
+    def _notified(self, loop):
+        self._notifier.clear()
+        if self._polling is loop:
+            self._resolve(loop)
+
     def _poll(self, loop):
+        self._timer = None
         if self._polling is not loop:
             return                   # superseded by a poll on another loop
+        if self._resolve(loop):
+            self._timer = loop.call_later(self._delay, self._poll, loop)
+
+    def _resolve(self, loop) -> bool:
+        """Completes the waiters the flushed position has passed and those past their
+        deadline; False when none is left (the poll then stops)."""
         flushed = self.store.ring_position()[2]
         waiters = self._waiters
         now = time.monotonic()
@@ -105,7 +139,12 @@ class FlushWaiters:
                 break
         if not waiters:
             self._polling = None
-            return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._notifier is not None:
+                self._notifier.watch(False)
+            return False
         self._delay = POLL_FIRST if progressed else min(self._delay * 2, POLL_LONGEST)
-        loop.call_later(self._delay, self._poll, loop)
+        return True
 

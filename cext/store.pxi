@@ -92,6 +92,7 @@ cdef class Store:
                                         # it tries again (ring.pxi, THE CLAIM FROM AN
                                         # EVENT LOOP); 0 outside such a try
     cdef dict _bucket_cache
+    cdef object _notifier               # this process's FlushNotifier (flushnote.pxi)
 
     def __cinit__(self):
         self.mapped = False
@@ -219,17 +220,41 @@ cdef class Store:
                 "index_slots": self.nstripes * SLOTS}
 
     def __dealloc__(self):
-        if self.mapped:
+        if self.mapped and self._stop_notifier():
             munmap(self.base, self.size)
         free(self.private_counters)
 
     def close(self):
         """Unmap. The segment itself stays for the other processes."""
         if self.mapped:
-            munmap(self.base, self.size)
+            if self._stop_notifier():
+                munmap(self.base, self.size)
             self.mapped = False
             self.base = NULL
         self._bucket_cache.clear()
+
+    cdef bint _stop_notifier(self) noexcept:
+        """False when the flush notifier's thread did not end: the mapping stays."""
+        if self._notifier is None:
+            return True
+        ok = (<FlushNotifier>self._notifier)._stop()
+        self._notifier = None
+        return ok
+
+    def flush_notifier(self):
+        """This process's FlushNotifier (flushnote.pxi): an eventfd an event loop
+        watches to learn of the writer's flushes. Started on first use, and again in a
+        process forked after that."""
+        self._open()
+        cdef FlushNotifier n = self._notifier
+        if n is not None and n.epoch == _fork_epoch and n.fd >= 0:
+            return n
+        if n is not None:
+            n._stop()                       # the parent's, inherited: close our copy
+        n = FlushNotifier()
+        n._start(self.hdr)
+        self._notifier = n
+        return n
 
     def unlink(self):
         """Remove the segment's name; processes that mapped it keep their view."""

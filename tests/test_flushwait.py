@@ -3,6 +3,8 @@ flush, in order, never early; WriterDown after the timeout; a new event loop sta
 afresh. On a real segment; the writer's side is played with the calls the writer
 process makes (ring_read, ring_flushed)."""
 import asyncio
+import os
+import select
 
 import pytest
 
@@ -73,3 +75,66 @@ def test_a_new_event_loop_gets_a_poller_of_its_own(seg):
         assert len(waiters) == 0
     asyncio.run(leave_one())
     asyncio.run(wait_one())
+
+
+def test_the_flush_notifier_releases_waiters_without_the_timer(seg, monkeypatch):
+    """With the timer pushed a minute out, only the flush notifier (an eventfd made
+    readable by a thread of this process after each flush: cext/flushnote.pxi) can
+    release the waiter; once nobody waits, no timer is left and the notifier is off."""
+    import bukt.flushwait as fw
+    monkeypatch.setattr(fw, "POLL_FIRST", 60.0)
+    monkeypatch.setattr(fw, "POLL_LONGEST", 60.0)
+    waiters = FlushWaiters(seg, timeout=120)
+    b = seg.bucket("b")
+
+    async def scenario():
+        for round_ in range(3):                     # the reader stays; the timer goes
+            b.set(b"k%d" % round_, b"v")
+            fut = waiters.wait(seg.last_pos)
+            await asyncio.sleep(0.01)
+            assert not fut.done()
+            seg.ring_flushed(seg.ring_position()[1])
+            await asyncio.wait_for(fut, 10)
+            assert len(waiters) == 0 and waiters._timer is None
+    asyncio.run(scenario())
+
+
+def _threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_flush_notifier_signals_each_flush_and_its_thread_ends_with_the_store(segname):
+    s = bukt.create(segname, size="16MiB")
+    b = s.create_bucket("b")
+    s.sync_wait = False
+    before = _threads()
+    n = s.flush_notifier()
+    assert s.flush_notifier() is n and _threads() == before + 1
+    n.watch(True)
+    select.select([n.fd], [], [], 1)                # the first look may signal at once
+    n.clear()
+    for i in range(3):
+        b.set(b"k%d" % i, b"v")
+        assert not select.select([n.fd], [], [], 0.05)[0]     # nothing flushed yet
+        s.ring_flushed(s.ring_position()[1])
+        assert select.select([n.fd], [], [], 10)[0]
+        n.clear()
+    pid = os.fork()
+    if pid == 0:                                    # a child gets a thread of its own
+        code = 1
+        try:
+            m = s.flush_notifier()
+            m.watch(True)
+            select.select([m.fd], [], [], 1)
+            m.clear()
+            b.set(b"child", b"v")
+            s.ring_flushed(s.ring_position()[1])
+            code = 0 if m is not n and select.select([m.fd], [], [], 10)[0] else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    s.close()                                       # stops the thread before unmapping
+    assert _threads() == before
+    with pytest.raises(errors.BuktError):
+        s.flush_notifier()
+    bukt.attach(segname).unlink()
