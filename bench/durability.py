@@ -15,7 +15,9 @@ fsync acknowledges every client that committed before it began, so `always` gain
 more clients, while LMDB's write lock serializes its commits whatever their number.
 `always` runs a second time with `log_prepare: 0`, the log appended to instead of
 written inside its prepared zeros (bukt/aof.py, THE PREPARED TAIL; bench/fsync.py
-times the fdatasync alone).
+times the fdatasync alone), and a third time over TCP, as Redis's clients reach Redis:
+`bukt serve` with its default workers, each client process a bukt.Client on one
+connection, one SET per round trip.
 
 RECOVERY. `--keys` keys of 100 B are loaded (fsync no), then the time from starting the
 process to its being ready: Bukt cold from the log, cold from a base file (after `bukt
@@ -182,6 +184,23 @@ def _bukt_client(name, seconds, start_at, q, idx):
     q.put((n, refused))
 
 
+def _bukt_tcp_client(port, token, seconds, start_at, q, idx):
+    c = bukt.Client(host="127.0.0.1", port=port, bucket="bench", token=token, pool_size=1)
+    while time.time() < start_at:
+        time.sleep(0.0005)
+    end = time.perf_counter() + seconds
+    n = 0
+    key = b"c%d-%%010d" % idx
+    while True:
+        for _ in range(16):
+            c.set(key % n, VALUE)
+            n += 1
+        if time.perf_counter() >= end:
+            break
+    c.close()
+    q.put((n, 0))
+
+
 def _redis_client(port, seconds, start_at, q, idx):
     import redis
     r = redis.Redis(port=port)
@@ -228,6 +247,51 @@ def run_clients(target, args, procs, seconds):
     if refused:
         print(f"  ({refused} writes refused with RingFull: the writer fell behind)", flush=True)
     return sum(r[0] for r in results) / seconds
+
+
+ADMIN_TOKEN = "bench-durability-admin-0123456789"
+
+
+def bukt_tcp_throughput(procs, seconds):
+    """Acknowledged sets per second over TCP under `fsync: always`: `bukt serve` (the
+    writer, TCP and HTTP workers as configured by default) on unused ports."""
+    tmp = tempfile.mkdtemp(prefix="bukt-bench-", dir=os.environ.get("BENCH_DIR"))
+    tcp_port, http_port = free_port(), free_port()
+    conf = os.path.join(tmp, "bukt.json")
+    with open(conf, "w") as f:
+        json.dump({"instance": f"bench-dur-tcp-{os.getpid()}", "memory": "768MiB",
+                   "data_dir": os.path.join(tmp, "var"), "fsync": "always",
+                   "limits": {"ring_size": "64MiB"}, "compaction": {"min_log_bytes": "4GiB"},
+                   "tcp": {"bind": f"127.0.0.1:{tcp_port}"},
+                   "http": {"bind": f"127.0.0.1:{http_port}"},
+                   "auth": {"admin_token": ADMIN_TOKEN}}, f)
+    with open(os.path.join(tmp, "serve.log"), "wb") as log:
+        proc = subprocess.Popen([PY, "-m", "bukt.cli", "serve", "--config", conf], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, env=_writer_env())
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(open(os.path.join(tmp, "serve.log")).read())
+            try:
+                admin = bukt.Client(host="127.0.0.1", port=tcp_port, token=ADMIN_TOKEN,
+                                    pool_size=1)
+                token = admin.create_bucket("bench")
+                admin.close()
+                break
+            except (OSError, bukt.BuktError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        return run_clients(_bukt_tcp_client, (tcp_port, token), procs, seconds)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bukt_throughput(policy, procs, seconds, log_prepare="4MiB"):
@@ -479,6 +543,8 @@ def throughput(procs, seconds):
     rows.append(("Bukt fsync always, log_prepare 0",
                  bukt_throughput("always", procs, seconds, log_prepare=0)))
     print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
+    rows.append(("Bukt fsync always, over TCP", bukt_tcp_throughput(procs, seconds)))
+    print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
     for policy in ("always", "everysec"):
         rows.append((f"Redis appendfsync {policy}", redis_throughput(policy, procs, seconds)))
         print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
@@ -487,6 +553,7 @@ def throughput(procs, seconds):
     ref = dict(rows)
     ratios = {"Bukt fsync always": ref["Redis appendfsync always"],
               "Bukt fsync always, log_prepare 0": ref["Redis appendfsync always"],
+              "Bukt fsync always, over TCP": ref["Redis appendfsync always"],
               "Bukt fsync everysec": ref["Redis appendfsync everysec"],
               "Bukt fsync no": ref["Redis appendfsync everysec"]}
     print(f"\n| acknowledged sets, {procs} clients | per second | ratio |")
