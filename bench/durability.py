@@ -184,8 +184,9 @@ def _bukt_client(name, seconds, start_at, q, idx):
     q.put((n, refused))
 
 
-def _bukt_tcp_client(port, token, seconds, start_at, q, idx):
-    c = bukt.Client(host="127.0.0.1", port=port, bucket="bench", token=token, pool_size=1)
+def _round_trips(set_one, seconds, start_at, q, idx):
+    """A network client's loop: from start_at, one SET per round trip for `seconds`
+    (the clock read every 16); puts (count, 0)."""
     while time.time() < start_at:
         time.sleep(0.0005)
     end = time.perf_counter() + seconds
@@ -193,29 +194,24 @@ def _bukt_tcp_client(port, token, seconds, start_at, q, idx):
     key = b"c%d-%%010d" % idx
     while True:
         for _ in range(16):
-            c.set(key % n, VALUE)
+            set_one(key % n, VALUE)
             n += 1
         if time.perf_counter() >= end:
             break
-    c.close()
     q.put((n, 0))
+
+
+def _bukt_tcp_client(port, token, seconds, start_at, q, idx):
+    c = bukt.Client(host="127.0.0.1", port=port, bucket="bench", token=token, pool_size=1)
+    try:
+        _round_trips(c.set, seconds, start_at, q, idx)
+    finally:
+        c.close()
 
 
 def _redis_client(port, seconds, start_at, q, idx):
     import redis
-    r = redis.Redis(port=port)
-    while time.time() < start_at:
-        time.sleep(0.0005)
-    end = time.perf_counter() + seconds
-    n = 0
-    key = b"c%d-%%010d" % idx
-    while True:
-        for _ in range(16):
-            r.set(key % n, VALUE)
-            n += 1
-        if time.perf_counter() >= end:
-            break
-    q.put((n, 0))
+    _round_trips(redis.Redis(port=port).set, seconds, start_at, q, idx)
 
 
 def _lmdb_client(path, seconds, start_at, q, idx):
