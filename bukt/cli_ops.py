@@ -94,6 +94,10 @@ def local_report(cfg, st, w) -> dict:
                    "sync_always": w["sync_always"], "flushed_seq": w["flushed_seq"]},
         "disk": {"data_dir": data_dir, "current_log_bytes": w["log_size"],
                  "log_bytes": sum(_size(p) for p in logs), "logs": len(logs),
+                 # the zeros the writer keeps ahead of its records (aof: THE PREPARED
+                 # TAIL): counted in log_bytes, since they take disk space
+                 "prepared_bytes": max(0, _size(max(logs)) - w["log_size"])
+                 if logs and w["ready"] else 0,
                  "base_bytes": sum(_size(p) for p in bases)},
         "service": service,
         "processes": _processes(serve if service else None, w),
@@ -167,8 +171,11 @@ def _human_status(r) -> str:
     lines.append(f"  ring      {human_bytes(ring['depth'])} waiting for the writer, "
                  f"{human_bytes(ring['unflushed'])} not yet durable, of "
                  f"{human_bytes(ring['size'])}")
+    prepared = f" ({human_bytes(disk['prepared_bytes'])} of them zeros prepared ahead)" \
+        if disk["prepared_bytes"] else ""
     lines.append(f"  disk      {disk['data_dir']}: {disk['logs']} logs, "
-                 f"{human_bytes(disk['log_bytes'])}; base {human_bytes(disk['base_bytes'])}")
+                 f"{human_bytes(disk['log_bytes'])}{prepared}; base "
+                 f"{human_bytes(disk['base_bytes'])}")
     if r["processes"]:
         lines.append("  processes")
         for p in r["processes"]:

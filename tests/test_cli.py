@@ -4,11 +4,13 @@ exit codes and one-line errors of docs (bukt/cliutil.py).
 
 Commands run in this process through bukt.cli.main (stdout and stderr captured as
 bytes) to keep the suite quick; tests/test_readme.py runs the installed `bukt` script."""
+import glob
 import io
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -147,6 +149,18 @@ def test_status_check_compact(svc):
     assert {p["role"] for p in j["processes"]} >= {"serve", "writer", "http arbiter",
                                                    "http worker", "tcp pool", "tcp worker"}
     assert j["disk"]["log_bytes"] > 0
+    # once records are written, the current log's prepared zeros (log_prepare) are
+    # shown apart
+    bukt("buckets", "create", "status-zeros")
+    bukt("set", "-b", "status-zeros", "k", "v")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not j["disk"]["prepared_bytes"]:
+        time.sleep(0.05)
+        j = bukt("status", "--json").json()
+    current = max(glob.glob(os.path.join(j["disk"]["data_dir"], "log-*.bkl")))
+    assert 0 < j["disk"]["prepared_bytes"] == os.path.getsize(current) - \
+        j["disk"]["current_log_bytes"]
+    assert "zeros prepared ahead" in bukt("status").text
     r = bukt("check", "--json")
     assert r.code == 0 and r.json()["ok"] and r.json()["segment"]["problems"] == []
     r = bukt("compact", "--wait", "30")
