@@ -5,6 +5,7 @@ process makes (ring_read, ring_flushed)."""
 import asyncio
 import os
 import select
+import time
 
 import pytest
 
@@ -134,6 +135,9 @@ def test_flush_notifier_signals_each_flush_and_its_thread_ends_with_the_store(se
             os._exit(code)
     assert os.waitpid(pid, 0)[1] == 0
     s.close()                                       # stops the thread before unmapping
+    deadline = time.monotonic() + 10                # (it ends a moment after saying so)
+    while _threads() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert _threads() == before
     with pytest.raises(errors.BuktError):
         s.flush_notifier()

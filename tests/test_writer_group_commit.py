@@ -154,7 +154,15 @@ def test_the_writer_gathers_a_batch_on_the_doorbell_until_its_bytes_are_there(se
             return int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", f.read()).group(1))
     try:
         wait_for(lambda: writer_doorbell(s) == 1, what="the gather asleep on the doorbell")
-        asleep = switches()
+        # the word is set just before the futex sleep begins: wait until the thread
+        # is in it (its count of context switches stands still)
+        asleep, deadline = switches(), time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = switches()
+            if now == asleep:
+                break
+            asleep = now
         os.write(go[1], b"x")
         wait_for(lambda: s.ring_position()[1] - s.ring_position()[0] == 2 * one,
                  what="the second record")
