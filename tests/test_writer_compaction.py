@@ -65,10 +65,13 @@ def test_compaction_during_writes_and_deletes_equals_the_model(instance, tmp_pat
     s = instance.attach()
     assert s.bucket_info("cache")["persist"] is False and s.bucket("cache").get(b"gone") is None
     s.close()
-    m = datadir.read_manifest(instance.data_dir)
-    listed = {m.base, *m.logs}
-    on_disk = {n for n in os.listdir(instance.data_dir) if n.endswith((".bkl", ".bkb"))}
-    assert on_disk == listed                        # old files were removed
+    def files_match():
+        m = datadir.read_manifest(instance.data_dir)
+        on_disk = {n for n in os.listdir(instance.data_dir) if n.endswith((".bkl", ".bkb"))}
+        return on_disk == {m.base, *m.logs}
+    # old files were removed (the restarted writer may be compacting: a new log exists
+    # a moment before MANIFEST lists it, and the old ones a moment after it stops)
+    wait_for(files_match, what="the files on disk to be those MANIFEST lists")
     instance.stop(w)
 
 
