@@ -126,8 +126,9 @@ has nothing left to do unless something went through the page cache since the la
 and an fdatasync were two; here 112-117 us against 7 + 120-135 (a 4-record batch, the
 writer under bench/durability.py), and 16 acknowledging clients 42,512-45,760 ->
 48,032-48,704 sets/s. A file system that refuses O_DIRECT (tmpfs) keeps the plain path,
-and a batch that cannot get its zeros (ENOSPC) turns the synced write off for the rest
-of that log. A failed synced write is treated as a failed fsync: the log refuses
+and a batch that cannot get its zeros (ENOSPC), or whose write the device refuses for
+its alignment (EINVAL: sectors larger than 4 KiB), turns the synced write off for the
+rest of that log and is written plainly. A failed synced write is treated as a failed fsync: the log refuses
 writes. Readers (recovery, `bukt check`) read through the page cache, which Linux
 keeps coherent with direct writes.
 """
@@ -536,6 +537,10 @@ _ZEROS = bytes(1 << 20)                 # one write's worth of the prepared tail
 _DIRECT_BLOCK = 4096                    # O_DIRECT's alignment: offsets, sizes, memory
 
 
+class _Misaligned(Exception):
+    """An O_DIRECT write refused before any byte went (EINVAL)."""
+
+
 class _DirectTail:
     """The log's second descriptor, O_DIRECT | O_DSYNC, and an aligned buffer that
     holds the last partly written block (THE SYNCED WRITE). A batch goes out as whole
@@ -577,7 +582,12 @@ class _DirectTail:
         done = 0
         with memoryview(buf) as out:    # released even on an error: close() needs that
             while done < total:
-                n = os.pwrite(self.fd, out[done:total], block + done)
+                try:
+                    n = os.pwrite(self.fd, out[done:total], block + done)
+                except OSError as e:
+                    if e.errno == errno.EINVAL and not done:
+                        raise _Misaligned() from e
+                    raise
                 if n <= 0 or n % _DIRECT_BLOCK:
                     raise OSError(errno.EIO, f"O_DIRECT write wrote {n} bytes")
                 done += n
@@ -697,11 +707,12 @@ class LogWriter:
         if self.prepare and need > self.file_end:
             self._extend(start + len(view) + self.prepare)  # >= need: see sync_writes
         if self._direct is not None:
-            if self._direct.fits(start, len(view), self.file_end):
-                self._write_direct(view)
+            if self._direct.fits(start, len(view), self.file_end) and \
+                    self._write_direct(view):
                 return
-            # the zeros could not be extended (ENOSPC): append through the page cache,
-            # which the partial block kept for synced writes would no longer match
+            # the zeros could not be extended (ENOSPC), or the device wants a larger
+            # alignment: append through the page cache, which the partial block kept
+            # for synced writes would no longer match
             self._direct.close()
             self._direct = None
         self._dirty = True
@@ -730,12 +741,16 @@ class LogWriter:
         self.size += done
         self.file_end = max(self.file_end, self.size)
 
-    def _write_direct(self, view) -> None:
+    def _write_direct(self, view) -> bool:
         """The batch `view` at self.size through the O_DIRECT | O_DSYNC descriptor: on
-        disk when this returns. A failure leaves the blocks in an unknown state, as a
-        failed fsync does, so the log refuses writes from then on."""
+        disk when this returns True. False when the write was refused before any byte
+        went (EINVAL: the device wants a larger alignment than _DIRECT_BLOCK); the
+        caller then writes it plainly. Any other failure leaves the blocks in an
+        unknown state, as a failed fsync does, so the log refuses writes from then on."""
         try:
             self._direct.write(self.size, view)
+        except _Misaligned:
+            return False
         except OSError as e:
             self._broken = (f"{self.path}: synced write of {len(view)} bytes at byte "
                             f"{self.size} failed: {e.strerror}; what the log holds on disk "
@@ -745,6 +760,7 @@ class LogWriter:
             err.errno = e.errno
             raise err from e
         self.size += len(view)
+        return True
 
     def _extend(self, end) -> None:
         """Zeros from file_end up to `end` (THE PREPARED TAIL). On failure the zeros

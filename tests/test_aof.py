@@ -397,6 +397,27 @@ def test_synced_writes_turn_off_when_the_zeros_cannot_grow(tmp_path, monkeypatch
     assert [r.seq for r in got] == list(range(1, 2016)) and report.clean
 
 
+def test_synced_write_refused_for_its_alignment_falls_back_to_the_plain_path(
+        tmp_path, monkeypatch):
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        assert w.sync_writes()
+        w.append(records(2))
+        real = os.pwrite
+
+        def wants_more_alignment(fd, data, off):    # as a device with larger sectors
+            if w._direct is not None and fd == w._direct.fd:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real(fd, data, off)
+        monkeypatch.setattr(os, "pwrite", wants_more_alignment)
+        calls = counting_fdatasync(monkeypatch)
+        w.append(records(3, start=3))
+        w.fsync()
+        assert w._direct is None and not w.broken and len(calls) == 1
+    got, report = read_all(path)
+    assert [r.seq for r in got] == [1, 2, 3, 4, 5] and report.clean
+
+
 def test_failed_synced_write_makes_the_log_refuse_writes(tmp_path, monkeypatch):
     path = str(tmp_path / "log")
     w = LogWriter.create(path, 0, prepare=PREP)
