@@ -619,7 +619,9 @@ class LogWriter:
         self.written_seq = self.synced_seq = seq
         self._broken: Optional[str] = None
         self._direct: Optional["_DirectTail"] = None    # THE SYNCED WRITE, when on
-        self._dirty = False     # written through the page cache since the last fdatasync
+        # written through the page cache since the last fdatasync; true at first, as
+        # what an earlier writer left in the file may not be on disk yet
+        self._dirty = True
 
     def sync_writes(self) -> bool:
         """From now on, writes a batch that fits in the prepared tail durably, with

@@ -357,6 +357,24 @@ def test_synced_writes_go_on_in_a_reopened_log(tmp_path):
     assert got == [r for batch in batches() for r in batch] and report.clean
 
 
+def test_the_first_fsync_of_a_reopened_log_is_a_real_one(tmp_path, monkeypatch):
+    """A log reopened after its writer died may hold records that writer wrote and
+    never fsynced; the new writer's first fsync must put them on disk even when every
+    batch of its own is a synced write."""
+    path = str(tmp_path / "log")
+    with LogWriter.create(path, 0, prepare=PREP) as w:
+        w.append(records(3))                    # written, never fsynced
+    _, report = read_all(path)
+    calls = counting_fdatasync(monkeypatch)
+    with LogWriter.open(path, report, prepare=PREP) as w:
+        assert w.sync_writes()
+        w.fsync()
+        assert len(calls) == 1
+        w.append(records(1, start=4))
+        w.fsync()
+        assert len(calls) == 1                  # then the synced writes need none
+
+
 def test_synced_writes_stay_off_where_o_direct_is_refused(tmp_path, monkeypatch):
     path = str(tmp_path / "log")
     real_open = os.open
