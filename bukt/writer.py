@@ -80,7 +80,11 @@ are never acknowledged past what is durable, so they get WriterDown. A failed fs
 leaves the log untrustworthy (Linux may have dropped the pages): the writer stops using
 it and rebuilds durability from the segment, which holds everything: a new log after
 the last written seq, then a base file snapshotted from the table (the same two steps
-as a compaction). Until the new log exists nothing more is acknowledged.
+as a compaction). Until the base file is in nothing more is acknowledged: the records
+of the failed log are on disk only in that base (the table holds their effects), and
+the flushed position is one mark, so acknowledging the new log's records would pass
+theirs too. Then everything up to the new log's last fsync is acknowledged at once; a
+base that fails is tried again the same way (rebase_ack, _fsync, _compaction_done).
 
 SIGTERM / SIGINT: stop taking new work, drain the ring (up to shutdown_timeout), fsync,
 acknowledge, mark the header not ready, exit 0. SIGXFSZ is ignored, so a file size
@@ -231,6 +235,10 @@ class Writer:
         self.disk_retry_at = 0.0
         self.disk_backoff = DISK_RETRY_MIN_S
         self.rebase_needed = False
+        self.rebase_ack = 0             # written, never fsynced: acknowledged once the
+                                        # rebase's base file (which holds them) is in;
+                                        # until then nothing is (see _fsync)
+        self.synced_pos = 0             # ring position the last fsync covered
         self.stuck = (None, 0.0)
         self.batch_full = False         # the last drain took a whole batch
         self.batch_bytes = collections.deque(maxlen=GATHER_HISTORY)   # always: GATHER
@@ -491,6 +499,11 @@ class Writer:
             self.last_fsync = time.monotonic()
             self.fsync_s = self.last_fsync - t0
             self.last_fsync_ms = int(time.time() * 1000)
+        self.synced_pos = pos
+        if self.rebase_ack:
+            # the flushed position is one mark: past these records it would also pass
+            # the failed log's, which are durable only once the rebase's base is in
+            return True
         self._acknowledge(pos)
         return True
 
@@ -597,6 +610,9 @@ class Writer:
         self.store.writer_publish(log_size=new.size)
         log.warning("started %s after a failed fsync; a base file from the table follows",
                     new.path)
+        # the records the failed log holds were released from the ring; the table, so
+        # the snapshot taken from here on, holds their effects
+        self.rebase_ack = self.written_pos
         self._start_compaction(rotate=False, seq=seq)
 
     # -- compaction -------------------------------------------------------------------
@@ -660,13 +676,21 @@ class Writer:
                 self._disk_error(r)
             else:
                 log.error("compaction failed: %r", r)
-            self.rebase_needed = self.rebase_needed or (self.w is not None and
-                                                        self.w.broken is not None)
+            # a rebase's base that failed is tried again (a new log, a new base): the
+            # writes it would hold stay unacknowledged until one is in
+            self.rebase_needed = self.rebase_needed or bool(self.rebase_ack) or \
+                (self.w is not None and self.w.broken is not None)
             return
         self.base_size = r.size
         log.info("compaction: %s holds %d records (%d bytes), written in %.2f s",
                  os.path.basename(r.path), r.records, r.size,
                  time.monotonic() - self.compaction_t0)
+        if self.rebase_ack:
+            # after a failed fsync: the base is durable, so are the writes it holds,
+            # and those the new log has fsynced since
+            ack = max(self.rebase_ack, self.synced_pos)
+            self.rebase_ack = 0
+            self._acknowledge(ack)
 
     # -- stop -------------------------------------------------------------------------
     def _shutdown(self) -> int:
