@@ -321,8 +321,6 @@ def read_file_header(buf, path, magic: bytes) -> int:
 # Kinds of Problem. The first four are how a crash leaves a log's end ("truncated");
 # the rest are corruption.
 SHORT, ZEROS, PAST_END, TORN, BAD_END = "short", "zeros", "past_end", "torn", "bad_end"
-# a log before the last that ends in zeros where records may be missing (datadir)
-MIDDLE_ZEROS = "the last {} bytes are zeros, which only the last log may end in"
 BAD_HEADER, BAD_LENGTH, BAD_PAYLOAD, BAD_TYPE = "bad_header", "bad_length", "bad_payload", "bad_type"
 _TRUNCATED = frozenset({SHORT, ZEROS, PAST_END, TORN, BAD_END})
 
@@ -860,14 +858,31 @@ class Repair(NamedTuple):
     reason: str
 
 
-def repair(path, header_seq: int = 0, zeros_end: bool = False) -> Optional[Repair]:
+def judge_zeros(report: Scan, next_seq) -> None:
+    """For a log before the last, scanned into `report` (`next_seq`: the seq the next
+    log starts after): the zeros it ends in are harmless when its records reach
+    next_seq (the tail a rebase after a failed fsync leaves), and dropped from the
+    report; otherwise records may lie under them, and they become a ZEROS problem.
+    Only the log being written may end in its prepared tail (THE PREPARED TAIL), so
+    recovery, `bukt check` and `bukt check --fix` all judge the others with this."""
+    if not report.prepared:
+        return
+    if report.last_seq < next_seq:
+        at = report.good_end
+        report.problems.append(Problem(
+            at, at + report.prepared, f"the last {report.prepared} bytes are zeros, which "
+            "only the last log may end in", ZEROS))
+    report.prepared = 0
+
+
+def repair(path, header_seq: int = 0, next_seq=None) -> Optional[Repair]:
     """Cuts the log at `path` at its last good record, keeping the rest in a side file
     (<path>.bad-<time>, on disk before the cut). None when the log is sound. A log cut
     inside its header gets a fresh header following `header_seq`. A file that is not a
     Bukt log, or whose header is damaged, is refused (RecoveryError): cutting it would
     leave nothing, and the records in it may still be worth a person's look.
-    zeros_end: the zeros the log ends in count as damage too (a log before the last
-    whose records stop short of the next one's: datadir._zeros_hide_records)."""
+    next_seq: for a log before the last, the seq the next log starts after; zeros it
+    ends in are then judged as judge_zeros does."""
     path = os.fspath(path)
     report = Scan(path)
     try:
@@ -877,11 +892,11 @@ def repair(path, header_seq: int = 0, zeros_end: bool = False) -> Optional[Repai
         if not report.problems:     # the file header itself
             raise RecoveryError(f"{e}; `bukt check --fix` does not cut a file at byte 0: "
                                 "move it away, or restore it from a backup") from None
-    zeros = zeros_end and report.prepared
-    if report.clean and not zeros:
+    if next_seq is not None:
+        judge_zeros(report, next_seq)
+    if report.clean:
         return None
-    reason = report.problems[0].reason if report.problems else \
-        MIDDLE_ZEROS.format(report.prepared)
+    problem = report.problems[0]
     cut = report.good_end
     with open(path, "rb") as f:
         f.seek(cut)
@@ -900,4 +915,4 @@ def repair(path, header_seq: int = 0, zeros_end: bool = False) -> Optional[Repai
     finally:
         os.close(fd)
     fsync_dir(os.path.dirname(path) or ".")
-    return Repair(path, cut, len(tail), side, reason)
+    return Repair(path, cut, len(tail), side, problem.reason)

@@ -112,15 +112,6 @@ def _write_manifest(path, m: Manifest) -> None:
     aof.fsync_dir(path)
 
 
-def _zeros_hide_records(path, logs, i, report: Scan) -> bool:
-    """True when logs[i], scanned into `report`, ends in zeros although it is not the
-    last log and its records stop short of where the next log begins: records may lie
-    under those zeros. Recovery refuses such a log, `check` reports it and `check --fix`
-    cuts the zeros off (aof: THE PREPARED TAIL)."""
-    return bool(report.prepared) and i < len(logs) - 1 and \
-        report.last_seq < _next_log_seq(path, logs, i)
-
-
 def _next_log_seq(path, logs, i) -> float:
     """The seq the log after logs[i] starts after (inf when unreadable)."""
     try:
@@ -387,12 +378,8 @@ class Recovery:
             yield from self._emit(aof.read_log(path, skip_bad=self.load_good, report=report,
                                                bulk=self.bulk), base_seq)
             self._bulk_counts()
-            if report.prepared and not last and not _zeros_hide_records(self.path, m.logs, i,
-                                                                        report):
-                # zeros after every record up to where the next log begins: the tail
-                # of a log left behind after a failed fsync (the writer's rebase
-                # starts the next log without cutting it), nothing missing from it
-                report.prepared = 0
+            if not last:
+                aof.judge_zeros(report, _next_log_seq(self.path, m.logs, i))
             self._problems(report, last=last, kind="log")
             self.last_seq = max(self.last_seq, report.last_seq)
             if last:
@@ -423,15 +410,7 @@ class Recovery:
             yield r
 
     def _problems(self, report: Scan, last: bool, kind: str):
-        problems = report.problems
-        if report.prepared and not last:
-            # zeros at the end are the appender's prepared tail, which only the log
-            # being written has: rotate() cut this one's off before the next began,
-            # so a record may be missing (_run lets a tail pass that misses none)
-            at = report.good_end
-            problems = problems + [aof.Problem(
-                at, at + report.prepared, aof.MIDDLE_ZEROS.format(report.prepared), aof.ZEROS)]
-        for p in problems:
+        for p in report.problems:
             if p.truncated and last:
                 self._note(f"{report.path}: dropped a truncated last record at byte "
                            f"{p.offset} ({p.reason}); this is the normal result of a crash "
@@ -489,13 +468,10 @@ def check(path, progress=None) -> list:
                 if progress is not None:
                     progress.advance(aof.RECORD_OVERHEAD + len(r.bucket) + len(r.key) +
                                      len(r.value))
-            problems, prepared = report.problems, report.prepared
-            if kind == "log" and _zeros_hide_records(path, m.logs, m.logs.index(name), report):
-                at = report.good_end        # what recovery would refuse
-                problems = problems + [aof.Problem(at, at + prepared,
-                                                   aof.MIDDLE_ZEROS.format(prepared), aof.ZEROS)]
-                prepared = 0
-            out.append(FileReport(fpath, kind, report.records, size, problems, None, prepared))
+            if kind == "log" and name != m.logs[-1]:     # as recovery judges it
+                aof.judge_zeros(report, _next_log_seq(path, m.logs, m.logs.index(name)))
+            out.append(FileReport(fpath, kind, report.records, size, report.problems, None,
+                                  report.prepared))
         except (OSError, RecoveryError) as e:
             out.append(FileReport(fpath, kind, report.records, 0, report.problems,
                                   str(e) if isinstance(e, RecoveryError) else
@@ -541,14 +517,9 @@ def _fix_locked(path) -> list:
         if not os.path.exists(fpath):
             raise RecoveryError(f"{fpath}: the log MANIFEST lists is missing; restore it, or "
                                 "remove it from MANIFEST by hand (what it held is lost)")
-        report = Scan(fpath)
-        try:
-            for _ in aof.read_log(fpath, report=report, skip_bad=True):
-                pass
-        except RecoveryError:
-            pass                        # a damaged header: aof.repair says what to do
         r = aof.repair(fpath, header_seq=seq,
-                       zeros_end=_zeros_hide_records(path, m.logs, i, report))
+                       next_seq=_next_log_seq(path, m.logs, i) if i < len(m.logs) - 1
+                       else None)
         done += [r] if r else []
         report = Scan(fpath)
         for _ in aof.read_log(fpath, report=report):

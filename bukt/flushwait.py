@@ -92,10 +92,7 @@ class FlushWaiters:
     def _watch(self, loop):
         """Have the notifier signal flushes, and `loop` read them."""
         if self._notifier is None:
-            get = getattr(self.store, "flush_notifier", None)
-            if get is None:
-                return               # a store without one: the timer alone
-            self._notifier = get()
+            self._notifier = self.store.flush_notifier()
         if self._reading is not loop:
             if self._reading is not None and not self._reading.is_closed():
                 self._reading.remove_reader(self._notifier.fd)

@@ -27,8 +27,8 @@
 # timeout bounds the wait if nobody does). Four committers used to wake it four times a
 # batch, three of them to find the batch short and sleep again, each wake a context
 # switch on the cores the committers need. Under everysec and no nobody waits for the
-# writer, so producers never ring, and the sleep is just the poll interval. A record committed by a repair
-# (not ring_commit) rings nothing: the writer's timeout picks it up.
+# writer, so producers never ring, and the sleep is just the poll interval. A record
+# committed by a repair (not ring_commit) rings nothing: the writer's timeout picks it up.
 #
 # THE CLAIM (fairness). Room in a nearly full ring goes to whoever polls first after
 # the writer frees some, so many producers of small records, each needing a few
@@ -325,7 +325,7 @@ cdef inline void ring_commit(Store s, uint64_t pos) noexcept:
     cdef bk_rec *r = REC(s, pos)
     bk_store_rel8(&r.state, BK_R_COMMITTED)
     if s.hdr.sync_always:                       # the writer may sleep with waiters
-        ring_doorbell(s.hdr, pos + rec_size(r.klen, r.vlen))
+        ring_doorbell(s.hdr, pos + r.len)
 
 
 cdef inline void ring_doorbell(bk_header *h, uint64_t end) noexcept nogil:

@@ -391,7 +391,8 @@ def test_synced_writes_stay_off_where_o_direct_is_refused(tmp_path, monkeypatch)
         w.append(records(3))
         w.fsync()
         assert len(calls) == 1                  # the plain path: write, then fdatasync
-    assert LogWriter.create(str(tmp_path / "bare"), 0).sync_writes() is False   # no zeros
+    with LogWriter.create(str(tmp_path / "bare"), 0) as bare:
+        assert bare.sync_writes() is False      # no prepared zeros to write inside
 
 
 def test_synced_writes_turn_off_when_the_zeros_cannot_grow(tmp_path, monkeypatch):
