@@ -84,7 +84,8 @@ as a compaction). Until the base file is in nothing more is acknowledged: the re
 of the failed log are on disk only in that base (the table holds their effects), and
 the flushed position is one mark, so acknowledging the new log's records would pass
 theirs too. Then everything up to the new log's last fsync is acknowledged at once; a
-base that fails is tried again the same way (rebase_ack, _fsync, _compaction_done).
+base that fails is tried again the same way (rebase_ack, _acknowledge,
+_compaction_done).
 
 SIGTERM / SIGINT: stop taking new work, drain the ring (up to shutdown_timeout), fsync,
 acknowledge, mark the header not ready, exit 0. SIGXFSZ is ignored, so a file size
@@ -237,7 +238,7 @@ class Writer:
         self.rebase_needed = False
         self.rebase_ack = 0             # written, never fsynced: acknowledged once the
                                         # rebase's base file (which holds them) is in;
-                                        # until then nothing is (see _fsync)
+                                        # until then nothing is (see _acknowledge)
         self.synced_pos = 0             # ring position the last fsync covered
         self.stuck = (None, 0.0)
         self.batch_full = False         # the last drain took a whole batch
@@ -500,14 +501,15 @@ class Writer:
             self.fsync_s = self.last_fsync - t0
             self.last_fsync_ms = int(time.time() * 1000)
         self.synced_pos = pos
-        if self.rebase_ack:
-            # the flushed position is one mark: past these records it would also pass
-            # the failed log's, which are durable only once the rebase's base is in
-            return True
         self._acknowledge(pos)
         return True
 
     def _acknowledge(self, pos):
+        if self.rebase_ack:
+            # the flushed position is one mark: past these records it would also pass
+            # the failed log's, which are durable only once the rebase's base is in
+            # (_compaction_done acknowledges then)
+            return
         if pos > self.flushed_pos:
             self.store.ring_flushed(pos)
             self.flushed_pos = pos
