@@ -81,12 +81,12 @@ def parse_size(value) -> int:
                      "B, KiB, MiB, GiB or TiB (e.g. 64MiB)")
 
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
 
 
 def parse_duration(value) -> float:
-    """Seconds from a number or a string such as "250ms", "30s", "5m", "1h", "1.5"."""
+    """Seconds from a number or a string such as "50us", "250ms", "30s", "5m", "1h", "1.5"."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value >= 0 and math.isfinite(value):
             return float(value)
@@ -95,7 +95,7 @@ def parse_duration(value) -> float:
         if m:
             return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
     raise ValueError(f"{value!r} is not a duration: seconds as a number, or a number "
-                     "with ms, s, m or h (e.g. 30s)")
+                     "with us, ms, s, m or h (e.g. 30s)")
 
 
 def parse_bind(value: str) -> tuple[str, int]:
@@ -146,7 +146,7 @@ def _float(lo, hi=None):
     return parse
 
 
-def _duration(lo=0.0):
+def _duration(lo=0.0, hi=None):
     def parse(v):
         try:
             d = parse_duration(v)
@@ -154,6 +154,8 @@ def _duration(lo=0.0):
             raise _Invalid("a duration: " + str(e).split(": ", 1)[-1]) from None
         if d < lo:
             raise _Invalid(f"a duration of at least {lo} s")
+        if hi is not None and d > hi:
+            raise _Invalid(f"a duration of at most {hi:g} s")
         return d
     return parse
 
@@ -222,6 +224,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "data_dir": ("./var", _path),
     "fsync": ("everysec", _choice("always", "everysec", "no")),
     "log_prepare": ("4MiB", _size(hi=1 << 30)),
+    "gather_spin": ("50us", _duration(hi=0.01)),
     "segment.mode": (0o600, _mode),
     "limits.max_key": (250, _int(1, 65535)),
     "limits.max_value": ("1MiB", _size(lo=1, hi=(1 << 32) - 1)),

@@ -265,3 +265,12 @@ def test_real_environment_is_the_default_source(monkeypatch):
     monkeypatch.setenv("BUKT_FSYNC", "always")
     assert load().fsync == "always"
     assert os.environ["BUKT_FSYNC"] == "always"
+
+
+def test_gather_spin_is_a_duration_of_at_most_ten_milliseconds():
+    assert load(env={}).gather_spin == pytest.approx(50e-6)
+    assert load(env={"BUKT_GATHER_SPIN": "0"}).gather_spin == 0.0
+    assert load(env={"BUKT_GATHER_SPIN": "2ms"}).gather_spin == pytest.approx(0.002)
+    with pytest.raises(ConfigError) as e:
+        load(env={"BUKT_GATHER_SPIN": "20ms"})
+    assert "gather_spin" in str(e.value) and "at most 0.01 s" in str(e.value)

@@ -177,3 +177,78 @@ def test_the_writer_gathers_a_batch_on_the_doorbell_until_its_bytes_are_there(se
         os.waitpid(pid, 0)
         t.join(60)
         s.close()
+
+
+def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
+    """GATHER SPIN (bukt/writer.py): ring_gather_wait with `spin` yields the CPU in a
+    loop before it sleeps, with the doorbell unset, so a batch that comes meanwhile
+    makes its producer call no futex and the writer wake from no sleep; once `spin`
+    has run out it sleeps on the doorbell as without it. A thread gathers with a 30 s
+    spin: the doorbell stays unset while a child commits the batch, and the gather
+    returns it; then one with a 50 ms spin and nothing coming is found asleep on the
+    doorbell, and a commit completes it."""
+    import threading
+    from bukt._core import ring_gather_wait
+    s = bukt.create(segname, size="16MiB")
+    s.create_bucket("b")
+    s.writer_publish(sync_always=True)
+    s.sync_wait = False
+    s.ring_release(s.ring_position()[1])
+    s.bucket("b").set(b"first", b"v")
+    one = s.ring_position()[1] - s.ring_position()[0]
+    got = []
+    t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 2 * one, 60, 30)))
+    t.start()
+    try:
+        for _ in range(20):
+            time.sleep(0.01)
+            assert t.is_alive() and writer_doorbell(s) == 0    # spinning, not asleep
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                c = bukt.attach(segname)
+                c.sync_wait = False
+                c.bucket("b").set(b"other", b"v")
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+        t.join(10)
+        assert not t.is_alive() and got == [2 * one] and writer_doorbell(s) == 0
+
+        t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 3 * one, 60, 0.05)))
+        t.start()
+        wait_for(lambda: writer_doorbell(s) == 1, what="the gather asleep once its spin ran out")
+        s.bucket("b").set(b"third", b"v")
+        t.join(10)
+        assert not t.is_alive() and got == [2 * one, 3 * one]
+    finally:
+        t.join(60)                                  # a gather gives up after its 60 s
+        s.close()
+
+
+def test_the_gather_spins_only_while_spinning_pays():
+    """GatherSpin: a spin that saw its batch earns a credit (up to SPIN_CREDIT), one
+    that ran out costs two; without credit only every SPIN_PROBE-th gather spins, and
+    one probe that pays turns spinning back on. A limit of 0 never spins."""
+    from bukt.writer import SPIN_CREDIT, SPIN_PROBE, GatherSpin
+    g = GatherSpin(50e-6)
+    for _ in range(3 * SPIN_CREDIT):                # paying: spins every time
+        assert g.next() == 50e-6
+        g.paid(True)
+    assert g.credit == SPIN_CREDIT
+    spins = 0
+    while g.credit:                                 # not paying: the credit runs out
+        assert g.next() == 50e-6
+        g.paid(False)
+        spins += 1
+    assert spins == SPIN_CREDIT // 2
+    taken = [g.next() for _ in range(2 * SPIN_PROBE)]
+    assert taken.count(50e-6) == 2 and set(taken) == {0.0, 50e-6}     # the probes
+    while g.next() == 0.0:
+        pass
+    g.paid(True)                                    # a probe paid: spinning again
+    assert g.next() == 50e-6
+    never = GatherSpin(0.0)
+    assert all(never.next() == 0.0 for _ in range(2 * SPIN_PROBE))
