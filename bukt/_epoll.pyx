@@ -17,6 +17,15 @@ EPOLLIN only while it may be read (not draining, output below the high-water mar
 fewer than max_inflight responses waiting for durability), EPOLLOUT only while output
 waits.
 
+BUSY POLL (`tcp.busy_poll`, 30 us by default). When nothing is ready the loop does not
+sleep at once: it yields the CPU and polls again (epoll_wait with no timeout) for up to
+busy_poll, then sleeps. On one connection the next request comes one client round trip
+after the response, and on a virtual machine a sleeping worker takes about as long
+again to be woken for it: here the round trip went from about 57 to 27 us (16.7k ->
+36k requests a second; bench/tcp.py). The poll gives up as soon as yields show that
+another task wants the CPU, and it is tried only while polls catch requests
+(bukt/spin.py, SpinCredit), so an idle or lightly loaded worker sleeps at once.
+
 DURABILITY. Under `fsync: always` a write's response waits until the writer's flushed
 position passes the write's ring position (bukt/tcp/durability.py, RingPositions). The
 waiting responses of the whole worker form one FIFO by position; while it is not empty
@@ -48,9 +57,13 @@ import signal as _signal
 from . import errors as _errors
 from . import protocol as _P
 from .ringroom import RoomWait
+from .spin import SLOW_YIELD_S, SLOW_YIELDS, SpinCredit
 from bukt._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
                          run_frames)
 from .tcp.session import Session
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
 
 cdef extern from "<sys/epoll.h>" nogil:
     ctypedef union epoll_data_t:
@@ -166,6 +179,7 @@ cdef class Loop:
     cdef double next_retry
     cdef object notifier         # the store's FlushNotifier, from the first durable wait
     cdef int notify_fd           # its eventfd, in the epoll set; -1 before
+    cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
         self.sock = sock
@@ -185,6 +199,7 @@ cdef class Loop:
         self.waiters = _collections.deque()
         self.notifier = None
         self.notify_fd = -1
+        self.spin = SpinCredit(settings.busy_poll)
         self.active = 0
         self.stopping = False
         self.epfd = epoll_create1(0)
@@ -222,7 +237,9 @@ cdef class Loop:
                     break
             timeout = 1 if self.waiters or self.parked else (
                 50 if self.lingering or self.stopping else 200)
-            n = epoll_wait(self.epfd, events, MAXEV, timeout)
+            n = self._busy_poll(events)
+            if n == 0:
+                n = epoll_wait(self.epfd, events, MAXEV, timeout)
             if n < 0:
                 if errno == EINTR:
                     PyErr_CheckSignals()  # runs the Python handler: stop()
@@ -265,6 +282,30 @@ cdef class Loop:
         for conn in list(self.conns.values()):
             self._close(conn)
         close(self.epfd)
+
+    cdef int _busy_poll(self, epoll_event *events):
+        """BUSY POLL: when the credit allows, poll at once, then yield the CPU and
+        poll again for up to the credit's limit, while no yield shows that another
+        task wants this CPU. The events found, 0 (sleep), or -1 (errno set, as
+        epoll_wait's)."""
+        cdef double limit = self.spin.next(), t, end
+        cdef int n, slow = 0
+        if limit == 0:
+            return 0
+        end = monotonic() + limit
+        n = epoll_wait(self.epfd, events, MAXEV, 0)
+        while n == 0:
+            t = monotonic()
+            if t >= end:
+                break
+            sched_yield()
+            if monotonic() - t > SLOW_YIELD_S:
+                slow += 1
+                if slow >= SLOW_YIELDS:
+                    break
+            n = epoll_wait(self.epfd, events, MAXEV, 0)
+        self.spin.paid(n != 0)
+        return n
 
     # -- connections ---------------------------------------------------------------------
 

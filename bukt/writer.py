@@ -70,13 +70,10 @@ microseconds after the acknowledgement (each writer wakes up, returns and writes
 again), and a sleeping writer process takes about as long again to be woken for it.
 So the gather first yields the CPU in a loop (sched_yield: a producer runnable on the
 writer's CPU runs first) for up to gather_spin, with the doorbell unset, so that the
-producers make no futex call either, and sleeps only if the batch has not come. It
-spins only while spinning pays (GatherSpin): a spin that saw its batch earns a credit,
-up to SPIN_CREDIT, one that did not costs two, and without credit only every
-SPIN_PROBE-th gather spins, to notice when spinning would pay again. Here 4 writers
-got 15-27% more acknowledgements a second from it and 16 the same (docs/writer.md).
-(RocksDB's write thread yields before it blocks the same way,
-write_thread_max_yield_usec.)
+producers make no futex call either, and sleeps only if the batch has not come, or as
+soon as yields show that others want the CPU. It spins only while spinning pays
+(bukt/spin.py, SpinCredit). Here 4 writers got 15-27% more acknowledgements a second
+from it and 16 the same (docs/writer.md).
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good
@@ -126,6 +123,7 @@ from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentInva
 from ._core import expire_position, ring_gather_wait, ring_idle_wait
 from .restore import Cancelled, Loader, snapshot
 from .ringlog import RingTranslator
+from .spin import SpinCredit
 
 __all__ = ["Writer", "run_writer", "main", "run_command", "read_tie", "TIE_FILE",
            "WriterError"]
@@ -145,31 +143,10 @@ DISK_RETRY_MIN_S = 0.05     # first retry after a disk error; doubles up to the 
 DISK_RETRY_MAX_S = 1.0
 GATHER_HISTORY = 8          # always: batches whose largest sets the bytes to gather
 GATHER_MAX_S = 0.0005       # always: the longest a batch waits to gather (see GATHER)
-SPIN_CREDIT = 8             # always: GATHER SPIN's credit at most (spins that paid)
-SPIN_PROBE = 64             # ... and without credit, every SPIN_PROBE-th gather spins
 READ_RECORDS = 4096         # one batch: at most this many ring records or bytes; small
 READ_BYTES = 2 << 20        # batches give ring space back sooner under backpressure
 TIE_FILE = "SEGMENT"        # data_dir/SEGMENT: the generation the logs describe
 FAKE_TIME_ENV = "BUKT_FAKE_TIME_FILE"
-
-
-class GatherSpin:
-    """GATHER SPIN's rule: how long the next gather may spin before it sleeps."""
-
-    def __init__(self, limit: float):
-        self.limit = limit              # seconds (gather_spin); 0: never spin
-        self.credit = SPIN_CREDIT
-        self.gathers = 0
-
-    def next(self) -> float:
-        self.gathers += 1
-        if self.credit > 0 or self.gathers % SPIN_PROBE == 0:
-            return self.limit
-        return 0.0
-
-    def paid(self, ok: bool) -> None:
-        """The spin just taken saw its batch (ok) or ran out."""
-        self.credit = min(self.credit + 1, SPIN_CREDIT) if ok else max(self.credit - 2, 0)
 
 
 class WriterError(BuktError):
@@ -280,7 +257,7 @@ class Writer:
         self.batch_bytes = collections.deque(maxlen=GATHER_HISTORY)   # always: GATHER
         self.commit_s = 0.0             # always: how long the last batch took to be
                                         # made durable (its write and its fsync)
-        self.spin = GatherSpin(cfg.gather_spin)                        # always: GATHER SPIN
+        self.spin = SpinCredit(cfg.gather_spin)                        # always: GATHER SPIN
         self.start_kind = None          # "warm" or "cold", for tests and logs
         self.recovery = None
 

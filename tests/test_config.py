@@ -267,10 +267,14 @@ def test_real_environment_is_the_default_source(monkeypatch):
     assert os.environ["BUKT_FSYNC"] == "always"
 
 
-def test_gather_spin_is_a_duration_of_at_most_ten_milliseconds():
+def test_the_spins_are_durations_of_at_most_ten_milliseconds():
+    from bukt.tcp.settings import TcpSettings
     assert load(env={}).gather_spin == pytest.approx(50e-6)
     assert load(env={"BUKT_GATHER_SPIN": "0"}).gather_spin == 0.0
     assert load(env={"BUKT_GATHER_SPIN": "2ms"}).gather_spin == pytest.approx(0.002)
-    with pytest.raises(ConfigError) as e:
-        load(env={"BUKT_GATHER_SPIN": "20ms"})
-    assert "gather_spin" in str(e.value) and "at most 0.01 s" in str(e.value)
+    assert TcpSettings.from_config(load(env={})).busy_poll == pytest.approx(30e-6)
+    assert TcpSettings.from_config(load(env={"BUKT_TCP__BUSY_POLL": "0"})).busy_poll == 0.0
+    for key, env in (("gather_spin", "BUKT_GATHER_SPIN"), ("tcp.busy_poll", "BUKT_TCP__BUSY_POLL")):
+        with pytest.raises(ConfigError) as e:
+            load(env={env: "20ms"})
+        assert key in str(e.value) and "at most 0.01 s" in str(e.value)

@@ -184,7 +184,8 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
     loop before it sleeps, with the doorbell unset, so a batch that comes meanwhile
     makes its producer call no futex and the writer wake from no sleep; once `spin`
     has run out it sleeps on the doorbell as without it. A thread gathers with a 30 s
-    spin: the doorbell stays unset while a child commits the batch, and the gather
+    spin (give_way off: yields that other tasks make slow do not end it here): the
+    doorbell stays unset while a child commits the batch, and the gather
     returns it; then one with a 50 ms spin and nothing coming is found asleep on the
     doorbell, and a commit completes it."""
     import threading
@@ -197,7 +198,8 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
     s.bucket("b").set(b"first", b"v")
     one = s.ring_position()[1] - s.ring_position()[0]
     got = []
-    t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 2 * one, 60, 30)))
+    t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 2 * one, 60, 30,
+                                                                    give_way=False)))
     t.start()
     try:
         for _ in range(20):
@@ -228,27 +230,39 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
         s.close()
 
 
-def test_the_gather_spins_only_while_spinning_pays():
-    """GatherSpin: a spin that saw its batch earns a credit (up to SPIN_CREDIT), one
-    that ran out costs two; without credit only every SPIN_PROBE-th gather spins, and
-    one probe that pays turns spinning back on. A limit of 0 never spins."""
-    from bukt.writer import SPIN_CREDIT, SPIN_PROBE, GatherSpin
-    g = GatherSpin(50e-6)
-    for _ in range(3 * SPIN_CREDIT):                # paying: spins every time
-        assert g.next() == 50e-6
-        g.paid(True)
-    assert g.credit == SPIN_CREDIT
-    spins = 0
-    while g.credit:                                 # not paying: the credit runs out
-        assert g.next() == 50e-6
-        g.paid(False)
-        spins += 1
-    assert spins == SPIN_CREDIT // 2
-    taken = [g.next() for _ in range(2 * SPIN_PROBE)]
-    assert taken.count(50e-6) == 2 and set(taken) == {0.0, 50e-6}     # the probes
-    while g.next() == 0.0:
-        pass
-    g.paid(True)                                    # a probe paid: spinning again
-    assert g.next() == 50e-6
-    never = GatherSpin(0.0)
-    assert all(never.next() == 0.0 for _ in range(2 * SPIN_PROBE))
+
+def test_the_gather_spin_gives_way_when_another_task_wants_the_cpu(segname):
+    """With give_way (the writer's setting), three yields that another task made slow
+    end the spin (bukt/spin.py): the gather thread and a process that keeps its CPU
+    busy are pinned to one CPU, and a gather with a 30 s spin is found asleep on the
+    doorbell long before the 30 s."""
+    import threading
+    from bukt._core import ring_gather_wait
+    cpu = min(os.sched_getaffinity(0))
+    s = bukt.create(segname, size="16MiB")
+    s.create_bucket("b")
+    s.writer_publish(sync_always=True)
+    s.sync_wait = False
+    s.ring_release(s.ring_position()[1])
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(hog.pid, {cpu})
+    got = []
+
+    def gather():
+        os.sched_setaffinity(0, {cpu})              # this thread only
+        got.append(ring_gather_wait(s, 1, 60, 30))
+    t = threading.Thread(target=gather)
+    t0 = time.monotonic()
+    t.start()
+    try:
+        wait_for(lambda: writer_doorbell(s) == 1, timeout=20,
+                 what="the gather asleep on the doorbell after giving way")
+        assert time.monotonic() - t0 < 20 and t.is_alive()
+        s.bucket("b").set(b"k", b"v")                # rings: the gather returns
+        t.join(30)
+        assert not t.is_alive() and got and got[0] > 0
+    finally:
+        hog.kill()
+        hog.wait()
+        t.join(60)
+        s.close()
