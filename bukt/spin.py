@@ -6,9 +6,10 @@ On a virtual machine a process that sleeps and is woken costs tens of microsecon
 on each side (the idle vCPU halts, and the wake-up is an interrupt into the
 hypervisor), often more than the wait itself when the next event is a round trip
 away. Both places therefore yield the CPU in a loop for a bounded time before they
-sleep, and give up early when a yield shows that another task wanted the CPU (a
-"slow" yield: the loop would be taking turns with the work it waits for). Whether to
-spin at all is this credit: a spin that saw its event earns one, up to CREDIT_MAX; one
+sleep (sched_yield: a task runnable on that CPU runs first). The TCP worker also
+gives up early after SLOW_YIELDS "slow" yields (another task ran meanwhile: the CPU
+is wanted elsewhere); the gather does not, as the tasks it yields to are mostly the
+producers it waits for. Whether to spin at all is this credit: a spin that saw its event earns one, up to CREDIT_MAX; one
 that did not costs two; without credit only every PROBE-th wait spins, to notice when
 spinning would pay again. An idle or lightly loaded process therefore sleeps at once,
 and spinning costs CPU only while it is saving wake-ups. (RocksDB's write thread
@@ -18,8 +19,8 @@ write_thread_slow_yield_usec.)
 
 CREDIT_MAX = 8          # spins that paid, counted up to this
 PROBE = 64              # without credit, every PROBE-th wait spins anyway
-SLOW_YIELD_S = 3e-6     # a sched_yield that took longer: another task ran meanwhile
-SLOW_YIELDS = 3         # ... and this many end the spin
+SLOW_YIELD_S = 3e-6     # busy poll: a sched_yield that took longer (another task ran)
+SLOW_YIELDS = 3         # ... and this many end the poll
 
 
 class SpinCredit:

@@ -373,38 +373,29 @@ def ring_idle_wait(Store s, double timeout):
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
-cdef enum:                      # as bukt/spin.py: SLOW_YIELD_S, SLOW_YIELDS
-    SLOW_YIELD_NS = 3000
-    SLOW_YIELDS = 3
 
-
-def ring_gather_wait(Store s, uint64_t want, double timeout, double spin=0.0,
-                     bint give_way=True):
+def ring_gather_wait(Store s, uint64_t want, double timeout, double spin=0.0):
     """The writer under `fsync: always`, before it takes a batch: while the ring holds
     less than `want` bytes past the tail (reserved or committed), wait up to `timeout`
     seconds for them, asleep on the doorbell with gather_bytes = `want`, so that only
     the commit that completes them wakes it (THE DOORBELL above), and one fsync
     acknowledges the writers that are about to commit instead of only the first of
     them (GATHER in bukt/writer.py). Before it sleeps it yields the CPU in a loop for
-    up to `spin` seconds (within `timeout`, and with `give_way` until yields show that
-    other tasks want the CPU: bukt/spin.py), the doorbell unset, so that a batch that comes
+    up to `spin` seconds (within `timeout`), the doorbell unset, so that a batch that comes
     meanwhile costs neither the writer's wake-up nor a producer's futex call (GATHER
     SPIN in bukt/writer.py). Returns the bytes there."""
     s._open()
     cdef bk_header *h = s.hdr
     cdef uint64_t have, now, deadline = bk_mono_ns() + <uint64_t>(max(timeout, 0.0) * 1e9)
     cdef uint64_t spin_end = min(bk_mono_ns() + <uint64_t>(max(spin, 0.0) * 1e9), deadline)
-    cdef int slow = 0
     with nogil:
-        while bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) < want:
-            now = bk_mono_ns()
-            if now >= spin_end:
-                break
-            sched_yield()               # any runnable producer on this CPU goes first
-            if give_way and bk_mono_ns() - now > SLOW_YIELD_NS:
-                slow += 1               # one did: the producers want this CPU, and
-                if slow >= SLOW_YIELDS: # the spin would take turns with them
-                    break
+        # A yield that lets another task run is what this wait is for: the tasks that
+        # want this CPU are mostly the producers it waits for (so, unlike the TCP
+        # worker's busy poll, it does not give way after slow yields: that cost 4
+        # writers all that the spin gained)
+        while bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) < want \
+                and bk_mono_ns() < spin_end:
+            sched_yield()
     while True:
         have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)
         now = bk_mono_ns()

@@ -184,8 +184,7 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
     loop before it sleeps, with the doorbell unset, so a batch that comes meanwhile
     makes its producer call no futex and the writer wake from no sleep; once `spin`
     has run out it sleeps on the doorbell as without it. A thread gathers with a 30 s
-    spin (give_way off: yields that other tasks make slow do not end it here): the
-    doorbell stays unset while a child commits the batch, and the gather
+    spin: the doorbell stays unset while a child commits the batch, and the gather
     returns it; then one with a 50 ms spin and nothing coming is found asleep on the
     doorbell, and a commit completes it."""
     import threading
@@ -198,8 +197,7 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
     s.bucket("b").set(b"first", b"v")
     one = s.ring_position()[1] - s.ring_position()[0]
     got = []
-    t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 2 * one, 60, 30,
-                                                                    give_way=False)))
+    t = threading.Thread(target=lambda: got.append(ring_gather_wait(s, 2 * one, 60, 30)))
     t.start()
     try:
         for _ in range(20):
@@ -230,39 +228,3 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
         s.close()
 
 
-
-def test_the_gather_spin_gives_way_when_another_task_wants_the_cpu(segname):
-    """With give_way (the writer's setting), three yields that another task made slow
-    end the spin (bukt/spin.py): the gather thread and a process that keeps its CPU
-    busy are pinned to one CPU, and a gather with a 30 s spin is found asleep on the
-    doorbell long before the 30 s."""
-    import threading
-    from bukt._core import ring_gather_wait
-    cpu = min(os.sched_getaffinity(0))
-    s = bukt.create(segname, size="16MiB")
-    s.create_bucket("b")
-    s.writer_publish(sync_always=True)
-    s.sync_wait = False
-    s.ring_release(s.ring_position()[1])
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    os.sched_setaffinity(hog.pid, {cpu})
-    got = []
-
-    def gather():
-        os.sched_setaffinity(0, {cpu})              # this thread only
-        got.append(ring_gather_wait(s, 1, 60, 30))
-    t = threading.Thread(target=gather)
-    t0 = time.monotonic()
-    t.start()
-    try:
-        wait_for(lambda: writer_doorbell(s) == 1, timeout=20,
-                 what="the gather asleep on the doorbell after giving way")
-        assert time.monotonic() - t0 < 20 and t.is_alive()
-        s.bucket("b").set(b"k", b"v")                # rings: the gather returns
-        t.join(30)
-        assert not t.is_alive() and got and got[0] > 0
-    finally:
-        hog.kill()
-        hog.wait()
-        t.join(60)
-        s.close()
