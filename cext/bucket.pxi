@@ -396,6 +396,7 @@ cdef class Bucket:
         expire_ms = self._expire_for(ttl, b)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
+        prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, vlen))
         lock_stripe(s, si)
@@ -458,6 +459,7 @@ cdef class Bucket:
         n = <uint32_t>PyBytes_GET_SIZE(kb)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
+        prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, 24))
         lock_stripe(s, si)
@@ -523,6 +525,7 @@ cdef class Bucket:
         cdef int slot, existed = 0
         cdef bint persist = logs(s, &s.bucketv[self.idx]), present
         si = stripe_of(s, h)
+        prefetch_for_write(s, si, h)
         if persist:
             ring_wait_space(s, rec_size(n, 0))
         lock_stripe(s, si)
@@ -570,6 +573,7 @@ cdef class Bucket:
         n = <uint32_t>PyBytes_GET_SIZE(kb)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
+        prefetch_for_write(s, si, h)
         if persist:
             ring_wait_space(s, rec_size(n, 0))
         lock_stripe(s, si)
@@ -608,6 +612,7 @@ cdef class Bucket:
                                      f"{s.max_value} bytes (max_value)")
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
+        prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, vlen))
         lock_stripe(s, si)
