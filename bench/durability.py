@@ -32,6 +32,7 @@ with bytecode caches, as an installed one runs (PYTHONDONTWRITEBYTECODE is dropp
 it).
 """
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -254,8 +255,9 @@ def bukt_tcp_throughput(procs, seconds):
     tmp = tempfile.mkdtemp(prefix="bukt-bench-", dir=os.environ.get("BENCH_DIR"))
     tcp_port, http_port = free_port(), free_port()
     conf = os.path.join(tmp, "bukt.json")
+    instance = f"bench-dur-tcp-{os.getpid()}"
     with open(conf, "w") as f:
-        json.dump({"instance": f"bench-dur-tcp-{os.getpid()}", "memory": "768MiB",
+        json.dump({"instance": instance, "memory": "768MiB",
                    "data_dir": os.path.join(tmp, "var"), "fsync": "always",
                    "limits": {"ring_size": "64MiB"}, "compaction": {"min_log_bytes": "4GiB"},
                    "tcp": {"bind": f"127.0.0.1:{tcp_port}"},
@@ -288,6 +290,9 @@ def bukt_tcp_throughput(procs, seconds):
             proc.kill()
             proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+        # a stopped service leaves its segment for a warm restart: this one is done
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/dev/shm/bukt-{instance}")
 
 
 def bukt_throughput(policy, procs, seconds, log_prepare="4MiB"):
