@@ -21,8 +21,8 @@ BUSY POLL (`tcp.busy_poll`, 30 us by default). When nothing is ready the loop do
 sleep at once: it yields the CPU and polls again (epoll_wait with no timeout) for up to
 busy_poll, then sleeps. On one connection the next request comes one client round trip
 after the response, and on a virtual machine a sleeping worker takes about as long
-again to be woken for it: here the round trip went from about 57 to 27 us (16.7k ->
-36k requests a second; bench/tcp.py). The poll gives up as soon as yields show that
+again to be woken for it: here the median round trip went from about 57 to 20-27 us
+(16-17k -> 33-43k requests a second; bench/tcp.py). The poll gives up as soon as yields show that
 another task wants the CPU, and it is tried only while polls catch requests
 (bukt/spin.py, SpinCredit), so an idle or lightly loaded worker sleeps at once.
 

@@ -381,9 +381,9 @@ def ring_gather_wait(Store s, uint64_t want, double timeout, double spin=0.0):
     the commit that completes them wakes it (THE DOORBELL above), and one fsync
     acknowledges the writers that are about to commit instead of only the first of
     them (GATHER in bukt/writer.py). Before it sleeps it yields the CPU in a loop for
-    up to `spin` seconds (within `timeout`), the doorbell unset, so that a batch that comes
-    meanwhile costs neither the writer's wake-up nor a producer's futex call (GATHER
-    SPIN in bukt/writer.py). Returns the bytes there."""
+    up to `spin` seconds (within `timeout`), the doorbell unset, so that a batch that
+    comes meanwhile costs neither the writer's wake-up nor a producer's futex call
+    (GATHER SPIN in bukt/writer.py). Returns the bytes there."""
     s._open()
     cdef bk_header *h = s.hdr
     cdef uint64_t have, now, deadline = bk_mono_ns() + <uint64_t>(max(timeout, 0.0) * 1e9)
