@@ -57,7 +57,7 @@ import signal as _signal
 from . import errors as _errors
 from . import protocol as _P
 from .ringroom import RoomWait
-from .spin import SLOW_YIELD_S, SLOW_YIELDS, SpinCredit
+from . import spin as _spin
 from bukt._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
                          run_frames)
 from .tcp.session import Session
@@ -123,6 +123,9 @@ cdef double LINGER = 0.2       # as in bukt/tcp/connection.py
 cdef double LINGER_MAX = 5.0
 
 cdef double RETRY = 0.001      # seconds between attempts of a parked request
+# bukt/spin.py's, as C values: the busy poll compares against them at every yield
+cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
+cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
 _LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
 
 
@@ -180,6 +183,7 @@ cdef class Loop:
     cdef object notifier         # the store's FlushNotifier, from the first durable wait
     cdef int notify_fd           # its eventfd, in the epoll set; -1 before
     cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
+    cdef double busy_poll        # its limit; 0: the loop never asks the credit
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
         self.sock = sock
@@ -199,7 +203,8 @@ cdef class Loop:
         self.waiters = _collections.deque()
         self.notifier = None
         self.notify_fd = -1
-        self.spin = SpinCredit(settings.busy_poll)
+        self.busy_poll = settings.busy_poll
+        self.spin = _spin.SpinCredit(self.busy_poll)
         self.active = 0
         self.stopping = False
         self.epfd = epoll_create1(0)
@@ -288,8 +293,11 @@ cdef class Loop:
         poll again for up to the credit's limit, while no yield shows that another
         task wants this CPU. The events found, 0 (sleep), or -1 (errno set, as
         epoll_wait's)."""
-        cdef double limit = self.spin.next(), t, end
+        cdef double limit, t, end
         cdef int n, slow = 0
+        if self.busy_poll == 0:
+            return 0
+        limit = self.spin.next()
         if limit == 0:
             return 0
         end = monotonic() + limit

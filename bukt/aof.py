@@ -128,8 +128,8 @@ writer under bench/durability.py), and 16 acknowledging clients 42,512-45,760 ->
 48,032-48,704 sets/s. A file system that refuses O_DIRECT (tmpfs) keeps the plain path,
 and a batch that cannot get its zeros (ENOSPC), or whose write the device refuses for
 its alignment (EINVAL: sectors larger than 4 KiB), turns the synced write off for the
-rest of that log and is written plainly. A failed synced write is treated as a failed fsync: the log refuses
-writes. Readers (recovery, `bukt check`) read through the page cache, which Linux
+rest of that log and is written plainly. A failed synced write is treated as a failed
+fsync: the log refuses writes. Readers (recovery, `bukt check`) read through the page cache, which Linux
 keeps coherent with direct writes.
 """
 import errno

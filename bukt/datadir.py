@@ -202,7 +202,8 @@ class DataDir:
         (a torn tail it reported is cut off)."""
         tail, last = recovery.tail, self.log_paths[-1]
         if tail is None and recovery.load_good and not os.path.exists(last):
-            return self.appender(LogWriter.create(last, recovery.last_seq, self.prepare))  # recovered without it
+            # recovered without it
+            return self.appender(LogWriter.create(last, recovery.last_seq, self.prepare))
         if tail is None or tail.path != last:
             raise ValueError("open_log needs a finished recovery of this data directory")
         return self.appender(LogWriter.open(tail.path, tail, self.prepare))

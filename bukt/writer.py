@@ -54,9 +54,8 @@ and the batches alternate 1, n-1, 1, n-1. So when the ring holds less than the l
 of the last GATHER_HISTORY batches, the writer first waits for that much, for at most
 half the time the last batch took to be made durable, its write and fsync together
 (commit_s; and GATHER_MAX_S): with n writers committing, one fsync acknowledges about
-n of them. It sleeps on the doorbell with the bytes it waits for
-published (ring.pxi, THE DOORBELL), so only the commit that completes the batch wakes
-it: when every commit woke it, waiting for a whole batch cost 16 writers on 2 CPUs two
+n of them. It sleeps on the doorbell with the bytes it waits for published (ring.pxi,
+THE DOORBELL), so only the commit that completes the batch wakes it: when every commit woke it, waiting for a whole batch cost 16 writers on 2 CPUs two
 thirds of their throughput, and the writer took a batch at once when it held half of
 that (docs/writer.md has the figures). A lone writer's batches hold one record, so it
 never waits longer than its record takes to come; after writers leave, the estimate
@@ -74,8 +73,8 @@ producers make no futex call either, and sleeps only if the batch has not come. 
 spins only while spinning pays (bukt/spin.py, SpinCredit). Unlike the TCP worker's
 busy poll it does not give way after slow yields: the tasks that want its CPU are
 mostly the producers it waits for, and giving way to them cost 4 writers all that the
-spin gained. Here 4 writers got 15-27% more acknowledgements a second
-from it and 16 the same (docs/writer.md).
+spin gained. Here 4 writers got 15-27% more acknowledgements a second from it and 16
+the same (docs/writer.md).
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good

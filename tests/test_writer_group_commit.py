@@ -226,5 +226,3 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
     finally:
         t.join(60)                                  # a gather gives up after its 60 s
         s.close()
-
-
