@@ -96,7 +96,7 @@ def _entry_line(bucket, key, value, expire_ms, single):
 def _local_entries(store, names, progress):
     """(bucket, key, raw value, expire_ms, flags) of live entries of `names`."""
     from .restore import DUMP_STRIPES
-    progress.total = store.limits["nstripes"]
+    progress.total = 1 << 32                    # dump_stripes' cursor runs to 2^32
     start, now = 0, _now_ms()
     while True:
         entries, nxt = store.dump_stripes(start, DUMP_STRIPES)

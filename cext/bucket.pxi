@@ -177,7 +177,7 @@ cdef class Bucket:
             return self._readonly_get(kb, mode, status, snap)
         if logs(s, &s.bucketv[self.idx]):
             ring_wait_space(s, rec_size(n, 0))
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             self._b()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
@@ -257,7 +257,7 @@ cdef class Bucket:
         cdef uint64_t h = khash(self.idx, kb, n), off
         cdef uint32_t si = stripe_of(s, h)
         cdef bk_entry *e
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             if do_find(s, si, h, self.idx, kb, n, &off) < 0:
                 return MISS
@@ -299,76 +299,24 @@ cdef class Bucket:
 
     def scan(self, prefix=b"", cursor=0, count=100):
         """(next_cursor, keys): whole stripes at a time, each read under its seq, so
-        a key present for the whole scan is returned at least once; 0 when done."""
+        a key present for the whole scan is returned once (read_at_cursor: the cursor
+        survives the index's growth); 0 when done."""
         cdef Store s = self.s
         cdef bytes pb = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
-        cdef uint32_t si
+        cdef uint64_t cur, nxt = 0
         self._b()
-        if not isinstance(cursor, int) or cursor < 0 or cursor > s.nstripes:
+        if not isinstance(cursor, int) or cursor < 0 or cursor >= (1 << 32):
             raise _err.InvalidArgument(f"cursor {cursor!r} is not one this bucket gave")
         if count < 1:
             raise _err.InvalidArgument("count must be at least 1")
         keys = []
-        si = cursor
-        while si < s.nstripes and len(keys) < count:
-            keys.extend(self._scan_stripe(si, pb))
-            si += 1
-        return (0 if si >= s.nstripes else si), keys
-
-    cdef list _scan_stripe(self, uint32_t si, bytes prefix):
-        """The stripe's keys of this bucket with the prefix: read under its seq, or
-        after READ_TRIES under its lock (which also repairs it if its writer died)."""
-        cdef Store s = self.s
-        cdef bk_stripe *st = STRIPE(s, si)
-        cdef uint64_t s1
-        cdef int attempt = 0
-        cdef double since = 0
-        cdef list out
-        while attempt < READ_TRIES or s.readonly:
-            if attempt >= READ_TRIES:
-                since = readonly_wait(s, since)
-            attempt += 1
-            s1 = bk_load_acq64(&st.seq)
-            if s1 & 1:
-                bk_pause()
-                continue
-            out = self._collect(si, prefix)
-            bk_fence_acq()
-            if bk_load_rlx64(&st.seq) == s1:
-                return out
-        lock_stripe(s, si)                              # slow path
-        try:
-            return self._collect(si, prefix)
-        finally:
-            unlock_stripe(s, si)
-
-    cdef list _collect(self, uint32_t si, bytes prefix):
-        cdef Store s = self.s
-        cdef uint64_t *slots = SLOTS_OF(s, si)
-        cdef uint64_t w, off
-        cdef uint32_t i, klen, plen = <uint32_t>PyBytes_GET_SIZE(prefix)
-        cdef int64_t now = s.now(), exp
-        cdef bk_entry *e
-        cdef list out = []
-        for i in range(SLOTS):
-            w = bk_load_rlx64(&slots[i])
-            if w == 0:
-                continue
-            off = w & BK_OFF_MASK
-            if off < s.arena_off or off + 32 > s.size:
-                continue
-            e = ENT(s, off)
-            klen = bk_load_rlx32(&e.klen)
-            if e.bucket != self.idx or klen < plen or klen > s.max_key \
-                    or off + 32 + klen > s.size:
-                continue
-            exp = bk_load_rlx_i64(&e.expire_ms)
-            if exp and exp <= now:
-                continue
-            if plen and memcmp(EKEY(s, off), <const char *>prefix, plen) != 0:
-                continue
-            out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
-        return out
+        cur = cursor
+        arg = (self.idx, pb)
+        while True:
+            keys.extend(read_at_cursor(s, cur, collect_keys, arg, &nxt))
+            cur = nxt
+            if cur == 0 or len(keys) >= count:
+                return cur, keys
 
     # -- writes -----------------------------------------------------------------
     def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
@@ -399,7 +347,7 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, vlen))
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             b = self._b()
             found = do_find(s, si, h, self.idx, kb, n, &off)
@@ -462,7 +410,7 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, 24))
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             b = self._b()
             found = do_find(s, si, h, self.idx, kb, n, &off)
@@ -528,7 +476,7 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if persist:
             ring_wait_space(s, rec_size(n, 0))
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             self._b()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
@@ -576,7 +524,7 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if persist:
             ring_wait_space(s, rec_size(n, 0))
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             self._b()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
@@ -615,7 +563,7 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, vlen))
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             self._b()
             found = do_find(s, si, h, self.idx, kb, n, &off)
@@ -623,6 +571,8 @@ cdef class Bucket:
                          BK_E_SINGLE if flags & BK_E_SINGLE else 0, found, off, version)
         finally:
             unlock_stripe(s, si)
+        if s.split_due:
+            grow_index(s)
         return ver
 
     def restore_ttl(self, key, int64_t expire_ms, uint64_t version=0):
@@ -641,7 +591,7 @@ cdef class Bucket:
         si = stripe_of(s, h)
         if logs(s, &s.bucketv[self.idx]):
             ring_wait_space(s, rec_size(n, 0))
-        lock_stripe(s, si)
+        si = lock_key(s, si, h)
         try:
             self._b()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
@@ -776,3 +726,34 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
             "deletes": deletes, "keys": s.bucketv[bidx].keys,
             "bytes": s.bucketv[bidx].bytes, "evictions": ev, "expirations": ex}
 
+
+cdef list collect_keys(Store s, uint32_t si, object arg):
+    """Stripe si's live keys of bucket arg[0] with the prefix arg[1], read without
+    validation (read_at_cursor validates)."""
+    cdef uint16_t bidx = arg[0]
+    cdef bytes prefix = arg[1]
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint64_t w, off
+    cdef uint32_t i, klen, plen = <uint32_t>PyBytes_GET_SIZE(prefix)
+    cdef int64_t now = s.now(), exp
+    cdef bk_entry *e
+    cdef list out = []
+    for i in range(SLOTS):
+        w = bk_load_rlx64(&slots[i])
+        if w == 0:
+            continue
+        off = w & BK_OFF_MASK
+        if off < s.arena_off or off + 32 > s.size:
+            continue
+        e = ENT(s, off)
+        klen = bk_load_rlx32(&e.klen)
+        if e.bucket != bidx or klen < plen or klen > s.max_key \
+                or off + 32 + klen > s.size:
+            continue
+        exp = bk_load_rlx_i64(&e.expire_ms)
+        if exp and exp <= now:
+            continue
+        if plen and memcmp(EKEY(s, off), <const char *>prefix, plen) != 0:
+            continue
+        out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
+    return out

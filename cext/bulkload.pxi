@@ -155,12 +155,14 @@ cdef int bulk_set(Store s, uint16_t idx, const char *k, uint32_t n, const char *
     cdef uint64_t h = khash(idx, k, n), off = 0
     cdef uint32_t si = stripe_of(s, h)
     cdef int found
-    lock_stripe(s, si)
+    si = lock_key(s, si, h)
     try:
         found = do_find(s, si, h, idx, k, n, &off)
         do_set(s, si, h, idx, k, n, v, vlen, expire_ms, eflags, found, off, version)
     finally:
         unlock_stripe(s, si)
+    if s.split_due:
+        grow_index(s)
     return 0
 
 
@@ -170,7 +172,7 @@ cdef int bulk_touch(Store s, uint16_t idx, const char *k, uint32_t n, int64_t ex
     cdef uint64_t h = khash(idx, k, n), off = 0
     cdef uint32_t si = stripe_of(s, h)
     cdef int slot
-    lock_stripe(s, si)
+    si = lock_key(s, si, h)
     try:
         slot = do_find(s, si, h, idx, k, n, &off)
         if slot >= 0:
@@ -187,7 +189,7 @@ cdef int bulk_delete(Store s, uint16_t idx, const char *k, uint32_t n) except -1
     cdef uint32_t si = stripe_of(s, h)
     cdef int slot
     cdef int64_t exp
-    lock_stripe(s, si)
+    si = lock_key(s, si, h)
     try:
         slot = do_find(s, si, h, idx, k, n, &off)
         if slot >= 0:

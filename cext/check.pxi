@@ -61,7 +61,8 @@ cdef list check_table(Store s):
     cdef bk_entry *e
     cdef bk_stripe *st
     cdef bk_class *cl
-    cdef uint32_t count, nttl
+    cdef uint32_t count, nttl, level, split, want
+    cdef uint64_t active
     cdef int64_t earliest
     cdef bk_header *hd = s.hdr
     if s.readonly:
@@ -77,9 +78,20 @@ cdef list check_table(Store s):
         referenced = set()
         keys = {}
         nbytes = {}
+        # the geometry (GROWTH in table.pxi): 2^level + split stripes in use, the
+        # split ones and their new halves one bit deeper than the rest
+        level = <uint32_t>(hd.index_geom >> 32)        # every stripe locked: stable
+        split = <uint32_t>hd.index_geom
+        active = (1 << level) + split
+        if split >= (1 << level) or active > s.nstripes:
+            problems.append(f"index geometry level {level} split {split} does not fit "
+                            f"{s.nstripes} stripes")
         for si in range(s.nstripes):
             st = STRIPE(s, si)
             slots = SLOTS_OF(s, si)
+            want = 0 if si >= active else level + (si < split or si >= (1 << level))
+            if st.depth != want:
+                problems.append(f"stripe {si}: depth {st.depth}, the geometry says {want}")
             if st.seq & 1:
                 problems.append(f"stripe {si}: seq {st.seq} is odd with no writer inside")
             if st.intent_op != BK_OP_NONE:
@@ -122,7 +134,7 @@ cdef list check_table(Store s):
                 if e.bucket >= s.max_buckets or s.bucketv[e.bucket].state == 0:
                     problems.append(f"{where}: bucket {e.bucket} does not exist")
                 h = entry_hash(s, off)
-                if stripe_of(s, h) != si or tag_of(h) != (w & BK_TAG_MASK):
+                if not owns(s, si, h) or tag_of(h) != (w & BK_TAG_MASK):
                     problems.append(f"{where}: key hashes to stripe {stripe_of(s, h)}")
                     continue
                 home = home_of(h)

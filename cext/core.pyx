@@ -14,7 +14,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   |                  global counters, ring head/claim/tail, writer progress  |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
-  |                           min_expire_ms (nttl: entries with an expiry;   |
+  |                           depth | min_expire_ms (depth: the hash bits    |
+  |                           naming the stripe, 0 unused: GROWTH;           |
+  |                           nttl: entries with an expiry;                  |
   |                           min_expire_ms: none expires before it; the     |
   |                           expiry cycle passes over a stripe where nttl   |
   |                           is 0 or the bound is ahead: THE EXPIRY BOUND)  |
@@ -31,12 +33,20 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   +--------------------------------------------------------------------------+
 
 INDEX. A key's 64-bit hash (MurmurHash64A seeded with the bucket slot) picks its
-stripe (high 32 bits), its home slot among the stripe's 512 (bits 16-24) and a 16-bit
-tag (low bits). A stripe is a small open-addressing table with linear probing that
+stripe (from the high 32 bits, by linear hashing: see below), its home slot among the
+stripe's 512 (bits 16-24) and a 16-bit tag (low bits). A stripe is a small open-addressing table with linear probing that
 never leaves the stripe, so one sequence number covers everything a reader of that
 stripe touches in the index. Deletion is by backward shift (no tombstones), so probe
 chains stay short without a rehash; a stripe refuses inserts past 7/8 full (448 of
 512), evicting from itself when the bucket allows it.
+
+The index GROWS (table.pxi, GROWTH): the stripes are laid out for a full segment (a
+power of two of them), but a new segment uses 256 and splits one more, in order,
+whenever an insert fills a stripe to 320 slots, so a lightly filled segment keeps its
+keys on few, shared, cached lines (a get in a 256 MiB segment holding 100k keys:
+220 -> 145-175 ns). index_geom in the header (level, split) names the stripes in use;
+each stripe's depth says which hash bits name it, so a process with an older view
+finds out under the seq (readers) or the lock (writers) and follows the geometry.
 
 ENTRIES live in chunks of size classes (memcached's slabs): 48 bytes and up by a
 growth factor (1.25 by default), aligned to 8, the last class one page. A chunk holds
@@ -90,19 +100,26 @@ LOCK RULES (written once; names follow them)
 --------------------------------------------
 * Public methods take locks; `do_*` functions assume the stripe lock is held.
 * Order: one stripe lock, then at most one class lock or the ring lock; the class
-  lock may take the alloc lock. Never a second stripe lock by blocking: eviction
-  takes a victim's stripe with trylock and picks another victim when it is busy, and
-  only recount()/check() take every stripe, in index order, holding nothing else.
-  So no cycle exists and no deadlock is possible.
+  lock may take the alloc lock. Never a second stripe lock by blocking, with two
+  exceptions that keep index order: recount()/check() take every stripe, in index
+  order, holding nothing else; a split (table.pxi, GROWTH) holds stripe p and takes
+  the stripe q = 2^level + p > p that no key maps to yet, so no one else holds or
+  waits for it (the repair of a split cut short does the same). Eviction takes a
+  victim's stripe with trylock and picks another victim when it is busy. So no
+  cycle exists and no deadlock is possible.
 * All locks are robust, process-shared pthread mutexes (not semaphores): the kernel
   hands the next locker EOWNERDEAD when a holder dies, which is exactly the "noticed
-  the death" that invariant 4 asks for, with no pid polling and no pid-reuse hazard.
+  the death" that invariant 4 asks for. The kernel marks at most 2048 mutexes of a
+  dead thread (ROBUST_LIST_LIMIT) and check() holds every stripe's (4096 at 256 MiB),
+  so a locker that finds a lock busy also checks that its owner exists, and marks it
+  as the kernel would when it does not (bk_lock_mark_if_dead in segment.h; owner
+  TIDs assume one PID namespace, and a reused TID only delays this until it exits).
   On EOWNERDEAD the new holder repairs, calls pthread_mutex_consistent and goes on:
     - stripe: the intent record names the one operation in flight (ALLOC, SET, DEL,
-      TOUCH), its slot, old and new chunk and reserved ring record. Repair redoes
-      or undoes that one operation idempotently (see repair_stripe), recounts count
-      and nttl, sets the expiry bound exactly (THE EXPIRY BOUND), makes the seq
-      even and flags a recount of the gauges.
+      TOUCH, SPLIT), its slot, old and new chunk and reserved ring record. Repair
+      redoes or undoes that one operation idempotently (see repair_stripe; a SPLIT
+      is finished: GROWTH), recounts count and nttl, sets the expiry bound exactly
+      (THE EXPIRY BOUND), makes the seq even and flags a recount of the gauges.
     - class: the free list may be half-updated; it is rebuilt from the chunk headers'
       USED flags over the class's pages (chunks are scannable: every page of a class
       is carved into equal chunks).
@@ -194,6 +211,7 @@ from libc.stdlib cimport malloc, calloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
+from posix.unistd cimport _exit
 from segment cimport *
 
 import os

@@ -333,43 +333,24 @@ cdef object restore_token(Store s, str name, uint32_t token_id, bytes token_hash
     return token_id
 
 
-cdef tuple dump_stripes(Store s, uint32_t start, uint32_t count):
-    cdef uint32_t si, end = min(s.nstripes, start + count)
-    cdef uint64_t s1
-    cdef int attempt
-    cdef double since
+cdef tuple dump_stripes(Store s, uint64_t start, uint32_t count):
+    """Live entries of `count` stripes from cursor `start` (read_at_cursor), and the
+    cursor to go on from (0: done)."""
+    cdef uint64_t cur = start, nxt = 0
+    cdef uint32_t done
     cdef list out = [], part
-    cdef bint done
-    for si in range(start, end):
-        attempt = 0
-        since = 0
-        done = False
-        while attempt < READ_TRIES or s.readonly:
-            if attempt >= READ_TRIES:
-                since = readonly_wait(s, since)
-            attempt += 1
-            s1 = bk_load_acq64(&STRIPE(s, si).seq)
-            if s1 & 1:
-                bk_pause()
-                continue
-            part = collect_entries(s, si)
-            bk_fence_acq()
-            if bk_load_rlx64(&STRIPE(s, si).seq) == s1:
-                done = True
-                break
-        if not done:                                    # slow path: under the lock
-            lock_stripe(s, si)
-            try:
-                part = collect_entries(s, si)
-            finally:
-                unlock_stripe(s, si)
+    for done in range(count):
+        part = read_at_cursor(s, cur, collect_entries, None, &nxt)
         for bidx, k, v, exp_, fl, ver in part:
             if s.bucketv[bidx].state == 1:
                 out.append((s.bucketv[bidx].name.decode(), k, v, exp_, fl, ver))
-    return out, (0 if end >= s.nstripes else end)
+        cur = nxt
+        if cur == 0:
+            break
+    return out, cur
 
 
-cdef list collect_entries(Store s, uint32_t si):
+cdef list collect_entries(Store s, uint32_t si, object arg):
     """Live entries of one stripe, read without validation (the caller validates)."""
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint64_t w, off
@@ -467,10 +448,13 @@ cdef dict store_stats(Store s):
         chunk_bytes += s.classes[i].used * s.classes[i].chunk_size
     index_bytes = <uint64_t>s.nstripes * BK_STRIPE_BYTES
     head, tail = bk_load_acq64(&h.ring_head), bk_load_acq64(&h.ring_tail)
+    geom = bk_load_acq64(&h.index_geom)         # one read: a split may move it on
     totals.update(
         buckets=nb, segment_bytes=s.size, page_size=s.page_size, pages_total=s.npages,
         pages_used=pages_used, chunk_bytes=chunk_bytes, index_bytes=index_bytes,
         index_slots=s.nstripes * SLOTS, index_used=used_slots,
+        # stripes the index uses so far (GROWTH in table.pxi): 2^level + split
+        index_stripes=(1 << (geom >> 32)) + (geom & 0xffffffff),
         # entries holding an expiry, expired ones not yet removed included
         keys_with_ttl=with_ttl,
         # bytes in use: the fixed regions (header, index, tables) plus the pages

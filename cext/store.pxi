@@ -76,6 +76,7 @@ cdef class Store:
     cdef uint32_t max_procs
     cdef readonly bint readonly
     cdef bint mapped
+    cdef bint split_due                 # an insert filled a stripe to BK_SPLIT_AT
     cdef int epoch
     cdef int64_t fake_now
     cdef readonly str name
@@ -375,6 +376,8 @@ cdef class Store:
 
     # -- durability ----------------------------------------------------------------
     cdef int _after_write(self, bint persisted) except -1:
+        if self.split_due:
+            grow_index(self)
         if bk_load_acq32(&self.hdr.needs_recount):
             maybe_recount(self)
         if persisted and self.sync_wait and self.hdr.sync_always:
@@ -494,9 +497,34 @@ cdef class Store:
         self._open()
         return restore_token(self, bucket, token_id, bytes(token_hash), perms)
 
-    def dump_stripes(self, uint32_t start, uint32_t count):
-        """Live entries of stripes start..start+count, each stripe read under its seq:
-        ([(bucket, key, value, expire_ms, flags, version)], next_start or 0)."""
+    def grow_index(self):
+        """Split the next stripe in line now (the index grows by itself as inserts
+        fill stripes: GROWTH in table.pxi). True when one was split."""
+        self._writable()
+        return grow_index(self) == 1
+
+    def _crash_in_split(self, int phase, int k):
+        """Crash tests only: split the next stripe and die (exit status 70), holding
+        both stripe locks as a SIGKILL there would, at the k-th point of `phase`: 0
+        started, 1 after a word is copied to the new stripe, 2 inside the unlinks from
+        the old one, 3 the depths and geometry at the end (k 0-3). Returns when the
+        split ends first."""
+        cdef crash_t c
+        c.phase, c.k = phase, k
+        self._writable()
+        grow_index(self, &c)
+
+    def _die_holding_every_stripe(self):
+        """Crash tests only: take every stripe lock, as check() and recount() do,
+        and exit (status 70) holding them, as a SIGKILL there would."""
+        self._writable()
+        lock_all_stripes(self)
+        _exit(70)
+
+    def dump_stripes(self, uint64_t start, uint32_t count):
+        """Live entries of `count` stripes from cursor `start` (0 to begin), each read
+        under its seq: ([(bucket, key, value, expire_ms, flags, version)], the next
+        cursor or 0). The cursor sees each key once however the index grows."""
         self._open()
         return dump_stripes(self, start, count)
 
@@ -564,7 +592,9 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
             f"bytes with max_key {max_key} and max_value {max_value})")
     if index_slots == 0:
         index_slots = (size // 160) * 8 // 7      # ~160 B per small entry, 7/8 load
-    cdef uint64_t nstripes = max(1, (index_slots + SLOTS - 1) // SLOTS)
+    cdef uint64_t nstripes = 1
+    while nstripes * SLOTS < index_slots:
+        nstripes *= 2                   # a power of two: the grown index is even (GROWTH)
     # Size classes: chunks from MIN_CHUNK up by `factor`, packed many to a page up
     # to half a page; above that a chunk is a slab of whole pages of its own, so a
     # page stays small (a small segment still has pages for many classes) while a
@@ -703,10 +733,15 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):
         raise OSError("pthread_mutex_init failed")
     cdef bk_stripe *st
+    cdef uint32_t level = 0
+    while level < BK_FIRST_LEVEL and (2ULL << level) <= h.nstripes:
+        level += 1                      # 2^level stripes in use to start (GROWTH)
+    h.index_geom = <uint64_t>level << 32
     for i in range(h.nstripes):
         st = <bk_stripe *>(s.base + h.stripes_off + i * BK_STRIPE_BYTES)
         if bk_lock_init(&st.lock):
             raise OSError("pthread_mutex_init failed")
+        st.depth = level if i < (1ULL << level) else 0
         st.min_expire_ms = BK_NO_EXPIRY     # empty: nothing expires (0 would be a
                                             # correct bound too, costing a walk)
     cdef bk_class *cl = <bk_class *>(s.base + h.classes_off)

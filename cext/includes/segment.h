@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       5u      /* 5: stripes keep a lower bound on their earliest expiry
+#define BK_FORMAT       6u      /* 6: the index grows by linear hashing (index_geom,
+                                   stripe depth); 5: stripes keep a lower bound on their earliest expiry
                                    (min_expire_ms); 4: stripes count their entries with
                                    an expiry (nttl); 3: the ring claim beside ring_head;
                                    2: LRU stamps beside the slots, pages move between
@@ -32,6 +33,11 @@
 
 #define BK_SLOTS_PER_STRIPE 512u            /* 4 KiB of slot words per stripe */
 #define BK_STRIPE_MAX_LOAD  448u            /* 7/8: probe chains stay short */
+#define BK_SPLIT_AT         320u            /* 5/8: an insert that fills a stripe this far
+                                               splits the next stripe in line while the
+                                               index may still grow (table.pxi, GROWTH) */
+#define BK_FIRST_LEVEL      8u              /* a new index starts with 2^8 stripes (fewer
+                                               when the segment has fewer) */
 #define BK_OFF_MASK     0x0000ffffffffffffULL
 #define BK_TAG_MASK     0xffff000000000000ULL
 #define BK_TAG_SHIFT    48
@@ -54,6 +60,8 @@
 #define BK_OP_SET    2      /* slot intent_slot switches from intent_old to intent_new */
 #define BK_OP_DEL    3      /* intent_old unlinked by backward shift; intent_hole is the hole */
 #define BK_OP_TOUCH  4      /* expiry of the entry at intent_slot rewritten in place */
+#define BK_OP_SPLIT  5      /* this stripe is being split at level intent_old into itself
+                               and stripe intent_new (whose lock is held too) */
 
 /* ring record states */
 #define BK_R_RESERVED  1
@@ -109,7 +117,12 @@ typedef struct {
     uint32_t max_value;
     uint32_t ring_wait_ms;      /* how long a writer waits for ring space */
     uint32_t _pad0;
-    char     _pad1[256 - 176];
+    uint64_t index_geom;        /* level << 32 | split: the stripes in use are 2^level +
+                                   split; a key's stripe is the low `level` bits of its
+                                   hash's high half, one bit more when those fall below
+                                   split (table.pxi, GROWTH). Stored by the splitter of
+                                   stripe `split` under its lock; read by everyone */
+    char     _pad1[256 - 184];
     /* line 4..: mutable state, each hot word on its own cache line */
     bk_lock  alloc_lock;        /* page assignment: pages_used, pagemap */
     bk_lock  meta_lock;         /* bucket table and tokens */
@@ -178,7 +191,10 @@ typedef struct {
     uint64_t intent_ring;       /* ring position reserved by the op in flight, 0 none */
     uint32_t nttl;              /* entries in the slots whose expire_ms != 0: the
                                    expiry cycle skips a stripe where it is 0 */
-    uint32_t _pad0;
+    uint32_t depth;             /* hash bits that name this stripe (it holds the keys
+                                   whose hash's high half ends in its index's `depth`
+                                   bits); 0: not in use yet. Changed by a split only,
+                                   under the lock and inside an odd seq */
     int64_t  min_expire_ms;     /* no entry in the slots expires before this (ms since
                                    the epoch; BK_NO_EXPIRY: none expires): a lower
                                    bound, exact after a walk under the lock. The
@@ -270,6 +286,8 @@ typedef struct {
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex does not fit its slot");
 _Static_assert(sizeof(bk_stripe) == 128, "stripe header is two cache lines");
+_Static_assert(offsetof(bk_stripe, depth) / 64 == offsetof(bk_stripe, seq) / 64,
+               "a reader finds a stripe's depth in the line of its seq");
 _Static_assert(offsetof(bk_stripe, min_expire_ms) / 64 == offsetof(bk_stripe, nttl) / 64,
                "the expiry cycle's two words share a line");
 _Static_assert(sizeof(bk_entry) == 32, "entry header is 32 bytes");
@@ -338,10 +356,51 @@ static inline int bk_lock_init(bk_lock *l) {
     pthread_mutexattr_destroy(&a);
     return rc;
 }
+/* The kernel marks the robust mutexes of a thread that dies (FUTEX_OWNER_DIED, and
+ * the next locker gets EOWNERDEAD), but it walks at most ROBUST_LIST_LIMIT (2048) of
+ * them: a process that dies holding more (check() and recount() hold every stripe's,
+ * 4096 in a 256 MiB segment) leaves the rest owned by a dead thread for ever. So a
+ * locker that finds a mutex busy looks at its owner (the TID in glibc's futex word,
+ * the mutex's first int) and, when no such task exists, marks it as the kernel's
+ * handle_futex_death would: one CAS, then a wake for a waiter. The CAS fails if the
+ * word changed meanwhile (a release, the kernel's own mark). Owner TIDs mean nothing
+ * across PID namespaces: share a segment only within one. */
+static inline void bk_lock_mark_if_dead(bk_lock *l) {
+    uint32_t *word = (uint32_t *)&l->m;
+    uint32_t v = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    pid_t tid = (pid_t)(v & FUTEX_TID_MASK);
+    uint32_t nv;
+    if (tid == 0 || (v & FUTEX_OWNER_DIED)) return;
+    if (kill(tid, 0) == 0 || errno != ESRCH) return;
+    nv = (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+    if (__atomic_compare_exchange_n(word, &v, nv, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
+            && (nv & FUTEX_WAITERS))
+        syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
 /* 0: locked; EOWNERDEAD: locked, the previous owner died inside (repair, then
- * bk_lock_consistent); ENOTRECOVERABLE: the mutex was abandoned unrepaired. */
-static inline int bk_lock_acquire(bk_lock *l) { return pthread_mutex_lock(&l->m); }
-static inline int bk_lock_try(bk_lock *l) { return pthread_mutex_trylock(&l->m); }
+ * bk_lock_consistent); ENOTRECOVERABLE: the mutex was abandoned unrepaired. Busy:
+ * mark a dead owner first, then wait in rounds of 100 ms, looking again each time
+ * (a dead owner unmarked while we wait). */
+static inline int bk_lock_acquire(bk_lock *l) {
+    struct timespec ts;
+    int rc;
+    for (;;) {
+        bk_lock_mark_if_dead(l);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec += 1; ts.tv_nsec -= 1000000000L; }
+        rc = pthread_mutex_timedlock(&l->m, &ts);
+        if (rc != ETIMEDOUT) return rc;
+    }
+}
+static inline int bk_lock_try(bk_lock *l) {
+    int rc = pthread_mutex_trylock(&l->m);
+    if (rc == EBUSY) {                  /* rare: only a contended or orphaned lock */
+        bk_lock_mark_if_dead(l);
+        rc = pthread_mutex_trylock(&l->m);
+    }
+    return rc;
+}
 static inline int bk_lock_release(bk_lock *l) { return pthread_mutex_unlock(&l->m); }
 static inline int bk_lock_consistent(bk_lock *l) { return pthread_mutex_consistent(&l->m); }
 

@@ -6,12 +6,13 @@ cdef extern from "segment.h" nogil:
     int BUKT_DEBUG
     uint64_t BK_MAGIC
     uint32_t BK_FORMAT, BK_HEADER_SIZE, BK_SLOTS_PER_STRIPE, BK_STRIPE_MAX_LOAD
+    uint32_t BK_SPLIT_AT, BK_FIRST_LEVEL
     uint64_t BK_OFF_MASK, BK_TAG_MASK, BK_STRIPE_BYTES
     int64_t BK_NO_EXPIRY
     int BK_READ_TRIES
     int BK_TAG_SHIFT, BK_NAME_MAX, BK_MAX_TOKENS, BK_MAX_CLASSES
     uint8_t BK_E_USED, BK_E_PENDING, BK_E_SINGLE
-    uint32_t BK_OP_NONE, BK_OP_ALLOC, BK_OP_SET, BK_OP_DEL, BK_OP_TOUCH
+    uint32_t BK_OP_NONE, BK_OP_ALLOC, BK_OP_SET, BK_OP_DEL, BK_OP_TOUCH, BK_OP_SPLIT
     uint8_t BK_R_RESERVED, BK_R_COMMITTED, BK_R_SKIPPED, BK_R_PAD
     uint8_t BK_T_SET, BK_T_DEL, BK_T_EXPIRED, BK_T_EVICTED, BK_T_TOUCH, BK_T_META
     uint32_t BK_RING_META_STRIPE
@@ -49,6 +50,7 @@ cdef extern from "segment.h" nogil:
         uint32_t max_key
         uint32_t max_value
         uint32_t ring_wait_ms
+        uint64_t index_geom
         bk_lock alloc_lock
         bk_lock meta_lock
         bk_lock ring_lock
@@ -97,6 +99,7 @@ cdef extern from "segment.h" nogil:
         uint64_t intent_new
         uint64_t intent_ring
         uint32_t nttl
+        uint32_t depth
         int64_t min_expire_ms
 
     ctypedef struct bk_entry:
