@@ -197,7 +197,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
 # -- a writer's prefetch ---------------------------------------------------------
 cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept nogil:
     """Before a writer takes stripe si's lock for key hash h: start fetching the lock's
-    line, h's home slot and stamp and, from a racy read of that slot (a hint: what it
+    line and the seq's, h's home slot and stamp and, from a racy read of that slot (a hint: what it
     says is found again under the lock), the entry it points at. The lock is an atomic
     instruction that no later load passes, so without this the slot's miss follows the
     lock's and the entry's follows the slot's; with it the three overlap in two steps.
@@ -206,6 +206,7 @@ cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept n
     cdef uint32_t home = home_of(h)
     cdef uint64_t w, o
     bk_prefetch_w(STRIPE(s, si))
+    bk_prefetch_w(<char *>STRIPE(s, si) + 64)   # seq and depth: owns() reads it first
     bk_prefetch_w(STAMPS_OF(s, si) + home)
     w = bk_load_rlx64(&slots[home])
     if w != 0 and (w & BK_TAG_MASK) == tag_of(h):
@@ -263,6 +264,10 @@ cdef inline void crash_point(crash_t *c, int phase) noexcept:
         c.k -= 1
 
 
+cdef enum:
+    SPLIT_AHEAD = 12            # do_split: words whose entry is fetched ahead
+
+
 cdef int lock_key(Store s, uint32_t si, uint64_t h) except -1:
     """Lock the stripe holding h's key; si: where stripe_of pointed (the writer
     prefetched there). A split since then moved the key: follow the geometry."""
@@ -315,10 +320,6 @@ cdef void recount_stripe(Store s, uint32_t si) noexcept:
     bk_store_rlx_i64(&st.min_expire_ms, earliest)
 
 
-cdef inline bint moves_at(Store s, uint64_t w, uint32_t level) noexcept:
-    return (hx(entry_hash(s, w & BK_OFF_MASK)) >> level) & 1
-
-
 cdef int do_split(Store s, uint32_t p, uint32_t q, uint32_t level,
                   crash_t *crash=NULL) except -1:
     """Split stripe p at `level` into p and q (both locks held). Idempotent: the
@@ -329,7 +330,8 @@ cdef int do_split(Store s, uint32_t p, uint32_t q, uint32_t level,
     cdef uint64_t *qs = SLOTS_OF(s, q)
     cdef uint32_t *pst = STAMPS_OF(s, p)
     cdef uint32_t *qst = STAMPS_OF(s, q)
-    cdef uint64_t w, geom = (<uint64_t>level << 32) | p
+    cdef uint64_t w
+    cdef uint64_t hs[SLOTS]                     # the hash of each word of p
     cdef uint32_t i, j
     cdef bint moved = True
     sp.intent_ring = 0
@@ -343,11 +345,19 @@ cdef int do_split(Store s, uint32_t p, uint32_t q, uint32_t level,
     if not (sq.seq & 1):
         bk_seq_enter(&sq.seq)
     crash_point(crash, 0)
-    for i in range(SLOTS):                      # 1. copy into q, unless there
+    # 1. copy into q, unless there. Each word's entry is read once for its hash (kept
+    # in hs for step 2), its line fetched SPLIT_AHEAD words early so that the misses
+    # overlap: a split costs about one memory latency, not one a word
+    for i in range(SLOTS):
+        if i + SPLIT_AHEAD < SLOTS and ps[i + SPLIT_AHEAD] != 0:
+            bk_prefetch_r(ENT(s, ps[i + SPLIT_AHEAD] & BK_OFF_MASK))
         w = ps[i]
-        if w == 0 or not moves_at(s, w, level):
+        if w == 0:
             continue
-        j = home_of(entry_hash(s, w & BK_OFF_MASK))
+        hs[i] = entry_hash(s, w & BK_OFF_MASK)
+        if not (hx(hs[i]) >> level) & 1:
+            continue
+        j = home_of(hs[i])
         while qs[j] != 0 and qs[j] != w:
             j = (j + 1) & SLOT_MASK
         if qs[j] == 0:
@@ -359,12 +369,12 @@ cdef int do_split(Store s, uint32_t p, uint32_t q, uint32_t level,
         i = 0
         while i < SLOTS:
             w = ps[i]
-            if w != 0 and moves_at(s, w, level):
+            if w != 0 and (hx(hs[i]) >> level) & 1:
                 # a shift cut short leaves a word twice: intent_hole lets the
                 # repair finish it first (as for a DEL)
                 sp.intent_hole = i
                 crash_point(crash, 2)
-                do_shift(s, p, i, crash)        # refills slot i: look at it again
+                shift_hashed(s, p, i, hs, crash)    # refills slot i: look again
                 sp.intent_hole = SLOTS
                 moved = True
             else:
@@ -384,6 +394,30 @@ cdef int do_split(Store s, uint32_t p, uint32_t q, uint32_t level,
         debug_check_stripe(s, p)
         debug_check_stripe(s, q)
     return 0
+
+
+cdef void shift_hashed(Store s, uint32_t si, uint32_t hole, uint64_t *hs,
+                       crash_t *crash) noexcept:
+    """do_shift, with the words' hashes at hand in hs (moved along with them)."""
+    cdef bk_stripe *st = STRIPE(s, si)
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint32_t *stamps = STAMPS_OF(s, si)
+    cdef uint32_t j = (hole + 1) & SLOT_MASK, home
+    cdef uint64_t w
+    while True:
+        w = slots[j]
+        if w == 0:
+            break
+        home = home_of(hs[j])
+        if ((j - home) & SLOT_MASK) >= ((j - hole) & SLOT_MASK):
+            stamps[hole] = stamps[j]
+            hs[hole] = hs[j]
+            bk_store_rlx64(&slots[hole], w)
+            crash_point(crash, 2)               # a crash test: dies with w twice
+            hole = j
+            st.intent_hole = j
+        j = (j + 1) & SLOT_MASK
+    bk_store_rlx64(&slots[hole], 0)
 
 
 cdef void finish_split(Store s, uint32_t p, uint32_t level) noexcept:
