@@ -256,6 +256,10 @@ def main():
               "callers do; the last column is the dict handed the very objects it stores, "
               "whose hashes are cached and which compare by identity)")
         print()
+        # no writes from here on: stop the drainer, whose polling would take CPU
+        # time from the two readers (and from the dict's two) on a small machine
+        stop.set()
+        drainer.join(10)
         for label, target in (("dict", None), ("bukt", name)):
             sc = readers_scaling(target, keys)
             print(f"  readers ({label}): 1 process {sc[1] / 1e6:.2f} M gets/s, 2 processes "
