@@ -83,7 +83,8 @@ def local_report(cfg, st, w) -> dict:
         "segment": {"path": f"/dev/shm/bukt-{cfg.instance}", "bytes": st["segment_bytes"],
                     "memory_used": st["memory_used"], "pages_used": st["pages_used"],
                     "pages_total": st["pages_total"], "index_used": st["index_used"],
-                    "index_slots": st["index_slots"], "generation": st["generation"]},
+                    "index_slots": st["index_slots"], "index_stripes": st["index_stripes"],
+                    "generation": st["generation"]},
         "keys": st["keys"], "buckets": st["buckets"], "value_bytes": st["bytes"],
         "ring": {"size": st["ring_size"], "depth": st["ring_depth"],
                  "unflushed": w["ring_head"] - w["flushed_pos"]},
@@ -165,7 +166,8 @@ def _human_status(r) -> str:
     pct = 100 * seg["memory_used"] / seg["bytes"] if seg["bytes"] else 0
     lines.append(f"  memory    {human_bytes(seg['memory_used'])} of "
                  f"{human_bytes(seg['bytes'])} ({pct:.1f}%), index {seg['index_used']:,} of "
-                 f"{seg['index_slots']:,} slots; {seg['path']}")
+                 f"{seg['index_slots']:,} slots ({seg['index_stripes']:,} stripes in use); "
+                 f"{seg['path']}")
     lines.append(f"  keys      {r['keys']:,} in {r['buckets']} buckets, "
                  f"{human_bytes(r['value_bytes'])} of values")
     lines.append(f"  ring      {human_bytes(ring['depth'])} waiting for the writer, "

@@ -146,6 +146,9 @@ def test_status_check_compact(svc):
     j = bukt("status", "--json").json()
     assert j["healthy"] and j["service"]["pid"] == svc.state()["pid"]
     assert j["segment"]["bytes"] == 32 << 20 and j["ring"]["size"] > 0
+    # a new index uses 256 of its stripes (512 slots each) and grows from there
+    assert j["segment"]["index_stripes"] == 256 < j["segment"]["index_slots"] // 512
+    assert "stripes in use" in text
     assert {p["role"] for p in j["processes"]} >= {"serve", "writer", "http arbiter",
                                                    "http worker", "tcp pool", "tcp worker"}
     assert j["disk"]["log_bytes"] > 0
