@@ -237,6 +237,12 @@ cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept n
 # Once 2^level + split reaches nstripes the index is grown; from then on a full
 # stripe evicts or refuses as before.
 #
+# Fewer stripes while the index is young (core-notes asks for thousands, for low
+# writer contention and a small blast radius): 256 stripes against a 2-64 core host
+# still leave two writers a 1-in-256 chance of meeting in one stripe per write, a
+# stripe lock is held for well under a microsecond, and a repair touches one stripe
+# of at most 320 keys; as keys arrive the stripes multiply with them.
+#
 # Every stripe knows its `depth` (the hash bits that name it; 0 = not in use), so a
 # process that read an older geometry finds out: stripe si holds h's key iff the low
 # depth bits of hx(h) are si (owns). Readers check that under the seq and follow the
