@@ -33,13 +33,31 @@ cdef inline bytes as_key(Store s, object key):
 
 
 cdef int64_t parse_int_value(const char *p, uint32_t n) except? -1:
+    """The value of `-?[0-9]{1,19}` as an int64, read in C: incr's hot path (the regex
+    and int() this replaced were 3/5 of an incr's time). SchemaError otherwise."""
+    cdef uint32_t i = 1 if n > 0 and p[0] == 45 else 0     # '-'
+    cdef uint32_t j
+    cdef uint64_t v = 0                 # 19 digits stay below 2^64
+    if n - i < 1 or n - i > 19:
+        return _int_value_error(p, n)
+    for j in range(i, n):
+        if not 48 <= p[j] <= 57:
+            return _int_value_error(p, n)
+        v = v * 10 + <uint64_t>(p[j] - 48)
+    if i:
+        if v > 9223372036854775808ULL:
+            return _int_value_error(p, n)
+        return <int64_t>(0ULL - v)
+    if v > 9223372036854775807ULL:
+        return _int_value_error(p, n)
+    return <int64_t>v
+
+
+cdef int64_t _int_value_error(const char *p, uint32_t n) except -1:
     text = PyBytes_FromStringAndSize(p, n)
     if not _INT_TEXT.match(text):
         raise _err.SchemaError(f"value {text[:40]!r} is not a decimal integer")
-    v = int(text)
-    if not I64_MIN <= v <= I64_MAX:
-        raise _err.SchemaError(f"value {v} is outside the signed 64-bit range")
-    return v
+    raise _err.SchemaError(f"value {int(text)} is outside the signed 64-bit range")
 
 
 cdef enum:                      # how _slow_get treats the entry it finds

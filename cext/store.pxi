@@ -178,6 +178,12 @@ cdef class Store:
             return self.fake_now
         return bk_now_ms()
 
+    cdef inline int64_t now_coarse(self) noexcept nogil:
+        """now() to within a clock tick (a few ms), for less: the LRU clock's ticks."""
+        if self.fake_now >= 0:
+            return self.fake_now
+        return bk_now_coarse_ms()
+
     cdef inline int _open(self) except -1:
         """Every public method that reads the mapping starts here: after close() the
         header and table pointers point at unmapped memory (a segfault, not an

@@ -689,7 +689,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     st.intent_old = old_off
     st.intent_op = BK_OP_SET
     lower_min_expire(st, expire_ms)             # before the slot store publishes it
-    tick_lru(s, s.now())                        # outside the seq window readers retry on
+    tick_lru(s, s.now_coarse())                 # outside the seq window readers retry on
     bk_seq_enter(&st.seq)
     STAMPS_OF(s, si)[slot] = s.hdr.lru_clock
     bk_store_rlx64(&slots[slot], tag_of(h) | off)

@@ -157,6 +157,30 @@ def test_getdel_incr(store, bucket):
     assert store.check() == []
 
 
+@pytest.mark.parametrize("text, value", [
+    (b"0", 0), (b"-0", 0), (b"7", 7), (b"-7", -7), (b"0042", 42),
+    (b"9223372036854775807", 2**63 - 1), (b"-9223372036854775808", -2**63),
+    (b"1234567890123456789", 1234567890123456789)])
+def test_incr_reads_every_decimal_int64(bucket, text, value):
+    bucket.set(b"k", text)
+    assert bucket.incr(b"k", 0) == value
+
+
+@pytest.mark.parametrize("text, why", [
+    (b"", "not a decimal"), (b"-", "not a decimal"), (b"+1", "not a decimal"),
+    (b" 1", "not a decimal"), (b"1 ", "not a decimal"), (b"1a", "not a decimal"),
+    (b"--1", "not a decimal"), (b"1_000", "not a decimal"), (b"\xd9\xa1", "not a decimal"),
+    (b"12345678901234567890", "not a decimal"),         # 20 digits
+    (b"9223372036854775808", "outside the signed 64-bit"),
+    (b"-9223372036854775809", "outside the signed 64-bit"),
+    (b"9999999999999999999", "outside the signed 64-bit")])
+def test_incr_refuses_what_is_not_a_decimal_int64(store, bucket, text, why):
+    bucket.set(b"k", text)
+    with pytest.raises(errors.SchemaError, match=why):
+        bucket.incr(b"k")
+    assert bucket.get(b"k") == text and store.check() == []
+
+
 def test_incr_keeps_ttl(clock, bucket):
     bucket.incr(b"n", ttl=3)
     clock.set_time(T0 + 1000)

@@ -413,6 +413,14 @@ static inline int bk_futex_wake(uint32_t *addr) {
     return (int)syscall(SYS_futex, addr, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
 }
 
+/* ---- time: the coarse wall clock (the last tick's, a few ms old; no TSC read): for
+ * the LRU clock's 64 ms ticks, which every write advances ---- */
+static inline int64_t bk_now_coarse_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- time: wall clock in ms (expiries are absolute and survive a reboot) ---- */
 static inline int64_t bk_now_ms(void) {
     struct timespec ts;

@@ -197,6 +197,7 @@ cdef extern from "segment.h" nogil:
     int bk_futex_wait(uint32_t *addr, uint32_t val, long timeout_ns)
     int bk_futex_wake(uint32_t *addr)
     int64_t bk_now_ms()
+    int64_t bk_now_coarse_ms()
     int64_t bk_mono_ns()
     bint bk_pid_alive(uint32_t pid)
     uint64_t bk_hash(const void *key, size_t len, uint64_t seed)
