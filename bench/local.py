@@ -7,8 +7,9 @@ Workloads (issue 2): 100k keys of 16 B with 100 B values, keys in random order: 
 hit, get miss, set overwrite, incr, each pass through new key objects equal to the
 stored keys (see timed(); the dict handed its own key objects is printed beside). Then
 two reader processes at once, beside two processes reading private dicts (what the
-machine gives). Then memory: bytes per key for 1M keys beside Redis's used_memory for the same data. Every figure
-is the best of three passes; ratios are printed against the reference on the line.
+machine gives). Then memory: bytes per key for 1M keys beside Redis's used_memory for
+the same data. Every figure is the best of three passes; ratios are printed against
+the reference on the line.
 """
 import argparse
 import multiprocessing as mp

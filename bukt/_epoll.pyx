@@ -22,9 +22,10 @@ sleep at once: it yields the CPU and polls again (epoll_wait with no timeout) fo
 busy_poll, then sleeps. On one connection the next request comes one client round trip
 after the response, and on a virtual machine a sleeping worker takes about as long
 again to be woken for it: here the median round trip went from about 57 to 20-27 us
-(16-17k -> 33-43k requests a second; bench/tcp.py). The poll gives up as soon as yields show that
-another task wants the CPU, and it is tried only while polls catch requests
-(bukt/spin.py, SpinCredit), so an idle or lightly loaded worker sleeps at once.
+(16-17k -> 33-43k requests a second; bench/tcp.py). The poll gives up as soon as
+yields show that another task wants the CPU, and it is tried only while polls catch
+requests (bukt/spin.py, SpinCredit), so an idle or lightly loaded worker sleeps at
+once.
 
 DURABILITY. Under `fsync: always` a write's response waits until the writer's flushed
 position passes the write's ring position (bukt/tcp/durability.py, RingPositions). The

@@ -129,8 +129,8 @@ writer under bench/durability.py), and 16 acknowledging clients 42,512-45,760 ->
 and a batch that cannot get its zeros (ENOSPC), or whose write the device refuses for
 its alignment (EINVAL: sectors larger than 4 KiB), turns the synced write off for the
 rest of that log and is written plainly. A failed synced write is treated as a failed
-fsync: the log refuses writes. Readers (recovery, `bukt check`) read through the page cache, which Linux
-keeps coherent with direct writes.
+fsync: the log refuses writes. Readers (recovery, `bukt check`) read through the page
+cache, which Linux keeps coherent with direct writes.
 """
 import errno
 import json

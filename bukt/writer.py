@@ -55,8 +55,9 @@ of the last GATHER_HISTORY batches, the writer first waits for that much, for at
 half the time the last batch took to be made durable, its write and fsync together
 (commit_s; and GATHER_MAX_S): with n writers committing, one fsync acknowledges about
 n of them. It sleeps on the doorbell with the bytes it waits for published (ring.pxi,
-THE DOORBELL), so only the commit that completes the batch wakes it: when every commit woke it, waiting for a whole batch cost 16 writers on 2 CPUs two
-thirds of their throughput, and the writer took a batch at once when it held half of
+THE DOORBELL), so only the commit that completes the batch wakes it: when every commit
+woke it, waiting for a whole batch cost 16 writers on 2 CPUs two thirds of their
+throughput, and the writer took a batch at once when it held half of
 that (docs/writer.md has the figures). A lone writer's batches hold one record, so it
 never waits longer than its record takes to come; after writers leave, the estimate
 falls back within GATHER_HISTORY batches. (PostgreSQL's commit_delay, with the delay

@@ -589,8 +589,7 @@ cdef class Bucket:
                          BK_E_SINGLE if flags & BK_E_SINGLE else 0, found, off, version)
         finally:
             unlock_stripe(s, si)
-        if s.split_due:
-            grow_index(s)
+        s._after_write(False)           # (recovery does not wait for the fsync)
         return ver
 
     def restore_ttl(self, key, int64_t expire_ms, uint64_t version=0):

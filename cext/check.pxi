@@ -82,7 +82,7 @@ cdef list check_table(Store s):
         # split ones and their new halves one bit deeper than the rest
         level = <uint32_t>(hd.index_geom >> 32)        # every stripe locked: stable
         split = <uint32_t>hd.index_geom
-        active = (1 << level) + split
+        active = stripes_in_use(hd.index_geom)
         if split >= (1 << level) or active > s.nstripes:
             problems.append(f"index geometry level {level} split {split} does not fit "
                             f"{s.nstripes} stripes")

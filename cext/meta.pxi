@@ -448,13 +448,12 @@ cdef dict store_stats(Store s):
         chunk_bytes += s.classes[i].used * s.classes[i].chunk_size
     index_bytes = <uint64_t>s.nstripes * BK_STRIPE_BYTES
     head, tail = bk_load_acq64(&h.ring_head), bk_load_acq64(&h.ring_tail)
-    geom = bk_load_acq64(&h.index_geom)         # one read: a split may move it on
     totals.update(
         buckets=nb, segment_bytes=s.size, page_size=s.page_size, pages_total=s.npages,
         pages_used=pages_used, chunk_bytes=chunk_bytes, index_bytes=index_bytes,
         index_slots=s.nstripes * SLOTS, index_used=used_slots,
         # stripes the index uses so far (GROWTH in table.pxi): 2^level + split
-        index_stripes=(1 << (geom >> 32)) + (geom & 0xffffffff),
+        index_stripes=stripes_in_use(bk_load_acq64(&h.index_geom)),
         # entries holding an expiry, expired ones not yet removed included
         keys_with_ttl=with_ttl,
         # bytes in use: the fixed regions (header, index, tables) plus the pages

@@ -23,6 +23,11 @@ cdef inline uint32_t geom_stripe(uint64_t geom, uint32_t x) noexcept nogil:
     return b
 
 
+cdef inline uint64_t stripes_in_use(uint64_t geom) noexcept nogil:
+    """2^level + split: the stripes the index uses (the next to come is their count)."""
+    return (1ULL << (geom >> 32)) + <uint32_t>geom
+
+
 cdef inline uint32_t stripe_of(Store s, uint64_t h) noexcept nogil:
     """Where h's key lives by the geometry as last published: a hint for a writer,
     which checks it under the lock (lock_key), and for a reader, which checks it
@@ -115,7 +120,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
     cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t *stamps
-    cdef uint32_t home = home_of(h), i, probe, vlen, clk, depth
+    cdef uint32_t home = home_of(h), i, probe, vlen, clk
     cdef uint64_t tag = tag_of(h), s1, w, o, off
     cdef uint64_t lo = s.arena_off, limit = s.size
     cdef bk_entry *e
@@ -130,8 +135,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
         if s1 & 1:
             bk_pause()
             continue
-        depth = bk_load_rlx32(&st.depth)
-        if low_bits(hx(h), depth) != si:
+        if not owns(s, si, h):
             # split since the geometry was read (its seq was odd then, or the split
             # is done and the geometry tells where the key went): read it again
             si = stripe_of(s, h)
@@ -197,11 +201,12 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
 # -- a writer's prefetch ---------------------------------------------------------
 cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept nogil:
     """Before a writer takes stripe si's lock for key hash h: start fetching the lock's
-    line and the seq's, h's home slot and stamp and, from a racy read of that slot (a hint: what it
-    says is found again under the lock), the entry it points at. The lock is an atomic
-    instruction that no later load passes, so without this the slot's miss follows the
-    lock's and the entry's follows the slot's; with it the three overlap in two steps.
-    A prefetch never faults, so a stale offset costs nothing but the fetch."""
+    line and the seq's, h's home slot and stamp and, from a racy read of that slot (a
+    hint: what it says is found again under the lock), the entry it points at. The
+    lock is an atomic instruction that no later load passes, so without this the
+    slot's miss follows the lock's and the entry's follows the slot's; with it the
+    three overlap in two steps. A prefetch never faults, so a stale offset costs
+    nothing but the fetch."""
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t home = home_of(h)
     cdef uint64_t w, o
@@ -248,7 +253,7 @@ cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept n
 # depth bits of hx(h) are si (owns). Readers check that under the seq and follow the
 # geometry again; writers check it under the lock (lock_key). The geometry only ever
 # refines, so a cursor over hx in bit-reversed order (Redis's SCAN cursor) sees every
-# key exactly once however many splits happen meanwhile (stripe_at_cursor).
+# key exactly once however many splits happen meanwhile (read_at_cursor).
 #
 # Crash safety: the splitter writes intent SPLIT (level, q) in p before its first
 # change, and do_split is idempotent: copy p's bit-L words into q unless there,
@@ -290,7 +295,7 @@ cdef int grow_index(Store s, crash_t *crash=NULL) except -1:
     split it first. Called holding no lock. 1 when this call split one."""
     cdef uint64_t geom = bk_load_acq64(&s.hdr.index_geom)
     cdef uint32_t level = <uint32_t>(geom >> 32), p = <uint32_t>geom
-    cdef uint64_t q = (1ULL << level) + p
+    cdef uint64_t q = stripes_in_use(geom)      # p's other half
     s.split_due = 0
     if s.readonly or q >= s.nstripes:
         return 0
@@ -380,7 +385,7 @@ cdef int do_split(Store s, uint32_t p, uint32_t q, uint32_t level,
                 # repair finish it first (as for a DEL)
                 sp.intent_hole = i
                 crash_point(crash, 2)
-                shift_hashed(s, p, i, hs, crash)    # refills slot i: look again
+                do_shift(s, p, i, crash, hs)    # refills slot i: look at it again
                 sp.intent_hole = SLOTS
                 moved = True
             else:
@@ -400,30 +405,6 @@ cdef int do_split(Store s, uint32_t p, uint32_t q, uint32_t level,
         debug_check_stripe(s, p)
         debug_check_stripe(s, q)
     return 0
-
-
-cdef void shift_hashed(Store s, uint32_t si, uint32_t hole, uint64_t *hs,
-                       crash_t *crash) noexcept:
-    """do_shift, with the words' hashes at hand in hs (moved along with them)."""
-    cdef bk_stripe *st = STRIPE(s, si)
-    cdef uint64_t *slots = SLOTS_OF(s, si)
-    cdef uint32_t *stamps = STAMPS_OF(s, si)
-    cdef uint32_t j = (hole + 1) & SLOT_MASK, home
-    cdef uint64_t w
-    while True:
-        w = slots[j]
-        if w == 0:
-            break
-        home = home_of(hs[j])
-        if ((j - home) & SLOT_MASK) >= ((j - hole) & SLOT_MASK):
-            stamps[hole] = stamps[j]
-            hs[hole] = hs[j]
-            bk_store_rlx64(&slots[hole], w)
-            crash_point(crash, 2)               # a crash test: dies with w twice
-            hole = j
-            st.intent_hole = j
-        j = (j + 1) & SLOT_MASK
-    bk_store_rlx64(&slots[hole], 0)
 
 
 cdef void finish_split(Store s, uint32_t p, uint32_t level) noexcept:
@@ -535,11 +516,14 @@ cdef int find_offset(Store s, uint32_t si, uint64_t h, uint64_t off) noexcept:
     return -1
 
 
-cdef void do_shift(Store s, uint32_t si, uint32_t hole, crash_t *crash=NULL) noexcept:
+cdef void do_shift(Store s, uint32_t si, uint32_t hole, crash_t *crash=NULL,
+                   uint64_t *hs=NULL) noexcept:
     """Backward-shift deletion from `hole` (whose slot is being unlinked). Each step
     copies a later slot into the hole before the hole moves on, so every
     intermediate state is a valid table with at most one duplicate; intent_hole
-    follows the hole so that a repair can finish the shift (idempotent)."""
+    follows the hole so that a repair can finish the shift (idempotent). `hs`: the
+    slots' hashes when the caller has them (do_split), moved along with the words;
+    otherwise each word's entry is read for its home."""
     cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t *stamps = STAMPS_OF(s, si)
@@ -549,10 +533,12 @@ cdef void do_shift(Store s, uint32_t si, uint32_t hole, crash_t *crash=NULL) noe
         w = slots[j]
         if w == 0:
             break
-        home = home_of(entry_hash(s, w & BK_OFF_MASK))
+        home = home_of(hs[j] if hs != NULL else entry_hash(s, w & BK_OFF_MASK))
         # w may fill the hole unless its home lies cyclically in (hole, j]
         if ((j - home) & SLOT_MASK) >= ((j - hole) & SLOT_MASK):
             stamps[hole] = stamps[j]            # the stamp moves with its key
+            if hs != NULL:
+                hs[hole] = hs[j]
             bk_store_rlx64(&slots[hole], w)
             crash_point(crash, 2)               # a crash test: dies with w twice
             hole = j

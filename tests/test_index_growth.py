@@ -52,8 +52,8 @@ def test_the_index_starts_small_and_grows_to_the_segments_stripes(segname):
             assert i < nstripes * SLOTS, "the index never finished growing"
         # it grew in steps, one split at a time, and no further than the segment
         assert seen == sorted(seen) and seen[-1] == nstripes and len(set(seen)) > 3
-        # a stripe splits only once it is well filled: the keys per stripe in use
-        # never fell below the half of BK_SPLIT_AT while the index grew
+        # a stripe splits only once it is well filled: grown, the index holds more
+        # than half of BK_SPLIT_AT keys a stripe
         assert i / nstripes > SPLIT_AT / 2
         assert store.stats()["index_used"] == i == b.stats()["keys"]
         for j in range(0, i, 97):
@@ -64,9 +64,9 @@ def test_the_index_starts_small_and_grows_to_the_segments_stripes(segname):
 
 
 def test_a_small_index_starts_with_all_its_stripes(segname):
-    # index_slots rounds up to a power of two stripes: a grown index is then even,
-    # every stripe at the same depth (with 5 stripes, 4 would cover half the keys
-    # each... and the other one the rest)
+    # index_slots rounds up to a power of two stripes, so a grown index is even: every
+    # stripe at the same depth (of 5, the one never split would hold twice the keys
+    # of each of the others)
     store = bukt.create(segname, size="16MiB", index_slots=512 * 3)
     try:
         assert store.limits["nstripes"] == 4 and active(store) == 4

@@ -24,8 +24,8 @@
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
 #define BK_FORMAT       6u      /* 6: the index grows by linear hashing (index_geom,
-                                   stripe depth); 5: stripes keep a lower bound on their earliest expiry
-                                   (min_expire_ms); 4: stripes count their entries with
+                                   stripe depth); 5: stripes keep a lower bound on
+                                   their earliest expiry (min_expire_ms); 4: stripes count their entries with
                                    an expiry (nttl); 3: the ring claim beside ring_head;
                                    2: LRU stamps beside the slots, pages move between
                                    classes */
@@ -356,6 +356,11 @@ static inline int bk_lock_init(bk_lock *l) {
     pthread_mutexattr_destroy(&a);
     return rc;
 }
+/* ---- is a process (or thread) there? EPERM: it is, another user's ---- */
+static inline int bk_pid_alive(uint32_t pid) {
+    if (pid == 0) return 0;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
 /* The kernel marks the robust mutexes of a thread that dies (FUTEX_OWNER_DIED, and
  * the next locker gets EOWNERDEAD), but it walks at most ROBUST_LIST_LIMIT (2048) of
  * them: a process that dies holding more (check() and recount() hold every stripe's,
@@ -370,8 +375,7 @@ static inline void bk_lock_mark_if_dead(bk_lock *l) {
     uint32_t v = __atomic_load_n(word, __ATOMIC_ACQUIRE);
     pid_t tid = (pid_t)(v & FUTEX_TID_MASK);
     uint32_t nv;
-    if (tid == 0 || (v & FUTEX_OWNER_DIED)) return;
-    if (kill(tid, 0) == 0 || errno != ESRCH) return;
+    if (tid == 0 || (v & FUTEX_OWNER_DIED) || bk_pid_alive((uint32_t)tid)) return;
     nv = (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
     if (__atomic_compare_exchange_n(word, &v, nv, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
             && (nv & FUTEX_WAITERS))
@@ -433,10 +437,6 @@ static inline int64_t bk_mono_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static inline int bk_pid_alive(uint32_t pid) {
-    if (pid == 0) return 0;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
-}
 
 /* ---- the key hash: 64-bit MurmurHash2 (MurmurHash64A, public domain, Austin
  * Appleby), seeded with the bucket slot so equal keys of two buckets land apart. ---- */
