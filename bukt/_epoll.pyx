@@ -45,9 +45,11 @@ passed since it first parked; then it answers RING_FULL and goes on with the nex
 frame. Every other connection is served meanwhile. While parked the request takes part
 in the ring's claim, as in bukt/tcp/connection.py (bukt/ringroom.py, RoomWait).
 """
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
+                                PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.list cimport PyList_Clear, PyList_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -99,6 +101,22 @@ cdef extern from "<netinet/tcp.h>":
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
 
+cdef inline int clear_list(list l) except -1:
+    """`del l[:]` without building a slice object."""
+    if PyList_GET_SIZE(l):
+        PyList_Clear(l)
+    return 0
+
+
+cdef inline int drop_front(bytearray b, Py_ssize_t n) except -1:
+    """`del b[:n]`; all of it without building a slice object."""
+    if n >= PyByteArray_GET_SIZE(b):
+        PyByteArray_Resize(b, 0)
+    elif n > 0:
+        del b[:n]
+    return 0
+
+
 cdef extern from "<time.h>" nogil:
     struct timespec:
         long tv_sec
@@ -118,7 +136,10 @@ cdef enum:
     RBUF = 262144
     MAXEV = 256
 
-cdef char rbuf[RBUF]
+# The receive buffer, shared by every connection of the worker: a bytearray, so that
+# frames can be handled where recv put them (RECEIVE in Loop._read); never resized.
+cdef bytearray rbuf_obj = bytearray(RBUF)
+cdef char *rbuf = PyByteArray_AS_STRING(rbuf_obj)
 
 cdef double LINGER = 0.2       # as in bukt/tcp/connection.py
 cdef double LINGER_MAX = 5.0
@@ -181,6 +202,7 @@ cdef class Loop:
     cdef object ring_wait        # seconds a request may park (None: the store waits)
     cdef list out                # responses of one _process; reused, always left empty
     cdef double next_retry
+    cdef double now              # monotonic(), read once per wakeup
     cdef object notifier         # the store's FlushNotifier, from the first durable wait
     cdef int notify_fd           # its eventfd, in the epoll set; -1 before
     cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
@@ -246,6 +268,7 @@ cdef class Loop:
             n = self._busy_poll(events)
             if n == 0:
                 n = epoll_wait(self.epfd, events, MAXEV, timeout)
+            self.now = monotonic()
             if n < 0:
                 if errno == EINTR:
                     PyErr_CheckSignals()  # runs the Python handler: stop()
@@ -353,7 +376,7 @@ cdef class Loop:
             if errno != EAGAIN and errno != EINTR:
                 self._close(c)
             return
-        c.last_active = monotonic()
+        c.last_active = self.now
         if r == 0:
             c.peer_eof = True
             if c.lingering:
@@ -365,6 +388,13 @@ cdef class Loop:
             return
         if c.lingering or c.draining:
             return  # closing: what arrives now is not a request we will answer
+        if (PyByteArray_GET_SIZE(c.buf) == 0 and not c.processing and not c.parked
+                and c.session is not None):
+            # RECEIVE: nothing of this peer's waits, so its frames are handled where recv
+            # put them; only what is left over (a partial frame, or frames that flow
+            # control holds back) is copied to c.buf.
+            self._run(c, rbuf_obj, r)
+            return
         n = PyByteArray_GET_SIZE(c.buf)
         PyByteArray_Resize(c.buf, n + r)
         memcpy(PyByteArray_AS_STRING(c.buf) + n, rbuf, r)
@@ -372,8 +402,14 @@ cdef class Loop:
 
     cdef _process(self, Conn c):
         """Handles the whole frames of c.buf that flow control allows."""
+        self._run(c, c.buf, PyByteArray_GET_SIZE(c.buf))
+
+    cdef _run(self, Conn c, bytearray buf, Py_ssize_t size):
+        """Handles the whole frames of buf[:size] (c.buf, or the receive buffer when
+        c.buf is empty) that flow control allows; what is left of the receive buffer
+        moves to c.buf."""
         cdef list out = self.out
-        cdef Py_ssize_t pos = 0, size = len(c.buf)
+        cdef Py_ssize_t pos = 0
         cdef int why
         cdef bint ticketed = False
         if c.processing or c.parked or c.fd < 0 or c.session is None:
@@ -388,7 +424,7 @@ cdef class Loop:
                 if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
                     c.stalled = True
                     break
-                pos = run_frames(c.buf, size, pos, c.session, self.max_frame, out,
+                pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
                                  self.high_water, &why)
                 if ticketed:
                     self.store.ring_ticket = 0
@@ -409,10 +445,10 @@ cdef class Loop:
                     else:  # waited long enough: RING_FULL, and on to the next frame
                         c.park_until = 0
                         _end_wait(c)
-                        out.append(_ring_full(c.buf, pos, self.ring_wait))
-                        pos += int.from_bytes(c.buf[pos:pos + 4], "big")
+                        out.append(_ring_full(buf, pos, self.ring_wait))
+                        pos += int.from_bytes(buf[pos:pos + 4], "big")
                 elif why == W_FATAL:
-                    length = int.from_bytes(c.buf[pos:pos + 4], "big")
+                    length = int.from_bytes(buf[pos:pos + 4], "big")
                     try:
                         _P.check_length(length, self.max_frame)
                     except _errors.ProtocolError as exc:
@@ -429,7 +465,7 @@ cdef class Loop:
                         for r in out:
                             c.outbuf += r
                         self._send(c)
-                    del out[:]
+                    clear_list(out)
                 if d is not None:
                     self._defer(c, d)
                 if why == W_PARTIAL or c.parked:
@@ -440,11 +476,13 @@ cdef class Loop:
             if ticketed:
                 self.store.ring_ticket = 0
             c.processing = False
-            del out[:]  # shared by every connection: never left with another's answers
+            clear_list(out)  # shared by every connection: never left with another's answers
         if c.fd < 0:
             return
-        if pos:
-            del c.buf[:pos]
+        if buf is c.buf:
+            drop_front(buf, pos)
+        elif pos < size:
+            c.buf = PyByteArray_FromStringAndSize(PyByteArray_AS_STRING(buf) + pos, size - pos)
         self._update(c)
         self._maybe_finish(c)
 
@@ -460,7 +498,7 @@ cdef class Loop:
             if errno != EAGAIN and errno != EINTR:
                 self._close(c)
             return
-        del c.outbuf[:w]
+        drop_front(c.outbuf, w)
 
     cdef _send_response(self, Conn c, bytes r):
         """Sends one response while nothing else waits; what the kernel does not take
