@@ -50,6 +50,7 @@ from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAnd
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_Clear, PyList_GET_SIZE
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -57,6 +58,7 @@ from libc.string cimport memcpy
 import collections as _collections
 import signal as _signal
 
+from . import _core
 from . import errors as _errors
 from . import protocol as _P
 from .ringroom import RoomWait
@@ -144,6 +146,14 @@ cdef char *rbuf = PyByteArray_AS_STRING(rbuf_obj)
 cdef double LINGER = 0.2       # as in bukt/tcp/connection.py
 cdef double LINGER_MAX = 5.0
 
+# The segment's meta_epoch (cext/meta.pxi), read without a Python call: a session's
+# token is re-checked (Session.recheck: a Python call and a look at the bucket's tokens)
+# only when the bucket table changed since its connection last looked (REVOCATION in
+# bukt/tcp/session.py). For a bukt._core.Store only; 0 means "look".
+ctypedef uint64_t (*epoch_fn)(object) noexcept
+cdef epoch_fn meta_epoch = <epoch_fn>PyCapsule_GetPointer(_core.META_EPOCH,
+                                                          b"bukt._core.meta_epoch")
+
 cdef double RETRY = 0.001      # seconds between attempts of a parked request
 # bukt/spin.py's, as C values: the busy poll compares against them at every yield
 cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
@@ -177,6 +187,7 @@ cdef class Conn:
     cdef object room_wait       # its claim on ring room (RoomWait) while it waits
     cdef double last_active
     cdef double finish_started
+    cdef uint64_t epoch         # the meta_epoch its session's token was checked at
 
 
 cdef inline _end_wait(Conn c):
@@ -207,11 +218,13 @@ cdef class Loop:
     cdef int notify_fd           # its eventfd, in the epoll set; -1 before
     cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
     cdef double busy_poll        # its limit; 0: the loop never asks the credit
+    cdef bint epoch_store        # store is a bukt._core.Store: meta_epoch applies
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
         self.sock = sock
         self.listen_fd = sock.fileno()
         self.store, self.settings = store, settings
+        self.epoch_store = type(store) is _core.Store
         self.admin_hash, self.durable = admin_hash, durable
         self.max_frame = settings.max_frame
         self.high_water = settings.write_high_water
@@ -410,6 +423,7 @@ cdef class Loop:
         moves to c.buf."""
         cdef list out = self.out
         cdef Py_ssize_t pos = 0
+        cdef uint64_t epoch
         cdef int why
         cdef bint ticketed = False
         if c.processing or c.parked or c.fd < 0 or c.session is None:
@@ -424,8 +438,10 @@ cdef class Loop:
                 if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
                     c.stalled = True
                     break
+                epoch = meta_epoch(self.store) if self.epoch_store else 0
                 pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
-                                 self.high_water, &why)
+                                 self.high_water, &why, epoch == 0 or epoch != c.epoch)
+                c.epoch = epoch
                 if ticketed:
                     self.store.ring_ticket = 0
                     ticketed = False

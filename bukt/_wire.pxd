@@ -11,4 +11,4 @@ cdef enum:
 
 cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                            Py_ssize_t max_frame, list out, Py_ssize_t out_limit,
-                           int *why) except -1
+                           int *why, bint recheck=*) except -1

@@ -126,12 +126,14 @@ cdef object fast_set(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
         raise _errors.ProtocolError("payload length does not match the key and value")
     if flags & ~SET_FLAGS:
         raise _errors.ProtocolError(f"unknown SET flags 0x{flags:02x}")
-    version = bucket.set(
-        PyBytes_FromStringAndSize(<const char *>p + 21, klen),
-        PyBytes_FromStringAndSize(<const char *>p + kend + 4, vlen),
-        ttl=ttl_ms / 1000.0 if ttl_ms else None,
-        nx=bool(flags & 1), xx=bool(flags & 2), single_read=bool(flags & 4),
-        if_version=if_version if flags & 8 else None)
+    key = PyBytes_FromStringAndSize(<const char *>p + 21, klen)
+    value = PyBytes_FromStringAndSize(<const char *>p + kend + 4, vlen)
+    if flags == 0 and ttl_ms == 0:
+        version = bucket.set(key, value)  # positional: no keyword parsing in the call
+    else:
+        version = bucket.set(key, value, ttl_ms / 1000.0 if ttl_ms else None,
+                             bool(flags & 1), bool(flags & 2), bool(flags & 4),
+                             if_version if flags & 8 else None)
     if version is None:
         return frame(2, rid, NULL, 0)
     return u64_frame(rid, version)
@@ -147,7 +149,7 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
 
 cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                            Py_ssize_t max_frame, list out, Py_ssize_t out_limit,
-                           int *why) except -1:
+                           int *why, bint recheck=True) except -1:
     cdef const unsigned char *b
     cdef uint32_t length
     cdef uint8_t command
@@ -157,7 +159,8 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
     cdef object bucket
     cdef bint persist
     cdef object result
-    session.recheck()       # a token revoked since the last batch (session.py, REVOCATION)
+    if recheck:     # a token revoked since the last batch (session.py, REVOCATION);
+        session.recheck()   # False: the caller knows the bucket table has not changed
     perms = session.perms
     bucket = session.bucket
     persist = session.persist

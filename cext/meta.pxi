@@ -98,7 +98,28 @@ cdef int apply_meta(Store s, dict c) except -1:
             t = token_slot(b, c["id"])
             if t >= 0:
                 bk_store_rel32(&b.tokens[t].id, 0)
+    bump_meta_epoch(s)
     return 0
+
+
+cdef inline void bump_meta_epoch(Store s) noexcept:
+    """After a change to the bucket table: whoever cached a check of it looks again
+    (under the meta lock, so a plain increment; released so that a reader that sees
+    the new epoch sees the change)."""
+    bk_store_rel64(&s.hdr.meta_epoch, s.hdr.meta_epoch + 1)
+
+
+cdef uint64_t meta_epoch_of(object store) noexcept:
+    """The segment's meta_epoch, 0 when `store` is closed: META_EPOCH's function."""
+    cdef Store s = <Store>store
+    if s.hdr == NULL:
+        return 0
+    return bk_load_acq64(&s.hdr.meta_epoch)
+
+
+# C callers in other extension modules (bukt/_epoll.pyx) reach meta_epoch_of through
+# this capsule, without a Python call: uint64_t (*)(object store), for a Store only.
+META_EPOCH = PyCapsule_New(<void *>meta_epoch_of, b"bukt._core.meta_epoch", NULL)
 
 
 cdef int repair_meta(Store s) except -1:

@@ -350,6 +350,14 @@ cdef class Store:
                 return m.tokens[t].perms == perms
         return False
 
+    @property
+    def meta_epoch(self):
+        """A counter that moves after every change to the bucket table or its tokens
+        (create, drop, token add or revoke, by any process): a cached check of a token
+        holds while it has not moved."""
+        self._open()
+        return meta_epoch_of(self)
+
     def revoke_token(self, bucket, token_id):
         self._open()
         return revoke_token(self, bucket, token_id)
@@ -756,6 +764,7 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
         if bk_lock_init(&cl[i].lock):
             raise OSError("pthread_mutex_init failed")
         cl[i].chunk_size, cl[i].per_slab, cl[i].slab_pages = classes[i]
+    h.meta_epoch = 1                    # 0 stands for "closed" (meta_epoch_of)
     # Written last: a segment whose magic is set is completely formatted.
     h.format = BK_FORMAT
     bk_fence_rel()

@@ -197,3 +197,30 @@ print("ok", len(calls))
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("ok"), (r.returncode, r.stderr)
+
+
+def test_meta_epoch_moves_after_every_bucket_table_change(store, segname):
+    """Store.meta_epoch moves after each create, drop, token add and token revoke, made
+    by this process or another attached one, and only then: the TCP worker re-checks a
+    session's token only when it moved (bukt/_epoll.pyx), so a change it missed would
+    leave a revoked token working."""
+    import hashlib
+    e0 = store.meta_epoch
+    assert e0 > 0                                     # 0 stands for "closed"
+    b = store.create_bucket("m", persist=False)
+    e1 = store.meta_epoch
+    assert e1 > e0
+    b.set("k", b"v")
+    b.get("k")
+    assert store.meta_epoch == e1                     # data does not move it
+    tid = store.add_token("m", hashlib.sha256(b"t").digest(), bukt.READ)
+    e2 = store.meta_epoch
+    assert e2 > e1
+    code = ("import sys, bukt; s = bukt.attach(sys.argv[1]); "
+            "assert s.revoke_token('m', int(sys.argv[2])); s.close()")
+    subprocess.run([sys.executable, "-c", code, segname, str(tid)], check=True)
+    e3 = store.meta_epoch
+    assert e3 > e2                                    # another process's revoke
+    store.drop_bucket("m")
+    assert store.meta_epoch > e3
+    assert store.check() == []

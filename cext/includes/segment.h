@@ -23,7 +23,7 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       6u      /* 6: the index grows by linear hashing (index_geom,
+#define BK_FORMAT       7u      /* 7: meta_epoch; 6: the index grows by linear hashing (index_geom,
                                    stripe depth); 5: stripes keep a lower bound on
                                    their earliest expiry (min_expire_ms); 4: stripes count their entries with
                                    an expiry (nttl); 3: the ring claim beside ring_head;
@@ -154,7 +154,10 @@ typedef struct {
     uint64_t repairs;           /* lock holders found dead and repaired */
     uint64_t evictions;
     uint64_t expirations;
-    char     _pad6[32];
+    uint64_t meta_epoch;        /* bumped (release) after every change to the bucket
+                                   table or its tokens: a TCP session re-checks its
+                                   token only when it moved (bukt/_epoll.pyx) */
+    char     _pad6[24];
     /* the writer process's published progress (read by health checks) */
     uint32_t writer_pid;
     uint32_t writer_ready;

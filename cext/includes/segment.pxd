@@ -72,6 +72,7 @@ cdef extern from "segment.h" nogil:
         uint64_t repairs
         uint64_t evictions
         uint64_t expirations
+        uint64_t meta_epoch
         uint32_t writer_pid
         uint32_t writer_ready
         int64_t writer_heartbeat_ms
