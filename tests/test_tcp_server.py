@@ -1,5 +1,6 @@
 """The TCP server against a real segment and real worker processes: every command,
 pipelining with many requests in flight, many clients spread over several workers."""
+import socket
 import threading
 
 import pytest
@@ -195,3 +196,71 @@ def test_response_above_max_frame_is_refused(served):
                 c.mget([f"big{i}" for i in range(3)])
             assert call  # the connection stays usable
             assert c.ping() == b""
+
+
+def test_many_connections_bursting_at_once_into_one_worker():
+    """24 connections to one worker each write 240 pipelined SETs and GETs with values
+    of up to 16 KiB at once, while their responses are read slowly, a connection at a
+    time: the worker reads many connections per wakeup (STAGING in bukt/_epoll.pyx puts
+    them side by side in one receive buffer) while some of them also wait to write.
+    Every GET returns what the SET before it on the same connection wrote."""
+    import hashlib
+    import random
+    with store(burst=dict(persist=False)) as (s, name):
+        s.add_token("burst", hashlib.sha256(b"burst").digest(), 3)
+        # A high-water mark well above a response: output waits while reading goes on.
+        with Server(name, workers=1, write_high_water=4 << 20) as srv:
+            conns, frames, expect = [], [], []
+            for c in range(24):
+                rnd = random.Random(c)
+                sock = socket.socket()
+                # a small window: the worker's output backs up, so it waits to write
+                # to many connections while reading from them
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(60)
+                sock.connect(("127.0.0.1", srv.port))
+                assert call(sock, C.AUTH, bucket=b"burst", token=b"burst")[0] == S.OK
+                last, fr, ex = {}, [], {}
+                for i in range(240):
+                    key = b"k%d-%d" % (c, rnd.randrange(5))
+                    if i % 2 == 0 or key not in last:
+                        value = bytes([65 + c % 26]) * rnd.randrange(1, 60000) + b"%d" % i
+                        last[key] = value
+                        fr.append(P.encode_request(C.SET, i, flags=0, ttl_ms=0,
+                                                   if_version=0, key=key, value=value))
+                    else:
+                        fr.append(P.encode_request(C.GET, i, key=key))
+                        ex[i] = last[key]
+                conns.append(sock)
+                frames.append(b"".join(fr))
+                expect.append(ex)
+            senders = [threading.Thread(target=sock.sendall, args=(data,))
+                       for sock, data in zip(conns, frames)]
+            for t in senders:
+                t.start()
+            # Read a little of each in turn, so that most stay part-read and the
+            # worker has output waiting for many of them while they also send.
+            bufs, seen = [bytearray() for _ in conns], [0] * len(conns)
+            while min(seen) < 240:
+                for c, sock in enumerate(conns):
+                    if seen[c] == 240:
+                        continue
+                    chunk = sock.recv(4096)
+                    assert chunk, (c, seen[c])
+                    bufs[c] += chunk
+                    while len(bufs[c]) >= 4 and len(bufs[c]) >= int.from_bytes(bufs[c][:4], "big"):
+                        n = int.from_bytes(bufs[c][:4], "big")
+                        data, bufs[c] = bytes(bufs[c][:n]), bufs[c][n:]
+                        i = seen[c]
+                        assert P.HEADER.unpack_from(data, 0)[2] == i, (c, i)
+                        if i in expect[c]:
+                            status, _, f = P.decode_response(C.GET, data)
+                            assert status == S.OK and f["value"] == expect[c][i], (c, i)
+                        else:
+                            assert P.decode_response(C.SET, data)[0] == S.OK, (c, i)
+                        seen[c] += 1
+            for t in senders:
+                t.join()
+            for sock in conns:
+                sock.close()
+        assert s.check() == []
