@@ -809,9 +809,10 @@ cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noex
             return
         if (w & BK_TAG_MASK) == tag:
             o = w & BK_OFF_MASK
-            if o >= s.arena_off and o + 128 <= s.size:
-                bk_prefetch_r(ENT(s, o))
-                bk_prefetch_r(<char *>ENT(s, o) + 64)
+            if o >= s.arena_off and o + 192 <= s.size:
+                bk_prefetch_r(ENT(s, o))                # header and key
+                bk_prefetch_r(<char *>ENT(s, o) + 64)   # the value's first lines,
+                bk_prefetch_r(<char *>ENT(s, o) + 128)  # as fast_read fetches them
             return
         i = (i + 1) & SLOT_MASK
 
