@@ -77,6 +77,7 @@ from . import errors as _errors
 from . import protocol as _P
 from .ringroom import RoomWait
 from . import spin as _spin
+from bukt._wire cimport Hot
 from bukt._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
                          run_frames)
 from .tcp.session import Session
@@ -215,6 +216,7 @@ cdef class Conn:
     cdef double last_active
     cdef double finish_started
     cdef uint64_t epoch         # the meta_epoch its session's token was checked at
+    cdef Hot hot                # what run_frames last read of its session
 
 
 cdef inline _end_wait(Conn c):
@@ -434,6 +436,7 @@ cdef class Loop:
             c.fd = fd
             c.buf = bytearray()
             c.outbuf = bytearray()
+            c.hot = Hot()
             c.last_active = monotonic()
             c.events = EPOLLIN
             self.conns[fd] = c
@@ -469,7 +472,7 @@ cdef class Loop:
         klen = be32(p + kat - 4)
         if kat + <Py_ssize_t>klen > r:
             return
-        bucket = (<object>c.session).bucket
+        bucket = c.hot.bucket if not c.hot.stale else (<object>c.session).bucket
         if bucket is not None:
             prefetch_key(bucket, p + kat, klen, stage)
 
@@ -531,7 +534,8 @@ cdef class Loop:
                     break
                 epoch = meta_epoch(self.store) if self.epoch_store else 0
                 pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
-                                 self.high_water, &why, epoch == 0 or epoch != c.epoch)
+                                 self.high_water, &why, epoch == 0 or epoch != c.epoch,
+                                 c.hot)
                 c.epoch = epoch
                 if ticketed:
                     self.store.ring_ticket = 0

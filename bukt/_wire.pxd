@@ -9,6 +9,14 @@ cdef enum:
     W_FULL = 4
     W_PARK = 5
 
+cdef class Hot:
+    # What run_frames reads of a Session for every batch, kept by a caller that runs
+    # many batches of one connection (bukt/_wire.pyx says when it is refreshed).
+    cdef object bucket
+    cdef int perms
+    cdef bint persist
+    cdef bint stale
+
 cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                            Py_ssize_t max_frame, list out, Py_ssize_t out_limit,
-                           int *why, bint recheck=*) except -1
+                           int *why, bint recheck=*, Hot hot=*) except -1

@@ -139,6 +139,24 @@ cdef object fast_set(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
     return u64_frame(rid, version)
 
 
+cdef class Hot:
+    """The session's bucket, permissions and persist flag as run_frames last read
+    them, for the epoll loop to pass back with the connection's next batch instead of
+    three attribute reads of the Python Session. Read again from the session when
+    stale (a new connection), when the batch rechecks the token (the bucket table
+    changed: REVOCATION in bukt/tcp/session.py) and after every request that took the
+    slow path (AUTH is one): nothing else changes them."""
+
+    def __cinit__(self):
+        self.stale = True
+
+
+cdef inline int keep_hot(Hot hot, object bucket, int perms, bint persist) except -1:
+    if hot is not None:
+        hot.bucket, hot.perms, hot.persist, hot.stale = bucket, perms, persist, False
+    return 0
+
+
 def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
         Py_ssize_t max_frame, list out, Py_ssize_t out_limit):
     """(pos, why): run_frames for Python callers (bukt/tcp/connection.py)."""
@@ -149,7 +167,7 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
 
 cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                            Py_ssize_t max_frame, list out, Py_ssize_t out_limit,
-                           int *why, bint recheck=True) except -1:
+                           int *why, bint recheck=True, Hot hot=None) except -1:
     cdef const unsigned char *b
     cdef uint32_t length
     cdef uint8_t command
@@ -161,9 +179,15 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
     cdef object result
     if recheck:     # a token revoked since the last batch (session.py, REVOCATION);
         session.recheck()   # False: the caller knows the bucket table has not changed
-    perms = session.perms
-    bucket = session.bucket
-    persist = session.persist
+    if hot is None or recheck or hot.stale:
+        perms = session.perms
+        bucket = session.bucket
+        persist = session.persist
+        keep_hot(hot, bucket, perms, persist)
+    else:
+        perms = hot.perms
+        bucket = hot.bucket
+        persist = hot.persist
     while size - pos >= 4:
         b = <const unsigned char *>(<char *>buf) + pos  # refreshed: buf does not move here
         length = be32(b)
@@ -214,6 +238,7 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
             perms = session.perms
             bucket = session.bucket
             persist = session.persist
+            keep_hot(hot, bucket, perms, persist)
             if session.closing:  # QUIT (only the slow path changes the session)
                 pos += length
                 out.append(result)
