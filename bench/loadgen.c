@@ -248,11 +248,11 @@ int main(int argc, char **argv) {
     }
     double elapsed = now() - start;
     qsort(lat, nlat, sizeof *lat, cmpd);
+#define pct(q) (nlat ? lat[(size_t)(nlat * (q))] * 1e6 : 0)
     printf("{\"proto\": \"%s\", \"conns\": %d, \"depth\": %d, \"ops\": %llu, "
-           "\"seconds\": %.3f, \"ops_per_s\": %.0f, \"p50_us\": %.1f, \"p99_us\": %.1f, "
-           "\"errors\": %llu}\n",
+           "\"seconds\": %.3f, \"ops_per_s\": %.0f, \"p50_us\": %.1f, \"p90_us\": %.1f, "
+           "\"p99_us\": %.1f, \"p999_us\": %.1f, \"errors\": %llu}\n",
            proto, nconns, depth, (unsigned long long)done, elapsed, done / elapsed,
-           nlat ? lat[nlat / 2] * 1e6 : 0, nlat ? lat[(size_t)(nlat * 0.99)] * 1e6 : 0,
-           (unsigned long long)errors_seen);
+           pct(0.5), pct(0.9), pct(0.99), pct(0.999), (unsigned long long)errors_seen);
     return 0;
 }

@@ -790,8 +790,8 @@ cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noex
     cdef uint64_t h, tag, w, o
     cdef uint32_t si, i, probe
     cdef uint64_t *slots
-    if s is None or s.hdr == NULL or n == 0:
-        return
+    if s is None or not s.mapped or n == 0:    # (close() leaves hdr pointing at
+        return                                  # unmapped memory: Store._open)
     h = khash(b.idx, k, n)
     si = stripe_of(s, h)
     slots = SLOTS_OF(s, si)

@@ -112,7 +112,7 @@ cdef inline void bump_meta_epoch(Store s) noexcept:
 cdef uint64_t meta_epoch_of(object store) noexcept:
     """The segment's meta_epoch, 0 when `store` is closed: META_EPOCH's function."""
     cdef Store s = <Store>store
-    if s.hdr == NULL:
+    if not s.mapped:                    # (hdr still points at the unmapped header)
         return 0
     return bk_load_acq64(&s.hdr.meta_epoch)
 

@@ -440,3 +440,48 @@ def test_full_ring_fails_the_write_after_a_bounded_wait(segname):
     p.set(b"after", b"ok")                          # room again
     assert s.check() == []
     s.close()
+
+
+def _capsule_function(capsule, name, restype, *argtypes):
+    import ctypes
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return ctypes.PYFUNCTYPE(restype, *argtypes)(get(capsule, name))
+
+
+def test_prefetch_key_and_meta_epoch_through_their_capsules(segname):
+    """bukt._core.prefetch_key (the TCP worker's PREFETCH, reached through a capsule)
+    reads nothing it trusts and changes nothing: on present and absent keys, keys
+    longer than any stored, a dropped bucket's and a closed store's, every stage, it
+    returns, and the table reads and checks the same afterwards. meta_epoch's capsule
+    gives the store's epoch, and 0 once the store is closed."""
+    import ctypes
+    from bukt import _core
+    prefetch = _capsule_function(_core.PREFETCH_KEY, b"bukt._core.prefetch_key", None,
+                                 ctypes.py_object, ctypes.c_char_p, ctypes.c_uint32,
+                                 ctypes.c_int)
+    s = bukt.create(segname, size="16MiB")
+    b = s.create_bucket("b", persist=False)
+    for i in range(3000):
+        b.set(b"k%d" % i, b"v%d" % i)
+    keys = [b"k%d" % i for i in range(0, 3000, 7)] + [b"absent", b"x" * 200, b"k"]
+    for stage in (1, 2, 3, 0):
+        for k in keys:
+            prefetch(b, k, len(k), stage)
+    assert [b.get(b"k%d" % i) for i in range(3000)] == [b"v%d" % i for i in range(3000)]
+    assert s.check() == []
+    s.drop_bucket("b")
+    for k in keys:
+        prefetch(b, k, len(k), 2)                   # a dropped bucket's object
+    epoch = _capsule_function(_core.META_EPOCH, b"bukt._core.meta_epoch",
+                              ctypes.c_uint64, ctypes.py_object)
+    assert epoch(s) == s.meta_epoch > 0
+    s.close()
+    for k in keys:
+        prefetch(b, k, len(k), 1)                   # a closed store: returns at once
+        prefetch(b, k, len(k), 2)
+    assert epoch(s) == 0                            # "look again", not a fault
+    s2 = bukt.attach(segname)
+    assert s2.check() == []
+    s2.unlink()
+    s2.close()
