@@ -24,9 +24,12 @@ at 50 connections was 8-10% of the worker's CPU (perf); with the fetches overlap
 the reads and sends, one worker's CPU per request went from 4.54-4.86 to 4.22-4.40 us
 (bench/tcp.py, 50 connections). Connections that are also writable or in error are
 read in event order, into the buffer past the staged bytes (`rfree`). The order of
-answers within a connection is unchanged; across connections it never mattered. The worker has no other thread, so the loop keeps the GIL across epoll_wait,
-recv and send (releasing and taking it back cost about a tenth of the loop's own CPU
-per request on one connection); a signal still interrupts epoll_wait (EINTR). A connection's interest set is recomputed after every change (`_update`):
+answers within a connection is unchanged; across connections it never mattered.
+
+The worker has no other thread, so the loop keeps the GIL across epoll_wait, recv and
+send (releasing and taking it back cost about a tenth of the loop's own CPU per request
+on one connection); a signal still interrupts epoll_wait (EINTR). A connection's
+interest set is recomputed after every change (`_update`):
 EPOLLIN only while it may be read (not draining, output below the high-water mark,
 fewer than max_inflight responses waiting for durability), EPOLLOUT only while output
 waits.

@@ -349,6 +349,7 @@ cdef object restore_token(Store s, str name, uint32_t token_id, bytes token_hash
         b.tokens[t].perms = perms
         b.next_token_id = max(b.next_token_id, token_id + 1)
         bk_store_rel32(&b.tokens[t].id, token_id)
+        bump_meta_epoch(s)
     finally:
         unlock_meta(s)
     return token_id

@@ -23,8 +23,9 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       7u      /* 7: meta_epoch; 6: the index grows by linear hashing (index_geom,
-                                   stripe depth); 5: stripes keep a lower bound on
+#define BK_FORMAT       7u      /* 7: the header's meta_epoch; 6: the index grows by
+                                   linear hashing (index_geom, stripe depth); 5:
+                                   stripes keep a lower bound on
                                    their earliest expiry (min_expire_ms); 4: stripes count their entries with
                                    an expiry (nttl); 3: the ring claim beside ring_head;
                                    2: LRU stamps beside the slots, pages move between
@@ -154,8 +155,10 @@ typedef struct {
     uint64_t repairs;           /* lock holders found dead and repaired */
     uint64_t evictions;
     uint64_t expirations;
-    uint64_t meta_epoch;        /* bumped (release) after every change to the bucket
-                                   table or its tokens: a TCP session re-checks its
+    uint64_t meta_epoch;        /* bumped (release, under meta_lock) after every change
+                                   applied to the bucket table or its tokens (a drop's
+                                   first step, state 2, is not: it revokes nothing
+                                   until the logged drop): a TCP session re-checks its
                                    token only when it moved (bukt/_epoll.pyx) */
     char     _pad6[24];
     /* the writer process's published progress (read by health checks) */
