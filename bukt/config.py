@@ -243,6 +243,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "tcp.max_inflight": (128, _int(1, 1_000_000)),
     "tcp.idle_timeout": (300, _duration()),
     "tcp.busy_poll": ("30us", _duration(hi=0.01)),
+    "tcp.nice": (None, _nullable(_int(-20, 19))),
     "http.bind": ("127.0.0.1:7070", _bind),
     "http.workers": (0, _int(0, 1024)),
     "http.max_body": ("4MiB", _size(lo=1024)),

@@ -278,3 +278,14 @@ def test_the_spins_are_durations_of_at_most_ten_milliseconds():
         with pytest.raises(ConfigError) as e:
             load(env={env: "20ms"})
         assert key in str(e.value) and "at most 0.01 s" in str(e.value)
+
+
+def test_tcp_nice_is_a_niceness_or_null():
+    from bukt.tcp.settings import TcpSettings
+    assert TcpSettings.from_config(load(env={})).nice is None
+    assert TcpSettings.from_config(load(env={"BUKT_TCP__NICE": "-5"})).nice == -5
+    assert TcpSettings.from_config(load(env={"BUKT_TCP__NICE": "19"})).nice == 19
+    for bad in ("-21", "20", "low"):
+        with pytest.raises(ConfigError) as e:
+            load(env={"BUKT_TCP__NICE": bad})
+        assert "tcp.nice" in str(e.value) and "from -20 to 19" in str(e.value)

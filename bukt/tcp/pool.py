@@ -17,7 +17,7 @@ import sys
 import time
 
 from .settings import TcpSettings
-from .worker import Worker, listen_socket
+from .worker import Worker, apply_nice, listen_socket
 
 log = logging.getLogger("bukt.tcp")
 
@@ -66,6 +66,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                 keeper.close()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                apply_nice(settings.nice, slot)
                 store = store_factory(settings)
                 status = Worker(settings, store, sock, index=slot, durable=durable).run()
             except BaseException:

@@ -43,6 +43,7 @@ class TcpSettings:
     max_inflight: int = 128             # unanswered requests per connection
     idle_timeout: float = 300.0         # seconds; 0 = never
     busy_poll: float = 30e-6            # seconds an idle epoll worker polls; 0 = never
+    nice: int | None = None             # each worker's niceness; None: as inherited
     shutdown_timeout: float = 10.0      # SIGTERM: give in-flight work this long
     admin_token: str | None = None      # auth.admin_token, BUKT_ADMIN_TOKEN, data_dir/admin.token
     data_dir: str | None = None
@@ -55,7 +56,7 @@ class TcpSettings:
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
         "max_frame": "tcp.max_frame", "max_connections": "tcp.max_connections",
         "max_inflight": "tcp.max_inflight", "idle_timeout": "tcp.idle_timeout",
-        "busy_poll": "tcp.busy_poll",
+        "busy_poll": "tcp.busy_poll", "nice": "tcp.nice",
         "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
         "data_dir": "data_dir",
     }
@@ -78,7 +79,8 @@ class TcpSettings:
             busy_poll=_config.parse_duration(s.busy_poll),
             shutdown_timeout=_config.parse_duration(s.shutdown_timeout),
             workers=int(s.workers) or (os.cpu_count() or 1),
-            max_connections=int(s.max_connections), max_inflight=int(s.max_inflight))
+            max_connections=int(s.max_connections), max_inflight=int(s.max_inflight),
+            nice=None if s.nice is None else int(s.nice))
 
     @property
     def address(self) -> tuple[str, int]:
