@@ -25,8 +25,9 @@ from bukt.protocol import Command as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
-# The event loop the servers run: TCP_TEST_LOOP=asyncio (or epoll) runs the same suite
-# on another loop than the default (uvloop when installed).
+# The event loop the servers run: TCP_TEST_LOOP=asyncio (or uvloop) runs the same suite
+# on another loop than the default ("auto": the epoll loop of bukt/_epoll.pyx when it
+# is built, as in a real worker).
 LOOP = os.environ.get("TCP_TEST_LOOP", "auto")
 TOKENS = {"rw": ("b", 3), "ro": ("b", 1), "wo": ("b", 2), "all": ("b", 7), "other": ("o", 7)}
 
