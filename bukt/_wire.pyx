@@ -4,8 +4,10 @@ GET and SET straight from the bytes, without the generic codec.
 
 It is the compiled twin of the loop in bukt/tcp/connection.py (`Connection._process`)
 and of Session's fast path (bukt/tcp/session.py); both stay in Python as the reference
-and the fallback, and tests/test_tcp_fuzz.py runs the same streams through both. This
-module depends on nothing in cext/: it calls the store through its Python API.
+and the fallback, and tests/test_tcp_fuzz.py runs the same streams through both. It
+calls the store through its Python API, except that a GET of a bukt._core bucket asks
+the core for the whole response frame first (bukt._core get_frame, through a capsule):
+one copy of the value and no Python call, and Bucket.get when the core says None.
 
     pos, why = _wire.run(buf, size, pos, session, max_frame, out, out_limit)
 
@@ -18,12 +20,25 @@ the buffer to be handled again: bukt/tcp/session.py, RING FULL). Everything
 else (flow control, writing, closing) stays with the Python caller.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from . import errors as _errors
 from . import protocol as _P
 from .tcp.session import PARK as _PARK, internal_error as _internal_error
+
+try:
+    from . import _core
+except ImportError:             # the frame loop works with any store (tests' fakes too)
+    _core = None
+
+ctypedef object (*get_frame_fn)(object, const char *, uint32_t, uint64_t)
+cdef get_frame_fn get_frame = NULL
+cdef object CoreBucket = None
+if _core is not None:
+    get_frame = <get_frame_fn>PyCapsule_GetPointer(_core.GET_FRAME, b"bukt._core.get_frame")
+    CoreBucket = _core.Bucket
 
 cdef enum:
     HDR = 13
@@ -92,6 +107,10 @@ cdef object fast_get(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
             raise _errors.ProtocolError(
                 f"payload truncated: key needs {klen} bytes, {n - 4} left")
         raise _errors.ProtocolError(f"{n - 4 - klen} unexpected bytes after the payload")
+    if get_frame != NULL and type(bucket) is CoreBucket:
+        result = get_frame(bucket, <const char *>p + 4, klen, rid)
+        if result is not None:
+            return result
     value = bucket.get(PyBytes_FromStringAndSize(<const char *>p + 4, klen))
     if value is None:
         return frame(1, rid, NULL, 0)

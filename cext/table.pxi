@@ -109,6 +109,9 @@ cdef enum:                      # what fast_read copies
     COPY_NONE = 0               # nothing: exists, ttl, version
     COPY_PLAIN = 1              # the value, unless single-read (get hands those out locked)
     COPY_ALL = 2                # the value, single-read too (a peek that does not consume)
+    COPY_FRAME = 3              # as COPY_PLAIN, FRAME_PRE bytes into a larger bytes object
+                                # (get_frame writes a response header there)
+    FRAME_PRE = 14              # bukt/protocol.py: a 13-byte header and the type byte
 
 
 cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int copy,
@@ -126,6 +129,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
     cdef bk_entry *e
     cdef object result = None
     cdef int attempt
+    cdef Py_ssize_t pre = FRAME_PRE if copy == COPY_FRAME else 0
     if not s.readonly:
         # the stamp of a hit sits in another line than its slot (usually the same
         # line as the home slot's stamp): fetch it alongside the seq and the slots
@@ -176,10 +180,10 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
         snap.flags = bk_load_acq8(&e.flags)
         if vlen > s.max_value or off + 32 + n + vlen > limit:
             continue                    # torn header: the seq check would fail too
-        if copy == COPY_ALL or (copy == COPY_PLAIN and not (snap.flags & BK_E_SINGLE)):
-            if result is None or PyBytes_GET_SIZE(result) != vlen:
-                result = PyBytes_FromStringAndSize(NULL, vlen)
-            memcpy(PyBytes_AS_STRING(result), EKEY(s, off) + n, vlen)
+        if copy == COPY_ALL or (copy != COPY_NONE and not (snap.flags & BK_E_SINGLE)):
+            if result is None or PyBytes_GET_SIZE(result) != pre + vlen:
+                result = PyBytes_FromStringAndSize(NULL, pre + vlen)
+            memcpy(PyBytes_AS_STRING(result) + pre, EKEY(s, off) + n, vlen)
         bk_fence_acq()
         if bk_load_rlx64(&st.seq) != s1:
             continue

@@ -485,3 +485,48 @@ def test_prefetch_key_and_meta_epoch_through_their_capsules(segname):
     assert s2.check() == []
     s2.unlink()
     s2.close()
+
+
+def test_get_frame_answers_as_the_protocol_or_hands_back(clock, segname):
+    """bukt._core.get_frame (the TCP worker's GET, reached through a capsule) returns
+    the whole response, byte for byte what the protocol's encoder makes of Bucket.get,
+    and counts it as Bucket.get does; or None, changing nothing, wherever Bucket.get
+    must decide: a typed bucket, a single-read key (not consumed), an expired key, an
+    empty or oversized key, a dropped bucket, a closed store."""
+    import ctypes
+    from bukt import _core, protocol as P
+    get_frame = _capsule_function(_core.GET_FRAME, b"bukt._core.get_frame", ctypes.py_object,
+                                  ctypes.py_object, ctypes.c_char_p, ctypes.c_uint32,
+                                  ctypes.c_uint64)
+    s = clock
+    b = s.create_bucket("raw", persist=False)
+    ints = s.create_bucket("ints", persist=False, schema="int")
+    big = bytes(range(256)) * 400
+    b.set("k", b"value")
+    b.set("big", big)
+    b.set("once", b"1", single_read=True)
+    b.set("soon", b"2", ttl=1)
+    ints.set("n", 5)
+    other = s.create_bucket("other", persist=False)
+    other.set("k", b"v")
+    before = b.stats()
+    rid = 0x0102030405060708
+    assert get_frame(b, b"k", 1, rid) == P.frame(P.Status.OK, rid, b"\x00value")
+    assert get_frame(b, b"big", 3, 7) == P.frame(P.Status.OK, 7, b"\x00" + big)
+    assert get_frame(b, b"absent", 6, 8) == P.frame(P.Status.NOT_FOUND, 8, b"")
+    after = b.stats()
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (2, 1)
+    assert get_frame(ints, b"n", 1, 9) is None
+    assert get_frame(b, b"once", 4, 9) is None and b.get("once") == b"1"
+    s.set_time(T0 + 2000)                            # "soon" has expired
+    assert get_frame(b, b"soon", 4, 9) is None and b.get("soon") is None
+    assert get_frame(b, b"", 0, 9) is None
+    long_key = b"x" * 251                            # max_key is 250
+    assert get_frame(b, long_key, len(long_key), 9) is None
+    assert b.stats()["hits"] == after["hits"] + 1    # the single-read get above
+    assert s.check() == []
+    s.drop_bucket("raw")
+    assert get_frame(b, b"k", 1, 9) is None
+    assert get_frame(other, b"k", 1, 9) == P.frame(P.Status.OK, 9, b"\x00v")
+    s.close()
+    assert get_frame(other, b"k", 1, 9) is None
