@@ -82,7 +82,7 @@ from .ringroom import RoomWait
 from . import spin as _spin
 from bukt._wire cimport Hot
 from bukt._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
-                         run_frames)
+                         request_key, run_frames)
 from .tcp.session import Session
 
 cdef extern from "<sched.h>" nogil:
@@ -179,11 +179,6 @@ cdef epoch_fn meta_epoch = <epoch_fn>PyCapsule_GetPointer(_core.META_EPOCH,
 ctypedef void (*prefetch_fn)(object, const char *, uint32_t, int) noexcept
 cdef prefetch_fn prefetch_key = <prefetch_fn>PyCapsule_GetPointer(_core.PREFETCH_KEY,
                                                                   b"bukt._core.prefetch_key")
-
-
-cdef inline uint32_t be32(const char *p) noexcept nogil:
-    cdef const unsigned char *u = <const unsigned char *>p
-    return (<uint32_t>u[0] << 24) | (<uint32_t>u[1] << 16) | (<uint32_t>u[2] << 8) | u[3]
 
 cdef double RETRY = 0.001      # seconds between attempts of a parked request
 # bukt/spin.py's, as C values: the busy poll compares against them at every yield
@@ -461,23 +456,16 @@ cdef class Loop:
 
     cdef void _hint(self, Conn c, Py_ssize_t off, ssize_t r, int stage):
         """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r]."""
-        cdef const char *p = rbuf + off
         cdef uint32_t klen
         cdef Py_ssize_t kat
-        if not self.epoch_store or c.session is None or r < 17:
+        if not self.epoch_store or c.session is None:
             return
-        if p[4] == 2:
-            kat = 17
-        elif p[4] == 1 and r >= 34:
-            kat = 34
-        else:
-            return
-        klen = be32(p + kat - 4)
-        if kat + <Py_ssize_t>klen > r:
+        kat = request_key(rbuf + off, r, &klen)
+        if kat < 0:
             return
         bucket = c.hot.bucket if not c.hot.stale else (<object>c.session).bucket
         if bucket is not None:
-            prefetch_key(bucket, p + kat, klen, stage)
+            prefetch_key(bucket, rbuf + off + kat, klen, stage)
 
     cdef _received(self, Conn c, Py_ssize_t off, ssize_t r, int err):
         """What recv returned for c (r, errno err), its bytes at rbuf[off:off + r]."""

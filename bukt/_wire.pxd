@@ -1,5 +1,7 @@
-# The frame loop's C entry point, for the epoll loop (bukt/_epoll.pyx) to call without
-# a Python call; bukt/_wire.pyx says what it does. `why` gets one of the stops below.
+# The frame loop's C entry points, for the epoll loop (bukt/_epoll.pyx) to call without
+# a Python call; bukt/_wire.pyx says what they do. `why` gets one of the stops below.
+
+from libc.stdint cimport uint32_t
 
 cdef enum:
     W_PARTIAL = 0
@@ -16,6 +18,8 @@ cdef class Hot:
     cdef int perms
     cdef bint persist
     cdef bint stale
+
+cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, uint32_t *klen) noexcept
 
 cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                            Py_ssize_t max_frame, list out, Py_ssize_t out_limit,

@@ -97,6 +97,26 @@ cdef bytes u64_frame(uint64_t rid, uint64_t v):
     return frame(0, rid, body, 8)
 
 
+cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, uint32_t *klen) noexcept:
+    """Where the key of the GET or SET frame at p[:n] starts (fast_get's and fast_set's
+    layout), its length in *klen; -1 when p is not one, or the key is not all in p[:n].
+    Nothing else is checked: for a hint (bukt/_epoll.pyx, PREFETCH)."""
+    cdef const unsigned char *u = <const unsigned char *>p
+    cdef Py_ssize_t at
+    if n < HDR + 4:
+        return -1
+    if u[4] == 2:
+        at = HDR + 4
+    elif u[4] == 1:
+        at = HDR + 21
+    else:
+        return -1
+    if at > n:
+        return -1
+    klen[0] = be32(u + at - 4)
+    return at if at + <Py_ssize_t>klen[0] <= n else -1
+
+
 cdef object fast_get(object bucket, uint64_t rid, const unsigned char *p, Py_ssize_t n):
     cdef uint32_t klen
     if n < 4:

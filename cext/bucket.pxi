@@ -781,40 +781,31 @@ cdef list collect_keys(Store s, uint32_t si, object arg):
 cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noexcept:
     """Start the memory fetches a read of key k of `bucket` will wait on, so that they
     overlap other work (a get's probe otherwise waits for three lines from memory in a
-    row: the slot, the entry's header, its value). Stage 1 fetches the key's stripe
-    header, home slot line and stamp; stage 2, some time later, reads the slots
-    (racily: nothing here is trusted, the real read validates under the seq) and
-    fetches the entry whose tag matches. Takes no lock, writes nothing, never fails."""
+    row: the slot, the entry's header, its value). Stage 1 fetches the line of the
+    key's stripe that holds its seq and depth, its home slot line and its stamp; stage
+    2, some time later, reads the slots (racy_entry: nothing here is trusted, the real
+    read validates under the seq) and fetches the entry whose tag matches. Takes no
+    lock, writes nothing, never fails."""
     cdef Bucket b = <Bucket>bucket
     cdef Store s = b.s
-    cdef uint64_t h, tag, w, o
-    cdef uint32_t si, i, probe
-    cdef uint64_t *slots
+    cdef uint64_t h, o
+    cdef uint32_t si, home
     if s is None or not s.mapped or n == 0:    # (close() leaves hdr pointing at
         return                                  # unmapped memory: Store._open)
     h = khash(b.idx, k, n)
     si = stripe_of(s, h)
-    slots = SLOTS_OF(s, si)
-    i = home_of(h)
+    home = home_of(h)
     if stage == 1:
-        bk_prefetch_r(STRIPE(s, si))
-        bk_prefetch_r(&slots[i])
+        bk_prefetch_r(&STRIPE(s, si).seq)      # seq and depth, fast_read's first loads
+        bk_prefetch_r(SLOTS_OF(s, si) + home)
         if not s.readonly:
-            bk_prefetch_w(STAMPS_OF(s, si) + i)
+            bk_prefetch_w(STAMPS_OF(s, si) + home)
         return
-    tag = tag_of(h)
-    for probe in range(8):
-        w = bk_load_rlx64(&slots[i])
-        if w == 0:
-            return
-        if (w & BK_TAG_MASK) == tag:
-            o = w & BK_OFF_MASK
-            if o >= s.arena_off and o + 192 <= s.size:
-                bk_prefetch_r(ENT(s, o))                # header and key
-                bk_prefetch_r(<char *>ENT(s, o) + 64)   # the value's first lines,
-                bk_prefetch_r(<char *>ENT(s, o) + 128)  # as fast_read fetches them
-            return
-        i = (i + 1) & SLOT_MASK
+    o = racy_entry(s, SLOTS_OF(s, si), home, tag_of(h), 8)
+    if o:
+        bk_prefetch_r(ENT(s, o))                # header and key
+        bk_prefetch_r(<char *>ENT(s, o) + 64)   # the value's first lines, as
+        bk_prefetch_r(<char *>ENT(s, o) + 128)  # fast_read fetches them
 
 
 # C callers in other extension modules reach prefetch_key through this capsule:

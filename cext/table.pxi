@@ -202,7 +202,26 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
     return None
 
 
-# -- a writer's prefetch ---------------------------------------------------------
+# -- prefetches ------------------------------------------------------------------
+cdef inline uint64_t racy_entry(Store s, uint64_t *slots, uint32_t i, uint64_t tag,
+                                uint32_t probes) noexcept nogil:
+    """For a prefetch only: the offset of the first entry from slot i on, within
+    `probes` slots, whose tag is `tag`, read without lock or seq (a word may be torn
+    or stale: a prefetch never faults, so a wrong offset costs only the fetch); 0 when
+    none is seen."""
+    cdef uint64_t w, o
+    cdef uint32_t probe
+    for probe in range(probes):
+        w = bk_load_rlx64(&slots[i])
+        if w == 0:
+            return 0
+        if (w & BK_TAG_MASK) == tag:
+            o = w & BK_OFF_MASK
+            return o if o >= s.arena_off and o < s.size else 0
+        i = (i + 1) & SLOT_MASK
+    return 0
+
+
 cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept nogil:
     """Before a writer takes stripe si's lock for key hash h: start fetching the lock's
     line and the seq's, h's home slot and stamp and, from a racy read of that slot (a
@@ -211,17 +230,14 @@ cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept n
     slot's miss follows the lock's and the entry's follows the slot's; with it the
     three overlap in two steps. A prefetch never faults, so a stale offset costs
     nothing but the fetch."""
-    cdef uint64_t *slots = SLOTS_OF(s, si)
     cdef uint32_t home = home_of(h)
-    cdef uint64_t w, o
+    cdef uint64_t o
     bk_prefetch_w(STRIPE(s, si))
-    bk_prefetch_w(<char *>STRIPE(s, si) + 64)   # seq and depth: owns() reads it first
+    bk_prefetch_w(&STRIPE(s, si).seq)           # seq and depth: owns() reads it first
     bk_prefetch_w(STAMPS_OF(s, si) + home)
-    w = bk_load_rlx64(&slots[home])
-    if w != 0 and (w & BK_TAG_MASK) == tag_of(h):
-        o = w & BK_OFF_MASK
-        if o >= s.arena_off and o < s.size:
-            bk_prefetch_w(ENT(s, o))
+    o = racy_entry(s, SLOTS_OF(s, si), home, tag_of(h), 1)
+    if o:
+        bk_prefetch_w(ENT(s, o))
 
 
 # -- GROWTH: the index grows by linear hashing ------------------------------------

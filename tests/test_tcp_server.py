@@ -200,9 +200,10 @@ def test_response_above_max_frame_is_refused(served):
 
 def test_many_connections_bursting_at_once_into_one_worker():
     """24 connections to one worker each write 240 pipelined SETs and GETs with values
-    of up to 16 KiB at once, while their responses are read slowly, a connection at a
-    time: the worker reads many connections per wakeup (STAGING in bukt/_epoll.pyx puts
-    them side by side in one receive buffer) while some of them also wait to write.
+    of up to 60 KB at once, while their responses are read slowly, 4 KiB of each in
+    turn through a small receive window: the worker reads many connections per wakeup
+    (STAGING in bukt/_epoll.pyx puts them side by side in one receive buffer), frames
+    cut by a read's end move to the connection's own buffer, and responses queue.
     Every GET returns what the SET before it on the same connection wrote."""
     import hashlib
     import random
