@@ -69,8 +69,15 @@ cdef list check_table(Store s):
         return ["a read-only attach cannot take the locks check() needs; attach "
                 "read-write (or run `bukt check`)"]
     finish_dead_drops(s)
-    maybe_recount(s)
-    lock_all_stripes(s)
+    while True:
+        maybe_recount(s)
+        lock_all_stripes(s)
+        if not bk_load_acq32(&s.hdr.needs_recount):
+            break
+        # Taking the locks repaired a stripe whose holder died (or another process
+        # repaired one meanwhile): the gauges may lack its last change until a
+        # recount, which takes the locks itself. Compare only exact gauges.
+        unlock_stripes(s, s.nstripes)
     for c in range(s.nclasses):
         lock_class(s, c)
     try:

@@ -528,11 +528,15 @@ cdef class Store:
         self._writable()
         grow_index(self, &c)
 
-    def _die_holding_every_stripe(self):
+    def _die_holding_every_stripe(self, str bucket=None, int64_t skew=0):
         """Crash tests only: take every stripe lock, as check() and recount() do,
-        and exit (status 70) holding them, as a SIGKILL there would."""
+        and exit (status 70) holding them, as a SIGKILL there would. With `bucket`,
+        first leave its bytes gauge off by `skew`, as a holder that dies between a
+        slot's change and the gauges' leaves it (a repair then flags a recount)."""
         self._writable()
         lock_all_stripes(self)
+        if bucket is not None:
+            bk_add64(&self.bucketv[find_bucket(self, bucket)].bytes, skew)
         _exit(70)
 
     def dump_stripes(self, uint64_t start, uint32_t count):

@@ -354,3 +354,32 @@ def test_a_process_that_dies_holding_every_stripe_lock_does_not_wedge_the_table(
     finally:
         store.close()
         unlink_segment(name)
+
+
+def test_check_counts_again_after_the_repairs_its_own_locking_made():
+    """A process dies holding stripe locks with a change the gauges lack (here: a bytes
+    gauge 25 off). check() is the first to take those locks: it repairs them, and must
+    compare the gauges only once they are recounted, as it does after any other
+    repair (a randomized SIGKILL test caught it comparing them before)."""
+    name = unique_name("checkrepair")
+    store = bukt.create(name, size="16MiB")
+    try:
+        b = store.create_bucket("b", persist=False)
+        for i in range(500):
+            b.set(b"k%d" % i, b"v%d" % i)
+        exact = b.stats()["bytes"]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                store._die_holding_every_stripe("b", 25)
+            finally:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 70
+        with time_limit(60, "locks a dead process held"):
+            assert store.check() == []
+            assert b.stats()["bytes"] == exact
+            assert store.stats()["repairs"] >= 1
+    finally:
+        store.close()
+        unlink_segment(name)
