@@ -160,6 +160,14 @@ def _duration(lo=0.0, hi=None):
     return parse
 
 
+def _slice(v):
+    # tcp.slice: 0 (the kernel's own), or what the kernel takes, 100 us to 100 ms.
+    d = _duration()(v)
+    if d and not 100_000 <= round(d * 1e9) <= 100_000_000:   # in ns, as the kernel
+        raise _Invalid("0, or a duration from 100us to 100ms")
+    return d
+
+
 def _bool(v):
     if isinstance(v, bool):
         return v
@@ -244,6 +252,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "tcp.idle_timeout": (300, _duration()),
     "tcp.busy_poll": ("30us", _duration(hi=0.01)),
     "tcp.nice": (None, _nullable(_int(-20, 19))),
+    "tcp.slice": ("300us", _slice),
+    "tcp.round_yield": (True, _bool),
     "http.bind": ("127.0.0.1:7070", _bind),
     "http.workers": (0, _int(0, 1024)),
     "http.max_body": ("4MiB", _size(lo=1024)),

@@ -289,3 +289,22 @@ def test_tcp_nice_is_a_niceness_or_null():
         with pytest.raises(ConfigError) as e:
             load(env={"BUKT_TCP__NICE": bad})
         assert "tcp.nice" in str(e.value) and "from -20 to 19" in str(e.value)
+
+
+def test_tcp_slice_is_zero_or_what_the_kernel_takes_and_round_yield_a_bool():
+    from bukt.tcp.settings import TcpSettings
+    default = TcpSettings.from_config(load(env={}))
+    assert default.slice == pytest.approx(300e-6) and default.round_yield is True
+    for text, seconds in (("0", 0.0), ("100us", 100e-6), ("1ms", 1e-3), ("100ms", 0.1)):
+        got = TcpSettings.from_config(load(env={"BUKT_TCP__SLICE": text})).slice
+        assert got == pytest.approx(seconds), text
+    for bad in ("99us", "50us", "101ms", "1s", "fast"):
+        with pytest.raises(ConfigError) as e:
+            load(env={"BUKT_TCP__SLICE": bad})
+        assert "tcp.slice" in str(e.value), bad
+        if bad != "fast":
+            assert "from 100us to 100ms" in str(e.value), bad
+    assert TcpSettings.from_config(load(env={"BUKT_TCP__ROUND_YIELD": "off"})).round_yield is False
+    with pytest.raises(ConfigError) as e:
+        load(env={"BUKT_TCP__ROUND_YIELD": "sometimes"})
+    assert "tcp.round_yield" in str(e.value)

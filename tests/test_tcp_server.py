@@ -11,7 +11,7 @@ from bukt import protocol as P
 from bukt.client import Client
 from bukt.protocol import Command as C, Status as S
 
-from tcp_harness import ADMIN_TOKEN, ROOT as ROOT_DIR, Server, auth, call, connect, read_frame, socket_fds, store
+from tcp_harness import ADMIN_TOKEN, Server, auth, call, connect, read_frame, socket_fds, store
 
 
 @pytest.fixture(scope="module")
@@ -265,52 +265,3 @@ def test_many_connections_bursting_at_once_into_one_worker():
             for sock in conns:
                 sock.close()
         assert s.check() == []
-
-
-def _niceness(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[16])   # field 19: nice
-
-
-def test_tcp_nice_sets_each_workers_niceness():
-    """tcp.nice: every worker runs at that niceness, a replaced one too; unset, the
-    workers keep the pool's."""
-    import os
-    import signal
-    import time
-    with store() as (s, name):
-        with Server(name, workers=2, nice=7) as srv:
-            pids = srv.worker_pids()
-            assert len(pids) == 2 and [_niceness(p) for p in pids] == [7, 7]
-            os.kill(pids[0], signal.SIGKILL)            # the pool starts another,
-            deadline = time.monotonic() + 10            # which sets it once forked
-            new = []
-            while time.monotonic() < deadline:
-                new = [p for p in srv.worker_pids() if p not in pids]
-                if new and _niceness(new[0]) == 7:
-                    break
-                time.sleep(0.05)
-            assert new and _niceness(new[0]) == 7
-        with Server(name, workers=1) as srv:
-            assert [_niceness(p) for p in srv.worker_pids()] == [_niceness(srv.proc.pid)]
-
-
-def test_tcp_nice_below_what_is_allowed_is_reported_not_fatal():
-    """A worker that may not lower its niceness (no CAP_SYS_NICE, no RLIMIT_NICE) says
-    so and keeps serving at its niceness: run as an unprivileged user when the tests
-    run as root."""
-    import subprocess
-    import sys
-    code = ("import os, sys\n"
-            "from bukt.tcp.worker import apply_nice\n"   # imported while it may read
-            "if os.geteuid() == 0:\n"
-            "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
-            "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
-            "apply_nice(before - 5, 3)\n"
-            "print(before, os.getpriority(os.PRIO_PROCESS, 0))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT_DIR, timeout=30)
-    assert out.returncode == 0, out.stderr
-    before, after = out.stdout.split()
-    assert before == after
-    assert "tcp.nice" in out.stderr and "not applied" in out.stderr, out.stderr

@@ -17,7 +17,8 @@ import sys
 import time
 
 from .settings import TcpSettings
-from .worker import Worker, apply_nice, listen_socket
+from .cpu import apply_nice, apply_slice
+from .worker import Worker, listen_socket
 
 log = logging.getLogger("bukt.tcp")
 
@@ -67,6 +68,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
                 apply_nice(settings.nice, slot)
+                apply_slice(settings.slice, slot)
                 store = store_factory(settings)
                 status = Worker(settings, store, sock, index=slot, durable=durable).run()
             except BaseException:

@@ -44,6 +44,8 @@ class TcpSettings:
     idle_timeout: float = 300.0         # seconds; 0 = never
     busy_poll: float = 30e-6            # seconds an idle epoll worker polls; 0 = never
     nice: int | None = None             # each worker's niceness; None: as inherited
+    slice: float = 300e-6               # each worker's scheduler slice; 0: the kernel's
+    round_yield: bool = True            # epoll: sched_yield after a round of 2+ events
     shutdown_timeout: float = 10.0      # SIGTERM: give in-flight work this long
     admin_token: str | None = None      # auth.admin_token, BUKT_ADMIN_TOKEN, data_dir/admin.token
     data_dir: str | None = None
@@ -56,7 +58,8 @@ class TcpSettings:
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
         "max_frame": "tcp.max_frame", "max_connections": "tcp.max_connections",
         "max_inflight": "tcp.max_inflight", "idle_timeout": "tcp.idle_timeout",
-        "busy_poll": "tcp.busy_poll", "nice": "tcp.nice",
+        "busy_poll": "tcp.busy_poll", "nice": "tcp.nice", "slice": "tcp.slice",
+        "round_yield": "tcp.round_yield",
         "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
         "data_dir": "data_dir",
     }
@@ -77,6 +80,7 @@ class TcpSettings:
             s, max_frame=_config.parse_size(s.max_frame),
             idle_timeout=_config.parse_duration(s.idle_timeout),
             busy_poll=_config.parse_duration(s.busy_poll),
+            slice=_config.parse_duration(s.slice), round_yield=bool(s.round_yield),
             shutdown_timeout=_config.parse_duration(s.shutdown_timeout),
             workers=int(s.workers) or (os.cpu_count() or 1),
             max_connections=int(s.max_connections), max_inflight=int(s.max_inflight),

@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import signal
 import socket
-import sys
 
 from .connection import Connection
 from .durability import RingDurability, RingPositions
@@ -66,24 +64,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def apply_nice(nice: int | None, slot: int = 0) -> None:
-    """tcp.nice: the calling worker's niceness (conf/bukt.yaml says when to lower it),
-    set before it starts any thread, which inherits it. None leaves it as inherited.
-    Below the current value it needs CAP_SYS_NICE or RLIMIT_NICE (systemd: LimitNICE=);
-    without them the worker says so and serves at its niceness."""
-    if nice is None:
-        return
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice == current:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except PermissionError as exc:
-        print(f"bukt tcp: worker {slot}: tcp.nice {nice} not applied ({exc.strerror}); "
-              f"its niceness stays {current}. Lowering it needs CAP_SYS_NICE or "
-              f"RLIMIT_NICE (systemd: LimitNICE={nice})", file=sys.stderr, flush=True)
 
 
 class Worker:
