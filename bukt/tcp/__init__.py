@@ -7,7 +7,8 @@
 
 Modules: pool (supervisor, serve_tcp), worker (one process: socket, loop, shutdown),
 connection (framing, pipelining, limits, backpressure), session (AUTH and the dispatch of
-each command to the store), settings (the tcp.* keys).
+each command to the store), settings (the tcp.* keys), cpu (each worker's niceness and
+scheduler slice: how the workers share the CPUs with clients).
 
 EVENT LOOP. `loop="auto"` takes the first available of: the epoll loop in Cython
 (bukt/_epoll.pyx, when compiled), uvloop (when installed), asyncio. All three serve the
