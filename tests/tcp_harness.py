@@ -59,10 +59,12 @@ sys.exit(serve_tcp(**ast.literal_eval(sys.argv[1])))
 
 
 class Server:
-    """`with Server(instance, workers=2, max_inflight=4) as srv:` srv.port, srv.url(token)."""
+    """`with Server(instance, workers=2, max_inflight=4) as srv:` srv.port, srv.url(token).
+    `pool_nice=N` starts the pool N niceness steps above this process."""
 
-    def __init__(self, instance, workers=2, **settings):
+    def __init__(self, instance, workers=2, pool_nice=0, **settings):
         settings.setdefault("loop", LOOP)
+        self.pool_nice = pool_nice
         self.kw = dict(instance=instance, bind="127.0.0.1:0", workers=workers,
                        admin_token=ADMIN_TOKEN, shutdown_timeout=5, **settings)
         self.proc = None
@@ -78,7 +80,9 @@ class Server:
 
     def start(self, timeout=15.0):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        nice = self.pool_nice
         self.proc = subprocess.Popen([sys.executable, "-c", RUNNER, repr(self.kw)],
+                                     preexec_fn=(lambda: os.nice(nice)) if nice else None,
                                      stderr=subprocess.PIPE, env=env, cwd=ROOT)
         line = self.proc.stderr.readline().decode()
         m = re.search(r" on 127\.0\.0\.1:(\d+)", line)

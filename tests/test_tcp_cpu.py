@@ -47,14 +47,16 @@ def _wait_for_replacement(srv, old, ok):
 
 def test_tcp_nice_sets_each_workers_niceness():
     """tcp.nice: every worker runs at that niceness, a replaced one too; unset, the
-    workers keep the pool's."""
+    workers keep the pool's (started at another niceness than this process's)."""
     with store() as (s, name):
         with Server(name, workers=2, nice=7) as srv:
             pids = srv.worker_pids()
             assert len(pids) == 2 and [_niceness(p) for p in pids] == [7, 7]
             _wait_for_replacement(srv, pids, lambda p: _niceness(p) == 7)
-        with Server(name, workers=1) as srv:
-            assert [_niceness(p) for p in srv.worker_pids()] == [_niceness(srv.proc.pid)]
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        with Server(name, workers=2, pool_nice=4) as srv:   # unset: the pool's, not 0
+            assert _niceness(srv.proc.pid) == mine + 4
+            assert [_niceness(p) for p in srv.worker_pids()] == [mine + 4] * 2
 
 
 def test_tcp_nice_below_what_is_allowed_is_reported_not_fatal():
