@@ -32,8 +32,6 @@ import sys
 _ATTR = struct.Struct("=IIQiIQQQ")
 # sched_setattr and sched_getattr: glibc 2.36 has no wrappers, so by number.
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275), "riscv64": (274, 275)}
-SLICE_MIN = 100e-6      # the kernel clamps a custom slice to 100 us .. 100 ms
-SLICE_MAX = 0.1
 
 
 def _syscalls():
