@@ -25,12 +25,19 @@ def _slice_ns(pid):
     return sched_attr(pid)["runtime"]
 
 
+def _python(code):
+    """Runs code in a fresh interpreter (its scheduling changes stay there); its output."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def _kernel_takes_slices():
     """Linux 6.12+ keeps a fair task's slice from sched_setattr; try it in a child."""
-    code = ("import sys; from bukt.tcp.cpu import apply_slice, sched_attr\n"
-            "sys.exit(0 if apply_slice(0.002) and sched_attr(0)['runtime'] == 2000000 else 1)")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          timeout=30).returncode == 0
+    code = ("from bukt.tcp.cpu import apply_slice, sched_attr\n"
+            "print(apply_slice(0.002) and sched_attr(0)['runtime'] == 2000000)")
+    return _python(code).stdout.strip() == "True"
 
 
 def _wait_for_replacement(srv, old, ok):
@@ -70,9 +77,7 @@ def test_tcp_nice_below_what_is_allowed_is_reported_not_fatal():
             "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
             "apply_nice(before - 5, 3)\n"
             "print(before, os.getpriority(os.PRIO_PROCESS, 0))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=30)
-    assert out.returncode == 0, out.stderr
+    out = _python(code)
     before, after = out.stdout.split()
     assert before == after
     assert "tcp.nice" in out.stderr and "not applied" in out.stderr, out.stderr
@@ -111,9 +116,7 @@ def test_tcp_slice_leaves_other_policies_alone_and_says_when_not_applied():
             "os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))\n"
             "cpu._SYSCALLS.clear()\n"
             "print(cpu.apply_slice(0.002, 2))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=30)
-    assert out.returncode == 0, out.stderr
+    out = _python(code)
     assert out.stdout.split() == ["False", "True", "True", "False"], out.stdout
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "worker 2: tcp.slice 2000us not applied" in lines[0], out.stderr
