@@ -92,7 +92,8 @@ class Server:
             raise RuntimeError(f"the server did not start: {line}{rest}")
         self.port = int(m.group(1))
         deadline = time.monotonic() + timeout
-        while len(self.worker_pids()) < self.workers or not self._pings():
+        while (len(self.worker_pids()) < self.workers or not self.attached(self.worker_pids())
+               or not self._pings()):
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 self.stop()
                 raise RuntimeError("the server did not get ready")
@@ -112,6 +113,19 @@ class Server:
                 return read_frame(s)[4] == 0
         except OSError:
             return False
+
+    def attached(self, pids):
+        """Whether each of these workers has mapped the segment, which it does once its
+        niceness and scheduler slice are set (bukt/tcp/pool.py)."""
+        segment = f"/bukt-{self.kw['instance']}"
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/maps") as f:
+                    if segment not in f.read():
+                        return False
+            except OSError:
+                return False
+        return True
 
     def worker_pids(self):
         try:
