@@ -258,14 +258,14 @@ cdef class Loop:
     cdef int notify_fd           # its eventfd, in the epoll set; -1 before
     cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
     cdef double busy_poll        # its limit; 0: the loop never asks the credit
-    cdef bint epoch_store        # store is a bukt._core.Store: meta_epoch applies
+    cdef bint core_store         # store is a bukt._core.Store: meta_epoch and PREFETCH apply
     cdef bint round_yield        # ROUND YIELD: settings.round_yield
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
         self.sock = sock
         self.listen_fd = sock.fileno()
         self.store, self.settings = store, settings
-        self.epoch_store = type(store) is _core.Store
+        self.core_store = type(store) is _core.Store
         self.admin_hash, self.durable = admin_hash, durable
         self.max_frame = settings.max_frame
         self.high_water = settings.write_high_water
@@ -474,7 +474,7 @@ cdef class Loop:
         """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r]."""
         cdef uint32_t klen
         cdef Py_ssize_t kat
-        if not self.epoch_store or c.session is None:
+        if not self.core_store or c.session is None:
             return
         kat = request_key(rbuf + off, r, &klen)
         if kat < 0:
@@ -539,7 +539,7 @@ cdef class Loop:
                 if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
                     c.stalled = True
                     break
-                epoch = meta_epoch(self.store) if self.epoch_store else 0
+                epoch = meta_epoch(self.store) if self.core_store else 0
                 pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
                                  self.high_water, &why, epoch == 0 or epoch != c.epoch,
                                  c.hot)

@@ -42,6 +42,9 @@ if _core is not None:
 
 cdef enum:
     HDR = 13
+    # where the key starts in a payload (docs/protocol.md), its u32 length just before
+    GET_KEY = 4             # GET: klen u32, key
+    SET_KEY = 21            # SET: flags u8, ttl_ms u64, if_version u64, klen u32, key, ...
 
 # The stops, as Python names (their C names are in bukt/_wire.pxd).
 STOP_PARTIAL = W_PARTIAL
@@ -98,17 +101,18 @@ cdef bytes u64_frame(uint64_t rid, uint64_t v):
 
 
 cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, uint32_t *klen) noexcept:
-    """Where the key of the GET or SET frame at p[:n] starts (fast_get's and fast_set's
-    layout), its length in *klen; -1 when p is not one, or the key is not all in p[:n].
-    Nothing else is checked: for a hint (bukt/_epoll.pyx, PREFETCH)."""
+    """Where the key of the GET or SET frame at p[:n] starts (GET_KEY, SET_KEY: the
+    layout fast_get and fast_set read), its length in *klen; -1 when p is not one, or
+    the key is not all in p[:n]. Nothing else is checked: for a hint (bukt/_epoll.pyx,
+    PREFETCH)."""
     cdef const unsigned char *u = <const unsigned char *>p
     cdef Py_ssize_t at
-    if n < HDR + 4:
+    if n < HDR + GET_KEY:       # (the shorter of the two)
         return -1
     if u[4] == 2:
-        at = HDR + 4
+        at = HDR + GET_KEY
     elif u[4] == 1:
-        at = HDR + 21
+        at = HDR + SET_KEY
     else:
         return -1
     if at > n:
@@ -119,19 +123,19 @@ cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, uint32_t *klen) noexcep
 
 cdef object fast_get(object bucket, uint64_t rid, const unsigned char *p, Py_ssize_t n):
     cdef uint32_t klen
-    if n < 4:
+    if n < GET_KEY:
         raise _errors.ProtocolError("payload truncated: key length needs 4 bytes")
-    klen = be32(p)
-    if <Py_ssize_t>klen + 4 != n:
-        if <Py_ssize_t>klen + 4 > n:
+    klen = be32(p + GET_KEY - 4)
+    if <Py_ssize_t>klen + GET_KEY != n:
+        if <Py_ssize_t>klen + GET_KEY > n:
             raise _errors.ProtocolError(
-                f"payload truncated: key needs {klen} bytes, {n - 4} left")
-        raise _errors.ProtocolError(f"{n - 4 - klen} unexpected bytes after the payload")
+                f"payload truncated: key needs {klen} bytes, {n - GET_KEY} left")
+        raise _errors.ProtocolError(f"{n - GET_KEY - klen} unexpected bytes after the payload")
     if get_frame != NULL and type(bucket) is CoreBucket:
-        result = get_frame(bucket, <const char *>p + 4, klen, rid)
+        result = get_frame(bucket, <const char *>p + GET_KEY, klen, rid)
         if result is not None:
             return result
-    value = bucket.get(PyBytes_FromStringAndSize(<const char *>p + 4, klen))
+    value = bucket.get(PyBytes_FromStringAndSize(<const char *>p + GET_KEY, klen))
     if value is None:
         return frame(1, rid, NULL, 0)
     if type(value) is bytes:
@@ -151,13 +155,13 @@ cdef object fast_set(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
     cdef uint64_t ttl_ms, if_version
     cdef uint32_t klen, vlen
     cdef Py_ssize_t kend
-    if n < 21:
+    if n < SET_KEY:
         raise _errors.ProtocolError("payload truncated: SET needs at least 25 bytes")
     flags = p[0]
     ttl_ms = be64(p + 1)
     if_version = be64(p + 9)
-    klen = be32(p + 17)
-    kend = 21 + <Py_ssize_t>klen
+    klen = be32(p + SET_KEY - 4)
+    kend = SET_KEY + <Py_ssize_t>klen
     if kend + 4 > n:
         raise _errors.ProtocolError("payload truncated: key or value length")
     vlen = be32(p + kend)
@@ -165,7 +169,7 @@ cdef object fast_set(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
         raise _errors.ProtocolError("payload length does not match the key and value")
     if flags & ~SET_FLAGS:
         raise _errors.ProtocolError(f"unknown SET flags 0x{flags:02x}")
-    key = PyBytes_FromStringAndSize(<const char *>p + 21, klen)
+    key = PyBytes_FromStringAndSize(<const char *>p + SET_KEY, klen)
     value = PyBytes_FromStringAndSize(<const char *>p + kend + 4, vlen)
     if flags == 0 and ttl_ms == 0:
         version = bucket.set(key, value)  # positional: no keyword parsing in the call

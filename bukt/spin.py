@@ -13,9 +13,8 @@ producers it waits for. Whether to spin at all is this credit: a spin that saw i
 event earns one, up to CREDIT_MAX; one that did not costs two; without credit only
 every PROBE-th wait spins, to notice when spinning would pay again. An idle or lightly
 loaded process therefore sleeps at once, and spinning costs CPU only while it is
-saving wake-ups. (RocksDB's write thread
-yields before it blocks the same way: write_thread_max_yield_usec,
-write_thread_slow_yield_usec.)
+saving wake-ups. (RocksDB's write thread yields before it blocks the same way:
+write_thread_max_yield_usec, write_thread_slow_yield_usec.)
 """
 
 CREDIT_MAX = 8          # spins that paid, counted up to this

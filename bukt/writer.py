@@ -57,8 +57,8 @@ half the time the last batch took to be made durable, its write and fsync togeth
 n of them. It sleeps on the doorbell with the bytes it waits for published (ring.pxi,
 THE DOORBELL), so only the commit that completes the batch wakes it: when every commit
 woke it, waiting for a whole batch cost 16 writers on 2 CPUs two thirds of their
-throughput, and the writer took a batch at once when it held half of
-that (docs/writer.md has the figures). A lone writer's batches hold one record, so it
+throughput, and the writer took a batch at once when it held half of that
+(docs/writer.md has the figures). A lone writer's batches hold one record, so it
 never waits longer than its record takes to come; after writers leave, the estimate
 falls back within GATHER_HISTORY batches. (PostgreSQL's commit_delay, with the delay
 and the count of siblings measured instead of configured.) Under `always` the log is

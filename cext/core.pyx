@@ -36,9 +36,10 @@ INDEX. A key's 64-bit hash (MurmurHash64A seeded with the bucket slot) picks its
 stripe (from the high 32 bits, by linear hashing: see below), its home slot among the
 stripe's 512 (bits 16-24) and a 16-bit tag (low bits). A stripe is a small
 open-addressing table with linear probing that never leaves the stripe, so one
-sequence number covers everything a reader of that stripe touches in the index. Deletion is by backward shift (no tombstones), so probe
-chains stay short without a rehash; a stripe refuses inserts past 7/8 full (448 of
-512), evicting from itself when the bucket allows it.
+sequence number covers everything a reader of that stripe touches in the index.
+Deletion is by backward shift (no tombstones), so probe chains stay short without a
+rehash; a stripe refuses inserts past 7/8 full (448 of 512), evicting from itself when
+the bucket allows it.
 
 The index GROWS (table.pxi, GROWTH): the stripes are laid out for a full segment (a
 power of two of them), but a new segment uses 256 and splits one more, in order,

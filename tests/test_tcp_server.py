@@ -215,8 +215,8 @@ def test_many_connections_bursting_at_once_into_one_worker():
             for c in range(24):
                 rnd = random.Random(c)
                 sock = socket.socket()
-                # a small window: the worker's output backs up, so it waits to write
-                # to many connections while reading from them
+                # a small window: the worker's responses back up in its output
+                # buffers while the requests keep coming
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 sock.settimeout(60)
                 sock.connect(("127.0.0.1", srv.port))
@@ -239,8 +239,8 @@ def test_many_connections_bursting_at_once_into_one_worker():
                        for sock, data in zip(conns, frames)]
             for t in senders:
                 t.start()
-            # Read a little of each in turn, so that most stay part-read and the
-            # worker has output waiting for many of them while they also send.
+            # Read a little of each in turn, so that most stay part-read while
+            # their senders still write.
             bufs, seen = [bytearray() for _ in conns], [0] * len(conns)
             while min(seen) < 240:
                 for c, sock in enumerate(conns):

@@ -25,11 +25,11 @@
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
 #define BK_FORMAT       7u      /* 7: the header's meta_epoch; 6: the index grows by
                                    linear hashing (index_geom, stripe depth); 5:
-                                   stripes keep a lower bound on
-                                   their earliest expiry (min_expire_ms); 4: stripes count their entries with
-                                   an expiry (nttl); 3: the ring claim beside ring_head;
-                                   2: LRU stamps beside the slots, pages move between
-                                   classes */
+                                   stripes keep a lower bound on their earliest expiry
+                                   (min_expire_ms); 4: stripes count their entries
+                                   with an expiry (nttl); 3: the ring claim beside
+                                   ring_head; 2: LRU stamps beside the slots, pages
+                                   move between classes */
 #define BK_HEADER_SIZE  4096u
 
 #define BK_SLOTS_PER_STRIPE 512u            /* 4 KiB of slot words per stripe */
