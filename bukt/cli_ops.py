@@ -284,6 +284,12 @@ def check(args):
                 lines.append("the logs changed: the next writer start recovers from disk "
                              "(cold)")
             bad = False
+        if not bad:
+            fit = _live_set_fits(cfg, path)
+            if fit is not None:
+                ok, line, result["live_set"] = fit
+                lines.append(line)
+                bad = not ok
     try:
         store = bukt.attach(cfg.instance)
     except (BuktError, PermissionError) as e:
@@ -301,6 +307,34 @@ def check(args):
     result["ok"] = not bad
     emit(args, result, "\n".join(lines))
     return FAILED if bad else OK
+
+
+def _live_set_fits(cfg, path):
+    """Does the live set the files describe fit in `memory`, as a cold start loads it
+    (design.md, Recovery)? (ok, a line, a dict), or None when the files cannot be read
+    through (what is wrong with them is reported already)."""
+    from . import datadir
+    from .restore import final_sets, memory_needed
+    try:
+        final = final_sets(datadir.replay(path, now_ms=int(time.time() * 1000),
+                                          on_corrupt=cfg.recovery.on_corrupt), sizes=True)
+    except datadir.RecoveryError:
+        return None
+    sizes = {}
+    for d in final.values():
+        for size in d.values():
+            sizes[size] = sizes.get(size, 0) + 1
+    keys = sum(sizes.values())
+    need = memory_needed(sizes, cfg)
+    info = {"keys": keys, "memory_needed": need, "memory": cfg.memory}
+    line = (f"live set: {keys} keys; needs memory of at least {need} bytes "
+            f"({human_bytes(need)}), memory is {cfg.memory} bytes")
+    if need <= cfg.memory:
+        return True, line + ": a cold start loads it all", info
+    if cfg.recovery.evict:
+        return True, line + ": a cold start evicts from lru buckets (recovery.evict)", info
+    return False, line + (": a cold start would refuse; raise memory, or set "
+                          "recovery.evict: true"), info
 
 
 # -- compact ---------------------------------------------------------------------------------

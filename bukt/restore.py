@@ -24,6 +24,18 @@ order. Each record states a result (bukt/aof.py), and replay applies it as one:
 A key record for a bucket that does not exist (its BUCKET_CREATE was in a part that
 load_good skipped) is counted and reported once per bucket, not fatal.
 
+FINAL STATE (`final_sets`, `FinalLoader`, `memory_needed`). Replaying history into a
+segment that was full re-runs its evictions with other victims (the slabs are assigned
+in another order), so a replay that evicted, or that a full segment refused, is not the
+live set. The writer then loads each key's final state instead, in two passes over the
+same records: final_sets finds, for every key, the ordinal of its final SET (none when
+a DELETE, EXPIRE, EVICT, FLUSH, BUCKET_DROP or BUCKET_CREATE came after it), and
+FinalLoader applies the bucket and token records, those SETs, and the SET_TTLs after
+them, nothing else. What it loads was live at once in the segment that wrote the files,
+so it fits in one of the same size: each class gets just the pages its chunks fill.
+memory_needed says how large a segment must be for it when it does not (design.md,
+Recovery).
+
 SNAPSHOT (`snapshot`). BUCKET_CREATE and TOKEN_ADD for every bucket (persisted or not:
 definitions and tokens are logged for all buckets), then SET for every live entry of a
 persisted bucket, read stripe by stripe with store.dump_stripes while writers carry on.
@@ -36,12 +48,12 @@ from typing import Iterator
 
 from .aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, FLUSH, SET, SET_TTL,
                   SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Record)
-from ._core import BulkLoad
+from ._core import ENTRY_HEADER as ENTRY_HDR, BulkLoad
 from .errors import BucketNotFound
 from .segtable import read_table
 
 __all__ = ["Loader", "snapshot", "settings_from_meta", "CORE_SINGLE", "Cancelled",
-           "DUMP_STRIPES"]
+           "DUMP_STRIPES", "final_sets", "FinalLoader", "memory_needed"]
 
 log = logging.getLogger("bukt.writer")
 
@@ -145,6 +157,121 @@ class Loader:
     def _forget(self, name):
         self._buckets.pop(name, None)
         self._schema.pop(name, None)
+
+
+def final_sets(records, sizes=False) -> dict:
+    """{bucket: {key: the ordinal, in `records`, of the key's final SET}} over the keys
+    live after the records (FINAL STATE above); with `sizes`, the entry's bytes in the
+    segment instead of the ordinal. Key records of a bucket never created are left out,
+    as the Loader leaves them out."""
+    live = {}
+    get = live.get
+    for i, r in enumerate(records):
+        t = r[0]
+        if t == SET:
+            d = get(r[2])
+            if d is not None:
+                d[r[3]] = ENTRY_HDR + len(r[3]) + len(r[4]) if sizes else i
+        elif t == DELETE or t == EXPIRE or t == EVICT:
+            d = get(r[2])
+            if d is not None:
+                d.pop(r[3], None)
+        elif t == FLUSH:
+            if r[2] in live:
+                live[r[2]] = {}
+        elif t == BUCKET_CREATE:
+            live[r[2]] = {}
+        elif t == BUCKET_DROP:
+            live.pop(r[2], None)
+    return live
+
+
+class FinalLoader(Loader):
+    """Loads only each key's final state: given final_sets(same records), applies the
+    bucket and token records, every key's final SET and the SET_TTLs after it. A key an
+    `eviction: none` bucket cannot take (SegmentFull) is counted in `refused` and the
+    load goes on, so that memory_needed hears of every entry; `sizes` counts the
+    entries' bytes ({entry bytes: count}) of every final SET."""
+
+    def __init__(self, store, final):
+        super().__init__(store, bulk=False)
+        self.final = final
+        self.refused = 0
+        self.sizes = {}
+
+    def apply(self, records) -> int:
+        from .errors import SegmentFull
+        n = 0
+        final, sizes = self.final, self.sizes
+        for i, r in enumerate(records):
+            t = r[0]
+            if t == SET or t == SET_TTL:
+                at = final.get(r[2], {}).get(r[3])
+                if at is None or (at != i if t == SET else at > i):
+                    continue
+                b = self._buckets.get(r[2]) or self._bucket(r[2])
+                if b is None:
+                    continue
+                if t == SET_TTL:
+                    b.restore_ttl(r.key, r.expire_ms, r.version)
+                else:
+                    size = ENTRY_HDR + len(r[3]) + len(r[4])
+                    sizes[size] = sizes.get(size, 0) + 1
+                    try:
+                        b.restore(r[3], r[4], r[5], CORE_SINGLE if r[6] & SINGLE_READ else 0,
+                                  r[7])
+                    except SegmentFull:
+                        self.refused += 1
+            elif t == DELETE or t == EXPIRE or t == EVICT or t == FLUSH:
+                continue        # what they take away was never loaded
+            else:
+                self._apply_other(r)
+            n += 1
+        self.applied += n
+        return n
+
+
+def memory_needed(sizes: dict, cfg) -> int:
+    """The smallest `memory` (a whole MiB) whose segment, made as the writer makes it
+    from `cfg`, holds entries of these sizes ({entry bytes: count}) loaded into a fresh
+    segment: each class's chunks on whole slabs, and an index of no more than
+    BK_SPLIT_AT keys a stripe on average (a grown index then keeps every stripe below
+    its cap of BK_STRIPE_MAX_LOAD)."""
+    from bisect import bisect_left
+    from ._core import _layout, SPLIT_AT
+    keys = sum(sizes.values())
+    lim = cfg.limits
+
+    def fits(memory):
+        plan = _layout(memory, lim.max_key, lim.max_value, lim.max_buckets, 0,
+                       lim.ring_size, 64, 1.25)
+        chunk = [c[0] for c in plan["classes"]]
+        counts = [0] * len(chunk)
+        for size, n in sizes.items():
+            counts[min(bisect_left(chunk, size), len(chunk) - 1)] += n
+        pages = sum(-(-n // c[1]) * c[2] for n, c in zip(counts, plan["classes"]) if n)
+        return pages <= plan["npages"] and keys <= plan["nstripes"] * SPLIT_AT
+
+    mib = 1 << 20
+    lo, hi = 1, max(cfg.memory // mib, 1)
+    while True:
+        try:
+            if fits(hi * mib):
+                break
+        except Exception:
+            pass                    # too small for even the fixed regions
+        lo, hi = hi, hi * 2
+    while lo < hi:                  # the smallest that fits, in (lo, hi]
+        mid = (lo + hi) // 2
+        try:
+            ok = fits(mid * mib)
+        except Exception:
+            ok = False
+        if ok:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi * mib
 
 
 def snapshot(store, seq: int, cancel=None) -> Iterator[Record]:

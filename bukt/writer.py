@@ -120,10 +120,10 @@ import bukt
 from . import aof, datadir
 from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryError, Scan
 from .datadir import DataDir
-from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentInvalid,
-                     SegmentNotFound)
+from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
+                     SegmentInvalid, SegmentNotFound)
 from ._core import expire_position, ring_gather_wait, ring_idle_wait
-from .restore import Cancelled, Loader, snapshot
+from .restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
 from .ringlog import RingTranslator
 from .spin import SpinCredit
 
@@ -356,25 +356,46 @@ class Writer:
         self.skip_upto = found
         return None
 
-    def _cold(self) -> None:
+    def _new_segment(self, tmp, now):
         cfg = self.cfg
-        tmp = f"{cfg.instance}.recovering-{os.getpid()}"
-        _remove_leftovers(cfg.instance)
         store = bukt.create(tmp, size=cfg.memory, mode=cfg.segment.mode,
                             max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
                             max_buckets=cfg.limits.max_buckets,
                             ring_size=cfg.limits.ring_size,
                             ring_wait=cfg.limits.ring_wait_ms / 1000.0)
+        if now is not None:
+            store.set_time(now)
+        store.set_logging(False)
+        return store
+
+    def _cold(self) -> None:
+        cfg = self.cfg
+        tmp = f"{cfg.instance}.recovering-{os.getpid()}"
+        _remove_leftovers(cfg.instance)
+        now = _fake_now()
+        store = self._new_segment(tmp, now)
         try:
-            now = _fake_now()
-            if now is not None:
-                store.set_time(now)
             t0 = time.monotonic()
-            store.set_logging(False)
-            rec = datadir.replay(self.dd, now_ms=store.now_ms(),
-                                 on_corrupt=cfg.recovery.on_corrupt)
-            loader = Loader(store)
-            loader.apply(rec)
+            now_ms = store.now_ms()
+            rec = datadir.replay(self.dd, now_ms=now_ms, on_corrupt=cfg.recovery.on_corrupt)
+            evicted = store.stats()["evictions_total"]
+            try:
+                Loader(store).apply(rec)
+                full = None
+            except SegmentFull as e:
+                full = e
+            evicted = store.stats()["evictions_total"] - evicted
+            if full is not None or evicted:
+                # the history does not replay into this memory as it ran: load each
+                # key's final state instead (restore.py, FINAL STATE)
+                log.warning("replaying the history into %s evicted %d keys%s; loading "
+                            "each key's final state instead", _shm_path(tmp), evicted,
+                            f" and was refused ({full})" if full is not None else "")
+                store.unlink()
+                store.close()
+                store = None
+                store = self._new_segment(tmp, now)
+                rec = self._load_final(store, now_ms)
             store.set_logging(True)
             store.ring_set_start(rec.last_seq + 8)
             if self.dd.manifest.logs:
@@ -386,8 +407,9 @@ class Writer:
             self.recovery = rec
             os.rename(_shm_path(tmp), _shm_path(cfg.instance))
         except BaseException:
-            store.unlink()
-            store.close()
+            if store is not None:
+                store.unlink()
+                store.close()
             if self.w is not None:
                 self.w.close()
                 self.w = None
@@ -401,6 +423,38 @@ class Writer:
             self.store.set_time(now)
         write_tie(self.dd.path, cfg.instance, self.store.generation)
         self.start_kind = "cold"
+
+    def _load_final(self, store, now_ms):
+        """Loads each key's final state into the empty `store` (two passes over the
+        files, restore.py FINAL STATE); the Recovery of the second pass. Refuses
+        (RecoveryError) when it does not fit, naming the memory it needs, unless
+        recovery.evict allows evicting from lru buckets."""
+        cfg = self.cfg
+        final = final_sets(datadir.replay(self.dd, now_ms=now_ms,
+                                          on_corrupt=cfg.recovery.on_corrupt))
+        keys = sum(len(d) for d in final.values())
+        rec = datadir.replay(self.dd, now_ms=now_ms, on_corrupt=cfg.recovery.on_corrupt)
+        loader = FinalLoader(store, final)
+        evicted = store.stats()["evictions_total"]
+        loader.apply(rec)
+        evicted = store.stats()["evictions_total"] - evicted
+        if loader.refused or (evicted and not cfg.recovery.evict):
+            need = memory_needed(loader.sizes, cfg)
+            raise RecoveryError(
+                f"the live set in {self.dd.path} ({keys} keys) does not fit in memory "
+                f"{cfg.memory} bytes: loading it evicted {evicted} keys"
+                + (f" and {loader.refused} keys of `eviction: none` buckets found no room"
+                   if loader.refused else "")
+                + f". It needs memory of at least {need} bytes ({-(-need >> 20)}MiB): "
+                "raise `memory`" + ("" if loader.refused else
+                                    ", or set recovery.evict: true to start with those "
+                                    "keys evicted"))
+        if evicted:
+            log.warning("recovery.evict: the live set (%d keys) does not fit in memory "
+                        "%d bytes; %d keys were evicted to start (it needs %d bytes)",
+                        keys, cfg.memory, evicted, memory_needed(loader.sizes, cfg))
+        log.info("loaded the final state of %d keys (%d evicted)", keys, evicted)
+        return rec
 
     def _base_size(self) -> int:
         p = self.dd.base_path

@@ -365,25 +365,32 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, vlen))
-        si = lock_key(s, si, h)
-        try:
-            b = self._b()
-            found = do_find(s, si, h, self.idx, kb, n, &off)
-            present = found >= 0 and not self._expired(off)
-            if nx and present or xx and not present:
-                return None
-            if if_version is not None:
-                cur = ENT(s, off).version if present else 0
-                if cur != if_version:
-                    raise _err.VersionMismatch(
-                        f"key {kb[:60]!r} is at version {cur}, not {if_version}")
-            if found >= 0 and not present:
-                self._count_expired()
-            ver = do_set(s, si, h, self.idx, kb, n, vb, vlen, expire_ms,
-                         BK_E_SINGLE if single_read else 0, found, off)
-            bk_add64(&s.counters(self.idx).writes, 1)
-        finally:
-            unlock_stripe(s, si)
+        while True:                     # again after a StripeFull (GROWTH, table.pxi)
+            try:
+                si = lock_key(s, si, h)
+                try:
+                    b = self._b()
+                    found = do_find(s, si, h, self.idx, kb, n, &off)
+                    present = found >= 0 and not self._expired(off)
+                    if nx and present or xx and not present:
+                        return None
+                    if if_version is not None:
+                        cur = ENT(s, off).version if present else 0
+                        if cur != if_version:
+                            raise _err.VersionMismatch(
+                                f"key {kb[:60]!r} is at version {cur}, not {if_version}")
+                    if found >= 0 and not present:
+                        self._count_expired()
+                    ver = do_set(s, si, h, self.idx, kb, n, vb, vlen, expire_ms,
+                                 BK_E_SINGLE if single_read else 0, found, off)
+                    bk_add64(&s.counters(self.idx).writes, 1)
+                finally:
+                    unlock_stripe(s, si)
+            except StripeFull as full:
+                grow_past(s, full.si, full.depth)
+                si = stripe_of(s, h)
+                continue
+            break
         s._after_write(logs(s, b))
         return ver
 
@@ -428,30 +435,37 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, 24))
-        si = lock_key(s, si, h)
-        try:
-            b = self._b()
-            found = do_find(s, si, h, self.idx, kb, n, &off)
-            if found >= 0 and not self._expired(off):
-                e = ENT(s, off)
-                cur = parse_int_value(EKEY(s, off) + n, e.vlen)
-                expire_ms = e.expire_ms
-                flags = e.flags & BK_E_SINGLE
-            else:
-                if found >= 0:
-                    self._count_expired()
-                cur = initial
-                expire_ms = self._expire_for(ttl, b)
-            new = cur + by
-            if not I64_MIN <= new <= I64_MAX:
-                raise _err.SchemaError(f"incr of {kb[:60]!r} by {by} leaves the signed "
-                                       "64-bit range")
-            vb = str(new).encode()
-            do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>len(vb), expire_ms, flags,
-                   found, off)
-            bk_add64(&s.counters(self.idx).writes, 1)
-        finally:
-            unlock_stripe(s, si)
+        while True:                     # again after a StripeFull (GROWTH, table.pxi)
+            try:
+                si = lock_key(s, si, h)
+                try:
+                    b = self._b()
+                    found = do_find(s, si, h, self.idx, kb, n, &off)
+                    if found >= 0 and not self._expired(off):
+                        e = ENT(s, off)
+                        cur = parse_int_value(EKEY(s, off) + n, e.vlen)
+                        expire_ms = e.expire_ms
+                        flags = e.flags & BK_E_SINGLE
+                    else:
+                        if found >= 0:
+                            self._count_expired()
+                        cur = initial
+                        expire_ms = self._expire_for(ttl, b)
+                    new = cur + by
+                    if not I64_MIN <= new <= I64_MAX:
+                        raise _err.SchemaError(f"incr of {kb[:60]!r} by {by} leaves the "
+                                               "signed 64-bit range")
+                    vb = str(new).encode()
+                    do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>len(vb), expire_ms,
+                           flags, found, off)
+                    bk_add64(&s.counters(self.idx).writes, 1)
+                finally:
+                    unlock_stripe(s, si)
+            except StripeFull as full:
+                grow_past(s, full.si, full.depth)
+                si = stripe_of(s, h)
+                continue
+            break
         s._after_write(logs(s, b))
         return new
 
@@ -581,14 +595,22 @@ cdef class Bucket:
         prefetch_for_write(s, si, h)
         if logs(s, b):
             ring_wait_space(s, rec_size(n, vlen))
-        si = lock_key(s, si, h)
-        try:
-            self._b()
-            found = do_find(s, si, h, self.idx, kb, n, &off)
-            ver = do_set(s, si, h, self.idx, kb, n, value, vlen, expire_ms,
-                         BK_E_SINGLE if flags & BK_E_SINGLE else 0, found, off, version)
-        finally:
-            unlock_stripe(s, si)
+        while True:                     # again after a StripeFull (GROWTH, table.pxi)
+            try:
+                si = lock_key(s, si, h)
+                try:
+                    self._b()
+                    found = do_find(s, si, h, self.idx, kb, n, &off)
+                    ver = do_set(s, si, h, self.idx, kb, n, value, vlen, expire_ms,
+                                 BK_E_SINGLE if flags & BK_E_SINGLE else 0, found, off,
+                                 version)
+                finally:
+                    unlock_stripe(s, si)
+            except StripeFull as full:
+                grow_past(s, full.si, full.depth)
+                si = stripe_of(s, h)
+                continue
+            break
         s._after_write(False)           # (recovery does not wait for the fsync)
         return ver
 

@@ -155,12 +155,19 @@ cdef int bulk_set(Store s, uint16_t idx, const char *k, uint32_t n, const char *
     cdef uint64_t h = khash(idx, k, n), off = 0
     cdef uint32_t si = stripe_of(s, h)
     cdef int found
-    si = lock_key(s, si, h)
-    try:
-        found = do_find(s, si, h, idx, k, n, &off)
-        do_set(s, si, h, idx, k, n, v, vlen, expire_ms, eflags, found, off, version)
-    finally:
-        unlock_stripe(s, si)
+    while True:                         # again after a StripeFull (GROWTH, table.pxi)
+        try:
+            si = lock_key(s, si, h)
+            try:
+                found = do_find(s, si, h, idx, k, n, &off)
+                do_set(s, si, h, idx, k, n, v, vlen, expire_ms, eflags, found, off, version)
+            finally:
+                unlock_stripe(s, si)
+        except StripeFull as full:
+            grow_past(s, full.si, full.depth)
+            si = stripe_of(s, h)
+            continue
+        break
     s._after_write(False)               # the bulk loader logs nothing: no durability wait
     return 0
 

@@ -240,3 +240,8 @@ include "logscan.pxi"
 include "bulkload.pxi"
 include "writer.pxi"
 include "flushnote.pxi"
+
+# for bukt/restore.py's memory_needed: a chunk holds an entry header, its key and value,
+# and a grown index keeps an average stripe at most this full
+ENTRY_HEADER = ENTRY_HDR
+SPLIT_AT = BK_SPLIT_AT

@@ -262,6 +262,19 @@ cdef inline void prefetch_for_write(Store s, uint32_t si, uint64_t h) noexcept n
 # Once 2^level + split reaches nstripes the index is grown; from then on a full
 # stripe evicts or refuses as before.
 #
+# The simulation holds for keys that arrive in random order, not for keys that arrive
+# in hash order: a base file is the old table read stripe by stripe (dump_stripes'
+# cursor, bit-reversed hx), so a cold start feeds one young stripe after another
+# everything that shares its low bits, and a stripe far from the split pointer reached
+# 448 before its turn (from about 200k keys of 100 B, whatever the segment size: the
+# lru bucket's load evicted, 495 of 500k keys; an `eviction: none` bucket's refused to
+# start). So an insert that finds its stripe at BK_STRIPE_MAX_LOAD while the index may
+# still grow does not evict or refuse: do_set raises StripeFull with the lock held,
+# the caller unlocks, grow_past splits the stripes in line up to and including that
+# one (grow_index, which must be called holding no lock), and the caller tries its
+# whole locked step again (with_room in bucket.pxi). Each such round splits at least
+# one stripe, so it ends, at the latest when the index is grown.
+#
 # Fewer stripes while the index is young (core-notes asks for thousands, for low
 # writer contention and a small blast radius): 256 stripes against a 2-64 core host
 # still leave two writers a 1-in-256 chance of meeting in one stripe per write, a
@@ -331,6 +344,28 @@ cdef int grow_index(Store s, crash_t *crash=NULL) except -1:
     finally:
         unlock_stripe(s, p)
     return 1
+
+
+class StripeFull(Exception):
+    """Internal: do_set found stripe `si` (at depth `depth`) at BK_STRIPE_MAX_LOAD and
+    the index may still grow; the caller unlocks, calls grow_past, and tries again."""
+
+    def __init__(self, si, depth):
+        self.si, self.depth = si, depth
+
+
+cdef inline bint can_grow(Store s) noexcept nogil:
+    return not s.readonly and \
+        stripes_in_use(bk_load_acq64(&s.hdr.index_geom)) < s.nstripes
+
+
+cdef int grow_past(Store s, uint32_t si, uint32_t depth) except -1:
+    """Grow the index (holding no lock) until stripe si, found full at `depth`, has
+    been split, or the index is grown (GROWTH). Splits go in line, so this splits every
+    stripe before si in the current round too."""
+    while bk_load_acq32(&STRIPE(s, si).depth) == depth and can_grow(s):
+        grow_index(s)
+    return 0
 
 
 cdef void recount_stripe(Store s, uint32_t si) noexcept:
@@ -636,7 +671,10 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         raise _err.ValueTooLarge(f"entry of {32 + n + vlen} bytes exceeds the largest "
                                  f"chunk ({s.classes[s.nclasses - 1].chunk_size} bytes)")
     if found < 0 and st.count >= BK_STRIPE_MAX_LOAD:
-        # slow path: this stripe's index is full
+        # slow path: this stripe's index is full. Split it first while the index may
+        # grow (GROWTH): the caller unlocks, grows and tries again
+        if can_grow(s):
+            raise StripeFull(si, st.depth)
         if b.eviction != 0 or not evict_in_stripe(s, si):
             raise _err.SegmentFull(
                 f"index full: stripe {si} holds {st.count} keys and "

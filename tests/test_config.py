@@ -75,6 +75,7 @@ def test_no_file_gives_defaults_and_values_are_canonical():
     assert cfg.limits.max_value == 1 << 20
     assert cfg.limits.max_buckets == 64
     assert cfg.recovery.on_corrupt == "refuse"
+    assert cfg.recovery.evict is False
     assert cfg.tcp.bind == "127.0.0.1:7071"
     assert cfg.tcp.workers == 0
     assert cfg.http.bind == "127.0.0.1:7070"
@@ -155,6 +156,7 @@ def test_empty_variable_sets_a_nullable_key_to_null(tmp_path):
     ("tcp: 5\n", ["tcp", "5", "section"]),
     ("fsync:\n  a: 1\n", ["fsync", "not a mapping"]),
     ("recovery:\n  on_corrupt: ignore\n", ["recovery.on_corrupt", "refuse, load_good"]),
+    ("recovery:\n  evict: sometimes\n", ["recovery.evict", "'sometimes'"]),
     ("segment:\n  mode: 0755\n", ["segment.mode", "493", "no execute bit"]),
     ("auth:\n  admin_token: short\n", ["auth.admin_token", "'short'", "16-256"]),
     ("instance: a/b\n", ["instance", "'a/b'", "letters"]),

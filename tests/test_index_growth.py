@@ -129,6 +129,37 @@ def test_scan_and_dump_see_every_key_once_while_stripes_split(segname):
         store.close()
 
 
+@pytest.mark.parametrize("eviction", ["none", "lru"])
+def test_keys_in_hash_order_split_a_full_stripe_instead_of_evicting(segname, eviction):
+    # Keys that arrive in hash order (a base file is the old table read with the
+    # dump_stripes cursor) fill one young stripe after another faster than splits in
+    # line reach them. Before: 250k such keys in 256 MiB hit a stripe of 448 keys, an
+    # `eviction: none` bucket refused ("index full") and an lru one evicted 128 of
+    # them. After: the insert splits stripes until its own is split, and every key is in
+    n = 250_000
+    src = bukt.create(segname + "-src", size="256MiB")
+    dst = bukt.create(segname, size="256MiB")
+    try:
+        b = src.create_bucket("b", persist=False, eviction=eviction)
+        for i in range(n):
+            b.set(b"key%012d" % i, b"v" * 100)
+        d = dst.create_bucket("b", persist=False, eviction=eviction)
+        start = 0
+        while True:
+            entries, start = src.dump_stripes(start, 64)
+            for _, key, value, _, _, _ in entries:
+                d.set(key, value)
+            if start == 0:
+                break
+        assert dst.stats()["keys"] == n and dst.stats()["evictions_total"] == 0
+        assert all(d.get(b"key%012d" % i) == b"v" * 100 for i in range(0, n, 997))
+        assert dst.check() == []
+    finally:
+        for s in (src, dst):
+            s.unlink()
+            s.close()
+
+
 def test_a_forged_scan_cursor_is_refused(bucket):
     with pytest.raises(bukt.errors.InvalidArgument):
         bucket.scan(cursor=1 << 32)
