@@ -482,7 +482,7 @@ cdef dict store_stats(Store s):
         # handed out; the ring is counted apart, being a fixed buffer
         memory_used=h.ring_off + (h.arena_off - h.pagemap_off)
         + (pages_used - h.free_pages) * s.page_size,
-        pages_free=h.free_pages, slab_moves=h.slab_moves,
+        pages_free=h.free_pages, slab_moves=h.slab_moves, relocations=h.relocations,
         ring_size=s.ring_size, ring_head=head, ring_tail=tail, ring_depth=head - tail,
         flushed_pos=h.flushed_pos, evictions_total=h.evictions,
         expirations_total=h.expirations, repairs=h.repairs, generation=h.generation,

@@ -649,16 +649,20 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     off = chunk_alloc(s, c, si)
     while off == 0:
         # slow path: the class is dry and no page is left
-        if b.eviction != 0:
-            st.intent_op = BK_OP_NONE
-            raise _err.SegmentFull(
-                f"segment full: no free {s.classes[c].chunk_size}-byte chunk and all "
-                f"{s.npages} pages in use; bucket {b.name.decode()!r} has eviction 'none'")
         tries += 1
         if tries > 16:
             with nogil:                             # victims' stripes are busy: let
                 usleep(100 * (tries - 16))          # their holders finish
-        if tries > 64 or make_room(s, c, si) == NO_ROOM:
+        if b.eviction != 0:
+            # a slab emptied without an eviction (freed by deletes, or compacted into
+            # its class's free chunks), or SegmentFull: the memory is in use
+            if tries > 64 or reclaim_pages(s, c, si) == NO_ROOM:
+                st.intent_op = BK_OP_NONE
+                raise _err.SegmentFull(
+                    f"segment full: no free {s.classes[c].chunk_size}-byte chunk and all "
+                    f"{s.npages} pages hold entries; bucket {b.name.decode()!r} has "
+                    "eviction 'none'")
+        elif tries > 64 or make_room(s, c, si) == NO_ROOM:
             st.intent_op = BK_OP_NONE
             raise _err.SegmentFull(
                 f"segment full: nothing evictable found for a {s.classes[c].chunk_size}-"
