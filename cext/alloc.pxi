@@ -711,9 +711,10 @@ cdef uint32_t stamp_of(Store s, uint64_t off) noexcept:
     return STAMPS_OF(s, si)[slot] if slot >= 0 else 0
 
 
-cdef list class_sample(Store s, uint32_t c):
-    """Up to EVICT_SAMPLE entries of class c that belong to evicting buckets, from
-    the class's clock hand on, as (stamp, offset) sorted oldest first."""
+cdef list class_sample(Store s, uint32_t c, int bucket=-1):
+    """Up to EVICT_SAMPLE entries of class c that belong to evicting buckets (to
+    bucket `bucket` only, when >= 0), from the class's clock hand on, as (stamp,
+    offset) sorted oldest first."""
     cdef bk_class *cl = &s.classes[c]
     cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
     cdef uint64_t per = cl.per_slab, total, hand, p, i, off
@@ -739,6 +740,8 @@ cdef list class_sample(Store s, uint32_t c):
             continue
         bidx = e.bucket
         if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
+            continue
+        if bucket >= 0 and bidx != bucket:
             continue
         looked += 1
         sample.append((stamp_of(s, off), off))
@@ -773,10 +776,32 @@ cdef int make_room(Store s, uint32_t c, uint32_t holding) except -1:
     return 0
 
 
-cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
-    """Delete the entry at `off` if it is still linked, taking its stripe by trylock
-    unless it is the one held. 1 when deleted. `off` may be stale (its page may have
-    changed class): nothing is trusted until a slot of the locked stripe points at it."""
+cdef int evict_own(Store s, uint16_t bidx, uint32_t c, uint32_t holding) except -1:
+    """Bucket bidx is at its max_memory: evict the oldest of a sample of its own
+    entries, of class c first (that frees a chunk the write can take), else of the
+    other classes, largest first. 1 when one was evicted, 0 not this time (busy
+    stripes), NO_ROOM when it has none."""
+    cdef int d
+    cdef bint any_seen = False
+    for d in [c] + [x for x in range(s.nclasses - 1, -1, -1) if x != <int>c]:
+        if s.classes[d].used == 0:
+            continue
+        sample = class_sample(s, d, bidx)
+        if not sample:
+            continue
+        any_seen = True
+        for stamp, off in sample:
+            if evict_entry(s, off, holding, bidx):
+                return 1
+    return 0 if any_seen else NO_ROOM
+
+
+cdef int evict_entry(Store s, uint64_t off, uint32_t holding, int bucket=-1) except -1:
+    """Delete the entry at `off` if it is still linked and its bucket evicts (and is
+    `bucket`, when >= 0), taking its stripe by trylock unless it is the one held. 1
+    when deleted. `off` may be stale (its page may have changed class, or the chunk
+    been freed and taken by another key since the caller looked): nothing is trusted
+    until a slot of the locked stripe points at it."""
     cdef bk_entry *e = ENT(s, off)
     cdef uint32_t klen = e.klen
     cdef uint16_t bidx = e.bucket
@@ -792,7 +817,8 @@ cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
             return 0
     try:
         if (e.flags & (BK_E_USED | BK_E_PENDING)) == BK_E_USED and e.klen == klen \
-                and e.bucket == bidx:
+                and e.bucket == bidx and s.bucketv[bidx].state == 1 \
+                and s.bucketv[bidx].eviction == 0 and (bucket < 0 or bidx == bucket):
             slot = find_offset(s, vsi, h, off)
             if slot >= 0:
                 done = do_delete_at(s, vsi, slot, off, BK_T_EVICTED)

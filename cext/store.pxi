@@ -275,9 +275,11 @@ cdef class Store:
 
     # -- buckets and tokens (meta.pxi) ------------------------------------------
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
-                      default_ttl=None):
+                      default_ttl=None, max_memory=None):
+        """max_memory: bytes (or a size such as "64MiB") of chunks the bucket's
+        entries may take; None or 0: no limit (docs/api.md)."""
         self._open()
-        return create_bucket(self, name, schema, eviction, persist, default_ttl)
+        return create_bucket(self, name, schema, eviction, persist, default_ttl, max_memory)
 
     def drop_bucket(self, name):
         self._open()
@@ -503,8 +505,9 @@ cdef class Store:
 
     def bucket_table(self):
         """Every live or dropping bucket as (idx, gen, state, name, schema, eviction,
-        persist, default_ttl_ms, ((token_id, perms, hash), ...)), read under the meta
-        lock: the writer names ring records (which carry idx and gen) with it."""
+        persist, default_ttl_ms, ((token_id, perms, hash), ...), max_memory), read
+        under the meta lock: the writer names ring records (which carry idx and gen)
+        with it."""
         self._open()
         return bucket_table(self)
 
