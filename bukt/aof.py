@@ -60,7 +60,8 @@ on this; see bukt/datadir.py):
     SET_TTL        bucket, key, expire_ms (0: persist), version: only the expiry changed
     FLUSH          bucket: every entry of the bucket is gone
     BUCKET_CREATE  bucket, value = settings as compact JSON ({"default_ttl": null,
-                   "eviction": "lru", "persist": true, "schema": "bytes"}); replaces
+                   "eviction": "lru", "persist": true, "schema": "bytes"}, and
+                   "max_memory": bytes when the bucket has a limit); replaces
                    the settings if the bucket exists
     BUCKET_DROP    bucket: the bucket, its keys and tokens are gone
     TOKEN_ADD      bucket, key = SHA-256 of the token (32 bytes), value = u32 id, u32 perms

@@ -144,6 +144,9 @@ def buckets_args(p):
     c.add_argument("--cache-only", action="store_true",
                    help="not logged to disk: lost when the service restarts cold")
     c.add_argument("--default-ttl", type=float, metavar="S")
+    c.add_argument("--max-memory", metavar="SIZE",
+                   help="memory its entries may take (e.g. 64MiB); at it, an lru bucket "
+                        "evicts its own keys and a none bucket refuses (default: no limit)")
     ls = sub.add_parser("list", help="the buckets and their settings")
     target_args(ls, bucket=False)
     d = sub.add_parser("drop", help="delete a bucket, its keys and its tokens")
@@ -156,7 +159,9 @@ def buckets(args):
         if args.action == "create":
             tid, token = t.create_bucket(args.name, schema=args.schema,
                                          eviction=args.eviction, persist=not args.cache_only,
-                                         default_ttl=args.default_ttl)
+                                         default_ttl=args.default_ttl,
+                                         **({"max_memory": args.max_memory}
+                                            if args.max_memory else {}))
             emit(args, {"name": args.name, "token": token, "token_id": tid,
                         "permissions": ["read", "write", "admin"]},
                  f"bucket {args.name} created\n"
@@ -167,12 +172,13 @@ def buckets(args):
                 info = t.bucket_info(name)
                 rows.append({"name": name, **{k: info.get(k) for k in
                                               ("schema", "eviction", "persist",
-                                               "default_ttl")}})
+                                               "default_ttl", "max_memory")}})
             emit(args, rows, lambda: print(table(
-                ["bucket", "schema", "eviction", "persist", "default_ttl"],
+                ["bucket", "schema", "eviction", "persist", "default_ttl", "max_memory"],
                 [[r["name"], r["schema"], r["eviction"],
                   "logged" if r["persist"] else "cache-only",
-                  "-" if r["default_ttl"] is None else f"{r['default_ttl']:g} s"]
+                  "-" if r["default_ttl"] is None else f"{r['default_ttl']:g} s",
+                  "-" if not r["max_memory"] else str(r["max_memory"])]
                  for r in rows]) if rows else print("no buckets")))
         else:
             t.drop_bucket(args.name)

@@ -210,8 +210,13 @@ class _Ops:
 
     # bucket administration (the admin session; see docs/protocol.md)
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
-                      default_ttl=None):
-        """Creates a bucket; returns a new READ|WRITE|ADMIN token of it (str)."""
+                      default_ttl=None, max_memory=None):
+        """Creates a bucket; returns a new READ|WRITE|ADMIN token of it (str). The
+        protocol's BUCKET_CREATE has no max_memory field yet: a limit is refused here
+        (create such a bucket over HTTP, the CLI or the local API)."""
+        if max_memory:
+            raise errors.InvalidArgument("max_memory: the TCP protocol cannot set it; "
+                                         "create the bucket over HTTP or locally")
         try:
             fields = {"schema": P.SCHEMAS[schema], "eviction": P.EVICTIONS[eviction],
                       "persist": int(bool(persist)), "default_ttl_ms": _ms(default_ttl),

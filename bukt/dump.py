@@ -134,7 +134,8 @@ def _dump_jsonl(t, wanted, out) -> int:
         else t.buckets()
     for name in names:
         info = t.bucket_info(name)
-        settings = {k: info[k] for k in ("schema", "eviction", "persist", "default_ttl")}
+        settings = {k: info.get(k) for k in ("schema", "eviction", "persist", "default_ttl",
+                                             "max_memory")}
         out.write(json.dumps({"bucket": name, "settings": settings}) + "\n")
         with Progress(f"dump {name}", total=t.bucket_stats(name).get("keys"),
                       unit="keys") as p:
@@ -215,7 +216,8 @@ class _Loader:
                 or not self.t.bucket else {self.t.bucket}
         if name in self.known:
             return
-        s = {k: settings.get(k) for k in ("schema", "eviction", "persist", "default_ttl")
+        s = {k: settings.get(k) for k in ("schema", "eviction", "persist", "default_ttl",
+                                          "max_memory")
              if settings.get(k) is not None}
         if self.local:              # no new token: a snapshot brings the bucket's own
             self.t.store.create_bucket(name, **s)

@@ -75,6 +75,7 @@ class _BucketState:
     eviction: str
     persist: bool
     default_ttl: float | None
+    max_memory: int | None = None                   # shown, not enforced (no memory here)
     entries: dict = field(default_factory=dict)     # key -> _Entry, expired ones too
     tokens: dict = field(default_factory=dict)      # id -> (token_hash, perms)
     next_token: int = 1
@@ -134,7 +135,7 @@ class Model:
 
     # -- buckets
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
-                      default_ttl=None):
+                      default_ttl=None, max_memory=None):
         bad_ttl = default_ttl is not None and (not _is_number(default_ttl) or
                                                not 0 < default_ttl < math.inf)
         for wrong, what in [
@@ -150,7 +151,8 @@ class Model:
             raise BucketExists(f"bucket {name!r} exists")
         if len(self._buckets) >= self.max_buckets:
             raise LimitExceeded(f"max_buckets={self.max_buckets} reached")
-        self._buckets[name] = _BucketState(name, schema, eviction, persist, default_ttl)
+        self._buckets[name] = _BucketState(name, schema, eviction, persist, default_ttl,
+                                           max_memory or None)
         return Bucket(self, name)
 
     def drop_bucket(self, name):
@@ -167,7 +169,7 @@ class Model:
     def bucket_info(self, name):
         b = self._state(name)
         return dict(name=b.name, schema=b.schema, eviction=b.eviction, persist=b.persist,
-                    default_ttl=b.default_ttl)
+                    default_ttl=b.default_ttl, max_memory=b.max_memory)
 
     def stats(self):
         per = [self.bucket(name).stats() for name in self._buckets]

@@ -141,7 +141,8 @@ class Loader:
             store.create_bucket(name, schema=s.get("schema", "bytes"),
                                 eviction=s.get("eviction", "lru"),
                                 persist=bool(s.get("persist", True)),
-                                default_ttl=s.get("default_ttl"))
+                                default_ttl=s.get("default_ttl"),
+                                max_memory=s.get("max_memory"))
             self.missing.pop(name, None)
         elif t == BUCKET_DROP:
             if name in store.buckets():
@@ -301,8 +302,11 @@ def snapshot(store, seq: int, cancel=None) -> Iterator[Record]:
 def settings_from_meta(change: dict) -> dict:
     """BUCKET_CREATE settings from a ring META "create" change."""
     ttl_ms = change.get("default_ttl_ms") or 0
-    return {"default_ttl": ttl_ms / 1000.0 if ttl_ms else None,
-            "eviction": change.get("eviction", "lru"),
-            "persist": bool(change.get("persist", True)),
-            "schema": change.get("schema", "bytes")}
+    s = {"default_ttl": ttl_ms / 1000.0 if ttl_ms else None,
+         "eviction": change.get("eviction", "lru"),
+         "persist": bool(change.get("persist", True)),
+         "schema": change.get("schema", "bytes")}
+    if change.get("max_memory"):
+        s["max_memory"] = change["max_memory"]     # (absent: no limit)
+    return s
 

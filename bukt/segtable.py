@@ -22,12 +22,16 @@ class BucketSlot(NamedTuple):
     persist: bool
     default_ttl_ms: int
     tokens: tuple              # ((id, perms, hash bytes), ...)
+    max_memory: int            # bytes of chunks, 0 = no limit
 
     @property
     def settings(self) -> dict:
         """As a BUCKET_CREATE record carries them (bukt/aof.py)."""
-        return {"default_ttl": self.default_ttl_ms / 1000.0 if self.default_ttl_ms else None,
-                "eviction": self.eviction, "persist": self.persist, "schema": self.schema}
+        s = {"default_ttl": self.default_ttl_ms / 1000.0 if self.default_ttl_ms else None,
+             "eviction": self.eviction, "persist": self.persist, "schema": self.schema}
+        if self.max_memory:
+            s["max_memory"] = self.max_memory      # (absent: no limit)
+        return s
 
 
 def read_table(store) -> list:

@@ -187,11 +187,23 @@ cdef int carve_slab(Store s, uint32_t c) except -1:
     return 1
 
 
+cdef inline void take_chunk(Store s, bk_class *cl, uint32_t c, uint32_t si,
+                            uint64_t off) noexcept:
+    """Take free chunk `off` of class c off the free list for stripe si (class lock
+    held): into si's intent_new first, then pending, owned by si."""
+    cdef bk_entry *e = ENT(s, off)
+    STRIPE(s, si).intent_new = off
+    fl_unlink(s, cl, off)
+    e.version = si                              # owner while pending
+    e.cls = <uint8_t>c
+    bk_store_rel8(&e.flags, BK_E_USED | BK_E_PENDING)
+    cl.used += 1
+
+
 cdef uint64_t chunk_alloc(Store s, uint32_t c, uint32_t si) except? 1:
     """A chunk of class c for stripe si (whose lock is held), recorded in the
     stripe's intent_new before it leaves the free list; 0 when the class is dry."""
     cdef bk_class *cl = &s.classes[c]
-    cdef bk_stripe *st = STRIPE(s, si)
     cdef uint64_t off
     cdef bk_entry *e
     lock_class(s, c)
@@ -205,12 +217,7 @@ cdef uint64_t chunk_alloc(Store s, uint32_t c, uint32_t si) except? 1:
             if e.flags != 0 or e.cls != c:
                 unlock_class(s, c)
                 raise AssertionError(f"free list of class {c} holds a used chunk at {off}")
-        st.intent_new = off
-        fl_unlink(s, cl, off)
-        e.version = si                          # owner while pending
-        e.cls = <uint8_t>c
-        bk_store_rel8(&e.flags, BK_E_USED | BK_E_PENDING)
-        cl.used += 1
+        take_chunk(s, cl, c, si, off)
     unlock_class(s, c)
     return off
 
@@ -279,34 +286,87 @@ cdef int rebuild_class(Store s, uint32_t c) except -1:
 
 
 # -- the slab mover ----------------------------------------------------------------
-# Pages go to classes on demand; when a class is dry, no page is unassigned and it
-# has nothing of its own to evict (or too little: a class that never got pages), a
-# slab of another class is emptied and its pages given back, as memcached's slab
-# mover does. A victim is a window of pages, from the mover's hand on, covering
-# whole slabs of other classes whose entries all belong to evicting buckets; of a
-# few such windows the one with the fewest live entries is emptied (evict_entry,
-# trylock), then each slab is taken off its class under that class's lock once every
-# chunk is seen free, and its pages are marked unassigned for carve_slab.
+# Pages go to classes on demand; when a class is dry and no page is unassigned, a slab
+# of another class is emptied and its pages given back, as memcached's slab mover
+# does. A slab is emptied without losing an entry when its class has a slab's worth of
+# free chunks (spare, below): each live entry is relocated into a free chunk of its
+# class outside the slab (relocate_entry: a SET of the same key and value under its
+# stripe's lock, so readers and repair see nothing new), whatever its bucket, and a
+# slab with no live entry is given back as it is. So memory freed by deletes returns
+# to the common pool for any class and any bucket, `eviction: none` buckets included.
+# Otherwise a slab may be emptied by evicting its entries, when every one of them
+# belongs to an evicting bucket (whatever bucket: see make_room).
+#
+# A victim is a window of pages, from the mover's hand on, covering whole slabs of
+# other classes; of a few such windows the one that costs the fewest evictions, then
+# the fewest relocations, is emptied (relocate_entry and evict_entry take the entry's
+# stripe by trylock), then each slab is taken off its class under that class's lock
+# once every chunk is seen free, and its pages are marked unassigned for carve_slab.
+#
+# One slab of a class is emptied at a time (its drain_page): a mover that finds another
+# slab of the class being emptied helps with that one instead, so two movers never
+# relocate entries into each other's slab. begin_drain moves the slab's free chunks to
+# the tail of the free list, and chunk_free puts its chunks there too, so the head is
+# outside the slab while the class has a free chunk elsewhere (relocate_entry takes only
+# the head). A death at any step leaves only what the locks' repair already handles:
+# a relocation is a stripe's SET intent; a drain cut short is a class whose free list
+# rebuild_class rebuilds (drain_page 0); a slab half given back is an orphan run.
 cdef int MOVE_CANDIDATES = 8    # windows compared per move
 cdef int MOVE_SCAN = 64         # windows looked at per move, at most
 cdef int64_t BUSY = -2          # slab_cost/window_cost: not now, an entry is pending
 cdef int NO_ROOM = 2            # make_room/move_slab: nothing may be evicted, now or later
 cdef int MOVE_SAMPLE = 8        # entries per slab whose stamps date a window
+cdef int LOSSLESS = 1           # move_slab: only windows emptied without an eviction
+cdef int ANY_WINDOW = 0         # move_slab: evictions allowed
 
 
-cdef int64_t slab_cost(Store s, uint64_t p, uint32_t c) noexcept:
-    """Live entries in the slab at page p; -1 when it cannot be emptied for class c
-    (it is c's own, or an entry belongs to a non-evicting bucket); BUSY when not now
-    (an entry is being written)."""
+cdef inline int64_t class_spare(bk_class *cl) noexcept:
+    """Free chunks of a class (racy read: a hint; the moves check under the lock)."""
+    return <int64_t>(cl.slabs * cl.per_slab) - <int64_t>cl.used
+
+
+cdef inline int64_t drain_slab(Store s, uint32_t d) noexcept:
+    """The first page of the slab of class d being emptied, or -1 (none, or stale)."""
+    cdef uint64_t dp = s.classes[d].drain_page
+    if dp == 0 or dp > s.npages or s.pagemap[dp - 1] != d + 1:
+        return -1
+    return <int64_t>(dp - 1)
+
+
+cdef bint lossless_possible(Store s, uint32_t c) noexcept:
+    """Could a slab of another class than c be emptied without an eviction? (Some
+    class holds a slab's worth of free chunks: then any of its slabs can be. A hint,
+    read without locks; it is what keeps a full segment's SegmentFull cheap.)"""
+    cdef uint32_t d
+    for d in range(s.nclasses):
+        if d != c and s.classes[d].slabs and class_spare(&s.classes[d]) >= s.classes[d].per_slab:
+            return True
+    return False
+
+
+cdef int64_t slab_cost(Store s, uint64_t p, uint32_t c, int mode, uint32_t before,
+                       int64_t *relocs) noexcept:
+    """Entries to evict to empty the slab at page p, adding the entries to relocate
+    to *relocs; -1 when it cannot be emptied for class c (it is c's own, or it holds an
+    entry of a non-evicting bucket and its class has no room to relocate, or, in
+    LOSSLESS mode, it would cost an eviction); BUSY when not now (an entry is being
+    written, or another slab of its class is being emptied). `before`: slabs of the
+    same class earlier in the window, whose entries need room too."""
     cdef uint32_t d = s.pagemap[p] - 1, i
     cdef bk_class *cl = &s.classes[d]
     cdef uint64_t off
-    cdef int64_t n = 0
+    cdef int64_t n = 0, dp
     cdef uint8_t f
     cdef uint16_t bidx
     cdef bint busy = False
+    cdef bint relocatable = class_spare(cl) >= <int64_t>((before + 1) * cl.per_slab)
     if d == c:
         return -1
+    if mode == LOSSLESS and not relocatable:
+        return -1
+    dp = drain_slab(s, d)
+    if dp >= 0 and <uint64_t>dp != p:
+        return BUSY
     for i in range(cl.per_slab):
         off = CHUNK(s, p, cl, i)
         f = bk_load_acq8(&ENT(s, off).flags)
@@ -317,17 +377,27 @@ cdef int64_t slab_cost(Store s, uint64_t p, uint32_t c) noexcept:
             continue
         bidx = ENT(s, off).bucket
         if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
-            return -1
+            if not relocatable:
+                return -1
         n += 1
-    return BUSY if busy else n
+    if busy:
+        return BUSY
+    if relocatable:
+        relocs[0] += n
+        return 0
+    return n
 
 
-cdef int64_t window_cost(Store s, uint64_t p, uint64_t need, uint32_t c, uint64_t pu) noexcept:
-    """Live entries to evict so that pages p..p+need-1 are unassigned; -1 never,
-    BUSY not now."""
+cdef int64_t window_cost(Store s, uint64_t p, uint64_t need, uint32_t c, uint64_t pu,
+                         int mode, int64_t *relocs) noexcept:
+    """Live entries to evict so that pages p..p+need-1 are unassigned (adding those
+    to relocate to *relocs); -1 never, BUSY not now."""
     cdef uint64_t q = p
     cdef int64_t cost = 0, one
     cdef uint8_t b
+    cdef uint32_t seen[64]                      # BK_MAX_CLASSES: slabs of each class so far
+    memset(seen, 0, sizeof(seen))
+    relocs[0] = 0
     while q < p + need:
         if q >= pu:
             return -1
@@ -337,9 +407,10 @@ cdef int64_t window_cost(Store s, uint64_t p, uint64_t need, uint32_t c, uint64_
             continue
         if b & 0x80 or b > s.nclasses:
             return -1                           # the middle of a slab, or an orphan
-        one = slab_cost(s, q, c)
+        one = slab_cost(s, q, c, mode, seen[b - 1], relocs)
         if one < 0:
             return one
+        seen[b - 1] += 1
         cost += one
         q += s.classes[b - 1].slab_pages
     return cost
@@ -370,6 +441,125 @@ cdef uint32_t window_youngest(Store s, uint64_t p, uint64_t need) noexcept:
     return newest
 
 
+cdef inline void crash_in_move(Store s, int point) noexcept:
+    """Crash tests only (Store._crash_in_page_return): exit (status 70) at the point
+    the test named, holding whatever locks are held there, as a SIGKILL would."""
+    if s.crash_move == point:
+        _exit(70)
+
+
+cdef int begin_drain(Store s, uint64_t p, uint32_t d) except -1:
+    """Make the slab at page p the one of class d being emptied: move its free chunks
+    to the tail of the free list (where chunk_free puts its chunks from now on). 0 when
+    the slab is gone or another slab of d is being emptied."""
+    cdef bk_class *cl = &s.classes[d]
+    cdef uint64_t i, off
+    cdef int64_t dp
+    lock_class(s, d)
+    try:
+        if s.pagemap[p] != d + 1:
+            return 0
+        dp = drain_slab(s, d)
+        if dp == <int64_t>p:
+            return 1
+        if dp >= 0:
+            return 0
+        cl.drain_page = <uint32_t>(p + 1)
+        for i in range(cl.per_slab):
+            off = CHUNK(s, p, cl, i)
+            if ENT(s, off).flags == 0:
+                fl_unlink(s, cl, off)
+                fl_push_tail(s, cl, off)
+        return 1
+    finally:
+        unlock_class(s, d)
+
+
+cdef uint64_t chunk_alloc_outside(Store s, uint32_t d, uint32_t si, uint64_t p) except? 1:
+    """A free chunk of class d outside the slab at page p, which is being emptied, for
+    stripe si (as chunk_alloc, but never carving: pages are what is short); 0 when
+    there is none (its free chunks are all in the slab) or the drain was reset."""
+    cdef bk_class *cl = &s.classes[d]
+    cdef uint64_t off, lo = s.arena_off + p * s.page_size
+    lock_class(s, d)
+    try:
+        off = cl.free_head
+        if off == 0 or cl.drain_page != p + 1 or (lo <= off < lo + cl.slab_pages * s.page_size):
+            return 0
+        take_chunk(s, cl, d, si, off)
+        return off
+    finally:
+        unlock_class(s, d)
+
+
+cdef int relocate_entry(Store s, uint64_t off, uint32_t holding, uint64_t p) except -1:
+    """Move the entry at `off`, in the slab at page p being emptied, to a free chunk of
+    its class outside that slab, under its stripe's lock (trylock unless `holding`):
+    a SET of the same key, value, expiry and version, so a reader that read the old
+    chunk retries on the seq and a repair finishes or undoes it as any SET. 1 when
+    moved. `off` may be stale: nothing is trusted until a slot points at it."""
+    cdef bk_entry *e = ENT(s, off)
+    cdef bk_entry *ne
+    cdef uint32_t klen = e.klen, vlen
+    cdef uint16_t bidx = e.bucket
+    cdef uint64_t h, noff
+    cdef uint32_t vsi
+    cdef int slot, done = 0
+    cdef bk_stripe *st
+    cdef uint64_t *slots
+    if not key_readable(s, off, klen, bidx):
+        return 0
+    h = khash(bidx, EKEY(s, off), klen)
+    vsi = stripe_of(s, h)
+    if vsi != holding:
+        if not trylock_stripe(s, vsi):
+            return 0
+    try:
+        if (e.flags & (BK_E_USED | BK_E_PENDING)) != BK_E_USED or e.klen != klen \
+                or e.bucket != bidx:
+            return 0
+        slot = find_offset(s, vsi, h, off)
+        if slot < 0:
+            return 0
+        st = STRIPE(s, vsi)
+        slots = SLOTS_OF(s, vsi)
+        vlen = e.vlen
+        st.intent_ring = 0
+        st.intent_new = 0
+        st.intent_op = BK_OP_ALLOC
+        noff = chunk_alloc_outside(s, e.cls, vsi, p)
+        if noff == 0:
+            st.intent_op = BK_OP_NONE
+            return 0
+        ne = ENT(s, noff)
+        ne.expire_ms = e.expire_ms
+        ne.klen = klen
+        ne.vlen = vlen
+        ne.bucket = bidx
+        memcpy(EKEY(s, noff), EKEY(s, off), klen + vlen)
+        bk_store_rel8(&ne.flags, BK_E_USED | (e.flags & BK_E_SINGLE))
+        ne.version = e.version
+        crash_in_move(s, 3)                     # filled, not published
+        st.intent_slot = slot
+        st.intent_old = off
+        st.intent_op = BK_OP_SET
+        bk_seq_enter(&st.seq)
+        bk_store_rlx64(&slots[slot], (slots[slot] & BK_TAG_MASK) | noff)
+        crash_in_move(s, 4)                     # published, the old chunk not freed
+        chunk_free(s, off)
+        st.intent_op = BK_OP_NONE
+        bk_seq_leave(&st.seq)
+        done = 1
+        if BUKT_DEBUG:
+            debug_check_stripe(s, vsi)
+    finally:
+        if vsi != holding:
+            unlock_stripe(s, vsi)
+    if done:
+        bk_fetch_add_u64(&s.hdr.relocations, 1)
+    return done
+
+
 cdef int release_slab(Store s, uint64_t p, uint32_t d) except -1:
     """Take the slab at page p off class d if every chunk in it is free, and mark its
     pages unassigned. 1 when done. (Class d's lock, then the alloc lock.)"""
@@ -385,14 +575,18 @@ cdef int release_slab(Store s, uint64_t p, uint32_t d) except -1:
                 return 0                        # reused meanwhile: try again later
         for i in range(cl.per_slab):
             fl_unlink(s, cl, CHUNK(s, p, cl, i))
+            if i == cl.per_slab // 2:
+                crash_in_move(s, 0)             # the free list half unlinked
         cl.slabs -= 1
         if cl.drain_page == p + 1:
             cl.drain_page = 0
         lock_alloc(s)
         # an orphan first: a death from here on leaves pages rebuild_class(d) gives back
         s.pagemap[p] = <uint8_t>(0x80 | (d + 1))
+        crash_in_move(s, 1)                     # an orphan run, the alloc lock held
         for i in range(n):
             s.pagemap[p + i] = 0
+        crash_in_move(s, 2)                     # unassigned, not yet counted free
         s.hdr.free_pages += n
         bk_lock_release(&s.hdr.alloc_lock)
         bk_fetch_add_u64(&s.hdr.slab_moves, 1)
@@ -401,20 +595,49 @@ cdef int release_slab(Store s, uint64_t p, uint32_t d) except -1:
         unlock_class(s, d)
 
 
-cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) except -1:
+cdef int empty_slab(Store s, uint64_t q, uint32_t d, uint32_t holding, int mode) except -1:
+    """Relocate or evict every live entry of the slab at page q (class d), then give
+    it back. 1 when its pages are unassigned."""
+    cdef bk_class *cl = &s.classes[d]
+    cdef uint64_t i, off
+    cdef uint16_t bidx
+    cdef bint relocate
+    if not begin_drain(s, q, d):
+        return 0
+    relocate = class_spare(cl) >= cl.per_slab
+    if mode == LOSSLESS and not relocate:
+        return 0
+    for i in range(cl.per_slab):
+        off = CHUNK(s, q, cl, i)
+        if (bk_load_acq8(&ENT(s, off).flags) & (BK_E_USED | BK_E_PENDING)) != BK_E_USED:
+            continue
+        if relocate and relocate_entry(s, off, holding, q):
+            continue
+        if mode == LOSSLESS:
+            return 0
+        bidx = ENT(s, off).bucket
+        if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
+            return 0                            # not ours to evict: try again later
+        if not evict_entry(s, off, holding):
+            return 0
+    return release_slab(s, q, d)
+
+
+cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than,
+                   int mode=ANY_WINDOW) except -1:
     """Empty a window of other classes' slabs so that class c can carve one (see
-    above). `holding` is the stripe the caller has locked. Only windows whose sampled
-    entries are all older than the stamp `older_than` qualify (0xffffffff: any).
-    1 when pages were given back; 0 when no window could be emptied this time (busy
-    stripes, a class reusing its chunks, nothing old enough); NO_ROOM when no window
-    could be (no other class's slab holds only evicting buckets' entries)."""
+    above). `holding` is the stripe the caller has locked. A window that costs
+    evictions qualifies only when its sampled entries are all older than the stamp
+    `older_than` (0xffffffff: any), and never in LOSSLESS mode. 1 when pages were
+    given back; 0 when no window could be emptied this time (busy stripes, a class
+    reusing its chunks, nothing old enough, the scan's bound reached); NO_ROOM when
+    no window could be."""
     cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
-    cdef uint64_t need = s.classes[c].slab_pages, p, q, best = 0, off, i, start
-    cdef int64_t cost, best_cost = -1
+    cdef uint64_t need = s.classes[c].slab_pages, p, q, best = 0, start
+    cdef int64_t cost, best_cost = -1, relocs = 0, best_relocs = 0
     cdef int found = 0, examined = 0
     cdef bint possible = False
     cdef uint32_t d
-    cdef bk_class *cl
     if pu == 0:
         return NO_ROOM
     start = s.hdr.move_hand % pu
@@ -426,24 +649,24 @@ cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) e
             break
         if s.pagemap[p] != 0 and not (s.pagemap[p] & 0x80):
             examined += 1
-            cost = window_cost(s, p, need, c, pu)
+            cost = window_cost(s, p, need, c, pu, mode, &relocs)
             if cost != -1:
                 possible = True                 # now, or later (BUSY: an entry is pending)
-            if cost >= 0:
-                if cost > 0 and older_than != 0xffffffff and \
-                        window_youngest(s, p, need) >= older_than:
-                    cost = -1                   # fresher than what c would evict
+            if cost > 0 and older_than != 0xffffffff and \
+                    window_youngest(s, p, need) >= older_than:
+                cost = -1                       # fresher than what c would evict
             if cost >= 0:
                 found += 1
-                if best_cost < 0 or cost < best_cost:
-                    best, best_cost = p, cost
-                if found >= MOVE_CANDIDATES or cost == 0:
+                if best_cost < 0 or cost < best_cost or \
+                        (cost == best_cost and relocs < best_relocs):
+                    best, best_cost, best_relocs = p, cost, relocs
+                if found >= MOVE_CANDIDATES or (cost == 0 and relocs == 0):
                     break
         p = (p + 1) % pu
     if best_cost < 0:
         return 0 if possible else NO_ROOM
     s.hdr.move_hand = best + need               # next time, look further on
-    # empty the window's slabs, then give each back
+    # empty the window's slabs, each given back as it empties
     q = best
     while q < best + need:
         if s.pagemap[q] == 0:
@@ -452,17 +675,20 @@ cdef int move_slab(Store s, uint32_t c, uint32_t holding, uint32_t older_than) e
         d = s.pagemap[q] - 1
         if d >= s.nclasses or s.pagemap[q] & 0x80:
             return 0
-        cl = &s.classes[d]
-        cl.drain_page = <uint32_t>(q + 1)       # advisory: freed chunks go to the tail
-        for i in range(cl.per_slab):
-            off = CHUNK(s, q, cl, i)
-            if (bk_load_acq8(&ENT(s, off).flags) & (BK_E_USED | BK_E_PENDING)) == BK_E_USED:
-                if not evict_entry(s, off, holding):
-                    return 0
-        if not release_slab(s, q, d):
+        if not empty_slab(s, q, d, holding, mode):
             return 0
-        q += cl.slab_pages
+        q += s.classes[d].slab_pages
     return 1
+
+
+cdef int reclaim_pages(Store s, uint32_t c, uint32_t holding) except -1:
+    """Class c is dry and no page is unassigned: give back a slab of another class
+    without losing an entry (an empty one, or one whose entries fit elsewhere in their
+    class). 1 when pages were given back, 0 not this time, NO_ROOM when no slab can be
+    (the memory is really in use)."""
+    if not lossless_possible(s, c):
+        return NO_ROOM
+    return move_slab(s, c, holding, 0xffffffff, LOSSLESS)
 
 
 # -- eviction -------------------------------------------------------------------
@@ -485,9 +711,10 @@ cdef uint32_t stamp_of(Store s, uint64_t off) noexcept:
     return STAMPS_OF(s, si)[slot] if slot >= 0 else 0
 
 
-cdef list class_sample(Store s, uint32_t c):
-    """Up to EVICT_SAMPLE entries of class c that belong to evicting buckets, from
-    the class's clock hand on, as (stamp, offset) sorted oldest first."""
+cdef list class_sample(Store s, uint32_t c, int bucket=-1):
+    """Up to EVICT_SAMPLE entries of class c that belong to evicting buckets (to
+    bucket `bucket` only, when >= 0), from the class's clock hand on, as (stamp,
+    offset) sorted oldest first."""
     cdef bk_class *cl = &s.classes[c]
     cdef uint64_t pu = bk_load_acq64(&s.hdr.pages_used)
     cdef uint64_t per = cl.per_slab, total, hand, p, i, off
@@ -514,6 +741,8 @@ cdef list class_sample(Store s, uint32_t c):
         bidx = e.bucket
         if bidx >= s.max_buckets or s.bucketv[bidx].state != 1 or s.bucketv[bidx].eviction != 0:
             continue
+        if bucket >= 0 and bidx != bucket:
+            continue
         looked += 1
         sample.append((stamp_of(s, off), off))
     cl.hand = hand
@@ -530,6 +759,8 @@ cdef int make_room(Store s, uint32_t c, uint32_t holding) except -1:
     `holding` is the stripe the caller has locked. 1 when something was freed, 0
     when not this time, NO_ROOM when nothing anywhere may be evicted for c."""
     cdef bk_class *cl = &s.classes[c]
+    if reclaim_pages(s, c, holding) == 1:      # first what costs no entry
+        return 1
     sample = class_sample(s, c)
     if not sample:
         return move_slab(s, c, holding, 0xffffffff)
@@ -545,10 +776,32 @@ cdef int make_room(Store s, uint32_t c, uint32_t holding) except -1:
     return 0
 
 
-cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
-    """Delete the entry at `off` if it is still linked, taking its stripe by trylock
-    unless it is the one held. 1 when deleted. `off` may be stale (its page may have
-    changed class): nothing is trusted until a slot of the locked stripe points at it."""
+cdef int evict_own(Store s, uint16_t bidx, uint32_t c, uint32_t holding) except -1:
+    """Bucket bidx is at its max_memory: evict the oldest of a sample of its own
+    entries, of class c first (that frees a chunk the write can take), else of the
+    other classes, largest first. 1 when one was evicted, 0 not this time (busy
+    stripes), NO_ROOM when it has none."""
+    cdef int d
+    cdef bint any_seen = False
+    for d in [c] + [x for x in range(s.nclasses - 1, -1, -1) if x != <int>c]:
+        if s.classes[d].used == 0:
+            continue
+        sample = class_sample(s, d, bidx)
+        if not sample:
+            continue
+        any_seen = True
+        for stamp, off in sample:
+            if evict_entry(s, off, holding, bidx):
+                return 1
+    return 0 if any_seen else NO_ROOM
+
+
+cdef int evict_entry(Store s, uint64_t off, uint32_t holding, int bucket=-1) except -1:
+    """Delete the entry at `off` if it is still linked and its bucket evicts (and is
+    `bucket`, when >= 0), taking its stripe by trylock unless it is the one held. 1
+    when deleted. `off` may be stale (its page may have changed class, or the chunk
+    been freed and taken by another key since the caller looked): nothing is trusted
+    until a slot of the locked stripe points at it."""
     cdef bk_entry *e = ENT(s, off)
     cdef uint32_t klen = e.klen
     cdef uint16_t bidx = e.bucket
@@ -564,7 +817,8 @@ cdef int evict_entry(Store s, uint64_t off, uint32_t holding) except -1:
             return 0
     try:
         if (e.flags & (BK_E_USED | BK_E_PENDING)) == BK_E_USED and e.klen == klen \
-                and e.bucket == bidx:
+                and e.bucket == bidx and s.bucketv[bidx].state == 1 \
+                and s.bucketv[bidx].eviction == 0 and (bucket < 0 or bidx == bucket):
             slot = find_offset(s, vsi, h, off)
             if slot >= 0:
                 done = do_delete_at(s, vsi, slot, off, BK_T_EVICTED)

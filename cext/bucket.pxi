@@ -763,7 +763,9 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
         ex += c.expirations
     return {"reads": reads, "writes": writes, "hits": hits, "misses": misses,
             "deletes": deletes, "keys": s.bucketv[bidx].keys,
-            "bytes": s.bucketv[bidx].bytes, "evictions": ev, "expirations": ex}
+            "bytes": s.bucketv[bidx].bytes, "memory": s.bucketv[bidx].mem,
+            "max_memory": s.bucketv[bidx].max_memory or None,
+            "evictions": ev, "expirations": ex}
 
 
 cdef list collect_keys(Store s, uint32_t si, object arg):

@@ -54,12 +54,18 @@ growth factor (1.25 by default), aligned to 8, the last class one page. A chunk 
 a 32-byte bk_entry header, the key, then the value. Fragmentation is bounded by the
 class spacing: a chunk wastes less than (factor - 1) of its size, under 20% at 1.25
 (about 10% on average), plus at most one partly used page per class. Pages are handed
-to classes on demand. When a class runs dry and no page is unassigned, it evicts the
-oldest of a sample of its own entries, or the slab mover (alloc.pxi) empties a slab of
-another class and gives its pages back for carving anew: when the class has nothing to
-evict, or when another class's slab holds only entries older than the ones it would
-evict (memcached's slab mover, with an age rule in place of its automove). Free lists
-are doubly linked, so a slab leaves its class in O(chunks of the slab).
+to classes on demand. When a class runs dry and no page is unassigned, the slab mover
+(alloc.pxi) first gives it a slab of another class that costs no entry: one with no
+live entry, or one whose entries fit in the free chunks of the rest of its class and
+are relocated there (a SET of the same key and value under the stripe lock), whatever
+their buckets, so memory that deletes freed serves any class and any bucket, an
+`eviction: none` bucket's too. Failing that, an lru write evicts the oldest of a sample
+of the class's own entries (whatever their bucket), or the mover empties by eviction a
+slab of another class: when the class has nothing to evict, or when another class's
+slab holds only entries older than the ones it would evict (memcached's slab mover,
+with an age rule in place of its automove). A bucket with max_memory evicts only its
+own entries once its chunks reach it (table.pxi, within_max_memory). Free lists are
+doubly linked, so a slab leaves its class in O(chunks of the slab).
 
 Because pages change class, a stale offset may point into the middle of another
 chunk's value. Readers therefore never write into a chunk: the LRU stamp a hit leaves

@@ -74,6 +74,8 @@ cdef int apply_meta(Store s, dict c) except -1:
         memset(b.tokens, 0, sizeof(b.tokens))
         b.keys = 0
         b.bytes = 0
+        b.mem = 0
+        b.max_memory = c.get("max_memory", 0)
         for i in range(s.max_procs):        # a reused slot starts its counters at 0
             memset(s.counters_base + <uint64_t>i * s.max_buckets + idx, 0, sizeof(bk_counters))
         b.gen = gen
@@ -200,15 +202,16 @@ cdef dict bucket_settings(Store s, uint32_t i):
     cdef bk_bucket *b = &s.bucketv[i]
     return {"name": b.name.decode(), "schema": SCHEMAS[b.schema],
             "eviction": EVICTIONS[b.eviction], "persist": bool(b.persist),
-            "default_ttl": (b.default_ttl_ms / 1000.0) if b.default_ttl_ms else None}
+            "default_ttl": (b.default_ttl_ms / 1000.0) if b.default_ttl_ms else None,
+            "max_memory": b.max_memory or None}
 
 
 cdef object create_bucket(Store s, str name, str schema, str eviction, object persist,
-                          object default_ttl):
+                          object default_ttl, object max_memory):
     cdef uint32_t i
     cdef int slot = -1
     cdef bk_bucket *b
-    cdef int64_t dttl = 0
+    cdef int64_t dttl = 0, maxmem = 0
     s._writable()
     if not isinstance(name, str) or not _BUCKET_NAME.match(name):
         raise _err.SchemaError(f"bucket name {name!r}: 1-64 characters of A-Z a-z 0-9 . _ -")
@@ -223,6 +226,14 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, object pe
             dttl = ttl_ms(default_ttl)
         except _err.InvalidArgument as e:
             raise _err.SchemaError(f"default_ttl: {e}") from None
+    if max_memory is not None:
+        try:
+            maxmem = _parse_size(max_memory)
+        except _err.InvalidArgument as e:
+            raise _err.SchemaError(f"max_memory: {e}") from None
+        if not isinstance(maxmem, int) or not 0 <= maxmem <= s.size:
+            raise _err.SchemaError(f"max_memory {max_memory!r}: 0 (no limit) up to the "
+                                   f"segment's {s.size} bytes")
     finish_dead_drops(s)
     ring_wait_space(s, rec_size(0, 512))
     lock_meta(s)
@@ -239,7 +250,8 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, object pe
                                      "with more")
         meta_change(s, {"op": "create", "idx": slot, "gen": s.bucketv[slot].gen + 1,
                         "name": name, "schema": schema, "eviction": eviction,
-                        "persist": bool(persist), "default_ttl_ms": dttl})
+                        "persist": bool(persist), "default_ttl_ms": dttl,
+                        "max_memory": maxmem})
     finally:
         unlock_meta(s)
     return s.bucket(name)
@@ -324,7 +336,8 @@ cdef list bucket_table(Store s):
                             PyBytes_FromStringAndSize(<char *>b.tokens[t].hash, 32))
                            for t in range(BK_MAX_TOKENS) if b.tokens[t].id)
             out.append((i, b.gen, b.state, b.name.decode(), SCHEMAS[b.schema],
-                        EVICTIONS[b.eviction], bool(b.persist), b.default_ttl_ms, tokens))
+                        EVICTIONS[b.eviction], bool(b.persist), b.default_ttl_ms, tokens,
+                        b.max_memory))
     finally:
         unlock_meta(s)
     return out
@@ -454,13 +467,14 @@ cdef dict store_stats(Store s):
     cdef uint64_t used_slots = 0, with_ttl = 0
     cdef bk_header *h = s.hdr
     totals = {"reads": 0, "writes": 0, "hits": 0, "misses": 0, "deletes": 0,
-              "keys": 0, "bytes": 0, "evictions": 0, "expirations": 0}
+              "keys": 0, "bytes": 0, "memory": 0, "evictions": 0, "expirations": 0}
     nb = 0
     for i in range(s.max_buckets):
         if s.bucketv[i].state == 1:
             nb += 1
             for k, v in bucket_stats(s, i).items():
-                totals[k] += v
+                if k in totals:             # (not a bucket's own max_memory)
+                    totals[k] += v
     for i in range(s.nstripes):
         used_slots += STRIPE(s, i).count
         with_ttl += STRIPE(s, i).nttl
@@ -482,7 +496,7 @@ cdef dict store_stats(Store s):
         # handed out; the ring is counted apart, being a fixed buffer
         memory_used=h.ring_off + (h.arena_off - h.pagemap_off)
         + (pages_used - h.free_pages) * s.page_size,
-        pages_free=h.free_pages, slab_moves=h.slab_moves,
+        pages_free=h.free_pages, slab_moves=h.slab_moves, relocations=h.relocations,
         ring_size=s.ring_size, ring_head=head, ring_tail=tail, ring_depth=head - tail,
         flushed_pos=h.flushed_pos, evictions_total=h.evictions,
         expirations_total=h.expirations, repairs=h.repairs, generation=h.generation,

@@ -77,6 +77,7 @@ cdef class Store:
     cdef readonly bint readonly
     cdef bint mapped
     cdef bint split_due                 # an insert filled a stripe to BK_SPLIT_AT
+    cdef int crash_move                 # crash tests: where the slab mover dies, -1 never
     cdef int epoch
     cdef int64_t fake_now
     cdef readonly str name
@@ -98,6 +99,7 @@ cdef class Store:
     def __cinit__(self):
         self.mapped = False
         self.fake_now = -1
+        self.crash_move = -1
         self.sync_wait = True
         self.logging = True
         self.durable_timeout = 5.0
@@ -273,9 +275,11 @@ cdef class Store:
 
     # -- buckets and tokens (meta.pxi) ------------------------------------------
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
-                      default_ttl=None):
+                      default_ttl=None, max_memory=None):
+        """max_memory: bytes (or a size such as "64MiB") of chunks the bucket's
+        entries may take; None or 0: no limit (docs/api.md)."""
         self._open()
-        return create_bucket(self, name, schema, eviction, persist, default_ttl)
+        return create_bucket(self, name, schema, eviction, persist, default_ttl, max_memory)
 
     def drop_bucket(self, name):
         self._open()
@@ -501,8 +505,9 @@ cdef class Store:
 
     def bucket_table(self):
         """Every live or dropping bucket as (idx, gen, state, name, schema, eviction,
-        persist, default_ttl_ms, ((token_id, perms, hash), ...)), read under the meta
-        lock: the writer names ring records (which carry idx and gen) with it."""
+        persist, default_ttl_ms, ((token_id, perms, hash), ...), max_memory), read
+        under the meta lock: the writer names ring records (which carry idx and gen)
+        with it."""
         self._open()
         return bucket_table(self)
 
@@ -527,6 +532,16 @@ cdef class Store:
         c.phase, c.k = phase, k
         self._writable()
         grow_index(self, &c)
+
+    def _crash_in_page_return(self, int point):
+        """Crash tests only: from now on, the slab mover of this process exits
+        (status 70) at `point`, holding the locks held there, as a SIGKILL would:
+        0 a slab's free chunks half unlinked (its class lock held), 1 its first page
+        marked an orphan, 2 its pages unassigned but not yet counted free (class and
+        alloc locks held), 3 a relocated entry's new chunk filled but not published,
+        4 published, the old chunk not yet freed (its stripe's lock held). -1: never."""
+        self._writable()
+        self.crash_move = point
 
     def _die_holding_every_stripe(self, str bucket=None, int64_t skew=0):
         """Crash tests only: take every stripe lock, as check() and recount() do,

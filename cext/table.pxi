@@ -633,6 +633,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     st.nttl -= had_ttl
     bk_add64(&b.keys, -1)
     bk_add64(&b.bytes, -<int64_t>(klen + vlen))
+    bk_add64(&b.mem, -<int64_t>s.classes[e.cls].chunk_size)
     chunk_free(s, off)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
@@ -654,6 +655,46 @@ cdef inline uint64_t next_version(Store s, uint64_t given) noexcept:
             return given
 
 
+cdef int within_max_memory(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char *k,
+                           uint32_t n, int c, int found, uint64_t *old_off) except? -2:
+    """Bucket bidx has a max_memory: make room under it for a chunk of class c that
+    replaces *old_off (0: a new key), by evicting the bucket's own oldest entries
+    (lru), or refuse (SegmentFull: none, or a chunk above the limit by itself).
+    Another bucket's entries are never evicted for it. Returns the key's slot as
+    do_find does (an eviction in this stripe may move it, or take the key itself).
+    Checked and then acted on by each writer under its stripe lock: concurrent
+    writers of one bucket may pass it together, by one chunk each."""
+    cdef bk_bucket *b = &s.bucketv[bidx]
+    cdef int64_t need = s.classes[c].chunk_size, grow, limit = b.max_memory
+    cdef int tries = 0, r
+    if need > limit:
+        raise _err.SegmentFull(
+            f"bucket {b.name.decode()!r}: an entry of {32 + n} bytes of key and header "
+            f"and its value takes a {need}-byte chunk, above the bucket's max_memory "
+            f"of {limit} bytes")
+    while True:
+        grow = need - (<int64_t>s.classes[ENT(s, old_off[0]).cls].chunk_size if old_off[0] else 0)
+        if grow <= 0 or bk_load_rlx_i64(&b.mem) + grow <= limit:
+            return found
+        if b.eviction != 0:
+            raise _err.SegmentFull(
+                f"bucket {b.name.decode()!r} is at its max_memory: its entries take "
+                f"{b.mem} of {limit} bytes of chunks and it has eviction 'none'")
+        r = evict_own(s, bidx, c, si)
+        if r == 0:                              # its victims' stripes are busy: an
+            tries += 1                          # eviction is progress, not a try
+            if tries > 16:
+                with nogil:
+                    usleep(100 * (tries - 16))
+        if tries > 64 or r == NO_ROOM:
+            raise _err.SegmentFull(
+                f"bucket {b.name.decode()!r} is at its max_memory ({b.mem} of {limit} "
+                "bytes of chunks) and none of its entries could be evicted")
+        found = do_find(s, si, h, bidx, k, n, old_off)
+        if found < 0:
+            old_off[0] = 0
+
+
 cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char *k,
                      uint32_t n, const char *v, uint32_t vlen, int64_t expire_ms,
                      uint8_t eflags, int found, uint64_t old_off, uint64_t version=0) except 0:
@@ -665,11 +706,13 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     cdef uint32_t slot, need = 0
     cdef int c = class_for(s, 32 + n + vlen), tries = 0
     cdef uint64_t off, pos = 0, ver
-    cdef int64_t dbytes
+    cdef int64_t dbytes, dmem
     cdef bk_entry *e
     if c < 0:
         raise _err.ValueTooLarge(f"entry of {32 + n + vlen} bytes exceeds the largest "
                                  f"chunk ({s.classes[s.nclasses - 1].chunk_size} bytes)")
+    if b.max_memory:
+        found = within_max_memory(s, si, h, bidx, k, n, c, found, &old_off)
     if found < 0 and st.count >= BK_STRIPE_MAX_LOAD:
         # slow path: this stripe's index is full. Split it first while the index may
         # grow (GROWTH): the caller unlocks, grows and tries again
@@ -687,16 +730,20 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     off = chunk_alloc(s, c, si)
     while off == 0:
         # slow path: the class is dry and no page is left
-        if b.eviction != 0:
-            st.intent_op = BK_OP_NONE
-            raise _err.SegmentFull(
-                f"segment full: no free {s.classes[c].chunk_size}-byte chunk and all "
-                f"{s.npages} pages in use; bucket {b.name.decode()!r} has eviction 'none'")
         tries += 1
         if tries > 16:
             with nogil:                             # victims' stripes are busy: let
                 usleep(100 * (tries - 16))          # their holders finish
-        if tries > 64 or make_room(s, c, si) == NO_ROOM:
+        if b.eviction != 0:
+            # a slab emptied without an eviction (freed by deletes, or compacted into
+            # its class's free chunks), or SegmentFull: the memory is in use
+            if tries > 64 or reclaim_pages(s, c, si) == NO_ROOM:
+                st.intent_op = BK_OP_NONE
+                raise _err.SegmentFull(
+                    f"segment full: no free {s.classes[c].chunk_size}-byte chunk and all "
+                    f"{s.npages} pages hold entries; bucket {b.name.decode()!r} has "
+                    "eviction 'none'")
+        elif tries > 64 or make_room(s, c, si) == NO_ROOM:
             st.intent_op = BK_OP_NONE
             raise _err.SegmentFull(
                 f"segment full: nothing evictable found for a {s.classes[c].chunk_size}-"
@@ -741,9 +788,11 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         ring_commit(s, pos)
         s.last_pos = pos + need
     dbytes = n + vlen
+    dmem = s.classes[c].chunk_size
     st.nttl += expire_ms != 0
     if old_off:
         dbytes -= ENT(s, old_off).klen + ENT(s, old_off).vlen
+        dmem -= s.classes[ENT(s, old_off).cls].chunk_size
         st.nttl -= ENT(s, old_off).expire_ms != 0   # before the free reuses the word
         chunk_free(s, old_off)
     else:
@@ -752,6 +801,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         if st.count >= BK_SPLIT_AT:
             s.split_due = 1                     # after the unlock: grow_index (GROWTH)
     bk_add64(&b.bytes, dbytes)
+    bk_add64(&b.mem, dmem)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     bk_seq_leave(&st.seq)

@@ -38,11 +38,16 @@ class BucketList:
         if not isinstance(persist, bool):
             raise bad("persist", "must be true or false")
         default_ttl = json_ttl(doc, "default_ttl")
+        max_memory = doc.get("max_memory")
+        if max_memory is not None and (not isinstance(max_memory, (int, str))
+                                       or isinstance(max_memory, bool)):
+            raise bad("max_memory", 'bytes, or a size such as "64MiB"; null: no limit')
         token = new_token()
 
         def create():           # two records: the ring has room for both first
             ctx.store.create_bucket(name, schema=schema, eviction=eviction,
-                                    persist=persist, default_ttl=default_ttl)
+                                    persist=persist, default_ttl=default_ttl,
+                                    max_memory=max_memory)
             try:
                 return ctx.store.add_token(name, digest(token), READ | WRITE | ADMIN)
             except Exception:

@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       7u      /* 7: the header's meta_epoch; 6: the index grows by
+#define BK_FORMAT       8u      /* 8: buckets' max_memory and chunk-bytes gauge,
+                                   the header's relocations; 7: the header's meta_epoch; 6: the index grows by
                                    linear hashing (index_geom, stripe depth); 5:
                                    stripes keep a lower bound on their earliest expiry
                                    (min_expire_ms); 4: stripes count their entries
@@ -133,7 +134,9 @@ typedef struct {
                                    the slab mover (pagemap 0), for any class to take */
     uint64_t slab_moves;        /* slabs taken from one class for another */
     uint64_t move_hand;         /* the slab mover's next page to look at (racy, advisory) */
-    char     _pad2[32];
+    uint64_t relocations;       /* entries the slab mover moved to another chunk of
+                                   their class to empty a slab (alloc.pxi) */
+    char     _pad2[24];
     uint64_t ring_head;         /* next position to reserve (under ring_lock, read by all) */
     uint32_t ring_claim;        /* bytes the other producers leave free for a waiter that
                                    waited too long, 0 = none (ring.pxi, THE CLAIM; under
@@ -259,7 +262,11 @@ typedef struct {
     uint32_t _pad1;
     bk_token tokens[BK_MAX_TOKENS];
     int64_t  keys;              /* gauges, atomic; exact after a recount */
-    int64_t  bytes;
+    int64_t  bytes;             /* key and value bytes */
+    int64_t  mem;               /* chunk bytes its entries take (what max_memory caps) */
+    int64_t  max_memory;        /* 0: no limit; else the chunk bytes it may hold: a
+                                   write past it evicts its own keys (lru) or is
+                                   refused (none). Set at creation, logged with it */
     uint32_t dropper_pid;       /* state 2: the process dropping it (a dead one's drop
                                    is finished by the next create/drop/check) */
     char     _pad2[12];

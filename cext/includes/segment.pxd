@@ -58,6 +58,7 @@ cdef extern from "segment.h" nogil:
         uint64_t free_pages
         uint64_t slab_moves
         uint64_t move_hand
+        uint64_t relocations
         uint64_t ring_head
         uint32_t ring_claim
         uint64_t ring_claim_ticket
@@ -144,6 +145,8 @@ cdef extern from "segment.h" nogil:
         bk_token tokens[16]
         int64_t keys
         int64_t bytes
+        int64_t mem
+        int64_t max_memory
         uint32_t dropper_pid
 
     ctypedef struct bk_proc:
