@@ -162,7 +162,7 @@ def explain(exc, args) -> tuple:
         return NOT_FOUND, f"{exc}: `bukt buckets list` shows the buckets"
     if isinstance(exc, errors.NotFound):
         return NOT_FOUND, str(exc)
-    if isinstance(exc, (errors.RingFull, errors.WriterDown)):
+    if isinstance(exc, (errors.RingFull, errors.WriterDown, errors.SegmentRetired)):
         return FAILED, f"{exc}: is the writer running? `bukt status` says"
     if isinstance(exc, errors.InvalidArgument):
         return REFUSED, str(exc)

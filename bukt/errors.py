@@ -97,6 +97,16 @@ class WriterDown(BuktError):
     code = "writer_down"
 
 
+class SegmentRetired(BuktError):
+    """The segment was replaced by a cold start (a newer one holds its name) and this
+    operation could not move to the new one: the write is not in it. Raised when the
+    new segment did not appear in time, when a write met the replacement half way and
+    was not applied, or when a write was applied to the old segment only (said in the
+    message). The next operation attaches to the new segment."""
+
+    code = "segment_retired"
+
+
 class DiskError(BuktError):
     """The writer reported a disk error (ENOSPC, EIO); persisted writes are refused."""
 

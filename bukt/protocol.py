@@ -85,6 +85,7 @@ class Status(enum.IntEnum):
     PROTOCOL_ERROR = 0x23
     INVALID_ARGUMENT = 0x24
     UNKNOWN_COMMAND = 0x25
+    SEGMENT_RETIRED = 0x26
 
 
 # One status per error class, both ways. NotFound shares NOT_FOUND; UNKNOWN_COMMAND is a
@@ -107,6 +108,7 @@ ERROR_STATUS = {
     errors.RingFull: Status.RING_FULL,
     errors.WriterDown: Status.WRITER_DOWN,
     errors.DiskError: Status.DISK_ERROR,
+    errors.SegmentRetired: Status.SEGMENT_RETIRED,
     errors.NotFound: Status.NOT_FOUND,
     errors.AuthError: Status.UNAUTHORIZED,
     errors.PermissionDenied: Status.FORBIDDEN,

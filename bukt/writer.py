@@ -282,6 +282,7 @@ class Writer:
         store = self.store
         store.sync_wait = False         # the writer never waits on itself: not for
         store.ring_wait = 0             # durability, not for ring space (it drains it)
+        store.follow = False            # nor follows its segment elsewhere (RETIREMENT)
         self.translator = RingTranslator(store)
         tail, head, _ = store.ring_position()
         self.written_pos = self.flushed_pos = tail
@@ -308,6 +309,7 @@ class Writer:
         except (SegmentInvalid, FormatMismatch) as e:
             log.warning("%s; it is replaced by a segment recovered from %s", e, self.cfg.data_dir)
             return None
+        old.follow = False              # a retired one is ours to finish (RETIREMENT)
         info = old.writer_info()
         if info["alive"] and info["pid"] != os.getpid() and _is_writer(info["pid"]):
             old.close()
@@ -318,9 +320,12 @@ class Writer:
     def _warm(self, old) -> None:
         tie = read_tie(self.dd.path)
         why = None
+        ours = tie == (self.cfg.instance, old.generation)
         if self.force_cold:
             why = "--cold"
-        elif tie != (self.cfg.instance, old.generation):
+        elif old.retired:
+            why = "a cold start that retired this segment did not finish"
+        elif not ours:
             why = (f"the data directory describes generation {tie[1]}" if tie else
                    "the data directory names no segment generation") + \
                   f", the segment is generation {old.generation}"
@@ -328,13 +333,72 @@ class Writer:
             why = self._open_log_warm(old)
         if why:
             log.warning("cold start, not a warm restart: %s", why)
-            old.close()
+            try:
+                self._retire(old, drain=ours)
+            finally:
+                old.close()
             return
         self.store, self.start_kind = old, "warm"
         if old.limits["ring_size"] != self.cfg.limits.ring_size or \
                 old.stats()["segment_bytes"] != self.cfg.memory:
             log.warning("the surviving segment was made with other sizes than the "
                         "configuration asks for; they apply after `bukt writer --cold`")
+
+    def _retire(self, old, drain) -> None:
+        """RETIREMENT (cext/store.pxi): before a cold start replaces the segment `old`,
+        refuse new records in its ring, then append what was committed there to the
+        log the new segment is built from (when `drain`: the data directory describes
+        `old`), fsync, and publish the verdict: records below `drained` are saved, the
+        writers of the others are told theirs are lost. Programs still attached then
+        move to the new segment."""
+        if old.retired == 2:
+            return                      # a cold start that died after this step
+        head = old.retire_begin()
+        tail = drained = old.ring_position()[0]
+        if drain and head > tail:
+            why = self._open_log_warm(old)
+            if why is None:
+                drained = self._drain_retired(old, head)
+            else:
+                log.warning("the retired segment's last %d bytes of changes cannot be "
+                            "logged (%s): their writers are told so", head - tail, why)
+        elif head > tail:
+            log.warning("the retired segment is not the one %s describes: its last %d "
+                        "bytes of changes are not logged, and their writers are told so",
+                        self.dd.path, head - tail)
+        old.retire_finish(drained)
+        log.info("retired segment %s (generation %d): %d bytes of changes it held were "
+                 "logged first", _shm_path(self.cfg.instance), old.generation,
+                 drained - tail)
+
+    def _drain_retired(self, old, head) -> int:
+        """_retire's drain: the loop's own _drain on `old` until its tail reaches `head`
+        (records reserved before the mark are committed by their writers, or resolved
+        by ring_unstick), for at most shutdown_timeout, then an fsync. Returns the ring
+        position below which every record is durable in the log."""
+        tail = old.ring_position()[0]
+        self.store, self.translator = old, RingTranslator(old)
+        self.written_pos = self.flushed_pos = self.synced_pos = tail
+        deadline = time.monotonic() + self.cfg.shutdown_timeout
+        try:
+            while old.ring_position()[0] < head and time.monotonic() < deadline:
+                if not self._drain():
+                    time.sleep(POLL_MIN_S)
+            done = self.written_pos
+            if self.w is None or self.w.broken or self.error or not self._fsync():
+                done = self.synced_pos
+            if done < head:
+                log.warning("the retired segment's ring was drained up to %d of %d "
+                            "within shutdown_timeout", done, head)
+            return max(done, tail)
+        finally:
+            if self.w is not None:
+                self.w.close()
+            self.w = None
+            self.store = self.translator = None
+            self.skip_upto = self.written_pos = self.flushed_pos = self.synced_pos = 0
+            self.batch_bytes.clear()
+            self.error = ""
 
     def _open_log_warm(self, store):
         """Reopen the last log after a warm start; None, or why a cold start is needed."""

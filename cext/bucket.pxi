@@ -74,6 +74,7 @@ cdef class Bucket:
     cdef uint32_t gen
     cdef uint8_t schema
     cdef readonly str name
+    cdef uint32_t seg_epoch             # the Store's seg_epoch when idx and gen were read
 
     def __repr__(self):
         return f"<bukt.Bucket {self.name!r}>"
@@ -83,13 +84,51 @@ cdef class Bucket:
         return self.s
 
     cdef inline bk_bucket *_b(self) except NULL:
+        """Every operation starts here: the bucket's row, BucketNotFound once it was
+        dropped. A retired segment is left for the one that replaced it first
+        (store.pxi, RETIREMENT): one relaxed load of a word on index_geom's line, which
+        the operation reads next anyway. Never under a stripe lock: _bl there."""
+        cdef bk_bucket *b
+        cdef Store s = self.s
+        if not s.mapped:
+            raise _err.BuktError("the store is closed")
+        if bk_load_rlx32(&s.hdr.retired) and s.follow:
+            s._reattach()
+        if self.seg_epoch != s.seg_epoch:
+            self._rebind()
+        b = &s.bucketv[self.idx]
+        if b.gen != self.gen or b.state != 1:
+            raise _err.BucketNotFound(f"bucket {self.name!r} was dropped")
+        return b
+
+    cdef inline bk_bucket *_bl(self) except NULL:
+        """_b under a stripe lock, which belongs to the mapping it was taken in: no
+        re-attach here."""
         cdef bk_bucket *b
         if not self.s.mapped:
             raise _err.BuktError("the store is closed")
+        if self.seg_epoch != self.s.seg_epoch:      # another thread re-attached: the
+            raise _err.SegmentRetired(              # lock is not of this mapping
+                f"segment /bukt-{self.s.name} was replaced during the operation: it was "
+                "not applied. Try it again.")
         b = &self.s.bucketv[self.idx]
         if b.gen != self.gen or b.state != 1:
             raise _err.BucketNotFound(f"bucket {self.name!r} was dropped")
         return b
+
+    cdef int _rebind(self) except -1:
+        """The Store moved to a new segment (RETIREMENT): find this bucket there by
+        name (the recovery that built it gives it a slot of its own)."""
+        cdef Store s = self.s
+        cdef int i = find_bucket(s, self.name)
+        if i < 0 or s.bucketv[i].state != 1:
+            raise _err.BucketNotFound(f"no bucket {self.name!r} in the segment that "
+                                      f"replaced /bukt-{s.name}")
+        self.idx = <uint16_t>i
+        self.gen = s.bucketv[i].gen
+        self.schema = s.bucketv[i].schema
+        self.seg_epoch = s.seg_epoch
+        return 0
 
     # -- values in and out, by schema -------------------------------------------
     cdef bytes _encode(self, object value):
@@ -197,7 +236,7 @@ cdef class Bucket:
             ring_wait_space(s, rec_size(n, 0))
         si = lock_key(s, si, h)
         try:
-            self._b()
+            self._bl()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
             if slot < 0:
                 status[0] = MISS
@@ -211,7 +250,7 @@ cdef class Bucket:
             val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
             if mode == GET_TAKE or (mode == GET_READ and (e.flags & BK_E_SINGLE)):
                 if not do_delete_at(s, si, slot, off, BK_T_DEL):
-                    raise ring_full("change ring full: the key was not consumed",
+                    raise ring_full(s, "change ring full: the key was not consumed",
                                     rec_size(n, 0))
                 bk_add64(&s.counters(self.idx).deletes, 1)
             status[0] = HIT
@@ -369,7 +408,7 @@ cdef class Bucket:
             try:
                 si = lock_key(s, si, h)
                 try:
-                    b = self._b()
+                    b = self._bl()
                     found = do_find(s, si, h, self.idx, kb, n, &off)
                     present = found >= 0 and not self._expired(off)
                     if nx and present or xx and not present:
@@ -439,7 +478,7 @@ cdef class Bucket:
             try:
                 si = lock_key(s, si, h)
                 try:
-                    b = self._b()
+                    b = self._bl()
                     found = do_find(s, si, h, self.idx, kb, n, &off)
                     if found >= 0 and not self._expired(off):
                         e = ENT(s, off)
@@ -510,7 +549,7 @@ cdef class Bucket:
             ring_wait_space(s, rec_size(n, 0))
         si = lock_key(s, si, h)
         try:
-            self._b()
+            self._bl()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
             present = slot >= 0 and not self._expired(off)
             if check:
@@ -523,7 +562,7 @@ cdef class Bucket:
                     self._expire_locked(si, slot, off)
                 else:
                     if not do_delete_at(s, si, slot, off, BK_T_DEL):
-                        raise ring_full("change ring full: the key was not deleted",
+                        raise ring_full(s, "change ring full: the key was not deleted",
                                         rec_size(n, 0))
                     bk_add64(&s.counters(self.idx).deletes, 1)
                     existed = 1
@@ -558,7 +597,7 @@ cdef class Bucket:
             ring_wait_space(s, rec_size(n, 0))
         si = lock_key(s, si, h)
         try:
-            self._b()
+            self._bl()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
             if slot < 0:
                 return False
@@ -599,7 +638,7 @@ cdef class Bucket:
             try:
                 si = lock_key(s, si, h)
                 try:
-                    self._b()
+                    self._bl()
                     found = do_find(s, si, h, self.idx, kb, n, &off)
                     ver = do_set(s, si, h, self.idx, kb, n, value, vlen, expire_ms,
                                  BK_E_SINGLE if flags & BK_E_SINGLE else 0, found, off,
@@ -632,7 +671,7 @@ cdef class Bucket:
             ring_wait_space(s, rec_size(n, 0))
         si = lock_key(s, si, h)
         try:
-            self._b()
+            self._bl()
             slot = do_find(s, si, h, self.idx, kb, n, &off)
             if slot < 0:
                 return False
@@ -733,8 +772,8 @@ cdef int remove_in_stripe(Store s, uint32_t si, int bidx, int64_t expired_before
             expired = bidx < 0 or (e.expire_ms != 0 and e.expire_ms <= s.now())
             # the shift refills slot i, so it is looked at again
             if not do_delete_at(s, si, i, off, BK_T_EXPIRED if expired else BK_T_DEL):
-                raise _err.RingFull("change ring full: the writer process is down or "
-                                    "behind; run again when it has caught up")
+                raise ring_full(s, "change ring full: the writer process is down or "
+                                "behind; run again when it has caught up", 0)
             if expired:
                 bk_fetch_add_u64(&s.hdr.expirations, 1)
                 bk_add64(&s.counters(eb).expirations, 1)
@@ -865,6 +904,8 @@ cdef object get_frame(object bucket, const char *k, uint32_t n, uint64_t rid):
     cdef char *p
     if b.schema or s is None or not s.mapped or n == 0 or n > s.max_key:
         return None
+    if bk_load_rlx32(&s.hdr.retired) or b.seg_epoch != s.seg_epoch:
+        return None                                 # Bucket.get re-attaches (RETIREMENT)
     m = &s.bucketv[b.idx]
     if m.gen != b.gen or m.state != 1:
         return None

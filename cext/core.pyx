@@ -11,7 +11,8 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
 
   +--------------------------------------------------------------------------+
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
-  |                  global counters, ring head/claim/tail, writer progress  |
+  |                  retired flag (beside index_geom), global counters,      |
+  |                  ring head/claim/tail, writer progress, retire_drained   |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
   |                           depth | min_expire_ms (depth: the hash bits    |
@@ -100,6 +101,9 @@ WHO WRITES WHAT
                                           commit state by the record's reserver; the
                                           claim's stamp by its waiter, relaxed
   ring tail, flushed_pos, writer fields   the writer process only
+  retired, retire_drained                 the writer process replacing the segment
+                                          (retired under the ring lock: store.pxi,
+                                          RETIREMENT)
   counters row r                          the process whose pid is procs[r] (atomic
                                           adds, so threads of one process may share)
 

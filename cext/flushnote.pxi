@@ -107,6 +107,31 @@ cdef class FlushNotifier:
         if self.fd >= 0:
             c_read(self.fd, &v, 8)          # non-blocking: EAGAIN when already clear
 
+    cdef bint _move(self, bk_header *h) noexcept:
+        """A re-attach (store.pxi, RETIREMENT): watch header `h` from now on, keeping
+        the eventfd an event loop watches. The thread is ended and started again on
+        `h`; True when the old header may be unmapped (False: the thread did not end,
+        so it keeps watching the old one and the caller keeps that mapping)."""
+        cdef bk_notify *n = self.n
+        cdef int i
+        if n == NULL or self.epoch != _fork_epoch:
+            return True                     # no thread of ours reads a header
+        bk_store_rel32(&n.stop, 1)
+        bk_futex_wake(&n.active)
+        bk_futex_wake(&n.hdr.flush_epoch)
+        for i in range(20000):
+            if bk_load_acq32(&n.done):
+                n.hdr = h
+                n.stop = 0
+                n.done = 0
+                if PyThread_start_new_thread(_notify_main, <void *>n) == -1:
+                    self.n, self.fd = NULL, -1  # no thread: the loop's timers remain
+                    c_close(n.efd)
+                    free(n)
+                return True
+            c_usleep(100)
+        return False
+
     cdef bint _stop(self) noexcept:
         """Before the header is unmapped: end the thread (up to 2 s) and free what it
         used. True when the header may go; False if the thread did not end (it keeps its

@@ -6,10 +6,13 @@
 # process's other threads run while it waits for another process.
 
 cdef int _acquire(bk_lock *lk) noexcept:
+    global _inside_waits
     cdef int rc = bk_lock_try(lk)
     if rc == EBUSY:
+        _inside_waits += 1
         with nogil:
             rc = bk_lock_acquire(lk)
+        _inside_waits -= 1
     return rc
 
 

@@ -41,7 +41,7 @@ cdef int meta_change(Store s, dict change) except -1:
         pos = ring_reserve_wait(s, need, BK_RING_META_STRIPE, &h.meta_ring)
         if pos == 0:
             bk_store_rel32(&h.meta_state, 0)
-            raise ring_full("change ring full: the writer process is down or behind; "
+            raise ring_full(s, "change ring full: the writer process is down or behind; "
                             "the bucket change was not applied", need)
         ring_fill(s, pos, BK_T_META, change.get("idx", 0), change.get("gen", 0), NULL, 0,
                   payload, <uint32_t>len(payload), 0, 0, 0)

@@ -185,6 +185,7 @@ cdef int ring_wait_space_slow(Store s, uint32_t need) except -1:
     wait has gone on for CLAIM_AFTER_US, until it fits or ring_wait has passed. A
     front end's claim (s.ring_ticket, THE CLAIM FROM AN EVENT LOOP) counts as ours,
     and is renewed and given up by that front end, not here."""
+    global _inside_waits
     cdef bk_header *h = s.hdr
     cdef uint64_t room = s.ring_size, held = s.ring_ticket, ticket = held
     start = time.monotonic()
@@ -193,8 +194,8 @@ cdef int ring_wait_space_slow(Store s, uint32_t need) except -1:
         while bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need \
                 + others_claim(h, ticket) > room:
             now = time.monotonic()
-            if now >= deadline:
-                raise ring_full(
+            if now >= deadline or bk_load_rlx32(&h.retired):
+                raise ring_full(s,
                     f"change ring full for {s.ring_wait:g} s ({s.ring_size} bytes): the "
                     "writer process is down or behind; the write was not applied. "
                     "Check `bukt status`.", need)
@@ -203,7 +204,11 @@ cdef int ring_wait_space_slow(Store s, uint32_t need) except -1:
             # the writer frees room a batch at a time, often within 100 us: a 1 ms
             # sleep left the ring idle most of it (a writer process behind for longer
             # costs this poll 10k wake-ups a second, only while the ring is full)
-            time.sleep(0.0001 if now - start < 0.01 else 0.001)
+            _inside_waits += 1                  # no re-attach meanwhile (RETIREMENT)
+            try:
+                time.sleep(0.0001 if now - start < 0.01 else 0.001)
+            finally:
+                _inside_waits -= 1
     finally:
         if ticket != held:
             claim_drop(s, ticket)
@@ -222,6 +227,9 @@ cdef uint64_t ring_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *int
     if s.epoch != _fork_epoch:
         s._claim_counter_row()                  # refreshes s.pid after a fork
     lock_simple(s, &h.ring_lock, "ring")
+    if bk_load_rlx32(&h.retired):               # store.pxi, RETIREMENT: the replacing
+        bk_lock_release(&h.ring_lock)           # writer drains below its mark only
+        return 0
     head = h.ring_head
     tail = bk_load_acq64(&h.ring_tail)
     claim = h.ring_claim
@@ -267,17 +275,16 @@ cdef uint64_t ring_reserve_wait(Store s, uint32_t need, uint32_t owner,
     cdef uint64_t held = s.ring_ticket, ticket = held
     cdef uint64_t pos = ring_reserve(s, need, owner, intent_ring, held)
     cdef double start, deadline, now
-    if pos:
+    if pos or bk_load_rlx32(&s.hdr.retired):
         return pos
     start = time.monotonic()
     deadline = start + s.ring_wait
     try:
         now = start
-        while pos == 0 and now < deadline:
+        while pos == 0 and now < deadline and not bk_load_rlx32(&s.hdr.retired):
             if not held:
                 ticket = claim_room(s, ticket, 2 * need, now - start)
-            with nogil:
-                usleep(500)
+            wait_inside(500)
             pos = ring_reserve(s, need, owner, intent_ring, ticket)
             now = time.monotonic()
     finally:
@@ -286,10 +293,27 @@ cdef uint64_t ring_reserve_wait(Store s, uint32_t need, uint32_t owner,
     return pos
 
 
-cdef object ring_full(str message, uint32_t need):
+cdef int wait_inside(unsigned int usec) except -1:
+    """Sleep `usec` microseconds without the GIL, inside an operation (counted in
+    _inside_waits: no re-attach meanwhile, store.pxi RETIREMENT)."""
+    global _inside_waits
+    _inside_waits += 1
+    with nogil:
+        usleep(usec)
+    _inside_waits -= 1
+    return 0
+
+
+cdef object ring_full(Store s, str message, uint32_t need):
     """RingFull for a record of `need` bytes. Its `room` is what a front end that
     tries the write again from its event loop claims (THE CLAIM FROM AN EVENT LOOP):
-    the record and as much again for the padding at the wrap."""
+    the record and as much again for the padding at the wrap. SegmentRetired instead
+    when the ring refused it because its segment is being replaced (store.pxi,
+    RETIREMENT): nothing was applied, and the next call attaches to the new one."""
+    if bk_load_acq32(&s.hdr.retired):
+        return _err.SegmentRetired(
+            f"segment /bukt-{s.name} is being replaced by a cold start: the write was "
+            "not applied. Try it again (the next operation attaches to the new segment).")
     exc = _err.RingFull(message)
     exc.room = 2 * need
     return exc

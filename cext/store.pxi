@@ -16,6 +16,11 @@ cdef uint32_t ENTRY_HDR = 32       # sizeof(bk_entry)
 # child and each store compares it on use, which costs no syscall (getpid would).
 cdef int _fork_epoch = 0
 
+# Threads of this process inside an operation's wait with the GIL released (a busy
+# lock, a full ring, a durability wait), holding pointers into a mapping: a re-attach
+# (RETIREMENT) waits for none to be left before it swaps and unmaps. Under the GIL.
+cdef int _inside_waits = 0
+
 
 def _after_fork_in_child():
     global _fork_epoch
@@ -95,6 +100,13 @@ cdef class Store:
                                         # EVENT LOOP); 0 outside such a try
     cdef dict _bucket_cache
     cdef object _notifier               # this process's FlushNotifier (flushnote.pxi)
+    # RETIREMENT (below)
+    cdef readonly uint32_t seg_epoch    # segments this Store moved to after the first:
+                                        # a Bucket resolved under another re-resolves
+    cdef public bint follow             # re-attach when the segment is retired (False:
+                                        # the writer, which drains a retired segment)
+    cdef public double reattach_wait    # seconds a re-attach waits for the new segment
+    cdef list _old_maps                 # (base, size) of retired mappings not unmapped
 
     def __cinit__(self):
         self.mapped = False
@@ -104,6 +116,9 @@ cdef class Store:
         self.logging = True
         self.durable_timeout = 5.0
         self._bucket_cache = {}
+        self.follow = True
+        self.reattach_wait = 5.0
+        self._old_maps = []
 
     # -- mapping ---------------------------------------------------------------
     cdef int _map(self, int fd, uint64_t size, bint readonly) except -1:
@@ -189,14 +204,23 @@ cdef class Store:
     cdef inline int _open(self) except -1:
         """Every public method that reads the mapping starts here: after close() the
         header and table pointers point at unmapped memory (a segfault, not an
-        error), so a closed store answers BuktError instead."""
+        error), so a closed store answers BuktError instead. A retired segment is
+        left for its successor here (RETIREMENT)."""
+        if not self.mapped:
+            raise _err.BuktError("the store is closed")
+        if bk_load_rlx32(&self.hdr.retired) and self.follow:
+            self._reattach()
+        return 0
+
+    cdef inline int _mapped(self) except -1:
+        """_open without the re-attach: for the writer's side and for waits that hold
+        pointers into the mapping."""
         if not self.mapped:
             raise _err.BuktError("the store is closed")
         return 0
 
     cdef int _writable(self) except -1:
-        if not self.mapped:
-            raise _err.BuktError("the store is closed")
+        self._open()
         if self.readonly:
             raise _err.ReadOnly(f"segment {self.name!r} is attached read-only; "
                                 "attach with readonly=False to write")
@@ -215,7 +239,7 @@ cdef class Store:
 
     @property
     def generation(self):
-        self._open()
+        self._mapped()
         return self.hdr.generation
 
     @property
@@ -231,6 +255,7 @@ cdef class Store:
     def __dealloc__(self):
         if self.mapped and self._stop_notifier():
             munmap(self.base, self.size)
+            self._unmap_old()
         free(self.private_counters)
 
     def close(self):
@@ -238,9 +263,17 @@ cdef class Store:
         if self.mapped:
             if self._stop_notifier():
                 munmap(self.base, self.size)
+                self._unmap_old()
             self.mapped = False
             self.base = NULL
         self._bucket_cache.clear()
+
+    cdef void _unmap_old(self) noexcept:
+        cdef uint64_t base
+        if self._old_maps:
+            for base, size in self._old_maps:
+                munmap(<void *><size_t>base, <size_t>size)
+            self._old_maps = []
 
     cdef bint _stop_notifier(self) noexcept:
         """False when the flush notifier's thread did not end: the mapping stays."""
@@ -311,6 +344,7 @@ cdef class Store:
         b.gen = self.bucketv[i].gen
         b.schema = self.bucketv[i].schema
         b.name = name
+        b.seg_epoch = self.seg_epoch
         self._bucket_cache[name] = b
         return b
 
@@ -346,6 +380,11 @@ cdef class Store:
         self._open()
         if b.s is not self or token_id == 0:
             return False
+        if b.seg_epoch != self.seg_epoch:           # re-attached (RETIREMENT)
+            try:
+                b._rebind()
+            except _err.BucketNotFound:
+                return False
         m = &self.bucketv[b.idx]
         if m.gen != b.gen or m.state != 1:
             return False
@@ -398,45 +437,206 @@ cdef class Store:
             grow_index(self)
         if bk_load_acq32(&self.hdr.needs_recount):
             maybe_recount(self)
+        if persisted and bk_load_rlx32(&self.hdr.retired):
+            return self._settle_retired()           # after the commit (RETIREMENT)
         if persisted and self.sync_wait and self.hdr.sync_always:
             self.wait_durable(self.last_pos)
         return 0
 
     def wait_durable(self, uint64_t pos, timeout=None):
         """Block, without the GIL, until the writer process has flushed every record
-        below `pos` (its fsync policy applied). WriterDown after `timeout` seconds."""
+        below `pos` (its fsync policy applied). WriterDown after `timeout` seconds;
+        SegmentRetired when the segment was replaced and the record is not in the
+        log the new one was built from (RETIREMENT)."""
+        global _inside_waits
         cdef bk_header *h = self.hdr
         cdef uint32_t epoch
         cdef double limit = self.durable_timeout if timeout is None else timeout
-        self._open()
+        self._mapped()
         deadline = time.monotonic() + limit
         while bk_load_acq64(&h.flushed_pos) < pos:
             epoch = bk_load_acq32(&h.flush_epoch)
             if bk_load_acq64(&h.flushed_pos) >= pos:
                 break
+            if bk_load_acq32(&h.retired) == BK_RETIRED:
+                raise retired_lost(self)
             if time.monotonic() >= deadline:
                 raise _err.WriterDown(
                     f"no confirmation from the writer process within {limit:g} s that the "
                     "write reached the disk; it is applied in memory. Check `bukt status`.")
+            _inside_waits += 1
             with nogil:
                 bk_futex_wait(&h.flush_epoch, epoch, 50000000)
+            _inside_waits -= 1
         return True
+
+    # -- RETIREMENT ------------------------------------------------------------------
+    # A cold start replaces the segment under /bukt-<name> with one rebuilt from the
+    # data directory, while programs stay attached to the old one. The writer that
+    # does it (bukt/writer.py, Writer._retire) first marks the old segment:
+    #
+    #   retire_begin     under the ring lock, retired = BK_RETIRING (release): every
+    #                    reservation after it is refused (ring_reserve), so the ring
+    #                    positions below the head it returns are all there will be
+    #   drain            the records below that head are appended to the log (records
+    #                    reserved before the mark are committed by their writers, who
+    #                    hold their stripe lock, or resolved by ring_unstick), fsynced
+    #   retire_finish    retire_drained = what the log now holds, retired = BK_RETIRED,
+    #                    flushed_pos moved there, waiters woken; then the new segment
+    #                    is built from the log and renamed into place
+    #
+    # and the attached programs follow:
+    #
+    #   * an operation that starts on a retired segment re-attaches first (_open,
+    #     Bucket._b): it maps what the name holds now once that is another, live
+    #     segment (waiting up to reattach_wait while it is being built), in place, so
+    #     every holder of the Store (Bucket objects, the HTTP and TCP workers) follows;
+    #     a Bucket re-resolves itself by name. The check is one relaxed load of a word
+    #     on index_geom's line, which every get and set reads anyway.
+    #   * a write that reaches its reservation after the mark is refused before it
+    #     changes anything: SegmentRetired (nothing applied; the next call re-attaches).
+    #   * a write that committed, then finds the flag set (_after_write), waits for
+    #     BK_RETIRED and succeeds only when its record is below retire_drained: then it
+    #     is in the log, so in the new segment; otherwise SegmentRetired says it is lost.
+    #     A write that finds no flag committed before the mark, so below the head the
+    #     writer drains to. So no write is acknowledged that the new segment lacks.
+    #
+    # Buckets with persist: false never reach the log: a cold start drops them, the
+    # writes made to a retired segment as well as the rest.
+
+    cdef int _settle_retired(self) except -1:
+        """After a persisted write that found its segment retired: wait (up to
+        durable_timeout) for the replacing writer's verdict; SegmentRetired unless the
+        write's record is in the log the new segment is built from."""
+        global _inside_waits
+        cdef bk_header *h = self.hdr
+        cdef uint32_t epoch
+        deadline = time.monotonic() + self.durable_timeout
+        while bk_load_acq32(&h.retired) != BK_RETIRED:
+            epoch = bk_load_acq32(&h.flush_epoch)
+            if bk_load_acq32(&h.retired) == BK_RETIRED:
+                break
+            if time.monotonic() >= deadline:
+                raise _err.SegmentRetired(
+                    f"segment /bukt-{self.name} is being replaced by a cold start, and the "
+                    f"writer replacing it did not say within {self.durable_timeout:g} s "
+                    "whether this write reached the log the new segment is built from. "
+                    "Check `bukt status`.")
+            _inside_waits += 1
+            with nogil:
+                bk_futex_wait(&h.flush_epoch, epoch, 10000000)
+            _inside_waits -= 1
+        if self.last_pos > bk_load_acq64(&h.retire_drained):
+            raise retired_lost(self)
+        return 0
+
+    cdef int _reattach(self) except -1:
+        """The segment is retired: map the one that replaced it, in place (RETIREMENT).
+        Waits up to reattach_wait for it to appear (a cold start builds it first) and
+        for this process's other threads to leave their waits inside the old one;
+        SegmentRetired when it does not."""
+        cdef Store new = None
+        cdef uint64_t old_gen = self.hdr.generation
+        deadline = time.monotonic() + self.reattach_wait
+        while True:
+            if _inside_waits == 0:
+                try:
+                    new = attach(self.name, readonly=self.readonly)
+                except _err.SegmentNotFound:
+                    new = None
+                except (_err.SegmentInvalid, _err.FormatMismatch) as e:
+                    raise _err.SegmentRetired(
+                        f"segment /bukt-{self.name} was replaced, and its successor cannot "
+                        f"be attached: {e}") from None
+                if new is not None:
+                    if new.hdr.generation != old_gen and not bk_load_acq32(&new.hdr.retired):
+                        break
+                    new.close()
+                    new = None
+            if time.monotonic() >= deadline:
+                raise _err.SegmentRetired(
+                    f"segment /bukt-{self.name} was replaced by a cold start, and no new "
+                    f"segment took its name within {self.reattach_wait:g} s"
+                    + (" (another thread of this process was waiting inside the old one)"
+                       if _inside_waits else "") +
+                    ": the operation was not applied. Check `bukt status`.")
+            time.sleep(0.005)
+        self._adopt(new)
+        return 0
+
+    cdef int _adopt(self, Store new) except -1:
+        """Take over `new`'s mapping; the old one is unmapped, or kept until close()
+        when the flush notifier's thread would not leave it."""
+        cdef char *old_base = self.base
+        cdef uint64_t old_size = self.size
+        cdef double ring_wait = self.ring_wait
+        cdef bint unmap = True
+        if self._notifier is not None:
+            unmap = (<FlushNotifier>self._notifier)._move(new.hdr)
+        self.base, self.size, self.hdr = new.base, new.size, new.hdr
+        new.mapped = False                          # the mapping is ours now
+        new.base = NULL
+        self._bind_regions()                        # the counter row `new` claimed
+        self.ring_wait = ring_wait                  # a front end's 0 stays 0
+        self.ring_ticket = 0
+        self.split_due = False
+        self._bucket_cache.clear()
+        self.seg_epoch += 1
+        if unmap:
+            munmap(old_base, old_size)
+        else:
+            self._old_maps.append((<uint64_t><size_t>old_base, old_size))
+        return 0
+
+    @property
+    def retired(self):
+        """0 live; 1 being replaced by a cold start; 2 replaced (RETIREMENT)."""
+        self._mapped()
+        return bk_load_acq32(&self.hdr.retired)
+
+    def retire_begin(self):
+        """The replacing writer's first step (RETIREMENT): refuse every reservation
+        from now on. Returns the ring head: the records below it are all there are.
+        This Store stops following (it drains the retired segment)."""
+        cdef bk_header *h = self.hdr
+        cdef uint64_t head
+        self.follow = False
+        self._writable()
+        lock_simple(self, &h.ring_lock, "ring")
+        bk_store_rel32(&h.retired, BK_RETIRING)
+        head = h.ring_head
+        bk_lock_release(&h.ring_lock)
+        return head
+
+    def retire_finish(self, uint64_t drained):
+        """The replacing writer's last step on the old segment: the records below
+        `drained` are durable in the log the new segment is built from; the others'
+        writers are told they are lost. Wakes every waiter."""
+        cdef bk_header *h = self.hdr
+        self._mapped()
+        self.follow = False
+        h.retire_drained = drained
+        bk_store_rel32(&h.retired, BK_RETIRED)      # after retire_drained: readers of
+        if drained > bk_load_acq64(&h.flushed_pos): # the flag find it
+            bk_store_rel64(&h.flushed_pos, drained)
+        bk_inc32(&h.flush_epoch)
+        bk_futex_wake(&h.flush_epoch)
 
     # -- the writer process's side ---------------------------------------------------
     def ring_read(self, max_records=4096, max_bytes=16 << 20):
-        self._open()
+        self._mapped()
         return ring_read(self, max_records, max_bytes)
 
     def ring_release(self, uint64_t pos):
         """The records below `pos` are in the log: their ring space may be reused."""
-        self._open()
+        self._mapped()
         if pos < self.hdr.ring_tail or pos > bk_load_acq64(&self.hdr.ring_head):
             raise _err.InvalidArgument(f"ring position {pos} outside tail..head")
         bk_store_rel64(&self.hdr.ring_tail, pos)
 
     def ring_flushed(self, uint64_t pos):
         """Publish that records below `pos` are durable; wakes the waiting writers."""
-        self._open()
+        self._mapped()
         bk_store_rel64(&self.hdr.flushed_pos, pos)
         bk_inc32(&self.hdr.flush_epoch)
         bk_futex_wake(&self.hdr.flush_epoch)
@@ -461,7 +661,7 @@ cdef class Store:
     def set_logging(self, bint on):
         """Off while the writer replays its own log into the table: writes of this
         Store object then reach the table but not the ring."""
-        self._open()
+        self._mapped()
         self.logging = on
 
     def writer_publish(self, pid=None, ready=None, heartbeat_ms=None, last_fsync_ms=None,
@@ -469,7 +669,9 @@ cdef class Store:
         """The writer process's progress, for health checks and `bukt status`."""
         cdef bk_header *h = self.hdr
         cdef bytes eb
-        self._writable()
+        self._mapped()
+        if self.readonly:
+            self._writable()
         if pid is not None:
             h.writer_pid = pid
         if heartbeat_ms is not None:
@@ -492,7 +694,7 @@ cdef class Store:
 
     def writer_info(self):
         cdef bk_header *h = self.hdr
-        self._open()
+        self._mapped()
         return {"pid": h.writer_pid, "ready": bool(h.writer_ready),
                 "alive": bool(h.writer_pid) and bool(bk_pid_alive(h.writer_pid)),
                 "heartbeat_ms": h.writer_heartbeat_ms, "last_fsync_ms": h.last_fsync_ms,
@@ -501,14 +703,15 @@ cdef class Store:
                          if h.writer_error_code else "",
                 "sync_always": bool(h.sync_always),
                 "ring_head": h.ring_head, "ring_tail": h.ring_tail,
-                "flushed_pos": h.flushed_pos, "generation": h.generation}
+                "flushed_pos": h.flushed_pos, "generation": h.generation,
+                "retired": bk_load_acq32(&h.retired)}
 
     def bucket_table(self):
         """Every live or dropping bucket as (idx, gen, state, name, schema, eviction,
         persist, default_ttl_ms, ((token_id, perms, hash), ...), max_memory), read
         under the meta lock: the writer names ring records (which carry idx and gen)
         with it."""
-        self._open()
+        self._mapped()
         return bucket_table(self)
 
     def restore_token(self, bucket, uint32_t token_id, token_hash, int perms):
@@ -562,11 +765,11 @@ cdef class Store:
         return dump_stripes(self, start, count)
 
     def ring_unstick(self, uint64_t pos):
-        self._open()
+        self._mapped()
         return ring_unstick(self, pos)
 
     def ring_position(self):
-        self._open()
+        self._mapped()
         return (bk_load_acq64(&self.hdr.ring_tail), bk_load_acq64(&self.hdr.ring_head),
                 bk_load_acq64(&self.hdr.flushed_pos))
 
@@ -788,6 +991,13 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.format = BK_FORMAT
     bk_fence_rel()
     bk_store_rel64(&h.magic, BK_MAGIC)
+
+
+cdef object retired_lost(Store s):
+    return _err.SegmentRetired(
+        f"segment /bukt-{s.name} was replaced by a cold start before this write reached "
+        "the log the new segment was built from: the write is lost. Try it again (the "
+        "next operation attaches to the new segment).")
 
 
 def attach(name, readonly=False):

@@ -732,8 +732,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         # slow path: the class is dry and no page is left
         tries += 1
         if tries > 16:
-            with nogil:                             # victims' stripes are busy: let
-                usleep(100 * (tries - 16))          # their holders finish
+            wait_inside(100 * (tries - 16))         # victims' stripes are busy: let
+                                                    # their holders finish
         if b.eviction != 0:
             # a slab emptied without an eviction (freed by deletes, or compacted into
             # its class's free chunks), or SegmentFull: the memory is in use
@@ -772,7 +772,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
             chunk_free(s, off)
             st.intent_op = BK_OP_NONE
             st.intent_new = 0
-            raise ring_full(f"change ring full ({s.ring_size} bytes): the writer "
+            raise ring_full(s, f"change ring full ({s.ring_size} bytes): the writer "
                             "process is down or behind; the write was not applied", need)
         ring_fill(s, pos, BK_T_SET, bidx, b.gen, k, n, v, vlen, expire_ms, ver, eflags)
     slot = <uint32_t>(found if found >= 0 else -1 - found)
@@ -824,7 +824,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     if logs(s, b):
         pos = ring_reserve_wait(s, rec_size(e.klen, 0), si, &st.intent_ring)
         if pos == 0:
-            raise ring_full(f"change ring full ({s.ring_size} bytes): the writer "
+            raise ring_full(s, f"change ring full ({s.ring_size} bytes): the writer "
                             "process is down or behind; the change was not applied",
                             rec_size(e.klen, 0))
         ring_fill(s, pos, BK_T_TOUCH, e.bucket, b.gen, EKEY(s, off), e.klen, NULL, 0,

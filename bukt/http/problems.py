@@ -35,6 +35,7 @@ STATUS = {
     errors.RingFull: 503,
     errors.WriterDown: 503,
     errors.DiskError: 503,
+    errors.SegmentRetired: 503,
     errors.SegmentNotFound: 503,
     errors.SegmentInvalid: 503,
     errors.FormatMismatch: 503,

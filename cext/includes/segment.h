@@ -23,8 +23,10 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       8u      /* 8: buckets' max_memory and chunk-bytes gauge,
-                                   the header's relocations; 7: the header's meta_epoch; 6: the index grows by
+#define BK_FORMAT       9u      /* 9: the header's retired flag (and retire_drained):
+                                   a replaced segment sends its users to the new one;
+                                   8: buckets' max_memory and chunk-bytes gauge, the
+                                   header's relocations; 7: the header's meta_epoch; 6: the index grows by
                                    linear hashing (index_geom, stripe depth); 5:
                                    stripes keep a lower bound on their earliest expiry
                                    (min_expire_ms); 4: stripes count their entries
@@ -81,6 +83,10 @@
 
 #define BK_RING_META_STRIPE 0xffffffffu
 
+/* the header's retired word (store.pxi, RETIREMENT) */
+#define BK_RETIRING 1u      /* marked under the ring lock: reservations are refused */
+#define BK_RETIRED  2u      /* drained: retire_drained says which records were saved */
+
 typedef union {
     pthread_mutex_t m;
     char pad[64];
@@ -124,7 +130,14 @@ typedef struct {
                                    hash's high half, one bit more when those fall below
                                    split (table.pxi, GROWTH). Stored by the splitter of
                                    stripe `split` under its lock; read by everyone */
-    char     _pad1[256 - 184];
+    uint32_t retired;           /* 0 live; BK_RETIRING: a cold start replaces this
+                                   segment, no ring record is reserved any more; and
+                                   BK_RETIRED: what was committed before is in the log
+                                   up to retire_drained (store.pxi, RETIREMENT). On
+                                   index_geom's line, which every get and set reads:
+                                   checking it costs no miss */
+    uint32_t _pad1a;
+    char     _pad1[256 - 192];
     /* line 4..: mutable state, each hot word on its own cache line */
     bk_lock  alloc_lock;        /* page assignment: pages_used, pagemap */
     bk_lock  meta_lock;         /* bucket table and tokens */
@@ -186,6 +199,11 @@ typedef struct {
     uint32_t gather_bytes;      /* while the writer gathers a batch (ring.pxi, THE
                                    DOORBELL): a commit rings only once the ring holds
                                    this many bytes up to its record's end; 0: any does */
+    uint32_t _pad8;
+    uint64_t retire_drained;    /* set before retired becomes BK_RETIRED: every record
+                                   below this ring position is in the log the new
+                                   segment is built from (durable); those at or past it
+                                   are not, and their writers are told so */
 } bk_header;
 
 typedef struct {
@@ -309,6 +327,8 @@ _Static_assert(sizeof(bk_rec) == 48, "ring record header is 48 bytes");
 _Static_assert(offsetof(bk_header, alloc_lock) == 256, "header locks start at 256");
 _Static_assert(offsetof(bk_header, ring_claim_ms) / 64 == offsetof(bk_header, ring_head) / 64,
                "the claim shares ring_head's cache line");
+_Static_assert(offsetof(bk_header, retired) / 64 == offsetof(bk_header, index_geom) / 64,
+               "the retired flag shares index_geom's line, which every get reads");
 _Static_assert(sizeof(bk_header) <= BK_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(bk_counters) == 64, "counters are one cache line");
 

@@ -15,7 +15,7 @@ cdef extern from "segment.h" nogil:
     uint32_t BK_OP_NONE, BK_OP_ALLOC, BK_OP_SET, BK_OP_DEL, BK_OP_TOUCH, BK_OP_SPLIT
     uint8_t BK_R_RESERVED, BK_R_COMMITTED, BK_R_SKIPPED, BK_R_PAD
     uint8_t BK_T_SET, BK_T_DEL, BK_T_EXPIRED, BK_T_EVICTED, BK_T_TOUCH, BK_T_META
-    uint32_t BK_RING_META_STRIPE
+    uint32_t BK_RING_META_STRIPE, BK_RETIRING, BK_RETIRED
     int EOWNERDEAD, ENOTRECOVERABLE, EBUSY, ETIMEDOUT
 
     ctypedef struct bk_lock:
@@ -51,6 +51,7 @@ cdef extern from "segment.h" nogil:
         uint32_t max_value
         uint32_t ring_wait_ms
         uint64_t index_geom
+        uint32_t retired
         bk_lock alloc_lock
         bk_lock meta_lock
         bk_lock ring_lock
@@ -89,6 +90,7 @@ cdef extern from "segment.h" nogil:
         char meta_buf[1024]
         uint32_t writer_sleeping
         uint32_t gather_bytes
+        uint64_t retire_drained
 
     ctypedef struct bk_stripe:
         bk_lock lock
