@@ -803,7 +803,7 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
     return {"reads": reads, "writes": writes, "hits": hits, "misses": misses,
             "deletes": deletes, "keys": s.bucketv[bidx].keys,
             "bytes": s.bucketv[bidx].bytes, "memory": s.bucketv[bidx].mem,
-            "max_memory": s.bucketv[bidx].max_memory or None,
+            "max_memory": s.bucketv[bidx].max_memory,     # 0: no limit (stats are numbers)
             "evictions": ev, "expirations": ex}
 
 
