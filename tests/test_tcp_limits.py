@@ -77,7 +77,7 @@ def test_connections_per_worker(srv):
     try:
         for _ in range(8):
             s = connect(srv.port)
-            call(s, C.PING, data=b"")
+            auth(s, "rw")  # an unauthenticated one would be closed to make room
             held.append(s)
         with connect(srv.port) as extra:
             status, rid, _ = P.decode_response(C.PING, read_frame(extra))
