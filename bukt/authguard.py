@@ -22,7 +22,9 @@ SHARED BY THE WORKERS OF A FACE. The counts live in a small POSIX shared-memory 
 one per face and instance (/bukt-<instance>-http-auth, /bukt-<instance>-tcp-auth),
 created by the face's parent process (the gunicorn arbiter, the TCP supervisor) and
 removed when it exits, so that a guesser spreading attempts over the workers gains
-nothing. A worker that starts alone gets a private table.
+nothing. A worker that starts alone gets a private table. A reload starts the new pool
+before the old one ends: the new one makes a table of its own under the name (the counts
+start again), and the old one, exiting, leaves the name to it.
 
 LAYOUT (native byte order, 8-byte words):
     header  magic "BKTAUTH1" | format | slots | owner pid | horizon f64 |
@@ -86,22 +88,15 @@ class FailureTable:
 
     @classmethod
     def create(cls, name, slots=4096, mode=0o600):
-        """A new table owned by this process. One left by a dead owner is replaced; one
-        whose owner lives is refused (FileExistsError): another server runs."""
+        """A new table owned by this process, under `name`. One already there is
+        replaced, even when its owner lives: that is the face's previous pool or arbiter
+        during a reload, which keeps its own mapping until it exits (and then leaves the
+        name alone: unlink())."""
         import posix_ipc
         try:
-            old = posix_ipc.SharedMemory(name)
+            posix_ipc.unlink_shared_memory(name)
         except posix_ipc.ExistentialError:
             pass
-        else:
-            owner = 0
-            if old.size >= 8 * HEADER_WORDS:
-                with mmap.mmap(old.fd, 8 * HEADER_WORDS) as m:
-                    owner = struct.unpack_from("=Q", m, 8 * H_OWNER)[0]
-            old.close_fd()
-            if owner and owner != os.getpid() and _alive(owner):
-                raise FileExistsError(f"{name} belongs to the live process {owner}")
-            old.unlink()
         size = cls.size_for(slots)
         shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
         buf = mmap.mmap(shm.fd, size)
@@ -135,7 +130,19 @@ class FailureTable:
             self._shm.close_fd()
 
     def unlink(self):
-        if self._shm is not None:
+        """Removes the name, if it is still this table's (not a successor's)."""
+        if self._shm is None:
+            return
+        import posix_ipc
+        try:
+            current = posix_ipc.SharedMemory(self._shm.name)
+        except posix_ipc.ExistentialError:
+            return
+        try:
+            same = os.fstat(current.fd).st_ino == os.fstat(self._shm.fd).st_ino
+        finally:
+            current.close_fd()
+        if same:
             self._shm.unlink()
 
     def lock(self):
@@ -296,11 +303,3 @@ def locked_message(address, left) -> str:
             f"{max(1, math.ceil(left))} s")
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
