@@ -65,6 +65,11 @@ every response the flushed position has passed (group commit), or answers WRITER
 past the deadline. It still looks every millisecond as well, for the deadlines and in
 case the notifier is late.
 
+ADMISSION. Who may hold a connection is bukt/admission.py's decision, not this loop's:
+each accept asks it (with the peer's address, from accept4), a connection whose session
+has authenticated tells it once, and every AUTH_SWEEP the connections past their AUTH
+deadline are closed with the error frame it names.
+
 RING FULL. The worker never waits for room in the change ring inside the loop (the
 store's ring_wait is 0): a request that finds the ring full parks its connection
 (bukt/tcp/session.py, RING FULL). The frame stays first in the connection's buffer,

@@ -159,6 +159,12 @@ class FailureTable:
     def horizon(self) -> float:
         return self._d[H_HORIZON]
 
+    @property
+    def words(self):
+        """The table as f64 words, for a reader of the horizon (words[H_HORIZON]) that
+        cannot afford a call."""
+        return self._d
+
     def totals(self) -> dict:
         """{"failures": n, "refused": n}: every worker's, since the table was made."""
         return {"failures": self._q[H_FAILURES], "refused": self._q[H_REFUSED]}

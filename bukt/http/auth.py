@@ -30,9 +30,9 @@ import hmac
 import logging
 import math
 import os
-import time
+from time import monotonic as _monotonic
 
-from bukt.authguard import locked_message
+from bukt.authguard import H_HORIZON, locked_message
 from bukt.errors import AuthError, BuktError, PermissionDenied
 from bukt.http.problems import Problem
 from bukt.http.wire import header
@@ -99,6 +99,7 @@ class Authenticator:
     def __init__(self, store, admin_token, guard=None):
         self.store = store
         self.guard = guard        # failed tokens per address (bukt/authguard.py), or None
+        self._horizon = guard.table.words if guard is not None else None
         self._admin_digest = digest(admin_token) if admin_token else None
         self._known = {}          # token (str or bytes, as sent) -> (Principal, Bucket)
         # Tokens this worker recognised and then found revoked: a client still sending
@@ -132,7 +133,7 @@ class Authenticator:
         """Whether some address may be locked out now (one read of shared memory):
         while not, no request needs its address checked. The fast path (fastpath.py)
         leaves every request to the slow path while it is."""
-        return self.guard is not None and time.monotonic() < self.guard.table.horizon
+        return self._horizon is not None and _monotonic() < self._horizon[H_HORIZON]
 
     def lookup(self, token):
         """The Principal of a token (str, or the header's bytes), or None when it is

@@ -34,6 +34,11 @@ are answered UNAUTHORIZED ("AUTH again") until a new AUTH succeeds. A session wh
 bucket was dropped keeps it, and the core answers its requests BUCKET_NOT_FOUND (a
 bucket created again under that name is another bucket, with other tokens).
 
+FAILED AUTH: the session's `guard` (bukt/authguard.py, shared by every worker) is
+asked before a token is looked at: an address locked out for too many failures is
+answered LIMIT_EXCEEDED at once, whatever the token, and each failed AUTH is counted
+against `peer`, the connection's address. Nothing here waits.
+
 DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
 record is on disk (design.md, invariant 7). `durable(session)` is called after every
 successful write and returns None (acknowledge now) or an awaitable that completes when
