@@ -65,6 +65,11 @@ every response the flushed position has passed (group commit), or answers WRITER
 past the deadline. It still looks every millisecond as well, for the deadlines and in
 case the notifier is late.
 
+ADMISSION. Who may hold a connection is bukt/admission.py's decision, not this loop's:
+each accept asks it (with the peer's address, from accept4), a connection whose session
+has authenticated tells it once, and every AUTH_SWEEP the connections past their AUTH
+deadline are closed with the error frame it names.
+
 RING FULL. The worker never waits for room in the change ring inside the loop (the
 store's ring_wait is 0): a request that finds the ring full parks its connection
 (bukt/tcp/session.py, RING FULL). The frame stays first in the connection's buffer,
@@ -86,8 +91,10 @@ from libc.string cimport memcpy
 
 import collections as _collections
 import signal as _signal
+import socket as _socket
 
 from . import _core
+from . import admission as _admission
 from . import errors as _errors
 from . import protocol as _P
 from .ringroom import RoomWait
@@ -115,7 +122,10 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef long ssize_t
-    int accept4(int fd, void *addr, void *addrlen, int flags)
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        pass
+    int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
     int setsockopt(int fd, int level, int name, const void *val, unsigned int len)
@@ -196,7 +206,18 @@ cdef double RETRY = 0.001      # seconds between attempts of a parked request
 # bukt/spin.py's, as C values: the busy poll compares against them at every yield
 cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
 cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
-_LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
+_LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, _admission.TOO_MANY.encode())
+cdef double AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (bukt/admission.py)
+
+
+cdef object peer_address(const unsigned char *sa, socklen_t n):
+    """The text form of the IP address of a sockaddr from accept4 ("-": not IP)."""
+    cdef int family = (<const unsigned short *>sa)[0]
+    if family == _socket.AF_INET and n >= 8:
+        return _socket.inet_ntop(family, sa[4:8])
+    if family == _socket.AF_INET6 and n >= 24:
+        return _socket.inet_ntop(family, sa[8:24])
+    return "-"
 
 
 def _ring_full(buf, pos, wait):
@@ -219,7 +240,8 @@ cdef class Conn:
     cdef bint lingering         # half-closed; reading and discarding until quiet
     cdef bint peer_eof
     cdef bint processing
-    cdef bint counted           # holds a max_connections slot
+    cdef bint counted           # holds a slot of the worker's Admission
+    cdef bint pending           # admitted, not authenticated yet (bukt/admission.py)
     cdef bint parked            # its first frame waits for room in the change ring
     cdef double park_until      # when that wait ends with RING_FULL (0: none)
     cdef object room_wait       # its claim on ring room (RoomWait) while it waits
@@ -246,8 +268,11 @@ cdef class Loop:
     cdef set parked              # connections waiting for room in the change ring
     cdef object waiters          # deque of (pos, deadline, conn, response, rid)
     cdef object store, settings, admin_hash, durable
+    cdef object admission         # who may hold a connection (bukt/admission.py)
+    cdef object guard             # failed AUTH per address (bukt/authguard.py)
+    cdef double auth_timeout, next_auth_sweep
     cdef Py_ssize_t max_frame, high_water
-    cdef int max_connections, max_inflight, active
+    cdef int max_inflight
     cdef bint stopping
     cdef object ring_wait        # seconds a request may park (None: the store waits)
     cdef list out                # responses of one _process; reused, always left empty
@@ -261,7 +286,8 @@ cdef class Loop:
     cdef bint core_store         # store is a bukt._core.Store: meta_epoch and PREFETCH apply
     cdef bint round_yield        # ROUND YIELD: settings.round_yield
 
-    def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None):
+    def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None,
+                 admission=None, guard=None):
         self.sock = sock
         self.listen_fd = sock.fileno()
         self.store, self.settings = store, settings
@@ -269,8 +295,14 @@ cdef class Loop:
         self.admin_hash, self.durable = admin_hash, durable
         self.max_frame = settings.max_frame
         self.high_water = settings.write_high_water
-        self.max_connections = settings.max_connections
         self.max_inflight = settings.max_inflight
+        if admission is None:
+            admission = _admission.Admission(settings.max_connections,
+                                             settings.max_connections_per_address,
+                                             settings.auth_timeout)
+        self.admission, self.guard = admission, guard
+        self.auth_timeout = admission.auth_timeout
+        self.next_auth_sweep = 0
         self.conns = {}
         self.lingering = set()
         self.parked = set()
@@ -283,7 +315,6 @@ cdef class Loop:
         self.busy_poll = settings.busy_poll
         self.spin = _spin.SpinCredit(self.busy_poll)
         self.round_yield = settings.round_yield
-        self.active = 0
         self.stopping = False
         self.epfd = epoll_create1(0)
         self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN)
@@ -400,6 +431,9 @@ cdef class Loop:
                 self._retry_parked()
             if self.lingering:
                 self._check_linger()
+            if self.auth_timeout > 0 and self.now >= self.next_auth_sweep:
+                self.next_auth_sweep = self.now + min(AUTH_SWEEP, self.auth_timeout / 4)
+                self._auth_sweep()
             if idle > 0 and monotonic() >= next_sweep:
                 next_sweep = monotonic() + min(1.0, idle / 4)
                 self._sweep(idle)
@@ -441,8 +475,11 @@ cdef class Loop:
     cdef _accept(self):
         cdef int fd, one = 1
         cdef Conn c
+        cdef unsigned char sa[128]
+        cdef socklen_t salen
         while True:
-            fd = accept4(self.listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            salen = sizeof(sa)
+            fd = accept4(self.listen_fd, <sockaddr *>sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
                 return
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
@@ -455,15 +492,23 @@ cdef class Loop:
             c.events = EPOLLIN
             self.conns[fd] = c
             self._ctl(EPOLL_CTL_ADD, fd, EPOLLIN)
-            if self.active >= self.max_connections:
-                c.outbuf += _LIMIT  # answered, then closed; holds no slot meanwhile
+            address = peer_address(sa, salen)
+            refusal, evicted = self.admission.admit(c, address, c.last_active)
+            if evicted is not None:  # made room: the oldest unauthenticated one goes
+                (<Conn>evicted).counted = False
+                self._shut_out(evicted, _P.Status.LIMIT_EXCEEDED, _admission.MADE_ROOM)
+            if refusal is not None:
+                # answered, then closed; holds no slot meanwhile
+                c.outbuf += _LIMIT if refusal is _admission.TOO_MANY else _P.frame(
+                    _P.Status.LIMIT_EXCEEDED, 0, refusal.encode())
                 c.draining = True
                 self._flush(c)
                 continue
             c.counted = True
-            self.active += 1
+            c.pending = True
             c.session = Session(self.store, admin_hash=self.admin_hash,
-                                max_frame=self.max_frame, durable=self.durable)
+                                max_frame=self.max_frame, durable=self.durable,
+                                guard=self.guard, peer=address)
             c.session.park_ring_full = self.ring_wait is not None
 
     cdef _read(self, Conn c):
@@ -597,6 +642,9 @@ cdef class Loop:
             clear_list(out)  # shared by every connection: never left with another's answers
         if c.fd < 0:
             return
+        if c.pending and (c.session.bucket is not None or c.session.admin):
+            c.pending = False               # authenticated: no deadline, never made room of
+            self.admission.authenticated(c)
         if buf is c.buf:
             drop_front(buf, pos)            # (start is 0 for c.buf)
         elif pos < size:
@@ -749,7 +797,26 @@ cdef class Loop:
         c.fd = -1
         if c.counted:
             c.counted = False
-            self.active -= 1
+            self.admission.release(c)
+
+    cdef _auth_sweep(self):
+        """Closes the connections that did not AUTH in time (bukt/admission.py)."""
+        for conn in self.admission.expired(self.now):
+            (<Conn>conn).counted = False   # released by expired()
+            self._shut_out(conn, _P.Status.UNAUTHORIZED,
+                           _admission.auth_timed_out(self.auth_timeout))
+
+    cdef _shut_out(self, Conn c, status, str message):
+        """Closed by admission: an error frame with RequestID 0, nothing more read or
+        answered, then the usual finish (half-close, linger)."""
+        c.pending = False
+        if c.fd < 0 or c.draining or c.lingering:
+            return
+        c.buf = bytearray()
+        c.stalled = False
+        c.outbuf += _P.frame(status, 0, message.encode())
+        c.draining = True
+        self._flush(c)
 
     cdef _sweep(self, double idle):
         now = monotonic()

@@ -255,6 +255,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "tcp.nice": (None, _nullable(_int(-20, 19))),
     "tcp.slice": ("300us", _slice),
     "tcp.round_yield": (True, _bool),
+    "tcp.auth_timeout": (5, _duration()),
+    "tcp.max_connections_per_address": (512, _int(0, 1_000_000)),
     "http.bind": ("127.0.0.1:7070", _bind),
     "http.workers": (0, _int(0, 1024)),
     "http.max_body": ("4MiB", _size(lo=1024)),
@@ -263,6 +265,12 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "http.access_log": ("-", _nullable(_text(r"[^\0]+", "-, a file path, or null"))),
     "auth.admin_token": (None, _nullable(_text(r"[\x21-\x7e]{16,256}",
                                                "null, or 16-256 printable characters"))),
+    "auth.max_failures": (10, _int(0, 1_000_000)),
+    "auth.failure_window": (60, _duration(lo=1)),
+    "auth.lockout": (10, _duration(lo=1)),
+    "auth.lockout_max": (900, _duration(lo=1)),
+    "auth.log_interval": (60, _duration()),
+    "auth.sources": (4096, _int(16, 1 << 24)),
     "ratelimit.enabled": (False, _bool),
     "ratelimit.rps": (1000, _int(1)),
     "ratelimit.burst": (2000, _int(1)),
@@ -290,6 +298,8 @@ def _cross_checks(flat: dict, where: dict) -> None:
          "change always fits in the ring")
     need(flat["ratelimit.burst"] >= flat["ratelimit.rps"] or not flat["ratelimit.enabled"],
          "ratelimit.burst", f"at least ratelimit.rps ({flat['ratelimit.rps']})")
+    need(flat["auth.lockout_max"] >= flat["auth.lockout"], "auth.lockout_max",
+         f"at least auth.lockout ({flat['auth.lockout']})")
 
 
 # -- the Config object -----------------------------------------------------------------

@@ -100,7 +100,14 @@ class Server:
             time.sleep(0.05)
         # Keep reading stderr (so no worker ever blocks on it), for failure messages.
         self.log = [line]
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._collector = threading.Thread(target=self._collect, daemon=True)
+        self._collector.start()
+
+    def output(self) -> str:
+        """Everything the server wrote to stderr; the whole of it once stopped."""
+        if self.proc.poll() is not None:
+            self._collector.join(10)
+        return "".join(self.log)
 
     def _collect(self):
         for raw in self.proc.stderr:
@@ -153,8 +160,11 @@ class Server:
             raise
 
 
-def connect(port, timeout=5.0) -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+def connect(port, timeout=5.0, source="127.0.0.1") -> socket.socket:
+    """A connection from `source`: any 127.x.y.z is this host, and a peer address of
+    its own for the server (per-address limits, lockouts)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                 source_address=(source, 0))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 

@@ -342,6 +342,42 @@ def test_rate_limit_is_shared_by_both_workers(serve):
     assert server.request("GET", "/healthz")[0] != 429
 
 
+def test_wrong_tokens_lock_their_address_out_of_every_worker(serve):
+    """5 wrong tokens from 127.0.0.2, over both workers (failures are counted in the
+    arbiter's shared table), lock it out: 429 with Retry-After for any token, a valid
+    one too, with no wait. 127.0.0.1 is untouched, fast path included. Counted in
+    /metrics, and logged once."""
+    server = serve(**{"auth.max_failures": 5, "auth.lockout": 120})
+    tok = create_bucket(server)
+    assert server.request("PUT", f"{API}/buckets/b/keys/k", b"v", tok)[0] == 204
+
+    def from_2(headers, path=f"{API}/buckets/b/keys/k"):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10,
+                                          source_address=("127.0.0.2", 0))
+        return server.request("GET", path, headers=headers, conn=conn)
+
+    wrong = {"Authorization": "Bearer not-a-token-of-this-server"}
+    assert [a[0] for a in concurrently(lambda i: from_2(wrong), 5)] == [401] * 5
+    status, h, body = from_2(wrong)
+    assert (status, json.loads(body)["code"]) == (429, "auth_locked"), body
+    assert int(h["retry-after"]) >= 1
+    assert json.loads(body)["detail"].startswith(
+        "too many failed authentications from 127.0.0.2; try again in ")
+    assert from_2(tok)[0] == 429                   # a valid token from there, too
+    # Other addresses: valid tokens work (on the fast path's route), wrong ones are 401.
+    assert concurrently(lambda i: server.request(
+        "GET", f"{API}/buckets/b/keys/k", headers=tok)[:3:2], 20) == [(200, b"v")] * 20
+    assert server.request("GET", f"{API}/buckets/b/keys/k", headers=wrong)[0] == 401
+    metrics = server.request("GET", "/metrics", headers=admin())[2].decode()
+    assert 'bukt_auth_failures_total{face="http"} 6' in metrics, metrics
+    assert 'bukt_auth_refused_total{face="http"} 2' in metrics
+    server.stop()
+    lines = [line for line in server.output().splitlines()
+             if "failed authentication from 127.0.0.2" in line]
+    assert len(lines) == 1, lines
+    assert "not-a-token" not in server.output()
+
+
 def test_metrics_totals_are_the_same_from_every_worker(serve):
     server = serve()
     tok = create_bucket(server)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bukt import errors
+from bukt.admission import Admission
 from bukt import protocol as P
 from bukt.protocol import Command as C, Status as S
 from bukt.tcp import connection as connection_mod
@@ -73,6 +74,8 @@ class FakeWorker:
         self.loop = asyncio.new_event_loop()
         self.connections = set()
         self.stopping = False
+        self.admission = Admission(self.settings.max_connections)
+        self.guard = None
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import falcon.asgi
 
+from bukt.authguard import AuthGuard, FailureTable
 from bukt.http import problems
 from bukt.http.auth import Authenticator, resolve_admin_token
 from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
@@ -68,16 +69,22 @@ def routes(ctx):
     ]
 
 
-def create_app(store, config=None, *, area=None, durability=None, fast_path=True):
+def create_app(store, config=None, *, area=None, durability=None, fast_path=True,
+               auth_table=None):
     """The ASGI app. `config`: the project's config, or a dict (see settings.py).
     `area`: the SharedArea all workers share (serve_http passes it); a private one
     when None, which is right for a single process. `durability`: see hooks.py.
     `fast_path`: answer plain GETs and PUTs of a key without falcon (fastpath.py); it
-    stands aside by itself while rate limiting is on."""
+    stands aside by itself while rate limiting is on. `auth_table`: the FailureTable
+    of failed tokens all workers share (bukt/authguard.py; serve_http passes it); a
+    private one when None."""
     settings = config if isinstance(config, HttpSettings) else \
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
-    ctx = Context(store, settings, Authenticator(store, admin_token),
+    if auth_table is None:
+        auth_table = FailureTable.private(settings.auth_sources)
+    guard = AuthGuard.from_settings(auth_table, "http", settings)
+    ctx = Context(store, settings, Authenticator(store, admin_token, guard),
                   durability or durability_for(store), RingRoom(store))
     table = routes(ctx)
     if area is None:

@@ -28,9 +28,13 @@ Decision order, so that nothing leaks to a caller who may not know it:
 
 import hmac
 import logging
+import math
 import os
+from time import monotonic as _monotonic
 
+from bukt.authguard import H_HORIZON, locked_message
 from bukt.errors import AuthError, BuktError, PermissionDenied
+from bukt.http.problems import Problem
 from bukt.http.wire import header
 
 READ, WRITE, ADMIN = 1, 2, 4
@@ -92,10 +96,16 @@ TOKEN_CACHE_MAX = 1024    # tokens a worker remembers (see THE WORKER'S CACHE)
 
 
 class Authenticator:
-    def __init__(self, store, admin_token):
+    def __init__(self, store, admin_token, guard=None):
         self.store = store
+        self.guard = guard        # failed tokens per address (bukt/authguard.py), or None
+        self._horizon = guard.table.words if guard is not None else None
         self._admin_digest = digest(admin_token) if admin_token else None
         self._known = {}          # token (str or bytes, as sent) -> (Principal, Bucket)
+        # Tokens this worker recognised and then found revoked: a client still sending
+        # one is stale, not guessing, and is not counted as a failure (it cannot be
+        # put here without knowing a token that was valid).
+        self._revoked = {}
 
     def identify(self, req, token=None):
         """The Principal of the request's token; AuthError when missing or unknown."""
@@ -103,10 +113,27 @@ class Authenticator:
         if not token:
             raise AuthError("a token is needed: X-Auth-Token, X-API-Key or "
                             "Authorization: Bearer")
+        guard = self.guard
+        if guard is not None and self.guarded():
+            # A locked-out address: refused before its token is looked at, valid or
+            # not (bukt/authguard.py says why), with no wait on the loop.
+            address = _peer(req)
+            left = guard.check(address)
+            if left:
+                raise Problem(429, "auth_locked", locked_message(address, left),
+                              {"Retry-After": str(max(1, math.ceil(left)))})
         p = self.lookup(token)
         if p is None:
+            if guard is not None and _raw(token) not in self._revoked:
+                guard.failed(_peer(req))
             raise AuthError("unknown or revoked token")
         return p
+
+    def guarded(self):
+        """Whether some address may be locked out now (one read of shared memory):
+        while not, no request needs its address checked. The fast path (fastpath.py)
+        leaves every request to the slow path while it is."""
+        return self._horizon is not None and _monotonic() < self._horizon[H_HORIZON]
 
     def lookup(self, token):
         """The Principal of a token (str, or the header's bytes), or None when it is
@@ -125,6 +152,9 @@ class Authenticator:
             if bucket is None or self.store.has_token(bucket, p.token_id, p.perms):
                 return known
             del self._known[token]
+            if len(self._revoked) >= TOKEN_CACHE_MAX:
+                self._revoked.clear()
+            self._revoked[_raw(token)] = True
         d = digest(token.decode("latin-1") if isinstance(token, bytes) else token)
         if self._admin_digest is not None and hmac.compare_digest(d, self._admin_digest):
             p, bucket = ADMIN_PRINCIPAL, None
@@ -156,6 +186,16 @@ class Authenticator:
             raise PermissionDenied(f"this token lacks the {perms_to_names(perm)[0]} "
                                    "permission")
         return p
+
+
+def _raw(token):
+    """A token as the header's bytes, whichever path (fast: bytes, slow: str) has it."""
+    return token if isinstance(token, bytes) else token.encode("latin-1")
+
+
+def _peer(req):
+    client = req.scope.get("client")
+    return client[0] if client else "-"
 
 
 def resolve_admin_token(settings):

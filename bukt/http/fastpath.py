@@ -85,6 +85,8 @@ class FastPath:
         ctx = self.ctx
         put = scope["method"] == "PUT"
         bucket_name = parts[4].decode("ascii", "replace")
+        if ctx.auth.guarded():                # an address is locked out: the slow
+            return False                      # path checks whether it is this one
         known = ctx.auth.resolve(token)
         if known is None:
             return False

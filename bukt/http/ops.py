@@ -3,6 +3,9 @@
 import json
 import time
 
+from posix_ipc import ExistentialError
+
+from bukt.authguard import FailureTable, table_name
 from bukt.errors import BuktError
 from bukt.http.auth import ADMIN
 from bukt.http.hooks import writer_state
@@ -57,6 +60,18 @@ def collect(ctx):
         except BuktError:      # dropped while we looked
             continue
     snap = {"store": store.stats(), "buckets": buckets, "http": ctx.metrics.snapshot()}
+    # Failed authentications (bukt/authguard.py): this face's, and the TCP face's when
+    # its pool runs for the same instance.
+    snap["auth"] = {"http": ctx.auth.guard.table.totals()} if ctx.auth.guard else {}
+    try:
+        tcp = FailureTable.attach(table_name(ctx.settings.instance, "tcp"))
+    except (OSError, ValueError, ImportError, ExistentialError):
+        pass
+    else:
+        try:
+            snap["auth"]["tcp"] = tcp.totals()
+        finally:
+            tcp.close()
     info = getattr(store, "writer_info", None)
     if callable(info):
         w, now_ms = info(), time.time() * 1000
@@ -103,6 +118,14 @@ def prometheus(snap):
         if value is not None:
             family(f"bukt_writer_{key}", "gauge", WRITER_HELP[key])
             out.append(f"bukt_writer_{key} {value}\n")
+    family("bukt_auth_failures_total", "counter",
+           "Failed authentications (unknown or revoked tokens), by face.")
+    for face, t in snap.get("auth", {}).items():
+        out.append(f'bukt_auth_failures_total{{face="{face}"}} {t["failures"]}\n')
+    family("bukt_auth_refused_total", "counter",
+           "Authentications refused unread because their address was locked out.")
+    for face, t in snap.get("auth", {}).items():
+        out.append(f'bukt_auth_refused_total{{face="{face}"}} {t["refused"]}\n')
     http = snap["http"]
     family("bukt_http_ratelimited_total", "counter", "Requests refused with 429.")
     out.append(f"bukt_http_ratelimited_total {http['ratelimited']}\n")

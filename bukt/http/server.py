@@ -16,6 +16,7 @@ from gunicorn.app.base import BaseApplication
 import bukt
 from bukt.http.auth import resolve_admin_token
 from bukt.http.settings import HttpSettings
+from bukt.authguard import FailureTable, table_name
 from bukt.http.shared import SharedArea
 
 WORKER_CLASS = "bukt.http.worker.BuktWorker"   # uvloop + httptools, keep-alive, corked
@@ -37,6 +38,7 @@ class HttpServer(BaseApplication):
         self.attach = attach or bukt.attach
         self.attach(self.settings.instance).close()      # fail here, not in the arbiter
         self.area = None
+        self.auth_table = None
         super().__init__()
 
     # -- gunicorn's side
@@ -68,13 +70,17 @@ class HttpServer(BaseApplication):
         from bukt.http.settings import HttpSettings as _S
         store = self.attach(self.settings.instance)
         area = SharedArea.attach(area_name(self.settings.instance))
+        table = FailureTable.attach(table_name(self.settings.instance, "http"))
         settings = _S(**{**self.settings.__dict__, "admin_token": self.admin_token})
-        return create_app(store, settings, area=area)
+        return create_app(store, settings, area=area, auth_table=table)
 
     # -- arbiter hooks
     def _on_starting(self, arbiter):
         self.area = SharedArea.create(area_name(self.settings.instance),
                                       slots=self.settings.ratelimit_slots)
+        # Failed tokens per address, counted by every worker together (authguard.py).
+        self.auth_table = FailureTable.create(table_name(self.settings.instance, "http"),
+                                              slots=self.settings.auth_sources)
         log.info("bukt http %s on %s, %d workers, pid %d", self.settings.instance,
                  self.settings.bind, self.settings.workers, os.getpid())
 
@@ -82,6 +88,9 @@ class HttpServer(BaseApplication):
         if self.area is not None:
             self.area.unlink()
             self.area.close()
+        if self.auth_table is not None:
+            self.auth_table.unlink()
+            self.auth_table.close()
 
 
 def serve_http(config=None, attach=None):

@@ -46,6 +46,11 @@ def _size(value):
     return int(value)
 
 
+def _duration(value):
+    from bukt.config import parse_duration
+    return parse_duration(value)
+
+
 @dataclass(frozen=True)
 class HttpSettings:
     bind: str = "127.0.0.1:7070"      # loopback unless the operator says otherwise
@@ -62,6 +67,12 @@ class HttpSettings:
     ratelimit_rate: float = 1000.0    # ratelimit.rps: sustained requests/s per client IP
     ratelimit_burst: int = 2000       # requests a client may send at once
     ratelimit_slots: int = 4096       # client IPs tracked at once (16 bytes each)
+    auth_max_failures: int = 10       # wrong tokens per address (bukt/authguard.py) ...
+    auth_failure_window: float = 60.0  # ... within this many seconds: locked out
+    auth_lockout: float = 10.0        # the first lockout; doubles, up to
+    auth_lockout_max: float = 900.0
+    auth_log_interval: float = 60.0   # a log line per address at most this often
+    auth_sources: int = 4096          # addresses the shared failure table tracks
 
     @classmethod
     def from_config(cls, config):
@@ -82,4 +93,11 @@ class HttpSettings:
             ratelimit_rate=float(get("ratelimit.rps", cls.ratelimit_rate)),
             ratelimit_burst=int(get("ratelimit.burst", cls.ratelimit_burst)),
             ratelimit_slots=int(get("ratelimit.slots", cls.ratelimit_slots)),
+            auth_max_failures=int(get("auth.max_failures", cls.auth_max_failures)),
+            auth_failure_window=_duration(get("auth.failure_window",
+                                              cls.auth_failure_window)),
+            auth_lockout=_duration(get("auth.lockout", cls.auth_lockout)),
+            auth_lockout_max=_duration(get("auth.lockout_max", cls.auth_lockout_max)),
+            auth_log_interval=_duration(get("auth.log_interval", cls.auth_log_interval)),
+            auth_sources=int(get("auth.sources", cls.auth_sources)),
         )

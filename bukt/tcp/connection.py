@@ -36,7 +36,7 @@ import socket
 import struct
 import time
 
-from .. import errors
+from .. import admission, errors
 from .. import protocol as P
 from ..ringroom import RETRY, RoomWait
 from .session import PARK, Deferred, Session
@@ -81,7 +81,7 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
     return pos, STOP_PARTIAL
 
 
-_LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, b"too many connections to this worker")
+_LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, admission.TOO_MANY.encode())
 LINGER = 0.2       # seconds of silence after the half-close before the socket is closed
 LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off after this
 
@@ -101,7 +101,9 @@ class Connection(asyncio.Protocol):
         self.max_frame = s.max_frame
         self.max_inflight = s.max_inflight
         self.session = Session(worker.store, admin_hash=worker.admin_hash,
-                               max_frame=s.max_frame, durable=worker.durable)
+                               max_frame=s.max_frame, durable=worker.durable,
+                               guard=worker.guard)
+        self.pending = False       # admitted, not authenticated yet (bukt/admission.py)
         self.ring_wait = worker.ring_wait
         self.session.park_ring_full = self.ring_wait is not None
         self.park_until = 0.0      # a parked request is answered RING_FULL then (0: none)
@@ -128,12 +130,22 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         w = self.worker
-        if len(w.connections) >= w.settings.max_connections or w.stopping:
+        peer = transport.get_extra_info("peername")
+        self.session.peer = address = peer[0] if peer else "-"
+        if w.stopping:
+            refusal, evicted = admission.TOO_MANY, None
+        else:
+            refusal, evicted = w.admission.admit(self, address, self._loop.time())
+        if evicted is not None:
+            evicted.shut_out(P.Status.LIMIT_EXCEEDED, admission.MADE_ROOM)
+        if refusal is not None:
             # Not counted in w.connections: it holds no slot while it lingers.
-            transport.write(_LIMIT_FRAME)
+            transport.write(_LIMIT_FRAME if refusal is admission.TOO_MANY else
+                            P.frame(P.Status.LIMIT_EXCEEDED, 0, refusal.encode()))
             self.draining = True
             self._maybe_finish()
             return
+        self.pending = True
         w.connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -146,6 +158,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc):
         self.closed = True
         self.worker.connections.discard(self)
+        self.worker.admission.release(self)
         self.buf = bytearray()
         self._end_wait()
 
@@ -252,6 +265,9 @@ class Connection(asyncio.Protocol):
                 del buf[:pos]
             if out:
                 self._write(out)
+        if self.pending and (session.bucket is not None or session.admin):
+            self.pending = False
+            self.worker.admission.authenticated(self)
         if self.draining:
             self._maybe_finish()
 
@@ -369,6 +385,18 @@ class Connection(asyncio.Protocol):
                 or self.transport.get_write_buffer_size()):
             return 0.0
         return now - self.last_active
+
+    def shut_out(self, status, message: str):
+        """Closed by admission (no AUTH in time, or to make room): an error frame with
+        RequestID 0, nothing more read, then the usual finish. Its slot is free already."""
+        self.pending = False
+        self.worker.connections.discard(self)
+        if self.closed or self.draining:
+            return
+        self._write([P.frame(status, 0, message.encode())])
+        self.buf = bytearray()
+        self.draining = True
+        self._maybe_finish()
 
     def close_idle(self):
         self.draining = True

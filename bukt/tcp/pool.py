@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 
+from ..authguard import FailureTable, table_name
 from .settings import TcpSettings
 from .cpu import apply_nice, apply_slice
 from .worker import Worker, listen_socket
@@ -53,6 +54,10 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
     # Fail here, once, with the store's own error (SegmentNotFound: start the writer),
     # rather than in every worker in a restart loop.
     store_factory(settings).close()
+    # Failed AUTH per address, shared by every worker (bukt/authguard.py): made here,
+    # inherited by each worker's fork, removed when the pool exits.
+    auth_table = FailureTable.create(table_name(settings.instance, "tcp"),
+                                     slots=settings.auth_sources)
 
     workers: dict[int, tuple[int, float]] = {}  # slot -> (pid, started)
     stopping = False
@@ -70,7 +75,8 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                 apply_nice(settings.nice, slot)
                 apply_slice(settings.slice, slot)
                 store = store_factory(settings)
-                status = Worker(settings, store, sock, index=slot, durable=durable).run()
+                status = Worker(settings, store, sock, index=slot, durable=durable,
+                                auth_table=auth_table).run()
             except BaseException:
                 log.exception("bukt tcp: worker %d failed", slot)
             finally:
@@ -138,6 +144,8 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         for sig, handler in old.items():
             signal.signal(sig, handler)
         keeper.close()
+        auth_table.unlink()
+        auth_table.close()
     return 0
 
 

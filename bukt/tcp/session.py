@@ -34,6 +34,11 @@ are answered UNAUTHORIZED ("AUTH again") until a new AUTH succeeds. A session wh
 bucket was dropped keeps it, and the core answers its requests BUCKET_NOT_FOUND (a
 bucket created again under that name is another bucket, with other tokens).
 
+FAILED AUTH: the session's `guard` (bukt/authguard.py, shared by every worker) is
+asked before a token is looked at: an address locked out for too many failures is
+answered LIMIT_EXCEEDED at once, whatever the token, and each failed AUTH is counted
+against `peer`, the connection's address. Nothing here waits.
+
 DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
 record is on disk (design.md, invariant 7). `durable(session)` is called after every
 successful write and returns None (acknowledge now) or an awaitable that completes when
@@ -52,6 +57,7 @@ from .. import errors
 from .. import protocol as P
 from .. import ringroom
 from ..protocol import Command as C, Status as S
+from ..authguard import locked_message
 from ..tokens import digest, new_token
 
 log = logging.getLogger("bukt.tcp")
@@ -153,11 +159,15 @@ def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
                  "perms", "persist", "admin", "closing", "park_ring_full", "park_room",
-                 "token_id", "token_perms", "revoked", "_handlers", "_limits")
+                 "token_id", "token_perms", "revoked", "_handlers", "_limits", "guard",
+                 "peer")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
-                 max_frame: int = P.DEFAULT_MAX_FRAME, durable=None):
+                 max_frame: int = P.DEFAULT_MAX_FRAME, durable=None, guard=None,
+                 peer: str = "-"):
         self.store = store
+        self.guard = guard            # failed AUTH per address (bukt/authguard.py), or None
+        self.peer = peer              # the peer's address, as the guard counts it
         self.admin_hash = admin_hash  # sha256 of the admin token, or None: no admin session
         self.max_frame = max_frame
         self.durable = durable        # the durability hook (module docstring)
@@ -459,10 +469,18 @@ class Session:
     def _auth(self, rid, bucket, token):
         self.bucket = self.bucket_name = None
         self.perms, self.admin, self.revoked = 0, False, False
+        guard = self.guard
+        if guard is not None:
+            # A locked-out address is refused before its token is looked at, valid or
+            # not, and at once: nothing waits on the loop (bukt/authguard.py).
+            left = guard.check(self.peer)
+            if left:
+                raise errors.LimitExceeded(locked_message(self.peer, left))
         token_hash = digest(token)
         if not bucket:
             # Compare digests, not tokens: constant time whatever the lengths.
             if self.admin_hash is None or not hmac.compare_digest(token_hash, self.admin_hash):
+                self._failed()
                 raise errors.AuthError("invalid admin token")
             self.admin = True
             return _ok(rid, _u8.pack(ADMIN))
@@ -471,12 +489,17 @@ class Session:
         # One answer for an unknown token, another bucket's token and an unknown bucket:
         # nothing tells a guesser which of them was wrong.
         if found is None or found[0] != name:
+            self._failed()
             raise errors.AuthError(f"invalid token for bucket {name!r}")
         self.bucket = self.store.bucket(name)
         self.bucket_name, self.perms = name, found[2] & ALL_PERMS
         self.token_id, self.token_perms = found[1], found[2]
         self.persist = bool(self.store.bucket_info(name).get("persist", True))
         return _ok(rid, _u8.pack(self.perms))
+
+    def _failed(self):
+        if self.guard is not None:
+            self.guard.failed(self.peer)
 
     def _ping(self, rid, data):
         return _ok(rid, data)

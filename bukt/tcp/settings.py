@@ -53,13 +53,26 @@ class TcpSettings:
                                         # available (epoll needs bukt/_epoll built)
     write_high_water: int = 64 << 10    # unsent response bytes before reading pauses
     compiled: bool = True               # use bukt._wire (the Cython hot path) when built
+    auth_timeout: float = 5.0           # seconds to AUTH after connecting (bukt/admission.py)
+    max_connections_per_address: int = 512  # per worker; 0 = no limit
+    auth_max_failures: int = 10         # failed AUTHs per address ... (bukt/authguard.py)
+    auth_failure_window: float = 60.0   # ... within this many seconds: locked out
+    auth_lockout: float = 10.0          # the first lockout; doubles, up to
+    auth_lockout_max: float = 900.0
+    auth_log_interval: float = 60.0     # a log line per address at most this often
+    auth_sources: int = 4096            # addresses the shared failure table tracks
 
     _KEYS = {  # field -> config key
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
         "max_frame": "tcp.max_frame", "max_connections": "tcp.max_connections",
         "max_inflight": "tcp.max_inflight", "idle_timeout": "tcp.idle_timeout",
         "busy_poll": "tcp.busy_poll", "nice": "tcp.nice", "slice": "tcp.slice",
-        "round_yield": "tcp.round_yield",
+        "round_yield": "tcp.round_yield", "auth_timeout": "tcp.auth_timeout",
+        "max_connections_per_address": "tcp.max_connections_per_address",
+        "auth_max_failures": "auth.max_failures",
+        "auth_failure_window": "auth.failure_window", "auth_lockout": "auth.lockout",
+        "auth_lockout_max": "auth.lockout_max", "auth_log_interval": "auth.log_interval",
+        "auth_sources": "auth.sources",
         "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
         "data_dir": "data_dir",
     }
@@ -84,7 +97,15 @@ class TcpSettings:
             shutdown_timeout=_config.parse_duration(s.shutdown_timeout),
             workers=int(s.workers) or (os.cpu_count() or 1),
             max_connections=int(s.max_connections), max_inflight=int(s.max_inflight),
-            nice=None if s.nice is None else int(s.nice))
+            nice=None if s.nice is None else int(s.nice),
+            auth_timeout=_config.parse_duration(s.auth_timeout),
+            max_connections_per_address=int(s.max_connections_per_address),
+            auth_max_failures=int(s.auth_max_failures),
+            auth_failure_window=_config.parse_duration(s.auth_failure_window),
+            auth_lockout=_config.parse_duration(s.auth_lockout),
+            auth_lockout_max=_config.parse_duration(s.auth_lockout_max),
+            auth_log_interval=_config.parse_duration(s.auth_log_interval),
+            auth_sources=int(s.auth_sources))
 
     @property
     def address(self) -> tuple[str, int]:

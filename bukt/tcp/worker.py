@@ -22,6 +22,9 @@ import logging
 import signal
 import socket
 
+from .. import protocol as P
+from ..admission import Admission, auth_timed_out
+from ..authguard import AuthGuard, FailureTable
 from .connection import Connection
 from .durability import RingDurability, RingPositions
 
@@ -34,6 +37,7 @@ log = logging.getLogger("bukt.tcp")
 
 LISTEN_BACKLOG = 1024
 IDLE_SWEEP = 1.0  # seconds between idle-timeout sweeps (at most idle_timeout / 4)
+AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (at most auth_timeout / 4)
 
 
 def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
@@ -67,7 +71,8 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, settings, store, sock: socket.socket, *, index: int = 0, durable=None):
+    def __init__(self, settings, store, sock: socket.socket, *, index: int = 0, durable=None,
+                 auth_table=None):
         self.settings = settings
         self.store = store
         self.sock = sock
@@ -84,6 +89,14 @@ class Worker:
         if self.ring_wait is not None:
             store.ring_wait = 0.0
         self.connections: set[Connection] = set()
+        # Who may hold a connection (bukt/admission.py), and failed AUTH per address,
+        # counted in the table the supervisor shares with every worker
+        # (bukt/authguard.py; a private one for a worker started alone).
+        self.admission = Admission(settings.max_connections,
+                                   settings.max_connections_per_address,
+                                   settings.auth_timeout)
+        self.guard = AuthGuard.from_settings(
+            auth_table or FailureTable.private(settings.auth_sources), "tcp", settings, log)
         self.stopping = False
         self.loop = None
         self._stopped = None
@@ -95,7 +108,7 @@ class Worker:
             if isinstance(durable, RingDurability):
                 durable = RingPositions(self.store, durable.timeout)
             _epoll.Loop(self.sock, self.store, self.settings, self.admin_hash, durable,
-                        self.ring_wait).run()
+                        self.ring_wait, self.admission, self.guard).run()
             return 0
         self.loop = loop = new_loop(self.settings.loop)
         asyncio.set_event_loop(loop)
@@ -113,6 +126,8 @@ class Worker:
             lambda: Connection(self), sock=self.sock, backlog=LISTEN_BACKLOG)
         if self.settings.idle_timeout > 0:
             self._sweep()
+        if self.settings.auth_timeout > 0:
+            self._auth_sweep()
         await self._stopped
         await self._shutdown()
         return 0
@@ -141,3 +156,12 @@ class Worker:
                 conn.close_idle()
         if not self.stopping:
             self.loop.call_later(min(IDLE_SWEEP, timeout / 4), self._sweep)
+
+    def _auth_sweep(self):
+        """Closes the connections that did not AUTH in time (bukt/admission.py)."""
+        for conn in self.admission.expired(self.loop.time()):
+            conn.shut_out(P.Status.UNAUTHORIZED,
+                          auth_timed_out(self.settings.auth_timeout))
+        if not self.stopping:
+            self.loop.call_later(min(AUTH_SWEEP, self.settings.auth_timeout / 4),
+                                 self._auth_sweep)
