@@ -61,6 +61,11 @@ def local_report(cfg, st, w) -> dict:
         problems.append(f"the writer's heartbeat is {heartbeat_age:.1f} s old")
     if w["error"]:
         problems.append(f"the writer reports: {w['error']}")
+    awaiting = st["stripes_awaiting_repair"]
+    if awaiting:
+        problems.append(f"{awaiting} stripe(s) left mid-write by a dead process await "
+                        "repair: their read-only readers wait (the writer repairs them at "
+                        "start and every repair.interval)")
     data_dir = os.path.abspath(cfg.data_dir)
     serve = _read_json(os.path.join(data_dir, "serve.json"))
     service = None
@@ -86,6 +91,7 @@ def local_report(cfg, st, w) -> dict:
                     "index_slots": st["index_slots"], "index_stripes": st["index_stripes"],
                     "generation": st["generation"]},
         "keys": st["keys"], "buckets": st["buckets"], "value_bytes": st["bytes"],
+        "stripes_awaiting_repair": awaiting, "repairs": st["repairs"],
         "ring": {"size": st["ring_size"], "depth": st["ring_depth"],
                  "unflushed": w["ring_head"] - w["flushed_pos"]},
         "writer": {"pid": w["pid"], "alive": w["alive"], "ready": w["ready"],
@@ -170,6 +176,8 @@ def _human_status(r) -> str:
                  f"{seg['path']}")
     lines.append(f"  keys      {r['keys']:,} in {r['buckets']} buckets, "
                  f"{human_bytes(r['value_bytes'])} of values")
+    lines.append(f"  repair    {r['stripes_awaiting_repair']} stripes awaiting repair, "
+                 f"{r['repairs']:,} repairs since the segment was made")
     lines.append(f"  ring      {human_bytes(ring['depth'])} waiting for the writer, "
                  f"{human_bytes(ring['unflushed'])} not yet durable, of "
                  f"{human_bytes(ring['size'])}")

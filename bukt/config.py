@@ -244,6 +244,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "expiry.hz": (10, _int(1, 500)),
     "expiry.budget_ms": (25, _int(1, 1000)),
     "recovery.on_corrupt": ("refuse", _choice("refuse", "load_good")),
+    "repair.interval": ("1s", _duration(lo=0.1, hi=60)),
     "tcp.bind": ("127.0.0.1:7071", _bind),
     "tcp.workers": (0, _int(0, 1024)),
     "tcp.max_frame": ("4MiB", _size(lo=4096, hi=(1 << 32) - 1)),

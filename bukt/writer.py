@@ -36,7 +36,8 @@ write, release the ring space, then apply the fsync policy:
     no        never fsync; ring_flushed at once
 
 then the timers: heartbeat and progress in the header every HEARTBEAT_S, the expiry
-cycle at expiry.hz with its budget, the compaction check every second. On an empty ring
+cycle at expiry.hz with its budget, the repair pass every repair.interval (REPAIR), the
+compaction check every second. On an empty ring
 the writer sleeps on the segment's doorbell (ring_idle_wait, cext/ring.pxi), never
 spinning a core. Under `always` every producer that commits while it sleeps rings the
 doorbell, so the writer drains at once: the time from a commit to its acknowledgement is
@@ -76,6 +77,14 @@ busy poll it does not give way after slow yields: the tasks that want its CPU ar
 mostly the producers it waits for, and giving way to them cost 4 writers all that the
 spin gained. Here 4 writers got 15-27% more acknowledgements a second from it and 16
 the same (docs/writer.md).
+
+REPAIR. A process killed inside a write leaves its stripe's seq odd until a process
+that may write takes the stripe's lock and repairs it (cext/table.pxi, THE REPAIR PASS).
+Read-only readers cannot, and wait: so the writer looks for such stripes at start and
+every repair.interval, reading one word a stripe, and repairs them, in slices of
+EXPIRE_SLICE_S with a drain between, as the expiry cycle does. It publishes the period
+in the header, and a read-only reader waits a few periods before it gives up saying
+that the writer is not repairing (cext/bucket.pxi, readonly_wait).
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good
@@ -292,6 +301,7 @@ class Writer:
                  _shm_path(self.cfg.instance), (time.monotonic() - t0) * 1000,
                  self.dd.path, self.policy, head - tail)
         store.writer_publish(pid=os.getpid(), ready=True, error="",
+                             repair_period=self.cfg.repair.interval,
                              sync_always=(self.policy == "always"),
                              heartbeat_ms=int(time.time() * 1000), log_size=self.w.size,
                              flushed_seq=self.w.synced_seq)
@@ -558,6 +568,7 @@ class Writer:
             self._fsync()
             self.last_fsync = now
         self._expire()
+        self._repair()
         if self.compaction is not None and not self.compaction.is_alive():
             self._compaction_done()
         if self.compaction is None and not self.error and (
@@ -595,6 +606,24 @@ class Writer:
             cursor = after
             now = time.monotonic()
             if covered >= stripes or now >= deadline or self.stopping:
+                return
+            self._drain()
+
+    _last_repair = None
+
+    def _repair(self):
+        """The repair pass (REPAIR): at start, then every repair.interval, every
+        stripe in use, in slices of EXPIRE_SLICE_S with a drain between them."""
+        now = time.monotonic()
+        if self._last_repair is not None and now - self._last_repair < self.cfg.repair.interval:
+            return
+        self._last_repair = now
+        start = 0
+        while True:
+            repaired, start = self.store.repair_some(start, budget=EXPIRE_SLICE_S)
+            if repaired:
+                log.warning("repaired %d stripe(s) a dead process left mid-write", repaired)
+            if start == 0 or self.stopping:
                 return
             self._drain()
 
