@@ -86,6 +86,10 @@ EXPIRE_SLICE_S with a drain between, as the expiry cycle does. It publishes the 
 in the header, and a read-only reader waits a few periods before it gives up saying
 that the writer is not repairing (cext/bucket.pxi, readonly_wait).
 
+DATA DIRECTORY. The writer resolves data_dir to an absolute path at start and
+publishes it in the segment's header: the CLI's commands, run from any directory with
+no data_dir of their own, act on the one the writer claimed (bukt/cliutil.py).
+
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good
 start: at a record boundary S (the last seq written) the log is rotated (DataDir.rotate
@@ -131,7 +135,7 @@ from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryErr
 from .datadir import DataDir
 from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentInvalid,
                      SegmentNotFound)
-from ._core import expire_position, ring_gather_wait, ring_idle_wait
+from ._core import DATA_DIR_MAX, expire_position, ring_gather_wait, ring_idle_wait
 from .restore import Cancelled, Loader, snapshot
 from .ringlog import RingTranslator
 from .spin import SpinCredit
@@ -276,7 +280,12 @@ class Writer:
     def start(self) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         t0 = time.monotonic()
-        self.dd = DataDir.open(self.cfg.data_dir)
+        path = os.path.abspath(self.cfg.data_dir)      # published: CLI commands find it
+        if len(os.fsencode(path)) >= DATA_DIR_MAX:
+            raise WriterError(f"data_dir {path}: {len(os.fsencode(path))} bytes; the "
+                              f"segment records at most {DATA_DIR_MAX - 1}: choose a "
+                              "shorter path")
+        self.dd = DataDir.open(path)
         self.dd.prepare = self.cfg.log_prepare
         self.dd.sync_writes = self.policy == "always"     # aof: THE SYNCED WRITE
         try:
@@ -300,7 +309,7 @@ class Writer:
                  "%d bytes of changes waiting in the ring", os.getpid(), self.start_kind,
                  _shm_path(self.cfg.instance), (time.monotonic() - t0) * 1000,
                  self.dd.path, self.policy, head - tail)
-        store.writer_publish(pid=os.getpid(), ready=True, error="",
+        store.writer_publish(pid=os.getpid(), ready=True, error="", data_dir=self.dd.path,
                              repair_period=self.cfg.repair.interval,
                              sync_always=(self.policy == "always"),
                              heartbeat_ms=int(time.time() * 1000), log_size=self.w.size,
@@ -615,7 +624,8 @@ class Writer:
         """The repair pass (REPAIR): at start, then every repair.interval, every
         stripe in use, in slices of EXPIRE_SLICE_S with a drain between them."""
         now = time.monotonic()
-        if self._last_repair is not None and now - self._last_repair < self.cfg.repair.interval:
+        last = self._last_repair
+        if last is not None and now - last < self.cfg.repair.interval:
             return
         self._last_repair = now
         start = 0
