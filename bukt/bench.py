@@ -43,7 +43,8 @@ def _admin_token(args, cfg):
         return args.token
     if cfg.auth.admin_token:
         return cfg.auth.admin_token
-    path = os.path.join(cfg.data_dir, "admin.token")
+    from .cliutil import data_dir_of
+    path = os.path.join(data_dir_of(cfg)[0], "admin.token")
     try:
         with open(path) as f:
             return f.read().strip()

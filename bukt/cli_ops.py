@@ -11,8 +11,9 @@ import signal
 import time
 
 from . import procs, probe
-from .cliutil import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, emit,
-                      human_bytes, json_arg, load_config, open_target, target_args)
+from .cliutil import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, data_dir_of,
+                      emit, human_bytes, json_arg, load_config, open_target, segment_writer,
+                      target_args)
 from .progress import Progress
 
 HEARTBEAT_STALE_MS = 2000       # as bukt/http/hooks.py judges the writer
@@ -61,7 +62,18 @@ def local_report(cfg, st, w) -> dict:
         problems.append(f"the writer's heartbeat is {heartbeat_age:.1f} s old")
     if w["error"]:
         problems.append(f"the writer reports: {w['error']}")
-    data_dir = os.path.abspath(cfg.data_dir)
+    awaiting = st["stripes_awaiting_repair"]
+    if awaiting:
+        problems.append(f"{awaiting} stripe(s) left mid-write by a dead process await "
+                        "repair: their read-only readers wait (the writer repairs them at "
+                        "start and every repair.interval)")
+    data_dir, source = data_dir_of(cfg, writer=w)
+    if w["data_dir"] and w["data_dir"] != data_dir:
+        problems.append(f"the writer of this segment serves data_dir {w['data_dir']}, "
+                        f"not {data_dir} ({source}): no writer serves this data_dir")
+    elif w["pid"] and not w["data_dir"]:
+        problems.append("the writer has not published its data_dir: which data_dir it "
+                        "serves is not known")
     serve = _read_json(os.path.join(data_dir, "serve.json"))
     service = None
     if serve and procs.alive(serve.get("pid", 0)):
@@ -86,6 +98,7 @@ def local_report(cfg, st, w) -> dict:
                     "index_slots": st["index_slots"], "index_stripes": st["index_stripes"],
                     "generation": st["generation"]},
         "keys": st["keys"], "buckets": st["buckets"], "value_bytes": st["bytes"],
+        "stripes_awaiting_repair": awaiting, "repairs": st["repairs"],
         "ring": {"size": st["ring_size"], "depth": st["ring_depth"],
                  "unflushed": w["ring_head"] - w["flushed_pos"]},
         "writer": {"pid": w["pid"], "alive": w["alive"], "ready": w["ready"],
@@ -93,7 +106,8 @@ def local_report(cfg, st, w) -> dict:
                    "fsync_lag_s": (now_ms - w["last_fsync_ms"]) / 1000
                    if w["last_fsync_ms"] else None,
                    "sync_always": w["sync_always"], "flushed_seq": w["flushed_seq"]},
-        "disk": {"data_dir": data_dir, "current_log_bytes": w["log_size"],
+        "disk": {"data_dir": data_dir, "data_dir_from": source,
+                 "current_log_bytes": w["log_size"],
                  "log_bytes": sum(_size(p) for p in logs), "logs": len(logs),
                  # the zeros the writer keeps ahead of its records (aof: THE PREPARED
                  # TAIL): counted in log_bytes, since they take disk space
@@ -170,12 +184,15 @@ def _human_status(r) -> str:
                  f"{seg['path']}")
     lines.append(f"  keys      {r['keys']:,} in {r['buckets']} buckets, "
                  f"{human_bytes(r['value_bytes'])} of values")
+    lines.append(f"  repair    {r['stripes_awaiting_repair']} stripes awaiting repair, "
+                 f"{r['repairs']:,} repairs since the segment was made")
     lines.append(f"  ring      {human_bytes(ring['depth'])} waiting for the writer, "
                  f"{human_bytes(ring['unflushed'])} not yet durable, of "
                  f"{human_bytes(ring['size'])}")
     prepared = f" ({human_bytes(disk['prepared_bytes'])} of them zeros prepared ahead)" \
         if disk["prepared_bytes"] else ""
-    lines.append(f"  disk      {disk['data_dir']}: {disk['logs']} logs, "
+    lines.append(f"  disk      {disk['data_dir']} (from {disk['data_dir_from']}): "
+                 f"{disk['logs']} logs, "
                  f"{human_bytes(disk['log_bytes'])}{prepared}; base "
                  f"{human_bytes(disk['base_bytes'])}")
     if r["processes"]:
@@ -240,12 +257,24 @@ def check(args):
     from .errors import BuktError
     import bukt
     cfg = load_config(args)
-    path = args.data_dir or cfg.data_dir
-    result = {"data_dir": os.path.abspath(path), "files": [], "fixed": [], "segment": None}
-    lines = []
+    w = segment_writer(cfg.instance)
+    path, source = data_dir_of(cfg, args.data_dir, writer=w)
+    # a directory the running writer claimed may be fresh (nothing in it yet); any
+    # other without files is one this command was not meant to check
+    claimed = bool(w and w["alive"] and w["data_dir"] == path)
+    result = {"data_dir": path, "data_dir_from": source, "files": [], "fixed": [],
+              "segment": None}
+    lines = [f"data_dir {path} (from {source})"]
     bad = False
+    nothing = (f"nothing on disk was checked: is this the service's data directory? Name "
+               "it with --data-dir, data_dir in --config, or BUKT_DATA_DIR; run from "
+               "anywhere, this command finds it in the running service's segment")
     if not os.path.isdir(path):
-        lines.append(f"{path}: no data directory (a fresh instance)")
+        if claimed:
+            lines.append(f"{path}: not made yet by writer pid {w['pid']} (a fresh instance)")
+        else:
+            lines.append(f"{path}: no such directory; {nothing}")
+            bad = True
     else:
         try:
             with Progress("check") as p:
@@ -253,6 +282,13 @@ def check(args):
                 reports = datadir.check(path, p)
         except datadir.RecoveryError as e:
             raise CliError(REFUSED, str(e)) from None
+        if not reports:
+            if claimed:
+                lines.append(f"{path}: no MANIFEST, log or base file yet: a fresh data "
+                             f"directory, claimed by writer pid {w['pid']}")
+            else:
+                lines.append(f"{path}: no MANIFEST, log or base file; {nothing}")
+                bad = True
         for r in reports:
             state = "ok" if not r.problems and not r.error else "DAMAGED"
             prepared = f" ({r.prepared} of them zeros prepared for the next records)" \
@@ -270,7 +306,7 @@ def check(args):
                                                   "truncated": pr.truncated,
                                                   "reason": pr.reason} for pr in r.problems]})
             bad = bad or bool(r.problems or r.error)
-        if args.fix and bad:
+        if args.fix and bad and reports:
             try:
                 done = datadir.fix(path)
             except datadir.RecoveryError as e:
@@ -290,6 +326,8 @@ def check(args):
                 ok, line, result["live_set"] = fit
                 lines.append(line)
                 bad = not ok
+    if w and w["data_dir"] and w["data_dir"] != path:
+        lines.append(f"note: the segment's writer serves data_dir {w['data_dir']}, not {path}")
     try:
         store = bukt.attach(cfg.instance)
     except (BuktError, PermissionError) as e:
@@ -357,7 +395,13 @@ def compact(args):
         store.close()
     if not info["alive"]:
         raise CliError(FAILED, "no writer process is running; start the service (bukt serve)")
-    before = datadir.read_manifest(cfg.data_dir)
+    data_dir, source = data_dir_of(cfg, writer=info)
+    if info["data_dir"] != data_dir:
+        raise CliError(FAILED, f"the writer (pid {info['pid']}) serves data_dir "
+                               f"{info['data_dir']}, not {data_dir} ({source}): its new base "
+                               "file would not show there; name the writer's data_dir, or "
+                               "none")
+    before = datadir.read_manifest(data_dir)
     os.kill(info["pid"], signal.SIGUSR1)
     if args.wait <= 0:
         emit(args, {"requested": True}, "compaction requested")
@@ -365,13 +409,13 @@ def compact(args):
     deadline = time.monotonic() + args.wait
     with Progress("compact", unit="B") as p:
         while time.monotonic() < deadline:
-            m = datadir.read_manifest(cfg.data_dir)
+            m = datadir.read_manifest(data_dir)
             if m is not None and m.base and (before is None or m.base != before.base):
-                path = os.path.join(cfg.data_dir, m.base)
+                path = os.path.join(data_dir, m.base)
                 p.set(_size(path))
                 p.close()
                 emit(args, {"base": path, "bytes": _size(path)}, f"compacted: {path}")
                 return OK
-            p.set(sum(_size(t) for t in glob.glob(os.path.join(cfg.data_dir, "base-*.tmp"))))
+            p.set(sum(_size(t) for t in glob.glob(os.path.join(data_dir, "base-*.tmp"))))
             time.sleep(0.05)
     raise CliError(FAILED, f"no new base file within {args.wait:g} s; see the writer's log")

@@ -20,7 +20,8 @@ from . import errors
 
 __all__ = ["OK", "FAILED", "REFUSED", "NOT_FOUND", "UNREACHABLE", "DENIED", "CliError",
            "config_arg", "target_args", "json_arg", "load_config", "open_target", "emit",
-           "explain", "human_bytes", "table", "EXIT_CODES_HELP", "key_arg", "show_bytes"]
+           "explain", "human_bytes", "table", "EXIT_CODES_HELP", "key_arg", "show_bytes",
+           "data_dir_of", "segment_writer"]
 
 OK, FAILED, REFUSED, NOT_FOUND, UNREACHABLE, DENIED = 0, 1, 2, 3, 4, 5
 
@@ -72,6 +73,39 @@ def key_arg(text: str) -> bytes:
 def load_config(args):
     from . import config
     return config.load(getattr(args, "config", None))
+
+
+def segment_writer(instance):
+    """The writer_info() of this host's segment for `instance` (read-only), or None
+    when there is no segment or it cannot be read."""
+    import bukt
+    try:
+        store = bukt.attach(instance, readonly=True)
+    except (errors.BuktError, PermissionError):
+        return None
+    try:
+        return store.writer_info()
+    finally:
+        store.close()
+
+
+def data_dir_of(cfg, override=None, writer=None):
+    """(the absolute data directory a command acts on, where it comes from). A data
+    directory named explicitly (`override`, e.g. --data-dir; the configuration file,
+    where a relative path is the file's; BUKT_DATA_DIR) wins; else the one the writer
+    that claimed the segment published (`writer`: its writer_info(), read here when
+    None), so a command run from any directory finds the service's; else the built-in
+    default, from the current directory."""
+    if override:
+        return os.path.abspath(override), "--data-dir"
+    source = cfg.source("data_dir")
+    if source is not None:
+        return os.path.abspath(cfg.data_dir), source
+    if writer is None:
+        writer = segment_writer(cfg.instance)
+    if writer and writer.get("data_dir"):
+        return writer["data_dir"], f"the writer of segment /dev/shm/bukt-{cfg.instance}"
+    return os.path.abspath(cfg.data_dir), "the built-in default (in the current directory)"
 
 
 def open_target(args):

@@ -245,6 +245,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "expiry.budget_ms": (25, _int(1, 1000)),
     "recovery.on_corrupt": ("refuse", _choice("refuse", "load_good")),
     "recovery.evict": (False, _bool),
+    "repair.interval": ("1s", _duration(lo=0.1, hi=60)),
     "tcp.bind": ("127.0.0.1:7071", _bind),
     "tcp.workers": (0, _int(0, 1024)),
     "tcp.max_frame": ("4MiB", _size(lo=4096, hi=(1 << 32) - 1)),
@@ -305,13 +306,21 @@ def _cross_checks(flat: dict, where: dict) -> None:
 # -- the Config object -----------------------------------------------------------------
 
 class Config:
-    """Read-only nested view: `cfg.tcp.bind`, `cfg["tcp"]["bind"]`, `cfg.as_dict()`."""
+    """Read-only nested view: `cfg.tcp.bind`, `cfg["tcp"]["bind"]`, `cfg.as_dict()`;
+    `cfg.source("data_dir")` says where a key's value came from."""
 
-    __slots__ = ("_d",)
+    __slots__ = ("_d", "_where")
 
-    def __init__(self, d: Mapping):
+    def __init__(self, d: Mapping, where: Mapping | None = None):
         object.__setattr__(self, "_d", {k: Config(v) if isinstance(v, Mapping) else v
                                         for k, v in d.items()})
+        object.__setattr__(self, "_where", dict(where or {}))
+
+    def source(self, path: str) -> str | None:
+        """Where the value of key `path` came from: the file's path or "environment
+        BUKT_..."; None for a built-in default (no configuration names it)."""
+        where = self._where.get(path)
+        return None if where is None else str(where)
 
     def __getattr__(self, name):
         try:
@@ -449,4 +458,9 @@ def load(path=None, env: Mapping[str, str] = os.environ) -> Config:
                               "levels (BUKT_TCP__BIND for tcp.bind)")
         _apply(flat, where, key, env[name], f"environment {name}")
     _cross_checks(flat, where)
-    return Config(_nest(flat))
+    if where.get("data_dir") == path and path is not None:
+        # a relative data_dir in a file is the file's: the same directory whatever the
+        # current one (a default or a variable is taken from the current directory)
+        flat["data_dir"] = os.path.normpath(os.path.join(
+            os.path.dirname(os.path.abspath(os.fspath(path))), flat["data_dir"]))
+    return Config(_nest(flat), where)

@@ -36,7 +36,8 @@ write, release the ring space, then apply the fsync policy:
     no        never fsync; ring_flushed at once
 
 then the timers: heartbeat and progress in the header every HEARTBEAT_S, the expiry
-cycle at expiry.hz with its budget, the compaction check every second. On an empty ring
+cycle at expiry.hz with its budget, the repair pass every repair.interval (REPAIR), the
+compaction check every second. On an empty ring
 the writer sleeps on the segment's doorbell (ring_idle_wait, cext/ring.pxi), never
 spinning a core. Under `always` every producer that commits while it sleeps rings the
 doorbell, so the writer drains at once: the time from a commit to its acknowledgement is
@@ -76,6 +77,18 @@ busy poll it does not give way after slow yields: the tasks that want its CPU ar
 mostly the producers it waits for, and giving way to them cost 4 writers all that the
 spin gained. Here 4 writers got 15-27% more acknowledgements a second from it and 16
 the same (docs/writer.md).
+
+REPAIR. A process killed inside a write leaves its stripe's seq odd until a process
+that may write takes the stripe's lock and repairs it (cext/table.pxi, THE REPAIR PASS).
+Read-only readers cannot, and wait: so the writer looks for such stripes at start and
+every repair.interval, reading one word a stripe, and repairs them, in slices of
+EXPIRE_SLICE_S with a drain between, as the expiry cycle does. It publishes the period
+in the header, and a read-only reader waits a few periods before it gives up saying
+that the writer is not repairing (cext/bucket.pxi, readonly_wait).
+
+DATA DIRECTORY. The writer resolves data_dir to an absolute path at start and
+publishes it in the segment's header: the CLI's commands, run from any directory with
+no data_dir of their own, act on the one the writer claimed (bukt/cliutil.py).
 
 COMPACTION, when the logs since the last base outgrow compaction.ratio x that base (and
 compaction.min_log_bytes), on SIGUSR1 (`bukt compact` sends it), or after a load_good
@@ -122,7 +135,7 @@ from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryErr
 from .datadir import DataDir
 from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
                      SegmentInvalid, SegmentNotFound)
-from ._core import expire_position, ring_gather_wait, ring_idle_wait
+from ._core import DATA_DIR_MAX, expire_position, ring_gather_wait, ring_idle_wait
 from .restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
 from .ringlog import RingTranslator
 from .spin import SpinCredit
@@ -267,7 +280,12 @@ class Writer:
     def start(self) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         t0 = time.monotonic()
-        self.dd = DataDir.open(self.cfg.data_dir)
+        path = os.path.abspath(self.cfg.data_dir)      # published: CLI commands find it
+        if len(os.fsencode(path)) >= DATA_DIR_MAX:
+            raise WriterError(f"data_dir {path}: {len(os.fsencode(path))} bytes; the "
+                              f"segment records at most {DATA_DIR_MAX - 1}: choose a "
+                              "shorter path")
+        self.dd = DataDir.open(path)
         self.dd.prepare = self.cfg.log_prepare
         self.dd.sync_writes = self.policy == "always"     # aof: THE SYNCED WRITE
         try:
@@ -292,7 +310,8 @@ class Writer:
                  "%d bytes of changes waiting in the ring", os.getpid(), self.start_kind,
                  _shm_path(self.cfg.instance), (time.monotonic() - t0) * 1000,
                  self.dd.path, self.policy, head - tail)
-        store.writer_publish(pid=os.getpid(), ready=True, error="",
+        store.writer_publish(pid=os.getpid(), ready=True, error="", data_dir=self.dd.path,
+                             repair_period=self.cfg.repair.interval,
                              sync_always=(self.policy == "always"),
                              heartbeat_ms=int(time.time() * 1000), log_size=self.w.size,
                              flushed_seq=self.w.synced_seq)
@@ -676,6 +695,7 @@ class Writer:
             self._fsync()
             self.last_fsync = now
         self._expire()
+        self._repair()
         if self.compaction is not None and not self.compaction.is_alive():
             self._compaction_done()
         if self.compaction is None and not self.error and (
@@ -713,6 +733,25 @@ class Writer:
             cursor = after
             now = time.monotonic()
             if covered >= stripes or now >= deadline or self.stopping:
+                return
+            self._drain()
+
+    _last_repair = None
+
+    def _repair(self):
+        """The repair pass (REPAIR): at start, then every repair.interval, every
+        stripe in use, in slices of EXPIRE_SLICE_S with a drain between them."""
+        now = time.monotonic()
+        last = self._last_repair
+        if last is not None and now - last < self.cfg.repair.interval:
+            return
+        self._last_repair = now
+        start = 0
+        while True:
+            repaired, start = self.store.repair_some(start, budget=EXPIRE_SLICE_S)
+            if repaired:
+                log.warning("repaired %d stripe(s) a dead process left mid-write", repaired)
+            if start == 0 or self.stopping:
                 return
             self._drain()
 

@@ -691,15 +691,40 @@ cdef class Bucket:
         return bucket_stats(self.s, self.idx)
 
 
+cdef double READONLY_WAIT_PERIODS = 3   # a read-only reader waits this many of the
+                                        # writer's repair periods for a stripe left
+                                        # mid-write (repair.interval)
+cdef double READONLY_WAIT_S = 5.0       # ... or this long when no writer published one
+
+
+cdef double readonly_wait_bound(Store s) noexcept:
+    """How long a read-only reader waits for a stripe left mid-write: a few of the
+    writer's repair periods (THE REPAIR PASS in table.pxi), so a repair the writer
+    makes always comes within it."""
+    cdef uint32_t period = bk_load_acq32(&s.hdr.repair_period_ms)
+    if period == 0:
+        return READONLY_WAIT_S
+    return READONLY_WAIT_PERIODS * period / 1000.0
+
+
 cdef double readonly_wait(Store s, double since) except -1:
     """A read-only attach cannot take a lock to repair a stripe a dead writer left
-    mid-write: wait for a read-write process to do it, bounded."""
+    mid-write: wait for the writer process's repair pass (or any read-write process)
+    to do it, bounded by readonly_wait_bound."""
     cdef double now = time.monotonic()
+    cdef double bound
     if since == 0:
         return now
-    if now - since > 5.0:
-        raise _err.BuktError("a stripe stays mid-write (its writer died?): a read-write "
-                             "process repairs it on its next access; run `bukt check`")
+    bound = readonly_wait_bound(s)
+    if now - since > bound:
+        w = s.hdr.writer_pid
+        alive = w != 0 and bk_pid_alive(w)
+        raise _err.BuktError(
+            f"a stripe stays mid-write (a process died inside a write) and the writer "
+            f"process is not repairing it: no repair within {bound:g} s"
+            + (f" although writer pid {w} runs (is it stuck? see its log)" if alive else
+               " (no writer process runs: start `bukt writer` or `bukt serve`)")
+            + "; `bukt status` counts the stripes awaiting repair")
     time.sleep(0.0005)
     return since
 

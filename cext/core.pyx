@@ -12,7 +12,8 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   +--------------------------------------------------------------------------+
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
   |                  retired flag (beside index_geom), global counters,      |
-  |                  ring head/claim/tail, writer progress, retire_drained   |
+  |                  ring head/claim/tail, writer progress, retire_drained,  |
+  |                  its repair period and absolute data directory           |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
   |                           depth | min_expire_ms (depth: the hash bits    |
@@ -159,7 +160,10 @@ stripe's seq change and retries, even when another stripe has already reused the
 chunk (invariant 3). A torn header costs a retry, never a wild read: lengths are read
 once into locals and checked against the segment's bounds before any copy. After 64
 failed tries the reader takes the lock (the slow path), as it does for single-read
-and expired entries, which need mutual exclusion.
+and expired entries, which need mutual exclusion. A read-only mapping cannot take a
+lock: on a stripe a dead writer left mid-write it waits for the writer process, which
+repairs such stripes at start and every repair.interval (THE REPAIR PASS, table.pxi),
+for up to three of the periods it publishes, then fails saying nobody repairs.
 
 WRITERS: lock the stripe; check conditions; allocate the new chunk (the intent record
 holds it from the moment it leaves the free list) and fill it; reserve the ring
@@ -236,6 +240,7 @@ from bukt import errors as _err
 
 DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT
+DATA_DIR_MAX = BK_DATA_DIR_MAX      # bytes of the header's data_dir, its NUL included
 READ, WRITE, ADMIN = 1, 2, 4
 
 include "store.pxi"

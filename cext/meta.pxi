@@ -500,6 +500,8 @@ cdef dict store_stats(Store s):
         ring_size=s.ring_size, ring_head=head, ring_tail=tail, ring_depth=head - tail,
         flushed_pos=h.flushed_pos, evictions_total=h.evictions,
         expirations_total=h.expirations, repairs=h.repairs, generation=h.generation,
+        # stripes a dead process left mid-write, not yet repaired (THE REPAIR PASS)
+        stripes_awaiting_repair=count_awaiting_repair(s),
         writer_pid=h.writer_pid, writer_ready=bool(h.writer_ready))
     return totals
 

@@ -431,6 +431,20 @@ cdef class Store:
         self._open()
         return expire_cycle(self, self.now() if now is None else int(now), budget)
 
+    def repair_some(self, uint32_t start=0, budget=0.001):
+        """The writer's repair pass (THE REPAIR PASS in table.pxi), one slice: from
+        stripe `start`, repair the stripes a dead process left mid-write, for at most
+        `budget` seconds. (stripes repaired, the next slice's start or 0 when the
+        pass is done)."""
+        return repair_pass(self, start, budget)
+
+    def stripes_awaiting_repair(self):
+        """Stripes a dead process left mid-write (seq odd, lock holder gone) that no
+        one has repaired yet: readers of such a stripe in a read-only mapping wait
+        for the writer's repair pass. Readable in any mapping."""
+        self._open()
+        return count_awaiting_repair(self)
+
     # -- durability ----------------------------------------------------------------
     cdef int _after_write(self, bint persisted) except -1:
         if self.split_due:
@@ -665,13 +679,26 @@ cdef class Store:
         self.logging = on
 
     def writer_publish(self, pid=None, ready=None, heartbeat_ms=None, last_fsync_ms=None,
-                       log_size=None, flushed_seq=None, error=None, sync_always=None):
-        """The writer process's progress, for health checks and `bukt status`."""
+                       log_size=None, flushed_seq=None, error=None, sync_always=None,
+                       repair_period=None, data_dir=None):
+        """The writer process's progress, for health checks and `bukt status`; its
+        repair period (seconds) and its data directory (an absolute path)."""
         cdef bk_header *h = self.hdr
-        cdef bytes eb
+        cdef bytes eb, db
         self._mapped()
         if self.readonly:
             self._writable()
+        if data_dir is not None:
+            db = os.fsencode(data_dir)
+            if not db.startswith(b"/") or len(db) >= BK_DATA_DIR_MAX or b"\0" in db:
+                raise _err.InvalidArgument(
+                    f"data_dir {data_dir!r}: an absolute path under {BK_DATA_DIR_MAX} bytes")
+            bk_store_rel32(&h.data_dir_len, 0)          # readers see none while it changes
+            memset(h.data_dir, 0, BK_DATA_DIR_MAX)
+            memcpy(h.data_dir, <const char *>db, len(db))
+            bk_store_rel32(&h.data_dir_len, <uint32_t>len(db))
+        if repair_period is not None:
+            bk_store_rel32(&h.repair_period_ms, <uint32_t>max(1, round(repair_period * 1000)))
         if pid is not None:
             h.writer_pid = pid
         if heartbeat_ms is not None:
@@ -704,7 +731,15 @@ cdef class Store:
                 "sync_always": bool(h.sync_always),
                 "ring_head": h.ring_head, "ring_tail": h.ring_tail,
                 "flushed_pos": h.flushed_pos, "generation": h.generation,
-                "retired": bk_load_acq32(&h.retired)}
+                "retired": bk_load_acq32(&h.retired),
+                "repair_period": h.repair_period_ms / 1000.0 if h.repair_period_ms else None,
+                "data_dir": self._data_dir()}
+
+    cdef object _data_dir(self):
+        cdef uint32_t n = bk_load_acq32(&self.hdr.data_dir_len)
+        if n == 0 or n >= BK_DATA_DIR_MAX:
+            return None
+        return os.fsdecode(PyBytes_FromStringAndSize(self.hdr.data_dir, n))
 
     def bucket_table(self):
         """Every live or dropping bucket as (idx, gen, state, name, schema, eviction,
@@ -755,6 +790,21 @@ cdef class Store:
         lock_all_stripes(self)
         if bucket is not None:
             bk_add64(&self.bucketv[find_bucket(self, bucket)].bytes, skew)
+        _exit(70)
+
+    def _die_mid_write(self, str bucket, key):
+        """Crash tests only: take the lock of `key`'s stripe in `bucket`, enter its
+        write section (seq odd) and exit (status 70), as a SIGKILL inside a write
+        would leave it. Returns nothing: the process ends."""
+        cdef Bucket b
+        cdef bytes kb
+        cdef uint32_t si
+        self._writable()
+        b = self.bucket(bucket)
+        kb = as_key(self, key)
+        si = lock_key(self, stripe_of(self, khash(b.idx, kb, len(kb))),
+                      khash(b.idx, kb, len(kb)))
+        bk_seq_enter(&STRIPE(self, si).seq)
         _exit(70)
 
     def dump_stripes(self, uint64_t start, uint32_t count):

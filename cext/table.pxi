@@ -991,3 +991,59 @@ cdef int repair_stripe(Store s, uint32_t si) except -1:
         # old one, which locked it, finishes the split and then checks both)
         debug_check_stripe(s, si)
     return 0
+
+
+# -- THE REPAIR PASS ----------------------------------------------------------------
+# A stripe whose lock holder died inside its write section keeps an odd seq until a
+# process that may write takes its lock (EOWNERDEAD: repair_stripe). A read-write
+# process does so on its next access to the stripe; a read-only one cannot (the lock
+# lives in the segment, mapped read-only), so it waits for someone else to. The writer
+# process is that someone: every repair.interval it looks at the seq word of each
+# stripe in use, and at the lock word of a stripe whose seq is odd, and takes the lock
+# of a stripe left mid-write, which repairs it. The look reads one word a stripe (two
+# where a write is in flight) and is cut in slices by the writer like the expiry
+# cycle, so it never holds up the drain. A lock whose holder died with the seq even
+# (between two writes, or in check()) blocks no reader and is repaired by the next
+# writer of the stripe, so the pass leaves it to that writer.
+
+cdef inline bint awaits_repair(Store s, uint32_t si) noexcept nogil:
+    """Stripe si was left mid-write: its seq is odd and its lock's holder is gone."""
+    cdef bk_stripe *st = STRIPE(s, si)
+    return (bk_load_acq64(&st.seq) & 1) != 0 and bk_lock_owner_dead(&st.lock)
+
+
+cdef inline uint32_t stripes_scanned(Store s) noexcept nogil:
+    """The stripes a repair pass or count looks at: those in use (GROWTH). A split's
+    new stripe is not in use until the split ends; the repair of the old one, which
+    the pass takes, finishes the split and repairs the new one with it."""
+    cdef uint64_t used = stripes_in_use(bk_load_acq64(&s.hdr.index_geom))
+    return <uint32_t>(used if used < s.nstripes else s.nstripes)
+
+
+cdef uint32_t count_awaiting_repair(Store s) noexcept:
+    """Stripes left mid-write by a dead process, not yet repaired (any mapping)."""
+    cdef uint32_t si, n = 0, used = stripes_scanned(s)
+    for si in range(used):
+        if awaits_repair(s, si):
+            n += 1
+    return n
+
+
+cdef tuple repair_pass(Store s, uint32_t start, double budget):
+    """From stripe `start`, repair each stripe left mid-write (its lock taken with
+    trylock: a live holder is left alone) until the stripes in use are done or
+    `budget` seconds are spent. Returns (stripes repaired, the stripe the next slice
+    starts at, 0 when the pass is complete)."""
+    cdef uint64_t deadline = bk_mono_ns() + <uint64_t>(budget * 1e9)
+    cdef uint32_t si = start, used = stripes_scanned(s), repaired = 0
+    s._writable()
+    while si < used:
+        if awaits_repair(s, si) and trylock_stripe(s, si):
+            repaired += 1
+            unlock_stripe(s, si)
+        si += 1
+        if (si & 63) == 0 and <uint64_t>bk_mono_ns() > deadline:
+            break
+    if repaired:
+        maybe_recount(s)
+    return repaired, (si if si < used else 0)

@@ -32,7 +32,39 @@ def flat_keys(d, prefix=""):
 # -- the shipped file ------------------------------------------------------------------
 
 def test_shipped_file_equals_builtin_defaults():
-    assert load(CONF, env={}).as_dict() == config.defaults().as_dict()
+    # but for data_dir, which a file names relative to itself: ./var beside it
+    shipped = load(CONF, env={}).as_dict()
+    assert shipped.pop("data_dir") == str(CONF.parent / "var")
+    builtin = config.defaults().as_dict()
+    assert builtin.pop("data_dir") == "./var"
+    assert shipped == builtin
+
+
+def test_a_relative_data_dir_is_the_files_and_a_variable_or_default_the_cwds(tmp_path):
+    p = tmp_path / "conf" / "bukt.yaml"
+    p.parent.mkdir()
+    p.write_text("data_dir: ./data\n")
+    elsewhere = str(tmp_path / "elsewhere")
+    os.mkdir(elsewhere)
+    code = ("import json, sys; from bukt import config; c = config.load(sys.argv[1], "
+            "env={k: v for k, v in __import__('os').environ.items() if k == 'BUKT_DATA_DIR'}); "
+            "print(json.dumps([c.data_dir, c.source('data_dir')]))")
+    def run(*argv, **env):
+        r = subprocess.run([sys.executable, "-c", code, *argv], cwd=elsewhere,
+                           env=dict(os.environ, **env), capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    assert run(str(p)) == [str(tmp_path / "conf" / "data"), str(p)]
+    # the file given by a relative path is still the file's directory
+    assert run(os.path.relpath(p, elsewhere))[0] == str(tmp_path / "conf" / "data")
+    # an absolute one is kept
+    p.write_text(f"data_dir: {tmp_path}/abs\n")
+    assert run(str(p))[0] == f"{tmp_path}/abs"
+    # a variable is the current directory's, as the built-in default is; both are told
+    # apart from a default by source()
+    assert run(str(p), BUKT_DATA_DIR="rel") == ["rel", "environment BUKT_DATA_DIR"]
+    assert load(None, env={}).source("data_dir") is None
 
 
 def test_shipped_file_names_every_key_and_no_other():

@@ -728,6 +728,29 @@ def test_healthz_reads_the_writer_from_the_segment(client, store):
     assert doc["writer"]["up"] == 1
 
 
+def test_healthz_and_metrics_count_stripes_left_mid_write(client, store):
+    import subprocess
+    import sys
+    store.writer_publish(pid=os.getpid(), ready=True, heartbeat_ms=int(time.time() * 1000))
+    store.create_bucket("b", persist=False)
+    store.bucket("b").set(b"k", b"v")
+    r = subprocess.run([sys.executable, "-c", "import sys, bukt; "
+                        "bukt.attach(sys.argv[1])._die_mid_write('b', b'k')", store.name],
+                       timeout=60)
+    assert r.returncode == 70                   # died holding k's stripe, seq odd
+    r = client.simulate_get("/healthz")
+    assert r.status_code == 503 and r.json["stripes_awaiting_repair"] == 1
+    assert "mid-write" in r.json["reason"]
+    text = client.simulate_get("/metrics", headers=admin()).text
+    assert "bukt_store_stripes_awaiting_repair 1" in text
+    assert store.bucket("b").get(b"k") == b"v"  # a read-write access repairs it
+    r = client.simulate_get("/healthz")
+    assert r.status_code == 200 and r.json["stripes_awaiting_repair"] == 0
+    assert "bukt_store_stripes_awaiting_repair 0" in \
+        client.simulate_get("/metrics", headers=admin()).text
+    assert store.check() == []
+
+
 def flush_ring(store):
     """What the writer process does with the ring, once: log (here: drop) the records
     and publish them as durable."""

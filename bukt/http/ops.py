@@ -35,7 +35,7 @@ class Health:
     async def on_get(self, req, resp):
         body = {"status": "ok", "segment": "attached", "writer": "not reported"}
         try:
-            self.ctx.store.stats()
+            stats = self.ctx.store.stats()
         except BuktError as e:
             body.update(status="unavailable", segment="unavailable",
                         reason=f"segment: {e}")
@@ -46,6 +46,13 @@ class Health:
                 if not (state.get("alive") and state.get("flushing")):
                     body.update(status="unavailable",
                                 reason=f"writer: {state.get('reason') or 'not flushing'}")
+            # stripes a dead process left mid-write: their read-only readers wait until
+            # the writer's repair pass (every repair.interval) or a write repairs them
+            awaiting = stats.get("stripes_awaiting_repair", 0)
+            body["stripes_awaiting_repair"] = awaiting
+            if awaiting and body["status"] == "ok":
+                body.update(status="unavailable",
+                            reason=f"{awaiting} stripe(s) left mid-write await repair")
         resp.status = 200 if body["status"] == "ok" else 503
         resp.set_header("Cache-Control", "no-store")
         resp.media = body

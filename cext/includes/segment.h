@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       9u      /* 9: the header's retired flag (and retire_drained):
+#define BK_FORMAT       10u     /* 10: the header's data_dir and repair_period_ms;
+                                   9: the header's retired flag (and retire_drained):
                                    a replaced segment sends its users to the new one;
                                    8: buckets' max_memory and chunk-bytes gauge, the
                                    header's relocations; 7: the header's meta_epoch; 6: the index grows by
@@ -50,6 +51,7 @@
 #define BK_READ_TRIES   64                  /* optimistic tries before a reader locks */
 
 #define BK_NAME_MAX     64
+#define BK_DATA_DIR_MAX 1024                /* the header's data_dir, in bytes */
 #define BK_MAX_TOKENS   16
 #define BK_MAX_CLASSES  64
 
@@ -204,6 +206,14 @@ typedef struct {
                                    below this ring position is in the log the new
                                    segment is built from (durable); those at or past it
                                    are not, and their writers are told so */
+    /* the writer's repair pass (table.pxi, THE REPAIR PASS) and its data directory */
+    uint32_t repair_period_ms;  /* the writer repairs stripes left mid-write this often
+                                   (repair.interval); 0: no writer has said. A read-only
+                                   reader waits for a repair a few periods (bucket.pxi) */
+    uint32_t data_dir_len;      /* bytes of data_dir in use, 0: none published */
+    char     data_dir[BK_DATA_DIR_MAX];   /* the absolute data directory of the writer
+                                   that claimed the segment: CLI commands given no
+                                   data_dir use it (bukt/cliutil.py, data_dir_of) */
 } bk_header;
 
 typedef struct {
@@ -413,6 +423,14 @@ static inline void bk_lock_mark_if_dead(bk_lock *l) {
     if (__atomic_compare_exchange_n(word, &v, nv, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)
             && (nv & FUTEX_WAITERS))
         syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+/* Is the mutex held by a task that no longer exists (or marked so by the kernel)?
+ * A read, no store: a read-only mapping may ask (status, the repair pass's look). */
+static inline int bk_lock_owner_dead(const bk_lock *l) {
+    uint32_t v = __atomic_load_n((const uint32_t *)&l->m, __ATOMIC_ACQUIRE);
+    pid_t tid = (pid_t)(v & FUTEX_TID_MASK);
+    if (v & FUTEX_OWNER_DIED) return 1;
+    return tid != 0 && !bk_pid_alive((uint32_t)tid);
 }
 /* 0: locked; EOWNERDEAD: locked, the previous owner died inside (repair, then
  * bk_lock_consistent); ENOTRECOVERABLE: the mutex was abandoned unrepaired. Busy:

@@ -10,7 +10,7 @@ cdef extern from "segment.h" nogil:
     uint64_t BK_OFF_MASK, BK_TAG_MASK, BK_STRIPE_BYTES
     int64_t BK_NO_EXPIRY
     int BK_READ_TRIES
-    int BK_TAG_SHIFT, BK_NAME_MAX, BK_MAX_TOKENS, BK_MAX_CLASSES
+    int BK_TAG_SHIFT, BK_NAME_MAX, BK_MAX_TOKENS, BK_MAX_CLASSES, BK_DATA_DIR_MAX
     uint8_t BK_E_USED, BK_E_PENDING, BK_E_SINGLE
     uint32_t BK_OP_NONE, BK_OP_ALLOC, BK_OP_SET, BK_OP_DEL, BK_OP_TOUCH, BK_OP_SPLIT
     uint8_t BK_R_RESERVED, BK_R_COMMITTED, BK_R_SKIPPED, BK_R_PAD
@@ -91,6 +91,9 @@ cdef extern from "segment.h" nogil:
         uint32_t writer_sleeping
         uint32_t gather_bytes
         uint64_t retire_drained
+        uint32_t repair_period_ms
+        uint32_t data_dir_len
+        char data_dir[1024]
 
     ctypedef struct bk_stripe:
         bk_lock lock
@@ -198,6 +201,7 @@ cdef extern from "segment.h" nogil:
     int bk_lock_init(bk_lock *l)
     int bk_lock_acquire(bk_lock *l)
     int bk_lock_try(bk_lock *l)
+    bint bk_lock_owner_dead(const bk_lock *l)
     int bk_lock_release(bk_lock *l)
     int bk_lock_consistent(bk_lock *l)
     int bk_futex_wait(uint32_t *addr, uint32_t val, long timeout_ns)
