@@ -124,11 +124,13 @@ class Server:
     def attached(self, pids):
         """Whether each of these workers has mapped the segment, which it does once its
         niceness and scheduler slice are set (bukt/tcp/pool.py)."""
-        segment = f"/bukt-{self.kw['instance']}"
+        # the segment itself, not an area named after it (the pool's -tcp-auth table,
+        # which workers inherit mapped before they set anything)
+        segment = f"/dev/shm/bukt-{self.kw['instance']}"
         for pid in pids:
             try:
                 with open(f"/proc/{pid}/maps") as f:
-                    if segment not in f.read():
+                    if not any(line.rstrip("\n").endswith(segment) for line in f):
                         return False
             except OSError:
                 return False
