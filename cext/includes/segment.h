@@ -23,7 +23,9 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       7u      /* 7: the header's meta_epoch; 6: the index grows by
+#define BK_FORMAT       8u      /* 8: writer_claimed beside ring_head, the lag
+                                   limit (lag_limit_ms, log_current_ms); 7: the
+                                   header's meta_epoch; 6: the index grows by
                                    linear hashing (index_geom, stripe depth); 5:
                                    stripes keep a lower bound on their earliest expiry
                                    (min_expire_ms); 4: stripes count their entries
@@ -138,7 +140,12 @@ typedef struct {
     uint32_t ring_claim;        /* bytes the other producers leave free for a waiter that
                                    waited too long, 0 = none (ring.pxi, THE CLAIM; under
                                    ring_lock, read by all: it shares ring_head's line) */
-    uint32_t _pad3a;
+    uint32_t writer_claimed;    /* 0: no writer process ever claimed the segment, and
+                                   changes reach the table only, not the ring; 1: one
+                                   claimed it, its base file of what the table held
+                                   then is not in yet; 2: claimed, base in (ring.pxi,
+                                   THE WRITER'S CLAIM; read by producers under their
+                                   stripe or meta lock, set before a pass over them) */
     uint64_t ring_claim_ticket; /* the claiming waiter: pid << 32 | its process's count */
     uint64_t ring_claim_ms;     /* monotonic ms the waiter last renewed it: void when old */
     char     _pad3[32];
@@ -169,7 +176,10 @@ typedef struct {
     uint64_t log_size;
     uint64_t flushed_seq;
     uint32_t writer_error_code; /* errno of the last disk error, 0 = none */
-    uint32_t _pad7;
+    uint32_t lag_limit_ms;      /* the longest the log may go unwritten while changes
+                                   wait (fsync everysec), 0 = no limit: past it, and
+                                   while the writer lives, producers refuse writes with
+                                   DiskError (ring.pxi, THE LAG LIMIT) */
     char     writer_error[256];
     uint64_t expire_cursor;     /* next stripe the expiry cycle samples */
     /* the meta lock holder's intent: the change in flight, for repair (meta.pxi) */
@@ -183,6 +193,9 @@ typedef struct {
     uint32_t gather_bytes;      /* while the writer gathers a batch (ring.pxi, THE
                                    DOORBELL): a commit rings only once the ring holds
                                    this many bytes up to its record's end; 0: any does */
+    int64_t  log_current_ms;    /* wall ms at which the log last held every change
+                                   committed to the ring (the writer process; THE LAG
+                                   LIMIT) */
 } bk_header;
 
 typedef struct {

@@ -60,6 +60,7 @@ cdef extern from "segment.h" nogil:
         uint64_t move_hand
         uint64_t ring_head
         uint32_t ring_claim
+        uint32_t writer_claimed
         uint64_t ring_claim_ticket
         uint64_t ring_claim_ms
         uint64_t ring_tail
@@ -80,6 +81,7 @@ cdef extern from "segment.h" nogil:
         uint64_t log_size
         uint64_t flushed_seq
         uint32_t writer_error_code
+        uint32_t lag_limit_ms
         char writer_error[256]
         uint64_t expire_cursor
         uint32_t meta_state
@@ -88,6 +90,7 @@ cdef extern from "segment.h" nogil:
         char meta_buf[1024]
         uint32_t writer_sleeping
         uint32_t gather_bytes
+        int64_t log_current_ms
 
     ctypedef struct bk_stripe:
         bk_lock lock
