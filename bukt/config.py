@@ -231,6 +231,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "memory": ("256MiB", _size(lo=1 << 20, hi=1 << 40)),
     "data_dir": ("./var", _path),
     "fsync": ("everysec", _choice("always", "everysec", "no")),
+    "fsync_lag_limit": (2, _duration(lo=1.0, hi=3600.0)),
     "log_prepare": ("4MiB", _size(hi=1 << 30)),
     "gather_spin": ("50us", _duration(hi=0.01)),
     "segment.mode": (0o600, _mode),

@@ -113,6 +113,20 @@ theirs too. Then everything up to the new log's last fsync is acknowledged at on
 base that fails is tried again the same way (rebase_ack, _acknowledge,
 _compaction_done).
 
+ADOPTION (a segment no writer has claimed). A program may create a segment with
+bukt.create and use it without a writer (embedded use, docs/api.md): its changes reach
+the table only, not the ring (cext/ring.pxi, THE WRITER'S CLAIM). A writer that finds
+such a segment under its instance name takes it over rather than replacing it with one
+recovered from the data directory, which would drop everything in it. Only into a data
+directory that holds no records yet: one that holds some describes another table, and
+the writer refuses to start rather than choose which to lose (a segment holding no
+bucket is replaced as before). The writer starts a new log after the ring's tail, ties
+the data directory to the segment (SEGMENT), claims the segment (writer_claim: from then
+on every change goes to the ring too) and then writes a base file of the table, as
+after a failed fsync (rebase_ack: nothing is acknowledged until it is in). A writer that
+dies before the base file is in leaves the claim at 1, and the next one, warm, writes
+the base again.
+
 SIGTERM / SIGINT: stop taking new work, drain the ring (up to shutdown_timeout), fsync,
 acknowledge, mark the header not ready, exit 0. SIGXFSZ is ignored, so a file size
 limit gives EFBIG (a disk error) instead of killing the writer.
@@ -135,7 +149,8 @@ from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryErr
 from .datadir import DataDir
 from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
                      SegmentInvalid, SegmentNotFound)
-from ._core import DATA_DIR_MAX, expire_position, ring_gather_wait, ring_idle_wait
+from ._core import (DATA_DIR_MAX, expire_position, ring_gather_wait, ring_idle_wait,
+                    writer_claim, writer_claimed)
 from .restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
 from .ringlog import RingTranslator
 from .spin import SpinCredit
@@ -273,7 +288,9 @@ class Writer:
         self.commit_s = 0.0             # always: how long the last batch took to be
                                         # made durable (its write and its fsync)
         self.spin = SpinCredit(cfg.gather_spin)                        # always: GATHER SPIN
-        self.start_kind = None          # "warm" or "cold", for tests and logs
+        self.start_kind = None          # "warm", "cold" or "adopted", for tests and logs
+        self.lag_limit_ms = 0           # everysec: THE LAG LIMIT (cext/ring.pxi)
+        self.log_current_ms = 0         # ... the last time published from an idle ring
         self.recovery = None
 
     # -- start ------------------------------------------------------------------------
@@ -290,6 +307,8 @@ class Writer:
         self.dd.sync_writes = self.policy == "always"     # aof: THE SYNCED WRITE
         try:
             old = self._attach_surviving()
+            if old is not None and writer_claimed(old) == 0:
+                old = self._adopt(old)
             if old is not None:
                 self._warm(old)
             if self.store is None:
@@ -310,14 +329,51 @@ class Writer:
                  "%d bytes of changes waiting in the ring", os.getpid(), self.start_kind,
                  _shm_path(self.cfg.instance), (time.monotonic() - t0) * 1000,
                  self.dd.path, self.policy, head - tail)
+        self.lag_limit_ms = int(self.cfg.fsync_lag_limit * 1000) \
+            if self.policy == "everysec" else 0
         store.writer_publish(pid=os.getpid(), ready=True, error="", data_dir=self.dd.path,
                              repair_period=self.cfg.repair.interval,
+                             log_current_ms=int(time.time() * 1000),
+                             lag_limit_ms=self.lag_limit_ms,
                              sync_always=(self.policy == "always"),
                              heartbeat_ms=int(time.time() * 1000), log_size=self.w.size,
                              flushed_seq=self.w.synced_seq)
         _sd_notify("READY=1")
         if self.recovery is not None and self.recovery.needs_compaction:
             self.compact_requested = True
+        if self.start_kind == "adopted":
+            # ADOPTION: a base file of what the table held before the claim
+            self.rebase_ack = tail
+            self._start_compaction(rotate=False, seq=self.w.written_seq)
+        elif writer_claimed(store) == 1:
+            self.rebase_needed = True   # an adopter died before its base file was in
+
+    def _adopt(self, old):
+        """ADOPTION: take over a segment no writer has claimed. Returns it, claimed and
+        tied to a fresh log (None: it holds nothing, and a cold start replaces it)."""
+        name = _shm_path(self.cfg.instance)
+        buckets = len(old.bucket_table())
+        if self.force_cold or not buckets or _holds_records(self.dd):
+            if not buckets:
+                old.close()
+                return None
+            old.close()
+            why = "--cold asks to recover from it" if self.force_cold else "it holds data"
+            raise WriterError(
+                f"segment {name} holds {buckets} bucket(s) that no writer process has "
+                f"logged, and {why} in data directory {self.dd.path}: the writer will not "
+                "replace either. To keep the segment's contents, start the writer with an "
+                "empty data directory; to recover from the data directory instead, remove "
+                f"the segment ({name}) first")
+        tail = old.ring_position()[0]
+        # the ring stays still until the claim: nothing goes to it before
+        self.w = self.dd.rotate(tail - 1, None)
+        write_tie(self.dd.path, self.cfg.instance, old.generation)
+        writer_claim(old)
+        log.warning("segment %s was used without a writer process: adopted; a base file "
+                    "of its %d bucket(s) follows", name, buckets)
+        self.store, self.start_kind = old, "adopted"
+        return None
 
     def _attach_surviving(self):
         name = self.cfg.instance
@@ -481,6 +537,7 @@ class Writer:
                 rec = self._load_final(store, now_ms)
             store.set_logging(True)
             store.ring_set_start(rec.last_seq + 8)
+            writer_claim(store, based=True)     # the data directory holds it all
             if self.dd.manifest.logs:
                 self.w = self.dd.open_log(rec)
             else:                       # a base file with no log after it
@@ -602,6 +659,7 @@ class Writer:
             have = ring_gather_wait(store, want, min(GATHER_MAX_S, self.commit_s / 2), spin)
             if spin:
                 self.spin.paid(have >= want and time.monotonic() - t0 <= spin)
+        read_ms, head = int(time.time() * 1000), store.ring_position()[1]
         recs, next_pos, stuck = store.ring_read(READ_RECORDS, READ_BYTES)
         if next_pos > self.written_pos:
             self.batch_bytes.append(next_pos - self.written_pos)
@@ -619,6 +677,8 @@ class Writer:
                     self._disk_error(e)
                     return False
                 self._clear_error()
+            if next_pos >= head and not self.error:
+                self._log_current(read_ms)  # nothing waits: the log is current
             return False
         if self.skip_upto and recs:
             recs = [r for r in recs if r[0] > self.skip_upto]
@@ -634,7 +694,8 @@ class Writer:
                 return False
         self.written_pos = next_pos
         store.ring_release(next_pos)
-        store.writer_publish(log_size=self.w.size)
+        store.writer_publish(log_size=self.w.size,
+                             log_current_ms=read_ms if next_pos >= head else None)
         if self.policy == "always":
             if not self._fsync():
                 return True
@@ -646,6 +707,13 @@ class Writer:
         if self.error and not self.rebase_needed:
             self._clear_error()
         return True
+
+    def _log_current(self, ms):
+        """The log holds everything committed before wall time `ms` (ring.pxi, THE LAG
+        LIMIT): published at most every HEARTBEAT_S / 2 from an idle ring."""
+        if ms - self.log_current_ms >= HEARTBEAT_S * 500:
+            self.store.writer_publish(log_current_ms=ms)
+            self.log_current_ms = ms
 
     def _fsync(self) -> bool:
         pos = self.written_pos
@@ -866,6 +934,8 @@ class Writer:
         log.info("compaction: %s holds %d records (%d bytes), written in %.2f s",
                  os.path.basename(r.path), r.records, r.size,
                  time.monotonic() - self.compaction_t0)
+        if writer_claimed(self.store) == 1:
+            writer_claim(self.store, based=True)    # ADOPTION: the base is in
         if self.rebase_ack:
             # after a failed fsync: the base is durable, so are the writes it holds,
             # and those the new log has fsynced since
@@ -930,6 +1000,20 @@ def _remove_leftovers(instance) -> None:
                     log.info("removed /dev/shm/%s, left by a writer that died recovering", name)
                 except FileNotFoundError:
                     pass
+
+
+def _holds_records(dd) -> bool:
+    """Does data directory `dd` hold a base file or any log record? (ADOPTION; an
+    unreadable log counts as holding some)"""
+    if dd.manifest.base:
+        return True
+    for path in dd.log_paths:
+        try:
+            for _ in aof.read_log(path):
+                return True
+        except (OSError, BuktError):
+            return True
+    return False
 
 
 def _is_writer(pid) -> bool:

@@ -218,6 +218,10 @@ room in the header (ring_claim), and the others leave that much free until it is
 served, so small records cannot starve a large one (ring.pxi, THE CLAIM). Server
 workers, which wait on their event loops rather than in the core, hold a claim across
 their tries (Store.ring_claim_room, ring_ticket; ring.pxi, THE CLAIM FROM AN EVENT LOOP).
+A segment no writer process has claimed (writer_claimed in the header, beside
+ring_head) takes no records at all: its changes reach the table only, until a writer
+claims it under a pass over every stripe lock (ring.pxi, THE WRITER'S CLAIM). Under
+everysec the writer also publishes a lag limit that producers enforce (THE LAG LIMIT).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t

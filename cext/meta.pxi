@@ -36,7 +36,7 @@ cdef int meta_change(Store s, dict change) except -1:
     h.meta_len = <uint32_t>len(payload)
     h.meta_ring = 0
     bk_store_rel32(&h.meta_state, 1)
-    if s.logging:
+    if s.logging and claimed(h):                # under the meta lock: THE WRITER'S CLAIM
         need = rec_size(0, <uint32_t>len(payload))
         pos = ring_reserve_wait(s, need, BK_RING_META_STRIPE, &h.meta_ring)
         if pos == 0:

@@ -68,6 +68,40 @@
 # or stops leaves a claim that goes void as any other. The fast path costs one load
 # more: ring_reserve is passed s.ring_ticket, where it was passed 0.
 
+# THE WRITER'S CLAIM (writer_claimed in the header). A segment no writer process has
+# claimed, which a program made with bukt.create and uses without one (embedded use,
+# docs/api.md), queues nothing here: nobody would ever drain the ring, so after
+# ring_size bytes of changes every write would wait ring_wait and fail with RingFull.
+# A producer reads the word under the lock that orders its change, its stripe lock (or
+# the meta lock for a bucket change): 0, and the change reaches the table only. A
+# writer process claims the segment by storing 1, then taking and releasing every
+# stripe lock and the meta lock in turn (writer_claim, cext/writer.pxi). A producer
+# whose section held a lock before the pass took it read 0, and its change is in the
+# table before the pass moves on; one whose section came after read 1 (the lock orders
+# the store before its load), and its record is in the ring. So once the pass ends,
+# every change is either in the table, which the writer snapshots next into a base file
+# covering the ring's tail, or in the ring at or after that tail: none is in neither.
+# The writer stores 2 once that base file is in (a writer that dies before then leaves
+# 1, and the next one writes the base again). A claim is never given up: writes to a
+# segment whose writer died wait for ring room and then fail with RingFull, as they
+# must, since the next writer logs what waits. ring_wait_space returns at once while
+# nobody has claimed the segment. The word shares ring_head's line, which a producer
+# that logs reads anyway.
+
+# THE LAG LIMIT (fsync: everysec). Nobody waits for the log under everysec, so a writer
+# process stuck on its disk (a write or an fsync that does not return, a device that
+# hangs) would leave every change acknowledged and held in memory alone, up to the
+# ring's size, for as long as it stays stuck. The writer publishes the bound
+# (lag_limit_ms, the configuration's fsync_lag_limit; 0 under the other policies) and,
+# after every drain that leaves the log holding all that was committed, the wall
+# time of that drain (log_current_ms). A producer that finds the log older than the
+# bound while the writer process lives refuses the write with DiskError, as it does
+# when the writer reports a disk error; a dead writer's segment keeps the ring wait
+# and RingFull (the next writer logs what waits). A write failure is published at
+# once; this catches what cannot be: a writer alive but not coming back, or one whose
+# log falls behind for good. writer_info() reports it as the writer's error, so
+# health checks say why. (log_lag_ms and lag_error are in store.pxi.)
+
 cdef extern from *:
     """
     static inline void bk_fence_full(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -76,6 +110,12 @@ cdef extern from *:
 
 cdef extern from "unistd.h" nogil:
     int usleep(unsigned int usec)
+
+
+cdef inline bint claimed(bk_header *h) noexcept nogil:
+    """Has a writer process claimed the segment? (THE WRITER'S CLAIM: exact under a
+    stripe lock or the meta lock)"""
+    return bk_load_acq32(&h.writer_claimed) != 0
 
 
 cdef inline bk_rec *REC(Store s, uint64_t pos) noexcept nogil:
@@ -167,12 +207,19 @@ cdef int ring_wait_space(Store s, uint32_t need) except -1:
     waiter has claimed."""
     cdef bk_header *h = s.hdr
     cdef uint64_t room = s.ring_size
+    if not claimed(h):
+        return 0                                # nothing goes to the ring (above)
     if bk_load_acq32(&h.writer_error_code):
         raise _err.DiskError(
             "the writer process reports a disk error ("
             + h.writer_error[:256].split(b"\0", 1)[0].decode(errors="replace")
             + "); writes to persisted buckets are refused until it clears. "
             "Check `bukt status`.")
+    age = log_lag_ms(h)
+    if age and bk_pid_alive(h.writer_pid):
+        raise _err.DiskError(
+            lag_error(h, age) + "; writes to persisted buckets are refused until it "
+            "catches up. Check `bukt status`.")
     # fast path: room for the record and for any claim, whether it stands or not
     if bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail) + 2 * need \
             + bk_load_rlx32(&h.ring_claim) <= room:

@@ -54,6 +54,24 @@ def _parse_size(size):
         raise _err.InvalidArgument(str(e)) from None
 
 
+cdef inline int64_t log_lag_ms(bk_header *h) noexcept nogil:
+    """How long the log has gone without holding everything committed, in ms, when
+    that is longer than the lag limit (ring.pxi, THE LAG LIMIT; the writer's liveness
+    is not looked at here); 0 when within it, or when there is no limit."""
+    cdef uint32_t limit = bk_load_rlx32(&h.lag_limit_ms)
+    cdef int64_t age
+    if limit == 0:
+        return 0
+    age = bk_now_coarse_ms() - bk_load_rlx_i64(&h.log_current_ms)
+    return age if age > limit else 0
+
+
+cdef str lag_error(bk_header *h, int64_t age):
+    return (f"the log has not been written for {age / 1000.0:.1f} s, longer than "
+            f"fsync_lag_limit ({h.lag_limit_ms / 1000.0:g} s) allows under fsync "
+            "everysec: the writer process is stuck on its disk")
+
+
 cdef class Store:
     """An attached segment. Made by bukt.create() or bukt.attach()."""
 
@@ -680,9 +698,11 @@ cdef class Store:
 
     def writer_publish(self, pid=None, ready=None, heartbeat_ms=None, last_fsync_ms=None,
                        log_size=None, flushed_seq=None, error=None, sync_always=None,
-                       repair_period=None, data_dir=None):
+                       repair_period=None, data_dir=None,
+                       log_current_ms=None, lag_limit_ms=None):
         """The writer process's progress, for health checks and `bukt status`; its
-        repair period (seconds) and its data directory (an absolute path)."""
+        repair period (seconds) and its data directory (an absolute path);
+        log_current_ms and lag_limit_ms: ring.pxi, THE LAG LIMIT."""
         cdef bk_header *h = self.hdr
         cdef bytes eb, db
         self._mapped()
@@ -699,6 +719,10 @@ cdef class Store:
             bk_store_rel32(&h.data_dir_len, <uint32_t>len(db))
         if repair_period is not None:
             bk_store_rel32(&h.repair_period_ms, <uint32_t>max(1, round(repair_period * 1000)))
+        if log_current_ms is not None:          # before the pid that makes it count
+            bk_store_rlx_i64(&h.log_current_ms, log_current_ms)
+        if lag_limit_ms is not None:
+            bk_store_rel32(&h.lag_limit_ms, lag_limit_ms)
         if pid is not None:
             h.writer_pid = pid
         if heartbeat_ms is not None:
@@ -720,14 +744,22 @@ cdef class Store:
             bk_store_rel32(&h.writer_ready, 1 if ready else 0)
 
     def writer_info(self):
+        """The writer's progress. `error`: the disk error it reports, or the lag limit
+        passed while it lives (ring.pxi, THE LAG LIMIT), or ""; `claimed`: cext/writer.pxi,
+        writer_claimed."""
         cdef bk_header *h = self.hdr
+        cdef int64_t lag
         self._mapped()
-        return {"pid": h.writer_pid, "ready": bool(h.writer_ready),
-                "alive": bool(h.writer_pid) and bool(bk_pid_alive(h.writer_pid)),
+        alive = bool(h.writer_pid) and bool(bk_pid_alive(h.writer_pid))
+        lag = log_lag_ms(h)
+        return {"pid": h.writer_pid, "ready": bool(h.writer_ready), "alive": alive,
                 "heartbeat_ms": h.writer_heartbeat_ms, "last_fsync_ms": h.last_fsync_ms,
                 "log_size": h.log_size, "flushed_seq": h.flushed_seq,
                 "error": h.writer_error[:256].split(b"\0", 1)[0].decode(errors="replace")
-                         if h.writer_error_code else "",
+                         if h.writer_error_code else
+                         lag_error(h, lag) if lag and alive else "",
+                "log_current_ms": h.log_current_ms, "lag_limit_ms": h.lag_limit_ms,
+                "claimed": bk_load_acq32(&h.writer_claimed),
                 "sync_always": bool(h.sync_always),
                 "ring_head": h.ring_head, "ring_tail": h.ring_tail,
                 "flushed_pos": h.flushed_pos, "generation": h.generation,

@@ -50,8 +50,10 @@ cdef inline uint64_t tag_of(uint64_t h) noexcept nogil:
 
 
 cdef inline bint logs(Store s, bk_bucket *b) noexcept nogil:
-    """Does a change to bucket b go to the ring? (persisted, and not a replay)"""
-    return b.persist and s.logging
+    """Does a change to bucket b go to the ring? (persisted, not a replay, and a
+    writer process has claimed the segment: exact under the stripe or meta lock,
+    ring.pxi, THE WRITER'S CLAIM)"""
+    return b.persist and s.logging and claimed(s.hdr)
 
 
 cdef inline bk_stripe *STRIPE(Store s, uint32_t si) noexcept nogil:

@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 
 
 def unique_name(prefix="t"):
@@ -24,6 +25,7 @@ def segname():
 @pytest.fixture
 def store(segname):
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     yield s
     s.close()
 

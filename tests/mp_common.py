@@ -231,7 +231,9 @@ def clocked_keys(segname, index_slots, n, ttl_of, now):
     with n keys k0.. in a cache-only bucket "b", key i with ttl_of(i) (None: none);
     (store, bucket)."""
     import bukt
+    from bukt._core import writer_claim
     store = bukt.create(segname, size="16MiB", index_slots=index_slots)
+    writer_claim(store)   # as a writer does: changes go to the ring
     store.set_time(now)
     bucket = store.create_bucket("b", persist=False)
     for i in range(n):

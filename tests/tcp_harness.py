@@ -20,6 +20,7 @@ import time
 import uuid
 
 import bukt
+from bukt._core import writer_claim
 from bukt import protocol as P
 from bukt.protocol import Command as C
 
@@ -38,6 +39,7 @@ def store(**buckets):
     tokens of TOKENS; yields (store, name)."""
     name = f"t-{uuid.uuid4().hex[:16]}"
     s = bukt.create(name, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     try:
         s.create_bucket("b")
         s.create_bucket("o")

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 from bukt import errors
 from bukt.flushwait import FlushWaiters
 
@@ -17,6 +18,7 @@ from bukt.flushwait import FlushWaiters
 @pytest.fixture
 def seg(segname):
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     s.create_bucket("b")              # persisted: every set appends a ring record
     yield s
     s.close()
@@ -106,6 +108,7 @@ def _threads():
 
 def test_flush_notifier_signals_each_flush_and_its_thread_ends_with_the_store(segname):
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     b = s.create_bucket("b")
     s.sync_wait = False
     before = _threads()

@@ -18,6 +18,7 @@ from test_ring_fairness import (BIG, NBIG, NSMALL, RING, RING_WAIT, ctx, drainer
                                 seg, small_producer, wait_until)  # noqa: F401 (fixture)
 
 import bukt
+from bukt._core import writer_claim
 from bukt.protocol import Command as C, Status as S
 
 TOKEN = "big-token-0123456789"
@@ -51,6 +52,7 @@ def test_a_large_write_through_a_server_is_not_starved(seg, tmp_path, front):
     with time_limit(180, f"the {front} fairness test"):
         store = bukt.create(name, size="32MiB", max_value=BIG, ring_size=RING,
                             ring_wait=RING_WAIT)
+        writer_claim(store)   # as a writer does: changes go to the ring
         store.create_bucket("small")
         store.create_bucket("big")
         store.add_token("big", hashlib.sha256(TOKEN.encode()).digest(), 3)

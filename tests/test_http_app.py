@@ -17,6 +17,7 @@ import falcon.testing
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 from bukt.errors import WriterDown
 from bukt.http import create_app
 from bukt.http.auth import resolve_admin_token
@@ -30,6 +31,7 @@ API = "/api/v1"
 @pytest.fixture
 def store():
     s = bukt.create(f"t-{uuid.uuid4().hex[:12]}", size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     yield s
     s.unlink()
     s.close()

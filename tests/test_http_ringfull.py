@@ -19,6 +19,7 @@ from test_ring_fairness import wait_until
 from test_tcp_ringfull import drain, fill_ring
 
 import bukt
+from bukt._core import writer_claim
 from bukt._core import ring_claim
 
 TOKEN = "rw-token-0123456789"
@@ -32,6 +33,7 @@ def small_ring(ring_wait):
     name = f"t-{uuid.uuid4().hex[:16]}"
     s = bukt.create(name, size="16MiB", max_value=4096, ring_size="64KiB",
                     ring_wait=ring_wait)
+    writer_claim(s)   # as a writer does: changes go to the ring
     try:
         b = s.create_bucket("b")
         s.add_token("b", hashlib.sha256(TOKEN.encode()).digest(), 3)

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 
 ADMIN_TOKEN = "admin-token-for-e2e-0123456789"
 API = "/api/v1"
@@ -127,6 +128,7 @@ DRAINS = {}              # store name -> the RingDrain standing in for its write
 def store():
     name = f"t-{uuid.uuid4().hex[:12]}"
     s = bukt.create(name, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     drain = DRAINS[name] = RingDrain(s)
     drain.start()
     yield s

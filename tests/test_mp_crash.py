@@ -62,6 +62,7 @@ from mp_common import (
 )
 
 import bukt
+from bukt._core import writer_claim
 from bukt import errors
 
 MIN_KILLS = int(os.environ.get("BUKT_CRASH_KILLS", "240"))
@@ -369,6 +370,7 @@ def test_sigkill_writers_under_load(segment, tmp_path):
 def _crash(name, pids, procs, errdir):
     store = bukt.create(name, size="3MiB", max_value=MAXV, max_buckets=8,
                         ring_size="1MiB", ring_wait=5.0)
+    writer_claim(store)   # as a writer does: changes go to the ring
     data = {t: store.create_bucket(t, persist=(t == "logged")) for t in TAGS}
     ctrs = store.create_bucket("ctr", schema="int", eviction="none", persist=True)
 
@@ -545,6 +547,7 @@ def test_ring_unstick_resolves_a_dead_producer(segment):
     with time_limit(120, "the ring_unstick test"):
         store = bukt.create(name, size="112MiB", ring_size="24MiB", ring_wait=5.0,
                             max_value=8 << 20)
+        writer_claim(store)   # as a writer does: changes go to the ring
         b = store.create_bucket("solo", persist=True)
         keys = [b"big%d" % i for i in range(4)]
         values = {k: os.urandom(8 << 20) for k in keys}
@@ -647,6 +650,7 @@ def test_reads_never_spin_on_a_dead_writers_stripe(segment):
     name, pids, procs = segment
     with time_limit(150, "the read-after-kill test"):
         store = bukt.create(name, size="16MiB")
+        writer_claim(store)   # as a writer does: changes go to the ring
         b = store.create_bucket("b", persist=False)
         for k in PEEK_KEYS:
             b.set(k, b"x")
@@ -716,6 +720,7 @@ def test_bucket_and_token_changes_survive_kills(segment):
     name, pids, _ = segment
     with time_limit(150, "the meta kill test"):
         store = bukt.create(name, size="16MiB")
+        writer_claim(store)   # as a writer does: changes go to the ring
         store.create_bucket("m", persist=True)
         log_buckets, log_tokens = {}, {}            # name -> idx; idx -> token ids
         problems = {"bad record": [], "buckets: log != table": [],

@@ -44,6 +44,7 @@ from mp_common import (
 )
 
 import bukt
+from bukt._core import writer_claim
 from bukt import errors
 
 DURATION = float(os.environ.get("BUKT_STRESS_SECONDS", "5"))
@@ -354,6 +355,7 @@ def test_stress_writers_readers_consumer(segment, size):
 def _stress(name, procs, size):
     store = bukt.create(name, size=size, ring_size="1MiB" if size == "3MiB" else "16MiB",
                         ring_wait=10.0, max_value=MAXV)
+    writer_claim(store)   # as a writer does: changes go to the ring
     data = {t: store.create_bucket(t, persist=(t == "logged")) for t in TAGS}
     ctrs = store.create_bucket("counters", schema="int", eviction="none", persist=True)
     ctrs.set(CAS_KEY, 0)

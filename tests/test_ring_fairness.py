@@ -22,6 +22,7 @@ import pytest
 from mp_common import kill_and_reap, time_limit, unique_name, unlink_segment, wait_pid
 
 import bukt
+from bukt._core import writer_claim
 from bukt import errors
 from bukt._core import ring_claim
 
@@ -120,6 +121,7 @@ def test_a_large_record_is_not_starved_by_small_ones(seg):
     with time_limit(180, "the ring fairness test"):
         store = bukt.create(name, size="32MiB", max_value=BIG, ring_size=RING,
                             ring_wait=RING_WAIT)
+        writer_claim(store)   # as a writer does: changes go to the ring
         store.create_bucket("small")
         store.create_bucket("big")
         stop, go = ctx.RawValue("i", 0), ctx.RawValue("i", 0)
@@ -188,6 +190,7 @@ def test_a_claim_ends_with_its_wait(seg):
     leaves none either."""
     name, _ = seg
     store = bukt.create(name, size="32MiB", max_value=BIG, ring_size=RING, ring_wait=0.2)
+    writer_claim(store)   # as a writer does: changes go to the ring
     b = store.create_bucket("b")
     nearly_full(store, b)
     with pytest.raises(errors.RingFull):
@@ -214,6 +217,7 @@ def test_a_claim_dies_with_its_waiter(seg, sig):
     with time_limit(60, "the dead claim test"):
         store = bukt.create(name, size="32MiB", max_value=BIG, ring_size=RING,
                             ring_wait=RING_WAIT)
+        writer_claim(store)   # as a writer does: changes go to the ring
         b = store.create_bucket("b")
         nearly_full(store, b)
         pid = fork(pids, big_waiter, name)
@@ -240,6 +244,7 @@ def test_a_claim_held_across_tries_from_an_event_loop(seg):
     by the reservation it was for, and dropped by its holder."""
     name, _ = seg
     store = bukt.create(name, size="32MiB", max_value=BIG, ring_size=RING, ring_wait=0)
+    writer_claim(store)   # as a writer does: changes go to the ring
     b = store.create_bucket("b")
     nearly_full(store, b)
     with pytest.raises(errors.RingFull) as full:

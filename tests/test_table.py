@@ -3,6 +3,7 @@ limits, eviction and a full segment. Every test that writes ends with check().""
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 from bukt import errors
 
 T0 = 1_800_000_000_000          # an injected "now" in ms
@@ -246,6 +247,7 @@ def test_bucket_lifecycle(store):
 
 def test_bucket_limit(segname):
     s = bukt.create(segname, size="16MiB", max_buckets=3)
+    writer_claim(s)   # as a writer does: changes go to the ring
     for i in range(3):
         s.create_bucket(f"b{i}", persist=False)
     with pytest.raises(errors.LimitExceeded, match="3 buckets"):
@@ -265,6 +267,7 @@ def test_same_key_in_two_buckets(store):
 
 def test_key_and_value_limits(segname):
     s = bukt.create(segname, size="16MiB", max_key=16, max_value=1000)
+    writer_claim(s)   # as a writer does: changes go to the ring
     b = s.create_bucket("b", persist=False)
     b.set(b"k" * 16, b"v" * 1000)
     with pytest.raises(errors.KeyTooLarge, match="limit of 16 bytes"):
@@ -308,6 +311,7 @@ def test_values_from_empty_to_max(store, bucket):
 def test_lru_bucket_evicts_when_full(segname):
     """(Which keys go is tested in test_slab_moves.py::test_lru_evicts_what_was_not_read.)"""
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     b = s.create_bucket("cache", persist=False)
     value = b"v" * 1000
     s.set_time(T0)
@@ -324,6 +328,7 @@ def test_lru_bucket_evicts_when_full(segname):
 
 def test_none_bucket_refuses_when_full_and_keeps_its_data(segname):
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     b = s.create_bucket("keep", persist=False, eviction="none")
     written = 0
     with pytest.raises(errors.SegmentFull, match="eviction 'none'"):
@@ -340,6 +345,7 @@ def test_none_bucket_refuses_when_full_and_keeps_its_data(segname):
 
 def test_index_full_evicts_or_refuses(segname):
     s = bukt.create(segname, size="16MiB", index_slots=512)   # one stripe, 448 keys
+    writer_claim(s)   # as a writer does: changes go to the ring
     keep = s.create_bucket("keep", persist=False, eviction="none")
     for i in range(448):
         keep.set(b"k%d" % i, b"v")
@@ -393,6 +399,7 @@ def test_has_token_follows_revocation_and_a_recreated_bucket(store, segname):
     assert store.add_token("a", bytes(range(2, 34)), bukt.READ | bukt.WRITE) == t1
     assert not store.has_token(a, t1, 3) and store.has_token(again, t1, 3)
     other = bukt.create(segname + "-2", size="16MiB")
+    writer_claim(other)   # as a writer does: changes go to the ring
     try:
         assert not other.has_token(again, t1, 3)    # a Bucket of another store
     finally:
@@ -428,6 +435,7 @@ def test_persisted_bucket_appends_to_the_ring(store):
 
 def test_full_ring_fails_the_write_after_a_bounded_wait(segname):
     s = bukt.create(segname, size="16MiB", ring_size="2MiB", max_value=65536, ring_wait=0.2)
+    writer_claim(s)   # as a writer does: changes go to the ring
     p = s.create_bucket("p")
     n = 0
     with pytest.raises(errors.RingFull, match="writer process is down or behind"):
@@ -461,6 +469,7 @@ def test_prefetch_key_and_meta_epoch_through_their_capsules(segname):
                                  ctypes.py_object, ctypes.c_char_p, ctypes.c_uint32,
                                  ctypes.c_int)
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     b = s.create_bucket("b", persist=False)
     for i in range(3000):
         b.set(b"k%d" % i, b"v%d" % i)

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 from bukt import errors
 from bukt import protocol as P
 from bukt.protocol import Command as C, Status as S
@@ -29,6 +30,7 @@ def small_ring(ring_wait):
     name = f"t-{uuid.uuid4().hex[:16]}"
     s = bukt.create(name, size="16MiB", max_value=4096, ring_size="64KiB",
                     ring_wait=ring_wait)
+    writer_claim(s)   # as a writer does: changes go to the ring
     try:
         b = s.create_bucket("b")
         s.create_bucket("o")

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 from bukt._core import writer_doorbell
 from writer_harness import ROOT, instance, wait_for  # noqa: F401
 
@@ -121,6 +122,7 @@ def test_the_writer_gathers_a_batch_on_the_doorbell_until_its_bytes_are_there(se
     timeout passes."""
     from bukt._core import ring_gather_wait
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     s.create_bucket("b")
     s.writer_publish(sync_always=True)     # producers ring the doorbell
     s.sync_wait = False                    # nobody plays the writer's fsync here
@@ -190,6 +192,7 @@ def test_the_gather_spins_with_the_doorbell_unset_then_sleeps_on_it(segname):
     import threading
     from bukt._core import ring_gather_wait
     s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
     s.create_bucket("b")
     s.writer_publish(sync_always=True)
     s.sync_wait = False

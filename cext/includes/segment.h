@@ -23,7 +23,9 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       10u     /* 10: the header's data_dir and repair_period_ms;
+#define BK_FORMAT       11u     /* 11: writer_claimed beside ring_head, the lag
+                                   limit (lag_limit_ms, log_current_ms);
+                                   10: the header's data_dir and repair_period_ms;
                                    9: the header's retired flag (and retire_drained):
                                    a replaced segment sends its users to the new one;
                                    8: buckets' max_memory and chunk-bytes gauge, the
@@ -156,7 +158,12 @@ typedef struct {
     uint32_t ring_claim;        /* bytes the other producers leave free for a waiter that
                                    waited too long, 0 = none (ring.pxi, THE CLAIM; under
                                    ring_lock, read by all: it shares ring_head's line) */
-    uint32_t _pad3a;
+    uint32_t writer_claimed;    /* 0: no writer process ever claimed the segment, and
+                                   changes reach the table only, not the ring; 1: one
+                                   claimed it, its base file of what the table held
+                                   then is not in yet; 2: claimed, base in (ring.pxi,
+                                   THE WRITER'S CLAIM; read by producers under their
+                                   stripe or meta lock, set before a pass over them) */
     uint64_t ring_claim_ticket; /* the claiming waiter: pid << 32 | its process's count */
     uint64_t ring_claim_ms;     /* monotonic ms the waiter last renewed it: void when old */
     char     _pad3[32];
@@ -187,7 +194,10 @@ typedef struct {
     uint64_t log_size;
     uint64_t flushed_seq;
     uint32_t writer_error_code; /* errno of the last disk error, 0 = none */
-    uint32_t _pad7;
+    uint32_t lag_limit_ms;      /* the longest the log may go unwritten while changes
+                                   wait (fsync everysec), 0 = no limit: past it, and
+                                   while the writer lives, producers refuse writes with
+                                   DiskError (ring.pxi, THE LAG LIMIT) */
     char     writer_error[256];
     uint64_t expire_cursor;     /* next stripe the expiry cycle samples */
     /* the meta lock holder's intent: the change in flight, for repair (meta.pxi) */
@@ -214,6 +224,9 @@ typedef struct {
     char     data_dir[BK_DATA_DIR_MAX];   /* the absolute data directory of the writer
                                    that claimed the segment: CLI commands given no
                                    data_dir use it (bukt/cliutil.py, data_dir_of) */
+    int64_t  log_current_ms;    /* wall ms at which the log last held every change
+                                   committed to the ring (the writer process; THE LAG
+                                   LIMIT) */
 } bk_header;
 
 typedef struct {

@@ -62,6 +62,7 @@ cdef extern from "segment.h" nogil:
         uint64_t relocations
         uint64_t ring_head
         uint32_t ring_claim
+        uint32_t writer_claimed
         uint64_t ring_claim_ticket
         uint64_t ring_claim_ms
         uint64_t ring_tail
@@ -82,6 +83,7 @@ cdef extern from "segment.h" nogil:
         uint64_t log_size
         uint64_t flushed_seq
         uint32_t writer_error_code
+        uint32_t lag_limit_ms
         char writer_error[256]
         uint64_t expire_cursor
         uint32_t meta_state
@@ -94,6 +96,7 @@ cdef extern from "segment.h" nogil:
         uint32_t repair_period_ms
         uint32_t data_dir_len
         char data_dir[1024]
+        int64_t log_current_ms
 
     ctypedef struct bk_stripe:
         bk_lock lock
