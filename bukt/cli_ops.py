@@ -64,7 +64,7 @@ def local_report(cfg, st, w) -> dict:
     data_dir = os.path.abspath(cfg.data_dir)
     serve = _read_json(os.path.join(data_dir, "serve.json"))
     service = None
-    if serve and procs.alive(serve.get("pid", 0)):
+    if serve and procs.owner_alive(serve.get("pid", 0), serve.get("start", 0)):
         service = {"pid": serve["pid"], "config": serve.get("config"),
                    "admin_token": serve.get("admin_token"), "restarts": serve.get("restarts"),
                    "http": serve["http"]["bind"], "tcp": serve["tcp"]["bind"]}
@@ -74,6 +74,13 @@ def local_report(cfg, st, w) -> dict:
         service["tcp_ping_ms"] = None if ping is None else round(ping * 1000, 3)
         if health is None:
             problems.append(f"HTTP does not answer on {serve['http']['bind']}")
+        else:
+            workers = health[1].get("http_workers") or {}
+            service["http_worker_restarts_last_minute"] = workers.get("restarts_last_minute")
+            restarts = workers.get("restarts_last_minute") or 0
+            if restarts >= cfg.http.max_worker_restarts:
+                problems.append(f"the HTTP workers crash-loop: {restarts} died and were "
+                                "restarted in the last minute; see the service's log")
         if ping is None:
             problems.append(f"TCP does not answer on {serve['tcp']['bind']}")
     logs = glob.glob(os.path.join(data_dir, "log-*.bkl"))

@@ -247,7 +247,8 @@ class Supervisor:
 
     def write_state(self) -> None:
         c = self.children
-        state = {"pid": os.getpid(), "instance": self.cfg.instance,
+        state = {"pid": os.getpid(), "start": procs.start_time(os.getpid()),
+                 "instance": self.cfg.instance,
                  "config": os.path.abspath(self.config_path) if self.config_path else None,
                  "data_dir": self.data_dir, "admin_token": self.admin_token_where,
                  "http": {"bind": self.cfg.http.bind, "pid": c["http"].pid},

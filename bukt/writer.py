@@ -17,13 +17,14 @@ scanned) and ring records the log already holds are skipped. The log is fsynced 
 anything is acknowledged. Milliseconds, whatever the data size.
 
 COLD START (no segment, another generation, a damaged one, or `--cold`). A new segment
-is created under a temporary name (/dev/shm/bukt-<instance>.recovering-<pid>), the base
-file and logs are replayed into it with logging off (bukt/restore.py), the ring is told
-to number on after the log's last sequence number (ring_set_start), and only then is it
-renamed to /dev/shm/bukt-<instance>, replacing any old segment in one step. So no
-process ever attaches to a half-loaded table, and none writes into the new one before
-its numbering is set. Then SEGMENT records the new generation. After a load_good start
-that skipped damage, a compaction runs at once so the damaged file leaves MANIFEST.
+is created under a temporary name (/dev/shm/bukt-<instance>.recovering-<pid>-<start>:
+the writer's owner record, bukt/procs.py), the base file and logs are replayed into it
+with logging off (bukt/restore.py), the ring is told to number on after the log's last
+sequence number (ring_set_start), and only then is it renamed to
+/dev/shm/bukt-<instance>, replacing any old segment in one step. So no process ever
+attaches to a half-loaded table, and none writes into the new one before its numbering
+is set. Then SEGMENT records the new generation. After a load_good start that skipped
+damage, a compaction runs at once so the damaged file leaves MANIFEST.
 
 THE LOOP. Drain the ring (ring_read), translate (bukt/ringlog.py), append with one
 write, release the ring space, then apply the fsync policy:
@@ -117,11 +118,11 @@ import threading
 import time
 
 import bukt
-from . import aof, datadir
+from . import aof, datadir, procs
 from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryError, Scan
 from .datadir import DataDir
-from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentInvalid,
-                     SegmentNotFound)
+from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
+                     SegmentInvalid, SegmentNotFound)
 from ._core import expire_position, ring_gather_wait, ring_idle_wait
 from .restore import Cancelled, Loader, snapshot
 from .ringlog import RingTranslator
@@ -309,7 +310,7 @@ class Writer:
             log.warning("%s; it is replaced by a segment recovered from %s", e, self.cfg.data_dir)
             return None
         info = old.writer_info()
-        if info["alive"] and info["pid"] != os.getpid() and _is_writer(info["pid"]):
+        if info["alive"] and info["pid"] != os.getpid():      # pid and start time match
             old.close()
             raise WriterError(f"segment {_shm_path(name)} is served by writer process "
                               f"{info['pid']}; stop it first")
@@ -358,13 +359,26 @@ class Writer:
 
     def _cold(self) -> None:
         cfg = self.cfg
-        tmp = f"{cfg.instance}.recovering-{os.getpid()}"
+        tmp = f"{cfg.instance}.recovering-%d-%d" % procs.identity()
         _remove_leftovers(cfg.instance)
-        store = bukt.create(tmp, size=cfg.memory, mode=cfg.segment.mode,
-                            max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
-                            max_buckets=cfg.limits.max_buckets,
-                            ring_size=cfg.limits.ring_size,
-                            ring_wait=cfg.limits.ring_wait_ms / 1000.0)
+        try:
+            store = bukt.create(tmp, size=cfg.memory, mode=cfg.segment.mode,
+                                max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
+                                max_buckets=cfg.limits.max_buckets,
+                                ring_size=cfg.limits.ring_size,
+                                ring_wait=cfg.limits.ring_wait_ms / 1000.0)
+        except SegmentFull as e:
+            old = _shm_path(cfg.instance)
+            try:
+                old_bytes = os.stat(old).st_blocks * 512
+            except FileNotFoundError:
+                raise e from None
+            raise SegmentFull(
+                f"{e}. The old segment {old} ({old_bytes} bytes) is still there: it is "
+                f"replaced only once the new one is loaded, and stays mapped by the "
+                f"processes that use it, so a cold start needs room for both, {old_bytes} "
+                f"+ {cfg.memory} bytes in /dev/shm. Free that much, or stop the service "
+                f"and remove {old} (the data directory rebuilds it)") from None
         try:
             now = _fake_now()
             if now is not None:
@@ -766,23 +780,14 @@ def _remove_leftovers(instance) -> None:
     prefix = f"bukt-{instance}.recovering-"
     for name in os.listdir("/dev/shm"):
         if name.startswith(prefix):
-            pid = name[len(prefix):]
-            if pid.isdigit() and (int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}")):
+            pid, _, start = name[len(prefix):].partition("-")
+            if pid.isdigit() and (int(pid) == os.getpid() or not procs.owner_alive(
+                    int(pid), int(start) if start.isdigit() else 0)):
                 try:
                     os.unlink(os.path.join("/dev/shm", name))
                     log.info("removed /dev/shm/%s, left by a writer that died recovering", name)
                 except FileNotFoundError:
                     pass
-
-
-def _is_writer(pid) -> bool:
-    """Is process `pid` a writer (and not a stranger that got a dead writer's pid)?"""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
-    except OSError:
-        return False
-    return b"bukt" in cmd or b"writer" in cmd
 
 
 def _scan_tail(path, published):

@@ -12,6 +12,7 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   +--------------------------------------------------------------------------+
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
   |                  global counters, ring head/claim/tail, writer progress  |
+  |                  and owner record (pid + start time)                     |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
   |                           depth | min_expire_ms (depth: the hash bits    |
@@ -223,6 +224,7 @@ import time
 import secrets as _secrets
 
 from bukt import errors as _err
+from bukt import procs as _procs
 
 DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT

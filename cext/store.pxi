@@ -468,6 +468,7 @@ cdef class Store:
         self._writable()
         if pid is not None:
             h.writer_pid = pid
+            h.writer_start = _procs.start_time(pid) if pid else 0
         if heartbeat_ms is not None:
             h.writer_heartbeat_ms = heartbeat_ms
         if last_fsync_ms is not None:
@@ -490,7 +491,8 @@ cdef class Store:
         cdef bk_header *h = self.hdr
         self._open()
         return {"pid": h.writer_pid, "ready": bool(h.writer_ready),
-                "alive": bool(h.writer_pid) and bool(bk_pid_alive(h.writer_pid)),
+                "start": h.writer_start,
+                "alive": _procs.owner_alive(h.writer_pid, h.writer_start),
                 "heartbeat_ms": h.writer_heartbeat_ms, "last_fsync_ms": h.last_fsync_ms,
                 "log_size": h.log_size, "flushed_seq": h.flushed_seq,
                 "error": h.writer_error[:256].split(b"\0", 1)[0].decode(errors="replace")

@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       7u      /* 7: the header's meta_epoch; 6: the index grows by
+#define BK_FORMAT       8u      /* 8: writer_start beside writer_pid; 7: the
+                                   header's meta_epoch; 6: the index grows by
                                    linear hashing (index_geom, stripe depth); 5:
                                    stripes keep a lower bound on their earliest expiry
                                    (min_expire_ms); 4: stripes count their entries
@@ -160,7 +161,10 @@ typedef struct {
                                    first step, state 2, is not: it revokes nothing
                                    until the logged drop): a TCP session re-checks its
                                    token only when it moved (bukt/_epoll.pyx) */
-    char     _pad6[24];
+    uint64_t writer_start;      /* the writer's start time (/proc/<pid>/stat field 22):
+                                   with writer_pid, the owner record (bukt/procs.py,
+                                   OWNERSHIP) a zombie or a reused pid cannot fake */
+    char     _pad6[16];
     /* the writer process's published progress (read by health checks) */
     uint32_t writer_pid;
     uint32_t writer_ready;

@@ -73,6 +73,7 @@ cdef extern from "segment.h" nogil:
         uint64_t evictions
         uint64_t expirations
         uint64_t meta_epoch
+        uint64_t writer_start
         uint32_t writer_pid
         uint32_t writer_ready
         int64_t writer_heartbeat_ms
