@@ -6,14 +6,17 @@ with --url http://... it asks a server's /healthz and /metrics instead.
 """
 import glob
 import json
+import logging
 import os
 import signal
 import time
 
-from . import procs, probe
+from . import errors, procs, probe
 from .cliutil import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, emit,
                       human_bytes, json_arg, load_config, open_target, target_args)
 from .progress import Progress
+
+log = logging.getLogger("bukt.cli")
 
 HEARTBEAT_STALE_MS = 2000       # as bukt/http/hooks.py judges the writer
 
@@ -319,15 +322,31 @@ def compact_args(p):
                    help="seconds to wait for the new base file (0: do not wait)")
 
 
-def compact(args):
+def _writer_of(instance):
+    """writer_info() of the segment now named /bukt-<instance>, or None if there is none
+    (a cold restart may replace the segment: it is attached anew each time)."""
     import bukt
-    from . import datadir
-    cfg = load_config(args)
-    store = bukt.attach(cfg.instance, readonly=True)
     try:
-        info = store.writer_info()
+        store = bukt.attach(instance, readonly=True)
+    except errors.SegmentNotFound:
+        return None
+    try:
+        return store.writer_info()
     finally:
         store.close()
+
+
+def compact(args):
+    """Ask the writer to compact; with --wait, until the new base file is listed. A
+    writer that dies on the way is followed: the one the supervisor starts in its place
+    is asked again (its own compaction starts over), and with none, the command says the
+    compaction was interrupted rather than waiting for a base that cannot come."""
+    from . import datadir
+    cfg = load_config(args)
+    info = _writer_of(cfg.instance)
+    if info is None:
+        import bukt
+        bukt.attach(cfg.instance, readonly=True)    # raises SegmentNotFound, explained
     if not info["alive"]:
         raise CliError(FAILED, "no writer process is running; start the service (bukt serve)")
     before = datadir.read_manifest(cfg.data_dir)
@@ -336,6 +355,7 @@ def compact(args):
         emit(args, {"requested": True}, "compaction requested")
         return OK
     deadline = time.monotonic() + args.wait
+    writer, lost, next_look = (info["pid"], info["start"]), False, 0.0
     with Progress("compact", unit="B") as p:
         while time.monotonic() < deadline:
             m = datadir.read_manifest(cfg.data_dir)
@@ -346,5 +366,20 @@ def compact(args):
                 emit(args, {"base": path, "bytes": _size(path)}, f"compacted: {path}")
                 return OK
             p.set(sum(_size(t) for t in glob.glob(os.path.join(cfg.data_dir, "base-*.tmp"))))
+            if time.monotonic() >= next_look:        # is the writer asked still there?
+                next_look = time.monotonic() + 0.2
+                now = _writer_of(cfg.instance)
+                if now and now["alive"] and now["ready"] and \
+                        (now["pid"], now["start"]) != writer:
+                    log.warning("the writer (pid %d) stopped during the compaction; asking "
+                                "its successor (pid %d)", writer[0], now["pid"])
+                    os.kill(now["pid"], signal.SIGUSR1)
+                    writer, lost = (now["pid"], now["start"]), False
+                elif not procs.owner_alive(*writer):
+                    lost = True                 # until a successor is up
             time.sleep(0.05)
+    if lost:
+        raise CliError(FAILED, f"the compaction was interrupted: the writer (pid {writer[0]})"
+                               " stopped and no writer took its place; start the service "
+                               "and run bukt compact again")
     raise CliError(FAILED, f"no new base file within {args.wait:g} s; see the writer's log")

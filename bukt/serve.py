@@ -115,6 +115,13 @@ def KEY_ROLES(key: str) -> tuple:
     return ()
 
 
+def disk_full(e, data_dir) -> str:
+    """What to say when a start fails for want of disk space (ENOSPC, EDQUOT)."""
+    where = e.filename or data_dir
+    return (f"the disk is full: {e.strerror} writing {where}; free space on the "
+            f"file system of data_dir {data_dir} (df -h {data_dir}), or choose another")
+
+
 class ServeError(BuktError):
     """The service cannot start; `exit_code` 2 when an operator must change something."""
 
@@ -287,7 +294,11 @@ class Supervisor:
         from .http.settings import HttpSettings
         try:
             _, where = resolve_admin_token(HttpSettings.from_config(self.cfg))
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ServeError(f"admin token: {e}", 2) from None
+        except ValueError as e:
             raise ServeError(f"admin token: {e}", 2) from None
         self.admin_token_where = "configured (auth.admin_token)" if where == "config" \
             else os.path.abspath(where)
@@ -375,7 +386,12 @@ class Supervisor:
         self.install_signals()
         try:
             try:
-                self.start()
+                try:
+                    self.start()
+                except OSError as e:
+                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    raise ServeError(disk_full(e, self.data_dir)) from None
             except _Stop:
                 return self.shutdown()
             except ServeError:

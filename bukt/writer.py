@@ -869,6 +869,10 @@ def run_command(config_path=None, cold=False) -> int:
         log.error("%s", e)
         print(f"bukt writer: {e}", file=sys.stderr)
         return 2
+    except SegmentFull as e:            # /dev/shm has no room: said in full, no traceback
+        log.error("%s", e)
+        print(f"bukt writer: {e}", file=sys.stderr)
+        return 1
     except (BuktError, OSError) as e:
         log.exception("writer failed")
         print(f"bukt writer: {e}", file=sys.stderr)

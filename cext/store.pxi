@@ -788,7 +788,7 @@ def attach(name, readonly=False):
             f"no segment {shm_name}: start the service (`bukt serve` or `bukt writer`) "
             "or create it with bukt.create()") from None
     except posix_ipc.PermissionsError as e:
-        raise _err.SegmentInvalid(f"segment {shm_name}: permission denied ({e}); "
+        raise _err.SegmentDenied(f"segment {shm_name}: permission denied ({e}); "
                                   "check the segment's mode and your user") from None
     cdef Store store
     try:

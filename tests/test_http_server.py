@@ -673,6 +673,21 @@ def test_endless_headers_leave_the_worker_small_and_serving(serve):
     assert procs.children_of(server.proc.pid) == [worker]      # never killed or replaced
 
 
+def test_listing_keys_carries_a_key_that_is_not_utf8(serve):
+    import base64
+    server = serve()
+    tok = create_bucket(server)
+    for key in ("%FF%FEk", "plain"):
+        assert server.request("PUT", f"{API}/buckets/b/keys/{key}", b"v", tok)[0] == 204
+    status, _, body = server.request("GET", f"{API}/buckets/b/keys", headers=tok)
+    assert status == 200, body                                  # before: 406
+    doc = json.loads(body)
+    assert doc["encoding"] == "base64" and doc["cursor"] == "0"
+    assert sorted(base64.b64decode(k) for k in doc["keys"]) == [b"plain", b"\xff\xfek"]
+    status, _, body = server.request("GET", f"{API}/buckets/b/keys?prefix=pl", headers=tok)
+    assert json.loads(body) == {"cursor": "0", "encoding": "utf-8", "keys": ["plain"]}
+
+
 def test_a_crash_looping_worker_pool_is_reported_by_healthz(serve):
     from bukt import procs
     server = serve(**{"http.workers": 1, "http.max_worker_restarts": 2})
