@@ -196,7 +196,7 @@ def test_end_to_end_on_one_keep_alive_connection(serve):
     assert (status, json.loads(body)) == (200, {"value": 5})
     status, _, body = server.request("GET", f"{API}/buckets/b/keys?prefix=user",
                                      headers=tok, conn=conn)
-    assert json.loads(body) == {"cursor": "0", "keys": ["user/1"]}
+    assert json.loads(body) == {"cursor": "0", "encoding": "utf-8", "keys": ["user/1"]}
     assert server.request("DELETE", k, headers=tok, conn=conn)[0] == 204
     status, h, body = server.request("GET", k, headers=tok, conn=conn)
     assert status == 404 and h["content-type"] == "application/problem+json"

@@ -17,17 +17,17 @@ is never held), and everything else of the transport (forwarded unchanged).
 The worker stays a prefork process under the gunicorn arbiter; bench/http.py runs the
 bare falcon app on this worker class too, so its ceiling is measured on the same stack.
 
-THE REQUEST HEAD IS BOUNDED HERE. gunicorn's limit_request_line, limit_request_fields and
-limit_request_field_size bind only gunicorn's own parser; this worker class parses with
-httptools (llhttp), which has no limit at all and gathers one header by concatenating
-its pieces: a client streaming a header without end grew a worker by hundreds of MB,
-and the quadratic copying starved every other connection of the worker. HeadLimits
-(http.max_request_line, http.max_header_fields, http.max_header_size,
+THE REQUEST HEAD IS BOUNDED HERE. gunicorn's limit_request_line, limit_request_fields
+and limit_request_field_size bind only gunicorn's own parser; this worker class parses
+with httptools (llhttp), which has no limit at all and gathers one header by
+concatenating its pieces: a client streaming a header without end grew a worker by
+hundreds of MB, and the quadratic copying starved every other connection of the worker.
+HeadLimits (http.max_request_line, http.max_header_fields, http.max_header_size,
 http.max_headers_size) are checked as the parser reports a URL or a header, and the
-bytes received since a request began are counted before they are parsed, so a URL or
-one header that never ends is cut off too: past the limits the client gets 414 (request
-line) or 431 (headers) as a problem document and the connection is closed. A worker
-holds at most the limits plus one read of the socket for a request head.
+reads that leave a request's head incomplete are counted, so a URL or one header that
+never ends is cut off too: past the limits the client gets 414 (request line) or 431
+(headers) as a problem document and the connection is closed. A worker holds at most the
+limits plus a read or two of the socket (256 KiB each) for a head.
 """
 
 from dataclasses import dataclass
@@ -135,7 +135,7 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport):
         self._limits, self._head, self._in_head, self._fields = LIMITS, 0, True, 0
-        self._field_bytes, self._refused = 0, False
+        self._field_bytes, self._refused, self._ended = 0, False, False
         super().connection_made(CorkedTransport(transport, self.loop))
 
     def on_message_begin(self):
@@ -168,22 +168,17 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self):
-        # what follows in the same read is not counted (a head may be undercounted by one
-        # read): the next read counts from here
-        self._in_head, self._head = True, 0
+        self._in_head, self._head, self._ended = True, 0, True
         super().on_message_complete()
 
     def data_received(self, data):
-        """uvicorn's, with the head's bytes counted before they reach the parser."""
+        """uvicorn's, and then: a head still incomplete after this read is refused once
+        it holds more bytes than the limits allow (only a URL or a header that never
+        ends gets that far: the parser's callbacks check every complete part)."""
         if self._refused:
             return
-        if self._in_head:
-            self._head += len(data)
-            if self._head > self._limits.head:
-                return self._refuse(431, f"the request head is over {self._limits.head} "
-                                         "bytes (http.max_request_line, "
-                                         "http.max_headers_size)")
         self._unset_keepalive_if_required()
+        self._ended = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -193,11 +188,21 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
+            return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+            return
+        if self._in_head and not self._ended:
+            # the whole read belongs to the incomplete head (a head begun after a
+            # request ended in this read is counted from the next read: at most one
+            # read, 256 KiB, goes uncounted)
+            self._head += len(data)
+            if self._head > self._limits.head:
+                self._refuse(431, f"the request head is over {self._limits.head} bytes "
+                                  "(http.max_request_line, http.max_headers_size)")
 
     def _refuse(self, status, detail):
         """Answer `status` (414, 431) with a problem document and close the connection."""
