@@ -623,7 +623,7 @@ def test_endless_headers_leave_the_worker_small_and_serving(serve):
     server.request("PUT", f"{API}/buckets/b/keys/k", b"v", tok)
     (worker,) = procs.children_of(server.proc.pid)
     rss_before = procs.describe(worker)["rss_bytes"]
-    cap = 48 << 20                  # what one attacker sends at most (the old worker took it all)
+    cap = 48 << 20          # what one attacker sends at most (the old worker took it all)
     chunk = b"a" * (64 << 10)
     stop = threading.Event()
     streaming = threading.Barrier(5)        # four attackers and the normal client

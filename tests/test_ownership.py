@@ -3,7 +3,6 @@ owner, or a live process that was given a dead owner's pid, is not the owner; th
 owner, alive, is. And the HTTP area is reserved when it is created."""
 import mmap
 import os
-import signal
 import struct
 import subprocess
 import sys

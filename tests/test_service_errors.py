@@ -1,14 +1,12 @@
 """Errors that say what happened and exit with the documented code, against real
 processes: a full data disk, an unprivileged attach, a compaction whose writer dies, a
 cold start without room for two segments."""
-import json
 import os
 import pwd
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -194,3 +192,23 @@ def test_cold_start_without_room_for_two_segments_names_the_old_one(service):
     assert f"old segment /dev/shm/bukt-{service.name} " in out, out
     assert "Traceback" not in out, out
     assert "room for both" in out, out
+
+
+def test_status_names_a_crash_looping_http_pool(service):
+    service.configure(http={"max_worker_restarts": 2})
+    service.start()
+    for n in (1, 2):
+        (worker,) = service.children("http")
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: service.children("http") not in ([], [worker]),
+                 timeout=30, what="a new HTTP worker")
+        from bukt.probe import http_health
+        wait_for(lambda: (http_health(service.http_bind) or (0, {}))[1]
+                 .get("http_workers", {}).get("restarts_last_minute") == n,
+                 timeout=30, what=f"restart {n} to be counted")
+    r = subprocess.run([PY, "-m", "bukt", "status", "--config", service.conf],
+                       capture_output=True, cwd=str(service.tmp), env=service.env())
+    out = r.stdout.decode()
+    assert r.returncode == 1, out + r.stderr.decode()      # before: 0, healthy
+    assert "the HTTP workers crash-loop: 2 died" in out, out
+    assert service.stop() == 0
