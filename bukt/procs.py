@@ -46,19 +46,22 @@ def identity(pid=None) -> tuple:
     return pid, start_time(pid)
 
 
-def owner_alive(pid, start) -> bool:
+def owner_alive(pid, start, bits=64) -> bool:
     """OWNERSHIP. Does the process that wrote the owner record (`pid`, `start`) still
     run? A pid alone cannot say: a killed owner is a zombie until its parent reaps it
     (kill(pid, 0) succeeds on it), and its pid may be given to an unrelated process
     later (kill(pid, 0) succeeds again). The start time tells them apart: a zombie is
     dead, and a process with the pid but another start time is not the owner. A record
     without a start time (start 0, written by an older build) falls back to "the pid
-    exists and is not a zombie". Every Python-side ownership check uses this: the HTTP
-    area's owner and counter rows, the segment's writer, `bukt serve`'s state file."""
+    exists and is not a zombie". Records in the segment that have room for 32 bits only
+    (counter rows, a dropping bucket) keep the start's low bits: `bits=32`. Every
+    ownership check uses this: the HTTP area's owner and counter rows, the segment's
+    writer, counter rows and bucket droppers, `bukt serve`'s state file. (The robust
+    mutexes' owner check by thread id, bk_pid_alive in C, is of another kind.)"""
     if not pid or pid < 0:
         return False
     now = start_time(pid)
-    return bool(now) and (not start or now == start)
+    return bool(now) and (not start or now & ((1 << bits) - 1) == start)
 
 
 def children_of(pid) -> list:

@@ -226,6 +226,20 @@ import secrets as _secrets
 from bukt import errors as _err
 from bukt import procs as _procs
 
+
+cdef inline uint32_t start32(uint32_t pid) except? 0:
+    """The low 32 bits of `pid`'s start time, as owner records in the segment keep it."""
+    return <uint32_t>(_procs.start_time(pid) & 0xffffffff)
+
+
+cdef bint owner_alive32(uint32_t pid, uint32_t start) except -1:
+    """OWNERSHIP (bukt/procs.py) of a record that keeps the low 32 bits of the start."""
+    return _procs.owner_alive(pid, start, bits=32)
+
+
+cdef bint dropper_alive(bk_bucket *b) except -1:
+    return owner_alive32(b.dropper_pid, b.dropper_start)
+
 DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT
 READ, WRITE, ADMIN = 1, 2, 4

@@ -81,6 +81,7 @@ cdef class Store:
     cdef int64_t fake_now
     cdef readonly str name
     cdef uint32_t pid
+    cdef uint32_t pid_start             # low 32 bits of this process's start time
     cdef readonly uint64_t last_pos     # ring position just past this process's last record
     cdef readonly uint64_t expire_scanned       # stripes the expiry cycle walked
     cdef readonly uint64_t expire_entries_read  # entry headers it read (see expire_cycle)
@@ -144,17 +145,21 @@ cdef class Store:
         (its counts stay: totals never go backwards). Row 0 is shared overflow."""
         cdef uint32_t me = <uint32_t>os.getpid()
         cdef uint32_t i, owner
+        cdef uint64_t word, mine
         cdef int row = 0
         self.epoch = _fork_epoch
         self.pid = me
+        self.pid_start = start32(me)
+        mine = (<uint64_t>self.pid_start << 32) | me
         if not self.readonly:
             for i in range(1, self.max_procs):
-                owner = bk_load_acq32(&self.procs[i].pid)
-                if owner == me:
+                word = bk_load_acq64(<uint64_t *>&self.procs[i])    # pid | start << 32
+                if word == mine:
                     row = i
                     break
-                if owner == 0 or not bk_pid_alive(owner):
-                    if bk_cas32(&self.procs[i].pid, owner, me):
+                owner = <uint32_t>word
+                if owner == 0 or not owner_alive32(owner, <uint32_t>(word >> 32)):
+                    if bk_cas64(<uint64_t *>&self.procs[i], word, mine):
                         row = i
                         break
         if self.readonly:
@@ -290,7 +295,7 @@ cdef class Store:
         settle_meta(self)
         return [self.bucketv[i].name.decode() for i in range(self.max_buckets)
                 if self.bucketv[i].state == 1 or (self.bucketv[i].state == 2 and
-                                                  not bk_pid_alive(self.bucketv[i].dropper_pid))]
+                                                  not dropper_alive(&self.bucketv[i]))]
 
     def bucket(self, name):
         cdef Bucket b = self._bucket_cache.get(name)

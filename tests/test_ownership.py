@@ -4,8 +4,10 @@ owner, alive, is. And the HTTP area is reserved when it is created."""
 import mmap
 import os
 import struct
+import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -184,3 +186,93 @@ def test_http_area_in_a_full_shm_is_an_error_at_creation(small_tmpfs):
     finally:
         area.unlink()
         area.close()
+
+
+# -- owner records in the segment: counter rows, a dropping bucket ----------------------
+
+def proc_rows(segname, plan, n):
+    """(pid, start low 32 bits) of each counter row of the segment, read from its file."""
+    with open(f"/dev/shm/bukt-{segname}", "rb") as f:
+        f.seek(plan["procs_off"])
+        raw = f.read(8 * n)
+    return [struct.unpack_from("=II", raw, 8 * i) for i in range(n)]
+
+
+def test_segment_counter_row_of_a_zombie_is_taken_over(segname):
+    s = bukt.create(segname, size="16MiB", max_procs=3)     # rows 1, 2; row 0 overflow
+    try:
+        from bukt import _core
+        plan = _core._layout(16 << 20, 250, 1 << 20, 64, 0, 0, 3, 1.25)
+        assert proc_rows(segname, plan, 3)[1][0] == os.getpid()
+        code = "import sys, bukt; bukt.attach(sys.argv[1]); sys.stdin.read()"
+        p = run_until_zombie(code, segname)                    # row 2, then a zombie
+        try:
+            assert proc_rows(segname, plan, 3)[2][0] == p.pid
+            q = subprocess.run([sys.executable, "-c", "import os, sys, bukt; "
+                                "bukt.attach(sys.argv[1]); print(os.getpid())", segname],
+                               capture_output=True, check=True)
+            # before: the zombie's row stood, and the next process counted into row 0
+            assert proc_rows(segname, plan, 3)[2][0] == int(q.stdout)
+            assert proc_rows(segname, plan, 3)[1] == \
+                (os.getpid(), procs.start_time(os.getpid()) & 0xffffffff)
+        finally:
+            p.wait()
+    finally:
+        s.close()
+
+
+DROPPER = """
+import sys, bukt
+s = bukt.attach(sys.argv[1])
+s.drop_bucket("b")          # its logged deletes fill the ring; it waits for room
+"""
+
+
+def test_bucket_left_dropping_by_a_zombie_is_listed_as_half_dropped(segname):
+    s = bukt.create(segname, size="32MiB", ring_size="4MiB", ring_wait=300)
+    try:
+        b = s.create_bucket("b")                    # persisted: its deletes are logged
+        for i in range(20000):
+            b.set(b"key-%06d" % i, b"v")
+            if i % 1000 == 0:
+                drain(s)
+        drain(s)
+        filler = s.create_bucket("f")               # the ring full but for 256 KiB
+        i = 0
+        while True:
+            tail, head = s.ring_position()[:2]
+            if (4 << 20) - (head - tail) < (256 << 10) + (64 << 10) + 1024:
+                break
+            filler.set(b"f%d" % i, b"x" * (64 << 10))
+            i += 1
+        p = subprocess.Popen([sys.executable, "-c", DROPPER, segname])
+        try:
+            deadline = time.monotonic() + 60
+            while "b" in s.buckets() or s.ring_position()[1] - s.ring_position()[0] \
+                    < (4 << 20) - (1 << 10):        # dropping, and waiting for room
+                assert p.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            p.send_signal(signal.SIGKILL)
+            os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)    # a zombie now
+            # before: kill(pid, 0) said the zombie dropper lives: the bucket stayed
+            # hidden, and nothing finished its drop
+            assert "b" in s.buckets()                   # listed: half dropped
+            drain(s)
+            assert s.check() == []                      # which finishes the drop
+            assert "b" not in s.buckets() and s.bucket("f").stats()["keys"] == i
+        finally:
+            p.kill()
+            p.wait()
+    finally:
+        s.close()
+
+
+def drain(s):
+    """Play the writer: everything in the ring is read and flushed."""
+    while True:
+        tail, head = s.ring_position()[:2]
+        if tail == head:
+            return
+        _, pos, _ = s.ring_read()
+        s.ring_release(pos)
+        s.ring_flushed(pos)

@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       8u      /* 8: writer_start beside writer_pid; 7: the
+#define BK_FORMAT       8u      /* 8: owner start times (writer_start, dropper_start,
+                                   bk_proc.start) beside their pids; 7: the
                                    header's meta_epoch; 6: the index grows by
                                    linear hashing (index_geom, stripe depth); 5:
                                    stripes keep a lower bound on their earliest expiry
@@ -266,12 +267,15 @@ typedef struct {
     int64_t  bytes;
     uint32_t dropper_pid;       /* state 2: the process dropping it (a dead one's drop
                                    is finished by the next create/drop/check) */
-    char     _pad2[12];
+    uint32_t dropper_start;     /* its start time, low 32 bits (bukt/procs.py,
+                                   OWNERSHIP): a zombie or a reused pid is dead */
+    char     _pad2[8];
 } bk_bucket;
 
 typedef struct {
     uint32_t pid;               /* owner of this counter slot, 0 = free */
-    uint32_t _pad;
+    uint32_t start;             /* the owner's start time, low 32 bits; pid and start
+                                   are one 64-bit word, claimed by one CAS */
 } bk_proc;
 
 typedef struct {

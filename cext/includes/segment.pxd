@@ -146,9 +146,11 @@ cdef extern from "segment.h" nogil:
         int64_t keys
         int64_t bytes
         uint32_t dropper_pid
+        uint32_t dropper_start
 
     ctypedef struct bk_proc:
         uint32_t pid
+        uint32_t start
 
     ctypedef struct bk_counters:
         int64_t hits, misses, writes, deletes, evictions, expirations
