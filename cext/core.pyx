@@ -26,8 +26,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   | classes  64 x 128 B   size class: mutex | free list head | counts        |
   | pagemap  npages x 1 B   class id + 1 of a slab's first page, 0x80 | that |
   |                         of its further pages, 0 = unassigned             |
-  | buckets  max_buckets x bk_bucket   settings, token hashes, gauges        |
-  | procs    max_procs x 8 B   pid owning each counter row                   |
+  | buckets  max_buckets x bk_bucket   settings, token hashes, gauges,     |
+  |                                     dropper pid + start (low 32 bits)    |
+  | procs    max_procs x 8 B   pid | start (low 32 bits) owning each row     |
   | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
   | ring     ring_size   change records for the writer process               |
   | arena    npages x page_size   chunks of the size classes                 |
