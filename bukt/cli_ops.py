@@ -6,15 +6,18 @@ with --url http://... it asks a server's /healthz and /metrics instead.
 """
 import glob
 import json
+import logging
 import os
 import signal
 import time
 
-from . import procs, probe
+from . import errors, procs, probe
 from .cliutil import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, data_dir_of,
                       emit, human_bytes, json_arg, load_config, open_target, segment_writer,
                       target_args)
 from .progress import Progress
+
+log = logging.getLogger("bukt.cli")
 
 HEARTBEAT_STALE_MS = 2000       # as bukt/http/hooks.py judges the writer
 
@@ -76,7 +79,7 @@ def local_report(cfg, st, w) -> dict:
                         "serves is not known")
     serve = _read_json(os.path.join(data_dir, "serve.json"))
     service = None
-    if serve and procs.alive(serve.get("pid", 0)):
+    if serve and procs.owner_alive(serve.get("pid", 0), serve.get("start", 0)):
         service = {"pid": serve["pid"], "config": serve.get("config"),
                    "admin_token": serve.get("admin_token"), "restarts": serve.get("restarts"),
                    "http": serve["http"]["bind"], "tcp": serve["tcp"]["bind"]}
@@ -86,6 +89,13 @@ def local_report(cfg, st, w) -> dict:
         service["tcp_ping_ms"] = None if ping is None else round(ping * 1000, 3)
         if health is None:
             problems.append(f"HTTP does not answer on {serve['http']['bind']}")
+        else:
+            workers = health[1].get("http_workers") or {}
+            service["http_worker_restarts_last_minute"] = workers.get("restarts_last_minute")
+            restarts = workers.get("restarts_last_minute") or 0
+            if restarts >= cfg.http.max_worker_restarts:
+                problems.append(f"the HTTP workers crash-loop: {restarts} died and were "
+                                "restarted in the last minute; see the service's log")
         if ping is None:
             problems.append(f"TCP does not answer on {serve['tcp']['bind']}")
     logs = glob.glob(os.path.join(data_dir, "log-*.bkl"))
@@ -384,15 +394,31 @@ def compact_args(p):
                    help="seconds to wait for the new base file (0: do not wait)")
 
 
-def compact(args):
+def _writer_of(instance):
+    """writer_info() of the segment now named /bukt-<instance>, or None if there is none
+    (a cold restart may replace the segment: it is attached anew each time)."""
     import bukt
-    from . import datadir
-    cfg = load_config(args)
-    store = bukt.attach(cfg.instance, readonly=True)
     try:
-        info = store.writer_info()
+        store = bukt.attach(instance, readonly=True)
+    except errors.SegmentNotFound:
+        return None
+    try:
+        return store.writer_info()
     finally:
         store.close()
+
+
+def compact(args):
+    """Ask the writer to compact; with --wait, until the new base file is listed. A
+    writer that dies on the way is followed: the one the supervisor starts in its place
+    is asked again (its own compaction starts over), and with none, the command says the
+    compaction was interrupted rather than waiting for a base that cannot come."""
+    from . import datadir
+    cfg = load_config(args)
+    info = _writer_of(cfg.instance)
+    if info is None:
+        import bukt
+        bukt.attach(cfg.instance, readonly=True)    # raises SegmentNotFound, explained
     if not info["alive"]:
         raise CliError(FAILED, "no writer process is running; start the service (bukt serve)")
     data_dir, source = data_dir_of(cfg, writer=info)
@@ -407,6 +433,7 @@ def compact(args):
         emit(args, {"requested": True}, "compaction requested")
         return OK
     deadline = time.monotonic() + args.wait
+    writer, lost, next_look = (info["pid"], info["start"]), False, 0.0
     with Progress("compact", unit="B") as p:
         while time.monotonic() < deadline:
             m = datadir.read_manifest(data_dir)
@@ -417,5 +444,20 @@ def compact(args):
                 emit(args, {"base": path, "bytes": _size(path)}, f"compacted: {path}")
                 return OK
             p.set(sum(_size(t) for t in glob.glob(os.path.join(data_dir, "base-*.tmp"))))
+            if time.monotonic() >= next_look:        # is the writer asked still there?
+                next_look = time.monotonic() + 0.2
+                now = _writer_of(cfg.instance)
+                if now and now["alive"] and now["ready"] and \
+                        (now["pid"], now["start"]) != writer:
+                    log.warning("the writer (pid %d) stopped during the compaction; asking "
+                                "its successor (pid %d)", writer[0], now["pid"])
+                    os.kill(now["pid"], signal.SIGUSR1)
+                    writer, lost = (now["pid"], now["start"]), False
+                elif not procs.owner_alive(*writer):
+                    lost = True                 # until a successor is up
             time.sleep(0.05)
+    if lost:
+        raise CliError(FAILED, f"the compaction was interrupted: the writer (pid {writer[0]})"
+                               " stopped and no writer took its place; start the service "
+                               "and run bukt compact again")
     raise CliError(FAILED, f"no new base file within {args.wait:g} s; see the writer's log")

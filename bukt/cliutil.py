@@ -12,6 +12,7 @@ EXIT CODES (also in `bukt --help` and the README):
     5  not allowed: no token, a wrong one, or one without the permission; or the OS
        refused access to the segment
 """
+import errno
 import json
 import os
 import sys
@@ -200,6 +201,9 @@ def explain(exc, args) -> tuple:
         return FAILED, f"{exc}: is the writer running? `bukt status` says"
     if isinstance(exc, errors.InvalidArgument):
         return REFUSED, str(exc)
+    if isinstance(exc, errors.SegmentDenied):
+        return DENIED, (f"{exc}: run as the service's user (sudo -u bukt ...), or let a "
+                        "group attach (segment.mode: 0660)")
     if isinstance(exc, errors.BuktError):
         return FAILED, str(exc)
     if isinstance(exc, PermissionError):
@@ -214,6 +218,12 @@ def explain(exc, args) -> tuple:
                              f"{getattr(args, 'timeout', 5):g} s; raise --timeout, or check "
                              "`bukt status` there")
     if isinstance(exc, FileNotFoundError):
+        return FAILED, f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return FAILED, (f"the disk is full{where}: {exc.strerror}; free space there "
+                        "(df -h), or choose another data_dir")
+    if isinstance(exc, OSError) and exc.filename:           # a local file, not a server
         return FAILED, f"{exc.strerror}: {exc.filename}"
     if isinstance(exc, OSError):
         return UNREACHABLE, f"{url or 'the server'}: {exc}; is `bukt serve` running there?"

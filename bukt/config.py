@@ -263,6 +263,11 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "http.workers": (0, _int(0, 1024)),
     "http.max_body": ("4MiB", _size(lo=1024)),
     "http.timeout": (30, _duration(lo=1)),
+    "http.max_request_line": ("8KiB", _size(lo=256, hi=1 << 20)),
+    "http.max_header_fields": (100, _int(8, 10_000)),
+    "http.max_header_size": ("8KiB", _size(lo=256, hi=1 << 20)),
+    "http.max_headers_size": ("32KiB", _size(lo=1024, hi=16 << 20)),
+    "http.max_worker_restarts": (5, _int(1, 15)),
     "http.keepalive": (5, _duration()),
     "http.access_log": ("-", _nullable(_text(r"[^\0]+", "-, a file path, or null"))),
     "auth.admin_token": (None, _nullable(_text(r"[\x21-\x7e]{16,256}",
@@ -293,6 +298,12 @@ def _cross_checks(flat: dict, where: dict) -> None:
          f"more than limits.max_value ({mv}) + 1KiB, so a maximal value fits in a frame")
     need(flat["http.max_body"] >= mv, "http.max_body",
          f"at least limits.max_value ({mv}), so a maximal value fits in a body")
+    url = 3 * flat["limits.max_key"] + 128     # a maximal key, percent-encoded, and a path
+    need(flat["http.max_request_line"] >= url, "http.max_request_line",
+         f"at least 3 x limits.max_key + 128 ({url}), so a maximal key fits in a URL")
+    need(flat["http.max_headers_size"] >= flat["http.max_header_size"],
+         "http.max_headers_size", f"at least http.max_header_size "
+         f"({flat['http.max_header_size']})")
     need(flat["limits.ring_size"] <= flat["memory"] // 2, "limits.ring_size",
          f"at most half of memory ({flat['memory']})")
     need(flat["limits.ring_size"] >= 2 * (mv + 1024), "limits.ring_size",

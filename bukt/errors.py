@@ -31,6 +31,12 @@ class SegmentInvalid(BuktError):
     code = "segment_invalid"
 
 
+class SegmentDenied(SegmentInvalid):
+    """The OS refused this process access to the segment (its mode and owner)."""
+
+    code = "segment_denied"
+
+
 class FormatMismatch(BuktError):
     """The segment is Bukt's but of another format version than this build reads."""
 

@@ -115,6 +115,13 @@ def KEY_ROLES(key: str) -> tuple:
     return ()
 
 
+def disk_full(e, data_dir) -> str:
+    """What to say when a start fails for want of disk space (ENOSPC, EDQUOT)."""
+    where = e.filename or data_dir
+    return (f"the disk is full: {e.strerror} writing {where}; free space on the "
+            f"file system of data_dir {data_dir} (df -h {data_dir}), or choose another")
+
+
 class ServeError(BuktError):
     """The service cannot start; `exit_code` 2 when an operator must change something."""
 
@@ -247,7 +254,8 @@ class Supervisor:
 
     def write_state(self) -> None:
         c = self.children
-        state = {"pid": os.getpid(), "instance": self.cfg.instance,
+        state = {"pid": os.getpid(), "start": procs.start_time(os.getpid()),
+                 "instance": self.cfg.instance,
                  "config": os.path.abspath(self.config_path) if self.config_path else None,
                  "data_dir": self.data_dir, "admin_token": self.admin_token_where,
                  "http": {"bind": self.cfg.http.bind, "pid": c["http"].pid},
@@ -286,7 +294,11 @@ class Supervisor:
         from .http.settings import HttpSettings
         try:
             _, where = resolve_admin_token(HttpSettings.from_config(self.cfg))
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ServeError(f"admin token: {e}", 2) from None
+        except ValueError as e:
             raise ServeError(f"admin token: {e}", 2) from None
         self.admin_token_where = "configured (auth.admin_token)" if where == "config" \
             else os.path.abspath(where)
@@ -374,7 +386,12 @@ class Supervisor:
         self.install_signals()
         try:
             try:
-                self.start()
+                try:
+                    self.start()
+                except OSError as e:
+                    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    raise ServeError(disk_full(e, self.data_dir)) from None
             except _Stop:
                 return self.shutdown()
             except ServeError:

@@ -17,13 +17,14 @@ scanned) and ring records the log already holds are skipped. The log is fsynced 
 anything is acknowledged. Milliseconds, whatever the data size.
 
 COLD START (no segment, another generation, a damaged one, or `--cold`). A new segment
-is created under a temporary name (/dev/shm/bukt-<instance>.recovering-<pid>), the base
-file and logs are replayed into it with logging off (bukt/restore.py), the ring is told
-to number on after the log's last sequence number (ring_set_start), and only then is it
-renamed to /dev/shm/bukt-<instance>, replacing any old segment in one step. So no
-process ever attaches to a half-loaded table, and none writes into the new one before
-its numbering is set. Then SEGMENT records the new generation. After a load_good start
-that skipped damage, a compaction runs at once so the damaged file leaves MANIFEST.
+is created under a temporary name (/dev/shm/bukt-<instance>.recovering-<pid>-<start>:
+the writer's owner record, bukt/procs.py), the base file and logs are replayed into it
+with logging off (bukt/restore.py), the ring is told to number on after the log's last
+sequence number (ring_set_start), and only then is it renamed to
+/dev/shm/bukt-<instance>, replacing any old segment in one step. So no process ever
+attaches to a half-loaded table, and none writes into the new one before its numbering
+is set. Then SEGMENT records the new generation. After a load_good start that skipped
+damage, a compaction runs at once so the damaged file leaves MANIFEST.
 
 THE LOOP. Drain the ring (ring_read), translate (bukt/ringlog.py), append with one
 write, release the ring space, then apply the fsync policy:
@@ -144,7 +145,7 @@ import threading
 import time
 
 import bukt
-from . import aof, datadir
+from . import aof, datadir, procs
 from .aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryError, Scan
 from .datadir import DataDir
 from .errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
@@ -386,7 +387,7 @@ class Writer:
             return None
         old.follow = False              # a retired one is ours to finish (RETIREMENT)
         info = old.writer_info()
-        if info["alive"] and info["pid"] != os.getpid() and _is_writer(info["pid"]):
+        if info["alive"] and info["pid"] != os.getpid():      # pid and start time match
             old.close()
             raise WriterError(f"segment {_shm_path(name)} is served by writer process "
                               f"{info['pid']}; stop it first")
@@ -497,11 +498,24 @@ class Writer:
 
     def _new_segment(self, tmp, now):
         cfg = self.cfg
-        store = bukt.create(tmp, size=cfg.memory, mode=cfg.segment.mode,
-                            max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
-                            max_buckets=cfg.limits.max_buckets,
-                            ring_size=cfg.limits.ring_size,
-                            ring_wait=cfg.limits.ring_wait_ms / 1000.0)
+        try:
+            store = bukt.create(tmp, size=cfg.memory, mode=cfg.segment.mode,
+                                max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
+                                max_buckets=cfg.limits.max_buckets,
+                                ring_size=cfg.limits.ring_size,
+                                ring_wait=cfg.limits.ring_wait_ms / 1000.0)
+        except SegmentFull as e:
+            old = _shm_path(cfg.instance)
+            try:
+                old_bytes = os.stat(old).st_blocks * 512
+            except FileNotFoundError:
+                raise e from None
+            raise SegmentFull(
+                f"{e}. The old segment {old} ({old_bytes} bytes) is still there: it is "
+                f"replaced only once the new one is loaded, and stays mapped by the "
+                f"processes that use it, so a cold start needs room for both, {old_bytes} "
+                f"+ {cfg.memory} bytes in /dev/shm. Free that much, or stop the service "
+                f"and remove {old} (the data directory rebuilds it)") from None
         if now is not None:
             store.set_time(now)
         store.set_logging(False)
@@ -509,7 +523,7 @@ class Writer:
 
     def _cold(self) -> None:
         cfg = self.cfg
-        tmp = f"{cfg.instance}.recovering-{os.getpid()}"
+        tmp = f"{cfg.instance}.recovering-%d-%d" % procs.identity()
         _remove_leftovers(cfg.instance)
         now = _fake_now()
         store = self._new_segment(tmp, now)
@@ -993,8 +1007,9 @@ def _remove_leftovers(instance) -> None:
     prefix = f"bukt-{instance}.recovering-"
     for name in os.listdir("/dev/shm"):
         if name.startswith(prefix):
-            pid = name[len(prefix):]
-            if pid.isdigit() and (int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}")):
+            pid, _, start = name[len(prefix):].partition("-")
+            if pid.isdigit() and (int(pid) == os.getpid() or not procs.owner_alive(
+                    int(pid), int(start) if start.isdigit() else 0)):
                 try:
                     os.unlink(os.path.join("/dev/shm", name))
                     log.info("removed /dev/shm/%s, left by a writer that died recovering", name)
@@ -1014,16 +1029,6 @@ def _holds_records(dd) -> bool:
         except (OSError, BuktError):
             return True
     return False
-
-
-def _is_writer(pid) -> bool:
-    """Is process `pid` a writer (and not a stranger that got a dead writer's pid)?"""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
-    except OSError:
-        return False
-    return b"bukt" in cmd or b"writer" in cmd
 
 
 def _scan_tail(path, published):
@@ -1105,6 +1110,10 @@ def run_command(config_path=None, cold=False) -> int:
         log.error("%s", e)
         print(f"bukt writer: {e}", file=sys.stderr)
         return 2
+    except SegmentFull as e:            # /dev/shm has no room: said in full, no traceback
+        log.error("%s", e)
+        print(f"bukt writer: {e}", file=sys.stderr)
+        return 1
     except (BuktError, OSError) as e:
         log.exception("writer failed")
         print(f"bukt writer: {e}", file=sys.stderr)

@@ -247,7 +247,7 @@ cdef list check_table(Store s):
         for i in range(s.max_buckets):
             if s.bucketv[i].state == 0:
                 continue
-            if s.bucketv[i].state == 2 and not bk_pid_alive(s.bucketv[i].dropper_pid):
+            if s.bucketv[i].state == 2 and not dropper_alive(&s.bucketv[i]):
                 problems.append(f"bucket {s.bucketv[i].name.decode()!r} is left half "
                                 "dropped by a dead process")
             if s.bucketv[i].keys != keys.get(i, 0) or s.bucketv[i].bytes != nbytes.get(i, 0):

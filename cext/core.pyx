@@ -12,8 +12,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   +--------------------------------------------------------------------------+
   | header   4 KiB   magic, format, sizes, region offsets, generation,       |
   |                  retired flag (beside index_geom), global counters,      |
-  |                  ring head/claim/tail, writer progress, retire_drained,  |
-  |                  its repair period and absolute data directory           |
+  |                  ring head/claim/tail, writer progress and owner record  |
+  |                  (pid + start time), retire_drained, its repair period   |
+  |                  and absolute data directory                             |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
   |                           depth | min_expire_ms (depth: the hash bits    |
@@ -27,8 +28,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   | classes  64 x 128 B   size class: mutex | free list head | counts        |
   | pagemap  npages x 1 B   class id + 1 of a slab's first page, 0x80 | that |
   |                         of its further pages, 0 = unassigned             |
-  | buckets  max_buckets x bk_bucket   settings, token hashes, gauges        |
-  | procs    max_procs x 8 B   pid owning each counter row                   |
+  | buckets  max_buckets x bk_bucket   settings, token hashes, gauges,     |
+  |                                     dropper pid + start (low 32 bits)    |
+  | procs    max_procs x 8 B   pid | start (low 32 bits) owning each row     |
   | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
   | ring     ring_size   change records for the writer process               |
   | arena    npages x page_size   chunks of the size classes                 |
@@ -241,6 +243,21 @@ import time
 import secrets as _secrets
 
 from bukt import errors as _err
+from bukt import procs as _procs
+
+
+cdef inline uint32_t start32(uint32_t pid) except? 0:
+    """The low 32 bits of `pid`'s start time, as owner records in the segment keep it."""
+    return <uint32_t>(_procs.start_time(pid) & 0xffffffff)
+
+
+cdef bint owner_alive32(uint32_t pid, uint32_t start) except -1:
+    """OWNERSHIP (bukt/procs.py) of a record that keeps the low 32 bits of the start."""
+    return _procs.owner_alive(pid, start, bits=32)
+
+
+cdef bint dropper_alive(bk_bucket *b) except -1:
+    return owner_alive32(b.dropper_pid, b.dropper_start)
 
 DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT

@@ -71,6 +71,7 @@ cdef int apply_meta(Store s, dict c) except -1:
         b.created_ms = bk_now_ms()
         b.next_token_id = 1
         b.dropper_pid = 0
+        b.dropper_start = 0
         memset(b.tokens, 0, sizeof(b.tokens))
         b.keys = 0
         b.bytes = 0
@@ -179,7 +180,7 @@ cdef int finish_dead_drops(Store s) except -1:
     cdef bk_bucket *b
     for i in range(s.max_buckets):
         b = &s.bucketv[i]
-        if b.state == 2 and not bk_pid_alive(b.dropper_pid):
+        if b.state == 2 and not dropper_alive(b):
             finish_drop(s, i, b.gen)
     return 0
 
@@ -268,11 +269,12 @@ cdef int drop_bucket(Store s, str name) except -1:
     lock_meta(s)
     try:
         slot = find_bucket(s, name)
-        if slot < 0 or (s.bucketv[slot].state == 2 and bk_pid_alive(s.bucketv[slot].dropper_pid)):
+        if slot < 0 or (s.bucketv[slot].state == 2 and dropper_alive(&s.bucketv[slot])):
             raise _err.BucketNotFound(f"no bucket {name!r}")
         b = &s.bucketv[slot]
         gen = b.gen
         b.dropper_pid = s.pid               # ours now, or taken over from a dead dropper
+        b.dropper_start = s.pid_start
         bk_store_rel32(&b.state, 2)
     finally:
         unlock_meta(s)

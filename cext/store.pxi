@@ -105,6 +105,7 @@ cdef class Store:
     cdef int64_t fake_now
     cdef readonly str name
     cdef uint32_t pid
+    cdef uint32_t pid_start             # low 32 bits of this process's start time
     cdef readonly uint64_t last_pos     # ring position just past this process's last record
     cdef readonly uint64_t expire_scanned       # stripes the expiry cycle walked
     cdef readonly uint64_t expire_entries_read  # entry headers it read (see expire_cycle)
@@ -179,17 +180,21 @@ cdef class Store:
         (its counts stay: totals never go backwards). Row 0 is shared overflow."""
         cdef uint32_t me = <uint32_t>os.getpid()
         cdef uint32_t i, owner
+        cdef uint64_t word, mine
         cdef int row = 0
         self.epoch = _fork_epoch
         self.pid = me
+        self.pid_start = start32(me)
+        mine = (<uint64_t>self.pid_start << 32) | me
         if not self.readonly:
             for i in range(1, self.max_procs):
-                owner = bk_load_acq32(&self.procs[i].pid)
-                if owner == me:
+                word = bk_load_acq64(<uint64_t *>&self.procs[i])    # pid | start << 32
+                if word == mine:
                     row = i
                     break
-                if owner == 0 or not bk_pid_alive(owner):
-                    if bk_cas32(&self.procs[i].pid, owner, me):
+                owner = <uint32_t>word
+                if owner == 0 or not owner_alive32(owner, <uint32_t>(word >> 32)):
+                    if bk_cas64(<uint64_t *>&self.procs[i], word, mine):
                         row = i
                         break
         if self.readonly:
@@ -345,7 +350,7 @@ cdef class Store:
         settle_meta(self)
         return [self.bucketv[i].name.decode() for i in range(self.max_buckets)
                 if self.bucketv[i].state == 1 or (self.bucketv[i].state == 2 and
-                                                  not bk_pid_alive(self.bucketv[i].dropper_pid))]
+                                                  not dropper_alive(&self.bucketv[i]))]
 
     def bucket(self, name):
         cdef Bucket b = self._bucket_cache.get(name)
@@ -725,6 +730,7 @@ cdef class Store:
             bk_store_rel32(&h.lag_limit_ms, lag_limit_ms)
         if pid is not None:
             h.writer_pid = pid
+            h.writer_start = _procs.start_time(pid) if pid else 0
         if heartbeat_ms is not None:
             h.writer_heartbeat_ms = heartbeat_ms
         if last_fsync_ms is not None:
@@ -750,9 +756,10 @@ cdef class Store:
         cdef bk_header *h = self.hdr
         cdef int64_t lag
         self._mapped()
-        alive = bool(h.writer_pid) and bool(bk_pid_alive(h.writer_pid))
+        alive = bool(_procs.owner_alive(h.writer_pid, h.writer_start))
         lag = log_lag_ms(h)
         return {"pid": h.writer_pid, "ready": bool(h.writer_ready), "alive": alive,
+                "start": h.writer_start,
                 "heartbeat_ms": h.writer_heartbeat_ms, "last_fsync_ms": h.last_fsync_ms,
                 "log_size": h.log_size, "flushed_seq": h.flushed_seq,
                 "error": h.writer_error[:256].split(b"\0", 1)[0].decode(errors="replace")
@@ -1093,7 +1100,7 @@ def attach(name, readonly=False):
             f"no segment {shm_name}: start the service (`bukt serve` or `bukt writer`) "
             "or create it with bukt.create()") from None
     except posix_ipc.PermissionsError as e:
-        raise _err.SegmentInvalid(f"segment {shm_name}: permission denied ({e}); "
+        raise _err.SegmentDenied(f"segment {shm_name}: permission denied ({e}); "
                                   "check the segment's mode and your user") from None
     cdef Store store
     try:

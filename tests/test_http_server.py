@@ -198,7 +198,7 @@ def test_end_to_end_on_one_keep_alive_connection(serve):
     assert (status, json.loads(body)) == (200, {"value": 5})
     status, _, body = server.request("GET", f"{API}/buckets/b/keys?prefix=user",
                                      headers=tok, conn=conn)
-    assert json.loads(body) == {"cursor": "0", "keys": ["user/1"]}
+    assert json.loads(body) == {"cursor": "0", "encoding": "utf-8", "keys": ["user/1"]}
     assert server.request("DELETE", k, headers=tok, conn=conn)[0] == 204
     status, h, body = server.request("GET", k, headers=tok, conn=conn)
     assert status == 404 and h["content-type"] == "application/problem+json"
@@ -608,3 +608,147 @@ def test_with_the_real_writer_fsync_always(tmp_path):
     finally:
         inst.kill(writer)
         inst.unlink_segment()
+
+
+# -- the request head is bounded -------------------------------------------------------
+
+def raw_exchange(port, head):
+    """Send `head` on a new connection and return what the server answers before it
+    closes (b"" if nothing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        try:
+            s.sendall(head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass
+        return out
+
+
+def test_request_heads_over_the_limits_are_refused_and_closed(serve):
+    server = serve(**{"http.workers": 1})
+    tok = create_bucket(server)
+    ok = raw_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      + b"X-A: " + b"a" * 8000 + b"\r\n\r\n")
+    assert ok.split(b" ", 2)[1] in (b"200", b"503")            # within the limits
+    cases = [  # (head, status)
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+        (b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101))
+         + b"\r\n", b"431"),
+        (b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 7000)
+                                                for i in range(5)) + b"\r\n", b"431"),
+    ]
+    for head, status in cases:
+        answer = raw_exchange(server.port, head)
+        assert answer.split(b" ", 2)[1] == status, answer[:200]
+        head_part, _, body = answer.partition(b"\r\n\r\n")
+        assert b"connection: close" in head_part.lower()
+        assert json.loads(body)["code"] in ("headers_too_large", "uri_too_long")
+    # the worker still serves
+    assert server.request("GET", f"{API}/buckets/b/keys/x", headers=tok)[0] == 404
+
+
+@pytest.mark.slow
+def test_endless_headers_leave_the_worker_small_and_serving(serve):
+    from bukt import procs
+    server = serve(**{"http.workers": 1})
+    tok = create_bucket(server)
+    server.request("PUT", f"{API}/buckets/b/keys/k", b"v", tok)
+    (worker,) = procs.children_of(server.proc.pid)
+    rss_before = procs.describe(worker)["rss_bytes"]
+    cap = 48 << 20          # what one attacker sends at most (the old worker took it all)
+    chunk = b"a" * (64 << 10)
+    stop = threading.Event()
+    streaming = threading.Barrier(5)        # four attackers and the normal client
+    cut_off = []                            # per attack connection: closed before the cap?
+
+    def attack():
+        first = True
+        while first or not stop.is_set():   # new connections until the client is done
+            with socket.create_connection(("127.0.0.1", server.port), timeout=60) as s:
+                sent = 0
+                try:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: " + chunk)
+                    if first:
+                        streaming.wait()
+                        first = False
+                    while sent < cap:
+                        s.sendall(chunk)
+                        sent += len(chunk)
+                except OSError:
+                    pass
+                cut_off.append(sent < cap)
+
+    peak = [rss_before]
+
+    def watch():
+        while not stop.is_set():
+            d = procs.describe(worker)
+            if d:
+                peak[0] = max(peak[0], d["rss_bytes"])
+            time.sleep(0.02)
+
+    attackers = [threading.Thread(target=attack) for _ in range(4)]
+    watcher = threading.Thread(target=watch)
+    for t in attackers + [watcher]:
+        t.start()
+    failures = served = 0
+    try:
+        streaming.wait(30)                  # every attacker is streaming its header
+        for _ in range(50):                 # a normal client, meanwhile
+            try:
+                status, _, body = server.request("GET", f"{API}/buckets/b/keys/k", headers=tok)
+                served += (status, body) == (200, b"v")
+                failures += (status, body) != (200, b"v")
+            except OSError:
+                failures += 1
+    finally:
+        stop.set()
+        for t in attackers + [watcher]:
+            t.join()
+    assert (served, failures) == (50, 0)
+    assert len(cut_off) >= 4 and all(cut_off)   # every endless header was cut off
+    assert peak[0] - rss_before < 50 << 20, (rss_before, peak[0])
+    assert procs.children_of(server.proc.pid) == [worker]      # never killed or replaced
+
+def test_listing_keys_carries_a_key_that_is_not_utf8(serve):
+    import base64
+    server = serve()
+    tok = create_bucket(server)
+    for key in ("%FF%FEk", "plain"):
+        assert server.request("PUT", f"{API}/buckets/b/keys/{key}", b"v", tok)[0] == 204
+    status, _, body = server.request("GET", f"{API}/buckets/b/keys", headers=tok)
+    assert status == 200, body                                  # before: 406
+    doc = json.loads(body)
+    assert doc["encoding"] == "base64" and doc["cursor"] == "0"
+    assert sorted(base64.b64decode(k) for k in doc["keys"]) == [b"plain", b"\xff\xfek"]
+    status, _, body = server.request("GET", f"{API}/buckets/b/keys?prefix=pl", headers=tok)
+    assert json.loads(body) == {"cursor": "0", "encoding": "utf-8", "keys": ["plain"]}
+
+
+def test_a_crash_looping_worker_pool_is_reported_by_healthz(serve):
+    from bukt import procs
+    server = serve(**{"http.workers": 1, "http.max_worker_restarts": 2})
+    status, _, body = server.request("GET", "/healthz")
+    assert json.loads(body)["http_workers"] == {"workers": 1, "restarts_last_minute": 0}
+    for n in (1, 2):
+        (worker,) = procs.children_of(server.proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:         # until a new worker answers
+            try:
+                _, _, body = server.request("GET", "/healthz")
+                if json.loads(body)["http_workers"]["restarts_last_minute"] == n:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+    status, _, body = server.request("GET", "/healthz")
+    doc = json.loads(body)
+    assert status == 503 and "crash loop" in doc["reason"], doc

@@ -283,8 +283,18 @@ class Scan:
             raise bad("cursor", "must be the decimal cursor a scan returned, or 0")
         count = int_value(req.get_param("count"), "count", 100, 1, 10000)
         cursor, keys = bucket.scan(prefix, int(raw_cursor), count)
-        resp.media = {"cursor": str(cursor),
+        if encoding == "utf-8" and not all(_is_utf8(k) for k in keys):
+            encoding = "base64"         # a page carries any key: never a 406 for a name
+        resp.media = {"cursor": str(cursor), "encoding": encoding,
                       "keys": [value_to_json(k, encoding) for k in keys]}
+
+
+def _is_utf8(key):
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class Bulk:

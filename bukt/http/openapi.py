@@ -133,9 +133,12 @@ def document():
                                                            "maximum": 4294967295})],
             "delete": op("Revoke a token (admin)", {204: EMPTY}, op_id="revokeToken")},
         f"{bucket}/keys": {"get": op("Scan keys by prefix with a cursor (read)", {
-            200: json_response("A page", obj(["cursor", "keys"], cursor={
+            200: json_response("A page", obj(["cursor", "encoding", "keys"], cursor={
                 "type": "string", "pattern": "^[0-9]+$",
                 "description": "\"0\" when the scan is done"},
+                encoding={"type": "string", "enum": ["utf-8", "base64"],
+                          "description": "How this page's keys are written: as asked, "
+                                         "or base64 when a key of the page is not UTF-8"},
                 keys={"type": "array", "items": {"type": "string"}}))},
             [BUCKET, query("prefix", {"type": "string"}),
              query("cursor", {"type": "string", "pattern": "^[0-9]+$"}),

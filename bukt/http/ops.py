@@ -53,6 +53,15 @@ class Health:
             if awaiting and body["status"] == "ok":
                 body.update(status="unavailable",
                             reason=f"{awaiting} stripe(s) left mid-write await repair")
+        s = self.ctx.settings
+        restarts = self.ctx.metrics.area.restarts(s.workers)
+        body["http_workers"] = {"workers": s.workers, "restarts_last_minute": restarts}
+        if restarts >= s.max_worker_restarts:
+            why = (f"http workers: {restarts} died and were restarted in the last minute "
+                   f"(http.max_worker_restarts {s.max_worker_restarts}): a crash loop; "
+                   "see the server's log")
+            body.update(status="unavailable",
+                        reason=f"{body['reason']}; {why}" if body.get("reason") else why)
         resp.status = 200 if body["status"] == "ok" else 503
         resp.set_header("Cache-Control", "no-store")
         resp.media = body

@@ -68,6 +68,8 @@ class HttpServer(BaseApplication):
         """In the worker, after fork: attach to the segment and the area."""
         from bukt.http.app import create_app
         from bukt.http.settings import HttpSettings as _S
+        from bukt.http.worker import set_limits
+        set_limits(self.settings)                # the request head's limits
         store = self.attach(self.settings.instance)
         area = SharedArea.attach(area_name(self.settings.instance))
         table = FailureTable.attach(table_name(self.settings.instance, "http"))

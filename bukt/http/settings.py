@@ -63,6 +63,11 @@ class HttpSettings:
     instance: str = "default"         # the segment is /bukt-<instance>
     access_log: str | None = "-"      # "-" = stderr, a path, or "" / None for none
     keepalive: int = 5                # seconds an idle keep-alive connection is kept
+    max_request_line: int = 8192      # the request line's URL, bytes (nginx: 8 KiB)
+    max_header_fields: int = 100      # header fields in one request (gunicorn: 100)
+    max_header_size: int = 8192       # one header field, bytes (nginx: 8 KiB)
+    max_headers_size: int = 32768     # all header fields, bytes (nginx: 4 x 8 KiB)
+    max_worker_restarts: int = 5      # worker deaths in a minute that make /healthz 503
     ratelimit_enabled: bool = False   # off by default: a cache on loopback rarely needs it
     ratelimit_rate: float = 1000.0    # ratelimit.rps: sustained requests/s per client IP
     ratelimit_burst: int = 2000       # requests a client may send at once
@@ -89,6 +94,12 @@ class HttpSettings:
             instance=str(get("instance", cls.instance)),
             access_log=access_log,
             keepalive=int(get("http.keepalive", cls.keepalive)),
+            max_request_line=_size(get("http.max_request_line", cls.max_request_line)),
+            max_header_fields=int(get("http.max_header_fields", cls.max_header_fields)),
+            max_header_size=_size(get("http.max_header_size", cls.max_header_size)),
+            max_headers_size=_size(get("http.max_headers_size", cls.max_headers_size)),
+            max_worker_restarts=int(get("http.max_worker_restarts",
+                                        cls.max_worker_restarts)),
             ratelimit_enabled=_bool(get("ratelimit.enabled", cls.ratelimit_enabled)),
             ratelimit_rate=float(get("ratelimit.rps", cls.ratelimit_rate)),
             ratelimit_burst=int(get("ratelimit.burst", cls.ratelimit_burst)),

@@ -16,10 +16,28 @@ is never held), and everything else of the transport (forwarded unchanged).
 
 The worker stays a prefork process under the gunicorn arbiter; bench/http.py runs the
 bare falcon app on this worker class too, so its ceiling is measured on the same stack.
+
+THE REQUEST HEAD IS BOUNDED HERE. gunicorn's limit_request_line, limit_request_fields
+and limit_request_field_size bind only gunicorn's own parser; this worker class parses
+with httptools (llhttp), which has no limit at all and gathers one header by
+concatenating its pieces: a client streaming a header without end grew a worker by
+hundreds of MB, and the quadratic copying starved every other connection of the worker.
+HeadLimits (http.max_request_line, http.max_header_fields, http.max_header_size,
+http.max_headers_size) are checked as the parser reports a URL or a header, and the
+reads that leave a request's head incomplete are counted, so a URL or one header that
+never ends is cut off too: past the limits the client gets 414 (request line) or 431
+(headers) as a problem document and the connection is closed. A worker holds at most the
+limits plus a read or two of the socket (256 KiB each) for a head.
 """
 
+from dataclasses import dataclass
+
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
+
+from bukt.http.problems import HTTP_CODES, PROBLEM_JSON, problem_body
+from bukt.http.settings import HttpSettings
 
 CORK_LIMIT = 64 * 1024      # bytes buffered in one turn before writing through
 
@@ -79,9 +97,122 @@ class CorkedTransport:
         return getattr(self._transport, name)
 
 
+@dataclass(frozen=True)
+class HeadLimits:
+    line: int            # the request line's URL, bytes
+    fields: int          # header fields in one request
+    field: int           # one header field, name and value, bytes
+    headers: int         # all header fields of one request, bytes
+
+    @classmethod
+    def of(cls, settings):
+        return cls(settings.max_request_line, settings.max_header_fields,
+                   settings.max_header_size, settings.max_headers_size)
+
+    @property
+    def head(self):
+        """Bytes a request head (line, fields, their CRLFs) can take within the limits."""
+        return self.line + self.headers + 4 * self.fields + 64
+
+
+LIMITS = HeadLimits.of(HttpSettings())      # load() (bukt/http/server.py) sets the configured
+
+
+def set_limits(settings):
+    """Use `settings`' head limits in this worker process (called before it serves)."""
+    global LIMITS
+    LIMITS = HeadLimits.of(settings)
+
+
+class HeadTooLarge(Exception):
+    def __init__(self, status, detail):
+        super().__init__(detail)
+        self.status = status
+
+
 class CorkedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, corked (CorkedTransport) and with the head bounded."""
+
     def connection_made(self, transport):
+        self._limits, self._head, self._in_head, self._fields = LIMITS, 0, True, 0
+        self._field_bytes, self._refused, self._ended = 0, False, False
         super().connection_made(CorkedTransport(transport, self.loop))
+
+    def on_message_begin(self):
+        super().on_message_begin()
+        self._fields = self._field_bytes = 0
+
+    def on_url(self, url):
+        super().on_url(url)
+        if len(self.url) > self._limits.line:
+            raise HeadTooLarge(414, f"the request line's URL is over {self._limits.line} "
+                                    "bytes (http.max_request_line)")
+
+    def on_header(self, name, value):
+        lim = self._limits
+        self._fields += 1
+        self._field_bytes += len(name) + len(value)
+        if len(name) + len(value) > lim.field:
+            raise HeadTooLarge(431, f"the header {name[:64].decode('latin-1')!r} is over "
+                                    f"{lim.field} bytes (http.max_header_size)")
+        if self._fields > lim.fields:
+            raise HeadTooLarge(431, f"over {lim.fields} header fields "
+                                    "(http.max_header_fields)")
+        if self._field_bytes > lim.headers:
+            raise HeadTooLarge(431, f"the header fields are over {lim.headers} bytes "
+                                    "(http.max_headers_size)")
+        super().on_header(name, value)
+
+    def on_headers_complete(self):
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self):
+        self._in_head, self._head, self._ended = True, 0, True
+        super().on_message_complete()
+
+    def data_received(self, data):
+        """uvicorn's, and then: a head still incomplete after this read is refused once
+        it holds more bytes than the limits allow (only a URL or a header that never
+        ends gets that far: the parser's callbacks check every complete part)."""
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        self._ended = False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            cause = e.__context__ or e.__cause__
+            if isinstance(cause, HeadTooLarge):
+                return self._refuse(cause.status, str(cause))
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if self._in_head and not self._ended:
+            # the whole read belongs to the incomplete head (a head begun after a
+            # request ended in this read is counted from the next read: at most one
+            # read, 256 KiB, goes uncounted)
+            self._head += len(data)
+            if self._head > self._limits.head:
+                self._refuse(431, f"the request head is over {self._limits.head} bytes "
+                                  "(http.max_request_line, http.max_headers_size)")
+
+    def _refuse(self, status, detail):
+        """Answer `status` (414, 431) with a problem document and close the connection."""
+        self._in_head, self._refused = False, True      # nothing more is parsed
+        body = problem_body(status, HTTP_CODES[status], detail).encode()
+        reason = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}[status]
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+                             b"connection: close\r\n\r\n%s" % (
+                                 status, reason, PROBLEM_JSON.encode(), len(body), body))
+        self.transport.close()
 
 
 class BuktWorker(UvicornWorker):

@@ -23,7 +23,9 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       11u     /* 11: writer_claimed beside ring_head, the lag
+#define BK_FORMAT       12u     /* 12: owner start times (writer_start, dropper_start,
+                                   bk_proc.start) beside their pids;
+                                   11: writer_claimed beside ring_head, the lag
                                    limit (lag_limit_ms, log_current_ms);
                                    10: the header's data_dir and repair_period_ms;
                                    9: the header's retired flag (and retire_drained):
@@ -185,7 +187,10 @@ typedef struct {
                                    first step, state 2, is not: it revokes nothing
                                    until the logged drop): a TCP session re-checks its
                                    token only when it moved (bukt/_epoll.pyx) */
-    char     _pad6[24];
+    uint64_t writer_start;      /* the writer's start time (/proc/<pid>/stat field 22):
+                                   with writer_pid, the owner record (bukt/procs.py,
+                                   OWNERSHIP) a zombie or a reused pid cannot fake */
+    char     _pad6[16];
     /* the writer process's published progress (read by health checks) */
     uint32_t writer_pid;
     uint32_t writer_ready;
@@ -310,12 +315,15 @@ typedef struct {
                                    refused (none). Set at creation, logged with it */
     uint32_t dropper_pid;       /* state 2: the process dropping it (a dead one's drop
                                    is finished by the next create/drop/check) */
-    char     _pad2[12];
+    uint32_t dropper_start;     /* its start time, low 32 bits (bukt/procs.py,
+                                   OWNERSHIP): a zombie or a reused pid is dead */
+    char     _pad2[8];
 } bk_bucket;
 
 typedef struct {
     uint32_t pid;               /* owner of this counter slot, 0 = free */
-    uint32_t _pad;
+    uint32_t start;             /* the owner's start time, low 32 bits; pid and start
+                                   are one 64-bit word, claimed by one CAS */
 } bk_proc;
 
 typedef struct {

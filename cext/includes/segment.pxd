@@ -76,6 +76,7 @@ cdef extern from "segment.h" nogil:
         uint64_t evictions
         uint64_t expirations
         uint64_t meta_epoch
+        uint64_t writer_start
         uint32_t writer_pid
         uint32_t writer_ready
         int64_t writer_heartbeat_ms
@@ -156,9 +157,11 @@ cdef extern from "segment.h" nogil:
         int64_t mem
         int64_t max_memory
         uint32_t dropper_pid
+        uint32_t dropper_start
 
     ctypedef struct bk_proc:
         uint32_t pid
+        uint32_t start
 
     ctypedef struct bk_counters:
         int64_t hits, misses, writes, deletes, evictions, expirations
