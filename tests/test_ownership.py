@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 from bukt import procs
 from bukt.errors import SegmentFull
 from bukt.http import shared
@@ -230,6 +231,7 @@ s.drop_bucket("b")          # its logged deletes fill the ring; it waits for roo
 
 def test_bucket_left_dropping_by_a_zombie_is_listed_as_half_dropped(segname):
     s = bukt.create(segname, size="32MiB", ring_size="4MiB", ring_wait=300)
+    writer_claim(s)     # as a writer does: changes go to the ring, which the test fills
     try:
         b = s.create_bucket("b")                    # persisted: its deletes are logged
         for i in range(20000):
