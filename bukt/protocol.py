@@ -1,7 +1,7 @@
 """Bukt's binary protocol: frames, commands, statuses and the payload codec.
 
 docs/protocol.md is the specification; this module is its executable form, and
-tests/test_protocol_vectors.py checks the two against each other byte for byte.
+tests/unit/test_protocol_vectors.py checks the two against each other byte for byte.
 
 A frame, request or response alike, is
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import struct
 
-from . import errors
+from bukt import errors
 
 HEADER = struct.Struct(">IBQ")
 HEADER_SIZE = HEADER.size  # 13
@@ -86,6 +86,7 @@ class Status(enum.IntEnum):
     INVALID_ARGUMENT = 0x24
     UNKNOWN_COMMAND = 0x25
     SEGMENT_RETIRED = 0x26
+    SEGMENT_DENIED = 0x27
 
 
 # One status per error class, both ways. NotFound shares NOT_FOUND; UNKNOWN_COMMAND is a
@@ -109,6 +110,7 @@ ERROR_STATUS = {
     errors.WriterDown: Status.WRITER_DOWN,
     errors.DiskError: Status.DISK_ERROR,
     errors.SegmentRetired: Status.SEGMENT_RETIRED,
+    errors.SegmentDenied: Status.SEGMENT_DENIED,
     errors.NotFound: Status.NOT_FOUND,
     errors.AuthError: Status.UNAUTHORIZED,
     errors.PermissionDenied: Status.FORBIDDEN,
