@@ -7,10 +7,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DEPS   := $(VENV)/.deps-installed
-CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/*.pyx bukt/*.pxd)
+CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/tcp/*.pyx bukt/tcp/*.pxd)
 CORE   := $(VENV)/.core-built
 
-.PHONY: all run test debug bench lint clean install install-venv install-units deps build
+.PHONY: all run test test-fast debug bench lint clean install install-venv install-units deps build
 
 all: build
 
@@ -33,6 +33,10 @@ build: $(CORE)
 
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tests alone (tests/unit: one process each, no servers, no kills).
+test-fast: build
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 # The same suite against a core built with BUKT_DEBUG, which checks invariants
 # inside the table at run time (see cext/includes/debug.h).
@@ -98,5 +102,5 @@ lint: $(DEPS)
 	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"
 
 clean:
-	rm -rf build dist *.egg-info bukt/*.so bukt/*.c cext/*.c cext/*.html var .pytest_cache
+	rm -rf build dist *.egg-info bukt/*.so bukt/tcp/*.so bukt/tcp/*.c cext/*.c cext/*.html var .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -14,7 +14,7 @@ with sync on (its durable per-commit put). Group commit shows with concurrency: 
 fsync acknowledges every client that committed before it began, so `always` gains with
 more clients, while LMDB's write lock serializes its commits whatever their number.
 `always` runs a second time with `log_prepare: 0`, the log appended to instead of
-written inside its prepared zeros (bukt/aof.py, THE PREPARED TAIL; bench/fsync.py
+written inside its prepared zeros (bukt/writer/aof.py, THE PREPARED TAIL; bench/fsync.py
 times the fdatasync alone), and a third time over TCP, as Redis's clients reach Redis:
 `bukt serve` with its default workers, each client process a bukt.Client on one
 connection, one SET per round trip.
@@ -540,7 +540,7 @@ def throughput(procs, seconds):
     for policy in ("always", "everysec", "no"):
         rows.append((f"Bukt fsync {policy}", bukt_throughput(policy, procs, seconds)))
         print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)
-    # the same without the log's prepared tail (bukt/aof.py): what it gives under always
+    # the same without the log's prepared tail (bukt/writer/aof.py): what it gives under always
     rows.append(("Bukt fsync always, log_prepare 0",
                  bukt_throughput("always", procs, seconds, log_prepare=0)))
     print(f"  {rows[-1][0]}: {rows[-1][1]:,.0f}/s", flush=True)

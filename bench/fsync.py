@@ -1,4 +1,4 @@
-"""What the log's prepared tail saves (bukt/aof.py, THE PREPARED TAIL): the time of
+"""What the log's prepared tail saves (bukt/writer/aof.py, THE PREPARED TAIL): the time of
 write + fdatasync of one small batch, appended to a growing file versus written inside
 zeros the file already has, as the writer does with `log_prepare`.
 

@@ -77,7 +77,7 @@ def wait_port(port, timeout=10.0):
 
 def start_bukt(instance, variant, workers, nice=None):
     """variant: "epoll", "uvloop" or "asyncio", "+py" for the Python frame loop instead of the
-    compiled one (bukt/_wire.pyx)."""
+    compiled one (bukt/tcp/_wire.pyx)."""
     port = free_port()
     loop, _, py = variant.partition("+")
     code = ("import sys; from bukt.tcp import serve_tcp; "

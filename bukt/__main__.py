@@ -1,4 +1,4 @@
-"""`python -m bukt ...` is the `bukt` command (bukt/cli.py); `bukt serve` starts its
+"""`python -m bukt ...` is the `bukt` command (bukt/cli/__init__.py); `bukt serve` starts its
 children this way, with the interpreter it runs on."""
 import sys
 

@@ -32,9 +32,9 @@ import threading
 import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import errors
-from . import protocol as P
-from .protocol import Command as C, Status as S
+from bukt import errors
+from bukt import protocol as P
+from bukt.protocol import Command as C, Status as S
 
 __all__ = ["Client", "AsyncClient", "Pipeline", "AsyncPipeline", "parse_url"]
 

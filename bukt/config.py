@@ -30,7 +30,7 @@ import os
 import re
 from typing import Any, Callable, Mapping
 
-from .errors import BuktError
+from bukt.errors import BuktError
 
 __all__ = ["Config", "ConfigError", "load", "defaults", "parse_size", "parse_duration",
            "parse_bind", "SCHEMA", "ENV_PREFIX", "ENV_NOT_KEYS", "ENV_ALIASES"]
@@ -424,7 +424,7 @@ def defaults() -> Config:
 
 def _read_file(path):
     """The document in a configuration file. A `.json` file (what `bukt serve` hands
-    its children: bukt/serve.py) is read with the json module, which costs nothing
+    its children: bukt/service/supervisor.py) is read with the json module, which costs nothing
     next to importing PyYAML (about 10 ms of CPU at every start of a child); any other
     file is YAML, parsed by libyaml when PyYAML was built with it (a commented
     conf/bukt.yaml: about 5 ms instead of 25 with the pure-Python parser)."""

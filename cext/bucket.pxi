@@ -864,7 +864,7 @@ cdef list collect_keys(Store s, uint32_t si, object arg):
     return out
 
 
-# -- PREFETCH: hints for a caller that knows its next keys (bukt/_epoll.pyx, STAGING) ----
+# -- PREFETCH: hints for a caller that knows its next keys (bukt/tcp/_epoll.pyx, STAGING) ----
 
 cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noexcept:
     """Start the memory fetches a read of key k of `bucket` will wait on, so that they
@@ -901,7 +901,7 @@ cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noex
 PREFETCH_KEY = PyCapsule_New(<void *>prefetch_key, b"bukt._core.prefetch_key", NULL)
 
 
-# -- GET as a response frame, for the TCP worker (bukt/_wire.pyx, fast_get) --------------
+# -- GET as a response frame, for the TCP worker (bukt/tcp/_wire.pyx, fast_get) --------------
 
 cdef inline void put_be32(char *p, uint32_t v) noexcept nogil:
     p[0] = <char>(v >> 24); p[1] = <char>(v >> 16); p[2] = <char>(v >> 8); p[3] = <char>v

@@ -1,5 +1,5 @@
 # bulkload.pxi: cold recovery's fast path, from the bytes of a log or base file
-# straight into the table (bukt/datadir.py: Recovery; bukt/restore.py: Loader).
+# straight into the table (bukt/writer/datadir.py: Recovery; bukt/writer/restore.py: Loader).
 #
 # The slow path turns every record into a Python tuple, passes it through three
 # generators (aof.scan, basefile.read_base, Recovery._emit) and applies it with one

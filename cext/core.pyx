@@ -243,7 +243,7 @@ import time
 import secrets as _secrets
 
 from bukt import errors as _err
-from bukt import procs as _procs
+from bukt.service import procs as _procs
 
 
 cdef inline uint32_t start32(uint32_t pid) except? 0:
@@ -252,7 +252,7 @@ cdef inline uint32_t start32(uint32_t pid) except? 0:
 
 
 cdef bint owner_alive32(uint32_t pid, uint32_t start) except -1:
-    """OWNERSHIP (bukt/procs.py) of a record that keeps the low 32 bits of the start."""
+    """OWNERSHIP (bukt/service/procs.py) of a record that keeps the low 32 bits of the start."""
     return _procs.owner_alive(pid, start, bits=32)
 
 
@@ -277,7 +277,7 @@ include "bulkload.pxi"
 include "writer.pxi"
 include "flushnote.pxi"
 
-# for bukt/restore.py's memory_needed: a chunk holds an entry header, its key and value,
+# for bukt/writer/restore.py's memory_needed: a chunk holds an entry header, its key and value,
 # and a grown index keeps an average stripe at most this full
 ENTRY_HEADER = ENTRY_HDR
 SPLIT_AT = BK_SPLIT_AT

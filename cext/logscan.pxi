@@ -1,11 +1,11 @@
-# logscan.pxi: the fast path of reading a log or base file (bukt/aof.py: scan).
+# logscan.pxi: the fast path of reading a log or base file (bukt/writer/aof.py: scan).
 #
 # Recovery reads every record the data directory holds; in Python that costs several
 # microseconds a record, too slow for a cold start of millions of keys. This loop takes
 # the records that are plainly sound -- magic, lengths that add up, a known type, the
 # record's CRC-32 (zlib's, the one aof.py writes) -- and stops at the first that is not,
 # handing it back to aof.py's slow path, which alone decides between a truncated tail
-# and corruption. The record format is documented at the top of bukt/aof.py.
+# and corruption. The record format is documented at the top of bukt/writer/aof.py.
 
 cdef extern from "zlib.h" nogil:
     unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len)

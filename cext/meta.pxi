@@ -120,7 +120,7 @@ cdef uint64_t meta_epoch_of(object store) noexcept:
     return bk_load_acq64(&s.hdr.meta_epoch)
 
 
-# C callers in other extension modules (bukt/_epoll.pyx) reach meta_epoch_of through
+# C callers in other extension modules (bukt/tcp/_epoll.pyx) reach meta_epoch_of through
 # this capsule, without a Python call: uint64_t (*)(object store), for a Store only.
 META_EPOCH = PyCapsule_New(<void *>meta_epoch_of, b"bukt._core.meta_epoch", NULL)
 

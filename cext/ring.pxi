@@ -57,7 +57,7 @@
 # one thread is the event loop of all its requests. It sets its Store's ring_wait to
 # 0, so a write that finds no room raises RingFull at once (with `room`, the claim
 # its record needs), keeps the request and tries it again from the loop every
-# millisecond or so (bukt/ringroom.py). To take part in the claim across those tries,
+# millisecond or so (bukt/writewait/ringroom.py). To take part in the claim across those tries,
 # on each one it calls Store.ring_claim_room(room, waited, ticket): without blocking,
 # that takes the claim once `waited` is past CLAIM_AFTER_US, renews it, or returns 0
 # while another waiter's claim stands. Around the retried write it sets
@@ -454,10 +454,10 @@ def ring_gather_wait(Store s, uint64_t want, double timeout, double spin=0.0):
     seconds for them, asleep on the doorbell with gather_bytes = `want`, so that only
     the commit that completes them wakes it (THE DOORBELL above), and one fsync
     acknowledges the writers that are about to commit instead of only the first of
-    them (GATHER in bukt/writer.py). Before it sleeps it yields the CPU in a loop for
+    them (GATHER in bukt/writer/process.py). Before it sleeps it yields the CPU in a loop for
     up to `spin` seconds (within `timeout`), the doorbell unset, so that a batch that
     comes meanwhile costs neither the writer's wake-up nor a producer's futex call
-    (GATHER SPIN in bukt/writer.py). Returns the bytes there."""
+    (GATHER SPIN in bukt/writer/process.py). Returns the bytes there."""
     s._open()
     cdef bk_header *h = s.hdr
     cdef uint64_t have, now, deadline = bk_mono_ns() + <uint64_t>(max(timeout, 0.0) * 1e9)

@@ -510,7 +510,7 @@ cdef class Store:
     # -- RETIREMENT ------------------------------------------------------------------
     # A cold start replaces the segment under /bukt-<name> with one rebuilt from the
     # data directory, while programs stay attached to the old one. The writer that
-    # does it (bukt/writer.py, Writer._retire) first marks the old segment:
+    # does it (bukt/writer/process.py, Writer._retire) first marks the old segment:
     #
     #   retire_begin     under the ring lock, retired = BK_RETIRING (release): every
     #                    reservation after it is refused (ring_reserve), so the ring
@@ -863,7 +863,7 @@ cdef class Store:
                 bk_load_acq64(&self.hdr.flushed_pos))
 
     # -- ring room for a front end that waits on its event loop ------------------------
-    # (ring.pxi, THE CLAIM FROM AN EVENT LOOP; bukt/ringroom.py is their one user)
+    # (ring.pxi, THE CLAIM FROM AN EVENT LOOP; bukt/writewait/ringroom.py is their one user)
     def ring_claim_room(self, uint64_t room, double waited, uint64_t ticket=0):
         """Never blocks. After `waited` seconds of trying a write that needs `room`
         bytes of the ring (RingFull.room), hold a claim on them: returns the ticket

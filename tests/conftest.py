@@ -1,10 +1,14 @@
 """Shared fixtures: a fresh segment per test, unlinked afterwards."""
 import os
+import sys
 import uuid
 
 import pytest
 
 import bukt
+
+# the harnesses and the reference model, importable by every test
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 from bukt._core import writer_claim
 
 

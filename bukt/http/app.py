@@ -5,7 +5,7 @@ closes every connection and tops out near 3-5k req/s; falcon.asgi under gunicorn
 UvicornWorker (uvloop, httptools; bukt/http/worker.py sends each response in one
 write) keeps connections alive and serves about 5x that,
 and its event loop lets a write wait for durability, or for room in the change ring,
-without blocking the worker's other requests (hooks.py). The store calls themselves are
+without blocking the worker's other requests (ringwait.py). The store calls themselves are
 synchronous and take microseconds, so handlers call them directly on the loop.
 """
 
@@ -18,7 +18,7 @@ from bukt.http import problems
 from bukt.http.auth import Authenticator, resolve_admin_token
 from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
 from bukt.http.fastpath import FastPath
-from bukt.http.hooks import Durability, RingRoom, durability_for
+from bukt.http.ringwait import Durability, RingRoom, durability_for
 from bukt.http.keys import Bulk, Key, Scan
 from bukt.http.kv import KvCollection, KvItem
 from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
@@ -73,7 +73,7 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
                auth_table=None):
     """The ASGI app. `config`: the project's config, or a dict (see settings.py).
     `area`: the SharedArea all workers share (serve_http passes it); a private one
-    when None, which is right for a single process. `durability`: see hooks.py.
+    when None, which is right for a single process. `durability`: see ringwait.py.
     `fast_path`: answer plain GETs and PUTs of a key without falcon (fastpath.py); it
     stands aside by itself while rate limiting is on. `auth_table`: the FailureTable
     of failed tokens all workers share (bukt/authguard.py; serve_http passes it); a

@@ -229,7 +229,7 @@ def resolve_admin_token(settings):
         except FileExistsError:
             pass                                # another process wrote one first: read it
         else:
-            from bukt.aof import fsync_dir
+            from bukt.writer.aof import fsync_dir
             fsync_dir(settings.data_dir)
             log.warning("generated the admin token into %s (mode 0600)", path)
             return token, path

@@ -12,7 +12,7 @@ sits in front of the falcon app (the SLOW PATH) and answers only
 
 with a token that may read (GET) or write (PUT) the bucket, while the rate limiter is
 off. It sends exactly what the slow path would (status, headers, body, counters,
-access line; tests/test_http_app.py compares the two). Every other request, and every
+access line; tests/unit/test_http_app.py compares the two). Every other request, and every
 one that fails a check before its body is read or its value looked up (no token, a
 token of another bucket, no such bucket, a bad TTL header), is passed to the falcon app
 untouched, which answers it as it always does. Past that point (the body read, the

@@ -17,13 +17,13 @@ import re
 
 from bukt.errors import VersionMismatch
 from bukt.http.auth import READ, WRITE
-from bukt.http.hooks import persisted
+from bukt.http.ringwait import persisted
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
                             int_value, is_json, json_bool, json_key, json_ttl, key_from_path,
                             param_or_header, read_body, read_json, ttl_value,
                             value_bytes, value_from_json, value_to_json)
-from bukt.ringroom import rec_room
+from bukt.writewait.ringroom import rec_room
 
 DIGITS = re.compile(r"[0-9]+")
 KEY_SLASHES = 6           # "/" before the key in /api/v1/buckets/{name}/keys/{key}

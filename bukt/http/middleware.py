@@ -155,7 +155,7 @@ class Frontdoor:
             return
         # The line is joined from pieces made once, so a request formats no number
         # and escapes only its path: str % with eight fields cost 7k instructions of
-        # the fast path's 61k (callgrind, tests/test_http_app.py checks the result).
+        # the fast path's 61k (callgrind, tests/unit/test_http_app.py checks the result).
         # Pieces: the timestamp and pid (once per millisecond), the quoted peer,
         # method and bucket with the JSON around them (once per distinct value), the
         # status and the duration's digits (tables).

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of the HTTP API, served at /api/v1/openapi.json.
 
-Written by hand next to the resources it describes; tests/test_http_server.py runs
+Written by hand next to the resources it describes; tests/integration/test_http_server.py runs
 schemathesis against the served document, so a route or a response shape that drifts
 from it fails there.
 """

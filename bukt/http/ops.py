@@ -8,7 +8,7 @@ from posix_ipc import ExistentialError
 from bukt.authguard import FailureTable, table_name
 from bukt.errors import BuktError
 from bukt.http.auth import ADMIN
-from bukt.http.hooks import writer_state
+from bukt.http.ringwait import writer_state
 from bukt.http.middleware import LATENCY_BOUNDS
 from bukt.http.wire import bad
 

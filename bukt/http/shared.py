@@ -15,7 +15,7 @@ LAYOUT (native byte order, 8-byte words):
     rates   slots x (key u64 | tat f64)        GCRA state per client (see ratelimit.py)
     rows    rows  x (pid u64 | start u64 | words x u64)   one row per worker process
 
-An owner is a pid with its start time (bukt/procs.py, OWNERSHIP): a killed owner that is
+An owner is a pid with its start time (bukt/service/procs.py, OWNERSHIP): a killed owner that is
 still a zombie, or an unrelated process given its pid later, does not count as alive.
 "worker starts" counts the rows claimed by new worker processes since the area was
 created, and "recent" keeps when the last RECENT of them started (start n in slot n %
@@ -50,7 +50,7 @@ import struct
 import threading
 import time
 
-from bukt import procs
+from bukt.service import procs
 from bukt.errors import SegmentFull
 
 MAGIC = int.from_bytes(b"BKTHTTP1", "little")

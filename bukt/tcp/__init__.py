@@ -11,7 +11,7 @@ each command to the store), settings (the tcp.* keys), cpu (each worker's nicene
 scheduler slice: how the workers share the CPUs with clients).
 
 EVENT LOOP. `loop="auto"` takes the first available of: the epoll loop in Cython
-(bukt/_epoll.pyx, when compiled), uvloop (when installed), asyncio. All three serve the
+(bukt/tcp/_epoll.pyx, when compiled), uvloop (when installed), asyncio. All three serve the
 same protocol through the same Session and frame loop, and the test suite runs on each
 (TCP_TEST_LOOP=epoll|uvloop|asyncio). Measured with bench/tcp.py on a 2-core machine
 shared with other work (so throughput is noisy; CPU time per operation of the server
@@ -26,14 +26,14 @@ processes is the steadier figure), 2 workers, 100 B values over 100k keys, 90% G
     asyncio                     22.3     34.3           3.5
     redis-server 7 (1 thread)   12.4     17.6           2.2
 
-The frame loop and the GET/SET fast path in Cython (bukt/_wire.pyx; its Python twin is
+The frame loop and the GET/SET fast path in Cython (bukt/tcp/_wire.pyx; its Python twin is
 connection.run_py) save a quarter to two thirds of the CPU per op over Python. Since the
 epoll loop keeps the GIL and calls the frame loop as C, a later run (load average 6-7,
 `--loops epoll,uvloop`) gave it 13.4 / 17.3 / 2.9 µs per op against Redis's
 13.2 / 17.6 / 3.2 (uvloop 18.9 / 22.5 / 3.1); README "Benchmarks" has its throughput.
 """
-from .pool import serve_tcp
-from .settings import TcpSettings
+from bukt.tcp.pool import serve_tcp
+from bukt.tcp.settings import TcpSettings
 
 __all__ = ["serve_tcp", "TcpSettings", "main"]
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    from .. import config, errors
+    from bukt import config, errors
 
     parser = argparse.ArgumentParser(prog="bukt tcp", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="bukt.yaml (default: $BUKT_CONFIG, else built-in defaults)")

@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from bukt.tcp import main
 
 sys.exit(main())

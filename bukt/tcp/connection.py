@@ -17,7 +17,7 @@ RING FULL. A request that finds the change ring full parks the connection
 (bukt/tcp/session.py): its frame stays first in the buffer, reading pauses, and it is
 tried again every RETRY seconds until the worker's ring_wait has passed since it first
 parked; then it is answered RING_FULL and the next frames go on. While parked it takes
-part in the ring's claim (`room_wait`, bukt/ringroom.py): each try claims or renews the
+part in the ring's claim (`room_wait`, bukt/writewait/ringroom.py): each try claims or renews the
 room the request waits for, and runs with that claim as its own; the claim goes when
 the request goes through, is answered RING_FULL, or its connection is lost.
 
@@ -36,17 +36,18 @@ import socket
 import struct
 import time
 
-from .. import admission, errors
-from .. import protocol as P
-from ..ringroom import RETRY, RoomWait
-from .session import PARK, Deferred, Session
+from bukt import errors
+from bukt.tcp import admission
+from bukt import protocol as P
+from bukt.writewait.ringroom import RETRY, RoomWait
+from bukt.tcp.session import PARK, Deferred, Session
 
 log = logging.getLogger("bukt.tcp")
 
 _HEADER = struct.Struct(">IBQ")
 _HDR_SIZE = 13
 try:
-    from .. import _wire  # the compiled twin of run_py (bukt/_wire.pyx), when built
+    from bukt.tcp import _wire
 except ImportError:
     _wire = None
 
@@ -54,7 +55,7 @@ STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range
 
 
 def run_py(buf, size, pos, session, max_frame, out, out_limit):
-    """Handles whole frames of buf[pos:size] into `out` until a stop (bukt/_wire.pyx
+    """Handles whole frames of buf[pos:size] into `out` until a stop (bukt/tcp/_wire.pyx
     says which); returns (pos, why). The reference for the compiled `_wire.run`."""
     out_bytes = 0
     session.recheck()                   # a token revoked since the last batch
@@ -103,7 +104,7 @@ class Connection(asyncio.Protocol):
         self.session = Session(worker.store, admin_hash=worker.admin_hash,
                                max_frame=s.max_frame, durable=worker.durable,
                                guard=worker.guard)
-        self.pending = False       # admitted, not authenticated yet (bukt/admission.py)
+        self.pending = False       # admitted, not authenticated yet (bukt/tcp/admission.py)
         self.ring_wait = worker.ring_wait
         self.session.park_ring_full = self.ring_wait is not None
         self.park_until = 0.0      # a parked request is answered RING_FULL then (0: none)
@@ -196,7 +197,7 @@ class Connection(asyncio.Protocol):
     def _process(self):
         """Handles every whole frame in the buffer that flow control allows.
 
-        `run` (compiled in bukt/_wire.pyx, or its twin `run_py` below) handles frames
+        `run` (compiled in bukt/tcp/_wire.pyx, or its twin `run_py` below) handles frames
         until something needs this loop: responses to write, a Deferred, QUIT, a bad
         Length, or the end of the whole frames. No callback can run inside `run` (it
         never writes), so flow control checked between its batches is checked in time.

@@ -17,7 +17,7 @@ Measured with bench/tcp.py's load generator at 50 connections on 2 vCPUs (two wo
 the slowest 1% took 1.17-1.52 ms with the kernel's slice and 0.62-0.78 ms with 100-500
 us (1 ms: 0.93-1.13 ms); Redis, alone on its CPU, 0.41-0.46 ms. With one worker, or one
 connection, no change. The worker's loop also yields after a round that served two or
-more events (bukt/_epoll.pyx, ROUND YIELD).
+more events (bukt/tcp/_epoll.pyx, ROUND YIELD).
 """
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ import socket
 import sys
 import time
 
-from ..authguard import FailureTable, table_name
-from .settings import TcpSettings
-from .cpu import apply_nice, apply_slice
-from .worker import Worker, listen_socket
+from bukt.authguard import FailureTable, table_name
+from bukt.tcp.settings import TcpSettings
+from bukt.tcp.cpu import apply_nice, apply_slice
+from bukt.tcp.worker import Worker, listen_socket
 
 log = logging.getLogger("bukt.tcp")
 

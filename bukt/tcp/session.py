@@ -12,7 +12,7 @@ SLOW PATH: every other command decodes its payload with bukt.protocol's layout t
 RING FULL: a write to a persisted bucket needs room in the change ring, which the writer
 process drains. The core can wait for room itself (store.ring_wait), but that blocks the
 thread, and a worker's thread is the event loop of all its connections. So the worker
-sets store.ring_wait to 0 and `park_ring_full` (bukt/ringroom.py says why, and which
+sets store.ring_wait to 0 and `park_ring_full` (bukt/writewait/ringroom.py says why, and which
 commands may be tried again): a command whose attempt failed with RingFull and changed
 nothing (RETRY_SAFE: one record, undone by the core) returns PARK instead of an error,
 and the connection keeps that frame, reads nothing more from that peer (its order is
@@ -27,7 +27,7 @@ cannot starve it.
 
 REVOCATION: a session keeps its token's id and permissions from AUTH, and `recheck()`
 confirms them against the segment (Store.has_token: one read of the bucket's slot) at
-the start of every batch of frames a read brings in (bukt/_wire.pyx run_frames and its
+the start of every batch of frames a read brings in (bukt/tcp/_wire.pyx run_frames and its
 twin run_py). A token revoked by anyone (this worker, another, the CLI, HTTP)
 leaves the session unauthenticated from its next batch on: its requests
 are answered UNAUTHORIZED ("AUTH again") until a new AUTH succeeds. A session whose
@@ -42,7 +42,7 @@ against `peer`, the connection's address. Nothing here waits.
 DURABILITY HOOK: under `fsync: always` a write may be acknowledged only once its log
 record is on disk (design.md, invariant 7). `durable(session)` is called after every
 successful write and returns None (acknowledge now) or an awaitable that completes when
-the write is durable (or raises WriterDown / DiskError); bukt/tcp/durability.py is the
+the write is durable (or raises WriterDown / DiskError); bukt/writewait/durability.py is the
 implementation over the segment's ring. The connection then sends the response only
 after that awaitable completes, while it goes on reading and answering other requests,
 and other connections are not held up at all: one group commit wakes many waiters.
@@ -53,12 +53,12 @@ import hmac
 import logging
 import struct
 
-from .. import errors
-from .. import protocol as P
-from .. import ringroom
-from ..protocol import Command as C, Status as S
-from ..authguard import locked_message
-from ..tokens import digest, new_token
+from bukt import errors
+from bukt import protocol as P
+from bukt.writewait import ringroom
+from bukt.protocol import Command as C, Status as S
+from bukt.authguard import locked_message
+from bukt.tokens import digest, new_token
 
 log = logging.getLogger("bukt.tcp")
 
@@ -86,7 +86,7 @@ WRITES = frozenset(c for c, p in NEEDS.items() if p == WRITE) | {C.FLUSH}
 OPEN = frozenset({C.AUTH, C.PING, C.QUIT})
 BUCKET_ADMIN = frozenset({C.BUCKET_CREATE, C.BUCKET_DROP, C.BUCKET_LIST, C.BUCKET_INFO})
 # The store method each writing command calls; which of them may be tried again after
-# RingFull, and which wait for room first, is decided once, in bukt/ringroom.py.
+# RingFull, and which wait for room first, is decided once, in bukt/writewait/ringroom.py.
 METHOD = {C.SET: "set", C.GET: "get", C.DELETE: "delete", C.INCR: "incr", C.DECR: "incr",
           C.GETDEL: "getdel", C.EXPIRE: "expire", C.PERSIST: "persist", C.MSET: "mset",
           C.FLUSH: "flush", C.BUCKET_CREATE: "create_bucket", C.BUCKET_DROP: "drop_bucket",

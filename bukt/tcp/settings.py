@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
-from .. import config as _config
+from bukt import config as _config
 
 _MISSING = object()
 
@@ -52,8 +52,8 @@ class TcpSettings:
     loop: str = "auto"                  # "epoll", "uvloop", "asyncio"; "auto": the first
                                         # available (epoll needs bukt/_epoll built)
     write_high_water: int = 64 << 10    # unsent response bytes before reading pauses
-    compiled: bool = True               # use bukt._wire (the Cython hot path) when built
-    auth_timeout: float = 5.0           # seconds to AUTH after connecting (bukt/admission.py)
+    compiled: bool = True               # use bukt.tcp._wire (the Cython hot path) when built
+    auth_timeout: float = 5.0           # seconds to AUTH after connecting (bukt/tcp/admission.py)
     max_connections_per_address: int = 512  # per worker; 0 = no limit
     auth_max_failures: int = 10         # failed AUTHs per address ... (bukt/authguard.py)
     auth_failure_window: float = 60.0   # ... within this many seconds: locked out

@@ -8,11 +8,11 @@ SIGTERM (or SIGINT): close the listening socket (stop accepting), stop reading e
 connection, answer what has already been read, wait for deferred (durable) responses,
 close, exit 0. Whatever is still open after `shutdown_timeout` is aborted.
 
-A worker never waits inside its loop: not for durability (bukt/tcp/durability.py), and
+A worker never waits inside its loop: not for durability (bukt/writewait/durability.py), and
 not for room in the change ring. It sets the store's ring_wait to 0 and keeps the
 configured wait (limits.ring_wait_ms, from the segment) as `ring_wait`: a request that
 finds the ring full parks its connection and is tried again on a timer until then,
-holding a claim on the room it needs (bukt/tcp/session.py, RING FULL; bukt/ringroom.py).
+holding a claim on the room it needs (bukt/tcp/session.py, RING FULL; bukt/writewait/ringroom.py).
 """
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ import logging
 import signal
 import socket
 
-from .. import protocol as P
-from ..admission import Admission, auth_timed_out
-from ..authguard import AuthGuard, FailureTable
-from .connection import Connection
-from .durability import RingDurability, RingPositions
+from bukt import protocol as P
+from bukt.tcp.admission import Admission, auth_timed_out
+from bukt.authguard import AuthGuard, FailureTable
+from bukt.tcp.connection import Connection
+from bukt.writewait.durability import RingDurability, RingPositions
 
 try:
-    from .. import _epoll  # the Cython epoll loop (bukt/_epoll.pyx), when built
+    from bukt.tcp import _epoll
 except ImportError:
     _epoll = None
 
@@ -42,7 +42,7 @@ AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (at most auth_timeout 
 
 def new_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     """uvloop when installed (measured faster than asyncio: bukt/tcp/__init__.py), else
-    asyncio. ("auto" prefers the epoll loop of bukt/_epoll.pyx to both when it is built:
+    asyncio. ("auto" prefers the epoll loop of bukt/tcp/_epoll.pyx to both when it is built:
     Worker.run.)"""
     if kind in ("auto", "uvloop"):
         try:
@@ -79,7 +79,7 @@ class Worker:
         self.index = index
         token = settings.find_admin_token()
         self.admin_hash = hashlib.sha256(token.encode()).digest() if token else None
-        # The durability hook (bukt/tcp/session.py, bukt/tcp/durability.py).
+        # The durability hook (bukt/tcp/session.py, bukt/writewait/durability.py).
         if durable is None and all(hasattr(store, a) for a in
                                    ("last_pos", "ring_position", "writer_info")):
             durable = RingDurability(store)
@@ -89,7 +89,7 @@ class Worker:
         if self.ring_wait is not None:
             store.ring_wait = 0.0
         self.connections: set[Connection] = set()
-        # Who may hold a connection (bukt/admission.py), and failed AUTH per address,
+        # Who may hold a connection (bukt/tcp/admission.py), and failed AUTH per address,
         # counted in the table the supervisor shares with every worker
         # (bukt/authguard.py; a private one for a worker started alone).
         self.admission = Admission(settings.max_connections,
@@ -158,7 +158,7 @@ class Worker:
             self.loop.call_later(min(IDLE_SWEEP, timeout / 4), self._sweep)
 
     def _auth_sweep(self):
-        """Closes the connections that did not AUTH in time (bukt/admission.py)."""
+        """Closes the connections that did not AUTH in time (bukt/tcp/admission.py)."""
         for conn in self.admission.expired(self.loop.time()):
             conn.shut_out(P.Status.UNAUTHORIZED,
                           auth_timed_out(self.settings.auth_timeout))

@@ -79,7 +79,7 @@
 #define BK_R_SKIPPED   3
 #define BK_R_PAD       4
 
-/* ring record types (the writer process logs them; see bukt/aof.py) */
+/* ring record types (the writer process logs them; see bukt/writer/aof.py) */
 #define BK_T_SET     1
 #define BK_T_DEL     2
 #define BK_T_EXPIRED 3
@@ -186,9 +186,9 @@ typedef struct {
                                    applied to the bucket table or its tokens (a drop's
                                    first step, state 2, is not: it revokes nothing
                                    until the logged drop): a TCP session re-checks its
-                                   token only when it moved (bukt/_epoll.pyx) */
+                                   token only when it moved (bukt/tcp/_epoll.pyx) */
     uint64_t writer_start;      /* the writer's start time (/proc/<pid>/stat field 22):
-                                   with writer_pid, the owner record (bukt/procs.py,
+                                   with writer_pid, the owner record (bukt/service/procs.py,
                                    OWNERSHIP) a zombie or a reused pid cannot fake */
     char     _pad6[16];
     /* the writer process's published progress (read by health checks) */
@@ -228,7 +228,7 @@ typedef struct {
     uint32_t data_dir_len;      /* bytes of data_dir in use, 0: none published */
     char     data_dir[BK_DATA_DIR_MAX];   /* the absolute data directory of the writer
                                    that claimed the segment: CLI commands given no
-                                   data_dir use it (bukt/cliutil.py, data_dir_of) */
+                                   data_dir use it (bukt/cli/common.py, data_dir_of) */
     int64_t  log_current_ms;    /* wall ms at which the log last held every change
                                    committed to the ring (the writer process; THE LAG
                                    LIMIT) */
@@ -315,7 +315,7 @@ typedef struct {
                                    refused (none). Set at creation, logged with it */
     uint32_t dropper_pid;       /* state 2: the process dropping it (a dead one's drop
                                    is finished by the next create/drop/check) */
-    uint32_t dropper_start;     /* its start time, low 32 bits (bukt/procs.py,
+    uint32_t dropper_start;     /* its start time, low 32 bits (bukt/service/procs.py,
                                    OWNERSHIP): a zombie or a reused pid is dead */
     char     _pad2[8];
 } bk_bucket;

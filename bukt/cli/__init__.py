@@ -1,0 +1,165 @@
+"""`bukt`: one command, many subcommands.
+
+    the service
+      bukt serve   [--config PATH] [--cold]    writer + HTTP + TCP, supervised (serve.py)
+      bukt writer  [--config PATH] [--cold]    the writer process alone (writer.py)
+      bukt http    [--config PATH]             the HTTP front end alone (http/)
+      bukt tcp     ...                         the TCP front end alone (tcp/)
+    operating it
+      bukt status  [--url URL] [--json]        health, memory, keys, ring, fsync, log, pids
+      bukt stats   [-b BUCKET]                 a per-bucket table
+      bukt check   [--fix]                     the data directory and the segment's table
+      bukt compact [--wait S]                  compact the log now
+      bukt bench   [--seconds S]               throughput and latency, TCP and HTTP
+    data (attached to this host's segment, or --url bukt://... / http://...)
+      bukt get | set | del | incr | ttl        keys of a bucket (-b BUCKET)
+      bukt buckets create | list | drop
+      bukt tokens  create | list | revoke
+      bukt dump    [-o FILE] [--format jsonl|snapshot]
+      bukt load    [FILE] [--into BUCKET]
+
+COMMANDS below is the table of subcommands: a name, a one-line help, a function that
+adds the subcommand's arguments, and one that runs it with the parsed arguments and
+returns the exit code. Adding a subcommand is adding a row. A subcommand whose module
+parses its own arguments (tcp) is given the rest of the command line untouched.
+
+Output is for people by default and JSON with --json. Errors are one line on stderr
+that says what to do; the exit codes are in bukt/cli/common.py (EXIT_CODES_HELP).
+"""
+import argparse
+import importlib
+import os
+import sys
+
+from bukt.cli.common import EXIT_CODES_HELP, config_arg, explain, load_config
+
+__all__ = ["main", "COMMANDS"]
+
+
+# -- the service ---------------------------------------------------------------------------
+
+def _serve_args(p):
+    config_arg(p)
+    p.add_argument("--cold", action="store_true",
+                   help="the writer recovers from disk even if the segment survived (to "
+                        "apply a new memory or limits.* size)")
+
+
+def _serve(args):
+    from bukt.service import supervisor as serve
+    return serve.serve(load_config(args), args.config or os.environ.get("BUKT_CONFIG"),
+                       cold=args.cold)
+
+
+def _writer_args(p):
+    config_arg(p)
+    p.add_argument("--cold", action="store_true",
+                   help="recover from disk even if the segment survived")
+
+
+def _writer(args):
+    from bukt.writer import process as writer
+    return writer.run_command(args.config, cold=args.cold)
+
+
+def _http(args):
+    from bukt.http import serve_http
+    serve_http(load_config(args))
+    return 0
+
+
+def _tcp(args):
+    from bukt import tcp
+    return tcp.main(args.rest)
+
+
+def _passthrough(p):
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+# name -> (help, add_arguments, run). A function, or "module:function" in bukt.cli.<module>,
+# imported only when that subcommand runs: `bukt get` does not load the bench.
+COMMANDS = {
+    "serve": ("run the whole service (writer, HTTP, TCP), supervised", _serve_args, _serve),
+    "writer": ("run the writer process (log, recovery, compaction, expiry)", _writer_args,
+               _writer),
+    "http": ("run the HTTP front end", config_arg, _http),
+    "tcp": ("run the TCP front end (bukt tcp --help)", _passthrough, _tcp),
+    "status": ("health, memory, keys, ring, fsync lag, log size and processes",
+               "ops:status_args", "ops:status"),
+    "stats": ("per-bucket counters: keys, bytes, reads, writes, hit rate",
+              "data:stats_args", "data:stats"),
+    "get": ("print a key's value", "data:get_args", "data:get"),
+    "set": ("store a value (--ttl, --nx, --xx, --single-read)", "data:set_args",
+            "data:set_"),
+    "del": ("delete keys", "data:del_args", "data:del_"),
+    "incr": ("add to an integer value (--by, --initial)", "data:incr_args",
+             "data:incr"),
+    "ttl": ("a key's remaining time to live", "data:ttl_args", "data:ttl"),
+    "buckets": ("create, list or drop buckets", "data:buckets_args", "data:buckets"),
+    "tokens": ("create, list or revoke a bucket's tokens", "data:tokens_args",
+               "data:tokens"),
+    "check": ("check the data directory and the segment (--fix repairs)",
+              "ops:check_args", "ops:check"),
+    "compact": ("compact the log now", "ops:compact_args", "ops:compact"),
+    "dump": ("write buckets out as JSON lines or a binary snapshot", "dump:dump_args",
+             "dump:dump"),
+    "load": ("read a dump back in", "dump:load_args", "dump:load"),
+    "bench": ("throughput and latency of a running service, TCP and HTTP",
+              "bench:bench_args", "bench:bench"),
+}
+
+
+def _resolve(fn):
+    if isinstance(fn, str):
+        module, name = fn.split(":")
+        return getattr(importlib.import_module(f"bukt.cli.{module}"), name)
+    return fn
+
+
+def parser(only=None) -> argparse.ArgumentParser:
+    """The parser; with `only` (a known subcommand, first on the command line), that
+    subcommand alone is added: the others would only be listed, for `bukt --help` and
+    a misspelt name, and building them all costs a start ~8 ms of CPU (a warm restart
+    of the writer is timed from exec)."""
+    p = argparse.ArgumentParser(prog="bukt", description="Bukt: a shared-memory key-value "
+                                "cache for one host.", epilog=EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_, add, run) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        s = sub.add_parser(name, help=help_, description=help_, epilog=EXIT_CODES_HELP,
+                           add_help=add is not _passthrough,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _resolve(add)(s)
+        s.set_defaults(run=run)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and COMMANDS.get(argv[0], (None, None))[1] is _passthrough:
+        # the module parses its own arguments, --help included
+        return COMMANDS[argv[0]][2](argparse.Namespace(rest=argv[1:]))
+    args = parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
+    args.run = _resolve(args.run)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:              # `bukt dump | head`
+        sys.stderr.close()
+        return 0
+    except Exception as e:               # a clean line for the operator, not a traceback
+        known = explain(e, args)
+        if known is None:
+            raise
+        code, message = known
+        print(f"bukt {args.command}: {message}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

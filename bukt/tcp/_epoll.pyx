@@ -1,0 +1,842 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""A TCP worker's event loop on epoll, driven from Cython (`loop="epoll"`).
+
+It serves the protocol through the same Session and frame loop (bukt/tcp/_wire.pyx) as the
+asyncio/uvloop worker (bukt/tcp/connection.py), with the same rules; that module's
+docstring is the reference for FLOW CONTROL and CLOSING, and the same test suite runs
+on both (TCP_TEST_LOOP=epoll). It exists because it is faster: measured with
+bench/tcp.py it spends 13-23% less CPU per request than uvloop (bukt/tcp/__init__.py).
+
+ONE THREAD, LEVEL-TRIGGERED. Each readable connection is read once per wakeup into a
+fixed 256 KiB buffer; its whole frames are answered by `_wire.run`; responses are sent
+at once, and what the kernel does not take waits in the connection's output buffer for
+EPOLLOUT.
+
+STAGING AND PREFETCH. A wakeup first reads every connection that is only readable,
+each into its own stretch of the receive buffer, and then answers them in turn where
+they were read (a connection with bytes already waiting in its own buffer, c.buf, goes
+on there; what is left of a read, a partial frame or frames that flow control holds
+back, moves to c.buf). Reading first lets the key of each request be known early: as
+each read returns, the table is asked to fetch the key's slot line (bukt._core
+prefetch_key, stage 1), and before a connection is answered, the next one's entry
+(stage 2). A get otherwise waits for three lines from memory one after the other, which
+at 50 connections was 8-10% of the worker's CPU (perf); with the fetches overlapping
+the reads and sends, one worker's CPU per request went from 4.54-4.86 to 4.22-4.40 us
+(bench/tcp.py, 50 connections). Connections that are also writable or in error are
+read in event order, into the buffer past the staged bytes (`rfree`). The order of
+answers within a connection is unchanged; across connections it never mattered.
+
+The worker has no other thread, so the loop keeps the GIL across epoll_wait, recv and
+send (releasing and taking it back cost about a tenth of the loop's own CPU per request
+on one connection); a signal still interrupts epoll_wait (EINTR). A connection's
+interest set is recomputed after every change (`_update`):
+EPOLLIN only while it may be read (not draining, output below the high-water mark,
+fewer than max_inflight responses waiting for durability), EPOLLOUT only while output
+waits.
+
+BUSY POLL (`tcp.busy_poll`, 30 us by default). When nothing is ready the loop does not
+sleep at once: it yields the CPU and polls again (epoll_wait with no timeout) for up to
+busy_poll, then sleeps. On one connection the next request comes one client round trip
+after the response, and on a virtual machine a sleeping worker takes about as long
+again to be woken for it: here the median round trip went from about 57 to 20-27 us
+(16-17k -> 33-43k requests a second; bench/tcp.py). The poll gives up as soon as
+yields show that another task wants the CPU, and it is tried only while polls catch
+requests (bukt/writewait/spin.py, SpinCredit), so an idle or lightly loaded worker sleeps at
+once.
+
+ROUND YIELD (`tcp.round_yield`, on by default). After a round that served two or more
+events the loop calls sched_yield: a task waiting for this CPU (another worker with
+requests of its own, or a client) runs now, between rounds, rather than when the
+scheduler ends this worker's slice; with nothing waiting it returns at once (about
+170 ns here). Under load a worker always finds events, never sleeps, and so never
+gives the CPU up on its own. With tcp.slice (bukt/tcp/cpu.py), at 50 connections on
+2 vCPUs shared with the load generator (two workers), the slowest 0.1% of requests
+went from 4.1-4.3 ms to 0.84-1.5 ms and the slowest 1% from 0.69-0.78 to 0.62-0.72 ms;
+alone it moved the 0.1% (1.6-1.8 ms) but not the 1%. A round of one event (one
+connection, pipelined or not) does not yield: that client's next request comes only
+after this round's response, so the worker soon sleeps on its own.
+
+DURABILITY. Under `fsync: always` a write's response waits until the writer's flushed
+position passes the write's ring position (bukt/writewait/durability.py, RingPositions). The
+waiting responses of the whole worker form one FIFO by position; while it is not empty
+the loop watches the store's flush notifier (an eventfd that a thread of this process
+makes readable after each of the writer's flushes: cext/flushnote.pxi) and releases
+every response the flushed position has passed (group commit), or answers WRITER_DOWN
+past the deadline. It still looks every millisecond as well, for the deadlines and in
+case the notifier is late.
+
+ADMISSION. Who may hold a connection is bukt/tcp/admission.py's decision, not this loop's:
+each accept asks it (with the peer's address, from accept4), a connection whose session
+has authenticated tells it once, and every AUTH_SWEEP the connections past their AUTH
+deadline are closed with the error frame it names.
+
+RING FULL. The worker never waits for room in the change ring inside the loop (the
+store's ring_wait is 0): a request that finds the ring full parks its connection
+(bukt/tcp/session.py, RING FULL). The frame stays first in the connection's buffer,
+nothing more is read from that peer (its order is kept), and the loop tries the frame
+again every millisecond, as the core would have, until the configured ring_wait has
+passed since it first parked; then it answers RING_FULL and goes on with the next
+frame. Every other connection is served meanwhile. While parked the request takes part
+in the ring's claim, as in bukt/tcp/connection.py (bukt/writewait/ringroom.py, RoomWait).
+"""
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAndSize,
+                                PyByteArray_GET_SIZE, PyByteArray_Resize)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.list cimport PyList_Clear, PyList_GET_SIZE
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import collections as _collections
+import signal as _signal
+import socket as _socket
+
+from bukt import _core
+from bukt.tcp import admission as _admission
+from bukt import errors as _errors
+from bukt import protocol as _P
+from bukt.writewait.ringroom import RoomWait
+from bukt.writewait import spin as _spin
+from bukt.tcp._wire cimport Hot
+from bukt.tcp._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
+                         request_key, run_frames)
+from bukt.tcp.session import Session
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        int fd
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    enum:
+        EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP, EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef long ssize_t
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        pass
+    int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    int setsockopt(int fd, int level, int name, const void *val, unsigned int len)
+    int shutdown(int fd, int how)
+    enum:
+        SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL, SHUT_WR
+
+cdef extern from "<netinet/in.h>":
+    enum:
+        IPPROTO_TCP
+cdef extern from "<netinet/tcp.h>":
+    enum:
+        TCP_NODELAY
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
+cdef inline int clear_list(list l) except -1:
+    """`del l[:]` without building a slice object."""
+    if PyList_GET_SIZE(l):
+        PyList_Clear(l)
+    return 0
+
+
+cdef inline int drop_front(bytearray b, Py_ssize_t n) except -1:
+    """`del b[:n]`; all of it without building a slice object."""
+    if n >= PyByteArray_GET_SIZE(b):
+        PyByteArray_Resize(b, 0)
+    elif n > 0:
+        del b[:n]
+    return 0
+
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    enum:
+        CLOCK_MONOTONIC
+
+
+cdef inline double monotonic() noexcept nogil:
+    """time.monotonic() (the same clock), without a Python call."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+cdef enum:
+    RBUF = 262144
+    MAXEV = 256
+    STAGE_MIN = 16384       # STAGING: a staged read gets at least this much of rbuf,
+    STAGE_KEEP = 65536      # and the staged reads leave this much for the others
+
+# The receive buffer, shared by every connection of the worker: a bytearray, so that
+# frames can be handled where recv put them (RECEIVE in Loop._read); never resized.
+cdef bytearray rbuf_obj = bytearray(RBUF)
+cdef char *rbuf = PyByteArray_AS_STRING(rbuf_obj)
+
+cdef double LINGER = 0.2       # as in bukt/tcp/connection.py
+cdef double LINGER_MAX = 5.0
+
+# The segment's meta_epoch (cext/meta.pxi), read without a Python call: a session's
+# token is re-checked (Session.recheck: a Python call and a look at the bucket's tokens)
+# only when the bucket table changed since its connection last looked (REVOCATION in
+# bukt/tcp/session.py). For a bukt._core.Store only; 0 means "look".
+ctypedef uint64_t (*epoch_fn)(object) noexcept
+cdef epoch_fn meta_epoch = <epoch_fn>PyCapsule_GetPointer(_core.META_EPOCH,
+                                                          b"bukt._core.meta_epoch")
+
+# PREFETCH (bukt._core.prefetch_key): memory fetches for a key read soon, in two
+# stages (cext/bucket.pxi says which lines). For a bukt._core.Bucket only.
+ctypedef void (*prefetch_fn)(object, const char *, uint32_t, int) noexcept
+cdef prefetch_fn prefetch_key = <prefetch_fn>PyCapsule_GetPointer(_core.PREFETCH_KEY,
+                                                                  b"bukt._core.prefetch_key")
+
+cdef double RETRY = 0.001      # seconds between attempts of a parked request
+# bukt/writewait/spin.py's, as C values: the busy poll compares against them at every yield
+cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
+cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
+_LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, _admission.TOO_MANY.encode())
+cdef double AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (bukt/tcp/admission.py)
+
+
+cdef object peer_address(const unsigned char *sa, socklen_t n):
+    """The text form of the IP address of a sockaddr from accept4 ("-": not IP)."""
+    cdef int family = (<const unsigned short *>sa)[0]
+    if family == _socket.AF_INET and n >= 8:
+        return _socket.inet_ntop(family, sa[4:8])
+    if family == _socket.AF_INET6 and n >= 24:
+        return _socket.inet_ntop(family, sa[8:24])
+    return "-"
+
+
+def _ring_full(buf, pos, wait):
+    """The RING_FULL answer to the frame at buf[pos:] after `wait` seconds parked."""
+    rid = int.from_bytes(buf[pos + 5:pos + 13], "big")
+    return _P.encode_error(rid, _errors.RingFull(
+        f"change ring full for {wait:g} s: the writer process is down or behind; the "
+        "write was not applied. Check `bukt status`."))
+
+
+cdef class Conn:
+    cdef int fd
+    cdef bytearray buf          # received bytes not yet handled
+    cdef bytearray outbuf       # responses the kernel has not taken yet
+    cdef object session
+    cdef uint32_t events        # the interest set registered with epoll
+    cdef int inflight           # responses waiting for durability
+    cdef bint stalled           # whole frames wait in buf for flow control
+    cdef bint draining          # read no more requests; answer what is buffered
+    cdef bint lingering         # half-closed; reading and discarding until quiet
+    cdef bint peer_eof
+    cdef bint processing
+    cdef bint counted           # holds a slot of the worker's Admission
+    cdef bint pending           # admitted, not authenticated yet (bukt/tcp/admission.py)
+    cdef bint parked            # its first frame waits for room in the change ring
+    cdef double park_until      # when that wait ends with RING_FULL (0: none)
+    cdef object room_wait       # its claim on ring room (RoomWait) while it waits
+    cdef double last_active
+    cdef double finish_started
+    cdef uint64_t epoch         # the meta_epoch its session's token was checked at
+    cdef Hot hot                # what run_frames last read of its session
+
+
+cdef inline _end_wait(Conn c):
+    """The parked request went through, or gave up, or its connection went: the claim
+    its wait held goes."""
+    if c.room_wait is not None:
+        c.room_wait.end()
+        c.room_wait = None
+
+
+cdef class Loop:
+    cdef int epfd
+    cdef object sock
+    cdef int listen_fd
+    cdef dict conns
+    cdef set lingering
+    cdef set parked              # connections waiting for room in the change ring
+    cdef object waiters          # deque of (pos, deadline, conn, response, rid)
+    cdef object store, settings, admin_hash, durable
+    cdef object admission         # who may hold a connection (bukt/tcp/admission.py)
+    cdef object guard             # failed AUTH per address (bukt/authguard.py)
+    cdef double auth_timeout, next_auth_sweep
+    cdef Py_ssize_t max_frame, high_water
+    cdef int max_inflight
+    cdef bint stopping
+    cdef object ring_wait        # seconds a request may park (None: the store waits)
+    cdef list out                # responses of one _process; reused, always left empty
+    cdef double next_retry
+    cdef double now              # monotonic(), read once per wakeup
+    cdef Py_ssize_t rfree        # rbuf[rfree:] is free: staged reads are below it
+    cdef object notifier         # the store's FlushNotifier, from the first durable wait
+    cdef int notify_fd           # its eventfd, in the epoll set; -1 before
+    cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
+    cdef double busy_poll        # its limit; 0: the loop never asks the credit
+    cdef bint core_store         # store is a bukt._core.Store: meta_epoch and PREFETCH apply
+    cdef bint round_yield        # ROUND YIELD: settings.round_yield
+
+    def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None,
+                 admission=None, guard=None):
+        self.sock = sock
+        self.listen_fd = sock.fileno()
+        self.store, self.settings = store, settings
+        self.core_store = type(store) is _core.Store
+        self.admin_hash, self.durable = admin_hash, durable
+        self.max_frame = settings.max_frame
+        self.high_water = settings.write_high_water
+        self.max_inflight = settings.max_inflight
+        if admission is None:
+            admission = _admission.Admission(settings.max_connections,
+                                             settings.max_connections_per_address,
+                                             settings.auth_timeout)
+        self.admission, self.guard = admission, guard
+        self.auth_timeout = admission.auth_timeout
+        self.next_auth_sweep = 0
+        self.conns = {}
+        self.lingering = set()
+        self.parked = set()
+        self.out = []
+        self.ring_wait = ring_wait
+        self.next_retry = 0
+        self.waiters = _collections.deque()
+        self.notifier = None
+        self.notify_fd = -1
+        self.busy_poll = settings.busy_poll
+        self.spin = _spin.SpinCredit(self.busy_poll)
+        self.round_yield = settings.round_yield
+        self.stopping = False
+        self.epfd = epoll_create1(0)
+        self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN)
+
+    cdef void _ctl(self, int op, int fd, uint32_t events):
+        cdef epoll_event ev
+        ev.events = events
+        ev.data.fd = fd
+        epoll_ctl(self.epfd, op, fd, &ev)
+
+    def stop(self, *args):
+        self.stopping = True
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self):
+        cdef epoll_event events[MAXEV]
+        cdef int n, i, fd, timeout
+        cdef uint32_t ev
+        cdef Py_ssize_t off
+        cdef ssize_t got[MAXEV]         # STAGING: what recv returned for events[i] ...
+        cdef Py_ssize_t at[MAXEV]       # ... where in rbuf (-1: not staged)
+        cdef int err[MAXEV]
+        cdef list staged = [None] * MAXEV
+        cdef int j
+        cdef double idle = self.settings.idle_timeout
+        cdef double next_sweep = monotonic() + 1.0
+        cdef double deadline = 0
+        _signal.signal(_signal.SIGTERM, self.stop)
+        _signal.signal(_signal.SIGINT, self.stop)
+        while True:
+            # Python signal handlers run only when Python code runs or this is called:
+            # without it a SIGTERM that lands outside epoll_wait would wait for traffic.
+            PyErr_CheckSignals()
+            if self.stopping:
+                if deadline == 0:
+                    deadline = monotonic() + self.settings.shutdown_timeout
+                    self._begin_shutdown()
+                if not self.conns or monotonic() >= deadline:
+                    break
+            timeout = 1 if self.waiters or self.parked else (
+                50 if self.lingering or self.stopping else 200)
+            n = self._busy_poll(events)
+            if n == 0:
+                n = epoll_wait(self.epfd, events, MAXEV, timeout)
+            self.now = monotonic()
+            if n < 0:
+                if errno == EINTR:
+                    PyErr_CheckSignals()  # runs the Python handler: stop()
+                    continue
+                raise OSError(errno, "epoll_wait")
+            # STAGING: every plainly readable connection is read first, each into its
+            # own stretch of rbuf, then each is handled where it was read. The others
+            # (EPOLLOUT or an error as well: _flush and _read, in event order) read
+            # into rbuf[rfree:], past the staged bytes still to be handled.
+            off = 0
+            for i in range(n):
+                at[i] = -1
+                fd = events[i].data.fd
+                if (events[i].events != EPOLLIN or fd == self.listen_fd
+                        or fd == self.notify_fd or RBUF - STAGE_KEEP - off < STAGE_MIN):
+                    continue
+                conn = self.conns.get(fd)
+                if conn is None or not (<Conn>conn).events & EPOLLIN:
+                    continue
+                got[i] = recv(fd, rbuf + off, RBUF - STAGE_KEEP - off, 0)
+                err[i] = errno if got[i] < 0 else 0
+                at[i] = off
+                staged[i] = conn
+                if got[i] > 0:
+                    self._hint(conn, off, got[i], 1)  # overlaps the next recv
+                    off += got[i]
+            self.rfree = off
+            for i in range(n):
+                if at[i] >= 0:
+                    conn = staged[i]
+                    staged[i] = None
+                    for j in range(i + 1, n):        # overlaps handling this one
+                        if at[j] >= 0:
+                            if got[j] > 0:
+                                self._hint(staged[j], at[j], got[j], 2)
+                            break
+                    if (<Conn>conn).fd >= 0:
+                        self._received(conn, at[i], got[i], err[i])
+                    continue
+                fd = events[i].data.fd
+                ev = events[i].events
+                if fd == self.listen_fd:
+                    if not self.stopping:
+                        self._accept()
+                    continue
+                if fd == self.notify_fd:
+                    self.notifier.clear()       # _settle below reads the position
+                    continue
+                conn = self.conns.get(fd)
+                if conn is None:
+                    continue
+                if ev & (EPOLLERR | EPOLLHUP) and not ev & EPOLLIN:
+                    # A reset, or both directions shut: nothing more can be delivered.
+                    # (Reported whatever the interest set, so it must end here, or the
+                    # level-triggered loop would spin on it.)
+                    self._close(conn)
+                    continue
+                if ev & EPOLLOUT:
+                    self._flush(conn)
+                if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and (<Conn>conn).events & EPOLLIN:
+                    self._read(conn)
+                elif ev & (EPOLLERR | EPOLLHUP):
+                    self._close(conn)
+            self.rfree = 0
+            if self.waiters:
+                self._settle()
+            if self.parked:
+                self._retry_parked()
+            if self.lingering:
+                self._check_linger()
+            if self.auth_timeout > 0 and self.now >= self.next_auth_sweep:
+                self.next_auth_sweep = self.now + min(AUTH_SWEEP, self.auth_timeout / 4)
+                self._auth_sweep()
+            if idle > 0 and monotonic() >= next_sweep:
+                next_sweep = monotonic() + min(1.0, idle / 4)
+                self._sweep(idle)
+            if n >= 2 and self.round_yield:
+                sched_yield()                   # ROUND YIELD
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        close(self.epfd)
+
+    cdef int _busy_poll(self, epoll_event *events):
+        """BUSY POLL: when the credit allows, poll at once, then yield the CPU and
+        poll again for up to the credit's limit, while no yield shows that another
+        task wants this CPU. The events found, 0 (sleep), or -1 (errno set, as
+        epoll_wait's)."""
+        cdef double limit, t, end
+        cdef int n, slow = 0
+        if self.busy_poll == 0:
+            return 0
+        limit = self.spin.next()
+        if limit == 0:
+            return 0
+        end = monotonic() + limit
+        n = epoll_wait(self.epfd, events, MAXEV, 0)
+        while n == 0:
+            t = monotonic()
+            if t >= end:
+                break
+            sched_yield()
+            if monotonic() - t > SLOW_YIELD_S:
+                slow += 1
+                if slow >= SLOW_YIELDS:
+                    break
+            n = epoll_wait(self.epfd, events, MAXEV, 0)
+        self.spin.paid(n != 0)
+        return n
+
+    # -- connections ---------------------------------------------------------------------
+
+    cdef _accept(self):
+        cdef int fd, one = 1
+        cdef Conn c
+        cdef unsigned char sa[128]
+        cdef socklen_t salen
+        while True:
+            salen = sizeof(sa)
+            fd = accept4(self.listen_fd, <sockaddr *>sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                return
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+            c = Conn()
+            c.fd = fd
+            c.buf = bytearray()
+            c.outbuf = bytearray()
+            c.hot = Hot()
+            c.last_active = monotonic()
+            c.events = EPOLLIN
+            self.conns[fd] = c
+            self._ctl(EPOLL_CTL_ADD, fd, EPOLLIN)
+            address = peer_address(sa, salen)
+            refusal, evicted = self.admission.admit(c, address, c.last_active)
+            if evicted is not None:  # made room: the oldest unauthenticated one goes
+                (<Conn>evicted).counted = False
+                self._shut_out(evicted, _P.Status.LIMIT_EXCEEDED, _admission.MADE_ROOM)
+            if refusal is not None:
+                # answered, then closed; holds no slot meanwhile
+                c.outbuf += _LIMIT if refusal is _admission.TOO_MANY else _P.frame(
+                    _P.Status.LIMIT_EXCEEDED, 0, refusal.encode())
+                c.draining = True
+                self._flush(c)
+                continue
+            c.counted = True
+            c.pending = True
+            c.session = Session(self.store, admin_hash=self.admin_hash,
+                                max_frame=self.max_frame, durable=self.durable,
+                                guard=self.guard, peer=address)
+            c.session.park_ring_full = self.ring_wait is not None
+
+    cdef _read(self, Conn c):
+        cdef ssize_t r = recv(c.fd, rbuf + self.rfree, RBUF - self.rfree, 0)
+        self._received(c, self.rfree, r, errno if r < 0 else 0)
+
+    cdef void _hint(self, Conn c, Py_ssize_t off, ssize_t r, int stage):
+        """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r]."""
+        cdef uint32_t klen
+        cdef Py_ssize_t kat
+        if not self.core_store or c.session is None:
+            return
+        kat = request_key(rbuf + off, r, &klen)
+        if kat < 0:
+            return
+        bucket = c.hot.bucket if not c.hot.stale else (<object>c.session).bucket
+        if bucket is not None:
+            prefetch_key(bucket, rbuf + off + kat, klen, stage)
+
+    cdef _received(self, Conn c, Py_ssize_t off, ssize_t r, int err):
+        """What recv returned for c (r, errno err), its bytes at rbuf[off:off + r]."""
+        cdef Py_ssize_t n
+        if r < 0:
+            if err != EAGAIN and err != EINTR:
+                self._close(c)
+            return
+        c.last_active = self.now
+        if r == 0:
+            c.peer_eof = True
+            if c.lingering:
+                self._close(c)
+                return
+            c.draining = True
+            self._maybe_finish(c)
+            self._update(c)
+            return
+        if c.lingering or c.draining:
+            return  # closing: what arrives now is not a request we will answer
+        if (PyByteArray_GET_SIZE(c.buf) == 0 and not c.processing and not c.parked
+                and c.session is not None):
+            # RECEIVE: nothing of this peer's waits, so its frames are handled where recv
+            # put them; only what is left over (a partial frame, or frames that flow
+            # control holds back) is copied to c.buf.
+            self._run(c, rbuf_obj, off, off + r)
+            return
+        n = PyByteArray_GET_SIZE(c.buf)
+        PyByteArray_Resize(c.buf, n + r)
+        memcpy(PyByteArray_AS_STRING(c.buf) + n, rbuf + off, r)
+        self._process(c)
+
+    cdef _process(self, Conn c):
+        """Handles the whole frames of c.buf that flow control allows."""
+        self._run(c, c.buf, 0, PyByteArray_GET_SIZE(c.buf))
+
+    cdef _run(self, Conn c, bytearray buf, Py_ssize_t start, Py_ssize_t size):
+        """Handles the whole frames of buf[:size] (c.buf, or the receive buffer when
+        c.buf is empty) that flow control allows; what is left of the receive buffer
+        moves to c.buf."""
+        cdef list out = self.out
+        cdef Py_ssize_t pos = start
+        cdef uint64_t epoch
+        cdef int why
+        cdef bint ticketed = False
+        if c.processing or c.parked or c.fd < 0 or c.session is None:
+            return  # (a parked connection is tried again by _retry_parked)
+        c.processing = True
+        c.stalled = False
+        if c.room_wait is not None:  # a parked frame's try, its claim counted as its own
+            self.store.ring_ticket = c.room_wait.ticket
+            ticketed = True
+        try:
+            while size - pos >= 4:
+                if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
+                    c.stalled = True
+                    break
+                epoch = meta_epoch(self.store) if self.core_store else 0
+                pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
+                                 self.high_water, &why, epoch == 0 or epoch != c.epoch,
+                                 c.hot)
+                c.epoch = epoch
+                if ticketed:
+                    self.store.ring_ticket = 0
+                    ticketed = False
+                if c.park_until and (pos != start or why != W_PARK):
+                    c.park_until = 0  # the parked frame went through
+                    _end_wait(c)
+                d = out.pop() if why == W_DEFERRED else None
+                if why == W_PARK:
+                    now = monotonic()
+                    if not c.park_until:
+                        c.park_until = now + self.ring_wait
+                        c.room_wait = RoomWait(self.store, now, c.session.park_room)
+                    if now < c.park_until:
+                        c.room_wait.poll(now)
+                        c.parked = True
+                        self.parked.add(c)
+                    else:  # waited long enough: RING_FULL, and on to the next frame
+                        c.park_until = 0
+                        _end_wait(c)
+                        out.append(_ring_full(buf, pos, self.ring_wait))
+                        pos += int.from_bytes(buf[pos:pos + 4], "big")
+                elif why == W_FATAL:
+                    length = int.from_bytes(buf[pos:pos + 4], "big")
+                    try:
+                        _P.check_length(length, self.max_frame)
+                    except _errors.ProtocolError as exc:
+                        out.append(_P.frame(_P.Status.PROTOCOL_ERROR, 0, str(exc).encode()))
+                    pos = size
+                    c.draining = True
+                elif why == W_QUIT:  # nothing after QUIT is answered
+                    pos = size
+                    c.draining = True
+                if out:
+                    if len(out) == 1 and not c.outbuf:
+                        self._send_response(c, out[0])  # FAST PATH: no copy to outbuf
+                    else:
+                        for r in out:
+                            c.outbuf += r
+                        self._send(c)
+                    clear_list(out)
+                if d is not None:
+                    self._defer(c, d)
+                if why == W_PARTIAL or c.parked:
+                    break
+                if c.fd < 0:
+                    break
+        finally:
+            if ticketed:
+                self.store.ring_ticket = 0
+            c.processing = False
+            clear_list(out)  # shared by every connection: never left with another's answers
+        if c.fd < 0:
+            return
+        if c.pending and (c.session.bucket is not None or c.session.admin):
+            c.pending = False               # authenticated: no deadline, never made room of
+            self.admission.authenticated(c)
+        if buf is c.buf:
+            drop_front(buf, pos)            # (start is 0 for c.buf)
+        elif pos < size:
+            c.buf = PyByteArray_FromStringAndSize(PyByteArray_AS_STRING(buf) + pos, size - pos)
+        self._update(c)
+        self._maybe_finish(c)
+
+    cdef _send(self, Conn c):
+        cdef ssize_t w
+        cdef const char *p
+        cdef Py_ssize_t n = len(c.outbuf)
+        if not n or c.fd < 0:
+            return
+        p = c.outbuf
+        w = send(c.fd, p, n, MSG_NOSIGNAL)
+        if w < 0:
+            if errno != EAGAIN and errno != EINTR:
+                self._close(c)
+            return
+        drop_front(c.outbuf, w)
+
+    cdef _send_response(self, Conn c, bytes r):
+        """Sends one response while nothing else waits; what the kernel does not take
+        waits in c.outbuf."""
+        cdef ssize_t w
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(r)
+        w = send(c.fd, PyBytes_AS_STRING(r), n, MSG_NOSIGNAL)
+        if w < 0:
+            if errno != EAGAIN and errno != EINTR:
+                self._close(c)
+                return
+            w = 0
+        if w < n:
+            c.outbuf += r[w:]
+
+    cdef _flush(self, Conn c):
+        """EPOLLOUT, or new output: send, then let flow control look again."""
+        self._send(c)
+        if c.fd < 0:
+            return
+        self._update(c)
+        if c.stalled and len(c.outbuf) < self.high_water and c.inflight < self.max_inflight:
+            self._process(c)  # flow control lifted: the buffered frames go first
+        self._maybe_finish(c)
+
+    cdef _update(self, Conn c):
+        cdef uint32_t want = 0
+        if c.fd < 0:
+            return
+        if c.lingering or (not c.draining and not c.parked and len(c.outbuf) < self.high_water
+                           and c.inflight < self.max_inflight):
+            want |= EPOLLIN
+        if c.outbuf:
+            want |= EPOLLOUT
+        if want != c.events:
+            c.events = want
+            self._ctl(EPOLL_CTL_MOD, c.fd, want)
+
+    # -- durability waits ----------------------------------------------------------------
+
+    cdef _defer(self, Conn c, d):
+        c.inflight += 1
+        if not self.waiters:
+            self._watch_flushes(True)
+        self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
+                             d.response, d.request_id))
+
+    cdef _watch_flushes(self, bint on):
+        if self.notifier is None:
+            if not on:
+                return
+            self.notifier = self.store.flush_notifier()
+            self.notify_fd = self.notifier.fd
+            self._ctl(EPOLL_CTL_ADD, self.notify_fd, EPOLLIN)
+        self.notifier.watch(on)
+
+    cdef double _durable_timeout(self):
+        return getattr(self.durable, "timeout", 5.0)
+
+    cdef _settle(self):
+        flushed = self.store.ring_position()[2]
+        now = monotonic()
+        waiters = self.waiters
+        while waiters:
+            pos, deadline, c, response, rid = waiters[0]
+            if pos <= flushed:
+                pass
+            elif now >= deadline:
+                response = _P.encode_error(rid, _errors.WriterDown(
+                    "the writer did not confirm the write on disk in time; it is applied "
+                    "in memory"))
+            else:
+                break
+            waiters.popleft()
+            (<Conn>c).inflight -= 1
+            if (<Conn>c).fd >= 0:
+                (<Conn>c).outbuf += response
+                self._flush(c)
+        if not waiters:
+            self._watch_flushes(False)
+
+    # -- requests parked on a full change ring -------------------------------------------
+
+    cdef _retry_parked(self):
+        now = monotonic()
+        if now < self.next_retry:
+            return
+        self.next_retry = now + RETRY
+        for conn in list(self.parked):
+            c = <Conn>conn
+            self.parked.discard(c)
+            c.parked = False
+            if c.fd >= 0:
+                self._process(c)  # goes on, or parks again
+
+    # -- closing -------------------------------------------------------------------------
+
+    cdef _maybe_finish(self, Conn c):
+        """Once draining and every answer is out: half-close and linger."""
+        if (not c.draining or c.lingering or c.fd < 0 or c.inflight or c.outbuf
+                or c.stalled or c.parked):
+            return
+        if c.peer_eof:
+            self._close(c)  # both directions done: nothing can be unread
+            return
+        shutdown(c.fd, SHUT_WR)
+        c.lingering = True
+        c.buf = bytearray()
+        c.finish_started = c.last_active = monotonic()
+        self.lingering.add(c)
+        self._update(c)
+
+    cdef _check_linger(self):
+        now = monotonic()
+        for conn in list(self.lingering):
+            if now - (<Conn>conn).last_active >= LINGER or \
+                    now - (<Conn>conn).finish_started >= LINGER_MAX:
+                self._close(conn)
+
+    cdef _close(self, Conn c):
+        if c.fd < 0:
+            return
+        self.conns.pop(c.fd, None)
+        self.lingering.discard(c)
+        self.parked.discard(c)
+        c.parked = False
+        _end_wait(c)
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, c.fd, NULL)
+        close(c.fd)
+        c.fd = -1
+        if c.counted:
+            c.counted = False
+            self.admission.release(c)
+
+    cdef _auth_sweep(self):
+        """Closes the connections that did not AUTH in time (bukt/tcp/admission.py)."""
+        for conn in self.admission.expired(self.now):
+            (<Conn>conn).counted = False   # released by expired()
+            self._shut_out(conn, _P.Status.UNAUTHORIZED,
+                           _admission.auth_timed_out(self.auth_timeout))
+
+    cdef _shut_out(self, Conn c, status, str message):
+        """Closed by admission: an error frame with RequestID 0, nothing more read or
+        answered, then the usual finish (half-close, linger)."""
+        c.pending = False
+        if c.fd < 0 or c.draining or c.lingering:
+            return
+        c.buf = bytearray()
+        c.stalled = False
+        c.outbuf += _P.frame(status, 0, message.encode())
+        c.draining = True
+        self._flush(c)
+
+    cdef _sweep(self, double idle):
+        now = monotonic()
+        for conn in list(self.conns.values()):
+            c = <Conn>conn
+            if (not c.draining and not c.outbuf and not c.buf and not c.inflight
+                    and now - c.last_active >= idle):
+                c.draining = True
+                self._maybe_finish(c)
+
+    cdef _begin_shutdown(self):
+        """Stop accepting (the kernel sends new connections to the other workers),
+        answer what was read, then finish every connection."""
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
+        self.sock.close()
+        for conn in list(self.conns.values()):
+            c = <Conn>conn
+            if c.fd < 0:
+                continue
+            self._process(c)
+            c.draining = True
+            self._update(c)
+            self._maybe_finish(c)

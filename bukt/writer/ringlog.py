@@ -1,0 +1,111 @@
+"""From the change ring to the log: ring records (store.ring_read) as log records.
+
+A ring record is (seq, type, bucket_idx, bucket_gen, key, value, expire_ms, version,
+flags); its ring position is its sequence number, and stays so in the log. Types:
+
+    ring           log
+    1 SET          SET       key, value, expire_ms, version, flags (single-read)
+    2 DEL          DELETE    key
+    3 EXPIRED      EXPIRE    key
+    4 EVICTED      EVICT     key
+    5 TOUCH        SET_TTL   key, expire_ms (0: persist), version, flags
+    16 META        BUCKET_CREATE / BUCKET_DROP / TOKEN_ADD / TOKEN_REVOKE, from the JSON
+                   change {"op", "idx", "gen", "name", ...} in the value
+
+NAMING BUCKETS. The ring names a bucket by (slot, generation); a slot's generation
+changes whenever it is dropped or reused, so a pair names one bucket for the segment's
+whole life, and the map (idx, gen) -> name only ever grows. It is seeded from the
+segment's bucket table (bukt/writer/buckettable.py: live and dropping buckets), and every META
+record adds its pair. Before a batch is translated its META records are registered
+first, so a key record that precedes the META of its own bucket's drop (drop_bucket
+logs the deletes of its keys, then the drop) is still named. A pair nobody knows after
+that (not seen in practice) re-reads the table once; failing that the record is
+reported and left out.
+"""
+import json
+import logging
+
+from bukt.writer import aof
+from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, SET, SET_TTL,
+                  SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE)
+from bukt.writer.restore import CORE_SINGLE, settings_from_meta
+from bukt.writer.buckettable import read_table
+
+__all__ = ["RingTranslator", "RING_SET", "RING_DEL", "RING_EXPIRED", "RING_EVICTED",
+           "RING_TOUCH", "RING_META"]
+
+log = logging.getLogger("bukt.writer")
+
+RING_SET, RING_DEL, RING_EXPIRED, RING_EVICTED, RING_TOUCH, RING_META = 1, 2, 3, 4, 5, 16
+_KEY_ONLY = {RING_DEL: DELETE, RING_EXPIRED: EXPIRE, RING_EVICTED: EVICT}
+_TOKEN = aof._TOKEN
+_U32 = aof._U32
+
+
+class RingTranslator:
+    """Turns batches of ring records into encoded log records."""
+
+    def __init__(self, store):
+        self.store = store
+        self.names = {}             # (idx, gen) -> bucket name
+        self.dropped = 0            # records left out because no bucket could be named
+        self.refresh()
+
+    def refresh(self) -> None:
+        for slot in read_table(self.store):
+            self.names[(slot.idx, slot.gen)] = slot.name
+
+    def encode(self, recs) -> bytes:
+        """The log bytes of ring records `recs` (in ring order)."""
+        names = self.names
+        for r in recs:
+            if r[1] == RING_META:
+                change = json.loads(r[5])
+                names[(r[2], r[3])] = change["name"]
+        encode = aof.encode
+        out = []
+        for seq, rtype, idx, gen, key, value, expire_ms, version, flags in recs:
+            name = names.get((idx, gen))
+            if name is None:
+                name = self._unknown(idx, gen, seq)
+                if name is None:
+                    continue
+            if rtype == RING_SET:
+                out.append(encode((SET, seq, name, key, value, expire_ms,
+                                   SINGLE_READ if flags & CORE_SINGLE else 0, version)))
+            elif rtype in _KEY_ONLY:
+                out.append(encode((_KEY_ONLY[rtype], seq, name, key, b"", 0, 0, 0)))
+            elif rtype == RING_TOUCH:
+                out.append(encode((SET_TTL, seq, name, key, b"", expire_ms,
+                                   SINGLE_READ if flags & CORE_SINGLE else 0, version)))
+            elif rtype == RING_META:
+                out.append(encode(self._meta(seq, name, json.loads(value))))
+            else:
+                log.error("ring record %d of unknown type %d left out of the log", seq, rtype)
+                self.dropped += 1
+        return b"".join(out)
+
+    def _meta(self, seq, name, change):
+        op = change.get("op")
+        if op == "create":
+            value = json.dumps(settings_from_meta(change), sort_keys=True,
+                               separators=(",", ":")).encode()
+            return (BUCKET_CREATE, seq, name, b"", value, 0, 0, 0)
+        if op == "drop":
+            return (BUCKET_DROP, seq, name, b"", b"", 0, 0, 0)
+        if op == "token_add":
+            return (TOKEN_ADD, seq, name, bytes.fromhex(change["hash"]),
+                    _TOKEN.pack(change["id"], change["perms"]), 0, 0, 0)
+        if op == "token_revoke":
+            return (TOKEN_REVOKE, seq, name, b"", _U32.pack(change["id"]), 0, 0, 0)
+        raise ValueError(f"ring META record {seq}: unknown op {op!r}")
+
+    def _unknown(self, idx, gen, seq):
+        self.refresh()
+        name = self.names.get((idx, gen))
+        if name is None:
+            self.dropped += 1
+            log.error("ring record %d names bucket slot %d generation %d, which neither the "
+                      "bucket table nor a META record names; it is left out of the log",
+                      seq, idx, gen)
+        return name
