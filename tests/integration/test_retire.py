@@ -11,6 +11,7 @@ import time
 import pytest
 
 import bukt
+from bukt._core import writer_claim
 from bukt.errors import SegmentRetired
 
 from conftest import unique_name
@@ -37,6 +38,7 @@ def _replace(name, old, size="16MiB", buckets=("other", "b")):
 def seg():
     name = unique_name("retire")
     old = bukt.create(name, size="16MiB")
+    writer_claim(old)       # as a writer does: persisted changes go to the ring
     old.create_bucket("b", persist=False)
     stores = [old]
     yield name, old, stores
