@@ -143,7 +143,10 @@ class Key:
         # that it never consumes a single-read key.
         if conditional and self._not_modified(req, resp, bucket.version(k)):
             return
-        entry = await self.ctx.ring.write(bucket.get_entry, k)  # may take a single-read key
+        if bool_value(req.get_param("peek"), "peek"):
+            entry = bucket.get_entry(k, consume=False)     # a look that takes nothing
+        else:
+            entry = await self.ctx.ring.write(bucket.get_entry, k)  # may take a single-read key
         if conditional:
             # judged again on the entry served: a write may have landed in between
             if self._not_modified(req, resp, None if entry is None else entry[1]):
