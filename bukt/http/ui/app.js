@@ -338,7 +338,10 @@ function bucketPage(name) {
     }
   }
 
-  async function openKey(key, format = "text") {
+  let shownAs = "text";           // the format chosen stays for the next key
+
+  async function openKey(key, format = shownAs) {
+    shownAs = format;
     clearInterval(ttlTimer);
     try {
       // peek: looking at a single-read key must not consume it

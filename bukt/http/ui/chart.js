@@ -64,7 +64,7 @@ export function lineChart(title, series, {unit = "", span = 300} = {}) {
   const now = Date.now() / 1000;
   const t0 = now - span;
   const all = series.flatMap(s => s.points.filter(p => p[0] >= t0).map(p => p[1]));
-  const max = Math.max(1e-9, ...all, 0) * 1.1 || 1;
+  const max = Math.max(0, ...all) * 1.1 || 1;      // all zero: a 0..1 scale
   const x = t => left + ((t - t0) / span) * (w - left - right);
   const y = v => h - bottom - (v / max) * (h - bottom - top);
   for (const frac of [0, 0.5, 1]) {
