@@ -437,6 +437,24 @@ cdef class Store:
         self._open()
         return store_stats(self)
 
+    def class_stats(self):
+        """Memory by slab class: [{chunk_size, slabs, slab_bytes, chunks, used,
+        used_bytes}], read without the classes' locks (figures for a dashboard,
+        each field exact, the row not necessarily one instant)."""
+        cdef uint32_t i
+        cdef bk_class *c
+        self._open()
+        out = []
+        for i in range(self.nclasses):
+            c = &self.classes[i]
+            slabs = bk_load_rlx64(&c.slabs)
+            used = bk_load_rlx64(&c.used)
+            out.append({"chunk_size": c.chunk_size, "slabs": slabs,
+                        "slab_bytes": slabs * c.slab_pages * self.page_size,
+                        "chunks": slabs * c.per_slab, "used": used,
+                        "used_bytes": used * c.chunk_size})
+        return out
+
     def check(self):
         """Integrity walk: a list of problems, empty when the table is sound."""
         self._open()

@@ -24,7 +24,9 @@ from bukt.http.kv import KvCollection, KvItem
 from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
 from bukt.http.openapi import document
 from bukt.http.ops import Health, Metrics, OpenApi
+from bukt.http.service import Service
 from bukt.http.settings import HttpSettings
+from bukt.http.ui import UiFile, UiRoot
 from bukt.http.shared import SharedArea
 
 API = "/api/v1"
@@ -50,10 +52,15 @@ class App(falcon.asgi.App):
 
 def routes(ctx):
     b = f"{API}/buckets/{{name}}"
+    ui = UiFile()
     return [
         ("/healthz", Health(ctx)),
         ("/metrics", Metrics(ctx)),
         (f"{API}/openapi.json", OpenApi(document())),
+        (f"{API}/service", Service(ctx)),
+        ("/ui", UiRoot()),
+        ("/ui/", ui),
+        ("/ui/{file}", ui),
         (f"{API}/buckets", BucketList(ctx)),
         (b, BucketItem(ctx)),
         (f"{b}/tokens", TokenList(ctx)),

@@ -137,13 +137,17 @@ class Key:
 
     async def on_get(self, req, resp, name, key):
         bucket, k = self._open(req, name, key, READ)
+        peek = bool_value(req.get_param("peek"), "peek")    # bad input: 400 before all
         conditional = header(req, b"if-match") is not None or \
             header(req, b"if-none-match") is not None
         # A 304 or 412 is decided on the version alone, before the value is read, so
         # that it never consumes a single-read key.
         if conditional and self._not_modified(req, resp, bucket.version(k)):
             return
-        entry = await self.ctx.ring.write(bucket.get_entry, k)  # may take a single-read key
+        if peek:
+            entry = bucket.get_entry(k, consume=False)     # a look that takes nothing
+        else:
+            entry = await self.ctx.ring.write(bucket.get_entry, k)  # may take a single-read key
         if conditional:
             # judged again on the entry served: a write may have landed in between
             if self._not_modified(req, resp, None if entry is None else entry[1]):

@@ -99,6 +99,10 @@ def document():
                 "application/json": {"schema": {"type": "object"}}}}},
             [query("format", {"type": "string", "enum": ["prometheus", "json"]})],
             op_id="metrics")},
+        "/api/v1/service": {"get": op("The service at a glance (admin token): writer "
+                                      "state and fsync policy, ring, memory by slab "
+                                      "class, data directory and compaction, workers", {
+            200: json_response("The service", ref("Service"))}, op_id="service")},
         "/api/v1/openapi.json": {"get": op("This document", {
             200: json_response("OpenAPI 3.1", {"type": "object"})}, auth=False,
             op_id="openapi")},
@@ -155,7 +159,10 @@ def document():
                 [hdr("If-None-Match", {"type": "string"}),
                  hdr("If-Match", {"type": "string"}),
                  hdr("Range", {"type": "string"}),
-                 hdr("If-Range", {"type": "string"})], op_id="getKey"),
+                 hdr("If-Range", {"type": "string"}),
+                 query("peek", {"type": "boolean"}, "true: read without consuming a "
+                       "single-read key (the dashboard's key browser)")],
+                op_id="getKey"),
             "head": op("The GET's headers, Content-Length included; a peek that never "
                        "consumes a single-read key (read)", {
                 200: {"description": "Exists", "headers": {"ETag": ETAG,
@@ -242,6 +249,30 @@ def document():
                           max_memory={"type": ["integer", "null"]},
                           stats={"type": "object",
                                  "additionalProperties": {"type": "number"}}),
+        "Service": obj(
+            ["instance", "writer", "ring", "memory", "classes", "faces"],
+            instance={"type": "string"}, time={"type": "number"},
+            serve_pid={"type": ["integer", "null"]},
+            writer=obj(["state", "fsync"],
+                       state={"type": "string",
+                              "enum": ["ready", "starting", "error", "gone", "absent"]},
+                       pid={"type": ["integer", "null"]},
+                       error={"type": ["string", "null"]},
+                       fsync={"type": "string", "enum": ["always", "everysec", "no"]},
+                       fsync_lag_seconds={"type": ["number", "null"]},
+                       heartbeat_age_seconds={"type": ["number", "null"]},
+                       log_bytes={"type": "integer"}, flushed_seq={"type": "integer"}),
+            ring=obj(["size", "depth", "unflushed"], size={"type": "integer"},
+                     depth={"type": "integer"}, unflushed={"type": "integer"}),
+            memory={"type": "object", "additionalProperties": {"type": "integer"}},
+            classes={"type": "array", "items": obj(
+                ["chunk_size", "slabs", "slab_bytes", "chunks", "used", "used_bytes"],
+                chunk_size={"type": "integer"}, slabs={"type": "integer"},
+                slab_bytes={"type": "integer"}, chunks={"type": "integer"},
+                used={"type": "integer"}, used_bytes={"type": "integer"})},
+            keys={"type": "integer"}, buckets={"type": "integer"},
+            disk={"type": ["object", "null"]}, compaction={"type": ["object", "null"]},
+            faces={"type": "object"}),
         "TokenCreated": obj(["id", "token", "permissions"], id={"type": "integer"},
                             token={"type": "string"}, permissions=PERMS),
         "PutJson": obj(["value"], value=JSON_VALUE, ttl_seconds=TTL,

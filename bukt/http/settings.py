@@ -78,6 +78,12 @@ class HttpSettings:
     auth_lockout_max: float = 900.0
     auth_log_interval: float = 60.0   # a log line per address at most this often
     auth_sources: int = 4096          # addresses the shared failure table tracks
+    # Not the HTTP face's own settings: what GET /api/v1/service reports of the rest of
+    # the service (the writer's fsync policy and compaction thresholds, the TCP pool).
+    fsync: str = "everysec"
+    compaction_ratio: float = 2.0
+    compaction_min_log_bytes: int = 64 << 20
+    tcp_workers: int = 0              # 0 = one per CPU
 
     @classmethod
     def from_config(cls, config):
@@ -111,4 +117,9 @@ class HttpSettings:
             auth_lockout_max=_duration(get("auth.lockout_max", cls.auth_lockout_max)),
             auth_log_interval=_duration(get("auth.log_interval", cls.auth_log_interval)),
             auth_sources=int(get("auth.sources", cls.auth_sources)),
+            fsync=str(get("fsync", cls.fsync)),
+            compaction_ratio=float(get("compaction.ratio", cls.compaction_ratio)),
+            compaction_min_log_bytes=_size(get("compaction.min_log_bytes",
+                                               cls.compaction_min_log_bytes)),
+            tcp_workers=int(get("tcp.workers", cls.tcp_workers)) or os.cpu_count() or 1,
         )
