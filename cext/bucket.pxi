@@ -901,58 +901,48 @@ cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noex
 PREFETCH_KEY = PyCapsule_New(<void *>prefetch_key, b"bukt._core.prefetch_key", NULL)
 
 
-# -- GET as a response frame, for the TCP worker (bukt/tcp/_wire.pyx, fast_get) --------------
+# -- a GET into a buffer a face lays out (bukt/tcp/_wire.pyx, fast_get) ------------------
 
-cdef inline void put_be32(char *p, uint32_t v) noexcept nogil:
-    p[0] = <char>(v >> 24); p[1] = <char>(v >> 16); p[2] = <char>(v >> 8); p[3] = <char>v
-
-
-cdef inline void put_be64(char *p, uint64_t v) noexcept nogil:
-    put_be32(p, <uint32_t>(v >> 32))
-    put_be32(p + 4, <uint32_t>v)
+cdef enum:                      # what read_into found
+    READ_HANDED_BACK = -1       # not settled here: the caller asks Bucket.get
+    READ_MISS = 0
+    READ_HIT = 1
 
 
-cdef object get_frame(object bucket, const char *k, uint32_t n, uint64_t rid):
-    """Bucket.get(k) answered as the protocol's whole GET response (docs/protocol.md):
-    OK with the type byte 0 and the value, copied once from the entry into the frame, or
-    NOT_FOUND; counted as Bucket.get counts. None for everything else, for the caller to
-    ask Bucket.get, which raises or decodes as it should: a typed bucket (int, str), a
-    closed store, a dropped bucket, a key of 0 or more than max_key bytes, and whatever
-    fast_read does not settle (a single-read key, an expired one, a contended stripe).
-    It saves a get the Python call, the key's and the value's bytes objects and the
-    frame's copy of the value."""
+cdef object read_into(object bucket, const char *k, uint32_t n, Py_ssize_t room,
+                      int *found):
+    """Bucket.get(k) of a bytes bucket, without the Python call: the value copied once
+    from the entry into a new bytes object, after `room` bytes the caller reserved in
+    front of it for its own header (the core writes nothing there and knows no
+    protocol). *found: READ_HIT (that object), READ_MISS (None), both counted as
+    Bucket.get counts them; or READ_HANDED_BACK (None) for everything Bucket.get must
+    decide: a typed bucket (int, str), a closed store or retired segment, a dropped
+    bucket, a key of 0 or more than max_key bytes, and whatever fast_read does not
+    settle (a single-read key, an expired one, a contended stripe)."""
     cdef Bucket b = <Bucket>bucket
     cdef Store s = b.s
     cdef bk_bucket *m
     cdef int status
     cdef snap_t snap
-    cdef char *p
-    if b.schema or s is None or not s.mapped or n == 0 or n > s.max_key:
+    found[0] = READ_HANDED_BACK
+    if b.schema or s is None or not s.mapped or n == 0 or n > s.max_key or room < 0:
         return None
     if bk_load_rlx32(&s.hdr.retired) or b.seg_epoch != s.seg_epoch:
         return None                                 # Bucket.get re-attaches (RETIREMENT)
     m = &s.bucketv[b.idx]
     if m.gen != b.gen or m.state != 1:
         return None
-    val = fast_read(s, b.idx, k, n, COPY_FRAME, &status, &snap)
+    val = fast_read(s, b.idx, k, n, COPY_ROOM, &status, &snap, room)
     if status == HIT:
-        p = PyBytes_AS_STRING(val)
-        put_be32(p, <uint32_t>PyBytes_GET_SIZE(val))
-        p[4] = 0                                    # OK
-        put_be64(p + 5, rid)
-        p[13] = 0                                   # the value's type: bytes
         s.counters(b.idx).hits += 1
+        found[0] = READ_HIT
         return val
     if status == MISS:
-        val = PyBytes_FromStringAndSize(NULL, 13)
-        p = PyBytes_AS_STRING(val)
-        put_be32(p, 13)
-        p[4] = 1                                    # NOT_FOUND
-        put_be64(p + 5, rid)
         s.counters(b.idx).misses += 1
-        return val
+        found[0] = READ_MISS
     return None
 
 
-# object (*)(object bucket, const char *key, uint32_t n, uint64_t rid), for a Bucket only
-GET_FRAME = PyCapsule_New(<void *>get_frame, b"bukt._core.get_frame", NULL)
+# object (*)(object bucket, const char *key, uint32_t n, Py_ssize_t room, int *found),
+# for a Bucket only
+READ_INTO = PyCapsule_New(<void *>read_into, b"bukt._core.read_into", NULL)

@@ -111,15 +111,15 @@ cdef enum:                      # what fast_read copies
     COPY_NONE = 0               # nothing: exists, ttl, version
     COPY_PLAIN = 1              # the value, unless single-read (get hands those out locked)
     COPY_ALL = 2                # the value, single-read too (a peek that does not consume)
-    COPY_FRAME = 3              # as COPY_PLAIN, FRAME_PRE bytes into a larger bytes object
-                                # (get_frame writes a response header there)
-    FRAME_PRE = 14              # bukt/protocol.py: a 13-byte header and the type byte
+    COPY_ROOM = 3               # as COPY_PLAIN, after `room` bytes the caller reserves in
+                                # front of the value (read_into: a face's response header)
 
 
 cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int copy,
-                      int *status, snap_t *snap):
+                      int *status, snap_t *snap, Py_ssize_t room=0):
     """Probe and copy under the stripe's seq (see READERS in core.pyx). Returns the
-    value as bytes when `copy` says so and the status is HIT, or SLOW with COPY_ALL."""
+    value as bytes when `copy` says so and the status is HIT, or SLOW with COPY_ALL;
+    with COPY_ROOM, `room` bytes of the result precede the value, left unwritten."""
     cdef uint64_t h = khash(bidx, k, n)
     cdef uint32_t si = stripe_of(s, h)
     cdef bk_stripe *st = STRIPE(s, si)
@@ -131,7 +131,7 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
     cdef bk_entry *e
     cdef object result = None
     cdef int attempt
-    cdef Py_ssize_t pre = FRAME_PRE if copy == COPY_FRAME else 0
+    cdef Py_ssize_t pre = room if copy == COPY_ROOM else 0
     if not s.readonly:
         # the stamp of a hit sits in another line than its slot (usually the same
         # line as the home slot's stamp): fetch it alongside the seq and the slots

@@ -6,8 +6,9 @@ It is the compiled twin of the loop in bukt/tcp/connection.py (`Connection._proc
 and of Session's fast path (bukt/tcp/session.py); both stay in Python as the reference
 and the fallback, and tests/integration/test_tcp_fuzz.py runs the same streams through both. It
 calls the store through its Python API, except that a GET of a bukt._core bucket asks
-the core for the whole response frame first (bukt._core get_frame, through a capsule):
-one copy of the value and no Python call, and Bucket.get when the core says None.
+the core to copy the value into a bytes object with room for the response header in
+front (bukt._core read_into, through a capsule), which fast_get then writes: one copy
+of the value and no Python call, and Bucket.get when the core hands the key back.
 
     pos, why = _wire.run(buf, size, pos, session, max_frame, out, out_limit)
 
@@ -19,7 +20,7 @@ must wait for room in the change ring (STOP_PARK, pos at that frame, which is le
 the buffer to be handled again: bukt/tcp/session.py, RING FULL). Everything
 else (flow control, writing, closing) stays with the Python caller.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -33,11 +34,11 @@ try:
 except ImportError:             # the frame loop works with any store (tests' fakes too)
     _core = None
 
-ctypedef object (*get_frame_fn)(object, const char *, uint32_t, uint64_t)
-cdef get_frame_fn get_frame = NULL
+ctypedef object (*read_into_fn)(object, const char *, uint32_t, Py_ssize_t, int *)
+cdef read_into_fn read_into = NULL
 cdef object CoreBucket = None
 if _core is not None:
-    get_frame = <get_frame_fn>PyCapsule_GetPointer(_core.GET_FRAME, b"bukt._core.get_frame")
+    read_into = <read_into_fn>PyCapsule_GetPointer(_core.READ_INTO, b"bukt._core.read_into")
     CoreBucket = _core.Bucket
 
 cdef enum:
@@ -123,6 +124,8 @@ cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, uint32_t *klen) noexcep
 
 cdef object fast_get(object bucket, uint64_t rid, const unsigned char *p, Py_ssize_t n):
     cdef uint32_t klen
+    cdef int found
+    cdef char *out
     if n < GET_KEY:
         raise _errors.ProtocolError("payload truncated: key length needs 4 bytes")
     klen = be32(p + GET_KEY - 4)
@@ -131,10 +134,18 @@ cdef object fast_get(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
             raise _errors.ProtocolError(
                 f"payload truncated: key needs {klen} bytes, {n - GET_KEY} left")
         raise _errors.ProtocolError(f"{n - GET_KEY - klen} unexpected bytes after the payload")
-    if get_frame != NULL and type(bucket) is CoreBucket:
-        result = get_frame(bucket, <const char *>p + GET_KEY, klen, rid)
-        if result is not None:
+    if read_into != NULL and type(bucket) is CoreBucket:
+        # the value lands after room for the header and the type byte, written here
+        result = read_into(bucket, <const char *>p + GET_KEY, klen, HDR + 1, &found)
+        if found == 1:
+            out = PyBytes_AS_STRING(result)
+            put32(out, <uint32_t>PyBytes_GET_SIZE(result))
+            out[4] = 0                              # OK
+            put64(out + 5, rid)
+            out[HDR] = 0                            # the value's type: bytes
             return result
+        if found == 0:
+            return frame(1, rid, NULL, 0)           # NOT_FOUND
     value = bucket.get(PyBytes_FromStringAndSize(<const char *>p + GET_KEY, klen))
     if value is None:
         return frame(1, rid, NULL, 0)

@@ -496,17 +496,23 @@ def test_prefetch_key_and_meta_epoch_through_their_capsules(segname):
     s2.close()
 
 
-def test_get_frame_answers_as_the_protocol_or_hands_back(clock, segname):
-    """bukt._core.get_frame (the TCP worker's GET, reached through a capsule) returns
-    the whole response, byte for byte what the protocol's encoder makes of Bucket.get,
-    and counts it as Bucket.get does; or None, changing nothing, wherever Bucket.get
-    must decide: a typed bucket, a single-read key (not consumed), an expired key, an
-    empty or oversized key, a dropped bucket, a closed store."""
+def test_read_into_copies_after_the_callers_room_or_hands_back(clock, segname):
+    """bukt._core.read_into (the TCP worker's GET, reached through a capsule) returns the
+    value after `room` bytes the caller reserved, writing nothing there and knowing no
+    protocol, and counts it as Bucket.get does; a miss is None with found 0; and it
+    hands back (found -1, nothing changed) wherever Bucket.get must decide: a typed
+    bucket, a single-read key (not consumed), an expired key, an empty or oversized key,
+    a dropped bucket, a closed store."""
     import ctypes
-    from bukt import _core, protocol as P
-    get_frame = _capsule_function(_core.GET_FRAME, b"bukt._core.get_frame", ctypes.py_object,
-                                  ctypes.py_object, ctypes.c_char_p, ctypes.c_uint32,
-                                  ctypes.c_uint64)
+    from bukt import _core
+    fn = _capsule_function(_core.READ_INTO, b"bukt._core.read_into", ctypes.py_object,
+                           ctypes.py_object, ctypes.c_char_p, ctypes.c_uint32,
+                           ctypes.c_ssize_t, ctypes.POINTER(ctypes.c_int))
+
+    def read_into(bucket, key, room):
+        found = ctypes.c_int(7)
+        result = fn(bucket, key, len(key), room, ctypes.byref(found))
+        return found.value, result
     s = clock
     b = s.create_bucket("raw", persist=False)
     ints = s.create_bucket("ints", persist=False, schema="int")
@@ -519,23 +525,27 @@ def test_get_frame_answers_as_the_protocol_or_hands_back(clock, segname):
     other = s.create_bucket("other", persist=False)
     other.set("k", b"v")
     before = b.stats()
-    rid = 0x0102030405060708
-    assert get_frame(b, b"k", 1, rid) == P.frame(P.Status.OK, rid, b"\x00value")
-    assert get_frame(b, b"big", 3, 7) == P.frame(P.Status.OK, 7, b"\x00" + big)
-    assert get_frame(b, b"absent", 6, 8) == P.frame(P.Status.NOT_FOUND, 8, b"")
+    found, got = read_into(b, b"k", 14)
+    assert found == 1 and len(got) == 14 + 5 and got[14:] == b"value"
+    found, got = read_into(b, b"big", 0)
+    assert found == 1 and got == big
+    found, got = read_into(b, b"big", 3)
+    assert found == 1 and got[3:] == big
+    assert read_into(b, b"absent", 14) == (0, None)
     after = b.stats()
-    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (2, 1)
-    assert get_frame(ints, b"n", 1, 9) is None
-    assert get_frame(b, b"once", 4, 9) is None and b.get("once") == b"1"
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (3, 1)
+    assert read_into(ints, b"n", 14) == (-1, None)
+    assert read_into(b, b"once", 14) == (-1, None) and b.get("once") == b"1"
     s.set_time(T0 + 2000)                            # "soon" has expired
-    assert get_frame(b, b"soon", 4, 9) is None and b.get("soon") is None
-    assert get_frame(b, b"", 0, 9) is None
-    long_key = b"x" * 251                            # max_key is 250
-    assert get_frame(b, long_key, len(long_key), 9) is None
+    assert read_into(b, b"soon", 14) == (-1, None) and b.get("soon") is None
+    assert read_into(b, b"", 14) == (-1, None)
+    assert read_into(b, b"x" * 251, 14) == (-1, None)    # max_key is 250
+    assert read_into(b, b"k", -1) == (-1, None)
     assert b.stats()["hits"] == after["hits"] + 1    # the single-read get above
     assert s.check() == []
     s.drop_bucket("raw")
-    assert get_frame(b, b"k", 1, 9) is None
-    assert get_frame(other, b"k", 1, 9) == P.frame(P.Status.OK, 9, b"\x00v")
+    assert read_into(b, b"k", 14) == (-1, None)
+    found, got = read_into(other, b"k", 14)
+    assert found == 1 and got[14:] == b"v"
     s.close()
-    assert get_frame(other, b"k", 1, 9) is None
+    assert read_into(other, b"k", 14) == (-1, None)
