@@ -88,9 +88,14 @@ install-units:
 		systemctl daemon-reload; fi
 
 # Each benchmark runs its reference system (a dict and LMDB, Redis, a bare falcon app)
-# and Bukt in the same run and prints ratios; needs redis-server, memcached and wrk
-# from Debian (apt-get install redis-server wrk) for the server-side ones.
+# and Bukt in the same run and prints ratios; the Debian tools the server-side ones
+# drive (redis-server, redis-benchmark, wrk) are installed when missing, as root.
 bench: build
+	@for tool in redis-server:redis-server redis-benchmark:redis-tools wrk:wrk; do \
+		command -v $${tool%%:*} >/dev/null || need="$$need $${tool##*:}"; done; \
+	if [ -n "$$need" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$need >/dev/null; \
+		else echo "make bench needs:$$need (apt-get install)"; exit 1; fi; fi
 	$(PIP) install lmdb redis
 	$(PY) bench/local.py
 	$(PY) bench/tcp.py --loops epoll,uvloop
