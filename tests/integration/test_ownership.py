@@ -1,4 +1,4 @@
-"""Ownership records (bukt/service/procs.py, OWNERSHIP): a pid with its start time. A zombie
+"""Ownership records (bukt/owners.py, OWNERSHIP): a pid with its start time. A zombie
 owner, or a live process that was given a dead owner's pid, is not the owner; the real
 owner, alive, is. And the HTTP area is reserved when it is created."""
 import mmap
@@ -14,7 +14,7 @@ import pytest
 
 import bukt
 from bukt._core import writer_claim
-from bukt.service import procs
+from bukt import owners as procs
 from bukt.errors import SegmentFull
 from bukt.http import shared
 from bukt.http.shared import SharedArea
