@@ -15,14 +15,13 @@ from bukt import errors
 from bukt import owners
 from bukt.service import procs
 from bukt.service import probes as probe
+from bukt.writewait.durability import HEARTBEAT_STALE_MS
 from bukt.cli.common import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, data_dir_of,
                       emit, human_bytes, json_arg, load_config, open_target, segment_writer,
                       target_args)
 from bukt.cli.progress import Progress
 
 log = logging.getLogger("bukt.cli")
-
-HEARTBEAT_STALE_MS = 2000       # as bukt/http/ringwait.py judges the writer
 
 
 # -- status ----------------------------------------------------------------------------------

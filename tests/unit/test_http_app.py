@@ -21,6 +21,7 @@ from bukt._core import writer_claim
 from bukt.errors import WriterDown
 from bukt.http import create_app
 from bukt.http.auth import resolve_admin_token
+from bukt.writewait.flushwait import POLICY_REFRESH
 from bukt.http.settings import HttpSettings
 from bukt.http.shared import SharedArea
 
@@ -785,6 +786,29 @@ def test_fsync_always_awaits_the_flush_without_blocking_the_loop(store):
             store.durable_timeout = 0.1
             slow = await c.simulate_put(key_url("k"), body=b"w", headers=tok)
             assert_problem(slow, 503, "writer_down")
+
+    asyncio.run(scenario())
+
+
+def test_a_switch_to_fsync_always_reaches_http_within_the_shared_refresh(store):
+    """The HTTP app reads the writer's policy as often as the TCP face does (one
+    RingDurability, one POLICY_REFRESH): a write made that long after the writer
+    switched to `fsync: always` waits for the flush."""
+    app = create_app(store, {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None})
+
+    async def scenario():
+        async with falcon.testing.ASGIConductor(app) as c:
+            tok = bearer((await c.simulate_post(f"{API}/buckets", json={"name": "b"},
+                                                headers=admin())).json["token"])
+            assert (await c.simulate_put(key_url("k"), body=b"v", headers=tok)
+                    ).status_code == 204              # everysec: acknowledged at once
+            store.writer_publish(sync_always=True)    # the writer restarts with always
+            await asyncio.sleep(POLICY_REFRESH)
+            put = asyncio.create_task(c.simulate_put(key_url("k"), body=b"w", headers=tok))
+            await asyncio.sleep(0.05)
+            assert not put.done()                     # waits for the writer's flush
+            flush_ring(store)
+            assert (await put).status_code == 204
 
     asyncio.run(scenario())
 
