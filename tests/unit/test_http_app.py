@@ -1,6 +1,6 @@
 """The HTTP app through falcon's TestClient, over a real segment.
 
-Covers the routes of issue 5, the auth matrix, conditional and range requests, the
+Covers every route of docs/http.md, the auth matrix, conditional and range requests, the
 problem documents, bounded bodies, rate limiting, metrics and the access log. The
 real server (gunicorn, two workers) is tests/integration/test_http_server.py.
 """
@@ -448,7 +448,7 @@ def test_conditional_get(client, tok):
     ("items=0-1", 200, b"0123456789", None),
     ("bytes=10-", 416, None, "bytes */10"),
 ])
-def test_range(client, tok, header, status, body, content_range):
+def test_range_requests_answer_206_or_the_whole_value_or_416(client, tok, header, status, body, content_range):
     client.simulate_put(key_url("r"), body=b"0123456789", headers=tok)
     r = client.simulate_get(key_url("r"), headers={**tok, "Range": header})
     assert r.status_code == status
@@ -470,7 +470,7 @@ def test_if_range(client, tok):
     assert r.status_code == 200 and len(r.content) == 10
 
 
-def test_incr(client, tok):
+def test_incr_counts_and_refuses_text_and_bad_steps(client, tok):
     url = key_url("hits/incr")
     assert client.simulate_post(url, headers=tok).json == {"value": 1}
     assert client.simulate_post(url, params={"by": "41"}, headers=tok).json == {"value": 42}
@@ -623,7 +623,7 @@ def test_fast_path_puts_as_the_slow_path(store):
 
 # -- bulk, scan, original shapes --------------------------------------------------------
 
-def test_bulk(client, tok):
+def test_mset_mget_exists_and_delete_of_many_keys(client, tok):
     b = f"{API}/buckets/b"
     r = client.simulate_post(f"{b}/mset", json={"items": {"a": "1", "b": "2"},
                                                 "ttl_seconds": 100}, headers=tok)
