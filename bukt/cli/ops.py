@@ -414,7 +414,7 @@ def compact(args):
     writer that dies on the way is followed: the one the supervisor starts in its place
     is asked again (its own compaction starts over), and with none, the command says the
     compaction was interrupted rather than waiting for a base that cannot come."""
-    from bukt import writer
+    from bukt.writer import read_manifest
     cfg = load_config(args)
     info = _writer_of(cfg.instance)
     if info is None:
@@ -428,7 +428,7 @@ def compact(args):
                                f"{info['data_dir']}, not {data_dir} ({source}): its new base "
                                "file would not show there; name the writer's data_dir, or "
                                "none")
-    before = writer.read_manifest(data_dir)
+    before = read_manifest(data_dir)
     os.kill(info["pid"], signal.SIGUSR1)
     if args.wait <= 0:
         emit(args, {"requested": True}, "compaction requested")
@@ -437,7 +437,7 @@ def compact(args):
     writer, lost, next_look = (info["pid"], info["start"]), False, 0.0
     with Progress("compact", unit="B") as p:
         while time.monotonic() < deadline:
-            m = writer.read_manifest(data_dir)
+            m = read_manifest(data_dir)
             if m is not None and m.base and (before is None or m.base != before.base):
                 path = os.path.join(data_dir, m.base)
                 p.set(_size(path))
