@@ -101,6 +101,16 @@ class _Ops:
     def _do(self, command, fields, convert):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _connect_to(self, url, *, max_frame, retry_reads, **kw):
+        """Where and as whom a client connects: the keywords, overridden by what `url`
+        (bukt://bucket:token@host:port) says."""
+        if url is not None:
+            kw.update(parse_url(url))
+        self.host, self.port = kw["host"], kw["port"]
+        self.bucket, self.token = kw["bucket"], kw["token"]
+        self.timeout, self.pool_size = kw["timeout"], kw["pool_size"]
+        self.max_frame, self.retry_reads = max_frame, retry_reads
+
     @staticmethod
     def _value(status, f, default=None):
         if status == S.OK:
@@ -390,14 +400,9 @@ class Client(_Ops):
     def __init__(self, url=None, *, host="127.0.0.1", port=DEFAULT_PORT, bucket="",
                  token=None, timeout=DEFAULT_TIMEOUT, pool_size=DEFAULT_POOL,
                  max_frame=P.DEFAULT_MAX_FRAME, retry_reads=True):
-        kw = dict(host=host, port=port, bucket=bucket, token=token, timeout=timeout,
-                  pool_size=pool_size)
-        if url is not None:
-            kw.update(parse_url(url))
-        self.host, self.port = kw["host"], kw["port"]
-        self.bucket, self.token = kw["bucket"], kw["token"]
-        self.timeout, self.pool_size = kw["timeout"], kw["pool_size"]
-        self.max_frame, self.retry_reads = max_frame, retry_reads
+        self._connect_to(url, host=host, port=port, bucket=bucket, token=token,
+                         timeout=timeout, pool_size=pool_size, max_frame=max_frame,
+                         retry_reads=retry_reads)
         self._lock = threading.Lock()
         self._idle: list[_Conn] = []
         self._pid = os.getpid()
@@ -626,14 +631,10 @@ class AsyncClient(_Ops):
     def __init__(self, url=None, *, host="127.0.0.1", port=DEFAULT_PORT, bucket="",
                  token=None, timeout=DEFAULT_TIMEOUT, pool_size=DEFAULT_POOL,
                  max_frame=P.DEFAULT_MAX_FRAME, retry_reads=True):
-        kw = dict(host=host, port=port, bucket=bucket, token=token, timeout=timeout,
-                  pool_size=pool_size)
-        if url is not None:
-            kw.update(parse_url(url))
-        self.host, self.port = kw["host"], kw["port"]
-        self.bucket, self.token = kw["bucket"], kw["token"]
-        self.timeout, self.pool_size = kw["timeout"], max(1, kw["pool_size"])
-        self.max_frame, self.retry_reads = max_frame, retry_reads
+        self._connect_to(url, host=host, port=port, bucket=bucket, token=token,
+                         timeout=timeout, pool_size=pool_size, max_frame=max_frame,
+                         retry_reads=retry_reads)
+        self.pool_size = max(1, self.pool_size)
         self._conns: list[_AsyncConn] = []
         self._lock = None
         self.closed = False
