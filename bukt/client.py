@@ -120,11 +120,15 @@ class _Ops:
         _raise(status, f)
 
     @staticmethod
-    def _field(name):
+    def _field(name, absent=None):
+        """The response's field `name`; None when the status is `absent` (NOT_STORED,
+        NOT_FOUND: no such thing, not an error)."""
         def convert(status, f):
-            if status != S.OK:
-                _raise(status, f)
-            return f[name]
+            if status == S.OK:
+                return f[name]
+            if absent is not None and status == absent:
+                return None
+            _raise(status, f)
         return convert
 
     @staticmethod
@@ -142,15 +146,10 @@ class _Ops:
                  | (P.SET_SINGLE_READ if single_read else 0)
                  | (P.SET_IF_VERSION if if_version is not None else 0))
 
-        def convert(status, f):
-            if status == S.OK:
-                return f["version"]
-            if status == S.NOT_STORED:
-                return None
-            _raise(status, f)
         return self._do(C.SET, {"flags": flags, "ttl_ms": _ms(ttl),
                                 "if_version": if_version or 0,
-                                "key": _b(key), "value": _b(value)}, convert)
+                                "key": _b(key), "value": _b(value)},
+                        self._field("version", S.NOT_STORED))
 
     def delete(self, *keys):
         return self._do(C.DELETE, {"keys": [_b(k) for k in keys]}, self._field("count"))
@@ -201,13 +200,7 @@ class _Ops:
                         convert)
 
     def version(self, key):
-        def convert(status, f):
-            if status == S.OK:
-                return f["version"]
-            if status == S.NOT_FOUND:
-                return None
-            _raise(status, f)
-        return self._do(C.VERSION, {"key": _b(key)}, convert)
+        return self._do(C.VERSION, {"key": _b(key)}, self._field("version", S.NOT_FOUND))
 
     def stats(self):
         return self._do(C.STATS, {}, self._field("stats"))
