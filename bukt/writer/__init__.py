@@ -2,14 +2,30 @@
 data directory, recovery, and the translation of ring records into log records.
 
 What other packages (the CLI, the service) may use is named here; the modules behind
-it are the writer's own."""
+it are the writer's own. A name's module is imported when the name is first used, so
+that importing the package costs nothing: a warm start of the writer never loads the
+base file's code (tests/integration/test_writer_recovery.py)."""
+import importlib
 
-from bukt.writer.aof import (BASE_MAGIC, BUCKET_CREATE, SET, SINGLE_READ, TOKEN_ADD, Record,
-                             fsync_dir)
-from bukt.writer.basefile import read_base, write_base
-from bukt.writer.buckettable import read_table
-from bukt.writer.datadir import RecoveryError, check, fix, read_manifest, replay
-from bukt.writer.restore import DUMP_STRIPES, final_sets, memory_needed
+# name -> the module of bukt/writer/ that defines it
+_SURFACE = {
+    "BASE_MAGIC": "aof", "BUCKET_CREATE": "aof", "SET": "aof", "SINGLE_READ": "aof",
+    "TOKEN_ADD": "aof", "Record": "aof", "fsync_dir": "aof",
+    "read_base": "basefile", "write_base": "basefile",
+    "read_table": "buckettable",
+    "RecoveryError": "datadir", "check": "datadir", "fix": "datadir",
+    "read_manifest": "datadir", "replay": "datadir",
+    "DUMP_STRIPES": "restore", "final_sets": "restore", "memory_needed": "restore",
+}
+
+
+def __getattr__(name):
+    module = _SURFACE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bukt.writer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bukt.writer.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def run_command(config_path=None, cold=False) -> int:
@@ -25,7 +41,4 @@ def remove_tie(path) -> bool:
     return process.remove_tie(path)
 
 
-__all__ = ["BASE_MAGIC", "BUCKET_CREATE", "SET", "SINGLE_READ", "TOKEN_ADD", "Record",
-           "fsync_dir", "read_base", "write_base", "read_table", "RecoveryError", "check",
-           "fix", "read_manifest", "replay", "DUMP_STRIPES", "final_sets", "memory_needed",
-           "run_command", "remove_tie"]
+__all__ = sorted(_SURFACE) + ["run_command", "remove_tie"]
