@@ -1,4 +1,4 @@
-"""Durability benchmark (issue 3): acknowledged writes per second under each fsync policy
+"""Durability benchmark: acknowledged writes per second under each fsync policy
 beside Redis's appendfsync and LMDB's durable commits, and recovery time for 1M keys
 beside Redis loading its AOF. One run, same machine, same disk.
 

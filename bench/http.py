@@ -4,13 +4,13 @@
 
 One run measures, on 127.0.0.1 (each server gets its own unused port):
   1. a bare falcon app returning a fixed 100 B body on stock gunicorn (sync workers,
-     which close every connection): the ceiling the issue started from;
+     which close every connection): the stock ceiling;
   2. the same bare app (falcon.asgi) on the configuration Bukt uses: gunicorn with
      uvicorn workers (uvloop, httptools, keep-alive): Bukt's own ceiling;
   3. Bukt (serve_http over a real segment): GET of a 100 B key that exists, and PUT
      of 100 B values to 10,000 keys;
 each at 50 connections and at 1, and prints req/s, p50, p99, the server's CPU time per
-request (its workers, plus Bukt's writer), and the ratios the issue sets targets for
+request (its workers, plus Bukt's writer), and the ratios Bukt aims for
 (GET >= 90% of the bare app on the same configuration and >= 4x the stock sync ceiling;
 PUT >= 75%). "CPU x%" is the bare app's CPU per request over Bukt's: the same ratio
 with the noise of other jobs taken out. Every server is measured only once all its

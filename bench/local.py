@@ -3,7 +3,7 @@ run, plus multi-process reader scaling and memory per key beside Redis.
 
     make bench            # or: .venv/bin/python bench/local.py [--keys N] [--mem-keys N]
 
-Workloads (issue 2): 100k keys of 16 B with 100 B values, keys in random order: get
+Workloads: 100k keys of 16 B with 100 B values, keys in random order: get
 hit, get miss, set overwrite, incr, each pass through new key objects equal to the
 stored keys (see timed(); the dict handed its own key objects is printed beside). Then
 two reader processes at once, beside two processes reading private dicts (what the

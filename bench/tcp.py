@@ -10,7 +10,7 @@ token; starts `serve_tcp` on an unused loopback port once per event loop; starts
 each; runs every workload `--repeat` times, interleaving the servers so that noise from
 other processes on the machine falls on all of them alike, and reports the median.
 
-Workloads (issue 4): 50 connections without pipelining; 1 connection; 1 connection
+Workloads: 50 connections without pipelining; 1 connection; 1 connection
 pipelined 16 deep. 90% GET, 10% SET, 100 B values over 100k keys.
 
 `--nice N` runs both servers at niceness N (Bukt's workers through tcp.nice, every

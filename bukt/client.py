@@ -101,6 +101,16 @@ class _Ops:
     def _do(self, command, fields, convert):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _connect_to(self, url, *, max_frame, retry_reads, **kw):
+        """Where and as whom a client connects: the keywords, overridden by what `url`
+        (bukt://bucket:token@host:port) says."""
+        if url is not None:
+            kw.update(parse_url(url))
+        self.host, self.port = kw["host"], kw["port"]
+        self.bucket, self.token = kw["bucket"], kw["token"]
+        self.timeout, self.pool_size = kw["timeout"], kw["pool_size"]
+        self.max_frame, self.retry_reads = max_frame, retry_reads
+
     @staticmethod
     def _value(status, f, default=None):
         if status == S.OK:
@@ -110,11 +120,15 @@ class _Ops:
         _raise(status, f)
 
     @staticmethod
-    def _field(name):
+    def _field(name, absent=None):
+        """The response's field `name`; None when the status is `absent` (NOT_STORED,
+        NOT_FOUND: no such thing, not an error)."""
         def convert(status, f):
-            if status != S.OK:
-                _raise(status, f)
-            return f[name]
+            if status == S.OK:
+                return f[name]
+            if absent is not None and status == absent:
+                return None
+            _raise(status, f)
         return convert
 
     @staticmethod
@@ -132,15 +146,10 @@ class _Ops:
                  | (P.SET_SINGLE_READ if single_read else 0)
                  | (P.SET_IF_VERSION if if_version is not None else 0))
 
-        def convert(status, f):
-            if status == S.OK:
-                return f["version"]
-            if status == S.NOT_STORED:
-                return None
-            _raise(status, f)
         return self._do(C.SET, {"flags": flags, "ttl_ms": _ms(ttl),
                                 "if_version": if_version or 0,
-                                "key": _b(key), "value": _b(value)}, convert)
+                                "key": _b(key), "value": _b(value)},
+                        self._field("version", S.NOT_STORED))
 
     def delete(self, *keys):
         return self._do(C.DELETE, {"keys": [_b(k) for k in keys]}, self._field("count"))
@@ -191,13 +200,7 @@ class _Ops:
                         convert)
 
     def version(self, key):
-        def convert(status, f):
-            if status == S.OK:
-                return f["version"]
-            if status == S.NOT_FOUND:
-                return None
-            _raise(status, f)
-        return self._do(C.VERSION, {"key": _b(key)}, convert)
+        return self._do(C.VERSION, {"key": _b(key)}, self._field("version", S.NOT_FOUND))
 
     def stats(self):
         return self._do(C.STATS, {}, self._field("stats"))
@@ -390,14 +393,9 @@ class Client(_Ops):
     def __init__(self, url=None, *, host="127.0.0.1", port=DEFAULT_PORT, bucket="",
                  token=None, timeout=DEFAULT_TIMEOUT, pool_size=DEFAULT_POOL,
                  max_frame=P.DEFAULT_MAX_FRAME, retry_reads=True):
-        kw = dict(host=host, port=port, bucket=bucket, token=token, timeout=timeout,
-                  pool_size=pool_size)
-        if url is not None:
-            kw.update(parse_url(url))
-        self.host, self.port = kw["host"], kw["port"]
-        self.bucket, self.token = kw["bucket"], kw["token"]
-        self.timeout, self.pool_size = kw["timeout"], kw["pool_size"]
-        self.max_frame, self.retry_reads = max_frame, retry_reads
+        self._connect_to(url, host=host, port=port, bucket=bucket, token=token,
+                         timeout=timeout, pool_size=pool_size, max_frame=max_frame,
+                         retry_reads=retry_reads)
         self._lock = threading.Lock()
         self._idle: list[_Conn] = []
         self._pid = os.getpid()
@@ -626,14 +624,10 @@ class AsyncClient(_Ops):
     def __init__(self, url=None, *, host="127.0.0.1", port=DEFAULT_PORT, bucket="",
                  token=None, timeout=DEFAULT_TIMEOUT, pool_size=DEFAULT_POOL,
                  max_frame=P.DEFAULT_MAX_FRAME, retry_reads=True):
-        kw = dict(host=host, port=port, bucket=bucket, token=token, timeout=timeout,
-                  pool_size=pool_size)
-        if url is not None:
-            kw.update(parse_url(url))
-        self.host, self.port = kw["host"], kw["port"]
-        self.bucket, self.token = kw["bucket"], kw["token"]
-        self.timeout, self.pool_size = kw["timeout"], max(1, kw["pool_size"])
-        self.max_frame, self.retry_reads = max_frame, retry_reads
+        self._connect_to(url, host=host, port=port, bucket=bucket, token=token,
+                         timeout=timeout, pool_size=pool_size, max_frame=max_frame,
+                         retry_reads=retry_reads)
+        self.pool_size = max(1, self.pool_size)
         self._conns: list[_AsyncConn] = []
         self._lock = None
         self.closed = False

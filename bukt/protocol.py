@@ -142,6 +142,11 @@ SET_SINGLE_READ = 0x04
 SET_IF_VERSION = 0x08
 SET_FLAGS = SET_NX | SET_XX | SET_SINGLE_READ | SET_IF_VERSION
 
+# Where the key starts in a payload, its u32 length just before it (the hot paths,
+# bukt/tcp/session.py and bukt/tcp/_wire.pyx, parse GET and SET without the tables below).
+GET_KEY = 4             # GET: klen u32, key
+SET_KEY = 21            # SET: flags u8, ttl_ms u64, if_version u64, klen u32, key, vlen u32, value
+
 # Value types (tvalue): what the bucket's schema made of the stored bytes.
 VT_BYTES = 0x00
 VT_INT = 0x01

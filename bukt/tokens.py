@@ -7,10 +7,16 @@ logs and scanners, and means a token never starts with "-", which a command line
 take for an option.
 """
 import hashlib
+import logging
+import os
 import secrets
 
 PREFIX = "bkt_"
 TOKEN_BYTES = 32
+ADMIN_FILE = "admin.token"     # in data_dir, mode 0600
+ADMIN_ENV = "BUKT_ADMIN_TOKEN"
+
+log = logging.getLogger("bukt")
 
 
 def new_token() -> str:
@@ -22,3 +28,58 @@ def digest(token) -> bytes:
     if isinstance(token, str):
         token = token.encode("utf-8", "surrogateescape")
     return hashlib.sha256(token).digest()
+
+
+def admin_token(configured, data_dir, *, create=False):
+    """The admin token, the same way for every face: auth.admin_token (`configured`),
+    else $BUKT_ADMIN_TOKEN, else data_dir/admin.token. Returns (token, source): source
+    "config", "env" or the file's path; (None, None) when there is none and `create` is
+    false (a face that then has no admin session). With `create` (the service's first
+    start, the HTTP face) a missing file is generated; without data_dir that is a
+    ValueError. An empty file is a ValueError either way.
+
+    The file appears complete or not at all: the token is written to a temporary file,
+    fsynced, and linked to its name (a link, unlike a rename, never replaces a token
+    another process wrote meanwhile), then the directory is fsynced. A first start that
+    fails for a full disk leaves no empty admin.token behind to refuse the next one."""
+    if configured:
+        return configured, "config"
+    if os.environ.get(ADMIN_ENV):
+        return os.environ[ADMIN_ENV], "env"
+    if not data_dir:
+        if not create:
+            return None, None
+        raise ValueError("no admin token: set auth.admin_token, BUKT_ADMIN_TOKEN or "
+                         "data_dir (where one is generated)")
+    path = os.path.join(data_dir, ADMIN_FILE)
+    if not os.path.exists(path):
+        if not create:
+            return None, None
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        token = new_token()
+        tmp = f"{path}.tmp-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(token + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
+        except FileExistsError:
+            pass                                # another process wrote one first: read it
+        else:
+            from bukt.writer.aof import fsync_dir
+            fsync_dir(data_dir)
+            log.warning("generated the admin token into %s (mode 0600)", path)
+            return token, path
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        log.warning("%s is readable by others (mode %o); chmod 600 it", path, mode & 0o777)
+    with open(path, encoding="utf-8") as f:
+        token = f.read().strip()
+    if not token:
+        raise ValueError(f"{path} is empty; remove it to have a new one generated")
+    return token, path

@@ -243,17 +243,17 @@ import time
 import secrets as _secrets
 
 from bukt import errors as _err
-from bukt.service import procs as _procs
+from bukt import owners as _owners
 
 
 cdef inline uint32_t start32(uint32_t pid) except? 0:
     """The low 32 bits of `pid`'s start time, as owner records in the segment keep it."""
-    return <uint32_t>(_procs.start_time(pid) & 0xffffffff)
+    return <uint32_t>(_owners.start_time(pid) & 0xffffffff)
 
 
 cdef bint owner_alive32(uint32_t pid, uint32_t start) except -1:
-    """OWNERSHIP (bukt/service/procs.py) of a record that keeps the low 32 bits of the start."""
-    return _procs.owner_alive(pid, start, bits=32)
+    """OWNERSHIP (bukt/owners.py) of a record that keeps the low 32 bits of the start."""
+    return _owners.owner_alive(pid, start, bits=32)
 
 
 cdef bint dropper_alive(bk_bucket *b) except -1:
@@ -263,6 +263,7 @@ DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT
 DATA_DIR_MAX = BK_DATA_DIR_MAX      # bytes of the header's data_dir, its NUL included
 READ, WRITE, ADMIN = 1, 2, 4
+ENTRY_SINGLE = BK_E_SINGLE        # an entry's single-read flag (Bucket.restore, dump_stripes)
 
 include "store.pxi"
 include "locks.pxi"

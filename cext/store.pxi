@@ -748,7 +748,7 @@ cdef class Store:
             bk_store_rel32(&h.lag_limit_ms, lag_limit_ms)
         if pid is not None:
             h.writer_pid = pid
-            h.writer_start = _procs.start_time(pid) if pid else 0
+            h.writer_start = _owners.start_time(pid) if pid else 0
         if heartbeat_ms is not None:
             h.writer_heartbeat_ms = heartbeat_ms
         if last_fsync_ms is not None:
@@ -774,7 +774,7 @@ cdef class Store:
         cdef bk_header *h = self.hdr
         cdef int64_t lag
         self._mapped()
-        alive = bool(_procs.owner_alive(h.writer_pid, h.writer_start))
+        alive = bool(_owners.owner_alive(h.writer_pid, h.writer_start))
         lag = log_lag_ms(h)
         return {"pid": h.writer_pid, "ready": bool(h.writer_ready), "alive": alive,
                 "start": h.writer_start,

@@ -58,7 +58,7 @@ def _writer_args(p):
 
 
 def _writer(args):
-    from bukt.writer import process as writer
+    from bukt import writer
     return writer.run_command(args.config, cold=args.cold)
 
 

@@ -37,14 +37,14 @@ import time
 from bukt.cli.common import OK, REFUSED, CliError, emit, open_target, target_args
 from bukt.cli.progress import Progress
 from bukt.cli.targets import LocalTarget, TcpTarget, raw
+from bukt._core import ENTRY_SINGLE as CORE_SINGLE
+from bukt.writer import BASE_MAGIC as SNAPSHOT_MAGIC   # a snapshot is a base file
 
 __all__ = ["dump_args", "dump", "load_args", "load", "SNAPSHOT_MAGIC"]
 
-SNAPSHOT_MAGIC = b"BUKTBAS\0"
 HEADER = {"format": "bukt-dump", "version": 1}
 SCAN_COUNT = 500            # keys per scan page and per mget over --url
 LOAD_BATCH = 256            # sets per round trip when loading over --url
-CORE_SINGLE = 0x04          # the core's single-read flag (bukt/writer/restore.py)
 
 
 def _now_ms():
@@ -95,7 +95,7 @@ def _entry_line(bucket, key, value, expire_ms, single):
 
 def _local_entries(store, names, progress):
     """(bucket, key, raw value, expire_ms, flags) of live entries of `names`."""
-    from bukt.writer.restore import DUMP_STRIPES
+    from bukt.writer import DUMP_STRIPES
     progress.total = 1 << 32                    # dump_stripes' cursor runs to 2^32
     start, now = 0, _now_ms()
     while True:
@@ -110,7 +110,7 @@ def _local_entries(store, names, progress):
 
 
 def _live_table(store, wanted):
-    from bukt.writer.buckettable import read_table
+    from bukt.writer import read_table
     from bukt import errors
     table = {s.name: s for s in read_table(store) if s.state == 1}
     if wanted and wanted not in table:
@@ -159,8 +159,7 @@ def _dump_jsonl(t, wanted, out) -> int:
 
 
 def _dump_snapshot(t, wanted, path) -> int:
-    from bukt.writer.aof import SINGLE_READ, Record
-    from bukt.writer.basefile import write_base
+    from bukt.writer import SINGLE_READ, Record, write_base
     if not isinstance(t, LocalTarget):
         raise CliError(REFUSED, "--format snapshot works attached only")
     table = _live_table(t.store, wanted)
@@ -309,8 +308,7 @@ def _load_jsonl(ld, src, progress):
 
 
 def _load_snapshot(ld, path, progress):
-    from bukt.writer.aof import BUCKET_CREATE, SET, SINGLE_READ, TOKEN_ADD
-    from bukt.writer.basefile import read_base
+    from bukt.writer import BUCKET_CREATE, SET, SINGLE_READ, TOKEN_ADD, read_base
     if not ld.local:
         raise CliError(REFUSED, "a snapshot loads attached only (no --url); dump JSON lines "
                                 "to load over the network")

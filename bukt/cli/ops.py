@@ -12,16 +12,16 @@ import signal
 import time
 
 from bukt import errors
+from bukt import owners
 from bukt.service import procs
 from bukt.service import probes as probe
+from bukt.writewait.durability import HEARTBEAT_STALE_MS
 from bukt.cli.common import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, data_dir_of,
                       emit, human_bytes, json_arg, load_config, open_target, segment_writer,
                       target_args)
 from bukt.cli.progress import Progress
 
 log = logging.getLogger("bukt.cli")
-
-HEARTBEAT_STALE_MS = 2000       # as bukt/http/ringwait.py judges the writer
 
 
 # -- status ----------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def local_report(cfg, st, w) -> dict:
                         "serves is not known")
     serve = _read_json(os.path.join(data_dir, "serve.json"))
     service = None
-    if serve and procs.owner_alive(serve.get("pid", 0), serve.get("start", 0)):
+    if serve and owners.owner_alive(serve.get("pid", 0), serve.get("start", 0)):
         service = {"pid": serve["pid"], "config": serve.get("config"),
                    "admin_token": serve.get("admin_token"), "restarts": serve.get("restarts"),
                    "http": serve["http"]["bind"], "tcp": serve["tcp"]["bind"]}
@@ -265,8 +265,7 @@ def check_args(p):
 
 
 def check(args):
-    from bukt.writer import datadir
-    from bukt.writer import process as writer
+    from bukt import writer
     from bukt.errors import BuktError
     import bukt
     cfg = load_config(args)
@@ -292,8 +291,8 @@ def check(args):
         try:
             with Progress("check") as p:
                 p.unit = "B"
-                reports = datadir.check(path, p)
-        except datadir.RecoveryError as e:
+                reports = writer.check(path, p)
+        except writer.RecoveryError as e:
             raise CliError(REFUSED, str(e)) from None
         if not reports:
             if claimed:
@@ -321,8 +320,8 @@ def check(args):
             bad = bad or bool(r.problems or r.error)
         if args.fix and bad and reports:
             try:
-                done = datadir.fix(path)
-            except datadir.RecoveryError as e:
+                done = writer.fix(path)
+            except writer.RecoveryError as e:
                 raise CliError(REFUSED, f"not fixed: {e}") from None
             for r in done:
                 lines.append(f"fixed {r.path}: cut at byte {r.cut_at}, {r.removed} bytes kept "
@@ -364,19 +363,18 @@ def _live_set_fits(cfg, path):
     """Does the live set the files describe fit in `memory`, as a cold start loads it
     (design.md, Recovery)? (ok, a line, a dict), or None when the files cannot be read
     through (what is wrong with them is reported already)."""
-    from bukt.writer import datadir
-    from bukt.writer.restore import final_sets, memory_needed
+    from bukt import writer
     try:
-        final = final_sets(datadir.replay(path, now_ms=int(time.time() * 1000),
+        final = writer.final_sets(writer.replay(path, now_ms=int(time.time() * 1000),
                                           on_corrupt=cfg.recovery.on_corrupt), sizes=True)
-    except datadir.RecoveryError:
+    except writer.RecoveryError:
         return None
     sizes = {}
     for d in final.values():
         for size in d.values():
             sizes[size] = sizes.get(size, 0) + 1
     keys = sum(sizes.values())
-    need = memory_needed(sizes, cfg)
+    need = writer.memory_needed(sizes, cfg)
     info = {"keys": keys, "memory_needed": need, "memory": cfg.memory}
     line = (f"live set: {keys} keys; needs memory of at least {need} bytes "
             f"({human_bytes(need)}), memory is {cfg.memory} bytes")
@@ -416,7 +414,7 @@ def compact(args):
     writer that dies on the way is followed: the one the supervisor starts in its place
     is asked again (its own compaction starts over), and with none, the command says the
     compaction was interrupted rather than waiting for a base that cannot come."""
-    from bukt.writer import datadir
+    from bukt.writer import read_manifest
     cfg = load_config(args)
     info = _writer_of(cfg.instance)
     if info is None:
@@ -430,7 +428,7 @@ def compact(args):
                                f"{info['data_dir']}, not {data_dir} ({source}): its new base "
                                "file would not show there; name the writer's data_dir, or "
                                "none")
-    before = datadir.read_manifest(data_dir)
+    before = read_manifest(data_dir)
     os.kill(info["pid"], signal.SIGUSR1)
     if args.wait <= 0:
         emit(args, {"requested": True}, "compaction requested")
@@ -439,7 +437,7 @@ def compact(args):
     writer, lost, next_look = (info["pid"], info["start"]), False, 0.0
     with Progress("compact", unit="B") as p:
         while time.monotonic() < deadline:
-            m = datadir.read_manifest(data_dir)
+            m = read_manifest(data_dir)
             if m is not None and m.base and (before is None or m.base != before.base):
                 path = os.path.join(data_dir, m.base)
                 p.set(_size(path))
@@ -456,7 +454,7 @@ def compact(args):
                                 "its successor (pid %d)", writer[0], now["pid"])
                     os.kill(now["pid"], signal.SIGUSR1)
                     writer, lost = (now["pid"], now["start"]), False
-                elif not procs.owner_alive(*writer):
+                elif not owners.owner_alive(*writer):
                     lost = True                 # until a successor is up
             time.sleep(0.05)
     if lost:

@@ -29,7 +29,6 @@ Decision order, so that nothing leaks to a caller who may not know it:
 import hmac
 import logging
 import math
-import os
 from time import monotonic as _monotonic
 
 from bukt.authguard import H_HORIZON, locked_message
@@ -42,7 +41,7 @@ PERM_NAMES = {"read": READ, "write": WRITE, "admin": ADMIN}
 log = logging.getLogger("bukt.http")
 
 
-from bukt.tokens import digest, new_token  # noqa: E402,F401 (one definition, shared)
+from bukt.tokens import admin_token, digest, new_token  # noqa: E402,F401 (one definition, shared)
 
 
 def perms_to_names(perms):
@@ -199,45 +198,6 @@ def _peer(req):
 
 
 def resolve_admin_token(settings):
-    """The admin token: configured, from the environment, or read from (first start:
-    generated into) data_dir/admin.token with mode 0600. Returns (token, source).
-
-    The file appears complete or not at all: the token is written to a temporary file,
-    fsynced, and linked to its name (a link, unlike a rename, never replaces a token
-    another process wrote meanwhile), then the directory is fsynced. A first start that
-    fails for a full disk leaves no empty admin.token behind to refuse the next one."""
-    if settings.admin_token:
-        return settings.admin_token, "config"
-    if not settings.data_dir:
-        raise ValueError("no admin token: set auth.admin_token, BUKT_ADMIN_TOKEN or "
-                         "data_dir (where one is generated)")
-    path = os.path.join(settings.data_dir, "admin.token")
-    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
-    if not os.path.exists(path):
-        token = new_token()
-        tmp = f"{path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(token + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.link(tmp, path)
-            finally:
-                os.unlink(tmp)
-        except FileExistsError:
-            pass                                # another process wrote one first: read it
-        else:
-            from bukt.writer.aof import fsync_dir
-            fsync_dir(settings.data_dir)
-            log.warning("generated the admin token into %s (mode 0600)", path)
-            return token, path
-    mode = os.stat(path).st_mode
-    if mode & 0o077:
-        log.warning("%s is readable by others (mode %o); chmod 600 it", path, mode & 0o777)
-    with open(path, encoding="utf-8") as f:
-        token = f.read().strip()
-    if not token:
-        raise ValueError(f"{path} is empty; remove it to have a new one generated")
-    return token, path
+    """The admin token for the HTTP face, generated into data_dir/admin.token at first
+    start: (token, source), bukt.tokens.admin_token."""
+    return admin_token(settings.admin_token, settings.data_dir, create=True)

@@ -18,8 +18,9 @@ disk. The core can wait itself (Store.sync_wait, the default for local programs)
 that wait blocks the thread, and a worker's thread is its event loop, serving every
 other request of the worker. So the app turns sync_wait off and, after each write to a
 persisted bucket, awaits the writer's flushed position passing the record it just
-appended (Store.last_pos): a future of the worker's FlushWaiters (bukt/writewait/flushwait.py),
-one poller on the loop for every request that waits, as the TCP workers do. A writer
+appended (Store.last_pos): bukt/writewait/durability.py's RingDurability, the wait the
+TCP workers use too (a future of the worker's FlushWaiters, one poller on the loop for
+every request that waits); RingSettle is its glue here. A writer
 that does not confirm within Store.durable_timeout gives WriterDown -> 503
 writer_down; the write is then applied in memory but not promised to be on disk, as
 the problem says.
@@ -36,12 +37,10 @@ import asyncio
 import time
 
 from bukt.errors import RingFull
-from bukt.writewait.flushwait import FlushWaiters
-from bukt.writewait.ringroom import RETRY, RoomWait, has_room, retry_safe
+from bukt.writewait.durability import HEARTBEAT_STALE_MS, RingDurability
+from bukt.writewait.ringroom import RETRY, RoomWait, has_room, retry_safe, ring_full
 
 _AGAIN = object()              # a step of RingRoom's wait that found no room yet
-HEARTBEAT_STALE_MS = 2000      # the writer beats every 100 ms; 2 s of silence = hung
-POLICY_REFRESH_S = 1.0         # how often the segment's fsync policy is re-read
 
 
 class Durability:
@@ -51,28 +50,26 @@ class Durability:
         return None
 
 
-class RingDurability(Durability):
-    """Await the writer's flushed position past this process's last record when the
-    segment says `fsync: always` (writer_info()["sync_always"], published by the
-    writer), without blocking the event loop.
+class RingSettle(Durability):
+    """The falcon-facing glue of bukt/writewait/durability.py's RingDurability, the wait
+    every face shares: await the writer's flushed position past this process's last
+    record when the segment says `fsync: always`, without blocking the event loop.
 
     FAST PATH: the policy is not always (a clock read), or the flushed position is
-    already past our record (one read of the header, in FlushWaiters.wait). SLOW
-    PATH: a future of the worker's FlushWaiters."""
+    already past our record (one read of the header). SLOW PATH: a future of the
+    worker's FlushWaiters."""
 
     def __init__(self, store, timeout=None):
         self.store = store
-        self.timeout = timeout           # None: the store's durable_timeout, read each time
-        self._waiters = FlushWaiters(store, timeout, POLICY_REFRESH_S)
-        store.sync_wait = False          # the core's wait would block the loop
+        self.ring = RingDurability(store, timeout)
 
     def sync_always(self):
-        return self._waiters.sync_always()
+        return self.ring.sync_always()
 
     async def settle(self, bucket):
-        if not self.sync_always() or not persisted(self.store, bucket):
+        if not self.ring.sync_always():
             return
-        flushed = self._waiters.wait(self.store.last_pos)   # None: flushed already
+        flushed = self.ring.wait(persisted(self.store, bucket))   # None: flushed already
         if flushed is not None:
             await flushed
 
@@ -159,13 +156,12 @@ class RingRoom:
             wait.end()
 
     def _full(self):
-        return RingFull(f"change ring full for {self.wait:g} s: the writer process is "
-                        "down or behind; the write was not applied. Check `bukt status`.")
+        return ring_full(self.wait)
 
 
 def durability_for(store):
     if hasattr(store, "ring_position") and hasattr(store, "writer_info"):
-        return RingDurability(store)
+        return RingSettle(store)
     return Durability()
 
 

@@ -32,7 +32,7 @@ class HttpServer(BaseApplication):
         self.config_in = config
         self.settings = HttpSettings.from_config(config)
         token, source = resolve_admin_token(self.settings)
-        if source != "config":
+        if source not in ("config", "env"):
             log.warning("admin token: %s", source)
         self.admin_token = token
         self.attach = attach or bukt.attach

@@ -88,7 +88,7 @@ class HttpSettings:
     @classmethod
     def from_config(cls, config):
         get = lambda key, default: lookup(config, key, default)  # noqa: E731
-        admin = get("auth.admin_token", None) or os.environ.get("BUKT_ADMIN_TOKEN") or None
+        admin = get("auth.admin_token", None) or None   # else bukt.tokens.admin_token looks
         access_log = get("http.access_log", cls.access_log) or None
         return cls(
             bind=str(get("http.bind", cls.bind)),

@@ -15,7 +15,7 @@ LAYOUT (native byte order, 8-byte words):
     rates   slots x (key u64 | tat f64)        GCRA state per client (see ratelimit.py)
     rows    rows  x (pid u64 | start u64 | words x u64)   one row per worker process
 
-An owner is a pid with its start time (bukt/service/procs.py, OWNERSHIP): a killed owner that is
+An owner is a pid with its start time (bukt/owners.py, OWNERSHIP): a killed owner that is
 still a zombie, or an unrelated process given its pid later, does not count as alive.
 "worker starts" counts the rows claimed by new worker processes since the area was
 created, and "recent" keeps when the last RECENT of them started (start n in slot n %
@@ -50,7 +50,7 @@ import struct
 import threading
 import time
 
-from bukt.service import procs
+from bukt import owners
 from bukt.errors import SegmentFull
 
 MAGIC = int.from_bytes(b"BKTHTTP1", "little")
@@ -106,7 +106,7 @@ class SharedArea:
                             start = 0           # an older build's area: no start time
             finally:
                 os.close(fd)
-            if owner and owner != os.getpid() and procs.owner_alive(owner, start):
+            if owner and owner != os.getpid() and owners.owner_alive(owner, start):
                 raise FileExistsError(f"{name} belongs to the live process {owner}")
             os.unlink(path)
         size = cls.size_for(slots, rows, words)
@@ -125,7 +125,7 @@ class SharedArea:
             os.close(fd)
             os.unlink(path)
             raise
-        pid, start = procs.identity()
+        pid, start = owners.identity()
         struct.pack_into("=8Q", buf, 0, MAGIC, FORMAT, slots, rows, words, pid, start, 0)
         return cls(buf, fd, slots, rows, words, path)
 
@@ -229,7 +229,7 @@ class SharedArea:
         pid = os.getpid()
         if self._row is not None and self._row_pid == pid:
             return self._row
-        start = procs.start_time(pid)
+        start = owners.start_time(pid)
         q, stride = self._q, ROW_HEAD + self.words
         self._lock()
         try:
@@ -238,7 +238,7 @@ class SharedArea:
                 off = self._rows + r * stride
                 owner, owner_start = q[off], q[off + 1]
                 if (owner, owner_start) == (pid, start) or owner == 0 \
-                        or not procs.owner_alive(owner, owner_start):
+                        or not owners.owner_alive(owner, owner_start):
                     found = r
                     if owner in (pid, 0):
                         break

@@ -11,7 +11,7 @@ HOW IT STARTS
    `bukt serve` for the same data is refused; both addresses are bound once and
    released, so a port in use is reported before anything starts (exit 2).
 3. The admin token is resolved the way the HTTP side resolves it
-   (bukt.http.auth.resolve_admin_token): auth.admin_token / BUKT_ADMIN_TOKEN, else
+   (bukt.tokens.admin_token): auth.admin_token / BUKT_ADMIN_TOKEN, else
    `data_dir/admin.token`, generated with mode 0600 on the first start.
 4. The children are started from one file, `data_dir/serve.effective.json` (0600):
    the configuration this supervisor validated, with every variable already applied;
@@ -68,6 +68,7 @@ import time
 
 import bukt
 from bukt import config as config_mod
+from bukt import owners
 from bukt.service import procs
 from bukt.service import probes as probe
 from bukt.errors import BuktError
@@ -255,7 +256,7 @@ class Supervisor:
 
     def write_state(self) -> None:
         c = self.children
-        state = {"pid": os.getpid(), "start": procs.start_time(os.getpid()),
+        state = {"pid": os.getpid(), "start": owners.start_time(os.getpid()),
                  "instance": self.cfg.instance,
                  "config": os.path.abspath(self.config_path) if self.config_path else None,
                  "data_dir": self.data_dir, "admin_token": self.admin_token_where,
@@ -291,18 +292,19 @@ class Supervisor:
             _check_bind(key, self.cfg.get(key))
 
     def resolve_admin_token(self) -> None:
-        from bukt.http.auth import resolve_admin_token
-        from bukt.http.settings import HttpSettings
+        from bukt.tokens import admin_token
         try:
-            _, where = resolve_admin_token(HttpSettings.from_config(self.cfg))
+            _, where = admin_token(self.cfg.get("auth.admin_token"),
+                                   self.data_dir, create=True)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise
             raise ServeError(f"admin token: {e}", 2) from None
         except ValueError as e:
             raise ServeError(f"admin token: {e}", 2) from None
-        self.admin_token_where = "configured (auth.admin_token)" if where == "config" \
-            else os.path.abspath(where)
+        self.admin_token_where = {"config": "configured (auth.admin_token)",
+                                  "env": "from BUKT_ADMIN_TOKEN"}.get(where) \
+            or os.path.abspath(where)
 
     def start(self) -> None:
         self.preflight()

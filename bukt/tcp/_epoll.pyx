@@ -97,11 +97,14 @@ from bukt import _core
 from bukt.tcp import admission as _admission
 from bukt import errors as _errors
 from bukt import protocol as _P
+from bukt.writewait import ringroom as _ringroom
 from bukt.writewait.ringroom import RoomWait
 from bukt.writewait import spin as _spin
 from bukt.tcp._wire cimport Hot
 from bukt.tcp._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
                          request_key, run_frames)
+from bukt.tcp import connection as _connection
+from bukt.tcp.frames import ring_full_frame
 from bukt.tcp.session import Session
 
 cdef extern from "<sched.h>" nogil:
@@ -185,8 +188,9 @@ cdef enum:
 cdef bytearray rbuf_obj = bytearray(RBUF)
 cdef char *rbuf = PyByteArray_AS_STRING(rbuf_obj)
 
-cdef double LINGER = 0.2       # as in bukt/tcp/connection.py
-cdef double LINGER_MAX = 5.0
+# bukt/tcp/connection.py's, as C values
+cdef double LINGER = _connection.LINGER
+cdef double LINGER_MAX = _connection.LINGER_MAX
 
 # The segment's meta_epoch (cext/meta.pxi), read without a Python call: a session's
 # token is re-checked (Session.recheck: a Python call and a look at the bucket's tokens)
@@ -202,7 +206,7 @@ ctypedef void (*prefetch_fn)(object, const char *, uint32_t, int) noexcept
 cdef prefetch_fn prefetch_key = <prefetch_fn>PyCapsule_GetPointer(_core.PREFETCH_KEY,
                                                                   b"bukt._core.prefetch_key")
 
-cdef double RETRY = 0.001      # seconds between attempts of a parked request
+cdef double RETRY = _ringroom.RETRY   # seconds between attempts of a parked request
 # bukt/writewait/spin.py's, as C values: the busy poll compares against them at every yield
 cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
 cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
@@ -218,14 +222,6 @@ cdef object peer_address(const unsigned char *sa, socklen_t n):
     if family == _socket.AF_INET6 and n >= 24:
         return _socket.inet_ntop(family, sa[8:24])
     return "-"
-
-
-def _ring_full(buf, pos, wait):
-    """The RING_FULL answer to the frame at buf[pos:] after `wait` seconds parked."""
-    rid = int.from_bytes(buf[pos + 5:pos + 13], "big")
-    return _P.encode_error(rid, _errors.RingFull(
-        f"change ring full for {wait:g} s: the writer process is down or behind; the "
-        "write was not applied. Check `bukt status`."))
 
 
 cdef class Conn:
@@ -608,7 +604,7 @@ cdef class Loop:
                     else:  # waited long enough: RING_FULL, and on to the next frame
                         c.park_until = 0
                         _end_wait(c)
-                        out.append(_ring_full(buf, pos, self.ring_wait))
+                        out.append(ring_full_frame(buf, pos, self.ring_wait))
                         pos += int.from_bytes(buf[pos:pos + 4], "big")
                 elif why == W_FATAL:
                     length = int.from_bytes(buf[pos:pos + 4], "big")

@@ -27,7 +27,7 @@ from libc.string cimport memcpy
 
 from bukt import errors as _errors
 from bukt import protocol as _P
-from bukt.tcp.session import PARK as _PARK, internal_error as _internal_error
+from bukt.tcp.frames import PARK as _PARK, internal_error as _internal_error
 
 try:
     from bukt import _core
@@ -41,11 +41,10 @@ if _core is not None:
     read_into = <read_into_fn>PyCapsule_GetPointer(_core.READ_INTO, b"bukt._core.read_into")
     CoreBucket = _core.Bucket
 
-cdef enum:
-    HDR = 13
-    # where the key starts in a payload (docs/protocol.md), its u32 length just before
-    GET_KEY = 4             # GET: klen u32, key
-    SET_KEY = 21            # SET: flags u8, ttl_ms u64, if_version u64, klen u32, key, ...
+# the frame header's size, and where the key starts in a payload (bukt/protocol.py)
+cdef Py_ssize_t HDR = _P.HEADER_SIZE
+cdef Py_ssize_t GET_KEY = _P.GET_KEY
+cdef Py_ssize_t SET_KEY = _P.SET_KEY
 
 # The stops, as Python names (their C names are in bukt/tcp/_wire.pxd).
 STOP_PARTIAL = W_PARTIAL

@@ -40,12 +40,13 @@ from bukt import errors
 from bukt.tcp import admission
 from bukt import protocol as P
 from bukt.writewait.ringroom import RETRY, RoomWait
-from bukt.tcp.session import PARK, Deferred, Session
+from bukt.tcp.frames import PARK, Deferred, ring_full_frame
+from bukt.tcp.session import Session
 
 log = logging.getLogger("bukt.tcp")
 
-_HEADER = struct.Struct(">IBQ")
-_HDR_SIZE = 13
+_HEADER = P.HEADER
+_HDR_SIZE = P.HEADER_SIZE
 try:
     from bukt.tcp import _wire
 except ImportError:
@@ -85,14 +86,6 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, admission.TOO_MANY.encode())
 LINGER = 0.2       # seconds of silence after the half-close before the socket is closed
 LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off after this
-
-
-def ring_full_frame(buf, pos, wait):
-    """The RING_FULL answer to the frame at buf[pos:] after `wait` seconds parked."""
-    rid = int.from_bytes(buf[pos + 5:pos + 13], "big")
-    return P.encode_error(rid, errors.RingFull(
-        f"change ring full for {wait:g} s: the writer process is down or behind; the "
-        "write was not applied. Check `bukt status`."))
 
 
 class Connection(asyncio.Protocol):

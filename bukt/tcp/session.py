@@ -59,6 +59,7 @@ from bukt.writewait import ringroom
 from bukt.protocol import Command as C, Status as S
 from bukt.authguard import locked_message
 from bukt.tokens import digest, new_token
+from bukt.tcp.frames import PARK, Deferred, internal_error  # noqa: F401 - re-exported
 
 log = logging.getLogger("bukt.tcp")
 
@@ -97,27 +98,7 @@ RETRY_SAFE = frozenset(c for c, m in METHOD.items() if m in ringroom.RETRY_SAFE)
 ROOM_FIRST = frozenset(c for c, m in METHOD.items() if m in ringroom.ROOM_FIRST)
 
 
-class _Park:
-    """The answer of a request that must wait for room in the change ring (docstring)."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        return "PARK"
-
-
-PARK = _Park()
-
 _rec = ringroom.rec_room
-
-
-class Deferred:
-    """A response that may be sent only once `wait` (an awaitable) completes."""
-
-    __slots__ = ("response", "wait", "request_id")
-
-    def __init__(self, response: bytes, wait, request_id: int):
-        self.response, self.wait, self.request_id = response, wait, request_id
 
 
 def _ok(request_id: int, body: bytes = b"") -> bytes:
@@ -148,12 +129,6 @@ def _name(raw: bytes) -> str:
         return raw.decode()
     except UnicodeDecodeError:
         raise errors.SchemaError("a bucket name must be UTF-8") from None
-
-
-def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
-    log.exception("command 0x%02x failed", command, exc_info=exc)
-    return P.frame(S.ERROR, rid, f"internal error: {type(exc).__name__}: {exc}"
-                   .encode("utf-8", "replace"))
 
 
 class Session:
@@ -312,10 +287,11 @@ class Session:
 
     def _set(self, rid, buf, start, end):
         size = end - start
-        if size < 21:
-            raise errors.ProtocolError("payload truncated: SET needs at least 25 bytes")
+        if size < P.SET_KEY:
+            raise errors.ProtocolError(
+                f"payload truncated: SET needs at least {P.SET_KEY + 4} bytes")
         flags, ttl_ms, if_version, klen = _SET_FIXED.unpack_from(buf, start)
-        kend = start + 21 + klen
+        kend = start + P.SET_KEY + klen
         if kend + 4 > end:
             raise errors.ProtocolError("payload truncated: key or value length")
         (vlen,) = _u32.unpack_from(buf, kend)
@@ -324,7 +300,7 @@ class Session:
         if flags & ~P.SET_FLAGS:
             raise errors.ProtocolError(f"unknown SET flags 0x{flags:02x}")
         version = self.bucket.set(
-            bytes(buf[start + 21:kend]), bytes(buf[kend + 4:end]),
+            bytes(buf[start + P.SET_KEY:kend]), bytes(buf[kend + 4:end]),
             ttl=ttl_ms / 1000 if ttl_ms else None,
             nx=bool(flags & P.SET_NX), xx=bool(flags & P.SET_XX),
             single_read=bool(flags & P.SET_SINGLE_READ),

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 from bukt import config as _config
+from bukt import tokens as _tokens
 
 _MISSING = object()
 
@@ -112,16 +113,6 @@ class TcpSettings:
         return _config.parse_bind(self.bind)
 
     def find_admin_token(self) -> str | None:
-        """auth.admin_token, else $BUKT_ADMIN_TOKEN, else <data_dir>/admin.token (written by
-        the service at first start), else None: no admin session over TCP."""
-        if self.admin_token:
-            return self.admin_token
-        if os.environ.get("BUKT_ADMIN_TOKEN"):
-            return os.environ["BUKT_ADMIN_TOKEN"]
-        if self.data_dir:
-            try:
-                with open(os.path.join(self.data_dir, "admin.token"), encoding="utf-8") as f:
-                    return f.read().strip() or None
-            except OSError:
-                return None
-        return None
+        """The admin token (bukt.tokens.admin_token; the service generates the file at
+        first start), or None: no admin session over TCP."""
+        return _tokens.admin_token(self.admin_token, self.data_dir)[0]

@@ -47,7 +47,7 @@ SET bucket "b" key "k" = "hi", seq 1, version 1, no expiry (hexdump -C):
     00000040  01 00 01 00 02 00 00 00  ed cb f7 fa 62 6b 68 69  |............bkhi|
     00000050  73 fc c5 29                                       |s..)|
 
-(tests/unit/test_aof.py rebuilds these bytes, so the example cannot drift from the code.)
+(tests/unit/test_log_format.py rebuilds these bytes, so the example cannot drift from the code.)
 
 Payloads by type. Every record states a result, not a delta, so replaying a record twice,
 or over a snapshot taken while writes went on, gives the same state (compaction relies

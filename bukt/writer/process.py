@@ -18,7 +18,7 @@ anything is acknowledged. Milliseconds, whatever the data size.
 
 COLD START (no segment, another generation, a damaged one, or `--cold`). A new segment
 is created under a temporary name (/dev/shm/bukt-<instance>.recovering-<pid>-<start>:
-the writer's owner record, bukt/service/procs.py), the base file and logs are replayed into it
+the writer's owner record, bukt/owners.py), the base file and logs are replayed into it
 with logging off (bukt/writer/restore.py), the ring is told to number on after the log's last
 sequence number (ring_set_start), and only then is it renamed to
 /dev/shm/bukt-<instance>, replacing any old segment in one step. So no process ever
@@ -147,7 +147,7 @@ import time
 import bukt
 from bukt.writer import aof
 from bukt.writer import datadir
-from bukt.service import procs
+from bukt import owners
 from bukt.writer.aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, RecoveryError, Scan
 from bukt.writer.datadir import DataDir
 from bukt.errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
@@ -525,7 +525,7 @@ class Writer:
 
     def _cold(self) -> None:
         cfg = self.cfg
-        tmp = f"{cfg.instance}.recovering-%d-%d" % procs.identity()
+        tmp = f"{cfg.instance}.recovering-%d-%d" % owners.identity()
         _remove_leftovers(cfg.instance)
         now = _fake_now()
         store = self._new_segment(tmp, now)
@@ -1010,7 +1010,7 @@ def _remove_leftovers(instance) -> None:
     for name in os.listdir("/dev/shm"):
         if name.startswith(prefix):
             pid, _, start = name[len(prefix):].partition("-")
-            if pid.isdigit() and (int(pid) == os.getpid() or not procs.owner_alive(
+            if pid.isdigit() and (int(pid) == os.getpid() or not owners.owner_alive(
                     int(pid), int(start) if start.isdigit() else 0)):
                 try:
                     os.unlink(os.path.join("/dev/shm", name))

@@ -41,14 +41,14 @@ definitions and tokens are logged for all buckets), then SET for every live entr
 persisted bucket, read stripe by stripe with store.dump_stripes while writers carry on.
 
 The on-disk single-read flag is aof.SINGLE_READ (bit 0); the core's is BK_E_SINGLE
-(bit 2). This module and bukt/writer/ringlog.py are where one becomes the other.
+(bukt._core.ENTRY_SINGLE, bit 2). This module and bukt/writer/ringlog.py are where one becomes the other.
 """
 import logging
 from typing import Iterator
 
 from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, FLUSH, SET, SET_TTL,
                   SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Record)
-from bukt._core import ENTRY_HEADER as ENTRY_HDR, BulkLoad
+from bukt._core import ENTRY_HEADER as ENTRY_HDR, ENTRY_SINGLE as CORE_SINGLE, BulkLoad
 from bukt.errors import BucketNotFound
 from bukt.writer.buckettable import read_table
 
@@ -57,7 +57,6 @@ __all__ = ["Loader", "snapshot", "settings_from_meta", "CORE_SINGLE", "Cancelled
 
 log = logging.getLogger("bukt.writer")
 
-CORE_SINGLE = 0x04          # BK_E_SINGLE in cext/includes/segment.h
 # Stripes per dump_stripes call: 64 x 512 slots keeps each call (which holds the GIL)
 # around a millisecond, so the writer's drain loop runs between calls.
 DUMP_STRIPES = 64

@@ -3,8 +3,8 @@
 Under `fsync: always` a write is acknowledged only once the writer process has put its
 log record on disk (design.md, invariant 7). The core can wait itself
 (Store.wait_durable, what local programs do), but that blocks the thread, and a front
-end's thread is the event loop of all its connections. So the front ends (the HTTP app,
-bukt/http/ringwait.py; the TCP sessions on asyncio, bukt/writewait/durability.py) turn the
+end's thread is the event loop of all its connections. So the front ends (through
+bukt/writewait/durability.py: the HTTP app and the TCP sessions on asyncio) turn the
 core's wait off and, after a write to a persisted bucket, ask FlushWaiters for a future
 that completes once the writer's flushed position (store.ring_position()[2]) passes the
 end of the record just appended (store.last_pos).
@@ -22,7 +22,8 @@ with the head: late, never early.)
 
 POLICY. Waiting applies only while the writer publishes `fsync: always`
 (Store.writer_info()["sync_always"]); sync_always() re-reads it at most every
-`policy_refresh` seconds, so the check costs a clock read per write.
+POLICY_REFRESH seconds, so the check costs a clock read per write, and a change of
+policy (a writer restarted with another `fsync`) reaches every face within that time.
 
 A write the writer does not confirm within the timeout (store.durable_timeout unless
 given) fails with WriterDown: it is applied in memory but not promised to be on disk.
@@ -37,13 +38,13 @@ from bukt.errors import WriterDown
 
 POLL_FIRST = 0.0001
 POLL_LONGEST = 0.002
+POLICY_REFRESH = 0.1   # seconds between reads of the writer's fsync policy (POLICY)
 
 
 class FlushWaiters:
-    def __init__(self, store, timeout: float | None = None, policy_refresh: float = 0.1):
+    def __init__(self, store, timeout: float | None = None):
         self.store = store
         self.timeout = timeout       # None: the store's durable_timeout, read per wait
-        self.policy_refresh = policy_refresh
         self._always, self._read_at = False, None   # the policy, and when it was read
         # (pos, deadline, timeout, future), by position
         self._waiters: collections.deque = collections.deque()
@@ -56,7 +57,7 @@ class FlushWaiters:
     def sync_always(self) -> bool:
         """Whether the writer publishes `fsync: always` (POLICY above)."""
         now = time.monotonic()
-        if self._read_at is None or now - self._read_at >= self.policy_refresh:
+        if self._read_at is None or now - self._read_at >= POLICY_REFRESH:
             self._read_at = now
             try:
                 self._always = bool(self.store.writer_info().get("sync_always"))

@@ -37,6 +37,8 @@ raised RingFull.
 """
 from __future__ import annotations
 
+from bukt.errors import RingFull
+
 RETRY = 0.001    # seconds between tries of a request waiting for ring room: as often as
                  # the core itself polls, well under its CLAIM_AFTER_US (2 ms)
 
@@ -58,6 +60,12 @@ META_ROOM = 2 * 2 * (REC_HEADER + 512)
 def rec_room(n: int) -> int:
     """The ring room a record of n key+value bytes needs, counting the wrap."""
     return 2 * ((REC_HEADER + n + 7) & ~7)
+
+
+def ring_full(wait: float):
+    """The RingFull every face answers with after waiting `wait` seconds for room."""
+    return RingFull(f"change ring full for {wait:g} s: the writer process is down or "
+                    "behind; the write was not applied. Check `bukt status`.")
 
 
 def retry_safe(method: str, nkeys: int = 1) -> bool:

@@ -188,7 +188,7 @@ typedef struct {
                                    until the logged drop): a TCP session re-checks its
                                    token only when it moved (bukt/tcp/_epoll.pyx) */
     uint64_t writer_start;      /* the writer's start time (/proc/<pid>/stat field 22):
-                                   with writer_pid, the owner record (bukt/service/procs.py,
+                                   with writer_pid, the owner record (bukt/owners.py,
                                    OWNERSHIP) a zombie or a reused pid cannot fake */
     char     _pad6[16];
     /* the writer process's published progress (read by health checks) */
@@ -315,7 +315,7 @@ typedef struct {
                                    refused (none). Set at creation, logged with it */
     uint32_t dropper_pid;       /* state 2: the process dropping it (a dead one's drop
                                    is finished by the next create/drop/check) */
-    uint32_t dropper_start;     /* its start time, low 32 bits (bukt/service/procs.py,
+    uint32_t dropper_start;     /* its start time, low 32 bits (bukt/owners.py,
                                    OWNERSHIP): a zombie or a reused pid is dead */
     char     _pad2[8];
 } bk_bucket;

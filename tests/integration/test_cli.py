@@ -209,7 +209,7 @@ def test_dump_and_load_round_trip(svc, tmp_path):
 
 # -- over TCP and HTTP ------------------------------------------------------------------------
 
-def test_tcp_commands(svc, admin):
+def test_data_and_admin_commands_over_tcp(svc, admin):
     tcp = f"127.0.0.1:{svc.tcp_port}"
     r = bukt("buckets", "create", "net", "--url", f"bukt://:{admin}@{tcp}", "--json")
     url = f"bukt://net:{_token(r)}@{tcp}"
@@ -232,7 +232,7 @@ def test_tcp_commands(svc, admin):
     assert bukt("buckets", "drop", "net", "--url", f"bukt://:{admin}@{tcp}").code == 0
 
 
-def test_http_commands(svc, admin, web):
+def test_data_and_admin_commands_over_http(svc, admin, web):
     r = bukt("buckets", "create", "web", "--url", web, "--token", admin, "--json")
     tok = _token(r)
     a = ["--url", web, "-b", "web", "--token", tok]

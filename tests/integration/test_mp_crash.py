@@ -1,4 +1,4 @@
-"""Crash safety (issue 2, "Tests"; design.md invariant 4): writer processes are
+"""Crash safety (design.md invariant 4): writer processes are
 SIGKILLed at random moments under load, hundreds of times, while a consumer process
 drains the change ring of the persisted bucket.
 
@@ -361,6 +361,7 @@ def segment():
     unlink_segment(name)
 
 
+@pytest.mark.slow
 def test_sigkill_writers_under_load(segment, tmp_path):
     name, pids, procs = segment
     with time_limit(STORM_LIMIT + 200, "the crash test"):
@@ -641,6 +642,7 @@ def churn(b):
             b.persist(k)
 
 
+@pytest.mark.slow
 def test_reads_never_spin_on_a_dead_writers_stripe(segment):
     """A writer killed inside its write section leaves the stripe's sequence odd
     until some process takes that stripe's lock and repairs it. A lock-free reader
@@ -710,6 +712,7 @@ def meta_churn(store, seed):
             store.drop_bucket(name)
 
 
+@pytest.mark.slow
 def test_bucket_and_token_changes_survive_kills(segment):
     """A process killed inside create_bucket, drop_bucket, add_token or
     revoke_token. Afterwards (the consumer resolving a stuck META record with

@@ -1,4 +1,4 @@
-"""Multi-process stress (issue 2, "Tests"): writers, readers and a ring consumer in
+"""Multi-process stress: writers, readers and a ring consumer in
 separate processes over one segment, for BUKT_STRESS_SECONDS (default 5).
 
 Every value checks itself (tests/support/mp_common.py): a reader that ever returns a torn
@@ -343,6 +343,7 @@ def segment():
     unlink_segment(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["128MiB", "3MiB"], ids=["roomy", "full"])
 def test_stress_writers_readers_consumer(segment, size):
     """"full": the values do not fit, so the lru buckets evict and slabs move between

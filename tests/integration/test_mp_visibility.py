@@ -1,4 +1,4 @@
-"""Across processes (issue 2, "Tests"): single-read keys are handed out exactly once
+"""Across processes: single-read keys are handed out exactly once
 however many processes race for them; what one interpreter writes another reads;
 a store attached before a fork keeps working in the children, whose counters all
 count; a read-only attach from another process reads, and refuses every write with

@@ -1,4 +1,4 @@
-"""Ownership records (bukt/service/procs.py, OWNERSHIP): a pid with its start time. A zombie
+"""Ownership records (bukt/owners.py, OWNERSHIP): a pid with its start time. A zombie
 owner, or a live process that was given a dead owner's pid, is not the owner; the real
 owner, alive, is. And the HTTP area is reserved when it is created."""
 import mmap
@@ -14,7 +14,7 @@ import pytest
 
 import bukt
 from bukt._core import writer_claim
-from bukt.service import procs
+from bukt import owners
 from bukt.errors import SegmentFull
 from bukt.http import shared
 from bukt.http.shared import SharedArea
@@ -24,10 +24,10 @@ def zombie():
     """A child that has exited and is not reaped: (pid, its start time when alive)."""
     p = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                          stdin=subprocess.PIPE)
-    start = procs.start_time(p.pid)
+    start = owners.start_time(p.pid)
     p.stdin.close()
     os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)     # exited, still a zombie
-    assert procs._stat(p.pid)[0] == b"Z"
+    assert owners._stat(p.pid)[0] == b"Z"
     return p, start
 
 
@@ -40,22 +40,22 @@ def sleeper():
 
 
 def test_a_live_owner_is_alive_and_a_stranger_with_its_pid_is_not(sleeper):
-    start = procs.start_time(sleeper.pid)
+    start = owners.start_time(sleeper.pid)
     assert start > 0
-    assert procs.identity(sleeper.pid) == (sleeper.pid, start)
-    assert procs.owner_alive(sleeper.pid, start)
-    assert procs.owner_alive(*procs.identity())
+    assert owners.identity(sleeper.pid) == (sleeper.pid, start)
+    assert owners.owner_alive(sleeper.pid, start)
+    assert owners.owner_alive(*owners.identity())
     # the record of an owner that started at another time: the pid was reused
-    assert not procs.owner_alive(sleeper.pid, start + 1)
-    assert not procs.owner_alive(sleeper.pid, start - 1)
+    assert not owners.owner_alive(sleeper.pid, start + 1)
+    assert not owners.owner_alive(sleeper.pid, start - 1)
 
 
 def test_a_zombie_owner_is_dead():
     p, start = zombie()
     try:
-        assert not procs.owner_alive(p.pid, start)
-        assert not procs.owner_alive(p.pid, 0)          # even without a start time
-        assert not procs.alive(p.pid)
+        assert not owners.owner_alive(p.pid, start)
+        assert not owners.owner_alive(p.pid, 0)          # even without a start time
+        assert not owners.alive(p.pid)
     finally:
         p.wait()
 
@@ -81,9 +81,9 @@ def test_http_area_whose_owner_pid_was_reused_is_taken_over(sleeper):
     try:
         SharedArea.create(name, slots=64).close()
         # the record names a live, unrelated process, with another start time
-        set_owner(name, sleeper.pid, procs.start_time(sleeper.pid) + 7)
+        set_owner(name, sleeper.pid, owners.start_time(sleeper.pid) + 7)
         SharedArea.create(name, slots=64).close()           # before: FileExistsError
-        set_owner(name, sleeper.pid, procs.start_time(sleeper.pid))
+        set_owner(name, sleeper.pid, owners.start_time(sleeper.pid))
         with pytest.raises(FileExistsError, match="live process"):
             SharedArea.create(name, slots=64)               # the owner itself lives
     finally:
@@ -138,7 +138,7 @@ def test_segment_writer_that_is_a_zombie_is_not_alive(segname):
         try:
             s.writer_publish(pid=os.getpid())
             info = s.writer_info()
-            assert info["alive"] and info["start"] == procs.start_time(os.getpid())
+            assert info["alive"] and info["start"] == owners.start_time(os.getpid())
             s.writer_publish(pid=p.pid)        # the record of a writer now a zombie
             assert not s.writer_info()["alive"]    # before: alive (kill(pid, 0) succeeds)
         finally:
@@ -215,7 +215,7 @@ def test_segment_counter_row_of_a_zombie_is_taken_over(segname):
             # before: the zombie's row stood, and the next process counted into row 0
             assert proc_rows(segname, plan, 3)[2][0] == int(q.stdout)
             assert proc_rows(segname, plan, 3)[1] == \
-                (os.getpid(), procs.start_time(os.getpid()) & 0xffffffff)
+                (os.getpid(), owners.start_time(os.getpid()) & 0xffffffff)
         finally:
             p.wait()
     finally:

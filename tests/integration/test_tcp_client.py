@@ -136,7 +136,7 @@ def test_a_lost_read_is_retried_once_a_lost_write_is_not():
         lst.close()
 
 
-def test_async_client(srv):
+def test_async_client_pools_connections_and_pipelines(srv):
     async def main():
         async with AsyncClient(srv.url("rw"), pool_size=3) as a:
             assert await a.set("ak", b"1") > 0

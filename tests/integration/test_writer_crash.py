@@ -1,4 +1,4 @@
-"""Crash durability of the writer process (issue 3): kill -9 at random moments under
+"""Crash durability of the writer process: kill -9 at random moments under
 `fsync: always`, cold and warm restarts, a writer killed under load, ring backpressure."""
 import random
 import time

@@ -1,4 +1,4 @@
-"""Group commit under `fsync: always` (issue 3): an idle writer sleeps on the segment's
+"""Group commit under `fsync: always`: an idle writer sleeps on the segment's
 doorbell and the first commit wakes it; a client waiting for durability sleeps on a
 futex instead of spinning; under everysec producers never ring. The writer is stopped
 with SIGSTOP at a moment it is known to sleep, so nothing but the clients can touch the

@@ -1,6 +1,6 @@
 """The HTTP app through falcon's TestClient, over a real segment.
 
-Covers the routes of issue 5, the auth matrix, conditional and range requests, the
+Covers every route of docs/http.md, the auth matrix, conditional and range requests, the
 problem documents, bounded bodies, rate limiting, metrics and the access log. The
 real server (gunicorn, two workers) is tests/integration/test_http_server.py.
 """
@@ -21,6 +21,7 @@ from bukt._core import writer_claim
 from bukt.errors import WriterDown
 from bukt.http import create_app
 from bukt.http.auth import resolve_admin_token
+from bukt.writewait.flushwait import POLICY_REFRESH
 from bukt.http.settings import HttpSettings
 from bukt.http.shared import SharedArea
 
@@ -447,7 +448,7 @@ def test_conditional_get(client, tok):
     ("items=0-1", 200, b"0123456789", None),
     ("bytes=10-", 416, None, "bytes */10"),
 ])
-def test_range(client, tok, header, status, body, content_range):
+def test_range_requests_answer_206_or_the_whole_value_or_416(client, tok, header, status, body, content_range):
     client.simulate_put(key_url("r"), body=b"0123456789", headers=tok)
     r = client.simulate_get(key_url("r"), headers={**tok, "Range": header})
     assert r.status_code == status
@@ -469,7 +470,7 @@ def test_if_range(client, tok):
     assert r.status_code == 200 and len(r.content) == 10
 
 
-def test_incr(client, tok):
+def test_incr_counts_and_refuses_text_and_bad_steps(client, tok):
     url = key_url("hits/incr")
     assert client.simulate_post(url, headers=tok).json == {"value": 1}
     assert client.simulate_post(url, params={"by": "41"}, headers=tok).json == {"value": 42}
@@ -622,7 +623,7 @@ def test_fast_path_puts_as_the_slow_path(store):
 
 # -- bulk, scan, original shapes --------------------------------------------------------
 
-def test_bulk(client, tok):
+def test_mset_mget_exists_and_delete_of_many_keys(client, tok):
     b = f"{API}/buckets/b"
     r = client.simulate_post(f"{b}/mset", json={"items": {"a": "1", "b": "2"},
                                                 "ttl_seconds": 100}, headers=tok)
@@ -785,6 +786,29 @@ def test_fsync_always_awaits_the_flush_without_blocking_the_loop(store):
             store.durable_timeout = 0.1
             slow = await c.simulate_put(key_url("k"), body=b"w", headers=tok)
             assert_problem(slow, 503, "writer_down")
+
+    asyncio.run(scenario())
+
+
+def test_a_switch_to_fsync_always_reaches_http_within_the_shared_refresh(store):
+    """The HTTP app reads the writer's policy as often as the TCP face does (one
+    RingDurability, one POLICY_REFRESH): a write made that long after the writer
+    switched to `fsync: always` waits for the flush."""
+    app = create_app(store, {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None})
+
+    async def scenario():
+        async with falcon.testing.ASGIConductor(app) as c:
+            tok = bearer((await c.simulate_post(f"{API}/buckets", json={"name": "b"},
+                                                headers=admin())).json["token"])
+            assert (await c.simulate_put(key_url("k"), body=b"v", headers=tok)
+                    ).status_code == 204              # everysec: acknowledged at once
+            store.writer_publish(sync_always=True)    # the writer restarts with always
+            await asyncio.sleep(POLICY_REFRESH)
+            put = asyncio.create_task(c.simulate_put(key_url("k"), body=b"w", headers=tok))
+            await asyncio.sleep(0.05)
+            assert not put.done()                     # waits for the writer's flush
+            flush_ring(store)
+            assert (await put).status_code == 204
 
     asyncio.run(scenario())
 

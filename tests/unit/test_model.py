@@ -49,7 +49,7 @@ def test_max_buckets_and_drop():
     assert model.create_bucket("one").get(b"k") is None
 
 
-def test_schemas(model):
+def test_schemas_convert_values_and_refuse_what_does_not_fit(model):
     raw, text, num = (model.create_bucket(n, schema=n) for n in ("bytes", "str", "int"))
     raw.set("é", "é")
     assert raw.get(b"\xc3\xa9") == "é".encode()
@@ -146,7 +146,7 @@ def test_ttl_with_a_moved_clock(model):
     assert d.get(b"k") is None and d.get(b"p") == b"v"
 
 
-def test_incr(model):
+def test_incr_counts_from_initial_and_keeps_the_ttl(model):
     b = model.create_bucket("b")
     assert b.incr(b"n") == 1
     assert b.incr(b"n", by=-5) == -4
@@ -208,7 +208,7 @@ def test_scan_prefix_and_cursor(model):
         b.scan(cursor=12345)
 
 
-def test_tokens(model):
+def test_tokens_are_added_found_listed_and_revoked(model):
     b = model.create_bucket("b")
     model.create_bucket("c")
     h = hashlib.sha256(b"secret").digest()

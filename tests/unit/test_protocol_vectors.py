@@ -37,7 +37,7 @@ def _hex(line):
 
 
 @pytest.mark.parametrize("lines", list(_vectors()))
-def test_vector(lines):
+def test_each_vector_encodes_and_decodes_as_written(lines):
     requests = [ln[1:].strip() for ln in lines if ln.startswith(">")]
     responses = [ln[1:].strip() for ln in lines if ln.startswith("<")]
     assert len(responses) == 2, lines

@@ -192,7 +192,7 @@ def test_incr_keeps_ttl(clock, bucket):
     assert bucket.ttl(b"n") is None
 
 
-def test_schemas(store):
+def test_schemas_convert_values_and_refuse_what_does_not_fit(store):
     i = store.create_bucket("ints", schema="int", persist=False)
     i.set(b"a", 42)
     i.set(b"b", "-7")
@@ -360,7 +360,7 @@ def test_index_full_evicts_or_refuses(segname):
     s.close()
 
 
-def test_tokens(store):
+def test_tokens_are_added_found_revoked_and_limited(store):
     store.create_bucket("a", persist=False)
     store.create_bucket("b", persist=False)
     h1, h2 = bytes(range(32)), bytes(range(1, 33))

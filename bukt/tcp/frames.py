@@ -1,0 +1,50 @@
+"""What the TCP face's frame loops and its session share: the answers a command can give
+besides a response frame, and the frames built for failures. Both sides import this
+module, and neither imports the other for it: the session (bukt/tcp/session.py) returns
+PARK and Deferred, the frame loops (bukt/tcp/_wire.pyx, bukt/tcp/_epoll.pyx,
+bukt/tcp/connection.py) recognise them.
+"""
+from __future__ import annotations
+
+import logging
+
+from bukt import protocol as P
+from bukt.writewait.ringroom import ring_full
+
+log = logging.getLogger("bukt.tcp")
+
+
+class _Park:
+    """The answer of a request that must wait for room in the change ring (RING FULL in
+    bukt/tcp/session.py): the loop keeps the frame and tries it again."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "PARK"
+
+
+PARK = _Park()
+
+
+class Deferred:
+    """A response that may be sent only once `wait` (an awaitable, or a ring position on
+    the epoll loop) completes."""
+
+    __slots__ = ("response", "wait", "request_id")
+
+    def __init__(self, response: bytes, wait, request_id: int):
+        self.response, self.wait, self.request_id = response, wait, request_id
+
+
+def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
+    """The ERROR frame of a command that failed in a way the protocol has no status for."""
+    log.exception("command 0x%02x failed", command, exc_info=exc)
+    return P.frame(P.Status.ERROR, rid, f"internal error: {type(exc).__name__}: {exc}"
+                   .encode("utf-8", "replace"))
+
+
+def ring_full_frame(buf, pos, wait):
+    """The RING_FULL answer to the frame at buf[pos:] after `wait` seconds parked."""
+    rid = int.from_bytes(buf[pos + 5:pos + P.HEADER_SIZE], "big")
+    return P.encode_error(rid, ring_full(wait))
