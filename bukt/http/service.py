@@ -12,7 +12,8 @@ import os
 import time
 
 from bukt.http.auth import ADMIN
-from bukt.service import procs
+from bukt.owners import owner_alive
+from bukt.service.procs import children_of
 from bukt.service.supervisor import STATE_FILE
 
 
@@ -75,13 +76,13 @@ def _faces(data_dir, settings, area):
             serve = json.load(f)
     except (OSError, ValueError):
         serve = None
-    if not serve or not procs.owner_alive(serve.get("pid", 0), serve.get("start", 0)):
+    if not serve or not owner_alive(serve.get("pid", 0), serve.get("start", 0)):
         return faces, None
     for face in ("http", "tcp"):
         pid = (serve.get(face) or {}).get("pid")
         if pid:
             faces[face].update(pid=pid, bind=serve[face].get("bind"),
-                               pids=procs.children_of(pid))
+                               pids=children_of(pid))
             faces[face]["alive"] = len(faces[face]["pids"])
     return faces, serve["pid"]
 
