@@ -43,9 +43,18 @@ class RingDurability:
             return None
         return self._waiters.wait(self.store.last_pos)
 
+    def wait_for(self, pos):
+        """What the hook returns for a response that waits for ring position `pos`:
+        a faces whose replies have no request ids (RESP) holds every reply behind a
+        waiting write this way."""
+        return self._waiters.wait(pos)
+
 
 class RingPositions(RingDurability):
     """The same policy for the epoll loop (bukt/tcp/_epoll.pyx), which keeps its own FIFO of
     waiting responses: the hook returns the position to wait for, not a future."""
 
     __call__ = RingDurability.position
+
+    def wait_for(self, pos):
+        return pos
