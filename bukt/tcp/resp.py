@@ -22,8 +22,8 @@ answered and closed, as Redis does):
     without its CRLF;
   - a bulk not followed by CRLF.
 
-A command that is still incomplete leaves a hint, `Parser.need`: the buffer size below
-which parsing again cannot finish it (a bulk whose length is known), so a large value
+A command that is still incomplete leaves a hint, `Parser.need`: the bytes from its start
+below which parsing again cannot finish it (a bulk whose length is known), so a large value
 arriving in many reads is not parsed from the start at every read.
 """
 from __future__ import annotations
@@ -57,14 +57,14 @@ class Parser:
 
     def __init__(self, max_bulk: int):
         self.max_bulk = max_bulk
-        self.need = 0    # parsing again is useless until the buffer holds this many bytes
+        self.need = 0    # parsing again is useless until buf[pos:] holds this many bytes
 
     def parse(self, buf, pos: int, size: int):
         """(args: list of bytes, next_pos), or None (incomplete); RespError when the bytes
         cannot be a command (module docstring)."""
         if size <= pos:
             return None
-        if self.need and size < self.need:
+        if self.need and size - pos < self.need:
             return None
         self.need = 0
         if buf[pos] != 42:  # '*'
@@ -102,7 +102,7 @@ class Parser:
             if end + 2 - pos > max_bulk + LINE_MAX * (count + 1):
                 raise RespError("command larger than tcp.max_frame")
             if end + 2 > size:
-                self.need = end + 2  # the rest of this bulk is on its way
+                self.need = end + 2 - pos  # the rest of this bulk is on its way
                 return None
             if buf[end] != 13 or buf[end + 1] != 10:
                 raise RespError("bulk not terminated by CRLF")
