@@ -70,6 +70,12 @@ each accept asks it (with the peer's address, from accept4), a connection whose 
 has authenticated tells it once, and every AUTH_SWEEP the connections past their AUTH
 deadline are closed with the error frame it names.
 
+RESP. With a RESP listener (resp.bind), the loop also accepts on that socket; its
+connections (`Conn.resp`) run bukt/tcp/resp_session.py `run` instead of the frame loop,
+with the same stops, and get their refusals, ring-full answers and durability timeouts
+as RESP errors. Nothing else differs: the same buffers, flow control, admission and
+durability FIFO (a RESP reply behind a waiting write waits for the same position).
+
 RING FULL. The worker never waits for room in the change ring inside the loop (the
 store's ring_wait is 0): a request that finds the ring full parks its connection
 (bukt/tcp/session.py, RING FULL). The frame stays first in the connection's buffer,
