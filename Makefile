@@ -99,6 +99,7 @@ bench: build
 	$(PIP) install lmdb redis
 	$(PY) bench/local.py
 	$(PY) bench/tcp.py --loops epoll,uvloop
+	$(PY) bench/resp.py
 	$(PY) bench/http.py
 	$(PY) bench/durability.py
 	$(PY) bench/fsync.py

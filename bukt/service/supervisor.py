@@ -99,14 +99,14 @@ LOCK_FILE = "serve.lock"
 SEGMENT_KEYS = frozenset({"memory", "segment.mode", "limits.max_key", "limits.max_value",
                           "limits.max_buckets", "limits.ring_size", "limits.ring_wait_ms"})
 # Bound when the service starts: a change needs a restart.
-RESTART_KEYS = frozenset({"instance", "data_dir", "http.bind", "tcp.bind"})
+RESTART_KEYS = frozenset({"instance", "data_dir", "http.bind", "tcp.bind", "resp.bind"})
 
 
 def KEY_ROLES(key: str) -> tuple:
     """The children that read `key` (restarted when SIGHUP changes it)."""
     if key.startswith(("http.", "ratelimit.")):
         return ("http",)
-    if key.startswith("tcp."):
+    if key.startswith(("tcp.", "resp.")):
         return ("tcp",)
     if key == "auth.admin_token":
         return ("http", "tcp")
@@ -288,7 +288,8 @@ class Supervisor:
                              f"{self.data_dir}; stop it first, or give this one another "
                              "data_dir and instance", 2) from None
         self.lock_fd = fd
-        for key in ("http.bind", "tcp.bind"):
+        for key in ("http.bind", "tcp.bind") + (("resp.bind",) if self.cfg.get("resp.enabled")
+                                                else ()):
             _check_bind(key, self.cfg.get(key))
 
     def resolve_admin_token(self) -> None:
@@ -678,9 +679,13 @@ class Supervisor:
         h = f"[{host}]" if ":" in host else host
         t = f"[{thost}]" if ":" in thost else thost
         where = self.admin_token_where
+        resp = ""
+        if self.cfg.get("resp.enabled"):
+            rh, rport = probe.client_host(self.cfg.get("resp.bind"))
+            resp = f"\n  RESP         redis://{rh}:{rport}      try: redis-cli -p {rport} PING"
         print(f"""bukt serve: ready (instance {self.cfg.instance}, pid {os.getpid()})
   HTTP         http://{h}:{port}      try: curl http://{h}:{port}/healthz
-  TCP          bukt://{t}:{tport}
+  TCP          bukt://{t}:{tport}{resp}
   admin token  {where}
   data         {self.data_dir}   segment /dev/shm/bukt-{self.cfg.instance}
   stop         Ctrl-C, or kill -TERM {os.getpid()}""", flush=True)

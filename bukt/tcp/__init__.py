@@ -5,6 +5,10 @@
 
 `python -m bukt.tcp [--config PATH]` runs it alone; `bukt tcp` is the same entry point.
 
+Each worker also serves the Redis protocol on its own socket (resp.bind; docs/resp.md):
+resp (parser, encoders) and resp_session (the commands), driven by the same loops
+(connection.RespConnection on asyncio, Conn.resp in the epoll loop).
+
 Modules: pool (supervisor, serve_tcp), worker (one process: socket, loop, shutdown),
 connection (framing, pipelining, limits, backpressure), session (AUTH and the dispatch of
 each command to the store), settings (the tcp.* keys), cpu (each worker's niceness and

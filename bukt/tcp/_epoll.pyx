@@ -70,6 +70,12 @@ each accept asks it (with the peer's address, from accept4), a connection whose 
 has authenticated tells it once, and every AUTH_SWEEP the connections past their AUTH
 deadline are closed with the error frame it names.
 
+RESP. With a RESP listener (resp.bind), the loop also accepts on that socket; its
+connections (`Conn.resp`) run bukt/tcp/resp_session.py `run` instead of the frame loop,
+with the same stops, and get their refusals, ring-full answers and durability timeouts
+as RESP errors. Nothing else differs: the same buffers, flow control, admission and
+durability FIFO (a RESP reply behind a waiting write waits for the same position).
+
 RING FULL. The worker never waits for room in the change ring inside the loop (the
 store's ring_wait is 0): a request that finds the ring full parks its connection
 (bukt/tcp/session.py, RING FULL). The frame stays first in the connection's buffer,
@@ -106,6 +112,8 @@ from bukt.tcp._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
 from bukt.tcp import connection as _connection
 from bukt.tcp.frames import ring_full_frame
 from bukt.tcp.session import Session
+from bukt.tcp import resp_session as _resp
+from bukt.tcp.connection import resp_error_line as _resp_error_line
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -245,6 +253,7 @@ cdef class Conn:
     cdef double finish_started
     cdef uint64_t epoch         # the meta_epoch its session's token was checked at
     cdef Hot hot                # what run_frames last read of its session
+    cdef bint resp              # a connection of the RESP listener (bukt/tcp/resp_session.py)
 
 
 cdef inline _end_wait(Conn c):
@@ -281,11 +290,17 @@ cdef class Loop:
     cdef double busy_poll        # its limit; 0: the loop never asks the credit
     cdef bint core_store         # store is a bukt._core.Store: meta_epoch and PREFETCH apply
     cdef bint round_yield        # ROUND YIELD: settings.round_yield
+    cdef object resp_sock        # RESP: the Redis protocol's listening socket, or None
+    cdef int resp_fd             # its fd; -1 without one
+    cdef object resp_info        # what its sessions' INFO and CONFIG GET say
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None,
-                 admission=None, guard=None):
+                 admission=None, guard=None, resp_sock=None, resp_info=None):
         self.sock = sock
         self.listen_fd = sock.fileno()
+        self.resp_sock = resp_sock
+        self.resp_fd = resp_sock.fileno() if resp_sock is not None else -1
+        self.resp_info = resp_info
         self.store, self.settings = store, settings
         self.core_store = type(store) is _core.Store
         self.admin_hash, self.durable = admin_hash, durable
@@ -314,6 +329,8 @@ cdef class Loop:
         self.stopping = False
         self.epfd = epoll_create1(0)
         self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN)
+        if self.resp_fd >= 0:
+            self._ctl(EPOLL_CTL_ADD, self.resp_fd, EPOLLIN)
 
     cdef void _ctl(self, int op, int fd, uint32_t events):
         cdef epoll_event ev
@@ -371,7 +388,7 @@ cdef class Loop:
                 at[i] = -1
                 fd = events[i].data.fd
                 if (events[i].events != EPOLLIN or fd == self.listen_fd
-                        or fd == self.notify_fd or RBUF - STAGE_KEEP - off < STAGE_MIN):
+                        or fd == self.resp_fd or fd == self.notify_fd or RBUF - STAGE_KEEP - off < STAGE_MIN):
                     continue
                 conn = self.conns.get(fd)
                 if conn is None or not (<Conn>conn).events & EPOLLIN:
@@ -398,9 +415,9 @@ cdef class Loop:
                     continue
                 fd = events[i].data.fd
                 ev = events[i].events
-                if fd == self.listen_fd:
+                if fd == self.listen_fd or fd == self.resp_fd:
                     if not self.stopping:
-                        self._accept()
+                        self._accept(fd)
                     continue
                 if fd == self.notify_fd:
                     self.notifier.clear()       # _settle below reads the position
@@ -468,14 +485,15 @@ cdef class Loop:
 
     # -- connections ---------------------------------------------------------------------
 
-    cdef _accept(self):
+    cdef _accept(self, int listen_fd):
         cdef int fd, one = 1
+        cdef bint resp = listen_fd == self.resp_fd
         cdef Conn c
         cdef unsigned char sa[128]
         cdef socklen_t salen
         while True:
             salen = sizeof(sa)
-            fd = accept4(self.listen_fd, <sockaddr *>sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            fd = accept4(listen_fd, <sockaddr *>sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
                 return
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
@@ -486,6 +504,7 @@ cdef class Loop:
             c.hot = Hot()
             c.last_active = monotonic()
             c.events = EPOLLIN
+            c.resp = resp
             self.conns[fd] = c
             self._ctl(EPOLL_CTL_ADD, fd, EPOLLIN)
             address = peer_address(sa, salen)
@@ -495,16 +514,25 @@ cdef class Loop:
                 self._shut_out(evicted, _P.Status.LIMIT_EXCEEDED, _admission.MADE_ROOM)
             if refusal is not None:
                 # answered, then closed; holds no slot meanwhile
-                c.outbuf += _LIMIT if refusal is _admission.TOO_MANY else _P.frame(
-                    _P.Status.LIMIT_EXCEEDED, 0, refusal.encode())
+                if resp:
+                    c.outbuf += _resp_error_line(refusal)
+                else:
+                    c.outbuf += _LIMIT if refusal is _admission.TOO_MANY else _P.frame(
+                        _P.Status.LIMIT_EXCEEDED, 0, refusal.encode())
                 c.draining = True
                 self._flush(c)
                 continue
             c.counted = True
             c.pending = True
-            c.session = Session(self.store, admin_hash=self.admin_hash,
-                                max_frame=self.max_frame, durable=self.durable,
-                                guard=self.guard, peer=address)
+            if resp:
+                c.session = _resp.RespSession(
+                    self.store, admin_hash=self.admin_hash, max_frame=self.max_frame,
+                    durable=self.durable, guard=self.guard, peer=address,
+                    max_keys=self.settings.resp_max_keys, info=self.resp_info)
+            else:
+                c.session = Session(self.store, admin_hash=self.admin_hash,
+                                    max_frame=self.max_frame, durable=self.durable,
+                                    guard=self.guard, peer=address)
             c.session.park_ring_full = self.ring_wait is not None
 
     cdef _read(self, Conn c):
@@ -515,7 +543,7 @@ cdef class Loop:
         """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r]."""
         cdef uint32_t klen
         cdef Py_ssize_t kat
-        if not self.core_store or c.session is None:
+        if not self.core_store or c.session is None or c.resp:
             return
         kat = request_key(rbuf + off, r, &klen)
         if kat < 0:
@@ -568,6 +596,7 @@ cdef class Loop:
         cdef uint64_t epoch
         cdef int why
         cdef bint ticketed = False
+        cdef Py_ssize_t min_request = 1 if c.resp else 4
         if c.processing or c.parked or c.fd < 0 or c.session is None:
             return  # (a parked connection is tried again by _retry_parked)
         c.processing = True
@@ -576,15 +605,19 @@ cdef class Loop:
             self.store.ring_ticket = c.room_wait.ticket
             ticketed = True
         try:
-            while size - pos >= 4:
+            while size - pos >= min_request:
                 if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
                     c.stalled = True
                     break
-                epoch = meta_epoch(self.store) if self.core_store else 0
-                pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
-                                 self.high_water, &why, epoch == 0 or epoch != c.epoch,
-                                 c.hot)
-                c.epoch = epoch
+                if c.resp:
+                    pos, why = _resp.run(buf, size, pos, c.session, self.max_frame, out,
+                                         self.high_water)
+                else:
+                    epoch = meta_epoch(self.store) if self.core_store else 0
+                    pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
+                                     self.high_water, &why, epoch == 0 or epoch != c.epoch,
+                                     c.hot)
+                    c.epoch = epoch
                 if ticketed:
                     self.store.ring_ticket = 0
                     ticketed = False
@@ -604,14 +637,21 @@ cdef class Loop:
                     else:  # waited long enough: RING_FULL, and on to the next frame
                         c.park_until = 0
                         _end_wait(c)
-                        out.append(ring_full_frame(buf, pos, self.ring_wait))
-                        pos += int.from_bytes(buf[pos:pos + 4], "big")
+                        if c.resp:
+                            answer, pos = _resp.ring_full_answer(c.session, buf, pos, size,
+                                                                 self.ring_wait)
+                            out.append(answer)
+                        else:
+                            out.append(ring_full_frame(buf, pos, self.ring_wait))
+                            pos += int.from_bytes(buf[pos:pos + 4], "big")
                 elif why == W_FATAL:
-                    length = int.from_bytes(buf[pos:pos + 4], "big")
-                    try:
-                        _P.check_length(length, self.max_frame)
-                    except _errors.ProtocolError as exc:
-                        out.append(_P.frame(_P.Status.PROTOCOL_ERROR, 0, str(exc).encode()))
+                    if not c.resp:  # (the RESP session has answered it already)
+                        length = int.from_bytes(buf[pos:pos + 4], "big")
+                        try:
+                            _P.check_length(length, self.max_frame)
+                        except _errors.ProtocolError as exc:
+                            out.append(_P.frame(_P.Status.PROTOCOL_ERROR, 0,
+                                                str(exc).encode()))
                     pos = size
                     c.draining = True
                 elif why == W_QUIT:  # nothing after QUIT is answered
@@ -728,6 +768,10 @@ cdef class Loop:
             pos, deadline, c, response, rid = waiters[0]
             if pos <= flushed:
                 pass
+            elif now >= deadline and (<Conn>c).resp:
+                # a write answers that it is not confirmed; a read behind it goes as is
+                if rid is not None:
+                    response = _resp.WRITER_DOWN
             elif now >= deadline:
                 response = _P.encode_error(rid, _errors.WriterDown(
                     "the writer did not confirm the write on disk in time; it is applied "
@@ -810,7 +854,8 @@ cdef class Loop:
             return
         c.buf = bytearray()
         c.stalled = False
-        c.outbuf += _P.frame(status, 0, message.encode())
+        c.outbuf += _resp_error_line(message) if c.resp else _P.frame(status, 0,
+                                                                        message.encode())
         c.draining = True
         self._flush(c)
 
@@ -828,6 +873,9 @@ cdef class Loop:
         answer what was read, then finish every connection."""
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.listen_fd, NULL)
         self.sock.close()
+        if self.resp_fd >= 0:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.resp_fd, NULL)
+            self.resp_sock.close()
         for conn in list(self.conns.values()):
             c = <Conn>conn
             if c.fd < 0:

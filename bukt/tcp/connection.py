@@ -89,21 +89,21 @@ LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off a
 
 
 class Connection(asyncio.Protocol):
+    MIN_REQUEST = 4  # bytes before anything can be parsed (a frame's Length)
+
     def __init__(self, worker):
         self.worker = worker
         s = worker.settings
         self.max_frame = s.max_frame
         self.max_inflight = s.max_inflight
-        self.session = Session(worker.store, admin_hash=worker.admin_hash,
-                               max_frame=s.max_frame, durable=worker.durable,
-                               guard=worker.guard)
+        self.session = self._new_session(worker)
         self.pending = False       # admitted, not authenticated yet (bukt/tcp/admission.py)
         self.ring_wait = worker.ring_wait
         self.session.park_ring_full = self.ring_wait is not None
         self.park_until = 0.0      # a parked request is answered RING_FULL then (0: none)
         self.parked = False        # the first frame of buf waits for ring room
         self.room_wait = None      # its claim on ring room (RoomWait) while it waits
-        self._run = run_py if _wire is None or not worker.settings.compiled else _wire.run
+        self._run = self._runner(worker)
         self._high_water = s.write_high_water
         self._loop = worker.loop
         self.transport = None
@@ -118,6 +118,38 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.last_active = self._loop.time()
         self._finish_started = 0.0
+
+    # -- what the protocol decides (RespConnection overrides these) ---------------------
+
+    def _new_session(self, worker):
+        return Session(worker.store, admin_hash=worker.admin_hash,
+                       max_frame=worker.settings.max_frame, durable=worker.durable,
+                       guard=worker.guard)
+
+    def _runner(self, worker):
+        return run_py if _wire is None or not worker.settings.compiled else _wire.run
+
+    def _refusal(self, refusal) -> bytes:
+        return _LIMIT_FRAME if refusal is admission.TOO_MANY else \
+            P.frame(P.Status.LIMIT_EXCEEDED, 0, refusal.encode())
+
+    def _error_frame(self, status, message: str) -> bytes:
+        return P.frame(status, 0, message.encode())
+
+    def _ring_full_answer(self, buf, pos, size):
+        """(answer, next pos) for the parked request at buf[pos:]."""
+        return (ring_full_frame(buf, pos, self.ring_wait),
+                pos + int.from_bytes(buf[pos:pos + 4], "big"))
+
+    def _fatal_answer(self, out, buf, pos):
+        """A Length that cannot be honoured: answered with RequestID 0."""
+        try:
+            P.check_length(int.from_bytes(buf[pos:pos + 4], "big"), self.max_frame)
+        except errors.ProtocolError as exc:
+            out.append(P.frame(P.Status.PROTOCOL_ERROR, 0, str(exc).encode()))
+
+    def _deferred_error(self, d, exc) -> bytes:
+        return P.encode_error(d.request_id, exc)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -134,8 +166,7 @@ class Connection(asyncio.Protocol):
             evicted.shut_out(P.Status.LIMIT_EXCEEDED, admission.MADE_ROOM)
         if refusal is not None:
             # Not counted in w.connections: it holds no slot while it lingers.
-            transport.write(_LIMIT_FRAME if refusal is admission.TOO_MANY else
-                            P.frame(P.Status.LIMIT_EXCEEDED, 0, refusal.encode()))
+            transport.write(self._refusal(refusal))
             self.draining = True
             self._maybe_finish()
             return
@@ -211,7 +242,7 @@ class Connection(asyncio.Protocol):
         try:
             while True:
                 if self.write_paused or self.deferred >= self.max_inflight:
-                    if size - pos >= 4:
+                    if size - pos >= self.MIN_REQUEST:
                         self.stalled = True
                         self._pause()
                     break
@@ -237,11 +268,11 @@ class Connection(asyncio.Protocol):
                         break
                     self.park_until = 0.0  # waited long enough: RING_FULL, go on
                     self._end_wait()
-                    out.append(ring_full_frame(buf, pos, self.ring_wait))
-                    pos += int.from_bytes(buf[pos:pos + 4], "big")
+                    answer, pos = self._ring_full_answer(buf, pos, size)
+                    out.append(answer)
                     continue
                 if why == STOP_FATAL:
-                    self._fatal(out, int.from_bytes(buf[pos:pos + 4], "big"))
+                    self._fatal(out, buf, pos)
                     return
                 if why == STOP_DEFERRED:
                     self._defer(out.pop())
@@ -269,12 +300,9 @@ class Connection(asyncio.Protocol):
         if not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
-    def _fatal(self, out, length):
-        """A Length that cannot be honoured: answer with RequestID 0 and finish."""
-        try:
-            P.check_length(length, self.max_frame)
-        except errors.ProtocolError as exc:
-            out.append(P.frame(P.Status.PROTOCOL_ERROR, 0, str(exc).encode()))
+    def _fatal(self, out, buf, pos):
+        """A request that cannot be read: answer it (_fatal_answer) and finish."""
+        self._fatal_answer(out, buf, pos)
         self._write(out)
         out.clear()
         self.buf = bytearray()
@@ -316,7 +344,7 @@ class Connection(asyncio.Protocol):
             exc = errors.WriterDown("durability wait cancelled")
         else:
             exc = fut.exception()
-        response = d.response if exc is None else P.encode_error(d.request_id, exc)
+        response = d.response if exc is None else self._deferred_error(d, exc)
         if self.closed:
             return
         self.transport.write(response)
@@ -387,7 +415,7 @@ class Connection(asyncio.Protocol):
         self.worker.connections.discard(self)
         if self.closed or self.draining:
             return
-        self._write([P.frame(status, 0, message.encode())])
+        self._write([self._error_frame(status, message)])
         self.buf = bytearray()
         self.draining = True
         self._maybe_finish()
@@ -407,3 +435,46 @@ class Connection(asyncio.Protocol):
     def abort(self):
         if not self.closed:
             self.transport.abort()
+
+
+class RespConnection(Connection):
+    """A connection of the RESP listener: the same loop, limits and closing, with the
+    Redis protocol's parser and session (bukt/tcp/resp_session.py)."""
+
+    MIN_REQUEST = 1
+
+    def _new_session(self, worker):
+        from bukt.tcp.resp_session import RespSession
+        return RespSession(worker.store, admin_hash=worker.admin_hash,
+                           max_frame=worker.settings.max_frame, durable=worker.durable,
+                           guard=worker.guard, max_keys=worker.settings.resp_max_keys,
+                           info=worker.resp_info)
+
+    def _runner(self, worker):
+        from bukt.tcp.resp_session import run
+        return run
+
+    def _refusal(self, refusal) -> bytes:
+        return resp_error_line(refusal)
+
+    def _error_frame(self, status, message: str) -> bytes:
+        return resp_error_line(message)
+
+    def _ring_full_answer(self, buf, pos, size):
+        from bukt.tcp.resp_session import ring_full_answer
+        return ring_full_answer(self.session, buf, pos, size, self.ring_wait)
+
+    def _fatal_answer(self, out, buf, pos):
+        pass  # the session put the -ERR Protocol error in `out`
+
+    def _deferred_error(self, d, exc) -> bytes:
+        if d.request_id is None:  # a read behind a write (resp_session.py, ORDER)
+            return d.response
+        from bukt.tcp.resp_session import error_reply
+        return error_reply(exc)
+
+
+def resp_error_line(message: str) -> bytes:
+    """Admission's refusals and closings, as a RESP error."""
+    from bukt.tcp import resp
+    return resp.error("ERR " + message)

@@ -50,6 +50,17 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
     keeper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     keeper.bind((host, port))
     port = keeper.getsockname()[1]
+    # The RESP listener (bukt/tcp/resp_session.py): its own port, kept the same way.
+    resp_keeper = None
+    resp_host = resp_port = None
+    if settings.resp_address is not None:
+        resp_host, resp_port = settings.resp_address
+        resp_keeper = socket.socket(socket.AF_INET6 if ":" in resp_host else socket.AF_INET,
+                                    socket.SOCK_STREAM)
+        resp_keeper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        resp_keeper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        resp_keeper.bind((resp_host, resp_port))
+        resp_port = resp_keeper.getsockname()[1]
 
     # Fail here, once, with the store's own error (SegmentNotFound: start the writer),
     # rather than in every worker in a restart loop.
@@ -65,18 +76,21 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
 
     def spawn(slot: int) -> None:
         sock = listen_socket(host, port)
+        resp_sock = listen_socket(resp_host, resp_port) if resp_keeper is not None else None
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
             try:
                 keeper.close()
+                if resp_keeper is not None:
+                    resp_keeper.close()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
                 apply_nice(settings.nice, slot)
                 apply_slice(settings.slice, slot)
                 store = store_factory(settings)
                 status = Worker(settings, store, sock, index=slot, durable=durable,
-                                auth_table=auth_table).run()
+                                auth_table=auth_table, resp_sock=resp_sock).run()
             except BaseException:
                 log.exception("bukt tcp: worker %d failed", slot)
             finally:
@@ -84,6 +98,8 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                 sys.stderr.flush()
                 os._exit(status)
         sock.close()
+        if resp_sock is not None:
+            resp_sock.close()
         workers[slot] = (pid, time.monotonic())
 
     def on_signal(signum, frame):
@@ -101,6 +117,9 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
             spawn(slot)
         print(f"bukt tcp: {settings.workers} workers on {host}:{port} "
               f"(instance {settings.instance!r})", file=sys.stderr, flush=True)
+        if resp_keeper is not None:
+            print(f"bukt tcp: RESP (the Redis protocol) on {resp_host}:{resp_port}",
+                  file=sys.stderr, flush=True)
         if ready is not None:
             ready(host, port)
         deadline = None
@@ -144,6 +163,8 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         for sig, handler in old.items():
             signal.signal(sig, handler)
         keeper.close()
+        if resp_keeper is not None:
+            resp_keeper.close()
         auth_table.unlink()
         auth_table.close()
     return 0

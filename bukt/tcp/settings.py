@@ -62,6 +62,9 @@ class TcpSettings:
     auth_lockout_max: float = 900.0
     auth_log_interval: float = 60.0     # a log line per address at most this often
     auth_sources: int = 4096            # addresses the shared failure table tracks
+    resp_enabled: bool = True           # the Redis protocol beside the binary one
+    resp_bind: str = "127.0.0.1:7072"   # (bukt/tcp/resp_session.py, docs/resp.md)
+    resp_max_keys: int = 100_000        # KEYS answers at most this many keys
 
     _KEYS = {  # field -> config key
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
@@ -74,6 +77,8 @@ class TcpSettings:
         "auth_failure_window": "auth.failure_window", "auth_lockout": "auth.lockout",
         "auth_lockout_max": "auth.lockout_max", "auth_log_interval": "auth.log_interval",
         "auth_sources": "auth.sources",
+        "resp_enabled": "resp.enabled", "resp_bind": "resp.bind",
+        "resp_max_keys": "resp.max_keys",
         "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
         "data_dir": "data_dir",
     }
@@ -106,11 +111,17 @@ class TcpSettings:
             auth_lockout=_config.parse_duration(s.auth_lockout),
             auth_lockout_max=_config.parse_duration(s.auth_lockout_max),
             auth_log_interval=_config.parse_duration(s.auth_log_interval),
-            auth_sources=int(s.auth_sources))
+            auth_sources=int(s.auth_sources), resp_enabled=bool(s.resp_enabled),
+            resp_max_keys=int(s.resp_max_keys))
 
     @property
     def address(self) -> tuple[str, int]:
         return _config.parse_bind(self.bind)
+
+    @property
+    def resp_address(self) -> tuple[str, int] | None:
+        """Where the RESP listener binds; None when resp.enabled is off."""
+        return _config.parse_bind(self.resp_bind) if self.resp_enabled else None
 
     def find_admin_token(self) -> str | None:
         """The admin token (bukt.tokens.admin_token; the service generates the file at

@@ -25,7 +25,7 @@ import socket
 from bukt import protocol as P
 from bukt.tcp.admission import Admission, auth_timed_out
 from bukt.authguard import AuthGuard, FailureTable
-from bukt.tcp.connection import Connection
+from bukt.tcp.connection import Connection, RespConnection
 from bukt.writewait.durability import RingDurability, RingPositions
 
 try:
@@ -70,10 +70,36 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def resp_info(settings, store, durable, connections) -> dict:
+    """What the RESP session's INFO and CONFIG GET say of this server
+    (bukt/tcp/resp_session.py): fixed at the worker's start, but the client count."""
+    import time
+    size = 0
+    try:
+        size = int(store.stats().get("segment_size", 0) or store.stats().get("size", 0))
+    except Exception:
+        pass
+    always = False
+    try:
+        always = bool(durable.sync_always()) if durable is not None else False
+    except Exception:
+        pass
+    addr = settings.resp_address
+    return {"port": addr[1] if addr else 0, "started": time.monotonic(),
+            "clients": lambda: len(connections),
+            "config": {"save": "", "appendonly": "yes", "appendfsync":
+                       "always" if always else "everysec", "databases": "1",
+                       "maxmemory": str(size), "maxmemory-policy": "allkeys-lru",
+                       "timeout": str(int(settings.idle_timeout)),
+                       "maxclients": str(settings.max_connections),
+                       "proto-max-bulk-len": str(settings.max_frame)}}
+
+
 class Worker:
     def __init__(self, settings, store, sock: socket.socket, *, index: int = 0, durable=None,
-                 auth_table=None):
+                 auth_table=None, resp_sock: socket.socket | None = None):
         self.settings = settings
+        self.resp_sock = resp_sock
         self.store = store
         self.sock = sock
         self.index = index
@@ -97,8 +123,10 @@ class Worker:
                                    settings.auth_timeout)
         self.guard = AuthGuard.from_settings(
             auth_table or FailureTable.private(settings.auth_sources), "tcp", settings, log)
+        self.resp_info = resp_info(settings, store, durable, self.connections)
         self.stopping = False
         self.loop = None
+        self._resp_server = None
         self._stopped = None
         self._server = None
 
@@ -108,7 +136,8 @@ class Worker:
             if isinstance(durable, RingDurability):
                 durable = RingPositions(self.store, durable.timeout)
             _epoll.Loop(self.sock, self.store, self.settings, self.admin_hash, durable,
-                        self.ring_wait, self.admission, self.guard).run()
+                        self.ring_wait, self.admission, self.guard, self.resp_sock,
+                        self.resp_info).run()
             return 0
         self.loop = loop = new_loop(self.settings.loop)
         asyncio.set_event_loop(loop)
@@ -124,6 +153,9 @@ class Worker:
             loop.add_signal_handler(sig, self.stop)
         self._server = await loop.create_server(
             lambda: Connection(self), sock=self.sock, backlog=LISTEN_BACKLOG)
+        if self.resp_sock is not None:
+            self._resp_server = await loop.create_server(
+                lambda: RespConnection(self), sock=self.resp_sock, backlog=LISTEN_BACKLOG)
         if self.settings.idle_timeout > 0:
             self._sweep()
         if self.settings.auth_timeout > 0:
@@ -139,6 +171,8 @@ class Worker:
 
     async def _shutdown(self):
         self._server.close()  # stop accepting: the kernel hands new connections to others
+        if self._resp_server is not None:
+            self._resp_server.close()
         for conn in list(self.connections):
             conn.drain()
         deadline = self.loop.time() + self.settings.shutdown_timeout

@@ -67,6 +67,12 @@ class RingDurability:
         """The TCP session's hook (bukt/tcp/session.py): what its last write waits for."""
         return self.wait(session.persist)
 
+    def wait_for(self, pos):
+        """What the hook returns for a response that waits for ring position `pos`:
+        a face whose replies have no request ids (RESP) holds every reply behind a
+        waiting write this way."""
+        return self._waiters.wait(pos)
+
 
 class RingPositions(RingDurability):
     """The same policy for the epoll loop (bukt/tcp/_epoll.pyx), which keeps its own FIFO of
@@ -74,3 +80,6 @@ class RingPositions(RingDurability):
 
     def __call__(self, session):
         return self.position(session.persist)
+
+    def wait_for(self, pos):
+        return pos

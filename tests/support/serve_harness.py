@@ -42,6 +42,7 @@ def base_settings(tmp_path, name):
             "limits": {"ring_size": "4MiB"},
             "http": {"bind": f"127.0.0.1:{unused_port()}", "workers": 1, "access_log": None},
             "tcp": {"bind": f"127.0.0.1:{unused_port()}", "workers": 1},
+            "resp": {"bind": f"127.0.0.1:{unused_port()}"},
             "shutdown_timeout": 10}
 
 
@@ -66,6 +67,10 @@ class Service:
     @property
     def tcp_bind(self):
         return self.settings["tcp"]["bind"]
+
+    @property
+    def resp_port(self):
+        return int(self.settings["resp"]["bind"].rsplit(":", 1)[1])
 
     @property
     def http_port(self):

@@ -66,11 +66,13 @@ class Server:
 
     def __init__(self, instance, workers=2, pool_nice=0, **settings):
         settings.setdefault("loop", LOOP)
+        settings.setdefault("resp_bind", "127.0.0.1:0")  # a port of its own, never 7072
         self.pool_nice = pool_nice
         self.kw = dict(instance=instance, bind="127.0.0.1:0", workers=workers,
                        admin_token=ADMIN_TOKEN, shutdown_timeout=5, **settings)
         self.proc = None
         self.port = None
+        self.resp_port = None   # the RESP listener's (bukt/tcp/resp_session.py)
         self.workers = workers
 
     def __enter__(self):
@@ -93,6 +95,14 @@ class Server:
             self.stop()
             raise RuntimeError(f"the server did not start: {line}{rest}")
         self.port = int(m.group(1))
+        if self.kw.get("resp_enabled", True):
+            more = self.proc.stderr.readline().decode()
+            line += more
+            m = re.search(r"RESP .* on 127\.0\.0\.1:(\d+)", more)
+            if not m:
+                self.stop()
+                raise RuntimeError(f"the RESP listener did not start: {line}")
+            self.resp_port = int(m.group(1))
         deadline = time.monotonic() + timeout
         while (len(self.worker_pids()) < self.workers or not self.attached(self.worker_pids())
                or not self._pings()):

@@ -1,0 +1,58 @@
+"""`fsync: always` over RESP: a write is answered only once the writer has flushed past
+its record, and since RESP replies carry no request ids, the replies behind it on the
+same connection wait too (in order); other connections do not. The test plays the
+writer: it publishes the policy and the flushed position in the segment's header."""
+import socket
+import time
+
+import pytest
+
+from tcp_harness import Server, store
+
+
+def resp(*args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def read_until(sock, want):
+    got = b""
+    while len(got) < len(want):
+        chunk = sock.recv(4096)
+        assert chunk, got
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("loop", ["epoll", "asyncio"])
+def test_a_durable_write_holds_the_replies_behind_it(loop):
+    with store() as (s, name), Server(name, workers=1, loop=loop) as srv:
+        s.writer_publish(sync_always=True)
+        s.ring_flushed(s.ring_position()[1])  # everything so far is "on disk"
+        time.sleep(0.3)  # the worker rereads the policy every 0.1 s
+        a = socket.create_connection(("127.0.0.1", srv.resp_port), timeout=5)
+        b = socket.create_connection(("127.0.0.1", srv.resp_port), timeout=5)
+        try:
+            for c in (a, b):
+                c.sendall(resp(b"AUTH", b"b", b"rw"))
+                assert read_until(c, b"+OK\r\n") == b"+OK\r\n"
+            a.sendall(resp(b"SET", b"dk", b"v") + resp(b"PING"))
+            while s.bucket("b").version(b"dk") is None:  # a's SET has been applied
+                time.sleep(0.01)
+            b.sendall(resp(b"GET", b"dk"))   # in memory already: b does not wait
+            assert read_until(b, b"$1\r\nv\r\n") == b"$1\r\nv\r\n"
+            a.settimeout(0.3)
+            with pytest.raises(socket.timeout):  # neither the SET nor the PING behind it
+                a.recv(4096)
+            s.ring_flushed(s.ring_position()[1])  # the writer's fsync completes
+            a.settimeout(5)
+            assert read_until(a, b"+OK\r\n+PONG\r\n") == b"+OK\r\n+PONG\r\n"
+            # Many writes pipelined on one connection: released by one flush, in order.
+            a.sendall(b"".join(resp(b"INCR", b"n") for _ in range(50)))
+            time.sleep(0.2)
+            s.ring_flushed(s.ring_position()[1])
+            want = b"".join(b":%d\r\n" % i for i in range(1, 51))
+            assert read_until(a, want) == want
+        finally:
+            a.close()
+            b.close()
+        s.writer_publish(sync_always=False)
