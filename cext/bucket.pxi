@@ -965,14 +965,23 @@ cdef class Bucket:
         cdef uint64_t off
         cdef uint32_t si
         cdef Py_ssize_t i
+        cdef bint near = False
         if not can_grow(s):
             return None                 # do_set evicts in the stripe or refuses
-        for p in plan:
+        for p in plan:                  # the keys each stripe may gain, at most
             if (p[0] != TX_SET and p[0] != TX_INCR) or p[1] in seen:
                 continue
             seen.add(p[1])
             i = where[p[1]]
-            if do_find(s, sis[i], hs[i], self.idx, p[1], <uint32_t>PyBytes_GET_SIZE(p[1]), &off) < 0:
+            news[sis[i]] = news.get(sis[i], 0) + 1
+        for si, k in news.items():
+            near = near or STRIPE(s, si).count + k > BK_STRIPE_MAX_LOAD
+        if not near:
+            return None                 # the common case: no probe needed
+        news = {}
+        for kb in seen:                 # near the limit: count the absent ones only
+            i = where[kb]
+            if do_find(s, sis[i], hs[i], self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), &off) < 0:
                 news[sis[i]] = news.get(sis[i], 0) + 1
         for si, k in news.items():
             if STRIPE(s, si).count + k > BK_STRIPE_MAX_LOAD:
