@@ -788,8 +788,8 @@ cdef class Bucket:
         cdef list plan, wlist, kbs, hs, sis, stripes, results
         cdef dict where
         cdef uint32_t si, need = 0
-        cdef uint64_t h, total = 0
-        cdef bint persist, entered, fits
+        cdef uint64_t h, total = 0, pos0
+        cdef bint entered
         cdef object grow
         s._writable()
         b = self._b()
@@ -806,8 +806,9 @@ cdef class Bucket:
             if p[1] not in where:
                 where[p[1]] = len(kbs)
                 kbs.append(p[1])
-            total += rec_size(<uint32_t>PyBytes_GET_SIZE(p[1]),
-                              <uint32_t>PyBytes_GET_SIZE(p[2]) if p[2] is not None else 24)
+            if p[0] >= TX_SET:          # a write (a get logs only a single-read take)
+                total += rec_size(<uint32_t>PyBytes_GET_SIZE(p[1]),
+                                  <uint32_t>PyBytes_GET_SIZE(p[2]) if p[2] is not None else 24)
         for kb, v in wlist:
             if kb not in where:
                 where[kb] = len(kbs)
@@ -818,8 +819,8 @@ cdef class Bucket:
         if not kbs:
             return []
         hs = [khash(self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb)) for kb in kbs]
-        persist = logs(s, b)
-        if persist and plan:
+        pos0 = s.last_pos
+        if logs(s, b) and total > 0:    # reads only (mget_consistent): no ring wait
             # room for the records as a single write waits for it, before any lock
             # (LOCK RULES); a transaction larger than the ring waits under its locks
             # for the rest, record by record, as the consumer drains
@@ -858,7 +859,9 @@ cdef class Bucket:
                 grow_past(s, grow[0], grow[1])
                 continue
             break
-        s._after_write(persist)
+        # waits for the fsync (fsync: always) when anything was logged, a single-read
+        # key taken by a get too
+        s._after_write(s.last_pos != pos0 and logs(s, &s.bucketv[self.idx]))
         return results
 
     cdef list _txn_lock(self, list hs):

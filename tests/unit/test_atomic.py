@@ -266,3 +266,26 @@ def test_a_process_killed_mid_transaction(store, bucket, segname):
     assert bucket.atomic([("set", (k, b"again")) for k in keys]) is not None
     assert bucket.mget(keys) == [b"again"] * 4
     assert store.check() == []
+
+
+def test_a_full_ring_fails_the_writes_of_a_transaction_not_its_reads(segname):
+    """With the writer behind (nothing drains the ring): a transaction of reads, as
+    mget_consistent falls back to, needs no ring room and answers; one whose records
+    find no room before it locks anything fails whole with RingFull, nothing applied."""
+    s = bukt.create(segname, size="16MiB", ring_size="2MiB", max_value=65536, ring_wait=0.2)
+    writer_claim(s)
+    try:
+        p = s.create_bucket("p")
+        p.set(b"a", b"1")
+        p.set(b"b", b"2")
+        with pytest.raises(errors.RingFull):
+            for n in range(100000):
+                p.set(b"fill%d" % n, b"v" * 60000)
+        assert p.atomic([("get", (b"a",)), ("get", (b"b",)), ("exists", (b"a",))]) == [
+            b"1", b"2", True]
+        with pytest.raises(errors.RingFull):
+            p.atomic([("incr", (b"b",)), ("set", (b"a", b"x" * 60000))])
+        assert p.mget_consistent([b"a", b"b"]) == [b"1", b"2"]
+        assert s.check() == []
+    finally:
+        s.close()
