@@ -131,6 +131,52 @@ def bench_bukt(name, keys, misses):
             "set overwrite": timed(put, keys), "incr": timed(b.incr, counters(keys))}
 
 
+def timed_pairs(fn, keys, passes=3):
+    """Best ns per call of fn(a, b) over pairs of keys, in `timed`'s way (new key
+    objects each pass)."""
+    best = float("inf")
+    for _ in range(passes):
+        ks = [bytes(bytearray(k)) for k in keys]
+        pairs = list(zip(ks[0::2], ks[1::2]))
+        t = time.perf_counter_ns()
+        for a, b in pairs:
+            fn(a, b)
+        best = min(best, (time.perf_counter_ns() - t) / len(pairs))
+    return best
+
+
+def bench_transfer(name, keys):
+    """A 2-key transaction (atomic) beside the two plain writes it replaces, and a
+    consistent 2-key read beside two gets: what the lock of a second stripe, the
+    seq window over both and the ops' parsing cost."""
+    b = bukt.attach(name).bucket("bench")
+    ctr = counters(keys)
+    for k in ctr:
+        b.set(k, b"1000000")
+
+    def two_sets(k1, k2):
+        b.set(k1, VALUE)
+        b.set(k2, VALUE)
+
+    def atomic_sets(k1, k2):
+        b.atomic([("set", (k1, VALUE)), ("set", (k2, VALUE))])
+
+    def atomic_transfer(k1, k2):
+        b.atomic([("incr", (k1, -1)), ("incr", (k2, 1))])
+
+    def two_gets(k1, k2):
+        b.get(k1)
+        b.get(k2)
+
+    def consistent(k1, k2):
+        b.mget_consistent((k1, k2))
+    return {"2 plain sets": timed_pairs(two_sets, keys),
+            "atomic 2 sets": timed_pairs(atomic_sets, keys),
+            "atomic transfer": timed_pairs(atomic_transfer, ctr),
+            "2 gets": timed_pairs(two_gets, keys),
+            "mget_consistent": timed_pairs(consistent, keys)}
+
+
 def reader(name, keys, seconds, out):
     if name is None:                    # the reference: a dict private to the process
         get = {k: VALUE for k in keys}.get
@@ -256,6 +302,13 @@ def main():
         print("  (each pass looks up new key objects equal to the stored keys, as a cache's "
               "callers do; the last column is the dict handed the very objects it stores, "
               "whose hashes are cached and which compare by identity)")
+        tr = bench_transfer(name, keys)
+        print("\n  two keys at once (ns per pair; atomic: Bucket.atomic, one transaction)")
+        print(f"  2 plain sets {tr['2 plain sets']:8.0f}   atomic 2 sets {tr['atomic 2 sets']:8.0f}"
+              f" ({tr['atomic 2 sets'] / tr['2 plain sets']:.2f}x)   atomic transfer (2 incr) "
+              f"{tr['atomic transfer']:8.0f} ({tr['atomic transfer'] / tr['2 plain sets']:.2f}x)")
+        print(f"  2 gets       {tr['2 gets']:8.0f}   mget_consistent {tr['mget_consistent']:6.0f}"
+              f" ({tr['mget_consistent'] / tr['2 gets']:.2f}x)")
         print()
         # no writes from here on: stop the drainer, whose polling would take CPU
         # time from the two readers (and from the dict's two) on a small machine

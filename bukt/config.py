@@ -240,6 +240,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "limits.max_buckets": (64, _int(1, 65535)),
     "limits.ring_size": ("16MiB", _size(lo=64 << 10)),
     "limits.ring_wait_ms": (1000, _int(0, 3_600_000)),
+    "limits.max_transaction_keys": (1024, _int(1, 1 << 20)),
     "compaction.min_log_bytes": ("64MiB", _size()),
     "compaction.ratio": (2.0, _float(1.1, 1000.0)),
     "expiry.hz": (10, _int(1, 500)),

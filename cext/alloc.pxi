@@ -507,6 +507,7 @@ cdef int relocate_entry(Store s, uint64_t off, uint32_t holding, uint64_t p) exc
     cdef int slot, done = 0
     cdef bk_stripe *st
     cdef uint64_t *slots
+    cdef bint own
     if not key_readable(s, off, klen, bidx):
         return 0
     h = khash(bidx, EKEY(s, off), klen)
@@ -543,12 +544,13 @@ cdef int relocate_entry(Store s, uint64_t off, uint32_t holding, uint64_t p) exc
         st.intent_slot = slot
         st.intent_old = off
         st.intent_op = BK_OP_SET
-        bk_seq_enter(&st.seq)
+        own = seq_enter_own(st)                 # (a transaction's stripe is odd already)
         bk_store_rlx64(&slots[slot], (slots[slot] & BK_TAG_MASK) | noff)
         crash_in_move(s, 4)                     # published, the old chunk not freed
         chunk_free(s, off)
         st.intent_op = BK_OP_NONE
-        bk_seq_leave(&st.seq)
+        if own:
+            bk_seq_leave(&st.seq)
         done = 1
         if BUKT_DEBUG:
             debug_check_stripe(s, vsi)

@@ -60,6 +60,43 @@ cdef int64_t _int_value_error(const char *p, uint32_t n) except -1:
     raise _err.SchemaError(f"value {int(text)} is outside the signed 64-bit range")
 
 
+cdef enum:                      # a transaction's operations (Bucket.atomic)
+    TX_GET = 0
+    TX_EXISTS = 1
+    TX_VERSION = 2
+    TX_TTL = 3
+    TX_SET = 4
+    TX_GETDEL = 5
+    TX_DEL = 6
+    TX_INCR = 7
+    TX_EXPIRE = 8
+    TX_PERSIST = 9
+
+
+# each op's signature, as its Bucket method takes it; the tuple is
+# (code, key, value/by/ttl, options, ttl for set and incr)
+def _tx_get(key): return (TX_GET, key, None)
+def _tx_exists(key): return (TX_EXISTS, key, None)
+def _tx_version(key): return (TX_VERSION, key, None)
+def _tx_ttl(key): return (TX_TTL, key, None)
+def _tx_set(key, value, ttl=None, nx=False, xx=False, single_read=False, keepttl=False,
+            get=False):
+    return (TX_SET, key, value, (bool(nx), bool(xx), bool(single_read), bool(keepttl),
+                                 bool(get)), ttl)
+def _tx_getset(key, value, ttl=None):
+    return (TX_SET, key, value, (False, False, False, False, True), ttl)
+def _tx_getdel(key): return (TX_GETDEL, key, None)
+def _tx_delete(key): return (TX_DEL, key, None)
+def _tx_incr(key, by=1, initial=0, ttl=None): return (TX_INCR, key, by, initial, ttl)
+def _tx_expire(key, ttl): return (TX_EXPIRE, key, ttl)
+def _tx_persist(key): return (TX_PERSIST, key, None)
+
+_TXN_OPS = {"get": _tx_get, "exists": _tx_exists, "version": _tx_version, "ttl": _tx_ttl,
+            "set": _tx_set, "getset": _tx_getset, "getdel": _tx_getdel,
+            "delete": _tx_delete, "incr": _tx_incr, "expire": _tx_expire,
+            "persist": _tx_persist}
+
+
 cdef enum:                      # how _slow_get treats the entry it finds
     GET_READ = 0                # get(): a single-read entry is consumed
     GET_TAKE = 1                # getdel(): always consumed
@@ -350,9 +387,99 @@ cdef class Bucket:
 
     def mget(self, keys):
         """Values of the keys (None where absent). Every key is checked first, so a bad
-        one raises before any single-read key is consumed."""
+        one raises before any single-read key is consumed. Each value is a true
+        snapshot of its key, but the keys are read one after another: a transaction
+        (atomic) that changes several of them may be seen half applied. For a read
+        that never sees that, mget_consistent."""
         ready = [as_key(self.s, k) for k in keys]
         return [self.get(k) for k in ready]
+
+    def mget_consistent(self, keys):
+        """As mget, but one snapshot of all the keys: a transaction (atomic) that
+        changes several of them is seen wholly or not at all. The seq of every stripe
+        involved is sampled (none odd) before any value is copied, and every one is
+        checked again after the last copy (TRANSACTIONS below says why that is enough).
+        Lock-free; after READ_TRIES failed rounds, or when a key is single-read (which
+        mget would consume), it reads under the locks of all the stripes, as atomic()
+        takes them."""
+        cdef Store s = self.s
+        cdef bytes kb
+        cdef uint64_t h
+        cdef uint32_t si
+        cdef int attempt, status, i, nk
+        cdef bint ok
+        cdef snap_t snap
+        cdef double since = 0
+        cdef bk_counters *cnt
+        cdef list ready = [as_key(s, k) for k in keys]
+        cdef list hs, sis, seqs, stripes, vals
+        self._b()
+        nk = len(ready)
+        if nk == 0:
+            return []
+        if <uint64_t>nk > s.max_txn_keys:
+            raise _err.LimitExceeded(f"mget_consistent of {nk} keys: at most "
+                                     f"{s.max_txn_keys} (limits.max_transaction_keys)")
+        hs = [khash(self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb)) for kb in ready]
+        attempt = 0
+        while True:
+            if attempt >= READ_TRIES:
+                if not s.readonly:
+                    return self.atomic([("get", (kb,)) for kb in ready])
+                since = readonly_wait(s, since)
+            attempt += 1
+            sis = [stripe_of(s, h) for h in hs]
+            stripes = sorted(set(sis))
+            seqs = []
+            ok = True
+            for si in stripes:
+                seqs.append(bk_load_acq64(&STRIPE(s, si).seq))
+                if seqs[len(seqs) - 1] & 1:
+                    ok = False
+                    break
+            if not ok:
+                bk_pause()
+                continue
+            for i in range(nk):
+                if not owns(s, sis[i], hs[i]):
+                    ok = False          # split since the geometry was read
+                    break
+            if not ok:
+                continue
+            vals = []
+            for i in range(nk):
+                kb = ready[i]
+                vals.append(probe_copy(s, sis[i], hs[i], self.idx, kb,
+                                       <uint32_t>PyBytes_GET_SIZE(kb), &status, &snap))
+                if status == -1:
+                    ok = False
+                    break
+                if status == SLOW and snap.expire_ms != 0 and snap.expire_ms <= s.now():
+                    status = MISS       # expired: absent (lazy expiry removes it later)
+                if status == SLOW:
+                    ok = False          # single-read: consumed under the locks
+                    break
+            bk_fence_acq()
+            for i in range(len(stripes)):
+                if bk_load_rlx64(&STRIPE(s, <uint32_t>stripes[i]).seq) != seqs[i]:
+                    ok = False
+                    status = HIT        # not a single-read verdict: just try again
+                    break
+            if ok:
+                break
+            if status == SLOW:
+                if s.readonly:
+                    s._writable()       # consuming a single-read key is a write
+                return self.atomic([("get", (kb,)) for kb in ready])
+        cnt = s.counters(self.idx)
+        for i in range(nk):
+            if vals[i] is None:
+                cnt.misses += 1
+            else:
+                cnt.hits += 1
+                if self.schema:
+                    vals[i] = self._decode(vals[i])
+        return vals
 
     def scan(self, prefix=b"", cursor=0, count=100):
         """(next_cursor, keys): whole stripes at a time, each read under its seq, so
@@ -610,6 +737,366 @@ cdef class Bucket:
             unlock_stripe(s, si)
         s._after_write(persist)
         return True
+
+    # -- TRANSACTIONS -------------------------------------------------------------
+    # atomic(ops, watched) applies several operations on several keys as one: no
+    # reader and no other writer sees some of them applied and not the others.
+    #   Locks: the stripe of every key involved (the watched ones too), taken in
+    # ascending stripe order. The LOCK RULES of core.pyx allow a second stripe lock
+    # taken by blocking only in index order: recount/check take every stripe in that
+    # order, a split holds p and takes q > p, so ascending order closes no cycle. A
+    # split between computing a key's stripe and locking it moves the key: each key's
+    # ownership is checked under the locks (as lock_key does), and a miss releases
+    # them all and starts again from the new geometry. A stripe that the
+    # transaction's inserts would fill (GROWTH) is split first, holding nothing.
+    #   Readers: after the watched versions are checked and before the first change,
+    # the seq of every stripe involved is made odd, and all are made even again after
+    # the last change (the do_* functions leave a seq that is odd already alone:
+    # seq_enter_own). A reader of one key retries while its stripe is odd, so it sees
+    # all of the transaction or none of it. A reader of several keys
+    # (mget_consistent) samples every stripe's seq before its first copy and checks
+    # every one after its last: had it seen one key before the transaction and
+    # another after, the write window of one of their stripes (which spans all the
+    # changes) would overlap its read and that seq would differ.
+    #   The log: each change reserves, fills and commits its ring record as a single
+    # write does, all of them before the first lock is released, so recovery replays
+    # every change of a transaction that returned. The records are not one unit: a
+    # process killed mid-transaction leaves each stripe to its own repair (the intent
+    # record names the one operation in flight there), so the changes made before
+    # the kill stay, that one is finished or undone, and the rest never happen
+    # (docs/design.md, Failure model).
+    #   Errors: every argument is checked before any lock is taken (nothing applied).
+    # An error that only the data shows (incr of a value that is not an integer, a
+    # full segment or ring) fails that operation alone: its result is the exception,
+    # and the others apply, as Redis's EXEC does.
+
+    def atomic(self, ops, watched=None):
+        """Apply `ops`, a list of (name, args) or (name, args, kwargs), as one
+        transaction; `watched`: {key: version}, 0 for "absent". Returns None, applying
+        nothing, when a watched key is not at its version; else the list of the
+        operations' results (an exception instance where one failed on the data).
+        Operations and their results, as the methods of the same names:
+          get(key) value | None; exists(key) bool; version(key); ttl(key)
+          set(key, value, ttl=None, nx=False, xx=False, single_read=False,
+              keepttl=False, get=False) version | None (get=True: the old value)
+          getset(key, value, ttl=None) old value | None; getdel(key) value | None
+          delete(key) 1 | 0; incr(key, by=1, initial=0, ttl=None) new value
+          expire(key, ttl) bool; persist(key) bool
+        At most limits.max_transaction_keys distinct keys (LimitExceeded)."""
+        cdef Store s = self.s
+        cdef bk_bucket *b
+        cdef list plan, wlist, kbs, hs, sis, stripes, results
+        cdef dict where
+        cdef uint32_t si, need = 0
+        cdef uint64_t h, total = 0, pos0
+        cdef bint entered
+        cdef object grow
+        s._writable()
+        b = self._b()
+        plan = [self._txn_op(i, op) for i, op in enumerate(ops)]
+        wlist = []
+        if watched:
+            for k, v in (watched.items() if hasattr(watched, "items") else watched):
+                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 64:
+                    raise _err.InvalidArgument(f"watched version {v!r} of {k!r}: an int >= 0")
+                wlist.append((as_key(s, k), v))
+        where = {}                      # key -> its index in kbs/hs/sis
+        kbs = []
+        for p in plan:
+            if p[1] not in where:
+                where[p[1]] = len(kbs)
+                kbs.append(p[1])
+            if p[0] >= TX_SET:          # a write (a get logs only a single-read take)
+                total += rec_size(<uint32_t>PyBytes_GET_SIZE(p[1]),
+                                  <uint32_t>PyBytes_GET_SIZE(p[2]) if p[2] is not None else 24)
+        for kb, v in wlist:
+            if kb not in where:
+                where[kb] = len(kbs)
+                kbs.append(kb)
+        if <uint64_t>len(kbs) > s.max_txn_keys:
+            raise _err.LimitExceeded(f"a transaction of {len(kbs)} keys: at most "
+                                     f"{s.max_txn_keys} (limits.max_transaction_keys)")
+        if not kbs:
+            return []
+        hs = [khash(self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb)) for kb in kbs]
+        pos0 = s.last_pos
+        if logs(s, b) and total > 0:    # reads only (mget_consistent): no ring wait
+            # room for the records as a single write waits for it, before any lock
+            # (LOCK RULES); a transaction larger than the ring waits under its locks
+            # for the rest, record by record, as the consumer drains
+            need = <uint32_t>min(total, s.ring_size // 4)
+            ring_wait_space(s, need)
+        while True:
+            sis = self._txn_lock(hs)
+            stripes = sorted(set(sis))
+            entered = False
+            grow = None
+            try:
+                self._bl()
+                for kb, v in wlist:
+                    i = where[kb]
+                    if self._txn_version(sis[i], hs[i], kb) != v:
+                        return None
+                grow = self._txn_room(plan, where, hs, sis)
+                if grow is None:
+                    for si in stripes:
+                        bk_seq_enter(&STRIPE(s, si).seq)
+                    entered = True
+                    results = []
+                    for p in plan:
+                        if s.crash_txn and len(results) == s.crash_txn - 1:
+                            _exit(70)   # a crash test: mid-transaction, locks held
+                        i = where[p[1]]
+                        results.append(self._txn_apply(p, sis[i], hs[i]))
+            finally:
+                if entered:
+                    for si in stripes:
+                        if STRIPE(s, si).seq & 1:
+                            bk_seq_leave(&STRIPE(s, si).seq)
+                for si in reversed(stripes):
+                    unlock_stripe(s, si)
+            if grow is not None:
+                grow_past(s, grow[0], grow[1])
+                continue
+            break
+        # waits for the fsync (fsync: always) when anything was logged, a single-read
+        # key taken by a get too
+        s._after_write(s.last_pos != pos0 and logs(s, &s.bucketv[self.idx]))
+        return results
+
+    cdef list _txn_lock(self, list hs):
+        """Lock the stripes of the hashes `hs` in ascending order, each key's ownership
+        checked under the locks (a split may have moved it: all are released and taken
+        again). Returns each hash's stripe."""
+        cdef Store s = self.s
+        cdef list sis, stripes, held
+        cdef uint32_t si
+        cdef Py_ssize_t i
+        cdef bint ok
+        while True:
+            sis = [stripe_of(s, h) for h in hs]
+            stripes = sorted(set(sis))
+            held = []
+            try:
+                for si in stripes:
+                    lock_stripe(s, si)
+                    held.append(si)
+            except BaseException:
+                for si in reversed(held):
+                    unlock_stripe(s, si)
+                raise
+            ok = True
+            for i in range(len(hs)):
+                if not owns(s, sis[i], hs[i]):
+                    ok = False
+                    break
+            if ok:
+                return sis
+            for si in reversed(held):
+                unlock_stripe(s, si)
+
+    cdef tuple _txn_op(self, Py_ssize_t i, object op):
+        """Check and encode one operation, taking no lock: (code, key, value or None,
+        ttl ms or None, options)."""
+        cdef Store s = self.s
+        try:
+            if len(op) == 2:
+                name, args = op
+                kw = {}
+            else:
+                name, args, kw = op
+            spec = _TXN_OPS[name]
+        except (TypeError, ValueError, KeyError):
+            raise _err.InvalidArgument(
+                f"transaction op {i}: {op!r:.80} is not (name, args[, kwargs]) with a name "
+                f"among {', '.join(_TXN_OPS)}") from None
+        try:
+            a = spec(*args, **kw)
+        except TypeError as e:
+            raise _err.InvalidArgument(f"transaction op {i} ({name}): {e}") from None
+        code = a[0]
+        kb = as_key(s, a[1])
+        vb = None
+        ttl = None
+        opts = a[3] if len(a) > 3 else None
+        if code == TX_SET:
+            if opts[0] and opts[1]:
+                raise _err.InvalidArgument(f"transaction op {i}: nx and xx together can never write")
+            vb = self._encode(a[2])
+            if class_for(s, 32 + PyBytes_GET_SIZE(kb) + PyBytes_GET_SIZE(vb)) < 0:
+                raise _err.ValueTooLarge(
+                    f"entry of {32 + PyBytes_GET_SIZE(kb) + PyBytes_GET_SIZE(vb)} bytes "
+                    f"exceeds the largest chunk ({s.classes[s.nclasses - 1].chunk_size} bytes)")
+        elif code == TX_INCR:
+            by, initial = a[2], opts
+            if isinstance(by, bool) or not isinstance(by, int) or not isinstance(initial, int):
+                raise _err.InvalidArgument(f"transaction op {i}: by and initial must be integers")
+            vb = None
+        if code in (TX_SET, TX_INCR, TX_EXPIRE):
+            t = a[4] if code != TX_EXPIRE else a[2]
+            if t is not None:
+                ttl = ttl_ms(t)
+            elif code == TX_EXPIRE:
+                raise _err.InvalidArgument(f"transaction op {i}: expire needs a ttl")
+        if code == TX_INCR:
+            return (code, kb, None, ttl, (a[2], opts))
+        return (code, kb, vb, ttl, opts)
+
+    cdef int _txn_find(self, uint32_t si, uint64_t h, bytes kb, uint64_t *off) except? -1000:
+        """do_find, an expired entry expired first (found again: the shift moves slots)."""
+        cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
+        cdef int found = do_find(self.s, si, h, self.idx, kb, n, off)
+        if found >= 0 and self._expired(off[0]):
+            self._expire_locked(si, found, off[0])
+            found = do_find(self.s, si, h, self.idx, kb, n, off)
+        return found
+
+    cdef uint64_t _txn_version(self, uint32_t si, uint64_t h, bytes kb) except? 0xffffffffffffffff:
+        cdef uint64_t off
+        cdef int found = do_find(self.s, si, h, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), &off)
+        if found < 0 or self._expired(off):
+            return 0
+        return ENT(self.s, off).version
+
+    cdef object _txn_room(self, list plan, dict where, list hs, list sis):
+        """GROWTH: (stripe, depth) of a stripe the transaction's new keys would fill
+        past BK_STRIPE_MAX_LOAD while the index may still grow (split it, holding no
+        lock, and start again), or None."""
+        cdef Store s = self.s
+        cdef dict news = {}
+        cdef set seen = set()
+        cdef uint64_t off
+        cdef uint32_t si
+        cdef Py_ssize_t i
+        cdef bint near = False
+        if not can_grow(s):
+            return None                 # do_set evicts in the stripe or refuses
+        for p in plan:                  # the keys each stripe may gain, at most
+            if (p[0] != TX_SET and p[0] != TX_INCR) or p[1] in seen:
+                continue
+            seen.add(p[1])
+            i = where[p[1]]
+            news[sis[i]] = news.get(sis[i], 0) + 1
+        for si, k in news.items():
+            near = near or STRIPE(s, si).count + k > BK_STRIPE_MAX_LOAD
+        if not near:
+            return None                 # the common case: no probe needed
+        news = {}
+        for kb in seen:                 # near the limit: count the absent ones only
+            i = where[kb]
+            if do_find(s, sis[i], hs[i], self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), &off) < 0:
+                news[sis[i]] = news.get(sis[i], 0) + 1
+        for si, k in news.items():
+            if STRIPE(s, si).count + k > BK_STRIPE_MAX_LOAD:
+                return (si, STRIPE(s, si).depth)
+        return None
+
+    cdef object _txn_apply(self, tuple p, uint32_t si, uint64_t h):
+        """One operation of a transaction, every stripe locked: its result, or the
+        exception that failed it on the data (nothing of it applied)."""
+        try:
+            return self._txn_do(p, si, h)
+        except StripeFull:
+            return _err.SegmentFull(f"index full: stripe {si} is full and the "
+                                    "transaction cannot split it while it holds it")
+        except (_err.SchemaError, _err.SegmentFull, _err.RingFull, _err.ValueTooLarge,
+                _err.DiskError) as e:
+            return e
+
+    cdef object _txn_do(self, tuple p, uint32_t si, uint64_t h):
+        cdef Store s = self.s
+        cdef bk_bucket *b = &s.bucketv[self.idx]
+        cdef int code = p[0]
+        cdef bytes kb = p[1], vb
+        cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
+        cdef uint64_t off = 0
+        cdef int found = self._txn_find(si, h, kb, &off)
+        cdef bint present = found >= 0 and not self._expired(off)
+        cdef bk_entry *e = ENT(s, off) if present else NULL
+        cdef bk_counters *cnt = s.counters(self.idx)
+        cdef int64_t expire_ms
+        cdef uint8_t flags
+        if code == TX_GET or code == TX_GETDEL:
+            if not present:
+                cnt.misses += 1
+                return None
+            cnt.hits += 1
+            val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
+            if code == TX_GETDEL or (e.flags & BK_E_SINGLE):
+                if not do_delete_at(s, si, found, off, BK_T_DEL):
+                    raise ring_full(s, "change ring full: the key was not consumed",
+                                    rec_size(n, 0))
+                bk_add64(&cnt.deletes, 1)
+            return self._decode(val) if self.schema else val
+        if code == TX_EXISTS:
+            return present
+        if code == TX_VERSION:
+            return e.version if present else None
+        if code == TX_TTL:
+            if not present or e.expire_ms == 0:
+                return None
+            return max(0, e.expire_ms - s.now()) / 1000.0
+        if code == TX_DEL:
+            if not present:
+                return 0
+            if not do_delete_at(s, si, found, off, BK_T_DEL):
+                raise ring_full(s, "change ring full: the key was not deleted", rec_size(n, 0))
+            bk_add64(&cnt.deletes, 1)
+            return 1
+        if code == TX_EXPIRE or code == TX_PERSIST:
+            if not present:
+                return False
+            expire_ms = s.now() + p[3] if code == TX_EXPIRE else 0
+            if e.expire_ms != expire_ms:
+                do_touch(s, si, found, off, expire_ms)
+            return True
+        if code == TX_SET:
+            nx, xx, single, keepttl, want_old = p[4]
+            old = None
+            if want_old and present:
+                old = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
+                if self.schema:
+                    old = self._decode(old)
+            if nx and present or xx and not present:
+                return old if want_old else None
+            if keepttl and present:
+                expire_ms = e.expire_ms
+            elif p[3] is None:
+                expire_ms = (s.now() + b.default_ttl_ms) if b.default_ttl_ms else 0
+            else:
+                expire_ms = s.now() + p[3]
+            if found >= 0 and not present:
+                self._count_expired()
+            vb = p[2]
+            ver = do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>PyBytes_GET_SIZE(vb),
+                         expire_ms, BK_E_SINGLE if single else 0, found, off)
+            bk_add64(&cnt.writes, 1)
+            return old if want_old else ver
+        if code == TX_INCR:
+            by, initial = p[4]
+            flags = 0
+            if present:
+                cur = parse_int_value(EKEY(s, off) + n, e.vlen)
+                expire_ms = e.expire_ms
+                flags = e.flags & BK_E_SINGLE
+            else:
+                if found >= 0:
+                    self._count_expired()
+                cur = initial
+                if p[3] is None:
+                    expire_ms = (s.now() + b.default_ttl_ms) if b.default_ttl_ms else 0
+                else:
+                    expire_ms = s.now() + p[3]
+            new = cur + by
+            if not I64_MIN <= new <= I64_MAX:
+                raise _err.SchemaError(f"incr of {kb[:60]!r} by {by} leaves the "
+                                       "signed 64-bit range")
+            vb = str(new).encode()
+            do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>len(vb), expire_ms, flags,
+                   found, off)
+            bk_add64(&cnt.writes, 1)
+            return new
+        raise AssertionError(f"transaction op code {code}")
 
     def restore(self, key, bytes value, int64_t expire_ms=0, int flags=0, uint64_t version=0):
         """Recovery: put an entry back as the log recorded it (raw value, absolute

@@ -10,7 +10,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
 (design.md invariant 1). The byte layout is pinned in includes/segment.h.
 
   +--------------------------------------------------------------------------+
-  | header   4 KiB   magic, format, sizes, region offsets, generation,       |
+  | header   4 KiB   magic, format, sizes, region offsets, limits (key and  |
+  |                  value sizes, ring wait, keys per transaction),          |
+  |                  generation,                                             |
   |                  retired flag (beside index_geom), global counters,      |
   |                  ring head/claim/tail, writer progress and owner record  |
   |                  (pid + start time), retire_drained, its repair period   |
@@ -114,13 +116,16 @@ LOCK RULES (written once; names follow them)
 --------------------------------------------
 * Public methods take locks; `do_*` functions assume the stripe lock is held.
 * Order: one stripe lock, then at most one class lock or the ring lock; the class
-  lock may take the alloc lock. Never a second stripe lock by blocking, with two
+  lock may take the alloc lock. Never a second stripe lock by blocking, with three
   exceptions that keep index order: recount()/check() take every stripe, in index
-  order, holding nothing else; a split (table.pxi, GROWTH) holds stripe p and takes
-  the stripe q = 2^level + p > p that no key maps to yet, so no one else holds or
-  waits for it (the repair of a split cut short does the same). Eviction takes a
-  victim's stripe with trylock and picks another victim when it is busy. So no
-  cycle exists and no deadlock is possible.
+  order, holding nothing else; a transaction (bucket.pxi, TRANSACTIONS) takes the
+  stripes of its keys in ascending order, holding nothing else first, and then at
+  most one class lock or the ring lock at a time as a single write does; a split
+  (table.pxi, GROWTH) holds stripe p and takes the stripe q = 2^level + p > p that
+  no key maps to yet, so no one else holds or waits for it (the repair of a split
+  cut short does the same). Eviction and the slab mover take a victim's stripe with
+  trylock and pick another victim when it is busy (a stripe the transaction holds
+  itself is busy too). So no cycle exists and no deadlock is possible.
 * All locks are robust, process-shared pthread mutexes (not semaphores): the kernel
   hands the next locker EOWNERDEAD when a holder dies, which is exactly the "noticed
   the death" that invariant 4 asks for. The kernel marks at most 2048 mutexes of a
@@ -152,6 +157,14 @@ LOCK RULES (written once; names follow them)
   A lock holder never blocks on anything but the locks above, except a writer waiting
   for ring space, which it does before taking its stripe lock (and, when others took
   the room it saw, again under it: the consumer takes no stripe lock).
+
+TRANSACTIONS (bucket.pxi): a transaction makes the seq of every stripe it holds odd
+before its first change and even after its last; the do_* functions it calls leave
+an odd seq alone (seq_enter_own). So a reader of any of its keys retries until the
+whole transaction is applied, and Bucket.mget_consistent, which samples the seqs of
+all its keys' stripes before copying and checks them all after, sees it wholly or
+not at all. A holder killed mid-transaction leaves each of its stripes to repair
+alone: the changes made stay, the one in flight is finished or undone.
 
 READERS (the fast path): no lock, no syscall. Sample the stripe seq (odd: retry),
 probe the slots, compare the full key, copy the value into a bytes object allocated

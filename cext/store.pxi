@@ -97,10 +97,13 @@ cdef class Store:
     cdef uint32_t max_value
     cdef uint32_t max_buckets
     cdef uint32_t max_procs
+    cdef uint32_t max_txn_keys          # keys one Bucket.atomic may involve
     cdef readonly bint readonly
     cdef bint mapped
     cdef bint split_due                 # an insert filled a stripe to BK_SPLIT_AT
     cdef int crash_move                 # crash tests: where the slab mover dies, -1 never
+    cdef int crash_txn                  # crash tests: atomic() dies after crash_txn - 1
+                                        # operations, 0 never
     cdef int epoch
     cdef int64_t fake_now
     cdef readonly str name
@@ -172,6 +175,7 @@ cdef class Store:
         self.max_buckets = h.max_buckets
         self.max_procs = h.max_procs
         self.ring_wait = h.ring_wait_ms / 1000.0
+        self.max_txn_keys = h.max_txn_keys
         self._claim_counter_row()
         return 0
 
@@ -271,6 +275,7 @@ cdef class Store:
         return {"max_key": self.max_key, "max_value": self.max_value,
                 "max_buckets": self.max_buckets, "ring_size": self.ring_size,
                 "ring_wait": self.hdr.ring_wait_ms / 1000.0,
+                "max_transaction_keys": self.max_txn_keys,
                 "page_size": self.page_size, "nstripes": self.nstripes,
                 "classes": [self.classes[i].chunk_size for i in range(self.nclasses)],
                 "index_slots": self.nstripes * SLOTS}
@@ -838,6 +843,21 @@ cdef class Store:
         self._writable()
         self.crash_move = point
 
+    def _stripe_of(self, str bucket, key):
+        """Tests only: the stripe that holds `key` of `bucket` by the geometry now."""
+        cdef bytes kb = as_key(self, key)
+        cdef Bucket b
+        self._open()
+        b = self.bucket(bucket)
+        return stripe_of(self, khash(b.idx, kb, len(kb)))
+
+    def _crash_in_atomic(self, int after):
+        """Crash tests only: from now on, Bucket.atomic in this process exits (status
+        70) after applying `after` of its operations, holding every stripe lock of the
+        transaction with their seqs odd, as a SIGKILL there would. -1: never."""
+        self._writable()
+        self.crash_txn = after + 1 if after >= 0 else 0
+
     def _die_holding_every_stripe(self, str bucket=None, int64_t skew=0):
         """Crash tests only: take every stripe lock, as check() and recount() do,
         and exit (status 70) holding them, as a SIGKILL there would. With `bucket`,
@@ -994,7 +1014,7 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
 
 def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
            max_buckets=64, index_slots=None, ring_size=None, ring_wait=1.0,
-           max_procs=64, size_factor=1.25):
+           max_procs=64, size_factor=1.25, max_transaction_keys=1024):
     """Create the segment /bukt-<name> and format it. SegmentExists if it exists."""
     import posix_ipc
     cdef uint64_t nbytes = _parse_size(size)
@@ -1008,6 +1028,9 @@ def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
         raise _err.InvalidArgument(f"max_procs {max_procs}: 2..4096")
     if not 1.01 <= size_factor <= 4.0:
         raise _err.InvalidArgument(f"size_factor {size_factor}: 1.01..4")
+    if not 1 <= max_transaction_keys <= 0xffffffff:
+        raise _err.InvalidArgument(f"max_transaction_keys {max_transaction_keys}: "
+                                   "at least 1")
     plan = _layout(nbytes, max_key, max_value, max_buckets,
                    _parse_size(index_slots or 0), _parse_size(ring_size or 0),
                    max_procs, size_factor)
@@ -1030,7 +1053,7 @@ def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
         store.name = name
         store._map(shm.fd, nbytes, False)
         _format(store, plan, nbytes, mode, max_key, max_value, max_buckets, max_procs,
-                ring_wait)
+                ring_wait, max_transaction_keys)
         store._bind_regions()
     except BaseException:
         shm.close_fd()
@@ -1041,7 +1064,8 @@ def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
 
 
 cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
-             uint32_t max_value, uint32_t max_buckets, uint32_t max_procs, double ring_wait):
+             uint32_t max_value, uint32_t max_buckets, uint32_t max_procs, double ring_wait,
+             uint32_t max_txn_keys):
     cdef bk_header *h = s.hdr
     cdef uint64_t i
     h.header_size = BK_HEADER_SIZE
@@ -1070,6 +1094,7 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.max_key = max_key
     h.max_value = max_value
     h.ring_wait_ms = <uint32_t>(ring_wait * 1000)
+    h.max_txn_keys = max_txn_keys
     h.ring_head = h.ring_tail = h.flushed_pos = 8
     h.version_counter = 0
     h.lru_clock = 0                     # ticks since created_ms

@@ -204,6 +204,49 @@ cdef object fast_read(Store s, uint16_t bidx, const char *k, uint32_t n, int cop
     return None
 
 
+cdef object probe_copy(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char *k,
+                       uint32_t n, int *status, snap_t *snap):
+    """One key of a multi-key read (Bucket.mget_consistent): probe stripe si and
+    return a copy of the value, validating nothing: the caller sampled si's seq
+    before and checks it after. *status: HIT, MISS, SLOW (single-read or expired), or
+    -1 when what it read is torn (the caller's seq check fails then too)."""
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint32_t i = home_of(h), probe, vlen
+    cdef uint64_t tag = tag_of(h), w, o, off = 0
+    cdef uint64_t lo = s.arena_off, limit = s.size
+    cdef bk_entry *e
+    for probe in range(SLOTS):
+        w = bk_load_rlx64(&slots[i])
+        if w == 0:
+            break
+        if (w & BK_TAG_MASK) == tag:
+            o = w & BK_OFF_MASK
+            if o >= lo and o + 32 + n <= limit:
+                e = ENT(s, o)
+                if bk_load_rlx32(&e.klen) == n and bk_load_rlx16(&e.bucket) == bidx \
+                        and memcmp(EKEY(s, o), k, n) == 0:
+                    off = o
+                    break
+        i = (i + 1) & SLOT_MASK
+    if off == 0:
+        status[0] = MISS
+        return None
+    e = ENT(s, off)
+    vlen = bk_load_rlx32(&e.vlen)
+    snap.vlen = vlen
+    snap.version = bk_load_rlx64(&e.version)
+    snap.expire_ms = bk_load_rlx_i64(&e.expire_ms)
+    snap.flags = bk_load_acq8(&e.flags)
+    if vlen > s.max_value or off + 32 + n + vlen > limit:
+        status[0] = -1
+        return None
+    if (snap.flags & BK_E_SINGLE) or (snap.expire_ms != 0 and snap.expire_ms <= s.now()):
+        status[0] = SLOW
+        return None
+    status[0] = HIT
+    return PyBytes_FromStringAndSize(EKEY(s, off) + n, vlen)
+
+
 # -- prefetches ------------------------------------------------------------------
 cdef inline uint64_t racy_entry(Store s, uint64_t *slots, uint32_t i, uint64_t tag,
                                 uint32_t probes) noexcept nogil:
@@ -534,6 +577,19 @@ cdef list read_at_cursor(Store s, uint64_t cursor, collect_fn collect, object ar
 
 
 # -- locked helpers --------------------------------------------------------------
+cdef inline bint seq_enter_own(bk_stripe *st) noexcept nogil:
+    """Enter the stripe's write section (seq odd) unless the lock holder is inside it
+    already: a transaction (bucket.pxi, TRANSACTIONS) holds every stripe it involves
+    odd from before its first change to after its last, and the do_* it calls inside
+    must neither close that window early nor reopen it. The seq is odd under a lock
+    only while its holder keeps it so (a dead holder's odd seq is repaired even when
+    the lock is taken). True when this call entered: the caller leaves it."""
+    if st.seq & 1:
+        return False
+    bk_seq_enter(&st.seq)
+    return True
+
+
 cdef int do_find(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char *k, uint32_t n,
                  uint64_t *off_out) noexcept:
     """The slot holding the key (>= 0, its offset in *off_out), or -1 - the first
@@ -614,6 +670,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     cdef uint32_t klen = e.klen, vlen = e.vlen
     cdef bint had_ttl = e.expire_ms != 0
     cdef uint64_t pos = 0
+    cdef bint own
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
     if logs(s, b):
@@ -626,7 +683,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     st.intent_new = 0
     st.intent_hole = slot
     st.intent_op = BK_OP_DEL
-    bk_seq_enter(&st.seq)
+    own = seq_enter_own(st)
     do_shift(s, si, slot)
     if pos:
         ring_commit(s, pos)
@@ -639,7 +696,8 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     chunk_free(s, off)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
-    bk_seq_leave(&st.seq)
+    if own:
+        bk_seq_leave(&st.seq)
     if BUKT_DEBUG:
         debug_check_stripe(s, si)
     return 1
@@ -710,6 +768,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     cdef uint64_t off, pos = 0, ver
     cdef int64_t dbytes, dmem
     cdef bk_entry *e
+    cdef bint own
     if c < 0:
         raise _err.ValueTooLarge(f"entry of {32 + n + vlen} bytes exceeds the largest "
                                  f"chunk ({s.classes[s.nclasses - 1].chunk_size} bytes)")
@@ -783,7 +842,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     st.intent_op = BK_OP_SET
     lower_min_expire(st, expire_ms)             # before the slot store publishes it
     tick_lru(s, s.now_coarse())                 # outside the seq window readers retry on
-    bk_seq_enter(&st.seq)
+    own = seq_enter_own(st)
     STAMPS_OF(s, si)[slot] = s.hdr.lru_clock
     bk_store_rlx64(&slots[slot], tag_of(h) | off)
     if pos:
@@ -806,7 +865,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     bk_add64(&b.mem, dmem)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
-    bk_seq_leave(&st.seq)
+    if own:
+        bk_seq_leave(&st.seq)
     if BUKT_DEBUG:
         debug_check_stripe(s, si)
     return ver
@@ -821,6 +881,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     cdef bk_entry *e = ENT(s, off)
     cdef bk_bucket *b = &s.bucketv[e.bucket]
     cdef uint64_t pos = 0, ver = next_version(s, version) if version else e.version
+    cdef bint own
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
     if logs(s, b):
@@ -835,7 +896,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     st.intent_old = off
     st.intent_op = BK_OP_TOUCH
     lower_min_expire(st, expire_ms)             # before the entry's word takes it
-    bk_seq_enter(&st.seq)
+    own = seq_enter_own(st)
     st.nttl += (expire_ms != 0) - (e.expire_ms != 0)
     e.expire_ms = expire_ms
     e.version = ver
@@ -844,7 +905,8 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
         s.last_pos = pos + rec_size(e.klen, 0)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
-    bk_seq_leave(&st.seq)
+    if own:
+        bk_seq_leave(&st.seq)
     if BUKT_DEBUG:
         debug_check_stripe(s, si)
     return ver

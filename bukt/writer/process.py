@@ -505,7 +505,8 @@ class Writer:
                                 max_key=cfg.limits.max_key, max_value=cfg.limits.max_value,
                                 max_buckets=cfg.limits.max_buckets,
                                 ring_size=cfg.limits.ring_size,
-                                ring_wait=cfg.limits.ring_wait_ms / 1000.0)
+                                ring_wait=cfg.limits.ring_wait_ms / 1000.0,
+                                max_transaction_keys=cfg.limits.max_transaction_keys)
         except SegmentFull as e:
             old = _shm_path(cfg.instance)
             try:

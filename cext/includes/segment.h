@@ -23,7 +23,8 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       12u     /* 12: owner start times (writer_start, dropper_start,
+#define BK_FORMAT       13u     /* 13: the header's max_txn_keys (in _pad0);
+                                   12: owner start times (writer_start, dropper_start,
                                    bk_proc.start) beside their pids;
                                    11: writer_claimed beside ring_head, the lag
                                    limit (lag_limit_ms, log_current_ms);
@@ -130,7 +131,7 @@ typedef struct {
     uint32_t max_key;
     uint32_t max_value;
     uint32_t ring_wait_ms;      /* how long a writer waits for ring space */
-    uint32_t _pad0;
+    uint32_t max_txn_keys;      /* keys one Bucket.atomic may involve */
     uint64_t index_geom;        /* level << 32 | split: the stripes in use are 2^level +
                                    split; a key's stripe is the low `level` bits of its
                                    hash's high half, one bit more when those fall below

@@ -50,6 +50,7 @@ cdef extern from "segment.h" nogil:
         uint32_t max_key
         uint32_t max_value
         uint32_t ring_wait_ms
+        uint32_t max_txn_keys
         uint64_t index_geom
         uint32_t retired
         bk_lock alloc_lock

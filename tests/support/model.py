@@ -91,6 +91,7 @@ class Model:
         self._clock = now_ms or _real_clock
         self.max_key, self.max_value = max_key, max_value
         self.max_buckets, self.max_tokens = max_buckets, max_tokens
+        self.max_transaction_keys = 1024
         self._buckets = {}
         self._version = 0
 
@@ -448,6 +449,98 @@ class Bucket:
             e.expire_ms = 0
             self._b.counters["writes"] += 1
         return e is not None
+
+    # -- transactions: the model is single-threaded, so applying the operations one
+    # after another is atomic; what is modelled is the checking and the results
+    _TXN = {
+        "get": lambda key: ("get", key, {}),
+        "exists": lambda key: ("exists", key, {}),
+        "version": lambda key: ("version", key, {}),
+        "ttl": lambda key: ("ttl", key, {}),
+        "set": lambda key, value, ttl=None, nx=False, xx=False, single_read=False,
+        keepttl=False, get=False: ("set", key, dict(
+            value=value, ttl=ttl, nx=nx, xx=xx, single_read=single_read,
+            keepttl=keepttl, get=get)),
+        "getset": lambda key, value, ttl=None: ("set", key, dict(
+            value=value, ttl=ttl, nx=False, xx=False, single_read=False, keepttl=False,
+            get=True)),
+        "getdel": lambda key: ("getdel", key, {}),
+        "delete": lambda key: ("delete", key, {}),
+        "incr": lambda key, by=1, initial=0, ttl=None: ("incr", key, dict(
+            by=by, initial=initial, ttl=ttl)),
+        "expire": lambda key, ttl: ("expire", key, dict(ttl=ttl)),
+        "persist": lambda key: ("persist", key, {}),
+    }
+
+    def atomic(self, ops, watched=None):
+        """docs/api.md, Transactions: every argument checked first (nothing applied
+        on a bad one), None when a watched key is not at its version (0: absent),
+        else each operation's result, a SchemaError instance where the data failed
+        it (the others apply)."""
+        self._bucket()
+        plan, keys = [], set()
+        for i, op in enumerate(ops):
+            try:
+                name, args, kw = op if len(op) == 3 else (*op, {})
+                code, key, opts = self._TXN[name](*args, **kw)
+            except (TypeError, ValueError, KeyError):
+                raise InvalidArgument(f"transaction op {i}: {op!r}") from None
+            key = self._m._key(key)
+            if code == "set":
+                if opts["nx"] and opts["xx"]:
+                    raise InvalidArgument("nx and xx exclude each other")
+                opts["raw"] = self._encode(opts["value"])
+            if code == "incr" and not (_is_int(opts["by"]) and _is_int(opts["initial"])):
+                raise InvalidArgument("by and initial must be ints")
+            if opts.get("ttl") is not None or code == "expire":
+                self._m._expiry(opts["ttl"])        # checked (raises when bad)
+            plan.append((code, key, opts))
+            keys.add(key)
+        want = {}
+        for k, v in (watched or {}).items():
+            if not _is_int(v) or v < 0:
+                raise InvalidArgument(f"watched version {v!r}")
+            want[self._m._key(k)] = v
+        if len(keys | set(want)) > self._m.max_transaction_keys:
+            raise LimitExceeded(f"a transaction of more than "
+                                f"{self._m.max_transaction_keys} keys")
+        for k, v in want.items():
+            e = self._find(k)
+            if (e.version if e else 0) != v:
+                return None
+        results = []
+        for code, key, opts in plan:
+            try:
+                results.append(self._txn_do(code, key, opts))
+            except SchemaError as exc:
+                results.append(exc)
+        return results
+
+    def _txn_do(self, code, key, opts):
+        if code == "get":
+            e = self._read(key)
+            return None if e is None else self._decode(e.value)
+        if code == "exists":
+            return self._find(key) is not None
+        if code in ("version", "ttl", "getdel", "expire", "persist"):
+            return getattr(self, code)(key, **opts)
+        if code == "delete":
+            return self.delete(key)
+        if code == "incr":
+            return self.incr(key, **opts)
+        e = self._find(key)                             # set
+        old = self._decode(e.value) if opts["get"] and e is not None else None
+        if (opts["nx"] and e is not None) or (opts["xx"] and e is None):
+            return old if opts["get"] else None
+        if opts["keepttl"] and e is not None:
+            expire_ms = e.expire_ms
+        else:
+            expire_ms = self._ttl_or_default(opts["ttl"])
+        v = self._put(key, opts["raw"], expire_ms, bool(opts["single_read"]))
+        return old if opts["get"] else v
+
+    def mget_consistent(self, keys):
+        return self.mget(keys)
 
     def flush(self):
         self._bucket()

@@ -53,6 +53,22 @@ def values(bucket):
 
 
 keys = st.sampled_from(KEYS)
+
+
+def txn_ops(bucket):
+    """One operation of a transaction (Bucket.atomic) on `bucket`."""
+    v = values(bucket).map(lambda x: value_of(x))
+    k1 = st.tuples(keys)
+    return st.one_of(
+        st.tuples(st.sampled_from(["get", "exists", "version", "ttl", "getdel", "delete",
+                                   "persist"]), k1),
+        st.tuples(st.just("set"), st.tuples(keys, v), st.fixed_dictionaries({}, optional=dict(
+            ttl=ttls, nx=st.just(True), xx=st.just(True), single_read=st.booleans(),
+            keepttl=st.booleans(), get=st.booleans()))),
+        st.tuples(st.just("getset"), st.tuples(keys, v)),
+        st.tuples(st.just("incr"), st.tuples(keys, amounts),
+                  st.fixed_dictionaries({}, optional=dict(initial=initials, ttl=ttls))),
+        st.tuples(st.just("expire"), st.tuples(keys, st.one_of(valid_ttls, bad_ttls))))
 bucket_names = st.sampled_from(sorted(BUCKETS))
 bucket_values = bucket_names.flatmap(lambda name: st.tuples(st.just(name), values(name)))
 valid_ttls = st.one_of(st.integers(1, 3), st.integers(1, 4000).map(lambda ms: ms / 1000),
@@ -321,6 +337,41 @@ class StoreVersusModel(RuleBasedStateMachine):
                 "incr": (key, 1, 0, ttl), "expire": (key, ttl), "mget": ([key, bad_key],),
                 "delete": (key, bad_key), "exists": (key, bad_key)}
         self.compare(bucket, method, *args.get(method, (bad_key,)))
+
+    # -- transactions
+    @rule(bucket_ops=bucket_names.flatmap(lambda name: st.tuples(
+        st.just(name), st.lists(txn_ops(name), min_size=1, max_size=8))),
+        watch_key=keys, watch=conditions)
+    def atomic(self, bucket_ops, watch_key, watch):
+        """Several operations as one, under a watched version (0, the current, a
+        superseded or a never-seen one) or none."""
+        bucket, ops = bucket_ops
+        pair = self.version_pair(bucket, watch_key, watch)
+        got = {}
+        for i, side in enumerate(self.sides):
+            watched = None if pair[i] is None else {watch_key: pair[i]}
+            got[side] = outcome(self.handles[side][bucket].atomic, ops, watched)
+        m, s = got["model"], got["store"]
+        what = f"{bucket}.atomic({ops!r}, watched {watch_key!r}: {pair})"
+        if isinstance(m, Raised) or isinstance(s, Raised) or m is None or s is None:
+            self.same(what, m, s)
+            return
+        assert type(s) is list and len(s) == len(m) == len(ops), (what, m, s)
+        for op, mr, sr in zip(ops, m, s):
+            name, key = op[0], op[1][0]
+            if isinstance(mr, Exception) or isinstance(sr, Exception):
+                self.same(f"{what}: {op!r}", Raised(mr) if isinstance(mr, Exception) else mr,
+                          Raised(sr) if isinstance(sr, Exception) else sr)
+            elif name == "version" or (name == "set" and not op[2].get("get") and mr is not None):
+                self.observe(bucket, key, mr, sr)
+            elif name == "ttl":
+                assert (mr is None and sr is None) or (
+                    type(sr) is float and mr is not None and abs(mr - sr) <= 0.001 + 1e-9), (
+                    f"{what}: {op!r}: model {mr!r}, store {sr!r}")
+            else:
+                self.same(f"{what}: {op!r}", mr, sr)
+        self.same(f"{bucket}.mget_consistent after {what}",
+                  *(self.handles[side][bucket].mget_consistent(KEYS) for side in self.sides))
 
     # -- reads
     @rule(bucket=bucket_names, key=keys, with_default=st.booleans())
