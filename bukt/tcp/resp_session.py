@@ -115,17 +115,68 @@ def ring_full_answer(session, buf, pos, size, wait):
                    "behind; the write was not applied. Check `bukt status`."), end
 
 
+def _atomic_plan(ops):
+    """The planned ops in Bucket.atomic's vocabulary (one key an op), and a function that
+    folds atomic's results back into one result per planned op: mget, mset and the
+    many-key delete and exists become an op per key; get_entry (a peek: value, version,
+    ttl) becomes get, version and ttl of its key."""
+    core, shapes = [], []
+    for method, args in ops:
+        start = len(core)
+        if method == "mget":
+            core.extend(("get", (k,)) for k in args[0])
+            shapes.append(("list", start, len(core)))
+        elif method == "mset":
+            core.extend(("set", (k, v)) for k, v in args[0].items())
+            shapes.append(("true", start, len(core)))
+        elif method in ("delete", "exists") and len(args) != 1:
+            core.extend((method, (k,)) for k in args)
+            shapes.append(("count", start, len(core)))
+        elif method == "exists":
+            core.append(("exists", args))
+            shapes.append(("count", start, len(core)))
+        elif method == "get_entry":
+            core.extend((("get", (args[0],)), ("version", (args[0],)), ("ttl", (args[0],))))
+            shapes.append(("entry", start, len(core)))
+        else:
+            core.append((method, args))
+            shapes.append(("one", start, len(core)))
+
+    def regroup(results):
+        out = []
+        for shape, a, b in shapes:
+            part = results[a:b]
+            bad = next((r for r in part if isinstance(r, BaseException)), None)
+            if bad is not None:
+                out.append(bad)
+            elif shape == "one":
+                out.append(part[0])
+            elif shape == "list":
+                out.append(list(part))
+            elif shape == "true":
+                out.append(True)
+            elif shape == "count":
+                out.append(sum(1 for r in part if r))
+            else:
+                value, version, ttl = part
+                out.append(None if value is None else (value, version, ttl))
+        return out
+    return core, regroup
+
+
 def exec_queue(bucket, ops, watched):
     """Applies a transaction: None when a WATCHed key's version is no longer the one
     recorded (0: absent), else the result of each op, in order (an exception object
     where an op raised). `ops` are (Bucket method, positional args).
 
-    Until the core's Bucket.atomic is there, the versions are checked and the ops applied
-    one by one: a concurrent reader can see a transaction half applied, and a write
-    between the check and the ops is not detected (docs/resp.md says so)."""
+    A Bucket hands them to the core's atomic() (docs/resp.md, Transactions); a store
+    without it (the reference model) checks the versions and applies the ops one by
+    one."""
     atomic = getattr(bucket, "atomic", None)
     if atomic is not None:
-        return atomic(ops, watched)
+        core_ops, regroup = _atomic_plan(ops)
+        results = atomic(core_ops, watched)
+        return None if results is None else regroup(results)
     for key, version in watched.items():
         if (bucket.version(key) or 0) != version:
             return None

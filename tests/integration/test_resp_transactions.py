@@ -14,7 +14,6 @@ redis = pytest.importorskip("redis")
 
 KEYS = [f"acct:{i}" for i in range(8)]
 START = 1000
-ATOMIC = hasattr(bukt._core.Bucket, "atomic")
 
 
 def _client(port):
@@ -93,9 +92,6 @@ def test_transfers_keep_the_sum(watch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(not ATOMIC, strict=False,
-                   reason="EXEC applies its ops one by one until the core's Bucket.atomic "
-                          "lands (bukt/tcp/resp_session.py exec_queue)")
 def test_no_reader_sees_half_an_exec():
     reads = _run(False, readers=2)
     assert all(seen > 0 for seen, _ in reads)
