@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-import bukt._core
 from tcp_harness import Server, store
 
 redis = pytest.importorskip("redis")
