@@ -276,6 +276,7 @@ include "logscan.pxi"
 include "bulkload.pxi"
 include "writer.pxi"
 include "flushnote.pxi"
+include "feedmem.pxi"
 
 # for bukt/writer/restore.py's memory_needed: a chunk holds an entry header, its key and value,
 # and a grown index keeps an average stripe at most this full
