@@ -26,6 +26,7 @@ from bukt.http.openapi import document
 from bukt.http.ops import Health, Metrics, OpenApi
 from bukt.http.settings import HttpSettings
 from bukt.http.shared import SharedArea
+from bukt.http.watch import Watch
 
 API = "/api/v1"
 KEY_ROUTE = f"{API}/buckets/{{name}}/keys/{{key:path}}"
@@ -59,6 +60,7 @@ def routes(ctx):
         (f"{b}/tokens", TokenList(ctx)),
         (f"{b}/tokens/{{token_id:int(min=1,max=4294967295)}}", TokenItem(ctx)),
         (f"{b}/keys", Scan(ctx)),
+        (f"{b}/watch", Watch(ctx)),
         (KEY_ROUTE, Key(ctx)),
         (f"{b}/mget", Bulk(ctx, "mget")),
         (f"{b}/mset", Bulk(ctx, "mset")),

@@ -78,6 +78,8 @@ class HttpSettings:
     auth_lockout_max: float = 900.0
     auth_log_interval: float = 60.0   # a log line per address at most this often
     auth_sources: int = 4096          # addresses the shared failure table tracks
+    feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
+    feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
 
     @classmethod
     def from_config(cls, config):
@@ -111,4 +113,6 @@ class HttpSettings:
             auth_lockout_max=_duration(get("auth.lockout_max", cls.auth_lockout_max)),
             auth_log_interval=_duration(get("auth.log_interval", cls.auth_log_interval)),
             auth_sources=int(get("auth.sources", cls.auth_sources)),
+            feed_heartbeat=_duration(get("feed.heartbeat", cls.feed_heartbeat)),
+            feed_max_lag=_size(get("feed.max_lag", cls.feed_max_lag)),
         )
