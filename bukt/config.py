@@ -242,7 +242,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "limits.ring_wait_ms": (1000, _int(0, 3_600_000)),
     "feed.size": ("16MiB", _size(lo=64 << 10, hi=1 << 36)),
     "feed.max_value": ("1KiB", _size(hi=1 << 20)),
-    "feed.cache_only": (True, _bool),
+    "feed.cache_only": (False, _bool),
     "feed.heartbeat": (15, _duration(lo=0.1, hi=3600)),
     "feed.max_lag": ("4MiB", _size(lo=4096, hi=1 << 36)),
     "compaction.min_log_bytes": ("64MiB", _size()),

@@ -5,7 +5,8 @@ through the change ring (cext/ring.pxi), numbered by its ring position, and the 
 drains it in that order. So the writer is the feed's one publisher: after it has
 written a batch to the log it copies the batch's events into the feed area below.
 Changes to cache-only buckets (persist: false) are not logged; while feed.cache_only is
-on (the default) they reach the ring too, as feed-only records the writer publishes
+on (off by default: it costs each cache-only write what a logged one costs, see
+docs/benchmarks.md) they reach the ring too, as feed-only records the writer publishes
 and leaves out of the log (ring.pxi, THE FEED'S RECORDS). A cache-only write never
 waits for the ring: it takes its record only while the ring is under half full, and
 otherwise changes the table alone and raises the header's feed_lost, which the writer

@@ -15,7 +15,7 @@ from serve_harness import Service, wait_for
 
 @pytest.fixture
 def service(tmp_path):
-    s = Service(tmp_path, feed={"size": "256KiB", "max_lag": "64KiB"})
+    s = Service(tmp_path, feed={"size": "256KiB", "max_lag": "64KiB", "cache_only": True})
     s.start()
     yield s
     s.cleanup()
@@ -146,6 +146,25 @@ def test_awatch(service):
 
     assert asyncio.run(asyncio.wait_for(main(), 20)) == [("set", b"x"), ("delete", b"x")]
     store.close()
+
+
+def test_cache_only_buckets_stay_off_the_ring_unless_asked(tmp_path):
+    """feed.cache_only false (the default): a cache-only bucket's writes reserve no ring
+    record (they cost what they did), and its watchers see nothing."""
+    s = Service(tmp_path)
+    s.start()
+    try:
+        s.create_bucket("c", persist=False)
+        store = bukt.attach(s.name)
+        w = store.watch("c")
+        before = store.ring_position()[1]
+        for i in range(100):
+            store.bucket("c").set(b"k%d" % i, b"v")
+        assert store.ring_position()[1] == before
+        assert w.poll() == []
+        store.close()
+    finally:
+        s.cleanup()
 
 
 def test_watch_needs_a_feed(tmp_path):
