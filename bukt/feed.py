@@ -59,6 +59,7 @@ not sleep: Waker, one thread a process, sleeps for all of that process's watcher
 calls each one's callback (asyncio: loop.call_soon_threadsafe).
 """
 import asyncio
+import collections
 import mmap
 import os
 import struct
@@ -81,6 +82,7 @@ WAKE = 128
 REC = struct.Struct("<QQqQqIIIIIHBB")
 VSIZE_UNKNOWN = 0xffffffff
 PAD = 0
+_ZEROS = bytes(8)
 
 # kinds as the feed stores them, and their names on every face
 KINDS = {1: "set", 2: "delete", 3: "expired", 4: "evicted", 5: "expire", 6: "incr",
@@ -231,6 +233,24 @@ class FeedWriter:
         self.lost = self.q[LOST // 8]
         self.last = self.q[LAST // 8]
         self.published = 0
+        self.held = collections.deque(self._walk())
+
+    def _walk(self):
+        """(position, sequence) of the records an earlier writer left, low to head."""
+        pos, size, buf = self.low, self.size, self.buf
+        while pos < self.head:
+            left = size - pos % size
+            if left < REC.size:
+                pos += left
+                continue
+            off = HEADER + pos % size
+            stamp, seq = struct.unpack_from("<QQ", buf, off)
+            n = struct.unpack_from("<I", buf, off + 40)[0]
+            if stamp != pos or n == 0:
+                break                           # (a torn area: what follows is unknown)
+            if buf[off + 62] != PAD:
+                yield pos, seq
+            pos += n
 
     def _open_existing(self, size, max_value):
         try:
@@ -296,66 +316,83 @@ class FeedWriter:
 
     def publish(self, events, now_ms=None):
         """Append `events` (ring_records_to_events' tuples, in order) and wake the
-        watchers. Never blocks: the oldest events are overwritten."""
+        watchers. Never blocks: the oldest events are overwritten. The records of a
+        stretch that does not wrap are packed into one buffer and written at once, low
+        raised before it (the writer's cost a record is what bounds the rate it can
+        publish at, and it runs beside the log)."""
         if not events:
             return
-        buf, size, pack = self.buf, self.size, REC.pack_into
+        buf, size, pack = self.buf, self.size, REC.pack
         ms = int(time.time() * 1000) if now_ms is None else now_ms
-        maxv = self.max_value
-        head, last = self.head, self.last
+        maxv, last, head, held = self.max_value, self.last, self.head, self.held
+        run, run_start, run_bytes = [], head, 0
+        limit = size // 4
         for seq, kind, idx, gen, key, value, expire_ms, version, flags, vsize in events:
             if seq <= last:
                 continue                        # published before this writer started
             if len(value) > maxv:
                 value = b""
             klen, vlen = len(key), len(value)
-            n = _align8(REC.size + klen + vlen)
-            if n > size // 2:
-                key, klen, vlen, value = key[:1024], min(klen, 1024), 0, b""
-                n = _align8(REC.size + klen)
+            n = REC.size + klen + vlen
+            n8 = (n + 7) & ~7
+            if n8 > limit:                      # (a feed far too small for its keys)
+                key, value, klen, vlen = key[:64], b"", min(klen, 64), 0
+                n = REC.size + klen
+                n8 = (n + 7) & ~7
             left = size - head % size
-            if left < n:                        # pad to the start of the area
-                self._make_room(head + left, head)
-                if left >= REC.size:
-                    pack(buf, HEADER + head % size, head, 0, 0, 0, 0, left, 0, 0, 0, 0,
-                         0, PAD, 0)
-                head += left
-            self._make_room(head + n, head)
-            off = HEADER + head % size
-            pack(buf, off, head, seq, ms, version, expire_ms, n, klen, vlen, vsize, gen,
-                 idx, kind, flags & 0xff)
-            buf[off + REC.size:off + REC.size + klen] = key
+            if left < n8 or run_bytes + n8 > limit or left == size:
+                # (left == size: the last record ended at the area's end, and a run's
+                # bytes must be contiguous in the area)
+                self._write_run(run, run_start, head)
+                run, run_bytes = [], 0
+                if left < n8:                   # pad to the start of the area
+                    self._make_room(head + left, head)
+                    if left >= REC.size:
+                        REC.pack_into(buf, HEADER + head % size, head, 0, 0, 0, 0, left, 0,
+                                      0, 0, 0, 0, PAD, 0)
+                    head += left
+                run_start = head
+            run.append(pack(head, seq, ms, version, expire_ms, n8, klen, vlen, vsize, gen,
+                            idx, kind, flags & 0xff))
+            held.append((head, seq))
+            run.append(key)
             if vlen:
-                buf[off + REC.size + klen:off + REC.size + klen + vlen] = value
-            head += n
+                run.append(value)
+            if n8 != n:
+                run.append(_ZEROS[:n8 - n])
+            run_bytes += n8
+            head += n8
             last = seq
-            feed_store(buf, HEAD, head)         # release: the record before the head
+        self._write_run(run, run_start, head)
         self.head, self.last = head, last
+        feed_store(buf, HEAD, head)             # release: the records before the head
         feed_store(buf, LAST, last)
         self.published += len(events)
         feed_wake(buf, WAKE)
 
+    def _write_run(self, run, start, end):
+        if not run:
+            return
+        self._make_room(end, start)
+        off = HEADER + start % self.size
+        self.buf[off:off + end - start] = b"".join(run)
+
     def _make_room(self, end, head):
         """Raise low (and lost) past every record whose bytes lie before `end - size`,
-        before the writer overwrites them."""
-        low, size, buf = self.low, self.size, self.buf
-        lost = self.lost
-        if end - low <= size:
+        before the writer overwrites them. The writer keeps the (position, sequence)
+        of the records it holds in `held`, so it never reads the area back."""
+        size, held = self.size, self.held
+        if end - self.low <= size:
             return
-        while end - low > size and low < head:
-            left = size - low % size
-            if left < REC.size:
-                low += left
-                continue
-            off = HEADER + low % size
-            n = struct.unpack_from("<I", buf, off + 40)[0]
-            kind = buf[off + 62]
-            if kind != PAD:
-                lost = max(lost, struct.unpack_from("<Q", buf, off + 8)[0])
-            low += n
-        if end - low > size:
+        low, lost = self.low, self.lost
+        while held and end - held[0][0] > size:
+            pos, seq = held.popleft()
+            lost = max(lost, seq)
+        low = held[0][0] if held else head
+        if end - low > size:                    # (records before it were all padding)
             low = end - size
         self.low = low
+        buf = self.buf
         if lost > self.lost:
             self.lost = lost
             feed_store(buf, LOST, lost)
