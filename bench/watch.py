@@ -100,7 +100,7 @@ async def _sse_watchers(port, token, n, ready, stop, arrivals):
 async def _redis_watchers(port, n, ready, stop, arrivals):
     async def run(record):
         r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$17\r\n__keyevent@0__:*\r\n")
+        w.write(resp(b"PSUBSCRIBE", b"__keyevent@0__:*"))
         await w.drain()
         while not stop.is_set():
             line = await r.readline()
@@ -137,17 +137,22 @@ def watcher_proc(kind, target, n, ready, stop, out, record):
 
 # -- writers --------------------------------------------------------------------------------
 
+def resp(*args):
+    """A command in RESP."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
 class RedisConn:
     def __init__(self, port):
         self.s = socket.create_connection(("127.0.0.1", port))
         self.f = self.s.makefile("rb")
 
     def cmd(self, *args):
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.s.sendall(b"".join(parts))
+        self.s.sendall(resp(*args))
         return self.f.readline()
 
 
