@@ -14,7 +14,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   |                  retired flag (beside index_geom), global counters,      |
   |                  ring head/claim/tail, writer progress and owner record  |
   |                  (pid + start time), retire_drained, its repair period   |
-  |                  and absolute data directory                             |
+  |                  and absolute data directory, the change feed's asks     |
+  |                  (feed_cache_only, feed_lost: ring.pxi, THE FEED'S       |
+  |                  RECORDS)                                                |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
   |                           depth | min_expire_ms (depth: the hash bits    |
@@ -103,7 +105,9 @@ WHO WRITES WHAT
   ring head, record headers, ring claim   the ring lock holder; record bodies and the
                                           commit state by the record's reserver; the
                                           claim's stamp by its waiter, relaxed
-  ring tail, flushed_pos, writer fields   the writer process only
+  ring tail, flushed_pos, writer fields,  the writer process only
+  feed_cache_only
+  feed_lost                               producers of cache-only changes (atomic max)
   retired, retire_drained                 the writer process replacing the segment
                                           (retired under the ring lock: store.pxi,
                                           RETIREMENT)
