@@ -25,7 +25,8 @@ restarts (the events in it stay valid: sequences are ring positions, which conti
 
     header  4096 B, u64 words: magic "BUKTFEED" | format | data size | max_value |
             writer pid | writer start | - | - | head | low | lost | last_seq |
-            ring_lost_seen (the segment's feed_lost last made a gap) | ... | wake (u32 at byte 128: bumped and futex-woken after each batch)
+            ring_lost_seen (the segment's feed_lost last made a gap) |
+            upto (the ring position past the last batch published) | ... | wake (u32 at byte 128: bumped and futex-woken after each batch)
     data    `size` bytes: records at byte positions that grow for ever (the bytes of
             position p sit at p % size), each REC (64 B) then key then value, 8-aligned,
             never split by the end of the area (a PAD record, or under 64 bytes left,
@@ -78,6 +79,7 @@ HEADER = 4096
 SIZE_W, MAXV_W, PID_W, START_W = 2, 3, 4, 5
 HEAD, LOW, LOST, LAST = 8 * 8, 9 * 8, 10 * 8, 11 * 8      # byte offsets of the words
 RING_LOST_W = 12        # the segment's feed_lost the writer last turned into a gap
+UPTO_W = 13             # the ring position past the last batch published
 WAKE = 128
 REC = struct.Struct("<QQqQqIIIIIHBB")
 VSIZE_UNKNOWN = 0xffffffff
@@ -294,13 +296,16 @@ class FeedWriter:
         return fd
 
     def start_at(self, tail):
-        """The writer drains the ring from `tail`: what the feed lacks before it (drained
-        by an earlier writer that died before publishing it) is a gap."""
-        if tail and tail - 1 > self.last:
+        """The writer drains the ring from `tail`. The feed holds everything of the ring
+        below `upto` (the end of the last batch published); what lies between it and
+        `tail` was drained by an earlier writer that died before publishing it: a gap.
+        A new feed holds nothing before `tail`."""
+        if tail > self.q[UPTO_W]:
             self.mark_lost(tail - 1)
-        if tail and tail - 1 > self.last:
-            self.last = tail - 1
-            feed_store(self.buf, LAST, self.last)
+            if tail - 1 > self.last:
+                self.last = tail - 1
+                feed_store(self.buf, LAST, self.last)
+            self.q[UPTO_W] = tail
 
     def ring_lost_seen(self):
         return self.q[RING_LOST_W]
@@ -314,13 +319,15 @@ class FeedWriter:
             self.lost = seq
             feed_store(self.buf, LOST, seq)
 
-    def publish(self, events, now_ms=None):
+    def publish(self, events, now_ms=None, upto=None):
         """Append `events` (ring_records_to_events' tuples, in order) and wake the
         watchers. Never blocks: the oldest events are overwritten. The records of a
         stretch that does not wrap are packed into one buffer and written at once, low
         raised before it (the writer's cost a record is what bounds the rate it can
         publish at, and it runs beside the log)."""
         if not events:
+            if upto is not None and upto > self.q[UPTO_W]:
+                self.q[UPTO_W] = upto
             return
         buf, size, pack = self.buf, self.size, REC.pack
         ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -367,6 +374,9 @@ class FeedWriter:
         self.head, self.last = head, last
         feed_store(buf, HEAD, head)             # release: the records before the head
         feed_store(buf, LAST, last)
+        if upto is not None and upto > self.q[UPTO_W]:
+            self.q[UPTO_W] = upto               # after the events: a writer killed
+                                                # before this leaves a gap to mark
         self.published += len(events)
         feed_wake(buf, WAKE)
 

@@ -363,7 +363,7 @@ class Writer:
         self.feed.start_at(tail)
         feed_settings(store, fc.max_value + 1 if fc.cache_only else 0)
 
-    def _publish(self, recs, head):
+    def _publish(self, recs, upto):
         """After a batch is in the log: its events into the change feed, and a gap
         for cache-only changes that found no ring room (THE SOURCE in bukt/feed.py)."""
         feed = self.feed
@@ -375,8 +375,8 @@ class Writer:
             # ring's head now: every watcher behind that point is told
             feed.mark_lost(max(self.store.ring_position()[1], lost) - 1)
             feed.set_ring_lost_seen(lost)
-        if recs:
-            feed.publish(ring_records_to_events(recs, self.translator.names))
+        feed.publish(ring_records_to_events(recs, self.translator.names) if recs else (),
+                     upto=upto)
 
     def _adopt(self, old):
         """ADOPTION: take over a segment no writer has claimed. Returns it, claimed and
@@ -737,7 +737,7 @@ class Writer:
                 return False
         self.written_pos = next_pos
         store.ring_release(next_pos)
-        self._publish(recs, head)
+        self._publish(recs, next_pos)
         store.writer_publish(log_size=self.w.size,
                              log_current_ms=read_ms if next_pos >= head else None)
         if self.policy == "always":

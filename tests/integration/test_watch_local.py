@@ -178,3 +178,27 @@ def test_watch_needs_a_feed(tmp_path):
     finally:
         store.close()
         os.unlink(f"/dev/shm/bukt-{name}")
+
+
+def test_a_writer_restart_keeps_the_feed(service):
+    """The writer is killed and the supervisor starts another: the feed it made is kept,
+    a watcher goes on from where it was without a "gone", and new events follow."""
+    import signal
+    service.create_bucket("b")
+    store = bukt.attach(service.name)
+    b = store.bucket("b")
+    w = store.watch("b")
+    b.set(b"before", b"1")
+    first = drain(w, lambda g: len(g) >= 1)
+    old = store.writer_info()["pid"]
+    wait_for(lambda: Feed.of(service.name).head() > 0, what="the feed")
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: store.writer_info()["pid"] not in (0, old)
+             and store.writer_info()["ready"], timeout=60, what="a new writer")
+    b.set(b"after", b"2")
+    evs = drain(w, lambda g: len(g) >= 1)
+    assert [(e.kind, e.key) for e in evs] == [("set", b"after")]
+    again = store.watch("b", since=first[0].seq - 1)
+    evs = drain(again, lambda g: len(g) >= 2)
+    assert [e.key for e in evs] == [b"before", b"after"]
+    store.close()
