@@ -83,6 +83,7 @@ UPTO_W = 13             # the ring position past the last batch published
 WAKE = 128
 REC = struct.Struct("<QQqQqIIIIIHBB")
 VSIZE_UNKNOWN = 0xffffffff
+COPY = 256 << 10        # bytes a watcher copies out of the feed at a time
 PAD = 0
 _ZEROS = bytes(8)
 
@@ -442,6 +443,7 @@ class Feed:
         finally:
             os.close(fd)
         self.size, self.max_value = size, maxv
+        self.copy = max(COPY, maxv + 65536 + 2 * REC.size)   # a whole record fits
         self._waker = None
 
     @classmethod
@@ -605,50 +607,55 @@ class Watcher:
         prefix, values, idx, gen = self.prefix, self.values, self.idx, self.gen
         unpack = REC.unpack_from
         while pos < head and len(out) < max_events:
-            if pos < feed.low():
-                self.pos = pos
-                return out + [self._gone()]
-            left = size - pos % size
-            if left < REC.size:
-                pos += left
-                continue
-            off = HEADER + pos % size
-            (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
-             flags) = unpack(buf, off)
-            key = value = None
-            mine = kind != PAD and ridx == idx and rgen == gen
-            if mine:
-                key = buf[off + REC.size:off + REC.size + klen]
-                if values and vlen:
-                    value = buf[off + REC.size + klen:off + REC.size + klen + vlen]
+            # copy a stretch, then check low once: if the writer had not raised it past
+            # `pos` after the copy, nothing in the copy was being overwritten
+            end = min(head, pos + feed.copy)
+            a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
+            data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
             feed_fence()
-            if feed.low() > pos or stamp != pos or n == 0:
+            if feed.low() > pos:
                 self.pos = pos
                 return out + [self._gone()]
-            pos += n
-            if kind == PAD:
-                continue
-            self.seq = seq
-            if not mine:
-                continue
-            if kind == 8:                       # the bucket was dropped: the watch ends
-                out.append(Event(seq, ms, self.bucket, b"", "drop", 0, 0, None, None))
-                self.dropped = True
-                break
-            if not key.startswith(prefix):
-                continue
-            if values:
-                if kind in (1, 6):
-                    if vsize == VSIZE_UNKNOWN or vlen < vsize:
-                        value = None            # longer than feed.max_value
-                    elif value is None:
-                        value = b""
-                vs = None if vsize == VSIZE_UNKNOWN or kind not in (1, 6) else vsize
-            else:
-                value, vs = None, (None if vsize == VSIZE_UNKNOWN or kind not in (1, 6)
-                                   else vsize)
-            out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version, expire_ms,
-                             value, vs))
+            p = pos
+            while p < end and len(out) < max_events:
+                left = size - p % size
+                if left < REC.size:
+                    p += left
+                    continue
+                if p + REC.size > end:
+                    break
+                o = p - pos
+                (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
+                 flags) = unpack(data, o)
+                if stamp != p or n == 0:
+                    self.pos = p
+                    return out + [self._gone("the feed is damaged")]
+                if p + n > end:
+                    break                       # (read with the next stretch)
+                p += n
+                if kind == PAD:
+                    continue
+                self.seq = seq
+                if ridx != idx or rgen != gen:
+                    continue
+                if kind == 8:                   # the bucket was dropped: the watch ends
+                    out.append(Event(seq, ms, self.bucket, b"", "drop", 0, 0, None, None))
+                    self.dropped = True
+                    self.pos = p
+                    return out
+                key = data[o + REC.size:o + REC.size + klen]
+                if not key.startswith(prefix):
+                    continue
+                setlike = kind == 1 or kind == 6
+                vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
+                value = None
+                if values and setlike and vs is not None and vlen == vsize:
+                    value = data[o + REC.size + klen:o + REC.size + klen + vlen]
+                out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version,
+                                 expire_ms, value, vs))
+            if p == pos:
+                break                           # (a record longer than feed.copy: never)
+            pos = p
         self.pos = pos
         if pos >= head and self.seq < feed.last_seq() and feed.head() == head:
             self.seq = max(self.seq, feed.last_seq())
