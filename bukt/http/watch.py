@@ -11,7 +11,8 @@ stream ends with one last event and its resume point in `id:` when:
   gone     the resume point is older than the feed holds, or the watcher fell so far
            behind that the feed overwrote it: `data` names `oldest`, the point to
            resume from after re-reading the bucket;
-  cutoff   the client reads too slowly (it trails the feed by feed.max_lag): it
+  cutoff   the client reads too slowly (it trails the feed by feed.max_lag and does
+           not catch up between two batches): it
            reconnects with Last-Event-ID and loses nothing while the feed holds it;
   revoked  its token was revoked (or its bucket dropped: `drop`).
 The worker never buffers a slow client's events: the generator awaits the socket
@@ -75,6 +76,7 @@ class Watch:
         feed = watcher.feed
         heartbeat = settings.feed_heartbeat
         last_sent = time.monotonic()
+        prev_lag = float("inf")             # (the first batch never cuts off)
         # the first bytes out at once: the client knows the watch is on
         yield SSEvent(comment="watching", retry=1000)
         try:
@@ -97,8 +99,11 @@ class Watch:
                     last_sent = time.monotonic()
                 if watcher.dropped:
                     return
-                if feed.head() - watcher.pos > settings.feed_max_lag and \
-                        watcher.pos is not None:
+                # cut off a client that trails by max_lag and is not catching up (one
+                # resuming from far back catches up: its lag shrinks batch by batch)
+                lag = feed.head() - watcher.pos if watcher.pos is not None else 0
+                behind, prev_lag = lag > settings.feed_max_lag and lag >= prev_lag, lag
+                if behind:
                     yield SSEvent(event="cutoff", event_id=str(watcher.position),
                                   data=json.dumps({"kind": "cutoff",
                                                    "resume": watcher.position}).encode())

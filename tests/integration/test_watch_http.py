@@ -204,3 +204,57 @@ def test_cli_watch_lines(service):
     assert r.returncode == 0, r.stderr
     assert [json.loads(ln) for ln in r.stdout.splitlines()] == docs
     c.close()
+
+
+def test_a_slow_client_is_cut_off_with_its_resume_point(tmp_path):
+    """A client that does not read: the worker queues nothing for it (the stream waits
+    on the socket), and once it trails the feed by feed.max_lag its stream ends with
+    `cutoff` and its resume point; reconnecting from there loses nothing."""
+    import socket as _socket
+    s = Service(tmp_path, feed={"size": "2MiB", "max_lag": "64KiB", "max_value": "1KiB"})
+    s.start()
+    try:
+        token = s.create_bucket("b")
+        sock = _socket.socket()
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", s.http_port))
+        sock.sendall(f"GET {path('b', values='true')} HTTP/1.1\r\nHost: x\r\n"
+                     f"X-Auth-Token: {token}\r\n\r\n".encode())
+        f = sock.makefile("rb")
+        while f.readline() not in (b"\r\n", b""):
+            pass                                  # the response head
+        store = bukt.attach(s.name)
+        b = store.bucket("b")
+        n = 1200                                  # ~1.2 MB of events: under feed.size
+        for i in range(n):
+            b.set(b"k%05d" % i, b"v" * 1000)
+        seen, last_id, end = [], None, None
+        fields = {}
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            line = line.decode().rstrip("\r\n")
+            if not line:
+                if "data" in fields:
+                    if fields.get("event") == "cutoff":
+                        end = json.loads(fields["data"])
+                    else:
+                        seen.append(json.loads(fields["data"])["key"])
+                        last_id = fields["id"]
+                fields = {}
+                continue
+            if not line.startswith(":"):
+                k, _, v = line.partition(":")
+                fields[k] = v.strip()
+        sock.close()
+        assert end is not None, f"no cutoff after {len(seen)} events"
+        assert end["resume"] == int(last_id)
+        assert seen == [f"k{i:05d}" for i in range(len(seen))] and len(seen) < n
+        st = Stream(s, path("b"), token, {"Last-Event-ID": last_id})
+        rest = [st.next()[2]["key"] for _ in range(n - len(seen))]
+        assert seen + rest == [f"k{i:05d}" for i in range(n)]
+        st.close()
+        store.close()
+    finally:
+        s.cleanup()
