@@ -18,9 +18,11 @@ from serve_harness import ROOT, Service, wait_for
 @pytest.fixture
 def service(tmp_path):
     s = Service(tmp_path, feed={"size": "256KiB", "max_lag": "64KiB", "heartbeat": 1})
-    s.start()
-    yield s
-    s.cleanup()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.cleanup()
 
 
 class Stream:
@@ -212,8 +214,8 @@ def test_a_slow_client_is_cut_off_with_its_resume_point(tmp_path):
     `cutoff` and its resume point; reconnecting from there loses nothing."""
     import socket as _socket
     s = Service(tmp_path, feed={"size": "2MiB", "max_lag": "64KiB", "max_value": "1KiB"})
-    s.start()
     try:
+        s.start()
         token = s.create_bucket("b")
         sock = _socket.socket()
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 4096)

@@ -16,9 +16,11 @@ from serve_harness import Service, wait_for
 @pytest.fixture
 def service(tmp_path):
     s = Service(tmp_path, feed={"size": "256KiB", "max_lag": "64KiB", "cache_only": True})
-    s.start()
-    yield s
-    s.cleanup()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.cleanup()
 
 
 def drain(w, until, timeout=20.0):
@@ -152,8 +154,8 @@ def test_cache_only_buckets_stay_off_the_ring_unless_asked(tmp_path):
     """feed.cache_only false (the default): a cache-only bucket's writes reserve no ring
     record (they cost what they did), and its watchers see nothing."""
     s = Service(tmp_path)
-    s.start()
     try:
+        s.start()
         s.create_bucket("c", persist=False)
         store = bukt.attach(s.name)
         w = store.watch("c")

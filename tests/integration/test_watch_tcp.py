@@ -12,9 +12,11 @@ from serve_harness import Service, wait_for
 @pytest.fixture
 def service(tmp_path):
     s = Service(tmp_path, feed={"size": "256KiB", "max_lag": "64KiB"})
-    s.start()
-    yield s
-    s.cleanup()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.cleanup()
 
 
 def poll_until(c, since, n, **kw):
