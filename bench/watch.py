@@ -9,7 +9,10 @@ connections to the HTTP face; Redis: PSUBSCRIBE connections to a redis-server wi
 notify-keyspace-events on):
 
   throughput  one process sets keys of 100-byte values as fast as it can for S seconds
-              (locally attached; Redis: SET over one connection, unpipelined), sets/s.
+              (locally attached; Redis: SET over one connection, unpipelined), sets/s;
+              "ended": watchers whose stream ended meanwhile (Bukt: gone or cut off,
+              having fallen out of the feed; Redis: disconnected by its output buffer
+              limit): they stop costing the writer anything, so read the two together.
   latency     the same process then sets 2000 keys paced at 1000/s; the key names the
               write, and a watcher process records when each event arrives. Latency is
               arrival minus the moment the set returned (acknowledged), p50 and p99, on
@@ -52,7 +55,7 @@ def pct(xs, p):
 
 # -- watchers ------------------------------------------------------------------------------
 
-async def _local_watchers(name, n, ready, stop, arrivals):
+async def _local_watchers(name, n, ready, stop, arrivals, ended):
     store = bukt.attach(name)
     ws = [store.awatch("b") for _ in range(n)]
 
@@ -60,24 +63,24 @@ async def _local_watchers(name, n, ready, stop, arrivals):
         async for e in w:
             if record and e.key.startswith(b"lat:"):
                 arrivals[int(e.key[4:])] = time.monotonic_ns()
-            if stop.is_set():
-                return
 
     tasks = [asyncio.create_task(run(w, i == 0)) for i, w in enumerate(ws)]
     ready.set()
     while not stop.is_set():
         await asyncio.sleep(0.05)
+    with ended.get_lock():              # streams that ended before the run did (gone,
+        ended.value += sum(t.done() for t in tasks)     # cut off, disconnected)
     for t in tasks:
         t.cancel()
 
 
-async def _sse_watchers(port, token, n, ready, stop, arrivals):
+async def _sse_watchers(port, token, n, ready, stop, arrivals, ended):
     async def run(record):
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(f"GET /api/v1/buckets/b/watch HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}"
                 "\r\nAccept: text/event-stream\r\n\r\n".encode())
         await w.drain()
-        while not stop.is_set():
+        while True:                     # until the stream ends, or the run (cancelled)
             line = await r.readline()
             if not line:
                 return
@@ -93,16 +96,18 @@ async def _sse_watchers(port, token, n, ready, stop, arrivals):
     ready.set()
     while not stop.is_set():
         await asyncio.sleep(0.05)
+    with ended.get_lock():              # streams that ended before the run did (gone,
+        ended.value += sum(t.done() for t in tasks)     # cut off, disconnected)
     for t in tasks:
         t.cancel()
 
 
-async def _redis_watchers(port, n, ready, stop, arrivals):
+async def _redis_watchers(port, n, ready, stop, arrivals, ended):
     async def run(record):
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(resp(b"PSUBSCRIBE", b"__keyevent@0__:*"))
         await w.drain()
-        while not stop.is_set():
+        while True:                     # until the stream ends, or the run (cancelled)
             line = await r.readline()
             if not line:
                 return
@@ -115,18 +120,20 @@ async def _redis_watchers(port, n, ready, stop, arrivals):
     ready.set()
     while not stop.is_set():
         await asyncio.sleep(0.05)
+    with ended.get_lock():              # streams that ended before the run did (gone,
+        ended.value += sum(t.done() for t in tasks)     # cut off, disconnected)
     for t in tasks:
         t.cancel()
 
 
-def watcher_proc(kind, target, n, ready, stop, out, record):
+def watcher_proc(kind, target, n, ready, stop, out, record, ended):
     arrivals = {}
     if kind == "local":
-        coro = _local_watchers(target, n, ready, stop, arrivals)
+        coro = _local_watchers(target, n, ready, stop, arrivals, ended)
     elif kind == "sse":
-        coro = _sse_watchers(target[0], target[1], n, ready, stop, arrivals)
+        coro = _sse_watchers(target[0], target[1], n, ready, stop, arrivals, ended)
     else:
-        coro = _redis_watchers(target, n, ready, stop, arrivals)
+        coro = _redis_watchers(target, n, ready, stop, arrivals, ended)
     try:
         asyncio.run(coro)
     except Exception as e:                              # noqa: BLE001
@@ -205,14 +212,14 @@ def run_case(kind, target, nwatch, seconds):
     """(sets/s with `nwatch` watchers, then latencies in ms and events missed, measured
     on `nwatch` fresh watchers: one that fell out of the feed at full speed would
     otherwise say nothing about latency)."""
-    rate, _, _ = run_phase(kind, target, nwatch, seconds, "rate")
-    _, lat, missing = run_phase(kind, target, max(nwatch, 1), seconds, "latency")
-    return rate, lat, missing
+    rate, _, _, ended = run_phase(kind, target, nwatch, seconds, "rate")
+    _, lat, missing, _ = run_phase(kind, target, max(nwatch, 1), seconds, "latency")
+    return rate, lat, missing, ended
 
 
 def run_phase(kind, target, nwatch, seconds, phase):
     ctx = mp.get_context("fork")
-    stop, out = ctx.Event(), ctx.Queue()
+    stop, out, ended = ctx.Event(), ctx.Queue(), ctx.Value("i", 0)
     procs = []
     split = [nwatch - nwatch // 2, nwatch // 2] if nwatch else []
     for j, n in enumerate(split):
@@ -220,7 +227,8 @@ def run_phase(kind, target, nwatch, seconds, phase):
             continue
         ready = ctx.Event()
         p = ctx.Process(target=watcher_proc,
-                        args=(kind, target, n, ready, stop, out, j == 0 and phase == "latency"))
+                        args=(kind, target, n, ready, stop, out, j == 0 and phase == "latency",
+                              ended))
         p.start()
         ready.wait(60)
         procs.append(p)
@@ -236,7 +244,7 @@ def run_phase(kind, target, nwatch, seconds, phase):
             p.kill()
     lat = [(arrivals[i] - acks[i]) / 1e6 for i in acks if i in arrivals]
     missing = len(acks) - len(lat)
-    return rate, lat, missing
+    return rate, lat, missing, ended.value
 
 
 SSE_STORE = [None]
@@ -279,19 +287,19 @@ def main():
         print(f"bench/watch.py on {os.cpu_count()} cores: one writer process, watchers in "
               f"two processes, {args.seconds:g} s of sets, then {LAT_N} paced sets at "
               f"{LAT_RATE}/s for latency (acknowledged write -> event received)\n")
-        print(f"  {'face':<8}{'watchers':>9}{'sets/s':>11}{'vs 0':>8}{'p50 ms':>9}"
-              f"{'p99 ms':>9}{'missed':>8}")
+        print(f"  {'face':<8}{'watchers':>9}{'sets/s':>11}{'vs 0':>8}{'ended':>7}"
+              f"{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}")
         cases = [("local", svc.name), ("sse", (svc.http_port, token))]
         if redis:
             cases.append(("redis", rport))
         for kind, target in cases:
             base = None
             for n in counts:
-                rate, lat, missing = run_case(kind, target, n, args.seconds)
+                rate, lat, missing, ended = run_case(kind, target, n, args.seconds)
                 base = base or rate
                 p50 = f"{pct(lat, 50):9.2f}" if lat else f"{'-':>9}"
                 p99 = f"{pct(lat, 99):9.2f}" if lat else f"{'-':>9}"
-                print(f"  {kind:<8}{n:>9}{rate:>11.0f}{rate / base:>7.2f}x{p50}{p99}"
+                print(f"  {kind:<8}{n:>9}{rate:>11.0f}{rate / base:>7.2f}x{ended:>7}{p50}{p99}"
                       f"{missing:>8}", flush=True)
         if not redis:
             print("  redis: n/a (no redis-server)")
