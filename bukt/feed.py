@@ -328,7 +328,7 @@ class FeedWriter:
         publish at, and it runs beside the log)."""
         if not events:
             if upto is not None and upto > self.q[UPTO_W]:
-                self.q[UPTO_W] = upto
+                feed_store(self.buf, UPTO_W * 8, upto)
             return
         buf, size, pack = self.buf, self.size, REC.pack
         ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -376,7 +376,7 @@ class FeedWriter:
         feed_store(buf, HEAD, head)             # release: the records before the head
         feed_store(buf, LAST, last)
         if upto is not None and upto > self.q[UPTO_W]:
-            self.q[UPTO_W] = upto               # after the events: a writer killed
+            feed_store(buf, UPTO_W * 8, upto)   # after the events: a writer killed
                                                 # before this leaves a gap to mark
         self.published += len(events)
         feed_wake(buf, WAKE)
@@ -469,6 +469,11 @@ class Feed:
 
     def last_seq(self):
         return feed_load(self.buf, LAST)
+
+    def published_upto(self):
+        """The change ring's position up to which the feed holds every change: a
+        write whose record ends below it has its event published."""
+        return feed_load(self.buf, UPTO_W * 8)
 
     def wake_word(self):
         return struct.unpack_from("=I", self.buf, WAKE)[0]
