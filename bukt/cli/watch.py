@@ -2,7 +2,8 @@
 bucket's change feed (bukt/feed.py), one line per event, until interrupted.
 
 Locally it reads the feed from shared memory; with --url http://... it reads the HTTP
-face's Server-Sent Events (GET /api/v1/buckets/{name}/watch). A line is
+face's Server-Sent Events (GET /api/v1/buckets/{name}/watch); with --url bukt://... it
+polls the binary protocol's WATCH. A line is
 
     <seq> <kind> <key> [ttl=<s>] [v=<version>] [value=<value>]
 
@@ -64,7 +65,21 @@ def watch(args):
             return _local(args, t.store, bucket, prefix)
         if t.kind == "http":
             return _http(args, t, bucket, prefix)
-    raise CliError(2, "bukt watch reads the local feed or an http:// URL")
+        if t.kind == "tcp":
+            return _tcp(args, t.client, prefix)
+    raise CliError(2, "bukt watch reads the local feed, a bukt:// or an http:// URL")
+
+
+def _tcp(args, client, prefix):
+    n = 0
+    for e in client.watch(args.since, prefix, args.values):
+        _out(args, e.as_dict(args.values))
+        if e.gone:
+            return NOT_FOUND
+        n += 1
+        if args.count and n >= args.count:
+            return OK
+    return OK
 
 
 def _local(args, store, bucket, prefix):

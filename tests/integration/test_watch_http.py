@@ -205,6 +205,11 @@ def test_cli_watch_lines(service):
              str(seqs[0]), "--json", "--count", "3")
     assert r.returncode == 0, r.stderr
     assert [json.loads(ln) for ln in r.stdout.splitlines()] == docs
+    # over TCP (WATCH), the same lines
+    url = f"bukt://b:{token}@127.0.0.1:{service.tcp_port}"
+    r = _cli(service, "watch", "--url", url, "--since", str(seqs[0]), "--json", "--count", "3")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(ln) for ln in r.stdout.splitlines()] == docs
     c.close()
 
 
