@@ -26,7 +26,8 @@ restarts (the events in it stay valid: sequences are ring positions, which conti
     header  4096 B, u64 words: magic "BUKTFEED" | format | data size | max_value |
             writer pid | writer start | - | - | head | low | lost | last_seq |
             ring_lost_seen (the segment's feed_lost last made a gap) |
-            upto (the ring position past the last batch published) | ... | wake (u32 at byte 128: bumped and futex-woken after each batch)
+            upto (the ring position past the last batch published) | ... |
+            wake (u32 at byte 128: bumped and futex-woken after each batch)
     data    `size` bytes: records at byte positions that grow for ever (the bytes of
             position p sit at p % size), each REC (64 B) then key then value, 8-aligned,
             never split by the end of the area (a PAD record, or under 64 bytes left,

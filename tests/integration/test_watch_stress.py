@@ -1,8 +1,9 @@
 """The change feed under load, against a real `bukt serve`: 4 processes write while 10
 watchers (in 2 processes, some slow) read; the feed is small so that slow ones are
-overrun (4 x 4000 events of up to 300 bytes, a 1 MiB feed). Each writer sets its own keys in order, so between two "gone" events a watcher
-must see every one of a writer's writes, one after another: any other gap is a silent
-one. Ends with the table's check()."""
+overrun (4 x 4000 events of up to 300 bytes, a 1 MiB feed). Each writer sets its own
+keys in order, so between two "gone" events a watcher must see every one of a writer's
+writes, one after another: any other gap is a silent one. Ends with the table's
+check()."""
 import multiprocessing as mp
 import time
 
