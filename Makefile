@@ -104,6 +104,7 @@ bench: build
 	$(PY) bench/durability.py
 	$(PY) bench/fsync.py
 	$(PY) bench/hardening.py
+	$(PY) bench/watch.py
 
 lint: $(DEPS)
 	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"

@@ -177,6 +177,33 @@ def bench_transfer(name, keys):
             "mget_consistent": timed_pairs(consistent, keys)}
 
 
+def bench_cache_only(name, keys):
+    """set overwrite of a cache-only bucket (persist=false) with the change feed's
+    feed-only records off and on (feed.cache_only; bukt/feed.py, THE SOURCE). They go
+    to the ring only on a segment a writer claimed: claimed here, the drainer standing
+    in for the writer."""
+    from bukt._core import feed_settings, writer_claim
+    store = bukt.attach(name)
+    writer_claim(store, based=True)
+    b = store.create_bucket("cache", persist=False)
+    for k in keys:
+        b.set(k, VALUE)
+
+    def put(k):
+        b.set(k, VALUE)
+    res = {}
+    for label, carry in (("off", 0), ("on", 1025)):
+        feed_settings(store, carry)
+        res[label] = timed(put, keys)
+    feed_settings(store, 0)
+    p = store.bucket("bench")               # a persisted bucket's set, logged, for scale
+
+    def put_logged(k):
+        p.set(k, VALUE)
+    res["logged"] = timed(put_logged, keys)
+    return res
+
+
 def reader(name, keys, seconds, out):
     if name is None:                    # the reference: a dict private to the process
         get = {k: VALUE for k in keys}.get
@@ -309,6 +336,11 @@ def main():
               f"{tr['atomic transfer']:8.0f} ({tr['atomic transfer'] / tr['2 plain sets']:.2f}x)")
         print(f"  2 gets       {tr['2 gets']:8.0f}   mget_consistent {tr['mget_consistent']:6.0f}"
               f" ({tr['mget_consistent'] / tr['2 gets']:.2f}x)")
+        co = bench_cache_only(name, keys)
+        print(f"  set overwrite, persist=false: {co['off']:.0f} ns/op without its change "
+              f"feed records, {co['on']:.0f} with them (feed.cache_only): "
+              f"{co['on'] / co['off']:.2f}x; a persisted bucket's, logged: "
+              f"{co['logged']:.0f} ns/op")
         print()
         # no writes from here on: stop the drainer, whose polling would take CPU
         # time from the two readers (and from the dict's two) on a small machine

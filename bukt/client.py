@@ -199,6 +199,23 @@ class _Ops:
         return self._do(C.SCAN, {"cursor": cursor, "count": count, "prefix": _b(prefix)},
                         convert)
 
+    def watch_poll(self, since=None, prefix=b"", values=False, max_events=256):
+        """One WATCH (docs/protocol.md): (events, position, gone). `since` None: from now.
+        Events are bukt.feed.Event; go on with since=position. `gone`: the feed no
+        longer holds `since`; position is then the oldest point it does hold."""
+        from bukt.feed import KINDS, Event
+        flags = (P.WATCH_VALUES if values else 0) | (P.WATCH_NOW if since is None else 0)
+
+        def convert(status, f):
+            if status != S.OK:
+                _raise(status, f)
+            evs = [Event(seq, ms, self.bucket, key, KINDS.get(k, str(k)), version, exp,
+                         val, None if val is None else len(val))
+                   for seq, k, ms, version, exp, key, val in f["events"]]
+            return evs, f["position"], f["state"] == P.WATCH_GONE
+        return self._do(C.WATCH, {"flags": flags, "since": since or 0, "max": max_events,
+                                  "prefix": _b(prefix)}, convert)
+
     def version(self, key):
         return self._do(C.VERSION, {"key": _b(key)}, self._field("version", S.NOT_FOUND))
 
@@ -403,6 +420,20 @@ class Client(_Ops):
 
     def __repr__(self):
         return f"<bukt.Client {self.host}:{self.port} bucket={self.bucket!r}>"
+
+    def watch(self, since=None, prefix=b"", values=False, interval=0.01):
+        """The bucket's changes, polled every `interval` s while idle: an iterator of
+        events, ending with a bukt.feed.Gone when the feed no longer holds its place."""
+        from bukt.feed import Gone
+        while True:
+            evs, position, gone = self.watch_poll(since, prefix, values)
+            yield from evs
+            if gone:
+                yield Gone(since, position)
+                return
+            since = position
+            if not evs:
+                time.sleep(interval)
 
     def __enter__(self):
         return self

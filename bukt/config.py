@@ -241,6 +241,11 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "limits.ring_size": ("16MiB", _size(lo=64 << 10)),
     "limits.ring_wait_ms": (1000, _int(0, 3_600_000)),
     "limits.max_transaction_keys": (1024, _int(1, 1 << 20)),
+    "feed.size": ("16MiB", _size(lo=64 << 10, hi=1 << 36)),
+    "feed.max_value": ("1KiB", _size(hi=1 << 20)),
+    "feed.cache_only": (False, _bool),
+    "feed.heartbeat": (15, _duration(lo=0.1, hi=3600)),
+    "feed.max_lag": ("4MiB", _size(lo=4096, hi=1 << 36)),
     "compaction.min_log_bytes": ("64MiB", _size()),
     "compaction.ratio": (2.0, _float(1.1, 1000.0)),
     "expiry.hz": (10, _int(1, 500)),
@@ -313,6 +318,12 @@ def _cross_checks(flat: dict, where: dict) -> None:
     need(flat["limits.ring_size"] >= 2 * (mv + 1024), "limits.ring_size",
          f"at least twice limits.max_value + 1KiB ({2 * (mv + 1024)}), so a maximal "
          "change always fits in the ring")
+    need(flat["feed.max_lag"] < flat["feed.size"], "feed.max_lag",
+         f"below feed.size ({flat['feed.size']}), so a slow watch is cut off while the "
+         "feed still holds its resume point")
+    need(flat["feed.max_value"] + flat["limits.max_key"] + 64 <= flat["feed.size"] // 4,
+         "feed.max_value", f"at most a quarter of feed.size ({flat['feed.size']}) less "
+         "a maximal key, so the feed holds several events of any size")
     need(flat["ratelimit.burst"] >= flat["ratelimit.rps"] or not flat["ratelimit.enabled"],
          "ratelimit.burst", f"at least ratelimit.rps ({flat['ratelimit.rps']})")
     need(flat["auth.lockout_max"] >= flat["auth.lockout"], "auth.lockout_max",

@@ -47,6 +47,7 @@ class Command(enum.IntEnum):
     VERSION = 0x0E
     STATS = 0x0F
     FLUSH = 0x10
+    WATCH = 0x11
     BUCKET_CREATE = 0x20
     BUCKET_DROP = 0x21
     BUCKET_LIST = 0x22
@@ -169,6 +170,13 @@ U64S = "u64s"  # u32 count, then count u64
 STATS = "stats"  # u32 count, then count (blob name, i64 value)
 TOKENS = "tokens"  # u32 count, then count (u64 id, u8 perms)
 REST = "rest"  # the bytes up to the end of the frame
+EVENTS = "events"  # u32 count, then count change-feed events (docs/protocol.md, WATCH)
+
+# WATCH flags, and the state its answer opens with
+WATCH_VALUES = 0x01  # set and incr events carry their values
+WATCH_NOW = 0x02  # from now on: `since` is ignored
+WATCH_FLAGS = WATCH_VALUES | WATCH_NOW
+WATCH_EVENTS, WATCH_GONE = 0, 1
 
 _KEY = (("key", BLOB),)
 _KEYS = (("keys", BLOBS),)
@@ -196,6 +204,7 @@ REQUEST = {
     Command.VERSION: _KEY,
     Command.STATS: (),
     Command.FLUSH: (),
+    Command.WATCH: (("flags", U8), ("since", U64), ("max", U32), ("prefix", BLOB)),
     Command.BUCKET_CREATE: _BUCKET_INFO,
     Command.BUCKET_DROP: _NAME,
     Command.BUCKET_LIST: (),
@@ -227,6 +236,7 @@ RESPONSE = {
     Command.VERSION: (("version", U64),),
     Command.STATS: (("stats", STATS),),
     Command.FLUSH: (("count", U64),),
+    Command.WATCH: (("state", U8), ("position", U64), ("events", EVENTS)),
     Command.BUCKET_CREATE: (("token_id", U64), ("token", BLOB)),
     Command.BUCKET_DROP: (),
     Command.BUCKET_LIST: (("names", BLOBS),),
@@ -244,6 +254,7 @@ _u32 = struct.Struct(">I")
 _u64 = struct.Struct(">Q")
 _i64 = struct.Struct(">q")
 _INTS = {U8: _u8, U32: _u32, U64: _u64, I64: _i64}
+_EVENT = struct.Struct(">QBqQq")  # seq, kind, time_ms, version, expire_ms
 
 
 # --- encoding -------------------------------------------------------------------------
@@ -322,6 +333,17 @@ def _encode_field(kind, value, out: list) -> None:
         out.append(_u32.pack(len(items)))
         for token_id, perms in items:
             out.append(_u64.pack(token_id) + _u8.pack(perms))
+    elif kind == EVENTS:
+        items = list(value)
+        out.append(_u32.pack(len(items)))
+        for seq, kind_code, ms, version, expire_ms, key, val in items:
+            out.append(_EVENT.pack(seq, kind_code, ms, version, expire_ms))
+            out.append(_blob(key))
+            if val is None:
+                out.append(_u8.pack(0))
+            else:
+                out.append(_u8.pack(1))
+                out.append(_blob(val))
     else:  # pragma: no cover - a typo in the tables
         raise AssertionError(kind)
 
@@ -457,6 +479,19 @@ def _decode_field(kind, r: _Reader, name: str):
         return out
     if kind == TOKENS:
         return [(r.int(_u64, "token id"), r.int(_u8, "perms")) for _ in range(r.count(name, 9))]
+    if kind == EVENTS:
+        out = []
+        for _ in range(r.count(name, _EVENT.size + 5)):
+            r.need(_EVENT.size, name)
+            seq, kind_code, ms, version, expire_ms = _EVENT.unpack_from(r.buf, r.pos)
+            r.pos += _EVENT.size
+            key = r.blob(name + " key")
+            has = r.int(_u8, name + " value flag")
+            if has > 1:
+                raise errors.ProtocolError(f"event value flag {has}: 0 or 1")
+            out.append((seq, kind_code, ms, version, expire_ms, key,
+                        r.blob(name + " value") if has else None))
+        return out
     raise AssertionError(kind)  # pragma: no cover
 
 

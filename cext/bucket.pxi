@@ -622,8 +622,12 @@ cdef class Bucket:
                         raise _err.SchemaError(f"incr of {kb[:60]!r} by {by} leaves the "
                                                "signed 64-bit range")
                     vb = str(new).encode()
-                    do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>len(vb), expire_ms,
-                           flags, found, off)
+                    s.rec_flags = BK_RF_INCR        # the feed tells an incr apart
+                    try:
+                        do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>len(vb), expire_ms,
+                               flags, found, off)
+                    finally:
+                        s.rec_flags = 0
                     bk_add64(&s.counters(self.idx).writes, 1)
                 finally:
                     unlock_stripe(s, si)
@@ -1171,7 +1175,11 @@ cdef class Bucket:
         """Remove every key of the bucket; returns how many."""
         self.s._writable()
         self._b()
-        return remove_where(self.s, self.idx, -1)
+        self.s.rec_flags = BK_RF_FLUSH          # the feed tells a flush's deletes apart
+        try:
+            return remove_where(self.s, self.idx, -1)
+        finally:
+            self.s.rec_flags = 0
 
     def stats(self):
         self._b()

@@ -16,7 +16,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   |                  retired flag (beside index_geom), global counters,      |
   |                  ring head/claim/tail, writer progress and owner record  |
   |                  (pid + start time), retire_drained, its repair period   |
-  |                  and absolute data directory                             |
+  |                  and absolute data directory, the change feed's asks     |
+  |                  (feed_cache_only, feed_lost: ring.pxi, THE FEED'S       |
+  |                  RECORDS)                                                |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
   |                           depth | min_expire_ms (depth: the hash bits    |
@@ -105,7 +107,9 @@ WHO WRITES WHAT
   ring head, record headers, ring claim   the ring lock holder; record bodies and the
                                           commit state by the record's reserver; the
                                           claim's stamp by its waiter, relaxed
-  ring tail, flushed_pos, writer fields   the writer process only
+  ring tail, flushed_pos, writer fields,  the writer process only
+  feed_cache_only
+  feed_lost                               producers of cache-only changes (atomic max)
   retired, retire_drained                 the writer process replacing the segment
                                           (retired under the ring lock: store.pxi,
                                           RETIREMENT)
@@ -290,6 +294,7 @@ include "logscan.pxi"
 include "bulkload.pxi"
 include "writer.pxi"
 include "flushnote.pxi"
+include "feedmem.pxi"
 
 # for bukt/writer/restore.py's memory_needed: a chunk holds an entry header, its key and value,
 # and a grown index keeps an average stripe at most this full

@@ -377,6 +377,42 @@ def ring_claim(Store s):
     return (claim, <uint32_t>(bk_load_rlx64(&h.ring_claim_ticket) >> 32), claim_age_ms(h))
 
 
+# THE FEED'S RECORDS (bukt/feed.py, THE SOURCE). A change to a cache-only bucket is
+# not logged, but the change feed wants it, and only the writer process publishes the
+# feed. While the writer asks for them (feed_cache_only in the header), such changes
+# reserve a feed-only record (BK_RF_FEED) the writer publishes and leaves out of the
+# log. A cache-only write never waits for the ring, nor is refused because of it: it
+# reserves its record at once, and only while the ring is under half full, so it
+# cannot take the room a persisted write waits for; failing that it changes the table
+# alone and raises feed_lost to the ring's head, which the writer turns into a gap
+# that watchers behind it are told of ("gone"), never a silent one. The record is
+# reserved, filled, committed and repaired exactly as a logged one (its stripe's
+# intent names it). s.rec_flags holds the flags an operation adds to its records
+# (BK_RF_INCR, BK_RF_FLUSH) for the feed to tell them apart; the log ignores them.
+
+cdef inline uint32_t feeds(Store s, bk_bucket *b) noexcept nogil:
+    """Does a change to bucket b go to the ring as a feed-only record? 0: no; else 1 +
+    the largest value it carries. (Exact under the stripe lock, like logs().)"""
+    if b.persist or not s.logging or not claimed(s.hdr):
+        return 0
+    return bk_load_rlx32(&s.hdr.feed_cache_only)
+
+
+cdef uint64_t feed_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *intent_ring) except? 1:
+    """Reserve a feed-only record of `need` bytes at once, or note the gap (above)."""
+    cdef bk_header *h = s.hdr
+    cdef uint64_t head = bk_load_acq64(&h.ring_head), cur, pos = 0
+    if head - bk_load_acq64(&h.ring_tail) + 2 * need <= s.ring_size // 2:
+        pos = ring_reserve(s, need, owner, intent_ring, s.ring_ticket)
+    if pos == 0:
+        head = bk_load_acq64(&h.ring_head)
+        while True:
+            cur = bk_load_acq64(&h.feed_lost)
+            if cur >= head or bk_cas64(&h.feed_lost, cur, head):
+                break
+    return pos
+
+
 cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, uint32_t gen,
                            const char *k, uint32_t klen, const char *v, uint32_t vlen,
                            int64_t expire_ms, uint64_t version, uint8_t flags) noexcept:
@@ -388,7 +424,7 @@ cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, 
     r.vlen = vlen
     r.expire_ms = expire_ms
     r.version = version
-    r.flags = flags
+    r.flags = flags | s.rec_flags
     if klen:
         memcpy(<char *>r + 48, k, klen)
     if vlen:

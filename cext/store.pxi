@@ -120,6 +120,8 @@ cdef class Store:
     cdef public uint64_t ring_ticket    # a front end's claim on ring room, for the write
                                         # it tries again (ring.pxi, THE CLAIM FROM AN
                                         # EVENT LOOP); 0 outside such a try
+    cdef uint8_t rec_flags              # added to the flags of ring records (ring.pxi,
+                                        # THE FEED'S RECORDS): BK_RF_INCR, BK_RF_FLUSH
     cdef dict _bucket_cache
     cdef object _notifier               # this process's FlushNotifier (flushnote.pxi)
     # RETIREMENT (below)
@@ -356,6 +358,17 @@ cdef class Store:
         return [self.bucketv[i].name.decode() for i in range(self.max_buckets)
                 if self.bucketv[i].state == 1 or (self.bucketv[i].state == 2 and
                                                   not dropper_alive(&self.bucketv[i]))]
+
+    def watch(self, bucket, prefix=b"", since=None, values=False):
+        """The change feed of one bucket (bukt/feed.py): a Watcher, iterated for
+        its events (blocking), resumable after sequence `since` (None: from now)."""
+        from bukt.feed import Watcher
+        return Watcher(self, bucket, prefix, since, values)
+
+    def awatch(self, bucket, prefix=b"", since=None, values=False):
+        """watch() for asyncio: `async for event in store.awatch(...)`."""
+        from bukt.feed import Watcher
+        return Watcher(self, bucket, prefix, since, values)
 
     def bucket(self, name):
         cdef Bucket b = self._bucket_cache.get(name)

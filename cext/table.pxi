@@ -668,7 +668,7 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     cdef uint16_t bidx = e.bucket
     cdef bk_bucket *b = &s.bucketv[bidx]
     cdef uint32_t klen = e.klen, vlen = e.vlen
-    cdef bint had_ttl = e.expire_ms != 0
+    cdef bint had_ttl = e.expire_ms != 0, feed = 0
     cdef uint64_t pos = 0
     cdef bint own
     st.intent_ring = 0
@@ -678,6 +678,12 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
         if pos == 0:
             return 0
         ring_fill(s, pos, rtype, bidx, b.gen, EKEY(s, off), klen, NULL, 0, 0, e.version, 0)
+    elif feeds(s, b):
+        pos = feed_reserve(s, rec_size(klen, 0), si, &st.intent_ring)
+        if pos:
+            ring_fill(s, pos, rtype, bidx, b.gen, EKEY(s, off), klen, NULL, 0, 0,
+                      e.version, BK_RF_FEED)
+            feed = 1
     st.intent_slot = slot
     st.intent_old = off
     st.intent_new = 0
@@ -687,7 +693,8 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
     do_shift(s, si, slot)
     if pos:
         ring_commit(s, pos)
-        s.last_pos = pos + rec_size(klen, 0)
+        if not feed:
+            s.last_pos = pos + rec_size(klen, 0)
     st.count -= 1
     st.nttl -= had_ttl
     bk_add64(&b.keys, -1)
@@ -763,7 +770,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     cdef bk_stripe *st = STRIPE(s, si)
     cdef bk_bucket *b = &s.bucketv[bidx]
     cdef uint64_t *slots = SLOTS_OF(s, si)
-    cdef uint32_t slot, need = 0
+    cdef uint32_t slot, need = 0, carry, vlen_fed
+    cdef bint feed = 0
     cdef int c = class_for(s, 32 + n + vlen), tries = 0
     cdef uint64_t off, pos = 0, ver
     cdef int64_t dbytes, dmem
@@ -836,6 +844,19 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
             raise ring_full(s, f"change ring full ({s.ring_size} bytes): the writer "
                             "process is down or behind; the write was not applied", need)
         ring_fill(s, pos, BK_T_SET, bidx, b.gen, k, n, v, vlen, expire_ms, ver, eflags)
+    else:
+        carry = feeds(s, b)
+        if carry:
+            if vlen >= carry:
+                vlen_fed = 0                    # the feed does not keep it: key only
+            else:
+                vlen_fed = vlen
+            need = rec_size(n, vlen_fed)
+            pos = feed_reserve(s, need, si, &st.intent_ring)
+            if pos:
+                ring_fill(s, pos, BK_T_SET, bidx, b.gen, k, n, v, vlen_fed, expire_ms,
+                          ver, eflags | BK_RF_FEED | (BK_RF_NOVALUE if vlen_fed < vlen else 0))
+                feed = 1
     slot = <uint32_t>(found if found >= 0 else -1 - found)
     st.intent_slot = slot
     st.intent_old = old_off
@@ -847,7 +868,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     bk_store_rlx64(&slots[slot], tag_of(h) | off)
     if pos:
         ring_commit(s, pos)
-        s.last_pos = pos + need
+        if not feed:
+            s.last_pos = pos + need
     dbytes = n + vlen
     dmem = s.classes[c].chunk_size
     st.nttl += expire_ms != 0
@@ -882,6 +904,7 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     cdef bk_bucket *b = &s.bucketv[e.bucket]
     cdef uint64_t pos = 0, ver = next_version(s, version) if version else e.version
     cdef bint own
+    cdef bint feed = 0
     st.intent_ring = 0
     st.intent_op = BK_OP_NONE
     if logs(s, b):
@@ -892,6 +915,12 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
                             rec_size(e.klen, 0))
         ring_fill(s, pos, BK_T_TOUCH, e.bucket, b.gen, EKEY(s, off), e.klen, NULL, 0,
                   expire_ms, ver, e.flags & BK_E_SINGLE)
+    elif feeds(s, b):
+        pos = feed_reserve(s, rec_size(e.klen, 0), si, &st.intent_ring)
+        if pos:
+            ring_fill(s, pos, BK_T_TOUCH, e.bucket, b.gen, EKEY(s, off), e.klen, NULL, 0,
+                      expire_ms, ver, (e.flags & BK_E_SINGLE) | BK_RF_FEED)
+            feed = 1
     st.intent_slot = slot
     st.intent_old = off
     st.intent_op = BK_OP_TOUCH
@@ -902,7 +931,8 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
     e.version = ver
     if pos:
         ring_commit(s, pos)
-        s.last_pos = pos + rec_size(e.klen, 0)
+        if not feed:
+            s.last_pos = pos + rec_size(e.klen, 0)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     if own:

@@ -49,3 +49,21 @@ def writer_claimed(Store s):
     segment, 1 one did and its base file is not in yet, 2 claimed with its base in."""
     s._open()
     return bk_load_acq32(&s.hdr.writer_claimed)
+
+
+def feed_settings(Store s, uint32_t carry):
+    """The writer asks for cache-only buckets' changes as feed-only records (ring.pxi,
+    THE FEED'S RECORDS): 0 stops them; else they carry values shorter than `carry`
+    bytes (1 + feed.max_value). Returns the previous setting."""
+    cdef uint32_t was
+    s._writable()
+    was = bk_load_acq32(&s.hdr.feed_cache_only)
+    bk_store_rel32(&s.hdr.feed_cache_only, carry)
+    return was
+
+
+def feed_lost(Store s):
+    """The highest ring position a cache-only change could not reserve its feed record
+    at (0: none ever): the writer makes a gap in the change feed when it moves."""
+    s._open()
+    return bk_load_acq64(&s.hdr.feed_lost)

@@ -13,6 +13,7 @@
       bukt bench   [--seconds S]               throughput and latency, TCP and HTTP
     data (attached to this host's segment, or --url bukt://... / http://...)
       bukt get | set | del | incr | ttl        keys of a bucket (-b BUCKET)
+      bukt watch   -b BUCKET [--prefix P] [--since N] [--json]   changes as they happen
       bukt buckets create | list | drop
       bukt tokens  create | list | revoke
       bukt dump    [-o FILE] [--format jsonl|snapshot]
@@ -96,6 +97,8 @@ COMMANDS = {
     "incr": ("add to an integer value (--by, --initial)", "data:incr_args",
              "data:incr"),
     "ttl": ("a key's remaining time to live", "data:ttl_args", "data:ttl"),
+    "watch": ("print a bucket's changes as they happen (--prefix, --since, --json)",
+              "watch:watch_args", "watch:watch"),
     "buckets": ("create, list or drop buckets", "data:buckets_args", "data:buckets"),
     "tokens": ("create, list or revoke a bucket's tokens", "data:tokens_args",
                "data:tokens"),

@@ -28,6 +28,7 @@ from bukt.http.service import Service
 from bukt.http.settings import HttpSettings
 from bukt.http.ui import UiFile, UiRoot
 from bukt.http.shared import SharedArea
+from bukt.http.watch import Watch
 
 API = "/api/v1"
 KEY_ROUTE = f"{API}/buckets/{{name}}/keys/{{key:path}}"
@@ -66,6 +67,7 @@ def routes(ctx):
         (f"{b}/tokens", TokenList(ctx)),
         (f"{b}/tokens/{{token_id:int(min=1,max=4294967295)}}", TokenItem(ctx)),
         (f"{b}/keys", Scan(ctx)),
+        (f"{b}/watch", Watch(ctx)),
         (KEY_ROUTE, Key(ctx)),
         (f"{b}/mget", Bulk(ctx, "mget")),
         (f"{b}/mset", Bulk(ctx, "mset")),

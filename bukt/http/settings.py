@@ -84,6 +84,8 @@ class HttpSettings:
     compaction_ratio: float = 2.0
     compaction_min_log_bytes: int = 64 << 20
     tcp_workers: int = 0              # 0 = one per CPU
+    feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
+    feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
 
     @classmethod
     def from_config(cls, config):
@@ -122,4 +124,6 @@ class HttpSettings:
             compaction_min_log_bytes=_size(get("compaction.min_log_bytes",
                                                cls.compaction_min_log_bytes)),
             tcp_workers=int(get("tcp.workers", cls.tcp_workers)) or os.cpu_count() or 1,
+            feed_heartbeat=_duration(get("feed.heartbeat", cls.feed_heartbeat)),
+            feed_max_lag=_size(get("feed.max_lag", cls.feed_max_lag)),
         )

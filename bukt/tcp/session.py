@@ -80,7 +80,7 @@ NEEDS = {
     C.SET: WRITE, C.GET: READ, C.DELETE: WRITE, C.EXISTS: READ, C.INCR: WRITE,
     C.DECR: WRITE, C.GETDEL: WRITE, C.TTL: READ, C.EXPIRE: WRITE, C.PERSIST: WRITE,
     C.MGET: READ, C.MSET: WRITE, C.SCAN: READ, C.VERSION: READ, C.STATS: READ,
-    C.FLUSH: ADMIN, C.TOKEN_CREATE: ADMIN, C.TOKEN_LIST: ADMIN, C.TOKEN_REVOKE: ADMIN,
+    C.FLUSH: ADMIN, C.WATCH: READ, C.TOKEN_CREATE: ADMIN, C.TOKEN_LIST: ADMIN, C.TOKEN_REVOKE: ADMIN,
 }
 WRITES = frozenset(c for c, p in NEEDS.items() if p == WRITE) | {C.FLUSH}
 # Commands the session answers itself (permissions checked in the handler).
@@ -99,6 +99,7 @@ ROOM_FIRST = frozenset(c for c, m in METHOD.items() if m in ringroom.ROOM_FIRST)
 
 
 _rec = ringroom.rec_room
+from bukt.feed import KIND_CODES  # noqa: E402 (the feed's kinds are the wire's)
 
 
 def _ok(request_id: int, body: bytes = b"") -> bytes:
@@ -134,8 +135,8 @@ def _name(raw: bytes) -> str:
 class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
                  "perms", "persist", "admin", "closing", "park_ring_full", "park_room",
-                 "token_id", "token_perms", "revoked", "_handlers", "_limits", "guard",
-                 "peer")
+                 "token_id", "token_perms", "revoked", "_handlers", "_limits",
+                 "_watch_state", "guard", "peer")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
                  max_frame: int = P.DEFAULT_MAX_FRAME, durable=None, guard=None,
@@ -158,6 +159,8 @@ class Session:
         self.park_ring_full = False   # RingFull -> PARK (RING FULL in the docstring)
         self.park_room = 0            # the ring room the command last PARKed waits for
         self._limits = None           # (ring_size, max_key), once asked for
+        self._watch_state = None      # ((bucket, prefix, values), bukt.feed.Watcher) of the last
+                                      # WATCH, reused while the next one goes on from it
         self._handlers = {c: getattr(self, "_" + c.name.lower()) for c in P.Command
                           if c not in (C.GET, C.SET)}
 
@@ -358,6 +361,37 @@ class Session:
             raise errors.BuktError("the store's scan cursor does not fit in u64")
         return self._bounded(rid, P.encode_payload(P.RESPONSE[C.SCAN],
                                                    {"cursor": next_cursor, "keys": keys}))
+
+    def _watch(self, rid, flags, since, max, prefix):
+        """WATCH: the change feed (bukt/feed.py) from `since`, without waiting: the
+        client polls. The session keeps the last Watcher, so a client that goes on from
+        the position it was given costs no seek through the feed."""
+        if flags & ~P.WATCH_FLAGS:
+            raise errors.InvalidArgument(f"WATCH flags 0x{flags:02x}")
+        from bukt.feed import Watcher
+        values = bool(flags & P.WATCH_VALUES)
+        key = (self.bucket_name, prefix, values)
+        kept = self._watch_state
+        if flags & P.WATCH_NOW:
+            w = Watcher(self.store, self.bucket_name, prefix, None, values)
+        elif kept is not None and kept[0] == key and kept[1].position == since \
+                and kept[1].gone is None:
+            w = kept[1]
+        else:
+            w = Watcher(self.store, self.bucket_name, prefix, since, values)
+        self._watch_state = (key, w)
+        # as many as surely fit in a frame: an event takes at most its fixed fields,
+        # a maximal key and a value of feed.max_value
+        bound = 29 + 9 + self._ring_limits()[1] + w.feed.max_value
+        evs = w.poll(min(max or 256, 4096, (self.max_frame - 64) // bound or 1))
+        state, position = P.WATCH_EVENTS, w.position
+        if evs and evs[-1].gone:
+            state, position = P.WATCH_GONE, evs[-1].oldest
+            evs = evs[:-1]
+        out = [(e.seq, KIND_CODES[e.kind], e.ms, e.version, e.expire_ms, e.key, e.value)
+               for e in evs]
+        return self._bounded(rid, P.encode_payload(P.RESPONSE[C.WATCH], {
+            "state": state, "position": position, "events": out}))
 
     def _version(self, rid, key):
         version = self.bucket.version(key)

@@ -152,8 +152,9 @@ from bukt.writer.aof import FILE_HEADER_SIZE, LOG_MAGIC, LogCorrupt, LogWriter, 
 from bukt.writer.datadir import DataDir
 from bukt.errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
                      SegmentInvalid, SegmentNotFound)
-from bukt._core import (DATA_DIR_MAX, expire_position, ring_gather_wait, ring_idle_wait,
-                    writer_claim, writer_claimed)
+from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
+                        ring_gather_wait, ring_idle_wait, writer_claim, writer_claimed)
+from bukt.feed import FeedWriter, ring_records_to_events
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
 from bukt.writer.ringlog import RingTranslator
 from bukt.writewait.spin import SpinCredit
@@ -295,6 +296,7 @@ class Writer:
         self.lag_limit_ms = 0           # everysec: THE LAG LIMIT (cext/ring.pxi)
         self.log_current_ms = 0         # ... the last time published from an idle ring
         self.recovery = None
+        self.feed = None                # the change feed (bukt/feed.py), once started
 
     # -- start ------------------------------------------------------------------------
     def start(self) -> None:
@@ -328,6 +330,7 @@ class Writer:
         self.written_pos = self.flushed_pos = tail
         store.ring_flushed(tail)        # a warm start fsynced the log: all below is durable
         self.base_size = self._base_size()
+        self._start_feed(store, tail)
         log.info("writer %d ready: %s start of segment %s in %.1f ms, data dir %s, fsync %s, "
                  "%d bytes of changes waiting in the ring", os.getpid(), self.start_kind,
                  _shm_path(self.cfg.instance), (time.monotonic() - t0) * 1000,
@@ -350,6 +353,30 @@ class Writer:
             self._start_compaction(rotate=False, seq=self.w.written_seq)
         elif writer_claimed(store) == 1:
             self.rebase_needed = True   # an adopter died before its base file was in
+
+    def _start_feed(self, store, tail):
+        """The change feed (bukt/feed.py): its area, kept from an earlier writer when it
+        matches; a gap for what it lacks before `tail`; cache-only buckets' changes
+        asked of the producers (feed.cache_only)."""
+        fc = self.cfg.feed
+        self.feed = FeedWriter(self.cfg.instance, fc.size, fc.max_value, self.cfg.segment.mode)
+        self.feed.start_at(tail)
+        feed_settings(store, fc.max_value + 1 if fc.cache_only else 0)
+
+    def _publish(self, recs, upto):
+        """After a batch is in the log: its events into the change feed, and a gap
+        for cache-only changes that found no ring room (THE SOURCE in bukt/feed.py)."""
+        feed = self.feed
+        if feed is None:
+            return
+        lost = feed_lost(self.store)
+        if lost > feed.ring_lost_seen():
+            # the change that found no room was made before this load, so before the
+            # ring's head now: every watcher behind that point is told
+            feed.mark_lost(max(self.store.ring_position()[1], lost) - 1)
+            feed.set_ring_lost_seen(lost)
+        feed.publish(ring_records_to_events(recs, self.translator.names) if recs else (),
+                     upto=upto)
 
     def _adopt(self, old):
         """ADOPTION: take over a segment no writer has claimed. Returns it, claimed and
@@ -711,6 +738,7 @@ class Writer:
                 return False
         self.written_pos = next_pos
         store.ring_release(next_pos)
+        self._publish(recs, next_pos)
         store.writer_publish(log_size=self.w.size,
                              log_current_ms=read_ms if next_pos >= head else None)
         if self.policy == "always":

@@ -11,6 +11,7 @@ flags); its ring position is its sequence number, and stays so in the log. Types
     5 TOUCH        SET_TTL   key, expire_ms (0: persist), version, flags
     16 META        BUCKET_CREATE / BUCKET_DROP / TOKEN_ADD / TOKEN_REVOKE, from the JSON
                    change {"op", "idx", "gen", "name", ...} in the value
+    (flag 0x10)    nothing: a cache-only bucket's change, for the change feed alone
 
 NAMING BUCKETS. The ring names a bucket by (slot, generation); a slot's generation
 changes whenever it is dropped or reused, so a pair names one bucket for the segment's
@@ -37,6 +38,8 @@ __all__ = ["RingTranslator", "RING_SET", "RING_DEL", "RING_EXPIRED", "RING_EVICT
 log = logging.getLogger("bukt.writer")
 
 RING_SET, RING_DEL, RING_EXPIRED, RING_EVICTED, RING_TOUCH, RING_META = 1, 2, 3, 4, 5, 16
+from bukt.feed import RF_FEED as RING_FEED_ONLY    # a cache-only bucket's change: for
+                                                    # the change feed alone, never logged
 _KEY_ONLY = {RING_DEL: DELETE, RING_EXPIRED: EXPIRE, RING_EVICTED: EVICT}
 _TOKEN = aof._TOKEN
 _U32 = aof._U32
@@ -65,6 +68,8 @@ class RingTranslator:
         encode = aof.encode
         out = []
         for seq, rtype, idx, gen, key, value, expire_ms, version, flags in recs:
+            if flags & RING_FEED_ONLY:
+                continue                # a cache-only change, for the feed alone
             name = names.get((idx, gen))
             if name is None:
                 name = self._unknown(idx, gen, seq)

@@ -23,7 +23,9 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       13u     /* 13: the header's max_txn_keys (in _pad0);
+#define BK_FORMAT       14u     /* 14: the change feed's feed_cache_only and
+                                   feed_lost (bukt/feed.py, THE SOURCE);
+                                   13: the header's max_txn_keys (in _pad0);
                                    12: owner start times (writer_start, dropper_start,
                                    bk_proc.start) beside their pids;
                                    11: writer_claimed beside ring_head, the lag
@@ -89,6 +91,13 @@
 #define BK_T_META    16     /* bucket and token changes: value holds the encoded change */
 
 #define BK_RING_META_STRIPE 0xffffffffu
+
+/* ring record flags beyond the entry's (BK_E_SINGLE): what the change feed tells
+ * apart (bukt/feed.py); the log ignores them */
+#define BK_RF_NOVALUE 0x08  /* a feed-only set whose value was too long to carry */
+#define BK_RF_FEED   0x10   /* feed only: a cache-only bucket's change, never logged */
+#define BK_RF_FLUSH  0x20   /* a delete made by a bucket's flush */
+#define BK_RF_INCR   0x40   /* a set made by incr */
 
 /* the header's retired word (store.pxi, RETIREMENT) */
 #define BK_RETIRING 1u      /* marked under the ring lock: reservations are refused */
@@ -191,7 +200,13 @@ typedef struct {
     uint64_t writer_start;      /* the writer's start time (/proc/<pid>/stat field 22):
                                    with writer_pid, the owner record (bukt/owners.py,
                                    OWNERSHIP) a zombie or a reused pid cannot fake */
-    char     _pad6[16];
+    uint64_t feed_lost;         /* the change feed (bukt/feed.py, THE SOURCE): the
+                                   highest ring position a cache-only change's record
+                                   could not be reserved at (the ring was over half
+                                   full): the writer makes it a gap in the feed,
+                                   which watchers past it are told is gone. Atomic
+                                   max by producers */
+    char     _pad6[8];
     /* the writer process's published progress (read by health checks) */
     uint32_t writer_pid;
     uint32_t writer_ready;
@@ -217,7 +232,12 @@ typedef struct {
     uint32_t gather_bytes;      /* while the writer gathers a batch (ring.pxi, THE
                                    DOORBELL): a commit rings only once the ring holds
                                    this many bytes up to its record's end; 0: any does */
-    uint32_t _pad8;
+    uint32_t feed_cache_only;   /* 0: changes to cache-only buckets stay off the ring;
+                                   else they go to it too, as feed-only records
+                                   (BK_RF_FEED) the writer publishes in the change feed
+                                   but does not log, carrying values of up to
+                                   feed_cache_only - 1 bytes (feed.max_value); set by
+                                   the writer (feed.cache_only) */
     uint64_t retire_drained;    /* set before retired becomes BK_RETIRED: every record
                                    below this ring position is in the log the new
                                    segment is built from (durable); those at or past it

@@ -15,6 +15,7 @@ cdef extern from "segment.h" nogil:
     uint32_t BK_OP_NONE, BK_OP_ALLOC, BK_OP_SET, BK_OP_DEL, BK_OP_TOUCH, BK_OP_SPLIT
     uint8_t BK_R_RESERVED, BK_R_COMMITTED, BK_R_SKIPPED, BK_R_PAD
     uint8_t BK_T_SET, BK_T_DEL, BK_T_EXPIRED, BK_T_EVICTED, BK_T_TOUCH, BK_T_META
+    uint8_t BK_RF_FEED, BK_RF_FLUSH, BK_RF_INCR, BK_RF_NOVALUE
     uint32_t BK_RING_META_STRIPE, BK_RETIRING, BK_RETIRED
     int EOWNERDEAD, ENOTRECOVERABLE, EBUSY, ETIMEDOUT
 
@@ -78,6 +79,7 @@ cdef extern from "segment.h" nogil:
         uint64_t expirations
         uint64_t meta_epoch
         uint64_t writer_start
+        uint64_t feed_lost
         uint32_t writer_pid
         uint32_t writer_ready
         int64_t writer_heartbeat_ms
@@ -94,6 +96,7 @@ cdef extern from "segment.h" nogil:
         char meta_buf[1024]
         uint32_t writer_sleeping
         uint32_t gather_bytes
+        uint32_t feed_cache_only
         uint64_t retire_drained
         uint32_t repair_period_ms
         uint32_t data_dir_len

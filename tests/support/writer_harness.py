@@ -93,7 +93,8 @@ class Instance:
         p.wait(10)
 
     def unlink_segment(self):
-        for path in [f"/dev/shm/bukt-{self.name}"] + glob.glob(f"/dev/shm/bukt-{self.name}.*"):
+        for path in [f"/dev/shm/bukt-{self.name}"] + glob.glob(f"/dev/shm/bukt-{self.name}.*") \
+                + glob.glob(f"/dev/shm/bukt-{self.name}-*"):    # the change feed's area
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -1,0 +1,725 @@
+"""The change feed: every change to the table, in order, for whoever watches.
+
+THE SOURCE. Every change to a persisted bucket already reaches the writer process
+through the change ring (cext/ring.pxi), numbered by its ring position, and the writer
+drains it in that order. So the writer is the feed's one publisher: after it has
+written a batch to the log it copies the batch's events into the feed area below.
+Changes to cache-only buckets (persist: false) are not logged; while feed.cache_only is
+on (off by default: it costs each cache-only write what a logged one costs, see
+docs/benchmarks.md) they reach the ring too, as feed-only records the writer publishes
+and leaves out of the log (ring.pxi, THE FEED'S RECORDS). A cache-only write never
+waits for the ring: it takes its record only while the ring is under half full, and
+otherwise changes the table alone and raises the header's feed_lost, which the writer
+turns into a gap watchers are told of. Expiries (the writer's expiry cycle and lazy
+expiry in any process) and evictions (any process's allocator) are ring records like
+the others. An incr and a flush's deletes carry a record flag (BK_RF_INCR,
+BK_RF_FLUSH) the log ignores and the feed reports.
+
+Nobody waits for a watcher: the writer writes into a fixed ring that overwrites its
+oldest events, watchers read it without a lock and without writing anything, and a
+watcher that fell too far behind finds its events overwritten and is told so.
+
+THE AREA is its own POSIX shared-memory object, /dev/shm/bukt-<instance>-feed, made
+by the writer with its pages reserved (posix_fallocate), and kept across writer
+restarts (the events in it stay valid: sequences are ring positions, which continue).
+
+    header  4096 B, u64 words: magic "BUKTFEED" | format | data size | max_value |
+            writer pid | writer start | - | - | head | low | lost | last_seq |
+            ring_lost_seen (the segment's feed_lost last made a gap) |
+            upto (the ring position past the last batch published) | ... |
+            wake (u32 at byte 128: bumped and futex-woken after each batch)
+    data    `size` bytes: records at byte positions that grow for ever (the bytes of
+            position p sit at p % size), each REC (64 B) then key then value, 8-aligned,
+            never split by the end of the area (a PAD record, or under 64 bytes left,
+            nothing, fills the gap).
+
+    REC     pos u64 (its own byte position: a stamp) | seq u64 (the change's ring
+            position) | ms i64 (wall time it was published) | version u64 |
+            expire_ms i64 (0: none) | len u32 (whole record) | klen u32 | vlen u32
+            (value bytes kept) | vsize u32 (the value's size; VSIZE_UNKNOWN when a
+            cache-only value was too long to carry) | gen u32 | bucket u16 |
+            kind u8 | flags u8
+
+THE PROTOCOL (one writer, any number of readers, seqlock-like by position):
+  - head: byte position past the last published record (release, after its bytes).
+  - low: position of the oldest intact record. Before it overwrites bytes, the writer
+    raises low past every record they held (release, then a full fence), and raises
+    lost to the highest sequence among them.
+  - lost: the feed may lack events with sequences up to it and holds every event
+    after it. A watcher at sequence `since` < lost has missed something: it gets GONE
+    naming lost, its resume point, never a silent gap. Overwriting raises it; so does
+    a writer start that cannot vouch for what came between the feed's last event and
+    the ring's tail, and a cache-only change that found no room in the ring.
+  - A reader at position p with p >= low copies the record, fences, and loads low
+    again: still <= p, the copy is whole (and its stamp equals p); else it was being
+    overwritten under it, and the watcher is gone.
+Readers map the area read-only: a watcher cannot harm the feed or the writer.
+
+WAITING. After each batch the writer bumps the wake word and futex-wakes its sleepers
+(one syscall a batch, not a record). Watcher.wait() sleeps there. An event loop does
+not sleep: Waker, one thread a process, sleeps for all of that process's watchers and
+calls each one's callback (asyncio: loop.call_soon_threadsafe).
+"""
+import asyncio
+import collections
+import mmap
+import os
+import struct
+import threading
+import time
+
+from bukt import errors
+from bukt._core import feed_fence, feed_load, feed_store, feed_wait, feed_wake
+
+__all__ = ["FeedWriter", "Feed", "Watcher", "Event", "Gone", "KINDS", "feed_path",
+           "ring_records_to_events"]
+
+MAGIC = int.from_bytes(b"BUKTFEED", "little")
+FORMAT = 1
+HEADER = 4096
+SIZE_W, MAXV_W, PID_W, START_W = 2, 3, 4, 5
+HEAD, LOW, LOST, LAST = 8 * 8, 9 * 8, 10 * 8, 11 * 8      # byte offsets of the words
+RING_LOST_W = 12        # the segment's feed_lost the writer last turned into a gap
+UPTO_W = 13             # the ring position past the last batch published
+WAKE = 128
+REC = struct.Struct("<QQqQqIIIIIHBB")
+VSIZE_UNKNOWN = 0xffffffff
+COPY = 256 << 10        # bytes a watcher copies out of the feed at a time
+PAD = 0
+_ZEROS = bytes(8)
+
+# kinds as the feed stores them, and their names on every face
+KINDS = {1: "set", 2: "delete", 3: "expired", 4: "evicted", 5: "expire", 6: "incr",
+         7: "flush", 8: "drop"}
+KIND_CODES = {v: k for k, v in KINDS.items()}
+
+# ring record types and flags (cext/includes/segment.h)
+_T_SET, _T_DEL, _T_EXPIRED, _T_EVICTED, _T_TOUCH, _T_META = 1, 2, 3, 4, 5, 16
+RF_NOVALUE, RF_FEED, RF_FLUSH, RF_INCR = 0x08, 0x10, 0x20, 0x40
+_E_SINGLE = 0x04
+
+
+def feed_path(instance: str) -> str:
+    return f"/dev/shm/bukt-{instance}-feed"
+
+
+def _align8(n):
+    return (n + 7) & ~7
+
+
+class Event:
+    """One change: seq (its ring position: increasing, the resume point), ms (wall
+    time published), bucket, key, kind (KINDS), version, expire_ms (0: none), ttl
+    (seconds left when published, None: none), value (bytes, when asked for and kept;
+    else None) and value_size (None: unknown)."""
+
+    __slots__ = ("seq", "ms", "bucket", "key", "kind", "version", "expire_ms", "value",
+                 "value_size")
+    gone = False
+
+    def __init__(self, seq, ms, bucket, key, kind, version, expire_ms, value, value_size):
+        self.seq, self.ms, self.bucket, self.key, self.kind = seq, ms, bucket, key, kind
+        self.version, self.expire_ms, self.value = version, expire_ms, value
+        self.value_size = value_size
+
+    @property
+    def ttl(self):
+        if not self.expire_ms:
+            return None
+        return max(0.0, (self.expire_ms - self.ms) / 1000.0)
+
+    def as_dict(self, values=False):
+        d = {"seq": self.seq, "time_ms": self.ms, "bucket": self.bucket,
+             "key": self.key.decode("utf-8", "surrogateescape")
+             if _is_text(self.key) else None,
+             "key_hex": self.key.hex(), "kind": self.kind, "version": self.version,
+             "ttl": self.ttl, "expire_ms": self.expire_ms or None}
+        if d["key"] is None:
+            del d["key"]
+        if values:
+            d["value_size"] = self.value_size
+            if self.value is not None:
+                if _is_text(self.value):
+                    d["value"] = self.value.decode()
+                else:
+                    d["value_hex"] = self.value.hex()
+        return d
+
+    def __repr__(self):
+        return f"Event({self.seq}, {self.kind}, {self.bucket!r}, {self.key!r})"
+
+
+def _is_text(b):
+    try:
+        b.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+class Gone:
+    """The watcher's position is no longer in the feed: events after it were
+    overwritten (it fell behind, or asked for an older point) or never reached the
+    feed. `oldest`: the feed holds every event after this sequence; resume from it
+    (after re-reading whatever state the watcher keeps). `since`: where it was."""
+
+    gone = True
+    kind = "gone"
+
+    def __init__(self, since, oldest, reason="behind"):
+        self.since, self.oldest, self.reason = since, oldest, reason
+
+    @property
+    def seq(self):
+        return self.oldest
+
+    def as_dict(self, values=False):
+        return {"kind": "gone", "since": self.since, "oldest": self.oldest,
+                "reason": self.reason}
+
+    def __repr__(self):
+        return f"Gone(since={self.since}, oldest={self.oldest}, {self.reason})"
+
+
+# ---------------------------------------------------------------- the writer's side
+
+def ring_records_to_events(recs, names):
+    """(seq, kind code, bucket idx, gen, key, value, expire_ms, version, flags, vsize)
+    of ring records `recs` (ring_read's tuples) that the feed reports. `names`: the
+    translator's (idx, gen) -> name map, for META records."""
+    import json
+    out = []
+    for seq, rtype, idx, gen, key, value, expire_ms, version, flags in recs:
+        if rtype == _T_SET:
+            kind = 6 if flags & RF_INCR else 1
+            vsize = VSIZE_UNKNOWN if flags & RF_NOVALUE else len(value)
+        elif rtype == _T_DEL:
+            kind, value, vsize = (7 if flags & RF_FLUSH else 2), b"", 0
+        elif rtype == _T_EXPIRED:
+            kind, value, vsize = 3, b"", 0
+        elif rtype == _T_EVICTED:
+            kind, value, vsize = 4, b"", 0
+        elif rtype == _T_TOUCH:
+            kind, value, vsize = 5, b"", 0
+        elif rtype == _T_META:
+            try:
+                op = json.loads(value).get("op")
+            except ValueError:
+                continue
+            if op != "drop":
+                continue
+            kind, key, value, vsize = 8, b"", b"", 0
+        else:
+            continue
+        out.append((seq, kind, idx, gen, key, value, expire_ms, version, flags, vsize))
+    return out
+
+
+class FeedWriter:
+    """The writer process's side: creates (or takes over) the area, publishes."""
+
+    def __init__(self, instance, size, max_value, mode=0o600):
+        self.path = feed_path(instance)
+        self.max_value = max_value
+        size = _align8(max(size, 64 << 10))
+        fd = self._open_existing(size, max_value)
+        if fd is None:
+            fd = self._create(size, mode)
+        self.fd = fd
+        self.buf = mmap.mmap(fd, HEADER + size)
+        self.q = memoryview(self.buf).cast("Q")
+        self.size = size
+        from bukt.service import procs
+        pid, start = procs.identity()
+        self.q[PID_W], self.q[START_W] = pid, start
+        self.head = self.q[HEAD // 8]
+        self.low = self.q[LOW // 8]
+        self.lost = self.q[LOST // 8]
+        self.last = self.q[LAST // 8]
+        self.published = 0
+        self.held = collections.deque(self._walk())
+
+    def _walk(self):
+        """(position, sequence) of the records an earlier writer left, low to head."""
+        pos, size, buf = self.low, self.size, self.buf
+        while pos < self.head:
+            left = size - pos % size
+            if left < REC.size:
+                pos += left
+                continue
+            off = HEADER + pos % size
+            stamp, seq = struct.unpack_from("<QQ", buf, off)
+            n = struct.unpack_from("<I", buf, off + 40)[0]
+            if stamp != pos or n == 0:
+                break                           # (a torn area: what follows is unknown)
+            if buf[off + 62] != PAD:
+                yield pos, seq
+            pos += n
+
+    def _open_existing(self, size, max_value):
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if st.st_size == HEADER + size:
+                with mmap.mmap(fd, HEADER) as m:
+                    magic, fmt, sz, mv = struct.unpack_from("=4Q", m, 0)
+                if (magic, fmt, sz, mv) == (MAGIC, FORMAT, size, max_value):
+                    return fd                   # keep its events
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        os.unlink(self.path)
+        return None
+
+    def _create(self, size, mode):
+        tmp = f"{self.path}.new-{os.getpid()}"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)
+            os.ftruncate(fd, HEADER + size)
+            try:
+                os.posix_fallocate(fd, 0, HEADER + size)
+            except OSError as e:
+                raise errors.SegmentFull(
+                    f"cannot reserve {HEADER + size} bytes in /dev/shm for the change feed "
+                    f"{self.path}: {os.strerror(e.errno)}; free space there (df -h "
+                    "/dev/shm) or lower feed.size") from None
+            with mmap.mmap(fd, HEADER) as m:
+                struct.pack_into("=4Q", m, 0, MAGIC, FORMAT, size, self.max_value)
+            os.rename(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        return fd
+
+    def start_at(self, tail):
+        """The writer drains the ring from `tail`. The feed holds everything of the ring
+        below `upto` (the end of the last batch published); what lies between it and
+        `tail` was drained by an earlier writer that died before publishing it: a gap.
+        A new feed holds nothing before `tail`."""
+        if tail > self.q[UPTO_W]:
+            self.mark_lost(tail - 1)
+            if tail - 1 > self.last:
+                self.last = tail - 1
+                feed_store(self.buf, LAST, self.last)
+            self.q[UPTO_W] = tail
+
+    def ring_lost_seen(self):
+        return self.q[RING_LOST_W]
+
+    def set_ring_lost_seen(self, value):
+        self.q[RING_LOST_W] = value
+
+    def mark_lost(self, seq):
+        """The feed may lack events up to `seq`: watchers before it are gone."""
+        if seq > self.lost:
+            self.lost = seq
+            feed_store(self.buf, LOST, seq)
+
+    def publish(self, events, now_ms=None, upto=None):
+        """Append `events` (ring_records_to_events' tuples, in order) and wake the
+        watchers. Never blocks: the oldest events are overwritten. The records of a
+        stretch that does not wrap are packed into one buffer and written at once, low
+        raised before it (the writer's cost a record is what bounds the rate it can
+        publish at, and it runs beside the log)."""
+        if not events:
+            if upto is not None and upto > self.q[UPTO_W]:
+                feed_store(self.buf, UPTO_W * 8, upto)
+            return
+        buf, size, pack = self.buf, self.size, REC.pack
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        maxv, last, head, held = self.max_value, self.last, self.head, self.held
+        run, run_start, run_bytes = [], head, 0
+        limit = size // 4
+        for seq, kind, idx, gen, key, value, expire_ms, version, flags, vsize in events:
+            if seq <= last:
+                continue                        # published before this writer started
+            if len(value) > maxv:
+                value = b""
+            klen, vlen = len(key), len(value)
+            n = REC.size + klen + vlen
+            n8 = (n + 7) & ~7
+            if n8 > limit:                      # (a feed far too small for its keys)
+                key, value, klen, vlen = key[:64], b"", min(klen, 64), 0
+                n = REC.size + klen
+                n8 = (n + 7) & ~7
+            left = size - head % size
+            if left < n8 or run_bytes + n8 > limit or left == size:
+                # (left == size: the last record ended at the area's end, and a run's
+                # bytes must be contiguous in the area)
+                self._write_run(run, run_start, head)
+                run, run_bytes = [], 0
+                if left < n8:                   # pad to the start of the area
+                    self._make_room(head + left, head)
+                    if left >= REC.size:
+                        REC.pack_into(buf, HEADER + head % size, head, 0, 0, 0, 0, left, 0,
+                                      0, 0, 0, 0, PAD, 0)
+                    head += left
+                run_start = head
+            run.append(pack(head, seq, ms, version, expire_ms, n8, klen, vlen, vsize, gen,
+                            idx, kind, flags & 0xff))
+            held.append((head, seq))
+            run.append(key)
+            if vlen:
+                run.append(value)
+            if n8 != n:
+                run.append(_ZEROS[:n8 - n])
+            run_bytes += n8
+            head += n8
+            last = seq
+        self._write_run(run, run_start, head)
+        self.head, self.last = head, last
+        feed_store(buf, HEAD, head)             # release: the records before the head
+        feed_store(buf, LAST, last)
+        if upto is not None and upto > self.q[UPTO_W]:
+            feed_store(buf, UPTO_W * 8, upto)   # after the events: a writer killed
+                                                # before this leaves a gap to mark
+        self.published += len(events)
+        feed_wake(buf, WAKE)
+
+    def _write_run(self, run, start, end):
+        if not run:
+            return
+        self._make_room(end, start)
+        off = HEADER + start % self.size
+        self.buf[off:off + end - start] = b"".join(run)
+
+    def _make_room(self, end, head):
+        """Raise low (and lost) past every record whose bytes lie before `end - size`,
+        before the writer overwrites them. The writer keeps the (position, sequence)
+        of the records it holds in `held`, so it never reads the area back."""
+        size, held = self.size, self.held
+        if end - self.low <= size:
+            return
+        low, lost = self.low, self.lost
+        while held and end - held[0][0] > size:
+            pos, seq = held.popleft()
+            lost = max(lost, seq)
+        low = held[0][0] if held else head
+        if end - low > size:                    # (records before it were all padding)
+            low = end - size
+        self.low = low
+        buf = self.buf
+        if lost > self.lost:
+            self.lost = lost
+            feed_store(buf, LOST, lost)
+        feed_store(buf, LOW, low)
+        feed_fence()                            # low is seen before the bytes change
+
+    def close(self):
+        try:
+            self.q.release()
+            self.buf.close()
+        finally:
+            os.close(self.fd)
+
+
+# ---------------------------------------------------------------- the readers' side
+
+class Feed:
+    """A read-only mapping of an instance's feed area (one a process is enough)."""
+
+    _open = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise errors.BuktError(
+                f"no change feed at {path}: the writer process has not started (it "
+                "makes the feed), or runs a build without it") from None
+        try:
+            head = os.pread(fd, 32, 0)
+            magic, fmt, size, maxv = struct.unpack("=4Q", head)
+            if magic != MAGIC or fmt != FORMAT:
+                raise errors.FormatMismatch(f"{path} is not a change feed of format {FORMAT}")
+            self.buf = mmap.mmap(fd, HEADER + size, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self.size, self.max_value = size, maxv
+        self.copy = max(COPY, maxv + 65536 + 2 * REC.size)   # a whole record fits
+        self._waker = None
+
+    @classmethod
+    def of(cls, instance):
+        path = feed_path(instance)
+        with cls._lock:
+            f = cls._open.get(path)
+            st = os.stat(path) if os.path.exists(path) else None
+            if f is None or st is None or getattr(f, "_ino", None) != st.st_ino:
+                f = cls(path)
+                f._ino = st.st_ino if st else None
+                cls._open[path] = f
+            return f
+
+    def head(self):
+        return feed_load(self.buf, HEAD)
+
+    def low(self):
+        return feed_load(self.buf, LOW)
+
+    def lost(self):
+        return feed_load(self.buf, LOST)
+
+    def last_seq(self):
+        return feed_load(self.buf, LAST)
+
+    def published_upto(self):
+        """The change ring's position up to which the feed holds every change: a
+        write whose record ends below it has its event published."""
+        return feed_load(self.buf, UPTO_W * 8)
+
+    def wake_word(self):
+        return struct.unpack_from("=I", self.buf, WAKE)[0]
+
+    def wait(self, seen, timeout):
+        return feed_wait(self.buf, WAKE, seen, timeout)
+
+    def waker(self):
+        with Feed._lock:
+            if self._waker is None:
+                self._waker = Waker(self)
+            return self._waker
+
+
+class Waker:
+    """One thread a process that sleeps on the feed's wake word for every watcher an
+    event loop runs, and calls their callbacks after each batch (and every second, so a
+    revoked token or a closed peer is noticed without events)."""
+
+    def __init__(self, feed):
+        self.feed = feed
+        self.callbacks = set()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="bukt-feed-waker", daemon=True)
+        self.thread.start()
+
+    def add(self, callback):
+        with self.lock:
+            self.callbacks.add(callback)
+
+    def remove(self, callback):
+        with self.lock:
+            self.callbacks.discard(callback)
+
+    def _run(self):
+        seen = self.feed.wake_word()
+        while True:
+            now = self.feed.wait(seen, 1.0)
+            seen = now
+            with self.lock:
+                cbs = list(self.callbacks)
+            for cb in cbs:
+                try:
+                    cb()
+                except Exception:
+                    pass
+
+
+def _bucket_slot(store, name):
+    for row in store.bucket_table():
+        if row[3] == name and row[2] == 1:
+            return row[0], row[1]
+    raise errors.BucketNotFound(f"no bucket {name!r}")
+
+
+class Watcher:
+    """A watch of one bucket's changes (keys starting with `prefix`), from just after
+    sequence `since` (None: from now on). poll() never blocks; wait() sleeps until the
+    feed moves; waker() gives an event loop a callback on each move instead.
+
+    A watcher that falls behind the feed's window (feed.size), or asks for a point
+    older than it, gets one Gone and then nothing: it starts a new one from
+    Gone.oldest after re-reading what it keeps."""
+
+    def __init__(self, store, bucket, prefix=b"", since=None, values=False):
+        if isinstance(prefix, str):
+            prefix = prefix.encode()
+        if isinstance(bucket, str):
+            self.bucket = bucket
+        else:
+            self.bucket = bucket.name
+        self.store = store
+        self.feed = Feed.of(store.name)
+        self.idx, self.gen = _bucket_slot(store, self.bucket)
+        self.prefix, self.values = bytes(prefix), values
+        self.gone = None
+        self.dropped = False
+        feed = self.feed
+        if since is None:
+            self.seq = feed.last_seq()
+            self.pos = feed.head()
+            if feed.lost() > self.seq:          # (a gap being marked just now)
+                self.seq = feed.lost()
+        else:
+            self.seq = int(since)
+            self.pos = None                     # found by _seek
+
+    @property
+    def position(self):
+        """The resume point: the sequence of the last event this watcher passed."""
+        return self.seq
+
+    def _gone(self, reason="behind"):
+        self.gone = Gone(self.seq, max(self.feed.lost(), self.seq), reason)
+        return self.gone
+
+    def _seek(self):
+        """Position at the first record after self.seq; a Gone when that is lost."""
+        feed, buf, size = self.feed, self.feed.buf, self.feed.size
+        while True:
+            if self.seq < feed.lost():
+                return self._gone("older than the feed")
+            low, head = feed.low(), feed.head()
+            pos = low
+            while pos < head:
+                left = size - pos % size
+                if left < REC.size:
+                    pos += left
+                    continue
+                off = HEADER + pos % size
+                stamp, seq = struct.unpack_from("<QQ", buf, off)
+                n = struct.unpack_from("<I", buf, off + 40)[0]
+                feed_fence()
+                if feed.low() > pos or stamp != pos or n == 0:
+                    break                       # overwritten while we looked: again
+                if buf[off + 62] != PAD and seq > self.seq:
+                    self.pos = pos
+                    return None
+                pos += n
+            else:
+                self.pos = head
+                return None
+
+    def poll(self, max_events=256):
+        """Up to `max_events` new events (a list, maybe empty); a Gone as its last
+        element when the watcher lost its place (then every later poll returns [])."""
+        if self.gone is not None or self.dropped:
+            return []
+        if self.pos is None:
+            g = self._seek()
+            if g is not None:
+                return [g]
+        feed, buf, size = self.feed, self.feed.buf, self.feed.size
+        out = []
+        pos, head = self.pos, feed.head()
+        prefix, values, idx, gen = self.prefix, self.values, self.idx, self.gen
+        unpack = REC.unpack_from
+        while pos < head and len(out) < max_events:
+            # copy a stretch, then check low once: if the writer had not raised it past
+            # `pos` after the copy, nothing in the copy was being overwritten
+            end = min(head, pos + feed.copy)
+            a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
+            data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
+            feed_fence()
+            if feed.low() > pos:
+                self.pos = pos
+                return out + [self._gone()]
+            p = pos
+            while p < end and len(out) < max_events:
+                left = size - p % size
+                if left < REC.size:
+                    p += left
+                    continue
+                if p + REC.size > end:
+                    break
+                o = p - pos
+                (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
+                 flags) = unpack(data, o)
+                if stamp != p or n == 0:
+                    self.pos = p
+                    return out + [self._gone("the feed is damaged")]
+                if p + n > end:
+                    break                       # (read with the next stretch)
+                p += n
+                if kind == PAD:
+                    continue
+                self.seq = seq
+                if ridx != idx or rgen != gen:
+                    continue
+                if kind == 8:                   # the bucket was dropped: the watch ends
+                    out.append(Event(seq, ms, self.bucket, b"", "drop", 0, 0, None, None))
+                    self.dropped = True
+                    self.pos = p
+                    return out
+                key = data[o + REC.size:o + REC.size + klen]
+                if not key.startswith(prefix):
+                    continue
+                setlike = kind == 1 or kind == 6
+                vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
+                value = None
+                if values and setlike and vs is not None and vlen == vsize:
+                    value = data[o + REC.size + klen:o + REC.size + klen + vlen]
+                out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version,
+                                 expire_ms, value, vs))
+            if p == pos:
+                break                           # (a record longer than feed.copy: never)
+            pos = p
+        self.pos = pos
+        if pos >= head and self.seq < feed.last_seq() and feed.head() == head:
+            self.seq = max(self.seq, feed.last_seq())
+        if self.seq < feed.lost():              # a gap marked behind us (cache-only)
+            out.append(self._gone("a change did not reach the feed"))
+        return out
+
+    def wake_word(self):
+        return self.feed.wake_word()
+
+    def wait(self, timeout=1.0, seen=None):
+        """Sleep until the feed moves past wake word `seen` (None: read now) or
+        `timeout` seconds."""
+        if seen is None:
+            seen = self.feed.wake_word()
+        if self.feed.head() != self.pos:
+            return
+        self.feed.wait(seen, timeout)
+
+    def waker(self):
+        """The process's Waker: add(callback) is called after each batch, from its thread."""
+        return self.feed.waker()
+
+    def __iter__(self):
+        """Blocking iteration: events, ending after a Gone or a drop."""
+        while True:
+            seen = self.feed.wake_word()
+            evs = self.poll()
+            for e in evs:
+                yield e
+                if e.gone:
+                    return
+            if self.dropped:
+                return
+            if not evs:
+                self.wait(1.0, seen)
+
+    async def __aiter__(self):
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        cb = lambda: loop.call_soon_threadsafe(ready.set)   # noqa: E731
+        waker = self.waker()
+        waker.add(cb)
+        try:
+            while True:
+                ready.clear()
+                evs = self.poll()
+                for e in evs:
+                    yield e
+                    if e.gone:
+                        return
+                if self.dropped:
+                    return
+                if not evs:
+                    await ready.wait()
+        finally:
+            waker.remove(cb)
+
+
+def watch(store, bucket, prefix=b"", since=None, values=False):
+    return Watcher(store, bucket, prefix, since, values)
