@@ -69,6 +69,7 @@ import threading
 import time
 
 from bukt import errors
+from bukt.owners import identity
 from bukt._core import feed_fence, feed_load, feed_store, feed_wait, feed_wake
 
 __all__ = ["FeedWriter", "Feed", "Watcher", "Event", "Gone", "KINDS", "feed_path",
@@ -229,8 +230,7 @@ class FeedWriter:
         self.buf = mmap.mmap(fd, HEADER + size)
         self.q = memoryview(self.buf).cast("Q")
         self.size = size
-        from bukt.service import procs
-        pid, start = procs.identity()
+        pid, start = identity()
         self.q[PID_W], self.q[START_W] = pid, start
         self.head = self.q[HEAD // 8]
         self.low = self.q[LOW // 8]

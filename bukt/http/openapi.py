@@ -136,6 +136,18 @@ def document():
                                                            "minimum": 1,
                                                            "maximum": 4294967295})],
             "delete": op("Revoke a token (admin)", {204: EMPTY}, op_id="revokeToken")},
+        f"{bucket}/watch": {"get": op(
+            "The bucket's changes as Server-Sent Events (read): `id:` each change's "
+            "sequence, `event:` its kind, `data:` its JSON; resume with `since` or "
+            "Last-Event-ID; ends with a gone, cutoff or revoked event (docs/http.md)", {
+                200: {"description": "An endless event stream", "content": {
+                    "text/event-stream": {"schema": {"type": "string"}}}}},
+            [BUCKET, query("prefix", {"type": "string"}, "keys starting with it"),
+             query("since", {"type": "integer", "minimum": 0},
+                   "resume after this sequence"),
+             query("values", {"type": "boolean"}, "set and incr events carry the value"),
+             hdr("Last-Event-ID", {"type": "string"}, "as since")],
+            op_id="watchBucket")},
         f"{bucket}/keys": {"get": op("Scan keys by prefix with a cursor (read)", {
             200: json_response("A page", obj(["cursor", "encoding", "keys"], cursor={
                 "type": "string", "pattern": "^[0-9]+$",

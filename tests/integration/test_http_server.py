@@ -557,8 +557,9 @@ def test_schemathesis_against_the_served_document(serve, tmp_path):
     refuses: an existing bucket name, a key over max_key); unsupported_method and
     allow_header_conformance (a key may contain '/', so /keys/{key}/incr is also the
     key path of "{key}/incr" for GET, PUT, DELETE: OpenAPI cannot say that).
-    Excluded operations: dropBucket (it would drop the bucket the rest needs) and
-    health (503 until a writer process runs, which is right, and a 5xx to it)."""
+    Excluded operations: dropBucket (it would drop the bucket the rest needs),
+    health (503 until a writer process runs, which is right, and a 5xx to it) and
+    watchBucket (an endless event stream: tests/integration/test_watch_http.py)."""
     server = serve(**{"http.workers": 1})
     create_bucket(server, "fuzz")
     config = tmp_path / "schemathesis.toml"
@@ -574,6 +575,7 @@ def test_schemathesis_against_the_served_document(serve, tmp_path):
          "--exclude-checks", "ignored_auth,positive_data_acceptance,unsupported_method,"
          "allow_header_conformance", "--exclude-operation-id", "dropBucket",
          "--exclude-operation-id", "health",
+         "--exclude-operation-id", "watchBucket",
          "--max-examples", "25", "--workers", "1", "--no-color",
          "--phases", "coverage,fuzzing", "--seed", "1"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
