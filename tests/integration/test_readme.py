@@ -5,7 +5,7 @@ this test starts.
 The script runs in a scratch directory laid out as a checkout looks to a user: `var/`
 is the service's data directory (so `var/admin.token` is there) and `.venv` links to
 this checkout's environment. Only what must differ on a shared test machine is changed,
-and only here: the ports (7070 and 7071 become unused ones), and the instance name
+and only here: the ports (7070, 7071 and 7072 become unused ones), and the instance name
 (`bukt.attach("default")`, and BUKT_INSTANCE for the CLI, become a unique one).
 
 A block the test cannot run (a foreground server, root and systemd) is preceded by an
@@ -79,12 +79,13 @@ def test_readme_commands_run(service, tmp_path):
     assert shutil.which("curl"), "the README's curl session needs curl: apt-get install curl"
     service.start()
     os.symlink(os.path.join(ROOT, ".venv"), tmp_path / ".venv")
-    http, tcp = str(service.http_port), str(service.tcp_port)
+    http, tcp, resp = str(service.http_port), str(service.tcp_port), str(service.resp_port)
     script = ["set -euo pipefail"]
     for i, (lang, body, note) in enumerate(blocks()):
         if lang != "sh" or note:
             continue
         body = body.replace(":7070", f":{http}").replace(":7071", f":{tcp}")
+        body = body.replace("-p 7072", f"-p {resp}")
         body = body.replace('bukt.attach("default")', f'bukt.attach("{service.name}")')
         script += [f"echo '### README block {i}'", body]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUKT_")}
