@@ -237,12 +237,17 @@ class FeedWriter:
         self.lost = self.q[LOST // 8]
         self.last = self.q[LAST // 8]
         self.published = 0
-        self.held = collections.deque(self._walk())
+        self.held = collections.deque()
+        # the records an earlier writer left are read only as they are about to be
+        # overwritten (_make_room): walking a full area at start cost a warm restart
+        # 50-75 ms. Nothing overwrites one of them before _make_room has passed it.
+        self._old = self._walk(self.low, self.head)
+        self._old_next = next(self._old, None)
 
-    def _walk(self):
-        """(position, sequence) of the records an earlier writer left, low to head."""
-        pos, size, buf = self.low, self.size, self.buf
-        while pos < self.head:
+    def _walk(self, pos, head):
+        """(position, sequence) of the records an earlier writer left in [pos, head)."""
+        size, buf = self.size, self.buf
+        while pos < head:
             left = size - pos % size
             if left < REC.size:
                 pos += left
@@ -392,15 +397,21 @@ class FeedWriter:
     def _make_room(self, end, head):
         """Raise low (and lost) past every record whose bytes lie before `end - size`,
         before the writer overwrites them. The writer keeps the (position, sequence)
-        of the records it holds in `held`, so it never reads the area back."""
+        of the records it wrote in `held`, so it reads back only the headers of the
+        records an earlier writer left, each once, just before it drops them."""
         size, held = self.size, self.held
         if end - self.low <= size:
             return
         low, lost = self.low, self.lost
-        while held and end - held[0][0] > size:
-            pos, seq = held.popleft()
-            lost = max(lost, seq)
-        low = held[0][0] if held else head
+        while self._old_next is not None and end - self._old_next[0] > size:
+            lost = max(lost, self._old_next[1])          # an earlier writer's record
+            self._old_next = next(self._old, None)
+        if self._old_next is None:
+            while held and end - held[0][0] > size:
+                pos, seq = held.popleft()
+                lost = max(lost, seq)
+        low = self._old_next[0] if self._old_next is not None else \
+            held[0][0] if held else head
         if end - low > size:                    # (records before it were all padding)
             low = end - size
         self.low = low

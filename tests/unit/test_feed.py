@@ -92,3 +92,60 @@ def test_values_kept_up_to_max_value(setup):
     assert [(e.kind, e.key, e.value, e.value_size) for e in evs] == [
         ("set", b"small", b"x" * 1024, 1024), ("set", b"big", None, 1025),
         ("incr", b"n", b"7", 1), ("flush", b"small", None, None)]
+
+
+def test_a_reopened_feed_drops_the_earlier_writers_records_in_order(setup):
+    """A writer that reopens the feed (a restart) keeps the events an earlier writer
+    left and overwrites them oldest first as it publishes (it reads their headers only
+    then): watchers that started before the restarts, one keeping up and one overrun
+    again and again, see every event in order, or a Gone whose point they resume from."""
+    store, fw, slots = setup
+    idx, gen = slots["b"]
+    seq, published = 8, []
+    writers = [fw]
+
+    def publish(w, n):
+        nonlocal seq
+        recs = []
+        for _ in range(n):
+            seq += 8
+            key = b"k%d" % seq
+            recs.append((seq, 1, idx, gen, key, b"v" * 50, 0, seq, 0))
+            published.append((seq, key))
+        w.publish(ring_records_to_events(recs, {}))
+
+    def drain(w):
+        watcher, seen = w
+        for e in watcher.poll(100000):
+            if e.gone:
+                seen.append(("gone", e.oldest))
+                w[0] = Watcher(store, "b", since=e.oldest)
+                return
+            seen.append((e.seq, e.key))
+    watchers = [[Watcher(store, "b"), []], [Watcher(store, "b"), []]]
+    for _ in range(3):                  # each writer wraps the 64 KiB area twice
+        for batch in range(60):
+            publish(writers[-1], 20)
+            drain(watchers[0])
+            if batch % 40 == 0:
+                drain(watchers[1])
+        writers.append(FeedWriter(store.name, 64 << 10, 1024))     # the next writer
+    try:
+        for w in watchers:
+            drain(w)
+            drain(w)
+            watcher, seen = w
+            after = 0
+            for item in seen:
+                if item[0] == "gone":
+                    after = item[1]
+                    continue
+                later = [p for p in published if p[0] > after]
+                assert later[0] == item
+                after = item[0]
+            assert after == published[-1][0]
+        assert any(item[0] == "gone" for item in watchers[1][1])
+        assert not any(item[0] == "gone" for item in watchers[0][1])
+    finally:
+        for w in writers[1:]:
+            w.close()
