@@ -146,10 +146,10 @@ class BuktInstance:
         self.proc.wait()
 
     def unlink(self):
-        try:
-            os.unlink(f"/dev/shm/bukt-{self.name}")
-        except FileNotFoundError:
-            pass
+        """The segment and the change feed's area (bukt/feed.py) its writer made."""
+        for path in (f"/dev/shm/bukt-{self.name}", f"/dev/shm/bukt-{self.name}-feed"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def last_log_line(self, pattern):
         found = re.findall(pattern, open(self.logfile).read())
@@ -291,8 +291,9 @@ def bukt_tcp_throughput(procs, seconds):
             proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
         # a stopped service leaves its segment for a warm restart: this one is done
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"/dev/shm/bukt-{instance}")
+        for path in (f"/dev/shm/bukt-{instance}", f"/dev/shm/bukt-{instance}-feed"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def bukt_throughput(policy, procs, seconds, log_prepare="4MiB"):
