@@ -43,7 +43,7 @@ import time
 from bukt import errors
 from bukt.authguard import locked_message
 from bukt.tcp import resp as R
-from bukt.tcp.session import PARK, Deferred
+from bukt.tcp.session import PARK, Deferred, Session
 from bukt.tokens import digest
 from bukt.writewait import ringroom
 
@@ -395,17 +395,9 @@ class RespSession:
         self.multi.append((cmd, ops, fmt))
         return R.QUEUED
 
-    def recheck(self):
-        """The session's token still stands, or the session becomes unauthenticated."""
-        if self.bucket is not None and not self.store.has_token(
-                self.bucket, self.token_id, self.token_perms):
-            try:
-                live = self.store.bucket(self.bucket_name) is self.bucket
-            except errors.BuktError:
-                live = False
-            if live:
-                self.bucket = self.bucket_name = None
-                self.perms, self.revoked = 0, True
+    # the token still stands, or the session becomes unauthenticated: the binary face's
+    # rule, on the same fields (bucket, bucket_name, token_id, token_perms, perms)
+    recheck = Session.recheck
 
     # -- auth ------------------------------------------------------------------------------
 
