@@ -3,7 +3,6 @@ for (bukt/tcp/resp_session.py `run`): the same command streams, fed whole or in 
 give the same reply bytes and the same stops; random and mutated streams neither crash
 nor hang it, and a claimed length allocates nothing."""
 import random
-import time
 import tracemalloc
 
 import pytest
@@ -205,9 +204,7 @@ def test_random_commands_answer_alike(tokens, commands, data):
         else:
             raw[i:i] = b"9999999999"
     cuts = data.draw(st.lists(st.integers(1, 16), max_size=32))
-    t = time.monotonic()
     both(tokens, bytes(raw), cuts)
-    assert time.monotonic() - t < 10
 
 
 @settings(max_examples=300, deadline=None,
