@@ -999,24 +999,87 @@ def _type(s, args):
         lambda r, p: R.simple("string") if r[0] else R.simple("none")
 
 
+def _expire_when(unit, absolute, arg, name) -> tuple[float, int]:
+    """(seconds from now, absolute unix ms) of an EXPIRE-family argument."""
+    n = _int(arg)
+    now = _now_ms()
+    when = n * (1000 // unit) if absolute else now + n * (1000 // unit)
+    if not -(1 << 63) <= when < (1 << 63):
+        raise Reply(R.error(f"ERR invalid expire time in '{name.lower()}' command"))
+    return (when - now) / 1000, when
+
+
+def _expire_flags(opts, name) -> str:
+    """NX, XX, GT, LT as Redis reads them (any order, repeats allowed): a set of letters
+    'n', 'x', 'g', 'l'."""
+    flags = set()
+    for opt in opts:
+        o = opt.upper()
+        if o not in (b"NX", b"XX", b"GT", b"LT"):
+            raise Reply(R.error(f"ERR Unsupported option {opt.decode('utf-8', 'replace')}"))
+        flags.add(o[:1].lower().decode())
+    if "n" in flags and flags & {"x", "g", "l"}:
+        raise Reply(R.error("ERR NX and XX, GT or LT options at the same time are not "
+                            "compatible"))
+    if {"g", "l"} <= flags:
+        raise Reply(R.error("ERR GT and LT options at the same time are not compatible"))
+    return "".join(sorted(flags))
+
+
 def _expire_plan(unit, absolute, name):
     def plan(s, args):
         if len(args) > 3:
-            raise Reply(R.error(f"ERR {name} options NX/XX/GT/LT are not supported by Bukt"))
-        n = _int(args[2])
-        if absolute:
-            ttl = n - time.time() if unit == 1 else (n - _now_ms()) / 1000
-        else:
-            ttl = n / unit
+            _expire_flags(args[3:], name)
+            raise Reply(R.error(f"ERR {name} with NX, XX, GT or LT is not supported "
+                                "inside MULTI by Bukt"))
+        ttl, _ = _expire_when(unit, absolute, args[2], name)
         if ttl <= 0:
             return [("delete", (args[1],))], _int_reply
         return [("expire", (args[1], ttl))], lambda r, p: R.ONE if r[0] else R.ZERO
     return plan
 
 
+def _expire_handler(unit, absolute, name):
+    """EXPIRE and kin. With NX/XX/GT/LT (Redis 7's rules; a key without a TTL counts as
+    an infinite one for GT and LT) the key's TTL is read, compared, and the change applied
+    only if the key's version is still the one read (a set or delete in between: read
+    again). A TTL changed in between by another EXPIRE is not seen (EXPIRE changes no
+    version; docs/resp.md)."""
+    plan = _expire_plan(unit, absolute, name)
+
+    def handler(s, args):
+        if len(args) == 3:
+            ops, fmt = plan(s, args)
+            b = s.bucket
+            return fmt([getattr(b, m)(*a) for m, a in ops], s.proto)
+        flags = _expire_flags(args[3:], name)
+        ttl, when = _expire_when(unit, absolute, args[2], name)
+        key, b = args[1], s.bucket
+        for _ in range(MAX_CAS):
+            entry = b.get_entry(key, consume=False)
+            if entry is None:
+                return R.ZERO
+            current = None if entry[2] is None else _now_ms() + round(entry[2] * 1000)
+            if (("n" in flags and current is not None)
+                    or ("x" in flags and current is None)
+                    or ("g" in flags and (current is None or when <= current))
+                    or ("l" in flags and current is not None and when >= current)):
+                return R.ZERO
+            op = ("delete", (key,)) if ttl <= 0 else ("expire", (key, ttl))
+            done = exec_queue(b, [op], {key: entry[1]})
+            if done is None:
+                continue                # replaced or deleted in between: again
+            if isinstance(done[0], BaseException):
+                raise done[0]
+            return R.ONE if done[0] else R.ZERO
+        raise Reply(R.error(f"ERR too much contention on this key ({MAX_CAS} tries)"))
+    return plan, handler
+
+
 for _name, _unit, _abs in (("EXPIRE", 1, False), ("PEXPIRE", 1000, False),
                            ("EXPIREAT", 1, True), ("PEXPIREAT", 1000, True)):
-    planned(_name, -3, WRITE, park=True)(_expire_plan(_unit, _abs, _name))
+    _plan, _handler = _expire_handler(_unit, _abs, _name)
+    COMMANDS[_name.encode()] = Cmd(_name, _handler, -3, WRITE, plan=_plan, park=True)
 
 
 def _ttl_plan(ms):
