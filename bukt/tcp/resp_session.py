@@ -16,6 +16,11 @@ AUTHs count against the peer's address in the table shared with the binary face
 revoked token leaves the session unauthenticated from its next batch (`recheck`, as
 bukt/tcp/session.py does).
 
+ADMIN. `AUTH <bucket> <admin-token>` (or HELLO's AUTH) opens the bucket with every
+permission, FLUSHDB's admin one included: the admin token is the service's, so it
+may do anything to any bucket, and a RESP connection needs a bucket to do anything.
+The admin token alone names no bucket and is refused (-WRONGPASS saying so).
+
 ORDER. Redis replies in request order, without request ids. Under `fsync: always` the
 reply to a write waits for the writer's flushed position (a Deferred, as on the binary
 face); every reply after it on the same connection waits for that same position too,
@@ -321,11 +326,12 @@ class RespSession:
         self.perms = 0
         self.token_id = self.token_perms = 0
         self.persist = False
-        self.admin = False           # RESP has no admin session (docs/resp.md)
+        self.admin = False           # opened by the admin token (ADMIN in the docstring)
         self.revoked = False
         self.multi = None            # list of (cmd, ops, fmt) while in MULTI
         self.multi_dirty = False
         self.watched = {}            # key -> version at WATCH (0: absent)
+        self.subs = None             # Subscriptions while subscribed (resp_pubsub.py)
         self.closing = False
         self.park_ring_full = False
         self.park_room = 0
@@ -395,10 +401,6 @@ class RespSession:
         self.multi.append((cmd, ops, fmt))
         return R.QUEUED
 
-    # the token still stands, or the session becomes unauthenticated: the binary face's
-    # rule, on the same fields (bucket, bucket_name, token_id, token_perms, perms)
-    recheck = Session.recheck
-
     # -- auth ------------------------------------------------------------------------------
 
     def authenticate(self, bucket, token) -> bytes | None:
@@ -409,6 +411,9 @@ class RespSession:
             left = guard.check(self.peer)
             if left:
                 return R.error("ERR " + locked_message(self.peer, left))
+        if self.admin_hash is not None and hmac.compare_digest(
+                hashlib.sha256(token).digest(), self.admin_hash):
+            return self._admit_admin(bucket)
         found = self.store.find_token(digest(token))
         # Redis's "default" user (what clients send with a password alone) names no
         # bucket: the token's own, as AUTH <token> does.
@@ -422,14 +427,52 @@ class RespSession:
         self.bucket_name, self.perms = name, found[2] & ALL_PERMS
         self.token_id, self.token_perms = found[1], found[2]
         self.persist = bool(self.store.bucket_info(name).get("persist", True))
-        self.revoked = False
+        self.revoked = self.admin = False
         return None
+
+    def _admit_admin(self, bucket) -> bytes | None:
+        """ADMIN: the admin token opens the bucket it names with every permission."""
+        if bucket in (None, b"default"):
+            return R.error("WRONGPASS the admin token opens a bucket: AUTH <bucket> "
+                           "<admin-token>")
+        name = bucket.decode("utf-8", "replace")
+        try:
+            self.bucket = self.store.bucket(name)
+            persist = bool(self.store.bucket_info(name).get("persist", True))
+        except errors.BuktError:
+            return R.error(f"WRONGPASS no bucket {name!r}")
+        self.bucket_name, self.perms, self.admin = name, ALL_PERMS, True
+        self.token_id = self.token_perms = 0
+        self.persist, self.revoked = persist, False
+        return None
+
+    def recheck(self):
+        """The token still stands, or the session becomes unauthenticated: the binary
+        face's rule (bukt/tcp/session.py), on the same fields. The admin token is not a
+        bucket's token (it is the service's own, and cannot be revoked): an admin session
+        is only dropped with its bucket."""
+        if not self.admin:
+            Session.recheck(self)
+        elif self.bucket is not None:
+            try:
+                live = self.store.bucket(self.bucket_name) is self.bucket
+            except errors.BuktError:
+                live = False
+            if not live:
+                self.unauthenticate()
 
     def unauthenticate(self):
         self.bucket = self.bucket_name = None
         self.perms = 0
+        self.admin = False
         self.multi = None
         self.watched = {}
+        self.end_subscriptions()
+
+    def end_subscriptions(self):
+        if self.subs is not None:
+            self.subs.close()
+            self.subs = None
 
 
 def error_reply(exc) -> bytes:
