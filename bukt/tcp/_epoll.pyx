@@ -327,6 +327,8 @@ cdef class Loop:
         self.spin = _spin.SpinCredit(self.busy_poll)
         self.round_yield = settings.round_yield
         self.stopping = False
+        if resp_info is not None:   # INFO's connected_clients: this worker's, open ones
+            resp_info["clients"] = lambda: len(self.conns) - len(self.lingering)
         self.epfd = epoll_create1(0)
         self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN)
         if self.resp_fd >= 0:

@@ -72,7 +72,8 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def resp_info(settings, store, durable, connections) -> dict:
     """What the RESP session's INFO and CONFIG GET say of this server
-    (bukt/tcp/resp_session.py): fixed at the worker's start, but the client count."""
+    (bukt/tcp/resp_session.py): fixed at the worker's start, but the client count (this
+    worker's connections: each worker process answers for its own)."""
     import time
     size = 0
     try:

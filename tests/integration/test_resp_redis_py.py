@@ -288,6 +288,15 @@ def test_admin_token_opens_a_bucket(srv):
     admin.close()
 
 
+def test_info_counts_clients(srv):
+    """connected_clients: this worker's open connections (the server runs one worker)."""
+    first, second = client(srv), client(srv)
+    assert first.ping() and second.ping()
+    assert first.info("clients")["connected_clients"] >= 2
+    first.close()
+    second.close()
+
+
 def test_revoked_token_is_noauth(srv):
     import hashlib
     tok = "revokable-token"
