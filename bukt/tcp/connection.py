@@ -40,7 +40,9 @@ from bukt import errors
 from bukt.tcp import admission
 from bukt import protocol as P
 from bukt.writewait.ringroom import RETRY, RoomWait
-from bukt.tcp.frames import PARK, Deferred, ring_full_frame
+from bukt.tcp.frames import (PARK, STOP_DEFERRED, STOP_FATAL, STOP_PARK,  # noqa: F401
+                              STOP_FULL, STOP_PARTIAL, STOP_QUIT, Deferred, drive,
+                              ring_full_frame)
 from bukt.tcp.session import Session
 
 log = logging.getLogger("bukt.tcp")
@@ -52,35 +54,30 @@ try:
 except ImportError:
     _wire = None
 
-STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
+
+class _BadLength(Exception):
+    """A frame's Length that cannot be honoured (the loops answer it: _fatal_answer)."""
 
 
 def run_py(buf, size, pos, session, max_frame, out, out_limit):
     """Handles whole frames of buf[pos:size] into `out` until a stop (bukt/tcp/_wire.pyx
-    says which); returns (pos, why). The reference for the compiled `_wire.run`."""
-    out_bytes = 0
-    session.recheck()                   # a token revoked since the last batch
+    says which); returns (pos, why). The reference for the compiled `_wire.run`: the
+    loop shared with the RESP face (frames.drive) around the binary frame. (Two Python
+    calls a frame more than a loop of its own; the hot path is _wire.run, in C.)"""
     handle = session.handle
-    while size - pos >= 4:
+
+    def parse(buf, pos, size):
+        if size - pos < 4:
+            return None
         length = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
         if length < _HDR_SIZE or length > max_frame:
-            return pos, STOP_FATAL
+            raise _BadLength
         if size - pos < length:
-            return pos, STOP_PARTIAL
+            return None
         _, command, rid = _HEADER.unpack_from(buf, pos)
-        result = handle(command, rid, buf, pos + _HDR_SIZE, pos + length)
-        if result is PARK:
-            return pos, STOP_PARK
-        pos += length
-        out.append(result)
-        if result.__class__ is not bytes:
-            return pos, STOP_DEFERRED
-        if session.closing:
-            return pos, STOP_QUIT
-        out_bytes += len(result)
-        if out_bytes >= out_limit:
-            return pos, STOP_FULL
-    return pos, STOP_PARTIAL
+        return (command, rid, buf, pos + _HDR_SIZE, pos + length), pos + length
+    return drive(parse, lambda r: handle(*r), _BadLength, None, buf, size, pos, session,
+                 out, out_limit)
 
 
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, admission.TOO_MANY.encode())

@@ -48,11 +48,12 @@ import time
 from bukt import errors
 from bukt.authguard import locked_message
 from bukt.tcp import resp as R
+from bukt.tcp.frames import (STOP_DEFERRED, STOP_FATAL, STOP_FULL,  # noqa: F401
+                              STOP_PARK, STOP_PARTIAL, STOP_QUIT, drive)
 from bukt.tcp.session import PARK, Deferred, Session
 from bukt.tokens import digest
 from bukt.writewait import ringroom
 
-STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
 READ, WRITE, ADMIN = 1, 2, 4
 ALL_PERMS = READ | WRITE | ADMIN
 REDIS_VERSION = "7.2.0"   # what client version gates compare against
@@ -79,36 +80,14 @@ def version_string():
 
 def run(buf, size, pos, session, max_frame, out, out_limit):
     """Handles the whole commands of buf[pos:size] into `out` until a stop; returns
-    (pos, why). The same contract as bukt/tcp/connection.py run_py."""
-    out_bytes = 0
-    session.recheck()
-    parse = session.parser.parse
-    execute = session.execute
-    while pos < size:
-        try:
-            got = parse(buf, pos, size)
-        except R.RespError as exc:
-            out.append(R.error(f"ERR Protocol error: {exc}"))
-            return pos, STOP_FATAL
-        if got is None:
-            return pos, STOP_PARTIAL
-        args, end = got
-        if not args:            # an empty inline line: nothing to answer
-            pos = end
-            continue
-        result = execute(args)
-        if result is PARK:
-            return pos, STOP_PARK
-        pos = end
-        out.append(result)
-        if result.__class__ is not bytes:
-            return pos, STOP_DEFERRED
-        if session.closing:
-            return pos, STOP_QUIT
-        out_bytes += len(result)
-        if out_bytes >= out_limit:
-            return pos, STOP_FULL
-    return pos, STOP_PARTIAL
+    (pos, why). The same contract as bukt/tcp/connection.py run_py, and the same loop
+    (frames.drive) around the RESP parser and RespSession.execute."""
+    return drive(session.parser.parse, session.execute, R.RespError, _protocol_error,
+                 buf, size, pos, session, out, out_limit)
+
+
+def _protocol_error(exc) -> bytes:
+    return R.error(f"ERR Protocol error: {exc}")
 
 
 def ring_full_answer(session, buf, pos, size, wait):
