@@ -55,6 +55,7 @@ except ImportError:
     _wire = None
 
 
+
 class _BadLength(Exception):
     """A frame's Length that cannot be honoured (the loops answer it: _fatal_answer)."""
 
@@ -439,6 +440,8 @@ class RespConnection(Connection):
     Redis protocol's parser and session (bukt/tcp/resp_session.py)."""
 
     MIN_REQUEST = 1
+    _sub_cb = None        # KEYSPACE NOTIFICATIONS: its callback on the feed's Waker
+    _sub_waker = None
 
     def _new_session(self, worker):
         from bukt.tcp.resp_session import RespSession
@@ -469,6 +472,81 @@ class RespConnection(Connection):
             return d.response
         from bukt.tcp.resp_session import error_reply
         return error_reply(exc)
+
+    # -- KEYSPACE NOTIFICATIONS (bukt/tcp/resp_pubsub.py) --------------------------------
+    # While its session is subscribed, the feed's Waker (a thread) schedules `_pump` on
+    # this loop after each of the writer's batches and every second. A pump writes what
+    # the feed has for it while the transport is below its high-water mark and no reply
+    # waits for the disk (a message never overtakes a reply); above the mark it only
+    # looks whether the subscriber is so far behind that it is cut off.
+
+    def _process(self):
+        super()._process()
+        self._sync_subscription()
+
+    def _sync_subscription(self):
+        subs = self.session.subs
+        want = (subs is not None and subs.watcher is not None and not self.closed
+                and not self.draining)
+        if want and self._sub_cb is None:
+            loop = self._loop
+            self._sub_cb = lambda: loop.call_soon_threadsafe(self._pump)  # noqa: E731
+            self._sub_waker = subs.watcher.waker()
+            self._sub_waker.add(self._sub_cb)
+            self._pump()
+        elif not want and self._sub_cb is not None:
+            self._sub_waker.remove(self._sub_cb)
+            self._sub_cb = None
+
+    def _pump(self):
+        subs = self.session.subs
+        if self._sub_cb is None or subs is None or self.closed or self.draining:
+            self._sync_subscription()
+            return
+        if self.deferred:
+            return                  # _deferred_done pumps once the replies are out
+        max_lag = self.worker.settings.feed_max_lag
+        if self.write_paused:
+            if subs.lagging(max_lag):
+                self._end_subscription(subs.cutoff(max_lag))
+            return
+        data, end, more = subs.pump()
+        if data:
+            self.transport.write(data)
+        if end is not None:
+            self._end_subscription(end)
+        elif more:
+            self._loop.call_soon(self._pump)
+        else:
+            self._sync_subscription()
+
+    def _end_subscription(self, reply):
+        """The subscriber is cut off (or its token revoked): `reply` is its last."""
+        self.session.end_subscriptions()
+        self._sync_subscription()
+        self._write([reply])
+        self.buf = bytearray()
+        self.draining = True
+        self._maybe_finish()
+
+    def _deferred_done(self, fut, d):
+        super()._deferred_done(fut, d)
+        if self._sub_cb is not None and not self.deferred:
+            self._pump()
+
+    def resume_writing(self):
+        super().resume_writing()
+        if self._sub_cb is not None:
+            self._pump()
+
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        self._sync_subscription()
+        self.session.end_subscriptions()
+
+    def idle_for(self, now) -> float:
+        # a subscriber only listens (Redis does not time out Pub/Sub clients either)
+        return 0.0 if self._sub_cb is not None else super().idle_for(now)
 
 
 def resp_error_line(message: str) -> bytes:

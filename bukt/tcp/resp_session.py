@@ -48,6 +48,7 @@ import time
 from bukt import errors
 from bukt.authguard import locked_message
 from bukt.tcp import resp as R
+from bukt.tcp import resp_pubsub as PS
 from bukt.tcp.frames import (STOP_DEFERRED, STOP_FATAL, STOP_FULL,  # noqa: F401
                               STOP_PARK, STOP_PARTIAL, STOP_QUIT, drive)
 from bukt.tcp.session import PARK, Deferred, Session
@@ -334,6 +335,10 @@ class RespSession:
                                     f"'{cmd.name.lower()}' command"))
             if not cmd.open and self.bucket is None:
                 raise Reply(NOAUTH)
+            if self.subs is not None and self.proto == 2 and name not in PS.ALLOWED_RESP2:
+                raise Reply(R.error(f"ERR Can't execute '{cmd.name.lower()}': only "
+                                    "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / "
+                                    "RESET are allowed in this context"))
             if cmd.perm and not self.perms & cmd.perm:
                 raise Reply(R.error(f"NOPERM this token has no permission to run the "
                                     f"'{cmd.name.lower()}' command (it lacks "
@@ -475,6 +480,8 @@ TX_CONTROL = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"UNWATCH", b"Q
 def _ping(s, args):
     if len(args) > 2:
         raise Reply(R.error("ERR wrong number of arguments for 'ping' command"))
+    if s.subs is not None and s.proto == 2:   # Redis's answer in the subscribed state
+        return b"*2\r\n$4\r\npong\r\n" + R.bulk(args[1] if len(args) == 2 else b"")
     return R.PONG if len(args) == 1 else R.bulk(args[1])
 
 
@@ -491,7 +498,7 @@ def _quit(s, args):
 
 @command("RESET", 1)
 def _reset(s, args):
-    s.unauthenticate()
+    s.unauthenticate()      # (and unsubscribes)
     s.proto, s.name, s.multi_dirty = 2, None, False
     return R.simple("RESET")
 
@@ -591,7 +598,9 @@ def _client(s, args):
 def _client_line(s) -> str:
     name = (s.name or b"").decode()
     return (f"id={s.id} addr={s.peer}:0 laddr=- fd=-1 name={name} "
-            f"age={int(time.monotonic() - s.created)} idle=0 flags=N db=0 sub=0 psub=0 "
+            f"age={int(time.monotonic() - s.created)} idle=0 flags={'P' if s.subs else 'N'} db=0 "
+            f"sub={len(s.subs.channels) if s.subs else 0} "
+            f"psub={len(s.subs.patterns) if s.subs else 0} "
             f"multi={-1 if s.multi is None else len(s.multi)} resp={s.proto} "
             f"lib-name={s.lib.get(b'LIB-NAME', b'').decode()} "
             f"lib-ver={s.lib.get(b'LIB-VER', b'').decode()} bucket={s.bucket_name or ''}")
@@ -685,6 +694,37 @@ def _command(s, args):
 def _time(s, args):
     t = time.time()
     return R.array([R.bulk(str(int(t))), R.bulk(str(int((t % 1) * 1e6)))])
+
+
+# == keyspace notifications (bukt/tcp/resp_pubsub.py) ========================================
+
+def _subscribe(pattern):
+    def handler(s, args):
+        if s.subs is None:
+            s.subs = PS.Subscriptions(s)
+        reply = s.subs.subscribe(args[1:], pattern)
+        if not s.subs.count:
+            s.end_subscriptions()
+        return reply
+    return handler
+
+
+def _unsubscribe(pattern):
+    def handler(s, args):
+        subs = s.subs or PS.Subscriptions(s)
+        reply = subs.unsubscribe(args[1:], pattern)
+        if not subs.count:
+            subs.close()
+            s.subs = None
+        return reply
+    return handler
+
+
+for _name, _pat in (("SUBSCRIBE", False), ("PSUBSCRIBE", True)):
+    command(_name, -2, READ)(_subscribe(_pat))
+for _name, _pat in (("UNSUBSCRIBE", False), ("PUNSUBSCRIBE", True)):
+    command(_name, -1)(_unsubscribe(_pat))
+command("PUBSUB", -2, READ)(PS.pubsub_command)
 
 
 # == transactions ============================================================================
