@@ -780,13 +780,15 @@ cdef class Loop:
         c.subscribed = want
         if not want:
             self.subscribed.discard(c)
+            if not self.subscribed and self.sub_waker is not None:
+                self.sub_waker.remove(self.sub_cb)     # no wakeups for nobody
             return
         if self.sub_fd < 0:
             self.sub_fd = _os.eventfd(0, _os.EFD_NONBLOCK | _os.EFD_CLOEXEC)
             self._ctl(EPOLL_CTL_ADD, self.sub_fd, EPOLLIN)
             self.sub_cb = _functools.partial(_os.eventfd_write, self.sub_fd, 1)
             self.sub_waker = subs.watcher.waker()   # (one a process: every watcher's)
-            self.sub_waker.add(self.sub_cb)
+        self.sub_waker.add(self.sub_cb)             # (a set: adding again is nothing)
         self.subscribed.add(c)
         self._pump(c)
 

@@ -143,8 +143,13 @@ def test_unsubscribe_and_counts(svc):
     assert [m["type"] for m in messages_all(p, 2)] == ["punsubscribe", "unsubscribe"]
     r.set("x2", "b")
     assert messages(p, 1, timeout=1) == []
-    # unsubscribed: an ordinary connection again
+    # unsubscribed: an ordinary connection again, and it may subscribe again
     p.execute_command("GET", "x2")
+    p.subscribe("__keyspace@b__:x2")
+    messages_all(p, 1)
+    r.set("x2", "c")
+    assert [text(m) for m in messages(p, 1)] == [
+        ("message", None, b"__keyspace@b__:x2", b"set")]
     p.close()
     r.close()
 
