@@ -33,6 +33,7 @@ same way (-NOAUTH, -ERR).
 from __future__ import annotations
 
 import fnmatch
+import logging
 import weakref
 
 from bukt import errors
@@ -54,6 +55,7 @@ ALLOWED_RESP2 = frozenset({b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUB
                            b"PING", b"QUIT", b"RESET"})
 
 _live: "weakref.WeakSet[Subscriptions]" = weakref.WeakSet()   # this worker's (PUBSUB)
+log = logging.getLogger("bukt.tcp")
 
 
 def _bulk(b: bytes) -> bytes:
@@ -191,13 +193,20 @@ class Subscriptions:
 
     # -- delivery ---------------------------------------------------------------------
 
+    def lag(self) -> int:
+        """Bytes of the feed between the subscriber's place and the newest event."""
+        w = self.watcher
+        return 0 if w is None or w.pos is None else w.feed.head() - w.pos
+
     def lagging(self, max_lag: int) -> bool:
         """The subscriber trails the feed's head by more than max_lag bytes."""
-        w = self.watcher
-        return w is not None and w.pos is not None and w.feed.head() - w.pos > max_lag
+        return self.lag() > max_lag
 
     def cutoff(self, max_lag: int) -> bytes:
         pos = self.watcher.position if self.watcher is not None else 0
+        log.warning("RESP subscriber %s (bucket %s) cut off %d bytes behind the change "
+                    "feed (feed.max_lag %d): it had every event up to sequence %d",
+                    self.session.peer, self.session.bucket_name, self.lag(), max_lag, pos)
         self.close()
         return R.error(f"ERR subscriber cut off: it did not read its messages and fell "
                        f"more than feed.max_lag ({max_lag} bytes) behind the change feed; "
@@ -220,6 +229,9 @@ class Subscriptions:
         out = []
         for e in evs:
             if e.gone:
+                log.warning("RESP subscriber %s (bucket %s) cut off: the change feed "
+                            "overwrote its place (sequence %d)", s.peer, s.bucket_name,
+                            e.since)
                 self.close()
                 return b"".join(out), R.error(
                     f"ERR subscriber cut off: the change feed no longer holds its place "

@@ -254,6 +254,7 @@ def test_redis_cli_psubscribe(svc):
         lines = [proc.stdout.readline().decode().strip() for _ in range(3)]
         assert lines == ["psubscribe", "__keyspace@0__:cli:*", "1"], lines
         r = client(svc)
+        r.set("clx", "not under the pattern's prefix")
         r.set("cli:a", "1")
         r.incrby("cli:a", 5)
         r.delete("cli:a")
