@@ -5,15 +5,15 @@ encoders (`resp.fast_path`, on by default).
 
 bukt/tcp/resp_session.py stays the reference for what every command does, and the
 fallback: this loop takes a command only when the answer is certain to be the one the
-Python session would give, byte for byte, and hands every other command to it
-(resp_session.step), one at a time, going on in C after it. It takes
+Python session would give, byte for byte, and hands every other command to it (its own
+loop, frames.drive, stopped after one reply), going on in C after it. It takes
 
     GET, SET key value [EX s | PX ms], SETEX, INCR, DECR, INCRBY, DECRBY, MGET, MSET,
     DEL, UNLINK, EXISTS, PING, ECHO
 
 as an array of bulk strings, with their exact arity, on an authenticated session that is
-not in MULTI, not waiting for the disk (ORDER in resp_session.py), with the permission
-the command needs. Everything else goes to the session: inline commands, protocol
+not in MULTI, not subscribed (bukt/tcp/resp_pubsub.py), not waiting for the disk (ORDER
+in resp_session.py), with the permission the command needs. Everything else goes to the session: inline commands, protocol
 errors (the parser there words them and the limits are checked here in the same order:
 bukt/tcp/resp.py, PARSING), NOAUTH/NOPERM refusals, arity errors, integer arguments
 that are not plain decimals, MULTI, HELLO, AUTH. A Bucket call that raises is answered
@@ -42,7 +42,7 @@ from libc.string cimport memcpy
 
 from bukt.tcp import resp as _R
 from bukt.tcp import resp_session as _S
-from bukt.tcp.session import PARK as _PARK
+from bukt.tcp.frames import PARK as _PARK, drive as _drive
 from bukt.writewait.durability import RingDurability as _RingDurability
 
 try:
@@ -342,7 +342,7 @@ cdef class Batch:
         self.durable = s.durable
         # the fast path's preconditions (module docstring)
         self.taking = (self.bucket is not None and s.multi is None and not s.wait_pos
-                       and not s.closing and not s.parser.need)
+                       and not s.closing and not s.parser.need and s.subs is None)
         self.core = read_into != NULL and type(self.bucket) is CoreBucket
         # whether a write's reply may wait for the disk: asked once a batch of
         # RingDurability (a policy it refreshes every POLICY_REFRESH anyway), at each
@@ -576,15 +576,18 @@ cdef Py_ssize_t run_fast(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object 
                     if done == C_DONE:
                         pos = end
             if done == C_OTHER:
-                # SLOW PATH: one command through the session, the reference
+                # SLOW PATH: one command through the session, the reference, in
+                # resp_session.run's own loop (frames.drive) stopped after one reply
                 out_bytes += flush(out)
                 n = PyList_GET_SIZE(out)
-                pos, w = _S.step(buf, size, pos, session, out)
-                if w is not None:
+                pos, w = _drive(session.parser.parse, session.execute, _R.RespError,
+                                _S._protocol_error, buf, size, pos, session, out, 1)
+                if w != STOP_FULL:
                     why[0] = w
                     return pos
-                if PyList_GET_SIZE(out) > n:
+                while n < PyList_GET_SIZE(out):
                     out_bytes += PyBytes_GET_SIZE(out[n])
+                    n += 1
                 t.load()
             if out_bytes + acc_len >= out_limit:
                 flush(out)

@@ -2,12 +2,14 @@
 for (bukt/tcp/resp_session.py `run`): the same command streams, fed whole or in pieces,
 give the same reply bytes and the same stops; random and mutated streams neither crash
 nor hang it, and a claimed length allocates nothing."""
+import os
 import random
 import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from bukt.feed import Feed, FeedWriter
 from bukt.tcp import resp_session as S
 from bukt.tokens import digest
 
@@ -22,11 +24,15 @@ def encode(args):
 
 
 @pytest.fixture
-def tokens(store):
+def tokens(store, segname):
     store.create_bucket("b", persist=False)
     store.add_token("b", digest(RW), S.READ | S.WRITE)
     store.add_token("b", digest(RO), S.READ)
-    return store
+    feed = FeedWriter(segname, 64 << 10, 1024)      # SUBSCRIBE needs the change feed
+    yield store
+    feed.close()
+    os.unlink(feed.path)
+    Feed._open.clear()
 
 
 def drive(store, run, data, cuts=None, max_frame=MAX, out_limit=1 << 20):
@@ -95,6 +101,9 @@ SCRIPT = [
     [b"MGET", b"nope", b"k"], [b"SET", b"k", b"v", b"NX"], [b"HELLO", b"2"],
     [b"MULTI"], [b"SET", b"t", b"1"], [b"INCR", b"t"], [b"GET", b"t"], [b"EXEC"],
     [b"GET", b"t"], [b"MULTI"], [b"GET", b"t"], [b"DISCARD"],
+    [b"SUBSCRIBE", b"__keyspace@b__:k"], [b"GET", b"k"], [b"PING"], [b"SET", b"k", b"x"],
+    [b"UNSUBSCRIBE"], [b"GET", b"k"], [b"HELLO", b"3"], [b"SUBSCRIBE", b"c"], [b"GET", b"k"],
+    [b"PING"], [b"UNSUBSCRIBE"], [b"HELLO", b"2"],
     [b"AUTH", b"b", RO], [b"GET", b"k"], [b"SET", b"k", b"w"], [b"INCR", b"n"],
     [b"MSET", b"q", b"1"], [b"DEL", b"k"], [b"MGET", b"k"], [b"EXISTS", b"k"],
     [b"AUTH", b"b", b"wrong"], [b"GET", b"k"], [b"PING"], [b"ECHO", b"e"],
@@ -112,6 +121,7 @@ def test_script_whole_and_in_pieces(tokens):
     whole = both(tokens, data)
     assert whole.startswith(b"+OK\r\n+PONG\r\n$2\r\nhi\r\n-ERR wrong number")
     assert b"-NOPERM" in whole and b"-NOAUTH" in whole and b"-ERR syntax" in whole
+    assert b"$9\r\nsubscribe\r\n" in whole and b"-ERR Can't execute 'get'" in whole
     rng = random.Random(5)
     for _ in range(5):
         cuts = [rng.randrange(1, 40) for _ in range(len(data) // 10)]
