@@ -9,6 +9,7 @@ import sys
 
 from bukt.cli.common import (NOT_FOUND, OK, CliError, emit, human_bytes, key_arg, open_target,
                       show_bytes, stdout_bytes, table, target_args)
+from bukt._core import SCHEMAS
 from bukt.cli.targets import perm_names, perms_from_names, raw
 
 
@@ -138,7 +139,9 @@ def buckets_args(p):
     c = sub.add_parser("create", help="create a bucket; prints its first token (once)")
     target_args(c, bucket=False)
     c.add_argument("name")
-    c.add_argument("--schema", choices=("bytes", "int", "str"), default="bytes")
+    c.add_argument("--schema", choices=SCHEMAS, default="bytes",
+                   help="what values are: bytes; int (decimal, 64-bit); str (UTF-8); json "
+                        "(a JSON document, validated on write)")
     c.add_argument("--eviction", choices=("lru", "none"), default="lru",
                    help="lru: forget the least recently used keys when full; none: refuse")
     c.add_argument("--cache-only", action="store_true",
