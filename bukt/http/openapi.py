@@ -203,7 +203,11 @@ def document():
                 body={"required": False, "content": {
                     "application/octet-stream": {"schema": {"type": "string",
                                                             "format": "binary"}},
-                    "application/json": {"schema": ref("PutJson")}}}, op_id="putKey"),
+                    # the envelope, or any document (docs/http.md, JSON documents)
+                    "application/json": {"schema": {"anyOf": [ref("PutJson"), {}],
+                        "description": "On a json bucket: the document. Elsewhere: the "
+                        "envelope when the body is a non-empty object of its keys alone, "
+                        "else any JSON, stored as its bytes"}}}}, op_id="putKey"),
             "delete": op("Delete a key (write)", {204: EMPTY},
                          [hdr("If-Match", {"type": "string"})], op_id="deleteKey")},
         f"{bucket}/keys/{{key}}/incr": {
