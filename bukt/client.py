@@ -151,6 +151,11 @@ class _Ops:
         self.timeout, self.pool_size = kw["timeout"], kw["pool_size"]
         self.max_frame, self.retry_reads = max_frame, retry_reads
 
+    def _timed_out(self, exc):
+        """The TimeoutError to raise: one that names the server and the timeout."""
+        return TimeoutError(f"no answer from {self.host}:{self.port} within "
+                            f"{self.timeout:g} s ({exc or 'timed out'})")
+
     @staticmethod
     def _value(status, f, default=None):
         if status == S.OK:
@@ -523,11 +528,6 @@ class Client(_Ops):
                 return
         conn.close()
 
-    def _timed_out(self, exc):
-        """The TimeoutError to raise: one that names the server and the timeout."""
-        return TimeoutError(f"no answer from {self.host}:{self.port} within "
-                            f"{self.timeout:g} s ({exc or 'timed out'})")
-
     def _run(self, fn, idempotent: bool):
         """fn(conn) on a pooled connection; retried once on a fresh one if idempotent."""
         for attempt in (0, 1):
@@ -767,7 +767,10 @@ class AsyncClient(_Ops):
                     raise
 
     async def _call(self, command, fields, convert):
-        status, f = await self._send(command, fields)
+        try:
+            status, f = await self._send(command, fields)
+        except TimeoutError as exc:
+            raise self._timed_out(exc) from exc
         return convert(status, f)
 
     def _do(self, command, fields, convert):

@@ -67,6 +67,14 @@ def target_args(p, bucket=True):
     json_arg(p)
 
 
+def action(sub, name, help_):
+    """A second-level subcommand (`bukt buckets create`) with the help every command
+    has: its description and the exit codes."""
+    import argparse
+    return sub.add_parser(name, help=help_, description=help_, epilog=EXIT_CODES_HELP,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def key_arg(text: str) -> bytes:
     """A key from the command line: its bytes as the OS gave them."""
     return os.fsencode(text)

@@ -351,7 +351,19 @@ class HttpTarget(_Target):
     kind = "http"
 
     def __init__(self, url, bucket=None, token=None, timeout=5.0):
+        from urllib.parse import parse_qs
+        from bukt.client import URL_PARAMS, _redacted
         parts = urlsplit(url)
+        for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+            if name != "timeout":        # the one parameter an http:// URL takes here
+                raise errors.InvalidArgument(f"{_redacted(url)}: unknown URL parameter "
+                                             f"{name!r}; known: timeout")
+            try:
+                timeout = URL_PARAMS["timeout"][0](values[-1])
+            except ValueError:
+                raise errors.InvalidArgument(
+                    f"{_redacted(url)}: URL parameter timeout={values[-1]!r} is not "
+                    f"{URL_PARAMS['timeout'][1]}") from None
         super().__init__(bucket or unquote(parts.username or "") or None)
         self.token = token if token is not None else \
             (unquote(parts.password) if parts.password is not None else None)

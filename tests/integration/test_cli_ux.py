@@ -5,6 +5,7 @@ code test per code, JSON errors with --json, the messages that say what to do, a
 
 Commands run in this process through bukt.cli.main (test_cli.bukt); the shell and
 --version run the installed script."""
+import asyncio
 import errno
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from bukt import cli, errors
 from bukt.cli.common import explain
-from bukt.client import Client, parse_url
+from bukt.client import AsyncClient, Client, parse_url
 from serve_harness import ROOT, Service, unused_port
 from test_cli import bukt
 
@@ -72,6 +73,8 @@ def test_every_subcommand_has_the_same_help():
         assert r.code == 0, (name, r)
         assert b"exit codes:" in r.out and f"usage: bukt {name}".encode() in r.out, name
     assert b"--bind HOST:PORT" in bukt("tcp", "--help").out
+    for name, action in (("buckets", "create"), ("tokens", "revoke")):
+        assert b"exit codes:" in bukt(name, action, "--help").out
 
 
 @pytest.mark.parametrize("kind", ["local", "tcp", "http"])
@@ -182,6 +185,13 @@ def test_exit_4_unreachable_and_timeouts_name_the_address():
             c.get("k")
         c.close()
 
+        async def main():
+            a = AsyncClient(f"bukt://b:t@{where}", timeout=0.3)
+            with pytest.raises(TimeoutError, match=where):
+                await a.get("k")
+            await a.close()
+        asyncio.run(main())
+
 
 def test_exit_5_not_allowed(svc, targets):
     r = bukt("get", "--url", f"bukt://ux:wrong@127.0.0.1:{svc.tcp_port}", "k")
@@ -220,6 +230,10 @@ def test_client_url_checks(svc):
     assert "secret" not in str(e.value)
     r = bukt("get", "--url", "bukt://b:t@127.0.0.1:1?timout=3", "k")
     assert r.code == 2 and b"timout" in r.err
+    r = bukt("get", "--url", "http://127.0.0.1:1?timeout=abc", "-b", "b", "k")
+    assert r.code == 2 and b"timeout='abc'" in r.err
+    r = bukt("get", "--url", "http://127.0.0.1:1?tls=1", "-b", "b", "k")
+    assert r.code == 2 and b"unknown URL parameter 'tls'" in r.err
 
 
 # -- bukt shell --------------------------------------------------------------------------------
