@@ -108,3 +108,29 @@ def test_head_healthz_answers_like_get(svc):
     assert h.status_code == g.status_code == 200
     assert h.headers["Content-Type"] == g.headers["Content-Type"]
     assert h.content == b""
+
+
+def test_a_json_bucket_on_the_other_faces(svc, web):
+    """The document is checked in the core, so TCP and RESP refuse what HTTP refuses,
+    and read the document's bytes back (RESP showed a Python bytes literal of it)."""
+    import redis
+
+    from bukt import errors
+    from bukt.client import Client
+    s, base = web
+    r = s.post(base + f"{API}/buckets/docs/tokens", json={"permissions": ["read", "write"]})
+    token = r.json()["token"]
+    c = Client(f"bukt://docs:{token}@127.0.0.1:{svc.tcp_port}")
+    assert c.bucket_info("docs")["schema"] == "json"
+    c.set("t", b'{"a": [1]}')
+    assert c.get("t") == b'{"a": [1]}'
+    with pytest.raises(errors.SchemaError):
+        c.set("t2", b"{nope")
+    c.close()
+    rc = redis.Redis(port=svc.resp_port, username="docs", password=token,
+                     lib_name=None, lib_version=None)
+    assert rc.get("t") == b'{"a": [1]}' and rc.mget(["t"]) == [b'{"a": [1]}']
+    with pytest.raises(redis.ResponseError, match="not a JSON document"):
+        rc.set("t3", "nope")
+    rc.close()
+    assert s.get(base + f"{API}/buckets/docs/keys/t").json() == {"a": [1]}
