@@ -134,3 +134,17 @@ def test_a_json_bucket_on_the_other_faces(svc, web):
         rc.set("t3", "nope")
     rc.close()
     assert s.get(base + f"{API}/buckets/docs/keys/t").json() == {"a": [1]}
+
+
+def test_a_json_bucket_survives_a_cold_restart(svc, web):
+    """Its schema is logged with the bucket; the documents come back from the log."""
+    s, base = web
+    url = base + f"{API}/buckets/docs/keys/kept"
+    assert s.put(url, json=DOC).status_code == 204
+    assert svc.stop() == 0
+    svc.start(args=("--cold",))
+    r = s.get(url)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    assert r.json() == DOC
+    r = s.put(url, data=b"{nope", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "schema_error"
