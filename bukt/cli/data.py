@@ -7,8 +7,9 @@ Each pair below is (add the arguments, run); bukt/cli/__init__.py lists them in 
 import base64
 import sys
 
-from bukt.cli.common import (NOT_FOUND, OK, CliError, emit, human_bytes, key_arg, open_target,
-                      show_bytes, stdout_bytes, table, target_args)
+from bukt.cli.common import (NOT_FOUND, OK, CliError, action, emit, human_bytes, key_arg,
+                             open_target, show_bytes, stdout_bytes, table, target_args)
+from bukt._core import SCHEMAS
 from bukt.cli.targets import perm_names, perms_from_names, raw
 
 
@@ -135,10 +136,12 @@ def ttl(args):
 def buckets_args(p):
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
-    c = sub.add_parser("create", help="create a bucket; prints its first token (once)")
+    c = action(sub, "create", "create a bucket; prints its first token (once)")
     target_args(c, bucket=False)
     c.add_argument("name")
-    c.add_argument("--schema", choices=("bytes", "int", "str"), default="bytes")
+    c.add_argument("--schema", choices=SCHEMAS, default="bytes",
+                   help="what values are: bytes; int (decimal, 64-bit); str (UTF-8); json "
+                        "(a JSON document, validated on write)")
     c.add_argument("--eviction", choices=("lru", "none"), default="lru",
                    help="lru: forget the least recently used keys when full; none: refuse")
     c.add_argument("--cache-only", action="store_true",
@@ -147,9 +150,9 @@ def buckets_args(p):
     c.add_argument("--max-memory", metavar="SIZE",
                    help="memory its entries may take (e.g. 64MiB); at it, an lru bucket "
                         "evicts its own keys and a none bucket refuses (default: no limit)")
-    ls = sub.add_parser("list", help="the buckets and their settings")
+    ls = action(sub, "list", "the buckets and their settings")
     target_args(ls, bucket=False)
-    d = sub.add_parser("drop", help="delete a bucket, its keys and its tokens")
+    d = action(sub, "drop", "delete a bucket, its keys and its tokens")
     target_args(d, bucket=False)
     d.add_argument("name")
 
@@ -191,13 +194,13 @@ def buckets(args):
 def tokens_args(p):
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
-    c = sub.add_parser("create", help="a new token of the bucket; printed once")
+    c = action(sub, "create", "a new token of the bucket; printed once")
     target_args(c)
     c.add_argument("--perms", default="read,write", metavar="LIST",
                    help="comma-separated: read, write, admin (default read,write)")
-    ls = sub.add_parser("list", help="the bucket's token ids and permissions")
+    ls = action(sub, "list", "the bucket's token ids and permissions")
     target_args(ls)
-    r = sub.add_parser("revoke", help="revoke a token by its id")
+    r = action(sub, "revoke", "revoke a token by its id")
     target_args(r)
     r.add_argument("id", type=int)
 

@@ -146,6 +146,21 @@ class LocalTarget(_Target):
     def mget(self, bucket, keys):
         return self._b(bucket).mget(keys)
 
+    def mset(self, bucket, mapping, ttl=None):
+        return self._b(bucket).mset(mapping, ttl=ttl)
+
+    def exists(self, bucket, keys):
+        return self._b(bucket).exists(*keys)
+
+    def expire(self, bucket, key, ttl):
+        return self._b(bucket).expire(key, ttl)
+
+    def persist(self, bucket, key):
+        return self._b(bucket).persist(key)
+
+    def flush(self, bucket):
+        return self._b(bucket).flush()
+
     def buckets(self):
         return sorted(self.store.buckets())
 
@@ -258,6 +273,26 @@ class TcpTarget(_Target):
         self._mine(bucket)
         return self.client.mget(keys)
 
+    def mset(self, bucket, mapping, ttl=None):
+        self._mine(bucket)
+        return self.client.mset(mapping, ttl=ttl)
+
+    def exists(self, bucket, keys):
+        self._mine(bucket)
+        return self.client.exists(*keys)
+
+    def expire(self, bucket, key, ttl):
+        self._mine(bucket)
+        return self.client.expire(key, ttl)
+
+    def persist(self, bucket, key):
+        self._mine(bucket)
+        return self.client.persist(key)
+
+    def flush(self, bucket):
+        self._mine(bucket)
+        return self.client.flush()
+
     def ttls(self, bucket, keys):
         self._mine(bucket)
         with self.client.pipeline() as p:
@@ -316,7 +351,19 @@ class HttpTarget(_Target):
     kind = "http"
 
     def __init__(self, url, bucket=None, token=None, timeout=5.0):
+        from urllib.parse import parse_qs
+        from bukt.client import URL_PARAMS, _redacted
         parts = urlsplit(url)
+        for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+            if name != "timeout":        # the one parameter an http:// URL takes here
+                raise errors.InvalidArgument(f"{_redacted(url)}: unknown URL parameter "
+                                             f"{name!r}; known: timeout")
+            try:
+                timeout = URL_PARAMS["timeout"][0](values[-1])
+            except ValueError:
+                raise errors.InvalidArgument(
+                    f"{_redacted(url)}: URL parameter timeout={values[-1]!r} is not "
+                    f"{URL_PARAMS['timeout'][1]}") from None
         super().__init__(bucket or unquote(parts.username or "") or None)
         self.token = token if token is not None else \
             (unquote(parts.password) if parts.password is not None else None)
@@ -445,6 +492,34 @@ class HttpTarget(_Target):
 
     def set_many(self, bucket, items):
         return [self.set(bucket, k, v, ttl=t, single_read=s) for k, v, t, s in items]
+
+    def mset(self, bucket, mapping, ttl=None):
+        doc = {"items": {_b64(raw(k)): _b64(raw(v)) for k, v in mapping.items()},
+               "encoding": "base64"}
+        if ttl is not None:
+            doc["ttl_seconds"] = ttl
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/mset"), doc)
+        return json.loads(body)["versions"]
+
+    def exists(self, bucket, keys):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/exists"),
+                                  {"keys": [_b64(raw(k)) for k in keys], "encoding": "base64"})
+        return json.loads(body)["exists"]
+
+    def expire(self, bucket, key, ttl):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/expire"),
+                                  {"key": _b64(raw(key)), "ttl_seconds": ttl,
+                                   "encoding": "base64"})
+        return json.loads(body)["existed"]
+
+    def persist(self, bucket, key):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/persist"),
+                                  {"key": _b64(raw(key)), "encoding": "base64"})
+        return json.loads(body)["existed"]
+
+    def flush(self, bucket):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/flush"))
+        return json.loads(body)["deleted"]
 
     def buckets(self):
         _, _, body = self.request("GET", f"{API}/buckets")

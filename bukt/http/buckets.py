@@ -6,9 +6,9 @@ from bukt.http.auth import ADMIN, READ, WRITE, digest, names_to_perms, new_token
     perms_to_names
 from bukt.http.problems import Problem
 from bukt.http.wire import bad, json_ttl, read_json
+from bukt._core import SCHEMAS
 from bukt.writewait.ringroom import META_ROOM
 
-SCHEMAS = ("bytes", "int", "str")
 EVICTIONS = ("lru", "none")
 
 
