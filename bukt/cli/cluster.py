@@ -58,6 +58,10 @@ def cluster_args(p):
     c.add_argument("--failure-limit", type=int, default=tp.SERVER_FAILURE_LIMIT, metavar="N",
                    help=f"failures in a row that eject a node (default "
                         f"{tp.SERVER_FAILURE_LIMIT})")
+    c.add_argument("--server-connections", type=int, default=1, metavar="N",
+                   help="connections from the proxy to each node (default 1: a client's "
+                        "pipelined requests to a node stay in order; more spread a node's "
+                        "load over its TCP workers but may reorder them)")
     c.add_argument("--check", action="store_true",
                    help="first AUTH to every node with the token and bucket; refuse to "
                         "write if one does not accept it")
@@ -97,7 +101,8 @@ def _config(args):
     try:
         pool = tp.Pool(args.bucket, args.listen, nodes, token, hash=args.hash,
                        hash_tag=args.hash_tag, timeout_ms=timeout, eject=not args.no_eject,
-                       retry_ms=args.retry_ms, failure_limit=args.failure_limit)
+                       retry_ms=args.retry_ms, failure_limit=args.failure_limit,
+                       server_connections=args.server_connections)
     except ValueError as e:
         raise CliError(REFUSED, str(e)) from None
     if args.check:

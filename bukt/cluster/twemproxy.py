@@ -17,6 +17,11 @@ the keys that now land on it). Its settings, and why (docs/scale-out.md says mor
 - `timeout`: longer than the slowest answer a healthy node gives, a write waiting for
   room in a full change ring (`limits.ring_wait_ms`), plus a margin: nutcracker counts
   a timeout as a server failure, and a node that is merely busy must not be ejected.
+- `server_connections: 1`: nutcracker hands a node's requests to its connections in
+  turn, and each Bukt connection is served by one TCP worker, so with more than one,
+  two requests a client pipelines to a node may run in either order (a GET overtaking
+  the SET before it). More connections spread a node's load over its workers;
+  `--server-connections N` trades that order for it.
 - `auto_eject_hosts: true`, `server_failure_limit: 3`, `server_retry_timeout`: a node
   that fails three requests in a row leaves the ring and its keys go to the others
   until it is retried; `--no-eject` keeps it in (its keys fail instead of moving).
@@ -90,6 +95,7 @@ class Pool:
     eject: bool = True
     retry_ms: int = SERVER_RETRY_TIMEOUT_MS
     failure_limit: int = SERVER_FAILURE_LIMIT
+    server_connections: int = 1
 
     def __post_init__(self):
         if not NAME_RE.fullmatch(self.name):
@@ -114,8 +120,9 @@ class Pool:
             raise InvalidArgument(f"--hash-tag {self.hash_tag!r}: two characters, e.g. {{}}")
         if self.timeout_ms <= 0:
             self.timeout_ms = default_timeout_ms()
-        if self.retry_ms <= 0 or self.failure_limit <= 0:
-            raise InvalidArgument("--retry-ms and --failure-limit must be positive")
+        if self.retry_ms <= 0 or self.failure_limit <= 0 or self.server_connections <= 0:
+            raise InvalidArgument("--retry-ms, --failure-limit and --server-connections "
+                                  "must be positive")
 
     def continuum(self) -> Continuum:
         return Continuum([n.name for n in self.nodes])
@@ -140,7 +147,7 @@ class Pool:
             f"  timeout: {self.timeout_ms}",
             f"  backlog: {BACKLOG}",
             "  preconnect: true",
-            "  server_connections: 1",
+            f"  server_connections: {self.server_connections}",
             f"  auto_eject_hosts: {'true' if self.eject else 'false'}",
             f"  server_retry_timeout: {self.retry_ms}",
             f"  server_failure_limit: {self.failure_limit}",

@@ -105,12 +105,14 @@ def test_config_options_and_stdin(tmp_path, capsys, monkeypatch):
     conf.write_text("limits:\n  ring_wait_ms: 3000\n")
     code, text, err = run(capsys, "cluster", "config", "--node", "a=127.0.0.1:7072",
                           "-b", "kv", "--token-file", "-", "--no-eject", "--hash", "murmur",
-                          "--hash-tag", "{}", "--retry-ms", "500", "--config", str(conf))
+                          "--hash-tag", "{}", "--retry-ms", "500", "--config", str(conf),
+                          "--server-connections", "2")
     assert code == 0, err
     pool = yaml.safe_load(text)["kv"]
     assert pool["redis_auth"] == token and pool["hash"] == "murmur"
     assert pool["hash_tag"] == "{}" and pool["auto_eject_hosts"] is False
     assert pool["server_retry_timeout"] == 500 and pool["timeout"] == 4000
+    assert pool["server_connections"] == 2
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -121,6 +123,7 @@ def test_config_options_and_stdin(tmp_path, capsys, monkeypatch):
     (["--node", "a b=127.0.0.1:7072"], "NAME=HOST:PORT"),
     (["--node", "a=127.0.0.1:7072", "--hash-tag", "{"], "two characters"),
     (["--node", "a=127.0.0.1:7072", "--listen", "nowhere"], "--listen"),
+    (["--node", "a=127.0.0.1:7072", "--server-connections", "0"], "must be positive"),
 ])
 def test_config_refuses_bad_nodes_and_options(capsys, token_file, argv, says):
     code, out, err = run(capsys, "cluster", "config", "-b", "kv", "--token-file",
