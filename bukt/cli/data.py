@@ -7,8 +7,8 @@ Each pair below is (add the arguments, run); bukt/cli/__init__.py lists them in 
 import base64
 import sys
 
-from bukt.cli.common import (NOT_FOUND, OK, REFUSED, CliError, emit, human_bytes, key_arg, open_target,
-                      show_bytes, stdout_bytes, table, target_args)
+from bukt.cli.common import (NOT_FOUND, OK, REFUSED, CliError, emit, human_bytes, key_arg,
+                             open_target, show_bytes, stdout_bytes, table, target_args)
 from bukt.cli.targets import perm_names, perms_from_names, raw
 from bukt.tokens import new_token, read_given
 
