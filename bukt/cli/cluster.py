@@ -1,6 +1,6 @@
 """`bukt cluster`: one bucket spread over several Bukt nodes behind twemproxy.
 
-    bukt cluster config --listen HOST:PORT --node NAME=HOST:PORT ... --bucket B
+    bukt cluster config --listen HOST:PORT --node NAME=HOST:PORT ... [--bucket B]
                         --token-file F [-o FILE] [--check]
         the nutcracker pool (bukt/cluster/twemproxy.py says what it sets and why)
     bukt cluster locate --node NAME=HOST:PORT ... KEY ...
@@ -33,8 +33,9 @@ def cluster_args(p):
     c.add_argument("--listen", default=tp.DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"where the proxy listens for clients (default {tp.DEFAULT_LISTEN})")
     _nodes_arg(c)
-    c.add_argument("-b", "--bucket", required=True,
-                   help="the bucket spread over the nodes (the pool's name)")
+    c.add_argument("-b", "--bucket",
+                   help="the bucket spread over the nodes: the pool's name, and --check "
+                        "AUTHs as it (default: pool \"bukt\", the token names the bucket)")
     c.add_argument("--token-file", required=True, metavar="PATH",
                    help="a token of the bucket, registered on every node: the first line "
                         "of PATH, or of stdin for - (the proxy's redis_auth)")
@@ -99,9 +100,9 @@ def _config(args):
             cfg = config.load(args.config)
         timeout = tp.default_timeout_ms(cfg)
     try:
-        pool = tp.Pool(args.bucket, args.listen, nodes, token, hash=args.hash,
-                       hash_tag=args.hash_tag, timeout_ms=timeout, eject=not args.no_eject,
-                       retry_ms=args.retry_ms, failure_limit=args.failure_limit,
+        pool = tp.Pool(args.bucket or tp.DEFAULT_POOL, args.listen, nodes, token,
+                       hash=args.hash, hash_tag=args.hash_tag, timeout_ms=timeout,
+                       eject=not args.no_eject, retry_ms=args.retry_ms, failure_limit=args.failure_limit,
                        server_connections=args.server_connections)
     except ValueError as e:
         raise CliError(REFUSED, str(e)) from None
@@ -111,7 +112,7 @@ def _config(args):
         if problems:
             raise CliError(FAILED, "; ".join(f"node {name}: {why}" for name, why in problems)
                            + " (register the token on it: bukt tokens create -b "
-                           f"{args.bucket} --token-file F)")
+                           f"{args.bucket or 'BUCKET'} --token-file F)")
     text = pool.yaml()
     if args.output:
         tp.write_private(args.output, text)

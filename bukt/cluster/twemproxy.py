@@ -39,6 +39,7 @@ __all__ = ["Node", "parse_node", "Pool", "check_node", "HASH_CHOICES"]
 
 HASH_CHOICES = ("md5", "murmur")     # the ones that spread short, similar keys
 DEFAULT_LISTEN = "127.0.0.1:22121"   # nutcracker's customary port
+DEFAULT_POOL = "bukt"                # the pool's name without --bucket
 TIMEOUT_MARGIN_MS = 1000             # over limits.ring_wait_ms
 SERVER_FAILURE_LIMIT = 3             # failures in a row that eject a node
 SERVER_RETRY_TIMEOUT_MS = 10_000     # an ejected node is tried again after this
@@ -131,7 +132,7 @@ class Pool:
         shares = self.continuum().shares()
         width = max(len(n.name) for n in self.nodes)
         lines = [
-            f"# twemproxy (nutcracker) pool for the Bukt bucket {self.name!r}, written by",
+            f"# twemproxy (nutcracker) pool {self.name!r} over Bukt nodes, written by",
             "# `bukt cluster config` (docs/scale-out.md). Clients connect to the listen",
             "# address and AUTH with the bucket's token, the password below.",
             f"# ketama over {self.hash}: each node's share of the keys",

@@ -104,11 +104,11 @@ def test_config_options_and_stdin(tmp_path, capsys, monkeypatch):
     conf = tmp_path / "bukt.yaml"
     conf.write_text("limits:\n  ring_wait_ms: 3000\n")
     code, text, err = run(capsys, "cluster", "config", "--node", "a=127.0.0.1:7072",
-                          "-b", "kv", "--token-file", "-", "--no-eject", "--hash", "murmur",
+                          "--token-file", "-", "--no-eject", "--hash", "murmur",
                           "--hash-tag", "{}", "--retry-ms", "500", "--config", str(conf),
                           "--server-connections", "2")
     assert code == 0, err
-    pool = yaml.safe_load(text)["kv"]
+    pool = yaml.safe_load(text)["bukt"]          # no --bucket: the pool is "bukt"
     assert pool["redis_auth"] == token and pool["hash"] == "murmur"
     assert pool["hash_tag"] == "{}" and pool["auto_eject_hosts"] is False
     assert pool["server_retry_timeout"] == 500 and pool["timeout"] == 4000
