@@ -48,6 +48,19 @@ TESTS = "get,set"
 CONNS = (1, 2)          # server_connections: 1 (the default written), 2 (a node's workers)
 
 
+def cpu_ms(pids):
+    """CPU time (user + system) the processes have used, in ms."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def nutcracker_path():
     return shutil.which("nutcracker") or ("/usr/sbin/nutcracker"
                                           if os.path.exists("/usr/sbin/nutcracker") else None)
@@ -114,6 +127,7 @@ def main():
         return 1
     tmp = tempfile.mkdtemp(prefix="bukt-bench-scale-")
     results = {}                  # (pool, test) -> [(rps, p99)]
+    cpu = {}                      # pool -> [(servers' CPU us a request, the proxy's)]
     servers, proxies = [], {}
     try:
         from bukt.tokens import new_token
@@ -136,12 +150,23 @@ def main():
                                                 token_file, token)
                 proxies[(c, n, "redis")] = Proxy(tmp, f"redis{n}c{c}", redis_ports[:n], c,
                                                  token_file)
+        # a node's TCP workers and its writer (which logs the SETs); not its HTTP face
+        server_pids = {"bukt": [pid for s in servers if isinstance(s, BuktNode)
+                                for pid in [*s.svc.children("tcp"),
+                                            s.svc.state()["writer"]["pid"]]],
+                       "redis": [s.proc.pid for s in servers if isinstance(s, RedisServer)]}
         for rep in range(args.repeat):
             order = list(proxies) if rep % 2 == 0 else list(reversed(proxies))
             for name in order:
+                pids = server_pids[name[2]]
+                before = cpu_ms(pids), cpu_ms([proxies[name].proc.pid])
                 for test, v in benchmark(proxies[name], 50, args.requests,
                                          tests=TESTS).items():
                     results.setdefault((name, test), []).append(v)
+                after = cpu_ms(pids), cpu_ms([proxies[name].proc.pid])
+                n_req = args.requests * len(TESTS.split(","))
+                cpu.setdefault(name, []).append(tuple(1000 * (a - b) / n_req
+                                                      for a, b in zip(after, before)))
     finally:
         for p in proxies.values():
             p.stop()
@@ -167,6 +192,12 @@ def main():
                 ratio = best((c, NODES, system), test)[0] / best((c, 1, system), test)[0]
                 print(f"server_connections {c}, {system} {test}: {NODES} nodes / 1 node = "
                       f"{ratio:.2f}")
+    print("CPU a request (GET and SET together; less sensitive to the host's load than "
+          "requests a second):")
+    for (c, n, system), vals in cpu.items():
+        server, proxy = min(v[0] for v in vals), min(v[1] for v in vals)
+        print(f"server_connections {c}, {n} x {system:5}: servers {server:5.1f} us, "
+              f"nutcracker {proxy:5.1f} us")
     return 0
 
 
