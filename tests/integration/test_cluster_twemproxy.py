@@ -104,6 +104,9 @@ def test_bucket_over_three_nodes_behind_nutcracker(tmp_path):
         bukt_cli("cluster", "config", "--listen", f"127.0.0.1:{port}", "-b", "kv",
                  "--token-file", str(token_file), "-o", str(conf), "--check",
                  "--failure-limit", "2", "--retry-ms", "1500",
+                 # a node slowed by a loaded test host must not time out and be ejected
+                 # (a dead one is ejected by refused connections, not by the timeout)
+                 "--timeout-ms", "30000",
                  *(a for name, svc in zip(NAMES, nodes)
                    for a in ("--node", f"{name}=127.0.0.1:{svc.resp_port}")))
         assert os.stat(conf).st_mode & 0o777 == 0o600
