@@ -108,10 +108,13 @@ install-units:
 
 # Each benchmark runs its reference system (a dict and LMDB, Redis, a bare falcon app)
 # and Bukt in the same run and prints ratios; the Debian tools the server-side ones
-# drive (redis-server, redis-benchmark, wrk) are installed when missing, as root.
+# drive (redis-server, redis-benchmark, wrk, nutcracker) are installed when missing, as
+# root.
 bench: build
-	@for tool in redis-server:redis-server redis-benchmark:redis-tools wrk:wrk; do \
-		command -v $${tool%%:*} >/dev/null || need="$$need $${tool##*:}"; done; \
+	@for tool in redis-server:redis-server redis-benchmark:redis-tools wrk:wrk \
+			nutcracker:nutcracker; do \
+		command -v $${tool%%:*} >/dev/null || [ -x /usr/sbin/$${tool%%:*} ] || \
+			need="$$need $${tool##*:}"; done; \
 	if [ -n "$$need" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$need >/dev/null; \
 		else echo "make bench needs:$$need (apt-get install)"; exit 1; fi; fi
@@ -124,6 +127,7 @@ bench: build
 	$(PY) bench/fsync.py
 	$(PY) bench/hardening.py
 	$(PY) bench/watch.py
+	$(PY) bench/scale.py
 
 lint: $(DEPS)
 	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"

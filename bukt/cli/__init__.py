@@ -17,7 +17,9 @@
       bukt shell                               an interactive prompt (GET, SET, SCAN, USE, ...)
       bukt watch   -b BUCKET [--prefix P] [--since N] [--json]   changes as they happen
       bukt buckets create | list | drop
-      bukt tokens  create | list | revoke
+      bukt tokens  create | new | list | revoke
+    more than one host
+      bukt cluster config | locate             a twemproxy pool over Bukt nodes
       bukt dump    [-o FILE] [--format jsonl|snapshot]
       bukt load    [FILE] [--into BUCKET]
 
@@ -122,6 +124,8 @@ COMMANDS = {
     "buckets": ("create, list or drop buckets", "data:buckets_args", "data:buckets"),
     "tokens": ("create, list or revoke a bucket's tokens", "data:tokens_args",
                "data:tokens"),
+    "cluster": ("a twemproxy pool spreading a bucket over Bukt nodes (config, locate)",
+                "cluster:cluster_args", "cluster:cluster"),
     "check": ("check the data directory and the segment (--fix repairs)",
               "ops:check_args", "ops:check"),
     "compact": ("compact the log now", "ops:compact_args", "ops:compact"),

@@ -170,10 +170,10 @@ class LocalTarget(_Target):
     def bucket_stats(self, name):
         return self.store.bucket(name).stats()
 
-    def create_bucket(self, name, **settings):
+    def create_bucket(self, name, token=None, **settings):
         self.store.create_bucket(name, **settings)
         try:
-            return self.create_token(name, 7)
+            return self.create_token(name, 7, token)
         except BaseException:
             self.store.drop_bucket(name)
             raise
@@ -184,8 +184,10 @@ class LocalTarget(_Target):
     def tokens(self, bucket):
         return self.store.tokens(self.need_bucket(bucket))
 
-    def create_token(self, bucket, perms):
-        token = new_token()
+    def create_token(self, bucket, perms, token=None):
+        """(id, token): a new token, or `token` (a secret the operator gives,
+        bukt.tokens.check_given) registered."""
+        token = new_token() if token is None else token
         tid = self.store.add_token(self.need_bucket(bucket), digest(token), perms)
         return tid, token
 
@@ -312,8 +314,15 @@ class TcpTarget(_Target):
         self._mine(name)
         return self.client.stats()
 
-    def create_bucket(self, name, **settings):
+    def create_bucket(self, name, token=None, **settings):
+        self._no_given(token)
         return None, self.client.create_bucket(name, **settings)
+
+    @staticmethod
+    def _no_given(token):
+        if token is not None:
+            raise TargetError("the binary protocol makes its tokens itself; register a "
+                              "given token locally or over http:// (with the admin token)")
 
     def drop_bucket(self, name):
         self.client.drop_bucket(name)
@@ -322,8 +331,9 @@ class TcpTarget(_Target):
         self._mine(bucket)
         return self.client.tokens()
 
-    def create_token(self, bucket, perms):
+    def create_token(self, bucket, perms, token=None):
         self._mine(bucket)
+        self._no_given(token)
         return self.client.create_token(perms)
 
     def revoke_token(self, bucket, token_id):
@@ -537,11 +547,12 @@ class HttpTarget(_Target):
     def bucket_stats(self, name):
         return self._describe(name)["stats"]
 
-    def create_bucket(self, name, **settings):
-        doc = {"name": name, **{k: v for k, v in settings.items() if v is not None}}
+    def create_bucket(self, name, token=None, **settings):
+        doc = {"name": name, **{k: v for k, v in settings.items() if v is not None},
+               **({"token": token} if token is not None else {})}
         _, _, body = self.request("POST", f"{API}/buckets", doc, ok=(201,))
         d = json.loads(body)
-        return d["token_id"], d["token"]
+        return d["token_id"], d.get("token", token)
 
     def drop_bucket(self, name):
         self.request("DELETE", self._bucket_path(name), ok=(204,))
@@ -551,11 +562,13 @@ class HttpTarget(_Target):
         return [(t["id"], perms_from_names(t["permissions"]))
                 for t in json.loads(body)["tokens"]]
 
-    def create_token(self, bucket, perms):
+    def create_token(self, bucket, perms, token=None):
         _, _, body = self.request("POST", self._bucket_path(bucket, "/tokens"),
-                                  {"permissions": perm_names(perms)}, ok=(201,))
+                                  {"permissions": perm_names(perms),
+                                   **({"token": token} if token is not None else {})},
+                                  ok=(201,))
         d = json.loads(body)
-        return d["id"], d["token"]
+        return d["id"], d.get("token", token)
 
     def revoke_token(self, bucket, token_id):
         status, _, _ = self.request("DELETE", self._bucket_path(bucket, f"/tokens/{token_id}"),

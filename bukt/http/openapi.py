@@ -7,6 +7,7 @@ from it fails there.
 
 from bukt._core import SCHEMAS
 from bukt.http.wire import MAX_TTL
+from bukt.tokens import TOKEN_RE
 
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
 JSON_VALUE = {"type": ["string", "integer"]}
@@ -27,6 +28,11 @@ def obj(required=(), **props):
     if required:
         schema["required"] = list(required)
     return schema
+
+
+GIVEN_TOKEN = {"type": "string", "pattern": f"^{TOKEN_RE.pattern}$",
+               "description": "register this secret instead of making a token (admin "
+               "token only; the same token on every node behind a proxy); not echoed"}
 
 
 def json_body(schema, required=True):
@@ -135,7 +141,7 @@ def document():
                         "type": "integer"}, permissions=PERMS)}))}, op_id="listTokens"),
             "post": op("Make a token (admin); shown once", {
                 201: json_response("Created", ref("TokenCreated"))},
-                body=json_body(obj(["permissions"], permissions=PERMS)),
+                body=json_body(obj(["permissions"], permissions=PERMS, token=GIVEN_TOKEN)),
                 op_id="createToken")},
         f"{bucket}/tokens/{{token_id}}": {
             "parameters": [BUCKET, path_param("token_id", {"type": "integer",
@@ -277,8 +283,9 @@ def document():
                             persist={"type": "boolean"}, default_ttl=TTL,
                             max_memory={"type": ["integer", "string", "null"],
                                         "description": "bytes of chunks its entries may "
-                                        "take (or a size: \"64MiB\"); null: no limit"}),
-        "BucketCreated": obj(["name", "token", "token_id", "permissions"],
+                                        "take (or a size: \"64MiB\"); null: no limit"},
+                            token=GIVEN_TOKEN),
+        "BucketCreated": obj(["name", "token_id", "permissions"],
                              name={"type": "string"}, token={"type": "string"},
                              token_id={"type": "integer"}, permissions=PERMS),
         "BucketInfo": obj(["name", "schema", "eviction", "persist", "stats"],
@@ -312,7 +319,7 @@ def document():
             keys={"type": "integer"}, buckets={"type": "integer"},
             disk={"type": ["object", "null"]}, compaction={"type": ["object", "null"]},
             faces={"type": "object"}),
-        "TokenCreated": obj(["id", "token", "permissions"], id={"type": "integer"},
+        "TokenCreated": obj(["id", "permissions"], id={"type": "integer"},
                             token={"type": "string"}, permissions=PERMS),
         "PutJson": obj(["value"], value=JSON_VALUE, ttl_seconds=TTL,
                        single_read={"type": "boolean"}, encoding=ENCODING),
