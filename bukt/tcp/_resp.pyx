@@ -73,6 +73,8 @@ cdef int READ = _S.READ
 cdef int WRITE = _S.WRITE
 
 cdef bytes OK = _R.OK
+cdef bytes NULL2 = _R.NULL2
+cdef bytes NULL3 = _R.NULL3
 cdef bytes PONG = _R.PONG
 
 # parse's answers
@@ -161,17 +163,16 @@ cdef int put_bulk(const char *p, Py_ssize_t n) except -1:
 
 
 cdef int put_value(object v, int proto) except -1:
-    """R.value: a stored value (bytes, int or str) or None, as a bulk."""
-    if v is None:
-        if proto == 3:
-            put(b"_\r\n", 3)
-        else:
-            put(b"$-1\r\n", 5)
-        return 0
-    if type(v) is not bytes:
-        v = v.encode() if isinstance(v, str) else str(v).encode()
-    put_bulk(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v))
-    return 0
+    """R.value(v, proto): a stored value or None, as a bulk; bytes here, anything else
+    (a typed or json bucket's value, None) by R.value itself."""
+    cdef bytes data
+    if type(v) is bytes:
+        return put_bulk(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v))
+    if v is None:               # R.null's choice, without the call
+        data = NULL3 if proto == 3 else NULL2
+    else:
+        data = _R.value(v, proto)
+    return put(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
 
 
 cdef int put_int(object n) except -1:
@@ -408,7 +409,7 @@ cdef int command(Batch t, const unsigned char *b, Py_ssize_t *starts, Py_ssize_t
         return C_OTHER
     if x == X_PING:
         if argc == 1:
-            put(b"+PONG\r\n", 7)
+            put(PyBytes_AS_STRING(PONG), PyBytes_GET_SIZE(PONG))
         elif argc == 2:
             put_bulk(<const char *>b + starts[1], lens[1])
         else:

@@ -28,6 +28,9 @@ def tokens(store, segname):
     store.create_bucket("b", persist=False)
     store.add_token("b", digest(RW), S.READ | S.WRITE)
     store.add_token("b", digest(RO), S.READ)
+    for name, schema in (("j", "json"), ("i", "int")):      # typed values: R.value's
+        store.create_bucket(name, schema=schema, persist=False)
+        store.add_token(name, digest(name.encode() * 8), S.READ | S.WRITE)
     feed = FeedWriter(segname, 64 << 10, 1024)      # SUBSCRIBE needs the change feed
     yield store
     feed.close()
@@ -108,6 +111,10 @@ SCRIPT = [
     [b"MSET", b"q", b"1"], [b"DEL", b"k"], [b"MGET", b"k"], [b"EXISTS", b"k"],
     [b"AUTH", b"b", b"wrong"], [b"GET", b"k"], [b"PING"], [b"ECHO", b"e"],
     [b"AUTH", b"b", RW], [b"SET", b"v" * 2000, b"x"], [b"GET", b"k"],
+    [b"AUTH", b"j", b"j" * 8], [b"SET", b"doc", b'{"a": [1, 2.5, "x"]}'], [b"GET", b"doc"],
+    [b"MGET", b"doc", b"nope"], [b"SET", b"bad", b"{not json"], [b"INCR", b"doc"],
+    [b"AUTH", b"i", b"i" * 8], [b"SET", b"n", b"5"], [b"INCR", b"n"], [b"GET", b"n"],
+    [b"SET", b"s", b"abc"], [b"MGET", b"n", b"s"], [b"AUTH", b"b", RW],
 ]
 
 
