@@ -484,6 +484,7 @@ def test_core_c_api_is_what_its_pxd_declares():
     name_of.restype, name_of.argtypes = ctypes.c_char_p, [ctypes.py_object]
     assert {n: name_of(c).decode() for n, c in _core.__pyx_capi__.items()} == CORE_C_API
     assert not [n for n in ("META_EPOCH", "PREFETCH_KEY", "READ_INTO") if hasattr(_core, n)]
+    assert not hasattr(_core, "scan_records")     # the log's format is the writer's
 
 
 def test_prefetch_key_and_meta_epoch_through_the_c_api(segname):
