@@ -28,14 +28,13 @@ entry, run_fast, which also skips the session's token recheck when the bucket ta
 has not changed (as run_frames does: bukt/tcp/_wire.pyx). The replies of consecutive
 fast commands are gathered into one bytes object.
 
-A GET of a bukt._core bucket reads through the core's read_into (the binary face's
-entry: bukt/tcp/_wire.pyx, fast_get), without a Python call; the other commands call
-the Bucket's methods.
+A GET of a bukt._core bucket reads through the core's read_into (cimported from its C
+boundary, bukt/_core.pxd, as the binary face's fast_get does: bukt/tcp/_wire.pyx),
+without a Python call; the other commands call the Bucket's methods.
 """
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
-from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
@@ -45,17 +44,11 @@ from bukt.tcp import resp_session as _S
 from bukt.tcp.frames import PARK as _PARK, drive as _drive
 from bukt.writewait.durability import RingDurability as _RingDurability
 
-try:
-    from bukt import _core
-except ImportError:             # the loop works with any store (tests' fakes too)
-    _core = None
+from bukt import _core
+from bukt._core cimport READ_HIT, READ_MISS, read_into
 
-ctypedef object (*read_into_fn)(object, const char *, uint32_t, Py_ssize_t, int *)
-cdef read_into_fn read_into = NULL
-cdef object CoreBucket = None
-if _core is not None:
-    read_into = <read_into_fn>PyCapsule_GetPointer(_core.READ_INTO, b"bukt._core.read_into")
-    CoreBucket = _core.Bucket
+# The loop works with any store (tests' fakes too); read_into only with this one.
+cdef object CoreBucket = _core.Bucket
 
 # resp_session.run's stops (the epoll loop compares them with _wire's W_* values)
 STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
@@ -344,7 +337,7 @@ cdef class Batch:
         # the fast path's preconditions (module docstring)
         self.taking = (self.bucket is not None and s.multi is None and not s.wait_pos
                        and not s.closing and not s.parser.need and s.subs is None)
-        self.core = read_into != NULL and type(self.bucket) is CoreBucket
+        self.core = type(self.bucket) is CoreBucket
         # whether a write's reply may wait for the disk: asked once a batch of
         # RingDurability (a policy it refreshes every POLICY_REFRESH anyway), at each
         # write of any other hook
@@ -431,10 +424,10 @@ cdef int command(Batch t, const unsigned char *b, Py_ssize_t *starts, Py_ssize_t
                 if t.core:
                     v = read_into(bucket, <const char *>b + starts[1], <uint32_t>lens[1], 0,
                                   &found)
-                    if found == 1:
+                    if found == READ_HIT:
                         put_bulk(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v))
                         return C_DONE
-                    if found == 0:
+                    if found == READ_MISS:
                         put_value(None, t.proto)
                         return C_DONE
                 v = bucket.get(arg(b, starts, lens, 1))
