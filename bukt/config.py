@@ -246,6 +246,11 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "feed.cache_only": (False, _bool),
     "feed.heartbeat": (15, _duration(lo=0.1, hi=3600)),
     "feed.max_lag": ("4MiB", _size(lo=4096, hi=1 << 36)),
+    "replica.of": (None, _nullable(_text(r"bukt://[^@/\s]*@[A-Za-z0-9.\-\[\]:]+:\d{1,5}",
+                                          "bukt://:TOKEN@HOST:PORT (the primary's HTTP "
+                                          "address and a token that may replicate)"))),
+    "replica.retry": ("1s", _duration(lo=0.01, hi=60)),
+    "replica.chunk": ("4MiB", _size(lo=64 << 10, hi=1 << 30)),
     "compaction.min_log_bytes": ("64MiB", _size()),
     "compaction.ratio": (2.0, _float(1.1, 1000.0)),
     "expiry.hz": (10, _int(1, 500)),

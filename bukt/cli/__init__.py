@@ -74,6 +74,11 @@ def _tcp(args):
     return tcp.main(args.rest)
 
 
+def _replica_follow(args):
+    from bukt.replica.applier import main
+    return main(args.config)
+
+
 def _passthrough(p):
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -86,6 +91,8 @@ COMMANDS = {
                _writer),
     "http": ("run the HTTP front end", config_arg, _http),
     "tcp": ("run the TCP front end (bukt tcp --help)", _passthrough, _tcp),
+    "replica-follow": ("run a read replica's applier (replica.of; `bukt serve` starts it)",
+                       config_arg, _replica_follow),
     "status": ("health, memory, keys, ring, fsync lag, log size and processes",
                "ops:status_args", "ops:status"),
     "stats": ("per-bucket counters: keys, bytes, reads, writes, hit rate",

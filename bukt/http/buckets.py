@@ -2,7 +2,8 @@
 
 import falcon
 
-from bukt.http.auth import ADMIN, READ, WRITE, digest, names_to_perms, new_token, \
+from bukt.errors import PermissionDenied
+from bukt.http.auth import ADMIN, READ, REPLICATE, WRITE, digest, names_to_perms, new_token, \
     perms_to_names
 from bukt.http.problems import Problem
 from bukt.http.wire import bad, json_ttl, read_json
@@ -100,12 +101,15 @@ class TokenList:
 
     async def on_post(self, req, resp, name):
         ctx = self.ctx
-        ctx.auth.require(req, name, ADMIN)
+        who = ctx.auth.require(req, name, ADMIN)
         doc = await read_json(req, ctx.settings.max_body)
         try:
             perms = names_to_perms(doc.get("permissions"))
         except ValueError as e:
             raise bad("permissions", str(e)) from None
+        if perms & REPLICATE and not who.is_admin:
+            # it reads every bucket: a bucket's admin may not hand it out
+            raise PermissionDenied("only the admin token gives the replicate permission")
         token = new_token()
         token_id = await ctx.ring.write_all(META_ROOM, ctx.store.add_token, name,
                                             digest(token), perms)

@@ -157,6 +157,8 @@ from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
 from bukt.feed import FeedWriter, ring_records_to_events
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
 from bukt.writer.ringlog import RingTranslator
+from bukt.replica import primary_of
+from bukt._core import replica_exempt
 from bukt.writewait.spin import SpinCredit
 
 __all__ = ["Writer", "run_writer", "main", "run_command", "read_tie", "TIE_FILE",
@@ -297,10 +299,15 @@ class Writer:
         self.log_current_ms = 0         # ... the last time published from an idle ring
         self.recovery = None
         self.feed = None                # the change feed (bukt/feed.py), once started
+        self.replica_of = None          # host:port of the primary, when a read replica
 
     # -- start ------------------------------------------------------------------------
     def start(self) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        self.replica_of = primary_of(self.cfg)
+        if self.replica_of:
+            replica_exempt(True)        # a read replica's writer still writes (expiry,
+                                        # repair, recovery): docs/design.md, Replicas
         t0 = time.monotonic()
         path = os.path.abspath(self.cfg.data_dir)      # published: CLI commands find it
         if len(os.fsencode(path)) >= DATA_DIR_MAX:
@@ -322,6 +329,10 @@ class Writer:
             self.dd.close()
             raise
         store = self.store
+        if self.replica_of:
+            store.set_replica(self.replica_of)      # before ready: docs/design.md, Replicas
+        elif store.replica_primary() is not None:
+            store.set_replica(None)                 # promoted: a primary now
         store.sync_wait = False         # the writer never waits on itself: not for
         store.ring_wait = 0             # durability, not for ring space (it drains it)
         store.follow = False            # nor follows its segment elsewhere (RETIREMENT)
@@ -549,6 +560,8 @@ class Writer:
         if now is not None:
             store.set_time(now)
         store.set_logging(False)
+        if self.replica_of:
+            store.set_replica(self.replica_of)      # before anyone can attach to it
         return store
 
     def _cold(self) -> None:

@@ -1,0 +1,190 @@
+"""Read replicas (docs/design.md, "Replicas"): two real `bukt serve`s on loopback, the
+second with replica.of naming the first. The replica copies, follows, refuses writes
+everywhere, and in the end holds exactly the primary's entries (dumped and compared)."""
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+import bukt
+from bukt import errors
+from serve_harness import Service, wait_for
+
+BUCKET = "b"
+
+
+def dump(name):
+    """Every live entry of a segment: {(bucket, key): (value, expire_ms, flags, version)}."""
+    store = bukt.attach(name, readonly=True)
+    try:
+        out, start = {}, 0
+        while True:
+            entries, start = store.dump_stripes(start, 256)
+            for bucket, key, value, expire_ms, flags, version in entries:
+                out[(bucket, bytes(key))] = (bytes(value), expire_ms, flags, version)
+            if start == 0:
+                return out
+    finally:
+        store.close()
+
+
+def buckets(name):
+    store = bukt.attach(name, readonly=True)
+    try:
+        return sorted(store.buckets())
+    finally:
+        store.close()
+
+
+def services(tmp_path, memory="64MiB", **primary_overrides):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    p = Service(tmp_path / "p", memory=memory, **primary_overrides)
+    r = Service(tmp_path / "r", memory=memory)
+    return p, r
+
+
+def start_replica(p, r, **overrides):
+    r.configure(replica={"of": f"bukt://:{p.admin_token()}@127.0.0.1:{p.http_port}"},
+                **overrides)
+    r.start()
+
+
+def replica_status(r):
+    import json
+    try:
+        with open(os.path.join(r.data_dir, "replica.status.json")) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def wait_equal(p, r, timeout=60.0):
+    """Waits until the replica's entries equal the primary's (the primary is quiet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        a, b = dump(p.name), dump(r.name)
+        if a == b:
+            return a
+        if time.monotonic() > deadline:
+            missing = len(a.keys() - b.keys())
+            extra = len(b.keys() - a.keys())
+            differ = sum(1 for k in a.keys() & b.keys() if a[k] != b[k])
+            raise AssertionError(f"replica differs: {missing} missing, {extra} extra, "
+                                 f"{differ} different; replica log:\n{r.log()[-3000:]}")
+        time.sleep(0.2)
+
+
+def _again(fn, *args, **kw):
+    """fn(*args), again while the primary's writer is behind (RingFull, DiskError from
+    its lag limit): a loaded test machine, not what the test is about."""
+    while True:
+        try:
+            return fn(*args, **kw)
+        except (errors.RingFull, errors.DiskError):
+            time.sleep(0.05)
+
+
+def _load(name, bucket, start, n, value_len=16):
+    store = bukt.attach(name)
+    b = store.bucket(bucket)
+    v = b"v" * value_len
+    for i in range(start, start + n):
+        _again(b.set, b"k%08d" % i, v + b"%d" % i)
+    store.close()
+
+
+def _churn(name, bucket, seconds_marker, seed):
+    """Writes until the marker file disappears: sets, overwrites, deletes, TTLs, incrs."""
+    import random
+    rnd = random.Random(seed)
+    store = bukt.attach(name)
+    b = store.bucket(bucket)
+    i = 0
+    while os.path.exists(seconds_marker):
+        k = b"k%08d" % rnd.randrange(0, 200_000)
+        op = rnd.random()
+        if op < 0.6:
+            _again(b.set, k, b"w%d-%d" % (seed, i))
+        elif op < 0.8:
+            _again(b.delete, k)
+        elif op < 0.9:
+            _again(b.set, k, b"t%d" % i, ttl=3600)
+        else:
+            _again(b.incr, b"n%03d" % rnd.randrange(100))
+        i += 1
+    store.close()
+
+
+def test_replica_refuses_writes_and_follows(tmp_path):
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        token = p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 1000)
+        start_replica(p, r)
+        wait_equal(p, r)
+        assert buckets(r.name) == buckets(p.name)
+        # followed: a change after the copy reaches the replica
+        _load(p.name, BUCKET, 1000, 10)
+        wait_equal(p, r)
+        # every face of the replica refuses writes, naming the primary
+        local = bukt.attach(r.name)
+        try:
+            with pytest.raises(errors.ReplicaReadOnly, match=f"127.0.0.1:{p.http_port}"):
+                local.bucket(BUCKET).set(b"x", b"y")
+            with pytest.raises(errors.ReplicaReadOnly):
+                local.create_bucket("other")
+            assert local.bucket(BUCKET).get(b"k00000001") == b"vvvvvvvvvvvvvvvv1"
+        finally:
+            local.close()
+        status, body = r.http("PUT", f"/api/v1/buckets/{BUCKET}/keys/x", b"y",
+                              {"X-Auth-Token": token})
+        assert status == 503 and f"127.0.0.1:{p.http_port}".encode() in body, body
+        # the primary's bucket token reads on the replica (tokens are replicated)
+        with r.client(BUCKET, token) as c:
+            assert c.get(b"k00000002") == b"vvvvvvvvvvvvvvvv2"
+            with pytest.raises(errors.ReadOnly, match="replica"):
+                c.set(b"x", b"y")
+        assert dump(r.name) == dump(p.name)
+    finally:
+        r.cleanup()
+        p.cleanup()
+
+
+@pytest.mark.slow
+def test_replica_copies_a_million_keys_and_follows_a_write_load(tmp_path):
+    p, r = services(tmp_path, memory="512MiB", limits={"ring_size": "16MiB"})
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        ctx = multiprocessing.get_context("fork")
+        loaders = [ctx.Process(target=_load, args=(p.name, BUCKET, i * 500_000, 500_000))
+                   for i in range(2)]
+        for proc in loaders:
+            proc.start()
+        for proc in loaders:
+            proc.join()
+            assert proc.exitcode == 0
+        assert len(dump(p.name)) == 1_000_000
+        marker = str(tmp_path / "churning")
+        open(marker, "w").close()
+        churn = [ctx.Process(target=_churn, args=(p.name, BUCKET, marker, s))
+                 for s in range(2)]
+        for proc in churn:
+            proc.start()
+        start_replica(p, r, limits={"ring_size": "16MiB"})
+        wait_for(lambda: replica_status(r).get("copies", 0) >= 1, 120,
+                 what="the full copy")
+        time.sleep(2)                   # (the replica follows the load for a while)
+        os.unlink(marker)
+        for proc in churn:
+            proc.join()
+            assert proc.exitcode == 0
+        final = wait_equal(p, r, timeout=120)
+        assert len(final) > 500_000
+    finally:
+        r.cleanup()
+        p.cleanup()
