@@ -188,3 +188,93 @@ def test_replica_copies_a_million_keys_and_follows_a_write_load(tmp_path):
     finally:
         r.cleanup()
         p.cleanup()
+
+
+def _kill_service(svc):
+    """SIGKILL a whole `bukt serve` (its children too), leaving its segment."""
+    from serve_harness import kill_matching
+    try:
+        os.killpg(svc.proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    svc.proc.wait(10)
+    kill_matching(str(svc.tmp))
+
+
+def _logs_start(data_dir):
+    """The sequence the oldest log of a data directory starts after."""
+    import json
+    from bukt.writer import aof
+    with open(os.path.join(data_dir, "MANIFEST")) as f:
+        first = json.load(f)["logs"][0]
+    with open(os.path.join(data_dir, first), "rb") as f:
+        return aof.read_file_header(f.read(aof.FILE_HEADER_SIZE), first, aof.LOG_MAGIC)
+
+
+@pytest.mark.slow
+def test_a_killed_replica_resumes_where_it_was(tmp_path):
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 5000)
+        start_replica(p, r)
+        wait_equal(p, r)
+        wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
+        _kill_service(r)
+        _load(p.name, BUCKET, 5000, 5000)           # while the replica is down
+        r.start()
+        wait_equal(p, r)
+        assert replica_status(r)["copies"] == 1     # resumed: no second copy
+        assert "full copy" not in r.log()
+        assert "following" in r.log()
+    finally:
+        r.cleanup()
+        p.cleanup()
+
+
+@pytest.mark.slow
+def test_a_replica_behind_a_compaction_copies_again(tmp_path):
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 5000)
+        start_replica(p, r)
+        wait_equal(p, r)
+        assert r.stop() == 0
+        applied = replica_status(r)["saved"]
+        _load(p.name, BUCKET, 5000, 5000)
+        os.kill(p.state()["writer"]["pid"], signal.SIGUSR1)        # compact now
+        wait_for(lambda: _logs_start(p.data_dir) > applied, 30,
+                 what="the primary's compaction past the replica")
+        r.start()
+        wait_equal(p, r)
+        assert replica_status(r)["copies"] == 2
+        assert "cannot resume from the last applied sequence" in r.log()
+    finally:
+        r.cleanup()
+        p.cleanup()
+
+
+@pytest.mark.slow
+def test_a_stopped_replica_catches_up(tmp_path):
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 1000)
+        start_replica(p, r)
+        wait_equal(p, r)
+        applier = r.state()["replica"]["pid"]
+        os.kill(applier, signal.SIGSTOP)
+        try:
+            _load(p.name, BUCKET, 1000, 50_000)
+            assert len(dump(r.name)) == 1000        # it really stood still
+        finally:
+            os.kill(applier, signal.SIGCONT)
+        wait_equal(p, r)
+        assert r.state()["replica"]["pid"] == applier   # the same process caught up
+    finally:
+        r.cleanup()
+        p.cleanup()
