@@ -117,6 +117,8 @@ COMMANDS = {
     "load": ("read a dump back in", "dump:load_args", "dump:load"),
     "bench": ("throughput and latency of a running service, TCP and HTTP",
               "bench:bench_args", "bench:bench"),
+    "replica": ("a read replica's state: primary, applied sequence, lag (status)",
+                "replica:replica_args", "replica:replica"),
 }
 
 

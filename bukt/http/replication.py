@@ -104,7 +104,8 @@ class LogStream:
                     await asyncio.sleep(0)
                     continue
                 if time.monotonic() - last_sent >= BEAT_S:
-                    yield source.frame(source.BEAT, source.logged_upto(store))
+                    # caught up: everything in the log is sent, up to reader.last
+                    yield source.frame(source.BEAT, reader.last)
                     last_sent = time.monotonic()
                 try:
                     await asyncio.wait_for(ready.wait(), timeout=IDLE_WAIT_S)

@@ -28,6 +28,7 @@ import urllib.parse
 import bukt
 from bukt import errors
 from bukt._core import replica_exempt
+from bukt.replica.status import STATUS_FILE
 from bukt.replica.source import BEAT, END, FRAME, RECORDS
 from bukt.writer import aof
 from bukt.writer.restore import Loader
@@ -94,6 +95,8 @@ class Applier:
         self.copies = 0
         self.loader = None
         self._behind = False
+        self.connected = False
+        self.io_ms = 0
 
     # -- the segment -----------------------------------------------------------------
     def attach(self):
@@ -202,6 +205,7 @@ class Applier:
             log.info("replica: following %s from sequence %d", self.primary, self.applied)
             for kind, ms, last, payload in self._frames(resp):
                 self.primary_last, self.primary_ms = last, ms
+                self.connected, self.io_ms = True, int(time.time() * 1000)
                 if kind == RECORDS:
                     seq = self._apply(payload)
                     if seq is not None:
@@ -254,8 +258,9 @@ class Applier:
         st = {"primary": self.primary, "applied": self.applied, "saved": self.saved,
               "primary_last": self.primary_last, "primary_ms": self.primary_ms,
               "applied_ms": self.applied_ms, "copies": self.copies, "pid": os.getpid(),
+              "connected": self.connected, "io_ms": self.io_ms,
               "updated_ms": int(time.time() * 1000)}
-        path = os.path.join(self.data_dir, "replica.status.json")
+        path = os.path.join(self.data_dir, STATUS_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(st, f)
@@ -280,6 +285,8 @@ class Applier:
             except (OSError, http.client.HTTPException, ConnectionError, ValueError) as e:
                 if self.stopping:
                     break
+                self.connected = False
+                self._publish()
                 log.warning("replica: %s unreachable or failing (%s); again in %.2f s",
                             self.primary, e, wait)
                 time.sleep(wait)

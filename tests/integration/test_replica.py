@@ -154,6 +154,61 @@ def test_replica_refuses_writes_and_follows(tmp_path):
         p.cleanup()
 
 
+def test_replica_status_info_and_metrics(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import redis
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        token = p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 100)
+        start_replica(p, r, resp={"enabled": True})
+        wait_equal(p, r)
+
+        def status():
+            out = subprocess.run([sys.executable, "-m", "bukt", "replica", "status",
+                                  "--config", r.conf, "--json"], capture_output=True,
+                                 env=r.env(), timeout=30)
+            return out.returncode, json.loads(out.stdout)
+        # caught up: the primary's BEAT says there is nothing left
+        st = wait_for(lambda: (lambda c, d: d if c == 0 and d["lag_seq"] == 0 else None)(
+            *status()), 15, what="a caught-up status")
+        assert st["role"] == "replica" and st["primary"] == f"127.0.0.1:{p.http_port}"
+        assert st["link"] == "up" and st["applied"] > 0 and st["copies"] == 1
+        assert st["lag_seconds"] is not None and st["lag_seconds"] < 30
+        code, pst = subprocess.run([sys.executable, "-m", "bukt", "replica", "status",
+                                    "--config", p.conf, "--json"], capture_output=True,
+                                   env=p.env(), timeout=30).returncode, None
+        assert code == 0
+        # RESP: INFO replication in Redis's words
+        rc = redis.Redis("127.0.0.1", r.resp_port, username=BUCKET, password=token,
+                         socket_timeout=10)
+        info = rc.info("replication")
+        assert info["role"] == "slave" and info["master_port"] == p.http_port
+        assert info["master_link_status"] == "up"
+        assert info["slave_repl_offset"] == st["applied"] or info["slave_repl_offset"] > 0
+        with pytest.raises(redis.exceptions.ResponseError, match="replica"):
+            rc.set("x", "y")
+        rc.close()
+        pc = redis.Redis("127.0.0.1", p.resp_port, username=BUCKET, password=token,
+                         socket_timeout=10)
+        assert pc.info("replication")["role"] == "master"
+        pc.close()
+        # /metrics
+        status_, body = r.http("GET", "/metrics", headers={"X-Auth-Token": r.admin_token()})
+        assert status_ == 200
+        text = body.decode()
+        assert f'bukt_replica{{primary="127.0.0.1:{p.http_port}"}} 1' in text
+        assert "bukt_replica_lag_seconds " in text and "bukt_replica_applied " in text
+        status_, body = p.http("GET", "/metrics", headers={"X-Auth-Token": p.admin_token()})
+        assert "bukt_replica 0" in body.decode()
+    finally:
+        r.cleanup()
+        p.cleanup()
+
+
 @pytest.mark.slow
 def test_replica_copies_a_million_keys_and_follows_a_write_load(tmp_path):
     p, r = services(tmp_path, memory="512MiB", limits={"ring_size": "16MiB"})
