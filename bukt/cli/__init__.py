@@ -119,6 +119,10 @@ COMMANDS = {
               "bench:bench_args", "bench:bench"),
     "replica": ("a read replica's state: primary, applied sequence, lag (status)",
                 "replica:replica_args", "replica:replica"),
+    "promote": ("make this read replica a primary (and fence the old one)",
+                "replica:promote_args", "replica:promote"),
+    "unfence": ("let a fenced old primary take writes again (the operator's word)",
+                "replica:unfence_args", "replica:unfence"),
 }
 
 

@@ -17,7 +17,9 @@ from bukt import feed as _feed
 from bukt.errors import BuktError, PermissionDenied
 from bukt.http.problems import Problem
 from bukt.http.wire import bad
-from bukt.replica import source
+from bukt.replica import fence as _fence
+from bukt.replica import node_id, note_replica, promoted, fenced, source
+from bukt.replica.status import replica_status
 from bukt.tokens import REPLICATE
 
 BEAT_S = 1.0            # a BEAT frame at least this often on an idle log stream
@@ -42,6 +44,7 @@ class Snapshot:
         seq = source.snapshot_seq(ctx.store)
         resp.content_type = "application/octet-stream"
         resp.set_header("X-Bukt-Seq", str(seq))
+        resp.set_header("X-Bukt-Node", node_id(ctx.store.writer_info()["data_dir"]))
         resp.stream = self._stream(seq, ctx.settings.replica_chunk)
 
     async def _stream(self, seq, chunk):
@@ -71,8 +74,10 @@ class LogStream:
                                       upto=source.logged_upto(store))
         except source.Gone as e:
             raise Problem(410, "gone", str(e)) from None
+        note_replica(info["data_dir"], req.get_header("X-Bukt-Replica"))
         resp.content_type = "application/octet-stream"
         resp.set_header("X-Bukt-Seq", str(since))
+        resp.set_header("X-Bukt-Node", node_id(info["data_dir"]))
         resp.stream = self._stream(reader)
 
     async def _stream(self, reader):
@@ -115,6 +120,44 @@ class LogStream:
             if waker is not None:
                 waker.remove(wake)
             reader.close()
+
+
+class Role:
+    """GET /api/v1/replication/role, no token: whether this node is a primary or a
+    replica, its node id, and its promotion (the fencing rule asks it)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_get(self, req, resp):
+        store = self.ctx.store
+        dd = store.writer_info()["data_dir"]
+        st = replica_status(store)
+        resp.media = {"role": st["role"], "node": node_id(dd) if dd else None,
+                      "primary": st.get("primary"),
+                      "promoted": promoted(dd) if dd else None,
+                      "fenced": fenced(dd) if dd else None}
+
+
+class Fence:
+    """POST /api/v1/replication/fence {"by": "host:port", "node": ...}: a replica of
+    this primary was promoted (bukt promote): refuse every write from now on."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_post(self, req, resp):
+        ctx = self.ctx
+        _require_replicate(ctx, req)
+        doc = await req.get_media()
+        by = doc.get("by") if isinstance(doc, dict) else None
+        if not isinstance(by, str) or ":" not in by:
+            raise bad("by", "the promoted replica's host:port")
+        dd = ctx.store.writer_info()["data_dir"]
+        if doc.get("node") not in (None, node_id(dd)):
+            raise Problem(409, "not_my_replica", "that replica followed another primary")
+        _fence.fence(dd, by, ctx.store)
+        resp.media = {"fenced": True, "by": by}
 
 
 def _json(text):

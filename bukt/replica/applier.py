@@ -28,6 +28,7 @@ import urllib.parse
 import bukt
 from bukt import errors
 from bukt._core import replica_exempt
+from bukt.replica import promoted
 from bukt.replica.status import STATUS_FILE
 from bukt.replica.source import BEAT, END, FRAME, RECORDS
 from bukt.writer import aof
@@ -97,6 +98,9 @@ class Applier:
         self._behind = False
         self.connected = False
         self.io_ms = 0
+        self.primary_node = None        # the primary's node id (bukt/replica/__init__.py)
+        host, port = cfg.get("http.bind").rsplit(":", 1)
+        self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
     # -- the segment -----------------------------------------------------------------
     def attach(self):
@@ -109,12 +113,18 @@ class Applier:
         if st.get("primary") == self.primary and isinstance(st.get("applied"), int):
             self.applied = self.saved = st["applied"]
             self.copies = int(st.get("copies", 0))
+            self.primary_node = st.get("primary_node")
 
     # -- the primary -----------------------------------------------------------------
     def _get(self, path):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=READ_TIMEOUT_S)
-        conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}"})
-        return conn, conn.getresponse()
+        conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}",
+                                           "X-Bukt-Replica": self.address})
+        resp = conn.getresponse()
+        node = resp.getheader("X-Bukt-Node")
+        if node:
+            self.primary_node = node
+        return conn, resp
 
     def _frames(self, resp):
         """(kind, ms, last, payload) of the frames of a response, as they come."""
@@ -219,10 +229,17 @@ class Applier:
                         raise Recopy(doc.get("reason", "gone"))
                     raise ConnectionError(f"the primary ended the stream: {doc}")
                 self._save_state()
-                if self.stopping:
+                if self.stopping or self._promoted():
                     return
         finally:
             conn.close()
+
+    def _promoted(self):
+        if promoted(self.data_dir) is not None:
+            self.stopping = True
+            log.warning("replica: promoted; the applier stops")
+            return True
+        return False
 
     # -- where it is -----------------------------------------------------------------
     def _applied(self, seq, ms):
@@ -250,7 +267,8 @@ class Applier:
             seq = self.pending.pop(0)[1]
         if seq is not None and seq != self.saved:
             write_state(self.data_dir, {"primary": self.primary, "applied": seq,
-                                        "copies": self.copies})
+                                        "copies": self.copies,
+                                        "primary_node": self.primary_node})
             self.saved = seq
         self._publish()
 
@@ -259,6 +277,7 @@ class Applier:
               "primary_last": self.primary_last, "primary_ms": self.primary_ms,
               "applied_ms": self.applied_ms, "copies": self.copies, "pid": os.getpid(),
               "connected": self.connected, "io_ms": self.io_ms,
+              "primary_node": self.primary_node,
               "updated_ms": int(time.time() * 1000)}
         path = os.path.join(self.data_dir, STATUS_FILE)
         tmp = path + ".tmp"
@@ -271,7 +290,7 @@ class Applier:
         self.attach()
         wait = self.retry / 10
         reason = "no copy yet" if self.applied is None else None
-        while not self.stopping:
+        while not self.stopping and not self._promoted():
             try:
                 if self.applied is None:
                     self.copy(reason or "no copy yet")
@@ -289,6 +308,8 @@ class Applier:
                 self._publish()
                 log.warning("replica: %s unreachable or failing (%s); again in %.2f s",
                             self.primary, e, wait)
+                if self._promoted():
+                    break
                 time.sleep(wait)
                 wait = min(wait * 2, self.retry)
         self._save_state(force=True)

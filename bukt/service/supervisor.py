@@ -429,7 +429,7 @@ class Supervisor:
                 except _Stop:
                     continue
             now = time.monotonic()
-            for child in self.children.values():
+            for child in list(self.children.values()):
                 if child.state != "down" and child.exited():
                     if not self.on_death(child):
                         return self.shutdown(code=1)
@@ -468,6 +468,14 @@ class Supervisor:
         """Schedules the restart of a child that exited; False to give up."""
         lived = time.monotonic() - child.started
         code = child.reap()
+        if child.role == "replica":
+            from bukt.replica import promoted
+            if promoted(self.data_dir) is not None:
+                log.warning("the replica's applier stopped after a promotion: this "
+                            "service is a primary now")
+                del self.children["replica"]
+                self.write_state()
+                return True
         if lived >= STABLE_S:
             child.backoff, child.quick_deaths = BACKOFF_MIN_S, 0
         else:

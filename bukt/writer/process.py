@@ -157,7 +157,8 @@ from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
 from bukt.feed import FeedWriter, ring_records_to_events
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
 from bukt.writer.ringlog import RingTranslator
-from bukt.replica import primary_of
+from bukt.replica import refuse_writes_for
+from bukt.replica.fence import check_at_start as fence_check
 from bukt._core import replica_exempt
 from bukt.writewait.spin import SpinCredit
 
@@ -304,10 +305,16 @@ class Writer:
     # -- start ------------------------------------------------------------------------
     def start(self) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        self.replica_of = primary_of(self.cfg)
-        if self.replica_of:
-            replica_exempt(True)        # a read replica's writer still writes (expiry,
-                                        # repair, recovery): docs/design.md, Replicas
+        replica_exempt(True)            # the writer writes even while its segment
+                                        # refuses others' writes (a replica's, a fenced
+                                        # primary's): expiry, repair, recovery
+        dd = os.path.abspath(self.cfg.data_dir)
+        if not self.cfg.get("replica.of"):
+            try:
+                fence_check(dd)         # the fencing rule (bukt/replica/fence.py)
+            except OSError as e:
+                log.warning("fencing check: %s", e)
+        self.replica_of = refuse_writes_for(self.cfg)
         t0 = time.monotonic()
         path = os.path.abspath(self.cfg.data_dir)      # published: CLI commands find it
         if len(os.fsencode(path)) >= DATA_DIR_MAX:

@@ -333,3 +333,89 @@ def test_a_stopped_replica_catches_up(tmp_path):
     finally:
         r.cleanup()
         p.cleanup()
+
+
+def _cli(svc, *args):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "bukt", *args, "--config", svc.conf],
+                         capture_output=True, env=svc.env(), timeout=60, text=True)
+    return out.returncode, out.stdout + out.stderr
+
+
+def _writes(name):
+    """True if a local program may write to the segment; the refusal's text if not."""
+    store = bukt.attach(name)
+    try:
+        store.bucket(BUCKET).set(b"probe", b"1")
+        return True
+    except errors.ReplicaReadOnly as e:
+        return str(e)
+    finally:
+        store.close()
+
+
+def test_promote_fences_the_old_primary_until_an_operator_unfences_it(tmp_path):
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        token = p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 100)
+        start_replica(p, r)
+        wait_equal(p, r)
+        wait_for(lambda: replica_status(r).get("primary_node"), 10, what="the primary's id")
+        code, out = _cli(r, "promote")
+        assert code == 0, out
+        assert "fenced (HTTP 200)" in out
+        # the replica takes writes on every face now; its applier is gone for good
+        assert _writes(r.name) is True
+        with r.client(BUCKET, token) as c:
+            c.set(b"after", b"promotion")
+        wait_for(lambda: "applier stopped after a promotion" in r.log(), 10,
+                 what="the supervisor's word")
+        assert r.state()["replica"] is None
+        # the old primary refuses, naming the new one, and still after a restart
+        me = f"127.0.0.1:{r.http_port}"
+        assert me in _writes(p.name)
+        with p.client(BUCKET, token) as c:
+            with pytest.raises(errors.ReadOnly, match=me):
+                c.set(b"x", b"y")
+        assert p.stop() == 0
+        p.start()
+        assert me in _writes(p.name)
+        # the operator's word
+        code, out = _cli(p, "unfence")
+        assert code == 0, out
+        assert _writes(p.name) is True
+        assert p.stop() == 0
+        p.start()
+        assert _writes(p.name) is True
+        # the promoted replica stays a primary across its own restart
+        assert r.stop() == 0
+        r.start()
+        assert _writes(r.name) is True
+        assert r.state()["replica"] is None
+    finally:
+        r.cleanup()
+        p.cleanup()
+
+
+def test_an_old_primary_that_was_down_fences_itself_at_start(tmp_path):
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 100)
+        start_replica(p, r)
+        wait_equal(p, r)
+        wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
+        _kill_service(p)
+        code, out = _cli(r, "promote")
+        assert code == 0, out
+        assert "unreachable" in out
+        p.start()
+        assert f"127.0.0.1:{r.http_port}" in _writes(p.name)
+        assert "fenced: a replica was promoted" in p.log()
+    finally:
+        r.cleanup()
+        p.cleanup()
