@@ -160,6 +160,33 @@ class Fence:
         resp.media = {"fenced": True, "by": by}
 
 
+class Ack:
+    """POST /api/v1/replication/ack?seq=S: a replica has applied up to sequence S
+    (replication.min_acks: bukt/replica/acks.py)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.table = None
+
+    async def on_post(self, req, resp):
+        ctx = self.ctx
+        _require_replicate(ctx, req)
+        seq = req.get_param("seq")
+        if seq is None or not seq.isdigit():
+            raise bad("seq", "must be a decimal sequence (the last one applied)")
+        who = req.get_header("X-Bukt-Replica") or _peer(req)
+        if self.table is None:
+            from bukt.replica.acks import AckTable
+            self.table = AckTable(ctx.store.name, create=True)
+        self.table.report(who, int(seq))
+        resp.status = 204
+
+
+def _peer(req):
+    client = req.scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
 def _json(text):
     import json
     return json.dumps(text)

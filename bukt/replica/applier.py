@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 import urllib.parse
 
@@ -99,6 +100,7 @@ class Applier:
         self.connected = False
         self.io_ms = 0
         self.primary_node = None        # the primary's node id (bukt/replica/__init__.py)
+        self._ack_cv = threading.Condition()
         host, port = cfg.get("http.bind").rsplit(":", 1)
         self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
@@ -241,9 +243,39 @@ class Applier:
             return True
         return False
 
+    # -- acknowledgements (replication.min_acks: bukt/replica/acks.py) ---------------
+    def _ack_loop(self):
+        """Reports the applied sequence to the primary whenever it moves, on one
+        kept-alive connection (a thread: applying never waits for it)."""
+        conn, sent = None, None
+        while not self.stopping:
+            with self._ack_cv:
+                while (self.applied is None or self.applied == sent) and not self.stopping:
+                    self._ack_cv.wait(1.0)
+                seq = self.applied
+            if self.stopping:
+                break
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.host, self.port,
+                                                      timeout=READ_TIMEOUT_S)
+                conn.request("POST", f"{API}/ack?seq={seq}", body=b"",
+                             headers={"Authorization": f"Bearer {self.token}",
+                                      "X-Bukt-Replica": self.address})
+                r = conn.getresponse()
+                r.read()
+                sent = seq
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(min(self.retry, 0.1))
+
     # -- where it is -----------------------------------------------------------------
     def _applied(self, seq, ms):
         self.applied, self.applied_ms = seq, ms
+        with self._ack_cv:
+            self._ack_cv.notify()
         self.pending.append((self.store.last_pos, seq))
         self._save_state()
 
@@ -288,6 +320,8 @@ class Applier:
     # -- the loop --------------------------------------------------------------------
     def run(self):
         self.attach()
+        threading.Thread(target=self._ack_loop, name="bukt-replica-ack",
+                         daemon=True).start()
         wait = self.retry / 10
         reason = "no copy yet" if self.applied is None else None
         while not self.stopping and not self._promoted():

@@ -419,3 +419,81 @@ def test_an_old_primary_that_was_down_fences_itself_at_start(tmp_path):
     finally:
         r.cleanup()
         p.cleanup()
+
+
+def test_min_acks_without_a_replica_fails_the_write_clearly(tmp_path):
+    (tmp_path / "p").mkdir()
+    p = Service(tmp_path / "p", fsync="always")
+    try:
+        p.start()
+        token = p.create_bucket(BUCKET)
+        assert p.stop() == 0
+        p.configure(replication={"min_acks": 1})
+        p.start()
+        with p.client(BUCKET, token, timeout=30) as c:
+            with pytest.raises(errors.WriterDown, match=r"replication.min_acks \(1\)"):
+                c.set(b"k", b"v")
+        status, body = p.http("PUT", f"/api/v1/buckets/{BUCKET}/keys/k2", b"v",
+                              {"X-Auth-Token": token}, timeout=30)
+        assert status == 503 and b"replication.min_acks (1)" in body, body
+    finally:
+        p.cleanup()
+
+
+def _ack_writer(name, bucket, path, start):
+    """Sets keys one after another, noting each acknowledged one (then fsynced)."""
+    store = bukt.attach(name)
+    b = store.bucket(bucket)
+    with open(path, "ab", buffering=0) as f:
+        i = start
+        while True:
+            try:
+                b.set(b"a%08d" % i, b"%d" % i)
+            except errors.BuktError:
+                time.sleep(0.01)
+                continue
+            f.write(b"%d\n" % i)
+            i += 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(int(os.environ.get("BUKT_REPLICA_TRIALS", "30"))))
+def test_min_acks_keeps_every_acknowledged_write_through_a_promotion(tmp_path, trial):
+    import random
+    p, r = services(tmp_path, fsync="always", replication={"min_acks": 1})
+    try:
+        p.start()
+        start_replica(p, r)
+        wait_for(lambda: replica_status(r).get("copies", 0) >= 1, 60, what="the copy")
+        p.create_bucket(BUCKET)         # (acknowledged once the replica has it)
+        acked = str(tmp_path / "acked")
+        ctx = multiprocessing.get_context("fork")
+        writers = [ctx.Process(target=_ack_writer, args=(p.name, BUCKET, f"{acked}{w}",
+                                                          w * 10_000_000))
+                   for w in range(2)]
+        for w in writers:
+            w.start()
+        wait_for(lambda: all(os.path.exists(f"{acked}{w}") and os.path.getsize(f"{acked}{w}")
+                             for w in range(2)), 30, what="acknowledged writes")
+        time.sleep(random.Random(trial).uniform(0.05, 1.0))
+        _kill_service(p)                     # the primary dies mid-load
+        for w in writers:
+            w.kill()
+            w.join()
+        code, out = _cli(r, "promote")
+        assert code == 0, out
+        after = dump(r.name)
+        n = 0
+        for w in range(2):
+            with open(f"{acked}{w}", "rb") as f:
+                for line in f.read().split(b"\n"):
+                    if not line:
+                        continue
+                    i = int(line)
+                    assert after.get((BUCKET, b"a%08d" % i), (None,))[0] == b"%d" % i, \
+                        f"acknowledged write {i} is not on the promoted replica"
+                    n += 1
+        assert n > 0
+    finally:
+        r.cleanup()
+        p.cleanup()
