@@ -101,6 +101,7 @@ class Applier:
         self.io_ms = 0
         self.primary_node = None        # the primary's node id (bukt/replica/__init__.py)
         self._ack_cv = threading.Condition()
+        self._next_publish = 0.0
         host, port = cfg.get("http.bind").rsplit(":", 1)
         self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
@@ -225,6 +226,7 @@ class Applier:
                 elif kind == BEAT:
                     if self.applied is not None and self.applied >= last:
                         self.applied_ms = ms
+                    self._publish(force=True)
                 elif kind == END:
                     doc = json.loads(payload)
                     if doc.get("error") == "gone":
@@ -304,7 +306,11 @@ class Applier:
             self.saved = seq
         self._publish()
 
-    def _publish(self):
+    def _publish(self, force=False):
+        now = time.monotonic()
+        if not force and now < self._next_publish:
+            return
+        self._next_publish = now + STATE_EVERY_S
         st = {"primary": self.primary, "applied": self.applied, "saved": self.saved,
               "primary_last": self.primary_last, "primary_ms": self.primary_ms,
               "applied_ms": self.applied_ms, "copies": self.copies, "pid": os.getpid(),
@@ -339,7 +345,7 @@ class Applier:
                 if self.stopping:
                     break
                 self.connected = False
-                self._publish()
+                self._publish(force=True)
                 log.warning("replica: %s unreachable or failing (%s); again in %.2f s",
                             self.primary, e, wait)
                 if self._promoted():
@@ -347,6 +353,7 @@ class Applier:
                 time.sleep(wait)
                 wait = min(wait * 2, self.retry)
         self._save_state(force=True)
+        self._publish(force=True)
         return 0
 
 
