@@ -140,22 +140,27 @@ class LogReader:
 
     def _read_here(self):
         """Whole records after self.last from the current log at self.off."""
-        data = os.pread(self.fd, self.chunk, self.off)
-        if not data:
-            return b""
-        report = aof.Scan(self.name, self.last)
-        start, prev = None, 0
-        last = self.last
-        try:
-            for rec in aof.scan(data, 0, len(data), report, path=self.name):
-                if start is None and rec.seq > last:
-                    start = prev
-                prev = report.good_end
-                last = rec.seq if rec.seq > last else last
-        except aof.LogCorrupt:
-            # a batch being written can look damaged for a moment only at the end;
-            # what came before it is sound: send that, and read the rest again later
-            pass
+        size = self.chunk
+        while True:
+            data = os.pread(self.fd, size, self.off)
+            if not data:
+                return b""
+            report = aof.Scan(self.name, self.last)
+            start, prev = None, 0
+            last = self.last
+            try:
+                for rec in aof.scan(data, 0, len(data), report, path=self.name):
+                    if start is None and rec.seq > last:
+                        start = prev
+                    prev = report.good_end
+                    last = rec.seq if rec.seq > last else last
+            except aof.LogCorrupt:
+                # a batch being written can look damaged for a moment only at the end;
+                # what came before it is sound: send that, and read the rest later
+                pass
+            if prev or len(data) < size:
+                break
+            size *= 2                   # one record longer than a chunk: read it whole
         end = prev
         self.off += end
         if start is None:

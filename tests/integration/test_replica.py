@@ -497,3 +497,22 @@ def test_min_acks_keeps_every_acknowledged_write_through_a_promotion(tmp_path, t
     finally:
         r.cleanup()
         p.cleanup()
+
+
+def test_a_record_longer_than_the_primary_reads_at_a_time_is_sent(tmp_path):
+    p, r = services(tmp_path, replica={"chunk": "64KiB"})
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        start_replica(p, r)
+        wait_equal(p, r)
+        store = bukt.attach(p.name)
+        try:
+            store.bucket(BUCKET).set(b"big", os.urandom(300_000))   # > 4 chunks
+            store.bucket(BUCKET).set(b"after", b"it")
+        finally:
+            store.close()
+        wait_equal(p, r, timeout=30)
+    finally:
+        r.cleanup()
+        p.cleanup()
