@@ -376,6 +376,7 @@ def main(config_path=None) -> int:
     except SystemExit:
         try:
             a._save_state(force=True)
+            a._publish(force=True)
         except Exception:
             pass
         return 0

@@ -297,8 +297,10 @@ def test_a_replica_behind_a_compaction_copies_again(tmp_path):
         _load(p.name, BUCKET, 0, 5000)
         start_replica(p, r)
         wait_equal(p, r)
+        wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
         assert r.stop() == 0
-        applied = replica_status(r)["saved"]
+        from bukt.replica.applier import read_state
+        applied = read_state(r.data_dir)["applied"]
         _load(p.name, BUCKET, 5000, 5000)
         os.kill(p.state()["writer"]["pid"], signal.SIGUSR1)        # compact now
         wait_for(lambda: _logs_start(p.data_dir) > applied, 30,
