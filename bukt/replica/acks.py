@@ -19,7 +19,6 @@ a new value, never a torn one.
 import hashlib
 import mmap
 import os
-import struct
 import time
 
 __all__ = ["AckTable", "acks_path", "SLOTS"]

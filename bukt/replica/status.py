@@ -14,7 +14,7 @@ import json
 import os
 import time
 
-from bukt.replica import PROMOTED_FILE, promoted
+from bukt.replica import promoted
 
 __all__ = ["replica_status", "STATUS_FILE", "LINK_DOWN_S"]
 

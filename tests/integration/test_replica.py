@@ -518,3 +518,30 @@ def test_a_record_longer_than_the_primary_reads_at_a_time_is_sent(tmp_path):
     finally:
         r.cleanup()
         p.cleanup()
+
+
+def test_a_replicate_token_follows_and_only_the_admin_gives_one(tmp_path):
+    import json
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        token = p.create_bucket(BUCKET)             # the bucket's read/write/admin token
+        path = f"/api/v1/buckets/{BUCKET}/tokens"
+        status, body = p.http("POST", path, {"permissions": ["replicate"]},
+                              {"X-Auth-Token": token})
+        assert status == 403, body                  # a bucket's admin may not
+        status, body = p.http("GET", "/api/v1/replication/snapshot",
+                              headers={"X-Auth-Token": token})
+        assert status == 403, body                  # nor replicate with its own token
+        status, body = p.http("POST", path, {"permissions": ["replicate"]},
+                              {"X-Auth-Token": p.admin_token()})
+        assert status == 201, body
+        replicate = json.loads(body)["token"]
+        _load(p.name, BUCKET, 0, 100)
+        r.configure(replica={"of": f"bukt://:{replicate}@127.0.0.1:{p.http_port}"})
+        r.start()
+        wait_equal(p, r)
+    finally:
+        r.cleanup()
+        p.cleanup()
+
