@@ -248,6 +248,12 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "feed.cache_only": (False, _bool),
     "feed.heartbeat": (15, _duration(lo=0.1, hi=3600)),
     "feed.max_lag": ("4MiB", _size(lo=4096, hi=1 << 36)),
+    "replica.of": (None, _nullable(_text(r"bukt://[^@/\s]*@[A-Za-z0-9.\-\[\]:]+:\d{1,5}",
+                                          "bukt://:TOKEN@HOST:PORT (the primary's HTTP "
+                                          "address and a token that may replicate)"))),
+    "replica.retry": ("1s", _duration(lo=0.01, hi=60)),
+    "replica.chunk": ("4MiB", _size(lo=64 << 10, hi=1 << 30)),
+    "replication.min_acks": (0, _int(0, 16)),
     "compaction.min_log_bytes": ("64MiB", _size()),
     "compaction.ratio": (2.0, _float(1.1, 1000.0)),
     "expiry.hz": (10, _int(1, 500)),
@@ -321,6 +327,9 @@ def _cross_checks(flat: dict, where: dict) -> None:
     need(flat["limits.ring_size"] >= 2 * (mv + 1024), "limits.ring_size",
          f"at least twice limits.max_value + 1KiB ({2 * (mv + 1024)}), so a maximal "
          "change always fits in the ring")
+    need(flat["replication.min_acks"] == 0 or flat["fsync"] == "always",
+         "replication.min_acks", "0 unless fsync is always (only then does a write wait "
+         "for its acknowledgement)")
     need(flat["feed.max_lag"] < flat["feed.size"], "feed.max_lag",
          f"below feed.size ({flat['feed.size']}), so a slow watch is cut off while the "
          "feed still holds its resume point")

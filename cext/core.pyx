@@ -13,7 +13,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   | header   4 KiB   magic, format, sizes, region offsets, limits (key and  |
   |                  value sizes, ring wait, keys per transaction),          |
   |                  generation,                                             |
-  |                  retired flag (beside index_geom), global counters,      |
+  |                  retired flag and the replica word with its primary's    |
+  |                  address (beside index_geom: docs/design.md, Replicas),  |
+  |                  global counters,                                        |
   |                  ring head/claim/tail, writer progress and owner record  |
   |                  (pid + start time), retire_drained, its repair period   |
   |                  and absolute data directory, the change feed's asks     |

@@ -103,7 +103,22 @@ def collect(ctx):
             if w.get("heartbeat_ms") else None,
             "ring_depth": w.get("ring_head", 0) - w.get("ring_tail", 0),
             "unflushed_bytes": w.get("ring_head", 0) - w.get("flushed_pos", 0)}
+    try:
+        from bukt.replica.status import replica_status
+        snap["replica"] = replica_status(store)
+    except (BuktError, OSError):
+        pass
     return snap
+
+
+REPLICA_HELP = {
+    "link": "1 while the replica hears from its primary.",
+    "applied": "The last primary sequence the replica applied.",
+    "primary_last": "The primary's last logged sequence, as it last said.",
+    "lag_seq": "How far the primary's log is ahead of the replica, in sequence positions.",
+    "lag_seconds": "Age of the newest change the replica applied (0 when caught up).",
+    "copies": "Full copies the replica has taken.",
+}
 
 
 def _label(value):
@@ -137,6 +152,21 @@ def prometheus(snap):
         if value is not None:
             family(f"bukt_writer_{key}", "gauge", WRITER_HELP[key])
             out.append(f"bukt_writer_{key} {value}\n")
+    rep = snap.get("replica")
+    if rep is not None:
+        family("bukt_replica", "gauge", "1 on a read replica (the primary's address in "
+               "a label), 0 on a primary.")
+        if rep["role"] == "replica":
+            out.append(f'bukt_replica{{primary="{_label(rep["primary"])}"}} 1\n')
+            for key, help_text in REPLICA_HELP.items():
+                value = rep.get(key)
+                if key == "link":
+                    value = int(value == "up")
+                if value is not None:
+                    family(f"bukt_replica_{key}", "gauge", help_text)
+                    out.append(f"bukt_replica_{key} {value}\n")
+        else:
+            out.append("bukt_replica 0\n")
     family("bukt_auth_failures_total", "counter",
            "Failed authentications (unknown or revoked tokens), by face.")
     for face, t in snap.get("auth", {}).items():

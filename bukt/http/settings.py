@@ -85,6 +85,7 @@ class HttpSettings:
     compaction_min_log_bytes: int = 64 << 20
     tcp_workers: int = 0              # 0 = one per CPU
     feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
+    replica_chunk: int = 4 << 20      # replica.chunk: log bytes read and sent at a time
     feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
 
     @classmethod
@@ -126,4 +127,5 @@ class HttpSettings:
             tcp_workers=int(get("tcp.workers", cls.tcp_workers)) or os.cpu_count() or 1,
             feed_heartbeat=_duration(get("feed.heartbeat", cls.feed_heartbeat)),
             feed_max_lag=_size(get("feed.max_lag", cls.feed_max_lag)),
+            replica_chunk=_size(get("replica.chunk", cls.replica_chunk)),
         )

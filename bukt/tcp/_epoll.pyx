@@ -109,6 +109,7 @@ from bukt import protocol as _P
 from bukt.writewait import ringroom as _ringroom
 from bukt.writewait.ringroom import RoomWait
 from bukt.writewait import spin as _spin
+from bukt.writewait.flushwait import not_confirmed as _not_confirmed
 from bukt.tcp._wire cimport Hot
 from bukt.tcp._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
                          request_key, run_frames)
@@ -866,9 +867,8 @@ cdef class Loop:
                 if rid is not None:
                     response = _resp.WRITER_DOWN
             elif now >= deadline:
-                response = _P.encode_error(rid, _errors.WriterDown(
-                    "the writer did not confirm the write on disk in time; it is applied "
-                    "in memory"))
+                response = _P.encode_error(rid, _not_confirmed(
+                    self.store, pos, self._durable_timeout()))
             else:
                 break
             waiters.popleft()

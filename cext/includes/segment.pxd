@@ -54,6 +54,8 @@ cdef extern from "segment.h" nogil:
         uint32_t max_txn_keys
         uint64_t index_geom
         uint32_t retired
+        uint32_t replica
+        char replica_of[64]
         bk_lock alloc_lock
         bk_lock meta_lock
         bk_lock ring_lock
