@@ -70,7 +70,8 @@ import time
 
 from bukt import errors
 from bukt.owners import identity
-from bukt._core import feed_fence, feed_load, feed_store, feed_wait, feed_wake
+from bukt._core import (RING_FIRST, feed_fence, feed_load, feed_store, feed_wait,
+                        feed_wake, feed_watch)
 
 __all__ = ["FeedWriter", "Feed", "Watcher", "Event", "Gone", "KINDS", "feed_path",
            "ring_records_to_events"]
@@ -79,6 +80,8 @@ MAGIC = int.from_bytes(b"BUKTFEED", "little")
 FORMAT = 1
 HEADER = 4096
 SIZE_W, MAXV_W, PID_W, START_W = 2, 3, 4, 5
+LEASE_W = 6             # feed.lease in ms: how long a watcher's hold on a cache-only
+                        # bucket lasts (THE LEASE)
 HEAD, LOW, LOST, LAST = 8 * 8, 9 * 8, 10 * 8, 11 * 8      # byte offsets of the words
 RING_LOST_W = 12        # the segment's feed_lost the writer last turned into a gap
 UPTO_W = 13             # the ring position past the last batch published
@@ -182,6 +185,32 @@ class Gone:
         return f"Gone(since={self.since}, oldest={self.oldest}, {self.reason})"
 
 
+def _records(buf, size, pos, head, low=None):
+    """(position, sequence, length) of the records (padding skipped) in [pos, head)
+    of feed area `buf`, read header by header, then (head, None, 0) if the walk got
+    there: it stops short at a record whose stamp is not its position (a torn area),
+    or, given `low` (a function: the feed's low word), at one overwritten while it was
+    read (low passed it)."""
+    while pos < head:
+        left = size - pos % size
+        if left < REC.size:
+            pos += left
+            continue
+        off = HEADER + pos % size
+        stamp, seq = struct.unpack_from("<QQ", buf, off)
+        n = struct.unpack_from("<I", buf, off + 40)[0]
+        if low is not None:
+            feed_fence()
+            if low() > pos:
+                return
+        if stamp != pos or n == 0:
+            return
+        if buf[off + 62] != PAD:
+            yield pos, seq, n
+        pos += n
+    yield pos, None, 0
+
+
 # ---------------------------------------------------------------- the writer's side
 
 def ring_records_to_events(recs, names):
@@ -219,7 +248,7 @@ def ring_records_to_events(recs, names):
 class FeedWriter:
     """The writer process's side: creates (or takes over) the area, publishes."""
 
-    def __init__(self, instance, size, max_value, mode=0o600):
+    def __init__(self, instance, size, max_value, mode=0o600, lease_ms=10_000):
         self.path = feed_path(instance)
         self.max_value = max_value
         size = _align8(max(size, 64 << 10))
@@ -232,6 +261,7 @@ class FeedWriter:
         self.size = size
         pid, start = identity()
         self.q[PID_W], self.q[START_W] = pid, start
+        self.q[LEASE_W] = lease_ms
         self.head = self.q[HEAD // 8]
         self.low = self.q[LOW // 8]
         self.lost = self.q[LOST // 8]
@@ -245,21 +275,11 @@ class FeedWriter:
         self._old_next = next(self._old, None)
 
     def _walk(self, pos, head):
-        """(position, sequence) of the records an earlier writer left in [pos, head)."""
-        size, buf = self.size, self.buf
-        while pos < head:
-            left = size - pos % size
-            if left < REC.size:
-                pos += left
-                continue
-            off = HEADER + pos % size
-            stamp, seq = struct.unpack_from("<QQ", buf, off)
-            n = struct.unpack_from("<I", buf, off + 40)[0]
-            if stamp != pos or n == 0:
-                break                           # (a torn area: what follows is unknown)
-            if buf[off + 62] != PAD:
+        """(position, sequence) of the records an earlier writer left in [pos, head)
+        (a torn area ends the walk: what follows is unknown)."""
+        for pos, seq, _n in _records(self.buf, self.size, pos, head):
+            if seq is not None:
                 yield pos, seq
-            pos += n
 
     def _open_existing(self, size, max_value):
         try:
@@ -306,8 +326,13 @@ class FeedWriter:
         """The writer drains the ring from `tail`. The feed holds everything of the ring
         below `upto` (the end of the last batch published); what lies between it and
         `tail` was drained by an earlier writer that died before publishing it: a gap.
-        A new feed holds nothing before `tail`."""
-        if tail > self.q[UPTO_W]:
+        A new feed holds nothing before `tail`, which is lost unless nothing came
+        before it: a ring still at its first position (RING_FIRST: a new segment with
+        no history; a cold start from a log numbers the ring after the log's last
+        sequence) had no changes for the feed to miss."""
+        if tail <= RING_FIRST and self.q[UPTO_W] == 0:
+            self.q[UPTO_W] = tail               # nothing before the first position
+        elif tail > self.q[UPTO_W]:
             self.mark_lost(tail - 1)
             if tail - 1 > self.last:
                 self.last = tail - 1
@@ -482,6 +507,10 @@ class Feed:
     def last_seq(self):
         return feed_load(self.buf, LAST)
 
+    def lease_ms(self):
+        """feed.lease: how long a watcher's hold on a cache-only bucket lasts."""
+        return feed_load(self.buf, LEASE_W * 8) or 10_000
+
     def published_upto(self):
         """The change ring's position up to which the feed holds every change: a
         write whose record ends below it has its event published."""
@@ -534,6 +563,35 @@ class Waker:
                     pass
 
 
+class WakeFd:
+    """An eventfd that the process's Waker makes readable after each batch (and each
+    second) while `watch(True)`: for a loop that waits on file descriptors in its own
+    thread (the TCP face's epoll worker, bukt/tcp/_epoll.pyx, WATCH WAITS)."""
+
+    def __init__(self, waker):
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.waker = waker
+        self.on = False
+        self._cb = self._ring          # (one bound method: the Waker's set holds it)
+
+    def _ring(self):
+        try:
+            os.eventfd_write(self.fd, 1)
+        except OSError:
+            pass
+
+    def watch(self, on):
+        if on != self.on:
+            (self.waker.add if on else self.waker.remove)(self._cb)
+            self.on = on
+
+    def clear(self):
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+
+
 def _bucket_slot(store, name):
     for row in store.bucket_table():
         if row[3] == name and row[2] == 1:
@@ -564,11 +622,15 @@ class Watcher:
         self.gone = None
         self.dropped = False
         feed = self.feed
+        self._lease_s = feed.lease_ms() / 1000.0
+        self._lease = self._hold()              # (run, since), or None: no lease needed
         if since is None:
             self.seq = feed.last_seq()
             self.pos = feed.head()
             if feed.lost() > self.seq:          # (a gap being marked just now)
                 self.seq = feed.lost()
+            if self._lease is not None and self._lease[1] - 1 > self.seq:
+                self.seq = self._lease[1] - 1   # a resume point inside the lease's run
         else:
             self.seq = int(since)
             self.pos = None                     # found by _seek
@@ -578,42 +640,59 @@ class Watcher:
         """The resume point: the sequence of the last event this watcher passed."""
         return self.seq
 
-    def _gone(self, reason="behind"):
-        self.gone = Gone(self.seq, max(self.feed.lost(), self.seq), reason)
+    def _gone(self, reason="behind", oldest=None):
+        self.gone = Gone(self.seq, max(self.feed.lost(), self.seq if oldest is None
+                                       else oldest), reason)
         return self.gone
+
+    def _hold(self):
+        """Take or renew this watcher's hold on a cache-only bucket (THE LEASE): its
+        (run, since), or None when the bucket needs none."""
+        self._renewed = time.monotonic()
+        return feed_watch(self.store, self.idx, self.gen, int(self._lease_s * 1000))
+
+    def _lease_gone(self):
+        """A Gone when the bucket's changes may not all have reached the feed since
+        this watcher's point: it is older than the lease's run (the bucket was not
+        watched then), or the lease lapsed since the last renewal (a new run)."""
+        lease = self._lease
+        if lease is None:
+            return None
+        if time.monotonic() - self._renewed > self._lease_s / 4:
+            now = self._hold()
+            if now is None:
+                self._lease = None              # (dropped or replaced: its drop event ends us)
+                return None
+            if now[0] != lease[0]:
+                self._lease = now
+                return self._gone("the bucket went unwatched: its changes did not reach "
+                                  "the feed", now[1] - 1)
+        if self.seq < lease[1] - 1:
+            return self._gone("the bucket was not watched then: its changes before "
+                              "did not reach the feed", lease[1] - 1)
+        return None
 
     def _seek(self):
         """Position at the first record after self.seq; a Gone when that is lost."""
-        feed, buf, size = self.feed, self.feed.buf, self.feed.size
+        feed = self.feed
         while True:
             if self.seq < feed.lost():
                 return self._gone("older than the feed")
-            low, head = feed.low(), feed.head()
-            pos = low
-            while pos < head:
-                left = size - pos % size
-                if left < REC.size:
-                    pos += left
-                    continue
-                off = HEADER + pos % size
-                stamp, seq = struct.unpack_from("<QQ", buf, off)
-                n = struct.unpack_from("<I", buf, off + 40)[0]
-                feed_fence()
-                if feed.low() > pos or stamp != pos or n == 0:
-                    break                       # overwritten while we looked: again
-                if buf[off + 62] != PAD and seq > self.seq:
+            for pos, seq, _n in _records(feed.buf, feed.size, feed.low(), feed.head(),
+                                         feed.low):
+                if seq is None or seq > self.seq:
                     self.pos = pos
                     return None
-                pos += n
-            else:
-                self.pos = head
-                return None
+            # (overwritten while we looked: again)
 
     def poll(self, max_events=256):
         """Up to `max_events` new events (a list, maybe empty); a Gone as its last
         element when the watcher lost its place (then every later poll returns [])."""
         if self.gone is not None or self.dropped:
             return []
+        g = self._lease_gone()
+        if g is not None:
+            return [g]
         if self.pos is None:
             g = self._seek()
             if g is not None:
@@ -696,17 +775,20 @@ class Watcher:
         """The process's Waker: add(callback) is called after each batch, from its thread."""
         return self.feed.waker()
 
-    def __iter__(self):
-        """Blocking iteration: events, ending after a Gone or a drop."""
+    def _rounds(self):
+        """(wake word read before the poll, the poll's events) until a Gone or a drop
+        ends the watch: __iter__ and __aiter__ differ only in how they wait."""
         while True:
             seen = self.feed.wake_word()
             evs = self.poll()
-            for e in evs:
-                yield e
-                if e.gone:
-                    return
-            if self.dropped:
+            yield seen, evs
+            if self.gone is not None or self.dropped:
                 return
+
+    def __iter__(self):
+        """Blocking iteration: events, ending after a Gone or a drop."""
+        for seen, evs in self._rounds():
+            yield from evs
             if not evs:
                 self.wait(1.0, seen)
 
@@ -717,17 +799,12 @@ class Watcher:
         waker = self.waker()
         waker.add(cb)
         try:
-            while True:
-                ready.clear()
-                evs = self.poll()
+            for _seen, evs in self._rounds():
                 for e in evs:
                     yield e
-                    if e.gone:
-                        return
-                if self.dropped:
-                    return
                 if not evs:
                     await ready.wait()
+                ready.clear()
         finally:
             waker.remove(cb)
 
