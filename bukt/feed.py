@@ -67,6 +67,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 
 from bukt import errors
 from bukt.owners import identity
@@ -482,6 +483,7 @@ class Feed:
         self.size, self.max_value = size, maxv
         self.copy = max(COPY, maxv + 65536 + 2 * REC.size)   # a whole record fits
         self._waker = None
+        self._loop_wakes = weakref.WeakKeyDictionary()
 
     @classmethod
     def of(cls, instance):
@@ -528,6 +530,14 @@ class Feed:
                 self._waker = Waker(self)
             return self._waker
 
+    def loop_wake(self, loop):
+        """The LoopWake of asyncio loop `loop` (one a loop, made on first use)."""
+        with Feed._lock:
+            lw = self._loop_wakes.get(loop)
+            if lw is None:
+                lw = self._loop_wakes[loop] = LoopWake(loop, self)
+            return lw
+
 
 class Waker:
     """One thread a process that sleeps on the feed's wake word for every watcher an
@@ -561,6 +571,44 @@ class Waker:
                     cb()
                 except Exception:
                     pass
+
+
+class LoopWake:
+    """The Waker's one callback for every watcher of one asyncio loop: after each batch
+    it wakes the loop once (one call_soon_threadsafe, one write to the loop's self-pipe)
+    and the loop sets each watcher's asyncio.Event, where a callback a watcher cost a
+    cross-thread wake per watcher per batch (with 100 watchers of a process, 100 writes
+    to the same pipe and 100 wakeups of the loop's selector for one batch)."""
+
+    def __init__(self, loop, feed):
+        self.loop, self.feed = loop, feed
+        self.events = set()
+        self.pending = False
+        self._cb = self._ring           # (one bound method: the Waker's set holds it)
+
+    def _ring(self):                    # the Waker's thread
+        if not self.pending:
+            self.pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._fire)
+            except RuntimeError:        # (the loop closed)
+                self.pending = False
+
+    def _fire(self):                    # the loop's thread
+        self.pending = False
+        for ev in list(self.events):
+            ev.set()
+
+    def add(self, event):
+        """Set asyncio.Event `event` after each batch (and each second), in the loop."""
+        if not self.events:
+            self.feed.waker().add(self._cb)
+        self.events.add(event)
+
+    def remove(self, event):
+        self.events.discard(event)
+        if not self.events:
+            self.feed.waker().remove(self._cb)
 
 
 class WakeFd:
@@ -793,11 +841,9 @@ class Watcher:
                 self.wait(1.0, seen)
 
     async def __aiter__(self):
-        loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        cb = lambda: loop.call_soon_threadsafe(ready.set)   # noqa: E731
-        waker = self.waker()
-        waker.add(cb)
+        wake = self.feed.loop_wake(asyncio.get_running_loop())
+        wake.add(ready)
         try:
             for _seen, evs in self._rounds():
                 for e in evs:
@@ -806,7 +852,7 @@ class Watcher:
                     await ready.wait()
                 ready.clear()
         finally:
-            waker.remove(cb)
+            wake.remove(ready)
 
 
 def watch(store, bucket, prefix=b"", since=None, values=False):

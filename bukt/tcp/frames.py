@@ -65,11 +65,9 @@ class WatchWait:
         return self._wait().__await__()
 
     async def _wait(self):
-        loop = asyncio.get_running_loop()
         moved = asyncio.Event()
-        cb = lambda: loop.call_soon_threadsafe(moved.set)   # noqa: E731
-        waker = self.watcher.waker()
-        waker.add(cb)
+        wake = self.watcher.feed.loop_wake(asyncio.get_running_loop())
+        wake.add(moved)
         try:
             while True:
                 moved.clear()
@@ -82,7 +80,7 @@ class WatchWait:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            waker.remove(cb)
+            wake.remove(moved)
 
 
 def internal_error(command: int, rid: int, exc: BaseException) -> bytes:
