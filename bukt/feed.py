@@ -90,6 +90,7 @@ WAKE = 128
 REC = struct.Struct("<QQqQqIIIIIHBB")
 VSIZE_UNKNOWN = 0xffffffff
 COPY = 256 << 10        # bytes a watcher copies out of the feed at a time
+STRETCHES = 64          # parsed stretches a process keeps for its watchers
 PAD = 0
 _ZEROS = bytes(8)
 
@@ -484,6 +485,7 @@ class Feed:
         self.copy = max(COPY, maxv + 65536 + 2 * REC.size)   # a whole record fits
         self._waker = None
         self._loop_wakes = weakref.WeakKeyDictionary()
+        self._stretches = {}            # position -> a parsed stretch (stretch())
 
     @classmethod
     def of(cls, instance):
@@ -508,6 +510,60 @@ class Feed:
 
     def last_seq(self):
         return feed_load(self.buf, LAST)
+
+    def stretch(self, pos, head):
+        """The records of the feed from byte position `pos` (a record's start) towards
+        `head`, parsed: (end, records, damaged), `end` the position parsed up to,
+        each record (start, after, seq, ms, version, expire_ms, vlen, vsize, gen, bucket,
+        kind, key, value bytes), `damaged` the position of a record whose stamp is
+        wrong (else None); or None when the writer overwrote `pos` meanwhile. A
+        stretch is copied out, then low checked once: if the writer had not raised it
+        past `pos` after the copy, nothing in the copy was being overwritten.
+        The process keeps the last few stretches parsed: its watchers, at the same
+        position when they keep up, read each record's header, key and value once
+        between them, not once each (with many watchers of a process, parsing was
+        what their cost grew with)."""
+        cache = self._stretches
+        st = cache.get(pos)
+        if st is not None:
+            # (served while its start is still in the feed, as its bytes would be: a
+            # watcher the writer overran is told so whoever parsed it before)
+            return st if self.low() <= pos else None
+        buf, size = self.buf, self.size
+        end = min(head, pos + self.copy)
+        a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
+        data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
+        feed_fence()
+        if self.low() > pos:
+            return None
+        unpack, rs = REC.unpack_from, REC.size
+        recs, damaged, p = [], None, pos
+        while p < end:
+            left = size - p % size
+            if left < rs:
+                p += left
+                continue
+            if p + rs > end:
+                break
+            o = p - pos
+            (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
+             flags) = unpack(data, o)
+            if stamp != p or n == 0:
+                damaged = p
+                break
+            if p + n > end:
+                break                           # (read with the next stretch)
+            if kind != PAD:
+                recs.append((p, p + n, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx,
+                             kind, data[o + rs:o + rs + klen],
+                             data[o + rs + klen:o + rs + klen + vlen] if vlen else b""))
+            p += n
+        st = (p, recs, damaged)
+        if p > pos:
+            if len(cache) >= STRETCHES:
+                del cache[next(iter(cache))]    # the oldest
+            cache[pos] = st
+        return st
 
     def lease_ms(self):
         """feed.lease: how long a watcher's hold on a cache-only bucket lasts."""
@@ -745,40 +801,23 @@ class Watcher:
             g = self._seek()
             if g is not None:
                 return [g]
-        feed, buf, size = self.feed, self.feed.buf, self.feed.size
+        feed = self.feed
         out = []
         pos, head = self.pos, feed.head()
         prefix, values, idx, gen = self.prefix, self.values, self.idx, self.gen
-        unpack = REC.unpack_from
         while pos < head and len(out) < max_events:
-            # copy a stretch, then check low once: if the writer had not raised it past
-            # `pos` after the copy, nothing in the copy was being overwritten
-            end = min(head, pos + feed.copy)
-            a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
-            data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
-            feed_fence()
-            if feed.low() > pos:
+            st = feed.stretch(pos, head)
+            if st is None:                      # overwritten under us
                 self.pos = pos
                 return out + [self._gone()]
+            end, recs, damaged = st
             p = pos
-            while p < end and len(out) < max_events:
-                left = size - p % size
-                if left < REC.size:
-                    p += left
-                    continue
-                if p + REC.size > end:
+            for (start, after, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx, kind,
+                 key, value) in recs:
+                if len(out) >= max_events:
+                    p = start
                     break
-                o = p - pos
-                (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
-                 flags) = unpack(data, o)
-                if stamp != p or n == 0:
-                    self.pos = p
-                    return out + [self._gone("the feed is damaged")]
-                if p + n > end:
-                    break                       # (read with the next stretch)
-                p += n
-                if kind == PAD:
-                    continue
+                p = after
                 self.seq = seq
                 if ridx != idx or rgen != gen:
                     continue
@@ -787,16 +826,18 @@ class Watcher:
                     self.dropped = True
                     self.pos = p
                     return out
-                key = data[o + REC.size:o + REC.size + klen]
                 if not key.startswith(prefix):
                     continue
                 setlike = kind == 1 or kind == 6
                 vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
-                value = None
-                if values and setlike and vs is not None and vlen == vsize:
-                    value = data[o + REC.size + klen:o + REC.size + klen + vlen]
-                out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version,
-                                 expire_ms, value, vs))
+                out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version, expire_ms,
+                                 value if values and setlike and vs is not None
+                                 and vlen == vsize else None, vs))
+            else:
+                p = end
+                if damaged is not None:
+                    self.pos = damaged
+                    return out + [self._gone("the feed is damaged")]
             if p == pos:
                 break                           # (a record longer than feed.copy: never)
             pos = p
