@@ -91,6 +91,9 @@ REC = struct.Struct("<QQqQqIIIIIHBB")
 VSIZE_UNKNOWN = 0xffffffff
 COPY = 256 << 10        # bytes a watcher copies out of the feed at a time
 STRETCHES = 64          # parsed stretches a process keeps for its watchers
+ROUND = 4096            # events an iterating watcher takes at a time: whole stretches
+                        # (256 KiB, under 4096 records), so watchers stay on the
+                        # stretches the process keeps (Feed.stretch)
 PAD = 0
 _ZEROS = bytes(8)
 
@@ -513,10 +516,11 @@ class Feed:
 
     def stretch(self, pos, head):
         """The records of the feed from byte position `pos` (a record's start) towards
-        `head`, parsed: (end, records, damaged), `end` the position parsed up to,
+        `head`, parsed: (end, records, damaged, views), `end` the position parsed up to,
         each record (start, after, seq, ms, version, expire_ms, vlen, vsize, gen, bucket,
         kind, key, value bytes), `damaged` the position of a record whose stamp is
-        wrong (else None); or None when the writer overwrote `pos` meanwhile. A
+        wrong (else None), `views` each watcher view's events of it (Watcher._view);
+        or None when the writer overwrote `pos` meanwhile. A
         stretch is copied out, then low checked once: if the writer had not raised it
         past `pos` after the copy, nothing in the copy was being overwritten.
         The process keeps the last few stretches parsed: its watchers, at the same
@@ -558,7 +562,7 @@ class Feed:
                              kind, data[o + rs:o + rs + klen],
                              data[o + rs + klen:o + rs + klen + vlen] if vlen else b""))
             p += n
-        st = (p, recs, damaged)
+        st = (p, recs, damaged, {})     # {}: its watchers' views (Watcher._view)
         if p > pos:
             if len(cache) >= STRETCHES:
                 del cache[next(iter(cache))]    # the oldest
@@ -810,7 +814,23 @@ class Watcher:
             if st is None:                      # overwritten under us
                 self.pos = pos
                 return out + [self._gone()]
-            end, recs, damaged = st
+            end, recs, damaged, views = st
+            if recs and damaged is None and len(recs) <= max_events - len(out):
+                # the whole stretch: its events for this view of it (bucket, prefix,
+                # values), made once by the first watcher of the process to read it
+                k = (idx, gen, prefix, values)
+                v = views.get(k)
+                if v is None:
+                    v = views[k] = self._view(recs)
+                evs, drop_at = v
+                out.extend(evs)
+                self.seq = recs[-1][2] if drop_at is None else evs[-1].seq
+                if drop_at is not None:         # the bucket was dropped: the watch ends
+                    self.dropped = True
+                    self.pos = drop_at
+                    return out
+                pos = end
+                continue
             p = pos
             for (start, after, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx, kind,
                  key, value) in recs:
@@ -848,6 +868,28 @@ class Watcher:
             out.append(self._gone("a change did not reach the feed"))
         return out
 
+    def _view(self, recs):
+        """(this watcher's events of parsed records `recs`, the position after a drop
+        among them or None): what poll() makes of a whole stretch."""
+        out = []
+        idx, gen, prefix, values, bucket = self.idx, self.gen, self.prefix, self.values, \
+            self.bucket
+        for (start, after, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx, kind,
+             key, value) in recs:
+            if ridx != idx or rgen != gen:
+                continue
+            if kind == 8:
+                out.append(Event(seq, ms, bucket, b"", "drop", 0, 0, None, None))
+                return out, after
+            if not key.startswith(prefix):
+                continue
+            setlike = kind == 1 or kind == 6
+            vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
+            out.append(Event(seq, ms, bucket, key, KINDS[kind], version, expire_ms,
+                             value if values and setlike and vs is not None
+                             and vlen == vsize else None, vs))
+        return out, None
+
     def wake_word(self):
         return self.feed.wake_word()
 
@@ -869,7 +911,7 @@ class Watcher:
         ends the watch: __iter__ and __aiter__ differ only in how they wait."""
         while True:
             seen = self.feed.wake_word()
-            evs = self.poll()
+            evs = self.poll(ROUND)
             yield seen, evs
             if self.gone is not None or self.dropped:
                 return
