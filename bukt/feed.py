@@ -24,7 +24,7 @@ by the writer with its pages reserved (posix_fallocate), and kept across writer
 restarts (the events in it stay valid: sequences are ring positions, which continue).
 
     header  4096 B, u64 words: magic "BUKTFEED" | format | data size | max_value |
-            writer pid | writer start | - | - | head | low | lost | last_seq |
+            writer pid | writer start | lease ms | nonce | head | low | lost | last_seq |
             ring_lost_seen (the segment's feed_lost last made a gap) |
             upto (the ring position past the last batch published) | ... |
             wake (u32 at byte 128: bumped and futex-woken after each batch)
@@ -81,6 +81,8 @@ MAGIC = int.from_bytes(b"BUKTFEED", "little")
 FORMAT = 1
 HEADER = 4096
 SIZE_W, MAXV_W, PID_W, START_W = 2, 3, 4, 5
+NONCE_W = 7             # random, set when the area is made: tells a new area from an
+                        # old one that had the same inode number
 LEASE_W = 6             # feed.lease in ms: how long a watcher's hold on a cache-only
                         # bucket lasts (THE LEASE)
 HEAD, LOW, LOST, LAST = 8 * 8, 9 * 8, 10 * 8, 11 * 8      # byte offsets of the words
@@ -320,6 +322,7 @@ class FeedWriter:
                     "/dev/shm) or lower feed.size") from None
             with mmap.mmap(fd, HEADER) as m:
                 struct.pack_into("=4Q", m, 0, MAGIC, FORMAT, size, self.max_value)
+                struct.pack_into("=Q", m, NONCE_W * 8, int.from_bytes(os.urandom(8), "little"))
             os.rename(tmp, self.path)
         except BaseException:
             os.close(fd)
@@ -462,6 +465,17 @@ class FeedWriter:
 
 # ---------------------------------------------------------------- the readers' side
 
+def _nonce(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return struct.unpack("=Q", os.pread(fd, 8, NONCE_W * 8))[0]
+    finally:
+        os.close(fd)
+
+
 class Feed:
     """A read-only mapping of an instance's feed area (one a process is enough)."""
 
@@ -496,9 +510,12 @@ class Feed:
         with cls._lock:
             f = cls._open.get(path)
             st = os.stat(path) if os.path.exists(path) else None
-            if f is None or st is None or getattr(f, "_ino", None) != st.st_ino:
+            # (the inode and the area's nonce: tmpfs reuses a removed file's inode
+            # number for the next file, so a feed made anew may carry the old one's)
+            ident = (st.st_ino, _nonce(path)) if st else None
+            if f is None or st is None or getattr(f, "_ino", None) != ident:
                 f = cls(path)
-                f._ino = st.st_ino if st else None
+                f._ino = ident
                 cls._open[path] = f
             return f
 
