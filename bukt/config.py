@@ -256,6 +256,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "feed.lease": ("10s", _duration(lo=2, hi=3600)),
     "feed.heartbeat": (15, _duration(lo=0.1, hi=3600)),
     "feed.max_lag": ("4MiB", _size(lo=4096, hi=1 << 36)),
+    "feed.coalesce": ("5ms", _duration(lo=0, hi=1)),
     "compaction.min_log_bytes": ("64MiB", _size()),
     "compaction.ratio": (2.0, _float(1.1, 1000.0)),
     "expiry.hz": (10, _int(1, 500)),

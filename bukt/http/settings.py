@@ -86,6 +86,7 @@ class HttpSettings:
     tcp_workers: int = 0              # 0 = one per CPU
     feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
     feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
+    feed_coalesce: float = 0.005      # feed.coalesce: a stream's batches at most this often
 
     @classmethod
     def from_config(cls, config):
@@ -126,4 +127,5 @@ class HttpSettings:
             tcp_workers=int(get("tcp.workers", cls.tcp_workers)) or os.cpu_count() or 1,
             feed_heartbeat=_duration(get("feed.heartbeat", cls.feed_heartbeat)),
             feed_max_lag=_size(get("feed.max_lag", cls.feed_max_lag)),
+            feed_coalesce=_duration(get("feed.coalesce", cls.feed_coalesce)),
         )

@@ -138,7 +138,9 @@ class Watch:
                                                    "resume": watcher.position}).encode())
                     return
                 if evs:
-                    await asyncio.sleep(0)      # let the others run between batches
+                    # the next batch after feed.coalesce: what comes meanwhile goes in
+                    # one send (a send per stream per event was the worker's cost)
+                    await asyncio.sleep(settings.feed_coalesce)
                     continue
                 try:
                     await asyncio.wait_for(ready.wait(), timeout=min(1.0, heartbeat))
