@@ -32,7 +32,8 @@ from bukt.http.auth import READ, token_of
 from bukt.http.wire import bad, bool_value, encoding_of, header, value_from_json
 from bukt.http.problems import Problem
 
-BATCH = _feed.ROUND  # events read from the feed per turn: whole stretches, shared
+BATCH = 256     # events read from the feed per send: what the worker holds for a
+                # slow client is one such send, the rest waits in the feed (cutoff)
 ENCODED_MAX = 4096  # events whose bytes the worker keeps for its other streams
 
 
