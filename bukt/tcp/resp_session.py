@@ -981,7 +981,9 @@ def _msetnx(s, args):
 
 
 def _as_bytes(v) -> bytes:
-    return v if type(v) is bytes else str(v).encode()
+    if type(v) is bytes:
+        return v
+    return bytes(v) if isinstance(v, bytes) else str(v).encode()    # JsonDocument: bytes
 
 
 @command("APPEND", 3, WRITE)
