@@ -1142,7 +1142,7 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.max_value = max_value
     h.ring_wait_ms = <uint32_t>(ring_wait * 1000)
     h.max_txn_keys = max_txn_keys
-    h.ring_head = h.ring_tail = h.flushed_pos = 8
+    h.ring_head = h.ring_tail = h.flushed_pos = RING_FIRST_POS
     h.version_counter = 0
     h.lru_clock = 0                     # ticks since created_ms
     if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):

@@ -87,6 +87,7 @@ class HttpSettings:
     feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
     replica_chunk: int = 4 << 20      # replica.chunk: log bytes read and sent at a time
     feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
+    feed_coalesce: float = 0.005      # feed.coalesce: a stream's batches at most this often
 
     @classmethod
     def from_config(cls, config):
@@ -128,4 +129,5 @@ class HttpSettings:
             feed_heartbeat=_duration(get("feed.heartbeat", cls.feed_heartbeat)),
             feed_max_lag=_size(get("feed.max_lag", cls.feed_max_lag)),
             replica_chunk=_size(get("replica.chunk", cls.replica_chunk)),
+            feed_coalesce=_duration(get("feed.coalesce", cls.feed_coalesce)),
         )

@@ -386,11 +386,14 @@ class Writer:
     def _start_feed(self, store, tail):
         """The change feed (bukt/feed.py): its area, kept from an earlier writer when it
         matches; a gap for what it lacks before `tail`; cache-only buckets' changes
-        asked of the producers (feed.cache_only)."""
+        asked of the producers (feed.cache_only: of watched buckets, THE LEASE in
+        bukt/feed.py, or of all)."""
         fc = self.cfg.feed
-        self.feed = FeedWriter(self.cfg.instance, fc.size, fc.max_value, self.cfg.segment.mode)
+        self.feed = FeedWriter(self.cfg.instance, fc.size, fc.max_value, self.cfg.segment.mode,
+                               lease_ms=int(fc.lease * 1000))
         self.feed.start_at(tail)
-        feed_settings(store, fc.max_value + 1 if fc.cache_only else 0)
+        feed_settings(store, fc.max_value + 1 if fc.cache_only != "never" else 0,
+                      always=fc.cache_only == "always")
 
     def _publish(self, recs, upto):
         """After a batch is in the log: its events into the change feed, and a gap

@@ -23,9 +23,12 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       15u     /* 15: the header's replica flag and replica_of (a
+#define BK_FORMAT       16u     /* 16: the header's replica flag and replica_of (a
                                    read replica refuses writes: docs/design.md,
                                    Replicas);
+                                   15: buckets' feed lease (feed_lease, feed_since)
+                                   and the header's feed_always: cache-only changes
+                                   reach the ring only while a bucket is watched;
                                    14: the change feed's feed_cache_only and
                                    feed_lost (bukt/feed.py, THE SOURCE);
                                    13: the header's max_txn_keys (in _pad0);
@@ -212,7 +215,11 @@ typedef struct {
                                    full): the writer makes it a gap in the feed,
                                    which watchers past it are told is gone. Atomic
                                    max by producers */
-    char     _pad6[8];
+    uint32_t feed_always;       /* 1: every cache-only change goes to the ring (see
+                                   feed_cache_only), watched or not (feed.cache_only:
+                                   always); 0: only a watched bucket's (feed_lease).
+                                   Set by the writer */
+    uint32_t _pad6;
     /* the writer process's published progress (read by health checks) */
     uint32_t writer_pid;
     uint32_t writer_ready;
@@ -344,7 +351,15 @@ typedef struct {
                                    is finished by the next create/drop/check) */
     uint32_t dropper_start;     /* its start time, low 32 bits (bukt/owners.py,
                                    OWNERSHIP): a zombie or a reused pid is dead */
-    char     _pad2[8];
+    uint64_t feed_lease;        /* the change feed's watch lease on a cache-only bucket
+                                   (bukt/feed.py, THE LEASE): run << 32 | until, where
+                                   until is an lru_clock tick: its changes go to the
+                                   ring while until > lru_clock. Watchers renew it
+                                   (CAS); one that finds it lapsed starts a new run
+                                   (run + 1, under meta_lock) */
+    uint64_t feed_since;        /* the ring's head when the current run began: the
+                                   feed holds every change of the bucket after it
+                                   (stored before the run's lease) */
 } bk_bucket;
 
 typedef struct {
