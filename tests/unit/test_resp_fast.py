@@ -31,6 +31,8 @@ def tokens(store, segname):
     for name, schema in (("j", "json"), ("i", "int")):      # typed values: R.value's
         store.create_bucket(name, schema=schema, persist=False)
         store.add_token(name, digest(name.encode() * 8), S.READ | S.WRITE)
+    store.create_bucket("p")            # logged, so the feed carries it: SUBSCRIBE works
+    store.add_token("p", digest(b"p" * 8), S.READ | S.WRITE)
     feed = FeedWriter(segname, 64 << 10, 1024)      # SUBSCRIBE needs the change feed
     yield store
     feed.close()
@@ -104,9 +106,10 @@ SCRIPT = [
     [b"MGET", b"nope", b"k"], [b"SET", b"k", b"v", b"NX"], [b"HELLO", b"2"],
     [b"MULTI"], [b"SET", b"t", b"1"], [b"INCR", b"t"], [b"GET", b"t"], [b"EXEC"],
     [b"GET", b"t"], [b"MULTI"], [b"GET", b"t"], [b"DISCARD"],
-    [b"SUBSCRIBE", b"__keyspace@b__:k"], [b"GET", b"k"], [b"PING"], [b"SET", b"k", b"x"],
+    [b"AUTH", b"p", b"p" * 8],           # subscribed: reads only (nothing drains the ring)
+    [b"SUBSCRIBE", b"__keyspace@p__:k"], [b"GET", b"k"], [b"PING"], [b"EXISTS", b"k"],
     [b"UNSUBSCRIBE"], [b"GET", b"k"], [b"HELLO", b"3"], [b"SUBSCRIBE", b"c"], [b"GET", b"k"],
-    [b"PING"], [b"UNSUBSCRIBE"], [b"HELLO", b"2"],
+    [b"PING"], [b"MGET", b"k"], [b"UNSUBSCRIBE"], [b"HELLO", b"2"], [b"AUTH", b"b", RW],
     [b"AUTH", b"b", RO], [b"GET", b"k"], [b"SET", b"k", b"w"], [b"INCR", b"n"],
     [b"MSET", b"q", b"1"], [b"DEL", b"k"], [b"MGET", b"k"], [b"EXISTS", b"k"],
     [b"AUTH", b"b", b"wrong"], [b"GET", b"k"], [b"PING"], [b"ECHO", b"e"],
