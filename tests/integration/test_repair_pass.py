@@ -92,7 +92,7 @@ def test_status_counts_stripes_awaiting_repair_until_the_writer_starts(loaded):
     # with no writer, nobody repairs: status says so, and so do the stats
     assert awaiting(inst) == (1, 1)
     code, report = status(inst)
-    assert code == 1 and not report["healthy"]
+    assert code == 4 and not report["healthy"]  # no writer: a stopped service
     assert report["stripes_awaiting_repair"] == 1
     assert any("mid-write" in p for p in report["problems"])
     # a read-only reader waits a few repair periods and says that nobody repairs
