@@ -1,9 +1,66 @@
-"""What the benchmark scripts share: the CPU time of server processes, and waiting for
-a `bukt writer` they started to be ready. (Imported by the scripts in this directory,
-which Python puts first on sys.path when one of them runs.)"""
+"""What the benchmark scripts share: the CPU time of server processes, waiting for a
+`bukt writer` they started to be ready, and the reference Redis server with its ports.
+(Imported by the scripts in this directory, which Python puts first on sys.path when one
+of them runs.)"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import time
 
 import bukt
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    """Returns once something accepts on 127.0.0.1:port; RuntimeError after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port: persistence off, or with
+    `always` the append-only file with `appendfsync always` (in `dir`); `nice` sets
+    every thread's niceness. `proc` is None when redis-server is not installed."""
+
+    def __init__(self, dir=None, always=False, nice=None):
+        self.proc = self.port = None
+        exe = shutil.which("redis-server")
+        if exe is None:
+            return
+        self.port = free_port()
+        args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        if dir is not None:
+            args += ["--dir", dir, "--logfile", os.path.join(dir, "redis.log")]
+        args += (["--appendonly", "yes", "--appendfsync", "always"] if always
+                 else ["--appendonly", "no"])
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        wait_port(self.port)
+        if nice is not None:
+            for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+
+    def auth(self):
+        """redis-benchmark's arguments to log in: none."""
+        return []
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
 
 
 def cpu_seconds(*pids) -> float:

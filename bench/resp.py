@@ -1,12 +1,16 @@
 """The Redis protocol: redis-benchmark (a client nobody here wrote) against redis-server
 and Bukt's RESP listener in the same run, alternated.
 
-    .venv/bin/python bench/resp.py [--requests 20000] [--repeat 2]
+    .venv/bin/python bench/resp.py [--requests 20000] [--repeat 2] [--workers N]
+                                   [--no-fast-path]
 
 Scenarios (`-t get,set,incr,mset -r 100000 -d 100`): 50 connections, 1 connection,
 50 connections with `-P 16`; redis-py round trips from Python (one connection, 10k GET);
 and SET under `fsync: always` with 4 and 16 clients against Redis's `appendfsync always`.
-Bukt runs as `bukt serve` with its default tcp.workers, on the same host as the clients.
+Bukt runs as `bukt serve` with its default tcp.workers (--workers N for another), on the
+same host as the clients, with a cache-only bucket against Redis without persistence and
+a persisted one against `appendfsync always`; --no-fast-path runs every RESP command
+through the Python session (resp.fast_path: false).
 Prints requests per second, p99 latency, and Bukt/Redis ratios (targets in docs/resp.md's
 issue: 50 conns >= 1.2x with p99 <= 1.5x, 1 conn >= 1.5x, -P 16 >= 1.5x, always >= 1.5x).
 """
@@ -16,7 +20,6 @@ import io
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,51 +31,35 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 sys.path.insert(0, ROOT)
 
-from serve_harness import Service, unused_port  # noqa: E402
+sys.path.append(os.path.join(ROOT, "bench"))     # last, for benchutil
+from benchutil import RedisServer  # noqa: E402
+from serve_harness import Service  # noqa: E402
 
 TESTS = "get,set,incr,mset"
 
 
-def wait_port(port, timeout=20.0):
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-class RedisServer:
-    def __init__(self, tmp, always=False):
-        self.port = unused_port()
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", tmp, "--logfile", os.path.join(tmp, "redis.log")]
-        args += (["--appendonly", "yes", "--appendfsync", "always"] if always
-                 else ["--appendonly", "no"])
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    def auth(self):
-        return []
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-
-
 class BuktServer:
-    def __init__(self, tmp, always=False):
+    """`bukt serve` with its default tcp.workers; `fast`: resp.fast_path."""
+
+    def __init__(self, tmp, always=False, fast=True, workers=0):
         self.svc = Service(pathlib.Path(tmp), memory="128MiB",
                            limits={"ring_size": "64MiB"},
                            tcp={"workers": 0}, log={"level": "warning"},
                            **({"fsync": "always"} if always else {}))
-        self.svc.settings["tcp"].pop("workers", None)  # the default: one per CPU
+        self.svc.settings["resp"]["fast_path"] = fast
+        if workers:
+            self.svc.settings["tcp"]["workers"] = workers
+        else:
+            self.svc.settings["tcp"].pop("workers", None)  # the default
         self.svc.configure()
         self.svc.start()
-        self.token = self.svc.create_bucket("bench")
+        # Against Redis without persistence a cache-only bucket; against `appendfsync
+        # always` a persisted one. (A persisted bucket under the default everysec logs
+        # every change through the writer process, which on this host, with a fifth of
+        # a CPU beside two busy workers and redis-benchmark, logs fewer pipelined SETs a
+        # second than the face takes: its ring fills, or the log falls past
+        # fsync_lag_limit, and writes are refused, as they must be.)
+        self.token = self.svc.create_bucket("bench", persist=always)
         self.port = self.svc.resp_port
 
     def auth(self):
@@ -121,6 +108,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="Bukt's tcp.workers (default: its default)")
+    ap.add_argument("--no-fast-path", dest="fast", action="store_false",
+                    help="Bukt with resp.fast_path off: every command through Python")
     args = ap.parse_args()
     if not shutil.which("redis-benchmark") or not shutil.which("redis-server"):
         print("bench/resp.py: needs redis-benchmark and redis-server (redis-tools, "
@@ -132,7 +123,8 @@ def main():
         os.makedirs(os.path.join(tmp, "r"))
         os.makedirs(os.path.join(tmp, "b"))
         servers = {"redis": RedisServer(os.path.join(tmp, "r")),
-                   "bukt": BuktServer(os.path.join(tmp, "b"))}
+                   "bukt": BuktServer(os.path.join(tmp, "b"), fast=args.fast,
+                                     workers=args.workers)}
         scenarios = [("50 conns", 50, args.requests, 1),
                      ("1 conn", 1, max(2000, args.requests // 10), 1),
                      ("-P 16", 50, args.requests * 4, 16)]
@@ -152,7 +144,8 @@ def main():
         os.makedirs(os.path.join(tmp, "ra"))
         os.makedirs(os.path.join(tmp, "ba"))
         servers = {"redis": RedisServer(os.path.join(tmp, "ra"), always=True),
-                   "bukt": BuktServer(os.path.join(tmp, "ba"), always=True)}
+                   "bukt": BuktServer(os.path.join(tmp, "ba"), always=True, fast=args.fast,
+                                     workers=args.workers)}
         try:
             for rep in range(args.repeat):
                 order = ["redis", "bukt"] if rep % 2 == 0 else ["bukt", "redis"]

@@ -30,9 +30,7 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +43,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import bukt  # noqa: E402
-from benchutil import cpu_seconds  # noqa: E402
+from benchutil import RedisServer, cpu_seconds, free_port, wait_port  # noqa: E402
 
 LOADGEN = os.path.join(HERE, "loadgen")
 WORKLOADS = [("50 conns", dict(conns=50, depth=1)), ("1 conn", dict(conns=1, depth=1)),
@@ -57,23 +55,6 @@ def build_loadgen():
     src = LOADGEN + ".c"
     if not os.path.exists(LOADGEN) or os.path.getmtime(LOADGEN) < os.path.getmtime(src):
         subprocess.run(["cc", "-O2", "-o", LOADGEN, src], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def start_bukt(instance, variant, workers, nice=None):
@@ -88,20 +69,6 @@ def start_bukt(instance, variant, workers, nice=None):
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=log)
     wait_port(port)
     time.sleep(0.3)
-    return proc, port
-
-
-def start_redis(nice=None):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        return None, None
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    wait_port(port)
-    if nice is not None:
-        for tid in os.listdir(f"/proc/{proc.pid}/task"):
-            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
     return proc, port
 
 
@@ -164,7 +131,8 @@ def main():
                 procs.append(proc)
                 servers.append((f"bukt {loop} x{workers}", "bukt", port, proc))
         if not args.no_redis:
-            proc, port = start_redis(args.nice)
+            redis = RedisServer(nice=args.nice)
+            proc, port = redis.proc, redis.port
             if proc is not None:
                 procs.append(proc)
                 servers.append(("redis", "resp", port, proc))

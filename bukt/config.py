@@ -288,6 +288,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "resp.enabled": (True, _bool),
     "resp.bind": ("127.0.0.1:7072", _bind),
     "resp.max_keys": (100_000, _int(1, 100_000_000)),
+    "resp.fast_path": (True, _bool),
     "http.bind": ("127.0.0.1:7070", _bind),
     "http.workers": (0, _int(0, 1024)),
     "http.max_body": ("4MiB", _size(lo=1024)),

@@ -71,8 +71,9 @@ has authenticated tells it once, and every AUTH_SWEEP the connections past their
 deadline are closed with the error frame it names.
 
 RESP. With a RESP listener (resp.bind), the loop also accepts on that socket; its
-connections (`Conn.resp`) run bukt/tcp/resp_session.py `run` instead of the frame loop,
-with the same stops, and get their refusals, ring-full answers and durability timeouts
+connections (`Conn.resp`) run bukt/tcp/_resp.pyx (the compiled RESP loop, which hands
+what it does not take to bukt/tcp/resp_session.py; that module's `run` alone with
+resp.fast_path off) instead of the frame loop, with the same stops, and get their refusals, ring-full answers and durability timeouts
 as RESP errors. Nothing else differs: the same buffers, flow control, admission and
 durability FIFO (a RESP reply behind a waiting write waits for the same position).
 
@@ -116,6 +117,7 @@ from bukt.tcp import connection as _connection
 from bukt.tcp.frames import WatchWait, ring_full_frame
 from bukt.tcp.session import Session
 from bukt.tcp import resp_session as _resp
+from bukt.tcp._resp cimport run_fast as resp_run_fast
 from bukt.tcp.connection import resp_error_line as _resp_error_line
 
 cdef extern from "<sched.h>" nogil:
@@ -291,6 +293,7 @@ cdef class Loop:
     cdef object resp_sock        # RESP: the Redis protocol's listening socket, or None
     cdef int resp_fd             # its fd; -1 without one
     cdef object resp_info        # what its sessions' INFO and CONFIG GET say
+    cdef bint resp_fast          # resp.fast_path: RESP through bukt/tcp/_resp.pyx
     cdef list watching           # WATCH long polls: [WatchWait, Conn] (WATCH WAITS)
     cdef object feed_note        # bukt.feed.WakeFd: readable after the feed moves
     cdef int feed_fd             # its eventfd, in the epoll set; -1 before
@@ -308,6 +311,7 @@ cdef class Loop:
         self.resp_sock = resp_sock
         self.resp_fd = resp_sock.fileno() if resp_sock is not None else -1
         self.resp_info = resp_info
+        self.resp_fast = getattr(settings, "resp_fast_path", True)
         self.store, self.settings = store, settings
         self.core_store = type(store) is _core.Store
         self.admin_hash, self.durable = admin_hash, durable
@@ -652,7 +656,12 @@ cdef class Loop:
                 if len(c.outbuf) >= self.high_water or c.inflight >= self.max_inflight:
                     c.stalled = True
                     break
-                if c.resp:
+                if c.resp and self.resp_fast:
+                    epoch = meta_epoch_of(self.store) if self.core_store else 0
+                    pos = resp_run_fast(buf, size, pos, c.session, self.max_frame, out,
+                                        self.high_water, &why, epoch == 0 or epoch != c.epoch)
+                    c.epoch = epoch
+                elif c.resp:
                     pos, why = _resp.run(buf, size, pos, c.session, self.max_frame, out,
                                          self.high_water)
                 else:

@@ -455,6 +455,12 @@ class RespConnection(Connection):
 
     def _runner(self, worker):
         from bukt.tcp.resp_session import run
+        if worker.settings.compiled and worker.settings.resp_fast_path:
+            try:
+                from bukt.tcp import _resp
+            except ImportError:         # not built: the Python session alone
+                return run
+            return _resp.run
         return run
 
     def _refusal(self, refusal) -> bytes:

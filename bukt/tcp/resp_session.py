@@ -350,21 +350,39 @@ class RespSession:
             if self.multi is not None and name not in TX_CONTROL:
                 self.multi_dirty = True
             reply = r.reply
-        except errors.RingFull as exc:
+        except Exception as exc:
+            reply = self.failed(args, exc, name, cmd)
+            if reply is PARK:
+                return PARK
+        return self.finish(cmd is not None and cmd.write, reply)
+
+    def failed(self, args, exc, name=None, cmd=None):
+        """The reply to the command `args` whose Bucket call raised `exc`, or PARK (it
+        waits for room in the change ring): for execute and for the compiled fast path
+        (bukt/tcp/_resp.pyx)."""
+        if name is None:
+            name = args[0].upper()
+            cmd = COMMANDS.get(name)
+        if isinstance(exc, errors.RingFull):
             if self.park_ring_full and cmd.park and (
                     name not in (b"DEL", b"UNLINK") or len(args) == 2):
                 self.park_room = exc.room
                 return PARK
-            reply = R.error(f"ERR {exc}")
-        except errors.SchemaError as exc:
-            reply = NOT_INT if name in INT_COMMANDS else error_reply(exc)
-        except errors.BuktError as exc:
-            reply = error_reply(exc)
-        except Exception as exc:  # a bug: answered, logged by the caller's logs
-            import logging
-            logging.getLogger("bukt.tcp").exception("RESP %s failed", cmd and cmd.name)
-            reply = R.error(f"ERR internal error in {cmd and cmd.name}: {type(exc).__name__}")
-        if cmd is not None and cmd.write and self.durable is not None and reply[0:1] != b"-":
+            return R.error(f"ERR {exc}")
+        if isinstance(exc, errors.SchemaError):
+            return NOT_INT if name in INT_COMMANDS else error_reply(exc)
+        if isinstance(exc, errors.BuktError):
+            return error_reply(exc)
+        # a bug: answered, logged by the caller's logs
+        import logging
+        logging.getLogger("bukt.tcp").exception("RESP %s failed", cmd and cmd.name,
+                                                exc_info=exc)
+        return R.error(f"ERR internal error in {cmd and cmd.name}: {type(exc).__name__}")
+
+    def finish(self, write, reply):
+        """The reply to a command that ran (`write`: it is a write), or the Deferred
+        that holds it until the disk has what it must (ORDER above)."""
+        if write and self.durable is not None and reply[0:1] != b"-":
             wait = self.durable(self)
             if wait is not None:
                 self.wait_pos = self.store.last_pos

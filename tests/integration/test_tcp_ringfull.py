@@ -146,3 +146,47 @@ def test_a_write_parked_past_ring_wait_is_ring_full_and_changes_nothing(loop):
         assert bucket.get(b"late") == b"ok" and bucket.get(b"n") is None
         assert bucket.stats()["keys"] == len(filled) + 1
         assert s.check() == []
+
+
+def _resp(*args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def _resp_read(sock, want):
+    got = b""
+    while len(got) < len(want):
+        chunk = sock.recv(4096)
+        assert chunk, got
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("loop", LOOPS)
+def test_resp_writes_park_on_a_full_ring_then_go_through_or_fail(loop, fast):
+    """Over RESP, with the compiled loop (resp.fast_path) and without: a SET that finds
+    the ring full parks its connection (the PING behind it waits), other connections
+    are served, and it goes through once the ring has room; an MSET (several records)
+    is refused at once, as the Python session refuses it."""
+    with small_ring(ring_wait=120) as (s, name, filled), \
+            Server(name, workers=1, loop=loop, resp_fast_path=fast) as srv:
+        a = socket.create_connection(("127.0.0.1", srv.resp_port), timeout=10)
+        b = socket.create_connection(("127.0.0.1", srv.resp_port), timeout=10)
+        try:
+            for c in (a, b):
+                c.sendall(_resp(b"AUTH", b"b", b"rw"))
+                assert _resp_read(c, b"+OK\r\n") == b"+OK\r\n"
+            a.sendall(_resp(b"SET", b"parked", b"p" * 100) + _resp(b"PING"))
+            b.sendall(_resp(b"GET", b"fill:000000") + _resp(b"MSET", b"m1", b"1", b"m2", b"2"))
+            value = filled[b"fill:000000"]
+            head = b"$%d\r\n%s\r\n" % (len(value), value)
+            got = _resp_read(b, head + b"-ERR change ring full")
+            assert got.startswith(head + b"-ERR change ring full"), got
+            assert nothing_to_read(a)
+            assert s.bucket("b").get(b"parked") is None
+            drain(s)
+            assert _resp_read(a, b"+OK\r\n+PONG\r\n") == b"+OK\r\n+PONG\r\n"
+            assert s.bucket("b").get(b"parked") == b"p" * 100
+        finally:
+            a.close()
+            b.close()
