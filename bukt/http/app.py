@@ -23,7 +23,8 @@ from bukt.http.keys import Bulk, Key, Scan
 from bukt.http.kv import KvCollection, KvItem
 from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
 from bukt.http.openapi import document
-from bukt.http.ops import Health, Metrics, OpenApi
+from bukt.http.metrics import Metrics
+from bukt.http.ops import Health, OpenApi
 from bukt.http.service import Service
 from bukt.http.settings import HttpSettings
 from bukt.http.ui import UiFile, UiRoot

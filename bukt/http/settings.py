@@ -86,6 +86,8 @@ class HttpSettings:
     tcp_workers: int = 0              # 0 = one per CPU
     feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
     feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
+    metrics_token: str | None = None  # metrics.token: a read-only scrape credential
+    metrics_public_on_loopback: bool = False   # metrics.public_on_loopback
 
     @classmethod
     def from_config(cls, config):
@@ -126,4 +128,7 @@ class HttpSettings:
             tcp_workers=int(get("tcp.workers", cls.tcp_workers)) or os.cpu_count() or 1,
             feed_heartbeat=_duration(get("feed.heartbeat", cls.feed_heartbeat)),
             feed_max_lag=_size(get("feed.max_lag", cls.feed_max_lag)),
+            metrics_token=get("metrics.token", None) or None,
+            metrics_public_on_loopback=_bool(get("metrics.public_on_loopback",
+                                                 cls.metrics_public_on_loopback)),
         )
