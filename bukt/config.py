@@ -295,6 +295,9 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
                                             "null, or 16-256 printable characters"))),
     "metrics.public_on_loopback": (False, _bool),
     "log.level": ("info", _choice("debug", "info", "warning", "error")),
+    "log.format": ("text", _choice("text", "json")),
+    "log.access": (False, _bool),
+    "log.access_sample": (1.0, _float(0.0001, 1.0)),
     "shutdown_timeout": (10, _duration(lo=0.1)),
 }
 

@@ -61,7 +61,9 @@ class HttpSettings:
                                       # else data_dir/admin.token (generated on first start)
     data_dir: str | None = None
     instance: str = "default"         # the segment is /bukt-<instance>
-    access_log: str | None = "-"      # "-" = stderr, a path, or "" / None for none
+    access_log: str | None = None     # "-" = stderr, a path, or None for none: the
+                                      # http.access_log when log.access is true
+    access_sample: float = 1.0        # log.access_sample: the share of requests logged
     keepalive: int = 5                # seconds an idle keep-alive connection is kept
     max_request_line: int = 8192      # the request line's URL, bytes (nginx: 8 KiB)
     max_header_fields: int = 100      # header fields in one request (gunicorn: 100)
@@ -93,7 +95,8 @@ class HttpSettings:
     def from_config(cls, config):
         get = lambda key, default: lookup(config, key, default)  # noqa: E731
         admin = get("auth.admin_token", None) or None   # else bukt.tokens.admin_token looks
-        access_log = get("http.access_log", cls.access_log) or None
+        access_log = (get("http.access_log", "-") or None) \
+            if _bool(get("log.access", False)) else None
         return cls(
             bind=str(get("http.bind", cls.bind)),
             workers=int(get("http.workers", cls.workers)) or os.cpu_count() or 1,
@@ -103,6 +106,7 @@ class HttpSettings:
             data_dir=get("data_dir", None),
             instance=str(get("instance", cls.instance)),
             access_log=access_log,
+            access_sample=float(get("log.access_sample", cls.access_sample)),
             keepalive=int(get("http.keepalive", cls.keepalive)),
             max_request_line=_size(get("http.max_request_line", cls.max_request_line)),
             max_header_fields=int(get("http.max_header_fields", cls.max_header_fields)),

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 
+from bukt import logs
 from bukt.authguard import FailureTable, table_name
 from bukt.tcp.settings import TcpSettings
 from bukt.tcp.cpu import apply_nice, apply_slice
@@ -80,6 +81,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
+            logs.set_role("tcp-worker")
             try:
                 keeper.close()
                 if resp_keeper is not None:
@@ -115,11 +117,10 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
     try:
         for slot in range(settings.workers):
             spawn(slot)
-        print(f"bukt tcp: {settings.workers} workers on {host}:{port} "
-              f"(instance {settings.instance!r})", file=sys.stderr, flush=True)
+        log.info("bukt tcp: %d workers on %s:%d (instance %r)", settings.workers, host,
+                 port, settings.instance)
         if resp_keeper is not None:
-            print(f"bukt tcp: RESP (the Redis protocol) on {resp_host}:{resp_port}",
-                  file=sys.stderr, flush=True)
+            log.info("bukt tcp: RESP (the Redis protocol) on %s:%d", resp_host, resp_port)
         if ready is not None:
             ready(host, port)
         deadline = None
@@ -136,8 +137,6 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                     if not stopping:
                         log.warning("bukt tcp: worker %d (pid %d) died (%s); restarting",
                                     slot, pid, _describe(status))
-                        print(f"bukt tcp: worker {slot} (pid {pid}) died "
-                              f"({_describe(status)}); restarting", file=sys.stderr, flush=True)
                         quick = time.monotonic() - started < 1.0
                         delays[slot] = min(delays[slot] * 2, RESTART_DELAY_MAX) if quick \
                             else RESTART_DELAY

@@ -62,7 +62,8 @@ class Server:
         self.access_log = tmp_path / f"access-{self.port}.log"
         self.config = {"instance": store_name, "http.bind": f"127.0.0.1:{self.port}",
                        "http.workers": 2, "auth.admin_token": ADMIN_TOKEN,
-                       "http.access_log": str(self.access_log), "data_dir": str(tmp_path),
+                       "log.access": True, "http.access_log": str(self.access_log),
+                       "data_dir": str(tmp_path),
                        **config}
         self.log = open(tmp_path / f"server-{self.port}.log", "wb")
         code = "import json, sys; from bukt.http import serve_http; " \

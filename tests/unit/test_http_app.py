@@ -914,7 +914,7 @@ def test_rate_limiter_table_is_shared_through_the_area():
 
 def test_access_log_is_json_without_tokens(store, tmp_path):
     path = tmp_path / "access.log"
-    client = make_client(store, **{"http.access_log": str(path)})
+    client = make_client(store, **{"log.access": True, "http.access_log": str(path)})
     token = new_bucket(client)
     client.simulate_put(key_url("k"), body=b"v", headers=bearer(token))
     client.simulate_get(key_url("k"), headers={"X-API-Key": token})
@@ -926,3 +926,16 @@ def test_access_log_is_json_without_tokens(store, tmp_path):
         ("GET", 200, "b")]
     assert all(x["duration_ms"] >= 0 and x["path"].startswith("/api/v1") for x in lines)
 
+
+def test_access_log_is_off_unless_asked_and_sampled_when_asked(store, tmp_path):
+    path = tmp_path / "access.log"
+    client = make_client(store, **{"http.access_log": str(path)})
+    token = new_bucket(client)
+    client.simulate_put(key_url("k"), body=b"v", headers=bearer(token))
+    assert not path.exists() or path.read_text() == ""      # log.access: false
+    client = make_client(store, **{"log.access": True, "log.access_sample": 0.5,
+                                   "http.access_log": str(path)})
+    for _ in range(200):
+        client.simulate_get(key_url("k"), headers=bearer(token))
+    logged = len(path.read_text().splitlines())
+    assert 0 < logged < 200     # each request drawn: all or none is a 2^-199 chance
