@@ -30,6 +30,7 @@ from bukt.errors import AuthError, BuktError
 from bukt.http.auth import token_of
 from bukt.http.middleware import LATENCY_BOUNDS, peer
 from bukt.http.wire import bad
+from bukt.tcp import stats as tcp_stats
 from bukt.tokens import digest
 from bukt.writewait.durability import fsync_lag_seconds
 
@@ -160,6 +161,9 @@ def collect(ctx, only=None):
             snap["auth"]["tcp"] = tcp.totals()
         finally:
             tcp.close()
+    tcp = tcp_stats.read(ctx.settings.instance)
+    if tcp is not None:
+        snap["tcp"] = tcp
     info = getattr(store, "writer_info", None)
     if callable(info):
         w, now_ms = info(), time.time() * 1000
@@ -225,6 +229,37 @@ def families(snap):
         hist.add_metric([route], list(zip(bounds, r["buckets"])), r["sum"])
     yield req
     yield hist
+    yield from tcp_families(snap.get("tcp") or {})
+
+
+def tcp_families(tcp):
+    """The TCP pool's counters (bukt/tcp/stats.py), by face: "bukt" (the binary
+    protocol) and "resp"."""
+    accepted = CounterMetricFamily("bukt_tcp_connections_accepted", "TCP connections "
+                                   "admitted, by face (bukt: binary protocol; resp).",
+                                   labels=["face"])
+    open_ = GaugeMetricFamily("bukt_tcp_connections", "TCP connections open now, by "
+                              "face.", labels=["face"])
+    rx = CounterMetricFamily("bukt_tcp_received_bytes", "Bytes of TCP requests handled, "
+                             "by face.", labels=["face"])
+    tx = CounterMetricFamily("bukt_tcp_sent_bytes", "Bytes of TCP responses sent at "
+                             "once (not those that waited for durability), by face.",
+                             labels=["face"])
+    req = CounterMetricFamily("bukt_tcp_requests", "TCP requests by face and command.",
+                              labels=["face", "command"])
+    err = CounterMetricFamily("bukt_tcp_errors", "TCP requests answered with an error "
+                              "(a binary status of 0x10 or more, a RESP error reply), by "
+                              "face and command.", labels=["face", "command"])
+    for face, t in tcp.items():
+        accepted.add_metric([face], t["accepted"])
+        open_.add_metric([face], t["open"])
+        rx.add_metric([face], t["bytes_in"])
+        tx.add_metric([face], t["bytes_out"])
+        for command, n in t["requests"].items():
+            req.add_metric([face, command], n)
+        for command, n in t["errors"].items():
+            err.add_metric([face, command], n)
+    yield from (accepted, open_, rx, tx, req, err)
 
 
 class _Families:

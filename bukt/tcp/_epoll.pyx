@@ -508,7 +508,7 @@ cdef class Loop:
             self.conns[fd] = c
             self._ctl(EPOLL_CTL_ADD, fd, EPOLLIN)
             address = peer_address(sa, salen)
-            refusal, evicted = self.admission.admit(c, address, c.last_active)
+            refusal, evicted = self.admission.admit(c, address, c.last_active, resp)
             if evicted is not None:  # made room: the oldest unauthenticated one goes
                 (<Conn>evicted).counted = False
                 self._shut_out(evicted, _P.Status.LIMIT_EXCEEDED, _admission.MADE_ROOM)

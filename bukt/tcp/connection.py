@@ -37,7 +37,7 @@ import struct
 import time
 
 from bukt import errors
-from bukt.tcp import admission
+from bukt.tcp import admission, stats
 from bukt import protocol as P
 from bukt.writewait.ringroom import RETRY, RoomWait
 from bukt.tcp.frames import PARK, Deferred, ring_full_frame
@@ -72,6 +72,8 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
         if result is PARK:
             return pos, STOP_PARK
         pos += length
+        if stats.row is not None:
+            stats.count_bin(command, length, result)
         out.append(result)
         if result.__class__ is not bytes:
             return pos, STOP_DEFERRED
@@ -90,6 +92,7 @@ LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off a
 
 class Connection(asyncio.Protocol):
     MIN_REQUEST = 4  # bytes before anything can be parsed (a frame's Length)
+    FACE = 0         # its counters' (bukt/tcp/stats.py): the binary protocol
 
     def __init__(self, worker):
         self.worker = worker
@@ -161,7 +164,8 @@ class Connection(asyncio.Protocol):
         if w.stopping:
             refusal, evicted = admission.TOO_MANY, None
         else:
-            refusal, evicted = w.admission.admit(self, address, self._loop.time())
+            refusal, evicted = w.admission.admit(self, address, self._loop.time(),
+                                                 self.FACE)
         if evicted is not None:
             evicted.shut_out(P.Status.LIMIT_EXCEEDED, admission.MADE_ROOM)
         if refusal is not None:
@@ -440,6 +444,8 @@ class Connection(asyncio.Protocol):
 class RespConnection(Connection):
     """A connection of the RESP listener: the same loop, limits and closing, with the
     Redis protocol's parser and session (bukt/tcp/resp_session.py)."""
+
+    FACE = 1                    # its counters' (bukt/tcp/stats.py)
 
     MIN_REQUEST = 1
 

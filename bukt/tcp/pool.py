@@ -18,6 +18,7 @@ import time
 
 from bukt import logs
 from bukt.authguard import FailureTable, table_name
+from bukt.tcp import stats as tcp_stats
 from bukt.tcp.settings import TcpSettings
 from bukt.tcp.cpu import apply_nice, apply_slice
 from bukt.tcp.worker import Worker, listen_socket
@@ -70,6 +71,14 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
     # inherited by each worker's fork, removed when the pool exits.
     auth_table = FailureTable.create(table_name(settings.instance, "tcp"),
                                      slots=settings.auth_sources)
+    # The workers' counters (bukt/tcp/stats.py), read by the HTTP face's /metrics:
+    # made here, a row claimed by each worker, removed when the pool exits.
+    try:
+        stats_area = tcp_stats.create(settings.instance, settings.workers)
+    except BaseException:
+        auth_table.unlink()
+        auth_table.close()
+        raise
 
     workers: dict[int, tuple[int, float]] = {}  # slot -> (pid, started)
     stopping = False
@@ -91,6 +100,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                 apply_nice(settings.nice, slot)
                 apply_slice(settings.slice, slot)
                 store = store_factory(settings)
+                tcp_stats.use(tcp_stats.claim(stats_area))
                 status = Worker(settings, store, sock, index=slot, durable=durable,
                                 auth_table=auth_table, resp_sock=resp_sock).run()
             except BaseException:
@@ -166,6 +176,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
             resp_keeper.close()
         auth_table.unlink()
         auth_table.close()
+        tcp_stats.remove(stats_area)
     return 0
 
 

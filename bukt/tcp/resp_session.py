@@ -42,6 +42,7 @@ import time
 
 from bukt import errors
 from bukt.authguard import locked_message
+from bukt.tcp import stats
 from bukt.tcp import resp as R
 from bukt.tcp.session import PARK, Deferred, Session
 from bukt.tokens import digest
@@ -94,6 +95,8 @@ def run(buf, size, pos, session, max_frame, out, out_limit):
         result = execute(args)
         if result is PARK:
             return pos, STOP_PARK
+        if stats.row is not None:
+            stats.count_resp(args[0], end - pos, result)
         pos = end
         out.append(result)
         if result.__class__ is not bytes:
