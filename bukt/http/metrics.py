@@ -245,6 +245,9 @@ def tcp_families(tcp):
     tx = CounterMetricFamily("bukt_tcp_sent_bytes", "Bytes of TCP responses sent at "
                              "once (not those that waited for durability), by face.",
                              labels=["face"])
+    inflight = GaugeMetricFamily("bukt_tcp_inflight_responses", "TCP responses waiting "
+                                 "for durability (fsync: always), by face.",
+                                 labels=["face"])
     req = CounterMetricFamily("bukt_tcp_requests", "TCP requests by face and command.",
                               labels=["face", "command"])
     err = CounterMetricFamily("bukt_tcp_errors", "TCP requests answered with an error "
@@ -253,13 +256,14 @@ def tcp_families(tcp):
     for face, t in tcp.items():
         accepted.add_metric([face], t["accepted"])
         open_.add_metric([face], t["open"])
+        inflight.add_metric([face], t["inflight"])
         rx.add_metric([face], t["bytes_in"])
         tx.add_metric([face], t["bytes_out"])
         for command, n in t["requests"].items():
             req.add_metric([face, command], n)
         for command, n in t["errors"].items():
             err.add_metric([face, command], n)
-    yield from (accepted, open_, rx, tx, req, err)
+    yield from (accepted, open_, inflight, rx, tx, req, err)
 
 
 class _Families:

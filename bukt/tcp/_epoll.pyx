@@ -101,6 +101,7 @@ import socket as _socket
 
 from bukt import _core
 from bukt.tcp import admission as _admission
+from bukt.tcp import stats as _stats
 from bukt import errors as _errors
 from bukt import protocol as _P
 from bukt.writewait import ringroom as _ringroom
@@ -743,6 +744,7 @@ cdef class Loop:
 
     cdef _defer(self, Conn c, d):
         c.inflight += 1
+        _stats.inflight(c.resp, 1)         # its face's gauge (bukt/tcp/stats.py)
         if not self.waiters:
             self._watch_flushes(True)
         self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
@@ -780,6 +782,7 @@ cdef class Loop:
                 break
             waiters.popleft()
             (<Conn>c).inflight -= 1
+            _stats.inflight((<Conn>c).resp, -1)
             if (<Conn>c).fd >= 0:
                 (<Conn>c).outbuf += response
                 self._flush(c)

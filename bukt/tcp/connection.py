@@ -339,11 +339,13 @@ class Connection(asyncio.Protocol):
 
     def _defer(self, d: Deferred):
         self.deferred += 1
+        stats.inflight(self.FACE, 1)
         fut = asyncio.ensure_future(d.wait)
         fut.add_done_callback(lambda f, d=d: self._deferred_done(f, d))
 
     def _deferred_done(self, fut, d: Deferred):
         self.deferred -= 1
+        stats.inflight(self.FACE, -1)
         if fut.cancelled():
             exc = errors.WriterDown("durability wait cancelled")
         else:

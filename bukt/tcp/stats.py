@@ -11,8 +11,9 @@ row, made from C on the binary frame loop (bukt/tcp/_wire.pyx) and from Python o
 RESP loop, which is Python anyway.
 
 LAYOUT of a row (words): per face (FACES: "bukt", the binary protocol, then "resp")
-ACCEPTED, OPEN (a gauge: the worker's connections now; a worker zeroes it when it
-takes a row over), BYTES_IN, BYTES_OUT; then the binary protocol's requests and errors
+ACCEPTED, OPEN (a gauge: the worker's connections now), BYTES_IN, BYTES_OUT, INFLIGHT
+(a gauge: responses waiting for durability, under fsync: always); a worker zeroes its
+gauges when it takes a row over; then the binary protocol's requests and errors
 by opcode (OPCODES words each: an opcode past the table counts as opcode 0, "unknown");
 then RESP's by command (resp_session's command table in sorted order, then "other" for
 a name it does not know). An error is a binary response of status 0x10 or more (a miss
@@ -26,8 +27,8 @@ from bukt import protocol as P
 from bukt.http.shared import SharedArea
 
 FACES = ("bukt", "resp")
-ACCEPTED, OPEN, BYTES_IN, BYTES_OUT = 0, 1, 2, 3
-FACE_WORDS = 4
+ACCEPTED, OPEN, BYTES_IN, BYTES_OUT, INFLIGHT = 0, 1, 2, 3, 4
+FACE_WORDS = 5
 OPCODES = 64
 BIN_REQUESTS = FACE_WORDS * len(FACES)
 BIN_ERRORS = BIN_REQUESTS + OPCODES
@@ -101,7 +102,7 @@ def claim(area):
     """This worker's row, its gauges zeroed (a dead predecessor's connections are gone)."""
     row = area.counter_row()
     for face in range(len(FACES)):
-        row[face_base(face) + OPEN] = 0
+        row[face_base(face) + OPEN] = row[face_base(face) + INFLIGHT] = 0
     return row
 
 
@@ -113,6 +114,7 @@ def totals(area):
     for f, face in enumerate(FACES):
         b = face_base(f)
         out[face] = {"accepted": t[b + ACCEPTED], "open": t[b + OPEN],
+                     "inflight": t[b + INFLIGHT],
                      "bytes_in": t[b + BYTES_IN], "bytes_out": t[b + BYTES_OUT],
                      "requests": {}, "errors": {}}
     for op in range(OPCODES):
@@ -194,6 +196,13 @@ def connected(face):
         b = face_base(face)
         r[b + ACCEPTED] += 1
         r[b + OPEN] += 1
+
+
+def inflight(face, delta):
+    """A response of `face` starts (+1) or stops (-1) waiting for durability."""
+    r = row
+    if r is not None:
+        r[face_base(face) + INFLIGHT] += delta
 
 
 def disconnected(face):

@@ -167,3 +167,27 @@ def test_the_grafana_dashboard_asks_only_for_served_metrics(service):
     named = {n for e in exprs for n in re.findall(r"\bbukt_[a-z_]+", e)}
     assert named and named <= served, sorted(named - served)
     assert service.stop() == 0
+
+
+@pytest.mark.slow
+def test_tcp_responses_waiting_for_the_disk_are_in_flight(service):
+    import threading
+    service.configure(fsync="always")
+    service.start()
+    tok = service.create_bucket("b")
+    inflight = lambda: total(scrape(service), "bukt_tcp_inflight_responses",  # noqa: E731
+                             face="bukt")
+    assert inflight() == 0
+    writer = service.state()["writer"]["pid"]
+    with service.client("b", tok, timeout=60) as c:
+        os.kill(writer, signal.SIGSTOP)     # the set's record is not synced meanwhile
+        try:
+            t = threading.Thread(target=c.set, args=(b"k", b"v"))
+            t.start()
+            wait_for(lambda: inflight() == 1, what="the set to wait for the disk")
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        t.join(60)
+        assert not t.is_alive() and c.get(b"k") == b"v"
+    assert inflight() == 0
+    assert service.stop() == 0
