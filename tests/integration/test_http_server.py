@@ -71,9 +71,12 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(self.config)],
                                      cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
+        workers = self.config["http.workers"]
         while True:
             try:
-                if self.request("GET", f"{API}/openapi.json")[0] == 200:
+                # every worker up, not just the first to answer: tests count on both
+                if self.request("GET", f"{API}/openapi.json")[0] == 200 and \
+                        self.output().count("Application startup complete") >= workers:
                     break
             except OSError:
                 pass
