@@ -53,7 +53,15 @@ run: build
 
 # Installs Bukt as a systemd service (as root): the package into its own virtual
 # environment at PREFIX, the unit, sysusers.d and tmpfiles.d files, and
-# /etc/bukt/bukt.yaml unless one exists. install-units alone takes DESTDIR= for staging.
+# /etc/bukt/bukt.yaml unless one exists. DESTDIR= stages all of it under DESTDIR (for a
+# package or an image): the environment is made there and its paths (script lines,
+# pyvenv.cfg, compiled files) are rewritten to name PREFIX, where it will run.
+#
+# The environment runs on INSTALL_PYTHON, the system's interpreter by default: a venv
+# only links to the interpreter that made it, so one made from a build user's private
+# Python (pyenv, ~/.local) breaks for the bukt user, who cannot read that home. An
+# interpreter under /root or /home is refused unless ALLOW_PRIVATE_PYTHON=1.
+INSTALL_PYTHON ?= /usr/bin/python3
 PREFIX      ?= /opt/bukt
 SYSCONFDIR  ?= /etc
 UNITDIR     ?= $(SYSCONFDIR)/systemd/system
@@ -64,10 +72,21 @@ install: install-venv install-units
 	@echo "installed; start it with: systemctl enable --now bukt"
 	@echo "then: sudo -u bukt BUKT_CONFIG=$(SYSCONFDIR)/bukt/bukt.yaml $(PREFIX)/bin/bukt status"
 
+STAGE := $(DESTDIR)$(PREFIX)
+
 install-venv:
-	test -x $(PREFIX)/bin/python || $(PYTHON) -m venv $(PREFIX)
-	$(PREFIX)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip "setuptools>=74" "Cython>=3.0.10" wheel
-	$(PREFIX)/bin/python -m pip --disable-pip-version-check -q install --no-build-isolation .
+	@base=$$($(INSTALL_PYTHON) -c 'import os, sys; print(os.path.realpath(sys.base_prefix))') || exit 1; \
+	case "$$base" in /root/*|/home/*) if [ "$(ALLOW_PRIVATE_PYTHON)" != 1 ]; then \
+		echo "make install: $(INSTALL_PYTHON) lives in $$base, a private home the bukt user cannot read; use a system python3 (INSTALL_PYTHON=/usr/bin/python3) or ALLOW_PRIVATE_PYTHON=1" >&2; exit 2; fi;; esac
+	test -x $(STAGE)/bin/python || $(INSTALL_PYTHON) -m venv $(STAGE)
+	$(STAGE)/bin/python -m pip --disable-pip-version-check -q install --upgrade pip "setuptools>=74" "Cython>=3.0.10" wheel
+	$(STAGE)/bin/python -m pip --disable-pip-version-check -q install --no-compile --no-build-isolation .
+	@# the environment runs from PREFIX: every path that names the staging area is
+	@# rewritten (a no-op without DESTDIR), then compiled with PREFIX's paths
+	if [ -n "$(DESTDIR)" ]; then \
+		grep -rlI --null -F '$(STAGE)' $(STAGE)/bin $(STAGE)/pyvenv.cfg $(STAGE)/lib 2>/dev/null \
+			| xargs -0 -r sed -i 's#$(STAGE)#$(PREFIX)#g'; fi
+	$(STAGE)/bin/python -m compileall -q $(if $(DESTDIR),-s $(DESTDIR) -p /) $(STAGE)/lib
 
 install-units:
 	install -d $(DESTDIR)$(UNITDIR)
@@ -89,10 +108,13 @@ install-units:
 
 # Each benchmark runs its reference system (a dict and LMDB, Redis, a bare falcon app)
 # and Bukt in the same run and prints ratios; the Debian tools the server-side ones
-# drive (redis-server, redis-benchmark, wrk) are installed when missing, as root.
+# drive (redis-server, redis-benchmark, wrk, nutcracker) are installed when missing, as
+# root.
 bench: build
-	@for tool in redis-server:redis-server redis-benchmark:redis-tools wrk:wrk; do \
-		command -v $${tool%%:*} >/dev/null || need="$$need $${tool##*:}"; done; \
+	@for tool in redis-server:redis-server redis-benchmark:redis-tools wrk:wrk \
+			nutcracker:nutcracker; do \
+		command -v $${tool%%:*} >/dev/null || [ -x /usr/sbin/$${tool%%:*} ] || \
+			need="$$need $${tool##*:}"; done; \
 	if [ -n "$$need" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$need >/dev/null; \
 		else echo "make bench needs:$$need (apt-get install)"; exit 1; fi; fi
@@ -105,6 +127,7 @@ bench: build
 	$(PY) bench/fsync.py
 	$(PY) bench/hardening.py
 	$(PY) bench/watch.py
+	$(PY) bench/scale.py
 
 lint: $(DEPS)
 	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"

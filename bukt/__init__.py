@@ -9,11 +9,11 @@
 docs/api.md is the reference of this API.
 """
 from bukt import errors
-from bukt._core import ADMIN, READ, WRITE, Bucket, Store, attach, create
+from bukt._core import ADMIN, READ, WRITE, Bucket, JsonDocument, Store, attach, create
 from bukt.errors import BuktError
 
 __version__ = "0.1.0"
-__all__ = ["create", "attach", "Store", "Bucket", "errors", "BuktError",
+__all__ = ["create", "attach", "Store", "Bucket", "JsonDocument", "errors", "BuktError",
            "READ", "WRITE", "ADMIN", "Client", "AsyncClient"]
 
 

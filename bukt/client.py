@@ -47,19 +47,56 @@ IDEMPOTENT = frozenset({C.GET, C.EXISTS, C.TTL, C.MGET, C.SCAN, C.VERSION, C.STA
                         C.PING, C.BUCKET_LIST, C.BUCKET_INFO, C.TOKEN_LIST})
 
 
-def parse_url(url: str) -> dict:
-    """Keyword arguments for Client / AsyncClient from a bukt:// URL."""
+# The URL's parameters: name -> (convert, what a value must be).
+URL_PARAMS = {
+    "timeout": (lambda v: _positive(float(v)), "a number of seconds above zero"),
+    "pool_size": (lambda v: _positive(int(v)), "a whole number above zero"),
+}
+
+
+def _positive(n):
+    if not (n > 0 and math.isfinite(n)):
+        raise ValueError(n)
+    return n
+
+
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+
+
+def parse_url(url: str, require_token: bool = False) -> dict:
+    """Keyword arguments for Client / AsyncClient from a bukt:// URL. A parameter
+    this client does not know is an error (a misspelt `timout=` would be ignored),
+    and so is a bad value, named; with `require_token`, a URL without one."""
     parts = urlsplit(url)
+    shown = _redacted(url)
     if parts.scheme != "bukt":
-        raise errors.InvalidArgument(f"not a bukt:// URL: {url!r}")
-    kw = {"host": parts.hostname or "127.0.0.1", "port": parts.port or DEFAULT_PORT,
+        raise errors.InvalidArgument(f"not a bukt:// URL: {shown!r}")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise errors.InvalidArgument(f"{shown}: the port is not a number from 1 to "
+                                     "65535") from None
+    kw = {"host": parts.hostname or "127.0.0.1", "port": port,
           "bucket": unquote(parts.username or ""),
           "token": unquote(parts.password) if parts.password is not None else None}
-    query = parse_qs(parts.query)
-    if "timeout" in query:
-        kw["timeout"] = float(query["timeout"][-1])
-    if "pool_size" in query:
-        kw["pool_size"] = int(query["pool_size"][-1])
+    query = parse_qs(parts.query, keep_blank_values=True)
+    for name, values in query.items():
+        if name not in URL_PARAMS:
+            raise errors.InvalidArgument(
+                f"{shown}: unknown URL parameter {name!r}; known: "
+                + ", ".join(URL_PARAMS))
+        convert, what = URL_PARAMS[name]
+        try:
+            kw[name] = convert(values[-1])
+        except ValueError:
+            raise errors.InvalidArgument(f"{shown}: URL parameter {name}={values[-1]!r} "
+                                         f"is not {what}") from None
+    if require_token and kw["token"] is None:
+        raise errors.AuthError(
+            f"{shown}: the URL has no token: write bukt://BUCKET:TOKEN@HOST:PORT (or "
+            "bukt://:ADMIN_TOKEN@HOST:PORT for bucket administration)")
     return kw
 
 
@@ -105,11 +142,19 @@ class _Ops:
         """Where and as whom a client connects: the keywords, overridden by what `url`
         (bukt://bucket:token@host:port) says."""
         if url is not None:
-            kw.update(parse_url(url))
+            # a URL names whom to connect as: without a token every command but PING
+            # would fail, so it fails here, saying why (keywords with token=None make
+            # an anonymous client, for PING alone)
+            kw.update(parse_url(url, require_token=True))
         self.host, self.port = kw["host"], kw["port"]
         self.bucket, self.token = kw["bucket"], kw["token"]
         self.timeout, self.pool_size = kw["timeout"], kw["pool_size"]
         self.max_frame, self.retry_reads = max_frame, retry_reads
+
+    def _timed_out(self, exc):
+        """The TimeoutError to raise: one that names the server and the timeout."""
+        return TimeoutError(f"no answer from {self.host}:{self.port} within "
+                            f"{self.timeout:g} s ({exc or 'timed out'})")
 
     @staticmethod
     def _value(status, f, default=None):
@@ -486,13 +531,16 @@ class Client(_Ops):
     def _run(self, fn, idempotent: bool):
         """fn(conn) on a pooled connection; retried once on a fresh one if idempotent."""
         for attempt in (0, 1):
-            conn = self._take()
+            try:
+                conn = self._take()
+            except TimeoutError as exc:
+                raise self._timed_out(exc) from exc
             try:
                 result = fn(conn)
             except (OSError, errors.ProtocolError) as exc:
                 conn.close()
                 if isinstance(exc, TimeoutError):
-                    raise
+                    raise self._timed_out(exc) from exc
                 if attempt or not (idempotent and self.retry_reads):
                     if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
                         raise ConnectionError(str(exc)) from exc
@@ -719,7 +767,10 @@ class AsyncClient(_Ops):
                     raise
 
     async def _call(self, command, fields, convert):
-        status, f = await self._send(command, fields)
+        try:
+            status, f = await self._send(command, fields)
+        except TimeoutError as exc:
+            raise self._timed_out(exc) from exc
         return convert(status, f)
 
     def _do(self, command, fields, convert):

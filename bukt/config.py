@@ -58,6 +58,9 @@ _SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "t
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
+SIZE_FORMS = "a number of bytes, or a number with B, KiB, MiB, GiB or TiB (e.g. 64MiB)"
+
+
 def parse_size(value) -> int:
     """Bytes from an int or a string such as "4096", "64KiB", "256MiB", "1.5GiB".
 
@@ -77,8 +80,7 @@ def parse_size(value) -> int:
             n = float(m.group(1)) * unit if "." in m.group(1) else int(m.group(1)) * unit
             if n == int(n):
                 return int(n)
-    raise ValueError(f"{value!r} is not a size: write bytes as an int, or a number with "
-                     "B, KiB, MiB, GiB or TiB (e.g. 64MiB)")
+    raise ValueError(f"{value!r} is not a size: {SIZE_FORMS}")
 
 
 _DURATION_UNITS = {"us": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -114,8 +116,8 @@ def _size(lo=0, hi=None):
     def parse(v):
         try:
             n = parse_size(v)
-        except ValueError as e:
-            raise _Invalid(str(e).split(": ", 1)[-1]) from None
+        except ValueError:
+            raise _Invalid(SIZE_FORMS) from None
         if n < lo or (hi is not None and n > hi):
             raise _Invalid(f"a size from {lo} to {hi if hi is not None else 'any'} bytes")
         return n

@@ -154,7 +154,7 @@ VT_INT = 0x01
 VT_STR = 0x02
 VT_ABSENT = 0xFF  # in MGET results only
 
-SCHEMAS = {"bytes": 0, "int": 1, "str": 2}
+SCHEMAS = {"bytes": 0, "int": 1, "str": 2, "json": 3}
 EVICTIONS = {"lru": 0, "none": 1}
 SCHEMA_NAMES = {v: k for k, v in SCHEMAS.items()}
 EVICTION_NAMES = {v: k for k, v in EVICTIONS.items()}

@@ -9,7 +9,9 @@ take for an option.
 import hashlib
 import logging
 import os
+import re
 import secrets
+import sys
 
 PREFIX = "bkt_"
 TOKEN_BYTES = 32
@@ -21,6 +23,35 @@ log = logging.getLogger("bukt")
 
 def new_token() -> str:
     return PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+
+
+# The shape of every token new_token() makes; a token an operator gives (the same
+# secret registered on several nodes: docs/scale-out.md) must have it too, so it is as
+# strong as a generated one and safe on a command line, in YAML and in a RESP AUTH.
+TOKEN_RE = re.compile(PREFIX + r"[A-Za-z0-9_-]{%d}" % len(secrets.token_urlsafe(TOKEN_BYTES)))
+
+
+def check_given(token: str) -> str:
+    """`token` if it has the shape of a generated token, else ValueError saying how to
+    make one."""
+    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+        raise ValueError(f"a given token must look like one Bukt makes: {PREFIX} and "
+                         f"{len(secrets.token_urlsafe(TOKEN_BYTES))} URL-safe base64 "
+                         "characters (256 random bits); take the token another node "
+                         "printed, or make one with `bukt tokens new`")
+    return token
+
+
+def read_given(path: str) -> str:
+    """A token from a file, or from stdin when `path` is "-" (never from the command
+    line, where `ps` and the shell's history would show it): its first line, checked
+    with check_given."""
+    if path == "-":
+        text = sys.stdin.readline()
+    else:
+        with open(path, encoding="utf-8") as f:
+            text = f.readline()
+    return check_given(text.strip())
 
 
 def digest(token) -> bytes:

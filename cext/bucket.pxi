@@ -7,7 +7,53 @@ _INT_TEXT = _re.compile(rb"-?[0-9]{1,19}\Z")
 cdef int64_t I64_MAX = 9223372036854775807
 cdef int64_t I64_MIN = -9223372036854775807 - 1
 
-SCHEMAS = ("bytes", "int", "str")
+SCHEMAS = ("bytes", "int", "str", "json")
+SCHEMA_JSON = 3
+
+
+class JsonDocument(bytes):
+    """A value of a `json` bucket: the document's UTF-8 text, as bytes. The type tells
+    a face to serve it as application/json (bukt/http/keys.py); anything else reads
+    it as the bytes it is."""
+
+    __slots__ = ()
+
+    def parse(self):
+        return json.loads(self)
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+cdef bytes json_document(object value):
+    """The UTF-8 text of a JSON document: `value` as text (validated: RFC 8259, no
+    NaN or Infinity), or a Python object (dict, list, number, ...) serialized."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _err.SchemaError(f"json bucket: the document is not UTF-8 ({e.reason} "
+                                   f"at byte {e.start})") from None
+    elif isinstance(value, str):
+        text = value
+    else:
+        try:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise _err.SchemaError(f"json bucket: {e}") from None
+    try:
+        json.loads(text, parse_constant=_no_constant)
+    except ValueError as e:
+        raise _err.SchemaError(f"json bucket: the value is not a JSON document ({e})") from None
+    if not isinstance(value, str):
+        return bytes(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _err.SchemaError(f"json bucket: the document is not encodable as UTF-8 "
+                               f"({e.reason})") from None
 EVICTIONS = ("lru", "none")
 
 
@@ -56,7 +102,11 @@ cdef int64_t parse_int_value(const char *p, uint32_t n) except? -1:
 cdef int64_t _int_value_error(const char *p, uint32_t n) except -1:
     text = PyBytes_FromStringAndSize(p, n)
     if not _INT_TEXT.match(text):
-        raise _err.SchemaError(f"value {text[:40]!r} is not a decimal integer")
+        try:            # text as text, not as a Python bytes literal
+            shown = '"' + text[:40].decode("utf-8") + ('..."' if n > 40 else '"')
+        except UnicodeDecodeError:
+            shown = f"of {n} bytes (not text)"
+        raise _err.SchemaError(f"value {shown} is not a decimal integer")
     raise _err.SchemaError(f"value {int(text)} is outside the signed 64-bit range")
 
 
@@ -120,6 +170,11 @@ cdef class Bucket:
     def store(self):
         return self.s
 
+    @property
+    def schema_name(self):
+        """"bytes", "int", "str" or "json": what values this bucket takes and returns."""
+        return SCHEMAS[self.schema]
+
     cdef inline bk_bucket *_b(self) except NULL:
         """Every operation starts here: the bucket's row, BucketNotFound once it was
         dropped. A retired segment is left for the one that replaced it first
@@ -181,6 +236,8 @@ cdef class Bucket:
                 vb = value.encode() if isinstance(value, str) else bytes(value)
                 parse_int_value(vb, len(vb))
                 vb = str(int(vb)).encode()
+        elif self.schema == SCHEMA_JSON:
+            vb = json_document(value)
         elif type(value) is bytes:
             vb = <bytes>value
         elif isinstance(value, str):
@@ -208,6 +265,8 @@ cdef class Bucket:
             return vb
         if self.schema == 1:
             return int(vb)
+        if self.schema == SCHEMA_JSON:
+            return JsonDocument(vb)
         return vb.decode("utf-8")
 
     cdef int64_t _expire_for(self, object ttl, bk_bucket *b) except? -1:

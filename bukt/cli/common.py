@@ -7,8 +7,8 @@ EXIT CODES (also in `bukt --help` and the README):
     1  failed: the message says why; `check` found problems; `status`: unhealthy
     2  refused: bad usage or configuration (argparse's own code too)
     3  not found: no such key, bucket or token; a set whose --nx / --xx did not hold
-    4  unreachable: the service is not running here (no segment), or nothing answers
-       at the URL
+    4  unreachable: the service is stopped (no segment here, or no live writer process
+       on it: `status`, `compact`, a write), or nothing answers at the URL
     5  not allowed: no token, a wrong one, or one without the permission; or the OS
        refused access to the segment
 """
@@ -22,14 +22,15 @@ from bukt import errors
 __all__ = ["OK", "FAILED", "REFUSED", "NOT_FOUND", "UNREACHABLE", "DENIED", "CliError",
            "config_arg", "target_args", "json_arg", "load_config", "open_target", "emit",
            "explain", "human_bytes", "table", "EXIT_CODES_HELP", "key_arg", "show_bytes",
-           "data_dir_of", "segment_writer"]
+           "data_dir_of", "segment_writer", "error_line"]
 
 OK, FAILED, REFUSED, NOT_FOUND, UNREACHABLE, DENIED = 0, 1, 2, 3, 4, 5
 
 EXIT_CODES_HELP = """exit codes: 0 done (status: healthy); 1 failed (check: problems found; status:
 unhealthy); 2 bad usage or configuration; 3 not found (key, bucket, token, or an --nx/--xx
-set that did not hold); 4 unreachable (service not running here, or nothing answers at
-the URL); 5 not allowed (token or OS permission)"""
+set that did not hold); 4 unreachable (the service is stopped: no segment or no writer
+here, or nothing answers at the URL); 5 not allowed (token or OS permission). Errors are
+one line on stderr; with --json, a JSON object {"error", "exit_code", "command"}."""
 
 
 class CliError(Exception):
@@ -64,6 +65,14 @@ def target_args(p, bucket=True):
     g.add_argument("--timeout", type=float, default=5.0, metavar="S",
                    help="seconds to wait for a server (default 5)")
     json_arg(p)
+
+
+def action(sub, name, help_):
+    """A second-level subcommand (`bukt buckets create`) with the help every command
+    has: its description and the exit codes."""
+    import argparse
+    return sub.add_parser(name, help=help_, description=help_, epilog=EXIT_CODES_HELP,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def key_arg(text: str) -> bytes:
@@ -197,7 +206,9 @@ def explain(exc, args) -> tuple:
         return NOT_FOUND, f"{exc}: `bukt buckets list` shows the buckets"
     if isinstance(exc, errors.NotFound):
         return NOT_FOUND, str(exc)
-    if isinstance(exc, (errors.RingFull, errors.WriterDown, errors.SegmentRetired)):
+    if isinstance(exc, errors.WriterDown):       # a stopped service, as status says it
+        return UNREACHABLE, f"{exc}: start the service (bukt serve); `bukt status` says more"
+    if isinstance(exc, (errors.RingFull, errors.SegmentRetired)):
         return FAILED, f"{exc}: is the writer running? `bukt status` says"
     if isinstance(exc, errors.InvalidArgument):
         return REFUSED, str(exc)
@@ -207,14 +218,20 @@ def explain(exc, args) -> tuple:
     if isinstance(exc, errors.BuktError):
         return FAILED, str(exc)
     if isinstance(exc, PermissionError):
-        return DENIED, (f"{exc.strerror}: {exc.filename or 'the segment'}: run as the "
+        where = str(exc.filename or "")
+        if where and not where.startswith(("/dev/shm/", "/bukt-")):
+            # a file of the data directory (or another local file): segment.mode is
+            # no help there; the directory is the service user's
+            return DENIED, (f"{exc.strerror}: {where}: the data directory belongs to the "
+                            "service's user: run as it (sudo -u bukt ...)")
+        return DENIED, (f"{exc.strerror}: {where or 'the segment'}: run as the "
                         "service's user (sudo -u bukt ...), or let a group attach "
                         "(segment.mode: 0660)")
     if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
         return UNREACHABLE, (f"cannot connect to {url or 'the server'}: {exc.strerror or exc}"
                              "; is `bukt serve` running there (tcp.bind, http.bind)?")
     if isinstance(exc, TimeoutError):
-        return UNREACHABLE, (f"no answer from {url or 'the server'} within "
+        return UNREACHABLE, (f"no answer from {_where(args) or 'the server'} within "
                              f"{getattr(args, 'timeout', 5):g} s; raise --timeout, or check "
                              "`bukt status` there")
     if isinstance(exc, FileNotFoundError):
@@ -223,6 +240,9 @@ def explain(exc, args) -> tuple:
         where = f" ({exc.filename})" if exc.filename else ""
         return FAILED, (f"the disk is full{where}: {exc.strerror}; free space there "
                         "(df -h), or choose another data_dir")
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return FAILED, (f"{exc.strerror}: another process listens on that address; stop "
+                        "it, or choose another bind")
     if isinstance(exc, OSError) and exc.filename:           # a local file, not a server
         return FAILED, f"{exc.strerror}: {exc.filename}"
     if isinstance(exc, OSError):
@@ -231,6 +251,32 @@ def explain(exc, args) -> tuple:
     if isinstance(exc, http.client.HTTPException):
         return UNREACHABLE, f"{url}: not an HTTP answer ({exc!r}); is it Bukt's HTTP port?"
     return None
+
+
+def _where(args):
+    """HOST:PORT of the command's --url (or the URL without its token)."""
+    url = getattr(args, "url", None)
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"bukt": 7071, "http": 80, "https": 443}.get(parts.scheme)
+        return f"{parts.hostname or '127.0.0.1'}:{port}"
+    except ValueError:
+        return _redact(url)
+
+
+def error_line(args, code, message) -> None:
+    """The one error line on stderr: `bukt CMD: message`, or with --json a JSON object
+    {"error", "exit_code", "command"} that a script can parse as it parses the output."""
+    command = getattr(args, "command", None)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code, "command": command}),
+              file=sys.stderr)
+    else:
+        print(f"bukt {command}: {message}" if command else f"bukt: {message}",
+              file=sys.stderr)
 
 
 def _redact(url):

@@ -7,9 +7,26 @@ Each pair below is (add the arguments, run); bukt/cli/__init__.py lists them in 
 import base64
 import sys
 
-from bukt.cli.common import (NOT_FOUND, OK, CliError, emit, human_bytes, key_arg, open_target,
-                      show_bytes, stdout_bytes, table, target_args)
+from bukt.cli.common import (NOT_FOUND, OK, REFUSED, CliError, action, emit, human_bytes,
+                             key_arg, open_target, show_bytes, stdout_bytes, table, target_args)
+from bukt._core import SCHEMAS
 from bukt.cli.targets import perm_names, perms_from_names, raw
+from bukt.tokens import new_token, read_given
+
+TOKEN_FILE_HELP = ("register this token instead of making one: the first line of PATH, "
+                   "or of stdin for -, shaped as Bukt makes them (`bukt tokens new`); the "
+                   "same token on every node behind a proxy (docs/scale-out.md)")
+
+
+def _given(args):
+    """The token --token-file names, or None; a bad one is refused (exit 2)."""
+    path = getattr(args, "token_file", None)
+    if path is None:
+        return None
+    try:
+        return read_given(path)
+    except ValueError as e:
+        raise CliError(REFUSED, f"--token-file {path}: {e}") from None
 
 
 def _value_json(value):
@@ -135,10 +152,12 @@ def ttl(args):
 def buckets_args(p):
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
-    c = sub.add_parser("create", help="create a bucket; prints its first token (once)")
+    c = action(sub, "create", "create a bucket; prints its first token (once)")
     target_args(c, bucket=False)
     c.add_argument("name")
-    c.add_argument("--schema", choices=("bytes", "int", "str"), default="bytes")
+    c.add_argument("--schema", choices=SCHEMAS, default="bytes",
+                   help="what values are: bytes; int (decimal, 64-bit); str (UTF-8); json "
+                        "(a JSON document, validated on write)")
     c.add_argument("--eviction", choices=("lru", "none"), default="lru",
                    help="lru: forget the least recently used keys when full; none: refuse")
     c.add_argument("--cache-only", action="store_true",
@@ -147,25 +166,33 @@ def buckets_args(p):
     c.add_argument("--max-memory", metavar="SIZE",
                    help="memory its entries may take (e.g. 64MiB); at it, an lru bucket "
                         "evicts its own keys and a none bucket refuses (default: no limit)")
-    ls = sub.add_parser("list", help="the buckets and their settings")
+    c.add_argument("--token-file", metavar="PATH", help=TOKEN_FILE_HELP)
+    ls = action(sub, "list", "the buckets and their settings")
     target_args(ls, bucket=False)
-    d = sub.add_parser("drop", help="delete a bucket, its keys and its tokens")
+    d = action(sub, "drop", "delete a bucket, its keys and its tokens")
     target_args(d, bucket=False)
     d.add_argument("name")
 
 
 def buckets(args):
+    given = _given(args) if args.action == "create" else None
     with open_target(args) as t:
         if args.action == "create":
-            tid, token = t.create_bucket(args.name, schema=args.schema,
+            tid, token = t.create_bucket(args.name, token=given, schema=args.schema,
                                          eviction=args.eviction, persist=not args.cache_only,
                                          default_ttl=args.default_ttl,
                                          **({"max_memory": args.max_memory}
                                             if args.max_memory else {}))
-            emit(args, {"name": args.name, "token": token, "token_id": tid,
-                        "permissions": ["read", "write", "admin"]},
-                 f"bucket {args.name} created\n"
-                 f"token (read, write, admin; shown only now): {token}")
+            if given is not None:
+                emit(args, {"name": args.name, "token_id": tid, "token_file": args.token_file,
+                            "permissions": ["read", "write", "admin"]},
+                     f"bucket {args.name} created with the token of {args.token_file} "
+                     "(read, write, admin)")
+            else:
+                emit(args, {"name": args.name, "token": token, "token_id": tid,
+                            "permissions": ["read", "write", "admin"]},
+                     f"bucket {args.name} created\n"
+                     f"token (read, write, admin; shown only now): {token}")
         elif args.action == "list":
             rows = []
             for name in t.buckets():
@@ -191,27 +218,40 @@ def buckets(args):
 def tokens_args(p):
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
-    c = sub.add_parser("create", help="a new token of the bucket; printed once")
+    c = action(sub, "create", "a new token of the bucket; printed once")
     target_args(c)
     c.add_argument("--perms", default="read,write", metavar="LIST",
                    help="comma-separated: read, write, admin (default read,write)")
-    ls = sub.add_parser("list", help="the bucket's token ids and permissions")
+    c.add_argument("--token-file", metavar="PATH", help=TOKEN_FILE_HELP)
+    n = action(sub, "new", "print a new random token, registered nowhere (for "
+                           "--token-file on each node)")
+    n.set_defaults(bucket=None, url=None)
+    ls = action(sub, "list", "the bucket's token ids and permissions")
     target_args(ls)
-    r = sub.add_parser("revoke", help="revoke a token by its id")
+    r = action(sub, "revoke", "revoke a token by its id")
     target_args(r)
     r.add_argument("id", type=int)
 
 
 def tokens(args):
+    if args.action == "new":
+        print(new_token())
+        return OK
+    given = _given(args) if args.action == "create" else None
     with open_target(args) as t:
         bucket = t.need_bucket()
         if args.action == "create":
             perms = perms_from_names([p.strip() for p in args.perms.split(",") if p.strip()])
-            tid, token = t.create_token(bucket, perms)
-            emit(args, {"bucket": bucket, "id": tid, "token": token,
-                        "permissions": perm_names(perms)},
-                 f"token {tid} of {bucket} ({', '.join(perm_names(perms))}; shown only "
-                 f"now): {token}")
+            tid, token = t.create_token(bucket, perms, given)
+            names = ", ".join(perm_names(perms))
+            if given is not None:
+                emit(args, {"bucket": bucket, "id": tid, "token_file": args.token_file,
+                            "permissions": perm_names(perms)},
+                     f"token {tid} of {bucket} ({names}) registered from {args.token_file}")
+            else:
+                emit(args, {"bucket": bucket, "id": tid, "token": token,
+                            "permissions": perm_names(perms)},
+                     f"token {tid} of {bucket} ({names}; shown only now): {token}")
         elif args.action == "list":
             rows = [{"id": i, "permissions": perm_names(p)} for i, p in t.tokens(bucket)]
             emit(args, rows, lambda: print(table(

@@ -1,5 +1,9 @@
 """The operator's commands of `bukt`: status, check, compact.
 
+A stopped service is exit code 4 (UNREACHABLE) for both status and compact, as when
+there is no segment at all: the segment outlives the service (a warm restart
+reattaches it), so a segment without a live writer is a stopped service.
+
 `status` reads the segment header (what the writer publishes), the table's counters,
 `data_dir/serve.json` (the supervisor's pids and addresses, bukt/service/supervisor.py) and /proc;
 with --url http://... it asks a server's /healthz and /metrics instead.
@@ -42,6 +46,8 @@ def status(args):
         store.close()
     report = local_report(cfg, st, w)
     emit(args, report, lambda: print(_human_status(report)))
+    if not (w["pid"] and w["alive"]):
+        return UNREACHABLE          # the service is stopped: its segment outlived it
     return OK if report["healthy"] else FAILED
 
 
@@ -425,7 +431,8 @@ def compact(args):
         import bukt
         bukt.attach(cfg.instance, readonly=True)    # raises SegmentNotFound, explained
     if not info["alive"]:
-        raise CliError(FAILED, "no writer process is running; start the service (bukt serve)")
+        raise CliError(UNREACHABLE, "no writer process is running; start the service "
+                                    "(bukt serve)")
     data_dir, source = data_dir_of(cfg, writer=info)
     if info["data_dir"] != data_dir:
         raise CliError(FAILED, f"the writer (pid {info['pid']}) serves data_dir "

@@ -146,6 +146,21 @@ class LocalTarget(_Target):
     def mget(self, bucket, keys):
         return self._b(bucket).mget(keys)
 
+    def mset(self, bucket, mapping, ttl=None):
+        return self._b(bucket).mset(mapping, ttl=ttl)
+
+    def exists(self, bucket, keys):
+        return self._b(bucket).exists(*keys)
+
+    def expire(self, bucket, key, ttl):
+        return self._b(bucket).expire(key, ttl)
+
+    def persist(self, bucket, key):
+        return self._b(bucket).persist(key)
+
+    def flush(self, bucket):
+        return self._b(bucket).flush()
+
     def buckets(self):
         return sorted(self.store.buckets())
 
@@ -155,10 +170,10 @@ class LocalTarget(_Target):
     def bucket_stats(self, name):
         return self.store.bucket(name).stats()
 
-    def create_bucket(self, name, **settings):
+    def create_bucket(self, name, token=None, **settings):
         self.store.create_bucket(name, **settings)
         try:
-            return self.create_token(name, 7)
+            return self.create_token(name, 7, token)
         except BaseException:
             self.store.drop_bucket(name)
             raise
@@ -169,8 +184,10 @@ class LocalTarget(_Target):
     def tokens(self, bucket):
         return self.store.tokens(self.need_bucket(bucket))
 
-    def create_token(self, bucket, perms):
-        token = new_token()
+    def create_token(self, bucket, perms, token=None):
+        """(id, token): a new token, or `token` (a secret the operator gives,
+        bukt.tokens.check_given) registered."""
+        token = new_token() if token is None else token
         tid = self.store.add_token(self.need_bucket(bucket), digest(token), perms)
         return tid, token
 
@@ -258,6 +275,26 @@ class TcpTarget(_Target):
         self._mine(bucket)
         return self.client.mget(keys)
 
+    def mset(self, bucket, mapping, ttl=None):
+        self._mine(bucket)
+        return self.client.mset(mapping, ttl=ttl)
+
+    def exists(self, bucket, keys):
+        self._mine(bucket)
+        return self.client.exists(*keys)
+
+    def expire(self, bucket, key, ttl):
+        self._mine(bucket)
+        return self.client.expire(key, ttl)
+
+    def persist(self, bucket, key):
+        self._mine(bucket)
+        return self.client.persist(key)
+
+    def flush(self, bucket):
+        self._mine(bucket)
+        return self.client.flush()
+
     def ttls(self, bucket, keys):
         self._mine(bucket)
         with self.client.pipeline() as p:
@@ -277,8 +314,15 @@ class TcpTarget(_Target):
         self._mine(name)
         return self.client.stats()
 
-    def create_bucket(self, name, **settings):
+    def create_bucket(self, name, token=None, **settings):
+        self._no_given(token)
         return None, self.client.create_bucket(name, **settings)
+
+    @staticmethod
+    def _no_given(token):
+        if token is not None:
+            raise TargetError("the binary protocol makes its tokens itself; register a "
+                              "given token locally or over http:// (with the admin token)")
 
     def drop_bucket(self, name):
         self.client.drop_bucket(name)
@@ -287,8 +331,9 @@ class TcpTarget(_Target):
         self._mine(bucket)
         return self.client.tokens()
 
-    def create_token(self, bucket, perms):
+    def create_token(self, bucket, perms, token=None):
         self._mine(bucket)
+        self._no_given(token)
         return self.client.create_token(perms)
 
     def revoke_token(self, bucket, token_id):
@@ -316,7 +361,19 @@ class HttpTarget(_Target):
     kind = "http"
 
     def __init__(self, url, bucket=None, token=None, timeout=5.0):
+        from urllib.parse import parse_qs
+        from bukt.client import URL_PARAMS, _redacted
         parts = urlsplit(url)
+        for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+            if name != "timeout":        # the one parameter an http:// URL takes here
+                raise errors.InvalidArgument(f"{_redacted(url)}: unknown URL parameter "
+                                             f"{name!r}; known: timeout")
+            try:
+                timeout = URL_PARAMS["timeout"][0](values[-1])
+            except ValueError:
+                raise errors.InvalidArgument(
+                    f"{_redacted(url)}: URL parameter timeout={values[-1]!r} is not "
+                    f"{URL_PARAMS['timeout'][1]}") from None
         super().__init__(bucket or unquote(parts.username or "") or None)
         self.token = token if token is not None else \
             (unquote(parts.password) if parts.password is not None else None)
@@ -446,6 +503,34 @@ class HttpTarget(_Target):
     def set_many(self, bucket, items):
         return [self.set(bucket, k, v, ttl=t, single_read=s) for k, v, t, s in items]
 
+    def mset(self, bucket, mapping, ttl=None):
+        doc = {"items": {_b64(raw(k)): _b64(raw(v)) for k, v in mapping.items()},
+               "encoding": "base64"}
+        if ttl is not None:
+            doc["ttl_seconds"] = ttl
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/mset"), doc)
+        return json.loads(body)["versions"]
+
+    def exists(self, bucket, keys):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/exists"),
+                                  {"keys": [_b64(raw(k)) for k in keys], "encoding": "base64"})
+        return json.loads(body)["exists"]
+
+    def expire(self, bucket, key, ttl):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/expire"),
+                                  {"key": _b64(raw(key)), "ttl_seconds": ttl,
+                                   "encoding": "base64"})
+        return json.loads(body)["existed"]
+
+    def persist(self, bucket, key):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/persist"),
+                                  {"key": _b64(raw(key)), "encoding": "base64"})
+        return json.loads(body)["existed"]
+
+    def flush(self, bucket):
+        _, _, body = self.request("POST", self._bucket_path(bucket, "/flush"))
+        return json.loads(body)["deleted"]
+
     def buckets(self):
         _, _, body = self.request("GET", f"{API}/buckets")
         return sorted(json.loads(body)["buckets"])
@@ -462,11 +547,12 @@ class HttpTarget(_Target):
     def bucket_stats(self, name):
         return self._describe(name)["stats"]
 
-    def create_bucket(self, name, **settings):
-        doc = {"name": name, **{k: v for k, v in settings.items() if v is not None}}
+    def create_bucket(self, name, token=None, **settings):
+        doc = {"name": name, **{k: v for k, v in settings.items() if v is not None},
+               **({"token": token} if token is not None else {})}
         _, _, body = self.request("POST", f"{API}/buckets", doc, ok=(201,))
         d = json.loads(body)
-        return d["token_id"], d["token"]
+        return d["token_id"], d.get("token", token)
 
     def drop_bucket(self, name):
         self.request("DELETE", self._bucket_path(name), ok=(204,))
@@ -476,11 +562,13 @@ class HttpTarget(_Target):
         return [(t["id"], perms_from_names(t["permissions"]))
                 for t in json.loads(body)["tokens"]]
 
-    def create_token(self, bucket, perms):
+    def create_token(self, bucket, perms, token=None):
         _, _, body = self.request("POST", self._bucket_path(bucket, "/tokens"),
-                                  {"permissions": perm_names(perms)}, ok=(201,))
+                                  {"permissions": perm_names(perms),
+                                   **({"token": token} if token is not None else {})},
+                                  ok=(201,))
         d = json.loads(body)
-        return d["id"], d["token"]
+        return d["id"], d.get("token", token)
 
     def revoke_token(self, bucket, token_id):
         status, _, _ = self.request("DELETE", self._bucket_path(bucket, f"/tokens/{token_id}"),

@@ -19,7 +19,7 @@ from bukt.http.auth import Authenticator, resolve_admin_token
 from bukt.http.buckets import BucketItem, BucketList, TokenItem, TokenList
 from bukt.http.fastpath import FastPath
 from bukt.http.ringwait import Durability, RingRoom, durability_for
-from bukt.http.keys import Bulk, Key, Scan
+from bukt.http.keys import Bulk, Flush, Key, Scan, Touch
 from bukt.http.kv import KvCollection, KvItem
 from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
 from bukt.http.openapi import document
@@ -74,6 +74,9 @@ def routes(ctx):
         (f"{b}/mset", Bulk(ctx, "mset")),
         (f"{b}/delete", Bulk(ctx, "delete")),
         (f"{b}/exists", Bulk(ctx, "exists")),
+        (f"{b}/expire", Touch(ctx, "expire")),
+        (f"{b}/persist", Touch(ctx, "persist")),
+        (f"{b}/flush", Flush(ctx)),
         (f"{API}/kv", KvCollection(ctx)),
         (f"{API}/kv/{{key:path}}", KvItem(ctx)),
     ]

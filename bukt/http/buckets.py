@@ -2,14 +2,30 @@
 
 import falcon
 
+from bukt.errors import PermissionDenied
 from bukt.http.auth import ADMIN, READ, WRITE, digest, names_to_perms, new_token, \
     perms_to_names
 from bukt.http.problems import Problem
 from bukt.http.wire import bad, json_ttl, read_json
+from bukt._core import SCHEMAS
+from bukt.tokens import check_given
 from bukt.writewait.ringroom import META_ROOM
 
-SCHEMAS = ("bytes", "int", "str")
 EVICTIONS = ("lru", "none")
+
+
+def given_token(doc, principal):
+    """(the token to register, whether the caller gave it): a body's "token" is a
+    secret the operator chose (the same token on every node behind a proxy:
+    docs/scale-out.md); only the admin token may give one, and it is not echoed."""
+    if "token" not in doc:
+        return new_token(), False
+    if not principal.is_admin:
+        raise PermissionDenied("only the admin token may give a token's secret")
+    try:
+        return check_given(doc["token"]), True
+    except ValueError as e:
+        raise bad("token", str(e)) from None
 
 
 class BucketList:
@@ -22,7 +38,7 @@ class BucketList:
 
     async def on_post(self, req, resp):
         ctx = self.ctx
-        ctx.auth.require(req, None, ADMIN)
+        principal = ctx.auth.require(req, None, ADMIN)
         doc = await read_json(req, ctx.settings.max_body)
         name = doc.get("name")
         if not isinstance(name, str) or not name:
@@ -42,7 +58,7 @@ class BucketList:
         if max_memory is not None and (not isinstance(max_memory, (int, str))
                                        or isinstance(max_memory, bool)):
             raise bad("max_memory", 'bytes, or a size such as "64MiB"; null: no limit')
-        token = new_token()
+        token, given = given_token(doc, principal)
 
         def create():           # two records: the ring has room for both first
             ctx.store.create_bucket(name, schema=schema, eviction=eviction,
@@ -58,8 +74,9 @@ class BucketList:
         await ctx.durability.settle(name)
         resp.status = 201
         resp.location = f"/api/v1/buckets/{name}"
-        resp.media = {"name": name, "token": token, "token_id": token_id,
-                      "permissions": ["read", "write", "admin"]}
+        resp.media = {"name": name, "token_id": token_id,
+                      "permissions": ["read", "write", "admin"],
+                      **({} if given else {"token": token})}
 
 
 class BucketItem:
@@ -100,19 +117,20 @@ class TokenList:
 
     async def on_post(self, req, resp, name):
         ctx = self.ctx
-        ctx.auth.require(req, name, ADMIN)
+        principal = ctx.auth.require(req, name, ADMIN)
         doc = await read_json(req, ctx.settings.max_body)
         try:
             perms = names_to_perms(doc.get("permissions"))
         except ValueError as e:
             raise bad("permissions", str(e)) from None
-        token = new_token()
+        token, given = given_token(doc, principal)
         token_id = await ctx.ring.write_all(META_ROOM, ctx.store.add_token, name,
                                             digest(token), perms)
         await ctx.durability.settle(name)
         resp.status = 201
         resp.location = f"/api/v1/buckets/{name}/tokens/{token_id}"
-        resp.media = {"id": token_id, "token": token, "permissions": perms_to_names(perms)}
+        resp.media = {"id": token_id, "permissions": perms_to_names(perms),
+                      **({} if given else {"token": token})}
 
 
 class TokenItem:

@@ -1,9 +1,18 @@
 """Keys of a bucket: /api/v1/buckets/{name}/keys/{key} (GET, HEAD, PUT, DELETE, and
-POST .../incr), the scan /api/v1/buckets/{name}/keys, and the bulk calls.
+POST .../incr), the scan /api/v1/buckets/{name}/keys, the bulk calls, and the
+bucket-wide POSTs .../expire and .../persist (a key's TTL) and .../flush (every key).
 
 A key is the rest of the path after /keys/, slashes included, percent-decoded to its
 exact bytes. A POST on /keys/{key}/incr increments {key}; POST means nothing else on a
 key, so a key that itself ends in /incr is incremented by POSTing .../incr/incr.
+
+JSON DOCUMENTS. An app that PUTs JSON (`requests.put(url, json=doc)`) sends
+Content-Type: application/json. On a bucket of schema `json` the body is the document:
+the core validates it (bukt.JsonDocument) and a GET serves it as application/json. On
+any other bucket a JSON body that is Bukt's envelope ({"value", "ttl_seconds",
+"single_read", "encoding"}: a non-empty object of these keys alone, which must then
+have a value) is read as the envelope, as it always was; any other JSON body is
+stored as the bytes it is.
 
 ETags are the entry's version. A GET reads value, version and TTL in one consistent
 read (Bucket.get_entry), so the ETag always names the body it comes with; a HEAD peeks
@@ -13,10 +22,12 @@ DELETE honour If-Match, and GET, HEAD and PUT If-None-Match; the writes are atom
 honours Range (one range; several are answered in full) and If-Range.
 """
 
+import json
 import re
 
+from bukt._core import JsonDocument
 from bukt.errors import VersionMismatch
-from bukt.http.auth import READ, WRITE
+from bukt.http.auth import ADMIN, READ, WRITE
 from bukt.http.ringwait import persisted
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
@@ -32,7 +43,9 @@ SINGLE_READ_HEADER = "Bukt-Single-Read"
 TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 MAX_BULK = 1000           # keys in one bulk call: bounds the work of one request
 CONTENT_TYPES = {bytes: "application/octet-stream", str: "text/plain; charset=utf-8",
-                 int: "text/plain; charset=utf-8"}
+                 int: "text/plain; charset=utf-8", JsonDocument: "application/json"}
+# The keys of Bukt's JSON envelope for a PUT (JSON DOCUMENTS, above).
+ENVELOPE_KEYS = frozenset({"value", "ttl_seconds", "single_read", "encoding"})
 
 
 def precondition_failed(detail):
@@ -208,19 +221,25 @@ class Key:
         ttl = ttl_value(param_or_header(req, "ttl", TTL_IN))
         single = bool_value(param_or_header(req, "single_read", SINGLE_READ_IN),
                             "single_read")
-        as_json = is_json(req)
-        if as_json:     # Bukt's original shape: {"value", "ttl_seconds", "single_read"}
-            doc = await read_json(req, ctx.settings.max_body)
-            if "value" not in doc:
-                raise bad("value", "the JSON body needs a value")
+        value = await read_body(req, ctx.settings.max_body)
+        doc = None                  # JSON DOCUMENTS (module docstring)
+        if is_json(req) and bucket.schema_name != "json":
+            try:
+                parsed = json.loads(value)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise Problem(400, "bad_json", f"body is not JSON: {e}") from None
+            if isinstance(parsed, dict) and parsed and parsed.keys() <= ENVELOPE_KEYS:
+                doc = parsed
+                if "value" not in doc:     # an envelope without its value: a mistake
+                    raise bad("value", "the JSON envelope needs a value")
+        as_json = doc is not None
+        if as_json:     # Bukt's envelope: {"value", "ttl_seconds", "single_read"}
             encoding = encoding_of(req, doc)
             value = value_from_json(doc["value"], encoding)
             if doc.get("ttl_seconds") is not None:
                 ttl = json_ttl(doc, "ttl_seconds")
             if "single_read" in doc:
                 single = json_bool(doc, "single_read")
-        else:
-            value = await read_body(req, ctx.settings.max_body)
         conditions = write_conditions(req, bucket, k)
         version = await ctx.ring.write(bucket.set, k, value, ttl=ttl, single_read=single,
                                        **conditions)
@@ -346,3 +365,48 @@ class Bulk:
                 deleted = 0
             await ctx.durability.settle(name)
             resp.media = {"deleted": deleted}
+
+
+class Touch:
+    """POST /expire {"key", "ttl_seconds"} and /persist {"key"}: a key's TTL set or
+    removed; {"existed": false} when there is no such key (as the TCP EXPIRE answers)."""
+
+    def __init__(self, ctx, op):
+        self.ctx, self.op = ctx, op
+
+    async def on_post(self, req, resp, name):
+        ctx = self.ctx
+        ctx.auth.require(req, name, WRITE)
+        bucket = ctx.store.bucket(name)
+        doc = await read_json(req, ctx.settings.max_body)
+        encoding = encoding_of(req, doc)
+        if "key" not in doc:
+            raise bad("key", "the JSON body needs a key")
+        key = value_from_json(doc["key"], "base64", "key") if encoding == "base64" \
+            else json_key(doc["key"])
+        if self.op == "expire":
+            ttl = json_ttl(doc, "ttl_seconds")
+            if ttl is None:
+                raise bad("ttl_seconds", "the JSON body needs ttl_seconds")
+            existed = await ctx.ring.write(bucket.expire, key, ttl)
+        else:
+            existed = await ctx.ring.write(bucket.persist, key)
+        await ctx.durability.settle(name)
+        resp.media = {"existed": bool(existed)}
+
+
+class Flush:
+    """POST /flush: every key of the bucket deleted (the bucket, its settings and its
+    tokens stay); needs the admin permission, as the TCP FLUSH does."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    async def on_post(self, req, resp, name):
+        ctx = self.ctx
+        ctx.auth.require(req, name, ADMIN)
+        bucket = ctx.store.bucket(name)
+        room = rec_room(ctx.store.limits["max_key"]) if persisted(ctx.store, name) else 0
+        deleted = await ctx.ring.write_all(room, bucket.flush)
+        await ctx.durability.settle(name)
+        resp.media = {"deleted": deleted}

@@ -5,7 +5,9 @@ schemathesis against the served document, so a route or a response shape that dr
 from it fails there.
 """
 
+from bukt._core import SCHEMAS
 from bukt.http.wire import MAX_TTL
+from bukt.tokens import TOKEN_RE
 
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
 JSON_VALUE = {"type": ["string", "integer"]}
@@ -26,6 +28,11 @@ def obj(required=(), **props):
     if required:
         schema["required"] = list(required)
     return schema
+
+
+GIVEN_TOKEN = {"type": "string", "pattern": f"^{TOKEN_RE.pattern}$",
+               "description": "register this secret instead of making a token (admin "
+               "token only; the same token on every node behind a proxy); not echoed"}
 
 
 def json_body(schema, required=True):
@@ -80,7 +87,9 @@ ETAG = header("The entry's version, quoted.")
 TTL_OUT = header("Remaining time to live in seconds, when the key has one.")
 RAW_VALUE = {"application/octet-stream": {"schema": {"type": "string",
                                                      "format": "binary"}},
-             "text/plain": {"schema": {"type": "string"}}}
+             "text/plain": {"schema": {"type": "string"}},
+             "application/json": {"schema": {"description": "a json bucket's document"}}}
+EXISTED = obj(["existed"], existed={"type": "boolean"})
 KEYS_BODY = json_body(obj(["keys"], keys={"type": "array", "maxItems": 1000,
                                           "items": {"type": "string"}},
                           encoding=ENCODING))
@@ -92,7 +101,10 @@ def document():
         "/healthz": {"get": op("Liveness of the segment and the writer", {
             200: json_response("Healthy", ref("Health")),
             503: json_response("Unhealthy, with the reason", ref("Health"))},
-            auth=False, op_id="health")},
+            auth=False, op_id="health"),
+            "head": op("The GET's status and headers, without a body", {
+                200: {"description": "Healthy"}, 503: {"description": "Unhealthy"}},
+                auth=False, op_id="healthHead")},
         "/metrics": {"get": op("Counters: Prometheus text, or JSON with ?format=json", {
             200: {"description": "Metrics", "content": {
                 "text/plain": {"schema": {"type": "string"}},
@@ -129,7 +141,7 @@ def document():
                         "type": "integer"}, permissions=PERMS)}))}, op_id="listTokens"),
             "post": op("Make a token (admin); shown once", {
                 201: json_response("Created", ref("TokenCreated"))},
-                body=json_body(obj(["permissions"], permissions=PERMS)),
+                body=json_body(obj(["permissions"], permissions=PERMS, token=GIVEN_TOKEN)),
                 op_id="createToken")},
         f"{bucket}/tokens/{{token_id}}": {
             "parameters": [BUCKET, path_param("token_id", {"type": "integer",
@@ -183,7 +195,9 @@ def document():
                 [hdr("If-None-Match", {"type": "string"}),
                  hdr("If-Match", {"type": "string"})], op_id="headKey"),
             "put": op("Store a value: a raw body, or JSON {value, ttl_seconds, "
-                      "single_read} (write)", {
+                      "single_read} (the envelope); on a json bucket the body is the "
+                      "document, and any other JSON body on a bytes bucket is stored "
+                      "as its bytes (write)", {
                 200: json_response("Stored (JSON request)", ref("PutResult"),
                                    {"ETag": ETAG}),
                 204: {"description": "Stored (raw body)", "headers": {"ETag": ETAG}}},
@@ -195,7 +209,11 @@ def document():
                 body={"required": False, "content": {
                     "application/octet-stream": {"schema": {"type": "string",
                                                             "format": "binary"}},
-                    "application/json": {"schema": ref("PutJson")}}}, op_id="putKey"),
+                    # the envelope, or any document (docs/http.md, JSON documents)
+                    "application/json": {"schema": {"anyOf": [ref("PutJson"), {}],
+                        "description": "On a json bucket: the document. Elsewhere: the "
+                        "envelope when the body is a non-empty object of its keys alone, "
+                        "else any JSON, stored as its bytes"}}}}, op_id="putKey"),
             "delete": op("Delete a key (write)", {204: EMPTY},
                          [hdr("If-Match", {"type": "string"})], op_id="deleteKey")},
         f"{bucket}/keys/{{key}}/incr": {
@@ -222,6 +240,21 @@ def document():
         f"{bucket}/exists": {"parameters": [BUCKET], "post": op("Count existing (read)", {
             200: json_response("How many exist", obj(["exists"], exists={
                 "type": "integer"}))}, body=KEYS_BODY, op_id="exists")},
+        f"{bucket}/expire": {"parameters": [BUCKET], "post": op(
+            "Give a key a TTL (write)", {200: json_response("Whether the key existed", EXISTED)},
+            body=json_body(obj(["key", "ttl_seconds"], key={"type": "string"},
+                               ttl_seconds={"type": "number", "exclusiveMinimum": 0,
+                                            "maximum": MAX_TTL},
+                               encoding=ENCODING)), op_id="expire")},
+        f"{bucket}/persist": {"parameters": [BUCKET], "post": op(
+            "Remove a key's TTL (write)", {200: json_response("Whether the key existed",
+                                                              EXISTED)},
+            body=json_body(obj(["key"], key={"type": "string"}, encoding=ENCODING)),
+            op_id="persist")},
+        f"{bucket}/flush": {"parameters": [BUCKET], "post": op(
+            "Delete every key of the bucket; it, its settings and tokens stay (admin)", {
+                200: json_response("How many were deleted", obj(["deleted"], deleted={
+                    "type": "integer"}))}, op_id="flushBucket")},
         "/api/v1/kv": {"post": op("Original API: store; the token names the bucket", {
             201: json_response("Stored", ref("KvEntry"))},
             body=json_body(obj(["key", "value"], key={"type": "string", "minLength": 1},
@@ -245,13 +278,14 @@ def document():
                       segment={"type": "string"}, reason={"type": "string"},
                       writer={"type": ["string", "object"]}),
         "BucketCreate": obj(["name"], name=NAME,
-                            schema={"type": "string", "enum": ["bytes", "int", "str"]},
+                            schema={"type": "string", "enum": list(SCHEMAS)},
                             eviction={"type": "string", "enum": ["lru", "none"]},
                             persist={"type": "boolean"}, default_ttl=TTL,
                             max_memory={"type": ["integer", "string", "null"],
                                         "description": "bytes of chunks its entries may "
-                                        "take (or a size: \"64MiB\"); null: no limit"}),
-        "BucketCreated": obj(["name", "token", "token_id", "permissions"],
+                                        "take (or a size: \"64MiB\"); null: no limit"},
+                            token=GIVEN_TOKEN),
+        "BucketCreated": obj(["name", "token_id", "permissions"],
                              name={"type": "string"}, token={"type": "string"},
                              token_id={"type": "integer"}, permissions=PERMS),
         "BucketInfo": obj(["name", "schema", "eviction", "persist", "stats"],
@@ -285,7 +319,7 @@ def document():
             keys={"type": "integer"}, buckets={"type": "integer"},
             disk={"type": ["object", "null"]}, compaction={"type": ["object", "null"]},
             faces={"type": "object"}),
-        "TokenCreated": obj(["id", "token", "permissions"], id={"type": "integer"},
+        "TokenCreated": obj(["id", "permissions"], id={"type": "integer"},
                             token={"type": "string"}, permissions=PERMS),
         "PutJson": obj(["value"], value=JSON_VALUE, ttl_seconds=TTL,
                        single_read={"type": "boolean"}, encoding=ENCODING),

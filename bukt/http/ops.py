@@ -47,6 +47,9 @@ class Health:
         resp.set_header("Cache-Control", "no-store")
         resp.media = body
 
+    # HEAD: the GET's status and headers (a load balancer's check); falcon sends no body
+    on_head = on_get
+
 
 class OpenApi:
     def __init__(self, document):

@@ -96,6 +96,8 @@ from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
 import collections as _collections
+import functools as _functools
+import os as _os
 import signal as _signal
 import socket as _socket
 
@@ -255,6 +257,7 @@ cdef class Conn:
     cdef uint64_t epoch         # the meta_epoch its session's token was checked at
     cdef Hot hot                # what run_frames last read of its session
     cdef bint resp              # a connection of the RESP listener (bukt/tcp/resp_session.py)
+    cdef bint subscribed        # its RESP session watches the feed (KEYSPACE NOTIFICATIONS)
 
 
 cdef inline _end_wait(Conn c):
@@ -294,6 +297,10 @@ cdef class Loop:
     cdef object resp_sock        # RESP: the Redis protocol's listening socket, or None
     cdef int resp_fd             # its fd; -1 without one
     cdef object resp_info        # what its sessions' INFO and CONFIG GET say
+    cdef set subscribed          # KEYSPACE NOTIFICATIONS: connections watching the feed
+    cdef int sub_fd              # the eventfd the feed's Waker writes; -1 before
+    cdef object sub_cb, sub_waker
+    cdef Py_ssize_t max_lag      # feed.max_lag: a subscriber that does not read is cut off
 
     def __init__(self, sock, store, settings, admin_hash, durable, ring_wait=None,
                  admission=None, guard=None, resp_sock=None, resp_info=None):
@@ -328,6 +335,11 @@ cdef class Loop:
         self.spin = _spin.SpinCredit(self.busy_poll)
         self.round_yield = settings.round_yield
         self.stopping = False
+        self.subscribed = set()
+        self.sub_fd = -1
+        self.max_lag = settings.feed_max_lag
+        if resp_info is not None:   # INFO's connected_clients: this worker's, open ones
+            resp_info["clients"] = lambda: len(self.conns) - len(self.lingering)
         self.epfd = epoll_create1(0)
         self._ctl(EPOLL_CTL_ADD, self.listen_fd, EPOLLIN)
         if self.resp_fd >= 0:
@@ -357,6 +369,7 @@ cdef class Loop:
         cdef double idle = self.settings.idle_timeout
         cdef double next_sweep = monotonic() + 1.0
         cdef double deadline = 0
+        cdef int epfd = self.epfd
         _signal.signal(_signal.SIGTERM, self.stop)
         _signal.signal(_signal.SIGINT, self.stop)
         while True:
@@ -372,7 +385,11 @@ cdef class Loop:
             timeout = 1 if self.waiters or self.parked else (
                 50 if self.lingering or self.stopping else 200)
             n = self._busy_poll(events)
-            if n == 0:
+            if n == 0 and self.subscribed:
+                # KEYSPACE NOTIFICATIONS: the Waker's thread needs the GIL to wake us
+                with nogil:
+                    n = epoll_wait(epfd, events, MAXEV, timeout)
+            elif n == 0:
                 n = epoll_wait(self.epfd, events, MAXEV, timeout)
             self.now = monotonic()
             if n < 0:
@@ -423,6 +440,11 @@ cdef class Loop:
                 if fd == self.notify_fd:
                     self.notifier.clear()       # _settle below reads the position
                     continue
+                if fd == self.sub_fd:
+                    _os.eventfd_read(fd)
+                    for conn in list(self.subscribed):
+                        self._pump(conn)
+                    continue
                 conn = self.conns.get(fd)
                 if conn is None:
                     continue
@@ -434,6 +456,8 @@ cdef class Loop:
                     continue
                 if ev & EPOLLOUT:
                     self._flush(conn)
+                    if (<Conn>conn).subscribed:
+                        self._pump(conn)
                 if ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and (<Conn>conn).events & EPOLLIN:
                     self._read(conn)
                 elif ev & (EPOLLERR | EPOLLHUP):
@@ -455,6 +479,9 @@ cdef class Loop:
                 sched_yield()                   # ROUND YIELD
         for conn in list(self.conns.values()):
             self._close(conn)
+        if self.sub_fd >= 0:
+            self.sub_waker.remove(self.sub_cb)
+            close(self.sub_fd)
         close(self.epfd)
 
     cdef int _busy_poll(self, epoll_event *events):
@@ -686,6 +713,8 @@ cdef class Loop:
             drop_front(buf, pos)            # (start is 0 for c.buf)
         elif pos < size:
             c.buf = PyByteArray_FromStringAndSize(PyByteArray_AS_STRING(buf) + pos, size - pos)
+        if c.resp and (c.subscribed or c.session.subs is not None):
+            self._sync_sub(c)
         self._update(c)
         self._maybe_finish(c)
 
@@ -740,6 +769,67 @@ cdef class Loop:
             c.events = want
             self._ctl(EPOLL_CTL_MOD, c.fd, want)
 
+    # -- KEYSPACE NOTIFICATIONS (bukt/tcp/resp_pubsub.py) ----------------------------------
+
+    cdef _sync_sub(self, Conn c):
+        """Starts or stops pumping the feed to c as its session subscribes or ends."""
+        subs = c.session.subs
+        cdef bint want = (subs is not None and subs.watcher is not None and c.fd >= 0
+                          and not c.draining)
+        if want == c.subscribed:
+            return
+        c.subscribed = want
+        if not want:
+            self.subscribed.discard(c)
+            if not self.subscribed and self.sub_waker is not None:
+                self.sub_waker.remove(self.sub_cb)     # no wakeups for nobody
+            return
+        if self.sub_fd < 0:
+            self.sub_fd = _os.eventfd(0, _os.EFD_NONBLOCK | _os.EFD_CLOEXEC)
+            self._ctl(EPOLL_CTL_ADD, self.sub_fd, EPOLLIN)
+            self.sub_cb = _functools.partial(_os.eventfd_write, self.sub_fd, 1)
+            self.sub_waker = subs.watcher.waker()   # (one a process: every watcher's)
+        self.sub_waker.add(self.sub_cb)             # (a set: adding again is nothing)
+        self.subscribed.add(c)
+        self._pump(c)
+
+    cdef _pump(self, Conn c):
+        """What the feed has for c, while its output is below the high-water mark and
+        no reply of its waits for the disk (a message never overtakes a reply); above
+        the mark, only whether it is so far behind that it is cut off."""
+        cdef bint more = True
+        subs = c.session.subs
+        if c.fd < 0 or c.draining or subs is None or subs.watcher is None:
+            self._sync_sub(c)
+            return
+        if c.inflight:
+            return                       # _settle pumps once the replies are out
+        if len(c.outbuf) >= self.high_water:
+            if subs.lagging(self.max_lag):
+                self._end_sub(c, subs.cutoff(self.max_lag))
+            return
+        while more and c.fd >= 0 and len(c.outbuf) < self.high_water:
+            data, end, more = subs.pump()
+            if data:
+                c.outbuf += data
+            if end is not None:
+                self._end_sub(c, end)
+                return
+            self._send(c)
+        if c.fd >= 0:
+            self._sync_sub(c)
+            self._update(c)
+
+    cdef _end_sub(self, Conn c, bytes reply):
+        """c is cut off (or its token revoked): `reply` is its last."""
+        c.session.end_subscriptions()
+        c.outbuf += reply
+        c.buf = bytearray()
+        c.stalled = False
+        c.draining = True
+        self._sync_sub(c)
+        self._flush(c)
+
     # -- durability waits ----------------------------------------------------------------
 
     cdef _defer(self, Conn c, d):
@@ -786,6 +876,8 @@ cdef class Loop:
             if (<Conn>c).fd >= 0:
                 (<Conn>c).outbuf += response
                 self._flush(c)
+                if (<Conn>c).subscribed and not (<Conn>c).inflight:
+                    self._pump(c)
         if not waiters:
             self._watch_flushes(False)
 
@@ -838,6 +930,9 @@ cdef class Loop:
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, c.fd, NULL)
         close(c.fd)
         c.fd = -1
+        if c.subscribed:
+            self._sync_sub(c)
+            c.session.end_subscriptions()
         if c.counted:
             c.counted = False
             self.admission.release(c)
@@ -867,7 +962,7 @@ cdef class Loop:
         for conn in list(self.conns.values()):
             c = <Conn>conn
             if (not c.draining and not c.outbuf and not c.buf and not c.inflight
-                    and now - c.last_active >= idle):
+                    and not c.subscribed and now - c.last_active >= idle):
                 c.draining = True
                 self._maybe_finish(c)
 

@@ -40,7 +40,9 @@ from bukt import errors
 from bukt.tcp import admission, stats
 from bukt import protocol as P
 from bukt.writewait.ringroom import RETRY, RoomWait
-from bukt.tcp.frames import PARK, Deferred, ring_full_frame
+from bukt.tcp.frames import (PARK, STOP_DEFERRED, STOP_FATAL, STOP_PARK,  # noqa: F401
+                              STOP_FULL, STOP_PARTIAL, STOP_QUIT, Deferred, drive,
+                              ring_full_frame)
 from bukt.tcp.session import Session
 
 log = logging.getLogger("bukt.tcp")
@@ -52,37 +54,38 @@ try:
 except ImportError:
     _wire = None
 
-STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
+
+
+class _BadLength(Exception):
+    """A frame's Length that cannot be honoured (the loops answer it: _fatal_answer)."""
 
 
 def run_py(buf, size, pos, session, max_frame, out, out_limit):
     """Handles whole frames of buf[pos:size] into `out` until a stop (bukt/tcp/_wire.pyx
-    says which); returns (pos, why). The reference for the compiled `_wire.run`."""
-    out_bytes = 0
-    session.recheck()                   # a token revoked since the last batch
+    says which); returns (pos, why). The reference for the compiled `_wire.run`: the
+    loop shared with the RESP face (frames.drive) around the binary frame. (Two Python
+    calls a frame more than a loop of its own; the hot path is _wire.run, in C.)"""
     handle = session.handle
-    while size - pos >= 4:
+
+    def parse(buf, pos, size):
+        if size - pos < 4:
+            return None
         length = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
         if length < _HDR_SIZE or length > max_frame:
-            return pos, STOP_FATAL
+            raise _BadLength
         if size - pos < length:
-            return pos, STOP_PARTIAL
+            return None
         _, command, rid = _HEADER.unpack_from(buf, pos)
-        result = handle(command, rid, buf, pos + _HDR_SIZE, pos + length)
-        if result is PARK:
-            return pos, STOP_PARK
-        pos += length
-        if stats.row is not None:
-            stats.count_bin(command, length, result)
-        out.append(result)
-        if result.__class__ is not bytes:
-            return pos, STOP_DEFERRED
-        if session.closing:
-            return pos, STOP_QUIT
-        out_bytes += len(result)
-        if out_bytes >= out_limit:
-            return pos, STOP_FULL
-    return pos, STOP_PARTIAL
+        return (command, rid, buf, pos + _HDR_SIZE, pos + length), pos + length
+    if stats.row is None:
+        step = lambda r: handle(*r)  # noqa: E731
+    else:
+        def step(r):                # counted (bukt/tcp/stats.py)
+            result = handle(*r)
+            if result is not PARK:
+                stats.count_bin(r[0], r[4] - r[3] + _HDR_SIZE, result)
+            return result
+    return drive(parse, step, _BadLength, None, buf, size, pos, session, out, out_limit)
 
 
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, admission.TOO_MANY.encode())
@@ -450,6 +453,8 @@ class RespConnection(Connection):
     FACE = 1                    # its counters' (bukt/tcp/stats.py)
 
     MIN_REQUEST = 1
+    _sub_cb = None        # KEYSPACE NOTIFICATIONS: its callback on the feed's Waker
+    _sub_waker = None
 
     def _new_session(self, worker):
         from bukt.tcp.resp_session import RespSession
@@ -480,6 +485,81 @@ class RespConnection(Connection):
             return d.response
         from bukt.tcp.resp_session import error_reply
         return error_reply(exc)
+
+    # -- KEYSPACE NOTIFICATIONS (bukt/tcp/resp_pubsub.py) --------------------------------
+    # While its session is subscribed, the feed's Waker (a thread) schedules `_pump` on
+    # this loop after each of the writer's batches and every second. A pump writes what
+    # the feed has for it while the transport is below its high-water mark and no reply
+    # waits for the disk (a message never overtakes a reply); above the mark it only
+    # looks whether the subscriber is so far behind that it is cut off.
+
+    def _process(self):
+        super()._process()
+        self._sync_subscription()
+
+    def _sync_subscription(self):
+        subs = self.session.subs
+        want = (subs is not None and subs.watcher is not None and not self.closed
+                and not self.draining)
+        if want and self._sub_cb is None:
+            loop = self._loop
+            self._sub_cb = lambda: loop.call_soon_threadsafe(self._pump)  # noqa: E731
+            self._sub_waker = subs.watcher.waker()
+            self._sub_waker.add(self._sub_cb)
+            self._pump()
+        elif not want and self._sub_cb is not None:
+            self._sub_waker.remove(self._sub_cb)
+            self._sub_cb = None
+
+    def _pump(self):
+        subs = self.session.subs
+        if self._sub_cb is None or subs is None or self.closed or self.draining:
+            self._sync_subscription()
+            return
+        if self.deferred:
+            return                  # _deferred_done pumps once the replies are out
+        max_lag = self.worker.settings.feed_max_lag
+        if self.write_paused:
+            if subs.lagging(max_lag):
+                self._end_subscription(subs.cutoff(max_lag))
+            return
+        data, end, more = subs.pump()
+        if data:
+            self.transport.write(data)
+        if end is not None:
+            self._end_subscription(end)
+        elif more:
+            self._loop.call_soon(self._pump)
+        else:
+            self._sync_subscription()
+
+    def _end_subscription(self, reply):
+        """The subscriber is cut off (or its token revoked): `reply` is its last."""
+        self.session.end_subscriptions()
+        self._sync_subscription()
+        self._write([reply])
+        self.buf = bytearray()
+        self.draining = True
+        self._maybe_finish()
+
+    def _deferred_done(self, fut, d):
+        super()._deferred_done(fut, d)
+        if self._sub_cb is not None and not self.deferred:
+            self._pump()
+
+    def resume_writing(self):
+        super().resume_writing()
+        if self._sub_cb is not None:
+            self._pump()
+
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        self._sync_subscription()
+        self.session.end_subscriptions()
+
+    def idle_for(self, now) -> float:
+        # a subscriber only listens (Redis does not time out Pub/Sub clients either)
+        return 0.0 if self._sub_cb is not None else super().idle_for(now)
 
 
 def resp_error_line(message: str) -> bytes:

@@ -200,8 +200,9 @@ def integer(n: int) -> bytes:
 def bulk(value) -> bytes:
     if value is None:
         return NULL2
-    if type(value) is not bytes:
-        value = value.encode() if isinstance(value, str) else str(value).encode()
+    if type(value) is not bytes:        # a json bucket's JsonDocument is bytes too
+        value = bytes(value) if isinstance(value, bytes) else value.encode() \
+            if isinstance(value, str) else str(value).encode()
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 

@@ -16,6 +16,11 @@ AUTHs count against the peer's address in the table shared with the binary face
 revoked token leaves the session unauthenticated from its next batch (`recheck`, as
 bukt/tcp/session.py does).
 
+ADMIN. `AUTH <bucket> <admin-token>` (or HELLO's AUTH) opens the bucket with every
+permission, FLUSHDB's admin one included: the admin token is the service's, so it
+may do anything to any bucket, and a RESP connection needs a bucket to do anything.
+The admin token alone names no bucket and is refused (-WRONGPASS saying so).
+
 ORDER. Redis replies in request order, without request ids. Under `fsync: always` the
 reply to a write waits for the writer's flushed position (a Deferred, as on the binary
 face); every reply after it on the same connection waits for that same position too,
@@ -42,13 +47,15 @@ import time
 
 from bukt import errors
 from bukt.authguard import locked_message
-from bukt.tcp import stats
+from bukt.tcp import stats as tcp_stats
 from bukt.tcp import resp as R
+from bukt.tcp import resp_pubsub as PS
+from bukt.tcp.frames import (STOP_DEFERRED, STOP_FATAL, STOP_FULL,  # noqa: F401
+                              STOP_PARK, STOP_PARTIAL, STOP_QUIT, drive)
 from bukt.tcp.session import PARK, Deferred, Session
 from bukt.tokens import digest
 from bukt.writewait import ringroom
 
-STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
 READ, WRITE, ADMIN = 1, 2, 4
 ALL_PERMS = READ | WRITE | ADMIN
 REDIS_VERSION = "7.2.0"   # what client version gates compare against
@@ -75,38 +82,29 @@ def version_string():
 
 def run(buf, size, pos, session, max_frame, out, out_limit):
     """Handles the whole commands of buf[pos:size] into `out` until a stop; returns
-    (pos, why). The same contract as bukt/tcp/connection.py run_py."""
-    out_bytes = 0
-    session.recheck()
-    parse = session.parser.parse
-    execute = session.execute
-    while pos < size:
-        try:
-            got = parse(buf, pos, size)
-        except R.RespError as exc:
-            out.append(R.error(f"ERR Protocol error: {exc}"))
-            return pos, STOP_FATAL
-        if got is None:
-            return pos, STOP_PARTIAL
-        args, end = got
-        if not args:            # an empty inline line: nothing to answer
-            pos = end
-            continue
+    (pos, why). The same contract as bukt/tcp/connection.py run_py, and the same loop
+    (frames.drive) around the RESP parser and RespSession.execute."""
+    if tcp_stats.row is None:
+        return drive(session.parser.parse, session.execute, R.RespError, _protocol_error,
+                     buf, size, pos, session, out, out_limit)
+    # Counting (bukt/tcp/stats.py): a command's name and whether it failed, through
+    # one call around execute; the batch's bytes once it ends.
+    execute, n0, start = session.execute, len(out), pos
+
+    def counted(args):
         result = execute(args)
-        if result is PARK:
-            return pos, STOP_PARK
-        if stats.row is not None:
-            stats.count_resp(args[0], end - pos, result)
-        pos = end
-        out.append(result)
-        if result.__class__ is not bytes:
-            return pos, STOP_DEFERRED
-        if session.closing:
-            return pos, STOP_QUIT
-        out_bytes += len(result)
-        if out_bytes >= out_limit:
-            return pos, STOP_FULL
-    return pos, STOP_PARTIAL
+        if result is not PARK:
+            tcp_stats.count_resp(args[0], result)
+        return result
+
+    pos, why = drive(session.parser.parse, counted, R.RespError, _protocol_error,
+                     buf, size, pos, session, out, out_limit)
+    tcp_stats.count_resp_bytes(pos - start, out, n0)
+    return pos, why
+
+
+def _protocol_error(exc) -> bytes:
+    return R.error(f"ERR Protocol error: {exc}")
 
 
 def ring_full_answer(session, buf, pos, size, wait):
@@ -324,11 +322,12 @@ class RespSession:
         self.perms = 0
         self.token_id = self.token_perms = 0
         self.persist = False
-        self.admin = False           # RESP has no admin session (docs/resp.md)
+        self.admin = False           # opened by the admin token (ADMIN in the docstring)
         self.revoked = False
         self.multi = None            # list of (cmd, ops, fmt) while in MULTI
         self.multi_dirty = False
         self.watched = {}            # key -> version at WATCH (0: absent)
+        self.subs = None             # Subscriptions while subscribed (resp_pubsub.py)
         self.closing = False
         self.park_ring_full = False
         self.park_room = 0
@@ -352,6 +351,10 @@ class RespSession:
                                     f"'{cmd.name.lower()}' command"))
             if not cmd.open and self.bucket is None:
                 raise Reply(NOAUTH)
+            if self.subs is not None and self.proto == 2 and name not in PS.ALLOWED_RESP2:
+                raise Reply(R.error(f"ERR Can't execute '{cmd.name.lower()}': only "
+                                    "(P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / "
+                                    "RESET are allowed in this context"))
             if cmd.perm and not self.perms & cmd.perm:
                 raise Reply(R.error(f"NOPERM this token has no permission to run the "
                                     f"'{cmd.name.lower()}' command (it lacks "
@@ -398,10 +401,6 @@ class RespSession:
         self.multi.append((cmd, ops, fmt))
         return R.QUEUED
 
-    # the token still stands, or the session becomes unauthenticated: the binary face's
-    # rule, on the same fields (bucket, bucket_name, token_id, token_perms, perms)
-    recheck = Session.recheck
-
     # -- auth ------------------------------------------------------------------------------
 
     def authenticate(self, bucket, token) -> bytes | None:
@@ -412,6 +411,9 @@ class RespSession:
             left = guard.check(self.peer)
             if left:
                 return R.error("ERR " + locked_message(self.peer, left))
+        if self.admin_hash is not None and hmac.compare_digest(
+                hashlib.sha256(token).digest(), self.admin_hash):
+            return self._admit_admin(bucket)
         found = self.store.find_token(digest(token))
         # Redis's "default" user (what clients send with a password alone) names no
         # bucket: the token's own, as AUTH <token> does.
@@ -425,14 +427,52 @@ class RespSession:
         self.bucket_name, self.perms = name, found[2] & ALL_PERMS
         self.token_id, self.token_perms = found[1], found[2]
         self.persist = bool(self.store.bucket_info(name).get("persist", True))
-        self.revoked = False
+        self.revoked = self.admin = False
         return None
+
+    def _admit_admin(self, bucket) -> bytes | None:
+        """ADMIN: the admin token opens the bucket it names with every permission."""
+        if bucket in (None, b"default"):
+            return R.error("WRONGPASS the admin token opens a bucket: AUTH <bucket> "
+                           "<admin-token>")
+        name = bucket.decode("utf-8", "replace")
+        try:
+            self.bucket = self.store.bucket(name)
+            persist = bool(self.store.bucket_info(name).get("persist", True))
+        except errors.BuktError:
+            return R.error(f"WRONGPASS no bucket {name!r}")
+        self.bucket_name, self.perms, self.admin = name, ALL_PERMS, True
+        self.token_id = self.token_perms = 0
+        self.persist, self.revoked = persist, False
+        return None
+
+    def recheck(self):
+        """The token still stands, or the session becomes unauthenticated: the binary
+        face's rule (bukt/tcp/session.py), on the same fields. The admin token is not a
+        bucket's token (it is the service's own, and cannot be revoked): an admin session
+        is only dropped with its bucket."""
+        if not self.admin:
+            Session.recheck(self)
+        elif self.bucket is not None:
+            try:
+                live = self.store.bucket(self.bucket_name) is self.bucket
+            except errors.BuktError:
+                live = False
+            if not live:
+                self.unauthenticate()
 
     def unauthenticate(self):
         self.bucket = self.bucket_name = None
         self.perms = 0
+        self.admin = False
         self.multi = None
         self.watched = {}
+        self.end_subscriptions()
+
+    def end_subscriptions(self):
+        if self.subs is not None:
+            self.subs.close()
+            self.subs = None
 
 
 def error_reply(exc) -> bytes:
@@ -456,6 +496,8 @@ TX_CONTROL = frozenset({b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"UNWATCH", b"Q
 def _ping(s, args):
     if len(args) > 2:
         raise Reply(R.error("ERR wrong number of arguments for 'ping' command"))
+    if s.subs is not None and s.proto == 2:   # Redis's answer in the subscribed state
+        return b"*2\r\n$4\r\npong\r\n" + R.bulk(args[1] if len(args) == 2 else b"")
     return R.PONG if len(args) == 1 else R.bulk(args[1])
 
 
@@ -472,7 +514,7 @@ def _quit(s, args):
 
 @command("RESET", 1)
 def _reset(s, args):
-    s.unauthenticate()
+    s.unauthenticate()      # (and unsubscribes)
     s.proto, s.name, s.multi_dirty = 2, None, False
     return R.simple("RESET")
 
@@ -572,7 +614,9 @@ def _client(s, args):
 def _client_line(s) -> str:
     name = (s.name or b"").decode()
     return (f"id={s.id} addr={s.peer}:0 laddr=- fd=-1 name={name} "
-            f"age={int(time.monotonic() - s.created)} idle=0 flags=N db=0 sub=0 psub=0 "
+            f"age={int(time.monotonic() - s.created)} idle=0 flags={'P' if s.subs else 'N'} db=0 "
+            f"sub={len(s.subs.channels) if s.subs else 0} "
+            f"psub={len(s.subs.patterns) if s.subs else 0} "
             f"multi={-1 if s.multi is None else len(s.multi)} resp={s.proto} "
             f"lib-name={s.lib.get(b'LIB-NAME', b'').decode()} "
             f"lib-ver={s.lib.get(b'LIB-VER', b'').decode()} bucket={s.bucket_name or ''}")
@@ -666,6 +710,37 @@ def _command(s, args):
 def _time(s, args):
     t = time.time()
     return R.array([R.bulk(str(int(t))), R.bulk(str(int((t % 1) * 1e6)))])
+
+
+# == keyspace notifications (bukt/tcp/resp_pubsub.py) ========================================
+
+def _subscribe(pattern):
+    def handler(s, args):
+        if s.subs is None:
+            s.subs = PS.Subscriptions(s)
+        reply = s.subs.subscribe(args[1:], pattern)
+        if not s.subs.count:
+            s.end_subscriptions()
+        return reply
+    return handler
+
+
+def _unsubscribe(pattern):
+    def handler(s, args):
+        subs = s.subs or PS.Subscriptions(s)
+        reply = subs.unsubscribe(args[1:], pattern)
+        if not subs.count:
+            subs.close()
+            s.subs = None
+        return reply
+    return handler
+
+
+for _name, _pat in (("SUBSCRIBE", False), ("PSUBSCRIBE", True)):
+    command(_name, -2, READ)(_subscribe(_pat))
+for _name, _pat in (("UNSUBSCRIBE", False), ("PUNSUBSCRIBE", True)):
+    command(_name, -1)(_unsubscribe(_pat))
+command("PUBSUB", -2, READ)(PS.pubsub_command)
 
 
 # == transactions ============================================================================
@@ -922,7 +997,9 @@ def _msetnx(s, args):
 
 
 def _as_bytes(v) -> bytes:
-    return v if type(v) is bytes else str(v).encode()
+    if type(v) is bytes:
+        return v
+    return bytes(v) if isinstance(v, bytes) else str(v).encode()    # JsonDocument: bytes
 
 
 @command("APPEND", 3, WRITE)
@@ -1002,24 +1079,87 @@ def _type(s, args):
         lambda r, p: R.simple("string") if r[0] else R.simple("none")
 
 
+def _expire_when(unit, absolute, arg, name) -> tuple[float, int]:
+    """(seconds from now, absolute unix ms) of an EXPIRE-family argument."""
+    n = _int(arg)
+    now = _now_ms()
+    when = n * (1000 // unit) if absolute else now + n * (1000 // unit)
+    if not -(1 << 63) <= when < (1 << 63):
+        raise Reply(R.error(f"ERR invalid expire time in '{name.lower()}' command"))
+    return (when - now) / 1000, when
+
+
+def _expire_flags(opts, name) -> str:
+    """NX, XX, GT, LT as Redis reads them (any order, repeats allowed): a set of letters
+    'n', 'x', 'g', 'l'."""
+    flags = set()
+    for opt in opts:
+        o = opt.upper()
+        if o not in (b"NX", b"XX", b"GT", b"LT"):
+            raise Reply(R.error(f"ERR Unsupported option {opt.decode('utf-8', 'replace')}"))
+        flags.add(o[:1].lower().decode())
+    if "n" in flags and flags & {"x", "g", "l"}:
+        raise Reply(R.error("ERR NX and XX, GT or LT options at the same time are not "
+                            "compatible"))
+    if {"g", "l"} <= flags:
+        raise Reply(R.error("ERR GT and LT options at the same time are not compatible"))
+    return "".join(sorted(flags))
+
+
 def _expire_plan(unit, absolute, name):
     def plan(s, args):
         if len(args) > 3:
-            raise Reply(R.error(f"ERR {name} options NX/XX/GT/LT are not supported by Bukt"))
-        n = _int(args[2])
-        if absolute:
-            ttl = n - time.time() if unit == 1 else (n - _now_ms()) / 1000
-        else:
-            ttl = n / unit
+            _expire_flags(args[3:], name)
+            raise Reply(R.error(f"ERR {name} with NX, XX, GT or LT is not supported "
+                                "inside MULTI by Bukt"))
+        ttl, _ = _expire_when(unit, absolute, args[2], name)
         if ttl <= 0:
             return [("delete", (args[1],))], _int_reply
         return [("expire", (args[1], ttl))], lambda r, p: R.ONE if r[0] else R.ZERO
     return plan
 
 
+def _expire_handler(unit, absolute, name):
+    """EXPIRE and kin. With NX/XX/GT/LT (Redis 7's rules; a key without a TTL counts as
+    an infinite one for GT and LT) the key's TTL is read, compared, and the change applied
+    only if the key's version is still the one read (a set or delete in between: read
+    again). A TTL changed in between by another EXPIRE is not seen (EXPIRE changes no
+    version; docs/resp.md)."""
+    plan = _expire_plan(unit, absolute, name)
+
+    def handler(s, args):
+        if len(args) == 3:
+            ops, fmt = plan(s, args)
+            b = s.bucket
+            return fmt([getattr(b, m)(*a) for m, a in ops], s.proto)
+        flags = _expire_flags(args[3:], name)
+        ttl, when = _expire_when(unit, absolute, args[2], name)
+        key, b = args[1], s.bucket
+        for _ in range(MAX_CAS):
+            entry = b.get_entry(key, consume=False)
+            if entry is None:
+                return R.ZERO
+            current = None if entry[2] is None else _now_ms() + round(entry[2] * 1000)
+            if (("n" in flags and current is not None)
+                    or ("x" in flags and current is None)
+                    or ("g" in flags and (current is None or when <= current))
+                    or ("l" in flags and current is not None and when >= current)):
+                return R.ZERO
+            op = ("delete", (key,)) if ttl <= 0 else ("expire", (key, ttl))
+            done = exec_queue(b, [op], {key: entry[1]})
+            if done is None:
+                continue                # replaced or deleted in between: again
+            if isinstance(done[0], BaseException):
+                raise done[0]
+            return R.ONE if done[0] else R.ZERO
+        raise Reply(R.error(f"ERR too much contention on this key ({MAX_CAS} tries)"))
+    return plan, handler
+
+
 for _name, _unit, _abs in (("EXPIRE", 1, False), ("PEXPIRE", 1000, False),
                            ("EXPIREAT", 1, True), ("PEXPIREAT", 1000, True)):
-    planned(_name, -3, WRITE, park=True)(_expire_plan(_unit, _abs, _name))
+    _plan, _handler = _expire_handler(_unit, _abs, _name)
+    COMMANDS[_name.encode()] = Cmd(_name, _handler, -3, WRITE, plan=_plan, park=True)
 
 
 def _ttl_plan(ms):

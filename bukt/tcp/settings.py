@@ -65,6 +65,8 @@ class TcpSettings:
     resp_enabled: bool = True           # the Redis protocol beside the binary one
     resp_bind: str = "127.0.0.1:7072"   # (bukt/tcp/resp_session.py, docs/resp.md)
     resp_max_keys: int = 100_000        # KEYS answers at most this many keys
+    # a RESP subscriber that does not read is cut off this far (bytes) behind the feed
+    feed_max_lag: int = _config.parse_size(_config.SCHEMA["feed.max_lag"][0])
 
     _KEYS = {  # field -> config key
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
@@ -78,7 +80,7 @@ class TcpSettings:
         "auth_lockout_max": "auth.lockout_max", "auth_log_interval": "auth.log_interval",
         "auth_sources": "auth.sources",
         "resp_enabled": "resp.enabled", "resp_bind": "resp.bind",
-        "resp_max_keys": "resp.max_keys",
+        "resp_max_keys": "resp.max_keys", "feed_max_lag": "feed.max_lag",
         "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
         "data_dir": "data_dir",
     }
@@ -112,7 +114,8 @@ class TcpSettings:
             auth_lockout_max=_config.parse_duration(s.auth_lockout_max),
             auth_log_interval=_config.parse_duration(s.auth_log_interval),
             auth_sources=int(s.auth_sources), resp_enabled=bool(s.resp_enabled),
-            resp_max_keys=int(s.resp_max_keys))
+            resp_max_keys=int(s.resp_max_keys),
+            feed_max_lag=_config.parse_size(s.feed_max_lag))
 
     @property
     def address(self) -> tuple[str, int]:

@@ -178,16 +178,20 @@ def count_bin(command, length, result):
             r[BIN_ERRORS + op] += 1
 
 
-def count_resp(name, length, result):
-    """A RESP command `name` of `length` bytes answered with `result`."""
+def count_resp(name, result):
+    """A RESP command `name` answered with `result` (its bytes: count_resp_bytes)."""
     r, idx = row, _resp
     w = idx.word(name)
     r[w] += 1
-    r[FACE_WORDS + BYTES_IN] += length
-    if result.__class__ is bytes:
-        r[FACE_WORDS + BYTES_OUT] += len(result)
-        if result[:1] == b"-":
-            r[w + idx.n] += 1
+    if result.__class__ is bytes and result[:1] == b"-":
+        r[w + idx.n] += 1
+
+
+def count_resp_bytes(consumed, out, first):
+    """A RESP batch: `consumed` bytes of requests, its answers out[first:]."""
+    r = row
+    r[FACE_WORDS + BYTES_IN] += consumed
+    r[FACE_WORDS + BYTES_OUT] += sum(len(x) for x in out[first:] if x.__class__ is bytes)
 
 
 def connected(face):

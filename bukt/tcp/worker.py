@@ -72,8 +72,10 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 def resp_info(settings, store, durable, connections) -> dict:
     """What the RESP session's INFO and CONFIG GET say of this server
-    (bukt/tcp/resp_session.py): fixed at the worker's start, but the client count."""
+    (bukt/tcp/resp_session.py): fixed at the worker's start, but the client count (this
+    worker's connections: each worker process answers for its own)."""
     import time
+    from bukt.tcp.resp_pubsub import NOTIFY_FLAGS
     size = 0
     try:
         size = int(store.stats().get("segment_size", 0) or store.stats().get("size", 0))
@@ -92,7 +94,8 @@ def resp_info(settings, store, durable, connections) -> dict:
                        "maxmemory": str(size), "maxmemory-policy": "allkeys-lru",
                        "timeout": str(int(settings.idle_timeout)),
                        "maxclients": str(settings.max_connections),
-                       "proto-max-bulk-len": str(settings.max_frame)}}
+                       "proto-max-bulk-len": str(settings.max_frame),
+                       "notify-keyspace-events": NOTIFY_FLAGS}}
 
 
 class Worker:

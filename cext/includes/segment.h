@@ -319,7 +319,7 @@ typedef struct {
     uint32_t state;             /* 0 free, 1 live, 2 dropping */
     uint32_t gen;               /* bumped when the slot is reused */
     char     name[BK_NAME_MAX + 1];
-    uint8_t  schema;            /* 0 bytes, 1 int, 2 str */
+    uint8_t  schema;            /* 0 bytes, 1 int, 2 str, 3 json */
     uint8_t  eviction;          /* 0 lru, 1 none */
     uint8_t  persist;
     uint8_t  _pad0[4];

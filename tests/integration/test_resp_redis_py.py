@@ -10,7 +10,7 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
-from tcp_harness import Server, store  # noqa: E402
+from tcp_harness import ADMIN_TOKEN, Server, store  # noqa: E402
 
 LOOPS = ["epoll", "asyncio"]
 
@@ -268,6 +268,33 @@ def test_auth_matrix(srv):
     h = client(srv, proto=3)
     assert h.set("h", "1") and h.get("h") == b"1"
     raw.close()
+
+
+def test_admin_token_opens_a_bucket(srv):
+    """AUTH <bucket> <admin-token>: every permission on that bucket, FLUSHDB's too."""
+    admin = client(srv, token=ADMIN_TOKEN)
+    assert admin.set("ad", "1") and admin.get("ad") == b"1"
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client(srv).flushdb()           # a bucket's read-write token
+    assert admin.flushdb() is True
+    assert client(srv).get("ad") is None
+    assert client(srv, token=ADMIN_TOKEN, proto=3).flushdb() is True   # HELLO 3 AUTH
+    # the admin token names no bucket by itself; a missing bucket is refused
+    with pytest.raises(redis.AuthenticationError, match="AUTH <bucket> <admin-token>"):
+        redis.Redis("127.0.0.1", srv.resp_port, password=ADMIN_TOKEN,
+                    socket_timeout=10).get("k")
+    with pytest.raises(redis.AuthenticationError):
+        client(srv, token=ADMIN_TOKEN, bucket="nosuch").get("k")
+    admin.close()
+
+
+def test_info_counts_clients(srv):
+    """connected_clients: this worker's open connections (the server runs one worker)."""
+    first, second = client(srv), client(srv)
+    assert first.ping() and second.ping()
+    assert first.info("clients")["connected_clients"] >= 2
+    first.close()
+    second.close()
 
 
 def test_revoked_token_is_noauth(srv):

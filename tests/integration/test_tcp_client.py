@@ -123,11 +123,11 @@ def test_a_lost_read_is_retried_once_a_lost_write_is_not():
     lst, seen = _fake_server(answer_after=1)
     port = lst.getsockname()[1]
     try:
-        c = Client(f"bukt://127.0.0.1:{port}")  # no token: no AUTH round trip
+        c = Client(host="127.0.0.1", port=port)  # no token: no AUTH round trip
         assert c.get("k") is None  # the first connection died; the retry was answered
         assert len(seen) == 2
         lst2, seen2 = _fake_server(answer_after=1)
-        c2 = Client(f"bukt://127.0.0.1:{lst2.getsockname()[1]}")
+        c2 = Client(host="127.0.0.1", port=lst2.getsockname()[1])
         with pytest.raises(ConnectionError):
             c2.set("k", b"v")  # the server may have executed it: not sent twice
         assert len(seen2) == 1
