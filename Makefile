@@ -7,7 +7,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DEPS   := $(VENV)/.deps-installed
-CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/tcp/*.pyx bukt/tcp/*.pxd)
+CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/*.pxd \
+                    bukt/tcp/*.pyx bukt/tcp/*.pxd bukt/writer/*.pyx bukt/writer/*.pxd)
 CORE   := $(VENV)/.core-built
 
 .PHONY: all run test test-fast debug bench lint clean install install-venv install-units deps build
@@ -130,8 +131,9 @@ bench: build
 	$(PY) bench/scale.py
 
 lint: $(DEPS)
-	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"
+	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes -I . --module-name bukt._core cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"
 
 clean:
-	rm -rf build dist *.egg-info bukt/*.so bukt/tcp/*.so bukt/tcp/*.c cext/*.c cext/*.html var .pytest_cache
+	rm -rf build dist *.egg-info bukt/*.so bukt/tcp/*.so bukt/tcp/*.c bukt/writer/*.so bukt/writer/*.c \
+		cext/*.c cext/*.html var .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

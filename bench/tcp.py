@@ -11,7 +11,8 @@ each; runs every workload `--repeat` times, interleaving the servers so that noi
 other processes on the machine falls on all of them alike, and reports the median.
 
 Workloads: 50 connections without pipelining; 1 connection; 1 connection
-pipelined 16 deep. 90% GET, 10% SET, 100 B values over 100k keys.
+pipelined 16 deep. 90% GET, 10% SET (`--get` sets the share), 100 B values over 100k
+keys.
 
 `--nice N` runs both servers at niceness N (Bukt's workers through tcp.nice, every
 thread of redis-server through setpriority): with two workers and the load generator
@@ -113,9 +114,9 @@ def server_pids(proc):
     return children or [proc.pid]
 
 
-def loadgen(proto, port, seconds, keys, prefill=False, **kw):
+def loadgen(proto, port, seconds, keys, prefill=False, get=90, **kw):
     args = [LOADGEN, "--proto", proto, "--port", str(port), "--seconds", str(seconds),
-            "--keys", str(keys), "--value", "100", "--get", "90", "--bucket", "bench",
+            "--keys", str(keys), "--value", "100", "--get", str(get), "--bucket", "bench",
             "--token", TOKEN, "--prefill", "1" if prefill else "0"]
     for k, v in kw.items():
         args += [f"--{k}", str(v)]
@@ -137,6 +138,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--get", type=int, default=90,
+                    help="percent of GETs, the rest SETs (default 90; 100: GETs alone)")
     ap.add_argument("--no-redis", action="store_true")
     ap.add_argument("--nice", type=int, default=None,
                     help="run both servers at this niceness (default: as inherited)")
@@ -174,7 +177,7 @@ def main():
                 for name, proto, port, proc in servers:
                     pids = server_pids(proc)
                     cpu = cpu_seconds(*pids)
-                    r = loadgen(proto, port, args.seconds, args.keys, **kw)
+                    r = loadgen(proto, port, args.seconds, args.keys, get=args.get, **kw)
                     r["cpu_us_per_op"] = (cpu_seconds(*pids) - cpu) / max(r["ops"], 1) * 1e6
                     results.setdefault((wname, name), []).append(r)
         if args.nice is not None:

@@ -1450,18 +1450,9 @@ cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noex
         bk_prefetch_r(<char *>ENT(s, o) + 128)  # fast_read fetches them
 
 
-# C callers in other extension modules reach prefetch_key through this capsule:
-# void (*)(object bucket, const char *key, uint32_t n, int stage), for a Bucket only.
-PREFETCH_KEY = PyCapsule_New(<void *>prefetch_key, b"bukt._core.prefetch_key", NULL)
-
-
 # -- a GET into a buffer a face lays out (bukt/tcp/_wire.pyx, fast_get) ------------------
-
-cdef enum:                      # what read_into found
-    READ_HANDED_BACK = -1       # not settled here: the caller asks Bucket.get
-    READ_MISS = 0
-    READ_HIT = 1
-
+# read_into and prefetch_key are declared, with what read_into finds (READ_HIT, ...), in
+# bukt/_core.pxd, the core's C boundary, which the faces cimport.
 
 cdef object read_into(object bucket, const char *k, uint32_t n, Py_ssize_t room,
                       int *found):
@@ -1495,8 +1486,3 @@ cdef object read_into(object bucket, const char *k, uint32_t n, Py_ssize_t room,
         s.counters(b.idx).misses += 1
         found[0] = READ_MISS
     return None
-
-
-# object (*)(object bucket, const char *key, uint32_t n, Py_ssize_t room, int *found),
-# for a Bucket only
-READ_INTO = PyCapsule_New(<void *>read_into, b"bukt._core.read_into", NULL)

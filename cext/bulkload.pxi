@@ -5,9 +5,9 @@
 # generators (aof.scan, basefile.read_base, Recovery._emit) and applies it with one
 # Bucket.restore() call: several microseconds a record, most of a cold start of a
 # million keys. BulkLoad.load walks the file instead, checks each record exactly as
-# logscan.pxi's scan_records does (magic, lengths that add up, the CRC-32) and applies
-# the key records itself with the table's own functions under the stripe lock, the
-# way Bucket.restore / restore_ttl / delete do:
+# the writer's scan_records does (read_record: the magic, lengths that add up, the
+# CRC-32) and applies the key records itself with the table's own functions under the
+# stripe lock, the way Bucket.restore / restore_ttl / delete do:
 #
 #   SET                do_find + do_set (the logged value, absolute expiry, flags and
 #                      version, which also raises the version counter past it)
@@ -25,16 +25,15 @@
 # path and calls load again, so the order of application is the file's.
 #
 # The store's logging is off (set_logging(False)): nothing reaches the ring.
+#
+# The record format is the writer's (bukt/writer/aof.py); what of it this loop reads
+# comes from bukt/writer/_logscan.pxd. The loop stays in the core because applying a
+# record needs the table's internals: the bucket table (bucketv), khash, stripe_of,
+# lock_key, do_find, do_set, do_touch, do_delete_at and grow_past.
 
 from libc.string cimport strlen
-
-cdef enum:
-    _AOF_SET = 1
-    _AOF_DELETE = 2
-    _AOF_EXPIRE = 3
-    _AOF_SET_TTL = 4
-    _AOF_EVICT = 10
-    _AOF_SINGLE_READ = 1            # aof.SINGLE_READ, the on-disk flag
+from bukt.writer._logscan cimport (LOG_DELETE, LOG_EVICT, LOG_EXPIRE, LOG_SET, LOG_SET_TTL,
+                                   LOG_SINGLE_READ, log_record, read_record)
 
 
 cdef class BulkLoad:
@@ -87,65 +86,51 @@ cdef class BulkLoad:
         cdef const unsigned char[::1] view = buf
         cdef const unsigned char *p = &view[0] if view.shape[0] else NULL
         cdef Store s = self.s
-        cdef Py_ssize_t end, length, blen, klen, vlen, count = 0
-        cdef uint32_t rtype, flags
-        cdef uint64_t seq, last = 0, version
+        cdef Py_ssize_t count = 0
+        cdef log_record r
+        cdef uint32_t rtype
+        cdef uint64_t last = 0
         cdef int64_t expire_ms
         cdef int idx
-        cdef const char *key
         s._writable()
         if size > view.shape[0]:
             size = view.shape[0]
-        while off + 44 <= size and count < max_records:
-            if p[off] != 0x42 or p[off + 1] != 0x6b:          # b"Bk"
+        while count < max_records and read_record(p, off, size, &r):
+            rtype = r.type
+            if rtype != LOG_SET and rtype != LOG_DELETE and rtype != LOG_EXPIRE and \
+                    rtype != LOG_SET_TTL and rtype != LOG_EVICT:
                 break
-            rtype = p[off + 2]
-            if rtype != _AOF_SET and rtype != _AOF_DELETE and rtype != _AOF_EXPIRE and \
-                    rtype != _AOF_SET_TTL and rtype != _AOF_EVICT:
-                break
-            flags = p[off + 3]
-            length = _le32(p + off + 4)
-            blen = p[off + 32]
-            klen = p[off + 34] | (p[off + 35] << 8)
-            vlen = _le32(p + off + 36)
-            end = off + length
-            if length != 48 + blen + klen + vlen or end > size:
-                break
-            if crc32(0, p + off, <unsigned int>(length - 4)) != _le32(p + end - 4):
-                break
-            seq = _le64(p + off + 8)
-            if self.after_seq and seq <= self.after_seq:
+            if self.after_seq and r.seq <= self.after_seq:
                 pass                                        # already in the base
             else:
-                if klen == 0 or <uint64_t>klen > s.max_key or <uint64_t>vlen > s.max_value:
+                if r.klen == 0 or <uint64_t>r.klen > s.max_key or \
+                        <uint64_t>r.vlen > s.max_value:
                     break                                   # the slow path raises
-                idx = self._bucket(<const char *>p + off + 44, blen)
+                idx = self._bucket(r.bucket, r.blen)
                 if idx < 0:
                     break                                   # the Loader reports it
-                key = <const char *>p + off + 44 + blen
-                expire_ms = <int64_t>_le64(p + off + 24)
-                version = _le64(p + off + 16)
-                if (rtype == _AOF_SET or rtype == _AOF_SET_TTL) and self.now_ms >= 0 and \
+                expire_ms = <int64_t>r.expire_ms
+                if (rtype == LOG_SET or rtype == LOG_SET_TTL) and self.now_ms >= 0 and \
                         0 < expire_ms <= self.now_ms:
                     self.expired += 1
                     if self.in_base:
                         rtype = 0                           # left out
                     else:
-                        rtype = _AOF_EXPIRE
-                if rtype == _AOF_SET:
-                    bulk_set(s, <uint16_t>idx, key, <uint32_t>klen, key + klen,
-                             <uint32_t>vlen, expire_ms,
-                             BK_E_SINGLE if flags & _AOF_SINGLE_READ else 0, version)
-                elif rtype == _AOF_SET_TTL:
-                    bulk_touch(s, <uint16_t>idx, key, <uint32_t>klen, expire_ms, version)
+                        rtype = LOG_EXPIRE
+                if rtype == LOG_SET:
+                    bulk_set(s, <uint16_t>idx, r.key, <uint32_t>r.klen, r.value,
+                             <uint32_t>r.vlen, expire_ms,
+                             BK_E_SINGLE if r.flags & LOG_SINGLE_READ else 0, r.version)
+                elif rtype == LOG_SET_TTL:
+                    bulk_touch(s, <uint16_t>idx, r.key, <uint32_t>r.klen, expire_ms, r.version)
                 elif rtype != 0:
-                    bulk_delete(s, <uint16_t>idx, key, <uint32_t>klen)
+                    bulk_delete(s, <uint16_t>idx, r.key, <uint32_t>r.klen)
                 if rtype != 0:
                     self.emitted += 1
-            if seq > last:
-                last = seq
+            if r.seq > last:
+                last = r.seq
             count += 1
-            off = end
+            off = r.end
         return count, off, last
 
 

@@ -248,7 +248,6 @@ from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, calloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
-from cpython.pycapsule cimport PyCapsule_New
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.unistd cimport _exit
 from segment cimport *
@@ -290,7 +289,6 @@ include "table.pxi"
 include "bucket.pxi"
 include "meta.pxi"
 include "check.pxi"
-include "logscan.pxi"
 include "bulkload.pxi"
 include "writer.pxi"
 include "flushnote.pxi"

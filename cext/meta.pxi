@@ -113,16 +113,13 @@ cdef inline void bump_meta_epoch(Store s) noexcept:
 
 
 cdef uint64_t meta_epoch_of(object store) noexcept:
-    """The segment's meta_epoch, 0 when `store` is closed: META_EPOCH's function."""
+    """The segment's meta_epoch, 0 when `store` is closed. Declared in bukt/_core.pxd,
+    the core's C boundary: bukt/tcp/_epoll.pyx cimports it."""
     cdef Store s = <Store>store
     if not s.mapped:                    # (hdr still points at the unmapped header)
         return 0
     return bk_load_acq64(&s.hdr.meta_epoch)
 
-
-# C callers in other extension modules (bukt/tcp/_epoll.pyx) reach meta_epoch_of through
-# this capsule, without a Python call: uint64_t (*)(object store), for a Store only.
-META_EPOCH = PyCapsule_New(<void *>meta_epoch_of, b"bukt._core.meta_epoch", NULL)
 
 
 cdef int repair_meta(Store s) except -1:

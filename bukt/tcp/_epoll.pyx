@@ -90,7 +90,6 @@ from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_FromStringAnd
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_Clear, PyList_GET_SIZE
-from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -102,6 +101,7 @@ import signal as _signal
 import socket as _socket
 
 from bukt import _core
+from bukt._core cimport meta_epoch_of, prefetch_key
 from bukt.tcp import admission as _admission
 from bukt.tcp import stats as _stats
 from bukt import errors as _errors
@@ -203,19 +203,13 @@ cdef char *rbuf = PyByteArray_AS_STRING(rbuf_obj)
 cdef double LINGER = _connection.LINGER
 cdef double LINGER_MAX = _connection.LINGER_MAX
 
-# The segment's meta_epoch (cext/meta.pxi), read without a Python call: a session's
-# token is re-checked (Session.recheck: a Python call and a look at the bucket's tokens)
-# only when the bucket table changed since its connection last looked (REVOCATION in
+# From the core, without a Python call (cimported above: bukt/_core.pxd):
+# meta_epoch_of, the segment's meta_epoch: a session's token is re-checked
+# (Session.recheck: a Python call and a look at the bucket's tokens) only when the
+# bucket table changed since its connection last looked (REVOCATION in
 # bukt/tcp/session.py). For a bukt._core.Store only; 0 means "look".
-ctypedef uint64_t (*epoch_fn)(object) noexcept
-cdef epoch_fn meta_epoch = <epoch_fn>PyCapsule_GetPointer(_core.META_EPOCH,
-                                                          b"bukt._core.meta_epoch")
-
-# PREFETCH (bukt._core.prefetch_key): memory fetches for a key read soon, in two
-# stages (cext/bucket.pxi says which lines). For a bukt._core.Bucket only.
-ctypedef void (*prefetch_fn)(object, const char *, uint32_t, int) noexcept
-cdef prefetch_fn prefetch_key = <prefetch_fn>PyCapsule_GetPointer(_core.PREFETCH_KEY,
-                                                                  b"bukt._core.prefetch_key")
+# prefetch_key (PREFETCH): memory fetches for a key read soon, in two stages
+# (cext/bucket.pxi says which lines). For a bukt._core.Bucket only.
 
 cdef double RETRY = _ringroom.RETRY   # seconds between attempts of a parked request
 # bukt/writewait/spin.py's, as C values: the busy poll compares against them at every yield
@@ -641,7 +635,7 @@ cdef class Loop:
                     pos, why = _resp.run(buf, size, pos, c.session, self.max_frame, out,
                                          self.high_water)
                 else:
-                    epoch = meta_epoch(self.store) if self.core_store else 0
+                    epoch = meta_epoch_of(self.store) if self.core_store else 0
                     pos = run_frames(buf, size, pos, c.session, self.max_frame, out,
                                      self.high_water, &why, epoch == 0 or epoch != c.epoch,
                                      c.hot)

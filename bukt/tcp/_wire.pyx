@@ -7,8 +7,9 @@ and of Session's fast path (bukt/tcp/session.py); both stay in Python as the ref
 and the fallback, and tests/integration/test_tcp_fuzz.py runs the same streams through both. It
 calls the store through its Python API, except that a GET of a bukt._core bucket asks
 the core to copy the value into a bytes object with room for the response header in
-front (bukt._core read_into, through a capsule), which fast_get then writes: one copy
-of the value and no Python call, and Bucket.get when the core hands the key back.
+front (read_into, cimported from the core's C boundary, bukt/_core.pxd), which
+fast_get then writes: one copy of the value and no Python call, and Bucket.get when
+the core hands the key back.
 
     pos, why = _wire.run(buf, size, pos, session, max_frame, out, out_limit)
 
@@ -21,7 +22,6 @@ the buffer to be handled again: bukt/tcp/session.py, RING FULL). Everything
 else (flow control, writing, closing) stays with the Python caller.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -30,12 +30,9 @@ from bukt import protocol as _P
 from bukt.tcp import stats as _stats
 from bukt.tcp.frames import PARK as _PARK, internal_error as _internal_error
 
-try:
-    from bukt import _core
-except ImportError:             # the frame loop works with any store (tests' fakes too)
-    _core = None
+from bukt import _core
+from bukt._core cimport READ_HIT, READ_MISS, read_into
 
-ctypedef object (*read_into_fn)(object, const char *, uint32_t, Py_ssize_t, int *)
 # This worker's counters (bukt/tcp/stats.py): a pointer into its row of the shared
 # area, NULL while nothing is counted. A request pays a NULL test and a few adds.
 cdef uint64_t *STATS = NULL
@@ -70,11 +67,8 @@ cdef inline void count(uint8_t command, uint32_t length, object result) noexcept
             STATS[S_ERRORS + op] += 1
 
 
-cdef read_into_fn read_into = NULL
-cdef object CoreBucket = None
-if _core is not None:
-    read_into = <read_into_fn>PyCapsule_GetPointer(_core.READ_INTO, b"bukt._core.read_into")
-    CoreBucket = _core.Bucket
+# The frame loop works with any store (tests' fakes too); read_into only with this one.
+cdef object CoreBucket = _core.Bucket
 
 # the frame header's size, and where the key starts in a payload (bukt/protocol.py)
 cdef Py_ssize_t HDR = _P.HEADER_SIZE
@@ -168,17 +162,17 @@ cdef object fast_get(object bucket, uint64_t rid, const unsigned char *p, Py_ssi
             raise _errors.ProtocolError(
                 f"payload truncated: key needs {klen} bytes, {n - GET_KEY} left")
         raise _errors.ProtocolError(f"{n - GET_KEY - klen} unexpected bytes after the payload")
-    if read_into != NULL and type(bucket) is CoreBucket:
+    if type(bucket) is CoreBucket:
         # the value lands after room for the header and the type byte, written here
         result = read_into(bucket, <const char *>p + GET_KEY, klen, HDR + 1, &found)
-        if found == 1:
+        if found == READ_HIT:
             out = PyBytes_AS_STRING(result)
             put32(out, <uint32_t>PyBytes_GET_SIZE(result))
             out[4] = 0                              # OK
             put64(out + 5, rid)
             out[HDR] = 0                            # the value's type: bytes
             return result
-        if found == 0:
+        if found == READ_MISS:
             return frame(1, rid, NULL, 0)           # NOT_FOUND
     value = bucket.get(PyBytes_FromStringAndSize(<const char *>p + GET_KEY, klen))
     if value is None:

@@ -142,8 +142,8 @@ import time
 import zlib
 from typing import Iterator, NamedTuple, Optional
 
-from bukt._core import scan_records as _scan_records
 from bukt.errors import BuktError, DiskError
+from bukt.writer._logscan import scan_records as _scan_records
 
 __all__ = [
     "FORMAT", "LOG_MAGIC", "BASE_MAGIC", "FILE_HEADER_SIZE", "RECORD_OVERHEAD",
@@ -443,7 +443,7 @@ def scan(buf, start, size, report: Scan, *, skip_bad=False, path="?",
                 report.last_seq = max(report.last_seq, last_seq)
                 report.good_end = off = end
                 continue
-        # Fast path (compiled: cext/logscan.pxi): whole records whose checksum, over
+        # Fast path (compiled: bukt/writer/_logscan.pyx): whole records whose checksum, over
         # everything before it, header included, holds. Anything else goes to _parse,
         # which tells a truncated tail from corruption.
         recs, ends = _scan_records(buf, off, size, Record, TYPE_NAMES,

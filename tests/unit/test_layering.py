@@ -38,6 +38,12 @@ def test_the_core_does_not_load_the_service_package():
     assert not {m for m in loaded_by("bukt._core") if m.startswith("bukt.service")}
 
 
+def test_the_core_reads_the_log_format_without_loading_the_writer():
+    """cext/bulkload.pxi cimports the record format from bukt/writer/_logscan.pxd, whose
+    contents are inline: the core loads nothing of the writer's package at run time."""
+    assert not {m for m in loaded_by("bukt._core") if m.startswith("bukt.writer")}
+
+
 def test_the_frame_loop_and_the_session_do_not_import_each_other():
     """_wire.pyx runs sessions it is handed and recognises their answers through
     bukt/tcp/frames.py; the session never needs the loops."""

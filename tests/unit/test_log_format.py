@@ -43,6 +43,14 @@ def test_operations_doc_shows_the_same_bytes():
             assert line in doc, line
 
 
+def test_compiled_readers_know_the_format_aof_writes():
+    """The log's record format in C (bukt/writer/_logscan.pxd: what the writer's scan and
+    the core's bulk loader read) has aof.py's sizes, record types and flag."""
+    from bukt.writer import _logscan
+    assert _logscan.FORMAT_CONSTANTS == {n: getattr(aof, n) for n in _logscan.FORMAT_CONSTANTS}
+    assert aof._scan_records is _logscan.scan_records
+
+
 def test_every_record_type_round_trips(tmp_path):
     h = bytes(range(32))
     recs = [

@@ -450,24 +450,52 @@ def test_full_ring_fails_the_write_after_a_bounded_wait(segname):
     s.close()
 
 
-def _capsule_function(capsule, name, restype, *argtypes):
-    import ctypes
-    get = ctypes.pythonapi.PyCapsule_GetPointer
-    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    return ctypes.PYFUNCTYPE(restype, *argtypes)(get(capsule, name))
+# bukt/_core.pxd, the core's C boundary: each function the faces cimport, with the C
+# signature Cython exports it under (the name of its capsule in bukt._core.__pyx_capi__)
+CORE_C_API = {
+    "read_into": "PyObject *(PyObject *, char const *, uint32_t, Py_ssize_t, int *)",
+    "prefetch_key": "void (PyObject *, char const *, uint32_t, int)",
+    "meta_epoch_of": "uint64_t (PyObject *)",
+}
 
 
-def test_prefetch_key_and_meta_epoch_through_their_capsules(segname):
-    """bukt._core.prefetch_key (the TCP worker's PREFETCH, reached through a capsule)
-    reads nothing it trusts and changes nothing: on present and absent keys, keys
-    longer than any stored, a dropped bucket's and a closed store's, every stage, it
-    returns, and the table reads and checks the same afterwards. meta_epoch's capsule
-    gives the store's epoch, and 0 once the store is closed."""
+def _core_function(name, restype, *argtypes):
+    """A function of bukt._core's C API, called through ctypes as a cimporting module
+    calls it (Cython binds it from the same capsule when that module is imported)."""
     import ctypes
     from bukt import _core
-    prefetch = _capsule_function(_core.PREFETCH_KEY, b"bukt._core.prefetch_key", None,
-                                 ctypes.py_object, ctypes.c_char_p, ctypes.c_uint32,
-                                 ctypes.c_int)
+    capsule = _core.__pyx_capi__[name]
+    sig = CORE_C_API[name].encode()
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return ctypes.PYFUNCTYPE(restype, *argtypes)(get(capsule, sig))
+
+
+def test_core_c_api_is_what_its_pxd_declares():
+    """The faces reach the core's fast paths only through bukt/_core.pxd: Cython
+    exports exactly the functions declared there, under the signatures the faces were
+    compiled against (so a change to one is caught at import, not by a crash), and the
+    hand-made capsules they replaced are gone; the TCP modules import, so their
+    cimports bound."""
+    import ctypes
+    from bukt import _core
+    from bukt.tcp import _epoll, _wire  # noqa: F401  (import binds their cimports)
+    name_of = ctypes.pythonapi.PyCapsule_GetName
+    name_of.restype, name_of.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    assert {n: name_of(c).decode() for n, c in _core.__pyx_capi__.items()} == CORE_C_API
+    assert not [n for n in ("META_EPOCH", "PREFETCH_KEY", "READ_INTO") if hasattr(_core, n)]
+    assert not hasattr(_core, "scan_records")     # the log's format is the writer's
+
+
+def test_prefetch_key_and_meta_epoch_through_the_c_api(segname):
+    """bukt._core.prefetch_key (the TCP worker's PREFETCH, cimported from the core)
+    reads nothing it trusts and changes nothing: on present and absent keys, keys
+    longer than any stored, a dropped bucket's and a closed store's, every stage, it
+    returns, and the table reads and checks the same afterwards. meta_epoch_of gives
+    the store's epoch, and 0 once the store is closed."""
+    import ctypes
+    prefetch = _core_function("prefetch_key", None, ctypes.py_object, ctypes.c_char_p,
+                              ctypes.c_uint32, ctypes.c_int)
     s = bukt.create(segname, size="16MiB")
     writer_claim(s)   # as a writer does: changes go to the ring
     b = s.create_bucket("b", persist=False)
@@ -482,8 +510,7 @@ def test_prefetch_key_and_meta_epoch_through_their_capsules(segname):
     s.drop_bucket("b")
     for k in keys:
         prefetch(b, k, len(k), 2)                   # a dropped bucket's object
-    epoch = _capsule_function(_core.META_EPOCH, b"bukt._core.meta_epoch",
-                              ctypes.c_uint64, ctypes.py_object)
+    epoch = _core_function("meta_epoch_of", ctypes.c_uint64, ctypes.py_object)
     assert epoch(s) == s.meta_epoch > 0
     s.close()
     for k in keys:
@@ -497,17 +524,15 @@ def test_prefetch_key_and_meta_epoch_through_their_capsules(segname):
 
 
 def test_read_into_copies_after_the_callers_room_or_hands_back(clock, segname):
-    """bukt._core.read_into (the TCP worker's GET, reached through a capsule) returns the
+    """bukt._core.read_into (the TCP worker's GET, cimported from the core) returns the
     value after `room` bytes the caller reserved, writing nothing there and knowing no
     protocol, and counts it as Bucket.get does; a miss is None with found 0; and it
     hands back (found -1, nothing changed) wherever Bucket.get must decide: a typed
     bucket, a single-read key (not consumed), an expired key, an empty or oversized key,
     a dropped bucket, a closed store."""
     import ctypes
-    from bukt import _core
-    fn = _capsule_function(_core.READ_INTO, b"bukt._core.read_into", ctypes.py_object,
-                           ctypes.py_object, ctypes.c_char_p, ctypes.c_uint32,
-                           ctypes.c_ssize_t, ctypes.POINTER(ctypes.c_int))
+    fn = _core_function("read_into", ctypes.py_object, ctypes.py_object, ctypes.c_char_p,
+                        ctypes.c_uint32, ctypes.c_ssize_t, ctypes.POINTER(ctypes.c_int))
 
     def read_into(bucket, key, room):
         found = ctypes.c_int(7)
