@@ -55,87 +55,87 @@ def pct(xs, p):
 
 # -- watchers ------------------------------------------------------------------------------
 
-async def _local_watchers(name, n, ready, stop, arrivals, ended):
+async def _watch_all(runs, ready, stop, ended, settle=0.0):
+    """Run the watcher coroutines `runs` until `stop`; `ended` counts those whose
+    stream ended before the run did (gone, cut off, disconnected). `settle`: seconds
+    for them to connect and start streaming before `ready`."""
+    tasks = [asyncio.create_task(r) for r in runs]
+    if settle:
+        await asyncio.sleep(settle)
+    ready.set()
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    with ended.get_lock():
+        ended.value += sum(t.done() for t in tasks)
+    for t in tasks:
+        t.cancel()
+
+
+async def _lines(port, request, on_line):
+    """A streaming connection: send `request`, hand each line to `on_line` until the
+    stream ends (or the run cancels it). Without `on_line` it takes what comes in
+    chunks: splitting 100 streams into lines in two Python processes cost more than
+    the server's side and was most of what the latency measured."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(request)
+    await w.drain()
+    while True:
+        if on_line is None:
+            if not await r.read(1 << 16):
+                return
+            continue
+        line = await r.readline()
+        if not line:
+            return
+        on_line(line)
+
+
+def _local_watchers(name, n, arrivals):
     store = bukt.attach(name)
-    ws = [store.awatch("b") for _ in range(n)]
 
     async def run(w, record):
         async for e in w:
             if record and e.key.startswith(b"lat:"):
                 arrivals[int(e.key[4:])] = time.monotonic_ns()
 
-    tasks = [asyncio.create_task(run(w, i == 0)) for i, w in enumerate(ws)]
-    ready.set()
-    while not stop.is_set():
-        await asyncio.sleep(0.05)
-    with ended.get_lock():              # streams that ended before the run did (gone,
-        ended.value += sum(t.done() for t in tasks)     # cut off, disconnected)
-    for t in tasks:
-        t.cancel()
+    return [run(store.awatch("b"), i == 0) for i in range(n)], 0.0
 
 
-async def _sse_watchers(port, token, n, ready, stop, arrivals, ended):
-    async def run(record):
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(f"GET /api/v1/buckets/b/watch HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}"
-                "\r\nAccept: text/event-stream\r\n\r\n".encode())
-        await w.drain()
-        while True:                     # until the stream ends, or the run (cancelled)
-            line = await r.readline()
-            if not line:
-                return
-            if record and line.startswith(b"data:"):
-                d = json.loads(line[5:])
-                k = d.get("key", "")
-                if k.startswith("lat:"):
-                    arrivals[int(k[4:])] = time.monotonic_ns()
-        w.close()
+def _sse_watchers(port, token, n, arrivals):
+    request = (f"GET /api/v1/buckets/b/watch HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}"
+               "\r\nAccept: text/event-stream\r\n\r\n").encode()
 
-    tasks = [asyncio.create_task(run(i == 0)) for i in range(n)]
-    await asyncio.sleep(0.5)            # connected and streaming
-    ready.set()
-    while not stop.is_set():
-        await asyncio.sleep(0.05)
-    with ended.get_lock():              # streams that ended before the run did (gone,
-        ended.value += sum(t.done() for t in tasks)     # cut off, disconnected)
-    for t in tasks:
-        t.cancel()
+    def record(line):
+        if line.startswith(b"data:"):
+            k = json.loads(line[5:]).get("key", "")
+            if k.startswith("lat:"):
+                arrivals[int(k[4:])] = time.monotonic_ns()
+
+    return [_lines(port, request, record if i == 0 else None) for i in range(n)], 0.5
 
 
-async def _redis_watchers(port, n, ready, stop, arrivals, ended):
-    async def run(record):
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.write(resp(b"PSUBSCRIBE", b"__keyevent@0__:*"))
-        await w.drain()
-        while True:                     # until the stream ends, or the run (cancelled)
-            line = await r.readline()
-            if not line:
-                return
-            if record and line.startswith(b"lat:"):
-                arrivals[int(line[4:].strip())] = time.monotonic_ns()
-        w.close()
+def _redis_watchers(port, n, arrivals):
+    def record(line):
+        if line.startswith(b"lat:"):
+            arrivals[int(line[4:].strip())] = time.monotonic_ns()
 
-    tasks = [asyncio.create_task(run(i == 0)) for i in range(n)]
-    await asyncio.sleep(0.5)
-    ready.set()
-    while not stop.is_set():
-        await asyncio.sleep(0.05)
-    with ended.get_lock():              # streams that ended before the run did (gone,
-        ended.value += sum(t.done() for t in tasks)     # cut off, disconnected)
-    for t in tasks:
-        t.cancel()
+    request = resp(b"PSUBSCRIBE", b"__keyevent@0__:*")
+    return [_lines(port, request, record if i == 0 else None) for i in range(n)], 0.5
 
 
 def watcher_proc(kind, target, n, ready, stop, out, record, ended):
     arrivals = {}
-    if kind == "local":
-        coro = _local_watchers(target, n, ready, stop, arrivals, ended)
-    elif kind == "sse":
-        coro = _sse_watchers(target[0], target[1], n, ready, stop, arrivals, ended)
-    else:
-        coro = _redis_watchers(target, n, ready, stop, arrivals, ended)
+
+    async def main():
+        if kind == "local":
+            runs, settle = _local_watchers(target, n, arrivals)
+        elif kind == "sse":
+            runs, settle = _sse_watchers(target[0], target[1], n, arrivals)
+        else:
+            runs, settle = _redis_watchers(target, n, arrivals)
+        await _watch_all(runs, ready, stop, ended, settle)
     try:
-        asyncio.run(coro)
+        asyncio.run(main())
     except Exception as e:                              # noqa: BLE001
         print(f"  watcher process ({kind}): {e!r}", file=sys.stderr)
     if record:

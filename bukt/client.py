@@ -244,10 +244,12 @@ class _Ops:
         return self._do(C.SCAN, {"cursor": cursor, "count": count, "prefix": _b(prefix)},
                         convert)
 
-    def watch_poll(self, since=None, prefix=b"", values=False, max_events=256):
+    def watch_poll(self, since=None, prefix=b"", values=False, max_events=256, wait=0):
         """One WATCH (docs/protocol.md): (events, position, gone). `since` None: from now.
         Events are bukt.feed.Event; go on with since=position. `gone`: the feed no
-        longer holds `since`; position is then the oldest point it does hold."""
+        longer holds `since`; position is then the oldest point it does hold. `wait`
+        (seconds): with no events yet, the server answers when they come or after this
+        long (a long poll, cut to its tcp.watch_max_wait), else at once."""
         from bukt.feed import KINDS, Event
         flags = (P.WATCH_VALUES if values else 0) | (P.WATCH_NOW if since is None else 0)
 
@@ -259,7 +261,8 @@ class _Ops:
                    for seq, k, ms, version, exp, key, val in f["events"]]
             return evs, f["position"], f["state"] == P.WATCH_GONE
         return self._do(C.WATCH, {"flags": flags, "since": since or 0, "max": max_events,
-                                  "prefix": _b(prefix)}, convert)
+                                  "wait_ms": int(wait * 1000), "prefix": _b(prefix)},
+                        convert)
 
     def version(self, key):
         return self._do(C.VERSION, {"key": _b(key)}, self._field("version", S.NOT_FOUND))
@@ -466,19 +469,21 @@ class Client(_Ops):
     def __repr__(self):
         return f"<bukt.Client {self.host}:{self.port} bucket={self.bucket!r}>"
 
-    def watch(self, since=None, prefix=b"", values=False, interval=0.01):
-        """The bucket's changes, polled every `interval` s while idle: an iterator of
-        events, ending with a bukt.feed.Gone when the feed no longer holds its place."""
+    def watch(self, since=None, prefix=b"", values=False, wait=None):
+        """The bucket's changes: an iterator of events, ending with a bukt.feed.Gone
+        when the feed no longer holds its place. Each WATCH is a long poll of up to
+        `wait` s (None: half the client's timeout, so the answer comes well inside
+        it); the server answers as soon as there are events."""
         from bukt.feed import Gone
+        if wait is None:
+            wait = self.timeout / 2 if self.timeout else 30.0
         while True:
-            evs, position, gone = self.watch_poll(since, prefix, values)
+            evs, position, gone = self.watch_poll(since, prefix, values, wait=wait)
             yield from evs
             if gone:
                 yield Gone(since, position)
                 return
             since = position
-            if not evs:
-                time.sleep(interval)
 
     def __enter__(self):
         return self

@@ -186,6 +186,15 @@ def _choice(*allowed):
     return parse
 
 
+def _feed_cache_only(v):
+    # feed.cache_only: "watched", "always" or "never"; true and false (what it took
+    # before it had the lease) mean "always" and "never"
+    if isinstance(v, bool) or (isinstance(v, str) and v.strip().lower() in
+                               ("true", "yes", "on", "false", "no", "off")):
+        return "always" if _bool(v) else "never"
+    return _choice("watched", "always", "never")(v)
+
+
 def _text(pattern, what):
     def parse(v):
         if not isinstance(v, str) or not re.fullmatch(pattern, v):
@@ -245,9 +254,17 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "limits.max_transaction_keys": (1024, _int(1, 1 << 20)),
     "feed.size": ("16MiB", _size(lo=64 << 10, hi=1 << 36)),
     "feed.max_value": ("1KiB", _size(hi=1 << 20)),
-    "feed.cache_only": (False, _bool),
+    "feed.cache_only": ("watched", _feed_cache_only),
+    "feed.lease": ("10s", _duration(lo=2, hi=3600)),
     "feed.heartbeat": (15, _duration(lo=0.1, hi=3600)),
     "feed.max_lag": ("4MiB", _size(lo=4096, hi=1 << 36)),
+    "feed.coalesce": ("5ms", _duration(lo=0, hi=1)),
+    "replica.of": (None, _nullable(_text(r"bukt://[^@/\s]*@[A-Za-z0-9.\-\[\]:]+:\d{1,5}",
+                                          "bukt://:TOKEN@HOST:PORT (the primary's HTTP "
+                                          "address and a token that may replicate)"))),
+    "replica.retry": ("1s", _duration(lo=0.01, hi=60)),
+    "replica.chunk": ("4MiB", _size(lo=64 << 10, hi=1 << 30)),
+    "replication.min_acks": (0, _int(0, 16)),
     "compaction.min_log_bytes": ("64MiB", _size()),
     "compaction.ratio": (2.0, _float(1.1, 1000.0)),
     "expiry.hz": (10, _int(1, 500)),
@@ -261,6 +278,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "tcp.max_connections": (1024, _int(1, 1_000_000)),
     "tcp.max_inflight": (128, _int(1, 1_000_000)),
     "tcp.idle_timeout": (300, _duration()),
+    "tcp.watch_max_wait": ("30s", _duration(lo=0, hi=3600)),
     "tcp.busy_poll": ("30us", _duration(hi=0.01)),
     "tcp.nice": (None, _nullable(_int(-20, 19))),
     "tcp.slice": ("300us", _slice),
@@ -326,12 +344,18 @@ def _cross_checks(flat: dict, where: dict) -> None:
     need(flat["limits.ring_size"] >= 2 * (mv + 1024), "limits.ring_size",
          f"at least twice limits.max_value + 1KiB ({2 * (mv + 1024)}), so a maximal "
          "change always fits in the ring")
+    need(flat["replication.min_acks"] == 0 or flat["fsync"] == "always",
+         "replication.min_acks", "0 unless fsync is always (only then does a write wait "
+         "for its acknowledgement)")
     need(flat["feed.max_lag"] < flat["feed.size"], "feed.max_lag",
          f"below feed.size ({flat['feed.size']}), so a slow watch is cut off while the "
          "feed still holds its resume point")
     need(flat["feed.max_value"] + flat["limits.max_key"] + 64 <= flat["feed.size"] // 4,
          "feed.max_value", f"at most a quarter of feed.size ({flat['feed.size']}) less "
          "a maximal key, so the feed holds several events of any size")
+    need(flat["tcp.watch_max_wait"] < flat["tcp.idle_timeout"] or not flat["tcp.idle_timeout"],
+         "tcp.watch_max_wait", f"below tcp.idle_timeout ({flat['tcp.idle_timeout']}), so a "
+         "connection waiting in WATCH is not closed as idle")
     need(flat["ratelimit.burst"] >= flat["ratelimit.rps"] or not flat["ratelimit.enabled"],
          "ratelimit.burst", f"at least ratelimit.rps ({flat['ratelimit.rps']})")
     need(flat["auth.lockout_max"] >= flat["auth.lockout"], "auth.lockout_max",

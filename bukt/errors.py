@@ -75,6 +75,13 @@ class ReadOnly(BuktError):
     code = "read_only"
 
 
+class ReplicaReadOnly(ReadOnly):
+    """A write to a read replica (docs/design.md, Replicas): the message names the
+    primary, where writes go."""
+
+    code = "replica_read_only"
+
+
 class BucketNotFound(BuktError):
     code = "bucket_not_found"
 

@@ -24,7 +24,7 @@ by the writer with its pages reserved (posix_fallocate), and kept across writer
 restarts (the events in it stay valid: sequences are ring positions, which continue).
 
     header  4096 B, u64 words: magic "BUKTFEED" | format | data size | max_value |
-            writer pid | writer start | - | - | head | low | lost | last_seq |
+            writer pid | writer start | lease ms | nonce | head | low | lost | last_seq |
             ring_lost_seen (the segment's feed_lost last made a gap) |
             upto (the ring position past the last batch published) | ... |
             wake (u32 at byte 128: bumped and futex-woken after each batch)
@@ -67,10 +67,12 @@ import os
 import struct
 import threading
 import time
+import weakref
 
 from bukt import errors
 from bukt.owners import identity
-from bukt._core import feed_fence, feed_load, feed_store, feed_wait, feed_wake
+from bukt._core import (RING_FIRST, feed_fence, feed_load, feed_store, feed_wait,
+                        feed_wake, feed_watch)
 
 __all__ = ["FeedWriter", "Feed", "Watcher", "Event", "Gone", "KINDS", "feed_path",
            "ring_records_to_events"]
@@ -79,6 +81,10 @@ MAGIC = int.from_bytes(b"BUKTFEED", "little")
 FORMAT = 1
 HEADER = 4096
 SIZE_W, MAXV_W, PID_W, START_W = 2, 3, 4, 5
+NONCE_W = 7             # random, set when the area is made: tells a new area from an
+                        # old one that had the same inode number
+LEASE_W = 6             # feed.lease in ms: how long a watcher's hold on a cache-only
+                        # bucket lasts (THE LEASE)
 HEAD, LOW, LOST, LAST = 8 * 8, 9 * 8, 10 * 8, 11 * 8      # byte offsets of the words
 RING_LOST_W = 12        # the segment's feed_lost the writer last turned into a gap
 UPTO_W = 13             # the ring position past the last batch published
@@ -86,6 +92,10 @@ WAKE = 128
 REC = struct.Struct("<QQqQqIIIIIHBB")
 VSIZE_UNKNOWN = 0xffffffff
 COPY = 256 << 10        # bytes a watcher copies out of the feed at a time
+STRETCHES = 64          # parsed stretches a process keeps for its watchers
+ROUND = 4096            # events an iterating watcher takes at a time: whole stretches
+                        # (256 KiB, under 4096 records), so watchers stay on the
+                        # stretches the process keeps (Feed.stretch)
 PAD = 0
 _ZEROS = bytes(8)
 
@@ -182,6 +192,32 @@ class Gone:
         return f"Gone(since={self.since}, oldest={self.oldest}, {self.reason})"
 
 
+def _records(buf, size, pos, head, low=None):
+    """(position, sequence, length) of the records (padding skipped) in [pos, head)
+    of feed area `buf`, read header by header, then (head, None, 0) if the walk got
+    there: it stops short at a record whose stamp is not its position (a torn area),
+    or, given `low` (a function: the feed's low word), at one overwritten while it was
+    read (low passed it)."""
+    while pos < head:
+        left = size - pos % size
+        if left < REC.size:
+            pos += left
+            continue
+        off = HEADER + pos % size
+        stamp, seq = struct.unpack_from("<QQ", buf, off)
+        n = struct.unpack_from("<I", buf, off + 40)[0]
+        if low is not None:
+            feed_fence()
+            if low() > pos:
+                return
+        if stamp != pos or n == 0:
+            return
+        if buf[off + 62] != PAD:
+            yield pos, seq, n
+        pos += n
+    yield pos, None, 0
+
+
 # ---------------------------------------------------------------- the writer's side
 
 def ring_records_to_events(recs, names):
@@ -219,7 +255,7 @@ def ring_records_to_events(recs, names):
 class FeedWriter:
     """The writer process's side: creates (or takes over) the area, publishes."""
 
-    def __init__(self, instance, size, max_value, mode=0o600):
+    def __init__(self, instance, size, max_value, mode=0o600, lease_ms=10_000):
         self.path = feed_path(instance)
         self.max_value = max_value
         size = _align8(max(size, 64 << 10))
@@ -232,6 +268,7 @@ class FeedWriter:
         self.size = size
         pid, start = identity()
         self.q[PID_W], self.q[START_W] = pid, start
+        self.q[LEASE_W] = lease_ms
         self.head = self.q[HEAD // 8]
         self.low = self.q[LOW // 8]
         self.lost = self.q[LOST // 8]
@@ -245,21 +282,11 @@ class FeedWriter:
         self._old_next = next(self._old, None)
 
     def _walk(self, pos, head):
-        """(position, sequence) of the records an earlier writer left in [pos, head)."""
-        size, buf = self.size, self.buf
-        while pos < head:
-            left = size - pos % size
-            if left < REC.size:
-                pos += left
-                continue
-            off = HEADER + pos % size
-            stamp, seq = struct.unpack_from("<QQ", buf, off)
-            n = struct.unpack_from("<I", buf, off + 40)[0]
-            if stamp != pos or n == 0:
-                break                           # (a torn area: what follows is unknown)
-            if buf[off + 62] != PAD:
+        """(position, sequence) of the records an earlier writer left in [pos, head)
+        (a torn area ends the walk: what follows is unknown)."""
+        for pos, seq, _n in _records(self.buf, self.size, pos, head):
+            if seq is not None:
                 yield pos, seq
-            pos += n
 
     def _open_existing(self, size, max_value):
         try:
@@ -295,6 +322,7 @@ class FeedWriter:
                     "/dev/shm) or lower feed.size") from None
             with mmap.mmap(fd, HEADER) as m:
                 struct.pack_into("=4Q", m, 0, MAGIC, FORMAT, size, self.max_value)
+                struct.pack_into("=Q", m, NONCE_W * 8, int.from_bytes(os.urandom(8), "little"))
             os.rename(tmp, self.path)
         except BaseException:
             os.close(fd)
@@ -306,8 +334,13 @@ class FeedWriter:
         """The writer drains the ring from `tail`. The feed holds everything of the ring
         below `upto` (the end of the last batch published); what lies between it and
         `tail` was drained by an earlier writer that died before publishing it: a gap.
-        A new feed holds nothing before `tail`."""
-        if tail > self.q[UPTO_W]:
+        A new feed holds nothing before `tail`, which is lost unless nothing came
+        before it: a ring still at its first position (RING_FIRST: a new segment with
+        no history; a cold start from a log numbers the ring after the log's last
+        sequence) had no changes for the feed to miss."""
+        if tail <= RING_FIRST and self.q[UPTO_W] == 0:
+            self.q[UPTO_W] = tail               # nothing before the first position
+        elif tail > self.q[UPTO_W]:
             self.mark_lost(tail - 1)
             if tail - 1 > self.last:
                 self.last = tail - 1
@@ -432,6 +465,17 @@ class FeedWriter:
 
 # ---------------------------------------------------------------- the readers' side
 
+def _nonce(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return struct.unpack("=Q", os.pread(fd, 8, NONCE_W * 8))[0]
+    finally:
+        os.close(fd)
+
+
 class Feed:
     """A read-only mapping of an instance's feed area (one a process is enough)."""
 
@@ -457,6 +501,8 @@ class Feed:
         self.size, self.max_value = size, maxv
         self.copy = max(COPY, maxv + 65536 + 2 * REC.size)   # a whole record fits
         self._waker = None
+        self._loop_wakes = weakref.WeakKeyDictionary()
+        self._stretches = {}            # position -> a parsed stretch (stretch())
 
     @classmethod
     def of(cls, instance):
@@ -464,9 +510,12 @@ class Feed:
         with cls._lock:
             f = cls._open.get(path)
             st = os.stat(path) if os.path.exists(path) else None
-            if f is None or st is None or getattr(f, "_ino", None) != st.st_ino:
+            # (the inode and the area's nonce: tmpfs reuses a removed file's inode
+            # number for the next file, so a feed made anew may carry the old one's)
+            ident = (st.st_ino, _nonce(path)) if st else None
+            if f is None or st is None or getattr(f, "_ino", None) != ident:
                 f = cls(path)
-                f._ino = st.st_ino if st else None
+                f._ino = ident
                 cls._open[path] = f
             return f
 
@@ -481,6 +530,65 @@ class Feed:
 
     def last_seq(self):
         return feed_load(self.buf, LAST)
+
+    def stretch(self, pos, head):
+        """The records of the feed from byte position `pos` (a record's start) towards
+        `head`, parsed: (end, records, damaged, views), `end` the position parsed up to,
+        each record (start, after, seq, ms, version, expire_ms, vlen, vsize, gen, bucket,
+        kind, key, value bytes), `damaged` the position of a record whose stamp is
+        wrong (else None), `views` each watcher view's events of it (Watcher._view);
+        or None when the writer overwrote `pos` meanwhile. A
+        stretch is copied out, then low checked once: if the writer had not raised it
+        past `pos` after the copy, nothing in the copy was being overwritten.
+        The process keeps the last few stretches parsed: its watchers, at the same
+        position when they keep up, read each record's header, key and value once
+        between them, not once each (with many watchers of a process, parsing was
+        what their cost grew with)."""
+        cache = self._stretches
+        st = cache.get(pos)
+        if st is not None:
+            # (served while its start is still in the feed, as its bytes would be: a
+            # watcher the writer overran is told so whoever parsed it before)
+            return st if self.low() <= pos else None
+        buf, size = self.buf, self.size
+        end = min(head, pos + self.copy)
+        a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
+        data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
+        feed_fence()
+        if self.low() > pos:
+            return None
+        unpack, rs = REC.unpack_from, REC.size
+        recs, damaged, p = [], None, pos
+        while p < end:
+            left = size - p % size
+            if left < rs:
+                p += left
+                continue
+            if p + rs > end:
+                break
+            o = p - pos
+            (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
+             flags) = unpack(data, o)
+            if stamp != p or n == 0:
+                damaged = p
+                break
+            if p + n > end:
+                break                           # (read with the next stretch)
+            if kind != PAD:
+                recs.append((p, p + n, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx,
+                             kind, data[o + rs:o + rs + klen],
+                             data[o + rs + klen:o + rs + klen + vlen] if vlen else b""))
+            p += n
+        st = (p, recs, damaged, {})     # {}: its watchers' views (Watcher._view)
+        if p > pos:
+            if len(cache) >= STRETCHES:
+                del cache[next(iter(cache))]    # the oldest
+            cache[pos] = st
+        return st
+
+    def lease_ms(self):
+        """feed.lease: how long a watcher's hold on a cache-only bucket lasts."""
+        return feed_load(self.buf, LEASE_W * 8) or 10_000
 
     def published_upto(self):
         """The change ring's position up to which the feed holds every change: a
@@ -498,6 +606,14 @@ class Feed:
             if self._waker is None:
                 self._waker = Waker(self)
             return self._waker
+
+    def loop_wake(self, loop):
+        """The LoopWake of asyncio loop `loop` (one a loop, made on first use)."""
+        with Feed._lock:
+            lw = self._loop_wakes.get(loop)
+            if lw is None:
+                lw = self._loop_wakes[loop] = LoopWake(loop, self)
+            return lw
 
 
 class Waker:
@@ -534,6 +650,73 @@ class Waker:
                     pass
 
 
+class LoopWake:
+    """The Waker's one callback for every watcher of one asyncio loop: after each batch
+    it wakes the loop once (one call_soon_threadsafe, one write to the loop's self-pipe)
+    and the loop sets each watcher's asyncio.Event, where a callback a watcher cost a
+    cross-thread wake per watcher per batch (with 100 watchers of a process, 100 writes
+    to the same pipe and 100 wakeups of the loop's selector for one batch)."""
+
+    def __init__(self, loop, feed):
+        self.loop, self.feed = loop, feed
+        self.events = set()
+        self.pending = False
+        self._cb = self._ring           # (one bound method: the Waker's set holds it)
+
+    def _ring(self):                    # the Waker's thread
+        if not self.pending:
+            self.pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._fire)
+            except RuntimeError:        # (the loop closed)
+                self.pending = False
+
+    def _fire(self):                    # the loop's thread
+        self.pending = False
+        for ev in list(self.events):
+            ev.set()
+
+    def add(self, event):
+        """Set asyncio.Event `event` after each batch (and each second), in the loop."""
+        if not self.events:
+            self.feed.waker().add(self._cb)
+        self.events.add(event)
+
+    def remove(self, event):
+        self.events.discard(event)
+        if not self.events:
+            self.feed.waker().remove(self._cb)
+
+
+class WakeFd:
+    """An eventfd that the process's Waker makes readable after each batch (and each
+    second) while `watch(True)`: for a loop that waits on file descriptors in its own
+    thread (the TCP face's epoll worker, bukt/tcp/_epoll.pyx, WATCH WAITS)."""
+
+    def __init__(self, waker):
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.waker = waker
+        self.on = False
+        self._cb = self._ring          # (one bound method: the Waker's set holds it)
+
+    def _ring(self):
+        try:
+            os.eventfd_write(self.fd, 1)
+        except OSError:
+            pass
+
+    def watch(self, on):
+        if on != self.on:
+            (self.waker.add if on else self.waker.remove)(self._cb)
+            self.on = on
+
+    def clear(self):
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+
+
 def _bucket_slot(store, name):
     for row in store.bucket_table():
         if row[3] == name and row[2] == 1:
@@ -564,11 +747,15 @@ class Watcher:
         self.gone = None
         self.dropped = False
         feed = self.feed
+        self._lease_s = feed.lease_ms() / 1000.0
+        self._lease = self._hold()              # (run, since), or None: no lease needed
         if since is None:
             self.seq = feed.last_seq()
             self.pos = feed.head()
             if feed.lost() > self.seq:          # (a gap being marked just now)
                 self.seq = feed.lost()
+            if self._lease is not None and self._lease[1] - 1 > self.seq:
+                self.seq = self._lease[1] - 1   # a resume point inside the lease's run
         else:
             self.seq = int(since)
             self.pos = None                     # found by _seek
@@ -578,80 +765,96 @@ class Watcher:
         """The resume point: the sequence of the last event this watcher passed."""
         return self.seq
 
-    def _gone(self, reason="behind"):
-        self.gone = Gone(self.seq, max(self.feed.lost(), self.seq), reason)
+    def _gone(self, reason="behind", oldest=None):
+        self.gone = Gone(self.seq, max(self.feed.lost(), self.seq if oldest is None
+                                       else oldest), reason)
         return self.gone
+
+    def _hold(self):
+        """Take or renew this watcher's hold on a cache-only bucket (THE LEASE): its
+        (run, since), or None when the bucket needs none."""
+        self._renewed = time.monotonic()
+        return feed_watch(self.store, self.idx, self.gen, int(self._lease_s * 1000))
+
+    def _lease_gone(self):
+        """A Gone when the bucket's changes may not all have reached the feed since
+        this watcher's point: it is older than the lease's run (the bucket was not
+        watched then), or the lease lapsed since the last renewal (a new run)."""
+        lease = self._lease
+        if lease is None:
+            return None
+        if time.monotonic() - self._renewed > self._lease_s / 4:
+            now = self._hold()
+            if now is None:
+                self._lease = None              # (dropped or replaced: its drop event ends us)
+                return None
+            if now[0] != lease[0]:
+                self._lease = now
+                return self._gone("the bucket went unwatched: its changes did not reach "
+                                  "the feed", now[1] - 1)
+        if self.seq < lease[1] - 1:
+            return self._gone("the bucket was not watched then: its changes before "
+                              "did not reach the feed", lease[1] - 1)
+        return None
 
     def _seek(self):
         """Position at the first record after self.seq; a Gone when that is lost."""
-        feed, buf, size = self.feed, self.feed.buf, self.feed.size
+        feed = self.feed
         while True:
             if self.seq < feed.lost():
                 return self._gone("older than the feed")
-            low, head = feed.low(), feed.head()
-            pos = low
-            while pos < head:
-                left = size - pos % size
-                if left < REC.size:
-                    pos += left
-                    continue
-                off = HEADER + pos % size
-                stamp, seq = struct.unpack_from("<QQ", buf, off)
-                n = struct.unpack_from("<I", buf, off + 40)[0]
-                feed_fence()
-                if feed.low() > pos or stamp != pos or n == 0:
-                    break                       # overwritten while we looked: again
-                if buf[off + 62] != PAD and seq > self.seq:
+            for pos, seq, _n in _records(feed.buf, feed.size, feed.low(), feed.head(),
+                                         feed.low):
+                if seq is None or seq > self.seq:
                     self.pos = pos
                     return None
-                pos += n
-            else:
-                self.pos = head
-                return None
+            # (overwritten while we looked: again)
 
     def poll(self, max_events=256):
         """Up to `max_events` new events (a list, maybe empty); a Gone as its last
         element when the watcher lost its place (then every later poll returns [])."""
         if self.gone is not None or self.dropped:
             return []
+        g = self._lease_gone()
+        if g is not None:
+            return [g]
         if self.pos is None:
             g = self._seek()
             if g is not None:
                 return [g]
-        feed, buf, size = self.feed, self.feed.buf, self.feed.size
+        feed = self.feed
         out = []
         pos, head = self.pos, feed.head()
         prefix, values, idx, gen = self.prefix, self.values, self.idx, self.gen
-        unpack = REC.unpack_from
         while pos < head and len(out) < max_events:
-            # copy a stretch, then check low once: if the writer had not raised it past
-            # `pos` after the copy, nothing in the copy was being overwritten
-            end = min(head, pos + feed.copy)
-            a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
-            data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
-            feed_fence()
-            if feed.low() > pos:
+            st = feed.stretch(pos, head)
+            if st is None:                      # overwritten under us
                 self.pos = pos
                 return out + [self._gone()]
+            end, recs, damaged, views = st
+            if recs and damaged is None and len(recs) <= max_events - len(out):
+                # the whole stretch: its events for this view of it (bucket, prefix,
+                # values), made once by the first watcher of the process to read it
+                k = (idx, gen, prefix, values)
+                v = views.get(k)
+                if v is None:
+                    v = views[k] = self._view(recs)
+                evs, drop_at = v
+                out.extend(evs)
+                self.seq = recs[-1][2] if drop_at is None else evs[-1].seq
+                if drop_at is not None:         # the bucket was dropped: the watch ends
+                    self.dropped = True
+                    self.pos = drop_at
+                    return out
+                pos = end
+                continue
             p = pos
-            while p < end and len(out) < max_events:
-                left = size - p % size
-                if left < REC.size:
-                    p += left
-                    continue
-                if p + REC.size > end:
+            for (start, after, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx, kind,
+                 key, value) in recs:
+                if len(out) >= max_events:
+                    p = start
                     break
-                o = p - pos
-                (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
-                 flags) = unpack(data, o)
-                if stamp != p or n == 0:
-                    self.pos = p
-                    return out + [self._gone("the feed is damaged")]
-                if p + n > end:
-                    break                       # (read with the next stretch)
-                p += n
-                if kind == PAD:
-                    continue
+                p = after
                 self.seq = seq
                 if ridx != idx or rgen != gen:
                     continue
@@ -660,16 +863,18 @@ class Watcher:
                     self.dropped = True
                     self.pos = p
                     return out
-                key = data[o + REC.size:o + REC.size + klen]
                 if not key.startswith(prefix):
                     continue
                 setlike = kind == 1 or kind == 6
                 vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
-                value = None
-                if values and setlike and vs is not None and vlen == vsize:
-                    value = data[o + REC.size + klen:o + REC.size + klen + vlen]
-                out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version,
-                                 expire_ms, value, vs))
+                out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version, expire_ms,
+                                 value if values and setlike and vs is not None
+                                 and vlen == vsize else None, vs))
+            else:
+                p = end
+                if damaged is not None:
+                    self.pos = damaged
+                    return out + [self._gone("the feed is damaged")]
             if p == pos:
                 break                           # (a record longer than feed.copy: never)
             pos = p
@@ -679,6 +884,28 @@ class Watcher:
         if self.seq < feed.lost():              # a gap marked behind us (cache-only)
             out.append(self._gone("a change did not reach the feed"))
         return out
+
+    def _view(self, recs):
+        """(this watcher's events of parsed records `recs`, the position after a drop
+        among them or None): what poll() makes of a whole stretch."""
+        out = []
+        idx, gen, prefix, values, bucket = self.idx, self.gen, self.prefix, self.values, \
+            self.bucket
+        for (start, after, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx, kind,
+             key, value) in recs:
+            if ridx != idx or rgen != gen:
+                continue
+            if kind == 8:
+                out.append(Event(seq, ms, bucket, b"", "drop", 0, 0, None, None))
+                return out, after
+            if not key.startswith(prefix):
+                continue
+            setlike = kind == 1 or kind == 6
+            vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
+            out.append(Event(seq, ms, bucket, key, KINDS[kind], version, expire_ms,
+                             value if values and setlike and vs is not None
+                             and vlen == vsize else None, vs))
+        return out, None
 
     def wake_word(self):
         return self.feed.wake_word()
@@ -696,40 +923,36 @@ class Watcher:
         """The process's Waker: add(callback) is called after each batch, from its thread."""
         return self.feed.waker()
 
-    def __iter__(self):
-        """Blocking iteration: events, ending after a Gone or a drop."""
+    def _rounds(self):
+        """(wake word read before the poll, the poll's events) until a Gone or a drop
+        ends the watch: __iter__ and __aiter__ differ only in how they wait."""
         while True:
             seen = self.feed.wake_word()
-            evs = self.poll()
-            for e in evs:
-                yield e
-                if e.gone:
-                    return
-            if self.dropped:
+            evs = self.poll(ROUND)
+            yield seen, evs
+            if self.gone is not None or self.dropped:
                 return
+
+    def __iter__(self):
+        """Blocking iteration: events, ending after a Gone or a drop."""
+        for seen, evs in self._rounds():
+            yield from evs
             if not evs:
                 self.wait(1.0, seen)
 
     async def __aiter__(self):
-        loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        cb = lambda: loop.call_soon_threadsafe(ready.set)   # noqa: E731
-        waker = self.waker()
-        waker.add(cb)
+        wake = self.feed.loop_wake(asyncio.get_running_loop())
+        wake.add(ready)
         try:
-            while True:
-                ready.clear()
-                evs = self.poll()
+            for _seen, evs in self._rounds():
                 for e in evs:
                     yield e
-                    if e.gone:
-                        return
-                if self.dropped:
-                    return
                 if not evs:
                     await ready.wait()
+                ready.clear()
         finally:
-            waker.remove(cb)
+            wake.remove(ready)
 
 
 def watch(store, bucket, prefix=b"", since=None, values=False):

@@ -88,6 +88,7 @@ class Status(enum.IntEnum):
     UNKNOWN_COMMAND = 0x25
     SEGMENT_RETIRED = 0x26
     SEGMENT_DENIED = 0x27
+    REPLICA_READ_ONLY = 0x28
 
 
 # One status per error class, both ways. NotFound shares NOT_FOUND; UNKNOWN_COMMAND is a
@@ -112,6 +113,7 @@ ERROR_STATUS = {
     errors.DiskError: Status.DISK_ERROR,
     errors.SegmentRetired: Status.SEGMENT_RETIRED,
     errors.SegmentDenied: Status.SEGMENT_DENIED,
+    errors.ReplicaReadOnly: Status.REPLICA_READ_ONLY,
     errors.NotFound: Status.NOT_FOUND,
     errors.AuthError: Status.UNAUTHORIZED,
     errors.PermissionDenied: Status.FORBIDDEN,
@@ -204,7 +206,8 @@ REQUEST = {
     Command.VERSION: _KEY,
     Command.STATS: (),
     Command.FLUSH: (),
-    Command.WATCH: (("flags", U8), ("since", U64), ("max", U32), ("prefix", BLOB)),
+    Command.WATCH: (("flags", U8), ("since", U64), ("max", U32), ("wait_ms", U32),
+                    ("prefix", BLOB)),
     Command.BUCKET_CREATE: _BUCKET_INFO,
     Command.BUCKET_DROP: _NAME,
     Command.BUCKET_LIST: (),

@@ -13,6 +13,11 @@ import re
 import secrets
 import sys
 
+# The permission to replicate (docs/design.md, Replicas): a token with it may take a
+# full copy of the whole store and follow its log, every bucket's data and tokens
+# included, whichever bucket it belongs to. Only the admin session gives it.
+REPLICATE = 8
+
 PREFIX = "bkt_"
 TOKEN_BYTES = 32
 ADMIN_FILE = "admin.token"     # in data_dir, mode 0600

@@ -13,12 +13,14 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   | header   4 KiB   magic, format, sizes, region offsets, limits (key and  |
   |                  value sizes, ring wait, keys per transaction),          |
   |                  generation,                                             |
-  |                  retired flag (beside index_geom), global counters,      |
+  |                  retired flag and the replica word with its primary's    |
+  |                  address (beside index_geom: docs/design.md, Replicas),  |
+  |                  global counters,                                        |
   |                  ring head/claim/tail, writer progress and owner record  |
   |                  (pid + start time), retire_drained, its repair period   |
   |                  and absolute data directory, the change feed's asks     |
-  |                  (feed_cache_only, feed_lost: ring.pxi, THE FEED'S       |
-  |                  RECORDS)                                                |
+  |                  (feed_cache_only, feed_lost, feed_always: ring.pxi,     |
+  |                  THE FEED'S RECORDS)                                     |
   | stripes  nstripes x 6272 B, each a header, its slots, their stamps:     |
   |            header 128 B   robust mutex | seq | count | intent | nttl |  |
   |                           depth | min_expire_ms (depth: the hash bits    |
@@ -33,7 +35,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   | pagemap  npages x 1 B   class id + 1 of a slab's first page, 0x80 | that |
   |                         of its further pages, 0 = unassigned             |
   | buckets  max_buckets x bk_bucket   settings, token hashes, gauges,     |
-  |                                     dropper pid + start (low 32 bits)    |
+  |                                     dropper pid + start (low 32 bits),   |
+  |                                     the feed's watch lease (feed_lease,  |
+  |                                     feed_since: bukt/feed.py, THE LEASE) |
   | procs    max_procs x 8 B   pid | start (low 32 bits) owning each row     |
   | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
   | ring     ring_size   change records for the writer process               |
@@ -108,7 +112,9 @@ WHO WRITES WHAT
                                           commit state by the record's reserver; the
                                           claim's stamp by its waiter, relaxed
   ring tail, flushed_pos, writer fields,  the writer process only
-  feed_cache_only
+  feed_cache_only, feed_always
+  a bucket's feed_lease, feed_since       its watchers (feed_watch: the lease by CAS,
+                                          a new run and its since under meta lock)
   feed_lost                               producers of cache-only changes (atomic max)
   retired, retire_drained                 the writer process replacing the segment
                                           (retired under the ring lock: store.pxi,
@@ -278,6 +284,9 @@ cdef bint dropper_alive(bk_bucket *b) except -1:
 DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT
 DATA_DIR_MAX = BK_DATA_DIR_MAX      # bytes of the header's data_dir, its NUL included
+cdef enum:
+    RING_FIRST_POS = 8                  # a new segment's first ring position
+RING_FIRST = RING_FIRST_POS
 READ, WRITE, ADMIN = 1, 2, 4
 ENTRY_SINGLE = BK_E_SINGLE        # an entry's single-read flag (Bucket.restore, dump_stripes)
 

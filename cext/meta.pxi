@@ -294,8 +294,9 @@ cdef object add_token(Store s, str name, bytes token_hash, int perms):
     s._writable()
     if len(token_hash) != 32:
         raise _err.InvalidArgument("token_hash must be the 32-byte SHA-256 of the token")
-    if perms <= 0 or perms & ~7:
-        raise _err.InvalidArgument(f"perms {perms}: a mask of READ 1, WRITE 2, ADMIN 4")
+    if perms <= 0 or perms & ~15:
+        raise _err.InvalidArgument(f"perms {perms}: a mask of READ 1, WRITE 2, ADMIN 4, "
+                                   "REPLICATE 8")
     ring_wait_space(s, rec_size(0, 512))
     lock_meta(s)
     try:

@@ -379,7 +379,8 @@ def ring_claim(Store s):
 
 # THE FEED'S RECORDS (bukt/feed.py, THE SOURCE). A change to a cache-only bucket is
 # not logged, but the change feed wants it, and only the writer process publishes the
-# feed. While the writer asks for them (feed_cache_only in the header), such changes
+# feed. While the writer asks for them (feed_cache_only in the header) and someone
+# watches the bucket (its feed_lease: bukt/feed.py, THE LEASE), such changes
 # reserve a feed-only record (BK_RF_FEED) the writer publishes and leaves out of the
 # log. A cache-only write never waits for the ring, nor is refused because of it: it
 # reserves its record at once, and only while the ring is under half full, so it
@@ -392,10 +393,20 @@ def ring_claim(Store s):
 
 cdef inline uint32_t feeds(Store s, bk_bucket *b) noexcept nogil:
     """Does a change to bucket b go to the ring as a feed-only record? 0: no; else 1 +
-    the largest value it carries. (Exact under the stripe lock, like logs().)"""
+    the largest value it carries. Only while someone watches the bucket (its lease,
+    THE LEASE in bukt/feed.py: until > the LRU clock, which lags the true clock, so a
+    producer never stops before a watcher thinks the lease ended), or with
+    feed_always. (Exact under the stripe lock, like logs().)"""
+    cdef uint32_t carry
     if b.persist or not s.logging or not claimed(s.hdr):
         return 0
-    return bk_load_rlx32(&s.hdr.feed_cache_only)
+    carry = bk_load_rlx32(&s.hdr.feed_cache_only)
+    if carry == 0:
+        return 0
+    if <uint32_t>bk_load_acq64(&b.feed_lease) > bk_load_rlx32(&s.hdr.lru_clock) \
+            or bk_load_rlx32(&s.hdr.feed_always):
+        return carry
+    return 0
 
 
 cdef uint64_t feed_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *intent_ring) except? 1:

@@ -15,6 +15,15 @@ cdef uint32_t ENTRY_HDR = 32       # sizeof(bk_entry)
 # the child does not hold) stays valid. register_at_fork bumps this epoch in the
 # child and each store compares it on use, which costs no syscall (getpid would).
 cdef int _fork_epoch = 0
+# A process that writes even to a read replica's segment (docs/design.md, Replicas):
+# the replica's applier and its writer process, which say so with replica_exempt().
+cdef bint _replica_exempt = False
+
+
+def replica_exempt(bint on=True):
+    """This process writes even to a read replica's segment (its applier, its writer)."""
+    global _replica_exempt
+    _replica_exempt = on
 
 # Threads of this process inside an operation's wait with the GIL released (a busy
 # lock, a full ring, a durability wait), holding pointers into a mapping: a re-attach
@@ -253,7 +262,32 @@ cdef class Store:
         if self.readonly:
             raise _err.ReadOnly(f"segment {self.name!r} is attached read-only; "
                                 "attach with readonly=False to write")
+        if self.hdr.replica and not _replica_exempt:
+            raise _err.ReplicaReadOnly(
+                f"this is a read replica of {self.replica_primary()}: write there "
+                "(or `bukt promote` this one)")
         return 0
+
+    def replica_primary(self):
+        """The primary this segment is a read replica of (host:port), or None."""
+        self._mapped()
+        if not bk_load_acq32(&self.hdr.replica):
+            return None
+        return self.hdr.replica_of[:64].split(b"\0", 1)[0].decode(errors="replace")
+
+    def set_replica(self, primary):
+        """Mark the segment a read replica of `primary` (host:port; every process's
+        writes are refused from now on but the exempt ones'), or, with None, a primary
+        again (promotion)."""
+        cdef bytes pb
+        self._mapped()
+        if primary is None:
+            bk_store_rel32(&self.hdr.replica, 0)
+            return
+        pb = str(primary).encode()[:63]
+        memset(self.hdr.replica_of, 0, 64)
+        memcpy(self.hdr.replica_of, <const char *>pb, len(pb))
+        bk_store_rel32(&self.hdr.replica, 1)
 
     # -- public ----------------------------------------------------------------
     def set_time(self, ms):
@@ -1108,7 +1142,7 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.max_value = max_value
     h.ring_wait_ms = <uint32_t>(ring_wait * 1000)
     h.max_txn_keys = max_txn_keys
-    h.ring_head = h.ring_tail = h.flushed_pos = 8
+    h.ring_head = h.ring_tail = h.flushed_pos = RING_FIRST_POS
     h.version_counter = 0
     h.lru_clock = 0                     # ticks since created_ms
     if bk_lock_init(&h.alloc_lock) or bk_lock_init(&h.meta_lock) or bk_lock_init(&h.ring_lock):

@@ -51,15 +51,88 @@ def writer_claimed(Store s):
     return bk_load_acq32(&s.hdr.writer_claimed)
 
 
-def feed_settings(Store s, uint32_t carry):
+def feed_settings(Store s, uint32_t carry, bint always=False):
     """The writer asks for cache-only buckets' changes as feed-only records (ring.pxi,
     THE FEED'S RECORDS): 0 stops them; else they carry values shorter than `carry`
-    bytes (1 + feed.max_value). Returns the previous setting."""
+    bytes (1 + feed.max_value), from watched buckets only (their leases: feed_watch)
+    or, `always`, from every one. Returns the previous setting."""
     cdef uint32_t was
     s._writable()
     was = bk_load_acq32(&s.hdr.feed_cache_only)
+    bk_store_rel32(&s.hdr.feed_always, 1 if always else 0)
     bk_store_rel32(&s.hdr.feed_cache_only, carry)
     return was
+
+
+cdef inline uint32_t _feed_tick(Store s) noexcept:
+    """Now on the LRU clock's scale (64 ms ticks since the segment was made), read
+    from the clock itself: the segment's lru_clock lags it."""
+    cdef int64_t t = (s.now_coarse() - s.hdr.created_ms) >> 6
+    return <uint32_t>t if t > 0 else 0
+
+
+def feed_watch(Store s, uint32_t idx, uint32_t gen, uint32_t lease_ms):
+    """A watcher's hold on cache-only bucket (idx, gen) (bukt/feed.py, THE LEASE):
+    renew its lease to `lease_ms` from now and return (run, since): the lease's run
+    (bumped whenever a lapsed lease is taken up again: a watcher that sees it move
+    may have missed changes) and the ring position the run began at (the feed holds
+    every change of the bucket after it). None when the bucket needs no lease: it is
+    persisted (logged changes are always in the ring), it is gone or replaced, or the
+    writer asks for every cache-only change (feed_always)."""
+    cdef bk_header *h
+    cdef bk_bucket *b
+    cdef uint64_t lease, lease2, since, suspect
+    cdef uint32_t ticks = max(2, (lease_ms + 63) >> 6), until, run, now_t
+    s._open()
+    h = s.hdr
+    if idx >= s.max_buckets:
+        raise _err.InvalidArgument(f"bucket slot {idx} outside the table")
+    b = &s.bucketv[idx]
+    if bk_load_acq32(&b.state) != 1 or b.gen != gen or b.persist \
+            or bk_load_acq32(&h.feed_always):
+        return None
+    if bk_load_acq32(&h.feed_cache_only) == 0:
+        raise _err.InvalidArgument(
+            f"bucket {b.name.decode()!r} is cache-only and the writer publishes no "
+            "cache-only changes (feed.cache_only: never)")
+    if s.readonly:
+        raise _err.ReadOnly(
+            f"watching cache-only bucket {b.name.decode()!r} takes a hold on it in the "
+            f"segment (feed.lease), and segment {s.name!r} is attached read-only")
+    while True:
+        now_t = _feed_tick(s)
+        lease = bk_load_acq64(&b.feed_lease)
+        until, run = <uint32_t>lease, <uint32_t>(lease >> 32)
+        if until > now_t + 1:           # live, with a tick to spare for the CAS below
+            if until - now_t > ticks // 2:
+                since = bk_load_acq64(&b.feed_since)
+                if bk_load_acq64(&b.feed_lease) >> 32 == run:
+                    return (run, since)
+                continue
+            suspect = (<uint64_t>run << 32) | (now_t + ticks)
+            if not bk_cas64(&b.feed_lease, lease, suspect):
+                continue
+            if _feed_tick(s) < until:   # it was live up to the CAS: the run goes on
+                since = bk_load_acq64(&b.feed_since)
+                if bk_load_acq64(&b.feed_lease) >> 32 == run:
+                    return (run, since)
+                continue
+        else:
+            suspect = lease
+        # lapsed (or about to, or the CAS came too late to be sure): a new run, from
+        # the ring's head; since is stored before the lease that names its run
+        lock_meta(s)
+        try:
+            lease2 = bk_load_acq64(&b.feed_lease)
+            if lease2 == suspect or <uint32_t>lease2 <= _feed_tick(s) + 1:
+                run = <uint32_t>(lease2 >> 32) + 1
+                since = bk_load_acq64(&h.ring_head)
+                bk_store_rel64(&b.feed_since, since)
+                now_t = _feed_tick(s)
+                bk_store_rel64(&b.feed_lease, (<uint64_t>run << 32) | (now_t + ticks))
+                return (run, since)
+        finally:
+            unlock_meta(s)
 
 
 def feed_lost(Store s):

@@ -91,6 +91,11 @@ def _tcp(args):
                          instance=args.instance, loop=args.loop)
 
 
+def _replica_follow(args):
+    from bukt.replica.applier import main
+    return main(args.config)
+
+
 # name -> (help, add_arguments, run). A function, or "module:function" in bukt.cli.<module>,
 # imported only when that subcommand runs: `bukt get` does not load the bench.
 COMMANDS = {
@@ -99,6 +104,8 @@ COMMANDS = {
                _writer),
     "http": ("run the HTTP front end", config_arg, _http),
     "tcp": ("run the TCP front end", _tcp_args, _tcp),
+    "replica-follow": ("run a read replica's applier (replica.of; `bukt serve` starts it)",
+                       config_arg, _replica_follow),
     "status": ("health, memory, keys, ring, fsync lag, log size and processes",
                "ops:status_args", "ops:status"),
     "stats": ("per-bucket counters: keys, bytes, reads, writes, hit rate",
@@ -136,6 +143,12 @@ COMMANDS = {
     "load": ("read a dump back in", "dump:load_args", "dump:load"),
     "bench": ("throughput and latency of a running service, TCP and HTTP",
               "bench:bench_args", "bench:bench"),
+    "replica": ("a read replica's state: primary, applied sequence, lag (status)",
+                "replica:replica_args", "replica:replica"),
+    "promote": ("make this read replica a primary (and fence the old one)",
+                "replica:promote_args", "replica:promote"),
+    "unfence": ("let a fenced old primary take writes again (the operator's word)",
+                "replica:unfence_args", "replica:unfence"),
 }
 
 

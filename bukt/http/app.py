@@ -25,6 +25,7 @@ from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_ac
 from bukt.http.openapi import document
 from bukt.http.metrics import Metrics
 from bukt.http.ops import Health, OpenApi
+from bukt.http.replication import Ack, Fence, LogStream, Role, Snapshot
 from bukt.http.service import Service
 from bukt.http.settings import HttpSettings
 from bukt.http.ui import UiFile, UiRoot
@@ -60,6 +61,11 @@ def routes(ctx):
         ("/metrics", Metrics(ctx)),
         (f"{API}/openapi.json", OpenApi(document())),
         (f"{API}/service", Service(ctx)),
+        (f"{API}/replication/snapshot", Snapshot(ctx)),
+        (f"{API}/replication/log", LogStream(ctx)),
+        (f"{API}/replication/role", Role(ctx)),
+        (f"{API}/replication/fence", Fence(ctx)),
+        (f"{API}/replication/ack", Ack(ctx)),
         ("/ui", UiRoot()),
         ("/ui/", ui),
         ("/ui/{file}", ui),

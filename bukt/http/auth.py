@@ -37,7 +37,8 @@ from bukt.http.problems import Problem
 from bukt.http.wire import header
 
 READ, WRITE, ADMIN = 1, 2, 4
-PERM_NAMES = {"read": READ, "write": WRITE, "admin": ADMIN}
+from bukt.tokens import REPLICATE  # noqa: E402 (one definition, shared)
+PERM_NAMES = {"read": READ, "write": WRITE, "admin": ADMIN, "replicate": REPLICATE}
 log = logging.getLogger("bukt.http")
 
 
@@ -51,13 +52,15 @@ def perms_to_names(perms):
 def names_to_perms(names):
     """["read", "write"] -> READ|WRITE; ValueError on an unknown or empty list."""
     if not isinstance(names, list) or not names:
-        raise ValueError("permissions must be a non-empty list of read, write, admin")
+        raise ValueError("permissions must be a non-empty list of read, write, admin, "
+                         "replicate")
     perms = 0
     if len(set(map(repr, names))) != len(names):
         raise ValueError("a permission is named twice")
     for name in names:
         if not isinstance(name, str) or name not in PERM_NAMES:
-            raise ValueError(f"unknown permission {name!r}; use read, write, admin")
+            raise ValueError(f"unknown permission {name!r}; use read, write, admin, "
+                             "replicate")
         perms |= PERM_NAMES[name]
     return perms
 

@@ -3,7 +3,7 @@
 import falcon
 
 from bukt.errors import PermissionDenied
-from bukt.http.auth import ADMIN, READ, WRITE, digest, names_to_perms, new_token, \
+from bukt.http.auth import ADMIN, READ, REPLICATE, WRITE, digest, names_to_perms, new_token, \
     perms_to_names
 from bukt.http.problems import Problem
 from bukt.http.wire import bad, json_ttl, read_json
@@ -123,6 +123,9 @@ class TokenList:
             perms = names_to_perms(doc.get("permissions"))
         except ValueError as e:
             raise bad("permissions", str(e)) from None
+        if perms & REPLICATE and not principal.is_admin:
+            # it reads every bucket: a bucket's admin may not hand it out
+            raise PermissionDenied("only the admin token gives the replicate permission")
         token, given = given_token(doc, principal)
         token_id = await ctx.ring.write_all(META_ROOM, ctx.store.add_token, name,
                                             digest(token), perms)

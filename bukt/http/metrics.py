@@ -131,6 +131,21 @@ WRITER_METRICS = {
 }
 
 
+# A read replica's figures (bukt/replica/status.py): key -> (metric, counter?, help).
+REPLICA_METRICS = {
+    "link": ("bukt_replica_link", False, "1 while the replica hears from its primary."),
+    "applied": ("bukt_replica_applied", False,
+                "The last primary sequence the replica applied."),
+    "primary_last": ("bukt_replica_primary_last", False,
+                     "The primary's last logged sequence, as it last said."),
+    "lag_seq": ("bukt_replica_lag_seq", False, "How far the primary's log is ahead of "
+                "the replica, in sequence positions."),
+    "lag_seconds": ("bukt_replica_lag_seconds", False,
+                    "Age of the newest change the replica applied (0 when caught up)."),
+    "copies": ("bukt_replica_copies", True, "Full copies the replica has taken."),
+}
+
+
 def bucket_stats(store, only=None):
     buckets = {}
     for name in sorted(store.buckets()) if only is None else [only]:
@@ -175,6 +190,11 @@ def collect(ctx, only=None):
             if w.get("heartbeat_ms") else None,
             "ring_depth": w.get("ring_head", 0) - w.get("ring_tail", 0),
             "unflushed_bytes": w.get("ring_head", 0) - w.get("flushed_pos", 0)}
+    try:
+        from bukt.replica.status import replica_status
+        snap["replica"] = replica_status(store)
+    except (BuktError, OSError):
+        pass
     return snap
 
 
@@ -204,6 +224,25 @@ def families(snap):
         if value is not None:
             name, help_text = WRITER_METRICS[key]
             yield GaugeMetricFamily(name, help_text, value=value)
+    rep = snap.get("replica")
+    if rep is not None:
+        role = GaugeMetricFamily("bukt_replica", "1 on a read replica (the primary's "
+                                 "address in a label), 0 on a primary.",
+                                 labels=["primary"] if rep["role"] == "replica" else None)
+        if rep["role"] == "replica":
+            role.add_metric([str(rep["primary"])], 1)
+            yield role
+            for key, (name, counter, help_text) in REPLICA_METRICS.items():
+                value = rep.get(key)
+                if key == "link":
+                    value = int(value == "up")
+                if value is not None:
+                    f = _family(name, counter, help_text)
+                    f.add_metric([], value)
+                    yield f
+        else:
+            role.add_metric([], 0)
+            yield role
     fail = CounterMetricFamily("bukt_auth_failures", "Failed authentications (unknown "
                                "or revoked tokens), by face.", labels=["face"])
     refused = CounterMetricFamily("bukt_auth_refused", "Authentications refused unread "

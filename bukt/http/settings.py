@@ -87,9 +87,11 @@ class HttpSettings:
     compaction_min_log_bytes: int = 64 << 20
     tcp_workers: int = 0              # 0 = one per CPU
     feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
+    replica_chunk: int = 4 << 20      # replica.chunk: log bytes read and sent at a time
     feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
     metrics_token: str | None = None  # metrics.token: a read-only scrape credential
     metrics_public_on_loopback: bool = False   # metrics.public_on_loopback
+    feed_coalesce: float = 0.005      # feed.coalesce: a stream's batches at most this often
 
     @classmethod
     def from_config(cls, config):
@@ -135,4 +137,6 @@ class HttpSettings:
             metrics_token=get("metrics.token", None) or None,
             metrics_public_on_loopback=_bool(get("metrics.public_on_loopback",
                                                  cls.metrics_public_on_loopback)),
+            replica_chunk=_size(get("replica.chunk", cls.replica_chunk)),
+            feed_coalesce=_duration(get("feed.coalesce", cls.feed_coalesce)),
         )

@@ -32,7 +32,39 @@ from bukt.http.auth import READ, token_of
 from bukt.http.wire import bad, bool_value, encoding_of, header, value_from_json
 from bukt.http.problems import Problem
 
-BATCH = 256     # events read from the feed per turn
+BATCH = 256     # events read from the feed per send: what the worker holds for a
+                # slow client is one such send, the rest waits in the feed (cutoff)
+ENCODED_MAX = 4096  # events whose bytes the worker keeps for its other streams
+
+
+class Encoded(SSEvent):
+    """Events already in their wire form (one batch of them): sent as they are."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw = raw
+
+    def serialize(self, handler=None):
+        return self.raw
+
+
+# (seq, values) -> an event's bytes on the wire, shared by every stream of the worker:
+# with many streams of one bucket, each event is turned into JSON once, not once a
+# stream (the SSE face's cost grew with streams x events)
+_ENCODED = {}
+
+
+def encoded(e, values):
+    key = (e.seq, values)
+    raw = _ENCODED.get(key)
+    if raw is None:
+        if len(_ENCODED) >= ENCODED_MAX:
+            _ENCODED.clear()
+        raw = _ENCODED[key] = (f"event: {e.kind}\nid: {e.seq}\ndata: "
+                               f"{json.dumps(e.as_dict(values))}\n\n").encode()
+    return raw
 
 
 class Watch:
@@ -68,11 +100,9 @@ class Watch:
 
     async def _stream(self, watcher, token, name, values):
         ctx, settings = self.ctx, self.ctx.settings
-        loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        wake = lambda: loop.call_soon_threadsafe(ready.set)     # noqa: E731
-        waker = watcher.waker()
-        waker.add(wake)
+        wake = watcher.feed.loop_wake(asyncio.get_running_loop())
+        wake.add(ready)
         feed = watcher.feed
         heartbeat = settings.feed_heartbeat
         last_sent = time.monotonic()
@@ -88,13 +118,13 @@ class Watch:
                                                    "resume": watcher.position}).encode())
                     return
                 evs = watcher.poll(BATCH)
-                for e in evs:
-                    if e.gone:
-                        yield SSEvent(event="gone", event_id=str(e.oldest),
-                                      data=json.dumps(e.as_dict()).encode())
-                        return
-                    yield SSEvent(event=e.kind, event_id=str(e.seq),
-                                  data=json.dumps(e.as_dict(values)).encode())
+                gone = evs.pop() if evs and evs[-1].gone else None
+                if evs:                         # the batch in one send
+                    yield Encoded(b"".join([encoded(e, values) for e in evs]))
+                if gone is not None:
+                    yield SSEvent(event="gone", event_id=str(gone.oldest),
+                                  data=json.dumps(gone.as_dict()).encode())
+                    return
                 if evs:
                     last_sent = time.monotonic()
                 if watcher.dropped:
@@ -109,7 +139,9 @@ class Watch:
                                                    "resume": watcher.position}).encode())
                     return
                 if evs:
-                    await asyncio.sleep(0)      # let the others run between batches
+                    # the next batch after feed.coalesce: what comes meanwhile goes in
+                    # one send (a send per stream per event was the worker's cost)
+                    await asyncio.sleep(settings.feed_coalesce)
                     continue
                 try:
                     await asyncio.wait_for(ready.wait(), timeout=min(1.0, heartbeat))
@@ -119,4 +151,4 @@ class Watch:
                     last_sent = time.monotonic()
                     yield SSEvent(comment="heartbeat")
         finally:
-            waker.remove(wake)
+            wake.remove(ready)

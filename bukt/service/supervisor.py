@@ -233,6 +233,12 @@ class Supervisor:
         argv = [sys.executable, "-m", "bukt"]
         self.children = {role: Child(role, argv + [role, "--config", self.effective_path])
                          for role in ("writer", "http", "tcp")}
+        # a read replica's applier (docs/design.md, Replicas): after the writer, stopped
+        # with the front ends
+        from bukt.replica import primary_of
+        if primary_of(cfg):
+            self.children["replica"] = Child("replica", argv + [
+                "replica-follow", "--config", self.effective_path])
 
     # -- the environment the children get ----------------------------------------------
     def child_env(self) -> dict:
@@ -264,6 +270,7 @@ class Supervisor:
                  "http": {"bind": self.cfg.http.bind, "pid": c["http"].pid},
                  "tcp": {"bind": self.cfg.tcp.bind, "pid": c["tcp"].pid},
                  "writer": {"pid": c["writer"].pid},
+                 "replica": {"pid": c["replica"].pid} if "replica" in c else None,
                  "restarts": {r: ch.restarts for r, ch in c.items()},
                  "updated": time.time()}
         path = os.path.join(self.data_dir, STATE_FILE)
@@ -318,6 +325,9 @@ class Supervisor:
         log.info("writer started (pid %d)%s; waiting for it to be ready", w.pid,
                  ", cold start asked" if self.cold else "")
         self.wait_up(w, first=True)
+        if "replica" in self.children:
+            self.children["replica"].spawn(self.child_env())
+            self.wait_up(self.children["replica"], first=True)
         self.notify.status("starting HTTP and TCP")
         for role in ("http", "tcp"):
             self.children[role].spawn(self.child_env())
@@ -340,6 +350,8 @@ class Supervisor:
                         self.restart_now(self.children[role])
             self.generation = info["generation"]
             return True
+        if child.role == "replica":
+            return True                 # it copies and follows on its own time
         if child.role == "http":
             return probe.http_health(self.cfg.http.bind, timeout=0.5) is not None
         return probe.tcp_ping(self.cfg.tcp.bind, timeout=0.5) is not None
@@ -418,7 +430,7 @@ class Supervisor:
                 except _Stop:
                     continue
             now = time.monotonic()
-            for child in self.children.values():
+            for child in list(self.children.values()):
                 if child.state != "down" and child.exited():
                     if not self.on_death(child):
                         return self.shutdown(code=1)
@@ -457,6 +469,14 @@ class Supervisor:
         """Schedules the restart of a child that exited; False to give up."""
         lived = time.monotonic() - child.started
         code = child.reap()
+        if child.role == "replica":
+            from bukt.replica import promoted
+            if promoted(self.data_dir) is not None:
+                log.warning("the replica's applier stopped after a promotion: this "
+                            "service is a primary now")
+                del self.children["replica"]
+                self.write_state()
+                return True
         if lived >= STABLE_S:
             child.backoff, child.quick_deaths = BACKOFF_MIN_S, 0
         else:
@@ -622,6 +642,8 @@ class Supervisor:
         if not quiet:
             log.info("stopping: HTTP and TCP first, then the writer (within %g s)", timeout)
         fronts = [self.children["http"], self.children["tcp"]] + [c for c, _ in self.retiring]
+        if "replica" in self.children:
+            fronts.append(self.children["replica"])
         for c in fronts:
             c.signal(signal.SIGTERM)
         front_deadline = deadline - min(WRITER_SHARE_S, timeout / 3)

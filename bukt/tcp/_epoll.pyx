@@ -109,11 +109,12 @@ from bukt import protocol as _P
 from bukt.writewait import ringroom as _ringroom
 from bukt.writewait.ringroom import RoomWait
 from bukt.writewait import spin as _spin
+from bukt.writewait.flushwait import not_confirmed as _not_confirmed
 from bukt.tcp._wire cimport Hot
 from bukt.tcp._wire cimport (W_DEFERRED, W_FATAL, W_PARK, W_PARTIAL, W_QUIT,
                          request_key, run_frames)
 from bukt.tcp import connection as _connection
-from bukt.tcp.frames import ring_full_frame
+from bukt.tcp.frames import WatchWait, ring_full_frame
 from bukt.tcp.session import Session
 from bukt.tcp import resp_session as _resp
 from bukt.tcp.connection import resp_error_line as _resp_error_line
@@ -291,6 +292,11 @@ cdef class Loop:
     cdef object resp_sock        # RESP: the Redis protocol's listening socket, or None
     cdef int resp_fd             # its fd; -1 without one
     cdef object resp_info        # what its sessions' INFO and CONFIG GET say
+    cdef list watching           # WATCH long polls: [WatchWait, Conn] (WATCH WAITS)
+    cdef object feed_note        # bukt.feed.WakeFd: readable after the feed moves
+    cdef int feed_fd             # its eventfd, in the epoll set; -1 before
+    cdef bint feed_moved         # it was readable since the watches were last asked
+    cdef double next_watch       # the earliest deadline among them
     cdef set subscribed          # KEYSPACE NOTIFICATIONS: connections watching the feed
     cdef int sub_fd              # the eventfd the feed's Waker writes; -1 before
     cdef object sub_cb, sub_waker
@@ -325,6 +331,11 @@ cdef class Loop:
         self.waiters = _collections.deque()
         self.notifier = None
         self.notify_fd = -1
+        self.watching = []
+        self.feed_note = None
+        self.feed_fd = -1
+        self.feed_moved = False
+        self.next_watch = 0
         self.busy_poll = settings.busy_poll
         self.spin = _spin.SpinCredit(self.busy_poll)
         self.round_yield = settings.round_yield
@@ -378,9 +389,12 @@ cdef class Loop:
                     break
             timeout = 1 if self.waiters or self.parked else (
                 50 if self.lingering or self.stopping else 200)
+            if self.watching:
+                timeout = min(timeout, max(0, <int>((self.next_watch - monotonic()) * 1000)) + 1)
             n = self._busy_poll(events)
-            if n == 0 and self.subscribed:
-                # KEYSPACE NOTIFICATIONS: the Waker's thread needs the GIL to wake us
+            if n == 0 and (self.subscribed or self.watching):
+                # KEYSPACE NOTIFICATIONS and WATCH WAITS: the Waker's thread needs the
+                # GIL to wake us
                 with nogil:
                     n = epoll_wait(epfd, events, MAXEV, timeout)
             elif n == 0:
@@ -400,7 +414,8 @@ cdef class Loop:
                 at[i] = -1
                 fd = events[i].data.fd
                 if (events[i].events != EPOLLIN or fd == self.listen_fd
-                        or fd == self.resp_fd or fd == self.notify_fd or RBUF - STAGE_KEEP - off < STAGE_MIN):
+                        or fd == self.resp_fd or fd == self.notify_fd
+                        or fd == self.feed_fd or RBUF - STAGE_KEEP - off < STAGE_MIN):
                     continue
                 conn = self.conns.get(fd)
                 if conn is None or not (<Conn>conn).events & EPOLLIN:
@@ -434,6 +449,10 @@ cdef class Loop:
                 if fd == self.notify_fd:
                     self.notifier.clear()       # _settle below reads the position
                     continue
+                if fd == self.feed_fd:
+                    self.feed_note.clear()      # _settle_watches below asks them
+                    self.feed_moved = True
+                    continue
                 if fd == self.sub_fd:
                     _os.eventfd_read(fd)
                     for conn in list(self.subscribed):
@@ -459,6 +478,8 @@ cdef class Loop:
             self.rfree = 0
             if self.waiters:
                 self._settle()
+            if self.watching:
+                self._settle_watches()
             if self.parked:
                 self._retry_parked()
             if self.lingering:
@@ -554,7 +575,8 @@ cdef class Loop:
             else:
                 c.session = Session(self.store, admin_hash=self.admin_hash,
                                     max_frame=self.max_frame, durable=self.durable,
-                                    guard=self.guard, peer=address)
+                                    guard=self.guard, peer=address,
+                                    watch_max_wait=self.settings.watch_max_wait)
             c.session.park_ring_full = self.ring_wait is not None
 
     cdef _read(self, Conn c):
@@ -828,6 +850,9 @@ cdef class Loop:
 
     cdef _defer(self, Conn c, d):
         c.inflight += 1
+        if type(d.wait) is WatchWait:
+            self._watch_feed(c, d.wait)
+            return
         _stats.inflight(c.resp, 1)         # its face's gauge (bukt/tcp/stats.py)
         if not self.waiters:
             self._watch_flushes(True)
@@ -859,9 +884,8 @@ cdef class Loop:
                 if rid is not None:
                     response = _resp.WRITER_DOWN
             elif now >= deadline:
-                response = _P.encode_error(rid, _errors.WriterDown(
-                    "the writer did not confirm the write on disk in time; it is applied "
-                    "in memory"))
+                response = _P.encode_error(rid, _not_confirmed(
+                    self.store, pos, self._durable_timeout()))
             else:
                 break
             waiters.popleft()
@@ -874,6 +898,49 @@ cdef class Loop:
                     self._pump(c)
         if not waiters:
             self._watch_flushes(False)
+
+    # -- WATCH WAITS: long polls of the change feed ---------------------------------------
+    # A WATCH that found nothing waits here, its connection served meanwhile (it counts
+    # as in flight). The feed's Waker thread makes an eventfd readable after each batch
+    # the writer publishes; then, and at the earliest deadline, each waiting WATCH asks
+    # its watcher again and is answered once it has events, or at its deadline.
+
+    cdef _watch_feed(self, Conn c, ww):
+        if self.feed_note is None:
+            from bukt.feed import WakeFd
+            self.feed_note = WakeFd(ww.watcher.waker())
+            self.feed_fd = self.feed_note.fd
+            self._ctl(EPOLL_CTL_ADD, self.feed_fd, EPOLLIN)
+        if not self.watching or ww.deadline < self.next_watch:
+            self.next_watch = ww.deadline
+        self.watching.append([ww, c])
+        self.feed_note.watch(True)
+
+    cdef _settle_watches(self):
+        cdef Conn c
+        now = monotonic()
+        if not self.feed_moved and now < self.next_watch and not self.stopping:
+            return
+        self.feed_moved = False
+        pending, self.watching = self.watching, []
+        keep = []
+        for ww, conn in pending:
+            c = <Conn>conn
+            if c.fd < 0:
+                c.inflight -= 1
+                continue
+            r = (<object>ww).answer(final=now >= (<object>ww).deadline or self.stopping)
+            if r is None:
+                keep.append([ww, c])
+                continue
+            c.inflight -= 1
+            c.outbuf += r
+            self._flush(c)
+        self.watching.extend(keep)      # (after those _flush may have added)
+        if self.watching:
+            self.next_watch = min([(<object>w[0]).deadline for w in self.watching])
+        else:
+            self.feed_note.watch(False)
 
     # -- requests parked on a full change ring -------------------------------------------
 

@@ -130,7 +130,7 @@ class Connection(asyncio.Protocol):
     def _new_session(self, worker):
         return Session(worker.store, admin_hash=worker.admin_hash,
                        max_frame=worker.settings.max_frame, durable=worker.durable,
-                       guard=worker.guard)
+                       guard=worker.guard, watch_max_wait=worker.settings.watch_max_wait)
 
     def _runner(self, worker):
         return run_py if _wire is None or not worker.settings.compiled else _wire.run
@@ -342,18 +342,23 @@ class Connection(asyncio.Protocol):
 
     def _defer(self, d: Deferred):
         self.deferred += 1
-        stats.inflight(self.FACE, 1)
+        if d.response is not None:      # a durability wait (a WATCH's is not counted)
+            stats.inflight(self.FACE, 1)
         fut = asyncio.ensure_future(d.wait)
         fut.add_done_callback(lambda f, d=d: self._deferred_done(f, d))
 
     def _deferred_done(self, fut, d: Deferred):
         self.deferred -= 1
-        stats.inflight(self.FACE, -1)
+        if d.response is not None:
+            stats.inflight(self.FACE, -1)
         if fut.cancelled():
             exc = errors.WriterDown("durability wait cancelled")
         else:
             exc = fut.exception()
-        response = d.response if exc is None else self._deferred_error(d, exc)
+        if exc is not None:
+            response = self._deferred_error(d, exc)
+        else:                       # (a WATCH's wait gives its response)
+            response = fut.result() if d.response is None else d.response
         if self.closed:
             return
         self.transport.write(response)

@@ -6,7 +6,9 @@ bukt/tcp/connection.py) recognise them.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from bukt import protocol as P
 from bukt.writewait.ringroom import ring_full
@@ -29,7 +31,8 @@ PARK = _Park()
 
 class Deferred:
     """A response that may be sent only once `wait` (an awaitable, or a ring position on
-    the epoll loop) completes."""
+    the epoll loop) completes; or, `response` None, a WatchWait whose answer is the
+    response."""
 
     __slots__ = ("response", "wait", "request_id")
 
@@ -37,6 +40,47 @@ class Deferred:
         self.response, self.wait, self.request_id = response, wait, request_id
 
 
+class WatchWait:
+    """A WATCH that found no events and may wait `wait` seconds for them (the long
+    poll: bukt/tcp/session.py _watch). Its loop asks `answer()` again whenever the
+    feed moves (the feed's Waker: bukt/feed.py, WAITING) and `answer(final=True)` at
+    the deadline; nothing blocks. On asyncio the Deferred's awaitable is the WatchWait
+    itself: awaiting it gives the response."""
+
+    __slots__ = ("session", "watcher", "request_id", "max", "deadline")
+
+    def __init__(self, session, watcher, request_id, max_events, wait):
+        self.session, self.watcher, self.request_id = session, watcher, request_id
+        self.max = max_events
+        self.deadline = time.monotonic() + wait
+
+    def answer(self, final=False):
+        """The response once there are events (or a gone), or `final`; else None."""
+        evs = self.watcher.poll(self.max)
+        if evs or final or self.watcher.dropped:
+            return self.session.watch_answer(self.request_id, self.watcher, evs)
+        return None
+
+    def __await__(self):
+        return self._wait().__await__()
+
+    async def _wait(self):
+        moved = asyncio.Event()
+        wake = self.watcher.feed.loop_wake(asyncio.get_running_loop())
+        wake.add(moved)
+        try:
+            while True:
+                moved.clear()
+                left = self.deadline - time.monotonic()
+                r = self.answer(final=left <= 0)
+                if r is not None:
+                    return r
+                try:
+                    await asyncio.wait_for(moved.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            wake.remove(moved)
 # Why a frame loop stopped (bukt/tcp/_wire.pyx's W_* are the same numbers, in C).
 STOP_PARTIAL, STOP_FATAL, STOP_QUIT, STOP_DEFERRED, STOP_FULL, STOP_PARK = range(6)
 

@@ -664,7 +664,30 @@ def _info_text(s, sections) -> str:
                                        if isinstance(v, (int, float))))])
     else:
         section("keyspace", [])
+    section("replication", _replication(st))
     return "\r\n".join(out)
+
+
+def _replication(store):
+    """INFO replication in Redis's words (docs/resp.md), from bukt/replica/status.py."""
+    from bukt.replica.status import replica_status
+    try:
+        r = replica_status(store)
+    except (errors.BuktError, OSError):
+        return [("role", "master")]
+    if r["role"] == "primary":
+        return [("role", "master"), ("connected_slaves", 0)]
+    host, _, port = r["primary"].rpartition(":")
+    return [("role", "slave"), ("master_host", host), ("master_port", port),
+            ("master_link_status", r["link"]),
+            ("master_last_io_seconds_ago", int(r["last_io_seconds"] or -1)),
+            ("master_sync_in_progress", 0),
+            ("slave_repl_offset", r["applied"] or 0),
+            ("master_repl_offset", r["primary_last"]),
+            ("slave_read_only", 1),
+            ("bukt_lag_seq", r["lag_seq"] if r["lag_seq"] is not None else -1),
+            ("bukt_lag_seconds", r["lag_seconds"] if r["lag_seconds"] is not None else -1),
+            ("bukt_full_copies", r["copies"])]
 
 
 @command("INFO", -1)

@@ -59,7 +59,7 @@ from bukt.writewait import ringroom
 from bukt.protocol import Command as C, Status as S
 from bukt.authguard import locked_message
 from bukt.tokens import digest, new_token
-from bukt.tcp.frames import PARK, Deferred, internal_error  # noqa: F401 - re-exported
+from bukt.tcp.frames import PARK, Deferred, WatchWait, internal_error  # noqa: F401
 
 log = logging.getLogger("bukt.tcp")
 
@@ -136,12 +136,13 @@ class Session:
     __slots__ = ("store", "admin_hash", "max_frame", "durable", "bucket", "bucket_name",
                  "perms", "persist", "admin", "closing", "park_ring_full", "park_room",
                  "token_id", "token_perms", "revoked", "_handlers", "_limits",
-                 "_watch_state", "guard", "peer")
+                 "_watch_state", "guard", "peer", "watch_max_wait")
 
     def __init__(self, store, *, admin_hash: bytes | None = None,
                  max_frame: int = P.DEFAULT_MAX_FRAME, durable=None, guard=None,
-                 peer: str = "-"):
+                 peer: str = "-", watch_max_wait: float = 30.0):
         self.store = store
+        self.watch_max_wait = watch_max_wait  # the longest a WATCH waits for events
         self.guard = guard            # failed AUTH per address (bukt/authguard.py), or None
         self.peer = peer              # the peer's address, as the guard counts it
         self.admin_hash = admin_hash  # sha256 of the admin token, or None: no admin session
@@ -362,10 +363,13 @@ class Session:
         return self._bounded(rid, P.encode_payload(P.RESPONSE[C.SCAN],
                                                    {"cursor": next_cursor, "keys": keys}))
 
-    def _watch(self, rid, flags, since, max, prefix):
-        """WATCH: the change feed (bukt/feed.py) from `since`, without waiting: the
-        client polls. The session keeps the last Watcher, so a client that goes on from
-        the position it was given costs no seek through the feed."""
+    def _watch(self, rid, flags, since, max, wait_ms, prefix):
+        """WATCH: the change feed (bukt/feed.py) from `since`. With events there (or a
+        gone) it answers at once; else, given `wait_ms`, it answers when events come or
+        the wait ends (a long poll, bounded by tcp.watch_max_wait): a Deferred whose
+        WatchWait the connection's loop waits on beside its other connections. The
+        session keeps the last Watcher, so a client that goes on from the position it
+        was given costs no seek through the feed."""
         if flags & ~P.WATCH_FLAGS:
             raise errors.InvalidArgument(f"WATCH flags 0x{flags:02x}")
         from bukt.feed import Watcher
@@ -383,15 +387,26 @@ class Session:
         # as many as surely fit in a frame: an event takes at most its fixed fields,
         # a maximal key and a value of feed.max_value
         bound = 29 + 9 + self._ring_limits()[1] + w.feed.max_value
-        evs = w.poll(min(max or 256, 4096, (self.max_frame - 64) // bound or 1))
+        n = min(max or 256, 4096, (self.max_frame - 64) // bound or 1)
+        evs = w.poll(n)
+        wait = min(wait_ms / 1000.0, self.watch_max_wait)
+        if evs or wait <= 0 or w.dropped:
+            return self.watch_answer(rid, w, evs)
+        return Deferred(None, WatchWait(self, w, rid, n, wait), rid)
+
+    def watch_answer(self, rid, w, evs):
+        """The WATCH response of watcher `w`'s events `evs` (a Gone last: state gone)."""
         state, position = P.WATCH_EVENTS, w.position
         if evs and evs[-1].gone:
             state, position = P.WATCH_GONE, evs[-1].oldest
             evs = evs[:-1]
         out = [(e.seq, KIND_CODES[e.kind], e.ms, e.version, e.expire_ms, e.key, e.value)
                for e in evs]
-        return self._bounded(rid, P.encode_payload(P.RESPONSE[C.WATCH], {
-            "state": state, "position": position, "events": out}))
+        try:
+            return self._bounded(rid, P.encode_payload(P.RESPONSE[C.WATCH], {
+                "state": state, "position": position, "events": out}))
+        except errors.BuktError as exc:
+            return P.encode_error(rid, exc)
 
     def _version(self, rid, key):
         version = self.bucket.version(key)

@@ -65,6 +65,7 @@ class TcpSettings:
     resp_enabled: bool = True           # the Redis protocol beside the binary one
     resp_bind: str = "127.0.0.1:7072"   # (bukt/tcp/resp_session.py, docs/resp.md)
     resp_max_keys: int = 100_000        # KEYS answers at most this many keys
+    watch_max_wait: float = 30.0        # the longest a WATCH long poll waits for events
     # a RESP subscriber that does not read is cut off this far (bytes) behind the feed
     feed_max_lag: int = _config.parse_size(_config.SCHEMA["feed.max_lag"][0])
 
@@ -80,6 +81,7 @@ class TcpSettings:
         "auth_lockout_max": "auth.lockout_max", "auth_log_interval": "auth.log_interval",
         "auth_sources": "auth.sources",
         "resp_enabled": "resp.enabled", "resp_bind": "resp.bind",
+        "watch_max_wait": "tcp.watch_max_wait",
         "resp_max_keys": "resp.max_keys", "feed_max_lag": "feed.max_lag",
         "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
         "data_dir": "data_dir",

@@ -158,6 +158,11 @@ from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
 from bukt.feed import FeedWriter, ring_records_to_events
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
 from bukt.writer.ringlog import RingTranslator
+from bukt.replica import refuse_writes_for
+from bukt.replica.fence import check_at_start as fence_check
+from bukt.replica.acks import AckTable
+from bukt.writer.ringlog import RING_FEED_ONLY
+from bukt._core import replica_exempt
 from bukt.writewait.spin import SpinCredit
 
 __all__ = ["Writer", "run_writer", "main", "run_command", "read_tie", "TIE_FILE",
@@ -169,6 +174,8 @@ POLL_MIN_S = 0.0001         # first sleep on an empty ring: a write is picked up
 POLL_MAX_S = 0.002          # longest sleep: an idle writer wakes 500 times a second
 BATCH_S = 0.002             # everysec/no: after a batch that was not full, records gather
                             # this long before the next drain
+ACK_POLL_S = 0.0002         # replication.min_acks: how often waiting acknowledgements look
+                            # at the replicas' reports (bukt/replica/acks.py)
 HEARTBEAT_S = 0.1           # progress published in the header this often
 EVERYSEC_S = 1.0            # fsync: everysec
 STUCK_S = 0.05              # a RESERVED record this old goes to ring_unstick
@@ -298,10 +305,25 @@ class Writer:
         self.log_current_ms = 0         # ... the last time published from an idle ring
         self.recovery = None
         self.feed = None                # the change feed (bukt/feed.py), once started
+        self.replica_of = None          # host:port of the primary, when a read replica
+        self.min_acks = cfg.get("replication.min_acks")
+        self.acks = None                # the replicas' reports (bukt/replica/acks.py)
+        self.ack_wait = collections.deque()  # (last logged seq, ring pos) not yet acked
+        self.logged_seq = 0             # the last sequence logged
 
     # -- start ------------------------------------------------------------------------
     def start(self) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        replica_exempt(True)            # the writer writes even while its segment
+                                        # refuses others' writes (a replica's, a fenced
+                                        # primary's): expiry, repair, recovery
+        dd = os.path.abspath(self.cfg.data_dir)
+        if not self.cfg.get("replica.of"):
+            try:
+                fence_check(dd)         # the fencing rule (bukt/replica/fence.py)
+            except OSError as e:
+                log.warning("fencing check: %s", e)
+        self.replica_of = refuse_writes_for(self.cfg)
         t0 = time.monotonic()
         path = os.path.abspath(self.cfg.data_dir)      # published: CLI commands find it
         if len(os.fsencode(path)) >= DATA_DIR_MAX:
@@ -323,10 +345,17 @@ class Writer:
             self.dd.close()
             raise
         store = self.store
+        if self.replica_of:
+            store.set_replica(self.replica_of)      # before ready: docs/design.md, Replicas
+        elif store.replica_primary() is not None:
+            store.set_replica(None)                 # promoted: a primary now
         store.sync_wait = False         # the writer never waits on itself: not for
         store.ring_wait = 0             # durability, not for ring space (it drains it)
         store.follow = False            # nor follows its segment elsewhere (RETIREMENT)
         self.translator = RingTranslator(store)
+        if self.min_acks:
+            self.acks = AckTable(self.cfg.instance, create=True)
+            self.acks.set_min_acks(self.min_acks)
         tail, head, _ = store.ring_position()
         self.written_pos = self.flushed_pos = tail
         store.ring_flushed(tail)        # a warm start fsynced the log: all below is durable
@@ -358,11 +387,14 @@ class Writer:
     def _start_feed(self, store, tail):
         """The change feed (bukt/feed.py): its area, kept from an earlier writer when it
         matches; a gap for what it lacks before `tail`; cache-only buckets' changes
-        asked of the producers (feed.cache_only)."""
+        asked of the producers (feed.cache_only: of watched buckets, THE LEASE in
+        bukt/feed.py, or of all)."""
         fc = self.cfg.feed
-        self.feed = FeedWriter(self.cfg.instance, fc.size, fc.max_value, self.cfg.segment.mode)
+        self.feed = FeedWriter(self.cfg.instance, fc.size, fc.max_value, self.cfg.segment.mode,
+                               lease_ms=int(fc.lease * 1000))
         self.feed.start_at(tail)
-        feed_settings(store, fc.max_value + 1 if fc.cache_only else 0)
+        feed_settings(store, fc.max_value + 1 if fc.cache_only != "never" else 0,
+                      always=fc.cache_only == "always")
 
     def _publish(self, recs, upto):
         """After a batch is in the log: its events into the change feed, and a gap
@@ -550,6 +582,8 @@ class Writer:
         if now is not None:
             store.set_time(now)
         store.set_logging(False)
+        if self.replica_of:
+            store.set_replica(self.replica_of)      # before anyone can attach to it
         return store
 
     def _cold(self) -> None:
@@ -670,6 +704,9 @@ class Writer:
             elif self.error or self.w is None:
                 time.sleep(idle)            # backing off a disk error: records wait
                 idle = min(idle * 2, POLL_MAX_S)
+            elif self.ack_wait:
+                self._replica_acks()        # replication.min_acks: poll the reports
+                ring_idle_wait(self.store, ACK_POLL_S)
             elif self.policy == "always":
                 # producers ring the doorbell: sleep until the next tick, or until a
                 # record RESERVED at the tail has been stuck long enough to look at
@@ -730,6 +767,11 @@ class Writer:
             if next_pos > self.skip_upto:
                 self.skip_upto = 0
         data = self.translator.encode(recs) if recs else b""
+        if self.min_acks:
+            for r in reversed(recs):
+                if not r[8] & RING_FEED_ONLY:
+                    self.logged_seq = r[0]
+                    break
         t0 = time.monotonic()
         if data:
             try:
@@ -778,6 +820,22 @@ class Writer:
         return True
 
     def _acknowledge(self, pos):
+        if self.min_acks and pos > self.flushed_pos:
+            # replication.min_acks: on disk, and then on that many replicas
+            self.ack_wait.append((self.logged_seq, pos))
+            self._replica_acks()
+            return
+        self._ack_now(pos)
+
+    def _replica_acks(self):
+        acks, wait = self.acks, self.ack_wait
+        pos = None
+        while wait and acks.count_at(wait[0][0]) >= self.min_acks:
+            pos = wait.popleft()[1]
+        if pos is not None:
+            self._ack_now(pos)
+
+    def _ack_now(self, pos):
         if self.rebase_ack:
             # the flushed position is one mark: past these records it would also pass
             # the failed log's, which are durable only once the rebase's base is in

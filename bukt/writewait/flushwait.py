@@ -41,6 +41,29 @@ POLL_LONGEST = 0.002
 POLICY_REFRESH = 0.1   # seconds between reads of the writer's fsync policy (POLICY)
 
 
+
+def not_confirmed(store, pos, timeout):
+    """The WriterDown of a write at ring position `pos` not confirmed within `timeout`:
+    saying so when the writer has logged it and waits for replicas' acknowledgements
+    (replication.min_acks, bukt/replica/acks.py)."""
+    try:
+        from bukt.replica.acks import AckTable
+        info = store.writer_info()
+        if info["ring_tail"] >= pos and info["alive"]:
+            table = AckTable(store.name)
+            try:
+                n = table.min_acks
+            finally:
+                table.close()
+            if n:
+                return WriterDown(
+                    f"fewer than replication.min_acks ({n}) replicas confirmed the write "
+                    f"within {timeout:g} s; it is applied, and on the primary's disk")
+    except (OSError, KeyError, ValueError):
+        pass
+    return WriterDown(f"no confirmation from the writer within {timeout:g} s that the "
+                      "write reached the disk; it is applied in memory")
+
 class FlushWaiters:
     def __init__(self, store, timeout: float | None = None):
         self.store = store
@@ -130,9 +153,7 @@ class FlushWaiters:
             elif now >= deadline:
                 waiters.popleft()
                 if not fut.done():
-                    fut.set_exception(WriterDown(
-                        f"no confirmation from the writer within {timeout:g} s that the "
-                        "write reached the disk; it is applied in memory"))
+                    fut.set_exception(not_confirmed(self.store, pos, timeout))
             else:
                 break
         if not waiters:

@@ -23,7 +23,13 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       14u     /* 14: the change feed's feed_cache_only and
+#define BK_FORMAT       16u     /* 16: the header's replica flag and replica_of (a
+                                   read replica refuses writes: docs/design.md,
+                                   Replicas);
+                                   15: buckets' feed lease (feed_lease, feed_since)
+                                   and the header's feed_always: cache-only changes
+                                   reach the ring only while a bucket is watched;
+                                   14: the change feed's feed_cache_only and
                                    feed_lost (bukt/feed.py, THE SOURCE);
                                    13: the header's max_txn_keys (in _pad0);
                                    12: owner start times (writer_start, dropper_start,
@@ -152,8 +158,11 @@ typedef struct {
                                    up to retire_drained (store.pxi, RETIREMENT). On
                                    index_geom's line, which every get and set reads:
                                    checking it costs no miss */
-    uint32_t _pad1a;
-    char     _pad1[256 - 192];
+    uint32_t replica;           /* 1: a read replica's segment: every write but the
+                                   replica's applier's and its writer's is refused
+                                   with ReplicaReadOnly naming replica_of (store.pxi,
+                                   _writable); on index_geom's line like retired */
+    char     replica_of[64];    /* the primary, NUL-terminated: host:port */
     /* line 4..: mutable state, each hot word on its own cache line */
     bk_lock  alloc_lock;        /* page assignment: pages_used, pagemap */
     bk_lock  meta_lock;         /* bucket table and tokens */
@@ -206,7 +215,11 @@ typedef struct {
                                    full): the writer makes it a gap in the feed,
                                    which watchers past it are told is gone. Atomic
                                    max by producers */
-    char     _pad6[8];
+    uint32_t feed_always;       /* 1: every cache-only change goes to the ring (see
+                                   feed_cache_only), watched or not (feed.cache_only:
+                                   always); 0: only a watched bucket's (feed_lease).
+                                   Set by the writer */
+    uint32_t _pad6;
     /* the writer process's published progress (read by health checks) */
     uint32_t writer_pid;
     uint32_t writer_ready;
@@ -338,7 +351,15 @@ typedef struct {
                                    is finished by the next create/drop/check) */
     uint32_t dropper_start;     /* its start time, low 32 bits (bukt/owners.py,
                                    OWNERSHIP): a zombie or a reused pid is dead */
-    char     _pad2[8];
+    uint64_t feed_lease;        /* the change feed's watch lease on a cache-only bucket
+                                   (bukt/feed.py, THE LEASE): run << 32 | until, where
+                                   until is an lru_clock tick: its changes go to the
+                                   ring while until > lru_clock. Watchers renew it
+                                   (CAS); one that finds it lapsed starts a new run
+                                   (run + 1, under meta_lock) */
+    uint64_t feed_since;        /* the ring's head when the current run began: the
+                                   feed holds every change of the bucket after it
+                                   (stored before the run's lease) */
 } bk_bucket;
 
 typedef struct {
@@ -376,6 +397,7 @@ _Static_assert(offsetof(bk_stripe, min_expire_ms) / 64 == offsetof(bk_stripe, nt
 _Static_assert(sizeof(bk_entry) == 32, "entry header is 32 bytes");
 _Static_assert(sizeof(bk_class) == 128, "class header is two cache lines");
 _Static_assert(sizeof(bk_rec) == 48, "ring record header is 48 bytes");
+_Static_assert(offsetof(bk_header, replica_of) + 64 == 256, "replica_of ends the first lines");
 _Static_assert(offsetof(bk_header, alloc_lock) == 256, "header locks start at 256");
 _Static_assert(offsetof(bk_header, ring_claim_ms) / 64 == offsetof(bk_header, ring_head) / 64,
                "the claim shares ring_head's cache line");

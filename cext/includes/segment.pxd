@@ -54,6 +54,8 @@ cdef extern from "segment.h" nogil:
         uint32_t max_txn_keys
         uint64_t index_geom
         uint32_t retired
+        uint32_t replica
+        char replica_of[64]
         bk_lock alloc_lock
         bk_lock meta_lock
         bk_lock ring_lock
@@ -80,6 +82,7 @@ cdef extern from "segment.h" nogil:
         uint64_t meta_epoch
         uint64_t writer_start
         uint64_t feed_lost
+        uint32_t feed_always
         uint32_t writer_pid
         uint32_t writer_ready
         int64_t writer_heartbeat_ms
@@ -162,6 +165,8 @@ cdef extern from "segment.h" nogil:
         int64_t max_memory
         uint32_t dropper_pid
         uint32_t dropper_start
+        uint64_t feed_lease
+        uint64_t feed_since
 
     ctypedef struct bk_proc:
         uint32_t pid

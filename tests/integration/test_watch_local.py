@@ -150,20 +150,20 @@ def test_awatch(service):
     store.close()
 
 
-def test_cache_only_buckets_stay_off_the_ring_unless_asked(tmp_path):
-    """feed.cache_only false (the default): a cache-only bucket's writes reserve no ring
-    record (they cost what they did), and its watchers see nothing."""
-    s = Service(tmp_path)
+def test_cache_only_buckets_stay_off_the_ring_with_never(tmp_path):
+    """feed.cache_only never: a cache-only bucket's writes reserve no ring record, and
+    watching it is refused with a reason, not left silent."""
+    s = Service(tmp_path, feed={"cache_only": "never"})
     try:
         s.start()
         s.create_bucket("c", persist=False)
         store = bukt.attach(s.name)
-        w = store.watch("c")
         before = store.ring_position()[1]
         for i in range(100):
             store.bucket("c").set(b"k%d" % i, b"v")
         assert store.ring_position()[1] == before
-        assert w.poll() == []
+        with pytest.raises(bukt.errors.InvalidArgument, match="cache_only: never"):
+            store.watch("c")
         store.close()
     finally:
         s.cleanup()

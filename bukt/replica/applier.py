@@ -1,0 +1,382 @@
+"""The replica's applier: `bukt replica-follow`, a process the supervisor starts.
+
+It copies the primary's store, then follows its log (bukt/replica/source.py serves
+both), applying every record to this instance's segment through the recovery Loader
+(bukt/writer/restore.py). It is an ordinary producer of that segment, so this
+instance's own writer logs what it applies: the replica restarts like any instance.
+
+WHERE IT IS. The last primary sequence applied is kept in `replica.json` in the data
+directory, written only when this instance's writer reports the ring position of the
+applier's last record as flushed (its fsync policy's promise): after any restart the
+file names a point at or before what the replica's files hold, and applying a record
+twice is harmless (every record states a result). No file, a primary that answers
+410 (its logs no longer reach back), or a record stream that cannot be read means a
+new full copy: the replica's buckets are dropped and the snapshot applied, logged.
+
+ONLY IT WRITES. The segment's replica word (cext/store.pxi, set_replica) refuses
+every other process's writes; this process and the writer are exempt
+(store.replica_exempt).
+"""
+import http.client
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import urllib.parse
+
+import bukt
+from bukt import errors
+from bukt._core import replica_exempt
+from bukt.replica import promoted
+from bukt.replica.status import STATUS_FILE
+from bukt.replica.source import BEAT, END, FRAME, RECORDS
+from bukt.writer import aof
+from bukt.writer.restore import Loader
+
+__all__ = ["Applier", "parse_primary", "STATE_FILE", "read_state", "main"]
+
+log = logging.getLogger("bukt.replica")
+
+STATE_FILE = "replica.json"
+API = "/api/v1/replication"
+STATE_EVERY_S = 0.1     # how often the applied sequence is considered for replica.json
+READ_TIMEOUT_S = 30.0   # the primary sends a frame at once and a BEAT every second
+                        # while idle: silence this long is a dead connection
+
+
+def parse_primary(url):
+    """(host, port, token) of `bukt://:TOKEN@HOST:PORT`."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme != "bukt" or not u.hostname or not u.port:
+        raise errors.InvalidArgument(f"replica.of {url!r}: bukt://:TOKEN@HOST:PORT")
+    token = urllib.parse.unquote(u.password or u.username or "")
+    return u.hostname, u.port, token
+
+
+def read_state(data_dir):
+    try:
+        with open(os.path.join(data_dir, STATE_FILE)) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def write_state(data_dir, state):
+    path = os.path.join(data_dir, STATE_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+class Recopy(Exception):
+    """The replica needs a new full copy (the reason is the message)."""
+
+
+class Applier:
+    def __init__(self, cfg, store=None):
+        self.cfg = cfg
+        self.data_dir = os.path.abspath(cfg.data_dir)
+        self.host, self.port, self.token = parse_primary(cfg.get("replica.of"))
+        self.primary = f"{self.host}:{self.port}"
+        self.chunk = cfg.get("replica.chunk")
+        self.retry = cfg.get("replica.retry")
+        self.store = store
+        self.stopping = False
+        self.applied = None             # the last primary sequence applied, None: no copy
+        self.primary_last = 0           # the primary's last logged sequence, as it said
+        self.primary_ms = 0             # ... and when (its clock)
+        self.applied_ms = 0             # the frame time of the last records applied
+        self.pending = []               # (ring position, applied seq) awaiting the flush
+        self.saved = None               # the applied seq in replica.json
+        self.next_state = 0.0
+        self.copies = 0
+        self.loader = None
+        self._behind = False
+        self.connected = False
+        self.io_ms = 0
+        self.primary_node = None        # the primary's node id (bukt/replica/__init__.py)
+        self._ack_cv = threading.Condition()
+        self._next_publish = 0.0
+        host, port = cfg.get("http.bind").rsplit(":", 1)
+        self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+    # -- the segment -----------------------------------------------------------------
+    def attach(self):
+        replica_exempt(True)
+        if self.store is None:
+            self.store = bukt.attach(self.cfg.instance)
+        self.store.set_replica(self.primary)
+        self.loader = Loader(self.store, bulk=False)
+        st = read_state(self.data_dir)
+        if st.get("primary") == self.primary and isinstance(st.get("applied"), int):
+            self.applied = self.saved = st["applied"]
+            self.copies = int(st.get("copies", 0))
+            self.primary_node = st.get("primary_node")
+
+    # -- the primary -----------------------------------------------------------------
+    def _get(self, path):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=READ_TIMEOUT_S)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}",
+                                           "X-Bukt-Replica": self.address})
+        resp = conn.getresponse()
+        node = resp.getheader("X-Bukt-Node")
+        if node:
+            self.primary_node = node
+        return conn, resp
+
+    def _frames(self, resp):
+        """(kind, ms, last, payload) of the frames of a response, as they come."""
+        buf = b""
+        need = FRAME.size
+        while True:
+            while len(buf) < need:
+                more = resp.read1(self.chunk)
+                if not more:
+                    if buf:
+                        raise ConnectionError("the primary's stream ended mid-frame")
+                    return
+                buf += more
+            kind, n, ms, last = FRAME.unpack_from(buf, 0)
+            if len(buf) < FRAME.size + n:
+                need = FRAME.size + n
+                continue
+            payload = buf[FRAME.size:FRAME.size + n]
+            buf = buf[FRAME.size + n:]
+            need = FRAME.size
+            yield kind, ms, last, payload
+
+    def _apply(self, payload):
+        """Applies whole records; returns the last sequence among them."""
+        report = aof.Scan("the primary's stream")
+        recs = list(aof.scan(payload, 0, len(payload), report))
+        if report.problems or report.good_end != len(payload):
+            raise ConnectionError(f"a damaged frame from the primary: {report.problems}")
+        while True:
+            try:
+                self.loader.apply(recs)
+                break
+            except (errors.RingFull, errors.DiskError) as e:
+                # this replica's own writer is behind: wait for it, then apply the
+                # batch again (a record applied twice leaves the same state)
+                if not self._behind:
+                    log.warning("replica: this instance's writer is behind (%s); waiting", e)
+                self._behind = True
+                time.sleep(0.05)
+        self._behind = False
+        return report.last_seq if recs else None
+
+    def copy(self, reason):
+        """A new full copy of the primary."""
+        t0 = time.monotonic()
+        log.warning("replica: full copy of %s (%s)", self.primary, reason)
+        conn, resp = self._get(f"{API}/snapshot")
+        try:
+            if resp.status != 200:
+                raise ConnectionError(f"snapshot: HTTP {resp.status} {resp.read()[:300]!r}")
+            seq = int(resp.getheader("X-Bukt-Seq"))
+            self.applied = None
+            self._forget_state()
+            for name in self.store.buckets():
+                self.store.drop_bucket(name)
+            self.loader = Loader(self.store, bulk=False)
+            n = 0
+            done = False
+            for kind, ms, last, payload in self._frames(resp):
+                if kind == RECORDS:
+                    self._apply(payload)
+                    self._publish()
+                elif kind == END:
+                    doc = json.loads(payload)
+                    if not doc.get("done"):
+                        raise ConnectionError(f"snapshot: {doc}")
+                    n = doc.get("records", 0)
+                    done = True
+                    break
+            if not done:
+                raise ConnectionError("the snapshot ended before its END frame")
+        finally:
+            conn.close()
+        self.copies += 1
+        self._applied(seq, int(time.time() * 1000))
+        log.warning("replica: copied %d records of %s up to sequence %d in %.2f s",
+                    n, self.primary, seq, time.monotonic() - t0)
+
+    def follow(self):
+        """Applies the primary's log after self.applied until the stream ends."""
+        conn, resp = self._get(f"{API}/log?since={self.applied}")
+        try:
+            if resp.status == 410:
+                raise Recopy(json.loads(resp.read() or b"{}").get("detail")
+                             or "the primary's log no longer reaches back")
+            if resp.status != 200:
+                raise ConnectionError(f"log: HTTP {resp.status} {resp.read()[:300]!r}")
+            log.info("replica: following %s from sequence %d", self.primary, self.applied)
+            for kind, ms, last, payload in self._frames(resp):
+                self.primary_last, self.primary_ms = last, ms
+                self.connected, self.io_ms = True, int(time.time() * 1000)
+                if kind == RECORDS:
+                    seq = self._apply(payload)
+                    if seq is not None:
+                        self._applied(seq, ms)
+                elif kind == BEAT:
+                    if self.applied is not None and self.applied >= last:
+                        self.applied_ms = ms
+                    self._publish(force=True)
+                elif kind == END:
+                    doc = json.loads(payload)
+                    if doc.get("error") == "gone":
+                        raise Recopy(doc.get("reason", "gone"))
+                    raise ConnectionError(f"the primary ended the stream: {doc}")
+                self._save_state()
+                if self.stopping or self._promoted():
+                    return
+        finally:
+            conn.close()
+
+    def _promoted(self):
+        if promoted(self.data_dir) is not None:
+            self.stopping = True
+            log.warning("replica: promoted; the applier stops")
+            return True
+        return False
+
+    # -- acknowledgements (replication.min_acks: bukt/replica/acks.py) ---------------
+    def _ack_loop(self):
+        """Reports the applied sequence to the primary whenever it moves, on one
+        kept-alive connection (a thread: applying never waits for it)."""
+        conn, sent = None, None
+        while not self.stopping:
+            with self._ack_cv:
+                while (self.applied is None or self.applied == sent) and not self.stopping:
+                    self._ack_cv.wait(1.0)
+                seq = self.applied
+            if self.stopping:
+                break
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.host, self.port,
+                                                      timeout=READ_TIMEOUT_S)
+                conn.request("POST", f"{API}/ack?seq={seq}", body=b"",
+                             headers={"Authorization": f"Bearer {self.token}",
+                                      "X-Bukt-Replica": self.address})
+                r = conn.getresponse()
+                r.read()
+                sent = seq
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(min(self.retry, 0.1))
+
+    # -- where it is -----------------------------------------------------------------
+    def _applied(self, seq, ms):
+        self.applied, self.applied_ms = seq, ms
+        with self._ack_cv:
+            self._ack_cv.notify()
+        self.pending.append((self.store.last_pos, seq))
+        self._save_state()
+
+    def _forget_state(self):
+        self.pending.clear()
+        self.saved = None
+        try:
+            os.unlink(os.path.join(self.data_dir, STATE_FILE))
+        except FileNotFoundError:
+            pass
+
+    def _save_state(self, force=False):
+        now = time.monotonic()
+        if not self.pending or (now < self.next_state and not force):
+            self._publish()
+            return
+        self.next_state = now + STATE_EVERY_S
+        flushed = self.store.writer_info()["flushed_pos"]
+        seq = None
+        while self.pending and self.pending[0][0] <= flushed:
+            seq = self.pending.pop(0)[1]
+        if seq is not None and seq != self.saved:
+            write_state(self.data_dir, {"primary": self.primary, "applied": seq,
+                                        "copies": self.copies,
+                                        "primary_node": self.primary_node})
+            self.saved = seq
+        self._publish()
+
+    def _publish(self, force=False):
+        now = time.monotonic()
+        if not force and now < self._next_publish:
+            return
+        self._next_publish = now + STATE_EVERY_S
+        st = {"primary": self.primary, "applied": self.applied, "saved": self.saved,
+              "primary_last": self.primary_last, "primary_ms": self.primary_ms,
+              "applied_ms": self.applied_ms, "copies": self.copies, "pid": os.getpid(),
+              "connected": self.connected, "io_ms": self.io_ms,
+              "primary_node": self.primary_node,
+              "updated_ms": int(time.time() * 1000)}
+        path = os.path.join(self.data_dir, STATUS_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(st, f)
+        os.rename(tmp, path)
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self):
+        self.attach()
+        threading.Thread(target=self._ack_loop, name="bukt-replica-ack",
+                         daemon=True).start()
+        wait = self.retry / 10
+        reason = "no copy yet" if self.applied is None else None
+        while not self.stopping and not self._promoted():
+            try:
+                if self.applied is None:
+                    self.copy(reason or "no copy yet")
+                    reason = None
+                self.follow()
+                wait = self.retry / 10
+            except Recopy as e:
+                self.applied = None
+                reason = f"the primary cannot resume from the last applied sequence: {e}"
+                continue
+            except (OSError, http.client.HTTPException, ConnectionError, ValueError) as e:
+                if self.stopping:
+                    break
+                self.connected = False
+                self._publish(force=True)
+                log.warning("replica: %s unreachable or failing (%s); again in %.2f s",
+                            self.primary, e, wait)
+                if self._promoted():
+                    break
+                time.sleep(wait)
+                wait = min(wait * 2, self.retry)
+        self._save_state(force=True)
+        self._publish(force=True)
+        return 0
+
+
+def main(config_path=None) -> int:
+    from bukt import config as config_mod
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = config_mod.load(config_path)
+    if not cfg.get("replica.of"):
+        log.error("replica.of is not set: nothing to follow")
+        return 2
+    a = Applier(cfg)
+
+    def stop(signum, frame):
+        a.stopping = True
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return a.run()
+    except SystemExit:
+        try:
+            a._save_state(force=True)
+            a._publish(force=True)
+        except Exception:
+            pass
+        return 0
