@@ -312,7 +312,13 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "ratelimit.rps": (1000, _int(1)),
     "ratelimit.burst": (2000, _int(1)),
     "ratelimit.slots": (4096, _int(16, 1 << 24)),
+    "metrics.token": (None, _nullable(_text(r"[\x21-\x7e]{16,256}",
+                                            "null, or 16-256 printable characters"))),
+    "metrics.public_on_loopback": (False, _bool),
     "log.level": ("info", _choice("debug", "info", "warning", "error")),
+    "log.format": ("text", _choice("text", "json")),
+    "log.access": (False, _bool),
+    "log.access_sample": (1.0, _float(0.0001, 1.0)),
     "shutdown_timeout": (10, _duration(lo=0.1)),
 }
 

@@ -84,8 +84,10 @@ def _tcp_args(p):
 
 
 def _tcp(args):
-    from bukt import tcp
-    return tcp.serve_tcp(load_config(args), bind=args.bind, workers=args.workers,
+    from bukt import logs, tcp
+    cfg = load_config(args)
+    logs.from_config("tcp", cfg)        # the service's one log format (bukt/logs.py)
+    return tcp.serve_tcp(cfg, bind=args.bind, workers=args.workers,
                          instance=args.instance, loop=args.loop)
 
 

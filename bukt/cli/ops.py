@@ -19,7 +19,7 @@ from bukt import errors
 from bukt import owners
 from bukt.service import procs
 from bukt.service import probes as probe
-from bukt.writewait.durability import HEARTBEAT_STALE_MS
+from bukt.writewait.durability import HEARTBEAT_STALE_MS, fsync_lag_seconds
 from bukt.cli.common import (FAILED, OK, REFUSED, UNREACHABLE, CliError, config_arg, data_dir_of,
                       emit, human_bytes, json_arg, load_config, open_target, segment_writer,
                       target_args)
@@ -121,8 +121,7 @@ def local_report(cfg, st, w) -> dict:
                  "unflushed": w["ring_head"] - w["flushed_pos"]},
         "writer": {"pid": w["pid"], "alive": w["alive"], "ready": w["ready"],
                    "error": w["error"], "heartbeat_age_s": heartbeat_age,
-                   "fsync_lag_s": (now_ms - w["last_fsync_ms"]) / 1000
-                   if w["last_fsync_ms"] else None,
+                   "fsync_lag_s": fsync_lag_seconds(w, now_ms),
                    "sync_always": w["sync_always"], "flushed_seq": w["flushed_seq"]},
         "disk": {"data_dir": data_dir, "data_dir_from": source,
                  "current_log_bytes": w["log_size"],
@@ -180,6 +179,11 @@ def _ago(s):
     return f"{s:.1f} s ago" if s < 120 else f"{s / 60:.0f} min ago"
 
 
+def _lag(s):
+    """The fsync lag (bukt.writewait.durability.fsync_lag_seconds) in words."""
+    return "-" if s is None else "0 s (nothing waits)" if s == 0 else f"{s:.1f} s"
+
+
 def _human_status(r) -> str:
     seg, ring, w, disk = r["segment"], r["ring"], r["writer"], r["disk"]
     lines = [f"bukt {r['instance']}: " + ("healthy" if r["healthy"] else "UNHEALTHY")]
@@ -193,8 +197,8 @@ def _human_status(r) -> str:
     else:
         lines.append("  service   no `bukt serve` runs for this data_dir")
     lines.append(f"  writer    pid {w['pid']}, " + ("ready" if w["ready"] else "not ready")
-                 + f", heartbeat {_ago(w['heartbeat_age_s'])}, last fsync "
-                 + _ago(w["fsync_lag_s"]) + (", fsync always" if w["sync_always"] else ""))
+                 + f", heartbeat {_ago(w['heartbeat_age_s'])}, fsync lag "
+                 + _lag(w["fsync_lag_s"]) + (", fsync always" if w["sync_always"] else ""))
     pct = 100 * seg["memory_used"] / seg["bytes"] if seg["bytes"] else 0
     lines.append(f"  memory    {human_bytes(seg['memory_used'])} of "
                  f"{human_bytes(seg['bytes'])} ({pct:.1f}%), index {seg['index_used']:,} of "
@@ -252,8 +256,8 @@ def _remote_status(args):
         print(f"  keys      {st['keys']:,} in {st['buckets']} buckets")
         print(f"  ring      {human_bytes(w.get('ring_depth'))} waiting, "
               f"{human_bytes(w.get('unflushed_bytes'))} not yet durable")
-        print(f"  writer    up {w.get('up')}, last fsync "
-              f"{_ago(w.get('fsync_lag_seconds'))}, log {human_bytes(w.get('log_bytes'))}")
+        print(f"  writer    up {w.get('up')}, fsync lag "
+              f"{_lag(w.get('fsync_lag_seconds'))}, log {human_bytes(w.get('log_bytes'))}")
     emit(args, report, human)
     return OK if code == 200 else FAILED
 

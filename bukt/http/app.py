@@ -23,7 +23,8 @@ from bukt.http.keys import Bulk, Flush, Key, Scan, Touch
 from bukt.http.kv import KvCollection, KvItem
 from bukt.http.middleware import Frontdoor, RateLimiter, RequestMetrics, open_access_log
 from bukt.http.openapi import document
-from bukt.http.ops import Health, Metrics, OpenApi
+from bukt.http.metrics import Metrics
+from bukt.http.ops import Health, OpenApi
 from bukt.http.replication import Ack, Fence, LogStream, Role, Snapshot
 from bukt.http.service import Service
 from bukt.http.settings import HttpSettings
@@ -111,7 +112,8 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
     ctx.metrics.row()          # claim this worker's counter row now, not mid-request
     limiter = RateLimiter(area, settings.ratelimit_rate, settings.ratelimit_burst) \
         if settings.ratelimit_enabled else None
-    frontdoor = Frontdoor(ctx.metrics, limiter, open_access_log(settings.access_log))
+    frontdoor = Frontdoor(ctx.metrics, limiter, open_access_log(settings.access_log),
+                         settings.access_sample)
     app = App(middleware=[frontdoor])
     app.req_options.strip_url_path_trailing_slash = False
     app.req_options.keep_blank_qs_values = True     # "?ttl=" is an error, not absent

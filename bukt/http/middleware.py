@@ -9,6 +9,7 @@ import hashlib
 import math
 import os
 import time
+from random import random
 from bisect import bisect_left
 
 from json.encoder import encode_basestring_ascii as json_str
@@ -109,8 +110,9 @@ def open_access_log(dest):
 
 
 class Frontdoor:
-    def __init__(self, metrics, limiter=None, access_fd=None):
+    def __init__(self, metrics, limiter=None, access_fd=None, sample=1.0):
         self.metrics, self.limiter, self.access_fd = metrics, limiter, access_fd
+        self.sample = sample if sample < 1.0 else None   # log.access_sample
         self.pid = os.getpid()           # made in the worker, after the fork
         self.row = metrics.row()         # this worker's counters
         self._lines, self._waiting, self._flush_due = [], 0, False
@@ -151,7 +153,7 @@ class Frontdoor:
         row[base + (cls if 0 <= cls <= 4 else 0 if cls < 0 else 4)] += 1   # above 5xx
         row[base + STATUS_CLASSES + bisect_left(LATENCY_BOUNDS, elapsed)] += 1
         row[base + ROUTE_WORDS - 1] += us
-        if self.access_fd is None:
+        if self.access_fd is None or (self.sample is not None and random() >= self.sample):
             return
         # The line is joined from pieces made once, so a request formats no number
         # and escapes only its path: str % with eight fields cost 7k instructions of

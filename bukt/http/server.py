@@ -12,8 +12,10 @@ import logging
 import os
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 import bukt
+from bukt import logs
 from bukt.http.auth import resolve_admin_token
 from bukt.http.settings import HttpSettings
 from bukt.authguard import FailureTable, table_name
@@ -21,6 +23,16 @@ from bukt.http.shared import SharedArea
 
 WORKER_CLASS = "bukt.http.worker.BuktWorker"   # uvloop + httptools, keep-alive, corked
 log = logging.getLogger("bukt.http")
+
+
+class BuktLogger(GunicornLogger):
+    """gunicorn's logger with its lines in the service's one format (bukt/logs.py): its
+    error log goes to the root logger's handler instead of a handler of its own."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        logs.adopt(self.error_log.name)
+        self.error_log.setLevel(logging.NOTSET)     # the root's level decides
 
 
 def area_name(instance):
@@ -54,7 +66,9 @@ class HttpServer(BaseApplication):
             "proc_name": f"bukt-http-{s.instance}",
             "accesslog": None,           # the app writes its own JSON lines
             "errorlog": "-",
+            "logger_class": BuktLogger,
             "loglevel": "info",
+            "post_fork": self._post_fork,
             "preload_app": False,        # load() runs in each worker, after fork
             "on_starting": self._on_starting,
             "on_exit": self._on_exit,
@@ -86,6 +100,16 @@ class HttpServer(BaseApplication):
         log.info("bukt http %s on %s, %d workers, pid %d", self.settings.instance,
                  self.settings.bind, self.settings.workers, os.getpid())
 
+    @staticmethod
+    def _post_fork(arbiter, worker):
+        logs.set_role("http-worker")
+        # uvicorn's worker took gunicorn's handlers for its loggers (none, BuktLogger):
+        # its error log goes to the root's, as every logger here does; its access log
+        # stays off (the app writes its own when log.access is on: middleware.py)
+        logs.adopt("uvicorn.error")
+        access = logging.getLogger("uvicorn.access")
+        access.handlers, access.propagate = [logging.NullHandler()], False
+
     def _on_exit(self, arbiter):
         if self.area is not None:
             self.area.unlink()
@@ -97,5 +121,7 @@ class HttpServer(BaseApplication):
 
 def serve_http(config=None, attach=None):
     """Run the HTTP server until SIGTERM/SIGINT; returns when the arbiter exits."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from bukt.http.settings import lookup
+    logs.configure("http", lookup(config, "log.level", "info"),
+                   lookup(config, "log.format", "text"))
     HttpServer(config, attach).run()

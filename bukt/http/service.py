@@ -15,6 +15,7 @@ from bukt.http.auth import ADMIN
 from bukt.owners import owner_alive
 from bukt.service.procs import children_of
 from bukt.service.supervisor import STATE_FILE
+from bukt.writewait.durability import fsync_lag_seconds
 
 
 def _size(path):
@@ -40,8 +41,7 @@ def _writer(w, settings, now_ms):
         # the segment says only whether every write waits for its fsync; the policy's
         # name is the configuration's (the same file `bukt serve` gave the writer)
         "fsync": "always" if w.get("sync_always") else settings.fsync,
-        "fsync_lag_seconds": (now_ms - w["last_fsync_ms"]) / 1000
-        if w.get("last_fsync_ms") else None,
+        "fsync_lag_seconds": fsync_lag_seconds(w, now_ms),
         "heartbeat_age_seconds": (now_ms - w["heartbeat_ms"]) / 1000
         if w.get("heartbeat_ms") else None,
         "log_bytes": w.get("log_size", 0), "flushed_seq": w.get("flushed_seq", 0)}

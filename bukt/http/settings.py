@@ -61,7 +61,9 @@ class HttpSettings:
                                       # else data_dir/admin.token (generated on first start)
     data_dir: str | None = None
     instance: str = "default"         # the segment is /bukt-<instance>
-    access_log: str | None = "-"      # "-" = stderr, a path, or "" / None for none
+    access_log: str | None = None     # "-" = stderr, a path, or None for none: the
+                                      # http.access_log when log.access is true
+    access_sample: float = 1.0        # log.access_sample: the share of requests logged
     keepalive: int = 5                # seconds an idle keep-alive connection is kept
     max_request_line: int = 8192      # the request line's URL, bytes (nginx: 8 KiB)
     max_header_fields: int = 100      # header fields in one request (gunicorn: 100)
@@ -87,13 +89,16 @@ class HttpSettings:
     feed_heartbeat: float = 15.0      # feed.heartbeat: an idle watch's comment line
     replica_chunk: int = 4 << 20      # replica.chunk: log bytes read and sent at a time
     feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
+    metrics_token: str | None = None  # metrics.token: a read-only scrape credential
+    metrics_public_on_loopback: bool = False   # metrics.public_on_loopback
     feed_coalesce: float = 0.005      # feed.coalesce: a stream's batches at most this often
 
     @classmethod
     def from_config(cls, config):
         get = lambda key, default: lookup(config, key, default)  # noqa: E731
         admin = get("auth.admin_token", None) or None   # else bukt.tokens.admin_token looks
-        access_log = get("http.access_log", cls.access_log) or None
+        access_log = (get("http.access_log", "-") or None) \
+            if _bool(get("log.access", False)) else None
         return cls(
             bind=str(get("http.bind", cls.bind)),
             workers=int(get("http.workers", cls.workers)) or os.cpu_count() or 1,
@@ -103,6 +108,7 @@ class HttpSettings:
             data_dir=get("data_dir", None),
             instance=str(get("instance", cls.instance)),
             access_log=access_log,
+            access_sample=float(get("log.access_sample", cls.access_sample)),
             keepalive=int(get("http.keepalive", cls.keepalive)),
             max_request_line=_size(get("http.max_request_line", cls.max_request_line)),
             max_header_fields=int(get("http.max_header_fields", cls.max_header_fields)),
@@ -128,6 +134,9 @@ class HttpSettings:
             tcp_workers=int(get("tcp.workers", cls.tcp_workers)) or os.cpu_count() or 1,
             feed_heartbeat=_duration(get("feed.heartbeat", cls.feed_heartbeat)),
             feed_max_lag=_size(get("feed.max_lag", cls.feed_max_lag)),
+            metrics_token=get("metrics.token", None) or None,
+            metrics_public_on_loopback=_bool(get("metrics.public_on_loopback",
+                                                 cls.metrics_public_on_loopback)),
             replica_chunk=_size(get("replica.chunk", cls.replica_chunk)),
             feed_coalesce=_duration(get("feed.coalesce", cls.feed_coalesce)),
         )

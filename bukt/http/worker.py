@@ -217,3 +217,12 @@ class CorkedHttpToolsProtocol(HttpToolsProtocol):
 
 class BuktWorker(UvicornWorker):
     CONFIG_KWARGS = {"loop": "uvloop", "http": CorkedHttpToolsProtocol}
+
+    async def _serve(self):
+        # A clean stop without a false error: uvicorn closes the listening sockets it
+        # was handed after its uvloop server has closed their descriptors. Handed
+        # gunicorn's socket wrappers, that second close failed (EBADF) and gunicorn
+        # logged "Error while closing socket [Errno 9] Bad file descriptor" for every
+        # worker at every stop; the sockets themselves are closed without a word.
+        self.sockets = [getattr(s, "sock", s) for s in self.sockets]
+        await super()._serve()

@@ -68,6 +68,7 @@ import time
 
 import bukt
 from bukt import config as config_mod
+from bukt import logs
 from bukt import owners
 from bukt.service import procs
 from bukt.service import probes as probe
@@ -704,13 +705,13 @@ class Supervisor:
         resp = ""
         if self.cfg.get("resp.enabled"):
             rh, rport = probe.client_host(self.cfg.get("resp.bind"))
-            resp = f"\n  RESP         redis://{rh}:{rport}      try: redis-cli -p {rport} PING"
-        print(f"""bukt serve: ready (instance {self.cfg.instance}, pid {os.getpid()})
-  HTTP         http://{h}:{port}      try: curl http://{h}:{port}/healthz
-  TCP          bukt://{t}:{tport}{resp}
-  admin token  {where}
-  data         {self.data_dir}   segment /dev/shm/bukt-{self.cfg.instance}
-  stop         Ctrl-C, or kill -TERM {os.getpid()}""", flush=True)
+            resp = f"\nRESP         redis://{rh}:{rport}      try: redis-cli -p {rport} PING"
+        log.info(f"""bukt serve: ready (instance {self.cfg.instance}, pid {os.getpid()})
+HTTP         http://{h}:{port}      try: curl http://{h}:{port}/healthz
+TCP          bukt://{t}:{tport}{resp}
+admin token  {where}
+data         {self.data_dir}   segment /dev/shm/bukt-{self.cfg.instance}
+stop         Ctrl-C, or kill -TERM {os.getpid()}""")
 
 
 def _die_with_parent():
@@ -757,12 +758,10 @@ def _set_log_level(level: str) -> None:
 
 def serve(cfg, config_path=None, cold=False) -> int:
     """Runs the service until SIGTERM; the exit code."""
-    logging.basicConfig(level=getattr(logging, cfg.log.level.upper()),
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    logs.from_config("serve", cfg)
     sup = Supervisor(cfg, config_path, cold=cold)
     try:
         return sup.run()
     except ServeError as e:
-        log.error("%s", e)
-        print(f"bukt serve: {e}", file=sys.stderr)
+        log.error("bukt serve: %s", e)          # once: the log is stderr
         return e.exit_code

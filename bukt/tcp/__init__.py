@@ -45,9 +45,9 @@ __all__ = ["serve_tcp", "TcpSettings", "main"]
 def main(argv=None) -> int:
     """`bukt tcp [--config PATH] [--bind HOST:PORT] [--workers N] [--loop KIND]`."""
     import argparse
-    import sys
+    import logging
 
-    from bukt import config, errors
+    from bukt import config, errors, logs
 
     parser = argparse.ArgumentParser(prog="bukt tcp", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="bukt.yaml (default: $BUKT_CONFIG, else built-in defaults)")
@@ -57,11 +57,12 @@ def main(argv=None) -> int:
     parser.add_argument("--loop", choices=("auto", "epoll", "uvloop", "asyncio"), default="auto")
     args = parser.parse_args(argv)
     cfg = config.load(args.config)
+    logs.from_config("tcp", cfg)
     try:
         return serve_tcp(cfg, bind=args.bind, workers=args.workers, instance=args.instance,
                          loop=args.loop)
     except (errors.BuktError, OSError) as exc:  # no segment, address in use: one line
         if isinstance(exc, config.ConfigError):
             raise
-        print(f"bukt tcp: {exc}", file=sys.stderr)
+        logging.getLogger("bukt.tcp").error("bukt tcp: %s", exc)
         return 1

@@ -104,6 +104,7 @@ import socket as _socket
 from bukt import _core
 from bukt._core cimport meta_epoch_of, prefetch_key
 from bukt.tcp import admission as _admission
+from bukt.tcp import stats as _stats
 from bukt import errors as _errors
 from bukt import protocol as _P
 from bukt.writewait import ringroom as _ringroom
@@ -554,7 +555,7 @@ cdef class Loop:
             self.conns[fd] = c
             self._ctl(EPOLL_CTL_ADD, fd, EPOLLIN)
             address = peer_address(sa, salen)
-            refusal, evicted = self.admission.admit(c, address, c.last_active)
+            refusal, evicted = self.admission.admit(c, address, c.last_active, resp)
             if evicted is not None:  # made room: the oldest unauthenticated one goes
                 (<Conn>evicted).counted = False
                 self._shut_out(evicted, _P.Status.LIMIT_EXCEEDED, _admission.MADE_ROOM)
@@ -861,6 +862,7 @@ cdef class Loop:
         if type(d.wait) is WatchWait:
             self._watch_feed(c, d.wait)
             return
+        _stats.inflight(c.resp, 1)         # its face's gauge (bukt/tcp/stats.py)
         if not self.waiters:
             self._watch_flushes(True)
         self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
@@ -897,6 +899,7 @@ cdef class Loop:
                 break
             waiters.popleft()
             (<Conn>c).inflight -= 1
+            _stats.inflight((<Conn>c).resp, -1)
             if (<Conn>c).fd >= 0:
                 (<Conn>c).outbuf += response
                 self._flush(c)

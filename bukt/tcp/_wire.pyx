@@ -27,10 +27,45 @@ from libc.string cimport memcpy
 
 from bukt import errors as _errors
 from bukt import protocol as _P
+from bukt.tcp import stats as _stats
 from bukt.tcp.frames import PARK as _PARK, internal_error as _internal_error
 
 from bukt import _core
 from bukt._core cimport READ_HIT, READ_MISS, read_into
+
+# This worker's counters (bukt/tcp/stats.py): a pointer into its row of the shared
+# area, NULL while nothing is counted. A request pays a NULL test and a few adds.
+cdef uint64_t *STATS = NULL
+cdef object STATS_ROW = None        # the memoryview STATS points into, kept alive
+cdef Py_ssize_t S_REQUESTS = _stats.BIN_REQUESTS
+cdef Py_ssize_t S_ERRORS = _stats.BIN_ERRORS
+cdef Py_ssize_t S_IN = _stats.BYTES_IN
+cdef Py_ssize_t S_OUT = _stats.BYTES_OUT
+cdef uint8_t S_OPCODES = _stats.OPCODES
+cdef uint8_t S_ERROR_STATUS = _stats.ERROR_STATUS
+
+
+def set_stats(row):
+    """Count into `row` (a memoryview of u64 words: bukt/tcp/stats.py), or None: stop."""
+    global STATS, STATS_ROW
+    cdef uint64_t[::1] words
+    if row is None:
+        STATS, STATS_ROW = NULL, None
+        return
+    words = row
+    STATS_ROW = words
+    STATS = &words[0]
+
+
+cdef inline void count(uint8_t command, uint32_t length, object result) noexcept:
+    cdef uint8_t op = command if command < S_OPCODES else 0
+    STATS[S_REQUESTS + op] += 1
+    STATS[S_IN] += length
+    if type(result) is bytes:
+        STATS[S_OUT] += <uint64_t>PyBytes_GET_SIZE(result)
+        if <uint8_t>PyBytes_AS_STRING(result)[4] >= S_ERROR_STATUS:
+            STATS[S_ERRORS + op] += 1
+
 
 # The frame loop works with any store (tests' fakes too); read_into only with this one.
 cdef object CoreBucket = _core.Bucket
@@ -287,10 +322,14 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
             persist = session.persist
             keep_hot(hot, bucket, perms, persist)
             if session.closing:  # QUIT (only the slow path changes the session)
+                if STATS != NULL:
+                    count(command, length, result)
                 pos += length
                 out.append(result)
                 why[0] = W_QUIT
                 return pos
+        if STATS != NULL:
+            count(command, length, result)
         pos += length
         out.append(result)
         if type(result) is not bytes:

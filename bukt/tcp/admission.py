@@ -25,6 +25,8 @@ he keeps it up. Authenticated connections are never closed to make room.
 """
 from __future__ import annotations
 
+from bukt.tcp import stats
+
 TOO_MANY = "too many connections to this worker"
 MADE_ROOM = ("closed to make room for a new connection: this worker is full and this "
              "connection had not authenticated")
@@ -51,11 +53,12 @@ class Admission:
         self.held = {}          # conn -> its address: every admitted connection
         self.per_address = {}   # address -> connections held
         self.pending = {}       # conn -> deadline: not authenticated yet, oldest first
+        self.faces = {}         # conn -> its listener (bukt/tcp/stats.py FACES) when not 0
 
     def __len__(self):
         return len(self.held)
 
-    def admit(self, conn, address, now):
+    def admit(self, conn, address, now, face=0):
         """(refusal, evicted): refusal is None when `conn` is admitted, else the text
         to close it with (it holds no slot); evicted is a connection closed to make
         room (already released: the loop tells its peer MADE_ROOM and closes it)."""
@@ -71,6 +74,9 @@ class Admission:
         self.held[conn] = address
         self.per_address[address] = self.per_address.get(address, 0) + 1
         self.pending[conn] = now + self.auth_timeout
+        if face:
+            self.faces[conn] = face
+        stats.connected(face)
         return None, evicted
 
     def authenticated(self, conn):
@@ -84,6 +90,7 @@ class Admission:
         if address is _NONE:
             return
         self.pending.pop(conn, None)
+        stats.disconnected(self.faces.pop(conn, 0) if self.faces else 0)
         n = self.per_address[address] - 1
         if n:
             self.per_address[address] = n

@@ -37,7 +37,7 @@ import struct
 import time
 
 from bukt import errors
-from bukt.tcp import admission
+from bukt.tcp import admission, stats
 from bukt import protocol as P
 from bukt.writewait.ringroom import RETRY, RoomWait
 from bukt.tcp.frames import (PARK, STOP_DEFERRED, STOP_FATAL, STOP_PARK,  # noqa: F401
@@ -77,8 +77,15 @@ def run_py(buf, size, pos, session, max_frame, out, out_limit):
             return None
         _, command, rid = _HEADER.unpack_from(buf, pos)
         return (command, rid, buf, pos + _HDR_SIZE, pos + length), pos + length
-    return drive(parse, lambda r: handle(*r), _BadLength, None, buf, size, pos, session,
-                 out, out_limit)
+    if stats.row is None:
+        step = lambda r: handle(*r)  # noqa: E731
+    else:
+        def step(r):                # counted (bukt/tcp/stats.py)
+            result = handle(*r)
+            if result is not PARK:
+                stats.count_bin(r[0], r[4] - r[3] + _HDR_SIZE, result)
+            return result
+    return drive(parse, step, _BadLength, None, buf, size, pos, session, out, out_limit)
 
 
 _LIMIT_FRAME = P.frame(P.Status.LIMIT_EXCEEDED, 0, admission.TOO_MANY.encode())
@@ -88,6 +95,7 @@ LINGER_MAX = 5.0   # a peer that keeps sending after it is told EOF is cut off a
 
 class Connection(asyncio.Protocol):
     MIN_REQUEST = 4  # bytes before anything can be parsed (a frame's Length)
+    FACE = 0         # its counters' (bukt/tcp/stats.py): the binary protocol
 
     def __init__(self, worker):
         self.worker = worker
@@ -159,7 +167,8 @@ class Connection(asyncio.Protocol):
         if w.stopping:
             refusal, evicted = admission.TOO_MANY, None
         else:
-            refusal, evicted = w.admission.admit(self, address, self._loop.time())
+            refusal, evicted = w.admission.admit(self, address, self._loop.time(),
+                                                 self.FACE)
         if evicted is not None:
             evicted.shut_out(P.Status.LIMIT_EXCEEDED, admission.MADE_ROOM)
         if refusal is not None:
@@ -333,11 +342,15 @@ class Connection(asyncio.Protocol):
 
     def _defer(self, d: Deferred):
         self.deferred += 1
+        if d.response is not None:      # a durability wait (a WATCH's is not counted)
+            stats.inflight(self.FACE, 1)
         fut = asyncio.ensure_future(d.wait)
         fut.add_done_callback(lambda f, d=d: self._deferred_done(f, d))
 
     def _deferred_done(self, fut, d: Deferred):
         self.deferred -= 1
+        if d.response is not None:
+            stats.inflight(self.FACE, -1)
         if fut.cancelled():
             exc = errors.WriterDown("durability wait cancelled")
         else:
@@ -441,6 +454,8 @@ class Connection(asyncio.Protocol):
 class RespConnection(Connection):
     """A connection of the RESP listener: the same loop, limits and closing, with the
     Redis protocol's parser and session (bukt/tcp/resp_session.py)."""
+
+    FACE = 1                    # its counters' (bukt/tcp/stats.py)
 
     MIN_REQUEST = 1
     _sub_cb = None        # KEYSPACE NOTIFICATIONS: its callback on the feed's Waker

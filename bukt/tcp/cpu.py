@@ -22,10 +22,12 @@ more events (bukt/tcp/_epoll.pyx, ROUND YIELD).
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import platform
 import struct
-import sys
+
+log = logging.getLogger("bukt.tcp")
 
 # struct sched_attr (include/uapi/linux/sched/types.h, SCHED_ATTR_SIZE_VER0): size,
 # policy, flags, nice, priority, runtime, deadline, period.
@@ -80,8 +82,8 @@ def apply_slice(seconds: float, slot: int = 0) -> bool:
         elif sched_attr(0)["runtime"] != ns:
             why = "this kernel does not take a fair task's slice (Linux 6.12 and later do)"
     if why:
-        print(f"bukt tcp: worker {slot}: tcp.slice {seconds * 1e6:g}us not applied ({why}); "
-              "it runs with the kernel's slice", file=sys.stderr, flush=True)
+        log.warning("bukt tcp: worker %d: tcp.slice %gus not applied (%s); it runs with "
+                    "the kernel's slice", slot, seconds * 1e6, why)
         return False
     return True
 
@@ -99,6 +101,6 @@ def apply_nice(nice: int | None, slot: int = 0) -> None:
     try:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
     except PermissionError as exc:
-        print(f"bukt tcp: worker {slot}: tcp.nice {nice} not applied ({exc.strerror}); "
-              f"its niceness stays {current}. Lowering it needs CAP_SYS_NICE or "
-              f"RLIMIT_NICE (systemd: LimitNICE={nice})", file=sys.stderr, flush=True)
+        log.warning("bukt tcp: worker %d: tcp.nice %d not applied (%s); its niceness "
+                    "stays %d. Lowering it needs CAP_SYS_NICE or RLIMIT_NICE (systemd: "
+                    "LimitNICE=%d)", slot, nice, exc.strerror, current, nice)

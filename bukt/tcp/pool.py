@@ -16,7 +16,9 @@ import socket
 import sys
 import time
 
+from bukt import logs
 from bukt.authguard import FailureTable, table_name
+from bukt.tcp import stats as tcp_stats
 from bukt.tcp.settings import TcpSettings
 from bukt.tcp.cpu import apply_nice, apply_slice
 from bukt.tcp.worker import Worker, listen_socket
@@ -69,6 +71,14 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
     # inherited by each worker's fork, removed when the pool exits.
     auth_table = FailureTable.create(table_name(settings.instance, "tcp"),
                                      slots=settings.auth_sources)
+    # The workers' counters (bukt/tcp/stats.py), read by the HTTP face's /metrics:
+    # made here, a row claimed by each worker, removed when the pool exits.
+    try:
+        stats_area = tcp_stats.create(settings.instance, settings.workers)
+    except BaseException:
+        auth_table.unlink()
+        auth_table.close()
+        raise
 
     workers: dict[int, tuple[int, float]] = {}  # slot -> (pid, started)
     stopping = False
@@ -80,6 +90,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
+            logs.set_role("tcp-worker")
             try:
                 keeper.close()
                 if resp_keeper is not None:
@@ -89,6 +100,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                 apply_nice(settings.nice, slot)
                 apply_slice(settings.slice, slot)
                 store = store_factory(settings)
+                tcp_stats.use(tcp_stats.claim(stats_area))
                 status = Worker(settings, store, sock, index=slot, durable=durable,
                                 auth_table=auth_table, resp_sock=resp_sock).run()
             except BaseException:
@@ -115,11 +127,10 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
     try:
         for slot in range(settings.workers):
             spawn(slot)
-        print(f"bukt tcp: {settings.workers} workers on {host}:{port} "
-              f"(instance {settings.instance!r})", file=sys.stderr, flush=True)
+        log.info("bukt tcp: %d workers on %s:%d (instance %r)", settings.workers, host,
+                 port, settings.instance)
         if resp_keeper is not None:
-            print(f"bukt tcp: RESP (the Redis protocol) on {resp_host}:{resp_port}",
-                  file=sys.stderr, flush=True)
+            log.info("bukt tcp: RESP (the Redis protocol) on %s:%d", resp_host, resp_port)
         if ready is not None:
             ready(host, port)
         deadline = None
@@ -136,8 +147,6 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                     if not stopping:
                         log.warning("bukt tcp: worker %d (pid %d) died (%s); restarting",
                                     slot, pid, _describe(status))
-                        print(f"bukt tcp: worker {slot} (pid {pid}) died "
-                              f"({_describe(status)}); restarting", file=sys.stderr, flush=True)
                         quick = time.monotonic() - started < 1.0
                         delays[slot] = min(delays[slot] * 2, RESTART_DELAY_MAX) if quick \
                             else RESTART_DELAY
@@ -167,6 +176,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
             resp_keeper.close()
         auth_table.unlink()
         auth_table.close()
+        tcp_stats.remove(stats_area)
     return 0
 
 

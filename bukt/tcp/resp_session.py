@@ -47,6 +47,7 @@ import time
 
 from bukt import errors
 from bukt.authguard import locked_message
+from bukt.tcp import stats as tcp_stats
 from bukt.tcp import resp as R
 from bukt.tcp import resp_pubsub as PS
 from bukt.tcp.frames import (STOP_DEFERRED, STOP_FATAL, STOP_FULL,  # noqa: F401
@@ -83,8 +84,23 @@ def run(buf, size, pos, session, max_frame, out, out_limit):
     """Handles the whole commands of buf[pos:size] into `out` until a stop; returns
     (pos, why). The same contract as bukt/tcp/connection.py run_py, and the same loop
     (frames.drive) around the RESP parser and RespSession.execute."""
-    return drive(session.parser.parse, session.execute, R.RespError, _protocol_error,
-                 buf, size, pos, session, out, out_limit)
+    if tcp_stats.row is None:
+        return drive(session.parser.parse, session.execute, R.RespError, _protocol_error,
+                     buf, size, pos, session, out, out_limit)
+    # Counting (bukt/tcp/stats.py): a command's name and whether it failed, through
+    # one call around execute; the batch's bytes once it ends.
+    execute, n0, start = session.execute, len(out), pos
+
+    def counted(args):
+        result = execute(args)
+        if result is not PARK:
+            tcp_stats.count_resp(args[0], result)
+        return result
+
+    pos, why = drive(session.parser.parse, counted, R.RespError, _protocol_error,
+                     buf, size, pos, session, out, out_limit)
+    tcp_stats.count_resp_bytes(pos - start, out, n0)
+    return pos, why
 
 
 def _protocol_error(exc) -> bytes:

@@ -145,6 +145,7 @@ import threading
 import time
 
 import bukt
+from bukt import logs
 from bukt.writer import aof
 from bukt.writer import datadir
 from bukt import owners
@@ -1180,8 +1181,6 @@ def main(argv=None) -> int:
 def run_command(config_path=None, cold=False) -> int:
     """What `bukt writer` runs once its arguments are parsed (bukt/cli/__init__.py calls it
     directly: parsing them twice would cost a warm restart a few milliseconds)."""
-    import sys
-
     from bukt import config
 
     try:
@@ -1189,21 +1188,19 @@ def run_command(config_path=None, cold=False) -> int:
         cfg = config.load(config_path, env={k: v for k, v in os.environ.items()
                                             if k != FAKE_TIME_ENV})
     except config.ConfigError as e:
-        print(f"bukt writer: {e}", file=sys.stderr)
+        logs.configure("writer")        # no configuration: the default format
+        log.error("bukt writer: %s", e)
         return 2
-    logging.basicConfig(level=getattr(logging, cfg.log.level.upper()),
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    logs.from_config("writer", cfg)
+    # Each error once, as a log line (the log is stderr).
     try:
         return run_writer(cfg, cold=cold)
     except (RecoveryError, WriterError) as e:
-        log.error("%s", e)
-        print(f"bukt writer: {e}", file=sys.stderr)
+        log.error("bukt writer: %s", e)
         return 2
     except SegmentFull as e:            # /dev/shm has no room: said in full, no traceback
-        log.error("%s", e)
-        print(f"bukt writer: {e}", file=sys.stderr)
+        log.error("bukt writer: %s", e)
         return 1
     except (BuktError, OSError) as e:
-        log.exception("writer failed")
-        print(f"bukt writer: {e}", file=sys.stderr)
+        log.exception("bukt writer: %s", e)
         return 1

@@ -30,6 +30,22 @@ from bukt.writewait.flushwait import FlushWaiters
 HEARTBEAT_STALE_MS = 2000
 
 
+def fsync_lag_seconds(w, now_ms):
+    """How long the oldest change not yet on disk has waited, from writer_info() `w`:
+    0 when none waits (the flushed position has reached the ring's head), else the
+    time since the writer's last fsync (the oldest waiting change came after the
+    records that fsync covered, give or take one drain of the ring). None when the
+    writer does not fsync (fsync: no, the only policy that publishes neither
+    sync_always nor a lag limit) or has not said yet. An idle service reads 0, so an
+    alert on it means changes are waiting for a disk that does not answer."""
+    if not (w.get("sync_always") or w.get("lag_limit_ms")):
+        return None
+    if w.get("flushed_pos", 0) >= w.get("ring_head", 0):
+        return 0.0
+    since = w.get("last_fsync_ms") or w.get("log_current_ms")
+    return max(0.0, (now_ms - since) / 1000) if since else None
+
+
 class RingDurability:
     def __init__(self, store, timeout: float | None = None):
         self.store = store

@@ -62,7 +62,8 @@ class Server:
         self.access_log = tmp_path / f"access-{self.port}.log"
         self.config = {"instance": store_name, "http.bind": f"127.0.0.1:{self.port}",
                        "http.workers": 2, "auth.admin_token": ADMIN_TOKEN,
-                       "http.access_log": str(self.access_log), "data_dir": str(tmp_path),
+                       "log.access": True, "http.access_log": str(self.access_log),
+                       "data_dir": str(tmp_path),
                        **config}
         self.log = open(tmp_path / f"server-{self.port}.log", "wb")
         code = "import json, sys; from bukt.http import serve_http; " \
@@ -70,9 +71,12 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(self.config)],
                                      cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
+        workers = self.config["http.workers"]
         while True:
             try:
-                if self.request("GET", f"{API}/openapi.json")[0] == 200:
+                # every worker up, not just the first to answer: tests count on both
+                if self.request("GET", f"{API}/openapi.json")[0] == 200 and \
+                        self.output().count("Application startup complete") >= workers:
                     break
             except OSError:
                 pass
@@ -371,8 +375,8 @@ def test_wrong_tokens_lock_their_address_out_of_every_worker(serve):
         "GET", f"{API}/buckets/b/keys/k", headers=tok)[:3:2], 20) == [(200, b"v")] * 20
     assert server.request("GET", f"{API}/buckets/b/keys/k", headers=wrong)[0] == 401
     metrics = server.request("GET", "/metrics", headers=admin())[2].decode()
-    assert 'bukt_auth_failures_total{face="http"} 6' in metrics, metrics
-    assert 'bukt_auth_refused_total{face="http"} 2' in metrics
+    assert 'bukt_auth_failures_total{face="http"} 6.0' in metrics, metrics
+    assert 'bukt_auth_refused_total{face="http"} 2.0' in metrics
     server.stop()
     lines = [line for line in server.output().splitlines()
              if "failed authentication from 127.0.0.2" in line]
@@ -399,7 +403,7 @@ def test_metrics_totals_are_the_same_from_every_worker(serve):
             break
     assert len(pids) == 2
     status, h, body = server.request("GET", "/metrics", headers=admin())
-    assert f'bukt_http_requests_total{{route="{route}",code="4xx"}} 30' in body.decode()
+    assert f'bukt_http_requests_total{{code="4xx",route="{route}"}} 30.0' in body.decode()
 
 
 def test_a_body_over_the_limit_is_refused_after_its_first_chunk(serve):

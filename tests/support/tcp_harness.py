@@ -55,7 +55,9 @@ def store(**buckets):
 
 RUNNER = """
 import ast, sys
+from bukt import logs
 from bukt.tcp import serve_tcp
+logs.configure("tcp")           # as `bukt tcp` does: its lines, the port's, on stderr
 sys.exit(serve_tcp(**ast.literal_eval(sys.argv[1])))
 """
 

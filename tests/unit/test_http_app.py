@@ -179,8 +179,7 @@ ROUTES = [  # method, path, body, permission needed (None: admin token only)
     ("POST", f"{API}/buckets/a/exists", {"keys": ["k"]}, "read"),
     ("POST", f"{API}/buckets/a/mset", {"items": {"k": "v"}}, "write"),
     ("POST", f"{API}/buckets/a/delete", {"keys": ["k"]}, "write"),
-    ("GET", "/metrics", None, None),
-]
+]   # /metrics: tests/unit/test_metrics.py (a bucket token gets its own bucket's)
 
 
 @pytest.fixture
@@ -745,11 +744,11 @@ def test_healthz_and_metrics_count_stripes_left_mid_write(client, store):
     assert r.status_code == 503 and r.json["stripes_awaiting_repair"] == 1
     assert "mid-write" in r.json["reason"]
     text = client.simulate_get("/metrics", headers=admin()).text
-    assert "bukt_store_stripes_awaiting_repair 1" in text
+    assert "bukt_store_stripes_awaiting_repair 1.0" in text
     assert store.bucket("b").get(b"k") == b"v"  # a read-write access repairs it
     r = client.simulate_get("/healthz")
     assert r.status_code == 200 and r.json["stripes_awaiting_repair"] == 0
-    assert "bukt_store_stripes_awaiting_repair 0" in \
+    assert "bukt_store_stripes_awaiting_repair 0.0" in \
         client.simulate_get("/metrics", headers=admin()).text
     assert store.check() == []
 
@@ -845,12 +844,12 @@ def test_metrics_prometheus_and_json(client, tok):
     r = client.simulate_get("/metrics", headers=admin())
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = r.text
-    assert 'bukt_bucket_hits_total{bucket="b"} 1' in text
-    assert 'bukt_bucket_misses_total{bucket="b"} 1' in text
-    assert 'bukt_bucket_keys{bucket="b"} 1' in text
+    assert 'bukt_bucket_hits_total{bucket="b"} 1.0' in text
+    assert 'bukt_bucket_misses_total{bucket="b"} 1.0' in text
+    assert 'bukt_bucket_keys{bucket="b"} 1.0' in text
     route = f"{API}/buckets/{{name}}/keys/{{key:path}}"
-    assert f'bukt_http_requests_total{{route="{route}",code="4xx"}} 1' in text
-    assert f'bukt_http_request_duration_seconds_count{{route="{route}"}} 3' in text
+    assert f'bukt_http_requests_total{{code="4xx",route="{route}"}} 1.0' in text
+    assert f'bukt_http_request_duration_seconds_count{{route="{route}"}} 3.0' in text
     doc = client.simulate_get("/metrics", params={"format": "json"}, headers=admin()).json
     assert doc["buckets"]["b"]["hits"] == 1
     assert doc["http"]["routes"][route]["count"] == 3
@@ -915,7 +914,7 @@ def test_rate_limiter_table_is_shared_through_the_area():
 
 def test_access_log_is_json_without_tokens(store, tmp_path):
     path = tmp_path / "access.log"
-    client = make_client(store, **{"http.access_log": str(path)})
+    client = make_client(store, **{"log.access": True, "http.access_log": str(path)})
     token = new_bucket(client)
     client.simulate_put(key_url("k"), body=b"v", headers=bearer(token))
     client.simulate_get(key_url("k"), headers={"X-API-Key": token})
@@ -926,3 +925,17 @@ def test_access_log_is_json_without_tokens(store, tmp_path):
         ("POST", 201, "b"), ("PUT", 204, "b"),
         ("GET", 200, "b")]
     assert all(x["duration_ms"] >= 0 and x["path"].startswith("/api/v1") for x in lines)
+
+
+def test_access_log_is_off_unless_asked_and_sampled_when_asked(store, tmp_path):
+    path = tmp_path / "access.log"
+    client = make_client(store, **{"http.access_log": str(path)})
+    token = new_bucket(client)
+    client.simulate_put(key_url("k"), body=b"v", headers=bearer(token))
+    assert not path.exists() or path.read_text() == ""      # log.access: false
+    client = make_client(store, **{"log.access": True, "log.access_sample": 0.5,
+                                   "http.access_log": str(path)})
+    for _ in range(200):
+        client.simulate_get(key_url("k"), headers=bearer(token))
+    logged = len(path.read_text().splitlines())
+    assert 0 < logged < 200     # each request drawn: all or none is a 2^-199 chance

@@ -1,0 +1,73 @@
+"""Every process of a real `bukt serve` (supervisor, writer, gunicorn arbiter and
+worker, uvicorn, TCP pool) logs in the one format log.format names, text or json; a
+clean stop logs no error; an error that stops the service is said once."""
+import json
+import re
+import socket
+
+import pytest
+
+from serve_harness import Service
+
+TEXT_HEAD = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) "
+                       r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ([a-z-]+)\[(\d+)\] (\S+): (.*)$")
+ROLES = {"serve", "writer", "http", "http-worker", "tcp"}
+
+
+@pytest.fixture
+def service(tmp_path):
+    s = Service(tmp_path)
+    yield s
+    s.cleanup()
+
+
+def records(text, fmt):
+    """[(level, role, pid, message)]; AssertionError on a line in neither shape."""
+    out = []
+    for line in text.splitlines():
+        if fmt == "json":
+            doc = json.loads(line)
+            assert set(doc) >= {"ts", "time", "level", "role", "pid", "logger", "msg"}, line
+            out.append((doc["level"], doc["role"], doc["pid"], doc["msg"]))
+        elif line.startswith("  ") and out:      # a record's continuation
+            level, role, pid, msg = out[-1]
+            out[-1] = (level, role, pid, msg + "\n" + line[2:])
+        else:
+            m = TEXT_HEAD.match(line)
+            assert m, f"not a log line: {line!r}"
+            out.append((m[2], m[3], int(m[4]), m[6]))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_every_process_logs_in_one_format_and_a_clean_stop_logs_no_error(service, fmt):
+    service.configure(log={"format": fmt})
+    service.start()
+    tok = service.create_bucket("b")
+    with service.client("b", tok) as c:
+        c.set(b"k", b"v")
+    status, _ = service.http("GET", "/api/v1/buckets/b/keys/k", headers={"X-Auth-Token": tok})
+    assert status == 200
+    assert service.stop() == 0
+    recs = records(service.log(), fmt)
+    assert {role for _, role, _, _ in recs} >= ROLES, recs
+    assert any("bukt serve: ready" in msg for *_, msg in recs)
+    bad = [r for r in recs if r[0] in ("ERROR", "CRITICAL") or "Error" in r[3]
+           or "Traceback" in r[3]]
+    assert bad == []
+    # the access log is off by default: no line per request
+    assert not [r for r in recs if "/api/v1/buckets/b/keys/k" in r[3]]
+
+
+@pytest.mark.slow
+def test_an_error_that_stops_the_service_is_said_once(service):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", service.http_port))
+        taken.listen()
+        service.start(wait=False)
+        assert service.proc.wait(60) == 2
+    text = service.log()
+    assert text.count("the port is in use") == 1, text
+    recs = records(text, "text")
+    assert [r[0] for r in recs if "the port is in use" in r[3]] == ["ERROR"]
