@@ -87,6 +87,39 @@ cdef enum:
     X_GET, X_SET, X_SETEX, X_INCR, X_DECR, X_INCRBY, X_DECRBY, X_MGET, X_MSET, X_DEL, \
         X_EXISTS, X_PING, X_ECHO, X_NONE
 
+# this X_*'s command name, for its counters (bukt/tcp/stats.py: UNLINK counts as DEL)
+X_NAMES = (b"get", b"set", b"setex", b"incr", b"decr", b"incrby", b"decrby", b"mget",
+           b"mset", b"del", b"exists", b"ping", b"echo")
+
+
+# -- counting (bukt/tcp/stats.py): as the binary face's (bukt/tcp/_wire.pyx), a pointer
+# into this worker's row of the shared counters, NULL while nothing is counted. A fast
+# command pays a NULL test and two adds; a batch, its bytes in and out.
+
+cdef uint64_t *STATS = NULL
+cdef object STATS_ROW = None        # the memoryview STATS points into, kept alive
+cdef Py_ssize_t X_WORD[X_NONE]      # X_* -> its requests word; its errors word is + X_ERRORS
+cdef Py_ssize_t X_ERRORS = 0
+cdef Py_ssize_t S_IN = 0, S_OUT = 0
+
+
+def set_stats(row, index=None):
+    """Count into `row` (a memoryview of u64 words: bukt/tcp/stats.py) with `index` (its
+    RespIndex), or None: stop."""
+    global STATS, STATS_ROW, X_ERRORS, S_IN, S_OUT
+    cdef uint64_t[::1] words
+    if row is None:
+        STATS, STATS_ROW = NULL, None
+        return
+    from bukt.tcp import stats as st
+    for x, name in enumerate(X_NAMES):
+        X_WORD[x] = index.word(name)
+    X_ERRORS = index.n
+    S_IN, S_OUT = st.FACE_WORDS + st.BYTES_IN, st.FACE_WORDS + st.BYTES_OUT
+    words = row
+    STATS_ROW = words
+    STATS = &words[0]
+
 
 # -- the gathered replies: one growing C buffer, emptied into `out` at every stop --------
 
@@ -391,8 +424,7 @@ cdef int written_int(Batch t, object n) except -1:
 
 
 cdef int command(Batch t, const unsigned char *b, Py_ssize_t *starts, Py_ssize_t *lens,
-                 int argc) except -1:
-    cdef int x = which(b + starts[0], lens[0])
+                 int argc, int x) except -1:
     cdef int found
     cdef int64_t n
     cdef double ttl
@@ -533,12 +565,29 @@ def run(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
 cdef Py_ssize_t run_fast(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
                          Py_ssize_t max_frame, list out, Py_ssize_t out_limit, int *why,
                          bint recheck) except -1:
+    """run_batch, and the batch's bytes in and out counted (answers that wait for
+    the disk are not bytes yet, and are not counted, as on the Python loop)."""
+    cdef Py_ssize_t n0 = PyList_GET_SIZE(out), end, i
+    end = run_batch(buf, size, pos, session, max_frame, out, out_limit, why, recheck)
+    if STATS != NULL:
+        STATS[S_IN] += <uint64_t>(end - pos)
+        for i in range(n0, PyList_GET_SIZE(out)):
+            r = out[i]
+            if type(r) is bytes:
+                STATS[S_OUT] += <uint64_t>PyBytes_GET_SIZE(r)
+    return end
+
+
+cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object session,
+                          Py_ssize_t max_frame, list out, Py_ssize_t out_limit, int *why,
+                          bint recheck) except -1:
     """resp_session.run in C for the commands above (module docstring); `recheck`
     False when the caller knows the bucket table has not changed since the last batch."""
     global acc_len, deferred
     cdef Py_ssize_t starts[MAXARGS]
     cdef Py_ssize_t lens[MAXARGS]
-    cdef int argc, st, done
+    cdef int argc, st, done, x
+    cdef Py_ssize_t before
     cdef Py_ssize_t end, out_bytes = 0, n
     cdef const unsigned char *b
     cdef Batch t = Batch.__new__(Batch)
@@ -556,7 +605,13 @@ cdef Py_ssize_t run_fast(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object 
                 if st == P_PARTIAL:
                     break
                 if st == P_DONE:
-                    done = command(t, b, starts, lens, argc)
+                    x = which(b + starts[0], lens[0])
+                    before = acc_len
+                    done = command(t, b, starts, lens, argc, x)
+                    if STATS != NULL and x != X_NONE and (done == C_DONE or done == C_DEFERRED):
+                        STATS[X_WORD[x]] += 1
+                        if done == C_DONE and acc_len > before and acc[before] == 45:  # '-'
+                            STATS[X_WORD[x] + X_ERRORS] += 1
                     if done == C_PARK:
                         flush(out)
                         why[0] = STOP_PARK
@@ -574,7 +629,9 @@ cdef Py_ssize_t run_fast(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object 
                 # resp_session.run's own loop (frames.drive) stopped after one reply
                 out_bytes += flush(out)
                 n = PyList_GET_SIZE(out)
-                pos, w = _drive(session.parser.parse, session.execute, _R.RespError,
+                pos, w = _drive(session.parser.parse,
+                                session.execute if STATS == NULL else _S.counting(session.execute),
+                                _R.RespError,
                                 _S._protocol_error, buf, size, pos, session, out, 1)
                 if w != STOP_FULL:
                     why[0] = w

@@ -89,18 +89,22 @@ def run(buf, size, pos, session, max_frame, out, out_limit):
                      buf, size, pos, session, out, out_limit)
     # Counting (bukt/tcp/stats.py): a command's name and whether it failed, through
     # one call around execute; the batch's bytes once it ends.
-    execute, n0, start = session.execute, len(out), pos
+    n0, start = len(out), pos
+    pos, why = drive(session.parser.parse, counting(session.execute), R.RespError,
+                     _protocol_error, buf, size, pos, session, out, out_limit)
+    tcp_stats.count_resp_bytes(pos - start, out, n0)
+    return pos, why
 
+
+def counting(execute):
+    """`execute`, counting each command it answers (bukt/tcp/stats.py); also the
+    compiled loop's (bukt/tcp/_resp.pyx) for what it hands to the session."""
     def counted(args):
         result = execute(args)
         if result is not PARK:
             tcp_stats.count_resp(args[0], result)
         return result
-
-    pos, why = drive(session.parser.parse, counted, R.RespError, _protocol_error,
-                     buf, size, pos, session, out, out_limit)
-    tcp_stats.count_resp_bytes(pos - start, out, n0)
-    return pos, why
+    return counted
 
 
 def _protocol_error(exc) -> bytes:

@@ -7,8 +7,8 @@ Workers are separate processes, so the counters live in shared memory: a SharedA
 alone, summed without a lock, a dead worker's row taken over by its successor with its
 counts kept), /dev/shm/bukt-<instance>-tcp-stats, made by the pool before it forks and
 removed when it exits. What a request pays: a few increments of words of its worker's
-row, made from C on the binary frame loop (bukt/tcp/_wire.pyx) and from Python on the
-RESP loop, which is Python anyway.
+row, made from C on the compiled loops (bukt/tcp/_wire.pyx, bukt/tcp/_resp.pyx) and
+from Python for what RESP hands to its session (resp_session.counting).
 
 LAYOUT of a row (words): per face (FACES: "bukt", the binary protocol, then "resp")
 ACCEPTED, OPEN (a gauge: the worker's connections now), BYTES_IN, BYTES_OUT, INFLIGHT
@@ -150,20 +150,21 @@ def read(instance):
 # its own pointer to it: _wire.set_stats) -------------------------------------------------
 
 row = None          # this worker's counters (claim()), or None: nothing is counted
-_resp = None        # RespIndex, made with the row
+_resp_index = None  # RespIndex, made with the row
 
 
 def use(counters):
     """Count into `counters` (a row from claim(), or None) from now on, in every loop
     of this process."""
-    global row, _resp
+    global row, _resp_index
     row = counters
-    _resp = RespIndex() if counters is not None else None
+    _resp_index = RespIndex() if counters is not None else None
     try:
-        from bukt.tcp import _wire
+        from bukt.tcp import _resp, _wire
     except ImportError:
         return
     _wire.set_stats(counters)
+    _resp.set_stats(counters, _resp_index)
 
 
 def count_bin(command, length, result):
@@ -180,7 +181,7 @@ def count_bin(command, length, result):
 
 def count_resp(name, result):
     """A RESP command `name` answered with `result` (its bytes: count_resp_bytes)."""
-    r, idx = row, _resp
+    r, idx = row, _resp_index
     w = idx.word(name)
     r[w] += 1
     if result.__class__ is bytes and result[:1] == b"-":

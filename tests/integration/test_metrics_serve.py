@@ -95,6 +95,9 @@ def resp_call(sock, *args):
     data = b""
     while not data.endswith(b"\r\n"):
         data += sock.recv(4096)
+    if data.startswith(b"$") and not data.startswith(b"$-"):   # a bulk: its line too
+        while data.count(b"\r\n") < 2:
+            data += sock.recv(4096)
     return data.split(b"\r\n")[0]
 
 
@@ -117,6 +120,10 @@ def test_tcp_and_resp_requests_errors_bytes_and_connections_are_counted(service)
         assert resp_call(s, b"GET", b"k").startswith(b"-NOAUTH")
         assert resp_call(s, b"AUTH", b"b", tok.encode()) == b"+OK"
         assert resp_call(s, b"SET", b"r", b"1") == b"+OK"
+        # the compiled loop's commands (bukt/tcp/_resp.pyx) count as the session's do
+        assert resp_call(s, b"GET", b"r") == b"$1"
+        assert resp_call(s, b"INCR", b"r") == b":2"
+        assert resp_call(s, b"INCR", b"k").startswith(b"-ERR value is not an integer")
         assert resp_call(s, b"BOGUS").startswith(b"-ERR unknown command")
     text = scrape(service)
 
@@ -128,9 +135,11 @@ def test_tcp_and_resp_requests_errors_bytes_and_connections_are_counted(service)
     assert value("bukt_tcp_errors", face="bukt", command="get") == 1
     assert value("bukt_tcp_errors", face="bukt", command="set") == 0
     assert value("bukt_tcp_requests", face="resp", command="ping") == 1
-    assert value("bukt_tcp_requests", face="resp", command="get") == 1
+    assert value("bukt_tcp_requests", face="resp", command="get") == 2
     assert value("bukt_tcp_errors", face="resp", command="get") == 1     # NOAUTH
     assert value("bukt_tcp_requests", face="resp", command="set") == 1
+    assert value("bukt_tcp_requests", face="resp", command="incr") == 2
+    assert value("bukt_tcp_errors", face="resp", command="incr") == 1    # text value
     assert value("bukt_tcp_errors", face="resp", command="other") == 1  # BOGUS
     for face in ("bukt", "resp"):
         assert value("bukt_tcp_connections_accepted", face=face) >= 1
