@@ -252,3 +252,14 @@ def verbatim(text: str, proto: int) -> bytes:
     if proto == 3:
         return b"=%d\r\ntxt:%s\r\n" % (len(data) + 4, data)
     return bulk(data)
+
+
+def glob_prefix(pattern: bytes) -> bytes:
+    """The literal start of a glob pattern (KEYS, SCAN MATCH, PSUBSCRIBE): what the
+    core's prefix scan and the change feed's prefix filter can use."""
+    out = bytearray()
+    for c in pattern:
+        if c in b"*?[\\":
+            break
+        out.append(c)
+    return bytes(out)

@@ -66,15 +66,6 @@ def _head(n: int, proto: int) -> bytes:
     return (b">%d\r\n" if proto == 3 else b"*%d\r\n") % n
 
 
-def _literal(pattern: bytes) -> bytes:
-    out = bytearray()
-    for c in pattern:
-        if c in b"*?[\\":
-            break
-        out.append(c)
-    return bytes(out)
-
-
 def _common(a: bytes, b: bytes) -> bytes:
     n = 0
     for x, y in zip(a, b):
@@ -108,12 +99,12 @@ class Subscriptions:
             space = SPACE + name + b"__:"
             if sub.startswith(space):
                 rest = sub[len(space):]
-                return _literal(rest) if pattern else rest
+                return R.glob_prefix(rest) if pattern else rest
             if sub.startswith(EVENT + name + b"__:"):
                 return b""
         if not pattern:
             return None
-        lit = _literal(sub)
+        lit = R.glob_prefix(sub)
         for name in self.names:
             for kind in (SPACE, EVENT):
                 full = kind + name + b"__:"

@@ -252,16 +252,6 @@ def _expiry(opt: bytes, arg: bytes, cmd: str) -> float:
     return (n - _now_ms()) / 1000  # PXAT
 
 
-def _glob_prefix(pattern: bytes) -> bytes:
-    """The literal start of a glob pattern: what the core's prefix scan can use."""
-    out = bytearray()
-    for c in pattern:
-        if c in b"*?[\\":
-            break
-        out.append(c)
-    return bytes(out)
-
-
 def _matcher(pattern):
     if pattern is None or pattern == b"*":
         return None
@@ -1259,7 +1249,7 @@ def _scan(s, args):
             raise Reply(SYNTAX)
         i += 2
     count = min(count, s.max_keys)
-    prefix = _glob_prefix(pattern) if pattern else b""
+    prefix = R.glob_prefix(pattern) if pattern else b""
     match = _matcher(pattern)
     next_cursor, keys = s.bucket.scan(prefix, cursor, count)
     if match is not None:
@@ -1272,7 +1262,7 @@ def _scan(s, args):
 @command("KEYS", 2, READ)
 def _keys(s, args):
     pattern = args[1]
-    prefix = _glob_prefix(pattern)
+    prefix = R.glob_prefix(pattern)
     match = _matcher(pattern)
     out = []
     cursor = 0
