@@ -348,9 +348,14 @@ class Applier:
 
 
 def main(config_path=None) -> int:
-    from bukt import config as config_mod
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = config_mod.load(config_path)
+    from bukt import config as config_mod, logs
+    try:
+        cfg = config_mod.load(config_path)
+    except config_mod.ConfigError as e:
+        logs.configure("replica")       # no configuration: the default format
+        log.error("bukt replica-follow: %s", e)
+        return 2
+    logs.from_config("replica", cfg)    # one format for every process (bukt/logs.py)
     if not cfg.get("replica.of"):
         log.error("replica.of is not set: nothing to follow")
         return 2

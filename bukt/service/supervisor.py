@@ -118,7 +118,7 @@ def KEY_ROLES(key: str) -> tuple:
     if key == "shutdown_timeout":
         return ("writer", "tcp")
     if key in LOG_KEYS:
-        return ("writer", "tcp", "http")
+        return ("writer", "tcp", "http", "replica")
     if key.startswith("log."):                  # the access log: the HTTP workers'
         return ("http",)
     if key.startswith(("fsync", "compaction.", "expiry.", "recovery.")):
@@ -590,8 +590,8 @@ class Supervisor:
             return
         self.cfg = config_mod.load(self.effective_path, env={})
         logs.from_config("serve", self.cfg)     # log.level, log.format: this process's
-        roles = [r for r in ("writer", "tcp", "http")
-                 if any(r in KEY_ROLES(k) for k in applied)]
+        roles = [r for r in ("writer", "tcp", "http", "replica")
+                 if r in self.children and any(r in KEY_ROLES(k) for k in applied)]
         log.info("SIGHUP: applying %s; restarting %s", ", ".join(applied),
                  ", ".join(roles) or "nothing")
         for role in roles:
