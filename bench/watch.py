@@ -2,14 +2,17 @@
 keyspace notifications in the same run.
 
     make bench            # or: .venv/bin/python bench/watch.py [--seconds S] [--watchers 0,10,100]
+                          #     [--faces local,sse,resp,redis]
 
-A real `bukt serve` (writer, HTTP, TCP) on unused ports. For 0, 10 and 100 watchers of
-one bucket, spread over two processes (asyncio: bukt.feed's awatch locally, SSE
-connections to the HTTP face; Redis: PSUBSCRIBE connections to a redis-server with
-notify-keyspace-events on):
+A real `bukt serve` (writer, HTTP, TCP, RESP) on unused ports. For 0, 10 and 100 watchers
+of one bucket, spread over two processes (asyncio: bukt.feed's awatch locally, SSE
+connections to the HTTP face; resp and Redis: one code path, raw-socket connections that
+PSUBSCRIBE `__keyspace@<db>__:*`, to Bukt's RESP face (db: the bucket, after AUTH) or to
+a redis-server with notify-keyspace-events on (db 0)):
 
   throughput  one process sets keys of 100-byte values as fast as it can for S seconds
-              (locally attached; Redis: SET over one connection, unpipelined), sets/s;
+              (local and sse: locally attached; resp and Redis: SET over one RESP
+              connection, unpipelined, the same client code), sets/s;
               "ended": watchers whose stream ended meanwhile (Bukt: gone or cut off,
               having fallen out of the feed; Redis: disconnected by its output buffer
               limit): they stop costing the writer anything, so read the two together.
@@ -55,12 +58,17 @@ def pct(xs, p):
 
 # -- watchers ------------------------------------------------------------------------------
 
-async def _watch_all(runs, ready, stop, ended, settle=0.0):
+async def _watch_all(runs, ready, stop, ended, settle=0.0, subscribed=None):
     """Run the watcher coroutines `runs` until `stop`; `ended` counts those whose
     stream ended before the run did (gone, cut off, disconnected). `settle`: seconds
-    for them to connect and start streaming before `ready`."""
+    for them to connect and start streaming before `ready` (with `subscribed`: at
+    most that long, until every one has its subscription confirmed)."""
     tasks = [asyncio.create_task(r) for r in runs]
-    if settle:
+    if subscribed is not None:
+        end = time.monotonic() + settle
+        while subscribed[0] < len(tasks) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+    elif settle:
         await asyncio.sleep(settle)
     ready.set()
     while not stop.is_set():
@@ -71,14 +79,23 @@ async def _watch_all(runs, ready, stop, ended, settle=0.0):
         t.cancel()
 
 
-async def _lines(port, request, on_line):
+async def _lines(port, request, on_line, subscribed=None):
     """A streaming connection: send `request`, hand each line to `on_line` until the
     stream ends (or the run cancels it). Without `on_line` it takes what comes in
     chunks: splitting 100 streams into lines in two Python processes cost more than
-    the server's side and was most of what the latency measured."""
+    the server's side and was most of what the latency measured. `subscribed` (RESP):
+    a one-item list counting the streams whose PSUBSCRIBE was confirmed (`:1`)."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
     w.write(request)
     await w.drain()
+    if subscribed is not None:
+        while True:
+            line = await r.readline()
+            if not line or line.startswith(b"-"):
+                raise RuntimeError(f"PSUBSCRIBE refused: {line!r}")
+            if line == b":1\r\n":
+                subscribed[0] += 1
+                break
     while True:
         if on_line is None:
             if not await r.read(1 << 16):
@@ -114,26 +131,38 @@ def _sse_watchers(port, token, n, arrivals):
     return [_lines(port, request, record if i == 0 else None) for i in range(n)], 0.5
 
 
-def _redis_watchers(port, n, arrivals):
+def _resp_watchers(port, auth, db, n, arrivals, subscribed):
+    """PSUBSCRIBE `__keyspace@<db>__:*` over raw RESP: one code path for Bukt's RESP face
+    (auth: its AUTH command; db: the bucket) and Redis (no auth; db 0). The channel
+    names the key, so the recording stream takes the key from it."""
     def record(line):
-        if line.startswith(b"lat:"):
-            arrivals[int(line[4:].strip())] = time.monotonic_ns()
+        at = line.find(b"__:lat:")
+        if at >= 0:
+            arrivals[int(line[at + 7:].strip())] = time.monotonic_ns()
 
-    request = resp(b"PSUBSCRIBE", b"__keyevent@0__:*")
-    return [_lines(port, request, record if i == 0 else None) for i in range(n)], 0.5
+    request = auth + resp(b"PSUBSCRIBE", b"__keyspace@%s__:*" % db)
+    return [_lines(port, request, record if i == 0 else None, subscribed)
+            for i in range(n)], 10.0
 
 
 def watcher_proc(kind, target, n, ready, stop, out, record, ended):
     arrivals = {}
+    subscribed = None
 
     async def main():
+        nonlocal subscribed
         if kind == "local":
             runs, settle = _local_watchers(target, n, arrivals)
         elif kind == "sse":
             runs, settle = _sse_watchers(target[0], target[1], n, arrivals)
+        elif kind == "resp":
+            subscribed = [0]
+            runs, settle = _resp_watchers(target[0], resp(b"AUTH", b"b", target[1]), b"b",
+                                          n, arrivals, subscribed)
         else:
-            runs, settle = _redis_watchers(target, n, arrivals)
-        await _watch_all(runs, ready, stop, ended, settle)
+            subscribed = [0]
+            runs, settle = _resp_watchers(target, b"", b"0", n, arrivals, subscribed)
+        await _watch_all(runs, ready, stop, ended, settle, subscribed)
     try:
         asyncio.run(main())
     except Exception as e:                              # noqa: BLE001
@@ -154,21 +183,34 @@ def resp(*args):
 
 
 class RedisConn:
-    def __init__(self, port):
+    """One unpipelined RESP connection: the writer of the Redis rows and of Bukt's RESP
+    rows alike (auth: Bukt's `AUTH b <token>`)."""
+
+    def __init__(self, port, auth=None):
         self.s = socket.create_connection(("127.0.0.1", port))
+        self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.s.makefile("rb")
+        if auth is not None and self.cmd(b"AUTH", *auth) != b"+OK\r\n":
+            raise RuntimeError("AUTH refused")
 
     def cmd(self, *args):
         self.s.sendall(resp(*args))
         return self.f.readline()
+
+    def set(self, k, v):
+        line = self.cmd(b"SET", k, v)
+        if line.startswith(b"-"):       # refused (as bukt.BuktError for the local writer)
+            raise bukt.BuktError(line.decode().strip())
 
 
 def writer_run(kind, target, seconds, phase):
     """phase "rate": (sets/s for `seconds`, {}); "latency": (0, {i: ack time ns} of
     LAT_N paced sets)."""
     if kind == "redis":
-        c = RedisConn(target)
-        put = lambda k, v: c.cmd(b"SET", k, v)          # noqa: E731
+        put = RedisConn(target).set
+    elif kind == "resp":                # target: (RESP port, token, instance)
+        put = RedisConn(target[0], (b"b", target[1])).set
+        store = bukt.attach(target[2])
     else:
         store = bukt.attach(target)
         b = store.bucket("b")
@@ -274,7 +316,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--watchers", default="0,10,100")
+    ap.add_argument("--faces", default="local,sse,resp,redis")
     args = ap.parse_args()
+    faces = args.faces.split(",")
     counts = [int(x) for x in args.watchers.split(",")]
     tmp = tempfile.mkdtemp(prefix="bench-watch-")
     from pathlib import Path
@@ -289,10 +333,13 @@ def main():
               f"{LAT_RATE}/s for latency (acknowledged write -> event received)\n")
         print(f"  {'face':<8}{'watchers':>9}{'sets/s':>11}{'vs 0':>8}{'ended':>7}"
               f"{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}")
-        cases = [("local", svc.name), ("sse", (svc.http_port, token))]
+        cases = [("local", svc.name), ("sse", (svc.http_port, token)),
+                 ("resp", (svc.resp_port, token.encode(), svc.name))]
         if redis:
             cases.append(("redis", rport))
         for kind, target in cases:
+            if kind not in faces:
+                continue
             base = None
             for n in counts:
                 rate, lat, missing, ended = run_case(kind, target, n, args.seconds)
@@ -301,10 +348,11 @@ def main():
                 p99 = f"{pct(lat, 99):9.2f}" if lat else f"{'-':>9}"
                 print(f"  {kind:<8}{n:>9}{rate:>11.0f}{rate / base:>7.2f}x{ended:>7}{p50}{p99}"
                       f"{missing:>8}", flush=True)
-        if not redis:
+        if not redis and "redis" in faces:
             print("  redis: n/a (no redis-server)")
         print("\n  (sse and local share the writer: a local process setting keys; sse's "
-              "watchers read the same feed through the HTTP face)")
+              "watchers read the same feed through the HTTP face; resp and redis share "
+              "their client code: SET over one connection, PSUBSCRIBE keyspace channels)")
     finally:
         svc.cleanup()
         if redis:

@@ -40,6 +40,8 @@ from bukt import errors
 from bukt.tcp import resp as R
 
 BATCH = 256     # events read from the feed per pump
+MESSAGES_MAX = 4096     # events' messages a worker keeps for its other subscribers (all
+                        # subscriptions together: at most this, plus a BATCH)
 
 # the feed's kinds (bukt.feed.KINDS) -> Redis's event names. An incr is INCRBY's
 # (INCR, DECR, INCRBY, DECRBY: "incrby"); a flush's deletes are reported key by key as
@@ -56,6 +58,16 @@ ALLOWED_RESP2 = frozenset({b"SUBSCRIBE", b"PSUBSCRIBE", b"UNSUBSCRIBE", b"PUNSUB
 
 _live: "weakref.WeakSet[Subscriptions]" = weakref.WeakSet()   # this worker's (PUBSUB)
 log = logging.getLogger("bukt.tcp")
+
+# SHARED MESSAGES. (bucket names, protocol, channels, patterns) -> {event seq -> its
+# messages}: subscribers of a worker with the same subscriptions (a hundred clients of
+# `__keyspace@0__:*`) match and encode each event once between them, not once each,
+# as the SSE face shares its encoding (with 100 subscribers, matching and encoding
+# were most of the worker's time). A seq names one record of the feed, so its
+# messages for a given set of subscriptions never change. Past MESSAGES_MAX in all,
+# they are dropped and made again as asked.
+_MESSAGES: dict = {}
+_held = 0
 
 
 def _bulk(b: bytes) -> bytes:
@@ -218,6 +230,14 @@ class Subscriptions:
                                 "subscription ends"), False
         evs = w.poll(BATCH)
         out = []
+        global _held
+        if _held >= MESSAGES_MAX:
+            _MESSAGES.clear()
+            _held = 0
+        sig = (self.names, s.proto, tuple(self.channels), tuple(self.patterns))
+        shared = _MESSAGES.get(sig)
+        if shared is None:
+            shared = _MESSAGES[sig] = {}
         for e in evs:
             if e.gone:
                 log.warning("RESP subscriber %s (bucket %s) cut off: the change feed "
@@ -232,7 +252,13 @@ class Subscriptions:
                 self.close()
                 return b"".join(out), R.error("ERR the bucket was dropped: the "
                                               "subscription ends"), False
-            self._deliver(e, out)
+            m = shared.get(e.seq)
+            if m is None:
+                one = []
+                self._deliver(e, one)
+                m = shared[e.seq] = b"".join(one)
+                _held += 1
+            out.append(m)
         return b"".join(out), None, len(evs) >= BATCH
 
     def _deliver(self, e, out):

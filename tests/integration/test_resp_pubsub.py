@@ -296,3 +296,41 @@ def test_slow_subscriber_is_cut_off_while_writes_go_on(svc):
     w.close()
     st = bukt.attach(svc.name)
     assert st.check() == []
+
+
+def test_subscribers_of_one_worker_each_get_their_own_messages(svc):
+    """Subscribers of one worker share each event's messages only with those of the
+    same subscriptions and protocol: two of one pattern in RESP2, the same pattern in
+    RESP3, another pattern, and one whose subscriptions change between the writes,
+    all reading the same events at once."""
+    w = client(svc)
+    subs = {}
+    for name, proto, pattern in [("a1", 2, "__keyspace@0__:sh:*"),
+                                 ("a2", 2, "__keyspace@0__:sh:*"),
+                                 ("a3", 3, "__keyspace@0__:sh:*"),
+                                 ("b", 2, "__keyspace@b__:sh:*"),
+                                 ("c", 2, "__keyspace@0__:sh:*")]:
+        p = client(svc, proto=proto).pubsub()
+        p.psubscribe(pattern)
+        assert messages_all(p, 1)[0]["type"] == "psubscribe"
+        subs[name] = p
+    w.set("sh:1", "v")
+    w.delete("sh:1")
+    got = {n: [text(m) for m in messages(p, 2)] for n, p in subs.items()}
+    zero, named = b"__keyspace@0__:sh:*", b"__keyspace@b__:sh:*"
+    first = [("pmessage", zero, b"__keyspace@0__:sh:1", b"set"),
+             ("pmessage", zero, b"__keyspace@0__:sh:1", b"del")]
+    assert got["a1"] == got["a2"] == got["a3"] == got["c"] == first, got
+    assert got["b"] == [("pmessage", named, b"__keyspace@b__:sh:1", b"set"),
+                        ("pmessage", named, b"__keyspace@b__:sh:1", b"del")], got
+    subs["c"].subscribe("__keyevent@b__:set")
+    assert messages_all(subs["c"], 1)[0]["type"] == "subscribe"
+    w.set("sh:2", "v")
+    assert [text(m) for m in messages(subs["a1"], 1)] == [
+        ("pmessage", zero, b"__keyspace@0__:sh:2", b"set")]
+    assert [text(m) for m in messages(subs["c"], 2)] == [
+        ("pmessage", zero, b"__keyspace@0__:sh:2", b"set"),
+        ("message", None, b"__keyevent@b__:set", b"sh:2")]
+    for p in subs.values():
+        p.close()
+    w.close()
