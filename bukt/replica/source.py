@@ -163,9 +163,11 @@ class LogReader:
                 # a batch being written can look damaged for a moment only at the end;
                 # what came before it is sound: send that, and read the rest later
                 pass
-            if prev or len(data) < size or end:
-                break                   # (bounded: the unbounded read below finds it)
+            if prev or len(data) < size or (end and size >= end - self.off):
+                break
             size *= 2                   # one record longer than a chunk: read it whole
+            if end:
+                size = min(size, end - self.off)
         end = prev
         self.off += end
         if start is None:
