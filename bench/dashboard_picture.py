@@ -5,7 +5,9 @@ errors), scrapes /metrics every STEP seconds, and draws each panel of the dashbo
 Playwright and Debian's chromium turn into a PNG. It is a page equivalent to the
 dashboard, not Grafana's rendering: a counter's series are drawn as their per-second
 rate between scrapes, a gauge's as its value, a stat as its last value (a ratio of two
-metrics as that ratio).
+metrics as that ratio), a histogram_quantile as Prometheus computes it (each bucket's
+rate over the expression's window, summed by le, then the quantile interpolated in the
+bucket its rank falls in: bucket_quantile).
 
     .venv/bin/python bench/dashboard_picture.py docs/grafana-dashboard.png
 """
@@ -91,8 +93,73 @@ def as_rate(points):
             for (t0, v0), (t1, v1) in zip(points, points[1:])]
 
 
+def window_rate(points, window):
+    """[(t, per-second increase over the `window` seconds up to t)] of a counter's
+    points, from the earliest point inside the window (as rate(x[window]) over what
+    has been scraped; none until the window holds two points)."""
+    out = []
+    for i, (t, v) in enumerate(points):
+        first = next((p for p in points[:i] if p[0] >= t - window), None)
+        if first is not None and t > first[0]:
+            out.append((t, max(0.0, (v - first[1]) / (t - first[0]))))
+    return out
+
+
+def bucket_quantile(q, buckets):
+    """Prometheus's histogram_quantile of one instant: `buckets` [(le, cumulative
+    rate)], le a float (inf for +Inf). None when nothing was observed. The rank q*total
+    falls in the first bucket whose cumulative value reaches it and is interpolated
+    linearly in it (its lower bound the previous bucket's le, 0 for the first); in the
+    +Inf bucket the answer is the highest finite le."""
+    buckets = sorted(buckets)
+    if len(buckets) < 2 or buckets[-1][0] != float("inf"):
+        return None
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for i, (le, count) in enumerate(buckets):
+        if count >= rank:
+            if le == float("inf"):
+                return buckets[-2][0]
+            if i == 0 and le <= 0:
+                return le
+            if count == prev_count:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, count
+    return buckets[-2][0]
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def quantile_series(expr, scrapes):
+    """histogram_quantile(q, sum by (le) (rate(NAME_bucket{...}[W]))) as a series:
+    at each scrape, every bucket's rate over the window, summed over the other labels
+    (route), then the quantile of those buckets."""
+    m = re.match(r"histogram_quantile\(([0-9.]+),.*?\b(bukt_[a-z_]+_bucket)\b.*?"
+                 r"\[(\d+)([smh])\]", expr)
+    q, name, window = float(m[1]), m[2], int(m[3]) * UNITS[m[4]]
+    by_le = {}
+    for labels, points in series(scrapes, name, {}).items():
+        le = float(dict(labels)["le"])
+        for t, v in window_rate(points, window):
+            by_le.setdefault(t, {}).setdefault(le, 0.0)
+            by_le[t][le] += v
+    pts = []
+    for t in sorted(by_le):
+        v = bucket_quantile(q, list(by_le[t].items()))
+        if v is not None:
+            pts.append((t, v))
+    return [(f"p{q * 100:g} {name.removeprefix('bukt_').removesuffix('_bucket')}", pts)]
+
+
 def evaluate(expr, scrapes):
     """[(legend, [(t, v)])] for the metrics an expression names."""
+    if expr.startswith("histogram_quantile("):
+        return quantile_series(expr, scrapes)
     names = re.findall(r"\b(bukt_[a-z_]+)(\{[^}]*\})?", expr)
     out = []
     for name, sel in names[:2]:

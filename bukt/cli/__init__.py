@@ -36,7 +36,7 @@ import importlib
 import os
 import sys
 
-from bukt.cli.common import (EXIT_CODES_HELP, REFUSED, config_arg, error_line, explain,
+from bukt.cli.common import (EXIT_CODES_HELP, FAILED, REFUSED, config_arg, error_line, explain,
                              load_config)
 
 __all__ = ["main", "COMMANDS"]
@@ -70,7 +70,11 @@ def _writer(args):
 
 def _http(args):
     from bukt.http import serve_http
-    serve_http(load_config(args))
+    cfg = load_config(args)
+    try:
+        serve_http(cfg)                 # it sets up the service's logging first
+    except Exception as e:
+        return _logged_error("bukt.http", e, args)
     return 0
 
 
@@ -87,8 +91,29 @@ def _tcp(args):
     from bukt import logs, tcp
     cfg = load_config(args)
     logs.from_config("tcp", cfg)        # the service's one log format (bukt/logs.py)
-    return tcp.serve_tcp(cfg, bind=args.bind, workers=args.workers,
-                         instance=args.instance, loop=args.loop)
+    try:
+        return tcp.serve_tcp(cfg, bind=args.bind, workers=args.workers,
+                             instance=args.instance, loop=args.loop)
+    except Exception as e:
+        return _logged_error("bukt.tcp", e, args)
+
+
+def _logged_error(logger, exc, args) -> int:
+    """The exit code for `exc` in a service process whose logging is set up: its error
+    said once as a log line in log.format (a traceback for one the CLI does not know),
+    not as the CLI's own error line, so a process of the service has one format."""
+    import logging
+
+    from bukt import errors
+    known = explain(exc, args)
+    if isinstance(exc, errors.SegmentNotFound):     # without the clients' --url hint
+        known = (known[0], str(exc))
+    if known is None:
+        logging.getLogger(logger).error("bukt %s: %r", args.command, exc, exc_info=exc)
+        return FAILED
+    code, message = known
+    logging.getLogger(logger).error("bukt %s: %s", args.command, message)
+    return code
 
 
 def _replica_follow(args):

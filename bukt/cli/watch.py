@@ -71,20 +71,17 @@ def watch(args):
 
 
 def _tcp(args, client, prefix):
-    n = 0
-    for e in client.watch(args.since, prefix, args.values):
-        _out(args, e.as_dict(args.values))
-        if e.gone:
-            return NOT_FOUND
-        n += 1
-        if args.count and n >= args.count:
-            return OK
-    return OK
+    return _print(args, client.watch(args.since, prefix, args.values))
 
 
 def _local(args, store, bucket, prefix):
+    return _print(args, store.watch(bucket, prefix, args.since, args.values))
+
+
+def _print(args, events):
+    """One line an event until a gone or a dropped bucket (NOT_FOUND) or --count."""
     n = 0
-    for e in store.watch(bucket, prefix, args.since, args.values):
+    for e in events:
         _out(args, e.as_dict(args.values))
         if e.gone or e.kind == "drop":
             return NOT_FOUND

@@ -29,7 +29,7 @@ import urllib.parse
 import bukt
 from bukt import errors
 from bukt._core import replica_exempt
-from bukt.replica import promoted
+from bukt.replica import promoted, read_json, write_json
 from bukt.replica.status import STATUS_FILE
 from bukt.replica.source import BEAT, END, FRAME, RECORDS
 from bukt.writer import aof
@@ -56,21 +56,11 @@ def parse_primary(url):
 
 
 def read_state(data_dir):
-    try:
-        with open(os.path.join(data_dir, STATE_FILE)) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
-        return {}
+    return read_json(os.path.join(data_dir, STATE_FILE)) or {}
 
 
 def write_state(data_dir, state):
-    path = os.path.join(data_dir, STATE_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    write_json(os.path.join(data_dir, STATE_FILE), state)
 
 
 class StateSaver:
@@ -426,9 +416,14 @@ class Applier:
 
 
 def main(config_path=None) -> int:
-    from bukt import config as config_mod
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = config_mod.load(config_path)
+    from bukt import config as config_mod, logs
+    try:
+        cfg = config_mod.load(config_path)
+    except config_mod.ConfigError as e:
+        logs.configure("replica")       # no configuration: the default format
+        log.error("bukt replica-follow: %s", e)
+        return 2
+    logs.from_config("replica", cfg)    # one format for every process (bukt/logs.py)
     if not cfg.get("replica.of"):
         log.error("replica.of is not set: nothing to follow")
         return 2

@@ -45,7 +45,8 @@ down too).
 SIGHUP: the configuration is read again. Keys fixed in the segment (SEGMENT_KEYS) or
 bound at start (RESTART_KEYS) keep their running values and are logged as needing a
 cold start or a restart; every other change is applied by restarting the children that
-read it (KEY_ROLES): the writer (a warm restart: milliseconds, nothing lost), the TCP
+read it (KEY_ROLES; log.level and log.format: every child, and this process's own
+logging at once): the writer (a warm restart: milliseconds, nothing lost), the TCP
 pool (the new pool starts beside the old one on the same SO_REUSEPORT port, then the
 old one drains: no refused connection) and the HTTP arbiter (stopped, then started:
 about a second without HTTP, until gunicorn binds with SO_REUSEPORT too). A file that
@@ -101,6 +102,9 @@ SEGMENT_KEYS = frozenset({"memory", "segment.mode", "limits.max_key", "limits.ma
                           "limits.max_buckets", "limits.ring_size", "limits.ring_wait_ms"})
 # Bound when the service starts: a change needs a restart.
 RESTART_KEYS = frozenset({"instance", "data_dir", "http.bind", "tcp.bind", "resp.bind"})
+# Read by every process when it sets up its logging (bukt/logs.py): a change restarts
+# every child (each configures its logging afresh) and reconfigures the supervisor's.
+LOG_KEYS = frozenset({"log.level", "log.format"})
 
 
 def KEY_ROLES(key: str) -> tuple:
@@ -113,7 +117,11 @@ def KEY_ROLES(key: str) -> tuple:
         return ("http", "tcp")
     if key == "shutdown_timeout":
         return ("writer", "tcp")
-    if key == "log.level" or key.startswith(("fsync", "compaction.", "expiry.", "recovery.")):
+    if key in LOG_KEYS:
+        return ("writer", "tcp", "http", "replica")
+    if key.startswith("log."):                  # the access log: the HTTP workers'
+        return ("http",)
+    if key.startswith(("fsync", "compaction.", "expiry.", "recovery.")):
         return ("writer",)
     return ()
 
@@ -581,9 +589,9 @@ class Supervisor:
             self.notify.ready(self.status_line())
             return
         self.cfg = config_mod.load(self.effective_path, env={})
-        _set_log_level(self.cfg.log.level)
-        roles = [r for r in ("writer", "tcp", "http")
-                 if any(r in KEY_ROLES(k) for k in applied)]
+        logs.from_config("serve", self.cfg)     # log.level, log.format: this process's
+        roles = [r for r in ("writer", "tcp", "http", "replica")
+                 if r in self.children and any(r in KEY_ROLES(k) for k in applied)]
         log.info("SIGHUP: applying %s; restarting %s", ", ".join(applied),
                  ", ".join(roles) or "nothing")
         for role in roles:
@@ -750,10 +758,6 @@ def _check_bind(key, bind) -> None:
                              f"(BUKT_{key.upper().replace('.', '__')})", 2) from None
         except socket.gaierror as e:
             raise ServeError(f"{key}: {bind}: {e}", 2) from None
-
-
-def _set_log_level(level: str) -> None:
-    logging.getLogger().setLevel(getattr(logging, level.upper()))
 
 
 def serve(cfg, config_path=None, cold=False) -> int:

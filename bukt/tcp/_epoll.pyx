@@ -902,6 +902,7 @@ cdef class Loop:
             _stats.inflight((<Conn>c).resp, -1)
             if (<Conn>c).fd >= 0:
                 (<Conn>c).outbuf += response
+                _stats.sent((<Conn>c).resp, len(response))
                 self._flush(c)
                 if (<Conn>c).subscribed and not (<Conn>c).inflight:
                     self._pump(c)
@@ -944,6 +945,7 @@ cdef class Loop:
                 continue
             c.inflight -= 1
             c.outbuf += r
+            _stats.sent(c.resp, len(r))
             self._flush(c)
         self.watching.extend(keep)      # (after those _flush may have added)
         if self.watching:

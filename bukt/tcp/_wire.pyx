@@ -283,25 +283,16 @@ cdef Py_ssize_t run_frames(bytearray buf, Py_ssize_t size, Py_ssize_t pos, objec
         rid = be64(b + 5)
         result = None
         # FAST PATH: GET and SET with the permission in hand.
-        if command == 2 and perms & READ:
+        if (command == 2 and perms & READ) or (command == 1 and perms & WRITE):
             try:
-                result = fast_get(bucket, rid, b + HDR, length - HDR)
-            except _errors.RingFull as exc:  # a single-read key not consumed
-                if session.park_ring_full:
-                    session.park_room = exc.room
-                    why[0] = W_PARK
-                    return pos
-                result = _P.encode_error(rid, exc)
-            except _errors.BuktError as exc:
-                result = _P.encode_error(rid, exc)
-            except Exception as exc:
-                result = _internal_error(command, rid, exc)
-        elif command == 1 and perms & WRITE:
-            try:
-                result = fast_set(bucket, rid, b + HDR, length - HDR)
-                if persist or len(<bytes>result) > max_frame:
-                    result = session._finish_write(rid, result, command)  # maybe Deferred
-            except _errors.RingFull as exc:  # not applied: tried again later
+                if command == 2:
+                    result = fast_get(bucket, rid, b + HDR, length - HDR)
+                else:
+                    result = fast_set(bucket, rid, b + HDR, length - HDR)
+                    if persist or len(<bytes>result) > max_frame:
+                        result = session._finish_write(rid, result, command)  # maybe Deferred
+            except _errors.RingFull as exc:
+                # a SET not applied, or a single-read key not consumed: tried again later
                 if session.park_ring_full:
                     session.park_room = exc.room  # what its wait claims
                     why[0] = W_PARK

@@ -362,6 +362,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.transport.write(response)
+        stats.sent(self.FACE, len(response))
         if self.stalled:
             self._process()
         self._maybe_resume()

@@ -203,6 +203,15 @@ def connected(face):
         r[b + OPEN] += 1
 
 
+def sent(face, nbytes):
+    """An answer of `face` that waited (for durability, for the change feed), `nbytes`
+    long, handed to its connection now: the answers given at once are counted with
+    their requests (count_bin, count_resp_bytes, the compiled loops)."""
+    r = row
+    if r is not None:
+        r[face_base(face) + BYTES_OUT] += nbytes
+
+
 def inflight(face, delta):
     """A response of `face` starts (+1) or stops (-1) waiting for durability."""
     r = row

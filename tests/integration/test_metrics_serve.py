@@ -200,3 +200,65 @@ def test_tcp_responses_waiting_for_the_disk_are_in_flight(service):
         assert not t.is_alive() and c.get(b"k") == b"v"
     assert inflight() == 0
     assert service.stop() == 0
+
+
+def resp_reply(sock, *args):
+    """One RESP command on `sock` whose reply is a single line; that line, CRLF included."""
+    sock.sendall(b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+    data = b""
+    while not data.endswith(b"\r\n"):
+        data += sock.recv(4096)
+    return data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["epoll", "asyncio"])
+def test_answers_that_waited_for_the_disk_count_in_the_sent_bytes(service, loop):
+    """Under fsync: always a write's answer waits for its record's fsync; it counts in
+    bukt_tcp_sent_bytes when it is sent, on both event loops. The pool `bukt serve`
+    starts uses the epoll loop; a second pool (`bukt tcp --loop asyncio`) on the same
+    segment is the one /metrics reads once it runs."""
+    import socket
+    import sys
+
+    from bukt import protocol as P
+    service.configure(fsync="always")
+    service.start()
+    tok = service.create_bucket("b")
+    bin_port, resp_port, pool = service.tcp_port, service.resp_port, None
+    if loop == "asyncio":
+        from serve_harness import unused_port
+        bin_port, resp_port = unused_port(), unused_port()
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "bukt", "tcp", "--config", service.conf, "--loop",
+             "asyncio", "--workers", "1", "--bind", f"127.0.0.1:{bin_port}"],
+            env={**service.env(), "BUKT_RESP__BIND": f"127.0.0.1:{resp_port}"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if pool is not None:
+            def listening():
+                try:
+                    socket.create_connection(("127.0.0.1", resp_port), timeout=1).close()
+                    return True
+                except OSError:
+                    return False
+            wait_for(listening, timeout=60, what="the asyncio pool to listen")
+        sent = lambda face: total(scrape(service), "bukt_tcp_sent_bytes",  # noqa: E731
+                                  face=face)
+        with socket.create_connection(("127.0.0.1", resp_port), timeout=30) as s:
+            assert resp_reply(s, b"AUTH", b"b", tok.encode()) == b"+OK\r\n"
+            before = sent("resp")
+            replies = [resp_reply(s, b"SET", b"k%d" % i, b"v") for i in range(3)]
+            assert replies == [b"+OK\r\n"] * 3
+            assert sent("resp") - before == sum(map(len, replies))
+        from bukt.client import Client
+        with Client(host="127.0.0.1", port=bin_port, bucket="b", token=tok, timeout=30) as c:
+            before = sent("bukt")
+            c.set(b"k", b"v")
+            assert sent("bukt") - before >= P.HEADER_SIZE
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.wait(30)
+    assert service.stop() == 0

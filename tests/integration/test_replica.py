@@ -545,3 +545,37 @@ def test_a_replicate_token_follows_and_only_the_admin_gives_one(tmp_path):
         r.cleanup()
         p.cleanup()
 
+
+
+def test_the_applier_logs_in_the_service_format_and_follows_a_reload(tmp_path):
+    """The replica's applier logs as every process does (bukt/logs.py: role `replica`),
+    and a SIGHUP that changes log.format restarts it in the new format; it resumes."""
+    import json
+    import signal
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 100)
+        start_replica(p, r)
+        wait_equal(p, r)
+        assert any(" replica[" in line for line in r.log().splitlines()), r.log()
+        mark = len(r.log())
+        r.configure(log={"format": "json"})
+        os.kill(r.proc.pid, signal.SIGHUP)
+
+        def replica_json():
+            for line in r.log()[mark:].splitlines():
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    continue
+                if doc.get("role") == "replica":
+                    return doc
+            return None
+        wait_for(replica_json, timeout=60, what="the applier to log in json")
+        _load(p.name, BUCKET, 100, 10)
+        wait_equal(p, r)
+    finally:
+        r.stop()
+        p.stop()

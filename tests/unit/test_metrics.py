@@ -134,3 +134,50 @@ def test_the_scrape_settings_are_configuration_keys(tmp_path):
     path.write_text(f"metrics:\n  token: {SCRAPE_TOKEN}\n  public_on_loopback: true\n")
     cfg = config.load(str(path), env={})
     assert cfg.metrics.token == SCRAPE_TOKEN and cfg.metrics.public_on_loopback is True
+
+
+def _dashboard_picture():
+    import importlib.util
+    import os
+    import sys
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "dashboard_picture.py")
+    spec = importlib.util.spec_from_file_location("dashboard_picture", path)
+    mod = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path[:] = saved
+    return mod
+
+
+def test_the_dashboard_picture_computes_histogram_quantile_as_prometheus_does():
+    """The picture's HTTP latency panel: the quantile of cumulative buckets, interpolated
+    linearly inside the bucket the rank falls in; in +Inf, the highest finite bound; no
+    value when nothing was observed."""
+    dp = _dashboard_picture()
+    inf = float("inf")
+    b = [(0.1, 50.0), (0.5, 90.0), (inf, 100.0)]
+    assert dp.bucket_quantile(0.5, b) == pytest.approx(0.1)
+    assert dp.bucket_quantile(0.25, b) == pytest.approx(0.05)
+    assert dp.bucket_quantile(0.75, b) == pytest.approx(0.35)
+    assert dp.bucket_quantile(0.99, b) == pytest.approx(0.5)
+    assert dp.bucket_quantile(0.5, [(0.1, 0.0), (inf, 0.0)]) is None
+    # from scrapes: per-route buckets summed by le, rates over the window
+    name = "bukt_http_request_duration_seconds_bucket"
+
+    def scrape(t, fast, slow):
+        rows = {}
+        for route, (a, c) in {"get": fast, "put": slow}.items():
+            rows[(("le", "0.1"), ("route", route))] = a
+            rows[(("le", "+Inf"), ("route", route))] = c
+        return t, {name: rows}
+
+    scrapes = [scrape(0, (0, 0), (0, 0)), scrape(2, (10, 10), (0, 10)),
+               scrape(4, (20, 20), (0, 20))]
+    expr = ('histogram_quantile(0.5, sum by (le) (rate('
+            + name + '{job="$job"}[5m])))')
+    [(legend, points)] = dp.evaluate(expr, scrapes)
+    # half the requests under 0.1 s: the median is the bucket's top
+    assert legend.startswith("p50") and points == [(2, pytest.approx(0.1)),
+                                                   (4, pytest.approx(0.1))]
