@@ -97,7 +97,7 @@ class LogStream:
             while True:
                 ready.clear()
                 try:
-                    data = reader.read()
+                    data = reader.read(store.writer_info()["log_size"])
                 except source.Gone as e:
                     yield source.frame(source.END, reader.last,
                                        ('{"error": "gone", "reason": %s}'

@@ -781,9 +781,11 @@ class Writer:
                 return False
         self.written_pos = next_pos
         store.ring_release(next_pos)
-        self._publish(recs, next_pos)
+        # the log's size before the feed's wake-up: a replica's log stream woken by it
+        # reads the log up to this size (bukt/replica/source.py, LogReader.read)
         store.writer_publish(log_size=self.w.size,
                              log_current_ms=read_ms if next_pos >= head else None)
+        self._publish(recs, next_pos)
         if self.policy == "always":
             if not self._fsync():
                 return True
