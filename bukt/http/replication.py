@@ -34,6 +34,14 @@ def _require_replicate(ctx, req):
     return p
 
 
+def _sequence(req, name) -> int:
+    """The request's `name` parameter: a replica's last applied sequence."""
+    value = req.get_param(name)
+    if value is None or not value.isdigit():
+        raise bad(name, "must be a decimal sequence (the last one applied)")
+    return int(value)
+
+
 class Snapshot:
     def __init__(self, ctx):
         self.ctx = ctx
@@ -60,10 +68,7 @@ class LogStream:
     async def on_get(self, req, resp):
         ctx = self.ctx
         _require_replicate(ctx, req)
-        since = req.get_param("since")
-        if since is None or not since.isdigit():
-            raise bad("since", "must be a decimal sequence (the last one applied)")
-        since = int(since)
+        since = _sequence(req, "since")
         store = ctx.store
         info = store.writer_info()
         if not info["data_dir"]:
@@ -171,14 +176,12 @@ class Ack:
     async def on_post(self, req, resp):
         ctx = self.ctx
         _require_replicate(ctx, req)
-        seq = req.get_param("seq")
-        if seq is None or not seq.isdigit():
-            raise bad("seq", "must be a decimal sequence (the last one applied)")
+        seq = _sequence(req, "seq")
         who = req.get_header("X-Bukt-Replica") or _peer(req)
         if self.table is None:
             from bukt.replica.acks import AckTable
             self.table = AckTable(ctx.store.name, create=True)
-        self.table.report(who, int(seq))
+        self.table.report(who, seq)
         resp.status = 204
 
 
