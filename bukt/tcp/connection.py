@@ -361,8 +361,10 @@ class Connection(asyncio.Protocol):
             response = fut.result() if d.response is None else d.response
         if self.closed:
             return
-        self.transport.write(response)
+        # counted before the write: once written, the client may read the answer and
+        # ask /metrics before this line would run
         stats.sent(self.FACE, len(response))
+        self.transport.write(response)
         if self.stalled:
             self._process()
         self._maybe_resume()
