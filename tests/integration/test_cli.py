@@ -16,7 +16,8 @@ import pytest
 
 from bukt import cli
 from bukt.cli.progress import Progress
-from serve_harness import ROOT, Service, unused_port
+from serve_harness import ROOT, unused_port
+from cli_fixtures import admin, config, svc  # noqa: F401 (fixtures)
 
 
 class Result:
@@ -52,26 +53,6 @@ def bukt(*argv, stdin=b""):
             w.flush()
             w.detach()                            # else closing the wrapper closes the buffer
     return Result(code, out.getvalue(), err.getvalue())
-
-
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory):
-    s = Service(tmp_path_factory.mktemp("cli"))
-    s.start()
-    yield s
-    s.cleanup()
-
-
-@pytest.fixture(autouse=True)
-def config(svc, monkeypatch):
-    monkeypatch.setenv("BUKT_CONFIG", svc.conf)
-    for k in [k for k in os.environ if k.startswith("BUKT_") and k != "BUKT_CONFIG"]:
-        monkeypatch.delenv(k)
-
-
-@pytest.fixture(scope="module")
-def admin(svc):
-    return svc.admin_token()
 
 
 @pytest.fixture(scope="module")

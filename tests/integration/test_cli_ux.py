@@ -21,29 +21,10 @@ from bukt import cli, errors
 from bukt.cli.common import explain
 from bukt.client import AsyncClient, Client, parse_url
 from serve_harness import ROOT, Service, unused_port
+from cli_fixtures import admin, config, svc  # noqa: F401 (fixtures)
 from test_cli import bukt
 
 BUKT = os.path.join(os.path.dirname(sys.executable), "bukt")
-
-
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory):
-    s = Service(tmp_path_factory.mktemp("cliux"))
-    s.start()
-    yield s
-    s.cleanup()
-
-
-@pytest.fixture(autouse=True)
-def config(svc, monkeypatch):
-    monkeypatch.setenv("BUKT_CONFIG", svc.conf)
-    for k in [k for k in os.environ if k.startswith("BUKT_") and k != "BUKT_CONFIG"]:
-        monkeypatch.delenv(k)
-
-
-@pytest.fixture(scope="module")
-def admin(svc):
-    return svc.admin_token()
 
 
 @pytest.fixture(scope="module")
