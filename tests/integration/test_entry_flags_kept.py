@@ -174,6 +174,13 @@ time.sleep(600)
 """
 
 
+@pytest.fixture
+def store(segname):
+    s = bukt.create(segname, size="16MiB", object_readers=40)     # a small registry
+    yield s
+    s.close()
+
+
 def test_a_sigkilled_readers_registration_does_not_hold_the_oldest(store, segname):
     assert store.object_readers_oldest() == 0
     t0 = store.clock_ns()
@@ -193,9 +200,10 @@ def test_a_sigkilled_readers_registration_does_not_hold_the_oldest(store, segnam
         # (a zombie is not alive either: owners.py; reaped here anyway)
         assert store.object_readers_oldest() == 0
         # its slot is free for the next reader
-        tokens = [store.object_reader_enter() for _ in range(store.limits["object_readers"])]
+        assert store.limits["object_readers"] == 40
+        tokens = [store.object_reader_enter() for _ in range(40)]
         assert theirs in tokens
-        with pytest.raises(errors.LimitExceeded):
+        with pytest.raises(errors.LimitExceeded, match="limits.object_readers"):
             store.object_reader_enter()
         for t in tokens:
             store.object_reader_exit(t)
@@ -204,3 +212,20 @@ def test_a_sigkilled_readers_registration_does_not_hold_the_oldest(store, segnam
         if p.poll() is None:
             p.kill()
             p.wait(10)
+
+
+@pytest.mark.slow
+def test_the_writer_sizes_the_registry_from_limits_object_readers(instance):
+    instance.configure(limits={"ring_size": "4MiB", "object_readers": 3})
+    w = instance.start()
+    s = instance.attach()
+    try:
+        assert s.limits["object_readers"] == 3
+        tokens = [s.object_reader_enter() for _ in range(3)]
+        with pytest.raises(errors.LimitExceeded):
+            s.object_reader_enter()
+        for t in tokens:
+            s.object_reader_exit(t)
+    finally:
+        s.close()
+    assert instance.stop(w) == 0
