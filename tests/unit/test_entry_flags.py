@@ -406,3 +406,29 @@ def test_read_entry_peek_leaves_a_single_read_entry(bucket):
     assert bucket.read_entry(b"once") is not None       # a read takes it
     assert bucket.read_entry(b"once", peek=True) is None
     assert bucket.max_value == bucket.store.limits["max_value"]
+
+
+def test_read_into_hands_back_every_entry_with_an_object_bit(store, bucket):
+    """bukt._core.read_into, the binary and RESP faces' GET: a manifest, a compressed
+    value and a hidden entry go back to Bucket.get (found -1, nothing counted), a
+    plain value is a hit."""
+    import ctypes
+    from test_table import _core_function
+    fn = _core_function("read_into", ctypes.py_object, ctypes.py_object, ctypes.c_char_p,
+                        ctypes.c_uint32, ctypes.c_ssize_t, ctypes.POINTER(ctypes.c_int))
+
+    def read_into(key):
+        found = ctypes.c_int(7)
+        result = fn(bucket, key, len(key), 0, ctypes.byref(found))
+        return found.value, result
+    bucket.set(b"p", b"plain")
+    bucket.put_entry(b"m", b"M", MANIFEST)
+    bucket.put_entry(b"z", b"Z", ZSTD)
+    bucket.put_entry(b"l", b"L", LZ4)
+    bucket.put_entry(P + b"h", b"H", HIDDEN)
+    before = bucket.stats()
+    assert read_into(b"p") == (1, b"plain")
+    for k in (b"m", b"z", b"l", P + b"h"):
+        assert read_into(k) == (-1, None), k
+    after = bucket.stats()
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 0)
