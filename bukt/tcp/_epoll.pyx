@@ -119,6 +119,7 @@ from bukt.tcp.frames import WatchWait, ring_full_frame
 from bukt.tcp.session import Session
 from bukt.tcp import resp_session as _resp
 from bukt.tcp._resp cimport run_fast as resp_run_fast
+from bukt.tcp._resp cimport request_key as resp_request_key
 from bukt.tcp.connection import resp_error_line as _resp_error_line
 
 cdef extern from "<sched.h>" nogil:
@@ -214,6 +215,7 @@ cdef double LINGER_MAX = _connection.LINGER_MAX
 # prefetch_key (PREFETCH): memory fetches for a key read soon, in two stages
 # (cext/bucket.pxi says which lines). For a bukt._core.Bucket only.
 
+cdef object CoreBucket = _core.Bucket  # PREFETCH casts without a check: this type only
 cdef double RETRY = _ringroom.RETRY   # seconds between attempts of a parked request
 # bukt/writewait/spin.py's, as C values: the busy poll compares against them at every yield
 cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
@@ -588,10 +590,21 @@ cdef class Loop:
         self._received(c, self.rfree, r, errno if r < 0 else 0)
 
     cdef void _hint(self, Conn c, Py_ssize_t off, ssize_t r, int stage):
-        """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r]."""
+        """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r] (on
+        a RESP connection, of the one-key command: bukt/tcp/_resp.pyx, PREFETCH)."""
         cdef uint32_t klen
         cdef Py_ssize_t kat
-        if not self.core_store or c.session is None or c.resp:
+        if not self.core_store or c.session is None:
+            return
+        if c.resp:
+            if not self.resp_fast:
+                return
+            kat = resp_request_key(rbuf + off, r, self.max_frame, &klen)
+            if kat < 0:
+                return
+            bucket = (<object>c.session).bucket
+            if type(bucket) is CoreBucket:
+                prefetch_key(bucket, rbuf + off + kat, klen, stage)
             return
         kat = request_key(rbuf + off, r, &klen)
         if kat < 0:

@@ -31,6 +31,17 @@ fast commands are gathered into one bytes object.
 A GET of a bukt._core bucket reads through the core's read_into (cimported from its C
 boundary, bukt/_core.pxd, as the binary face's fast_get does: bukt/tcp/_wire.pyx),
 without a Python call; the other commands call the Bucket's methods.
+
+PREFETCH. A key's read waits for three lines from memory one after the other (its
+slot, the entry's header, its value: cext/bucket.pxi, PREFETCH); a pipelined batch
+would pay that for each command in turn. On a bukt._core bucket the loop therefore
+looks ahead in windows of up to AHEAD commands (GET, SET, SETEX, INCR, DECR, INCRBY,
+DECRBY: one key, the second argument): before it runs a window, it starts stage 2
+(the entries) of that window's keys and stage 1 (the slots) of the next window's, so
+that the fetches of many keys overlap each other and the running of the commands
+before them. A window of one command (nothing pipelined behind it) is not looked at:
+its read follows at once. The epoll loop hints the first command of each connection
+it read (request_key, with the binary face's STAGING in bukt/tcp/_epoll.pyx).
 """
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -45,7 +56,7 @@ from bukt.tcp.frames import PARK as _PARK, drive as _drive
 from bukt.writewait.durability import RingDurability as _RingDurability
 
 from bukt import _core
-from bukt._core cimport READ_HIT, READ_MISS, read_into
+from bukt._core cimport READ_HIT, READ_MISS, prefetch_key, read_into
 
 # The loop works with any store (tests' fakes too); read_into only with this one.
 cdef object CoreBucket = _core.Bucket
@@ -61,6 +72,7 @@ cdef Py_ssize_t LINE_MAX = _R.LINE_MAX
 cdef Py_ssize_t MIN_ELEMENT = _R.MIN_ELEMENT
 cdef enum:
     MAXARGS = 256           # a longer command (MSET of 128 pairs) goes to the session
+    AHEAD = 16              # PREFETCH: commands a window looks ahead
 
 cdef int READ = _S.READ
 cdef int WRITE = _S.WRITE
@@ -351,6 +363,60 @@ cdef inline bint plain_int(const unsigned char *p, Py_ssize_t n, int64_t *out) n
     return True
 
 
+# -- PREFETCH (module docstring) ----------------------------------------------------------
+
+cdef inline bint keyed(int x) noexcept:
+    """A command of one key, its second argument (X_GET ... X_DECRBY)."""
+    return x <= X_DECRBY
+
+
+cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, Py_ssize_t max_bulk,
+                            uint32_t *klen) noexcept:
+    """Where the key of the keyed command (keyed()) that starts p[:n] starts, its
+    length in *klen; -1 when p[:n] does not start with one, whole. For a hint (the
+    epoll loop's STAGING): nothing else is checked."""
+    cdef Py_ssize_t starts[MAXARGS]
+    cdef Py_ssize_t lens[MAXARGS]
+    cdef int argc
+    cdef Py_ssize_t end
+    cdef const unsigned char *b = <const unsigned char *>p
+    if n < 4 or parse(b, 0, n, max_bulk, starts, lens, &argc, &end) != P_DONE \
+            or argc < 2 or not keyed(which(b + starts[0], lens[0])):
+        return -1
+    klen[0] = <uint32_t>lens[1]
+    return starts[1]
+
+
+cdef Py_ssize_t window(const unsigned char *b, Py_ssize_t pos, Py_ssize_t size,
+                       Py_ssize_t max_bulk, Py_ssize_t *kat, uint32_t *klen,
+                       int *nk) noexcept:
+    """The window of up to AHEAD whole commands from b[pos:]: the keys of its keyed
+    ones at kat/klen (*nk of them); where it ends. It ends early at a command the fast
+    path may not take (parse's P_OTHER) or a partial one."""
+    cdef Py_ssize_t starts[MAXARGS]
+    cdef Py_ssize_t lens[MAXARGS]
+    cdef int argc, i = 0
+    cdef Py_ssize_t end
+    nk[0] = 0
+    while i < AHEAD and pos < size:
+        if parse(b, pos, size, max_bulk, starts, lens, &argc, &end) != P_DONE:
+            break
+        if argc >= 2 and keyed(which(b + starts[0], lens[0])):
+            kat[nk[0]] = starts[1]
+            klen[nk[0]] = <uint32_t>lens[1]
+            nk[0] += 1
+        pos = end
+        i += 1
+    return pos
+
+
+cdef inline void hint(object bucket, const unsigned char *b, Py_ssize_t *kat,
+                      uint32_t *klen, int nk, int stage) noexcept:
+    cdef int i
+    for i in range(nk):
+        prefetch_key(bucket, <const char *>b + kat[i], klen[i], stage)
+
+
 # -- running commands ---------------------------------------------------------------------
 
 cdef class Batch:
@@ -591,6 +657,12 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
     cdef Py_ssize_t end, out_bytes = 0, n
     cdef const unsigned char *b
     cdef Batch t = Batch.__new__(Batch)
+    # PREFETCH: commands before win_end have had both stages; the next window, from
+    # win_end to next_end, stage 1 (its keys at next_at/next_len, next_n of them)
+    cdef Py_ssize_t win_end = -1, next_end = -1
+    cdef Py_ssize_t next_at[AHEAD]
+    cdef uint32_t next_len[AHEAD]
+    cdef int next_n = 0
     acc_len = 0
     if recheck:
         session.recheck()
@@ -601,6 +673,24 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
             done = C_OTHER
             if t.taking:
                 b = <const unsigned char *>PyByteArray_AS_STRING(buf)
+                if t.core and pos >= win_end:
+                    if pos != win_end or next_end < 0:
+                        # a fresh start (the batch's first, or after the session ran
+                        # one): this window's slots now, its entries just below
+                        next_end = window(b, pos, size, max_frame, next_at, next_len,
+                                          &next_n)
+                        if next_n > 1:
+                            hint(t.bucket, b, next_at, next_len, next_n, 1)
+                        else:
+                            next_n = 0  # nothing pipelined: its read follows at once
+                    hint(t.bucket, b, next_at, next_len, next_n, 2)
+                    win_end = next_end
+                    next_end = window(b, win_end, size, max_frame, next_at, next_len,
+                                      &next_n)
+                    hint(t.bucket, b, next_at, next_len, next_n, 1)
+                    if win_end <= pos:
+                        win_end = pos + 1       # nothing whole here: look again after it
+                        next_end = -1
                 st = parse(b, pos, size, max_frame, starts, lens, &argc, &end)
                 if st == P_PARTIAL:
                     break
@@ -640,6 +730,7 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
                     out_bytes += PyBytes_GET_SIZE(out[n])
                     n += 1
                 t.load()
+                next_end = -1                   # PREFETCH: start afresh
             if out_bytes + acc_len >= out_limit:
                 flush(out)
                 why[0] = STOP_FULL
