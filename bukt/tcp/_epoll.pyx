@@ -119,7 +119,7 @@ from bukt.tcp.frames import WatchWait, ring_full_frame
 from bukt.tcp.session import Session
 from bukt.tcp import resp_session as _resp
 from bukt.tcp._resp cimport run_fast as resp_run_fast
-from bukt.tcp._resp cimport request_key as resp_request_key
+from bukt.tcp._resp cimport batch_bucket, request_key as resp_request_key
 from bukt.tcp.connection import resp_error_line as _resp_error_line
 
 cdef extern from "<sched.h>" nogil:
@@ -215,7 +215,6 @@ cdef double LINGER_MAX = _connection.LINGER_MAX
 # prefetch_key (PREFETCH): memory fetches for a key read soon, in two stages
 # (cext/bucket.pxi says which lines). For a bukt._core.Bucket only.
 
-cdef object CoreBucket = _core.Bucket  # PREFETCH casts without a check: this type only
 cdef double RETRY = _ringroom.RETRY   # seconds between attempts of a parked request
 # bukt/writewait/spin.py's, as C values: the busy poll compares against them at every yield
 cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
@@ -257,6 +256,8 @@ cdef class Conn:
     cdef Hot hot                # what run_frames last read of its session
     cdef bint resp              # a connection of the RESP listener (bukt/tcp/resp_session.py)
     cdef bint subscribed        # its RESP session watches the feed (KEYSPACE NOTIFICATIONS)
+    cdef object resp_bucket     # RESP: its session's bucket after its last compiled run,
+                                # if a bukt._core one (PREFETCH: a hint, never trusted)
 
 
 cdef inline _end_wait(Conn c):
@@ -597,14 +598,11 @@ cdef class Loop:
         if not self.core_store or c.session is None:
             return
         if c.resp:
-            if not self.resp_fast:
+            if c.resp_bucket is None:       # (set only by the compiled loop)
                 return
             kat = resp_request_key(rbuf + off, r, self.max_frame, &klen)
-            if kat < 0:
-                return
-            bucket = (<object>c.session).bucket
-            if type(bucket) is CoreBucket:
-                prefetch_key(bucket, rbuf + off + kat, klen, stage)
+            if kat >= 0:
+                prefetch_key(c.resp_bucket, rbuf + off + kat, klen, stage)
             return
         kat = request_key(rbuf + off, r, &klen)
         if kat < 0:
@@ -675,6 +673,7 @@ cdef class Loop:
                     pos = resp_run_fast(buf, size, pos, c.session, self.max_frame, out,
                                         self.high_water, &why, epoch == 0 or epoch != c.epoch)
                     c.epoch = epoch
+                    c.resp_bucket = batch_bucket()
                 elif c.resp:
                     pos, why = _resp.run(buf, size, pos, c.session, self.max_frame, out,
                                          self.high_water)

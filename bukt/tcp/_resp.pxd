@@ -12,3 +12,6 @@ cdef Py_ssize_t run_fast(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object 
 # starts, its length in *klen; -1 when p[:n] does not start with one, whole. A hint only.
 cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, Py_ssize_t max_bulk,
                             uint32_t *klen) noexcept
+
+# The bucket the last run_fast ran on, if a bukt._core.Bucket (else None): a hint's.
+cdef object batch_bucket()

@@ -35,13 +35,13 @@ without a Python call; the other commands call the Bucket's methods.
 PREFETCH. A key's read waits for three lines from memory one after the other (its
 slot, the entry's header, its value: cext/bucket.pxi, PREFETCH); a pipelined batch
 would pay that for each command in turn. On a bukt._core bucket the loop therefore
-looks ahead in windows of up to AHEAD commands (GET, SET, SETEX, INCR, DECR, INCRBY,
-DECRBY: one key, the second argument): before it runs a window, it starts stage 2
-(the entries) of that window's keys and stage 1 (the slots) of the next window's, so
-that the fetches of many keys overlap each other and the running of the commands
-before them. A window of one command (nothing pipelined behind it) is not looked at:
-its read follows at once. The epoll loop hints the first command of each connection
-it read (request_key, with the binary face's STAGING in bukt/tcp/_epoll.pyx).
+looks ahead in windows of up to AHEAD commands for the keys of their GETs: before it
+runs a window, it starts stage 2 (the entries) of that window's keys and stage 1 (the
+slots) of the next window's, so that the fetches of many keys overlap each other and
+the running of the commands before them. A command with nothing behind it in the
+buffer is not looked ahead of: its read follows at once. The epoll loop hints the
+first GET of each connection it read (request_key, with the binary face's STAGING in
+bukt/tcp/_epoll.pyx).
 """
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -366,8 +366,10 @@ cdef inline bint plain_int(const unsigned char *p, Py_ssize_t n, int64_t *out) n
 # -- PREFETCH (module docstring) ----------------------------------------------------------
 
 cdef inline bint keyed(int x) noexcept:
-    """A command of one key, its second argument (X_GET ... X_DECRBY)."""
-    return x <= X_DECRBY
+    """A command whose key is hinted: GET. (A write's key is not: Bucket.set and incr
+    start the fetches of its lines themselves, and hinting SETs early made 50
+    connections' SETs slower, not faster.)"""
+    return x == X_GET
 
 
 cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, Py_ssize_t max_bulk,
@@ -380,7 +382,9 @@ cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, Py_ssize_t max_bulk,
     cdef int argc
     cdef Py_ssize_t end
     cdef const unsigned char *b = <const unsigned char *>p
-    if n < 4 or parse(b, 0, n, max_bulk, starts, lens, &argc, &end) != P_DONE \
+    if n < 14 or b[1] != 50 or b[2] != 13:      # a GET is "*2\r\n$3\r\nGET\r\n$..."
+        return -1
+    if parse(b, 0, n, max_bulk, starts, lens, &argc, &end) != P_DONE \
             or argc < 2 or not keyed(which(b + starts[0], lens[0])):
         return -1
     klen[0] = <uint32_t>lens[1]
@@ -449,6 +453,14 @@ cdef class Batch:
 
 
 cdef object deferred = None     # C_DEFERRED's reply
+cdef object last_bucket = None  # the last batch's bucket, if a bukt._core one
+
+
+cdef object batch_bucket():
+    """The bucket the last run_fast ran on, if a bukt._core.Bucket, else None: the
+    session's when it returned (only the session's commands change it). For PREFETCH
+    hints in the epoll loop, which would otherwise look it up on the session."""
+    return last_bucket
 
 
 cdef inline bytes arg(const unsigned char *b, Py_ssize_t *starts, Py_ssize_t *lens, int i):
@@ -649,7 +661,7 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
                           bint recheck) except -1:
     """resp_session.run in C for the commands above (module docstring); `recheck`
     False when the caller knows the bucket table has not changed since the last batch."""
-    global acc_len, deferred
+    global acc_len, deferred, last_bucket
     cdef Py_ssize_t starts[MAXARGS]
     cdef Py_ssize_t lens[MAXARGS]
     cdef int argc, st, done, x
@@ -673,7 +685,8 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
             done = C_OTHER
             if t.taking:
                 b = <const unsigned char *>PyByteArray_AS_STRING(buf)
-                if t.core and pos >= win_end:
+                st = parse(b, pos, size, max_frame, starts, lens, &argc, &end)
+                if t.core and pos >= win_end and st == P_DONE and end < size:
                     if pos != win_end or next_end < 0:
                         # a fresh start (the batch's first, or after the session ran
                         # one): this window's slots now, its entries just below
@@ -691,7 +704,6 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
                     if win_end <= pos:
                         win_end = pos + 1       # nothing whole here: look again after it
                         next_end = -1
-                st = parse(b, pos, size, max_frame, starts, lens, &argc, &end)
                 if st == P_PARTIAL:
                     break
                 if st == P_DONE:
@@ -739,3 +751,4 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
         return pos
     finally:
         flush(out)
+        last_bucket = t.bucket if t.core else None
