@@ -24,7 +24,10 @@ at 50 connections was 8-10% of the worker's CPU (perf); with the fetches overlap
 the reads and sends, one worker's CPU per request went from 4.54-4.86 to 4.22-4.40 us
 (bench/tcp.py, 50 connections). Connections that are also writable or in error are
 read in event order, into the buffer past the staged bytes (`rfree`). The order of
-answers within a connection is unchanged; across connections it never mattered.
+answers within a connection is unchanged; across connections it never mattered. A
+RESP connection's first GET is hinted the same way, with the bucket the compiled RESP
+loop last ran on for it (Conn.resp_bucket); the loop itself reads pipelined GETs
+ahead (bukt/tcp/_resp.pyx, PREFETCH).
 
 The worker has no other thread, so the loop keeps the GIL across epoll_wait, recv and
 send (releasing and taking it back cost about a tenth of the loop's own CPU per request
