@@ -81,7 +81,7 @@ def streams(store, bucket, length, json_body):
     """Whether a PUT goes to the object path: a bytes bucket, a body that is not JSON
     (Bukt's envelope and JSON documents stay where they are), and either no length
     or more than one entry holds."""
-    if json_body or bucket.schema_name != "bytes":
+    if json_body or bucket.schema_name != "bytes" or not hasattr(bucket, "put_entry"):
         return False
     return length is None or length > store.limits["max_value"]
 
@@ -110,6 +110,8 @@ def _content_type(req):
 
 def is_object(bucket, key) -> bool:
     """Whether `key` holds an object now (a peek: takes nothing)."""
+    if not hasattr(bucket, "put_entry"):         # a core without objects
+        return False
     entry = raw_get(bucket, key)
     return entry is not None and bool(entry[1] & F_MANIFEST)
 
