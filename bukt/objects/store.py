@@ -30,7 +30,7 @@ import hashlib
 import time
 
 from bukt import _core
-from bukt.errors import BuktError, VersionMismatch
+from bukt.errors import BuktError, RingFull, VersionMismatch
 from bukt.objects import manifest as mf
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
                                    ObjectGone, ObjectTooLarge)
@@ -256,14 +256,36 @@ def _run(bucket, steps, pieces):
                 sent = next(pieces, b"")
             elif step[0] == "put":
                 _, key, value, flags, kw = step
-                sent = bucket.put_entry(key, value, flags, **kw)
+                sent = _with_room(bucket, bucket.put_entry, key, value, flags, **kw)
             else:
                 try:
-                    bucket.delete_entry(step[1])
+                    _with_room(bucket, bucket.delete_entry, step[1])
                 except BuktError:
                     pass
         except BaseException as e:          # raised inside the steps: they clean up
             error = e
+
+
+def _with_room(bucket, fn, *args, **kw):
+    """fn (one ring record) tried again while the ring is full, for up to the
+    segment's ring wait (limits.ring_wait_ms). A server worker sets its own wait to 0
+    so that a write never blocks its loop; an object's put is many records, and
+    failing it whole for want of room for one chunk would make a large SET fail
+    whenever the writer is a little behind, so it waits here, a chunk at a time."""
+    deadline = None
+    while True:
+        try:
+            return fn(*args, **kw)
+        except RingFull:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + bucket.store.limits["ring_wait"]
+            if now >= deadline:
+                raise
+            time.sleep(RING_RETRY_S)
+
+
+RING_RETRY_S = 0.001
 
 
 async def aput(ring, bucket, key, read, **opts):
@@ -473,6 +495,16 @@ def store_large(bucket, key, value, ttl, nx, xx, single_read, if_version):
     return None if m is None else m.version
 
 
+class HandBack(BuktError):
+    """A read met an object while HAND_BACK was set: the caller streams it instead."""
+
+
+# Set (HAND_BACK[0] = True) around a read by a caller that streams objects itself (the
+# HTTP fast path): decode_manifest then raises HandBack instead of assembling the
+# object. A single-read object, which that read has taken, is assembled all the same.
+HAND_BACK = [False]
+
+
 def _put_back(bucket, key, value, flags):
     """A single-read object that a refused read took goes back (unless a new value
     took its place meanwhile); its TTL is not known here and is lost."""
@@ -486,6 +518,8 @@ def decode_manifest(bucket, key, value, flags):
     """A Python-level read met a manifest: the whole object, digest checked. The
     core's read did not hold a reader registration, so a retirement may have let the
     sweep take the chunks: then the key is opened again, registered, and read whole."""
+    if HAND_BACK[0] and not flags & F_SINGLE:
+        raise HandBack("an object: streamed by the slow path")
     m = Manifest.unpack(value)
     limit = _settings["read_limit"]
     if limit is not None and m.size > limit:
