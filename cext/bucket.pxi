@@ -905,14 +905,15 @@ cdef class Bucket:
         """Set every pair; all keys, values and the ttl are checked before the first
         write, so a bad one changes nothing (each key is then set on its own)."""
         items = list(mapping.items() if hasattr(mapping, "items") else mapping)
-        ready = [(as_user_key(self.s, k), self._encode(v, _hooks is None)) for k, v in items]
+        check = getattr(_hooks, "check_large", None)   # an object's limit, before any write
+        ready = []
+        for k, v in items:
+            kb, vb = as_user_key(self.s, k), self._encode(v, _hooks is None)
+            if check is not None and <uint64_t>PyBytes_GET_SIZE(vb) > self.s.max_value:
+                check(self, PyBytes_GET_SIZE(vb))       # as _encode checks max_value
+            ready.append((kb, vb))
         if ttl is not None:
             ttl_ms(ttl)
-        check = getattr(_hooks, "check_large", None)   # an object's limit, before any write
-        if check is not None:
-            for k, v in ready:
-                if <uint64_t>PyBytes_GET_SIZE(v) > self.s.max_value:
-                    check(self, len(v))
         return [self.set(k, v, ttl) for k, v in ready]
 
     def incr(self, key, by=1, initial=0, ttl=None):
