@@ -260,6 +260,11 @@ cdef class Bucket:
         return self.s
 
     @property
+    def max_value(self):
+        """The entry limit (limits.max_value): the most a stored value decodes to."""
+        return self.s.max_value
+
+    @property
     def schema_name(self):
         """"bytes", "int", "str" or "json": what values this bucket takes and returns."""
         return SCHEMAS[self.schema]
@@ -1655,6 +1660,8 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
             "deletes": deletes, "keys": s.bucketv[bidx].keys,
             "bytes": s.bucketv[bidx].bytes, "memory": s.bucketv[bidx].mem,
             "max_memory": s.bucketv[bidx].max_memory,     # 0: no limit (stats are numbers)
+            # raw minus stored bytes of its compressed values (bukt/codec.py)
+            "bytes_saved": s.bucketv[bidx].comp_saved,
             "evictions": ev, "expirations": ex}
 
 

@@ -1,0 +1,211 @@
+"""Compressed buckets through a real `bukt serve`: created over HTTP with their settings;
+every schema read back through the local API, the binary TCP client, RESP (redis-py) and
+HTTP, with and without `Accept-Encoding: zstd`; a damaged frame refused on every face;
+bytes saved in /metrics; and a cold restart from the log keeps values compressed."""
+import http.client
+import json
+import os
+
+import pytest
+
+import bukt
+from bukt import codec
+from serve_harness import Service
+
+redis = pytest.importorskip("redis")
+zstandard = pytest.importorskip("zstandard")
+
+TEXT = b"".join(b"line %d of a compressible value: the quick brown fox\n" % i
+                for i in range(200))
+STR = TEXT.decode() + "é✓"
+DOC = {"lines": TEXT.decode().splitlines(), "n": 7}
+FLAG = {"zstd": codec.FLAG_ZSTD, "lz4": codec.FLAG_LZ4}
+BUCKETS = [(f"{name}-{schema}", name, schema) for name in ("zstd", "lz4")
+           for schema in ("bytes", "str", "json", "int")]
+VALUE = {"bytes": TEXT, "str": STR, "json": DOC, "int": 1234567890123}
+
+
+def http_call(svc, method, path, token, body=None, headers=()):
+    """(status, headers dict lower-cased, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", svc.http_port, timeout=10)
+    try:
+        h = {"X-Auth-Token": token, **dict(headers)}
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    s = Service(tmp_path_factory.mktemp("compression"))
+    s.start()
+    s.tokens = {}
+    for bname, name, schema in BUCKETS:
+        s.tokens[bname] = s.create_bucket(bname, schema=schema, compression=name,
+                                          compression_threshold=256)
+    s.tokens["plain"] = s.create_bucket("plain")
+    yield s
+    s.cleanup()
+
+
+def local(svc):
+    return bukt.attach(svc.name)
+
+
+def test_http_bucket_api_shows_and_checks_the_settings(svc):
+    admin = svc.admin_token()
+    st, _, body = http_call(svc, "GET", "/api/v1/buckets/zstd-bytes", admin)
+    info = json.loads(body)
+    assert st == 200 and info["compression"] == "zstd"
+    assert info["compression_threshold"] == 256
+    assert info["compression_min_saving"] == codec.DEFAULT_MIN_SAVING
+    assert "bytes_saved" in info["stats"]
+    st, _, body = http_call(svc, "POST", "/api/v1/buckets", admin,
+                            json.dumps({"name": "bad", "compression": "gzip"}),
+                            {"Content-Type": "application/json"})
+    assert st == 400 and b"compression" in body
+    st, _, body = http_call(svc, "POST", "/api/v1/buckets", admin,
+                            json.dumps({"name": "bad", "compression": "lz4",
+                                        "compression_min_saving": 99}),
+                            {"Content-Type": "application/json"})
+    assert st == 400 and b"compression_min_saving" in body
+
+
+@pytest.mark.parametrize("bname,name,schema", BUCKETS)
+def test_round_trip_on_every_face(svc, bname, name, schema):
+    value = VALUE[schema]
+    token = svc.tokens[bname]
+    s = local(svc)
+    try:
+        b = s.bucket(bname)
+        b.set(b"local", value)
+        assert b.get(b"local") == value
+        stored, flags = b.read_entry(b"local")[:2]
+        if schema == "int":
+            assert flags & codec.FLAGS == 0     # a decimal is under any threshold
+        else:
+            assert flags & FLAG[name] and len(stored) < len(TEXT) // 2
+        # binary TCP: written and read by the client
+        with svc.client(bname, token) as c:
+            c.set(b"tcp", value)
+            assert c.get(b"tcp") == value
+            assert c.get(b"local") == value
+            assert c.mget([b"local", b"tcp"]) == [value, value]
+        assert b.get(b"tcp") == value
+        if schema != "int":
+            assert b.read_entry(b"tcp")[1] & FLAG[name]
+        # RESP: redis-py sees the raw bytes a set of bytes gives
+        wire = {"bytes": TEXT, "str": STR.encode(), "json": json.dumps(DOC).encode(),
+                "int": b"1234567890123"}[schema]
+        r = redis.Redis("127.0.0.1", svc.resp_port, username=bname, password=token,
+                        socket_timeout=10)
+        try:
+            assert r.set("resp", wire)
+            got = r.get("resp")
+            assert got == wire or json.loads(got) == DOC
+            assert r.get("local") in (wire, json.dumps(DOC, separators=(",", ":")).encode())\
+                or json.loads(r.get("local")) == DOC
+            assert r.strlen("resp") == len(got)
+            assert r.getrange("resp", 0, 3) == got[:4]
+        finally:
+            r.close()
+        assert b.get(b"resp") == value
+        if schema != "int":
+            assert b.read_entry(b"resp")[1] & FLAG[name]
+        # HTTP: decompressed unless the client takes zstd and the value is stored so
+        path = f"/api/v1/buckets/{bname}/keys/local"
+        st, h, body = http_call(svc, "GET", path, token)
+        assert st == 200 and "content-encoding" not in h
+        plain = body
+        assert plain == (wire if schema != "json" else plain) and \
+            (schema != "json" or json.loads(plain) == DOC)
+        st, h, body = http_call(svc, "GET", path, token,
+                                headers={"Accept-Encoding": "gzip, zstd"})
+        assert st == 200
+        if name == "zstd" and schema != "int":
+            assert h.get("content-encoding") == "zstd"
+            assert "accept-encoding" in h.get("vary", "").lower()
+            assert body == stored
+            assert zstandard.ZstdDecompressor().decompress(body) == plain
+        else:
+            assert "content-encoding" not in h and body == plain
+        st, h, body = http_call(svc, "GET", path, token, headers={"Range": "bytes=0-9"})
+        assert st == 206 and body == plain[:10]
+        st, _, body = http_call(svc, "PUT", f"/api/v1/buckets/{bname}/keys/http", token,
+                                body=plain, headers={"Content-Type":
+                                                     "application/octet-stream"})
+        assert st in (200, 201, 204), body
+        assert b.get(b"http") == value
+    finally:
+        s.close()
+
+
+def test_damaged_frame_is_an_error_on_every_face(svc):
+    token = svc.tokens["zstd-bytes"]
+    s = local(svc)
+    try:
+        b = s.bucket("zstd-bytes")
+        b.set(b"bad", TEXT)
+        stored, flags = b.read_entry(b"bad")[:2]
+        broken = bytearray(stored)
+        broken[len(broken) // 2] ^= 0x04
+        b.put_entry(b"bad", bytes(broken), flags)
+        with pytest.raises(bukt.errors.IntegrityError):
+            b.get(b"bad")
+    finally:
+        s.close()
+    with svc.client("zstd-bytes", token) as c:
+        with pytest.raises(bukt.errors.IntegrityError):
+            c.get(b"bad")
+    r = redis.Redis("127.0.0.1", svc.resp_port, username="zstd-bytes", password=token,
+                    socket_timeout=10)
+    try:
+        with pytest.raises(redis.ResponseError):
+            r.get("bad")
+    finally:
+        r.close()
+    st, _, body = http_call(svc, "GET", "/api/v1/buckets/zstd-bytes/keys/bad", token)
+    assert st == 500 and b"integrity_error" in body
+
+
+def test_bytes_saved_in_metrics_and_stats(svc):
+    s = local(svc)
+    try:
+        for i in range(10):
+            s.bucket("lz4-bytes").set(b"m%d" % i, TEXT)
+        saved = s.bucket("lz4-bytes").stats()["bytes_saved"]
+        assert saved > 10 * len(TEXT) // 4
+    finally:
+        s.close()
+    st, _, body = http_call(svc, "GET", "/metrics", svc.admin_token())
+    assert st == 200
+    lines = [ln for ln in body.decode().splitlines()
+             if ln.startswith("bukt_bucket_compression_saved_bytes") and "lz4-bytes" in ln]
+    assert lines and float(lines[0].rsplit(" ", 1)[1]) == saved
+    assert b"bukt_store_compression_saved_bytes" in body
+
+
+def test_cold_restart_keeps_values_compressed(svc):
+    s = local(svc)
+    try:
+        for bname, name, schema in BUCKETS:
+            s.bucket(bname).set(b"kept", VALUE[schema])
+        before = {bname: s.bucket(bname).read_entry(b"kept")[:2] for bname, _, _ in BUCKETS}
+    finally:
+        s.close()
+    assert svc.stop() == 0
+    os.unlink(f"/dev/shm/bukt-{svc.name}")          # cold: everything from the log
+    svc.start()
+    s = local(svc)
+    try:
+        for bname, name, schema in BUCKETS:
+            b = s.bucket(bname)
+            info = s.bucket_info(bname)
+            assert (info["compression"], info["compression_threshold"]) == (name, 256)
+            assert b.get(b"kept") == VALUE[schema]
+            assert b.read_entry(b"kept")[:2] == before[bname]
+        assert s.check() == []
+    finally:
+        s.close()
