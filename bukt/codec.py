@@ -135,6 +135,23 @@ def stored_codec(flags: int) -> int:
     return NONE
 
 
+def content_size(stored, flags: int):
+    """The raw size a compressed value's frame states, or None (no codec in `flags`,
+    or a header that states none or is damaged)."""
+    codec = stored_codec(flags)
+    _load()
+    try:
+        if codec == ZSTD:
+            size = zstandard.get_frame_parameters(stored).content_size
+            return None if size in (zstandard.CONTENTSIZE_UNKNOWN,
+                                    zstandard.CONTENTSIZE_ERROR) else size
+        if codec == LZ4:
+            return lz4.frame.get_frame_info(stored).get("content_size") or None
+    except (zstandard.ZstdError, RuntimeError, ValueError, TypeError):
+        return None
+    return None
+
+
 def decode_entry(bucket, key, value, flags: int) -> bytes:
     """A plain entry's value as it was set: decompressed when `flags` name a codec
     (at most the entry limit, bucket.max_value), else as it is."""
