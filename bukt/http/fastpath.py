@@ -31,6 +31,7 @@ from bukt.http.encoding import VARY, accepts_zstd, zstd_bucket
 from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
 from bukt.http.wire import PERCENT, bool_value, ttl_value
+from bukt.objects.store import HAND_BACK
 
 PREFIX = b"/api/v1/buckets/"
 # conditions, ranges and declared digests (checked on the slow path)
@@ -118,6 +119,7 @@ class FastPath:
             if answer is None:
                 return False
         else:
+            HAND_BACK[0] = True         # an object: the slow path streams it
             try:
                 zstd = zstd_bucket(bucket)
                 if zstd and accepts_zstd(found.get(b"accept-encoding")):
@@ -125,6 +127,8 @@ class FastPath:
                 entry = bucket.get_entry(key)   # value, version, TTL: one read
             except BuktError:
                 return False
+            finally:
+                HAND_BACK[0] = False
             answer = self._get_answer(entry, path)
             if zstd:
                 answer[1].append(VARY_OUT)
