@@ -819,11 +819,12 @@ cdef class Bucket:
         return self._put(kb, vb, self._expire_for(ttl, b), nx, xx, <uint8_t>flags,
                          if_version != 0, if_version, False)
 
-    def read_entry(self, key, take=False):
+    def read_entry(self, key, take=False, peek=False):
         """(value, flags, version, expire_ms) of the raw entry, HIDDEN ones too, or
         None: the stored bytes as they are (a manifest, compressed bytes), no hooks,
         no schema. take=True removes it in the same locked step (getdel); a
-        single-read entry is taken by any read. (Bucket.get_entry is the user's
+        single-read entry is taken by any read but a peek (peek=True: nothing is taken,
+        for a HEAD or ?peek). (Bucket.get_entry is the user's
         decoded read of value, version and ttl.)"""
         cdef bytes kb
         cdef int status
@@ -834,11 +835,12 @@ cdef class Bucket:
         self._b()
         kb = as_key(self.s, key)
         cnt = self.s.counters(self.idx)
-        if not take:
+        if not take:                    # peek: a single-read entry stays (get_entry's)
             val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb),
-                            COPY_PLAIN, &status, &snap)
+                            COPY_ALL if peek else COPY_PLAIN, &status, &snap)
             if status != HIT and status != MISS:
-                val = self._slow_get(kb, GET_READ | GET_RAW, &status, &snap)
+                val = self._slow_get(kb, (GET_PEEK if peek else GET_READ) | GET_RAW,
+                                     &status, &snap)
         else:
             val = self._slow_get(kb, GET_TAKE | GET_RAW, &status, &snap)
         if status != HIT:
