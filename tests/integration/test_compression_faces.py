@@ -245,3 +245,44 @@ def test_feed_values_are_the_values_set(svc, bname):
         assert (got[1].key, got[1].value, got[1].value_size) == (b"feed-big", None, len(big))
     finally:
         s.close()
+
+
+def test_dump_holds_values_as_set_and_load_compresses_again(svc, tmp_path):
+    """A JSON-lines dump of a compressed bucket holds the values decompressed (it
+    loads anywhere, over --url too) and its settings; a load attached into a new
+    bucket of those settings stores them compressed again."""
+    import subprocess
+    import sys
+    from serve_harness import ROOT
+    s = local(svc)
+    try:
+        b = s.bucket("lz4-str")
+        b.set(b"dumped", STR)
+        assert b.read_entry(b"dumped")[1] & codec.FLAG_LZ4
+    finally:
+        s.close()
+    path = str(tmp_path / "dump.jsonl")
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "bukt.cli", *args, "--config", svc.conf],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=ROOT))
+        assert r.returncode == 0, r.stdout + r.stderr
+    cli("dump", "-b", "lz4-str", "-o", path)
+    lines = [json.loads(ln) for ln in open(path)]
+    settings = next(ln["settings"] for ln in lines if "settings" in ln)
+    assert (settings["compression"], settings["compression_threshold"]) == ("lz4", 256)
+    entry = next(ln for ln in lines if ln.get("key") == "dumped")
+    import base64
+    assert base64.b64decode(entry["value"]) == STR.encode() and "flags" not in entry
+    cli("load", path, "--into", "lz4-copy")
+    s = local(svc)
+    try:
+        info = s.bucket_info("lz4-copy")
+        assert (info["compression"], info["compression_threshold"]) == ("lz4", 256)
+        b = s.bucket("lz4-copy")
+        assert b.get(b"dumped") == STR
+        assert b.read_entry(b"dumped")[1] & codec.FLAG_LZ4
+        assert s.check() == []
+    finally:
+        s.close()
