@@ -125,8 +125,9 @@ def test_round_trip_on_every_face(svc, bname, name, schema):
             assert b.read_entry(b"resp")[1] & FLAG[name]
         # HTTP: decompressed unless the client takes zstd and the value is stored so
         path = f"/api/v1/buckets/{bname}/keys/local"
-        st, h, body = http_call(svc, "GET", path, token)
+        st, h, body = http_call(svc, "GET", path, token)         # the fast path's
         assert st == 200 and "content-encoding" not in h
+        assert ("accept-encoding" in h.get("vary", "").lower()) == (name == "zstd")
         plain = body
         assert plain == (wire if schema != "json" else plain) and \
             (schema != "json" or json.loads(plain) == DOC)
