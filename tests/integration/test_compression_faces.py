@@ -287,3 +287,33 @@ def test_dump_holds_values_as_set_and_load_compresses_again(svc, tmp_path):
         assert s.check() == []
     finally:
         s.close()
+
+
+def test_cli_creates_lists_and_counts_compressed_buckets(svc):
+    import subprocess
+    import sys
+    from serve_harness import ROOT
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "bukt.cli", *args, "--config", svc.conf],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=ROOT))
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+    cli("buckets", "create", "cli-z", "--compression", "zstd", "--compression-threshold",
+        "2KiB", "--compression-min-saving", "20")
+    s = local(svc)
+    try:
+        info = s.bucket_info("cli-z")
+        assert (info["compression"], info["compression_threshold"],
+                info["compression_min_saving"]) == ("zstd", 2048, 20)
+        s.bucket("cli-z").set(b"k", TEXT)
+        saved = s.bucket("cli-z").stats()["bytes_saved"]
+        assert saved > len(TEXT) // 2
+    finally:
+        s.close()
+    rows = json.loads(cli("buckets", "list", "--json"))
+    assert {r["name"]: r["compression"] for r in rows}["cli-z"] == "zstd"
+    stats = json.loads(cli("stats", "-b", "cli-z", "--json"))
+    assert stats["cli-z"]["bytes_saved"] == saved
+    assert "saved" in cli("stats", "-b", "cli-z")
