@@ -830,9 +830,9 @@ cdef class Bucket:
         """(value, flags, version, expire_ms) of the raw entry, HIDDEN ones too, or
         None: the stored bytes as they are (a manifest, compressed bytes), no hooks,
         no schema. take=True removes it in the same locked step (getdel); a
-        single-read entry is taken by any read but a peek (peek=True: nothing is taken,
-        for a HEAD or ?peek). (Bucket.get_entry is the user's
-        decoded read of value, version and ttl.)"""
+        single-read entry is taken by any read but a peek (peek=True: a look that
+        takes nothing, for the objects layer's HEAD, sweep and check). (Bucket.get_entry
+        is the user's decoded read of value, version and ttl.)"""
         cdef bytes kb
         cdef int status
         cdef snap_t snap
@@ -916,6 +916,11 @@ cdef class Bucket:
         ready = [(as_user_key(self.s, k), self._encode(v, _hooks is None)) for k, v in items]
         if ttl is not None:
             ttl_ms(ttl)
+        check = getattr(_hooks, "check_large", None)   # an object's limit, before any write
+        if check is not None:
+            for k, v in ready:
+                if <uint64_t>PyBytes_GET_SIZE(v) > self.s.max_value:
+                    check(self, len(v))
         return [self.set(k, v, ttl) for k, v in ready]
 
     def incr(self, key, by=1, initial=0, ttl=None):

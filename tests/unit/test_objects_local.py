@@ -13,7 +13,7 @@ from bukt import objects
 from bukt.errors import IntegrityError, InvalidArgument, ObjectGone
 from bukt.objects import manifest as mf
 from bukt.objects.check import verify
-from bukt.objects.reclaim import Reclaimer, sweep
+from bukt.objects.reclaim import hidden_keys, Reclaimer, sweep
 from test_http_app import API, make_client, new_bucket
 
 MiB = 1 << 20
@@ -29,12 +29,7 @@ def store():
 
 
 def hidden(bucket):
-    out, cursor = [], 0
-    while True:
-        cursor, keys = bucket.scan_hidden(cursor, 1000)
-        out += keys
-        if not cursor:
-            return out
+    return hidden_keys(bucket)
 
 
 def test_manifest_format_and_keys():
