@@ -174,7 +174,9 @@ class Model:
     def bucket_info(self, name):
         b = self._state(name)
         return dict(name=b.name, schema=b.schema, eviction=b.eviction, persist=b.persist,
-                    default_ttl=b.default_ttl, max_memory=b.max_memory)
+                    default_ttl=b.default_ttl, max_memory=b.max_memory,
+                    compression="none", compression_threshold=None,
+                    compression_min_saving=None)    # (the model never compresses)
 
     def stats(self):
         per = [self.bucket(name).stats() for name in self._buckets]
