@@ -29,7 +29,10 @@ from bukt.http.problems import Problem
 
 log = logging.getLogger("bukt.http")
 OBJECT_TYPE = "application/octet-stream"
-READ_AHEAD = 256 << 10          # bytes asked of the body stream at a time
+# bytes asked of the body stream at a time: a body over limits.max_object is refused
+# within this much of the limit, even one that stops arriving (falcon's read(n) waits
+# for n bytes)
+READ_AHEAD = 256 << 10
 
 
 def expected_sha256(get_header):
@@ -98,7 +101,8 @@ async def put(ctx, req, bucket, key, ttl, single, conditions, expect):
         return await stream.read(n)
     return await objects.aput(ctx.ring, bucket, key, read, length=length, ttl=ttl,
                               single_read=single, expect_sha256=expect,
-                              content_type=_content_type(req), **conditions)
+                              content_type=_content_type(req), read_size=READ_AHEAD,
+                              **conditions)
 
 
 def _content_type(req):

@@ -303,14 +303,14 @@ RING_RETRY_S = 0.001
 
 async def aput(ring, bucket, key, read, **opts):
     """put() for the HTTP face: `read(n)` is an async read of the body (b"" at its
-    end) and each core write goes through `ring.write` (which waits for ring room
-    without blocking the loop)."""
+    end; n is opts["read_size"], default a chunk) and each core write goes through
+    `ring.write` (which waits for ring room without blocking the loop)."""
     steps = _put_steps(bucket, key, opts.get("length"), opts.get("ttl"),
                        opts.get("single_read", False), opts.get("nx", False),
                        opts.get("xx", False), opts.get("if_version"),
                        opts.get("content_type"), opts.get("meta"),
                        opts.get("expect_sha256"), opts.get("extra"))
-    n = chunk_size(bucket.store)
+    n = opts.get("read_size") or chunk_size(bucket.store)
     sent, error = None, None
     while True:
         try:
@@ -505,6 +505,11 @@ def check_size(bucket, size):
     """ObjectTooLarge (or ValueTooLarge, on a store whose keys cannot hold a chunk's)
     for an object of `size` bytes, as put would raise it before writing."""
     store = bucket.store
+    if bucket.schema_name != "bytes":
+        raise ValueTooLarge(f"value of {size} bytes exceeds the limit of "
+                            f"{chunk_size(store)} bytes (max_value): objects, which hold "
+                            f"larger ones, are for bytes buckets, not "
+                            f"{bucket.schema_name} ones")
     limit = max_object(store)
     if size > limit:
         raise ObjectTooLarge(f"object of {size} bytes is over limits.max_object={limit}")
@@ -516,7 +521,9 @@ def check_size(bucket, size):
 
 
 def store_large(bucket, key, value, ttl, nx, xx, single_read, if_version):
-    """Bucket.set of a value over the entry limit: stored as an object."""
+    """Bucket.set of a value over the entry limit: stored as an object (a bytes
+    bucket's; int, str and json values stay bounded by limits.max_value)."""
+    check_size(bucket, len(value))
     m = put(bucket, key, value, length=len(value), ttl=ttl, single_read=single_read,
             nx=nx, xx=xx, if_version=if_version)
     return None if m is None else m.version

@@ -273,7 +273,7 @@ class Bucket:
         if len(raw) > self._m.max_value:
             # set and mset store a larger value as an object (bukt/objects), up to
             # limits.max_object; a transaction's set does not
-            if not objects or self._m.max_key < OBJECT_KEY:
+            if not objects:
                 raise ValueTooLarge(f"value of {len(raw)} bytes is over "
                                     f"max_value={self._m.max_value}")
             if not late:
@@ -281,6 +281,13 @@ class Bucket:
         return raw
 
     def _object_size(self, raw):
+        """What the objects layer says of a value above max_value: only a bytes
+        bucket's becomes an object, and only one within limits.max_object."""
+        if len(raw) <= self._m.max_value:
+            return
+        if self._m.max_key < OBJECT_KEY or self._b.schema != "bytes":
+            raise ValueTooLarge(f"value of {len(raw)} bytes is over "
+                                f"max_value={self._m.max_value}")
         if len(raw) > self._m.max_object:
             raise ObjectTooLarge(f"object of {len(raw)} bytes is over "
                                  f"limits.max_object={self._m.max_object}")
