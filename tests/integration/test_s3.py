@@ -1,0 +1,347 @@
+"""The S3 gateway (bukt/http/s3/, docs/s3.md) against a real `bukt serve`, with boto3
+and the aws CLI as clients."""
+import hashlib
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import botocore
+import pytest
+from botocore.config import Config
+
+from serve_harness import Service, unused_port
+
+from bukt.http.s3 import objstore
+from bukt.http.s3.sigv4 import s3_secret
+
+pytestmark = pytest.mark.slow
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory):
+    s = Service(tmp_path_factory.mktemp("s3"),
+                s3={"bind": f"127.0.0.1:{unused_port()}"},
+                objects={"upload_timeout": "1h"})
+    try:
+        s.start()
+        s.token = s.create_bucket("photos")
+        s.other = s.create_bucket("other")
+        yield s
+        assert s.stop() == 0
+    finally:
+        s.cleanup()
+
+
+def endpoint(svc):
+    return f"http://{svc.settings['s3']['bind']}"
+
+
+def client(svc, key_id, secret, **cfg):
+    return boto3.client("s3", endpoint_url=endpoint(svc), aws_access_key_id=key_id,
+                        aws_secret_access_key=secret, region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"},
+                                      signature_version="s3v4",
+                                      retries={"max_attempts": 1}, **cfg))
+
+
+@pytest.fixture(scope="module")
+def s3(svc):
+    return client(svc, "photos", s3_secret(svc.token))
+
+
+@pytest.fixture(scope="module")
+def admin(svc):
+    return client(svc, "admin", s3_secret(svc.admin_token()))
+
+
+def code_of(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+def test_put_get_head_delete(s3):
+    body = b"hello, bucket" * 100
+    r = s3.put_object(Bucket="photos", Key="a/b c.txt", Body=body,
+                      ContentType="text/plain", Metadata={"who": "me"})
+    assert r["ETag"] == '"%s"' % hashlib.md5(body).hexdigest()
+    got = s3.get_object(Bucket="photos", Key="a/b c.txt")
+    assert got["Body"].read() == body
+    assert got["ETag"] == r["ETag"]
+    h = s3.head_object(Bucket="photos", Key="a/b c.txt")
+    assert h["ContentLength"] == len(body)
+    s3.delete_object(Bucket="photos", Key="a/b c.txt")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="a/b c.txt")
+    assert code_of(e) == "NoSuchKey"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="photos", Key="a/b c.txt")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_ranged_reads(s3):
+    body = bytes(range(256)) * 1000
+    s3.put_object(Bucket="photos", Key="range", Body=body)
+    r = s3.get_object(Bucket="photos", Key="range", Range="bytes=100-199")
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert r["ContentRange"] == f"bytes 100-199/{len(body)}"
+    assert r["Body"].read() == body[100:200]
+    assert s3.get_object(Bucket="photos", Key="range", Range="bytes=-10")["Body"].read() \
+        == body[-10:]
+    assert s3.get_object(Bucket="photos", Key="range",
+                         Range=f"bytes={len(body) - 5}-")["Body"].read() == body[-5:]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="range", Range=f"bytes={len(body)}-")
+    assert code_of(e) == "InvalidRange"
+
+
+def test_checksum_mismatch_stores_nothing(svc, s3):
+    s3.put_object(Bucket="photos", Key="ck", Body=b"old")
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="photos", Key="ck", Body=b"new", ChecksumSHA256=wrong)
+    assert code_of(e) == "BadDigest"
+    assert s3.get_object(Bucket="photos", Key="ck")["Body"].read() == b"old"
+    right = base64.b64encode(hashlib.sha256(b"new").digest()).decode()
+    s3.put_object(Bucket="photos", Key="ck", Body=b"new", ChecksumSHA256=right)
+    assert s3.get_object(Bucket="photos", Key="ck")["Body"].read() == b"new"
+
+
+def test_list_objects_v2(s3):
+    keys = [f"list/{d}/{i:03d}" for d in ("x", "y") for i in range(7)] + ["list/top"]
+    for k in keys:
+        s3.put_object(Bucket="photos", Key=k, Body=k.encode())
+    got, token = [], None
+    while True:
+        kw = {"ContinuationToken": token} if token else {}
+        r = s3.list_objects_v2(Bucket="photos", Prefix="list/", MaxKeys=4, **kw)
+        got += [c["Key"] for c in r.get("Contents", [])]
+        if not r["IsTruncated"]:
+            break
+        token = r["NextContinuationToken"]
+    assert got == sorted(keys)
+    r = s3.list_objects_v2(Bucket="photos", Prefix="list/", Delimiter="/")
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["list/x/", "list/y/"]
+    assert [c["Key"] for c in r["Contents"]] == ["list/top"]
+    assert r["Contents"][0]["Size"] == len(b"list/top")
+    # paged with a delimiter: prefixes are not repeated across pages
+    seen, token = [], None
+    while True:
+        kw = {"ContinuationToken": token} if token else {}
+        r = s3.list_objects_v2(Bucket="photos", Prefix="list/", Delimiter="/", MaxKeys=1,
+                               **kw)
+        seen += [p["Prefix"] for p in r.get("CommonPrefixes", [])] + \
+            [c["Key"] for c in r.get("Contents", [])]
+        if not r["IsTruncated"]:
+            break
+        token = r["NextContinuationToken"]
+    assert seen == ["list/top", "list/x/", "list/y/"] or \
+        sorted(seen) == ["list/top", "list/x/", "list/y/"]
+    s3.delete_objects(Bucket="photos",
+                      Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+    assert s3.list_objects_v2(Bucket="photos", Prefix="list/")["KeyCount"] == 0
+
+
+def test_delete_objects_reports(s3):
+    s3.put_object(Bucket="photos", Key="d1", Body=b"1")
+    s3.put_object(Bucket="photos", Key="d2", Body=b"2")
+    r = s3.delete_objects(Bucket="photos", Delete={"Objects": [{"Key": "d1"},
+                                                               {"Key": "d2"}]})
+    assert sorted(d["Key"] for d in r["Deleted"]) == ["d1", "d2"]
+    assert s3.list_objects_v2(Bucket="photos", Prefix="d")["KeyCount"] == 0
+
+
+def test_copy_object(s3):
+    s3.put_object(Bucket="photos", Key="src", Body=b"copy me", ContentType="text/plain")
+    r = s3.copy_object(Bucket="photos", Key="dst",
+                       CopySource={"Bucket": "photos", "Key": "src"})
+    assert r["CopyObjectResult"]["ETag"] == '"%s"' % hashlib.md5(b"copy me").hexdigest()
+    assert s3.get_object(Bucket="photos", Key="dst")["Body"].read() == b"copy me"
+
+
+def test_buckets_follow_token_permissions(svc, s3, admin):
+    names = [b["Name"] for b in admin.list_buckets()["Buckets"]]
+    assert {"photos", "other"} <= set(names)
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
+    s3.head_bucket(Bucket="photos")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.create_bucket(Bucket="mine")
+    assert code_of(e) == "AccessDenied"
+    admin.create_bucket(Bucket="fresh")
+    admin.head_bucket(Bucket="fresh")
+    admin.put_object(Bucket="fresh", Key="k", Body=b"v")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        admin.delete_bucket(Bucket="fresh")
+    assert code_of(e) == "BucketNotEmpty"
+    admin.delete_object(Bucket="fresh", Key="k")
+    admin.delete_bucket(Bucket="fresh")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        admin.head_bucket(Bucket="fresh")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        admin.get_object(Bucket="fresh", Key="k")
+    assert code_of(e) == "NoSuchBucket"
+
+
+def test_wrong_signatures_refused(svc, s3):
+    s3.put_object(Bucket="photos", Key="secret", Body=b"s")
+    bad = client(svc, "photos", s3_secret("not the token"))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        bad.get_object(Bucket="photos", Key="secret")
+    assert code_of(e) == "SignatureDoesNotMatch"
+    unknown = client(svc, "nosuchbucket", s3_secret(svc.token))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        unknown.get_object(Bucket="photos", Key="secret")
+    assert code_of(e) == "InvalidAccessKeyId"
+    # another bucket's credentials, valid for that bucket, do not open this one
+    other = client(svc, "other", s3_secret(svc.other))
+    other.put_object(Bucket="other", Key="mine", Body=b"o")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        other.get_object(Bucket="photos", Key="secret")
+    assert code_of(e) == "AccessDenied"
+    # anonymous
+    anon = boto3.client("s3", endpoint_url=endpoint(svc), region_name="us-east-1",
+                        config=Config(signature_version=botocore.UNSIGNED,
+                                      s3={"addressing_style": "path"},
+                                      retries={"max_attempts": 1}))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        anon.get_object(Bucket="photos", Key="secret")
+    assert code_of(e) == "AccessDenied"
+
+
+def test_request_time_outside_15_minutes_refused(svc, monkeypatch):
+    import botocore.auth
+    import datetime
+    s3 = client(svc, "photos", s3_secret(svc.token))
+    s3.put_object(Bucket="photos", Key="clock", Body=b"c")
+    for skew in (-16 * 60, 16 * 60):
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: (
+            datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+            + datetime.timedelta(seconds=skew)))
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.get_object(Bucket="photos", Key="clock")
+        assert code_of(e) == "RequestTimeTooSkewed"
+    for skew in (-14 * 60, 14 * 60):      # within 15 minutes: served
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: (
+            datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+            + datetime.timedelta(seconds=skew)))
+        assert s3.get_object(Bucket="photos", Key="clock")["Body"].read() == b"c"
+
+
+def test_presigned_url(svc, s3):
+    import urllib.request
+    s3.put_object(Bucket="photos", Key="shared", Body=b"look")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": "photos",
+                                                          "Key": "shared"}, ExpiresIn=60)
+    assert urllib.request.urlopen(url, timeout=10).read() == b"look"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url.replace("shared", "sharez"), timeout=10)
+    assert e.value.code == 403
+
+
+@pytest.mark.skipif(not objstore.HAVE_OBJECTS, reason="needs bukt.objects (parts over "
+                    "limits.max_value)")
+def test_multipart_upload(svc, s3):
+    parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(123)]
+    up = s3.create_multipart_upload(Bucket="photos", Key="big", ContentType="video/x")
+    uid = up["UploadId"]
+    done = []
+    for n, data in enumerate(parts, 1):
+        r = s3.upload_part(Bucket="photos", Key="big", UploadId=uid, PartNumber=n, Body=data)
+        assert r["ETag"] == '"%s"' % hashlib.md5(data).hexdigest()
+        done.append({"PartNumber": n, "ETag": r["ETag"]})
+    r = s3.complete_multipart_upload(Bucket="photos", Key="big", UploadId=uid,
+                                     MultipartUpload={"Parts": done})
+    want = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
+    assert r["ETag"] == f'"{want}"'
+    whole = b"".join(parts)
+    got = s3.get_object(Bucket="photos", Key="big")
+    assert got["Body"].read() == whole
+    assert got["ETag"] == f'"{want}"'
+    r = s3.get_object(Bucket="photos", Key="big", Range=f"bytes={5 * MiB - 3}-{5 * MiB + 2}")
+    assert r["Body"].read() == whole[5 * MiB - 3:5 * MiB + 3]
+    # the upload is gone once completed
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.upload_part(Bucket="photos", Key="big", UploadId=uid, PartNumber=4, Body=b"x")
+    assert code_of(e) == "NoSuchUpload"
+    # abort
+    up = s3.create_multipart_upload(Bucket="photos", Key="never")
+    s3.upload_part(Bucket="photos", Key="never", UploadId=up["UploadId"], PartNumber=1,
+                   Body=b"abc")
+    s3.abort_multipart_upload(Bucket="photos", Key="never", UploadId=up["UploadId"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.head_object(Bucket="photos", Key="never")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    # nothing of the uploads shows in a listing
+    keys = [c["Key"] for c in s3.list_objects_v2(Bucket="photos").get("Contents", [])]
+    assert all(not k.startswith("\x00") for k in keys)
+    s3.delete_object(Bucket="photos", Key="big")
+
+
+def test_too_large_refused(svc, s3):
+    # limits.max_object is 64 MiB by default; a declared length past it is refused
+    # before the body is read
+    import http.client
+    conn = http.client.HTTPConnection(*svc.settings["s3"]["bind"].split(":"), timeout=10)
+    import botocore.auth
+    import botocore.awsrequest
+    creds = botocore.credentials.Credentials("photos", s3_secret(svc.token))
+    req = botocore.awsrequest.AWSRequest(
+        method="PUT", url=f"{endpoint(svc)}/photos/huge",
+        headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD",
+                 "Content-Length": str(65 * MiB)})
+    botocore.auth.S3SigV4Auth(creds, "s3", "us-east-1").add_auth(req)
+    conn.putrequest("PUT", "/photos/huge", skip_host=True, skip_accept_encoding=True)
+    conn.putheader("Host", svc.settings["s3"]["bind"])
+    for k, v in req.headers.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    r = conn.getresponse()
+    assert r.status == 400 and b"EntityTooLarge" in r.read()
+    conn.close()
+
+
+def aws(svc, token, *args, key_id="photos"):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=s3_secret(token),
+               AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=os.devnull,
+               AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    exe = os.path.join(os.path.dirname(sys.executable), "aws")
+    cmd = [exe if os.path.exists(exe) else "aws", "--endpoint-url", endpoint(svc), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_aws_cli(svc, tmp_path):
+    src = tmp_path / "f.bin"
+    # over the CLI's 8 MiB threshold: multipart (objects above limits.max_value need
+    # bukt.objects)
+    data = os.urandom(12 * MiB if objstore.HAVE_OBJECTS else 256 << 10)
+    src.write_bytes(data)
+    small = tmp_path / "s.txt"
+    small.write_text("small")
+    r = aws(svc, svc.token, "s3", "cp", str(src), "s3://photos/cli/f.bin")
+    assert r.returncode == 0, r.stderr
+    r = aws(svc, svc.token, "s3", "cp", str(small), "s3://photos/cli/s.txt")
+    assert r.returncode == 0, r.stderr
+    r = aws(svc, svc.token, "s3", "ls", "s3://photos/cli/")
+    assert r.returncode == 0, r.stderr
+    assert "f.bin" in r.stdout and "s.txt" in r.stdout
+    out = tmp_path / "back.bin"
+    r = aws(svc, svc.token, "s3", "cp", "s3://photos/cli/f.bin", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == data
+    r = aws(svc, svc.token, "s3api", "head-object", "--bucket", "photos", "--key",
+            "cli/s.txt")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ContentLength"] == 5
+    r = aws(svc, svc.token, "s3", "rm", "s3://photos/cli/", "--recursive")
+    assert r.returncode == 0, r.stderr
+    r = aws(svc, svc.token, "s3api", "list-objects-v2", "--bucket", "photos", "--prefix",
+            "cli/")
+    assert r.returncode == 0, r.stderr
+    assert "Contents" not in (json.loads(r.stdout) if r.stdout.strip() else {})
+    r = aws(svc, "wrong", "s3", "ls", "s3://photos/")
+    assert r.returncode != 0 and "SignatureDoesNotMatch" in r.stderr
