@@ -303,8 +303,6 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "s3.bind": (None, _nullable(_bind)),
     "s3.region": ("us-east-1", _text(r"[a-z0-9-]{1,32}", "a region name such as us-east-1")),
     "s3.max_skew": ("15m", _duration(lo=1, hi=7 * 24 * 3600)),
-    "limits.max_object": ("64MiB", _size(lo=1, hi=1 << 40)),
-    "objects.upload_timeout": ("24h", _duration(lo=1, hi=30 * 24 * 3600)),
     "auth.admin_token": (None, _nullable(_text(r"[\x21-\x7e]{16,256}",
                                                "null, or 16-256 printable characters"))),
     "auth.max_failures": (10, _int(0, 1_000_000)),

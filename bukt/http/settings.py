@@ -96,7 +96,7 @@ class HttpSettings:
     s3_region: str = "us-east-1"      # s3.region: the region clients sign for
     s3_max_skew: float = 900.0        # s3.max_skew: a signed request's time, +- seconds
     max_object: int = 64 << 20        # limits.max_object: the largest object
-    upload_timeout: float = 86400.0   # objects.upload_timeout: an unfinished multipart
+    upload_timeout: float = 3600.0    # objects.upload_timeout: an unfinished multipart
 
     @classmethod
     def from_config(cls, config):

@@ -50,7 +50,7 @@ def _b64(data):
 
 class Request:
     __slots__ = ("method", "raw_path", "query", "q", "headers", "hvals", "bucket", "key",
-                 "principal", "sig", "scope_info", "receive")
+                 "principal", "sig", "scope_info", "receive", "peer")
 
     def __init__(self, scope, receive):
         self.method = scope["method"]
@@ -68,6 +68,7 @@ class Request:
         self.key = unquote_to_bytes(key) if key else None
         self.receive = receive
         self.principal = None
+        self.peer = (scope.get("client") or ("-",))[0]
 
     @property
     def resource(self):
@@ -146,7 +147,7 @@ class S3App:
         fd = self.frontdoor
         if fd is not None:
             fd.record(S3_ROUTE, status, time.perf_counter() - start, req.method,
-                      scope.get("path", ""), req.bucket, (scope.get("client") or ("-",))[0])
+                      scope.get("path", ""), req.bucket, req.peer)
 
     async def error(self, send, req, e, rid):
         size = e.extra.pop("size", None)
@@ -185,7 +186,13 @@ class S3App:
             raise S3Error("InvalidArgument", "x-amz-content-sha256 must be a hex SHA-256, "
                                              "UNSIGNED-PAYLOAD or a streaming form")
         guard = self.ctx.auth.guard
-        peer = "-"
+        if guard is not None and self.ctx.auth.guarded():
+            # a locked-out address is refused before its signature is looked at
+            # (bukt/authguard.py), as on the rest of the HTTP face
+            left = guard.check(req.peer)
+            if left:
+                raise S3Error("SlowDown", f"too many failed authentications from "
+                              f"{req.peer}; retry in {int(left) + 1} s")
         sigv4.check_time(p, time.time(), self.max_skew)
         query = [(k, v) for k, v in req.query]
         sts = sigv4.string_to_sign(p, req.method, req.raw_path.split(b"?", 1)[0], query,
@@ -204,7 +211,7 @@ class S3App:
                 req.scope_info = (key, f"{p.scope_date}/{p.region}/s3/aws4_request")
                 return principal
         if guard is not None:
-            guard.failed(peer)
+            guard.failed(req.peer)
         if not candidates or all(pr.is_admin for pr, _ in candidates):
             raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does "
                                                 "not exist in our records.")
