@@ -242,7 +242,7 @@ def test_presigned_url(svc, s3):
     assert e.value.code == 403
 
 
-@pytest.mark.skipif(not objstore.HAVE_OBJECTS, reason="needs bukt.objects (parts over "
+@pytest.mark.skipif(not objstore.CORE_OBJECTS, reason="needs bukt.objects (parts over "
                     "limits.max_value)")
 def test_multipart_upload(svc, s3):
     parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(123)]
@@ -318,7 +318,7 @@ def test_aws_cli(svc, tmp_path):
     src = tmp_path / "f.bin"
     # over the CLI's 8 MiB threshold: multipart (objects above limits.max_value need
     # bukt.objects)
-    data = os.urandom(12 * MiB if objstore.HAVE_OBJECTS else 256 << 10)
+    data = os.urandom(12 * MiB if objstore.CORE_OBJECTS else 256 << 10)
     src.write_bytes(data)
     small = tmp_path / "s.txt"
     small.write_text("small")

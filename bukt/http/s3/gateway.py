@@ -25,8 +25,9 @@ import time
 import zlib
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
-from bukt.errors import BucketExists, BucketNotFound, InvalidArgument, LimitExceeded, \
-    RingFull, SegmentFull, ValueTooLarge, WriterDown
+from bukt.errors import BucketExists, BucketNotFound, DigestMismatch, IntegrityError, \
+    InvalidArgument, LimitExceeded, ObjectGone, RingFull, SegmentFull, ValueTooLarge, \
+    WriterDown
 from bukt.http.auth import ADMIN, ADMIN_PRINCIPAL, READ, WRITE, Principal
 from bukt.http.s3 import objstore, sigv4
 from bukt.http.s3.xml import MAX_XML_BODY, XML_TYPE, S3Error, doc, el, error_body, \
@@ -136,6 +137,14 @@ class S3App:
         except BucketNotFound:
             status = await self.error(send, req, S3Error(
                 "NoSuchBucket", "The specified bucket does not exist"), rid)
+        except DigestMismatch as e:
+            status = await self.error(send, req, S3Error("BadDigest", str(e)), rid)
+        except ObjectGone as e:
+            status = await self.error(send, req, S3Error("NoSuchKey", str(e)), rid)
+        except IntegrityError as e:
+            # a stored object that no longer matches its digest: never served as good
+            log.error("S3 %s %s: %s", req.method, req.resource, e)
+            status = await self.error(send, req, S3Error("InternalError", str(e)), rid)
         except (ValueTooLarge, LimitExceeded) as e:
             status = await self.error(send, req, S3Error("EntityTooLarge", str(e)), rid)
         except InvalidArgument as e:
@@ -508,21 +517,16 @@ class S3App:
 
     async def put_object(self, req, send, rid):
         b = self.bucket(req, WRITE)
-        body = await read_body(req, self.max_object)
-        version = self.store_body(b, req.key, body, req.headers.get("content-type"),
-                                  self.meta_of(req))
+        meta = self.meta_of(req)
+        body = Body(req, self.max_object)
+        await objstore.aput(self.ctx.ring, b, req.key, body.read, length=body.length,
+                            content_type=req.headers.get("content-type"), meta=meta)
         await self.ctx.durability.settle(req.bucket)
         headers = [(b"etag", f'"{body.md5}"'.encode()), (b"x-amz-request-id", rid.encode())]
         if "x-amz-checksum-sha256" in req.headers:
             headers.append((b"x-amz-checksum-sha256", _b64(body.sha256).encode()))
         await self.respond(send, 200, headers)
-        del version
         return 200
-
-    def store_body(self, bucket, key, body, content_type, meta, extra=None, ttl=None):
-        return objstore.put(bucket, key, body.pieces, length=body.size,
-                            content_type=content_type, meta=meta, ttl=ttl,
-                            extra=extra)
 
     async def delete_object(self, req, send, rid):
         b = self.bucket(req, WRITE)
@@ -533,8 +537,7 @@ class S3App:
 
     async def delete_objects(self, req, send, rid):
         b = self.bucket(req, WRITE)
-        body = await read_body(req, MAX_XML_BODY)
-        root = parse_xml(b"".join(body.pieces), "Delete")
+        root = parse_xml(await Body(req, MAX_XML_BODY).whole(), "Delete")
         quiet = (root.findtext("Quiet") or "").strip().lower() == "true"
         objs = root.findall("Object")
         if len(objs) > 1000:
@@ -640,12 +643,12 @@ class S3App:
             n = 0
         if not 1 <= n <= MAX_PARTS:
             raise S3Error("InvalidArgument", f"partNumber must be 1 to {MAX_PARTS}")
-        body = await read_body(req, self.max_object)
         left = rec["created"] + self.upload_timeout - time.time()
         if left <= 0:
             raise S3Error("NoSuchUpload", "The upload has expired (objects.upload_timeout)")
-        objstore.put(b, self.upload_key(uid, n), body.pieces, length=body.size,
-                     ttl=left, extra={"etag": body.md5})
+        body = Body(req, self.max_object)
+        await objstore.aput(self.ctx.ring, b, self.upload_key(uid, n), body.read,
+                            length=body.length, ttl=left, hidden=True)
         await self.ctx.durability.settle(req.bucket)
         await self.respond(send, 200, [(b"etag", f'"{body.md5}"'.encode()),
                                        (b"x-amz-request-id", rid.encode())])
@@ -654,8 +657,7 @@ class S3App:
     async def complete_upload(self, req, send, rid):
         b = self.bucket(req, WRITE)
         uid, rec = self.upload_record(b, req)
-        body = await read_body(req, MAX_XML_BODY)
-        root = parse_xml(b"".join(body.pieces), "CompleteMultipartUpload")
+        root = parse_xml(await Body(req, MAX_XML_BODY).whole(), "CompleteMultipartUpload")
         wanted = []
         for p in root.findall("Part"):
             try:
@@ -726,38 +728,35 @@ class S3App:
 
 # -- the upload record: a hidden plain entry ---------------------------------------------
 def _poke(b, key, value, ttl):
-    if hasattr(b, "put_entry"):
-        return b.put_entry(key, value, 0x10, ttl)        # BK_E_HIDDEN
+    if objstore.chunked(b):
+        return b.put_entry(key, value, objstore.F_HIDDEN, ttl)
     return b.set(key, value, ttl=ttl)
 
 
 def _peek(b, key):
-    if hasattr(b, "get_entry") and hasattr(b, "put_entry"):
-        got = b.get_entry(key)
-        return None if got is None else got[0]
-    got = b.get_entry(key, consume=False)
+    if objstore.chunked(b):
+        from bukt.objects.store import raw_get
+        got = raw_get(b, key)
+    else:
+        got = b.get_entry(key, consume=False)
     return None if got is None else got[0]
 
 
 def _unpoke(b, key):
-    if hasattr(b, "delete_entry"):
+    if objstore.chunked(b):
         return b.delete_entry(key)
     return b.delete(key)
 
 
 def _scan_reserved(b, prefix, cursor):
     """(next cursor, keys starting with `prefix`) among the bucket's reserved keys."""
-    if hasattr(b, "scan_hidden"):
+    if objstore.chunked(b):
         cursor, keys = b.scan_hidden(cursor, 1000)
         return cursor, [k for k in keys if k.startswith(prefix)]
     return b.scan(prefix=prefix, cursor=cursor, count=1000)
 
 
 # -- bodies -------------------------------------------------------------------------------
-class Body:
-    __slots__ = ("pieces", "size", "md5", "sha256")
-
-
 async def _chunks(req):
     while True:
         msg = await req.receive()
@@ -776,76 +775,110 @@ async def drain(req, limit):
     async for data in _chunks(req):
         n += len(data)
         if n > limit:
-            raise S3Error("MaxMessageLengthExceeded" if limit else "InvalidRequest",
-                          "this request takes no body" if not limit else
-                          "the request body is too large")
+            raise S3Error("InvalidRequest", "this request takes no body" if not limit
+                          else "the request body is too large")
 
 
-async def read_body(req, limit):
-    """The body's pieces, checked against every digest the request gives; S3Error
-    before anything is stored when one differs or the body is over `limit`."""
-    h = req.headers
-    p = req.sig
-    declared = h.get("content-length")
-    chunked = p.payload in (sigv4.STREAMING, sigv4.STREAMING_UNSIGNED_TRAILER) or \
-        "aws-chunked" in h.get("content-encoding", "")
-    length = h.get("x-amz-decoded-content-length") if chunked else declared
-    if length is not None:
-        try:
-            length = int(length)
-        except ValueError:
-            raise S3Error("InvalidArgument", "a bad content length") from None
-        if length > limit:
-            raise S3Error("EntityTooLarge", f"Your proposed upload is {length} bytes, over "
-                          f"the limit of {limit} (limits.max_object)",
-                          ProposedSize=length, MaxSizeAllowed=limit)
-    decoder = None
-    if chunked:
-        if p.payload == sigv4.STREAMING:
-            key, scope = req.scope_info
-            decoder = sigv4.ChunkDecoder(key, p.amz_date, scope, p.signature)
-        else:
-            decoder = sigv4.ChunkDecoder()
-    sha, md5, crc = hashlib.sha256(), hashlib.md5(), 0
-    pieces, size = [], 0
-    async for data in _chunks(req):
-        got = decoder.feed(data) if decoder is not None else (data,)
-        for piece in got:
-            size += len(piece)
-            if size > limit:
-                raise S3Error("EntityTooLarge", f"the body is over the limit of {limit} "
-                              "bytes (limits.max_object)", MaxSizeAllowed=limit)
-            sha.update(piece)
-            md5.update(piece)
-            crc = zlib.crc32(piece, crc)
-            pieces.append(piece)
-    if decoder is not None:
-        decoder.finish()
-        trailer = decoder.trailer
-    else:
+class Body:
+    """A request's body, read as it arrives: `await read(n)` gives the next piece
+    (aws-chunked framing taken off and its signatures checked), b"" at the end, and
+    before that end checks every digest the request gives (x-amz-content-sha256,
+    Content-MD5, x-amz-checksum-sha256/-crc32, in headers or trailers): a mismatch
+    raises there, so the object layer publishes nothing. size/md5/sha256 once read."""
+
+    def __init__(self, req, limit):
+        h, p = req.headers, req.sig
+        self.req, self.limit = req, limit
+        self.chunked = p.payload in (sigv4.STREAMING, sigv4.STREAMING_UNSIGNED_TRAILER) \
+            or "aws-chunked" in h.get("content-encoding", "")
+        length = h.get("x-amz-decoded-content-length") if self.chunked else \
+            h.get("content-length")
+        if length is not None:
+            try:
+                length = int(length)
+            except ValueError:
+                raise S3Error("InvalidArgument", "a bad content length") from None
+            if length > limit:
+                raise S3Error("EntityTooLarge", f"Your proposed upload is {length} bytes, "
+                              f"over the limit of {limit} (limits.max_object)",
+                              ProposedSize=length, MaxSizeAllowed=limit)
+        self.length = length
+        self.decoder = None
+        if self.chunked:
+            if p.payload == sigv4.STREAMING:
+                key, scope = req.scope_info
+                self.decoder = sigv4.ChunkDecoder(key, p.amz_date, scope, p.signature)
+            else:
+                self.decoder = sigv4.ChunkDecoder()
+        self._sha, self._md5, self._crc = hashlib.sha256(), hashlib.md5(), 0
+        self._queue, self._source, self.size, self.ended = [], _chunks(req), 0, False
+
+    async def read(self, n=0):
+        while not self._queue:
+            if self.ended:
+                return b""
+            try:
+                data = await self._source.__anext__()
+            except StopAsyncIteration:
+                self.ended = True
+                self._finish()
+                return b""
+            got = self.decoder.feed(data) if self.decoder is not None else (data,)
+            for piece in got:
+                self.size += len(piece)
+                if self.size > self.limit:
+                    raise S3Error("EntityTooLarge", "the body is over the limit of "
+                                  f"{self.limit} bytes (limits.max_object)",
+                                  MaxSizeAllowed=self.limit)
+                self._sha.update(piece)
+                self._md5.update(piece)
+                self._crc = zlib.crc32(piece, self._crc)
+                self._queue.append(piece)
+        return self._queue.pop(0)
+
+    async def whole(self):
+        out = []
+        while True:
+            piece = await self.read()
+            if not piece:
+                return b"".join(out)
+            out.append(piece)
+
+    @property
+    def md5(self):
+        return self._md5.hexdigest()
+
+    @property
+    def sha256(self):
+        return self._sha.digest()
+
+    def _finish(self):
+        h, p = self.req.headers, self.req.sig
         trailer = {}
-    if length is not None and size != length:
-        raise S3Error("IncompleteBody", f"the body is {size} bytes, not the {length} "
-                                        "announced")
-    body = Body()
-    body.pieces, body.size, body.md5, body.sha256 = pieces, size, md5.hexdigest(), \
-        sha.digest()
-    if not chunked and p.payload != sigv4.UNSIGNED and p.payload != sha.hexdigest():
-        raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' "
-                      "header does not match what was computed.")
-    given = {**{k: v for k, v in h.items() if k.startswith("x-amz-checksum-")}, **trailer}
-    if "content-md5" in h and h["content-md5"] != _b64(md5.digest()):
-        raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we "
-                                   "received.")
-    if "x-amz-checksum-sha256" in given and given["x-amz-checksum-sha256"] != \
-            _b64(body.sha256):
-        raise S3Error("BadDigest", "The SHA256 you specified did not match the calculated "
-                                   "checksum.")
-    if "x-amz-checksum-crc32" in given and given["x-amz-checksum-crc32"] != \
-            _b64(crc.to_bytes(4, "big")):
-        raise S3Error("BadDigest", "The CRC32 you specified did not match the calculated "
-                                   "checksum.")
-    return body
+        if self.decoder is not None:
+            self.decoder.finish()
+            trailer = self.decoder.trailer
+        if self.length is not None and self.size != self.length:
+            raise S3Error("IncompleteBody", f"the body is {self.size} bytes, not the "
+                                            f"{self.length} announced")
+        if not self.chunked and p.payload != sigv4.UNSIGNED and \
+                p.payload != self._sha.hexdigest():
+            raise S3Error("XAmzContentSHA256Mismatch", "The provided "
+                          "'x-amz-content-sha256' header does not match what was "
+                          "computed.")
+        given = {**{k: v for k, v in h.items() if k.startswith("x-amz-checksum-")},
+                 **trailer}
+        if "content-md5" in h and h["content-md5"] != _b64(self._md5.digest()):
+            raise S3Error("BadDigest", "The Content-MD5 you specified did not match what "
+                                       "we received.")
+        if "x-amz-checksum-sha256" in given and given["x-amz-checksum-sha256"] != \
+                _b64(self.sha256):
+            raise S3Error("BadDigest", "The SHA256 you specified did not match the "
+                                       "calculated checksum.")
+        if "x-amz-checksum-crc32" in given and given["x-amz-checksum-crc32"] != \
+                _b64(self._crc.to_bytes(4, "big")):
+            raise S3Error("BadDigest", "The CRC32 you specified did not match the "
+                                       "calculated checksum.")
 
 
 def parse_range(value, size):
