@@ -491,3 +491,60 @@ def test_client_killed_mid_put_leaves_old_object(svc, s3):
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_presigned_put_and_expiry(svc, s3, monkeypatch):
+    import datetime
+    import urllib.request
+    import botocore.auth
+    url = s3.generate_presigned_url("put_object", Params={"Bucket": "photos",
+                                                          "Key": "via-url"}, ExpiresIn=60)
+    r = urllib.request.urlopen(urllib.request.Request(url, data=b"uploaded", method="PUT"),
+                               timeout=10)
+    assert r.status == 200
+    assert s3.get_object(Bucket="photos", Key="via-url")["Body"].read() == b"uploaded"
+    # signed ten minutes ago for sixty seconds: expired (though within the clock skew)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: (
+        datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        - datetime.timedelta(minutes=10)))
+    old = s3.generate_presigned_url("get_object", Params={"Bucket": "photos",
+                                                          "Key": "via-url"}, ExpiresIn=60)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(old, timeout=10)
+    assert e.value.code == 403 and b"expired" in e.value.read()
+
+
+def test_token_permissions_apply(svc, s3):
+    status, body = svc.http("POST", "/api/v1/buckets/photos/tokens",
+                            {"permissions": ["read"]}, {"X-Auth-Token": svc.token})
+    assert status == 201, body
+    reader = client(svc, "photos", s3_secret(json.loads(body)["token"]))
+    s3.put_object(Bucket="photos", Key="ro", Body=b"r")
+    assert reader.get_object(Bucket="photos", Key="ro")["Body"].read() == b"r"
+    for call in (lambda: reader.put_object(Bucket="photos", Key="ro", Body=b"w"),
+                 lambda: reader.delete_object(Bucket="photos", Key="ro"),
+                 lambda: reader.delete_bucket(Bucket="photos")):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert code_of(e) == "AccessDenied"
+    # a revoked token's secret stops working with the next request
+    tid = json.loads(body)["id"]
+    status, _ = svc.http("DELETE", f"/api/v1/buckets/photos/tokens/{tid}",
+                         headers={"X-Auth-Token": svc.token})
+    assert status == 204
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        reader.get_object(Bucket="photos", Key="ro")
+    assert code_of(e) == "SignatureDoesNotMatch"
+
+
+def test_same_keys_through_every_face(svc, s3):
+    s3.put_object(Bucket="photos", Key="shared/one", Body=b"from s3")
+    status, body = svc.http("GET", "/api/v1/buckets/photos/keys/shared%2Fone",
+                            headers={"X-Auth-Token": svc.token})
+    assert (status, body) == (200, b"from s3")
+    status, _ = svc.http("PUT", "/api/v1/buckets/photos/keys/shared%2Ftwo", b"from http",
+                         {"X-Auth-Token": svc.token})
+    assert status in (200, 201, 204)
+    got = s3.get_object(Bucket="photos", Key="shared/two")
+    assert got["Body"].read() == b"from http"
+    assert got["ETag"] == '"%s"' % hashlib.md5(b"from http").hexdigest()

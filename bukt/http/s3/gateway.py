@@ -51,7 +51,7 @@ def _b64(data):
 
 class Request:
     __slots__ = ("method", "raw_path", "query", "q", "headers", "hvals", "bucket", "key",
-                 "principal", "sig", "scope_info", "receive", "peer")
+                 "principal", "sig", "scope_info", "receive", "peer", "body_done")
 
     def __init__(self, scope, receive):
         self.method = scope["method"]
@@ -70,6 +70,7 @@ class Request:
         self.receive = receive
         self.principal = None
         self.peer = (scope.get("client") or ("-",))[0]
+        self.body_done = False
 
     @property
     def resource(self):
@@ -164,6 +165,11 @@ class S3App:
                                                           e.resource or req.resource, rid,
                                                           e.extra)
         headers = [(b"content-type", XML_TYPE), (b"x-amz-request-id", rid.encode())]
+        if not req.body_done and (req.headers.get("content-length", "0") != "0" or
+                                  "transfer-encoding" in req.headers):
+            # refused before its body was read: the rest of the body must not be taken
+            # for the next request on this connection, so it is not kept alive
+            headers.append((b"connection", b"close"))
         if size is not None:
             headers.append((b"content-range", b"bytes */%d" % size))
         await self.respond(send, e.status, headers, body, head=req.method == "HEAD")
@@ -592,8 +598,8 @@ class S3App:
                 for p in info.iter(0, info.size):
                     md5.update(p)
                     yield p
-            objstore.put(dst, req.key, pieces(), length=info.size, content_type=ctype,
-                         meta=meta)
+            await objstore.aput_iter(self.ctx.ring, dst, req.key, pieces(),
+                                     length=info.size, content_type=ctype, meta=meta)
         await self.ctx.durability.settle(req.bucket)
         body = doc("CopyObjectResult", el("LastModified", iso(time.time() * 1000)) +
                    el("ETag", f'"{md5.hexdigest()}"'))
@@ -692,9 +698,9 @@ class S3App:
             def pieces():
                 for info in infos:
                     yield from info.iter(0, info.size)
-            objstore.put(b, req.key, pieces(), length=total,
-                         content_type=rec.get("content_type"), meta=rec.get("meta"),
-                         extra={"etag": etag})
+            await objstore.aput_iter(self.ctx.ring, b, req.key, pieces(), length=total,
+                                     content_type=rec.get("content_type"),
+                                     meta=rec.get("meta"), extra={"etag": etag})
         finally:
             for info in infos:
                 info.__exit__(None, None, None)
@@ -766,6 +772,7 @@ async def _chunks(req):
         if data:
             yield data
         if not msg.get("more_body", False):
+            req.body_done = True
             return
 
 

@@ -90,14 +90,14 @@ async def aput(ring, bucket, key, read, *, length, content_type=None, meta=None,
     return await ring.write(bucket.set, key, b"".join(pieces), ttl=ttl)
 
 
-def put(bucket, key, pieces, *, length, content_type=None, meta=None, ttl=None,
-        extra=None):
-    """Store an iterable of bytes at `key` (a copy, a multipart completion)."""
-    if chunked(bucket):
-        return _objects.put(bucket, key, pieces, length=length, ttl=ttl,
-                            content_type=content_type, meta=meta or None,
-                            extra=extra).version
-    return bucket.set(key, b"".join(pieces), ttl=ttl)
+async def aput_iter(ring, bucket, key, pieces, **opts):
+    """aput() of an iterable of bytes (a copy, a multipart completion): its writes
+    still wait for ring room on the loop, not in it."""
+    it = iter(pieces)
+
+    async def read(n):
+        return next(it, b"")
+    return await aput(ring, bucket, key, read, **opts)
 
 
 def open_object(bucket, key):
