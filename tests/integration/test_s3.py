@@ -548,3 +548,24 @@ def test_same_keys_through_every_face(svc, s3):
     got = s3.get_object(Bucket="photos", Key="shared/two")
     assert got["Body"].read() == b"from http"
     assert got["ETag"] == '"%s"' % hashlib.md5(b"from http").hexdigest()
+
+
+@pytest.mark.parametrize("key", ["ünï/cödé ✓", "a+b=c&d", "100%/x y", "sp ace/ ", "~t.i-l_d",
+                                 "q?uery#frag", "dots/../x", "a//b"])
+def test_odd_keys(s3, key):
+    s3.put_object(Bucket="photos", Key=key, Body=key.encode())
+    assert s3.get_object(Bucket="photos", Key=key)["Body"].read() == key.encode()
+    listed = [c["Key"] for c in s3.list_objects_v2(Bucket="photos",
+                                                    Prefix=key[:3]).get("Contents", [])]
+    assert key in listed
+    s3.delete_object(Bucket="photos", Key=key)
+
+
+def test_empty_object(s3):
+    s3.put_object(Bucket="photos", Key="empty", Body=b"")
+    r = s3.get_object(Bucket="photos", Key="empty")
+    assert r["Body"].read() == b"" and r["ContentLength"] == 0
+    assert r["ETag"] == '"%s"' % hashlib.md5(b"").hexdigest()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="empty", Range="bytes=0-0")
+    assert code_of(e) == "InvalidRange"
