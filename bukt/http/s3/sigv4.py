@@ -27,7 +27,6 @@ X-Amz-Signature in the query; payload UNSIGNED-PAYLOAD).
 import hashlib
 import hmac
 import re
-import time
 from calendar import timegm
 from urllib.parse import quote, unquote
 
@@ -77,13 +76,19 @@ def _kv(text):
     return out
 
 
+_DATE_RE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z")
+
+
 def parse_amz_date(text):
     """Seconds since the epoch of an ISO 8601 basic date (20130524T000000Z)."""
-    try:
-        return timegm(time.strptime(text, "%Y%m%dT%H%M%SZ"))
-    except (TypeError, ValueError):
+    m = _DATE_RE.fullmatch(text or "")
+    if m is None:
         raise SigError("AccessDenied", f"X-Amz-Date {text!r} is not a date like "
-                                       "20130524T000000Z") from None
+                                       "20130524T000000Z")
+    y, mo, d, hh, mm, ss = map(int, m.groups())
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and hh < 24 and mm < 60 and ss < 61):
+        raise SigError("AccessDenied", f"X-Amz-Date {text!r} is not a date")
+    return timegm((y, mo, d, hh, mm, ss, 0, 0, 0))
 
 
 def parse(headers, query):
