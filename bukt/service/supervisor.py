@@ -110,9 +110,12 @@ LOG_KEYS = frozenset({"log.level", "log.format"})
 
 def KEY_ROLES(key: str) -> tuple:
     """The children that read `key` (restarted when SIGHUP changes it)."""
-    if key.startswith(("http.", "ratelimit.", "s3.")) or key in (
-            "limits.max_object", "objects.upload_timeout"):
+    if key.startswith(("http.", "ratelimit.", "s3.")):
         return ("http",)
+    if key == "limits.max_object":              # objects through every face
+        return ("http", "tcp")
+    if key == "objects.upload_timeout":         # the sweep; the S3 gateway's uploads
+        return ("writer", "http")
     if key.startswith(("tcp.", "resp.")):
         return ("tcp",)
     if key == "auth.admin_token":

@@ -25,9 +25,8 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = Service(tmp_path_factory.mktemp("s3"),
-                s3={"bind": f"127.0.0.1:{unused_port()}"},
-                objects={"upload_timeout": "1h"})
+    s = Service(tmp_path_factory.mktemp("s3"), memory="128MiB",
+                s3={"bind": f"127.0.0.1:{unused_port()}"})
     try:
         s.start()
         s.token = s.create_bucket("photos")
