@@ -135,8 +135,14 @@ cdef list check_table(Store s):
                 nttl += e.expire_ms != 0
                 if e.expire_ms != 0 and e.expire_ms < earliest:
                     earliest = e.expire_ms
-                if e.flags & ~BK_E_SINGLE != BK_E_USED:
+                if e.flags & ~BK_E_CARRY != BK_E_USED:
                     problems.append(f"{where}: chunk flags {e.flags:#x}, not a published entry")
+                if (e.flags & BK_E_ZSTD) and (e.flags & BK_E_LZ4):
+                    problems.append(f"{where}: entry flags {e.flags:#x}: ZSTD and LZ4 together")
+                if e.klen <= s.max_key and off + 32 + e.klen <= s.size and \
+                        is_reserved(EKEY(s, off), e.klen) != ((e.flags & BK_E_HIDDEN) != 0):
+                    problems.append(f"{where}: entry flags {e.flags:#x}: HIDDEN entries, "
+                                    f"and only they, have keys under {RESERVED_PREFIX!r}")
                 if e.cls != c:
                     problems.append(f"{where}: chunk says class {e.cls}, page says {c}")
                 if e.klen == 0 or e.klen > s.max_key or e.vlen > s.max_value or \

@@ -468,6 +468,17 @@ cdef class Store:
                 return m.tokens[t].perms == perms
         return False
 
+    def objects_retired(self):
+        """A counter that moves whenever an entry flagged MANIFEST or HIDDEN leaves
+        the table or is replaced (set over, deleted, expired, evicted, flushed,
+        dropped): the objects layer's reclaim sweep runs when it moved."""
+        self._open()
+        return bk_load_acq64(&self.hdr.objects_retired)
+
+    def clock_ns(self):
+        """CLOCK_MONOTONIC in ns: the clock of the reader registry's entries."""
+        return bk_mono_ns()
+
     @property
     def meta_epoch(self):
         """A counter that moves after every change to the bucket table or its tokens
