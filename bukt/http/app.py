@@ -34,6 +34,8 @@ from bukt.http.watch import Watch
 from bukt.http.s3.gateway import S3_ROUTE, S3App
 from bukt.config import parse_bind
 
+from bukt import objects
+
 API = "/api/v1"
 KEY_ROUTE = f"{API}/buckets/{{name}}/keys/{{key:path}}"
 
@@ -102,6 +104,7 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
     settings = config if isinstance(config, HttpSettings) else \
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
+    objects.configure(max_object=settings.max_object)     # this worker's limit
     if auth_table is None:
         auth_table = FailureTable.private(settings.auth_sources)
     guard = AuthGuard.from_settings(auth_table, "http", settings)

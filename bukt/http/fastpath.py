@@ -30,6 +30,7 @@ from bukt.http.auth import READ, WRITE
 from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
 from bukt.http.wire import PERCENT, bool_value, ttl_value
+from bukt.objects.store import HAND_BACK
 
 PREFIX = b"/api/v1/buckets/"
 # conditions, ranges and declared digests (checked on the slow path)
@@ -116,10 +117,13 @@ class FastPath:
             if answer is None:
                 return False
         else:
+            HAND_BACK[0] = True         # an object: the slow path streams it
             try:
                 entry = bucket.get_entry(key)   # value, version, TTL: one read
             except BuktError:
                 return False
+            finally:
+                HAND_BACK[0] = False
             answer = self._get_answer(entry, path)
         status, out, data = answer
         if status != 204:                     # falcon sends none with a 204 either

@@ -24,7 +24,7 @@ import logging
 
 from bukt import objects
 from bukt.errors import BuktError, DigestMismatch, InvalidArgument, ObjectTooLarge
-from bukt.objects.store import F_MANIFEST, F_SINGLE, raw_get
+from bukt.objects.store import F_MANIFEST, raw_get
 from bukt.http.problems import Problem
 
 log = logging.getLogger("bukt.http")
@@ -88,7 +88,7 @@ def streams(store, bucket, length, json_body):
 
 async def put(ctx, req, bucket, key, ttl, single, conditions, expect):
     """The streamed PUT; the Manifest, or None when a condition said no."""
-    limit = objects.max_object(ctx.store)
+    limit = ctx.settings.max_object
     length = req.content_length
     if length is not None and length > limit:
         raise ObjectTooLarge(f"body of {length} bytes is over limits.max_object={limit}")
@@ -112,17 +112,13 @@ def is_object(bucket, key) -> bool:
     """Whether `key` holds an object now (a peek: takes nothing)."""
     if not hasattr(bucket, "put_entry"):         # a core without objects
         return False
-    entry = raw_get(bucket, key)
+    entry = raw_get(bucket, key, peek=True)
     return entry is not None and bool(entry[1] & F_MANIFEST)
 
 
 def open_reader(bucket, key, consume):
-    """objects.open for a GET: a single-read object is taken (consume), else peeked."""
-    reader = objects.open(bucket, key)
-    if reader is None or not consume or not reader.manifest.flags & F_SINGLE:
-        return reader
-    reader.close()
-    return objects.open(bucket, key, take=True)
+    """objects.open for a GET (consume: a single-read object is taken) or a peek."""
+    return objects.open(bucket, key, peek=not consume)
 
 
 def headers(resp, reader, ttl_header, now_ms):

@@ -57,6 +57,7 @@ class HttpSettings:
     workers: int = 0                  # prefork processes; 0 = one per CPU
     timeout: float = 30               # gunicorn kills a worker silent this long
     max_body: int = 4 << 20           # bytes; a 1 MiB value in JSON or an mset fits
+    max_object: int = 64 << 20        # limits.max_object: a streamed PUT's bound
     admin_token: str | None = None    # auth.admin_token, else env BUKT_ADMIN_TOKEN,
                                       # else data_dir/admin.token (generated on first start)
     data_dir: str | None = None
@@ -109,6 +110,7 @@ class HttpSettings:
             workers=int(get("http.workers", cls.workers)) or os.cpu_count() or 1,
             timeout=float(get("http.timeout", cls.timeout)),
             max_body=_size(get("http.max_body", cls.max_body)),
+            max_object=_size(get("limits.max_object", cls.max_object)),
             admin_token=admin,
             data_dir=get("data_dir", None),
             instance=str(get("instance", cls.instance)),

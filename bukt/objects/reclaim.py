@@ -120,7 +120,7 @@ class Reclaimer:
         return garbage
 
     def _needed(self, bucket, oid, hkey, now) -> bool:
-        entry = raw_get(bucket, hkey)
+        entry = raw_get(bucket, hkey, peek=True)
         if entry is None:
             return False
         try:
@@ -135,7 +135,7 @@ class Reclaimer:
 
 def names(bucket, key, oid) -> bool:
     """Does the manifest under `key` name object `oid`?"""
-    entry = raw_get(bucket, key)
+    entry = raw_get(bucket, key, peek=True)
     if entry is None or not entry[1] & F_MANIFEST:
         return False
     return entry[0][4:4 + mf.OID_LEN] == oid       # FIXED: magic, then the oid

@@ -30,28 +30,36 @@ import hashlib
 import time
 
 from bukt import _core
-from bukt.errors import BuktError, VersionMismatch
+from bukt.errors import BuktError, RingFull, VersionMismatch
 from bukt.objects import manifest as mf
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
                                    ObjectGone, ObjectTooLarge)
 from bukt.owners import identity
 
 F_SINGLE = getattr(_core, "ENTRY_SINGLE", 0x04)
-F_MANIFEST = getattr(_core, "E_MANIFEST", 0x08)
-F_HIDDEN = getattr(_core, "E_HIDDEN", 0x10)
-F_CODECS = getattr(_core, "E_ZSTD", 0x20) | getattr(_core, "E_LZ4", 0x40)
+F_MANIFEST = getattr(_core, "ENTRY_MANIFEST", 0x08)
+F_HIDDEN = getattr(_core, "ENTRY_HIDDEN", 0x10)
+F_CODECS = getattr(_core, "ENTRY_ZSTD", 0x20) | getattr(_core, "ENTRY_LZ4", 0x40)
 
 DEFAULT_MAX_OBJECT = 64 << 20
 # Room an entry keeps beside its value for the chunk key and the entry header: a chunk
 # is limits.max_value less this, so that it fits one entry whatever the core adds.
 CHUNK_ROOM = 64
-_settings = {"max_object": None}
+_settings = {"max_object": None, "read_limit": None, "read_limit_reason": ""}
+_UNSET = object()
 
 
-def configure(max_object=None):
-    """Set this process's limits.max_object (the serving processes call it with their
-    configuration; a library user may). Default: the config schema's default."""
-    _settings["max_object"] = max_object
+def configure(max_object=_UNSET, read_limit=_UNSET, read_limit_reason=""):
+    """This process's settings. max_object: limits.max_object (the serving processes
+    set it from their configuration; None: the config schema's default). read_limit:
+    the largest object a whole read in this process assembles (the binary and RESP
+    faces set their frame limit; a larger object is refused with ObjectTooLarge
+    before a chunk is read, and a single-read one is put back)."""
+    if max_object is not _UNSET:
+        _settings["max_object"] = max_object
+    if read_limit is not _UNSET:
+        _settings["read_limit"] = read_limit
+        _settings["read_limit_reason"] = read_limit_reason
 
 
 def max_object(store) -> int:
@@ -75,10 +83,12 @@ def inline_max(store) -> int:
 
 
 # -- the core's raw entry API, in one place ------------------------------------------
-def raw_get(bucket, key, take=False):
-    """(value, flags, version, expire_ms) or None."""
-    return bucket.get_entry_raw(key, take=take) if hasattr(bucket, "get_entry_raw") \
-        else bucket.get_entry(key, take=take)
+def raw_get(bucket, key, take=False, peek=False):
+    """(value, flags, version, expire_ms) or None. A read takes a single-read entry
+    (take: any entry); peek takes nothing."""
+    if peek:
+        return bucket.read_entry(key, peek=True)
+    return bucket.read_entry(key, take=take)
 
 
 def raw_put(bucket, key, value, flags, **kw):
@@ -116,8 +126,9 @@ def _put_steps(bucket, key, length, ttl, single_read, nx, xx, if_version, conten
     started = now_ms()
     crcs, buf, size, index = [], bytearray(), 0, 0
     wrote_head = published = False
+    hkw = _hidden_ttl(bucket, ttl)
     head = ("put", mf.head_key(oid), mf.pack_head(mf.UPLOADING, pid, start, started, key),
-            F_HIDDEN, {})
+            F_HIDDEN, hkw)
     try:
         while True:
             piece = yield NEED
@@ -136,7 +147,7 @@ def _put_steps(bucket, key, length, ttl, single_read, nx, xx, if_version, conten
                 data = bytes(buf[:cs])
                 del buf[:cs]
                 crcs.append(mf.crc(data))
-                yield ("put", mf.chunk_key(oid, index), data, F_HIDDEN, {})
+                yield ("put", mf.chunk_key(oid, index), data, F_HIDDEN, hkw)
                 index += 1
         if length is not None and size != length:
             raise BuktError(f"the body has {size} bytes, not the {length} announced")
@@ -153,27 +164,26 @@ def _put_steps(bucket, key, length, ttl, single_read, nx, xx, if_version, conten
                 wrote_head = True
             data = bytes(buf)
             crcs.append(mf.crc(data))
-            yield ("put", mf.chunk_key(oid, index), data, F_HIDDEN, {})
+            yield ("put", mf.chunk_key(oid, index), data, F_HIDDEN, hkw)
             index += 1
         buf = None
         m = Manifest(oid, size, cs, crcs, started, digest, md5.digest(), content_type,
                      meta, extra, inline)
-        kw = {"ttl": ttl, "nx": nx, "xx": xx}
-        if single_read:
-            kw["single_read"] = True
-        if if_version is not None:
+        kw = {"ttl": ttl, "nx": nx or if_version == 0, "xx": xx}
+        if if_version:              # put_entry: 0 is no condition; set's 0 is "absent"
             kw["if_version"] = if_version
-        version = yield ("put", key, m.pack(), F_MANIFEST, kw)
+        version = yield ("put", key, m.pack(), F_MANIFEST | (F_SINGLE if single_read else 0),
+                         kw)
         if not version:
-            if if_version is not None and not nx and not xx:
-                raise VersionMismatch(f"the key's version is not {if_version}")
+            if if_version is not None:
+                raise VersionMismatch(f"the key is not at version {if_version}")
             return None             # nx / xx said no: the chunks go (finally)
         published = True
         m.version = version
         if wrote_head:              # the sweep drops it once nothing names the object
             yield ("put", mf.head_key(oid),
                    mf.pack_head(mf.PUBLISHED, pid, start, started, key), F_HIDDEN,
-                   {"xx": True})
+                   {"xx": True, **hkw})
         return m
     finally:
         if wrote_head and not published:
@@ -181,6 +191,20 @@ def _put_steps(bucket, key, length, ttl, single_read, nx, xx, if_version, conten
             for i in range(index):
                 yield ("delete", mf.chunk_key(oid, i))
             yield ("delete", mf.head_key(oid))
+
+
+# A chunk outlives its manifest by this much when either has a TTL: the manifest is
+# written last, so chunks given the same TTL would expire first, and the object with
+# them while it is still listed. The sweep takes them once the manifest is gone.
+HIDDEN_TTL_MARGIN = 86400.0
+
+
+def _hidden_ttl(bucket, ttl):
+    """put_entry's ttl keyword for an object's hidden entries: none (no TTL) unless
+    the object or its bucket has one; then that TTL plus HIDDEN_TTL_MARGIN."""
+    if ttl is None:
+        ttl = bucket.store.bucket_info(bucket.name).get("default_ttl")
+    return {} if ttl is None else {"ttl": float(ttl) + HIDDEN_TTL_MARGIN}
 
 
 def _core_error(name, msg):
@@ -232,14 +256,36 @@ def _run(bucket, steps, pieces):
                 sent = next(pieces, b"")
             elif step[0] == "put":
                 _, key, value, flags, kw = step
-                sent = bucket.put_entry(key, value, flags, **kw)
+                sent = _with_room(bucket, bucket.put_entry, key, value, flags, **kw)
             else:
                 try:
-                    bucket.delete_entry(step[1])
+                    _with_room(bucket, bucket.delete_entry, step[1])
                 except BuktError:
                     pass
         except BaseException as e:          # raised inside the steps: they clean up
             error = e
+
+
+def _with_room(bucket, fn, *args, **kw):
+    """fn (one ring record) tried again while the ring is full, for up to the
+    segment's ring wait (limits.ring_wait_ms). A server worker sets its own wait to 0
+    so that a write never blocks its loop; an object's put is many records, and
+    failing it whole for want of room for one chunk would make a large SET fail
+    whenever the writer is a little behind, so it waits here, a chunk at a time."""
+    deadline = None
+    while True:
+        try:
+            return fn(*args, **kw)
+        except RingFull:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + bucket.store.limits["ring_wait"]
+            if now >= deadline:
+                raise
+            time.sleep(RING_RETRY_S)
+
+
+RING_RETRY_S = 0.001
 
 
 async def aput(ring, bucket, key, read, **opts):
@@ -397,13 +443,14 @@ def _plain_value(bucket, key, value, flags):
     return value
 
 
-def open(bucket, key, take=False):          # noqa: A001 - the module's verb
+def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's verb
     """The object under `key` held for reading (ObjectReader, a context manager),
-    or None. take: a single-read take (the key is removed)."""
+    or None. Opening is the read: a single-read key is taken by it, as by a get;
+    take=True takes any key (getdel); peek=True takes none."""
     store = bucket.store
     token = store.object_reader_enter()         # before the manifest is read
     try:
-        entry = raw_get(bucket, key, take=take)
+        entry = raw_get(bucket, key, take=take, peek=peek)
         if entry is None:
             store.object_reader_exit(token)
             return None
@@ -424,7 +471,7 @@ def open(bucket, key, take=False):          # noqa: A001 - the module's verb
 def head(bucket, key):
     """The manifest (metadata) of the object under `key` without reading it, or None;
     for a plain entry, a one-piece manifest."""
-    entry = raw_get(bucket, key)
+    entry = raw_get(bucket, key, peek=True)
     if entry is None:
         return None
     value, flags, version, expire_ms = entry
@@ -448,11 +495,38 @@ def store_large(bucket, key, value, ttl, nx, xx, single_read, if_version):
     return None if m is None else m.version
 
 
+class HandBack(BuktError):
+    """A read met an object while HAND_BACK was set: the caller streams it instead."""
+
+
+# Set (HAND_BACK[0] = True) around a read by a caller that streams objects itself (the
+# HTTP fast path): decode_manifest then raises HandBack instead of assembling the
+# object. A single-read object, which that read has taken, is assembled all the same.
+HAND_BACK = [False]
+
+
+def _put_back(bucket, key, value, flags):
+    """A single-read object that a refused read took goes back (unless a new value
+    took its place meanwhile); its TTL is not known here and is lost."""
+    try:
+        bucket.put_entry(key, value, flags, nx=True)
+    except BuktError:
+        pass
+
+
 def decode_manifest(bucket, key, value, flags):
     """A Python-level read met a manifest: the whole object, digest checked. The
     core's read did not hold a reader registration, so a retirement may have let the
     sweep take the chunks: then the key is opened again, registered, and read whole."""
+    if HAND_BACK[0] and not flags & F_SINGLE:
+        raise HandBack("an object: streamed by the slow path")
     m = Manifest.unpack(value)
+    limit = _settings["read_limit"]
+    if limit is not None and m.size > limit:
+        if flags & F_SINGLE:            # taken by this read: put it back, untouched
+            _put_back(bucket, key, value, flags)
+        raise ObjectTooLarge(f"object {key!r} of {m.size} bytes is above "
+                             f"{_settings['read_limit_reason'] or limit}")
     token = bucket.store.object_reader_enter()
     try:
         reader = ObjectReader(bucket, key, m, None)
