@@ -49,6 +49,11 @@ def _b64(data):
     return base64.b64encode(data).decode()
 
 
+class MidBody(BaseException):
+    """A failure after the response began: passed to the server (which cuts the
+    connection), past the handlers that would answer with an error document."""
+
+
 class Request:
     __slots__ = ("method", "raw_path", "query", "q", "headers", "hvals", "bucket", "key",
                  "principal", "sig", "scope_info", "receive", "peer", "body_done")
@@ -122,8 +127,24 @@ class S3App:
         req = Request(scope, receive)
         start = time.perf_counter()
         rid = secrets.token_hex(8).upper()
+        started = []
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                started.append(message["status"])
+            await send(message)
         try:
-            status = await self.handle(req, send, rid)
+            try:
+                status = await self.handle(req, sending, rid)
+            except Exception as e:
+                if not started:
+                    raise
+                # Mid-body (an object found corrupt, or gone, as it was streamed):
+                # no error document can follow a started body. The connection is cut
+                # instead, so the client sees a body shorter than its Content-Length,
+                # never a complete-looking wrong one.
+                log.error("S3 %s %s failed mid-body: %s", req.method, req.resource, e)
+                raise MidBody(f"{req.method} {req.resource}: {e}") from e
         except S3Error as e:
             status = await self.error(send, req, e, rid)
         except sigv4.SigError as e:
@@ -704,22 +725,27 @@ class S3App:
         finally:
             for info in infos:
                 info.__exit__(None, None, None)
-        self.drop_upload(b, uid)
+        self.drop_upload(b, uid)      # the listed parts and any other
         await self.ctx.durability.settle(req.bucket)
         return await self.xml(send, rid, doc(
             "CompleteMultipartUploadResult", el("Location", req.resource) +
             el("Bucket", req.bucket) + el("Key", rec["key"]) + el("ETag", f'"{etag}"')))
 
-    def drop_upload(self, b, uid):
+    def drop_upload(self, b, uid, parts=()):
+        """Delete an upload's parts (`parts`: their numbers, when known) and record."""
         base = self.upload_key(uid)
-        cursor = 0
-        parts = []
-        while True:
-            cursor, keys = _scan_reserved(b, base + b"/", cursor)
-            parts.extend(keys)
-            if cursor == 0:
-                break
-        for k in parts:
+        keys = {self.upload_key(uid, n) for n in parts}
+        if not parts:
+            cursor = 0
+            while True:
+                cursor, found = _scan_reserved(b, base + b"/", cursor)
+                if found is None:           # no scan of hidden keys: try every number
+                    keys = {self.upload_key(uid, n) for n in range(1, MAX_PARTS + 1)}
+                    break
+                keys.update(found)
+                if cursor == 0:
+                    break
+        for k in keys:
             objstore.delete(b, k)
         _unpoke(b, base)
 
@@ -757,6 +783,8 @@ def _unpoke(b, key):
 def _scan_reserved(b, prefix, cursor):
     """(next cursor, keys starting with `prefix`) among the bucket's reserved keys."""
     if objstore.chunked(b):
+        if not hasattr(b, "scan_hidden"):
+            return 0, None
         cursor, keys = b.scan_hidden(cursor, 1000)
         return cursor, [k for k in keys if k.startswith(prefix)]
     return b.scan(prefix=prefix, cursor=cursor, count=1000)
