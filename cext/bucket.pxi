@@ -673,6 +673,24 @@ cdef class Bucket:
             if cur == 0 or len(keys) >= count:
                 return cur, keys
 
+    def scan_hidden(self, cursor=0, count=100):
+        """(next_cursor, keys) of the bucket's HIDDEN entries only (an object's chunks
+        and head records), as scan walks (0 when done): for the reclaim sweep."""
+        cdef Store s = self.s
+        cdef uint64_t cur, nxt = 0
+        self._b()
+        if not isinstance(cursor, int) or cursor < 0 or cursor >= (1 << 32):
+            raise _err.InvalidArgument(f"cursor {cursor!r} is not one this bucket gave")
+        if count < 1:
+            raise _err.InvalidArgument("count must be at least 1")
+        keys = []
+        cur = cursor
+        while True:
+            keys.extend(read_at_cursor(s, cur, collect_hidden, self.idx, &nxt))
+            cur = nxt
+            if cur == 0 or len(keys) >= count:
+                return cur, keys
+
     # -- writes -----------------------------------------------------------------
     def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
             if_version=None):
@@ -1684,9 +1702,36 @@ cdef list collect_keys(Store s, uint32_t si, object arg):
         exp = bk_load_rlx_i64(&e.expire_ms)
         if exp and exp <= now:
             continue
+        if bk_load_acq8(&e.flags) & BK_E_HIDDEN:
+            continue                        # an object's internal entry
         if plen and memcmp(EKEY(s, off), <const char *>prefix, plen) != 0:
             continue
         out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
+    return out
+
+
+cdef list collect_hidden(Store s, uint32_t si, object arg):
+    """Stripe si's HIDDEN keys of bucket arg, expired ones too (the objects layer's
+    reclaim sweep), read without validation (read_at_cursor validates)."""
+    cdef uint16_t bidx = arg
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint64_t w, off
+    cdef uint32_t i, klen
+    cdef bk_entry *e
+    cdef list out = []
+    for i in range(SLOTS):
+        w = bk_load_rlx64(&slots[i])
+        if w == 0:
+            continue
+        off = w & BK_OFF_MASK
+        if off < s.arena_off or off + 32 > s.size:
+            continue
+        e = ENT(s, off)
+        klen = bk_load_rlx32(&e.klen)
+        if e.bucket != bidx or klen > s.max_key or off + 32 + klen > s.size:
+            continue
+        if bk_load_acq8(&e.flags) & BK_E_HIDDEN:
+            out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
     return out
 
 

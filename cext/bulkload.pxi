@@ -120,7 +120,8 @@ cdef class BulkLoad:
                 if rtype == LOG_SET:
                     bulk_set(s, <uint16_t>idx, r.key, <uint32_t>r.klen, r.value,
                              <uint32_t>r.vlen, expire_ms,
-                             BK_E_SINGLE if r.flags & LOG_SINGLE_READ else 0, r.version)
+                             (r.flags & BK_E_OBJECT) |
+                             (BK_E_SINGLE if r.flags & LOG_SINGLE_READ else 0), r.version)
                 elif rtype == LOG_SET_TTL:
                     bulk_touch(s, <uint16_t>idx, r.key, <uint32_t>r.klen, expire_ms, r.version)
                 elif rtype != 0:

@@ -43,7 +43,7 @@ cdef int recount(Store s) except -1:
                     continue
                 e = ENT(s, w & BK_OFF_MASK)
                 if e.bucket < s.max_buckets:
-                    keys[e.bucket] += 1
+                    keys[e.bucket] += not (e.flags & BK_E_HIDDEN)
                     nbytes[e.bucket] += e.klen + e.vlen
                     if e.cls < s.nclasses:
                         mem[e.bucket] += s.classes[e.cls].chunk_size
@@ -164,7 +164,7 @@ cdef list check_table(Store s):
                 if off in referenced:
                     problems.append(f"{where}: chunk referenced twice")
                 referenced.add(off)
-                keys[e.bucket] = keys.get(e.bucket, 0) + 1
+                keys[e.bucket] = keys.get(e.bucket, 0) + (not (e.flags & BK_E_HIDDEN))
                 nbytes[e.bucket] = nbytes.get(e.bucket, 0) + e.klen + e.vlen
                 mem[e.bucket] = mem.get(e.bucket, 0) + s.classes[c].chunk_size
             if count != st.count:

@@ -698,7 +698,8 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
             s.last_pos = pos + rec_size(klen, 0)
     st.count -= 1
     st.nttl -= had_ttl
-    bk_add64(&b.keys, -1)
+    if not (e.flags & BK_E_HIDDEN):
+        bk_add64(&b.keys, -1)               # keys counts the user's: an object is one
     bk_add64(&b.bytes, -<int64_t>(klen + vlen))
     bk_add64(&b.mem, -<int64_t>s.classes[e.cls].chunk_size)
     if e.flags & (BK_E_MANIFEST | BK_E_HIDDEN):
@@ -885,7 +886,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         chunk_free(s, old_off)
     else:
         st.count += 1
-        bk_add64(&b.keys, 1)
+        if not (eflags & BK_E_HIDDEN):
+            bk_add64(&b.keys, 1)            # keys counts the user's: an object is one
         if st.count >= BK_SPLIT_AT:
             s.split_due = 1                     # after the unlock: grow_index (GROWTH)
     bk_add64(&b.bytes, dbytes)

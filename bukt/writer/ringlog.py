@@ -29,7 +29,7 @@ import logging
 from bukt.writer import aof
 from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, SET, SET_TTL,
                   SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE)
-from bukt.writer.restore import CORE_SINGLE, settings_from_meta
+from bukt.writer.restore import CORE_SINGLE, log_flags, settings_from_meta
 from bukt.writer.buckettable import read_table
 
 __all__ = ["RingTranslator", "RING_SET", "RING_DEL", "RING_EXPIRED", "RING_EVICTED",
@@ -40,6 +40,15 @@ log = logging.getLogger("bukt.writer")
 RING_SET, RING_DEL, RING_EXPIRED, RING_EVICTED, RING_TOUCH, RING_META = 1, 2, 3, 4, 5, 16
 from bukt.feed import RF_FEED as RING_FEED_ONLY    # a cache-only bucket's change: for
                                                     # the change feed alone, never logged
+
+
+def entry_flags(ring_flags: int) -> int:
+    """The entry's core flags from a ring_read tuple's flags: its record's flags byte
+    (single-read and the ring's BK_RF_* bits) in the low byte, the entry's object bits
+    (its record's eflags) in the next (cext/meta.pxi, ring_read)."""
+    return (ring_flags & CORE_SINGLE) | (ring_flags >> 8)
+
+
 _KEY_ONLY = {RING_DEL: DELETE, RING_EXPIRED: EXPIRE, RING_EVICTED: EVICT}
 _TOKEN = aof._TOKEN
 _U32 = aof._U32
@@ -77,12 +86,12 @@ class RingTranslator:
                     continue
             if rtype == RING_SET:
                 out.append(encode((SET, seq, name, key, value, expire_ms,
-                                   SINGLE_READ if flags & CORE_SINGLE else 0, version)))
+                                   log_flags(entry_flags(flags)), version)))
             elif rtype in _KEY_ONLY:
                 out.append(encode((_KEY_ONLY[rtype], seq, name, key, b"", 0, 0, 0)))
             elif rtype == RING_TOUCH:
                 out.append(encode((SET_TTL, seq, name, key, b"", expire_ms,
-                                   SINGLE_READ if flags & CORE_SINGLE else 0, version)))
+                                   log_flags(entry_flags(flags)), version)))
             elif rtype == RING_META:
                 out.append(encode(self._meta(seq, name, json.loads(value))))
             else:

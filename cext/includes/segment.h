@@ -290,6 +290,10 @@ typedef struct {
     int64_t  log_current_ms;    /* wall ms at which the log last held every change
                                    committed to the ring (the writer process; THE LAG
                                    LIMIT) */
+    uint64_t readers_off;       /* nreaders x bk_reader: object reads in flight (store.pxi,
+                                   THE READER REGISTRY) */
+    uint32_t nreaders;          /* max_procs x BK_READERS_PER_PROC */
+    uint32_t _pad7;
 } bk_header;
 
 typedef struct {
@@ -393,6 +397,14 @@ typedef struct {
                                    (Bucket.add_comp_saved) */
 } bk_bucket;
 
+/* an object read in flight (store.pxi, THE READER REGISTRY) */
+#define BK_READERS_PER_PROC 16u /* the registry holds max_procs x this many reads */
+typedef struct {
+    uint64_t owner;             /* pid | start (low 32 bits) << 32 of the reading process,
+                                   0 = free; claimed by CAS; a dead owner's is free */
+    int64_t  since_ns;          /* CLOCK_MONOTONIC ns the read began, 0 = not yet */
+} bk_reader;
+
 typedef struct {
     uint32_t pid;               /* owner of this counter slot, 0 = free */
     uint32_t start;             /* the owner's start time, low 32 bits; pid and start
@@ -437,6 +449,7 @@ _Static_assert(offsetof(bk_header, retired) / 64 == offsetof(bk_header, index_ge
                "the retired flag shares index_geom's line, which every get reads");
 _Static_assert(sizeof(bk_header) <= BK_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(bk_counters) == 64, "counters are one cache line");
+_Static_assert(sizeof(bk_reader) == 16, "a reader slot is two words");
 
 /* ---- atomics: explicit ordering, as design.md invariant 2 asks ---- */
 static inline uint64_t bk_load_acq64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -458,6 +471,9 @@ static inline int bk_cas64(uint64_t *p, uint64_t expect, uint64_t want) {
     return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 static inline void bk_fence_acq(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void bk_fence_seq(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void bk_store_seq_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline int64_t bk_load_seq_i64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void bk_fence_rel(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline int bk_cas32(uint32_t *p, uint32_t expect, uint32_t want) {
     return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);

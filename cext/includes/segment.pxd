@@ -33,6 +33,8 @@ cdef extern from "segment.h" nogil:
         uint64_t total_size
         uint64_t generation
         uint64_t objects_retired
+        uint64_t readers_off
+        uint32_t nreaders
         int64_t created_ms
         uint32_t mode
         uint32_t flags
@@ -177,6 +179,11 @@ cdef extern from "segment.h" nogil:
         uint64_t feed_since
         int64_t comp_saved
 
+    uint32_t BK_READERS_PER_PROC
+    ctypedef struct bk_reader:
+        uint64_t owner
+        int64_t since_ns
+
     ctypedef struct bk_proc:
         uint32_t pid
         uint32_t start
@@ -234,5 +241,8 @@ cdef extern from "segment.h" nogil:
     int64_t bk_now_ms()
     int64_t bk_now_coarse_ms()
     int64_t bk_mono_ns()
+    void bk_fence_seq()
+    void bk_store_seq_i64(int64_t *p, int64_t v)
+    int64_t bk_load_seq_i64(const int64_t *p)
     bint bk_pid_alive(uint32_t pid)
     uint64_t bk_hash(const void *key, size_t len, uint64_t seed)

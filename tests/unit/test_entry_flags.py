@@ -322,3 +322,61 @@ def test_check_accepts_object_flags_and_reports_bad_combinations(store, segname,
     assert any("HIDDEN" in p for p in store.check())
     _poke(segname, at, 0x01 | HIDDEN | ZSTD)
     assert store.check() == []
+
+
+def test_scan_skips_hidden_entries_and_scan_hidden_lists_only_them(store, bucket):
+    for i in range(300):
+        bucket.set(b"user%03d" % i, b"v")
+        bucket.put_entry(P + b"chunk%03d" % i, b"c", HIDDEN)
+    bucket.put_entry(P + b"old", b"c", HIDDEN, ttl=0.001)     # expired: still listed
+    keys, cur = [], 0
+    while True:
+        cur, page = bucket.scan(b"", cur, 50)
+        keys += page
+        if cur == 0:
+            break
+    assert sorted(keys) == [b"user%03d" % i for i in range(300)]
+    keys, cur = [], 0
+    while True:
+        cur, page = bucket.scan_hidden(cur, 64)
+        keys += page
+        if cur == 0:
+            break
+    assert sorted(keys) == sorted([P + b"chunk%03d" % i for i in range(300)] + [P + b"old"])
+    assert bucket.scan(P)[1] == []                   # a prefix does not reveal them
+    # the keys gauge counts the user's keys (an object is one); bytes and memory
+    # count every entry
+    st = bucket.stats()
+    assert st["keys"] == 300
+    assert st["bytes"] == sum(len(b"user%03d" % i) + 1 + len(P + b"chunk%03d" % i) + 1
+                              for i in range(300)) + len(P + b"old") + 1
+    bucket.delete_entry(P + b"chunk000")
+    assert bucket.stats()["keys"] == 300
+    store.recount()
+    assert bucket.stats()["keys"] == 300
+    assert store.check() == []
+
+
+def test_feed_events_leave_hidden_entries_out():
+    from bukt.feed import ring_records_to_events
+    recs = [(10, 1, 0, 1, b"user", b"v", 0, 5, 0),
+            (11, 1, 0, 1, P + b"c", b"chunk", 0, 6, HIDDEN << 8),
+            (12, 2, 0, 1, P + b"c", b"", 0, 6, (HIDDEN | ZSTD) << 8),
+            (13, 1, 0, 1, b"obj", b"manifest", 0, 7, MANIFEST << 8)]
+    assert [e[0] for e in ring_records_to_events(recs, {})] == [10, 13]
+
+
+def test_ring_records_carry_the_entry_flags_apart_from_the_feed_bits(segname):
+    from bukt.writer.ringlog import entry_flags
+    s = bukt.create(segname, size="16MiB")
+    _core.writer_claim(s)
+    b = s.create_bucket("p")                        # logged: its records reach the ring
+    b.put_entry(P + b"c", b"chunk", HIDDEN | ZSTD)
+    b.put_entry(b"o", b"m", MANIFEST | _core.ENTRY_SINGLE)
+    b.expire(b"o", 100)
+    b.delete_entry(P + b"c")
+    recs, _pos, _stuck = s.ring_read(100, 1 << 20)
+    got = [(r[1], r[4], entry_flags(r[8])) for r in recs if r[1] != 16]
+    assert got == [(1, P + b"c", HIDDEN | ZSTD), (1, b"o", MANIFEST | _core.ENTRY_SINGLE),
+                   (5, b"o", MANIFEST | _core.ENTRY_SINGLE), (2, P + b"c", HIDDEN | ZSTD)]
+    s.close()
