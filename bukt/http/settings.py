@@ -96,7 +96,6 @@ class HttpSettings:
     s3_bind: str | None = None        # s3.bind: the S3 gateway's address (None: off)
     s3_region: str = "us-east-1"      # s3.region: the region clients sign for
     s3_max_skew: float = 900.0        # s3.max_skew: a signed request's time, +- seconds
-    max_object: int = 64 << 20        # limits.max_object: the largest object
     upload_timeout: float = 3600.0    # objects.upload_timeout: an unfinished multipart
 
     @classmethod
@@ -149,6 +148,5 @@ class HttpSettings:
             s3_bind=get("s3.bind", None) or None,
             s3_region=str(get("s3.region", cls.s3_region)),
             s3_max_skew=_duration(get("s3.max_skew", cls.s3_max_skew)),
-            max_object=_size(get("limits.max_object", cls.max_object)),
             upload_timeout=_duration(get("objects.upload_timeout", cls.upload_timeout)),
         )
