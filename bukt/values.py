@@ -26,6 +26,12 @@ class ValueHooks:
         raise errors.BuktError(f"key {key!r} holds a compressed value (flags {flags:#x}) "
                                "and this build has no codec")
 
+    def check_large(self, bucket, size):
+        """Raises what store_large would for a value of `size` bytes, before any write
+        (Bucket.mset checks every value first)."""
+        from bukt import objects
+        objects.check_size(bucket, size)
+
     def store_large(self, bucket, key, value, ttl, nx, xx, single_read, if_version):
         from bukt import objects
         return objects.store_large(bucket, key, value, ttl, nx, xx, single_read, if_version)
