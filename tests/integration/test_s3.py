@@ -616,3 +616,36 @@ def _hidden_keys(bucket):
         out += keys
         if not cursor:
             return out
+
+
+@pytest.mark.skipif(not objstore.CORE_OBJECTS, reason="needs the core's objects")
+def test_abandoned_upload_reclaimed(tmp_path):
+    """An upload nobody completes or aborts goes whole after objects.upload_timeout:
+    its record, its parts and their chunks."""
+    import bukt
+    svc = Service(tmp_path, memory="64MiB", s3={"bind": f"127.0.0.1:{unused_port()}"},
+                  objects={"upload_timeout": "2s", "sweep_interval": "0.2s"})
+    try:
+        svc.start()
+        svc.token = svc.create_bucket("photos")
+        s3 = client(svc, "photos", s3_secret(svc.token))
+        store = bukt.attach(svc.name)
+        try:
+            bucket = store.bucket("photos")
+            before = set(_hidden_keys(bucket))
+            up = s3.create_multipart_upload(Bucket="photos", Key="left")
+            s3.upload_part(Bucket="photos", Key="left", UploadId=up["UploadId"],
+                           PartNumber=1, Body=os.urandom(3 * MiB))
+            assert len(set(_hidden_keys(bucket)) - before) >= 4   # record, part, chunks
+            wait_for(lambda: set(_hidden_keys(bucket)) <= before, timeout=60,
+                     what="the abandoned upload to be reclaimed")
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                s3.upload_part(Bucket="photos", Key="left", UploadId=up["UploadId"],
+                               PartNumber=2, Body=b"late")
+            assert code_of(e) == "NoSuchUpload"
+            assert store.check() == []
+        finally:
+            store.close()
+        assert svc.stop() == 0
+    finally:
+        svc.cleanup()
