@@ -192,10 +192,12 @@ def test_wrong_signatures_refused(svc, s3):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         bad.get_object(Bucket="photos", Key="secret")
     assert code_of(e) == "SignatureDoesNotMatch"
+    # an access key id naming no bucket gets the same answer: whether a bucket
+    # exists is not told to a caller who cannot sign for it
     unknown = client(svc, "nosuchbucket", s3_secret(svc.token))
     with pytest.raises(botocore.exceptions.ClientError) as e:
         unknown.get_object(Bucket="photos", Key="secret")
-    assert code_of(e) == "InvalidAccessKeyId"
+    assert code_of(e) == "SignatureDoesNotMatch"
     # another bucket's credentials, valid for that bucket, do not open this one
     other = client(svc, "other", s3_secret(svc.other))
     other.put_object(Bucket="other", Key="mine", Body=b"o")

@@ -248,11 +248,12 @@ class S3App:
                 return principal
         if guard is not None:
             guard.failed(req.peer)
-        if not candidates or all(pr.is_admin for pr, _ in candidates):
-            raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does "
-                                                "not exist in our records.")
+        # One answer whether or not the bucket named exists: like the rest of the HTTP
+        # face (bukt/http/auth.py), a caller who cannot sign learns nothing of it.
         raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does "
-                                               "not match the signature you provided.")
+                      "not match the signature you provided: no token of the bucket "
+                      "named by the access key id, nor the admin token, signed it "
+                      "(the secret is the token's SHA-256 in hex: docs/s3.md)")
 
     @staticmethod
     def allow(req, bucket, perm):
