@@ -162,6 +162,10 @@ def test_copy_object(s3):
     assert s3.get_object(Bucket="photos", Key="dst")["Body"].read() == b"copy me"
 
 
+def test_banner_names_the_gateway(svc):
+    assert f"S3           http://{svc.settings['s3']['bind']}" in svc.log()
+
+
 def test_buckets_follow_token_permissions(svc, s3, admin):
     names = [b["Name"] for b in admin.list_buckets()["Buckets"]]
     assert {"photos", "other"} <= set(names)
