@@ -135,10 +135,7 @@ class Reclaimer:
 
 def scan_hidden(bucket, cursor, count):
     """(next cursor, hidden keys) of a bucket, through the core's scan_hidden."""
-    scan = getattr(bucket, "scan_hidden", None)
-    if scan is not None:
-        return scan(cursor, count)
-    return bucket.scan(mf.PREFIX, cursor, count)   # a core that still lists them
+    return bucket.scan_hidden(cursor, count)
 
 
 def hidden_keys(bucket) -> list:

@@ -100,8 +100,7 @@ def raw_delete(bucket, key, if_version=0):
 
 def reader_enter(store):
     """Register a reader (the core's readers region); its token."""
-    enter = getattr(store, "object_reader_enter", None)
-    return enter() if enter is not None else None
+    return store.object_reader_enter()
 
 
 def reader_exit(store, token):
@@ -111,8 +110,7 @@ def reader_exit(store, token):
 
 def readers_oldest(store) -> int:
     """CLOCK_MONOTONIC ns of the oldest registered reader of any live process; 0: none."""
-    oldest = getattr(store, "object_readers_oldest", None)
-    return oldest() if oldest is not None else 0
+    return store.object_readers_oldest()
 
 
 def now_ms() -> int:

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-import bukt
 from bukt import objects
 from bukt.errors import DigestMismatch, ObjectGone, ObjectTooLarge, VersionMismatch
 from bukt.objects import manifest as mf
@@ -19,11 +18,6 @@ from writer_harness import ROOT, Instance, wait_for
 
 CLIENT = os.path.join(ROOT, "tests", "support", "object_client.py")
 MiB = 1 << 20
-# (until the core has them: its readers region, and flags kept by the log)
-needs_registry = pytest.mark.skipif(not hasattr(bukt.Store, "object_reader_enter"),
-                                    reason="the core's reader registry")
-needs_logged_flags = pytest.mark.skipif(not hasattr(bukt.Bucket, "scan_hidden"),
-                                        reason="the core's logged entry flags")
 
 
 @pytest.fixture
@@ -161,7 +155,6 @@ def test_a_missing_chunk_means_the_object_is_gone(store):
 
 
 @pytest.mark.slow
-@needs_registry
 def test_concurrent_readers_never_see_a_mix(inst, store, tmp_path):
     """Reader processes read one key whole, digest checked, while another process
     overwrites it and the writer's sweep reclaims the old versions under them."""
@@ -244,13 +237,12 @@ def test_full_segment_lru_evicts_whole_objects(tmp_path):
 
 
 @pytest.mark.slow
-@needs_logged_flags
 def test_cold_restart_keeps_objects_whole(inst, store):
     b = store.bucket("b")
     data = {b"a": os.urandom(3 * MiB + 1), b"b": os.urandom(2 * MiB)}
     for k, v in data.items():
         objects.put(b, k, v, content_type="application/x-test")
-    objects.put(b, b"a", data[b"a"][::-1])          # an overwrite, logged too
+    objects.put(b, b"a", data[b"a"][::-1], content_type="application/x-test")  # logged too
     data[b"a"] = data[b"a"][::-1]
     store.close()
     inst.stop(inst.procs[-1])

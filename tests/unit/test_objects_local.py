@@ -62,16 +62,13 @@ def test_put_open_ranges_and_hooks(store):
     b.set(b"big", data)                         # the hook stores it
     assert objects.head(b, b"big").size == len(data)
     # hidden entries: not listed, not readable by key, not writable by users
-    if hasattr(b, "scan_hidden"):              # (the core's listing skips them)
-        assert sorted(b.scan(b"", 0, 100)[1]) == [b"big", b"k"]
+    assert sorted(b.scan(b"", 0, 100)[1]) == [b"big", b"k"]
     chunk = mf.chunk_key(m.oid, 0)
     assert b.get(chunk) is None
     with pytest.raises(InvalidArgument):
         b.set(chunk, b"x")
 
 
-@pytest.mark.skipif(not hasattr(bukt.Store, "object_reader_enter"),
-                    reason="the core's reader registry")
 def test_the_sweep_waits_for_a_reader_that_may_hold_the_chunks(store):
     b = store.bucket("b")
     old = os.urandom(3 * MiB)
