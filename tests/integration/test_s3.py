@@ -655,3 +655,43 @@ def test_abandoned_upload_reclaimed(tmp_path):
         assert svc.stop() == 0
     finally:
         svc.cleanup()
+
+
+def test_readers_never_see_a_mix_during_overwrites(svc):
+    """Two bodies of several chunks written in turn under one key while readers GET
+    it whole: every read is one body or the other, never pieces of both."""
+    import threading
+    bodies = [os.urandom(3 * MiB + 17), os.urandom(3 * MiB + 17)]
+    digests = {hashlib.sha256(b).hexdigest() for b in bodies}
+    writer = client(svc, "photos", s3_secret(svc.token))
+    writer.put_object(Bucket="photos", Key="flip", Body=bodies[0])
+    stop, seen, errors = threading.Event(), [], []
+
+    def read():
+        c = client(svc, "photos", s3_secret(svc.token))
+        while not stop.is_set():
+            try:
+                data = c.get_object(Bucket="photos", Key="flip")["Body"].read()
+            except Exception as e:      # noqa: BLE001 - reported below
+                errors.append(repr(e))
+                return
+            seen.append(hashlib.sha256(data).hexdigest())
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(30):
+            writer.put_object(Bucket="photos", Key="flip", Body=bodies[i % 2])
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(60)
+    assert not errors
+    assert seen and set(seen) <= digests
+    writer.delete_object(Bucket="photos", Key="flip")
+    import bukt
+    store = bukt.attach(svc.name)
+    try:
+        assert store.check() == []
+    finally:
+        store.close()
