@@ -695,3 +695,10 @@ def test_readers_never_see_a_mix_during_overwrites(svc):
         assert store.check() == []
     finally:
         store.close()
+
+
+def test_requests_are_counted(svc, s3):
+    s3.list_objects_v2(Bucket="photos", Prefix="none/")
+    status, body = svc.http("GET", "/metrics", headers={"X-Auth-Token": svc.admin_token()})
+    assert status == 200
+    assert b'route="s3"' in body
