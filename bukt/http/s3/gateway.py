@@ -373,7 +373,6 @@ class S3App:
 
     async def delete_bucket(self, req, send, rid):
         b = self.bucket(req, ADMIN)
-        _, keys = b.scan(cursor=0, count=1)
         cursor = 0
         while True:
             cursor, keys = b.scan(cursor=cursor, count=100)
