@@ -701,3 +701,9 @@ def test_requests_are_counted(svc, s3):
     status, body = svc.http("GET", "/metrics", headers={"X-Auth-Token": svc.admin_token()})
     assert status == 200
     assert b'route="s3"' in body
+
+
+def test_bucket_location_and_region(s3):
+    assert s3.get_bucket_location(Bucket="photos").get("LocationConstraint") in (None, "")
+    h = s3.head_bucket(Bucket="photos")
+    assert h["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == "us-east-1"

@@ -24,6 +24,7 @@ import secrets
 import time
 import zlib
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
+from xml.sax.saxutils import escape as xml_escape
 
 from bukt.errors import BucketExists, BucketNotFound, DigestMismatch, IntegrityError, \
     InvalidArgument, LimitExceeded, ObjectGone, RingFull, SegmentFull, ValueTooLarge, \
@@ -300,7 +301,10 @@ class S3App:
                 return 200
             if m == "GET" and "location" in q:
                 self.bucket(req, READ)
-                return await self.xml(send, rid, doc("LocationConstraint", ""))
+                # S3 says us-east-1 with an empty constraint
+                return await self.xml(send, rid, doc(
+                    "LocationConstraint", "" if self.region == "us-east-1" else
+                    xml_escape(self.region)))
             if m == "GET" and "uploads" in q:
                 self.bucket(req, READ)
                 return await self.xml(send, rid, doc(
