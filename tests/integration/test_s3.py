@@ -15,7 +15,6 @@ from botocore.config import Config
 
 from serve_harness import Service, unused_port, wait_for
 
-from bukt.http.s3 import objstore
 from bukt.http.s3.sigv4 import s3_secret
 
 pytestmark = pytest.mark.slow
@@ -247,8 +246,6 @@ def test_presigned_url(svc, s3):
     assert e.value.code == 403
 
 
-@pytest.mark.skipif(not objstore.CORE_OBJECTS, reason="needs bukt.objects (parts over "
-                    "limits.max_value)")
 def test_multipart_upload(svc, s3):
     parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(123)]
     up = s3.create_multipart_upload(Bucket="photos", Key="big", ContentType="video/x")
@@ -321,9 +318,7 @@ def aws(svc, token, *args, key_id="photos"):
 
 def test_aws_cli(svc, tmp_path):
     src = tmp_path / "f.bin"
-    # over the CLI's 8 MiB threshold: multipart (objects above limits.max_value need
-    # bukt.objects)
-    data = os.urandom(12 * MiB if objstore.CORE_OBJECTS else 256 << 10)
+    data = os.urandom(12 * MiB)       # over the CLI's 8 MiB threshold: multipart
     src.write_bytes(data)
     small = tmp_path / "s.txt"
     small.write_text("small")
@@ -464,7 +459,7 @@ def test_client_killed_mid_put_leaves_old_object(svc, s3):
     store = bukt.attach(svc.name)
     try:
         bucket = store.bucket("photos")
-        before = set(_hidden_keys(bucket)) if objstore.CORE_OBJECTS else set()
+        before = set(_hidden_keys(bucket))
         new = os.urandom(3 * MiB)
         h = signed(svc, "PUT", "/photos/victim", body=new)
         host, port = svc.settings["s3"]["bind"].split(":")
@@ -472,18 +467,16 @@ def test_client_killed_mid_put_leaves_old_object(svc, s3):
                               json.dumps([host, int(port), h, 2 * MiB])],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "sent"
-        if objstore.CORE_OBJECTS:
-            # the body is being stored as it comes: chunks of the new object exist
-            wait_for(lambda: set(_hidden_keys(bucket)) - before,
-                     what="the upload's first chunks")
+        # the body is being stored as it comes: chunks of the new object exist
+        wait_for(lambda: set(_hidden_keys(bucket)) - before,
+                 what="the upload's first chunks")
         p.stdin.write("\n")
         p.stdin.flush()
         assert p.wait(10) == -9
-        if objstore.CORE_OBJECTS:
-            # the chunks the dead client's body became are deleted when the server
-            # sees the connection gone
-            wait_for(lambda: set(_hidden_keys(bucket)) <= before,
-                     what="the dead upload's chunks to go")
+        # the chunks the dead client's body became are deleted when the server sees
+        # the connection gone
+        wait_for(lambda: set(_hidden_keys(bucket)) <= before,
+                 what="the dead upload's chunks to go")
         assert s3.get_object(Bucket="photos", Key="victim")["Body"].read() == old
         assert store.check() == []
     finally:
@@ -586,7 +579,6 @@ def test_list_objects_v1(s3):
     s3.delete_objects(Bucket="photos", Delete={"Objects": [{"Key": k} for k in keys]})
 
 
-@pytest.mark.skipif(not objstore.CORE_OBJECTS, reason="needs the core's objects")
 def test_corrupt_object_never_served_whole(svc, s3):
     """A chunk changed behind the objects layer's back: a GET is cut short (the client
     sees an incomplete body), never handed the wrong bytes as the object."""
@@ -623,7 +615,6 @@ def _hidden_keys(bucket):
             return out
 
 
-@pytest.mark.skipif(not objstore.CORE_OBJECTS, reason="needs the core's objects")
 def test_abandoned_upload_reclaimed(tmp_path):
     """An upload nobody completes or aborts goes whole after objects.upload_timeout:
     its record, its parts and their chunks."""

@@ -639,7 +639,7 @@ class S3App:
         uid = req.q.get("uploadId", "")
         if not re.fullmatch(r"[0-9a-f]{32}", uid):
             raise S3Error("NoSuchUpload", "The specified upload does not exist.")
-        got = _peek(b, self.upload_key(uid))
+        got = objstore.get_hidden(b, self.upload_key(uid))
         if got is None:
             raise S3Error("NoSuchUpload", "The specified upload does not exist. The "
                           "upload ID may be invalid, or the upload may have been aborted "
@@ -659,7 +659,8 @@ class S3App:
         # Every entry of an upload carries objects.upload_timeout as its TTL: an
         # upload nobody completes or aborts expires whole, and its chunks are reclaimed
         # like any expired object's.
-        _poke(b, self.upload_key(uid), json.dumps(rec).encode(), self.upload_timeout)
+        objstore.put_hidden(b, self.upload_key(uid), json.dumps(rec).encode(),
+                            self.upload_timeout)
         await self.ctx.durability.settle(req.bucket)
         return await self.xml(send, rid, doc(
             "InitiateMultipartUploadResult", el("Bucket", req.bucket) +
@@ -735,23 +736,18 @@ class S3App:
             "CompleteMultipartUploadResult", el("Location", req.resource) +
             el("Bucket", req.bucket) + el("Key", rec["key"]) + el("ETag", f'"{etag}"')))
 
-    def drop_upload(self, b, uid, parts=()):
-        """Delete an upload's parts (`parts`: their numbers, when known) and record."""
+    def drop_upload(self, b, uid):
+        """Delete an upload's parts and its record."""
         base = self.upload_key(uid)
-        keys = {self.upload_key(uid, n) for n in parts}
-        if not parts:
-            cursor = 0
-            while True:
-                cursor, found = _scan_reserved(b, base + b"/", cursor)
-                if found is None:           # no scan of hidden keys: try every number
-                    keys = {self.upload_key(uid, n) for n in range(1, MAX_PARTS + 1)}
-                    break
-                keys.update(found)
-                if cursor == 0:
-                    break
+        keys, cursor = [], 0
+        while True:
+            cursor, found = objstore.scan_hidden(b, base + b"/", cursor)
+            keys += found
+            if cursor == 0:
+                break
         for k in keys:
             objstore.delete(b, k)
-        _unpoke(b, base)
+        objstore.delete_hidden(b, base)
 
     async def abort_upload(self, req, send, rid):
         b = self.bucket(req, WRITE)
@@ -760,38 +756,6 @@ class S3App:
         await self.ctx.durability.settle(req.bucket)
         await self.respond(send, 204, [(b"x-amz-request-id", rid.encode())])
         return 204
-
-
-# -- the upload record: a hidden plain entry ---------------------------------------------
-def _poke(b, key, value, ttl):
-    if objstore.chunked(b):
-        return b.put_entry(key, value, objstore.F_HIDDEN, ttl)
-    return b.set(key, value, ttl=ttl)
-
-
-def _peek(b, key):
-    if objstore.chunked(b):
-        from bukt.objects.store import raw_get
-        got = raw_get(b, key)
-    else:
-        got = b.get_entry(key, consume=False)
-    return None if got is None else got[0]
-
-
-def _unpoke(b, key):
-    if objstore.chunked(b):
-        return b.delete_entry(key)
-    return b.delete(key)
-
-
-def _scan_reserved(b, prefix, cursor):
-    """(next cursor, keys starting with `prefix`) among the bucket's reserved keys."""
-    if objstore.chunked(b):
-        if not hasattr(b, "scan_hidden"):
-            return 0, None
-        cursor, keys = b.scan_hidden(cursor, 1000)
-        return cursor, [k for k in keys if k.startswith(prefix)]
-    return b.scan(prefix=prefix, cursor=cursor, count=1000)
 
 
 # -- bodies -------------------------------------------------------------------------------

@@ -1,42 +1,35 @@
-"""The gateway's object calls, in one place: bukt.objects (chunked objects with their
-digests and metadata, docs/design.md "Objects") on a core with the raw entry API, else
-a one-entry form over plain values (no stored metadata; ETag = MD5 of the value, up to
-limits.max_value), so the gateway runs on either core."""
+"""The gateway's object calls, in one place, over bukt.objects (chunked objects with
+their digests and metadata, docs/design.md "Objects"): what S3 needs of a stored
+object, and the hidden entries of multipart uploads."""
 
-import hashlib
-import time
+from bukt import objects as _objects
+from bukt._core import ENTRY_HIDDEN as F_HIDDEN, ENTRY_MANIFEST as F_MANIFEST, \
+    RESERVED_PREFIX
+from bukt.objects.store import raw_get
 
-from bukt import _core, objects as _objects
-from bukt.objects.manifest import RESERVED_PREFIX  # noqa: F401 (one definition, shared)
-
-F_MANIFEST = 0x08
-F_HIDDEN = 0x10
-CORE_OBJECTS = hasattr(_core.Bucket, "put_entry")     # this core stores objects
-
-
-def chunked(bucket):
-    """Whether this core stores objects (the raw entry API of fix/objcore)."""
-    return hasattr(bucket, "put_entry")
+__all__ = ["RESERVED_PREFIX", "aput", "aput_iter", "open_object", "head", "delete",
+           "put_hidden", "get_hidden", "delete_hidden", "scan_hidden"]
 
 
 class Info:
-    """What the gateway needs of a stored object, whichever form it has."""
+    """What the gateway needs of a stored object: its manifest's fields, and (opened
+    for reading) its bytes; a context manager holding the read."""
 
     __slots__ = ("size", "etag", "content_type", "meta", "created_ms", "version",
-                 "_value", "_reader")
+                 "_reader")
+
+    def __init__(self, m, reader=None):
+        self.size, self.version, self.etag = m.size, m.version, m.etag
+        self.content_type, self.meta = m.content_type, dict(m.meta or {})
+        self.created_ms = m.created_ms
+        self._reader = reader
 
     def iter(self, start=0, end=None):
-        if self._reader is not None:
-            yield from self._reader.iter(start, end)
-            return
-        end = self.size if end is None else end
-        step = 1 << 20
-        for off in range(start, end, step):
-            yield self._value[off:min(end, off + step)]
+        return self._reader.iter(start, end)
 
     def close(self):
         r, self._reader = self._reader, None
-        if r is not None and hasattr(r, "close"):
+        if r is not None:
             r.close()
 
     def __enter__(self):
@@ -45,46 +38,6 @@ class Info:
     def __exit__(self, *exc):
         self.close()
         return False
-
-
-def _from_manifest(m, reader=None):
-    i = Info()
-    i.size, i.version = m.size, m.version
-    i.etag = m.etag
-    i.content_type = m.content_type
-    i.meta = dict(m.meta or {})
-    i.created_ms = m.created_ms or int(time.time() * 1000)
-    i._value, i._reader = None, reader
-    return i
-
-
-def _from_value(value, version):
-    i = Info()
-    i.size, i.version, i._value, i._reader = len(value), version, value, None
-    i.etag = hashlib.md5(value).hexdigest()
-    i.content_type, i.meta = None, {}
-    i.created_ms = int(time.time() * 1000)
-    return i
-
-
-async def aput(ring, bucket, key, read, *, length, content_type=None, meta=None,
-               ttl=None, extra=None, hidden=False):
-    """Store the body `read(n)` gives (async, b"" at its end) at `key`; its version.
-    The body is streamed into chunks as it comes; a read that raises (a digest that
-    differs, the client gone) leaves nothing published. `hidden`: the manifest is
-    flagged HIDDEN too (a multipart upload's part: listings do not show it)."""
-    if chunked(bucket):
-        m = await _objects.aput(ring, _Hiding(bucket) if hidden else bucket, key, read,
-                                length=length, ttl=ttl, content_type=content_type,
-                                meta=meta or None, extra=extra)
-        return m.version
-    pieces = []
-    while True:
-        piece = await read(1 << 20)
-        if not piece:
-            break
-        pieces.append(piece)
-    return await ring.write(bucket.set, key, b"".join(pieces), ttl=ttl)
 
 
 class _Hiding:
@@ -103,6 +56,18 @@ class _Hiding:
         return getattr(self._bucket, name)
 
 
+async def aput(ring, bucket, key, read, *, length, content_type=None, meta=None,
+               ttl=None, extra=None, hidden=False):
+    """Store the body `read(n)` gives (async, b"" at its end) at `key`; its version.
+    The body is streamed into chunks as it comes; a read that raises (a digest that
+    differs, the client gone) leaves nothing published. `hidden`: the manifest is
+    flagged HIDDEN too (a multipart upload's part: no listing shows it)."""
+    m = await _objects.aput(ring, _Hiding(bucket) if hidden else bucket, key, read,
+                            length=length, ttl=ttl, content_type=content_type,
+                            meta=meta or None, extra=extra)
+    return m.version
+
+
 async def aput_iter(ring, bucket, key, pieces, **opts):
     """aput() of an iterable of bytes (a copy, a multipart completion): its writes
     still wait for ring room on the loop, not in it."""
@@ -114,23 +79,38 @@ async def aput_iter(ring, bucket, key, pieces, **opts):
 
 
 def open_object(bucket, key):
-    """An Info (a context manager holding the read) or None."""
-    if chunked(bucket):
-        r = _objects.open(bucket, key)
-        return None if r is None else _from_manifest(r.manifest, r)
-    got = bucket.get_entry(key, consume=True)
-    return None if got is None else _from_value(got[0], got[1])
+    """An Info holding the object for reading, or None."""
+    r = _objects.open(bucket, key)
+    return None if r is None else Info(r.manifest, r)
 
 
 def head(bucket, key):
-    if chunked(bucket):
-        m = _objects.head(bucket, key)
-        return None if m is None else _from_manifest(m)
-    got = bucket.get_entry(key, consume=False)
-    return None if got is None else _from_value(got[0], got[1])
+    """An Info of the object's metadata (nothing read, nothing taken), or None."""
+    m = _objects.head(bucket, key)
+    return None if m is None else Info(m)
 
 
 def delete(bucket, key):
-    if key.startswith(RESERVED_PREFIX) and chunked(bucket):
-        return bool(bucket.delete_entry(key))       # an upload's part or record
-    return bool(bucket.delete(key))
+    if key.startswith(RESERVED_PREFIX):
+        return bool(bucket.delete_entry(key))       # an upload's part
+    return _objects.delete(bucket, key)
+
+
+# -- an upload's record: a hidden plain entry ----------------------------------------------
+def put_hidden(bucket, key, value, ttl):
+    return bucket.put_entry(key, value, F_HIDDEN, ttl)
+
+
+def get_hidden(bucket, key):
+    got = raw_get(bucket, key, peek=True)
+    return None if got is None else got[0]
+
+
+def delete_hidden(bucket, key):
+    return bucket.delete_entry(key)
+
+
+def scan_hidden(bucket, prefix, cursor):
+    """(next cursor, the bucket's hidden keys starting with `prefix`) of one step."""
+    cursor, keys = bucket.scan_hidden(cursor, 1000)
+    return cursor, [k for k in keys if k.startswith(prefix)]
