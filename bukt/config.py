@@ -253,6 +253,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "limits.ring_wait_ms": (1000, _int(0, 3_600_000)),
     "limits.max_transaction_keys": (1024, _int(1, 1 << 20)),
     "limits.max_object": ("64MiB", _size(lo=1, hi=1 << 40)),
+    "limits.object_readers": (1024, _int(1, 1 << 20)),
     "objects.sweep_interval": ("10s", _duration(lo=0.1, hi=3600)),
     "objects.upload_timeout": ("1h", _duration(lo=1, hi=7 * 86400)),
     "feed.size": ("16MiB", _size(lo=64 << 10, hi=1 << 36)),

@@ -40,9 +40,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   |                                     feed_since: bukt/feed.py, THE LEASE) |
   | procs    max_procs x 8 B   pid | start (low 32 bits) owning each row     |
   | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
-  | readers  max_procs x 16 x 16 B   object reads in flight: owner (pid |    |
-  |                           start) | since_ns (store.pxi, THE READER       |
-  |                           REGISTRY)                                      |
+  | readers  nreaders x 16 B   object reads in flight (limits.object_readers):|
+  |                           owner (pid | start) | since_ns (store.pxi,    |
+  |                           THE READER REGISTRY)                           |
   | ring     ring_size   change records for the writer process               |
   | arena    npages x page_size   chunks of the size classes                 |
   +--------------------------------------------------------------------------+

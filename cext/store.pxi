@@ -373,11 +373,16 @@ cdef class Store:
 
     # -- buckets and tokens (meta.pxi) ------------------------------------------
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
-                      default_ttl=None, max_memory=None):
+                      default_ttl=None, max_memory=None, compression=None,
+                      compression_threshold=None, compression_min_saving=None):
         """max_memory: bytes (or a size such as "64MiB") of chunks the bucket's
-        entries may take; None or 0: no limit (docs/api.md)."""
+        entries may take; None or 0: no limit. compression: "none", "zstd" or "lz4";
+        values of at least compression_threshold bytes are stored compressed when
+        that saves compression_min_saving percent (defaults: bukt/codec.py;
+        docs/api.md, Compression)."""
         self._open()
-        return create_bucket(self, name, schema, eviction, persist, default_ttl, max_memory)
+        return create_bucket(self, name, schema, eviction, persist, default_ttl, max_memory,
+                             compression, compression_threshold, compression_min_saving)
 
     def drop_bucket(self, name):
         self._open()
@@ -482,8 +487,8 @@ cdef class Store:
     # one whose owner is dead (a SIGKILLed reader: owners.py, OWNERSHIP), which the
     # next enter takes over, so a killed reader cannot hold chunks for ever. A slot
     # claimed but not yet stamped (since_ns 0) is no reader yet: its manifest read
-    # comes after its stamp. A process runs at most BK_READERS_PER_PROC x max_procs
-    # object reads at once with the others (LimitExceeded past it).
+    # comes after its stamp. All processes together run at most nreaders object
+    # reads at once (limits.object_readers; LimitExceeded past it).
     def object_reader_enter(self):
         """Register an object read in flight; returns the token for
         object_reader_exit. Published (seq_cst) before it returns."""
@@ -512,8 +517,8 @@ cdef class Store:
                 bk_store_seq_i64(&rv[i].since_ns, bk_mono_ns())
                 bk_fence_seq()
                 return i
-        raise _err.LimitExceeded(f"{n} object reads in flight, the registry's size "
-                                 f"({BK_READERS_PER_PROC} per process slot, max_procs)")
+        raise _err.LimitExceeded(f"{n} object reads in flight, all the registry holds "
+                                 "(limits.object_readers): try again when fewer run")
 
     def object_reader_exit(self, token):
         """End the object read `token` (from object_reader_enter)."""
@@ -1085,7 +1090,7 @@ cdef class Store:
 
 def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_buckets,
             uint64_t index_slots, uint64_t ring_size, uint32_t max_procs, double factor,
-            uint64_t page_size=65536):
+            uint64_t page_size=65536, uint32_t object_readers=1024):
     """Plan the regions of a segment of `size` bytes: a dict of offsets and counts."""
     cdef uint64_t max_entry = ENTRY_HDR + max_key + max_value
     cdef uint64_t page = page_size
@@ -1137,7 +1142,8 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
     plan["procs_off"] = off; off = align_to(off + max_procs * sizeof(bk_proc), 64)
     plan["counters_off"] = off; off += <uint64_t>max_procs * max_buckets * sizeof(bk_counters)
     plan["readers_off"] = off = align_to(off, 64)
-    off += <uint64_t>max_procs * BK_READERS_PER_PROC * sizeof(bk_reader)
+    plan["nreaders"] = object_readers
+    off += <uint64_t>object_readers * sizeof(bk_reader)
     plan["ring_off"] = off = align_to(off, 4096); off += ring_size
     pagemap_off = off
     rest = size - off if size > off else 0
@@ -1160,7 +1166,7 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
 
 def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
            max_buckets=64, index_slots=None, ring_size=None, ring_wait=1.0,
-           max_procs=64, size_factor=1.25, max_transaction_keys=1024):
+           max_procs=64, size_factor=1.25, max_transaction_keys=1024, object_readers=1024):
     """Create the segment /bukt-<name> and format it. SegmentExists if it exists."""
     import posix_ipc
     cdef uint64_t nbytes = _parse_size(size)
@@ -1177,9 +1183,11 @@ def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
     if not 1 <= max_transaction_keys <= 0xffffffff:
         raise _err.InvalidArgument(f"max_transaction_keys {max_transaction_keys}: "
                                    "at least 1")
+    if not 1 <= object_readers <= (1 << 20):
+        raise _err.InvalidArgument(f"object_readers {object_readers}: 1..1048576")
     plan = _layout(nbytes, max_key, max_value, max_buckets,
                    _parse_size(index_slots or 0), _parse_size(ring_size or 0),
-                   max_procs, size_factor)
+                   max_procs, size_factor, object_readers=object_readers)
     shm_name = _shm_name(name)
     try:
         shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode, size=0)
@@ -1236,7 +1244,7 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.procs_off = plan["procs_off"]
     h.counters_off = plan["counters_off"]
     h.readers_off = plan["readers_off"]
-    h.nreaders = max_procs * BK_READERS_PER_PROC
+    h.nreaders = plan["nreaders"]
     h.ring_off = plan["ring_off"]
     h.ring_size = plan["ring_size"]
     h.max_key = max_key

@@ -27,6 +27,7 @@ from urllib.parse import unquote_to_bytes
 
 from bukt.errors import BuktError, RingFull
 from bukt.http.auth import READ, WRITE
+from bukt.http.encoding import VARY, accepts_zstd, zstd_bucket
 from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
 from bukt.http.wire import PERCENT, bool_value, ttl_value
@@ -39,6 +40,7 @@ SLOW_HEADERS = frozenset((b"if-match", b"if-none-match", b"range", b"if-range",
 TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 PROBLEM_TYPE = PROBLEM_JSON.encode()
 RAW_TYPES = {t: c.encode() for t, c in CONTENT_TYPES.items()}
+VARY_OUT = (b"vary", VARY.encode())
 log = logging.getLogger("bukt.http")
 
 
@@ -119,12 +121,17 @@ class FastPath:
         else:
             HAND_BACK[0] = True         # an object: the slow path streams it
             try:
+                zstd = zstd_bucket(bucket)
+                if zstd and accepts_zstd(found.get(b"accept-encoding")):
+                    return False                # the slow path codes it (encoding.py)
                 entry = bucket.get_entry(key)   # value, version, TTL: one read
             except BuktError:
                 return False
             finally:
                 HAND_BACK[0] = False
             answer = self._get_answer(entry, path)
+            if zstd:
+                answer[1].append(VARY_OUT)
         status, out, data = answer
         if status != 204:                     # falcon sends none with a 204 either
             out.append((b"content-length", b"%d" % len(data)))

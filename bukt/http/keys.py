@@ -29,6 +29,7 @@ from bukt._core import JsonDocument
 from bukt.errors import VersionMismatch
 from bukt.http import objects as http_objects
 from bukt.http.auth import ADMIN, READ, WRITE
+from bukt.http.encoding import SCHEMA_TYPES, VARY, accepts_zstd, read_stored, zstd_bucket
 from bukt.http.ringwait import persisted
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
@@ -156,10 +157,17 @@ class Key:
             header(req, b"if-none-match") is not None
         # A 304 or 412 is decided on the version alone, before the value is read, so
         # that it never consumes a single-read key.
+        zstd = zstd_bucket(bucket)
+        if zstd:                # the body may be coded: bukt/http/encoding.py
+            resp.vary = (VARY,)
         if conditional and self._not_modified(req, resp, bucket.version(k)):
             return
         if http_objects.is_object(bucket, k):
             return await self._get_object(req, resp, bucket, k, not peek, conditional)
+        if zstd and not peek and header(req, b"range") is None \
+                and accepts_zstd(header(req, b"accept-encoding")):
+            await self._get_coded(req, resp, bucket, k, conditional)
+            return
         if peek:
             entry = bucket.get_entry(k, consume=False)     # a look that takes nothing
         else:
@@ -221,12 +229,33 @@ class Key:
             if reader is not None:
                 reader.close()
 
+    async def _get_coded(self, req, resp, bucket, k, conditional):
+        """A GET from a client that takes zstd, of a zstd bucket's key: the stored
+        frame as the body when the value is stored so (Content-Encoding: zstd). (A
+        peek is answered decoded: the raw read has no peek.)"""
+        entry = await self.ctx.ring.write(read_stored, bucket, k)  # may take a single-read key
+        if conditional and self._not_modified(req, resp, None if entry is None else entry[2]):
+            return
+        if entry is None:
+            raise Problem(404, "not_found", "no such key")
+        body, coding, version, ttl = entry
+        resp.content_type = SCHEMA_TYPES[bucket.schema_name]
+        resp.accept_ranges = "bytes"
+        resp.etag = etag(version)
+        if ttl is not None:
+            resp.set_header(TTL_HEADER, f"{ttl:.3f}")
+        if coding is not None:
+            resp.set_header("Content-Encoding", coding)
+        resp.data = body
+
     async def on_head(self, req, resp, name, key):
         """The GET's headers, Content-Length included, from a peek: a HEAD never
         consumes a single-read key. falcon sends no body for a HEAD."""
         bucket, k = self._open(req, name, key, READ)
         if http_objects.is_object(bucket, k):
             return await self._get_object(req, resp, bucket, k, False, True, head=True)
+        if zstd_bucket(bucket):
+            resp.vary = (VARY,)
         entry = bucket.get_entry(k, consume=False)
         if self._not_modified(req, resp, None if entry is None else entry[1]):
             return

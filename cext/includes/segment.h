@@ -292,7 +292,7 @@ typedef struct {
                                    LIMIT) */
     uint64_t readers_off;       /* nreaders x bk_reader: object reads in flight (store.pxi,
                                    THE READER REGISTRY) */
-    uint32_t nreaders;          /* max_procs x BK_READERS_PER_PROC */
+    uint32_t nreaders;          /* slots of the registry (limits.object_readers) */
     uint32_t _pad7;
 } bk_header;
 
@@ -398,7 +398,6 @@ typedef struct {
 } bk_bucket;
 
 /* an object read in flight (store.pxi, THE READER REGISTRY) */
-#define BK_READERS_PER_PROC 16u /* the registry holds max_procs x this many reads */
 typedef struct {
     uint64_t owner;             /* pid | start (low 32 bits) << 32 of the reading process,
                                    0 = free; claimed by CAS; a dead owner's is free */

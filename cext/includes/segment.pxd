@@ -179,7 +179,6 @@ cdef extern from "segment.h" nogil:
         uint64_t feed_since
         int64_t comp_saved
 
-    uint32_t BK_READERS_PER_PROC
     ctypedef struct bk_reader:
         uint64_t owner
         int64_t since_ns

@@ -112,3 +112,32 @@ def test_an_object_over_max_object_is_refused_before_its_body(svc):
     finally:
         conn.close()
     assert request(svc, "GET", "huge")[0] == 404
+
+
+def test_a_damaged_object_is_cut_short_never_served_whole(svc):
+    import bukt
+    from bukt import objects
+    from bukt.objects import manifest as mf
+    data = os.urandom(3 * MiB)
+    assert request(svc, "PUT", "dmg", data)[0] == 204
+    store = bukt.attach(svc.name)
+    try:
+        b = store.bucket("files")
+        m = objects.head(b, b"dmg")
+        key = mf.chunk_key(m.oid, m.nchunks - 1)
+        value, flags, _, _ = b.read_entry(key)
+        b.put_entry(key, value[:-1] + bytes([value[-1] ^ 1]), flags)
+    finally:
+        store.close()
+    conn = http.client.HTTPConnection("127.0.0.1", svc.http_port, timeout=60)
+    try:
+        conn.request("GET", "/api/v1/buckets/files/keys/dmg",
+                     headers={"X-Auth-Token": svc.token})
+        r = conn.getresponse()
+        assert r.status == 200 and int(r.getheader("content-length")) == len(data)
+        with pytest.raises(http.client.IncompleteRead) as e:
+            r.read()
+        assert len(e.value.partial) < len(data)
+    finally:
+        conn.close()
+    assert "does not match" in svc.log()

@@ -174,7 +174,9 @@ class Model:
     def bucket_info(self, name):
         b = self._state(name)
         return dict(name=b.name, schema=b.schema, eviction=b.eviction, persist=b.persist,
-                    default_ttl=b.default_ttl, max_memory=b.max_memory)
+                    default_ttl=b.default_ttl, max_memory=b.max_memory,
+                    compression="none", compression_threshold=None,
+                    compression_min_saving=None)    # (the model never compresses)
 
     def stats(self):
         per = [self.bucket(name).stats() for name in self._buckets]
@@ -248,7 +250,7 @@ class Bucket:
             raise BucketNotFound(f"no bucket {self.name!r}")
         return self._b
 
-    def _encode(self, value, objects=False):
+    def _encode(self, value, objects=False, late=False):
         schema, raw = self._b.schema, value
         if isinstance(raw, str):
             try:
@@ -274,10 +276,14 @@ class Bucket:
             if not objects or self._m.max_key < OBJECT_KEY:
                 raise ValueTooLarge(f"value of {len(raw)} bytes is over "
                                     f"max_value={self._m.max_value}")
-            if len(raw) > self._m.max_object:
-                raise ObjectTooLarge(f"object of {len(raw)} bytes is over "
-                                     f"limits.max_object={self._m.max_object}")
+            if not late:
+                self._object_size(raw)
         return raw
+
+    def _object_size(self, raw):
+        if len(raw) > self._m.max_object:
+            raise ObjectTooLarge(f"object of {len(raw)} bytes is over "
+                                 f"limits.max_object={self._m.max_object}")
 
     def _decode(self, raw):
         return {"bytes": bytes, "str": bytes.decode, "int": int}[self._b.schema](raw)
@@ -378,8 +384,9 @@ class Bucket:
     def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
             if_version=None):
         self._bucket()
-        key, raw, expire_ms = self._m._key(key), self._encode(value, True), \
-            self._ttl_or_default(ttl)
+        key, raw = self._m._key(key), self._encode(value, True, late=True)
+        expire_ms = self._ttl_or_default(ttl)
+        self._object_size(raw)          # the store checks it after the TTL
         if nx and xx:
             raise InvalidArgument("nx and xx exclude each other")
         if if_version is not None and (not _is_int(if_version) or if_version < 0):

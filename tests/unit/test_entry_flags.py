@@ -397,3 +397,12 @@ def test_the_raw_api_counts_nothing_and_a_large_set_counts_one_write(store, buck
     assert after["writes"] == before["writes"] + 2
     bucket.get(b"big")                               # decode reads parts: one hit
     assert bucket.stats()["hits"] == before["hits"] + 1
+
+
+def test_read_entry_peek_leaves_a_single_read_entry(bucket):
+    v = bucket.put_entry(b"once", b"m", MANIFEST | _core.ENTRY_SINGLE)
+    assert bucket.read_entry(b"once", peek=True) == (b"m", MANIFEST | _core.ENTRY_SINGLE, v, 0)
+    assert bucket.read_entry(b"once", peek=True) is not None
+    assert bucket.read_entry(b"once") is not None       # a read takes it
+    assert bucket.read_entry(b"once", peek=True) is None
+    assert bucket.max_value == bucket.store.limits["max_value"]
