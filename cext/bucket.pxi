@@ -427,7 +427,7 @@ cdef class Bucket:
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
         cdef uint64_t h = khash(self.idx, kb, n), off
         cdef uint32_t si = stripe_of(s, h)
-        cdef int slot
+        cdef int slot, raw
         cdef bk_entry *e
         if s.readonly:
             return self._readonly_get(kb, mode & ~GET_RAW, status, snap)
@@ -448,6 +448,7 @@ cdef class Bucket:
             if (e.flags & BK_E_HIDDEN) and not (mode & GET_RAW):
                 status[0] = MISS        # an object's internal entry: not the user's
                 return None
+            raw = mode & GET_RAW
             mode &= ~GET_RAW
             snap.version, snap.expire_ms, snap.vlen, snap.flags = e.version, e.expire_ms, e.vlen, e.flags
             val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
@@ -455,7 +456,8 @@ cdef class Bucket:
                 if not do_delete_at(s, si, slot, off, BK_T_DEL):
                     raise ring_full(s, "change ring full: the key was not consumed",
                                     rec_size(n, 0))
-                bk_add64(&s.counters(self.idx).deletes, 1)
+                if not raw:
+                    bk_add64(&s.counters(self.idx).deletes, 1)
             status[0] = HIT
             return val
         finally:
@@ -720,8 +722,11 @@ cdef class Bucket:
         if <uint64_t>PyBytes_GET_SIZE(vb) > s.max_value:
             if ttl is not None:
                 ttl_ms(ttl)
-            return _hooks.store_large(self, kb, vb, ttl, bool(nx), bool(xx),
-                                      bool(single_read), if_version)
+            ver = _hooks.store_large(self, kb, vb, ttl, bool(nx), bool(xx),
+                                     bool(single_read), if_version)
+            if ver:
+                bk_add64(&s.counters(self.idx).writes, 1)   # one write, however many
+            return ver                                      # entries the object took
         if b.compression and _hooks is not None \
                 and <uint64_t>PyBytes_GET_SIZE(vb) >= b.comp_threshold:
             packed = _hooks.compress(self, vb)
@@ -731,13 +736,16 @@ cdef class Bucket:
         ver = self._put(kb, vb, self._expire_for(ttl, b), nx, xx, eflags,
                         if_version is not None, 0 if if_version is None else if_version,
                         True)
+        if ver:
+            bk_add64(&s.counters(self.idx).writes, 1)
         return ver if ver else None
 
     cdef uint64_t _put(self, bytes kb, bytes vb, int64_t expire_ms, bint nx, bint xx,
                        uint8_t eflags, bint check, uint64_t want,
                        bint mismatch_raises) except? 0:
         """The write of set and put_entry: kb and vb checked, the flags given. 0 when
-        nx/xx (or, unless mismatch_raises, the version check) says no."""
+        nx/xx (or, unless mismatch_raises, the version check) says no. Counts nothing
+        (set counts its write: the raw API's entries are parts of one)."""
         cdef Store s = self.s
         cdef bk_bucket *b = &s.bucketv[self.idx]
         cdef uint32_t n, vlen, si
@@ -771,7 +779,6 @@ cdef class Bucket:
                         self._count_expired()
                     ver = do_set(s, si, h, self.idx, kb, n, vb, vlen, expire_ms,
                                  eflags, found, off)
-                    bk_add64(&s.counters(self.idx).writes, 1)
                 finally:
                     unlock_stripe(s, si)
             except StripeFull as full:
@@ -828,12 +835,10 @@ cdef class Bucket:
         cdef bytes kb
         cdef int status
         cdef snap_t snap
-        cdef bk_counters *cnt
         if take:
             self.s._writable()
         self._b()
         kb = as_key(self.s, key)
-        cnt = self.s.counters(self.idx)
         if not take:
             val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb),
                             COPY_PLAIN, &status, &snap)
@@ -841,10 +846,8 @@ cdef class Bucket:
                 val = self._slow_get(kb, GET_READ | GET_RAW, &status, &snap)
         else:
             val = self._slow_get(kb, GET_TAKE | GET_RAW, &status, &snap)
-        if status != HIT:
-            cnt.misses += 1
-            return None
-        cnt.hits += 1
+        if status != HIT:               # (not counted: the raw API reads parts of what
+            return None                 # the user's read, counted once, asked for)
         return val, snap.flags & BK_E_CARRY, snap.version, snap.expire_ms
 
     def delete_entry(self, key, if_version=0):
@@ -858,7 +861,7 @@ cdef class Bucket:
             raise _err.InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
         kb = as_key(self.s, key)
         try:
-            return self._delete_one(kb, if_version != 0, if_version) == 1
+            return self._delete_one(kb, if_version != 0, if_version, False) == 1
         except _err.VersionMismatch:
             return False
 
@@ -1008,8 +1011,9 @@ cdef class Bucket:
                                         0 if if_version is None else if_version)
         return deleted
 
-    cdef int _delete_one(self, bytes kb, bint check, uint64_t want) except -1:
-        """Delete one key; with `check`, only if it is at version `want` (0: absent)."""
+    cdef int _delete_one(self, bytes kb, bint check, uint64_t want, bint count=True) except -1:
+        """Delete one key; with `check`, only if it is at version `want` (0: absent).
+        count=False: not in the deletes counter (the raw API's delete_entry)."""
         cdef Store s = self.s
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb), si
         cdef uint64_t h = khash(self.idx, kb, n), off, cur
@@ -1036,7 +1040,8 @@ cdef class Bucket:
                     if not do_delete_at(s, si, slot, off, BK_T_DEL):
                         raise ring_full(s, "change ring full: the key was not deleted",
                                         rec_size(n, 0))
-                    bk_add64(&s.counters(self.idx).deletes, 1)
+                    if count:
+                        bk_add64(&s.counters(self.idx).deletes, 1)
                     existed = 1
         finally:
             unlock_stripe(s, si)

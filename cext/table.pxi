@@ -1072,6 +1072,8 @@ cdef int free_if_orphan(Store s, uint32_t si, uint64_t off) except -1:
     for i in range(SLOTS):
         if (slots[i] & BK_OFF_MASK) == off and slots[i] != 0:
             return 0
+    if e.flags & (BK_E_MANIFEST | BK_E_HIDDEN):
+        bk_fetch_add_u64(&s.hdr.objects_retired, 1)     # (an extra sweep is harmless)
     chunk_free(s, off)
     return 1
 

@@ -178,8 +178,7 @@ def _dump_jsonl(t, wanted, out) -> int:
 
 
 def _dump_snapshot(t, wanted, path) -> int:
-    from bukt.writer import Record, write_base
-    from bukt.writer.restore import log_flags
+    from bukt.writer import Record, log_flags, write_base
     if not isinstance(t, LocalTarget):
         raise CliError(REFUSED, "--format snapshot works attached only")
     table = _live_table(t.store, wanted)
@@ -343,8 +342,7 @@ def _load_jsonl(ld, src, progress):
 
 
 def _load_snapshot(ld, path, progress):
-    from bukt.writer import BUCKET_CREATE, SET, SINGLE_READ, TOKEN_ADD, read_base
-    from bukt.writer.restore import core_flags
+    from bukt.writer import BUCKET_CREATE, SET, SINGLE_READ, TOKEN_ADD, core_flags, read_base
     if not ld.local:
         raise CliError(REFUSED, "a snapshot loads attached only (no --url); dump JSON lines "
                                 "to load over the network")

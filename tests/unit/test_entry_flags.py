@@ -380,3 +380,20 @@ def test_ring_records_carry_the_entry_flags_apart_from_the_feed_bits(segname):
     assert got == [(1, P + b"c", HIDDEN | ZSTD), (1, b"o", MANIFEST | _core.ENTRY_SINGLE),
                    (5, b"o", MANIFEST | _core.ENTRY_SINGLE), (2, P + b"c", HIDDEN | ZSTD)]
     s.close()
+
+
+def test_the_raw_api_counts_nothing_and_a_large_set_counts_one_write(store, bucket, hooks):
+    before = bucket.stats()
+    bucket.put_entry(P + b"c", b"chunk", HIDDEN)
+    bucket.read_entry(P + b"c")
+    bucket.read_entry(P + b"nope")
+    bucket.read_entry(P + b"c", take=True)
+    bucket.put_entry(P + b"c", b"chunk", HIDDEN)
+    bucket.delete_entry(P + b"c")
+    assert bucket.stats() == before
+    bucket.set(b"big", b"x" * (store.limits["max_value"] + 1))
+    bucket.set(b"small", b"x")
+    after = bucket.stats()
+    assert after["writes"] == before["writes"] + 2
+    bucket.get(b"big")                               # decode reads parts: one hit
+    assert bucket.stats()["hits"] == before["hits"] + 1
