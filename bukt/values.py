@@ -45,6 +45,12 @@ class ValueHooks:
             return objects.decode_manifest(bucket, key, value, flags)
         return codec.decode_entry(bucket, key, value, flags)
 
+    def check_large(self, bucket, size):
+        """Raises what store_large would for a value of `size` bytes, before any write
+        (Bucket.mset checks every value first)."""
+        from bukt import objects
+        objects.check_size(bucket, size)
+
     def store_large(self, bucket, key, value, ttl, nx, xx, single_read, if_version):
         objects = _objects()
         if objects is None:

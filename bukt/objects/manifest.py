@@ -44,6 +44,7 @@ META_LEN = struct.Struct(">H")
 HEAD = struct.Struct(">BIQQ")           # state, pid, pid start time, started ms
 UPLOADING, PUBLISHED = 0, 1
 INDEX = struct.Struct(">I")
+HIDDEN_KEY_MAX = len(PREFIX) + 1 + OID_LEN + INDEX.size     # a chunk's key: 26 bytes
 
 
 ObjectError = BuktError

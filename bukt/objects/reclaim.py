@@ -23,7 +23,7 @@ import logging
 
 from bukt.errors import BuktError
 from bukt.objects import manifest as mf
-from bukt.objects.store import F_MANIFEST, now_ms, raw_delete, raw_get
+from bukt.objects.store import F_MANIFEST, now_ms, raw_delete, raw_get, readers_oldest
 from bukt.owners import owner_alive
 
 log = logging.getLogger("bukt.objects")
@@ -63,7 +63,7 @@ class Reclaimer:
                 self.pending[k] = (self.pending[k][0], keys)
         for k in [k for k in self.pending if k not in found]:
             del self.pending[k]         # gone by other means (a drop, a flush)
-        oldest = store.object_readers_oldest()
+        oldest = readers_oldest(store)
         done = {"objects": 0, "entries": 0, "waiting": 0}
         n = 0
         for (name, oid), (t_found, keys) in list(self.pending.items()):
@@ -96,7 +96,7 @@ class Reclaimer:
         heads, chunks = {}, {}
         cursor = 0
         while True:
-            cursor, keys = bucket.scan_hidden(cursor, SCAN_COUNT)
+            cursor, keys = scan_hidden(bucket, cursor, SCAN_COUNT)
             for key in keys:
                 p = mf.parse_hidden(key)
                 if p is None:
@@ -131,6 +131,24 @@ class Reclaimer:
             return True
         return state == mf.UPLOADING and now - started < self.upload_timeout * 1000 \
             and owner_alive(pid, start)
+
+
+def scan_hidden(bucket, cursor, count):
+    """(next cursor, hidden keys) of a bucket, through the core's scan_hidden."""
+    scan = getattr(bucket, "scan_hidden", None)
+    if scan is not None:
+        return scan(cursor, count)
+    return bucket.scan(mf.PREFIX, cursor, count)   # a core that still lists them
+
+
+def hidden_keys(bucket) -> list:
+    """Every hidden key of a bucket (tests, check)."""
+    out, cursor = [], 0
+    while True:
+        cursor, keys = scan_hidden(bucket, cursor, SCAN_COUNT)
+        out += keys
+        if not cursor:
+            return out
 
 
 def names(bucket, key, oid) -> bool:

@@ -30,7 +30,7 @@ import hashlib
 import time
 
 from bukt import _core
-from bukt.errors import BuktError, RingFull, VersionMismatch
+from bukt.errors import BuktError, RingFull, ValueTooLarge, VersionMismatch
 from bukt.objects import manifest as mf
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
                                    ObjectGone, ObjectTooLarge)
@@ -42,9 +42,6 @@ F_HIDDEN = getattr(_core, "ENTRY_HIDDEN", 0x10)
 F_CODECS = getattr(_core, "ENTRY_ZSTD", 0x20) | getattr(_core, "ENTRY_LZ4", 0x40)
 
 DEFAULT_MAX_OBJECT = 64 << 20
-# Room an entry keeps beside its value for the chunk key and the entry header: a chunk
-# is limits.max_value less this, so that it fits one entry whatever the core adds.
-CHUNK_ROOM = 64
 _settings = {"max_object": None, "read_limit": None, "read_limit_reason": ""}
 _UNSET = object()
 
@@ -74,7 +71,9 @@ def max_object(store) -> int:
 
 
 def chunk_size(store) -> int:
-    return store.limits["max_value"] - CHUNK_ROOM
+    """A chunk is one entry's largest value (the key beside it counts against
+    limits.max_key, not against this)."""
+    return store.limits["max_value"]
 
 
 def inline_max(store) -> int:
@@ -99,6 +98,23 @@ def raw_delete(bucket, key, if_version=0):
     return bucket.delete_entry(key, if_version=if_version)
 
 
+def reader_enter(store):
+    """Register a reader (the core's readers region); its token."""
+    enter = getattr(store, "object_reader_enter", None)
+    return enter() if enter is not None else None
+
+
+def reader_exit(store, token):
+    if token is not None:
+        store.object_reader_exit(token)
+
+
+def readers_oldest(store) -> int:
+    """CLOCK_MONOTONIC ns of the oldest registered reader of any live process; 0: none."""
+    oldest = getattr(store, "object_readers_oldest", None)
+    return oldest() if oldest is not None else 0
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -115,8 +131,7 @@ def _put_steps(bucket, key, length, ttl, single_read, nx, xx, if_version, conten
     errors, the sweep takes what is left); its return value is put's."""
     store = bucket.store
     limit, cs = max_object(store), chunk_size(store)
-    if length is not None and length > limit:
-        raise ObjectTooLarge(f"object of {length} bytes is over limits.max_object={limit}")
+    check_size(bucket, length or 0)
     if nx and xx:
         raise _core_error("InvalidArgument", "nx and xx together can never write")
     key = bytes(key)
@@ -406,7 +421,7 @@ class ObjectReader:
     def close(self):
         token, self._token = self._token, None
         if token is not None:
-            self.bucket.store.object_reader_exit(token)
+            reader_exit(self.bucket.store, token)
 
     def __enter__(self):
         return self
@@ -448,23 +463,23 @@ def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's 
     or None. Opening is the read: a single-read key is taken by it, as by a get;
     take=True takes any key (getdel); peek=True takes none."""
     store = bucket.store
-    token = store.object_reader_enter()         # before the manifest is read
+    token = reader_enter(store)         # before the manifest is read
     try:
         entry = raw_get(bucket, key, take=take, peek=peek)
         if entry is None:
-            store.object_reader_exit(token)
+            reader_exit(store, token)
             return None
         value, flags, version, expire_ms = entry
         if not flags & F_MANIFEST:
             value = _plain_value(bucket, key, value, flags)
-            store.object_reader_exit(token)
+            reader_exit(store, token)
             return ObjectReader(bucket, key, plain_manifest(value, version, expire_ms),
                                 None, value)
         m = Manifest.unpack(value)
         m.version, m.expire_ms, m.flags = version, expire_ms, flags
         return ObjectReader(bucket, key, m, token)
     except BaseException:
-        store.object_reader_exit(token)
+        reader_exit(store, token)
         raise
 
 
@@ -488,6 +503,20 @@ def delete(bucket, key) -> bool:
 
 
 # -- the core's value hooks ------------------------------------------------------------
+def check_size(bucket, size):
+    """ObjectTooLarge (or ValueTooLarge, on a store whose keys cannot hold a chunk's)
+    for an object of `size` bytes, as put would raise it before writing."""
+    store = bucket.store
+    limit = max_object(store)
+    if size > limit:
+        raise ObjectTooLarge(f"object of {size} bytes is over limits.max_object={limit}")
+    if store.limits["max_key"] < mf.HIDDEN_KEY_MAX:
+        raise ValueTooLarge(f"value of {size} bytes exceeds the limit of "
+                            f"{chunk_size(store)} bytes (max_value), and objects, which "
+                            f"hold larger ones, need limits.max_key of at least "
+                            f"{mf.HIDDEN_KEY_MAX}")
+
+
 def store_large(bucket, key, value, ttl, nx, xx, single_read, if_version):
     """Bucket.set of a value over the entry limit: stored as an object."""
     m = put(bucket, key, value, length=len(value), ttl=ttl, single_read=single_read,
@@ -527,7 +556,7 @@ def decode_manifest(bucket, key, value, flags):
             _put_back(bucket, key, value, flags)
         raise ObjectTooLarge(f"object {key!r} of {m.size} bytes is above "
                              f"{_settings['read_limit_reason'] or limit}")
-    token = bucket.store.object_reader_enter()
+    token = reader_enter(bucket.store)
     try:
         reader = ObjectReader(bucket, key, m, None)
         try:
@@ -535,11 +564,9 @@ def decode_manifest(bucket, key, value, flags):
         except ObjectGone:
             pass
     finally:
-        bucket.store.object_reader_exit(token)
+        reader_exit(bucket.store, token)
     again = open(bucket, key)               # registered first, this time
     if again is None:
         raise ObjectGone(f"object {key!r} is gone (evicted, or replaced and gone)")
-    with again:
-        if again.is_object and again.manifest.oid == m.oid:
-            raise ObjectGone(f"object {key!r} is gone (evicted)")
+    with again:             # the same object: the missing chunk removes its manifest
         return again.read()

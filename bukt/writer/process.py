@@ -944,8 +944,7 @@ class Writer:
         retired (store.objects_retired() moved) or garbage waits for readers, and every
         objects.sweep_interval for uploads that dead processes left. Not on a read
         replica: it applies its primary's sweeps from the log."""
-        if self.replica_of is not None or self.error or \
-                not hasattr(self.store, "objects_retired"):
+        if self.replica_of is not None or self.error:
             return
         due = now - self.last_sweep >= self.cfg.objects.sweep_interval
         if not due and not self.reclaimer.due(self.store):

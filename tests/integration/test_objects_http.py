@@ -106,6 +106,7 @@ def test_an_object_over_max_object_is_refused_before_its_body(svc):
         conn.putheader("X-Auth-Token", svc.token)
         conn.putheader("Content-Length", str(64 * MiB + 1))
         conn.endheaders()
+        conn.send(b"x" * MiB)           # a start of the body; the rest never comes
         r = conn.getresponse()
         assert r.status == 413 and json.loads(r.read())["code"] == "object_too_large"
     finally:

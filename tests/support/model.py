@@ -27,10 +27,13 @@ import time
 from dataclasses import dataclass, field
 
 from bukt.errors import (BucketExists, BucketNotFound, InvalidArgument, KeyTooLarge,
-                         LimitExceeded, SchemaError, ValueTooLarge, VersionMismatch)
+                         LimitExceeded, ObjectTooLarge, SchemaError, ValueTooLarge,
+                         VersionMismatch)
 
 MAX_KEY = 250
 MAX_VALUE = 1 << 20
+OBJECT_KEY = 26                # the max_key objects need (a chunk's key)
+MAX_OBJECT = 64 << 20         # limits.max_object: set and mset store larger values as objects
 MAX_BUCKETS = 64
 MAX_TOKENS = 16                 # per bucket; docs/api.md does not say how many
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -87,9 +90,10 @@ class Model:
     """The Store: buckets by name, an injected clock, a version counter, the limits."""
 
     def __init__(self, now_ms=None, *, max_key=MAX_KEY, max_value=MAX_VALUE,
-                 max_buckets=MAX_BUCKETS, max_tokens=MAX_TOKENS):
+                 max_buckets=MAX_BUCKETS, max_tokens=MAX_TOKENS, max_object=MAX_OBJECT):
         self._clock = now_ms or _real_clock
         self.max_key, self.max_value = max_key, max_value
+        self.max_object = max_object
         self.max_buckets, self.max_tokens = max_buckets, max_tokens
         self.max_transaction_keys = 1024
         self._buckets = {}
@@ -246,7 +250,7 @@ class Bucket:
             raise BucketNotFound(f"no bucket {self.name!r}")
         return self._b
 
-    def _encode(self, value):
+    def _encode(self, value, objects=False):
         schema, raw = self._b.schema, value
         if isinstance(raw, str):
             try:
@@ -267,8 +271,14 @@ class Bucket:
             except UnicodeDecodeError:
                 raise SchemaError("value is not UTF-8") from None
         if len(raw) > self._m.max_value:
-            raise ValueTooLarge(f"value of {len(raw)} bytes is over "
-                                f"max_value={self._m.max_value}")
+            # set and mset store a larger value as an object (bukt/objects), up to
+            # limits.max_object; a transaction's set does not
+            if not objects or self._m.max_key < OBJECT_KEY:
+                raise ValueTooLarge(f"value of {len(raw)} bytes is over "
+                                    f"max_value={self._m.max_value}")
+            if len(raw) > self._m.max_object:
+                raise ObjectTooLarge(f"object of {len(raw)} bytes is over "
+                                     f"limits.max_object={self._m.max_object}")
         return raw
 
     def _decode(self, raw):
@@ -370,7 +380,8 @@ class Bucket:
     def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
             if_version=None):
         self._bucket()
-        key, raw, expire_ms = self._m._key(key), self._encode(value), self._ttl_or_default(ttl)
+        key, raw, expire_ms = self._m._key(key), self._encode(value, True), \
+            self._ttl_or_default(ttl)
         if nx and xx:
             raise InvalidArgument("nx and xx exclude each other")
         if if_version is not None and (not _is_int(if_version) or if_version < 0):
@@ -384,7 +395,7 @@ class Bucket:
 
     def mset(self, mapping, ttl=None):
         self._bucket()
-        items = [(self._m._key(k), self._encode(v)) for k, v in mapping.items()]
+        items = [(self._m._key(k), self._encode(v, True)) for k, v in mapping.items()]
         expire_ms = self._ttl_or_default(ttl)
         return [self._put(key, raw, expire_ms, False) for key, raw in items]
 
