@@ -456,36 +456,29 @@ def test_client_killed_mid_put_leaves_old_object(svc, s3):
     import bukt
     old = os.urandom(300_000)
     s3.put_object(Bucket="photos", Key="victim", Body=old)
-    new = os.urandom(3 * MiB)
-    h = signed(svc, "PUT", "/photos/victim", body=new)
-    host, port = svc.settings["s3"]["bind"].split(":")
-    p = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT,
-                          json.dumps([host, int(port), h, 2 * MiB])],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "sent"
-    p.stdin.write("\n")
-    p.stdin.flush()
-    assert p.wait(10) == -9
-    # the server notices the disconnect; the old object is whole until then and after
-    assert s3.get_object(Bucket="photos", Key="victim")["Body"].read() == old
     store = bukt.attach(svc.name)
     try:
+        bucket = store.bucket("photos")
+        before = set(_hidden_keys(bucket)) if objstore.CORE_OBJECTS else set()
+        new = os.urandom(3 * MiB)
+        h = signed(svc, "PUT", "/photos/victim", body=new)
+        host, port = svc.settings["s3"]["bind"].split(":")
+        p = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT,
+                              json.dumps([host, int(port), h, 2 * MiB])],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "sent"
+        if objstore.CORE_OBJECTS:
+            # the body is being stored as it comes: chunks of the new object exist
+            wait_for(lambda: set(_hidden_keys(bucket)) - before,
+                     what="the upload's first chunks")
+        p.stdin.write("\n")
+        p.stdin.flush()
+        assert p.wait(10) == -9
         if objstore.CORE_OBJECTS:
             # the chunks the dead client's body became are deleted when the server
-            # sees the connection gone: no hidden entry is left beyond the old
-            # object's own
-            from bukt.objects.manifest import parse_hidden
-            bucket = store.bucket("photos")
-
-            def leftover():
-                cursor, found = 0, []
-                while True:
-                    cursor, keys = bucket.scan_hidden(cursor, 1000)
-                    found += [k for k in keys if parse_hidden(k)]
-                    if not cursor:
-                        return found
-            wait_for(lambda: len(leftover()) <= 1 + 1, what="the dead upload's chunks "
-                     "to go")      # the old object: its head record and one chunk
+            # sees the connection gone
+            wait_for(lambda: set(_hidden_keys(bucket)) <= before,
+                     what="the dead upload's chunks to go")
         assert s3.get_object(Bucket="photos", Key="victim")["Body"].read() == old
         assert store.check() == []
     finally:
@@ -623,3 +616,36 @@ def _hidden_keys(bucket):
         out += keys
         if not cursor:
             return out
+
+
+@pytest.mark.skipif(not objstore.CORE_OBJECTS, reason="needs the core's objects")
+def test_abandoned_upload_reclaimed(tmp_path):
+    """An upload nobody completes or aborts goes whole after objects.upload_timeout:
+    its record, its parts and their chunks."""
+    import bukt
+    svc = Service(tmp_path, memory="64MiB", s3={"bind": f"127.0.0.1:{unused_port()}"},
+                  objects={"upload_timeout": "2s", "sweep_interval": "0.2s"})
+    try:
+        svc.start()
+        svc.token = svc.create_bucket("photos")
+        s3 = client(svc, "photos", s3_secret(svc.token))
+        store = bukt.attach(svc.name)
+        try:
+            bucket = store.bucket("photos")
+            before = set(_hidden_keys(bucket))
+            up = s3.create_multipart_upload(Bucket="photos", Key="left")
+            s3.upload_part(Bucket="photos", Key="left", UploadId=up["UploadId"],
+                           PartNumber=1, Body=os.urandom(3 * MiB))
+            assert len(set(_hidden_keys(bucket)) - before) >= 4   # record, part, chunks
+            wait_for(lambda: set(_hidden_keys(bucket)) <= before, timeout=60,
+                     what="the abandoned upload to be reclaimed")
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                s3.upload_part(Bucket="photos", Key="left", UploadId=up["UploadId"],
+                               PartNumber=2, Body=b"late")
+            assert code_of(e) == "NoSuchUpload"
+            assert store.check() == []
+        finally:
+            store.close()
+        assert svc.stop() == 0
+    finally:
+        svc.cleanup()

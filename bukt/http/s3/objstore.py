@@ -74,12 +74,9 @@ async def aput(ring, bucket, key, read, *, length, content_type=None, meta=None,
     differs, the client gone) leaves nothing published. `hidden`: the manifest is
     flagged HIDDEN too (a multipart upload's part: listings do not show it)."""
     if chunked(bucket):
-        m = await _objects.aput(ring, bucket, key, read, length=length, ttl=ttl,
-                                content_type=content_type, meta=meta or None,
-                                extra=extra)
-        if hidden:
-            await ring.write(bucket.put_entry, key, m.pack(), F_MANIFEST | F_HIDDEN,
-                             ttl=ttl, if_version=m.version)
+        m = await _objects.aput(ring, _Hiding(bucket) if hidden else bucket, key, read,
+                                length=length, ttl=ttl, content_type=content_type,
+                                meta=meta or None, extra=extra)
         return m.version
     pieces = []
     while True:
@@ -88,6 +85,22 @@ async def aput(ring, bucket, key, read, *, length, content_type=None, meta=None,
             break
         pieces.append(piece)
     return await ring.write(bucket.set, key, b"".join(pieces), ttl=ttl)
+
+
+class _Hiding:
+    """A bucket whose manifests are written HIDDEN too: an object under a reserved key
+    (the core keeps those keys for hidden entries), out of every listing."""
+
+    def __init__(self, bucket):
+        self._bucket = bucket
+
+    def put_entry(self, key, value, flags, *args, **kw):
+        if flags & F_MANIFEST:
+            flags |= F_HIDDEN
+        return self._bucket.put_entry(key, value, flags, *args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._bucket, name)
 
 
 async def aput_iter(ring, bucket, key, pieces, **opts):
