@@ -10,7 +10,8 @@ sendfile on, serving files from a tmpfs directory under /dev/shm) run side by si
 for the whole run; each measurement alternates between them round by round, so
 drift in what else the machine does falls on both. Sections:
 
-  1. HTTP GET of a 1 MiB and a 64 MiB object, wrk, nginx then Bukt in each round;
+  1. HTTP GET of a 1 MiB value (one entry: limits.max_value) and of 4 MiB and 64 MiB
+     objects (chunks behind a manifest), wrk, nginx then Bukt in each round;
      the ratio is the median of the rounds' own ratios, with their range.
      Target: 1 MiB GET >= 0.8x nginx. HTTP PUT (MB/s) is Bukt's alone: nginx-light
      has no DAV module, so nginx has nothing to compare.
@@ -20,9 +21,14 @@ drift in what else the machine does falls on both. Sections:
      and sources) and on random bytes: stored share of the raw size, the codec's
      MB/s both ways (bukt/codec.py), and SET / GET ns over the local API in buckets
      created with each setting.
-  4. Small keys while objects are written: a loop of 100 B SETs and GETs over the
-     local API (attached to the served segment), p50/p99, alone and while wrk PUTs
-     64 MiB objects over HTTP, alternated. Target: p99 within 10% (1.10x).
+  4. Small keys while objects are written: a paced loop (--rate SET+GET pairs a
+     second) of 100 B SETs and GETs over the local API (attached to the served
+     segment), p50/p99, alone and while wrk PUTs 64 MiB objects over HTTP,
+     alternated; SETs refused (DiskError: the writer fell more than fsync_lag_limit
+     behind) are counted apart. Target: p99 within 10% (1.10x).
+
+PUT MB/s counts 2xx answers only: a PUT refused with 503 (the same lag limit) stored
+nothing. `--short` is a quick pass (2 s per run, 2 rounds) to see that it all runs.
 
 The load generator is wrk (C, keep-alive, its own threads): a Python client would
 spend more CPU per byte than the servers and measure itself. wrk, the servers and
@@ -192,6 +198,7 @@ class Servers:
     def __init__(self, memory):
         self.tmp = tempfile.mkdtemp(prefix="bukt-bench-objects-")
         self.root = tempfile.mkdtemp(prefix="benchobj-nginx-", dir="/dev/shm")
+        os.chmod(self.root, 0o755)          # nginx's workers run as nobody
         self.name = f"benchobj-{uuid.uuid4().hex[:8]}"
         self.http_port, self.s3_port, self.nginx_port = (unused_port() for _ in range(3))
         self.conf = os.path.join(self.tmp, "bukt.yaml")
@@ -243,6 +250,7 @@ class Servers:
             raise RuntimeError(f"PUT {key}: HTTP {r.status}")
         with open(os.path.join(self.root, key), "wb") as f:
             f.write(data)
+        os.chmod(os.path.join(self.root, key), 0o644)
 
     def bukt_url(self, key):
         return f"http://127.0.0.1:{self.http_port}/api/v1/buckets/{BUCKET}/keys/{key}"
@@ -297,16 +305,18 @@ def bench_http(sv, sizes, conns, duration, rounds):
             put[size].append(wrk(sv.bukt_url(f"put-{size // MiB}MiB"), c, duration,
                                  script=lua))
     lines = ["| object | conns | nginx GET MB/s | Bukt GET MB/s | Bukt GET p50 / p99 ms "
-             "| Bukt / nginx GET | Bukt PUT MB/s | Bukt PUT p50 / p99 ms | non-2xx |",
+             "| Bukt / nginx GET | Bukt PUT MB/s | Bukt PUT p50 / p99 ms "
+             "| non-2xx (nginx / GET / PUT) |",
              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for size in sizes:
         n, b, p = get[size]["nginx"], get[size]["bukt"], put[size]
-        mbs = lambda rs: [r["rps"] * size / MiB for r in rs]   # noqa: E731
+        def mbs(rs):          # bodies answered 2xx only: a refused PUT stored nothing
+            return [max(0.0, r["rps"] - r["non2xx"] / duration) * size / MiB for r in rs]
         ratios = [bb["rps"] / nn["rps"] for nn, bb in zip(n, b)]
         target = 0.8 if size == MiB else None
         bmid = sorted(b, key=lambda r: r["rps"])[len(b) // 2]
         pmid = sorted(p, key=lambda r: r["rps"])[len(p) // 2]
-        bad = sum(r["non2xx"] for r in n + b + p)
+        bad = " / ".join(str(sum(r["non2xx"] for r in rs)) for rs in (n, b, p))
         lines.append(f"| {size // MiB} MiB | {conns[size]} | {span(mbs(n))} | {span(mbs(b))} "
                      f"| {bmid['p50']:.1f} / {bmid['p99']:.1f} | {ratio_cell(ratios, target)} "
                      f"| {span(mbs(p))} | {pmid['p50']:.1f} / {pmid['p99']:.1f} | {bad} |")
@@ -383,8 +393,12 @@ def bench_compression(sv, value_size, nvalues, rounds):
         ns = {}
         for cname in ("none", "zstd", "lz4"):
             bname = f"c{kind[0]}{cname}"
-            sv.store.create_bucket(bname, eviction="none", compression=cname,
-                                   compression_threshold=64, compression_min_saving=0)
+            # not persisted: this measures the codec and the local API, not how fast
+            # the writer logs (an unpaced loop of SETs outruns it: section 4)
+            sv.store.create_bucket(bname, eviction="none", persist=False, **(
+                {} if cname == "none" else
+                {"compression": cname, "compression_threshold": 64,
+                 "compression_min_saving": 0}))
             b = sv.store.bucket(bname)
             keys = [b"k%06d" % i for i in range(len(vals))]
             set_ns, get_ns = [], []
@@ -429,48 +443,80 @@ def bench_compression(sv, value_size, nvalues, rounds):
 
 # -- 4. small keys while objects are written --------------------------------------------
 
-def small_loop(b, seconds):
-    """100 B SETs and GETs on 1,000 keys for `seconds`: per-op latencies, ns."""
+def settle(store, timeout=120):
+    """Wait until the writer has logged everything in the ring and reports no lag, so
+    that one section's backlog does not land on the next one's figures."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        w = store.writer_info()
+        if w["ring_tail"] == w["ring_head"] and not w["error"]:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the writer did not catch up in {timeout} s: {w}")
+
+
+def small_loop(b, seconds, rate):
+    """100 B SETs and GETs on 1,000 keys for `seconds`, `rate` SET+GET pairs a second
+    (paced: an unpaced loop of local SETs outruns any writer, fills the change ring
+    and measures the ring's back-pressure rather than the latency of a write): per-op
+    latencies, ns, and how many SETs were refused (DiskError: the writer lagged past
+    fsync_lag_limit)."""
     value = b"v" * 100
     keys = [b"small-%04d" % i for i in range(1000)]
     sets, gets = [], []
+    refused = 0
     clock = time.perf_counter_ns
-    end = clock() + int(seconds * 1e9)
+    start = clock()
+    end = start + int(seconds * 1e9)
+    gap = int(1e9 / rate)
     i = 0
-    while clock() < end:
+    while True:
+        due = start + i * gap
+        now = clock()
+        if now >= end:
+            break
+        if due - now > 1_000_000:                 # more than 1 ms ahead: wait
+            time.sleep((due - now) / 1e9)
         k = keys[i % 1000]
+        i += 1
         t0 = clock()
-        b.set(k, value)
+        try:
+            b.set(k, value)
+        except bukt.errors.DiskError:
+            refused += 1
+            continue
         t1 = clock()
         b.get(k)
         t2 = clock()
         sets.append(t1 - t0)
         gets.append(t2 - t1)
-        i += 1
-    return sets, gets
+    return sets, gets, refused
 
 
-def bench_small(sv, seconds, rounds, obj_size):
+def bench_small(sv, seconds, rounds, obj_size, rate):
     b = sv.store.bucket(BUCKET)
     lua = os.path.join(sv.tmp, f"put-{obj_size}.lua")
     with open(lua, "w") as f:
         f.write(PUT_LUA % (obj_size, TOKEN))
-    small_loop(b, 0.5)                                   # warm-up
+    small_loop(b, 0.5, rate)                                 # warm-up
     res = {"alone": [], "loaded": []}
     put_mb = []
     for _ in range(rounds):
-        res["alone"].append(small_loop(b, seconds))
+        settle(sv.store)
+        res["alone"].append(small_loop(b, seconds, rate))
         load = subprocess.Popen(["wrk", "-t1", "-c1", f"-d{seconds + 3}s", "--timeout", "30s",
                                  "-s", lua, sv.bukt_url("bg-object")],
                                 stdout=subprocess.PIPE, text=True)
         time.sleep(1.5)                                   # its first PUT under way
-        res["loaded"].append(small_loop(b, seconds))
+        res["loaded"].append(small_loop(b, seconds, rate))
         out = load.communicate()[0]
         m = re.search(r"Requests/sec:\s+([\d.]+)", out)
         put_mb.append(float(m.group(1)) * obj_size / MiB if m else 0.0)
+        settle(sv.store)
     lines = ["| op | ops per run (alone / loaded) | p50 µs alone | p50 µs loaded "
-             "| p99 µs alone | p99 µs loaded | p99 loaded / alone |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| p99 µs alone | p99 µs loaded | p99 loaded / alone | SETs refused "
+             "(alone / loaded) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
     for j, op in enumerate(("SET 100 B", "GET 100 B")):
         a = [r[j] for r in res["alone"]]
         lo = [r[j] for r in res["loaded"]]
@@ -482,7 +528,9 @@ def bench_small(sv, seconds, rounds, obj_size):
             f"| {span([pct(x, 0.5) / 1e3 for x in lo], '{:.1f}')} "
             f"| {span([pct(x, 0.99) / 1e3 for x in a], '{:.1f}')} "
             f"| {span([pct(x, 0.99) / 1e3 for x in lo], '{:.1f}')} "
-            f"| {ratio_cell(ratios, 1.10, higher_is_better=False)} |")
+            f"| {ratio_cell(ratios, 1.10, higher_is_better=False)} "
+            + (f"| {sum(r[2] for r in res['alone'])} / {sum(r[2] for r in res['loaded'])} |"
+               if j == 0 else "| - |"))
     return "\n".join(lines), put_mb
 
 
@@ -492,6 +540,8 @@ def main():
                    help="a quick pass: 2 s per wrk run, 2 rounds, fewer GETs")
     p.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     p.add_argument("--rounds", type=int, default=3, help="alternated rounds")
+    p.add_argument("--rate", type=int, default=5000,
+                   help="small keys: SET+GET pairs a second")
     p.add_argument("--memory", default="2GiB", help="the segment's size")
     p.add_argument("--sections", default="http,s3,compression,small")
     p.add_argument("--out", help="also write the tables (markdown) to this file")
@@ -503,8 +553,10 @@ def main():
     if not os.path.exists(NGINX):
         sys.exit("nginx is needed: apt-get install nginx-light")
     sections = set(args.sections.split(","))
-    sizes = (MiB, 64 * MiB)
-    conns = {MiB: 8, 64 * MiB: 2}
+    # 1 MiB fits one entry (limits.max_value): a plain value; 4 MiB and 64 MiB are
+    # chunked objects behind a manifest.
+    sizes = (MiB, 4 * MiB, 64 * MiB)
+    conns = {MiB: 8, 4 * MiB: 4, 64 * MiB: 2}
     out = []
     sv = Servers(args.memory)
     try:
@@ -518,25 +570,31 @@ def main():
             out.append("### HTTP GET and PUT of objects: Bukt beside nginx (wrk)\n\n" +
                        bench_http(sv, sizes, conns, args.duration, args.rounds) + "\n")
             print(out[-1], flush=True)
+        settle(sv.store)
         if "s3" in sections:
             if "http" not in sections:
                 for size in sizes:
                     sv.put_object(f"obj-{size // MiB}MiB", os.urandom(size))
-            counts = {MiB: 20 if args.short else 60, 64 * MiB: 2 if args.short else 4}
+            counts = {MiB: 20 if args.short else 60, 4 * MiB: 5 if args.short else 15,
+                      64 * MiB: 2 if args.short else 4}
             out.append("### S3 GetObject (boto3) beside plain HTTP GET (urllib3), one "
                        "client thread\n\n" + bench_s3(sv, sizes, counts, args.rounds) + "\n")
             print(out[-1], flush=True)
+        settle(sv.store)
         if "compression" in sections:
             table, n = bench_compression(sv, 4096, 500 if args.short else 2000,
                                          args.rounds)
             out.append(f"### Compression (4 KiB values; text: {n / MiB:.1f} MiB of this "
-                       f"repository's docs and sources; threshold 64 B, min saving 0)\n\n"
+                       f"repository's docs and sources; threshold 64 B, min saving 0; buckets not "
+                       "persisted)\n\n"
                        + table + "\n")
             print(out[-1], flush=True)
+        settle(sv.store)
         if "small" in sections:
-            table, put_mb = bench_small(sv, args.duration, args.rounds, 64 * MiB)
+            table, put_mb = bench_small(sv, args.duration, args.rounds, 64 * MiB, args.rate)
             out.append("### Small keys (local API) alone and while 64 MiB objects are PUT "
-                       f"over HTTP (wrk, 1 connection: {span(put_mb)} MB/s)\n\n"
+                       f"over HTTP (wrk, 1 connection: {span(put_mb)} MB/s); {args.rate:,} SET+GET "
+                       "pairs/s\n\n"
                        + table + "\n")
             print(out[-1], flush=True)
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
