@@ -1,5 +1,5 @@
 """What the benchmark scripts share: the CPU time of server processes, waiting for a
-`bukt writer` they started to be ready, and the reference Redis server with its ports.
+`bukt writer` or an HTTP server they started to be ready, and the reference Redis server with its ports.
 (Imported by the scripts in this directory, which Python puts first on sys.path when one
 of them runs.)"""
 import os
@@ -17,6 +17,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_http(port, path, proc, timeout=60.0):
+    """Returns once an HTTP server on 127.0.0.1:port answers GET `path` (any status);
+    RuntimeError when `proc` exits first or after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                          .encode())
+                if s.recv(64).startswith(b"HTTP/1.1"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
 
 
 def wait_port(port, timeout=20.0):

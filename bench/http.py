@@ -39,7 +39,6 @@ import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -48,7 +47,7 @@ import uuid  # noqa: E402
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.append(HERE)           # last, for benchutil: after the standard library
-from benchutil import cpu_seconds, wait_writer_ready  # noqa: E402
+from benchutil import cpu_seconds, free_port, wait_http, wait_writer_ready  # noqa: E402
 
 PY = sys.executable
 GUNICORN = os.path.join(os.path.dirname(PY), "gunicorn")
@@ -85,26 +84,6 @@ end
 '''
 
 
-def unused_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port, path, proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                          .encode())
-                if s.recv(64).startswith(b"HTTP/1.1"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
 
 
 def workers_of(arbiter):
@@ -179,12 +158,12 @@ def wrk(url, connections, duration, script=None, headers=()):
 
 
 def run_bare(tmp, worker_args, app, connections, duration):
-    port = unused_port()
+    port = free_port()
     proc = subprocess.Popen([GUNICORN, "--chdir", tmp, "-b", f"127.0.0.1:{port}",
                              "-w", str(ARGS.workers), "--log-level", "warning",
                              *worker_args, f"bare_app:{app}"])
     try:
-        wait_ready(port, "/", proc)
+        wait_http(port, "/", proc)
         url = f"http://127.0.0.1:{port}/"
         settle_workers(proc, url)
         pids = workers_of(proc.pid)
@@ -196,7 +175,7 @@ def run_bare(tmp, worker_args, app, connections, duration):
 def run_bukt(tmp, connections, duration):
     """`bukt writer` then `bukt http`, both from one config file, as in production."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    port = unused_port()
+    port = free_port()
     conf = os.path.join(tmp, "bukt.yaml")
     with open(conf, "w") as f:
         json.dump({"instance": name, "memory": "256MiB", "data_dir": os.path.join(tmp, name),
@@ -216,7 +195,7 @@ def run_bukt(tmp, connections, duration):
         store.close()
         http = subprocess.Popen(cli + ["http", "--config", conf], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_ready(port, "/api/v1/openapi.json", http)
+        wait_http(port, "/api/v1/openapi.json", http)
         lua = os.path.join(tmp, "put.lua")
         with open(lua, "w") as f:
             f.write(PUT_LUA % TOKEN)

@@ -50,7 +50,6 @@ import pathlib  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -62,6 +61,9 @@ sys.path.insert(0, ROOT)
 
 import bukt  # noqa: E402
 from bukt import codec  # noqa: E402
+
+sys.path.append(HERE)           # last, for benchutil: after the standard library
+from benchutil import free_port, wait_http  # noqa: E402
 
 PY = sys.executable
 MiB = 1 << 20
@@ -102,26 +104,6 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 """
 
 
-def unused_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(port, path, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                          .encode())
-                if s.recv(64).startswith(b"HTTP/1.1"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
 
 
 def to_ms(text):
@@ -200,14 +182,14 @@ class Servers:
         self.root = tempfile.mkdtemp(prefix="benchobj-nginx-", dir="/dev/shm")
         os.chmod(self.root, 0o755)          # nginx's workers run as nobody
         self.name = f"benchobj-{uuid.uuid4().hex[:8]}"
-        self.http_port, self.s3_port, self.nginx_port = (unused_port() for _ in range(3))
+        self.http_port, self.s3_port, self.nginx_port = (free_port() for _ in range(3))
         self.conf = os.path.join(self.tmp, "bukt.yaml")
         with open(self.conf, "w") as f:
             json.dump({"instance": self.name, "memory": memory,
                        "data_dir": os.path.join(self.tmp, "var"), "fsync": "everysec",
                        "http": {"bind": f"127.0.0.1:{self.http_port}", "access_log": None},
-                       "tcp": {"bind": f"127.0.0.1:{unused_port()}"},
-                       "resp": {"bind": f"127.0.0.1:{unused_port()}"},
+                       "tcp": {"bind": f"127.0.0.1:{free_port()}"},
+                       "resp": {"bind": f"127.0.0.1:{free_port()}"},
                        "s3": {"bind": f"127.0.0.1:{self.s3_port}"},
                        "auth": {"admin_token": ADMIN}}, f)          # JSON is YAML
         self.serve = self.nginx = self.store = None

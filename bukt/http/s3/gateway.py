@@ -30,6 +30,7 @@ from bukt.errors import BucketExists, BucketNotFound, DigestMismatch, IntegrityE
     InvalidArgument, LimitExceeded, ObjectGone, RingFull, SegmentFull, ValueTooLarge, \
     WriterDown
 from bukt.http.auth import ADMIN, ADMIN_PRINCIPAL, READ, WRITE, Principal
+from bukt.http.keys import parse_range as parse_byte_range
 from bukt.http.s3 import objstore, sigv4
 from bukt.http.s3.xml import MAX_XML_BODY, XML_TYPE, S3Error, doc, el, error_body, \
     http_date, iso, parse as parse_xml
@@ -885,28 +886,13 @@ class Body:
 
 
 def parse_range(value, size):
-    """(start, end) of a single "bytes=" range, None for none (or several, which S3
-    answers with the whole object); InvalidRange when it cannot be satisfied."""
+    """[start, end) of a single "bytes=" range, None for none (or several, or one that
+    does not parse, which S3 answers with the whole object, as HTTP does); InvalidRange
+    when it cannot be satisfied. The parsing is the /keys face's (bukt/http/keys.py)."""
     if not value:
         return None
-    unit, _, spec = value.strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                raise S3Error("InvalidRange", "The requested range is not satisfiable",
-                              size=size)
-            return max(0, size - n), size
-        start = int(first)
-        end = int(last) + 1 if last else size
-    except ValueError:
-        return None
-    if start >= size or end <= start:
+    span = parse_byte_range(value.strip(), size)
+    if span == "unsatisfiable":
         raise S3Error("InvalidRange", "The requested range is not satisfiable", size=size)
-    return start, min(end, size)
+    return None if span is None else (span[0], span[1] + 1)
 
