@@ -39,6 +39,8 @@ Recovery).
 SNAPSHOT (`snapshot`). BUCKET_CREATE and TOKEN_ADD for every bucket (persisted or not:
 definitions and tokens are logged for all buckets), then SET for every live entry of a
 persisted bucket, read stripe by stripe with store.dump_stripes while writers carry on.
+`snapshot_chunks` is the same, already encoded: what a compaction writes and a
+replica's full copy streams.
 
 The on-disk single-read flag is aof.SINGLE_READ (bit 0); the core's is BK_E_SINGLE
 (bukt._core.ENTRY_SINGLE, bit 2). This module and bukt/writer/ringlog.py are where one becomes the other.
@@ -47,12 +49,13 @@ import logging
 from typing import Iterator
 
 from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, FLUSH, SET, SET_TTL,
-                  SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Record)
+                  SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Encoded, Record, encode)
+from bukt.writer._logscan import encode_sets
 from bukt._core import ENTRY_HEADER as ENTRY_HDR, ENTRY_SINGLE as CORE_SINGLE, BulkLoad
 from bukt.errors import BucketNotFound
 from bukt.writer.buckettable import read_table
 
-__all__ = ["Loader", "snapshot", "settings_from_meta", "CORE_SINGLE", "Cancelled",
+__all__ = ["Loader", "snapshot", "snapshot_chunks", "settings_from_meta", "CORE_SINGLE", "Cancelled",
            "DUMP_STRIPES", "final_sets", "FinalLoader", "memory_needed"]
 
 log = logging.getLogger("bukt.writer")
@@ -294,6 +297,32 @@ def snapshot(store, seq: int, cancel=None) -> Iterator[Record]:
             if name in persisted:
                 yield new(Record, (SET, seq, name, key, value, expire_ms,
                                    SINGLE_READ if flags & CORE_SINGLE else 0, version))
+        if start == 0:
+            return
+
+
+def snapshot_chunks(store, seq: int, cancel=None) -> Iterator[Encoded]:
+    """snapshot()'s records already encoded, as aof.Encoded pieces: the bucket and
+    token records one each, then the entries of DUMP_STRIPES stripes at a time through
+    the compiled encoder (bukt/writer/_logscan.pyx: encode_sets). The same bytes as
+    aof.encode of each record of snapshot(), a few times faster (encoding in Python
+    was about half a compaction's time): what a compaction writes and a replica's full
+    copy streams (bukt/replica/source.py)."""
+    live = [s for s in read_table(store) if s.state == 1]
+    for s in live:
+        yield Encoded(encode(Record.bucket_create(seq, s.name, s.settings)), 1)
+        for token_id, perms, token_hash in s.tokens:
+            yield Encoded(encode(Record.token_add(seq, s.name, token_hash, token_id, perms)), 1)
+    persisted = frozenset(s.name for s in live if s.persist)
+    start = 0
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("snapshot cancelled")
+        entries, start = store.dump_stripes(start, DUMP_STRIPES)
+        if entries:
+            data, n = encode_sets(entries, persisted, seq, CORE_SINGLE)
+            if n:
+                yield Encoded(data, n)
         if start == 0:
             return
 
