@@ -50,83 +50,6 @@ def scan_records(buf, Py_ssize_t off, Py_ssize_t size, object record_type, objec
     return out, ends
 
 
-cdef inline void put32(unsigned char *p, uint32_t v) noexcept nogil:
-    p[0] = v & 0xff
-    p[1] = (v >> 8) & 0xff
-    p[2] = (v >> 16) & 0xff
-    p[3] = (v >> 24) & 0xff
-
-
-cdef inline void put64(unsigned char *p, uint64_t v) noexcept nogil:
-    put32(p, <uint32_t>(v & 0xffffffffu))
-    put32(p + 4, <uint32_t>(v >> 32))
-
-
-def encode_sets(list entries, object persisted, uint64_t seq, uint32_t core_single):
-    """SET records, as aof.encode writes them, of the store.dump_stripes entries
-    (bucket, key, value, expire_ms, flags, version) whose bucket is in `persisted`, each
-    at sequence `seq`, the single-read flag from the core's bit `core_single`: (the
-    records' bytes, how many). The snapshot a replica copies (bukt/replica/source.py)
-    goes through here: aof.encode's Python costs a few microseconds a record."""
-    cdef dict names = {}
-    cdef Py_ssize_t total = 0, count = 0, blen, klen, vlen, length, q
-    cdef object name, nb
-    cdef bytes key, value, out
-    cdef tuple ent
-    cdef unsigned char *p
-    cdef unsigned char *r
-    cdef uint32_t flags
-    for ent in entries:
-        name = ent[0]
-        nb = names.get(name)
-        if nb is None:
-            nb = name.encode() if name in persisted else b""
-            names[name] = nb
-        if not nb:
-            continue
-        key = ent[1]
-        value = ent[2]
-        if len(<bytes>nb) > 255 or len(key) > 65535 or len(value) > 0xFFFFFFFF - 512:
-            raise ValueError(f"record too large to encode: bucket {len(<bytes>nb)}, key "
-                             f"{len(key)}, value {len(value)} bytes")
-        total += LOG_REC_OVERHEAD + len(<bytes>nb) + len(key) + len(value)
-        count += 1
-    out = PyBytes_FromStringAndSize(NULL, total)
-    p = <unsigned char *>PyBytes_AS_STRING(out)
-    q = 0
-    for ent in entries:
-        nb = names[ent[0]]
-        if not nb:
-            continue
-        key = ent[1]
-        value = ent[2]
-        blen, klen, vlen = len(<bytes>nb), len(key), len(value)
-        length = LOG_REC_OVERHEAD + blen + klen + vlen
-        flags = LOG_SINGLE_READ if (<uint32_t>ent[4]) & core_single else 0
-        r = p + q
-        r[0] = 0x42                     # b"Bk"
-        r[1] = 0x6b
-        r[2] = LOG_SET
-        r[3] = <unsigned char>flags
-        put32(r + 4, <uint32_t>length)
-        put64(r + 8, seq)
-        put64(r + 16, <uint64_t>ent[5])
-        put64(r + 24, <uint64_t>ent[3])
-        r[32] = <unsigned char>blen
-        r[33] = 0
-        r[34] = klen & 0xff
-        r[35] = (klen >> 8) & 0xff
-        put32(r + 36, <uint32_t>vlen)
-        put32(r + 40, <uint32_t>crc32(0, r, 40))
-        memcpy(r + LOG_REC_HEADER, PyBytes_AS_STRING(nb), blen)
-        memcpy(r + LOG_REC_HEADER + blen, PyBytes_AS_STRING(key), klen)
-        if vlen:
-            memcpy(r + LOG_REC_HEADER + blen + klen, PyBytes_AS_STRING(value), vlen)
-        put32(r + length - 4, <uint32_t>crc32(0, r, <unsigned int>(length - 4)))
-        q += length
-    return out, count
-
-
 cdef bytes encode_one(uint8_t rtype, uint8_t flags, uint64_t seq, uint64_t version,
                       uint64_t expire_ms, bytes name, bytes key, bytes value):
     """aof.encode of one record whose bucket name is already UTF-8."""
@@ -138,26 +61,9 @@ cdef bytes encode_one(uint8_t rtype, uint8_t flags, uint64_t seq, uint64_t versi
                          f"value {vlen} bytes")
     length = LOG_REC_OVERHEAD + blen + klen + vlen
     out = PyBytes_FromStringAndSize(NULL, length)
-    r = <unsigned char *>PyBytes_AS_STRING(out)
-    r[0] = 0x42                         # b"Bk"
-    r[1] = 0x6b
-    r[2] = rtype
-    r[3] = flags
-    put32(r + 4, <uint32_t>length)
-    put64(r + 8, seq)
-    put64(r + 16, version)
-    put64(r + 24, expire_ms)
-    r[32] = <unsigned char>blen
-    r[33] = 0
-    r[34] = klen & 0xff
-    r[35] = (klen >> 8) & 0xff
-    put32(r + 36, <uint32_t>vlen)
-    put32(r + 40, <uint32_t>crc32(0, r, 40))
-    memcpy(r + LOG_REC_HEADER, PyBytes_AS_STRING(name), blen)
-    memcpy(r + LOG_REC_HEADER + blen, PyBytes_AS_STRING(key), klen)
-    if vlen:
-        memcpy(r + LOG_REC_HEADER + blen + klen, PyBytes_AS_STRING(value), vlen)
-    put32(r + length - 4, <uint32_t>crc32(0, r, <unsigned int>(length - 4)))
+    put_record(<unsigned char *>PyBytes_AS_STRING(out), rtype, flags, seq, version,
+               expire_ms, PyBytes_AS_STRING(name), blen, PyBytes_AS_STRING(key), klen,
+               PyBytes_AS_STRING(value), vlen)
     return out
 
 

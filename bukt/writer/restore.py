@@ -50,8 +50,8 @@ from typing import Iterator
 
 from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, FLUSH, SET, SET_TTL,
                   SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Encoded, Record, encode)
-from bukt.writer._logscan import encode_sets
-from bukt._core import ENTRY_HEADER as ENTRY_HDR, ENTRY_SINGLE as CORE_SINGLE, BulkLoad
+from bukt._core import ENTRY_HEADER as ENTRY_HDR, ENTRY_SINGLE as CORE_SINGLE, BulkLoad, \
+    DumpPlan, dump_encoded
 from bukt.errors import BucketNotFound
 from bukt.writer.buckettable import read_table
 
@@ -303,26 +303,25 @@ def snapshot(store, seq: int, cancel=None) -> Iterator[Record]:
 
 def snapshot_chunks(store, seq: int, cancel=None) -> Iterator[Encoded]:
     """snapshot()'s records already encoded, as aof.Encoded pieces: the bucket and
-    token records one each, then the entries of DUMP_STRIPES stripes at a time through
-    the compiled encoder (bukt/writer/_logscan.pyx: encode_sets). The same bytes as
-    aof.encode of each record of snapshot(), a few times faster (encoding in Python
-    was about half a compaction's time): what a compaction writes and a replica's full
-    copy streams (bukt/replica/source.py)."""
+    token records one each, then the entries of DUMP_STRIPES stripes at a time, written
+    as records by the core (cext/bulkload.pxi: dump_encoded). The same bytes as
+    aof.encode of each record of snapshot(), several times faster (a tuple an entry
+    and encoding it in Python were most of a compaction's time and of the primary's
+    in a replica's full copy): what a compaction writes and a full copy streams
+    (bukt/replica/source.py)."""
     live = [s for s in read_table(store) if s.state == 1]
     for s in live:
         yield Encoded(encode(Record.bucket_create(seq, s.name, s.settings)), 1)
         for token_id, perms, token_hash in s.tokens:
             yield Encoded(encode(Record.token_add(seq, s.name, token_hash, token_id, perms)), 1)
-    persisted = frozenset(s.name for s in live if s.persist)
+    plan = DumpPlan(store, seq, [(s.idx, s.gen, s.name) for s in live if s.persist])
     start = 0
     while True:
         if cancel is not None and cancel.is_set():
             raise Cancelled("snapshot cancelled")
-        entries, start = store.dump_stripes(start, DUMP_STRIPES)
-        if entries:
-            data, n = encode_sets(entries, persisted, seq, CORE_SINGLE)
-            if n:
-                yield Encoded(data, n)
+        data, n, start = dump_encoded(store, start, DUMP_STRIPES, plan)
+        if n:
+            yield Encoded(data, n)
         if start == 0:
             return
 
