@@ -252,6 +252,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "limits.ring_size": ("16MiB", _size(lo=64 << 10)),
     "limits.ring_wait_ms": (1000, _int(0, 3_600_000)),
     "limits.max_transaction_keys": (1024, _int(1, 1 << 20)),
+    "limits.object_readers": (1024, _int(1, 1 << 20)),
     "feed.size": ("16MiB", _size(lo=64 << 10, hi=1 << 36)),
     "feed.max_value": ("1KiB", _size(hi=1 << 20)),
     "feed.cache_only": ("watched", _feed_cache_only),

@@ -108,6 +108,7 @@ KIND_CODES = {v: k for k, v in KINDS.items()}
 _T_SET, _T_DEL, _T_EXPIRED, _T_EVICTED, _T_TOUCH, _T_META = 1, 2, 3, 4, 5, 16
 RF_NOVALUE, RF_FEED, RF_FLUSH, RF_INCR = 0x08, 0x10, 0x20, 0x40
 _E_SINGLE = 0x04
+_E_HIDDEN = 0x10    # an entry's (in ring_read's flags, above its record's: << 8)
 
 
 def feed_path(instance: str) -> str:
@@ -227,6 +228,8 @@ def ring_records_to_events(recs, names):
     import json
     out = []
     for seq, rtype, idx, gen, key, value, expire_ms, version, flags in recs:
+        if (flags >> 8) & _E_HIDDEN:
+            continue                    # an object's internal entry: not the user's
         if rtype == _T_SET:
             kind = 6 if flags & RF_INCR else 1
             vsize = VSIZE_UNKNOWN if flags & RF_NOVALUE else len(value)

@@ -538,7 +538,7 @@ cdef int relocate_entry(Store s, uint64_t off, uint32_t holding, uint64_t p) exc
         ne.vlen = vlen
         ne.bucket = bidx
         memcpy(EKEY(s, noff), EKEY(s, off), klen + vlen)
-        bk_store_rel8(&ne.flags, BK_E_USED | (e.flags & BK_E_SINGLE))
+        bk_store_rel8(&ne.flags, BK_E_USED | (e.flags & BK_E_CARRY))
         ne.version = e.version
         crash_in_move(s, 3)                     # filled, not published
         st.intent_slot = slot

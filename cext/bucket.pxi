@@ -11,6 +11,93 @@ SCHEMAS = ("bytes", "int", "str", "json")
 SCHEMA_JSON = 3
 
 
+# -- OBJECTS IN THE CORE: entry flags, hidden keys, value hooks -------------------------
+# An entry's flags byte says what its value is beyond plain bytes (segment.h): an
+# object's manifest (MANIFEST), an object's internal entry (HIDDEN: a chunk, a head
+# record), a compressed value (ZSTD, LZ4). The core stores and moves those bits with
+# the entry (the ring, the log, base files, replicas, the slab mover) but does not know
+# manifests or codecs: the value hooks do (bukt/values.py registers them at import):
+#   store_large(bucket, key, value, ttl, nx, xx, single_read, if_version) -> version
+#       Bucket.set of a value above max_value (the objects layer stores it in chunks);
+#   compress(bucket, value) -> (stored bytes, BK_E_ZSTD or BK_E_LZ4) or None
+#       Bucket.set of a value of comp_threshold bytes or more in a compressing bucket;
+#   decode(bucket, key, value, flags) -> bytes
+#       every Python-level read of an entry with a BK_E_DECODE bit, after its locks are
+#       released (a manifest's chunks are read under their own stripes' locks).
+# Hidden keys start with RESERVED_PREFIX: a user write of such a key is refused, a user
+# read of a HIDDEN entry is a miss. The raw API (put_entry, read_entry, delete_entry,
+# scan_hidden) is for the objects layer and the codec: no hooks, no schema.
+RESERVED_PREFIX = b"\x00bkt\x00"
+ENTRY_MANIFEST = BK_E_MANIFEST
+ENTRY_HIDDEN = BK_E_HIDDEN
+ENTRY_ZSTD = BK_E_ZSTD
+ENTRY_LZ4 = BK_E_LZ4
+ENTRY_FLAGS = BK_E_CARRY            # every flag an entry may carry (put_entry's flags)
+COMPRESSIONS = ("none", "zstd", "lz4")      # a bucket's compression byte, by value
+
+cdef object _hooks = None           # the registered value hooks (set_value_hooks)
+
+
+def set_value_hooks(hooks):
+    """Register the value hooks (one object with store_large, compress and decode), or
+    None to remove them. Returns the previous ones."""
+    global _hooks
+    if hooks is not None:
+        for name in ("store_large", "compress", "decode"):
+            if not callable(getattr(hooks, name, None)):
+                raise TypeError(f"value hooks need a callable {name}()")
+    prev = _hooks
+    _hooks = hooks
+    return prev
+
+
+def value_hooks():
+    """The registered value hooks, or None."""
+    return _hooks
+
+
+cdef inline bint is_reserved(const char *k, Py_ssize_t n) noexcept:
+    return n >= BK_RESERVED_PREFIX_LEN and k[0] == 0 and \
+        memcmp(k, BK_RESERVED_PREFIX, BK_RESERVED_PREFIX_LEN) == 0
+
+
+cdef inline bytes as_user_key(Store s, object key):
+    """as_key for a user write: a key under RESERVED_PREFIX is the objects layer's."""
+    cdef bytes kb = as_key(s, key)
+    if is_reserved(kb, PyBytes_GET_SIZE(kb)):
+        raise _err.InvalidArgument(f"key {kb[:40]!r} starts with the reserved prefix "
+                                   f"{RESERVED_PREFIX!r} (objects' internal entries)")
+    return kb
+
+
+cdef object decode_flagged(object bucket, bytes kb, object val, uint8_t flags):
+    """The value of an entry flagged BK_E_DECODE, through the hooks' decode."""
+    if _hooks is None:
+        what = "an object manifest" if flags & BK_E_MANIFEST else "compressed"
+        raise _err.BuktError(f"key {kb[:60]!r} holds a value stored {what} (entry flags "
+                             f"{flags:#x}) and no value hooks are registered to decode "
+                             "it (import bukt registers them)")
+    out = _hooks.decode(bucket, kb, val, flags & BK_E_CARRY)
+    if type(out) is not bytes:
+        out = bytes(out)
+    return out
+
+
+cdef class Flagged:
+    """A value read under locks that still needs decode_flagged (atomic decodes it after
+    releasing them)."""
+    cdef readonly bytes key
+    cdef readonly object value
+    cdef readonly uint8_t flags
+    cdef readonly bint schema_decode
+
+    def __cinit__(self, bytes key, object value, uint8_t flags, bint schema_decode):
+        self.key = key
+        self.value = value
+        self.flags = flags
+        self.schema_decode = schema_decode
+
+
 class JsonDocument(bytes):
     """A value of a `json` bucket: the document's UTF-8 text, as bytes. The type tells
     a face to serve it as application/json (bukt/http/keys.py); anything else reads
@@ -151,6 +238,8 @@ cdef enum:                      # how _slow_get treats the entry it finds
     GET_READ = 0                # get(): a single-read entry is consumed
     GET_TAKE = 1                # getdel(): always consumed
     GET_PEEK = 2                # get_entry(consume=False): never consumed
+    GET_RAW = 4                 # a bit: the raw API's read (read_entry), which sees
+                                # HIDDEN entries; without it they are a miss
 
 
 cdef class Bucket:
@@ -169,6 +258,11 @@ cdef class Bucket:
     @property
     def store(self):
         return self.s
+
+    @property
+    def max_value(self):
+        """The entry limit (limits.max_value): the most a stored value decodes to."""
+        return self.s.max_value
 
     @property
     def schema_name(self):
@@ -223,7 +317,7 @@ cdef class Bucket:
         return 0
 
     # -- values in and out, by schema -------------------------------------------
-    cdef bytes _encode(self, object value):
+    cdef bytes _encode(self, object value, bint limit=True):
         cdef bytes vb
         if self.schema == 1:                                # int
             if isinstance(value, bool):
@@ -255,7 +349,7 @@ cdef class Bucket:
             except UnicodeDecodeError as e:
                 raise _err.SchemaError(f"str bucket: the value is not UTF-8 ({e.reason} "
                                        f"at byte {e.start})") from None
-        if <uint64_t>PyBytes_GET_SIZE(vb) > self.s.max_value:
+        if limit and <uint64_t>PyBytes_GET_SIZE(vb) > self.s.max_value:
             raise _err.ValueTooLarge(f"value of {PyBytes_GET_SIZE(vb)} bytes exceeds the limit "
                                      f"of {self.s.max_value} bytes (max_value)")
         return vb
@@ -289,7 +383,14 @@ cdef class Bucket:
         # locked instruction on the read path (threads of one process sharing the row
         # may, rarely, lose a count; the gauges keys/bytes are exact)
         if status == HIT:
-            cnt.hits += 1
+            if snap.flags & BK_E_OBJECT:            # one test of the loaded flags byte
+                if snap.flags & BK_E_HIDDEN:
+                    cnt.misses += 1                 # an object's internal entry
+                    return default
+                cnt.hits += 1
+                val = decode_flagged(self, kb, val, snap.flags)
+            else:
+                cnt.hits += 1
             return self._decode(val) if self.schema else val
         cnt.misses += 1
         return default
@@ -309,10 +410,12 @@ cdef class Bucket:
                         COPY_PLAIN if consume else COPY_ALL, &status, &snap)
         if status != HIT and status != MISS:
             val = self._slow_get(kb, mode, &status, &snap)
-        if status != HIT:
+        if status != HIT or snap.flags & BK_E_HIDDEN:
             cnt.misses += 1
             return None
         cnt.hits += 1
+        if snap.flags & BK_E_DECODE:
+            val = decode_flagged(self, kb, val, snap.flags)
         ttl = None if snap.expire_ms == 0 else max(0, snap.expire_ms - self.s.now()) / 1000.0
         return (self._decode(val) if self.schema else val), snap.version, ttl
 
@@ -324,10 +427,10 @@ cdef class Bucket:
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
         cdef uint64_t h = khash(self.idx, kb, n), off
         cdef uint32_t si = stripe_of(s, h)
-        cdef int slot
+        cdef int slot, raw
         cdef bk_entry *e
         if s.readonly:
-            return self._readonly_get(kb, mode, status, snap)
+            return self._readonly_get(kb, mode & ~GET_RAW, status, snap)
         if logs(s, &s.bucketv[self.idx]):
             ring_wait_space(s, rec_size(n, 0))
         si = lock_key(s, si, h)
@@ -342,13 +445,19 @@ cdef class Bucket:
                 self._expire_locked(si, slot, off)
                 status[0] = MISS
                 return None
+            if (e.flags & BK_E_HIDDEN) and not (mode & GET_RAW):
+                status[0] = MISS        # an object's internal entry: not the user's
+                return None
+            raw = mode & GET_RAW
+            mode &= ~GET_RAW
             snap.version, snap.expire_ms, snap.vlen, snap.flags = e.version, e.expire_ms, e.vlen, e.flags
             val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
             if mode == GET_TAKE or (mode == GET_READ and (e.flags & BK_E_SINGLE)):
                 if not do_delete_at(s, si, slot, off, BK_T_DEL):
                     raise ring_full(s, "change ring full: the key was not consumed",
                                     rec_size(n, 0))
-                bk_add64(&s.counters(self.idx).deletes, 1)
+                if not raw:
+                    bk_add64(&s.counters(self.idx).deletes, 1)
             status[0] = HIT
             return val
         finally:
@@ -394,6 +503,8 @@ cdef class Bucket:
         cdef double since = 0
         while True:
             fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb), COPY_NONE, &status, snap)
+            if status != MISS and status != CONTENDED and snap.flags & BK_E_HIDDEN:
+                return MISS                             # an object's internal entry
             if status == SLOW:                          # validated: single-read or expired
                 if snap.expire_ms and snap.expire_ms <= self.s.now():
                     return MISS
@@ -416,7 +527,7 @@ cdef class Bucket:
                 return MISS
             e = ENT(s, off)
             snap.version, snap.expire_ms, snap.vlen, snap.flags = e.version, e.expire_ms, e.vlen, e.flags
-            if e.expire_ms and e.expire_ms <= s.now():
+            if e.expire_ms and e.expire_ms <= s.now() or e.flags & BK_E_HIDDEN:
                 return MISS
             return HIT
         finally:
@@ -471,7 +582,7 @@ cdef class Bucket:
         cdef double since = 0
         cdef bk_counters *cnt
         cdef list ready = [as_key(s, k) for k in keys]
-        cdef list hs, sis, seqs, stripes, vals
+        cdef list hs, sis, seqs, stripes, vals, flagged
         self._b()
         nk = len(ready)
         if nk == 0:
@@ -506,10 +617,13 @@ cdef class Bucket:
             if not ok:
                 continue
             vals = []
+            flagged = []
             for i in range(nk):
                 kb = ready[i]
                 vals.append(probe_copy(s, sis[i], hs[i], self.idx, kb,
                                        <uint32_t>PyBytes_GET_SIZE(kb), &status, &snap))
+                if status == HIT and snap.flags & BK_E_OBJECT:
+                    flagged.append((i, snap.flags))
                 if status == -1:
                     ok = False
                     break
@@ -530,6 +644,11 @@ cdef class Bucket:
                 if s.readonly:
                     s._writable()       # consuming a single-read key is a write
                 return self.atomic([("get", (kb,)) for kb in ready])
+        for i, f in flagged:            # after the snapshot, no lock held
+            if f & BK_E_HIDDEN:
+                vals[i] = None
+            else:
+                vals[i] = decode_flagged(self, ready[i], vals[i], f)
         cnt = s.counters(self.idx)
         for i in range(nk):
             if vals[i] is None:
@@ -561,18 +680,36 @@ cdef class Bucket:
             if cur == 0 or len(keys) >= count:
                 return cur, keys
 
+    def scan_hidden(self, cursor=0, count=100):
+        """(next_cursor, keys) of the bucket's HIDDEN entries only (an object's chunks
+        and head records), as scan walks (0 when done): for the reclaim sweep."""
+        cdef Store s = self.s
+        cdef uint64_t cur, nxt = 0
+        self._b()
+        if not isinstance(cursor, int) or cursor < 0 or cursor >= (1 << 32):
+            raise _err.InvalidArgument(f"cursor {cursor!r} is not one this bucket gave")
+        if count < 1:
+            raise _err.InvalidArgument("count must be at least 1")
+        keys = []
+        cur = cursor
+        while True:
+            keys.extend(read_at_cursor(s, cur, collect_hidden, self.idx, &nxt))
+            cur = nxt
+            if cur == 0 or len(keys) >= count:
+                return cur, keys
+
     # -- writes -----------------------------------------------------------------
     def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
             if_version=None):
-        """Store the value; returns its version (None when nx/xx says no)."""
+        """Store the value; returns its version (None when nx/xx says no). A value
+        above max_value goes to the value hooks' store_large (an object in chunks),
+        one of comp_threshold bytes or more in a compressing bucket through their
+        compress (OBJECTS IN THE CORE, above)."""
         cdef Store s = self.s
         cdef bk_bucket *b
         cdef bytes kb, vb
-        cdef uint32_t n, vlen, si
-        cdef uint64_t h, off, ver, cur
-        cdef int found
-        cdef int64_t expire_ms
-        cdef bint present
+        cdef uint8_t eflags = BK_E_SINGLE if single_read else 0
+        cdef uint64_t ver
         s._writable()
         b = self._b()
         if nx and xx:
@@ -580,11 +717,43 @@ cdef class Bucket:
         if if_version is not None and (isinstance(if_version, bool) or
                                        not isinstance(if_version, int) or if_version < 0):
             raise _err.InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
-        kb = as_key(s, key)
-        vb = self._encode(value)
+        kb = as_user_key(s, key)
+        vb = self._encode(value, _hooks is None)
+        if <uint64_t>PyBytes_GET_SIZE(vb) > s.max_value:
+            if ttl is not None:
+                ttl_ms(ttl)
+            ver = _hooks.store_large(self, kb, vb, ttl, bool(nx), bool(xx),
+                                     bool(single_read), if_version)
+            if ver:
+                bk_add64(&s.counters(self.idx).writes, 1)   # one write, however many
+            return ver                                      # entries the object took
+        if b.compression and _hooks is not None \
+                and <uint64_t>PyBytes_GET_SIZE(vb) >= b.comp_threshold:
+            packed = _hooks.compress(self, vb)
+            if packed is not None:
+                vb = packed[0]
+                eflags |= <uint8_t>(packed[1] & (BK_E_ZSTD | BK_E_LZ4))
+        ver = self._put(kb, vb, self._expire_for(ttl, b), nx, xx, eflags,
+                        if_version is not None, 0 if if_version is None else if_version,
+                        True)
+        if ver:
+            bk_add64(&s.counters(self.idx).writes, 1)
+        return ver if ver else None
+
+    cdef uint64_t _put(self, bytes kb, bytes vb, int64_t expire_ms, bint nx, bint xx,
+                       uint8_t eflags, bint check, uint64_t want,
+                       bint mismatch_raises) except? 0:
+        """The write of set and put_entry: kb and vb checked, the flags given. 0 when
+        nx/xx (or, unless mismatch_raises, the version check) says no. Counts nothing
+        (set counts its write: the raw API's entries are parts of one)."""
+        cdef Store s = self.s
+        cdef bk_bucket *b = &s.bucketv[self.idx]
+        cdef uint32_t n, vlen, si
+        cdef uint64_t h, off, ver, cur
+        cdef int found
+        cdef bint present
         n = <uint32_t>PyBytes_GET_SIZE(kb)
         vlen = <uint32_t>PyBytes_GET_SIZE(vb)
-        expire_ms = self._expire_for(ttl, b)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
         prefetch_for_write(s, si, h)
@@ -598,17 +767,18 @@ cdef class Bucket:
                     found = do_find(s, si, h, self.idx, kb, n, &off)
                     present = found >= 0 and not self._expired(off)
                     if nx and present or xx and not present:
-                        return None
-                    if if_version is not None:
+                        return 0
+                    if check:
                         cur = ENT(s, off).version if present else 0
-                        if cur != if_version:
+                        if cur != want:
+                            if not mismatch_raises:
+                                return 0
                             raise _err.VersionMismatch(
-                                f"key {kb[:60]!r} is at version {cur}, not {if_version}")
+                                f"key {kb[:60]!r} is at version {cur}, not {want}")
                     if found >= 0 and not present:
                         self._count_expired()
                     ver = do_set(s, si, h, self.idx, kb, n, vb, vlen, expire_ms,
-                                 BK_E_SINGLE if single_read else 0, found, off)
-                    bk_add64(&s.counters(self.idx).writes, 1)
+                                 eflags, found, off)
                 finally:
                     unlock_stripe(s, si)
             except StripeFull as full:
@@ -618,6 +788,118 @@ cdef class Bucket:
             break
         s._after_write(logs(s, b))
         return ver
+
+    # -- the raw entry API (OBJECTS IN THE CORE): no hooks, no schema ----------------
+    def put_entry(self, key, value, int flags=0, ttl=None, *, nx=False, xx=False,
+                  if_version=0, hidden_ok=True):
+        """Store raw bytes with entry flags (ENTRY_FLAGS: SINGLE, MANIFEST, HIDDEN,
+        ZSTD, LZ4) as they are: no schema, no compression, no hooks. Returns the new
+        version, or 0 when nx/xx or if_version (not 0: the key must be at that
+        version) says no. A key under RESERVED_PREFIX must be flagged HIDDEN and a
+        HIDDEN entry's key must be under it; hidden_ok=False refuses such keys, as a
+        user write does."""
+        cdef Store s = self.s
+        cdef bk_bucket *b
+        cdef bytes kb, vb
+        cdef bint reserved
+        s._writable()
+        b = self._b()
+        if nx and xx:
+            raise _err.InvalidArgument("nx and xx together can never write")
+        if flags & ~(<int>BK_E_CARRY) or flags < 0:
+            raise _err.InvalidArgument(f"entry flags {flags:#x}: only {BK_E_CARRY:#x} bits")
+        if (flags & BK_E_ZSTD) and (flags & BK_E_LZ4):
+            raise _err.InvalidArgument("entry flags: ZSTD and LZ4 together")
+        if isinstance(if_version, bool) or not isinstance(if_version, int) \
+                or not 0 <= if_version < 2 ** 64:
+            raise _err.InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
+        kb = as_key(s, key) if hidden_ok else as_user_key(s, key)
+        reserved = is_reserved(kb, PyBytes_GET_SIZE(kb))
+        if reserved != bool(flags & BK_E_HIDDEN):
+            raise _err.InvalidArgument(
+                f"key {kb[:40]!r}: HIDDEN entries, and only they, have keys under "
+                f"{RESERVED_PREFIX!r}")
+        vb = value if type(value) is bytes else bytes(value)
+        if <uint64_t>PyBytes_GET_SIZE(vb) > s.max_value:
+            raise _err.ValueTooLarge(f"value of {PyBytes_GET_SIZE(vb)} bytes exceeds the "
+                                     f"limit of {s.max_value} bytes (max_value)")
+        return self._put(kb, vb, self._expire_for(ttl, b), nx, xx, <uint8_t>flags,
+                         if_version != 0, if_version, False)
+
+    def read_entry(self, key, take=False, peek=False):
+        """(value, flags, version, expire_ms) of the raw entry, HIDDEN ones too, or
+        None: the stored bytes as they are (a manifest, compressed bytes), no hooks,
+        no schema. take=True removes it in the same locked step (getdel); a
+        single-read entry is taken by any read but a peek (peek=True: nothing is taken,
+        for a HEAD or ?peek). (Bucket.get_entry is the user's
+        decoded read of value, version and ttl.)"""
+        cdef bytes kb
+        cdef int status
+        cdef snap_t snap
+        if take:
+            self.s._writable()
+        self._b()
+        kb = as_key(self.s, key)
+        if not take:                    # peek: a single-read entry stays (get_entry's)
+            val = fast_read(self.s, self.idx, kb, <uint32_t>PyBytes_GET_SIZE(kb),
+                            COPY_ALL if peek else COPY_PLAIN, &status, &snap)
+            if status != HIT and status != MISS:
+                val = self._slow_get(kb, (GET_PEEK if peek else GET_READ) | GET_RAW,
+                                     &status, &snap)
+        else:
+            val = self._slow_get(kb, GET_TAKE | GET_RAW, &status, &snap)
+        if status != HIT:               # (not counted: the raw API reads parts of what
+            return None                 # the user's read, counted once, asked for)
+        return val, snap.flags & BK_E_CARRY, snap.version, snap.expire_ms
+
+    def delete_entry(self, key, if_version=0):
+        """Remove the raw entry (HIDDEN ones too); with if_version (not 0), only at
+        that version. True when it was there and is gone."""
+        cdef bytes kb
+        self.s._writable()
+        self._b()
+        if isinstance(if_version, bool) or not isinstance(if_version, int) \
+                or not 0 <= if_version < 2 ** 64:
+            raise _err.InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
+        kb = as_key(self.s, key)
+        try:
+            return self._delete_one(kb, if_version != 0, if_version, False) == 1
+        except _err.VersionMismatch:
+            return False
+
+    # -- compression settings (fix/compress fills them at creation) ---------------------
+    @property
+    def compression(self):
+        """"none", "zstd" or "lz4"."""
+        cdef uint8_t c = self._b().compression
+        return COMPRESSIONS[c] if c < 3 else f"unknown({c})"
+
+    @property
+    def comp_min_saving(self):
+        """Percent: a compressed value that saves less is stored raw."""
+        return self._b().comp_min_saving
+
+    @property
+    def comp_threshold(self):
+        """Bytes: values smaller are never compressed."""
+        return self._b().comp_threshold
+
+    @property
+    def comp_saved(self):
+        """Gauge: value bytes compression saved (raw - stored)."""
+        return bk_load_rlx_i64(&self._b().comp_saved)
+
+    def add_comp_saved(self, int64_t delta):
+        """Add delta (may be negative) to the comp_saved gauge, atomically."""
+        bk_add64(&self._b().comp_saved, delta)
+
+    def _set_compression_unlogged(self, compression, uint32_t threshold, uint8_t min_saving):
+        """Tests only: set the compression fields in this segment, unlogged (a bucket
+        gets them at creation, through its logged META change)."""
+        cdef bk_bucket *b = self._b()
+        b.comp_threshold = threshold
+        b.comp_min_saving = min_saving
+        b.compression = <uint8_t>COMPRESSIONS.index(compression)
 
     cdef bint _expired(self, uint64_t off):
         cdef int64_t exp = ENT(self.s, off).expire_ms
@@ -631,7 +913,7 @@ cdef class Bucket:
         """Set every pair; all keys, values and the ttl are checked before the first
         write, so a bad one changes nothing (each key is then set on its own)."""
         items = list(mapping.items() if hasattr(mapping, "items") else mapping)
-        ready = [(as_key(self.s, k), self._encode(v)) for k, v in items]
+        ready = [(as_user_key(self.s, k), self._encode(v, _hooks is None)) for k, v in items]
         if ttl is not None:
             ttl_ms(ttl)
         return [self.set(k, v, ttl) for k, v in ready]
@@ -649,7 +931,7 @@ cdef class Bucket:
         cdef bk_entry *e
         s._writable()
         b = self._b()
-        kb = as_key(s, key)
+        kb = as_user_key(s, key)
         if isinstance(by, bool) or not isinstance(by, int) or not isinstance(initial, int):
             raise TypeError("by and initial must be integers")
         if ttl is not None:
@@ -703,8 +985,13 @@ cdef class Bucket:
         cdef snap_t snap
         self.s._writable()
         self._b()
-        val = self._slow_get(as_key(self.s, key), GET_TAKE, &status, &snap)
-        return self._decode(val) if status == HIT else None
+        cdef bytes kb = as_user_key(self.s, key)
+        val = self._slow_get(kb, GET_TAKE, &status, &snap)
+        if status != HIT:
+            return None
+        if snap.flags & BK_E_DECODE:
+            val = decode_flagged(self, kb, val, snap.flags)
+        return self._decode(val)
 
     def delete(self, *keys, if_version=None):
         """How many of the keys existed (and are now gone). With `if_version=v`, one
@@ -718,7 +1005,7 @@ cdef class Bucket:
                 raise _err.InvalidArgument(f"if_version must be an int >= 0, not {if_version!r}")
             if len(keys) != 1:
                 raise _err.InvalidArgument(f"delete with if_version takes one key, not {len(keys)}")
-        ready = [as_key(self.s, k) for k in keys]     # all checked before any delete
+        ready = [as_user_key(self.s, k) for k in keys]    # all checked before any delete
         if if_version is not None and if_version >= 2 ** 64:
             raise _err.VersionMismatch(f"no key is at version {if_version}")
         for kb in ready:
@@ -726,8 +1013,9 @@ cdef class Bucket:
                                         0 if if_version is None else if_version)
         return deleted
 
-    cdef int _delete_one(self, bytes kb, bint check, uint64_t want) except -1:
-        """Delete one key; with `check`, only if it is at version `want` (0: absent)."""
+    cdef int _delete_one(self, bytes kb, bint check, uint64_t want, bint count=True) except -1:
+        """Delete one key; with `check`, only if it is at version `want` (0: absent).
+        count=False: not in the deletes counter (the raw API's delete_entry)."""
         cdef Store s = self.s
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb), si
         cdef uint64_t h = khash(self.idx, kb, n), off, cur
@@ -754,7 +1042,8 @@ cdef class Bucket:
                     if not do_delete_at(s, si, slot, off, BK_T_DEL):
                         raise ring_full(s, "change ring full: the key was not deleted",
                                         rec_size(n, 0))
-                    bk_add64(&s.counters(self.idx).deletes, 1)
+                    if count:
+                        bk_add64(&s.counters(self.idx).deletes, 1)
                     existed = 1
         finally:
             unlock_stripe(s, si)
@@ -778,7 +1067,7 @@ cdef class Bucket:
         cdef bint persist
         s._writable()
         persist = logs(s, self._b())
-        kb = as_key(s, key)
+        kb = as_user_key(s, key)
         n = <uint32_t>PyBytes_GET_SIZE(kb)
         h = khash(self.idx, kb, n)
         si = stripe_of(s, h)
@@ -925,7 +1214,14 @@ cdef class Bucket:
         # waits for the fsync (fsync: always) when anything was logged, a single-read
         # key taken by a get too
         s._after_write(s.last_pos != pos0 and logs(s, &s.bucketv[self.idx]))
+        for i in range(len(results)):   # values the hooks decode, no lock held now
+            if type(results[i]) is Flagged:
+                results[i] = self._unflag(<Flagged>results[i])
         return results
+
+    cdef object _unflag(self, Flagged f):
+        val = decode_flagged(self, f.key, f.value, f.flags)
+        return self._decode(val) if f.schema_decode else val
 
     cdef list _txn_lock(self, list hs):
         """Lock the stripes of the hashes `hs` in ascending order, each key's ownership
@@ -978,7 +1274,7 @@ cdef class Bucket:
         except TypeError as e:
             raise _err.InvalidArgument(f"transaction op {i} ({name}): {e}") from None
         code = a[0]
-        kb = as_key(s, a[1])
+        kb = as_user_key(s, a[1]) if code >= TX_SET else as_key(s, a[1])
         vb = None
         ttl = None
         opts = a[3] if len(a) > 3 else None
@@ -1074,7 +1370,8 @@ cdef class Bucket:
         cdef uint32_t n = <uint32_t>PyBytes_GET_SIZE(kb)
         cdef uint64_t off = 0
         cdef int found = self._txn_find(si, h, kb, &off)
-        cdef bint present = found >= 0 and not self._expired(off)
+        cdef bint present = found >= 0 and not self._expired(off) \
+            and not (ENT(s, off).flags & BK_E_HIDDEN)   # (an object's: not the user's)
         cdef bk_entry *e = ENT(s, off) if present else NULL
         cdef bk_counters *cnt = s.counters(self.idx)
         cdef int64_t expire_ms
@@ -1085,11 +1382,14 @@ cdef class Bucket:
                 return None
             cnt.hits += 1
             val = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
+            flags = e.flags
             if code == TX_GETDEL or (e.flags & BK_E_SINGLE):
                 if not do_delete_at(s, si, found, off, BK_T_DEL):
                     raise ring_full(s, "change ring full: the key was not consumed",
                                     rec_size(n, 0))
                 bk_add64(&cnt.deletes, 1)
+            if flags & BK_E_DECODE:     # decoded by atomic once the locks are released
+                return Flagged(kb, val, flags, self.schema != 0)
             return self._decode(val) if self.schema else val
         if code == TX_EXISTS:
             return present
@@ -1118,7 +1418,9 @@ cdef class Bucket:
             old = None
             if want_old and present:
                 old = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
-                if self.schema:
+                if e.flags & BK_E_DECODE:
+                    old = Flagged(kb, old, e.flags, self.schema != 0)
+                elif self.schema:
                     old = self._decode(old)
             if nx and present or xx and not present:
                 return old if want_old else None
@@ -1191,7 +1493,7 @@ cdef class Bucket:
                     self._bl()
                     found = do_find(s, si, h, self.idx, kb, n, &off)
                     ver = do_set(s, si, h, self.idx, kb, n, value, vlen, expire_ms,
-                                 BK_E_SINGLE if flags & BK_E_SINGLE else 0, found, off,
+                                 <uint8_t>(flags & BK_E_CARRY), found, off,
                                  version)
                 finally:
                     unlock_stripe(s, si)
@@ -1412,9 +1714,36 @@ cdef list collect_keys(Store s, uint32_t si, object arg):
         exp = bk_load_rlx_i64(&e.expire_ms)
         if exp and exp <= now:
             continue
+        if bk_load_acq8(&e.flags) & BK_E_HIDDEN:
+            continue                        # an object's internal entry
         if plen and memcmp(EKEY(s, off), <const char *>prefix, plen) != 0:
             continue
         out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
+    return out
+
+
+cdef list collect_hidden(Store s, uint32_t si, object arg):
+    """Stripe si's HIDDEN keys of bucket arg, expired ones too (the objects layer's
+    reclaim sweep), read without validation (read_at_cursor validates)."""
+    cdef uint16_t bidx = arg
+    cdef uint64_t *slots = SLOTS_OF(s, si)
+    cdef uint64_t w, off
+    cdef uint32_t i, klen
+    cdef bk_entry *e
+    cdef list out = []
+    for i in range(SLOTS):
+        w = bk_load_rlx64(&slots[i])
+        if w == 0:
+            continue
+        off = w & BK_OFF_MASK
+        if off < s.arena_off or off + 32 > s.size:
+            continue
+        e = ENT(s, off)
+        klen = bk_load_rlx32(&e.klen)
+        if e.bucket != bidx or klen > s.max_key or off + 32 + klen > s.size:
+            continue
+        if bk_load_acq8(&e.flags) & BK_E_HIDDEN:
+            out.append(PyBytes_FromStringAndSize(EKEY(s, off), klen))
     return out
 
 
@@ -1462,8 +1791,10 @@ cdef object read_into(object bucket, const char *k, uint32_t n, Py_ssize_t room,
     protocol). *found: READ_HIT (that object), READ_MISS (None), both counted as
     Bucket.get counts them; or READ_HANDED_BACK (None) for everything Bucket.get must
     decide: a typed bucket (int, str), a closed store or retired segment, a dropped
-    bucket, a key of 0 or more than max_key bytes, and whatever fast_read does not
-    settle (a single-read key, an expired one, a contended stripe)."""
+    bucket, a key of 0 or more than max_key bytes, whatever fast_read does not
+    settle (a single-read key, an expired one, a contended stripe), and an entry
+    with an object bit (BK_E_OBJECT: a manifest or a compressed value, which the
+    value hooks decode, or a hidden entry, a miss to the user)."""
     cdef Bucket b = <Bucket>bucket
     cdef Store s = b.s
     cdef bk_bucket *m
@@ -1479,6 +1810,8 @@ cdef object read_into(object bucket, const char *k, uint32_t n, Py_ssize_t room,
         return None
     val = fast_read(s, b.idx, k, n, COPY_ROOM, &status, &snap, room)
     if status == HIT:
+        if snap.flags & BK_E_OBJECT:                # a manifest, a compressed value, a
+            return None                             # hidden entry: Bucket.get decides
         s.counters(b.idx).hits += 1
         found[0] = READ_HIT
         return val

@@ -122,7 +122,8 @@ cdef class BulkLoad:
                 if rtype == LOG_SET:
                     bulk_set(s, <uint16_t>idx, r.key, <uint32_t>r.klen, r.value,
                              <uint32_t>r.vlen, expire_ms,
-                             BK_E_SINGLE if r.flags & LOG_SINGLE_READ else 0, r.version)
+                             (r.flags & BK_E_OBJECT) |
+                             (BK_E_SINGLE if r.flags & LOG_SINGLE_READ else 0), r.version)
                 elif rtype == LOG_SET_TTL:
                     bulk_touch(s, <uint16_t>idx, r.key, <uint32_t>r.klen, expire_ms, r.version)
                 elif rtype != 0:
@@ -280,7 +281,8 @@ cdef list collect_encoded(Store s, uint32_t si, object arg):
         blen = PyBytes_GET_SIZE(nm)
         need = used + LOG_REC_OVERHEAD + blen + klen + vlen
         plan_reserve(p, need)
-        put_record(p.buf + used, LOG_SET, LOG_SINGLE_READ if e.flags & BK_E_SINGLE else 0,
+        put_record(p.buf + used, LOG_SET,       # (restore.log_flags, in C)
+                   (e.flags & BK_E_OBJECT) | (LOG_SINGLE_READ if e.flags & BK_E_SINGLE else 0),
                    p.seq, e.version, <uint64_t>exp, PyBytes_AS_STRING(nm), blen,
                    EKEY(s, off), klen, EKEY(s, off) + klen, vlen)
         used = need

@@ -43,7 +43,7 @@ cdef int recount(Store s) except -1:
                     continue
                 e = ENT(s, w & BK_OFF_MASK)
                 if e.bucket < s.max_buckets:
-                    keys[e.bucket] += 1
+                    keys[e.bucket] += not (e.flags & BK_E_HIDDEN)
                     nbytes[e.bucket] += e.klen + e.vlen
                     if e.cls < s.nclasses:
                         mem[e.bucket] += s.classes[e.cls].chunk_size
@@ -135,8 +135,14 @@ cdef list check_table(Store s):
                 nttl += e.expire_ms != 0
                 if e.expire_ms != 0 and e.expire_ms < earliest:
                     earliest = e.expire_ms
-                if e.flags & ~BK_E_SINGLE != BK_E_USED:
+                if e.flags & ~BK_E_CARRY != BK_E_USED:
                     problems.append(f"{where}: chunk flags {e.flags:#x}, not a published entry")
+                if (e.flags & BK_E_ZSTD) and (e.flags & BK_E_LZ4):
+                    problems.append(f"{where}: entry flags {e.flags:#x}: ZSTD and LZ4 together")
+                if e.klen <= s.max_key and off + 32 + e.klen <= s.size and \
+                        is_reserved(EKEY(s, off), e.klen) != ((e.flags & BK_E_HIDDEN) != 0):
+                    problems.append(f"{where}: entry flags {e.flags:#x}: HIDDEN entries, "
+                                    f"and only they, have keys under {RESERVED_PREFIX!r}")
                 if e.cls != c:
                     problems.append(f"{where}: chunk says class {e.cls}, page says {c}")
                 if e.klen == 0 or e.klen > s.max_key or e.vlen > s.max_value or \
@@ -158,7 +164,7 @@ cdef list check_table(Store s):
                 if off in referenced:
                     problems.append(f"{where}: chunk referenced twice")
                 referenced.add(off)
-                keys[e.bucket] = keys.get(e.bucket, 0) + 1
+                keys[e.bucket] = keys.get(e.bucket, 0) + (not (e.flags & BK_E_HIDDEN))
                 nbytes[e.bucket] = nbytes.get(e.bucket, 0) + e.klen + e.vlen
                 mem[e.bucket] = mem.get(e.bucket, 0) + s.classes[c].chunk_size
             if count != st.count:

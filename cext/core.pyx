@@ -40,6 +40,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   |                                     feed_since: bukt/feed.py, THE LEASE) |
   | procs    max_procs x 8 B   pid | start (low 32 bits) owning each row     |
   | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
+  | readers  nreaders x 16 B   object reads in flight (limits.object_readers):|
+  |                           owner (pid | start) | since_ns (store.pxi,    |
+  |                           THE READER REGISTRY)                           |
   | ring     ring_size   change records for the writer process               |
   | arena    npages x page_size   chunks of the size classes                 |
   +--------------------------------------------------------------------------+
@@ -60,6 +63,17 @@ keys on few, shared, cached lines (a get in a 256 MiB segment holding 100k keys:
 220 -> 145-175 ns). index_geom in the header (level, split) names the stripes in use;
 each stripe's depth says which hash bits name it, so a process with an older view
 finds out under the seq (readers) or the lock (writers) and follows the geometry.
+
+ENTRY FLAGS (the entry's flags byte): USED and PENDING are the allocator's; SINGLE
+(single-read), MANIFEST (an object's manifest), HIDDEN (an object's chunk or head
+record, its key under RESERVED_PREFIX), ZSTD and LZ4 (stored compressed) are the
+entry's own and go wherever it goes (BK_E_CARRY: the slab mover, the ring, whose
+record keeps the object bits in eflags, the log, base files, replicas, dumps).
+Readers test BK_E_OBJECT on the flags byte they load anyway: a hidden entry is a
+miss to user reads, a manifest or compressed value goes to the value hooks' decode
+(bucket.pxi, OBJECTS IN THE CORE). The keys gauge counts entries that are not
+HIDDEN; bytes and mem count all. objects_retired (header) moves whenever a MANIFEST
+or HIDDEN entry is replaced or removed.
 
 ENTRIES live in chunks of size classes (memcached's slabs): 48 bytes and up by a
 growth factor (1.25 by default), aligned to 8, the last class one page. A chunk holds
@@ -121,6 +135,12 @@ WHO WRITES WHAT
                                           RETIREMENT)
   counters row r                          the process whose pid is procs[r] (atomic
                                           adds, so threads of one process may share)
+  a reader slot                           the process that claimed it (CAS of its
+                                          owner word from 0 or a dead owner); its
+                                          since_ns seq_cst before the read
+  objects_retired                         whoever removes or replaces a MANIFEST or
+                                          HIDDEN entry (atomic add, under the stripe
+                                          lock)
 
 LOCK RULES (written once; names follow them)
 --------------------------------------------

@@ -411,7 +411,7 @@ cdef list collect_entries(Store s, uint32_t si, object arg):
             continue
         part.append((e.bucket, PyBytes_FromStringAndSize(EKEY(s, off), klen),
                      PyBytes_FromStringAndSize(EKEY(s, off) + klen, vlen),
-                     exp, e.flags & BK_E_SINGLE, e.version))
+                     exp, e.flags & BK_E_CARRY, e.version))
     return part
 
 
@@ -556,7 +556,8 @@ cdef int expire_cycle(Store s, int64_t now, double budget) except -1:
 cdef tuple ring_read(Store s, int max_records, uint64_t max_bytes):
     """Committed records from the tail: ([(seq, type, bucket, gen, key, value,
     expire_ms, version, flags)], next_pos, stuck) where stuck is (pos, pid, owner)
-    of a record still RESERVED, or None."""
+    of a record still RESERVED, or None. flags: the record's flags byte (single-read,
+    BK_RF_*) | its eflags (the entry's object bits) << 8."""
     cdef bk_header *h = s.hdr
     cdef uint64_t pos = bk_load_acq64(&h.ring_tail), head = bk_load_acq64(&h.ring_head)
     cdef uint64_t got = 0, off
@@ -583,7 +584,7 @@ cdef tuple ring_read(Store s, int max_records, uint64_t max_bytes):
         out.append((pos, r.type, r.bucket, r.bucket_gen,
                     PyBytes_FromStringAndSize(body, r.klen),
                     PyBytes_FromStringAndSize(body + r.klen, r.vlen),
-                    r.expire_ms, r.version, r.flags))
+                    r.expire_ms, r.version, r.flags | (<uint32_t>r.eflags << 8)))
         got += r.len
         pos += r.len
     return out, pos, stuck

@@ -426,7 +426,11 @@ cdef uint64_t feed_reserve(Store s, uint32_t need, uint32_t owner, uint64_t *int
 
 cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, uint32_t gen,
                            const char *k, uint32_t klen, const char *v, uint32_t vlen,
-                           int64_t expire_ms, uint64_t version, uint8_t flags) noexcept:
+                           int64_t expire_ms, uint64_t version, uint8_t flags,
+                           uint8_t rflags=0) noexcept:
+    """Fill the record at pos. flags: the entry's (BK_E_CARRY: single-read in the
+    record's flags, the object bits in its eflags); rflags: BK_RF_* of this record
+    (with s.rec_flags, the operation's)."""
     cdef bk_rec *r = REC(s, pos)
     r.type = rtype
     r.bucket = bidx
@@ -435,7 +439,8 @@ cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, 
     r.vlen = vlen
     r.expire_ms = expire_ms
     r.version = version
-    r.flags = flags | s.rec_flags
+    r.flags = (flags & BK_E_SINGLE) | rflags | s.rec_flags
+    r.eflags = flags & BK_E_OBJECT
     if klen:
         memcpy(<char *>r + 48, k, klen)
     if vlen:

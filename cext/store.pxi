@@ -314,7 +314,8 @@ cdef class Store:
                 "max_transaction_keys": self.max_txn_keys,
                 "page_size": self.page_size, "nstripes": self.nstripes,
                 "classes": [self.classes[i].chunk_size for i in range(self.nclasses)],
-                "index_slots": self.nstripes * SLOTS}
+                "index_slots": self.nstripes * SLOTS,
+                "object_readers": self.hdr.nreaders}    # reads the registry holds at once
 
     def __dealloc__(self):
         if self.mapped and self._stop_notifier():
@@ -467,6 +468,102 @@ cdef class Store:
             if m.tokens[t].id == token_id:
                 return m.tokens[t].perms == perms
         return False
+
+    # -- THE READER REGISTRY ------------------------------------------------------------
+    # The objects layer keeps an overwritten or deleted object's chunks until no read
+    # that may have seen its manifest is still going. Each such read holds a slot of
+    # the registry (nreaders slots of bk_reader after the counters) from before it
+    # reads the manifest to after its last chunk: enter claims a free slot by CAS on
+    # its owner word (this process's pid | start << 32), then stores the monotonic
+    # clock into since_ns with a seq_cst store and fence, so a sweep that reads the
+    # registry after a manifest was replaced sees every reader that could have read the
+    # old one (a reader that publishes later reads the new one). exit clears since_ns,
+    # then the owner (release). object_readers_oldest scans every slot and ignores
+    # one whose owner is dead (a SIGKILLed reader: owners.py, OWNERSHIP), which the
+    # next enter takes over, so a killed reader cannot hold chunks for ever. A slot
+    # claimed but not yet stamped (since_ns 0) is no reader yet: its manifest read
+    # comes after its stamp. All processes together run at most nreaders object
+    # reads at once (limits.object_readers; LimitExceeded past it).
+    def object_reader_enter(self):
+        """Register an object read in flight; returns the token for
+        object_reader_exit. Published (seq_cst) before it returns."""
+        cdef bk_reader *rv
+        cdef uint32_t n, i, j, start, owner
+        cdef uint64_t mine, word
+        self._open()
+        if self.readonly:               # (a replica's readers register: it is a mapping
+            raise _err.ReadOnly(        # rule, not a write)
+                f"segment {self.name!r} is attached read-only: an object read cannot "
+                "register; attach with readonly=False")
+        if self.epoch != _fork_epoch:
+            self._claim_counter_row()
+        rv = <bk_reader *>(self.base + self.hdr.readers_off)
+        n = self.hdr.nreaders
+        mine = (<uint64_t>self.pid_start << 32) | self.pid
+        start = <uint32_t>((self.pid * 2654435761u) % n) if n else 0
+        for j in range(n):
+            i = (start + j) % n
+            word = bk_load_acq64(&rv[i].owner)
+            if word != 0:
+                owner = <uint32_t>word
+                if owner_alive32(owner, <uint32_t>(word >> 32)):
+                    continue
+            if bk_cas64(&rv[i].owner, word, mine):
+                bk_store_seq_i64(&rv[i].since_ns, bk_mono_ns())
+                bk_fence_seq()
+                return i
+        raise _err.LimitExceeded(f"{n} object reads in flight, all the registry holds "
+                                 "(limits.object_readers): try again when fewer run")
+
+    def object_reader_exit(self, token):
+        """End the object read `token` (from object_reader_enter)."""
+        cdef bk_reader *rv
+        cdef uint32_t i
+        self._open()
+        if not isinstance(token, int) or not 0 <= token < self.hdr.nreaders:
+            raise _err.InvalidArgument(f"reader token {token!r} is not one enter gave")
+        i = token
+        rv = <bk_reader *>(self.base + self.hdr.readers_off)
+        if <uint32_t>bk_load_acq64(&rv[i].owner) != self.pid:
+            raise _err.InvalidArgument(f"reader token {token} is not this process's")
+        bk_store_seq_i64(&rv[i].since_ns, 0)
+        bk_store_rel64(&rv[i].owner, 0)
+
+    def object_readers_oldest(self):
+        """CLOCK_MONOTONIC ns at which the oldest object read in flight (of a live
+        process) began; 0 when none is."""
+        cdef bk_reader *rv
+        cdef uint32_t i
+        cdef uint64_t word
+        cdef int64_t t, oldest = 0
+        self._open()
+        rv = <bk_reader *>(self.base + self.hdr.readers_off)
+        bk_fence_seq()
+        alive = {}
+        for i in range(self.hdr.nreaders):
+            word = bk_load_acq64(&rv[i].owner)
+            if word == 0:
+                continue
+            t = bk_load_seq_i64(&rv[i].since_ns)
+            if t == 0 or (oldest and t >= oldest):
+                continue
+            ok = alive.get(word)
+            if ok is None:
+                ok = alive[word] = owner_alive32(<uint32_t>word, <uint32_t>(word >> 32))
+            if ok:
+                oldest = t
+        return oldest
+
+    def objects_retired(self):
+        """A counter that moves whenever an entry flagged MANIFEST or HIDDEN leaves
+        the table or is replaced (set over, deleted, expired, evicted, flushed,
+        dropped): the objects layer's reclaim sweep runs when it moved."""
+        self._open()
+        return bk_load_acq64(&self.hdr.objects_retired)
+
+    def clock_ns(self):
+        """CLOCK_MONOTONIC in ns: the clock of the reader registry's entries."""
+        return bk_mono_ns()
 
     @property
     def meta_epoch(self):
@@ -988,7 +1085,7 @@ cdef class Store:
 
 def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_buckets,
             uint64_t index_slots, uint64_t ring_size, uint32_t max_procs, double factor,
-            uint64_t page_size=65536):
+            uint64_t page_size=65536, uint32_t object_readers=1024):
     """Plan the regions of a segment of `size` bytes: a dict of offsets and counts."""
     cdef uint64_t max_entry = ENTRY_HDR + max_key + max_value
     cdef uint64_t page = page_size
@@ -1039,6 +1136,9 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
     plan["buckets_off"] = off; off = align_to(off + max_buckets * sizeof(bk_bucket), 64)
     plan["procs_off"] = off; off = align_to(off + max_procs * sizeof(bk_proc), 64)
     plan["counters_off"] = off; off += <uint64_t>max_procs * max_buckets * sizeof(bk_counters)
+    plan["readers_off"] = off = align_to(off, 64)
+    plan["nreaders"] = object_readers
+    off += <uint64_t>object_readers * sizeof(bk_reader)
     plan["ring_off"] = off = align_to(off, 4096); off += ring_size
     pagemap_off = off
     rest = size - off if size > off else 0
@@ -1061,7 +1161,7 @@ def _layout(uint64_t size, uint32_t max_key, uint32_t max_value, uint32_t max_bu
 
 def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
            max_buckets=64, index_slots=None, ring_size=None, ring_wait=1.0,
-           max_procs=64, size_factor=1.25, max_transaction_keys=1024):
+           max_procs=64, size_factor=1.25, max_transaction_keys=1024, object_readers=1024):
     """Create the segment /bukt-<name> and format it. SegmentExists if it exists."""
     import posix_ipc
     cdef uint64_t nbytes = _parse_size(size)
@@ -1078,9 +1178,11 @@ def create(name, size="64MiB", mode=0o600, *, max_key=250, max_value=1 << 20,
     if not 1 <= max_transaction_keys <= 0xffffffff:
         raise _err.InvalidArgument(f"max_transaction_keys {max_transaction_keys}: "
                                    "at least 1")
+    if not 1 <= object_readers <= (1 << 20):
+        raise _err.InvalidArgument(f"object_readers {object_readers}: 1..1048576")
     plan = _layout(nbytes, max_key, max_value, max_buckets,
                    _parse_size(index_slots or 0), _parse_size(ring_size or 0),
-                   max_procs, size_factor)
+                   max_procs, size_factor, object_readers=object_readers)
     shm_name = _shm_name(name)
     try:
         shm = posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, mode=mode, size=0)
@@ -1136,6 +1238,8 @@ cdef _format(Store s, dict plan, uint64_t nbytes, int mode, uint32_t max_key,
     h.max_procs = max_procs
     h.procs_off = plan["procs_off"]
     h.counters_off = plan["counters_off"]
+    h.readers_off = plan["readers_off"]
+    h.nreaders = plan["nreaders"]
     h.ring_off = plan["ring_off"]
     h.ring_size = plan["ring_size"]
     h.max_key = max_key

@@ -677,12 +677,13 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
         pos = ring_reserve_wait(s, rec_size(klen, 0), si, &st.intent_ring)
         if pos == 0:
             return 0
-        ring_fill(s, pos, rtype, bidx, b.gen, EKEY(s, off), klen, NULL, 0, 0, e.version, 0)
+        ring_fill(s, pos, rtype, bidx, b.gen, EKEY(s, off), klen, NULL, 0, 0, e.version,
+                  e.flags & BK_E_OBJECT)
     elif feeds(s, b):
         pos = feed_reserve(s, rec_size(klen, 0), si, &st.intent_ring)
         if pos:
             ring_fill(s, pos, rtype, bidx, b.gen, EKEY(s, off), klen, NULL, 0, 0,
-                      e.version, BK_RF_FEED)
+                      e.version, e.flags & BK_E_OBJECT, BK_RF_FEED)
             feed = 1
     st.intent_slot = slot
     st.intent_old = off
@@ -697,9 +698,12 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
             s.last_pos = pos + rec_size(klen, 0)
     st.count -= 1
     st.nttl -= had_ttl
-    bk_add64(&b.keys, -1)
+    if not (e.flags & BK_E_HIDDEN):
+        bk_add64(&b.keys, -1)               # keys counts the user's: an object is one
     bk_add64(&b.bytes, -<int64_t>(klen + vlen))
     bk_add64(&b.mem, -<int64_t>s.classes[e.cls].chunk_size)
+    if e.flags & (BK_E_MANIFEST | BK_E_HIDDEN):
+        bk_fetch_add_u64(&s.hdr.objects_retired, 1)
     chunk_free(s, off)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
@@ -855,7 +859,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
             pos = feed_reserve(s, need, si, &st.intent_ring)
             if pos:
                 ring_fill(s, pos, BK_T_SET, bidx, b.gen, k, n, v, vlen_fed, expire_ms,
-                          ver, eflags | BK_RF_FEED | (BK_RF_NOVALUE if vlen_fed < vlen else 0))
+                          ver, eflags, BK_RF_FEED | (BK_RF_NOVALUE if vlen_fed < vlen else 0))
                 feed = 1
     slot = <uint32_t>(found if found >= 0 else -1 - found)
     st.intent_slot = slot
@@ -877,10 +881,13 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
         dbytes -= ENT(s, old_off).klen + ENT(s, old_off).vlen
         dmem -= s.classes[ENT(s, old_off).cls].chunk_size
         st.nttl -= ENT(s, old_off).expire_ms != 0   # before the free reuses the word
+        if ENT(s, old_off).flags & (BK_E_MANIFEST | BK_E_HIDDEN):
+            bk_fetch_add_u64(&s.hdr.objects_retired, 1)
         chunk_free(s, old_off)
     else:
         st.count += 1
-        bk_add64(&b.keys, 1)
+        if not (eflags & BK_E_HIDDEN):
+            bk_add64(&b.keys, 1)            # keys counts the user's: an object is one
         if st.count >= BK_SPLIT_AT:
             s.split_due = 1                     # after the unlock: grow_index (GROWTH)
     bk_add64(&b.bytes, dbytes)
@@ -914,12 +921,12 @@ cdef uint64_t do_touch(Store s, uint32_t si, int slot, uint64_t off, int64_t exp
                             "process is down or behind; the change was not applied",
                             rec_size(e.klen, 0))
         ring_fill(s, pos, BK_T_TOUCH, e.bucket, b.gen, EKEY(s, off), e.klen, NULL, 0,
-                  expire_ms, ver, e.flags & BK_E_SINGLE)
+                  expire_ms, ver, e.flags & BK_E_CARRY)
     elif feeds(s, b):
         pos = feed_reserve(s, rec_size(e.klen, 0), si, &st.intent_ring)
         if pos:
             ring_fill(s, pos, BK_T_TOUCH, e.bucket, b.gen, EKEY(s, off), e.klen, NULL, 0,
-                      expire_ms, ver, (e.flags & BK_E_SINGLE) | BK_RF_FEED)
+                      expire_ms, ver, e.flags & BK_E_CARRY, BK_RF_FEED)
             feed = 1
     st.intent_slot = slot
     st.intent_old = off
@@ -1007,6 +1014,8 @@ cdef int free_if_orphan(Store s, uint32_t si, uint64_t off) except -1:
     for i in range(SLOTS):
         if (slots[i] & BK_OFF_MASK) == off and slots[i] != 0:
             return 0
+    if e.flags & (BK_E_MANIFEST | BK_E_HIDDEN):
+        bk_fetch_add_u64(&s.hdr.objects_retired, 1)     # (an extra sweep is harmless)
     chunk_free(s, off)
     return 1
 

@@ -14,6 +14,13 @@ since the epoch, so a key that expired between dump and load stays gone:
     {"bucket": "sessions", "key": "user:42", "value": "aGVsbG8=", "expires_at_ms": 1795314464056}
     {"bucket": "sessions", "key_b64": "/w==", "value": "", "expires_at_ms": 0, "single_read": true}
 
+An attached dump writes entries as stored: an object's manifest and hidden chunks, a
+compressed value, each with "flags", its object bits (bukt._core ENTRY_MANIFEST 8,
+ENTRY_HIDDEN 16, ENTRY_ZSTD 32, ENTRY_LZ4 64); an attached load puts them back as
+they were. Such lines load attached only (over --url they are refused: the
+server's API takes values, not stored entries); a dump over --url reads values, so
+it holds none.
+
 Snapshot (`--format snapshot`, attached only): a base file, the format compaction
 writes (docs/operations.md: checksummed records between a header and a footer):
 bucket definitions, token hashes and every entry with its flags and expiry. Cache-only
@@ -37,7 +44,7 @@ import time
 from bukt.cli.common import OK, REFUSED, CliError, emit, open_target, target_args
 from bukt.cli.progress import Progress
 from bukt.cli.targets import LocalTarget, TcpTarget, raw
-from bukt._core import ENTRY_SINGLE as CORE_SINGLE
+from bukt._core import ENTRY_FLAGS as CORE_FLAGS, ENTRY_SINGLE as CORE_SINGLE
 from bukt.writer import BASE_MAGIC as SNAPSHOT_MAGIC   # a snapshot is a base file
 
 __all__ = ["dump_args", "dump", "load_args", "load", "SNAPSHOT_MAGIC"]
@@ -80,7 +87,10 @@ def dump(args):
     return OK
 
 
-def _entry_line(bucket, key, value, expire_ms, single):
+OBJECT_BITS = CORE_FLAGS & ~CORE_SINGLE     # what "flags" holds (manifest, hidden, codecs)
+
+
+def _entry_line(bucket, key, value, expire_ms, single, flags=0):
     d = {"bucket": bucket}
     try:
         d["key"] = key.decode()
@@ -90,6 +100,8 @@ def _entry_line(bucket, key, value, expire_ms, single):
     d["expires_at_ms"] = expire_ms
     if single:
         d["single_read"] = True
+    if flags & OBJECT_BITS:
+        d["flags"] = flags & OBJECT_BITS
     return json.dumps(d, separators=(",", ":"))
 
 
@@ -127,7 +139,8 @@ def _dump_jsonl(t, wanted, out) -> int:
             out.write(json.dumps({"bucket": name, "settings": slot.settings}) + "\n")
         with Progress("dump", unit="stripes") as p:
             for name, key, value, expire_ms, flags in _local_entries(t.store, table, p):
-                out.write(_entry_line(name, key, value, expire_ms, flags & CORE_SINGLE) + "\n")
+                out.write(_entry_line(name, key, value, expire_ms, flags & CORE_SINGLE,
+                                      flags) + "\n")
                 n += 1
         return n
     names = [wanted] if wanted else [t.bucket] if isinstance(t, TcpTarget) and t.bucket \
@@ -159,7 +172,7 @@ def _dump_jsonl(t, wanted, out) -> int:
 
 
 def _dump_snapshot(t, wanted, path) -> int:
-    from bukt.writer import SINGLE_READ, Record, write_base
+    from bukt.writer import Record, log_flags, write_base
     if not isinstance(t, LocalTarget):
         raise CliError(REFUSED, "--format snapshot works attached only")
     table = _live_table(t.store, wanted)
@@ -173,8 +186,7 @@ def _dump_snapshot(t, wanted, path) -> int:
         with Progress("dump", unit="stripes") as p:
             for name, key, value, expire_ms, flags in _local_entries(t.store, table, p):
                 count[0] += 1
-                yield Record.set(0, name, key, value, expire_ms,
-                                 SINGLE_READ if flags & CORE_SINGLE else 0)
+                yield Record.set(0, name, key, value, expire_ms, log_flags(flags))
     write_base(os.path.abspath(path), records(), 0)
     return count[0]
 
@@ -226,7 +238,8 @@ class _Loader:
         self.known.add(name)
         self.created[name] = token
 
-    def entry(self, bucket, key, value, expire_ms, single):
+    def entry(self, bucket, key, value, expire_ms, single, flags=0):
+        """flags: the entry's object bits (OBJECT_BITS), as stored."""
         bucket = self.target_bucket(bucket)
         now = _now_ms()
         if 0 < expire_ms <= now:
@@ -235,9 +248,14 @@ class _Loader:
         if self.local:
             b = self.buckets.get(bucket) or self.buckets.setdefault(
                 bucket, self.t.store.bucket(bucket))
-            b.restore(key, value, expire_ms, CORE_SINGLE if single else 0, 0)
+            b.restore(key, value, expire_ms,
+                      (CORE_SINGLE if single else 0) | (flags & OBJECT_BITS), 0)
             self.keys += 1
             return
+        if flags & OBJECT_BITS:
+            raise CliError(REFUSED, f"entry {key[:60]!r} of bucket {bucket!r} is stored as "
+                                    f"an object's part or compressed (flags {flags:#x}): "
+                                    "such entries load attached only (no --url)")
         ttl = (expire_ms - now) / 1000 if expire_ms else None
         self.batch.setdefault(bucket, []).append((key, value, ttl, bool(single)))
         if len(self.batch[bucket]) >= LOAD_BATCH:
@@ -304,11 +322,15 @@ def _load_jsonl(ld, src, progress):
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CliError(REFUSED, f"line {lineno}: not a dump line ({e}); nothing after "
                                     "it was loaded") from None
-        ld.entry(bucket, key, value, exp, d.get("single_read", False))
+        flags = d.get("flags", 0)
+        if not isinstance(flags, int) or flags & ~OBJECT_BITS:
+            raise CliError(REFUSED, f"line {lineno}: flags {flags!r} are not entry object "
+                                    f"bits ({OBJECT_BITS:#x}); nothing after it was loaded")
+        ld.entry(bucket, key, value, exp, d.get("single_read", False), flags)
 
 
 def _load_snapshot(ld, path, progress):
-    from bukt.writer import BUCKET_CREATE, SET, SINGLE_READ, TOKEN_ADD, read_base
+    from bukt.writer import BUCKET_CREATE, SET, SINGLE_READ, TOKEN_ADD, core_flags, read_base
     if not ld.local:
         raise CliError(REFUSED, "a snapshot loads attached only (no --url); dump JSON lines "
                                 "to load over the network")
@@ -318,7 +340,8 @@ def _load_snapshot(ld, path, progress):
     for r in read_base(path):
         progress.advance(48 + len(r.bucket) + len(r.key) + len(r.value))
         if r.type == SET:
-            ld.entry(r.bucket, r.key, r.value, r.expire_ms, r.flags & SINGLE_READ)
+            ld.entry(r.bucket, r.key, r.value, r.expire_ms, r.flags & SINGLE_READ,
+                     core_flags(r.flags))
         elif r.type == BUCKET_CREATE:
             ld.ensure(r.bucket, r.settings)
         elif r.type == TOKEN_ADD:

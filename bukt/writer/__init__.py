@@ -16,6 +16,7 @@ _SURFACE = {
     "RecoveryError": "datadir", "check": "datadir", "fix": "datadir",
     "read_manifest": "datadir", "replay": "datadir",
     "DUMP_STRIPES": "restore", "final_sets": "restore", "memory_needed": "restore",
+    "log_flags": "restore", "core_flags": "restore",
 }
 
 

@@ -68,20 +68,23 @@ cdef bytes encode_one(uint8_t rtype, uint8_t flags, uint64_t seq, uint64_t versi
 
 
 def encode_ring(list recs, dict names, dict bnames, dict kinds, uint32_t core_single,
-                uint32_t feed_only, object other):
+                uint32_t object_flags, uint32_t feed_only, object other):
     """The log bytes of ring records (seq, type, bucket_idx, bucket_gen, key, value,
     expire_ms, version, flags), in order: bukt/writer/ringlog.py's RingTranslator.encode
     without a Python call per key record, which was most of the writer's time under a
     stream of sets (a replica's full copy of a million keys waited on it).
 
     kinds: ring type -> (log type, whether the record keeps expiry, flags and version,
-    whether it keeps the value). names: (idx, gen) -> bucket name; bnames caches their UTF-8. A record
-    feed_only is left out; any other record (META, a type not in kinds, a bucket not
-    in names) goes to other(record), which returns its bytes (b"": none)."""
+    whether it keeps the value). The flags as ringlog.py's log_flags(entry_flags(..))
+    make them: the entry's flags are the ring flags' core_single bit and their second
+    byte; the log keeps their object_flags bits and single-read as LOG_SINGLE_READ.
+    names: (idx, gen) -> bucket name; bnames caches their UTF-8. A record feed_only is
+    left out; any other record (META, a type not in kinds, a bucket not in names) goes
+    to other(record), which returns its bytes (b"": none)."""
     cdef list out = []
     cdef tuple rec, kind
     cdef object pair, nb, name
-    cdef uint32_t flags
+    cdef uint32_t flags, entry
     cdef uint8_t lflags
     for rec in recs:
         flags = <uint32_t>rec[8]
@@ -105,7 +108,9 @@ def encode_ring(list recs, dict names, dict bnames, dict kinds, uint32_t core_si
             nb = (<str>name).encode()
             bnames[pair] = nb
         if kind[1]:
-            lflags = LOG_SINGLE_READ if flags & core_single else 0
+            entry = (flags & core_single) | (flags >> 8)
+            lflags = <uint8_t>((entry & object_flags) |
+                               (LOG_SINGLE_READ if entry & core_single else 0))
             out.append(encode_one(<uint8_t>kind[0], lflags, <uint64_t>rec[0],
                                   <uint64_t>rec[7], <uint64_t>rec[6], <bytes>nb,
                                   <bytes>rec[4], <bytes>rec[5] if kind[2] else b""))

@@ -22,7 +22,11 @@ RECORD (44-byte header, payload, 4-byte checksum)
       2    1 type        SET=1 DELETE=2 EXPIRE=3 SET_TTL=4 FLUSH=5 BUCKET_CREATE=6
                          BUCKET_DROP=7 TOKEN_ADD=8 TOKEN_REVOKE=9 EVICT=10
                          (BASE_END=127: base files only)
-      3    1 flags       bit 0: single-read
+      3    1 flags       bit 0: single-read; bits 3-6 (OBJECT_FLAGS): what the value
+                         is, with the core's bit values (bukt._core ENTRY_*): 0x08 an
+                         object's manifest, 0x10 an object's hidden entry, 0x20
+                         zstd-compressed, 0x40 lz4-compressed. A log without them
+                         (older writers) reads as plain values.
       4    4 length      u32: the whole record, 44 + bucket + key + value + 4
       8    8 seq         u64: sequence number, increasing through the logs
      16    8 version     u64: the entry's version after this change (0: none)
@@ -149,7 +153,7 @@ __all__ = [
     "Encoded",
     "FORMAT", "LOG_MAGIC", "BASE_MAGIC", "FILE_HEADER_SIZE", "RECORD_OVERHEAD",
     "SET", "DELETE", "EXPIRE", "SET_TTL", "FLUSH", "BUCKET_CREATE", "BUCKET_DROP",
-    "TOKEN_ADD", "TOKEN_REVOKE", "EVICT", "BASE_END", "TYPE_NAMES", "SINGLE_READ",
+    "TOKEN_ADD", "TOKEN_REVOKE", "EVICT", "BASE_END", "TYPE_NAMES", "SINGLE_READ", "OBJECT_FLAGS",
     "Record", "RecoveryError", "LogCorrupt", "Problem", "Scan", "Repair",
     "encode", "encode_file_header", "read_file_header", "scan", "read_log",
     "LogWriter", "repair", "fsync_dir", "side_path",
@@ -168,6 +172,8 @@ TYPE_NAMES = {SET: "SET", DELETE: "DELETE", EXPIRE: "EXPIRE", SET_TTL: "SET_TTL"
               BASE_END: "BASE_END"}
 
 SINGLE_READ = 0x01
+OBJECT_FLAGS = 0x78     # MANIFEST | HIDDEN | ZSTD | LZ4, the core's bits (restore.py
+                        # converts: log_flags, core_flags)
 
 _FILE_HEADER = struct.Struct("<8sIIQI")          # magic format reserved seq reserved
 FILE_HEADER_SIZE = _FILE_HEADER.size + 4         # + hcrc = 32

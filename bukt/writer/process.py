@@ -567,7 +567,8 @@ class Writer:
                                 max_buckets=cfg.limits.max_buckets,
                                 ring_size=cfg.limits.ring_size,
                                 ring_wait=cfg.limits.ring_wait_ms / 1000.0,
-                                max_transaction_keys=cfg.limits.max_transaction_keys)
+                                max_transaction_keys=cfg.limits.max_transaction_keys,
+                                object_readers=cfg.limits.object_readers)
         except SegmentFull as e:
             old = _shm_path(cfg.instance)
             try:

@@ -43,22 +43,39 @@ persisted bucket, read stripe by stripe with store.dump_stripes while writers ca
 replica's full copy streams.
 
 The on-disk single-read flag is aof.SINGLE_READ (bit 0); the core's is BK_E_SINGLE
-(bukt._core.ENTRY_SINGLE, bit 2). This module and bukt/writer/ringlog.py are where one becomes the other.
+(bukt._core.ENTRY_SINGLE, bit 2). The objects' bits (manifest, hidden, zstd, lz4) have
+the same values on disk and in the core (aof.OBJECT_FLAGS). log_flags and core_flags
+below are where one becomes the other (bukt/writer/ringlog.py, bukt/cli/dump.py and
+the core's bulk loader, cext/bulkload.pxi, use them or their C twin).
 """
 import logging
 from typing import Iterator
 
 from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, FLUSH, SET, SET_TTL,
-                  SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE, Encoded, Record, encode)
+                  SINGLE_READ, OBJECT_FLAGS, TOKEN_ADD, TOKEN_REVOKE, Encoded, Record, encode)
 from bukt._core import ENTRY_HEADER as ENTRY_HDR, ENTRY_SINGLE as CORE_SINGLE, BulkLoad, \
     DumpPlan, dump_encoded
+from bukt._core import ENTRY_FLAGS as CORE_FLAGS
 from bukt.errors import BucketNotFound
 from bukt.writer.buckettable import read_table
 
-__all__ = ["Loader", "snapshot", "snapshot_chunks", "settings_from_meta", "CORE_SINGLE", "Cancelled",
+__all__ = ["Loader", "snapshot", "snapshot_chunks", "settings_from_meta", "CORE_SINGLE",
+           "Cancelled", "log_flags", "core_flags",
            "DUMP_STRIPES", "final_sets", "FinalLoader", "memory_needed"]
 
 log = logging.getLogger("bukt.writer")
+
+assert CORE_FLAGS & ~CORE_SINGLE == OBJECT_FLAGS, "the objects' bits: one value each"
+
+
+def log_flags(core: int) -> int:
+    """A log record's flags for an entry whose core flags are `core`."""
+    return (core & OBJECT_FLAGS) | (SINGLE_READ if core & CORE_SINGLE else 0)
+
+
+def core_flags(logged: int) -> int:
+    """An entry's core flags for a log record's flags `logged`."""
+    return (logged & OBJECT_FLAGS) | (CORE_SINGLE if logged & SINGLE_READ else 0)
 
 # Stripes per dump_stripes call: 64 x 512 slots keeps each call (which holds the GIL)
 # around a millisecond, so the writer's drain loop runs between calls.
@@ -111,11 +128,11 @@ class Loader:
             if t == SET:                       # the fast path: most records are SETs
                 b = self._buckets.get(r[2]) or bucket(r[2])
                 if b is not None:
-                    b.restore(r[3], r[4], r[5], CORE_SINGLE if r[6] & SINGLE_READ else 0, r[7])
+                    b.restore(r[3], r[4], r[5], core_flags(r[6]), r[7])
             elif t == DELETE or t == EXPIRE or t == EVICT:
                 b = self._buckets.get(r[2]) or bucket(r[2])
                 if b is not None:
-                    b.delete(r[3])
+                    b.delete_entry(r[3])       # (the raw delete: hidden keys too)
             else:
                 self._apply_other(r)
             n += 1
@@ -221,8 +238,7 @@ class FinalLoader(Loader):
                     size = ENTRY_HDR + len(r[3]) + len(r[4])
                     sizes[size] = sizes.get(size, 0) + 1
                     try:
-                        b.restore(r[3], r[4], r[5], CORE_SINGLE if r[6] & SINGLE_READ else 0,
-                                  r[7])
+                        b.restore(r[3], r[4], r[5], core_flags(r[6]), r[7])
                     except SegmentFull:
                         self.refused += 1
             elif t == DELETE or t == EXPIRE or t == EVICT or t == FLUSH:
@@ -296,7 +312,7 @@ def snapshot(store, seq: int, cancel=None) -> Iterator[Record]:
         for name, key, value, expire_ms, flags, version in entries:
             if name in persisted:
                 yield new(Record, (SET, seq, name, key, value, expire_ms,
-                                   SINGLE_READ if flags & CORE_SINGLE else 0, version))
+                                   log_flags(flags), version))
         if start == 0:
             return
 

@@ -28,8 +28,8 @@ import logging
 
 from bukt.writer import aof
 from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, SET, SET_TTL,
-                  SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE)
-from bukt.writer.restore import CORE_SINGLE, settings_from_meta
+                  OBJECT_FLAGS, SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE)
+from bukt.writer.restore import CORE_SINGLE, log_flags, settings_from_meta
 from bukt.writer.buckettable import read_table
 from bukt.writer._logscan import encode_ring
 
@@ -41,6 +41,15 @@ log = logging.getLogger("bukt.writer")
 RING_SET, RING_DEL, RING_EXPIRED, RING_EVICTED, RING_TOUCH, RING_META = 1, 2, 3, 4, 5, 16
 from bukt.feed import RF_FEED as RING_FEED_ONLY    # a cache-only bucket's change: for
                                                     # the change feed alone, never logged
+
+
+def entry_flags(ring_flags: int) -> int:
+    """The entry's core flags from a ring_read tuple's flags: its record's flags byte
+    (single-read and the ring's BK_RF_* bits) in the low byte, the entry's object bits
+    (its record's eflags) in the next (cext/meta.pxi, ring_read)."""
+    return (ring_flags & CORE_SINGLE) | (ring_flags >> 8)
+
+
 _KEY_ONLY = {RING_DEL: DELETE, RING_EXPIRED: EXPIRE, RING_EVICTED: EVICT}
 # what the compiled loop (_logscan.pyx: encode_ring) makes of each key record: the log
 # type, whether it keeps expiry, flags and version, whether it keeps the value
@@ -72,8 +81,8 @@ class RingTranslator:
             if r[1] == RING_META:
                 change = json.loads(r[5])
                 names[(r[2], r[3])] = change["name"]
-        return encode_ring(recs, names, self.bnames, _KINDS, CORE_SINGLE, RING_FEED_ONLY,
-                           self._other)
+        return encode_ring(recs, names, self.bnames, _KINDS, CORE_SINGLE, OBJECT_FLAGS,
+                           RING_FEED_ONLY, self._other)
 
     def _other(self, r) -> bytes:
         """One record encode_ring leaves to Python: META, an unknown type, or a bucket
@@ -87,12 +96,12 @@ class RingTranslator:
         encode = aof.encode
         if rtype == RING_SET:
             return encode((SET, seq, name, key, value, expire_ms,
-                           SINGLE_READ if flags & CORE_SINGLE else 0, version))
+                           log_flags(entry_flags(flags)), version))
         if rtype in _KEY_ONLY:
             return encode((_KEY_ONLY[rtype], seq, name, key, b"", 0, 0, 0))
         if rtype == RING_TOUCH:
             return encode((SET_TTL, seq, name, key, b"", expire_ms,
-                           SINGLE_READ if flags & CORE_SINGLE else 0, version))
+                           log_flags(entry_flags(flags)), version))
         if rtype == RING_META:
             return encode(self._meta(seq, name, json.loads(value)))
         log.error("ring record %d of unknown type %d left out of the log", seq, rtype)

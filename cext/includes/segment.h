@@ -23,7 +23,11 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       16u     /* 16: the header's replica flag and replica_of (a
+#define BK_FORMAT       17u     /* 17: objects in the core: entry flags
+                                   MANIFEST, HIDDEN, ZSTD, LZ4 (and a ring
+                                   record's eflags that carries them), buckets'
+                                   compression settings and comp_saved gauge;
+                                   16: the header's replica flag and replica_of (a
                                    read replica refuses writes: docs/design.md,
                                    Replicas);
                                    15: buckets' feed lease (feed_lease, feed_since)
@@ -72,6 +76,22 @@
 #define BK_E_USED    0x01   /* chunk holds an entry (set under the class lock) */
 #define BK_E_PENDING 0x02   /* allocated, not yet published; version holds the owner stripe */
 #define BK_E_SINGLE  0x04   /* single-read: the get that returns it deletes it */
+#define BK_E_MANIFEST 0x08  /* the value is an object manifest (bukt/objects/manifest.py) */
+#define BK_E_HIDDEN  0x10   /* an object's internal entry (a chunk, an object's head
+                               record): its key starts with RESERVED_PREFIX; listing,
+                               the feed and user reads pass over it */
+#define BK_E_ZSTD    0x20   /* the value is stored zstd-compressed (bukt/codec.py) */
+#define BK_E_LZ4     0x40   /* the value is stored lz4-compressed */
+#define BK_E_OBJECT  (BK_E_MANIFEST | BK_E_HIDDEN | BK_E_ZSTD | BK_E_LZ4)
+                            /* the bits a read must look at before it hands a value out:
+                               one test of the flags byte it loaded anyway */
+#define BK_E_DECODE  (BK_E_MANIFEST | BK_E_ZSTD | BK_E_LZ4)
+                            /* a value the value hooks decode (bukt/values.py) */
+#define BK_E_CARRY   (BK_E_SINGLE | BK_E_OBJECT)
+                            /* what an entry carries beyond USED/PENDING: kept by the
+                               slab mover, the ring, the log, a base file, a replica */
+#define BK_RESERVED_PREFIX     "\000bkt\000"  /* hidden keys start with it */
+#define BK_RESERVED_PREFIX_LEN 5
 
 /* intent ops: the one mutation in flight in a stripe, for repair after a death */
 #define BK_OP_NONE   0
@@ -98,8 +118,9 @@
 
 #define BK_RING_META_STRIPE 0xffffffffu
 
-/* ring record flags beyond the entry's (BK_E_SINGLE): what the change feed tells
- * apart (bukt/feed.py); the log ignores them */
+/* ring record flags beyond the entry's BK_E_SINGLE: what the change feed tells
+ * apart (bukt/feed.py); the log ignores them. They share bit values with the entry's
+ * object bits, which a record therefore carries in a byte of their own (eflags) */
 #define BK_RF_NOVALUE 0x08  /* a feed-only set whose value was too long to carry */
 #define BK_RF_FEED   0x10   /* feed only: a cache-only bucket's change, never logged */
 #define BK_RF_FLUSH  0x20   /* a delete made by a bucket's flush */
@@ -174,7 +195,10 @@ typedef struct {
     uint64_t move_hand;         /* the slab mover's next page to look at (racy, advisory) */
     uint64_t relocations;       /* entries the slab mover moved to another chunk of
                                    their class to empty a slab (alloc.pxi) */
-    char     _pad2[24];
+    uint64_t objects_retired;   /* bumped (atomic) whenever an entry flagged MANIFEST or
+                                   HIDDEN leaves the table or is replaced: the writer's
+                                   reclaim sweep runs when it moves (bukt/objects) */
+    char     _pad2[16];
     uint64_t ring_head;         /* next position to reserve (under ring_lock, read by all) */
     uint32_t ring_claim;        /* bytes the other producers leave free for a waiter that
                                    waited too long, 0 = none (ring.pxi, THE CLAIM; under
@@ -266,6 +290,10 @@ typedef struct {
     int64_t  log_current_ms;    /* wall ms at which the log last held every change
                                    committed to the ring (the writer process; THE LAG
                                    LIMIT) */
+    uint64_t readers_off;       /* nreaders x bk_reader: object reads in flight (store.pxi,
+                                   THE READER REGISTRY) */
+    uint32_t nreaders;          /* slots of the registry (limits.object_readers) */
+    uint32_t _pad7;
 } bk_header;
 
 typedef struct {
@@ -335,11 +363,15 @@ typedef struct {
     uint8_t  schema;            /* 0 bytes, 1 int, 2 str, 3 json */
     uint8_t  eviction;          /* 0 lru, 1 none */
     uint8_t  persist;
-    uint8_t  _pad0[4];
+    uint8_t  compression;       /* 0 none, 1 zstd, 2 lz4: how Bucket.set stores a value of
+                                   comp_threshold bytes or more (the value hooks'
+                                   compress, bukt/codec.py); set at creation */
+    uint8_t  comp_min_saving;   /* percent: a compressed value saving less is stored raw */
+    uint8_t  _pad0[2];
     int64_t  default_ttl_ms;    /* 0 = none */
     int64_t  created_ms;
     uint32_t next_token_id;
-    uint32_t _pad1;
+    uint32_t comp_threshold;    /* bytes: smaller values are never compressed */
     bk_token tokens[BK_MAX_TOKENS];
     int64_t  keys;              /* gauges, atomic; exact after a recount */
     int64_t  bytes;             /* key and value bytes */
@@ -360,7 +392,17 @@ typedef struct {
     uint64_t feed_since;        /* the ring's head when the current run began: the
                                    feed holds every change of the bucket after it
                                    (stored before the run's lease) */
+    int64_t  comp_saved;        /* gauge, atomic like bytes: value bytes compression
+                                   saved (raw - stored), kept by the codec's caller
+                                   (Bucket.add_comp_saved) */
 } bk_bucket;
+
+/* an object read in flight (store.pxi, THE READER REGISTRY) */
+typedef struct {
+    uint64_t owner;             /* pid | start (low 32 bits) << 32 of the reading process,
+                                   0 = free; claimed by CAS; a dead owner's is free */
+    int64_t  since_ns;          /* CLOCK_MONOTONIC ns the read began, 0 = not yet */
+} bk_reader;
 
 typedef struct {
     uint32_t pid;               /* owner of this counter slot, 0 = free */
@@ -384,8 +426,9 @@ typedef struct {
     int64_t  expire_ms;
     uint64_t version;
     uint32_t bucket_gen;
-    uint8_t  flags;
-    uint8_t  _pad[3];
+    uint8_t  flags;             /* the entry's BK_E_SINGLE | BK_RF_* */
+    uint8_t  eflags;            /* the entry's BK_E_OBJECT bits (MANIFEST, HIDDEN, ...) */
+    uint8_t  _pad[2];
 } bk_rec;                       /* followed by key, then value */
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "mutex does not fit its slot");
@@ -405,6 +448,7 @@ _Static_assert(offsetof(bk_header, retired) / 64 == offsetof(bk_header, index_ge
                "the retired flag shares index_geom's line, which every get reads");
 _Static_assert(sizeof(bk_header) <= BK_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(bk_counters) == 64, "counters are one cache line");
+_Static_assert(sizeof(bk_reader) == 16, "a reader slot is two words");
 
 /* ---- atomics: explicit ordering, as design.md invariant 2 asks ---- */
 static inline uint64_t bk_load_acq64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -426,6 +470,9 @@ static inline int bk_cas64(uint64_t *p, uint64_t expect, uint64_t want) {
     return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 static inline void bk_fence_acq(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void bk_fence_seq(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void bk_store_seq_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline int64_t bk_load_seq_i64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void bk_fence_rel(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline int bk_cas32(uint32_t *p, uint32_t expect, uint32_t want) {
     return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);

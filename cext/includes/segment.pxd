@@ -12,6 +12,10 @@ cdef extern from "segment.h" nogil:
     int BK_READ_TRIES
     int BK_TAG_SHIFT, BK_NAME_MAX, BK_MAX_TOKENS, BK_MAX_CLASSES, BK_DATA_DIR_MAX
     uint8_t BK_E_USED, BK_E_PENDING, BK_E_SINGLE
+    uint8_t BK_E_MANIFEST, BK_E_HIDDEN, BK_E_ZSTD, BK_E_LZ4
+    uint8_t BK_E_OBJECT, BK_E_DECODE, BK_E_CARRY
+    const char *BK_RESERVED_PREFIX
+    int BK_RESERVED_PREFIX_LEN
     uint32_t BK_OP_NONE, BK_OP_ALLOC, BK_OP_SET, BK_OP_DEL, BK_OP_TOUCH, BK_OP_SPLIT
     uint8_t BK_R_RESERVED, BK_R_COMMITTED, BK_R_SKIPPED, BK_R_PAD
     uint8_t BK_T_SET, BK_T_DEL, BK_T_EXPIRED, BK_T_EVICTED, BK_T_TOUCH, BK_T_META
@@ -28,6 +32,9 @@ cdef extern from "segment.h" nogil:
         uint32_t header_size
         uint64_t total_size
         uint64_t generation
+        uint64_t objects_retired
+        uint64_t readers_off
+        uint32_t nreaders
         int64_t created_ms
         uint32_t mode
         uint32_t flags
@@ -155,9 +162,12 @@ cdef extern from "segment.h" nogil:
         uint8_t schema
         uint8_t eviction
         uint8_t persist
+        uint8_t compression
+        uint8_t comp_min_saving
         int64_t default_ttl_ms
         int64_t created_ms
         uint32_t next_token_id
+        uint32_t comp_threshold
         bk_token tokens[16]
         int64_t keys
         int64_t bytes
@@ -167,6 +177,11 @@ cdef extern from "segment.h" nogil:
         uint32_t dropper_start
         uint64_t feed_lease
         uint64_t feed_since
+        int64_t comp_saved
+
+    ctypedef struct bk_reader:
+        uint64_t owner
+        int64_t since_ns
 
     ctypedef struct bk_proc:
         uint32_t pid
@@ -188,6 +203,7 @@ cdef extern from "segment.h" nogil:
         uint64_t version
         uint32_t bucket_gen
         uint8_t flags
+        uint8_t eflags
 
     uint64_t bk_load_acq64(const uint64_t *p)
     uint64_t bk_load_rlx64(const uint64_t *p)
@@ -224,5 +240,8 @@ cdef extern from "segment.h" nogil:
     int64_t bk_now_ms()
     int64_t bk_now_coarse_ms()
     int64_t bk_mono_ns()
+    void bk_fence_seq()
+    void bk_store_seq_i64(int64_t *p, int64_t v)
+    int64_t bk_load_seq_i64(const int64_t *p)
     bint bk_pid_alive(uint32_t pid)
     uint64_t bk_hash(const void *key, size_t len, uint64_t seed)
