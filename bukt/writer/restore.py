@@ -46,7 +46,9 @@ The on-disk single-read flag is aof.SINGLE_READ (bit 0); the core's is BK_E_SING
 (bukt._core.ENTRY_SINGLE, bit 2). The objects' bits (manifest, hidden, zstd, lz4) have
 the same values on disk and in the core (aof.OBJECT_FLAGS). log_flags and core_flags
 below are where one becomes the other (bukt/writer/ringlog.py, bukt/cli/dump.py and
-the core's bulk loader, cext/bulkload.pxi, use them or their C twin).
+the core's bulk loader, cext/bulkload.pxi, use them or their C twin; the compiled
+encoders, _logscan.pyx's encode_ring and bulkload.pxi's dump_encoded, are twins that
+tests/unit/test_log_encode.py holds to the same bytes).
 """
 import logging
 from typing import Iterator
