@@ -42,9 +42,10 @@ class BuktServer:
     """`bukt serve` with its default tcp.workers; `fast`: resp.fast_path."""
 
     def __init__(self, tmp, always=False, fast=True, workers=0):
+        # (log.level info: the harness waits for the ready banner, an info line)
         self.svc = Service(pathlib.Path(tmp), memory="128MiB",
                            limits={"ring_size": "64MiB"},
-                           tcp={"workers": 0}, log={"level": "warning"},
+                           tcp={"workers": 0}, log={"level": "info"},
                            **({"fsync": "always"} if always else {}))
         self.svc.settings["resp"]["fast_path"] = fast
         if workers:

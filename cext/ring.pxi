@@ -92,9 +92,10 @@
 # process stuck on its disk (a write or an fsync that does not return, a device that
 # hangs) would leave every change acknowledged and held in memory alone, up to the
 # ring's size, for as long as it stays stuck. The writer publishes the bound
-# (lag_limit_ms, the configuration's fsync_lag_limit; 0 under the other policies) and,
-# after every drain that leaves the log holding all that was committed, the wall
-# time of that drain (log_current_ms). A producer that finds the log older than the
+# (lag_limit_ms, the configuration's fsync_lag_limit; 0 under the other policies) and
+# a wall time before which every committed change is in the log (log_current_ms: the
+# start of the last drain whose head the log has passed, bukt/writer/lag.py, so its age
+# is that of the oldest change the log may lack, under a steady load too). A producer that finds the log older than the
 # bound while the writer process lives refuses the write with DiskError, as it does
 # when the writer reports a disk error; a dead writer's segment keeps the ring wait
 # and RingFull (the next writer logs what waits). A write failure is published at

@@ -24,7 +24,10 @@ at 50 connections was 8-10% of the worker's CPU (perf); with the fetches overlap
 the reads and sends, one worker's CPU per request went from 4.54-4.86 to 4.22-4.40 us
 (bench/tcp.py, 50 connections). Connections that are also writable or in error are
 read in event order, into the buffer past the staged bytes (`rfree`). The order of
-answers within a connection is unchanged; across connections it never mattered.
+answers within a connection is unchanged; across connections it never mattered. A
+RESP connection's first GET is hinted the same way, with the bucket the compiled RESP
+loop last ran on for it (Conn.resp_bucket); the loop itself reads pipelined GETs
+ahead (bukt/tcp/_resp.pyx, PREFETCH).
 
 The worker has no other thread, so the loop keeps the GIL across epoll_wait, recv and
 send (releasing and taking it back cost about a tenth of the loop's own CPU per request
@@ -119,6 +122,7 @@ from bukt.tcp.frames import WatchWait, ring_full_frame
 from bukt.tcp.session import Session
 from bukt.tcp import resp_session as _resp
 from bukt.tcp._resp cimport run_fast as resp_run_fast
+from bukt.tcp._resp cimport batch_bucket, request_key as resp_request_key
 from bukt.tcp.connection import resp_error_line as _resp_error_line
 
 cdef extern from "<sched.h>" nogil:
@@ -255,6 +259,8 @@ cdef class Conn:
     cdef Hot hot                # what run_frames last read of its session
     cdef bint resp              # a connection of the RESP listener (bukt/tcp/resp_session.py)
     cdef bint subscribed        # its RESP session watches the feed (KEYSPACE NOTIFICATIONS)
+    cdef object resp_bucket     # RESP: its session's bucket after its last compiled run,
+                                # if a bukt._core one (PREFETCH: a hint, never trusted)
 
 
 cdef inline _end_wait(Conn c):
@@ -588,10 +594,18 @@ cdef class Loop:
         self._received(c, self.rfree, r, errno if r < 0 else 0)
 
     cdef void _hint(self, Conn c, Py_ssize_t off, ssize_t r, int stage):
-        """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r]."""
+        """PREFETCH for the key of the GET or SET that starts at rbuf[off:off + r] (on
+        a RESP connection, of the one-key command: bukt/tcp/_resp.pyx, PREFETCH)."""
         cdef uint32_t klen
         cdef Py_ssize_t kat
-        if not self.core_store or c.session is None or c.resp:
+        if not self.core_store or c.session is None:
+            return
+        if c.resp:
+            if c.resp_bucket is None:       # (set only by the compiled loop)
+                return
+            kat = resp_request_key(rbuf + off, r, self.max_frame, &klen)
+            if kat >= 0:
+                prefetch_key(c.resp_bucket, rbuf + off + kat, klen, stage)
             return
         kat = request_key(rbuf + off, r, &klen)
         if kat < 0:
@@ -662,6 +676,7 @@ cdef class Loop:
                     pos = resp_run_fast(buf, size, pos, c.session, self.max_frame, out,
                                         self.high_water, &why, epoch == 0 or epoch != c.epoch)
                     c.epoch = epoch
+                    c.resp_bucket = batch_bucket()
                 elif c.resp:
                     pos, why = _resp.run(buf, size, pos, c.session, self.max_frame, out,
                                          self.high_water)

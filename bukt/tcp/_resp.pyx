@@ -31,8 +31,22 @@ fast commands are gathered into one bytes object.
 A GET of a bukt._core bucket reads through the core's read_into (cimported from its C
 boundary, bukt/_core.pxd, as the binary face's fast_get does: bukt/tcp/_wire.pyx),
 without a Python call; the other commands call the Bucket's methods.
+
+PREFETCH. A key's read waits for three lines from memory one after the other (its
+slot, the entry's header, its value: cext/bucket.pxi, PREFETCH); a pipelined batch
+would pay that for each command in turn. On a bukt._core bucket the loop therefore
+looks ahead in windows of up to AHEAD commands for the keys of their GETs: before it
+runs a window, it starts stage 2 (the entries) of that window's keys and stage 1 (the
+slots) of the next window's, so that the fetches of many keys overlap each other and
+the running of the commands before them. A command with nothing behind it in the
+buffer is not looked ahead of: its read follows at once. The epoll loop hints the
+first GET of each connection it read (request_key, with the binary face's STAGING in
+bukt/tcp/_epoll.pyx).
 """
+cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from libc.stdint cimport int64_t, uint32_t, uint64_t
@@ -45,7 +59,7 @@ from bukt.tcp.frames import PARK as _PARK, drive as _drive
 from bukt.writewait.durability import RingDurability as _RingDurability
 
 from bukt import _core
-from bukt._core cimport READ_HIT, READ_MISS, read_into
+from bukt._core cimport READ_HIT, READ_MISS, prefetch_key, read_into
 
 # The loop works with any store (tests' fakes too); read_into only with this one.
 cdef object CoreBucket = _core.Bucket
@@ -61,6 +75,7 @@ cdef Py_ssize_t LINE_MAX = _R.LINE_MAX
 cdef Py_ssize_t MIN_ELEMENT = _R.MIN_ELEMENT
 cdef enum:
     MAXARGS = 256           # a longer command (MSET of 128 pairs) goes to the session
+    AHEAD = 16              # PREFETCH: commands a window looks ahead
 
 cdef int READ = _S.READ
 cdef int WRITE = _S.WRITE
@@ -351,8 +366,79 @@ cdef inline bint plain_int(const unsigned char *p, Py_ssize_t n, int64_t *out) n
     return True
 
 
+# -- PREFETCH (module docstring) ----------------------------------------------------------
+
+cdef inline bint keyed(int x) noexcept:
+    """A command whose key is hinted: GET. (A write's key is not: Bucket.set and incr
+    start the fetches of its lines themselves, and hinting SETs early made 50
+    connections' SETs slower, not faster.)"""
+    return x == X_GET
+
+
+cdef Py_ssize_t request_key(const char *p, Py_ssize_t n, Py_ssize_t max_bulk,
+                            uint32_t *klen) noexcept:
+    """Where the key of the keyed command (keyed()) that starts p[:n] starts, its
+    length in *klen; -1 when p[:n] does not start with one, whole. For a hint (the
+    epoll loop's STAGING): nothing else is checked."""
+    cdef Py_ssize_t starts[MAXARGS]
+    cdef Py_ssize_t lens[MAXARGS]
+    cdef int argc
+    cdef Py_ssize_t end
+    cdef const unsigned char *b = <const unsigned char *>p
+    if n < 14 or b[1] != 50 or b[2] != 13:      # a GET is "*2\r\n$3\r\nGET\r\n$..."
+        return -1
+    if parse(b, 0, n, max_bulk, starts, lens, &argc, &end) != P_DONE \
+            or argc < 2 or not keyed(which(b + starts[0], lens[0])):
+        return -1
+    klen[0] = <uint32_t>lens[1]
+    return starts[1]
+
+
+cdef Py_ssize_t window(const unsigned char *b, Py_ssize_t pos, Py_ssize_t size,
+                       Py_ssize_t max_bulk, Py_ssize_t *kat, uint32_t *klen,
+                       int *nk) noexcept:
+    """The window of up to AHEAD whole commands from b[pos:]: the keys of its keyed
+    ones at kat/klen (*nk of them); where it ends. It ends early at a command the fast
+    path may not take (parse's P_OTHER) or a partial one."""
+    cdef Py_ssize_t starts[MAXARGS]
+    cdef Py_ssize_t lens[MAXARGS]
+    cdef int argc, i = 0
+    cdef Py_ssize_t end
+    nk[0] = 0
+    while i < AHEAD and pos < size:
+        if parse(b, pos, size, max_bulk, starts, lens, &argc, &end) != P_DONE:
+            break
+        if argc >= 2 and keyed(which(b + starts[0], lens[0])):
+            kat[nk[0]] = starts[1]
+            klen[nk[0]] = <uint32_t>lens[1]
+            nk[0] += 1
+        pos = end
+        i += 1
+    return pos
+
+
+cdef inline void hint(object bucket, const unsigned char *b, Py_ssize_t *kat,
+                      uint32_t *klen, int nk, int stage) noexcept:
+    cdef int i
+    for i in range(nk):
+        prefetch_key(bucket, <const char *>b + kat[i], klen[i], stage)
+
+
 # -- running commands ---------------------------------------------------------------------
 
+cdef inline object field(dict d, object s, str name):
+    """s.<name>, read from the instance dict `d` when it is there (a RespSession keeps
+    all of Batch.load's fields in it), else by getattr: a Batch reads ten of them at
+    every run, and the generic lookup (the type's attributes first, then the dict) was
+    most of what a run of one command cost."""
+    cdef PyObject *p = PyDict_GetItem(d, name)
+    if p != NULL:
+        return <object>p
+    return getattr(s, name)
+
+
+@cython.no_gc           # it refers to nothing that refers back to it
+@cython.freelist(4)     # one a run: no allocation, and nothing for the collector
 cdef class Batch:
     """What one run reads of the session, and reads again after the session ran a
     command (any of them may change it)."""
@@ -362,14 +448,18 @@ cdef class Batch:
 
     cdef load(self):
         s = self.session
-        self.bucket = s.bucket
-        self.perms = s.perms
-        self.proto = s.proto
-        self.persist = s.persist
-        self.durable = s.durable
+        d = getattr(s, "__dict__", None)
+        if type(d) is not dict:
+            d = {}
+        self.bucket = field(d, s, "bucket")
+        self.perms = field(d, s, "perms")
+        self.proto = field(d, s, "proto")
+        self.persist = field(d, s, "persist")
+        self.durable = field(d, s, "durable")
         # the fast path's preconditions (module docstring)
-        self.taking = (self.bucket is not None and s.multi is None and not s.wait_pos
-                       and not s.closing and not s.parser.need and s.subs is None)
+        self.taking = (self.bucket is not None and field(d, s, "multi") is None
+                       and not field(d, s, "wait_pos") and not field(d, s, "closing")
+                       and not field(d, s, "parser").need and field(d, s, "subs") is None)
         self.core = type(self.bucket) is CoreBucket
         # whether a write's reply may wait for the disk: asked once a batch of
         # RingDurability (a policy it refreshes every POLICY_REFRESH anyway), at each
@@ -383,6 +473,14 @@ cdef class Batch:
 
 
 cdef object deferred = None     # C_DEFERRED's reply
+cdef object last_bucket = None  # the last batch's bucket, if a bukt._core one
+
+
+cdef object batch_bucket():
+    """The bucket the last run_fast ran on, if a bukt._core.Bucket, else None: the
+    session's when it returned (only the session's commands change it). For PREFETCH
+    hints in the epoll loop, which would otherwise look it up on the session."""
+    return last_bucket
 
 
 cdef inline bytes arg(const unsigned char *b, Py_ssize_t *starts, Py_ssize_t *lens, int i):
@@ -583,7 +681,7 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
                           bint recheck) except -1:
     """resp_session.run in C for the commands above (module docstring); `recheck`
     False when the caller knows the bucket table has not changed since the last batch."""
-    global acc_len, deferred
+    global acc_len, deferred, last_bucket
     cdef Py_ssize_t starts[MAXARGS]
     cdef Py_ssize_t lens[MAXARGS]
     cdef int argc, st, done, x
@@ -591,6 +689,12 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
     cdef Py_ssize_t end, out_bytes = 0, n
     cdef const unsigned char *b
     cdef Batch t = Batch.__new__(Batch)
+    # PREFETCH: commands before win_end have had both stages; the next window, from
+    # win_end to next_end, stage 1 (its keys at next_at/next_len, next_n of them)
+    cdef Py_ssize_t win_end = -1, next_end = -1
+    cdef Py_ssize_t next_at[AHEAD]
+    cdef uint32_t next_len[AHEAD]
+    cdef int next_n = 0
     acc_len = 0
     if recheck:
         session.recheck()
@@ -602,6 +706,24 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
             if t.taking:
                 b = <const unsigned char *>PyByteArray_AS_STRING(buf)
                 st = parse(b, pos, size, max_frame, starts, lens, &argc, &end)
+                if t.core and pos >= win_end and st == P_DONE and end < size:
+                    if pos != win_end or next_end < 0:
+                        # a fresh start (the batch's first, or after the session ran
+                        # one): this window's slots now, its entries just below
+                        next_end = window(b, pos, size, max_frame, next_at, next_len,
+                                          &next_n)
+                        if next_n > 1:
+                            hint(t.bucket, b, next_at, next_len, next_n, 1)
+                        else:
+                            next_n = 0  # nothing pipelined: its read follows at once
+                    hint(t.bucket, b, next_at, next_len, next_n, 2)
+                    win_end = next_end
+                    next_end = window(b, win_end, size, max_frame, next_at, next_len,
+                                      &next_n)
+                    hint(t.bucket, b, next_at, next_len, next_n, 1)
+                    if win_end <= pos:
+                        win_end = pos + 1       # nothing whole here: look again after it
+                        next_end = -1
                 if st == P_PARTIAL:
                     break
                 if st == P_DONE:
@@ -640,6 +762,7 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
                     out_bytes += PyBytes_GET_SIZE(out[n])
                     n += 1
                 t.load()
+                next_end = -1                   # PREFETCH: start afresh
             if out_bytes + acc_len >= out_limit:
                 flush(out)
                 why[0] = STOP_FULL
@@ -648,3 +771,4 @@ cdef Py_ssize_t run_batch(bytearray buf, Py_ssize_t size, Py_ssize_t pos, object
         return pos
     finally:
         flush(out)
+        last_bucket = t.bucket if t.core else None

@@ -158,6 +158,7 @@ from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
 from bukt.feed import FeedWriter, ring_records_to_events
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, \
     snapshot_chunks
+from bukt.writer.lag import LogAge
 from bukt.writer.ringlog import RingTranslator
 from bukt.replica import refuse_writes_for
 from bukt.replica.fence import check_at_start as fence_check
@@ -304,6 +305,7 @@ class Writer:
         self.start_kind = None          # "warm", "cold" or "adopted", for tests and logs
         self.lag_limit_ms = 0           # everysec: THE LAG LIMIT (cext/ring.pxi)
         self.log_current_ms = 0         # ... the last time published from an idle ring
+        self.log_age = LogAge()         # ... and from a drain that passed an earlier head
         self.recovery = None
         self.feed = None                # the change feed (bukt/feed.py), once started
         self.replica_of = None          # host:port of the primary, when a read replica
@@ -744,6 +746,7 @@ class Writer:
             if spin:
                 self.spin.paid(have >= want and time.monotonic() - t0 <= spin)
         read_ms, head = int(time.time() * 1000), store.ring_position()[1]
+        self.log_age.mark(head, read_ms)
         recs, next_pos, stuck = store.ring_read(READ_RECORDS, READ_BYTES)
         if next_pos > self.written_pos:
             self.batch_bytes.append(next_pos - self.written_pos)
@@ -761,6 +764,7 @@ class Writer:
                     self._disk_error(e)
                     return False
                 self._clear_error()
+            self.log_age.written(next_pos)  # marks it passed: none is newer than now
             if next_pos >= head and not self.error:
                 self._log_current(read_ms)  # nothing waits: the log is current
             return False
@@ -786,7 +790,7 @@ class Writer:
         # the log's size before the feed's wake-up: a replica's log stream woken by it
         # reads the log up to this size (bukt/replica/source.py, LogReader.read)
         store.writer_publish(log_size=self.w.size,
-                             log_current_ms=read_ms if next_pos >= head else None)
+                             log_current_ms=self.log_age.written(next_pos))
         self._publish(recs, next_pos)
         if self.policy == "always":
             if not self._fsync():

@@ -147,6 +147,31 @@ def test_replies_gathered_up_to_out_limit(tokens):
     assert both(tokens, data, out_limit=1000).count(b"+OK") == 301
 
 
+def test_pipelined_windows_answer_alike(tokens):
+    """A long pipeline of one-key commands, which the compiled loop reads ahead of in
+    windows to prefetch their keys (PREFETCH in bukt/tcp/_resp.pyx), with commands the
+    session runs, protocol errors and a partial command between them: the same replies
+    as the session, whole and cut anywhere."""
+    rng = random.Random(7)
+    cmds = []
+    for i in range(200):
+        k = b"k%d" % rng.randrange(40)
+        cmds.append(rng.choice([[b"GET", k], [b"SET", k, b"v%d" % i], [b"INCR", b"n"],
+                                [b"SETEX", k, b"100", b"x"], [b"DECRBY", b"n", b"2"],
+                                [b"GET", k], [b"GET", k], [b"STRLEN", k], [b"PING"],
+                                [b"MGET", k, b"k1"], [b"TTL", k], [b"GET"]]))
+    data = AUTH + b"".join(encode(c) for c in cmds)
+    whole = both(tokens, data)
+    assert whole.count(b"+OK") > 20
+    assert both(tokens, data + b"*2\r\n$3\r\nGET\r\n$2\r\nk") == whole
+    for _ in range(3):
+        cuts = [rng.randrange(1, 200) for _ in range(len(data) // 50)]
+        assert both(tokens, data, cuts) == whole
+    bad = data[:len(data) // 2] + b"*1\r\n:1\r\n" + data[len(data) // 2:]
+    both(tokens, bad)
+    both(tokens, data, out_limit=300)
+
+
 def test_protocol_errors_and_limits(tokens):
     """What the parser refuses (bukt/tcp/resp.py) is refused with the same words, at the
     same place; a bulk or a command larger than max_frame among them."""
