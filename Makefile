@@ -107,13 +107,13 @@ install-units:
 		chgrp bukt $(SYSCONFDIR)/bukt/bukt.yaml && \
 		systemctl daemon-reload; fi
 
-# Each benchmark runs its reference system (a dict and LMDB, Redis, a bare falcon app)
-# and Bukt in the same run and prints ratios; the Debian tools the server-side ones
-# drive (redis-server, redis-benchmark, wrk, nutcracker) are installed when missing, as
-# root.
+# Each benchmark runs its reference system (a dict and LMDB, Redis, a bare falcon app,
+# nginx) and Bukt in the same run and prints ratios; the Debian tools the server-side
+# ones drive (redis-server, redis-benchmark, wrk, nutcracker, nginx) are installed when
+# missing, as root.
 bench: build
 	@for tool in redis-server:redis-server redis-benchmark:redis-tools wrk:wrk \
-			nutcracker:nutcracker; do \
+			nutcracker:nutcracker nginx:nginx-light; do \
 		command -v $${tool%%:*} >/dev/null || [ -x /usr/sbin/$${tool%%:*} ] || \
 			need="$$need $${tool##*:}"; done; \
 	if [ -n "$$need" ]; then \
@@ -129,6 +129,7 @@ bench: build
 	$(PY) bench/hardening.py
 	$(PY) bench/watch.py
 	$(PY) bench/scale.py
+	$(PY) bench/objects.py
 
 lint: $(DEPS)
 	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes -I . --module-name bukt._core cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"

@@ -11,6 +11,9 @@ docs/api.md is the reference of this API.
 from bukt import errors
 from bukt._core import ADMIN, READ, WRITE, Bucket, JsonDocument, Store, attach, create
 from bukt.errors import BuktError
+from bukt import values as _values
+
+_values.register()          # the core's value hooks: compression, objects (bukt/values.py)
 
 __version__ = "0.1.0"
 __all__ = ["create", "attach", "Store", "Bucket", "JsonDocument", "errors", "BuktError",

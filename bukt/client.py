@@ -278,12 +278,17 @@ class _Ops:
 
     # bucket administration (the admin session; see docs/protocol.md)
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
-                      default_ttl=None, max_memory=None):
+                      default_ttl=None, max_memory=None, compression=None,
+                      compression_threshold=None, compression_min_saving=None):
         """Creates a bucket; returns a new READ|WRITE|ADMIN token of it (str). The
-        protocol's BUCKET_CREATE has no max_memory field yet: a limit is refused here
-        (create such a bucket over HTTP, the CLI or the local API)."""
+        protocol's BUCKET_CREATE has no max_memory or compression fields yet: those
+        are refused here (create such a bucket over HTTP, the CLI or the local API)."""
         if max_memory:
             raise errors.InvalidArgument("max_memory: the TCP protocol cannot set it; "
+                                         "create the bucket over HTTP or locally")
+        if compression not in (None, "none") or compression_threshold is not None \
+                or compression_min_saving is not None:
+            raise errors.InvalidArgument("compression: the TCP protocol cannot set it; "
                                          "create the bucket over HTTP or locally")
         try:
             fields = {"schema": P.SCHEMAS[schema], "eviction": P.EVICTIONS[eviction],

@@ -252,7 +252,10 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "limits.ring_size": ("16MiB", _size(lo=64 << 10)),
     "limits.ring_wait_ms": (1000, _int(0, 3_600_000)),
     "limits.max_transaction_keys": (1024, _int(1, 1 << 20)),
+    "limits.max_object": ("64MiB", _size(lo=1, hi=1 << 40)),
     "limits.object_readers": (1024, _int(1, 1 << 20)),
+    "objects.sweep_interval": ("10s", _duration(lo=0.1, hi=3600)),
+    "objects.upload_timeout": ("1h", _duration(lo=1, hi=7 * 86400)),
     "feed.size": ("16MiB", _size(lo=64 << 10, hi=1 << 36)),
     "feed.max_value": ("1KiB", _size(hi=1 << 20)),
     "feed.cache_only": ("watched", _feed_cache_only),
@@ -301,6 +304,9 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "http.max_worker_restarts": (5, _int(1, 15)),
     "http.keepalive": (5, _duration()),
     "http.access_log": ("-", _nullable(_text(r"[^\0]+", "-, a file path, or null"))),
+    "s3.bind": (None, _nullable(_bind)),
+    "s3.region": ("us-east-1", _text(r"[a-z0-9-]{1,32}", "a region name such as us-east-1")),
+    "s3.max_skew": ("15m", _duration(lo=1, hi=7 * 24 * 3600)),
     "auth.admin_token": (None, _nullable(_text(r"[\x21-\x7e]{16,256}",
                                                "null, or 16-256 printable characters"))),
     "auth.max_failures": (10, _int(0, 1_000_000)),
@@ -333,6 +339,8 @@ def _cross_checks(flat: dict, where: dict) -> None:
     mv = flat["limits.max_value"]
     need(flat["tcp.max_frame"] > mv + 1024, "tcp.max_frame",
          f"more than limits.max_value ({mv}) + 1KiB, so a maximal value fits in a frame")
+    need(flat["limits.max_object"] >= mv, "limits.max_object",
+         f"at least limits.max_value ({mv}): a value one entry holds is never refused")
     need(flat["http.max_body"] >= mv, "http.max_body",
          f"at least limits.max_value ({mv}), so a maximal value fits in a body")
     url = 3 * flat["limits.max_key"] + 128     # a maximal key, percent-encoded, and a path

@@ -151,6 +151,26 @@ class ProtocolError(BuktError):
     code = "protocol_error"
 
 
+class ObjectTooLarge(ValueTooLarge):
+    """An object over limits.max_object (bukt.objects); a face answers it as it
+    answers value_too_large (HTTP 413, the binary protocol's VALUE_TOO_LARGE)."""
+
+    code = "object_too_large"
+
+
+class IntegrityError(BuktError):
+    """Stored data does not match its digest or checksum (an object's SHA-256, a
+    chunk's CRC-32): it is not returned."""
+
+    code = "integrity_error"
+
+
+class ObjectGone(NotFound):
+    """A part of an object is missing (evicted): the object is gone, as a whole."""
+
+    code = "object_gone"
+
+
 ALL = [
     c for c in list(globals().values())
     if isinstance(c, type) and issubclass(c, BuktError)
@@ -164,3 +184,13 @@ class InvalidArgument(BuktError, ValueError):
 
 
 ALL.append(InvalidArgument)
+
+
+class DigestMismatch(InvalidArgument):
+    """A body's digest is not the one the client declared (Content-Digest,
+    x-amz-checksum-sha256): nothing was stored."""
+
+    code = "digest_mismatch"
+
+
+ALL.append(DigestMismatch)

@@ -109,6 +109,24 @@ _T_SET, _T_DEL, _T_EXPIRED, _T_EVICTED, _T_TOUCH, _T_META = 1, 2, 3, 4, 5, 16
 RF_NOVALUE, RF_FEED, RF_FLUSH, RF_INCR = 0x08, 0x10, 0x20, 0x40
 _E_SINGLE = 0x04
 _E_HIDDEN = 0x10    # an entry's (in ring_read's flags, above its record's: << 8)
+_E_CODECS_RING = (0x20 | 0x40) << 8     # a compressed value's (bukt/codec.py)
+
+
+def _raw_value(stored, eflags, maxv):
+    """(value, vsize) of a compressed value for the feed: watchers get values as they
+    were set. Decompressed only when its raw size fits feed.max_value (the frame says
+    it first); else, or when its frame is damaged, no value, and its raw size."""
+    from bukt import codec
+    from bukt.errors import IntegrityError
+    size = codec.content_size(stored, eflags)
+    if size is None:
+        return b"", VSIZE_UNKNOWN
+    if size > maxv:
+        return b"", size
+    try:
+        return codec.decompress(stored, eflags, maxv), size
+    except IntegrityError:
+        return b"", VSIZE_UNKNOWN
 
 
 def feed_path(instance: str) -> str:
@@ -380,6 +398,8 @@ class FeedWriter:
         for seq, kind, idx, gen, key, value, expire_ms, version, flags, vsize in events:
             if seq <= last:
                 continue                        # published before this writer started
+            if flags & _E_CODECS_RING and value:
+                value, vsize = _raw_value(value, flags >> 8, maxv)
             if len(value) > maxv:
                 value = b""
             klen, vlen = len(key), len(value)

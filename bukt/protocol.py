@@ -89,6 +89,10 @@ class Status(enum.IntEnum):
     SEGMENT_RETIRED = 0x26
     SEGMENT_DENIED = 0x27
     REPLICA_READ_ONLY = 0x28
+    OBJECT_TOO_LARGE = 0x29
+    INTEGRITY_ERROR = 0x2A
+    OBJECT_GONE = 0x2B
+    DIGEST_MISMATCH = 0x2C
 
 
 # One status per error class, both ways. NotFound shares NOT_FOUND; UNKNOWN_COMMAND is a
@@ -114,6 +118,10 @@ ERROR_STATUS = {
     errors.SegmentRetired: Status.SEGMENT_RETIRED,
     errors.SegmentDenied: Status.SEGMENT_DENIED,
     errors.ReplicaReadOnly: Status.REPLICA_READ_ONLY,
+    errors.ObjectTooLarge: Status.OBJECT_TOO_LARGE,
+    errors.IntegrityError: Status.INTEGRITY_ERROR,
+    errors.ObjectGone: Status.OBJECT_GONE,
+    errors.DigestMismatch: Status.DIGEST_MISMATCH,
     errors.NotFound: Status.NOT_FOUND,
     errors.AuthError: Status.UNAUTHORIZED,
     errors.PermissionDenied: Status.FORBIDDEN,

@@ -913,7 +913,13 @@ cdef class Bucket:
         """Set every pair; all keys, values and the ttl are checked before the first
         write, so a bad one changes nothing (each key is then set on its own)."""
         items = list(mapping.items() if hasattr(mapping, "items") else mapping)
-        ready = [(as_user_key(self.s, k), self._encode(v, _hooks is None)) for k, v in items]
+        check = getattr(_hooks, "check_large", None)   # an object's limit, before any write
+        ready = []
+        for k, v in items:
+            kb, vb = as_user_key(self.s, k), self._encode(v, _hooks is None)
+            if check is not None and <uint64_t>PyBytes_GET_SIZE(vb) > self.s.max_value:
+                check(self, PyBytes_GET_SIZE(vb))       # as _encode checks max_value
+            ready.append((kb, vb))
         if ttl is not None:
             ttl_ms(ttl)
         return [self.set(k, v, ttl) for k, v in ready]
@@ -1258,6 +1264,7 @@ cdef class Bucket:
         """Check and encode one operation, taking no lock: (code, key, value or None,
         ttl ms or None, options)."""
         cdef Store s = self.s
+        cdef bk_bucket *cb
         try:
             if len(op) == 2:
                 name, args = op
@@ -1282,6 +1289,13 @@ cdef class Bucket:
             if opts[0] and opts[1]:
                 raise _err.InvalidArgument(f"transaction op {i}: nx and xx together can never write")
             vb = self._encode(a[2])
+            cb = &s.bucketv[self.idx]
+            if cb.compression and _hooks is not None \
+                    and <uint64_t>PyBytes_GET_SIZE(vb) >= cb.comp_threshold:
+                packed = _hooks.compress(self, vb)  # as set does, before any lock
+                if packed is not None:
+                    vb = packed[0]
+                    opts = opts + (<uint8_t>(packed[1] & (BK_E_ZSTD | BK_E_LZ4)),)
             if class_for(s, 32 + PyBytes_GET_SIZE(kb) + PyBytes_GET_SIZE(vb)) < 0:
                 raise _err.ValueTooLarge(
                     f"entry of {32 + PyBytes_GET_SIZE(kb) + PyBytes_GET_SIZE(vb)} bytes "
@@ -1414,7 +1428,8 @@ cdef class Bucket:
                 do_touch(s, si, found, off, expire_ms)
             return True
         if code == TX_SET:
-            nx, xx, single, keepttl, want_old = p[4]
+            nx, xx, single, keepttl, want_old = p[4][:5]
+            codec_flag = p[4][5] if len(p[4]) > 5 else 0   # (_txn_op compressed it)
             old = None
             if want_old and present:
                 old = PyBytes_FromStringAndSize(EKEY(s, off) + n, e.vlen)
@@ -1434,7 +1449,7 @@ cdef class Bucket:
                 self._count_expired()
             vb = p[2]
             ver = do_set(s, si, h, self.idx, kb, n, vb, <uint32_t>PyBytes_GET_SIZE(vb),
-                         expire_ms, BK_E_SINGLE if single else 0, found, off)
+                         expire_ms, (BK_E_SINGLE if single else 0) | codec_flag, found, off)
             bk_add64(&cnt.writes, 1)
             return old if want_old else ver
         if code == TX_INCR:
@@ -1685,6 +1700,8 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
             "deletes": deletes, "keys": s.bucketv[bidx].keys,
             "bytes": s.bucketv[bidx].bytes, "memory": s.bucketv[bidx].mem,
             "max_memory": s.bucketv[bidx].max_memory,     # 0: no limit (stats are numbers)
+            # raw minus stored bytes of its compressed values (bukt/codec.py)
+            "bytes_saved": s.bucketv[bidx].comp_saved,
             "evictions": ev, "expirations": ex}
 
 

@@ -26,12 +26,13 @@ cdef int recount(Store s) except -1:
     cdef uint64_t w, off
     cdef uint64_t *slots
     cdef bk_entry *e
-    cdef int64_t *keys = <int64_t *>malloc(s.max_buckets * 24)
+    cdef int64_t *keys = <int64_t *>malloc(s.max_buckets * 32)
     cdef int64_t *nbytes = keys + s.max_buckets
     cdef int64_t *mem = keys + 2 * s.max_buckets
+    cdef int64_t *saved = keys + 3 * s.max_buckets
     if keys == NULL:
         raise MemoryError()
-    memset(keys, 0, s.max_buckets * 24)
+    memset(keys, 0, s.max_buckets * 32)
     bk_store_rel32(&s.hdr.needs_recount, 0)
     lock_all_stripes(s)
     try:
@@ -47,10 +48,12 @@ cdef int recount(Store s) except -1:
                     nbytes[e.bucket] += e.klen + e.vlen
                     if e.cls < s.nclasses:
                         mem[e.bucket] += s.classes[e.cls].chunk_size
+                    saved[e.bucket] += entry_saving(s, w & BK_OFF_MASK)
         for i in range(s.max_buckets):
             s.bucketv[i].keys = keys[i]
             s.bucketv[i].bytes = nbytes[i]
             s.bucketv[i].mem = mem[i]
+            s.bucketv[i].comp_saved = saved[i]
     finally:
         unlock_stripes(s, s.nstripes)
         free(keys)
@@ -90,6 +93,7 @@ cdef list check_table(Store s):
         keys = {}
         nbytes = {}
         mem = {}
+        saved = {}
         # the geometry (GROWTH in table.pxi): 2^level + split stripes in use, the
         # split ones and their new halves one bit deeper than the rest
         level = <uint32_t>(hd.index_geom >> 32)        # every stripe locked: stable
@@ -167,6 +171,7 @@ cdef list check_table(Store s):
                 keys[e.bucket] = keys.get(e.bucket, 0) + (not (e.flags & BK_E_HIDDEN))
                 nbytes[e.bucket] = nbytes.get(e.bucket, 0) + e.klen + e.vlen
                 mem[e.bucket] = mem.get(e.bucket, 0) + s.classes[c].chunk_size
+                saved[e.bucket] = saved.get(e.bucket, 0) + entry_saving(s, off)
             if count != st.count:
                 problems.append(f"stripe {si}: count {st.count}, slots in use {count}")
             if nttl != st.nttl:
@@ -265,6 +270,10 @@ cdef list check_table(Store s):
                 problems.append(
                     f"bucket {s.bucketv[i].name.decode()!r}: memory gauge says "
                     f"{s.bucketv[i].mem} bytes of chunks, the index {mem.get(i, 0)}")
+            if s.bucketv[i].comp_saved != saved.get(i, 0):
+                problems.append(
+                    f"bucket {s.bucketv[i].name.decode()!r}: compression gauge says "
+                    f"{s.bucketv[i].comp_saved} bytes saved, the index {saved.get(i, 0)}")
         head, tail = bk_load_acq64(&hd.ring_head), bk_load_acq64(&hd.ring_tail)
         if tail > head or head - tail > s.ring_size:
             problems.append(f"ring: head {head}, tail {tail}, size {s.ring_size}")

@@ -77,6 +77,11 @@ cdef int apply_meta(Store s, dict c) except -1:
         b.bytes = 0
         b.mem = 0
         b.max_memory = c.get("max_memory", 0)
+        # compression (bukt/codec.py): absent from the change when none
+        b.compression = COMPRESSIONS.index(c.get("compression", "none"))
+        b.comp_threshold = c.get("comp_threshold", 0)
+        b.comp_min_saving = c.get("comp_min_saving", 0)
+        b.comp_saved = 0
         for i in range(s.max_procs):        # a reused slot starts its counters at 0
             memset(s.counters_base + <uint64_t>i * s.max_buckets + idx, 0, sizeof(bk_counters))
         b.gen = gen
@@ -201,15 +206,20 @@ cdef dict bucket_settings(Store s, uint32_t i):
     return {"name": b.name.decode(), "schema": SCHEMAS[b.schema],
             "eviction": EVICTIONS[b.eviction], "persist": bool(b.persist),
             "default_ttl": (b.default_ttl_ms / 1000.0) if b.default_ttl_ms else None,
-            "max_memory": b.max_memory or None}
+            "max_memory": b.max_memory or None,
+            "compression": COMPRESSIONS[b.compression],
+            "compression_threshold": b.comp_threshold if b.compression else None,
+            "compression_min_saving": b.comp_min_saving if b.compression else None}
 
 
 cdef object create_bucket(Store s, str name, str schema, str eviction, object persist,
-                          object default_ttl, object max_memory):
+                          object default_ttl, object max_memory, object compression=None,
+                          object comp_threshold=None, object comp_min_saving=None):
     cdef uint32_t i
     cdef int slot = -1
     cdef bk_bucket *b
     cdef int64_t dttl = 0, maxmem = 0
+    comp = compression_settings(compression, comp_threshold, comp_min_saving)
     s._writable()
     if not isinstance(name, str) or not _BUCKET_NAME.match(name):
         raise _err.SchemaError(f"bucket name {name!r}: 1-64 characters of A-Z a-z 0-9 . _ -")
@@ -249,10 +259,40 @@ cdef object create_bucket(Store s, str name, str schema, str eviction, object pe
         meta_change(s, {"op": "create", "idx": slot, "gen": s.bucketv[slot].gen + 1,
                         "name": name, "schema": schema, "eviction": eviction,
                         "persist": bool(persist), "default_ttl_ms": dttl,
-                        "max_memory": maxmem})
+                        "max_memory": maxmem, **comp})
     finally:
         unlock_meta(s)
     return s.bucket(name)
+
+
+cdef dict compression_settings(object compression, object threshold, object min_saving):
+    """The META create change's compression fields, checked: {} for none (the change
+    then reads as it did before compression existed). Defaults: bukt/codec.py."""
+    from bukt import codec
+    if compression is None or compression == "none":
+        if threshold is not None or min_saving is not None:
+            raise _err.SchemaError("compression_threshold and compression_min_saving "
+                                   "need a compression (zstd or lz4)")
+        return {}
+    if compression not in COMPRESSIONS:
+        raise _err.SchemaError(f"compression {compression!r}: one of {', '.join(COMPRESSIONS)}")
+    lo, hi = codec.THRESHOLD_RANGE
+    if threshold is None:
+        threshold = codec.DEFAULT_THRESHOLD
+    try:
+        threshold = _parse_size(threshold)
+    except (_err.InvalidArgument, ValueError, TypeError):
+        threshold = None
+    if not isinstance(threshold, int) or not lo <= threshold <= hi:
+        raise _err.SchemaError(f"compression_threshold: bytes from {lo} to {hi}")
+    if min_saving is None:
+        min_saving = codec.DEFAULT_MIN_SAVING
+    if isinstance(min_saving, bool) or not isinstance(min_saving, int) \
+            or not 0 <= min_saving <= 90:
+        raise _err.SchemaError(f"compression_min_saving {min_saving!r}: a percent from 0 "
+                               "to 90")
+    return {"compression": compression, "comp_threshold": threshold,
+            "comp_min_saving": min_saving}
 
 
 cdef int drop_bucket(Store s, str name) except -1:
@@ -337,7 +377,8 @@ cdef list bucket_table(Store s):
                            for t in range(BK_MAX_TOKENS) if b.tokens[t].id)
             out.append((i, b.gen, b.state, b.name.decode(), SCHEMAS[b.schema],
                         EVICTIONS[b.eviction], bool(b.persist), b.default_ttl_ms, tokens,
-                        b.max_memory))
+                        b.max_memory, COMPRESSIONS[b.compression], b.comp_threshold,
+                        b.comp_min_saving))
     finally:
         unlock_meta(s)
     return out
@@ -467,7 +508,8 @@ cdef dict store_stats(Store s):
     cdef uint64_t used_slots = 0, with_ttl = 0
     cdef bk_header *h = s.hdr
     totals = {"reads": 0, "writes": 0, "hits": 0, "misses": 0, "deletes": 0,
-              "keys": 0, "bytes": 0, "memory": 0, "evictions": 0, "expirations": 0}
+              "keys": 0, "bytes": 0, "memory": 0, "evictions": 0, "expirations": 0,
+              "bytes_saved": 0}
     nb = 0
     for i in range(s.max_buckets):
         if s.bucketv[i].state == 1:

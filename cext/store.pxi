@@ -373,11 +373,16 @@ cdef class Store:
 
     # -- buckets and tokens (meta.pxi) ------------------------------------------
     def create_bucket(self, name, schema="bytes", eviction="lru", persist=True,
-                      default_ttl=None, max_memory=None):
+                      default_ttl=None, max_memory=None, compression=None,
+                      compression_threshold=None, compression_min_saving=None):
         """max_memory: bytes (or a size such as "64MiB") of chunks the bucket's
-        entries may take; None or 0: no limit (docs/api.md)."""
+        entries may take; None or 0: no limit. compression: "none", "zstd" or "lz4";
+        values of at least compression_threshold bytes are stored compressed when
+        that saves compression_min_saving percent (defaults: bukt/codec.py;
+        docs/api.md, Compression)."""
         self._open()
-        return create_bucket(self, name, schema, eviction, persist, default_ttl, max_memory)
+        return create_bucket(self, name, schema, eviction, persist, default_ttl, max_memory,
+                             compression, compression_threshold, compression_min_saving)
 
     def drop_bucket(self, name):
         self._open()

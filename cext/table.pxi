@@ -660,6 +660,58 @@ cdef void do_shift(Store s, uint32_t si, uint32_t hole, crash_t *crash=NULL,
     bk_store_rlx64(&slots[hole], 0)
 
 
+cdef inline uint64_t le_bytes(const unsigned char *p, int n) noexcept nogil:
+    cdef uint64_t x = 0
+    cdef int i
+    for i in range(n - 1, -1, -1):
+        x = (x << 8) | p[i]
+    return x
+
+
+cdef int64_t frame_saving(uint8_t flags, const char *value, uint32_t vlen) noexcept nogil:
+    """Bytes a compressed value saves: the raw size its frame header states less the
+    stored size; 0 for a value not flagged ZSTD or LZ4, or a header that states none
+    (bukt/codec.py writes both frames with their content size). The buckets'
+    comp_saved gauge moves by it wherever `bytes` moves (do_set, do_delete_at,
+    recount), so it is the saving of the values stored now."""
+    cdef const unsigned char *v = <const unsigned char *>value
+    cdef uint32_t p
+    cdef int n
+    cdef uint8_t fhd
+    cdef uint64_t raw
+    if flags & BK_E_ZSTD:
+        # RFC 8878: magic 28 B5 2F FD, frame header descriptor, [window], [dict id], FCS
+        if vlen < 6 or v[0] != 0x28 or v[1] != 0xB5 or v[2] != 0x2F or v[3] != 0xFD:
+            return 0
+        fhd = v[4]
+        p = 5 if fhd & 0x20 else 6              # single segment: no window byte
+        if fhd & 3:
+            p += 4 if (fhd & 3) == 3 else (fhd & 3)     # dictionary id: 1, 2 or 4
+        if fhd >> 6 == 0:
+            n = 1 if fhd & 0x20 else 0
+        else:
+            n = 1 << (fhd >> 6)                 # 2, 4 or 8
+        if n == 0 or p + n > vlen:
+            return 0
+        raw = le_bytes(v + p, n) + (256 if n == 2 else 0)
+    elif flags & BK_E_LZ4:
+        # lz4 frame: magic 04 22 4D 18, FLG (bit 3: content size present), BD, size
+        if vlen < 14 or v[0] != 0x04 or v[1] != 0x22 or v[2] != 0x4D or v[3] != 0x18 \
+                or not v[4] & 0x08:
+            return 0
+        raw = le_bytes(v + 6, 8)
+    else:
+        return 0
+    return <int64_t>(raw - vlen) if raw > vlen else 0
+
+
+cdef inline int64_t entry_saving(Store s, uint64_t off) noexcept nogil:
+    cdef bk_entry *e = ENT(s, off)
+    if not e.flags & (BK_E_ZSTD | BK_E_LZ4):
+        return 0
+    return frame_saving(e.flags, EKEY(s, off) + e.klen, e.vlen)
+
+
 cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtype) except -1:
     """Unlink and free the entry at `slot` (offset `off`), logging a record of type
     `rtype` when its bucket is persisted. 0 when the ring has no room (no change)."""
@@ -702,6 +754,8 @@ cdef int do_delete_at(Store s, uint32_t si, int slot, uint64_t off, uint8_t rtyp
         bk_add64(&b.keys, -1)               # keys counts the user's: an object is one
     bk_add64(&b.bytes, -<int64_t>(klen + vlen))
     bk_add64(&b.mem, -<int64_t>s.classes[e.cls].chunk_size)
+    if e.flags & (BK_E_ZSTD | BK_E_LZ4):
+        bk_add64(&b.comp_saved, -entry_saving(s, off))
     if e.flags & (BK_E_MANIFEST | BK_E_HIDDEN):
         bk_fetch_add_u64(&s.hdr.objects_retired, 1)
     chunk_free(s, off)
@@ -778,7 +832,7 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
     cdef bint feed = 0
     cdef int c = class_for(s, 32 + n + vlen), tries = 0
     cdef uint64_t off, pos = 0, ver
-    cdef int64_t dbytes, dmem
+    cdef int64_t dbytes, dmem, dsaved
     cdef bk_entry *e
     cdef bint own
     if c < 0:
@@ -876,8 +930,10 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
             s.last_pos = pos + need
     dbytes = n + vlen
     dmem = s.classes[c].chunk_size
+    dsaved = frame_saving(eflags, v, vlen) if eflags & (BK_E_ZSTD | BK_E_LZ4) else 0
     st.nttl += expire_ms != 0
     if old_off:
+        dsaved -= entry_saving(s, old_off)
         dbytes -= ENT(s, old_off).klen + ENT(s, old_off).vlen
         dmem -= s.classes[ENT(s, old_off).cls].chunk_size
         st.nttl -= ENT(s, old_off).expire_ms != 0   # before the free reuses the word
@@ -892,6 +948,8 @@ cdef uint64_t do_set(Store s, uint32_t si, uint64_t h, uint16_t bidx, const char
             s.split_due = 1                     # after the unlock: grow_index (GROWTH)
     bk_add64(&b.bytes, dbytes)
     bk_add64(&b.mem, dmem)
+    if dsaved:
+        bk_add64(&b.comp_saved, dsaved)
     st.intent_op = BK_OP_NONE
     st.intent_ring = 0
     if own:

@@ -38,3 +38,12 @@ def store(segname):
 def bucket(store):
     # cache-only: no writer process drains the ring in unit tests
     return store.create_bucket("b", persist=False)
+
+
+@pytest.fixture(autouse=True)
+def _objects_settings():
+    """An app made in a test (create_app) sets this process's objects limits
+    (bukt.objects.configure): back to the defaults after every test."""
+    yield
+    from bukt import objects
+    objects.configure(max_object=None, read_limit=None)

@@ -166,6 +166,12 @@ def buckets_args(p):
     c.add_argument("--max-memory", metavar="SIZE",
                    help="memory its entries may take (e.g. 64MiB); at it, an lru bucket "
                         "evicts its own keys and a none bucket refuses (default: no limit)")
+    c.add_argument("--compression", choices=("none", "zstd", "lz4"), default=None,
+                   help="store values compressed (docs/api.md, Compression; default: none)")
+    c.add_argument("--compression-threshold", metavar="SIZE",
+                   help="smaller values are stored raw (default 1KiB)")
+    c.add_argument("--compression-min-saving", type=int, metavar="PERCENT",
+                   help="a value that compresses by less is stored raw (default 10)")
     c.add_argument("--token-file", metavar="PATH", help=TOKEN_FILE_HELP)
     ls = action(sub, "list", "the buckets and their settings")
     target_args(ls, bucket=False)
@@ -182,7 +188,14 @@ def buckets(args):
                                          eviction=args.eviction, persist=not args.cache_only,
                                          default_ttl=args.default_ttl,
                                          **({"max_memory": args.max_memory}
-                                            if args.max_memory else {}))
+                                            if args.max_memory else {}),
+                                         **{k: v for k, v in (
+                                             ("compression", args.compression),
+                                             ("compression_threshold",
+                                              args.compression_threshold),
+                                             ("compression_min_saving",
+                                              args.compression_min_saving))
+                                            if v is not None})
             if given is not None:
                 emit(args, {"name": args.name, "token_id": tid, "token_file": args.token_file,
                             "permissions": ["read", "write", "admin"]},
@@ -199,13 +212,16 @@ def buckets(args):
                 info = t.bucket_info(name)
                 rows.append({"name": name, **{k: info.get(k) for k in
                                               ("schema", "eviction", "persist",
-                                               "default_ttl", "max_memory")}})
+                                               "default_ttl", "max_memory",
+                                               "compression")}})
             emit(args, rows, lambda: print(table(
-                ["bucket", "schema", "eviction", "persist", "default_ttl", "max_memory"],
+                ["bucket", "schema", "eviction", "persist", "default_ttl", "max_memory",
+                 "compression"],
                 [[r["name"], r["schema"], r["eviction"],
                   "logged" if r["persist"] else "cache-only",
                   "-" if r["default_ttl"] is None else f"{r['default_ttl']:g} s",
-                  "-" if not r["max_memory"] else str(r["max_memory"])]
+                  "-" if not r["max_memory"] else str(r["max_memory"]),
+                  r["compression"] or "none"]
                  for r in rows]) if rows else print("no buckets")))
         else:
             t.drop_bucket(args.name)
@@ -291,9 +307,10 @@ def stats(args):
         out.append([name, s.get("keys", 0), human_bytes(s.get("bytes", 0)),
                     *(s.get(c, 0) for c in STATS_COLUMNS[2:6]),
                     f"{100 * s['hits'] / looked:.1f}%" if looked else "-",
-                    *(s.get(c, 0) for c in STATS_COLUMNS[6:])])
+                    *(s.get(c, 0) for c in STATS_COLUMNS[6:]),
+                    human_bytes(s.get("bytes_saved", 0))])
     print(table(["bucket", "keys", "bytes", "reads", "writes", "hits", "misses", "hit rate",
-                 "evictions", "expirations"], out))
+                 "evictions", "expirations", "saved"], out))
     return OK
 
 

@@ -41,6 +41,8 @@ import os
 import sys
 import time
 
+from bukt import codec
+from bukt.errors import IntegrityError
 from bukt.cli.common import OK, REFUSED, CliError, emit, open_target, target_args
 from bukt.cli.progress import Progress
 from bukt.cli.targets import LocalTarget, TcpTarget, raw
@@ -52,6 +54,9 @@ __all__ = ["dump_args", "dump", "load_args", "load", "SNAPSHOT_MAGIC"]
 HEADER = {"format": "bukt-dump", "version": 1}
 SCAN_COUNT = 500            # keys per scan page and per mget over --url
 LOAD_BATCH = 256            # sets per round trip when loading over --url
+# a bucket's settings as bucket_info names them: dumped, and given to create_bucket
+BUCKET_SETTINGS = ("schema", "eviction", "persist", "default_ttl", "max_memory",
+                   "compression", "compression_threshold", "compression_min_saving")
 
 
 def _now_ms():
@@ -137,18 +142,30 @@ def _dump_jsonl(t, wanted, out) -> int:
         table = _live_table(t.store, wanted)
         for name, slot in table.items():
             out.write(json.dumps({"bucket": name, "settings": slot.settings}) + "\n")
+        damaged = 0
         with Progress("dump", unit="stripes") as p:
             for name, key, value, expire_ms, flags in _local_entries(t.store, table, p):
+                if flags & codec.FLAGS:     # a dump holds values as they were set
+                    try:
+                        value = codec.decode_entry(t.store.bucket(name), key, value, flags)
+                        flags &= ~codec.FLAGS
+                    except IntegrityError as e:
+                        # kept as stored, its flags with it: a load attached puts it
+                        # back as it was (and a read of it still refuses it)
+                        print(f"bukt dump: {e}: dumped as stored", file=sys.stderr)
+                        damaged += 1
                 out.write(_entry_line(name, key, value, expire_ms, flags & CORE_SINGLE,
                                       flags) + "\n")
                 n += 1
+        if damaged:
+            print(f"bukt dump: {damaged} compressed value(s) failed their checksum",
+                  file=sys.stderr)
         return n
     names = [wanted] if wanted else [t.bucket] if isinstance(t, TcpTarget) and t.bucket \
         else t.buckets()
     for name in names:
         info = t.bucket_info(name)
-        settings = {k: info.get(k) for k in ("schema", "eviction", "persist", "default_ttl",
-                                             "max_memory")}
+        settings = {k: info.get(k) for k in BUCKET_SETTINGS}
         out.write(json.dumps({"bucket": name, "settings": settings}) + "\n")
         with Progress(f"dump {name}", total=t.bucket_stats(name).get("keys"),
                       unit="keys") as p:
@@ -227,9 +244,9 @@ class _Loader:
                 or not self.t.bucket else {self.t.bucket}
         if name in self.known:
             return
-        s = {k: settings.get(k) for k in ("schema", "eviction", "persist", "default_ttl",
-                                          "max_memory")
-             if settings.get(k) is not None}
+        s = {k: settings.get(k) for k in BUCKET_SETTINGS if settings.get(k) is not None}
+        if s.get("compression") == "none":
+            del s["compression"]    # (a target without compression takes the bucket)
         if self.local:              # no new token: a snapshot brings the bucket's own
             self.t.store.create_bucket(name, **s)
             token = None
@@ -248,8 +265,14 @@ class _Loader:
         if self.local:
             b = self.buckets.get(bucket) or self.buckets.setdefault(
                 bucket, self.t.store.bucket(bucket))
-            b.restore(key, value, expire_ms,
-                      (CORE_SINGLE if single else 0) | (flags & OBJECT_BITS), 0)
+            flags = (CORE_SINGLE if single else 0) | (flags & OBJECT_BITS)
+            c = codec.code_of(b.compression)
+            if c and not flags & OBJECT_BITS and len(value) >= b.comp_threshold:
+                packed = codec.compress(value, c, b.comp_min_saving)
+                if packed is not None:  # stored as a set would store it (bukt/codec.py)
+                    value, codec_flag = packed
+                    flags |= codec_flag
+            b.restore(key, value, expire_ms, flags, 0)
             self.keys += 1
             return
         if flags & OBJECT_BITS:

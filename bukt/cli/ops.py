@@ -357,6 +357,7 @@ def check(args):
     else:
         try:
             problems = store.check()
+            objects = _check_objects(cfg, store)
         finally:
             store.close()
         lines.append(f"segment /dev/shm/bukt-{cfg.instance}: "
@@ -364,9 +365,30 @@ def check(args):
         lines += [f"  {pr}" for pr in problems]
         result["segment"] = {"problems": [str(pr) for pr in problems]}
         bad = bad or bool(problems)
+        if objects is not None:
+            lines.append(f"objects: {objects['objects']} ({human_bytes(objects['bytes'])}), "
+                         + ("digests ok" if not objects["bad"] else
+                            f"{len(objects['bad'])} DAMAGED")
+                         + f"; {objects['orphans']} hidden entries of "
+                           f"{objects['orphan_objects']} retired or abandoned objects "
+                           "awaiting the reclaim sweep")
+            lines += [f"  {b['bucket']} {b['key']!r}: {b['error']}" for b in objects["bad"]]
+            result["objects"] = {**objects, "bad": [
+                {**b, "key": b["key"].decode("utf-8", "backslashreplace")}
+                for b in objects["bad"]]}
+            bad = bad or bool(objects["bad"])
     result["ok"] = not bad
     emit(args, result, "\n".join(lines))
     return FAILED if bad else OK
+
+
+def _check_objects(cfg, store):
+    """Every object's digest verified (bukt/objects/check.py); None on a core
+    without objects."""
+    if not hasattr(store, "objects_retired"):
+        return None
+    from bukt.objects.check import verify
+    return verify(store, cfg.objects.upload_timeout)
 
 
 def _live_set_fits(cfg, path):

@@ -31,6 +31,10 @@ from bukt.http.settings import HttpSettings
 from bukt.http.ui import UiFile, UiRoot
 from bukt.http.shared import SharedArea
 from bukt.http.watch import Watch
+from bukt.http.s3.gateway import S3_ROUTE, S3App
+from bukt.config import parse_bind
+
+from bukt import objects
 
 API = "/api/v1"
 KEY_ROUTE = f"{API}/buckets/{{name}}/keys/{{key:path}}"
@@ -100,6 +104,7 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
     settings = config if isinstance(config, HttpSettings) else \
         HttpSettings.from_config(config)
     admin_token, _ = resolve_admin_token(settings)
+    objects.configure(max_object=settings.max_object)     # this worker's limit
     if auth_table is None:
         auth_table = FailureTable.private(settings.auth_sources)
     guard = AuthGuard.from_settings(auth_table, "http", settings)
@@ -108,7 +113,7 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
     table = routes(ctx)
     if area is None:
         area = SharedArea.private(slots=settings.ratelimit_slots)
-    ctx.metrics = RequestMetrics(area, [t for t, _ in table])
+    ctx.metrics = RequestMetrics(area, [t for t, _ in table] + [S3_ROUTE])
     ctx.metrics.row()          # claim this worker's counter row now, not mid-request
     limiter = RateLimiter(area, settings.ratelimit_rate, settings.ratelimit_burst) \
         if settings.ratelimit_enabled else None
@@ -121,6 +126,26 @@ def create_app(store, config=None, *, area=None, durability=None, fast_path=True
     for template, resource in table:
         app.add_route(template, resource)
     app.bukt = ctx
-    if fast_path and limiter is None:
-        return FastPath(app, ctx, frontdoor, KEY_ROUTE)
-    return app
+    front = FastPath(app, ctx, frontdoor, KEY_ROUTE) if fast_path and limiter is None \
+        else app
+    if settings.s3_bind is None:
+        return front
+    s3 = S3App(ctx)
+    s3.frontdoor = frontdoor
+    return ByPort(front, s3, parse_bind(settings.s3_bind)[1])
+
+
+class ByPort:
+    """The S3 gateway's requests (those that came to s3.bind's port: gunicorn listens
+    on both addresses, docs/s3.md says why a port of its own) to the gateway, the rest
+    to Bukt's own API."""
+
+    def __init__(self, app, s3, port):
+        self.app, self.s3, self.port = app, s3, port
+        self.bukt = app.bukt
+
+    async def __call__(self, scope, receive, send):
+        server = scope.get("server")
+        if scope["type"] == "http" and server is not None and server[1] == self.port:
+            return await self.s3(scope, receive, send)
+        return await self.app(scope, receive, send)

@@ -7,7 +7,7 @@ from bukt.http.auth import ADMIN, READ, REPLICATE, WRITE, digest, names_to_perms
     perms_to_names
 from bukt.http.problems import Problem
 from bukt.http.wire import bad, json_ttl, read_json
-from bukt._core import SCHEMAS
+from bukt._core import COMPRESSIONS, SCHEMAS
 from bukt.tokens import check_given
 from bukt.writewait.ringroom import META_ROOM
 
@@ -58,12 +58,25 @@ class BucketList:
         if max_memory is not None and (not isinstance(max_memory, (int, str))
                                        or isinstance(max_memory, bool)):
             raise bad("max_memory", 'bytes, or a size such as "64MiB"; null: no limit')
+        compression = doc.get("compression")
+        if compression is not None and compression not in COMPRESSIONS:
+            raise bad("compression", f"must be one of {', '.join(COMPRESSIONS)}")
+        threshold = doc.get("compression_threshold")
+        if threshold is not None and (not isinstance(threshold, (int, str))
+                                      or isinstance(threshold, bool)):
+            raise bad("compression_threshold", 'bytes, or a size such as "1KiB"')
+        min_saving = doc.get("compression_min_saving")
+        if min_saving is not None and (not isinstance(min_saving, int)
+                                       or isinstance(min_saving, bool)):
+            raise bad("compression_min_saving", "a percent, 0 to 90")
         token, given = given_token(doc, principal)
 
         def create():           # two records: the ring has room for both first
             ctx.store.create_bucket(name, schema=schema, eviction=eviction,
                                     persist=persist, default_ttl=default_ttl,
-                                    max_memory=max_memory)
+                                    max_memory=max_memory, compression=compression,
+                                    compression_threshold=threshold,
+                                    compression_min_saving=min_saving)
             try:
                 return ctx.store.add_token(name, digest(token), READ | WRITE | ADMIN)
             except Exception:

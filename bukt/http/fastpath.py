@@ -7,7 +7,9 @@ sits in front of the falcon app (the SLOW PATH) and answers only
     GET /api/v1/buckets/{name}/keys/{key}   no query string; no If-Match,
                                             If-None-Match, Range or If-Range
     PUT /api/v1/buckets/{name}/keys/{key}   the same, plus: a Content-Length within
-                                            http.max_body, a body that is not JSON,
+                                            http.max_body and limits.max_value (a
+                                            larger body is an object, streamed by the
+                                            slow path), a body that is not JSON,
                                             TTL and single-read (if any) as headers
 
 with a token that may read (GET) or write (PUT) the bucket, while the rate limiter is
@@ -25,15 +27,20 @@ from urllib.parse import unquote_to_bytes
 
 from bukt.errors import BuktError, RingFull
 from bukt.http.auth import READ, WRITE
+from bukt.http.encoding import VARY, accepts_zstd, zstd_bucket
 from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
 from bukt.http.wire import PERCENT, bool_value, ttl_value
+from bukt.objects.store import HAND_BACK
 
 PREFIX = b"/api/v1/buckets/"
-SLOW_HEADERS = frozenset((b"if-match", b"if-none-match", b"range", b"if-range"))
+# conditions, ranges and declared digests (checked on the slow path)
+SLOW_HEADERS = frozenset((b"if-match", b"if-none-match", b"range", b"if-range",
+                          b"content-digest", b"x-amz-checksum-sha256"))
 TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 PROBLEM_TYPE = PROBLEM_JSON.encode()
 RAW_TYPES = {t: c.encode() for t, c in CONTENT_TYPES.items()}
+VARY_OUT = (b"vary", VARY.encode())
 log = logging.getLogger("bukt.http")
 
 
@@ -42,6 +49,7 @@ class FastPath:
         self.app, self.ctx, self.frontdoor, self.template = app, ctx, frontdoor, template
         self.base = ctx.metrics.base(template)      # this route's counters
         self.bukt = ctx
+        self.max_value = ctx.store.limits["max_value"]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] in ("GET", "PUT") \
@@ -111,11 +119,19 @@ class FastPath:
             if answer is None:
                 return False
         else:
+            HAND_BACK[0] = True         # an object: the slow path streams it
             try:
+                zstd = zstd_bucket(bucket)
+                if zstd and accepts_zstd(found.get(b"accept-encoding")):
+                    return False                # the slow path codes it (encoding.py)
                 entry = bucket.get_entry(key)   # value, version, TTL: one read
             except BuktError:
                 return False
+            finally:
+                HAND_BACK[0] = False
             answer = self._get_answer(entry, path)
+            if zstd:
+                answer[1].append(VARY_OUT)
         status, out, data = answer
         if status != 204:                     # falcon sends none with a 204 either
             out.append((b"content-length", b"%d" % len(data)))
@@ -156,8 +172,8 @@ class FastPath:
                 else False
         except (TypeError, ValueError, Problem):
             return None
-        if not 0 <= size <= ctx.settings.max_body:
-            return None
+        if not 0 <= size <= min(ctx.settings.max_body, self.max_value):
+            return None                 # larger: an object, streamed by the slow path
         chunks, more = [], True
         while more:
             message = await receive()

@@ -27,7 +27,9 @@ import re
 
 from bukt._core import JsonDocument
 from bukt.errors import VersionMismatch
+from bukt.http import objects as http_objects
 from bukt.http.auth import ADMIN, READ, WRITE
+from bukt.http.encoding import SCHEMA_TYPES, VARY, accepts_zstd, read_stored, zstd_bucket
 from bukt.http.ringwait import persisted
 from bukt.http.problems import Problem
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
@@ -155,7 +157,16 @@ class Key:
             header(req, b"if-none-match") is not None
         # A 304 or 412 is decided on the version alone, before the value is read, so
         # that it never consumes a single-read key.
+        zstd = zstd_bucket(bucket)
+        if zstd:                # the body may be coded: bukt/http/encoding.py
+            resp.vary = (VARY,)
         if conditional and self._not_modified(req, resp, bucket.version(k)):
+            return
+        if http_objects.is_object(bucket, k):
+            return await self._get_object(req, resp, bucket, k, not peek, conditional)
+        if zstd and not peek and header(req, b"range") is None \
+                and accepts_zstd(header(req, b"accept-encoding")):
+            await self._get_coded(req, resp, bucket, k, conditional)
             return
         if peek:
             entry = bucket.get_entry(k, consume=False)     # a look that takes nothing
@@ -185,10 +196,66 @@ class Key:
                     data = data[start:end + 1]
         resp.data = data
 
+    async def _get_object(self, req, resp, bucket, k, consume, conditional, head=False):
+        """GET / HEAD of an object: streamed (bukt/http/objects.py)."""
+        reader = http_objects.open_reader(bucket, k, consume)
+        try:
+            if conditional and self._not_modified(
+                    req, resp, None if reader is None else reader.version):
+                return
+            if reader is None:
+                raise Problem(404, "not_found", "no such key")
+            http_objects.headers(resp, reader, TTL_HEADER, self.ctx.store.now_ms())
+            size, start, end = reader.size, 0, reader.size
+            rng = header(req, b"range")
+            if rng is not None and not head:
+                if_range = header(req, b"if-range")
+                if if_range is None or etags_of(if_range) == {reader.version}:
+                    span = parse_range(rng, size)
+                    if span == "unsatisfiable":
+                        raise Problem(416, "range_not_satisfiable",
+                                      f"the value has {size} bytes",
+                                      headers={"Content-Range": f"bytes */{size}"})
+                    if span is not None:
+                        start, end = span[0], span[1] + 1
+                        resp.status = 206
+                        resp.content_range = (start, end - 1, size)
+            resp.content_length = end - start
+            if head:
+                return
+            resp.stream = http_objects.body(reader, start, end, req.path)
+            reader = None               # the body closes it
+        finally:
+            if reader is not None:
+                reader.close()
+
+    async def _get_coded(self, req, resp, bucket, k, conditional):
+        """A GET from a client that takes zstd, of a zstd bucket's key: the stored
+        frame as the body when the value is stored so (Content-Encoding: zstd). (A
+        peek is answered decoded: the raw read has no peek.)"""
+        entry = await self.ctx.ring.write(read_stored, bucket, k)  # may take a single-read key
+        if conditional and self._not_modified(req, resp, None if entry is None else entry[2]):
+            return
+        if entry is None:
+            raise Problem(404, "not_found", "no such key")
+        body, coding, version, ttl = entry
+        resp.content_type = SCHEMA_TYPES[bucket.schema_name]
+        resp.accept_ranges = "bytes"
+        resp.etag = etag(version)
+        if ttl is not None:
+            resp.set_header(TTL_HEADER, f"{ttl:.3f}")
+        if coding is not None:
+            resp.set_header("Content-Encoding", coding)
+        resp.data = body
+
     async def on_head(self, req, resp, name, key):
         """The GET's headers, Content-Length included, from a peek: a HEAD never
         consumes a single-read key. falcon sends no body for a HEAD."""
         bucket, k = self._open(req, name, key, READ)
+        if http_objects.is_object(bucket, k):
+            return await self._get_object(req, resp, bucket, k, False, True, head=True)
+        if zstd_bucket(bucket):
+            resp.vary = (VARY,)
         entry = bucket.get_entry(k, consume=False)
         if self._not_modified(req, resp, None if entry is None else entry[1]):
             return
@@ -221,7 +288,23 @@ class Key:
         ttl = ttl_value(param_or_header(req, "ttl", TTL_IN))
         single = bool_value(param_or_header(req, "single_read", SINGLE_READ_IN),
                             "single_read")
+        expect = http_objects.expected_sha256(lambda n: header(req, n))
+        if http_objects.streams(ctx.store, bucket, req.content_length, is_json(req)):
+            conditions = write_conditions(req, bucket, k)
+            m = await http_objects.put(ctx, req, bucket, k, ttl, single, conditions,
+                                       expect)
+            if m is None:
+                raise precondition_failed("If-None-Match: * but the key exists"
+                                          if conditions.get("nx") else
+                                          "If-Match: * but the key does not exist")
+            await ctx.durability.settle(name)
+            resp.etag = etag(m.version)
+            resp.set_header("Repr-Digest", http_objects.repr_digest(m.sha256))
+            resp.status = 204
+            return
         value = await read_body(req, ctx.settings.max_body)
+        if expect is not None:
+            http_objects.check_digest(value, expect)
         doc = None                  # JSON DOCUMENTS (module docstring)
         if is_json(req) and bucket.schema_name != "json":
             try:

@@ -50,6 +50,8 @@ BUCKET_METRICS = {
     "bytes": ("bukt_bucket_bytes", False, "Bytes of the bucket's keys and values."),
     "memory": ("bukt_bucket_memory_bytes", False,
                "Bytes of segment memory the bucket's entries take (chunks)."),
+    "bytes_saved": ("bukt_bucket_compression_saved_bytes", False,
+                    "Bytes its compressed values save: their raw less their stored size."),
 }
 
 # The store's figures (Store.stats()): key -> (metric, counter?, help). Keys of
@@ -80,6 +82,8 @@ STORE_METRICS = {
     "bytes": ("bukt_store_bytes", False, "Bytes of keys and values in every bucket."),
     "memory": ("bukt_store_entry_memory_bytes", False,
                "Bytes of segment memory the entries of every bucket take."),
+    "bytes_saved": ("bukt_store_compression_saved_bytes", False,
+                    "Bytes compressed values save in every bucket (raw less stored size)."),
     "buckets": ("bukt_store_buckets", False, "Buckets that exist."),
     "keys_with_ttl": ("bukt_store_keys_with_ttl", False,
                       "Entries holding an expiry, expired ones not yet removed included."),

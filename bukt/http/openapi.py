@@ -284,6 +284,18 @@ def document():
                             max_memory={"type": ["integer", "string", "null"],
                                         "description": "bytes of chunks its entries may "
                                         "take (or a size: \"64MiB\"); null: no limit"},
+                            compression={"type": ["string", "null"],
+                                         "enum": ["none", "zstd", "lz4", None],
+                                         "description": "values stored compressed "
+                                         "(default none)"},
+                            compression_threshold={
+                                "type": ["integer", "string", "null"],
+                                "description": "smaller values are stored raw (bytes or "
+                                "a size; default 1KiB)"},
+                            compression_min_saving={
+                                "type": ["integer", "null"], "minimum": 0, "maximum": 90,
+                                "description": "percent; a smaller saving is stored raw "
+                                "(default 10)"},
                             token=GIVEN_TOKEN),
         "BucketCreated": obj(["name", "token_id", "permissions"],
                              name={"type": "string"}, token={"type": "string"},
@@ -293,6 +305,9 @@ def document():
                           eviction={"type": "string"}, persist={"type": "boolean"},
                           default_ttl={"type": ["number", "null"]},
                           max_memory={"type": ["integer", "null"]},
+                          compression={"type": "string"},
+                          compression_threshold={"type": ["integer", "null"]},
+                          compression_min_saving={"type": ["integer", "null"]},
                           stats={"type": "object",
                                  "additionalProperties": {"type": "number"}}),
         "Service": obj(

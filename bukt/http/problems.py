@@ -40,6 +40,7 @@ STATUS = {
     errors.SegmentInvalid: 503,
     errors.FormatMismatch: 503,
     errors.SegmentExists: 500,
+    errors.IntegrityError: 500,
     errors.BuktError: 500,
 }
 

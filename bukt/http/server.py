@@ -57,7 +57,7 @@ class HttpServer(BaseApplication):
     def load_config(self):
         s = self.settings
         options = {
-            "bind": [s.bind],
+            "bind": [s.bind] + ([s.s3_bind] if s.s3_bind else []),   # S3: docs/s3.md
             "workers": s.workers,
             "worker_class": WORKER_CLASS,
             "keepalive": s.keepalive,

@@ -57,6 +57,7 @@ class HttpSettings:
     workers: int = 0                  # prefork processes; 0 = one per CPU
     timeout: float = 30               # gunicorn kills a worker silent this long
     max_body: int = 4 << 20           # bytes; a 1 MiB value in JSON or an mset fits
+    max_object: int = 64 << 20        # limits.max_object: a streamed PUT's bound
     admin_token: str | None = None    # auth.admin_token, else env BUKT_ADMIN_TOKEN,
                                       # else data_dir/admin.token (generated on first start)
     data_dir: str | None = None
@@ -92,6 +93,10 @@ class HttpSettings:
     metrics_token: str | None = None  # metrics.token: a read-only scrape credential
     metrics_public_on_loopback: bool = False   # metrics.public_on_loopback
     feed_coalesce: float = 0.005      # feed.coalesce: a stream's batches at most this often
+    s3_bind: str | None = None        # s3.bind: the S3 gateway's address (None: off)
+    s3_region: str = "us-east-1"      # s3.region: the region clients sign for
+    s3_max_skew: float = 900.0        # s3.max_skew: a signed request's time, +- seconds
+    upload_timeout: float = 3600.0    # objects.upload_timeout: an unfinished multipart
 
     @classmethod
     def from_config(cls, config):
@@ -104,6 +109,7 @@ class HttpSettings:
             workers=int(get("http.workers", cls.workers)) or os.cpu_count() or 1,
             timeout=float(get("http.timeout", cls.timeout)),
             max_body=_size(get("http.max_body", cls.max_body)),
+            max_object=_size(get("limits.max_object", cls.max_object)),
             admin_token=admin,
             data_dir=get("data_dir", None),
             instance=str(get("instance", cls.instance)),
@@ -139,4 +145,8 @@ class HttpSettings:
                                                  cls.metrics_public_on_loopback)),
             replica_chunk=_size(get("replica.chunk", cls.replica_chunk)),
             feed_coalesce=_duration(get("feed.coalesce", cls.feed_coalesce)),
+            s3_bind=get("s3.bind", None) or None,
+            s3_region=str(get("s3.region", cls.s3_region)),
+            s3_max_skew=_duration(get("s3.max_skew", cls.s3_max_skew)),
+            upload_timeout=_duration(get("objects.upload_timeout", cls.upload_timeout)),
         )

@@ -101,7 +101,8 @@ LOCK_FILE = "serve.lock"
 SEGMENT_KEYS = frozenset({"memory", "segment.mode", "limits.max_key", "limits.max_value",
                           "limits.max_buckets", "limits.ring_size", "limits.ring_wait_ms"})
 # Bound when the service starts: a change needs a restart.
-RESTART_KEYS = frozenset({"instance", "data_dir", "http.bind", "tcp.bind", "resp.bind"})
+RESTART_KEYS = frozenset({"instance", "data_dir", "http.bind", "tcp.bind", "resp.bind",
+                          "s3.bind"})
 # Read by every process when it sets up its logging (bukt/logs.py): a change restarts
 # every child (each configures its logging afresh) and reconfigures the supervisor's.
 LOG_KEYS = frozenset({"log.level", "log.format"})
@@ -109,8 +110,12 @@ LOG_KEYS = frozenset({"log.level", "log.format"})
 
 def KEY_ROLES(key: str) -> tuple:
     """The children that read `key` (restarted when SIGHUP changes it)."""
-    if key.startswith(("http.", "ratelimit.")):
+    if key.startswith(("http.", "ratelimit.", "s3.")):
         return ("http",)
+    if key == "limits.max_object":              # objects through every face
+        return ("http", "tcp")
+    if key == "objects.upload_timeout":         # the sweep; the S3 gateway's uploads
+        return ("writer", "http")
     if key.startswith(("tcp.", "resp.")):
         return ("tcp",)
     if key == "auth.admin_token":
@@ -305,7 +310,8 @@ class Supervisor:
                              "data_dir and instance", 2) from None
         self.lock_fd = fd
         for key in ("http.bind", "tcp.bind") + (("resp.bind",) if self.cfg.get("resp.enabled")
-                                                else ()):
+                                                else ()) + \
+                (("s3.bind",) if self.cfg.get("s3.bind") else ()):
             _check_bind(key, self.cfg.get(key))
 
     def resolve_admin_token(self) -> None:
@@ -714,6 +720,9 @@ class Supervisor:
         if self.cfg.get("resp.enabled"):
             rh, rport = probe.client_host(self.cfg.get("resp.bind"))
             resp = f"\nRESP         redis://{rh}:{rport}      try: redis-cli -p {rport} PING"
+        if self.cfg.get("s3.bind"):
+            sh, sport = probe.client_host(self.cfg.get("s3.bind"))
+            resp += f"\nS3           http://{sh}:{sport}      (docs/s3.md)"
         log.info(f"""bukt serve: ready (instance {self.cfg.instance}, pid {os.getpid()})
 HTTP         http://{h}:{port}      try: curl http://{h}:{port}/healthz
 TCP          bukt://{t}:{tport}{resp}

@@ -40,6 +40,7 @@ class TcpSettings:
     bind: str = "127.0.0.1:7071"        # loopback unless the operator says otherwise
     workers: int = 0                    # 0: one per core
     max_frame: int = 4 << 20            # bytes, request and response
+    max_object: int = 64 << 20          # limits.max_object: a SET's bound for an object
     max_connections: int = 1024         # per worker
     max_inflight: int = 128             # unanswered requests per connection
     idle_timeout: float = 300.0         # seconds; 0 = never
@@ -72,7 +73,8 @@ class TcpSettings:
 
     _KEYS = {  # field -> config key
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
-        "max_frame": "tcp.max_frame", "max_connections": "tcp.max_connections",
+        "max_frame": "tcp.max_frame", "max_object": "limits.max_object",
+        "max_connections": "tcp.max_connections",
         "max_inflight": "tcp.max_inflight", "idle_timeout": "tcp.idle_timeout",
         "busy_poll": "tcp.busy_poll", "nice": "tcp.nice", "slice": "tcp.slice",
         "round_yield": "tcp.round_yield", "auth_timeout": "tcp.auth_timeout",
@@ -103,6 +105,7 @@ class TcpSettings:
         s = cls(**values)
         return replace(
             s, max_frame=_config.parse_size(s.max_frame),
+            max_object=_config.parse_size(s.max_object),
             idle_timeout=_config.parse_duration(s.idle_timeout),
             busy_poll=_config.parse_duration(s.busy_poll),
             slice=_config.parse_duration(s.slice), round_yield=bool(s.round_yield),

@@ -127,6 +127,13 @@ class Worker:
         self.guard = AuthGuard.from_settings(
             auth_table or FailureTable.private(settings.auth_sources), "tcp", settings, log)
         self.resp_info = resp_info(settings, store, durable, self.connections)
+        # An object larger than a frame is refused before it is assembled: read it
+        # over HTTP, which streams (bukt/objects/store.py, decode_manifest).
+        from bukt import objects
+        objects.configure(max_object=settings.max_object,
+                          read_limit=settings.max_frame - 1024,
+                          read_limit_reason=f"tcp.max_frame ({settings.max_frame}); read "
+                          "it over HTTP, which streams objects")
         self.stopping = False
         self.loop = None
         self._resp_server = None

@@ -65,7 +65,9 @@ on this; see bukt/writer/datadir.py):
     FLUSH          bucket: every entry of the bucket is gone
     BUCKET_CREATE  bucket, value = settings as compact JSON ({"default_ttl": null,
                    "eviction": "lru", "persist": true, "schema": "bytes"}, and
-                   "max_memory": bytes when the bucket has a limit); replaces
+                   "max_memory": bytes when the bucket has a limit; "compression":
+                   "zstd" | "lz4", "compression_threshold": bytes and
+                   "compression_min_saving": percent when it compresses); replaces
                    the settings if the bucket exists
     BUCKET_DROP    bucket: the bucket, its keys and tokens are gone
     TOKEN_ADD      bucket, key = SHA-256 of the token (32 bytes), value = u32 id, u32 perms

@@ -23,6 +23,9 @@ class BucketSlot(NamedTuple):
     default_ttl_ms: int
     tokens: tuple              # ((id, perms, hash bytes), ...)
     max_memory: int            # bytes of chunks, 0 = no limit
+    compression: str = "none"  # none | zstd | lz4 (bukt/codec.py)
+    comp_threshold: int = 0    # bytes: smaller values are stored raw
+    comp_min_saving: int = 0   # percent: a smaller saving is stored raw
 
     @property
     def settings(self) -> dict:
@@ -31,6 +34,10 @@ class BucketSlot(NamedTuple):
              "eviction": self.eviction, "persist": self.persist, "schema": self.schema}
         if self.max_memory:
             s["max_memory"] = self.max_memory      # (absent: no limit)
+        if self.compression != "none":             # (absent: none)
+            s.update(compression=self.compression,
+                     compression_threshold=self.comp_threshold,
+                     compression_min_saving=self.comp_min_saving)
         return s
 
 

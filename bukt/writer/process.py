@@ -87,6 +87,12 @@ EXPIRE_SLICE_S with a drain between, as the expiry cycle does. It publishes the 
 in the header, and a read-only reader waits a few periods before it gives up saying
 that the writer is not repairing (cext/bucket.pxi, readonly_wait).
 
+OBJECTS. The writer runs the reclaim sweep of objects' hidden entries (chunks of
+replaced, deleted, expired or evicted objects, uploads a dead process left) from its
+tick: when store.objects_retired() moved, while garbage waits for readers, and every
+objects.sweep_interval (bukt/objects/reclaim.py says what goes and when). Its deletes
+are ring records like any other, logged and replicated; a read replica sweeps nothing.
+
 DATA DIRECTORY. The writer resolves data_dir to an absolute path at start and
 publishes it in the segment's header: the CLI's commands, run from any directory with
 no data_dir of their own, act on the one the writer claimed (bukt/cli/common.py).
@@ -166,6 +172,7 @@ from bukt.replica.acks import AckTable
 from bukt.writer.ringlog import RING_FEED_ONLY
 from bukt._core import replica_exempt
 from bukt.writewait.spin import SpinCredit
+from bukt.objects.reclaim import Reclaimer
 
 __all__ = ["Writer", "run_writer", "main", "run_command", "read_tie", "TIE_FILE",
            "WriterError"]
@@ -313,6 +320,8 @@ class Writer:
         self.acks = None                # the replicas' reports (bukt/replica/acks.py)
         self.ack_wait = collections.deque()  # (last logged seq, ring pos) not yet acked
         self.logged_seq = 0             # the last sequence logged
+        self.reclaimer = Reclaimer(cfg.objects.upload_timeout)    # OBJECTS
+        self.last_sweep = 0.0
 
     # -- start ------------------------------------------------------------------------
     def start(self) -> None:
@@ -876,6 +885,7 @@ class Writer:
             self.last_fsync = now
         self._expire()
         self._repair()
+        self._sweep_objects(now)
         if self.compaction is not None and not self.compaction.is_alive():
             self._compaction_done()
         if self.compaction is None and not self.error and (
@@ -934,6 +944,28 @@ class Writer:
             if start == 0 or self.stopping:
                 return
             self._drain()
+
+    def _sweep_objects(self, now):
+        """OBJECTS: the reclaim sweep (bukt/objects/reclaim.py) when an object was
+        retired (store.objects_retired() moved) or garbage waits for readers, and every
+        objects.sweep_interval for uploads that dead processes left. Not on a read
+        replica: it applies its primary's sweeps from the log."""
+        if self.replica_of is not None or self.error:
+            return
+        due = now - self.last_sweep >= self.cfg.objects.sweep_interval
+        if not due and not self.reclaimer.due(self.store):
+            return
+        self.last_sweep = now
+        try:
+            done = self.reclaimer.sweep(self.store, between=self._drain)
+        except RingFull:
+            return                      # this loop drains the ring; the next tick again
+        except BuktError as e:
+            log.warning("object sweep: %s", e)
+            return
+        if done["objects"]:
+            log.debug("object sweep: %d object(s), %d entries reclaimed", done["objects"],
+                      done["entries"])
 
     # -- disk errors ------------------------------------------------------------------
     def _disk_error(self, e):

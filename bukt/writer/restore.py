@@ -163,7 +163,10 @@ class Loader:
                                 eviction=s.get("eviction", "lru"),
                                 persist=bool(s.get("persist", True)),
                                 default_ttl=s.get("default_ttl"),
-                                max_memory=s.get("max_memory"))
+                                max_memory=s.get("max_memory"),
+                                compression=s.get("compression"),
+                                compression_threshold=s.get("compression_threshold"),
+                                compression_min_saving=s.get("compression_min_saving"))
             self.missing.pop(name, None)
         elif t == BUCKET_DROP:
             if name in store.buckets():
@@ -353,5 +356,9 @@ def settings_from_meta(change: dict) -> dict:
          "schema": change.get("schema", "bytes")}
     if change.get("max_memory"):
         s["max_memory"] = change["max_memory"]     # (absent: no limit)
+    if change.get("compression", "none") != "none":  # (absent: none)
+        s.update(compression=change["compression"],
+                 compression_threshold=change["comp_threshold"],
+                 compression_min_saving=change["comp_min_saving"])
     return s
 

@@ -45,7 +45,7 @@ RETRY = 0.001    # seconds between tries of a request waiting for ring room: as 
 # One record at most, and nothing changed when the core raises RingFull: tried again
 # ("delete" of one key only).
 RETRY_SAFE = frozenset({"get", "get_entry", "getdel", "set", "incr", "expire", "persist",
-                        "delete"})
+                        "delete", "put_entry", "delete_entry"})
 # Several records (or two changes): wait for room for all of them first, then run once.
 ROOM_FIRST = frozenset({"mset", "delete", "flush", "create_bucket", "drop_bucket",
                         "add_token", "revoke_token"})

@@ -408,7 +408,8 @@ def test_metrics_totals_are_the_same_from_every_worker(serve):
 
 def test_a_body_over_the_limit_is_refused_after_its_first_chunk(serve):
     """Content-Length says 100 MiB: the answer is 413 once the first 64 KiB arrive
-    (falcon's ASGI app routes only after a first body event); the rest is never sent."""
+    (falcon's ASGI app routes only after a first body event); the rest is never sent.
+    A raw PUT above an entry is an object, bounded by limits.max_object (64 MiB)."""
     server = serve(**{"http.max_body": 4096})
     tok = create_bucket(server)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
@@ -418,16 +419,28 @@ def test_a_body_over_the_limit_is_refused_after_its_first_chunk(serve):
         reply = http.client.HTTPResponse(s)
         reply.begin()
         assert reply.status == 413
-        assert json.loads(reply.read())["code"] == "payload_too_large"
+        assert json.loads(reply.read())["code"] == "object_too_large"
 
 
 def test_a_chunked_body_over_the_limit_is_refused_before_its_end(serve):
-    """No Content-Length: the worker reads at most max_body + 1 bytes and answers 413
+    """No Content-Length: the worker reads at most max_body + 1 bytes of a JSON body,
+    and at most limits.max_object + a chunk of a raw PUT (an object), and answers 413
     while the client is still sending (this body never ends: reading it all would
     never answer)."""
-    server = serve(**{"http.max_body": 4096})
+    server = serve(**{"http.max_body": 4096, "limits.max_object": "1MiB"})
     tok = create_bucket(server)
-    for path in (f"{API}/buckets/b/keys/big", f"{API}/buckets/b/mset"):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall((f"PUT {API}/buckets/b/keys/big HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: {tok['Authorization']}\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n").encode())
+        chunk = b"x" * 65536
+        for _ in range(20):                    # 1.25 MiB of an endless body
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = http.client.HTTPResponse(s)
+        reply.begin()
+        assert reply.status == 413
+        assert json.loads(reply.read())["code"] == "object_too_large"
+    for path in (f"{API}/buckets/b/mset",):
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
             s.sendall((f"PUT {path} HTTP/1.1\r\nHost: x\r\n" if path.endswith("big")
                        else f"POST {path} HTTP/1.1\r\nHost: x\r\n"

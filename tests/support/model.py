@@ -27,10 +27,13 @@ import time
 from dataclasses import dataclass, field
 
 from bukt.errors import (BucketExists, BucketNotFound, InvalidArgument, KeyTooLarge,
-                         LimitExceeded, SchemaError, ValueTooLarge, VersionMismatch)
+                         LimitExceeded, ObjectTooLarge, SchemaError, ValueTooLarge,
+                         VersionMismatch)
 
 MAX_KEY = 250
 MAX_VALUE = 1 << 20
+OBJECT_KEY = 26                # the max_key objects need (a chunk's key)
+MAX_OBJECT = 64 << 20         # limits.max_object: set and mset store larger values as objects
 MAX_BUCKETS = 64
 MAX_TOKENS = 16                 # per bucket; docs/api.md does not say how many
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -87,9 +90,10 @@ class Model:
     """The Store: buckets by name, an injected clock, a version counter, the limits."""
 
     def __init__(self, now_ms=None, *, max_key=MAX_KEY, max_value=MAX_VALUE,
-                 max_buckets=MAX_BUCKETS, max_tokens=MAX_TOKENS):
+                 max_buckets=MAX_BUCKETS, max_tokens=MAX_TOKENS, max_object=MAX_OBJECT):
         self._clock = now_ms or _real_clock
         self.max_key, self.max_value = max_key, max_value
+        self.max_object = max_object
         self.max_buckets, self.max_tokens = max_buckets, max_tokens
         self.max_transaction_keys = 1024
         self._buckets = {}
@@ -170,7 +174,9 @@ class Model:
     def bucket_info(self, name):
         b = self._state(name)
         return dict(name=b.name, schema=b.schema, eviction=b.eviction, persist=b.persist,
-                    default_ttl=b.default_ttl, max_memory=b.max_memory)
+                    default_ttl=b.default_ttl, max_memory=b.max_memory,
+                    compression="none", compression_threshold=None,
+                    compression_min_saving=None)    # (the model never compresses)
 
     def stats(self):
         per = [self.bucket(name).stats() for name in self._buckets]
@@ -244,7 +250,7 @@ class Bucket:
             raise BucketNotFound(f"no bucket {self.name!r}")
         return self._b
 
-    def _encode(self, value):
+    def _encode(self, value, objects=False, late=False):
         schema, raw = self._b.schema, value
         if isinstance(raw, str):
             try:
@@ -265,9 +271,26 @@ class Bucket:
             except UnicodeDecodeError:
                 raise SchemaError("value is not UTF-8") from None
         if len(raw) > self._m.max_value:
+            # set and mset store a larger value as an object (bukt/objects), up to
+            # limits.max_object; a transaction's set does not
+            if not objects:
+                raise ValueTooLarge(f"value of {len(raw)} bytes is over "
+                                    f"max_value={self._m.max_value}")
+            if not late:
+                self._object_size(raw)
+        return raw
+
+    def _object_size(self, raw):
+        """What the objects layer says of a value above max_value: only a bytes
+        bucket's becomes an object, and only one within limits.max_object."""
+        if len(raw) <= self._m.max_value:
+            return
+        if self._m.max_key < OBJECT_KEY or self._b.schema != "bytes":
             raise ValueTooLarge(f"value of {len(raw)} bytes is over "
                                 f"max_value={self._m.max_value}")
-        return raw
+        if len(raw) > self._m.max_object:
+            raise ObjectTooLarge(f"object of {len(raw)} bytes is over "
+                                 f"limits.max_object={self._m.max_object}")
 
     def _decode(self, raw):
         return {"bytes": bytes, "str": bytes.decode, "int": int}[self._b.schema](raw)
@@ -368,7 +391,9 @@ class Bucket:
     def set(self, key, value, ttl=None, nx=False, xx=False, single_read=False,
             if_version=None):
         self._bucket()
-        key, raw, expire_ms = self._m._key(key), self._encode(value), self._ttl_or_default(ttl)
+        key, raw = self._m._key(key), self._encode(value, True, late=True)
+        expire_ms = self._ttl_or_default(ttl)
+        self._object_size(raw)          # the store checks it after the TTL
         if nx and xx:
             raise InvalidArgument("nx and xx exclude each other")
         if if_version is not None and (not _is_int(if_version) or if_version < 0):
@@ -382,7 +407,7 @@ class Bucket:
 
     def mset(self, mapping, ttl=None):
         self._bucket()
-        items = [(self._m._key(k), self._encode(v)) for k, v in mapping.items()]
+        items = [(self._m._key(k), self._encode(v, True)) for k, v in mapping.items()]
         expire_ms = self._ttl_or_default(ttl)
         return [self._put(key, raw, expire_ms, False) for key, raw in items]
 

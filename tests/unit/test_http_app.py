@@ -506,15 +506,19 @@ def test_limits_give_413(store):
     assert_problem(r, 413, "key_too_large")
 
 
-def test_value_too_large(client, tok):
-    r = client.simulate_put(key_url("big"), body=b"x" * ((1 << 20) + 1), headers=tok)
-    assert_problem(r, 413, "value_too_large")
+def test_value_too_large(store, client, tok):
+    # above an entry a value is an object (tests/unit/test_objects.py); above
+    # limits.max_object it is refused before its body is read
+    small = make_client(store, **{"limits.max_object": "1MiB"})
+    r = small.simulate_put(key_url("big"), body=b"x" * ((1 << 20) + 1), headers=tok)
+    assert_problem(r, 413, "object_too_large")
 
 
 def test_fast_path_answers_as_the_slow_path(store):
     """bukt/http/fastpath.py answers plain GETs of a key without falcon: it must send
     what the falcon app sends, and stand aside for everything else."""
-    config = {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None}
+    config = {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None,
+              "limits.max_object": "1MiB"}   # "big": refused before its body is read
     fast = create_app(store, config)
     slow = asgi_client(create_app(store, config, fast_path=False))
     seen_by_falcon = []
@@ -571,7 +575,8 @@ def test_fast_path_answers_as_the_slow_path(store):
 
 
 def test_fast_path_puts_as_the_slow_path(store):
-    config = {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None}
+    config = {"auth.admin_token": ADMIN_TOKEN, "http.access_log": None,
+              "limits.max_object": "1MiB"}   # "big": refused before its body is read
     fast = create_app(store, config)
     slow = asgi_client(create_app(store, config, fast_path=False))
     seen_by_falcon = []
@@ -593,7 +598,7 @@ def test_fast_path_puts_as_the_slow_path(store):
         (key_url("ttl"), b"v", {**tok, "Bukt-TTL": "30"}, True),
         (key_url("once"), b"v", {**tok, "Bukt-Single-Read": "true"}, True),
         (key_url("a/b%20c"), b"", admin(), True),
-        (key_url("big"), big, tok, True),                              # 413 value
+        (key_url("big"), big, tok, False),            # an object: 413 on the slow path
         (key_url("k" * 300), b"v", tok, True),                         # 413 key
         (key_url("i", "n"), b"forty", num, True),                      # 400 schema
         (key_url("i", "n"), b"42", num, True),

@@ -28,7 +28,8 @@ def test_bucket_names_and_settings(model):
     model.create_bucket("A-z_0.9" + "x" * 57, schema="int", default_ttl=5)
     assert model.bucket_info("A-z_0.9" + "x" * 57) == dict(
         name="A-z_0.9" + "x" * 57, schema="int", eviction="lru", persist=True,
-        default_ttl=5, max_memory=None)
+        default_ttl=5, max_memory=None, compression="none", compression_threshold=None,
+        compression_min_saving=None)
     with pytest.raises(errors.BucketExists):
         model.create_bucket("A-z_0.9" + "x" * 57)
     with pytest.raises(errors.BucketNotFound):

@@ -18,6 +18,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import bukt
+from bukt import objects
 from model import MAX_KEY, MAX_VALUE, Model
 
 T0 = 1_700_000_000_000                      # ms since the epoch where every run starts
@@ -119,7 +120,11 @@ class StoreVersusModel(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.now = T0
-        self.model = Model()
+        # objects (values above max_value, bukt/objects) have tests of their own
+        # (test_objects.py); here max_object = max_value, so a value above it is
+        # refused alike on both sides
+        self.model = Model(max_object=MAX_VALUE)
+        objects.configure(max_object=MAX_VALUE)
         self.store = new_store()
         self.sides = {"model": self.model, "store": self.store}
         self.handles = {side: {} for side in self.sides}
@@ -140,6 +145,7 @@ class StoreVersusModel(RuleBasedStateMachine):
         try:
             assert self.store.check() == []
         finally:
+            objects.configure(max_object=None)
             self.store.close()
             self.store.unlink()
 

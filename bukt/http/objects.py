@@ -1,0 +1,150 @@
+"""Objects on the HTTP face (docs/http.md, "Objects"): a PUT whose body is larger
+than one entry streams into bukt.objects, and a GET or HEAD of an object streams it
+out, a chunk at a time, so no worker holds a whole 64 MiB body.
+
+PUT. A body with a Content-Length above limits.max_value, or with none (chunked),
+on a bytes bucket is read a chunk at a time into objects.aput (every core write waits
+for ring room on the loop). Content-Length above limits.max_object: 413 before a byte
+is read. A `Content-Digest: sha-256=:...:` (RFC 9530) or `x-amz-checksum-sha256`
+header is checked against the body as it streams: 400 digest_mismatch, nothing
+stored, the old value kept. The digest of a small body is checked the same way.
+
+GET / HEAD. Content-Length, ETag (the version, as for every key), Repr-Digest
+(sha-256 of the whole object, RFC 9530), Content-Type (the one it was PUT with, or
+application/octet-stream). One Range: 206 with Content-Range, reading only the
+chunks that hold it; unsatisfiable: 416. A whole read checks the SHA-256 before it
+sends the last piece: on a mismatch the response is cut short (the client sees fewer
+bytes than Content-Length, never a wrong complete body), logged and counted
+(bukt_object_integrity_errors_total). A chunk found gone (evicted) cuts it the same way.
+"""
+import base64
+import binascii
+import hashlib
+import logging
+
+from bukt import objects
+from bukt.errors import BuktError, DigestMismatch, InvalidArgument, ObjectTooLarge
+from bukt.objects.store import F_MANIFEST, raw_get
+from bukt.http.problems import Problem
+
+log = logging.getLogger("bukt.http")
+OBJECT_TYPE = "application/octet-stream"
+# bytes asked of the body stream at a time: a body over limits.max_object is refused
+# within this much of the limit, even one that stops arriving (falcon's read(n) waits
+# for n bytes)
+READ_AHEAD = 256 << 10
+
+
+def expected_sha256(get_header):
+    """The SHA-256 a PUT declares (Content-Digest's sha-256, or
+    x-amz-checksum-sha256), as 32 bytes; None when it declares none. Both given and
+    different: 400."""
+    found = []
+    cd = get_header(b"content-digest")
+    if cd is not None:
+        for member in cd.split(","):
+            name, eq, value = member.strip().partition("=")
+            if eq and name.strip().lower() == "sha-256":
+                value = value.strip()
+                if len(value) < 2 or value[0] != ":" or value[-1] != ":":
+                    raise InvalidArgument("Content-Digest: sha-256 must be a byte "
+                                          "sequence, :base64:")
+                found.append(_b64_digest(value[1:-1], "Content-Digest"))
+    amz = get_header(b"x-amz-checksum-sha256")
+    if amz is not None:
+        found.append(_b64_digest(amz.strip(), "x-amz-checksum-sha256"))
+    if not found:
+        return None
+    if any(f != found[0] for f in found):
+        raise DigestMismatch("Content-Digest and x-amz-checksum-sha256 disagree")
+    return found[0]
+
+
+def _b64_digest(text, name):
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidArgument(f"{name}: not the base64 of a 32-byte SHA-256")
+    return raw
+
+
+def check_digest(value: bytes, expect: bytes):
+    if hashlib.sha256(value).digest() != expect:
+        raise DigestMismatch("the body's SHA-256 is not the one declared; nothing was "
+                             "stored")
+
+
+def repr_digest(sha256: bytes) -> str:
+    return "sha-256=:" + base64.b64encode(sha256).decode() + ":"
+
+
+def streams(store, bucket, length, json_body):
+    """Whether a PUT goes to the object path: a bytes bucket, a body that is not JSON
+    (Bukt's envelope and JSON documents stay where they are), and either no length
+    or more than one entry holds."""
+    if json_body or bucket.schema_name != "bytes" or not hasattr(bucket, "put_entry"):
+        return False
+    return length is None or length > store.limits["max_value"]
+
+
+async def put(ctx, req, bucket, key, ttl, single, conditions, expect):
+    """The streamed PUT; the Manifest, or None when a condition said no."""
+    limit = ctx.settings.max_object
+    length = req.content_length
+    if length is not None and length > limit:
+        raise ObjectTooLarge(f"body of {length} bytes is over limits.max_object={limit}")
+    stream = req.stream
+
+    async def read(n):
+        return await stream.read(n)
+    return await objects.aput(ctx.ring, bucket, key, read, length=length, ttl=ttl,
+                              single_read=single, expect_sha256=expect,
+                              content_type=_content_type(req), read_size=READ_AHEAD,
+                              **conditions)
+
+
+def _content_type(req):
+    ct = req.content_type
+    if not ct or ct.split(";", 1)[0].strip().lower() == OBJECT_TYPE:
+        return None
+    return ct
+
+
+def is_object(bucket, key) -> bool:
+    """Whether `key` holds an object now (a peek: takes nothing)."""
+    if not hasattr(bucket, "put_entry"):         # a core without objects
+        return False
+    entry = raw_get(bucket, key, peek=True)
+    return entry is not None and bool(entry[1] & F_MANIFEST)
+
+
+def open_reader(bucket, key, consume):
+    """objects.open for a GET (consume: a single-read object is taken) or a peek."""
+    return objects.open(bucket, key, peek=not consume)
+
+
+def headers(resp, reader, ttl_header, now_ms):
+    resp.content_type = reader.content_type or OBJECT_TYPE
+    resp.accept_ranges = "bytes"
+    resp.etag = f'"{reader.version}"'
+    resp.set_header("Repr-Digest", repr_digest(reader.sha256))
+    if reader.expire_ms:
+        resp.set_header(ttl_header, f"{max(0, reader.expire_ms - now_ms) / 1000:.3f}")
+
+
+def body(reader, start, end, path):
+    """An async iterator of [start, end) of the object for resp.stream; the reader is
+    closed when it ends, however it ends. An error part-way is logged and ends the
+    body short (the server then drops the connection)."""
+    async def gen():
+        try:
+            for piece in reader.iter(start, end):
+                yield piece
+        except BuktError as e:
+            log.error("object %s cut short: %s", path, e)
+            raise
+        finally:
+            reader.close()
+    return gen()
