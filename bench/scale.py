@@ -40,8 +40,9 @@ def _bench_resp():
     return module
 
 
-_resp = _bench_resp()
-RedisServer, benchmark, wait_port = _resp.RedisServer, _resp.benchmark, _resp.wait_port
+_resp = _bench_resp()           # (it puts bench/ last on sys.path, for benchutil)
+benchmark = _resp.benchmark
+from benchutil import RedisServer, wait_port  # noqa: E402
 
 NODES = 3
 TESTS = "get,set"
@@ -69,7 +70,7 @@ def nutcracker_path():
 class BuktNode:
     def __init__(self, tmp, token_file):
         self.svc = Service(pathlib.Path(tmp), memory="128MiB", limits={"ring_size": "32MiB"},
-                           http={"workers": 1}, log={"level": "warning"})
+                           http={"workers": 1})
         self.svc.settings["tcp"].pop("workers", None)      # the default: one per CPU
         self.svc.configure()
         self.svc.start()

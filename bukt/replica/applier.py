@@ -1,7 +1,8 @@
 """The replica's applier: `bukt replica-follow`, a process the supervisor starts.
 
 It copies the primary's store, then follows its log (bukt/replica/source.py serves
-both), applying every record to this instance's segment through the recovery Loader
+both), applying every record to this instance's segment: the key records through the
+core's compiled loader (cext/bulkload.pxi), the rest through the recovery Loader
 (bukt/writer/restore.py). It is an ordinary producer of that segment, so this
 instance's own writer logs what it applies: the replica restarts like any instance.
 
@@ -28,11 +29,12 @@ import urllib.parse
 
 import bukt
 from bukt import errors
-from bukt._core import replica_exempt
+from bukt._core import BulkLoad, replica_exempt
 from bukt.replica import promoted, read_json, write_json
 from bukt.replica.status import STATUS_FILE
 from bukt.replica.source import BEAT, END, FRAME, RECORDS
 from bukt.writer import aof
+from bukt.writer._logscan import scan_records as _scan_records
 from bukt.writer.restore import Loader
 
 __all__ = ["Applier", "parse_primary", "STATE_FILE", "read_state", "main"]
@@ -164,13 +166,17 @@ class Applier:
         if self.store is None:
             self.store = bukt.attach(self.cfg.instance)
         self.store.set_replica(self.primary)
-        self.loader = Loader(self.store, bulk=False)
+        self._loaders()
         self.saver = StateSaver(self.data_dir)
         st = read_state(self.data_dir)
         if st.get("primary") == self.primary and isinstance(st.get("applied"), int):
             self.applied = self.saved = self.saver.saved = st["applied"]
             self.copies = int(st.get("copies", 0))
             self.primary_node = st.get("primary_node")
+
+    def _loaders(self):
+        self.loader = Loader(self.store, bulk=False)
+        self.bulk = BulkLoad(self.store)
 
     # -- the primary -----------------------------------------------------------------
     def _get(self, path):
@@ -184,45 +190,53 @@ class Applier:
         return conn, resp
 
     def _frames(self, resp):
-        """(kind, ms, last, payload) of the frames of a response, as they come."""
-        buf = b""
+        """(kind, ms, last, payload) of the frames of a response, as they come. Each
+        part is read to its exact size (http.client reads no further, so a frame is
+        handed over as soon as it is whole): gathering a large frame from read1()'s
+        pieces copied the buffer again at each piece."""
         need = FRAME.size
         while True:
-            while len(buf) < need:
-                more = resp.read1(self.chunk)
-                if not more:
-                    if buf:
-                        raise ConnectionError("the primary's stream ended mid-frame")
-                    return
-                buf += more
-            kind, n, ms, last = FRAME.unpack_from(buf, 0)
-            if len(buf) < FRAME.size + n:
-                need = FRAME.size + n
-                continue
-            payload = buf[FRAME.size:FRAME.size + n]
-            buf = buf[FRAME.size + n:]
-            need = FRAME.size
+            head = resp.read(need)
+            if len(head) < need:
+                if head:
+                    raise ConnectionError("the primary's stream ended mid-frame")
+                return
+            kind, n, ms, last = FRAME.unpack(head)
+            payload = resp.read(n) if n else b""
+            if len(payload) < n:
+                raise ConnectionError("the primary's stream ended mid-frame")
             yield kind, ms, last, payload
 
     def _apply(self, payload):
-        """Applies whole records; returns the last sequence among them."""
-        report = aof.Scan("the primary's stream")
-        recs = list(aof.scan(payload, 0, len(payload), report))
-        if report.problems or report.good_end != len(payload):
-            raise ConnectionError(f"a damaged frame from the primary: {report.problems}")
-        while True:
+        """Applies whole records; returns the last sequence among them (None: none).
+
+        The key records go through the core's compiled loader (cext/bulkload.pxi, the
+        cold start's); this store logs, so each also goes to this instance's ring as
+        Bucket.restore's would (do_set logs whenever the store does). The others
+        (buckets, tokens, flushes, a bucket the table lacks) go one by one through the
+        Loader, in the stream's order. A record not plainly sound is a damaged frame."""
+        off, size, last = 0, len(payload), 0
+        while off < size:
             try:
+                n, end, hi = self.bulk.load(payload, off, size)
+                if n:
+                    off, last = end, max(last, hi)
+                    continue
+                recs, ends = _scan_records(payload, off, size, aof.Record, aof.TYPE_NAMES, 1)
+                if not recs:
+                    raise ConnectionError(f"a damaged frame from the primary (at byte {off} "
+                                          f"of {size})")
                 self.loader.apply(recs)
-                break
+                off, last = ends[0], max(last, recs[0].seq)
             except (errors.RingFull, errors.DiskError) as e:
-                # this replica's own writer is behind: wait for it, then apply the
-                # batch again (a record applied twice leaves the same state)
+                # this replica's own writer is behind: wait for it, then apply from the
+                # start of the step again (a record applied twice leaves the same state)
                 if not self._behind:
                     log.warning("replica: this instance's writer is behind (%s); waiting", e)
                 self._behind = True
                 time.sleep(0.05)
         self._behind = False
-        return report.last_seq if recs else None
+        return last or None
 
     def copy(self, reason):
         """A new full copy of the primary."""
@@ -237,7 +251,7 @@ class Applier:
             self._forget_state()
             for name in self.store.buckets():
                 self.store.drop_bucket(name)
-            self.loader = Loader(self.store, bulk=False)
+            self._loaders()
             n = 0
             done = False
             for kind, ms, last, payload in self._frames(resp):

@@ -1,14 +1,17 @@
 # The log's record format in C, for the compiled readers of log and base files: the
 # writer's own scan (bukt/writer/_logscan.pyx: scan_records) and cold recovery's bulk
 # loader in the core (cext/bulkload.pxi), which cimports this file because it applies
-# the records to the table with the core's own functions. The format is the writer's:
-# bukt/writer/aof.py documents it (RECORD) and writes it; this file only reads it, and
-# tests/unit/test_log_format.py checks the constants here against aof.py's.
+# the records to the table with the core's own functions; and for the compiled writers
+# of the same records (put_record: _logscan.pyx's encoders, and the core's dump of a
+# snapshot, bulkload.pxi: dump_encoded). The format is the writer's: bukt/writer/aof.py
+# documents it (RECORD) and aof.encode is its reference; tests/unit/test_log_format.py
+# checks the constants here against aof.py's, tests/unit/test_log_encode.py the bytes.
 #
 # Everything here is inline or a constant, so a module that cimports it imports nothing
 # at run time.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 cdef extern from "zlib.h" nogil:
     unsigned long crc32(unsigned long crc, const unsigned char *buf, unsigned int len)
@@ -75,3 +78,46 @@ cdef inline bint read_record(const unsigned char *p, Py_ssize_t off, Py_ssize_t 
     r.key = r.bucket + r.blen
     r.value = r.key + r.klen
     return True
+
+
+cdef inline void put32(unsigned char *p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xff
+    p[1] = (v >> 8) & 0xff
+    p[2] = (v >> 16) & 0xff
+    p[3] = (v >> 24) & 0xff
+
+
+cdef inline void put64(unsigned char *p, uint64_t v) noexcept nogil:
+    put32(p, <uint32_t>(v & 0xffffffffu))
+    put32(p + 4, <uint32_t>(v >> 32))
+
+
+cdef inline Py_ssize_t put_record(unsigned char *r, uint8_t rtype, uint8_t flags,
+                                  uint64_t seq, uint64_t version, uint64_t expire_ms,
+                                  const char *bucket, Py_ssize_t blen, const char *key,
+                                  Py_ssize_t klen, const char *value,
+                                  Py_ssize_t vlen) noexcept nogil:
+    """Writes the record at r, which has room for LOG_REC_OVERHEAD + blen + klen + vlen
+    bytes (the caller checks blen <= 255, klen <= 65535 and vlen, as aof.encode
+    does); returns its length."""
+    cdef Py_ssize_t length = LOG_REC_OVERHEAD + blen + klen + vlen
+    r[0] = 0x42                         # b"Bk"
+    r[1] = 0x6b
+    r[2] = rtype
+    r[3] = flags
+    put32(r + 4, <uint32_t>length)
+    put64(r + 8, seq)
+    put64(r + 16, version)
+    put64(r + 24, expire_ms)
+    r[32] = <unsigned char>blen
+    r[33] = 0
+    r[34] = klen & 0xff
+    r[35] = (klen >> 8) & 0xff
+    put32(r + 36, <uint32_t>vlen)
+    put32(r + 40, <uint32_t>crc32(0, r, 40))
+    memcpy(r + LOG_REC_HEADER, bucket, blen)
+    memcpy(r + LOG_REC_HEADER + blen, key, klen)
+    if vlen:
+        memcpy(r + LOG_REC_HEADER + blen + klen, value, vlen)
+    put32(r + length - 4, <uint32_t>crc32(0, r, <unsigned int>(length - 4)))
+    return length

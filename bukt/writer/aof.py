@@ -152,6 +152,7 @@ from bukt.errors import BuktError, DiskError
 from bukt.writer._logscan import scan_records as _scan_records
 
 __all__ = [
+    "Encoded",
     "FORMAT", "LOG_MAGIC", "BASE_MAGIC", "FILE_HEADER_SIZE", "RECORD_OVERHEAD",
     "SET", "DELETE", "EXPIRE", "SET_TTL", "FLUSH", "BUCKET_CREATE", "BUCKET_DROP",
     "TOKEN_ADD", "TOKEN_REVOKE", "EVICT", "BASE_END", "TYPE_NAMES", "SINGLE_READ", "OBJECT_FLAGS",
@@ -209,6 +210,13 @@ class LogCorrupt(RecoveryError):
 REPAIR_HINT = ("Run `bukt check --fix` to cut the file at the last good record (the rest "
                "is kept beside it as <file>.bad-<time>), or set recovery.on_corrupt: "
                "load_good to load every good record and skip the bad ones.")
+
+
+class Encoded(NamedTuple):
+    """Records already encoded (bukt/writer/restore.py: snapshot_chunks): their bytes,
+    and how many. write_base takes these among Records as they are."""
+    data: bytes
+    records: int
 
 
 class Record(NamedTuple):

@@ -57,7 +57,8 @@ class BaseInfo(NamedTuple):
 
 
 def write_base(path, records: Iterable[Record], seq: int) -> BaseInfo:
-    """Writes `records` as the base file `path` covering `seq`: to <path>.tmp, fsync,
+    """Writes `records` (Records, or aof.Encoded runs of them) as the base file `path`
+    covering `seq`: to <path>.tmp, fsync,
     rename, fsync the directory. When this returns the file is durable under its name;
     if it raises (DiskError), no file of that name was created."""
     path = os.fspath(path)
@@ -68,12 +69,17 @@ def write_base(path, records: Iterable[Record], seq: int) -> BaseInfo:
             buf = bytearray(aof.encode_file_header(BASE_MAGIC, seq))
             body = 0
             for r in records:
-                if r.type == BASE_END:
-                    raise ValueError("a base file's records may not include BASE_END")
-                data = aof.encode(r)
-                buf += data
-                body += len(data)
-                count += 1
+                if type(r) is aof.Encoded:      # (snapshot_chunks: a run of SETs)
+                    buf += r.data
+                    body += len(r.data)
+                    count += r.records
+                else:
+                    if r.type == BASE_END:
+                        raise ValueError("a base file's records may not include BASE_END")
+                    data = aof.encode(r)
+                    buf += data
+                    body += len(data)
+                    count += 1
                 if len(buf) >= _WRITE_CHUNK:
                     f.write(buf)
                     buf.clear()

@@ -162,7 +162,8 @@ from bukt.errors import (BuktError, DiskError, FormatMismatch, RingFull, Segment
 from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
                         ring_gather_wait, ring_idle_wait, writer_claim, writer_claimed)
 from bukt.feed import FeedWriter, ring_records_to_events
-from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, snapshot
+from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, \
+    snapshot_chunks
 from bukt.writer.lag import LogAge
 from bukt.writer.ringlog import RingTranslator
 from bukt.replica import refuse_writes_for
@@ -1053,7 +1054,7 @@ class Writer:
     def _compact(self, seq):
         try:
             self.compaction_result = self.dd.install_base(
-                snapshot(self.store, seq, self.cancel), seq)
+                snapshot_chunks(self.store, seq, self.cancel), seq)
         except BaseException as e:      # reported by the loop, in _compaction_done
             self.compaction_result = e
 

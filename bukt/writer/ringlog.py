@@ -28,9 +28,10 @@ import logging
 
 from bukt.writer import aof
 from bukt.writer.aof import (BUCKET_CREATE, BUCKET_DROP, DELETE, EVICT, EXPIRE, SET, SET_TTL,
-                  SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE)
+                  OBJECT_FLAGS, SINGLE_READ, TOKEN_ADD, TOKEN_REVOKE)
 from bukt.writer.restore import CORE_SINGLE, log_flags, settings_from_meta
 from bukt.writer.buckettable import read_table
+from bukt.writer._logscan import encode_ring
 
 __all__ = ["RingTranslator", "RING_SET", "RING_DEL", "RING_EXPIRED", "RING_EVICTED",
            "RING_TOUCH", "RING_META"]
@@ -50,6 +51,10 @@ def entry_flags(ring_flags: int) -> int:
 
 
 _KEY_ONLY = {RING_DEL: DELETE, RING_EXPIRED: EXPIRE, RING_EVICTED: EVICT}
+# what the compiled loop (_logscan.pyx: encode_ring) makes of each key record: the log
+# type, whether it keeps expiry, flags and version, whether it keeps the value
+_KINDS = {RING_SET: (SET, True, True), RING_TOUCH: (SET_TTL, True, False),
+          **{t: (lt, False, False) for t, lt in _KEY_ONLY.items()}}
 _TOKEN = aof._TOKEN
 _U32 = aof._U32
 
@@ -60,6 +65,7 @@ class RingTranslator:
     def __init__(self, store):
         self.store = store
         self.names = {}             # (idx, gen) -> bucket name
+        self.bnames = {}            # (idx, gen) -> its UTF-8 (encode_ring's cache)
         self.dropped = 0            # records left out because no bucket could be named
         self.refresh()
 
@@ -68,36 +74,39 @@ class RingTranslator:
             self.names[(slot.idx, slot.gen)] = slot.name
 
     def encode(self, recs) -> bytes:
-        """The log bytes of ring records `recs` (in ring order)."""
+        """The log bytes of ring records `recs` (in ring order). The key records are
+        encoded by the compiled loop (_logscan.pyx: encode_ring), the rest by _other."""
         names = self.names
         for r in recs:
             if r[1] == RING_META:
                 change = json.loads(r[5])
                 names[(r[2], r[3])] = change["name"]
-        encode = aof.encode
-        out = []
-        for seq, rtype, idx, gen, key, value, expire_ms, version, flags in recs:
-            if flags & RING_FEED_ONLY:
-                continue                # a cache-only change, for the feed alone
-            name = names.get((idx, gen))
+        return encode_ring(recs, names, self.bnames, _KINDS, CORE_SINGLE, OBJECT_FLAGS,
+                           RING_FEED_ONLY, self._other)
+
+    def _other(self, r) -> bytes:
+        """One record encode_ring leaves to Python: META, an unknown type, or a bucket
+        the names do not hold yet."""
+        seq, rtype, idx, gen, key, value, expire_ms, version, flags = r
+        name = self.names.get((idx, gen))
+        if name is None:
+            name = self._unknown(idx, gen, seq)
             if name is None:
-                name = self._unknown(idx, gen, seq)
-                if name is None:
-                    continue
-            if rtype == RING_SET:
-                out.append(encode((SET, seq, name, key, value, expire_ms,
-                                   log_flags(entry_flags(flags)), version)))
-            elif rtype in _KEY_ONLY:
-                out.append(encode((_KEY_ONLY[rtype], seq, name, key, b"", 0, 0, 0)))
-            elif rtype == RING_TOUCH:
-                out.append(encode((SET_TTL, seq, name, key, b"", expire_ms,
-                                   log_flags(entry_flags(flags)), version)))
-            elif rtype == RING_META:
-                out.append(encode(self._meta(seq, name, json.loads(value))))
-            else:
-                log.error("ring record %d of unknown type %d left out of the log", seq, rtype)
-                self.dropped += 1
-        return b"".join(out)
+                return b""
+        encode = aof.encode
+        if rtype == RING_SET:
+            return encode((SET, seq, name, key, value, expire_ms,
+                           log_flags(entry_flags(flags)), version))
+        if rtype in _KEY_ONLY:
+            return encode((_KEY_ONLY[rtype], seq, name, key, b"", 0, 0, 0))
+        if rtype == RING_TOUCH:
+            return encode((SET_TTL, seq, name, key, b"", expire_ms,
+                           log_flags(entry_flags(flags)), version))
+        if rtype == RING_META:
+            return encode(self._meta(seq, name, json.loads(value)))
+        log.error("ring record %d of unknown type %d left out of the log", seq, rtype)
+        self.dropped += 1
+        return b""
 
     def _meta(self, seq, name, change):
         op = change.get("op")

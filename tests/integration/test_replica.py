@@ -289,6 +289,32 @@ def test_a_killed_replica_resumes_where_it_was(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_copy_survives_a_cold_restart_of_the_replica(tmp_path):
+    """The copy's key records go through the core's bulk loader; they must still reach
+    the replica's own log, so a replica started cold from its files has every key and
+    resumes from replica.json without a second copy."""
+    p, r = services(tmp_path)
+    try:
+        p.start()
+        p.create_bucket(BUCKET)
+        _load(p.name, BUCKET, 0, 20_000)
+        start_replica(p, r)
+        want = wait_equal(p, r)
+        wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
+        assert r.stop() == 0
+        r.start(args=("--cold",))
+        assert "cold start" in r.log()
+        assert dump(r.name) == want                 # from its own files, before following
+        _load(p.name, BUCKET, 20_000, 100)
+        wait_equal(p, r)
+        assert replica_status(r)["copies"] == 1     # resumed: no second copy
+        assert "full copy" not in r.log()
+    finally:
+        r.cleanup()
+        p.cleanup()
+
+
+@pytest.mark.slow
 def test_a_replica_behind_a_compaction_copies_again(tmp_path):
     p, r = services(tmp_path)
     try:
