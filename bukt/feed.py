@@ -391,27 +391,26 @@ class FeedWriter:
 
     def publish_ring(self, recs, names, now_ms=None, upto=None):
         """publish(ring_records_to_events(recs, names)), with the records packed by a
-        compiled loop (bukt/writer/_logscan.pyx: feed_pack) run by run: in Python, a
-        record's event cost the writer more than its log record did, and a replica's
-        full copy is a million of them. The few records only Python handles (a drop,
+        compiled loop (bukt/writer/_logscan.pyx: feed_measure, feed_write) run by
+        run, straight into the area: in Python, a record's event cost the writer more
+        than its log record did, and a replica's full copy is a million of them. The few records only Python handles (a drop,
         a compressed value, a padding at the area's end) go through _append."""
-        from bukt.writer._logscan import feed_pack
+        from bukt.writer._logscan import feed_measure, feed_write    # (the writer's alone)
         ms = int(time.time() * 1000) if now_ms is None else now_ms
         size, limit, maxv = self.size, self.size // 4, self.max_value
         i, n, published = 0, len(recs), 0
         while i < n:
-            head = self.head
-            data, j, end, self.last, pos, seqs = feed_pack(recs, i, head, size, limit,
-                                                           self.last, ms, maxv)
-            if data:
+            head, last = self.head, self.last
+            j, end, self.last, count = feed_measure(recs, i, head, size, limit, last, maxv)
+            if count:
                 self._make_room(end, head)
-                off = HEADER + head % size
-                self.buf[off:off + end - head] = data
+                pos, seqs = feed_write(recs, i, j, self.buf, HEADER + head % size, head,
+                                       end, last, ms, maxv, count)
                 self.head = end
                 self.held.append([array.array("Q", pos), array.array("Q", seqs), 0])
-                published += len(pos) // 8
+                published += count
             i = j
-            if i < n and not data:
+            if i < n and not count:
                 evs = ring_records_to_events([recs[i]], names)
                 if evs:
                     self._append(evs, ms)

@@ -187,28 +187,25 @@ cdef inline int _feed_kind(tuple rec, uint32_t flags, Py_ssize_t maxv, uint8_t *
     return 1
 
 
-def feed_pack(list recs, Py_ssize_t i, uint64_t head, uint64_t size, uint64_t limit,
-              uint64_t last, int64_t ms, Py_ssize_t maxv):
-    """One run of the change feed's records (bukt/feed.py, FeedWriter.publish_ring) made
-    of ring records recs[i:], the run starting at byte position `head`: what
-    ring_records_to_events and FeedWriter._append do a record in Python, which was
-    most of a replica's writer's time during a full copy.
+def feed_measure(list recs, Py_ssize_t i, uint64_t head, uint64_t size, uint64_t limit,
+                 uint64_t last, Py_ssize_t maxv):
+    """How far one run of the change feed's records (bukt/feed.py,
+    FeedWriter.publish_ring), made of ring records recs[i:] from byte position `head`,
+    goes: (j, end, last, count), j the index of the first record not taken, `end` the
+    position after the run, `last` its last sequence, `count` its records; feed_write
+    then writes it. ring_records_to_events and FeedWriter._append did this a record in
+    Python, which was most of a replica's writer's time during a full copy.
 
-    Returns (data, j, head, last, positions, seqs): the run's bytes (to be written at
-    the old head), the index of the first record not taken, the new head and last
-    sequence, and the position and sequence of each record (u64 arrays' bytes). It
-    stops where the run must end (the area's end, `limit` bytes) and before a record
+    A run stops where it must end (the area's end, `limit` bytes) and before a record
     only the Python path handles (a META record, a compressed value, a record longer
     than `limit`); records the feed does not report, or of sequences up to `last`,
     it passes over."""
-    cdef Py_ssize_t n = len(recs), j, total = 0, count = 0, klen, vlen, k
+    cdef Py_ssize_t n = len(recs), j = i, count = 0, klen, vlen
     cdef uint64_t h = head, left, n8, lst = last, seq
     cdef uint32_t flags, vsize
     cdef uint8_t kind
     cdef tuple rec
     cdef int r
-    # pass 1: how far the run goes
-    j = i
     while j < n:
         rec = <tuple>recs[j]
         flags = <uint32_t>rec[8]
@@ -224,25 +221,39 @@ def feed_pack(list recs, Py_ssize_t i, uint64_t head, uint64_t size, uint64_t li
         if n8 > limit:
             break
         left = size - h % size
-        if left < n8 or <uint64_t>total + n8 > limit or (total and left == size):
+        if left < n8 or h - head + n8 > limit or (h > head and left == size):
             break
-        total += n8
         count += 1
         h += n8
         lst = seq
         j += 1
-    cdef bytes data = PyBytes_FromStringAndSize(NULL, total)
+    return j, h, lst, count
+
+
+def feed_write(list recs, Py_ssize_t i, Py_ssize_t j, out, Py_ssize_t off, uint64_t head,
+               uint64_t end, uint64_t last, int64_t ms, Py_ssize_t maxv, Py_ssize_t count):
+    """Write the run feed_measure measured (records recs[i:j], positions [head, end),
+    `count` records after sequence `last`) into writable buffer `out` at `off`, the
+    feed area's bytes of position `head`. Returns the position and sequence of each
+    record (u64 arrays' bytes), which the writer keeps to raise low and lost before
+    it overwrites them."""
+    cdef unsigned char[::1] view = out
+    if off < 0 or <uint64_t>off + (end - head) > <uint64_t>view.shape[0]:
+        raise ValueError("feed_write: the run does not fit the buffer")
+    cdef unsigned char *d = &view[0] + off
+    cdef unsigned char *stop = d + (end - head)
     cdef bytes pos = PyBytes_FromStringAndSize(NULL, count * 8)
     cdef bytes seqs = PyBytes_FromStringAndSize(NULL, count * 8)
-    cdef unsigned char *d = <unsigned char *>PyBytes_AS_STRING(data)
     cdef uint64_t *pp = <uint64_t *>PyBytes_AS_STRING(pos)
     cdef uint64_t *sp = <uint64_t *>PyBytes_AS_STRING(seqs)
     cdef feed_rec *fr
     cdef bytes key, value
-    cdef Py_ssize_t c = 0
-    # pass 2: the bytes
-    h, lst = head, last
-    k = i
+    cdef Py_ssize_t c = 0, k = i, klen, vlen
+    cdef uint64_t h = head, lst = last, seq, n8
+    cdef uint32_t flags, vsize
+    cdef uint8_t kind
+    cdef tuple rec
+    cdef int r
     while k < j:
         rec = <tuple>recs[k]
         k += 1
@@ -254,6 +265,8 @@ def feed_pack(list recs, Py_ssize_t i, uint64_t head, uint64_t size, uint64_t li
         key = <bytes>rec[4]
         klen = len(key)
         n8 = (sizeof(feed_rec) + klen + vlen + 7) & ~(<uint64_t>7)
+        if r < 0 or c >= count or d + n8 > stop:
+            raise ValueError("feed_write: the records are not the run feed_measure measured")
         fr = <feed_rec *>d
         fr.pos, fr.seq, fr.ms = h, seq, ms
         fr.version, fr.expire_ms = <uint64_t>rec[7], <int64_t>rec[6]
@@ -270,4 +283,6 @@ def feed_pack(list recs, Py_ssize_t i, uint64_t head, uint64_t size, uint64_t li
         d += n8
         h += n8
         lst = seq
-    return data, j, h, lst, pos, seqs
+    if c != count or h != end:
+        raise ValueError("feed_write: the records are not the run feed_measure measured")
+    return pos, seqs

@@ -152,9 +152,9 @@ def test_a_reopened_feed_drops_the_earlier_writers_records_in_order(setup):
 
 
 def test_publish_ring_writes_what_publish_writes():
-    """The writer's compiled publish (publish_ring: bukt/writer/_logscan.pyx, feed_pack)
-    leaves the feed area byte for byte as the Python one (publish of
-    ring_records_to_events) does, batch after batch, through wraps, paddings and
+    """The writer's compiled publish (publish_ring: feed_measure and feed_write in
+    bukt/writer/_logscan.pyx) leaves the feed area byte for byte as the Python one
+    (publish of ring_records_to_events) does, batch after batch, through wraps, paddings and
     overwrites, with every kind of ring record: sets (incr, no value, a value over
     max_value, a compressed one, a key too long for the area), deletes and flushes,
     expiries, evictions, touches, an object's hidden entries, a drop and other META
