@@ -60,7 +60,9 @@ WAITING. After each batch the writer bumps the wake word and futex-wakes its sle
 not sleep: Waker, one thread a process, sleeps for all of that process's watchers and
 calls each one's callback (asyncio: loop.call_soon_threadsafe).
 """
+import array
 import asyncio
+import bisect
 import collections
 import mmap
 import os
@@ -295,7 +297,7 @@ class FeedWriter:
         self.lost = self.q[LOST // 8]
         self.last = self.q[LAST // 8]
         self.published = 0
-        self.held = collections.deque()
+        self.held = collections.deque()     # [positions, sequences, first held] a run
         # the records an earlier writer left are read only as they are about to be
         # overwritten (_make_room): walking a full area at start cost a warm restart
         # 50-75 ms. Nothing overwrites one of them before _make_room has passed it.
@@ -382,18 +384,61 @@ class FeedWriter:
 
     def publish(self, events, now_ms=None, upto=None):
         """Append `events` (ring_records_to_events' tuples, in order) and wake the
-        watchers. Never blocks: the oldest events are overwritten. The records of a
-        stretch that does not wrap are packed into one buffer and written at once, low
-        raised before it (the writer's cost a record is what bounds the rate it can
-        publish at, and it runs beside the log)."""
-        if not events:
-            if upto is not None and upto > self.q[UPTO_W]:
-                feed_store(self.buf, UPTO_W * 8, upto)
-            return
-        buf, size, pack = self.buf, self.size, REC.pack
+        watchers. Never blocks: the oldest events are overwritten."""
+        if events:
+            self._append(events, int(time.time() * 1000) if now_ms is None else now_ms)
+        self._finish(len(events), upto)
+
+    def publish_ring(self, recs, names, now_ms=None, upto=None):
+        """publish(ring_records_to_events(recs, names)), with the records packed by a
+        compiled loop (bukt/writer/_logscan.pyx: feed_measure, feed_write) run by
+        run, straight into the area: in Python, a record's event cost the writer more
+        than its log record did, and a replica's full copy is a million of them. The few records only Python handles (a drop,
+        a compressed value, a padding at the area's end) go through _append."""
+        from bukt.writer._logscan import feed_measure, feed_write    # (the writer's alone)
         ms = int(time.time() * 1000) if now_ms is None else now_ms
+        size, limit, maxv = self.size, self.size // 4, self.max_value
+        i, n, published = 0, len(recs), 0
+        while i < n:
+            head, last = self.head, self.last
+            j, end, self.last, count = feed_measure(recs, i, head, size, limit, last, maxv)
+            if count:
+                self._make_room(end, head)
+                pos, seqs = feed_write(recs, i, j, self.buf, HEADER + head % size, head,
+                                       end, last, ms, maxv, count)
+                self.head = end
+                self.held.append([array.array("Q", pos), array.array("Q", seqs), 0])
+                published += count
+            i = j
+            if i < n and not count:
+                evs = ring_records_to_events([recs[i]], names)
+                if evs:
+                    self._append(evs, ms)
+                    published += 1
+                i += 1
+        self._finish(published, upto)
+
+    def _finish(self, count, upto):
+        """Make what _append wrote visible and wake the watchers."""
+        buf = self.buf
+        if count:
+            feed_store(buf, HEAD, self.head)    # release: the records before the head
+            feed_store(buf, LAST, self.last)
+        if upto is not None and upto > self.q[UPTO_W]:
+            feed_store(buf, UPTO_W * 8, upto)   # after the events: a writer killed
+                                                # before this leaves a gap to mark
+        if count:
+            self.published += count
+            feed_wake(buf, WAKE)
+
+    def _append(self, events, ms):
+        """Write `events` after the head (not yet published: _finish does). The
+        records of a stretch that does not wrap are packed into one buffer and written
+        at once, low raised before it (the writer's cost a record is what bounds the
+        rate it can publish at, and it runs beside the log)."""
+        buf, size, pack = self.buf, self.size, REC.pack
         maxv, last, head, held = self.max_value, self.last, self.head, self.held
-        run, run_start, run_bytes = [], head, 0
+        run, run_start, run_bytes, hp, hs = [], head, 0, [], []
         limit = size // 4
         for seq, kind, idx, gen, key, value, expire_ms, version, flags, vsize in events:
             if seq <= last:
@@ -413,8 +458,8 @@ class FeedWriter:
             if left < n8 or run_bytes + n8 > limit or left == size:
                 # (left == size: the last record ended at the area's end, and a run's
                 # bytes must be contiguous in the area)
-                self._write_run(run, run_start, head)
-                run, run_bytes = [], 0
+                self._write_run(run, run_start, head, hp, hs)
+                run, run_bytes, hp, hs = [], 0, [], []
                 if left < n8:                   # pad to the start of the area
                     self._make_room(head + left, head)
                     if left >= REC.size:
@@ -424,7 +469,8 @@ class FeedWriter:
                 run_start = head
             run.append(pack(head, seq, ms, version, expire_ms, n8, klen, vlen, vsize, gen,
                             idx, kind, flags & 0xff))
-            held.append((head, seq))
+            hp.append(head)
+            hs.append(seq)
             run.append(key)
             if vlen:
                 run.append(value)
@@ -433,22 +479,16 @@ class FeedWriter:
             run_bytes += n8
             head += n8
             last = seq
-        self._write_run(run, run_start, head)
+        self._write_run(run, run_start, head, hp, hs)
         self.head, self.last = head, last
-        feed_store(buf, HEAD, head)             # release: the records before the head
-        feed_store(buf, LAST, last)
-        if upto is not None and upto > self.q[UPTO_W]:
-            feed_store(buf, UPTO_W * 8, upto)   # after the events: a writer killed
-                                                # before this leaves a gap to mark
-        self.published += len(events)
-        feed_wake(buf, WAKE)
 
-    def _write_run(self, run, start, end):
+    def _write_run(self, run, start, end, positions, seqs):
         if not run:
             return
         self._make_room(end, start)
         off = HEADER + start % self.size
         self.buf[off:off + end - start] = b"".join(run)
+        self.held.append([positions, seqs, 0])
 
     def _make_room(self, end, head):
         """Raise low (and lost) past every record whose bytes lie before `end - size`,
@@ -463,11 +503,19 @@ class FeedWriter:
             lost = max(lost, self._old_next[1])          # an earlier writer's record
             self._old_next = next(self._old, None)
         if self._old_next is None:
-            while held and end - held[0][0] > size:
-                pos, seq = held.popleft()
-                lost = max(lost, seq)
+            # held: [positions, sequences, index of the first still held] a run
+            while held:
+                h = held[0]
+                ps, k = h[0], h[2]
+                k2 = bisect.bisect_left(ps, end - size, k)
+                if k2 > k:
+                    lost = max(lost, h[1][k2 - 1])      # (sequences increase)
+                if k2 < len(ps):
+                    h[2] = k2
+                    break
+                held.popleft()
         low = self._old_next[0] if self._old_next is not None else \
-            held[0][0] if held else head
+            held[0][0][held[0][2]] if held else head
         if end - low > size:                    # (records before it were all padding)
             low = end - size
         self.low = low

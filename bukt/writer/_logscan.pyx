@@ -11,8 +11,8 @@ loader, which applies records to the table, is the core's (cext/bulkload.pxi) an
 them through the same read_record.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.string cimport memcpy
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 # The C constants of _logscan.pxd, for tests/unit/test_log_format.py to hold against aof.py's.
@@ -118,3 +118,171 @@ def encode_ring(list recs, dict names, dict bnames, dict kinds, uint32_t core_si
             out.append(encode_one(<uint8_t>kind[0], 0, <uint64_t>rec[0], 0, 0, <bytes>nb,
                                   <bytes>rec[4], b""))
     return b"".join(out)
+
+
+# ---------------------------------------------------------------- the change feed's records
+
+# The feed's record header (bukt/feed.py: REC, "<QQqQqIIIIIHBB", 64 bytes), as the
+# writer packs it: little-endian, as every machine Bukt runs on is.
+cdef packed struct feed_rec:
+    uint64_t pos
+    uint64_t seq
+    int64_t ms
+    uint64_t version
+    int64_t expire_ms
+    uint32_t length
+    uint32_t klen
+    uint32_t vlen
+    uint32_t vsize
+    uint32_t gen
+    uint16_t bucket
+    uint8_t kind
+    uint8_t flags
+
+# ring record types and flags (cext/includes/segment.h; bukt/feed.py names them too)
+cdef enum:
+    F_SET = 1
+    F_DEL = 2
+    F_EXPIRED = 3
+    F_EVICTED = 4
+    F_TOUCH = 5
+    F_NOVALUE = 0x08
+    F_FLUSH = 0x20
+    F_INCR = 0x40
+    F_HIDDEN = 0x10 << 8
+    F_CODECS = (0x20 | 0x40) << 8
+cdef uint32_t F_UNKNOWN = 0xffffffff
+
+
+cdef inline int _feed_kind(tuple rec, uint32_t flags, Py_ssize_t maxv, uint8_t *kind,
+                           Py_ssize_t *vlen, uint32_t *vsize):
+    """The feed's view of ring record `rec`: 1 with its kind, kept value length and
+    value size; 0 when the feed does not report it; -1 when only bukt/feed.py's
+    Python path can say (a bucket drop's META record, a compressed value)."""
+    cdef long rtype = rec[1]
+    cdef Py_ssize_t n
+    if flags & F_HIDDEN:
+        return 0
+    if rtype == F_SET:
+        n = len(<bytes>rec[5])
+        if flags & F_CODECS and n:
+            return -1
+        kind[0] = 6 if flags & F_INCR else 1
+        vsize[0] = F_UNKNOWN if flags & F_NOVALUE else <uint32_t>n
+        vlen[0] = n if n <= maxv else 0
+        return 1
+    vlen[0], vsize[0] = 0, 0
+    if rtype == F_DEL:
+        kind[0] = 7 if flags & F_FLUSH else 2
+    elif rtype == F_EXPIRED:
+        kind[0] = 3
+    elif rtype == F_EVICTED:
+        kind[0] = 4
+    elif rtype == F_TOUCH:
+        kind[0] = 5
+    elif rtype < 16:
+        return 0
+    else:
+        return -1           # META (a drop, maybe), or a type this loop does not know
+    return 1
+
+
+def feed_measure(list recs, Py_ssize_t i, uint64_t head, uint64_t size, uint64_t limit,
+                 uint64_t last, Py_ssize_t maxv):
+    """How far one run of the change feed's records (bukt/feed.py,
+    FeedWriter.publish_ring), made of ring records recs[i:] from byte position `head`,
+    goes: (j, end, last, count), j the index of the first record not taken, `end` the
+    position after the run, `last` its last sequence, `count` its records; feed_write
+    then writes it. ring_records_to_events and FeedWriter._append did this a record in
+    Python, which was most of a replica's writer's time during a full copy.
+
+    A run stops where it must end (the area's end, `limit` bytes) and before a record
+    only the Python path handles (a META record, a compressed value, a record longer
+    than `limit`); records the feed does not report, or of sequences up to `last`,
+    it passes over."""
+    cdef Py_ssize_t n = len(recs), j = i, count = 0, klen, vlen
+    cdef uint64_t h = head, left, n8, lst = last, seq
+    cdef uint32_t flags, vsize
+    cdef uint8_t kind
+    cdef tuple rec
+    cdef int r
+    while j < n:
+        rec = <tuple>recs[j]
+        flags = <uint32_t>rec[8]
+        r = _feed_kind(rec, flags, maxv, &kind, &vlen, &vsize)
+        if r < 0:
+            break
+        seq = <uint64_t>rec[0]
+        if r == 0 or seq <= lst:
+            j += 1
+            continue
+        klen = len(<bytes>rec[4])
+        n8 = (sizeof(feed_rec) + klen + vlen + 7) & ~(<uint64_t>7)
+        if n8 > limit:
+            break
+        left = size - h % size
+        if left < n8 or h - head + n8 > limit or (h > head and left == size):
+            break
+        count += 1
+        h += n8
+        lst = seq
+        j += 1
+    return j, h, lst, count
+
+
+def feed_write(list recs, Py_ssize_t i, Py_ssize_t j, out, Py_ssize_t off, uint64_t head,
+               uint64_t end, uint64_t last, int64_t ms, Py_ssize_t maxv, Py_ssize_t count):
+    """Write the run feed_measure measured (records recs[i:j], positions [head, end),
+    `count` records after sequence `last`) into writable buffer `out` at `off`, the
+    feed area's bytes of position `head`. Returns the position and sequence of each
+    record (u64 arrays' bytes), which the writer keeps to raise low and lost before
+    it overwrites them."""
+    cdef unsigned char[::1] view = out
+    if off < 0 or <uint64_t>off + (end - head) > <uint64_t>view.shape[0]:
+        raise ValueError("feed_write: the run does not fit the buffer")
+    cdef unsigned char *d = &view[0] + off
+    cdef unsigned char *stop = d + (end - head)
+    cdef bytes pos = PyBytes_FromStringAndSize(NULL, count * 8)
+    cdef bytes seqs = PyBytes_FromStringAndSize(NULL, count * 8)
+    cdef uint64_t *pp = <uint64_t *>PyBytes_AS_STRING(pos)
+    cdef uint64_t *sp = <uint64_t *>PyBytes_AS_STRING(seqs)
+    cdef feed_rec *fr
+    cdef bytes key, value
+    cdef Py_ssize_t c = 0, k = i, klen, vlen
+    cdef uint64_t h = head, lst = last, seq, n8
+    cdef uint32_t flags, vsize
+    cdef uint8_t kind
+    cdef tuple rec
+    cdef int r
+    while k < j:
+        rec = <tuple>recs[k]
+        k += 1
+        flags = <uint32_t>rec[8]
+        r = _feed_kind(rec, flags, maxv, &kind, &vlen, &vsize)
+        seq = <uint64_t>rec[0]
+        if r == 0 or seq <= lst:
+            continue
+        key = <bytes>rec[4]
+        klen = len(key)
+        n8 = (sizeof(feed_rec) + klen + vlen + 7) & ~(<uint64_t>7)
+        if r < 0 or c >= count or d + n8 > stop:
+            raise ValueError("feed_write: the records are not the run feed_measure measured")
+        fr = <feed_rec *>d
+        fr.pos, fr.seq, fr.ms = h, seq, ms
+        fr.version, fr.expire_ms = <uint64_t>rec[7], <int64_t>rec[6]
+        fr.length, fr.klen, fr.vlen, fr.vsize = <uint32_t>n8, <uint32_t>klen, <uint32_t>vlen, vsize
+        fr.gen, fr.bucket, fr.kind, fr.flags = <uint32_t>rec[3], <uint16_t>rec[2], kind, \
+            <uint8_t>(flags & 0xff)
+        memcpy(d + sizeof(feed_rec), PyBytes_AS_STRING(key), klen)
+        if vlen:
+            value = <bytes>rec[5]
+            memcpy(d + sizeof(feed_rec) + klen, PyBytes_AS_STRING(value), vlen)
+        memset(d + sizeof(feed_rec) + klen + vlen, 0, n8 - sizeof(feed_rec) - klen - vlen)
+        pp[c], sp[c] = h, seq
+        c += 1
+        d += n8
+        h += n8
+        lst = seq
+    if c != count or h != end:
+        raise ValueError("feed_write: the records are not the run feed_measure measured")
+    return pos, seqs

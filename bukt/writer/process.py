@@ -161,7 +161,7 @@ from bukt.errors import (BuktError, DiskError, FormatMismatch, RingFull, Segment
                      SegmentInvalid, SegmentNotFound)
 from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
                         ring_gather_wait, ring_idle_wait, writer_claim, writer_claimed)
-from bukt.feed import FeedWriter, ring_records_to_events
+from bukt.feed import FeedWriter
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, \
     snapshot_chunks
 from bukt.writer.lag import LogAge
@@ -420,8 +420,10 @@ class Writer:
             # ring's head now: every watcher behind that point is told
             feed.mark_lost(max(self.store.ring_position()[1], lost) - 1)
             feed.set_ring_lost_seen(lost)
-        feed.publish(ring_records_to_events(recs, self.translator.names) if recs else (),
-                     upto=upto)
+        if recs:
+            feed.publish_ring(recs, self.translator.names, upto=upto)
+        else:
+            feed.publish((), upto=upto)
 
     def _adopt(self, old):
         """ADOPTION: take over a segment no writer has claimed. Returns it, claimed and

@@ -149,3 +149,72 @@ def test_a_reopened_feed_drops_the_earlier_writers_records_in_order(setup):
     finally:
         for w in writers[1:]:
             w.close()
+
+
+def test_publish_ring_writes_what_publish_writes():
+    """The writer's compiled publish (publish_ring: feed_measure and feed_write in
+    bukt/writer/_logscan.pyx) leaves the feed area byte for byte as the Python one
+    (publish of ring_records_to_events) does, batch after batch, through wraps, paddings and
+    overwrites, with every kind of ring record: sets (incr, no value, a value over
+    max_value, a compressed one, a key too long for the area), deletes and flushes,
+    expiries, evictions, touches, an object's hidden entries, a drop and other META
+    records, records an earlier writer published, types the feed does not report."""
+    import json
+    from bukt import codec
+    from bukt.feed import HEAD, HEADER, LAST, LOST, LOW, UPTO_W
+    words = [HEAD // 8, LOW // 8, LOST // 8, LAST // 8, UPTO_W]
+    name = f"feedpack-{os.getpid()}"
+    size, maxv = 64 << 10, 1024
+    a, b = FeedWriter(name + "-a", size, maxv), FeedWriter(name + "-b", size, maxv)
+    try:
+        rnd = random.Random(11)
+        names = {(3, 1): "b"}
+        frame, cflag = codec.compress(b"z" * 3000, codec.ZSTD)
+        small, sflag = codec.compress(b"q" * 900, codec.ZSTD)
+        seq = 8
+        for batch in range(300):
+            recs = []
+            for _ in range(rnd.choice([0, 1, 3, 40, 200])):
+                seq += 8 * rnd.randint(1, 4)
+                r = rnd.random()
+                key = b"k%d-" % seq + b"x" * rnd.choice([0, 5, 100, 240])
+                if r < 0.5:
+                    value = b"v" * rnd.choice([0, 3, 100, 1024, 1025, 5000])
+                    flags = rnd.choice([0, 0, 0x40, 0x08, 0x04, 0x10 << 8, 0x01 << 8])
+                    if flags == 0x08:
+                        value = b""
+                    recs.append((seq, 1, 3, 1, key, value, rnd.choice([0, 123456]), seq,
+                                 flags))
+                elif r < 0.55:
+                    c, f = rnd.choice([(frame, cflag), (small, sflag), (b"junk", cflag)])
+                    recs.append((seq, 1, 3, 1, key, c, 0, seq, f << 8))
+                elif r < 0.57:
+                    recs.append((seq, 1, 3, 1, b"L" * 20000, b"v", 0, seq, 0))
+                elif r < 0.8:
+                    recs.append((seq, rnd.choice([2, 3, 4, 5]), 3, 1, key, b"", 0, seq,
+                                 rnd.choice([0, 0x20])))
+                elif r < 0.83:
+                    op = rnd.choice(["drop", "create", "settings"])
+                    recs.append((seq, 16, 3, 1, b"", json.dumps({"op": op}).encode(), 0,
+                                 0, 0))
+                elif r < 0.85:
+                    recs.append((seq, 16, 3, 1, b"", b"not json", 0, 0, 0))
+                elif r < 0.87:
+                    recs.append((seq, rnd.choice([6, 9, 40]), 3, 1, key, b"", 0, seq, 0))
+                else:
+                    recs.append((seq, 1, 3, rnd.randint(1, 3), key, b"w" * 10, 0, seq, 0))
+            if batch % 50 == 7 and recs:
+                # records published before (an earlier writer's, as after a restart)
+                a.publish(ring_records_to_events(recs[:len(recs) // 2], names), 1000 + batch)
+                b.publish_ring(recs[:len(recs) // 2], names, 1000 + batch)
+            upto = seq + 8
+            a.publish(ring_records_to_events(recs, names), 1000 + batch, upto)
+            b.publish_ring(recs, names, 1000 + batch, upto)
+            assert (a.head, a.low, a.lost, a.last) == (b.head, b.low, b.lost, b.last), batch
+            assert [a.q[w] for w in words] == [b.q[w] for w in words], batch
+            assert a.buf[HEADER:] == b.buf[HEADER:], batch
+        assert a.head > 4 * size                # (it wrapped, and overwrote, often)
+    finally:
+        for fw in (a, b):
+            fw.close()
+            os.unlink(fw.path)
