@@ -602,6 +602,8 @@ def test_the_applier_logs_in_the_service_format_and_follows_a_reload(tmp_path):
         wait_for(replica_json, timeout=60, what="the applier to log in json")
         _load(p.name, BUCKET, 100, 10)
         wait_equal(p, r)
-    finally:
         r.stop()
         p.stop()
+    finally:
+        r.cleanup()                     # also unlinks the segments stop leaves
+        p.cleanup()
