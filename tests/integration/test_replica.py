@@ -52,6 +52,16 @@ def start_replica(p, r, **overrides):
     r.start()
 
 
+def replicating(p, r, keys, **replica_overrides):
+    """The primary started with BUCKET holding `keys` keys, the replica started on it
+    and caught up: (the bucket's token, the contents both hold)."""
+    p.start()
+    token = p.create_bucket(BUCKET)
+    _load(p.name, BUCKET, 0, keys)
+    start_replica(p, r, **replica_overrides)
+    return token, wait_equal(p, r)
+
+
 def replica_status(r):
     import json
     try:
@@ -121,11 +131,7 @@ def _churn(name, bucket, seconds_marker, seed):
 def test_replica_refuses_writes_and_follows(tmp_path):
     p, r = services(tmp_path)
     try:
-        p.start()
-        token = p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 1000)
-        start_replica(p, r)
-        wait_equal(p, r)
+        token, _ = replicating(p, r, 1000)
         assert buckets(r.name) == buckets(p.name)
         # followed: a change after the copy reaches the replica
         _load(p.name, BUCKET, 1000, 10)
@@ -178,9 +184,9 @@ def test_replica_status_info_and_metrics(tmp_path):
         assert st["role"] == "replica" and st["primary"] == f"127.0.0.1:{p.http_port}"
         assert st["link"] == "up" and st["applied"] > 0 and st["copies"] == 1
         assert st["lag_seconds"] is not None and st["lag_seconds"] < 30
-        code, pst = subprocess.run([sys.executable, "-m", "bukt", "replica", "status",
-                                    "--config", p.conf, "--json"], capture_output=True,
-                                   env=p.env(), timeout=30).returncode, None
+        code = subprocess.run([sys.executable, "-m", "bukt", "replica", "status",
+                               "--config", p.conf, "--json"], capture_output=True,
+                              env=p.env(), timeout=30).returncode
         assert code == 0
         # RESP: INFO replication in Redis's words
         rc = redis.Redis("127.0.0.1", r.resp_port, username=BUCKET, password=token,
@@ -270,11 +276,7 @@ def _logs_start(data_dir):
 def test_a_killed_replica_resumes_where_it_was(tmp_path):
     p, r = services(tmp_path)
     try:
-        p.start()
-        p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 5000)
-        start_replica(p, r)
-        wait_equal(p, r)
+        replicating(p, r, 5000)
         wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
         _kill_service(r)
         _load(p.name, BUCKET, 5000, 5000)           # while the replica is down
@@ -295,11 +297,7 @@ def test_a_copy_survives_a_cold_restart_of_the_replica(tmp_path):
     resumes from replica.json without a second copy."""
     p, r = services(tmp_path)
     try:
-        p.start()
-        p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 20_000)
-        start_replica(p, r)
-        want = wait_equal(p, r)
+        _, want = replicating(p, r, 20_000)
         wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
         assert r.stop() == 0
         r.start(args=("--cold",))
@@ -318,11 +316,7 @@ def test_a_copy_survives_a_cold_restart_of_the_replica(tmp_path):
 def test_a_replica_behind_a_compaction_copies_again(tmp_path):
     p, r = services(tmp_path)
     try:
-        p.start()
-        p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 5000)
-        start_replica(p, r)
-        wait_equal(p, r)
+        replicating(p, r, 5000)
         wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
         assert r.stop() == 0
         from bukt.replica.applier import read_state
@@ -344,11 +338,7 @@ def test_a_replica_behind_a_compaction_copies_again(tmp_path):
 def test_a_stopped_replica_catches_up(tmp_path):
     p, r = services(tmp_path)
     try:
-        p.start()
-        p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 1000)
-        start_replica(p, r)
-        wait_equal(p, r)
+        replicating(p, r, 1000)
         applier = r.state()["replica"]["pid"]
         os.kill(applier, signal.SIGSTOP)
         try:
@@ -386,11 +376,7 @@ def _writes(name):
 def test_promote_fences_the_old_primary_until_an_operator_unfences_it(tmp_path):
     p, r = services(tmp_path)
     try:
-        p.start()
-        token = p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 100)
-        start_replica(p, r)
-        wait_equal(p, r)
+        token, _ = replicating(p, r, 100)
         wait_for(lambda: replica_status(r).get("primary_node"), 10, what="the primary's id")
         code, out = _cli(r, "promote")
         assert code == 0, out
@@ -431,11 +417,7 @@ def test_promote_fences_the_old_primary_until_an_operator_unfences_it(tmp_path):
 def test_an_old_primary_that_was_down_fences_itself_at_start(tmp_path):
     p, r = services(tmp_path)
     try:
-        p.start()
-        p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 100)
-        start_replica(p, r)
-        wait_equal(p, r)
+        replicating(p, r, 100)
         wait_for(lambda: replica_status(r).get("saved"), 10, what="replica.json")
         _kill_service(p)
         code, out = _cli(r, "promote")
@@ -580,11 +562,7 @@ def test_the_applier_logs_in_the_service_format_and_follows_a_reload(tmp_path):
     import signal
     p, r = services(tmp_path)
     try:
-        p.start()
-        p.create_bucket(BUCKET)
-        _load(p.name, BUCKET, 0, 100)
-        start_replica(p, r)
-        wait_equal(p, r)
+        replicating(p, r, 100)
         assert any(" replica[" in line for line in r.log().splitlines()), r.log()
         mark = len(r.log())
         r.configure(log={"format": "json"})
