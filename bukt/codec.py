@@ -31,6 +31,7 @@ say nothing of it and any level decodes the same, so it could become one later.
 """
 import threading
 
+from bukt._core import ENTRY_LZ4, ENTRY_ZSTD
 from bukt.errors import IntegrityError, InvalidArgument
 
 __all__ = ["NAMES", "NONE", "ZSTD", "LZ4", "FLAG_ZSTD", "FLAG_LZ4", "FLAGS", "code_of",
@@ -42,8 +43,7 @@ NAMES = ("none", "zstd", "lz4")
 NONE, ZSTD, LZ4 = 0, 1, 2
 
 # The entry flags the core stores beside a compressed value (cext/includes/segment.h).
-FLAG_ZSTD = 0x20
-FLAG_LZ4 = 0x40
+FLAG_ZSTD, FLAG_LZ4 = ENTRY_ZSTD, ENTRY_LZ4         # the core's entry flags
 FLAGS = FLAG_ZSTD | FLAG_LZ4
 _FLAG_OF = {ZSTD: FLAG_ZSTD, LZ4: FLAG_LZ4}
 

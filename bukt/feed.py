@@ -73,6 +73,7 @@ import weakref
 
 from bukt import errors
 from bukt.owners import identity
+from bukt._core import ENTRY_HIDDEN, ENTRY_LZ4, ENTRY_SINGLE, ENTRY_ZSTD
 from bukt._core import (RING_FIRST, feed_fence, feed_load, feed_store, feed_wait,
                         feed_wake, feed_watch)
 
@@ -109,9 +110,9 @@ KIND_CODES = {v: k for k, v in KINDS.items()}
 # ring record types and flags (cext/includes/segment.h)
 _T_SET, _T_DEL, _T_EXPIRED, _T_EVICTED, _T_TOUCH, _T_META = 1, 2, 3, 4, 5, 16
 RF_NOVALUE, RF_FEED, RF_FLUSH, RF_INCR = 0x08, 0x10, 0x20, 0x40
-_E_SINGLE = 0x04
-_E_HIDDEN = 0x10    # an entry's (in ring_read's flags, above its record's: << 8)
-_E_CODECS_RING = (0x20 | 0x40) << 8     # a compressed value's (bukt/codec.py)
+_E_SINGLE = ENTRY_SINGLE
+_E_HIDDEN = ENTRY_HIDDEN     # an entry's (in ring_read's flags, above its record's: << 8)
+_E_CODECS_RING = (ENTRY_ZSTD | ENTRY_LZ4) << 8     # a compressed value's (bukt/codec.py)
 
 
 def _raw_value(stored, eflags, maxv):
@@ -437,7 +438,7 @@ class FeedWriter:
         at once, low raised before it (the writer's cost a record is what bounds the
         rate it can publish at, and it runs beside the log)."""
         buf, size, pack = self.buf, self.size, REC.pack
-        maxv, last, head, held = self.max_value, self.last, self.head, self.held
+        maxv, last, head = self.max_value, self.last, self.head
         run, run_start, run_bytes, hp, hs = [], head, 0, [], []
         limit = size // 4
         for seq, kind, idx, gen, key, value, expire_ms, version, flags, vsize in events:

@@ -10,23 +10,13 @@ so every process that reads or writes the segment has them).
   object (bukt/objects), read whole by that package.
 - store_large: a set of a value above the entry limit: an object (bukt/objects).
 
-Without bukt/objects (a build without it), a manifest cannot be read and a value
-above the entry limit is refused with ValueTooLarge, as before objects existed.
+bukt.objects is imported when a hook first needs it: `bukt` imports this module while
+it is itself being imported.
 """
 from bukt import codec
-from bukt import errors
+from bukt._core import ENTRY_MANIFEST
 
 __all__ = ["HOOKS", "register"]
-
-FLAG_MANIFEST = 0x08
-
-
-def _objects():
-    try:
-        from bukt import objects
-    except ImportError:
-        return None
-    return objects
 
 
 class ValueHooks:
@@ -37,11 +27,8 @@ class ValueHooks:
                               bucket.comp_min_saving)
 
     def decode(self, bucket, key, value, flags):
-        if flags & FLAG_MANIFEST:
-            objects = _objects()
-            if objects is None:
-                raise errors.BuktError(f"key {key!r} holds an object, which this build "
-                                       "cannot read (no bukt.objects)")
+        if flags & ENTRY_MANIFEST:
+            from bukt import objects
             return objects.decode_manifest(bucket, key, value, flags)
         return codec.decode_entry(bucket, key, value, flags)
 
@@ -52,10 +39,7 @@ class ValueHooks:
         objects.check_size(bucket, size)
 
     def store_large(self, bucket, key, value, ttl, nx, xx, single_read, if_version):
-        objects = _objects()
-        if objects is None:
-            raise errors.ValueTooLarge(f"value of {len(value)} bytes: the limit is "
-                                       f"{bucket.max_value} (limits.max_value)")
+        from bukt import objects
         return objects.store_large(bucket, key, value, ttl, nx, xx, single_read, if_version)
 
 
@@ -65,6 +49,4 @@ HOOKS = ValueHooks()
 def register():
     """Hand HOOKS to the core (idempotent)."""
     from bukt import _core
-    setter = getattr(_core, "set_value_hooks", None)
-    if setter is not None:
-        setter(HOOKS)
+    _core.set_value_hooks(HOOKS)

@@ -28,6 +28,7 @@ SCHEMA_JSON = 3
 # read of a HIDDEN entry is a miss. The raw API (put_entry, read_entry, delete_entry,
 # scan_hidden) is for the objects layer and the codec: no hooks, no schema.
 RESERVED_PREFIX = b"\x00bkt\x00"
+ENTRY_SINGLE = BK_E_SINGLE
 ENTRY_MANIFEST = BK_E_MANIFEST
 ENTRY_HIDDEN = BK_E_HIDDEN
 ENTRY_ZSTD = BK_E_ZSTD
@@ -867,7 +868,7 @@ cdef class Bucket:
         except _err.VersionMismatch:
             return False
 
-    # -- compression settings (fix/compress fills them at creation) ---------------------
+    # -- compression settings (set at creation: Store.create_bucket) --------------------
     @property
     def compression(self):
         """"none", "zstd" or "lz4"."""

@@ -11,6 +11,7 @@ shared cache keeps them apart. The fast path (bukt/http/fastpath.py) leaves a re
 that names zstd to the slow path whenever the bucket compresses with zstd.
 """
 from bukt import codec
+from bukt._core import ENTRY_HIDDEN, ENTRY_SINGLE
 
 __all__ = ["accepts_zstd", "zstd_bucket", "read_stored", "SCHEMA_TYPES", "VARY"]
 
@@ -48,8 +49,8 @@ def zstd_bucket(bucket) -> bool:
     return bucket.compression == "zstd"
 
 
-FLAG_HIDDEN = 0x10          # an object's internal entry: no user read sees it
-FLAG_SINGLE = 0x04
+FLAG_HIDDEN = ENTRY_HIDDEN  # an object's internal entry: no user read sees it
+FLAG_SINGLE = ENTRY_SINGLE
 
 
 def read_stored(bucket, key):

@@ -24,8 +24,7 @@ import logging
 
 from bukt import objects
 from bukt.errors import BuktError, DigestMismatch, InvalidArgument, ObjectTooLarge
-from bukt.objects.store import F_MANIFEST, raw_get
-from bukt.http.problems import Problem
+from bukt.objects.store import F_MANIFEST
 
 log = logging.getLogger("bukt.http")
 OBJECT_TYPE = "application/octet-stream"
@@ -84,7 +83,7 @@ def streams(store, bucket, length, json_body):
     """Whether a PUT goes to the object path: a bytes bucket, a body that is not JSON
     (Bukt's envelope and JSON documents stay where they are), and either no length
     or more than one entry holds."""
-    if json_body or bucket.schema_name != "bytes" or not hasattr(bucket, "put_entry"):
+    if json_body or bucket.schema_name != "bytes":
         return False
     return length is None or length > store.limits["max_value"]
 
@@ -114,9 +113,7 @@ def _content_type(req):
 
 def is_object(bucket, key) -> bool:
     """Whether `key` holds an object now (a peek: takes nothing)."""
-    if not hasattr(bucket, "put_entry"):         # a core without objects
-        return False
-    entry = raw_get(bucket, key, peek=True)
+    entry = bucket.read_entry(key, peek=True)
     return entry is not None and bool(entry[1] & F_MANIFEST)
 
 

@@ -36,11 +36,11 @@ def verify(store, upload_timeout=3600.0, digests=True) -> dict:
 
 
 def _exists(bucket, key):
-    return objstore.raw_get(bucket, key, peek=True) is not None
+    return bucket.read_entry(key, peek=True) is not None
 
 
 def _verify_one(bucket, name, key, out):
-    entry = objstore.raw_get(bucket, key, peek=True)
+    entry = bucket.read_entry(key, peek=True)
     if entry is None or not entry[1] & objstore.F_MANIFEST:
         return
     out["objects"] += 1

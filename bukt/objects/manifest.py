@@ -28,10 +28,7 @@ import zlib
 from bukt.errors import (BuktError, DigestMismatch, IntegrityError,  # noqa: F401
                          ObjectGone, ObjectTooLarge)
 
-try:                                    # the core's name; fixed in the plan
-    from bukt._core import RESERVED_PREFIX
-except ImportError:                     # pragma: no cover - older core
-    RESERVED_PREFIX = b"\x00bkt\x00"
+from bukt._core import RESERVED_PREFIX
 
 PREFIX = RESERVED_PREFIX
 HEAD_TAG, CHUNK_TAG = b"o", b"c"

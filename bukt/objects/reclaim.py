@@ -23,7 +23,7 @@ import logging
 
 from bukt.errors import BuktError
 from bukt.objects import manifest as mf
-from bukt.objects.store import F_MANIFEST, now_ms, raw_delete, raw_get, readers_oldest
+from bukt.objects.store import F_MANIFEST, now_ms
 from bukt.owners import owner_alive
 
 log = logging.getLogger("bukt.objects")
@@ -63,7 +63,7 @@ class Reclaimer:
                 self.pending[k] = (self.pending[k][0], keys)
         for k in [k for k in self.pending if k not in found]:
             del self.pending[k]         # gone by other means (a drop, a flush)
-        oldest = readers_oldest(store)
+        oldest = store.object_readers_oldest()
         done = {"objects": 0, "entries": 0, "waiting": 0}
         n = 0
         for (name, oid), (t_found, keys) in list(self.pending.items()):
@@ -77,7 +77,7 @@ class Reclaimer:
                 continue
             for key in keys:            # chunks first: a chunk without a head is garbage
                 try:
-                    raw_delete(bucket, key)
+                    bucket.delete_entry(key)
                 except BuktError as e:
                     log.warning("sweep could not delete a chunk of %s: %s", name, e)
                 done["entries"] += 1
@@ -120,7 +120,7 @@ class Reclaimer:
         return garbage
 
     def _needed(self, bucket, oid, hkey, now) -> bool:
-        entry = raw_get(bucket, hkey, peek=True)
+        entry = bucket.read_entry(hkey, peek=True)
         if entry is None:
             return False
         try:
@@ -150,7 +150,7 @@ def hidden_keys(bucket) -> list:
 
 def names(bucket, key, oid) -> bool:
     """Does the manifest under `key` name object `oid`?"""
-    entry = raw_get(bucket, key, peek=True)
+    entry = bucket.read_entry(key, peek=True)
     if entry is None or not entry[1] & F_MANIFEST:
         return False
     return entry[0][4:4 + mf.OID_LEN] == oid       # FIXED: magic, then the oid

@@ -36,10 +36,8 @@ from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
                                    ObjectGone, ObjectTooLarge)
 from bukt.owners import identity
 
-F_SINGLE = getattr(_core, "ENTRY_SINGLE", 0x04)
-F_MANIFEST = getattr(_core, "ENTRY_MANIFEST", 0x08)
-F_HIDDEN = getattr(_core, "ENTRY_HIDDEN", 0x10)
-F_CODECS = getattr(_core, "ENTRY_ZSTD", 0x20) | getattr(_core, "ENTRY_LZ4", 0x40)
+F_SINGLE, F_MANIFEST, F_HIDDEN = _core.ENTRY_SINGLE, _core.ENTRY_MANIFEST, _core.ENTRY_HIDDEN
+F_CODECS = _core.ENTRY_ZSTD | _core.ENTRY_LZ4
 
 DEFAULT_MAX_OBJECT = 64 << 20
 _settings = {"max_object": None, "read_limit": None, "read_limit_reason": ""}
@@ -81,23 +79,7 @@ def inline_max(store) -> int:
     return min(chunk_size(store) // 2, 64 << 10)
 
 
-# -- the core's raw entry API, in one place ------------------------------------------
-def raw_get(bucket, key, take=False, peek=False):
-    """(value, flags, version, expire_ms) or None. A read takes a single-read entry
-    (take: any entry); peek takes nothing."""
-    if peek:
-        return bucket.read_entry(key, peek=True)
-    return bucket.read_entry(key, take=take)
-
-
-def raw_put(bucket, key, value, flags, **kw):
-    return bucket.put_entry(key, value, flags, **kw)
-
-
-def raw_delete(bucket, key, if_version=0):
-    return bucket.delete_entry(key, if_version=if_version)
-
-
+# -- the readers region (docs/design.md, Objects) ------------------------------------
 def reader_enter(store):
     """Register a reader (the core's readers region); its token."""
     return store.object_reader_enter()
@@ -106,11 +88,6 @@ def reader_enter(store):
 def reader_exit(store, token):
     if token is not None:
         store.object_reader_exit(token)
-
-
-def readers_oldest(store) -> int:
-    """CLOCK_MONOTONIC ns of the oldest registered reader of any live process; 0: none."""
-    return store.object_readers_oldest()
 
 
 def now_ms() -> int:
@@ -391,7 +368,7 @@ class ObjectReader:
 
     def _chunk(self, i):
         m = self.manifest
-        entry = raw_get(self.bucket, mf.chunk_key(m.oid, i))
+        entry = self.bucket.read_entry(mf.chunk_key(m.oid, i))
         if entry is None:
             self._gone(i)
         data = entry[0]
@@ -406,7 +383,7 @@ class ObjectReader:
         m = self.manifest
         if m.version:
             try:
-                raw_delete(self.bucket, self.key, if_version=m.version)
+                self.bucket.delete_entry(self.key, if_version=m.version)
             except BuktError:
                 pass
         raise ObjectGone(f"object {self.key!r} lost chunk {i} (evicted): it is gone")
@@ -451,7 +428,7 @@ def plain_manifest(value, version, expire_ms):
 
 def _plain_value(bucket, key, value, flags):
     if flags & F_CODECS:
-        from bukt import codec                  # fix/compress: the codec
+        from bukt import codec                  # (it imports bukt.objects' hooks' module)
         return codec.decode_entry(bucket, key, value, flags)
     return value
 
@@ -463,7 +440,7 @@ def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's 
     store = bucket.store
     token = reader_enter(store)         # before the manifest is read
     try:
-        entry = raw_get(bucket, key, take=take, peek=peek)
+        entry = bucket.read_entry(key, take=take and not peek, peek=peek)
         if entry is None:
             reader_exit(store, token)
             return None
@@ -484,7 +461,7 @@ def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's 
 def head(bucket, key):
     """The manifest (metadata) of the object under `key` without reading it, or None;
     for a plain entry, a one-piece manifest."""
-    entry = raw_get(bucket, key, peek=True)
+    entry = bucket.read_entry(key, peek=True)
     if entry is None:
         return None
     value, flags, version, expire_ms = entry

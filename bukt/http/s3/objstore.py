@@ -5,7 +5,6 @@ object, and the hidden entries of multipart uploads."""
 from bukt import objects as _objects
 from bukt._core import ENTRY_HIDDEN as F_HIDDEN, ENTRY_MANIFEST as F_MANIFEST, \
     RESERVED_PREFIX
-from bukt.objects.store import raw_get
 
 __all__ = ["RESERVED_PREFIX", "aput", "aput_iter", "open_object", "head", "delete",
            "put_hidden", "get_hidden", "delete_hidden", "scan_hidden"]
@@ -102,7 +101,7 @@ def put_hidden(bucket, key, value, ttl):
 
 
 def get_hidden(bucket, key):
-    got = raw_get(bucket, key, peek=True)
+    got = bucket.read_entry(key, peek=True)
     return None if got is None else got[0]
 
 
