@@ -418,12 +418,41 @@ def _count(name):
     COUNTS[name] += 1
 
 
-def plain_manifest(value, version, expire_ms):
-    """A Manifest for a plain entry, so every key opens alike."""
-    m = Manifest(b"", len(value), len(value) or 1, [], 0, hashlib.sha256(value).digest(),
-                 hashlib.md5(value).digest())
-    m.version, m.expire_ms = version, expire_ms
-    return m
+class PlainManifest(Manifest):
+    """The manifest of a plain entry, so every key opens alike. Its digests are
+    computed when first asked for: S3 reads want only the MD5 (the ETag), an HTTP
+    GET of a plain entry neither, and each costs milliseconds a MiB."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value, version, expire_ms):
+        super().__init__(b"", len(value), len(value) or 1, [], 0, None, None)
+        self._value = value
+        self.version, self.expire_ms = version, expire_ms
+
+    @property
+    def sha256(self):
+        d = Manifest.sha256.__get__(self)
+        if d is None:
+            d = hashlib.sha256(self._value).digest()
+            Manifest.sha256.__set__(self, d)
+        return d
+
+    @sha256.setter
+    def sha256(self, d):
+        Manifest.sha256.__set__(self, d)
+
+    @property
+    def md5(self):
+        d = Manifest.md5.__get__(self)
+        if d is None:
+            d = hashlib.md5(self._value).digest()
+            Manifest.md5.__set__(self, d)
+        return d
+
+    @md5.setter
+    def md5(self, d):
+        Manifest.md5.__set__(self, d)
 
 
 def _plain_value(bucket, key, value, flags):
@@ -448,7 +477,7 @@ def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's 
         if not flags & F_MANIFEST:
             value = _plain_value(bucket, key, value, flags)
             reader_exit(store, token)
-            return ObjectReader(bucket, key, plain_manifest(value, version, expire_ms),
+            return ObjectReader(bucket, key, PlainManifest(value, version, expire_ms),
                                 None, value)
         m = Manifest.unpack(value)
         m.version, m.expire_ms, m.flags = version, expire_ms, flags
@@ -466,7 +495,7 @@ def head(bucket, key):
         return None
     value, flags, version, expire_ms = entry
     if not flags & F_MANIFEST:
-        return plain_manifest(_plain_value(bucket, key, value, flags), version, expire_ms)
+        return PlainManifest(_plain_value(bucket, key, value, flags), version, expire_ms)
     m = Manifest.unpack(value)
     m.version, m.expire_ms, m.flags = version, expire_ms, flags
     return m
