@@ -16,7 +16,9 @@ SCHEMA_JSON = 3
 # object's manifest (MANIFEST), an object's internal entry (HIDDEN: a chunk, a head
 # record), a compressed value (ZSTD, LZ4). The core stores and moves those bits with
 # the entry (the ring, the log, base files, replicas, the slab mover) but does not know
-# manifests or codecs: the value hooks do (bukt/values.py registers them at import):
+# manifests or codecs (beyond the raw size a frame header states, which the bytes-saved
+# gauge reads: table.pxi, frame_saving): the value hooks do (bukt/values.py registers
+# them at import):
 #   store_large(bucket, key, value, ttl, nx, xx, single_read, if_version) -> version
 #       Bucket.set of a value above max_value (the objects layer stores it in chunks);
 #   compress(bucket, value) -> (stored bytes, BK_E_ZSTD or BK_E_LZ4) or None
