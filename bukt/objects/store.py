@@ -29,7 +29,7 @@ async wait, the body read from an async stream).
 import hashlib
 import time
 
-from bukt import _core
+from bukt import _core, codec
 from bukt.errors import BuktError, RingFull, ValueTooLarge, VersionMismatch
 from bukt.objects import manifest as mf
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
@@ -418,6 +418,17 @@ def _count(name):
     COUNTS[name] += 1
 
 
+def _lazy_digest(slot, hasher):
+    """A property over Manifest's `slot` that hashes the plain value on first read."""
+    def get(self):
+        d = slot.__get__(self)
+        if d is None:
+            d = hasher(self._value).digest()
+            slot.__set__(self, d)
+        return d
+    return property(get, slot.__set__)
+
+
 class PlainManifest(Manifest):
     """The manifest of a plain entry, so every key opens alike. Its digests are
     computed when first asked for: S3 reads want only the MD5 (the ETag), an HTTP
@@ -430,34 +441,12 @@ class PlainManifest(Manifest):
         self._value = value
         self.version, self.expire_ms = version, expire_ms
 
-    @property
-    def sha256(self):
-        d = Manifest.sha256.__get__(self)
-        if d is None:
-            d = hashlib.sha256(self._value).digest()
-            Manifest.sha256.__set__(self, d)
-        return d
-
-    @sha256.setter
-    def sha256(self, d):
-        Manifest.sha256.__set__(self, d)
-
-    @property
-    def md5(self):
-        d = Manifest.md5.__get__(self)
-        if d is None:
-            d = hashlib.md5(self._value).digest()
-            Manifest.md5.__set__(self, d)
-        return d
-
-    @md5.setter
-    def md5(self, d):
-        Manifest.md5.__set__(self, d)
+    sha256 = _lazy_digest(Manifest.sha256, hashlib.sha256)
+    md5 = _lazy_digest(Manifest.md5, hashlib.md5)
 
 
 def _plain_value(bucket, key, value, flags):
     if flags & F_CODECS:
-        from bukt import codec                  # (it imports bukt.objects' hooks' module)
         return codec.decode_entry(bucket, key, value, flags)
     return value
 
