@@ -311,6 +311,7 @@ cdef bint dropper_alive(bk_bucket *b) except -1:
 
 DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT
+PROC_ROW = sizeof(bk_proc)          # bytes of a process row (procs, in the layout above)
 DATA_DIR_MAX = BK_DATA_DIR_MAX      # bytes of the header's data_dir, its NUL included
 cdef enum:
     RING_FIRST_POS = 8                  # a new segment's first ring position
