@@ -172,6 +172,13 @@ def test_buckets_follow_token_permissions(svc, s3, admin):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.create_bucket(Bucket="mine")
     assert code_of(e) == "AccessDenied"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.create_bucket(Bucket="other")
+    assert code_of(e) == "AccessDenied"
+    # its own bucket: it has it already (what S3 tells an owner; tools take it as done)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.create_bucket(Bucket="photos")
+    assert code_of(e) == "BucketAlreadyOwnedByYou"
     admin.create_bucket(Bucket="fresh")
     admin.head_bucket(Bucket="fresh")
     admin.put_object(Bucket="fresh", Key="k", Body=b"v")
