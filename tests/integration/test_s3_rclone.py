@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 
+import boto3
 import pytest
+from botocore.config import Config
 
 import bukt
 from bukt import objects
@@ -180,3 +182,23 @@ def test_own_bucket_created_first(svc, rclone):
     assert rclone("ls", "bukt:photos/rcat").stdout == ""
     assert "photos" in rclone("lsd", "buktadmin:").stdout     # purge left the bucket
 
+
+def test_open_uploads_listed_and_cleaned_up(svc, rclone):
+    """rclone's multipart housekeeping: ListMultipartUploads, then AbortMultipartUpload
+    of the ones older than max-age."""
+    s3 = boto3.client("s3", endpoint_url=f"http://{svc.settings['s3']['bind']}",
+                      aws_access_key_id="photos", aws_secret_access_key=s3_secret(svc.token),
+                      region_name="us-east-1",
+                      config=Config(s3={"addressing_style": "path"},
+                                    signature_version="s3v4"))
+    uid = s3.create_multipart_upload(Bucket="photos", Key="left/x")["UploadId"]
+    s3.upload_part(Bucket="photos", Key="left/x", UploadId=uid, PartNumber=1, Body=b"p")
+    got = json.loads(rclone("backend", "list-multipart-uploads", "bukt:photos").stdout)
+    assert [(u["Key"], u["UploadId"]) for u in got["photos"]] == [("left/x", uid)]
+    rclone("backend", "cleanup", "bukt:photos")               # only those over 24 h
+    got = json.loads(rclone("backend", "list-multipart-uploads", "bukt:photos").stdout)
+    assert [u["UploadId"] for u in got["photos"]] == [uid]
+    rclone("backend", "cleanup", "-o", "max-age=1ms", "bukt:photos")
+    got = json.loads(rclone("backend", "list-multipart-uploads", "bukt:photos").stdout)
+    assert got["photos"] == []
+    assert s3.list_multipart_uploads(Bucket="photos").get("Uploads", []) == []

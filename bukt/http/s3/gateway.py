@@ -45,6 +45,11 @@ MAX_PARTS = 10000
 UPLOAD_NS = objstore.RESERVED_PREFIX + b"s3u/"      # multipart uploads' hidden entries
 META_PREFIX = "x-amz-meta-"
 MAX_META = 2048                   # bytes of x-amz-meta-* headers (S3's limit)
+MAX_LISTED = 1000                 # S3's most uploads / parts in one ListMultipartUploads
+#                                   or ListParts page
+UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
+PART_RE = re.compile(rb"/(\d{5})")       # an upload's part, after its record's key
+OWNER = "<ID>bukt</ID><DisplayName>bukt</DisplayName>"   # every owner and initiator
 
 
 def _b64(data):
@@ -307,10 +312,7 @@ class S3App:
                     "LocationConstraint", "" if self.region == "us-east-1" else
                     xml_escape(self.region)))
             if m == "GET" and "uploads" in q:
-                self.bucket(req, READ)
-                return await self.xml(send, rid, doc(
-                    "ListMultipartUploadsResult", el("Bucket", req.bucket) +
-                    "<IsTruncated>false</IsTruncated>"))
+                return await self.list_uploads(req, send, rid)
             if m == "GET" and not ({"acl", "policy", "versioning", "tagging", "cors",
                                     "lifecycle", "website", "logging", "versions",
                                     "encryption"} & q.keys()):
@@ -327,8 +329,8 @@ class S3App:
         if req.key.startswith(objstore.RESERVED_PREFIX):
             raise S3Error("InvalidArgument", "keys starting with \\0bkt\\0 are reserved")
         if m in ("GET", "HEAD") and not ({"acl", "tagging", "attributes"} & q.keys()):
-            if "uploadId" in q:
-                raise S3Error("NotImplemented", "ListParts is not supported (docs/s3.md)")
+            if "uploadId" in q and m == "GET":
+                return await self.list_parts(req, send, rid)
             return await self.get_object(req, send, rid)
         if m == "PUT":
             if "uploadId" in q or "partNumber" in q:
@@ -359,7 +361,7 @@ class S3App:
         inner = "<Buckets>" + "".join(
             f"<Bucket>{el('Name', n)}{el('CreationDate', created)}</Bucket>"
             for n in names) + "</Buckets>" + \
-            f"<Owner>{el('ID', 'bukt')}{el('DisplayName', 'bukt')}</Owner>"
+            f"<Owner>{OWNER}</Owner>"
         return await self.xml(send, rid, doc("ListAllMyBucketsResult", inner))
 
     async def create_bucket(self, req, send, rid):
@@ -595,8 +597,9 @@ class S3App:
         await self.ctx.durability.settle(req.bucket)
         return await self.xml(send, rid, doc("DeleteResult", "".join(out)))
 
-    async def copy_object(self, req, send, rid):
-        dst = self.bucket(req, WRITE)
+    async def copy_source(self, req):
+        """(bucket, key, Info held for reading) of the object x-amz-copy-source names,
+        with the read permission on it and its x-amz-copy-source-if-* conditions met."""
         src = req.headers["x-amz-copy-source"].split("?", 1)[0]
         sb, _, sk = unquote_to_bytes(src.lstrip("/")).partition(b"/")
         if not sk:
@@ -607,11 +610,29 @@ class S3App:
             sbucket = self.ctx.store.bucket(sname)
         except BucketNotFound:
             raise S3Error("NoSuchBucket", "The specified bucket does not exist") from None
+        h = req.headers
+        if "x-amz-copy-source-if-modified-since" in h or \
+                "x-amz-copy-source-if-unmodified-since" in h:
+            raise S3Error("NotImplemented", "x-amz-copy-source-if-(un)modified-since is "
+                                            "not supported (docs/s3.md)")
         await drain(req, 0)
         info = objstore.open_object(sbucket, sk)
         if info is None:
             raise S3Error("NoSuchKey", "The specified key does not exist.",
                           Key=sk.decode("utf-8", "replace"))
+        im = h.get("x-amz-copy-source-if-match")
+        inm = h.get("x-amz-copy-source-if-none-match")
+        tags = (lambda v: {t.strip().strip('"') for t in v.split(",")})
+        if (im is not None and im.strip() != "*" and info.etag not in tags(im)) or \
+                (inm is not None and (inm.strip() == "*" or info.etag in tags(inm))):
+            info.close()
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                                                "specified did not hold")
+        return sbucket, sk, info
+
+    async def copy_object(self, req, send, rid):
+        dst = self.bucket(req, WRITE)
+        sbucket, sk, info = await self.copy_source(req)
         with info:
             if req.headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE":
                 ctype, meta = req.headers.get("content-type"), self.meta_of(req)
@@ -643,7 +664,7 @@ class S3App:
 
     def upload_record(self, b, req):
         uid = req.q.get("uploadId", "")
-        if not re.fullmatch(r"[0-9a-f]{32}", uid):
+        if not UPLOAD_ID_RE.fullmatch(uid):
             raise S3Error("NoSuchUpload", "The specified upload does not exist.")
         got = objstore.get_hidden(b, self.upload_key(uid))
         if got is None:
@@ -658,7 +679,7 @@ class S3App:
     async def create_upload(self, req, send, rid):
         b = self.bucket(req, WRITE)
         await drain(req, MAX_XML_BODY)
-        uid = secrets.token_hex(16)
+        uid = new_upload_id()
         rec = {"key": req.key.decode("utf-8", "surrogateescape"),
                "created": time.time(), "content_type": req.headers.get("content-type"),
                "meta": self.meta_of(req)}
@@ -672,7 +693,9 @@ class S3App:
             "InitiateMultipartUploadResult", el("Bucket", req.bucket) +
             el("Key", rec["key"]) + el("UploadId", uid)))
 
-    async def upload_part(self, req, send, rid):
+    def part_target(self, req):
+        """(bucket, upload id, part number, the upload's seconds left) of UploadPart and
+        UploadPartCopy."""
         b = self.bucket(req, WRITE)
         uid, rec = self.upload_record(b, req)
         try:
@@ -684,6 +707,44 @@ class S3App:
         left = rec["created"] + self.upload_timeout - time.time()
         if left <= 0:
             raise S3Error("NoSuchUpload", "The upload has expired (objects.upload_timeout)")
+        return b, uid, n, left
+
+    async def upload_part_copy(self, req, send, rid):
+        """UploadPartCopy: a part made of an existing object, whole or the range
+        x-amz-copy-source-range names (bytes=first-last, both inclusive)."""
+        b, uid, n, left = self.part_target(req)
+        _, _, info = await self.copy_source(req)
+        with info:
+            rng = req.headers.get("x-amz-copy-source-range")
+            start, end = 0, info.size
+            if rng is not None:
+                m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
+                if m is None:
+                    raise S3Error("InvalidArgument", "x-amz-copy-source-range must be "
+                                                     "bytes=first-last")
+                start, end = int(m.group(1)), int(m.group(2)) + 1
+                if start >= end or end > info.size:
+                    raise S3Error("InvalidArgument", "Range specified is not valid for "
+                                  f"source object of size: {info.size}")
+            if end - start > self.max_object:
+                raise S3Error("EntityTooLarge", "the part is over limits.max_object")
+            md5 = hashlib.md5()
+
+            def pieces():
+                for p in info.iter(start, end):
+                    md5.update(p)
+                    yield p
+            await objstore.aput_iter(self.ctx.ring, b, self.upload_key(uid, n), pieces(),
+                                     length=end - start, ttl=left, hidden=True)
+        await self.ctx.durability.settle(req.bucket)
+        return await self.xml(send, rid, doc(
+            "CopyPartResult", el("LastModified", iso(time.time() * 1000)) +
+            el("ETag", f'"{md5.hexdigest()}"')))
+
+    async def upload_part(self, req, send, rid):
+        if "x-amz-copy-source" in req.headers:
+            return await self.upload_part_copy(req, send, rid)
+        b, uid, n, left = self.part_target(req)
         body = Body(req, self.max_object)
         await objstore.aput(self.ctx.ring, b, self.upload_key(uid, n), body.read,
                             length=body.length, ttl=left, hidden=True)
@@ -742,6 +803,131 @@ class S3App:
             "CompleteMultipartUploadResult", el("Location", req.resource) +
             el("Bucket", req.bucket) + el("Key", rec["key"]) + el("ETag", f'"{etag}"')))
 
+    def open_uploads(self, b):
+        """Every open upload of a bucket: [(key, upload id, record)] sorted by key, then
+        by upload id (which sorts by when it began). It scans the bucket's hidden keys,
+        every chunk's among them: docs/s3.md says what a listing costs."""
+        out, cursor, now = [], 0, time.time()
+        while True:
+            cursor, found = objstore.scan_hidden(b, UPLOAD_NS, cursor)
+            for k in found:
+                uid = k[len(UPLOAD_NS):].decode("latin-1")
+                if not UPLOAD_ID_RE.fullmatch(uid):
+                    continue                         # a part, not a record
+                got = objstore.get_hidden(b, k)
+                if got is None:
+                    continue                         # completed or aborted since
+                rec = json.loads(got)
+                if rec["created"] + self.upload_timeout > now:   # not expired
+                    out.append((rec["key"], uid, rec))
+            if cursor == 0:
+                break
+        out.sort(key=lambda u: (u[0], u[1]))
+        return out
+
+    def parts_of(self, b, uid):
+        """An upload's parts: [(number, Info)] in order."""
+        base = self.upload_key(uid)
+        out, cursor = [], 0
+        while True:
+            cursor, found = objstore.scan_hidden(b, base + b"/", cursor)
+            for k in found:
+                m = PART_RE.fullmatch(k, len(base))
+                if m is None:
+                    continue
+                info = objstore.head(b, k)
+                if info is not None:
+                    out.append((int(m.group(1)), info))
+            if cursor == 0:
+                break
+        out.sort(key=lambda p: p[0])
+        return out
+
+    async def list_uploads(self, req, send, rid):
+        """ListMultipartUploads: prefix, delimiter, max-uploads, key-marker and
+        upload-id-marker, as S3 pages them."""
+        b = self.bucket(req, READ)
+        q = req.q
+        prefix, delim = q.get("prefix", ""), q.get("delimiter", "")
+        key_marker = q.get("key-marker", "")
+        # S3 ignores upload-id-marker without key-marker
+        uid_marker = q.get("upload-id-marker", "") if key_marker else ""
+        most = page_size(q, "max-uploads")
+        url = q.get("encoding-type") == "url"
+        uploads, prefixes, seen, truncated = [], [], set(), False
+        next_key = next_uid = None
+        for key, uid, rec in self.open_uploads(b):
+            if not key.startswith(prefix):
+                continue
+            if key < key_marker or (key == key_marker and (not uid_marker or
+                                                          uid <= uid_marker)):
+                continue
+            cp = None
+            if delim:
+                i = key.find(delim, len(prefix))
+                if i >= 0:
+                    cp = key[:i + len(delim)]
+                    if cp in seen or (key_marker and cp <= key_marker):
+                        continue
+            if len(uploads) + len(prefixes) >= most:
+                truncated = True
+                break
+            if cp is not None:
+                seen.add(cp)
+                prefixes.append(cp)
+                next_key, next_uid = cp, ""
+            else:
+                uploads.append((key, uid, rec))
+                next_key, next_uid = key, uid
+        enc = (lambda v: quote(v, safe="/")) if url else (lambda v: v)
+        parts = [el("Bucket", req.bucket), el("KeyMarker", enc(key_marker)),
+                 el("UploadIdMarker", uid_marker)]
+        if truncated:
+            parts += [el("NextKeyMarker", enc(next_key)),
+                      el("NextUploadIdMarker", next_uid)]
+        parts += [el("Prefix", enc(prefix))]
+        if delim:
+            parts.append(el("Delimiter", enc(delim)))
+        if url:
+            parts.append(el("EncodingType", "url"))
+        parts += [el("MaxUploads", most), el("IsTruncated", str(truncated).lower())]
+        for key, uid, rec in uploads:
+            parts.append("<Upload>" + el("Key", enc(key)) + el("UploadId", uid) +
+                         f"<Initiator>{OWNER}</Initiator><Owner>{OWNER}</Owner>" +
+                         el("StorageClass", "STANDARD") +
+                         el("Initiated", iso(rec["created"] * 1000)) + "</Upload>")
+        for cp in prefixes:
+            parts.append("<CommonPrefixes>" + el("Prefix", enc(cp)) + "</CommonPrefixes>")
+        return await self.xml(send, rid, doc("ListMultipartUploadsResult",
+                                             "".join(parts)))
+
+    async def list_parts(self, req, send, rid):
+        """ListParts: the parts uploaded so far, max-parts at a time after
+        part-number-marker."""
+        b = self.bucket(req, READ)
+        uid, rec = self.upload_record(b, req)
+        most = page_size(req.q, "max-parts")
+        try:
+            marker = int(req.q.get("part-number-marker") or 0)
+            if marker < 0:
+                raise ValueError
+        except ValueError:
+            raise S3Error("InvalidArgument", "part-number-marker must be a number >= 0") \
+                from None
+        after = [(n, info) for n, info in self.parts_of(b, uid) if n > marker]
+        page, truncated = after[:most], len(after) > most
+        parts = [el("Bucket", req.bucket), el("Key", rec["key"]), el("UploadId", uid),
+                 f"<Initiator>{OWNER}</Initiator><Owner>{OWNER}</Owner>",
+                 el("StorageClass", "STANDARD"), el("PartNumberMarker", marker)]
+        if page:
+            parts.append(el("NextPartNumberMarker", page[-1][0]))
+        parts += [el("MaxParts", most), el("IsTruncated", str(truncated).lower())]
+        for n, info in page:
+            parts.append("<Part>" + el("PartNumber", n) +
+                         el("LastModified", iso(info.created_ms)) +
+                         el("ETag", f'"{info.etag}"') + el("Size", info.size) + "</Part>")
+        return await self.xml(send, rid, doc("ListPartsResult", "".join(parts)))
+
     def drop_upload(self, b, uid):
         """Delete an upload's parts and its record."""
         base = self.upload_key(uid)
@@ -762,6 +948,23 @@ class S3App:
         await self.ctx.durability.settle(req.bucket)
         await self.respond(send, 204, [(b"x-amz-request-id", rid.encode())])
         return 204
+
+
+def new_upload_id():
+    """32 hex digits: the time in ns, then 64 random bits. Upload ids sort by when their
+    uploads began, the order S3 lists one key's uploads in."""
+    return "%016x%s" % (time.time_ns(), secrets.token_hex(8))
+
+
+def page_size(q, name):
+    """A listing's max-uploads / max-parts: 0 to MAX_LISTED, MAX_LISTED when absent."""
+    try:
+        n = int(q.get(name, MAX_LISTED))
+        if n < 0:
+            raise ValueError
+    except ValueError:
+        raise S3Error("InvalidArgument", f"{name} must be a number >= 0") from None
+    return min(n, MAX_LISTED)
 
 
 # -- bodies -------------------------------------------------------------------------------
