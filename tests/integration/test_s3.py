@@ -724,3 +724,41 @@ def test_compressed_bucket_round_trips(svc, admin, codec):
         assert c.get_object(Bucket=name, Key=key, Range="bytes=1000-1999")["Body"].read() \
             == body[1000:2000]
         c.delete_object(Bucket=name, Key=key)
+
+
+def test_standard_headers_kept(s3):
+    """Cache-Control, Content-Disposition, Content-Encoding, Content-Language and
+    Expires set on a PUT, a multipart upload or a copy's REPLACE come back with GET and
+    HEAD; a COPY keeps the source's."""
+    import datetime
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    given = dict(CacheControl="max-age=60", ContentDisposition='attachment; filename="x"',
+                 ContentEncoding="gzip", ContentLanguage="fr", Expires=expires)
+
+    def kept(r):
+        return {k: r.get(k) for k in given}
+    s3.put_object(Bucket="photos", Key="hdr", Body=b"zz", **given)
+    assert kept(s3.head_object(Bucket="photos", Key="hdr")) == given
+    assert kept(s3.get_object(Bucket="photos", Key="hdr")) == given
+    up = s3.create_multipart_upload(Bucket="photos", Key="hdr-mp", **given)
+    r = s3.upload_part(Bucket="photos", Key="hdr-mp", UploadId=up["UploadId"],
+                       PartNumber=1, Body=b"p")
+    s3.complete_multipart_upload(Bucket="photos", Key="hdr-mp", UploadId=up["UploadId"],
+                                 MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                             "ETag": r["ETag"]}]})
+    assert kept(s3.head_object(Bucket="photos", Key="hdr-mp")) == given
+    s3.copy_object(Bucket="photos", Key="hdr-copy", CopySource="photos/hdr")
+    assert kept(s3.head_object(Bucket="photos", Key="hdr-copy")) == given
+    s3.copy_object(Bucket="photos", Key="hdr-copy", CopySource="photos/hdr",
+                   MetadataDirective="REPLACE", CacheControl="no-store")
+    got = s3.head_object(Bucket="photos", Key="hdr-copy")
+    assert got["CacheControl"] == "no-store" and "ContentEncoding" not in got
+    s3.put_object(Bucket="photos", Key="hdr", Body=b"plain")     # none: none given back
+    got = s3.head_object(Bucket="photos", Key="hdr")
+    assert not {"CacheControl", "ContentDisposition", "ContentEncoding",
+                "ContentLanguage", "Expires"} & got.keys()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="photos", Key="hdr", Body=b"x", CacheControl="c" * 2100)
+    assert code_of(e) == "InvalidArgument"
+    for k in ("hdr", "hdr-mp", "hdr-copy"):
+        s3.delete_object(Bucket="photos", Key=k)

@@ -202,3 +202,20 @@ def test_open_uploads_listed_and_cleaned_up(svc, rclone):
     got = json.loads(rclone("backend", "list-multipart-uploads", "bukt:photos").stdout)
     assert got["photos"] == []
     assert s3.list_multipart_uploads(Bucket="photos").get("Uploads", []) == []
+
+
+def test_metadata_kept(svc, rclone, tmp_path):
+    """rclone -M: the user metadata and the standard headers it sets come back."""
+    f = tmp_path / "m.txt"
+    f.write_bytes(b"metadata")
+    sets = {"cache-control": "no-cache", "content-disposition": "inline",
+            "content-language": "de", "content-type": "text/x-bukt", "color": "red"}
+    args = [a for k, v in sets.items() for a in ("--metadata-set", f"{k}={v}")]
+    rclone("copyto", "-M", *args, str(f), "bukt:photos/meta/m.txt")
+    got = json.loads(rclone("lsjson", "-M", "bukt:photos/meta/m.txt").stdout)[0]
+    assert {k: got["Metadata"].get(k) for k in sets} == sets
+    # a server-side copy keeps them
+    rclone("copyto", "bukt:photos/meta/m.txt", "bukt:photos/meta/n.txt")
+    got = json.loads(rclone("lsjson", "-M", "bukt:photos/meta/n.txt").stdout)[0]
+    assert {k: got["Metadata"].get(k) for k in sets} == sets
+    rclone("purge", "bukt:photos/meta")

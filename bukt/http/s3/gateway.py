@@ -44,7 +44,12 @@ MIN_PART = 5 << 20                # S3's smallest part but the last
 MAX_PARTS = 10000
 UPLOAD_NS = objstore.RESERVED_PREFIX + b"s3u/"      # multipart uploads' hidden entries
 META_PREFIX = "x-amz-meta-"
-MAX_META = 2048                   # bytes of x-amz-meta-* headers (S3's limit)
+MAX_META = 2048                   # bytes of x-amz-meta-* headers (S3's limit), and
+#                                   of the KEPT_HEADERS with them
+# the standard headers a PUT (or CreateMultipartUpload, or a copy's REPLACE) sets and
+# GET/HEAD give back, as S3 keeps them; Content-Type is the manifest's own field
+KEPT_HEADERS = ("cache-control", "content-disposition", "content-encoding",
+                "content-language", "expires")
 MAX_LISTED = 1000                 # S3's most uploads / parts in one ListMultipartUploads
 #                                   or ListParts page
 UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -497,6 +502,8 @@ class S3App:
         for k, v in (info.meta or {}).items():
             h.append(((META_PREFIX + k).encode("latin-1", "replace"),
                       str(v).encode("latin-1", "replace")))
+        for k, v in info.headers.items():
+            h.append((k.encode("latin-1"), str(v).encode("latin-1", "replace")))
         return h
 
     async def get_object(self, req, send, rid):
@@ -547,19 +554,35 @@ class S3App:
         return None
 
     def meta_of(self, req):
+        """(the x-amz-meta-* headers without their prefix, the KEPT_HEADERS) a request
+        sets on its object, together within MAX_META bytes."""
         meta = {k[len(META_PREFIX):]: v for k, v in req.headers.items()
                 if k.startswith(META_PREFIX)}
-        if sum(len(k) + len(v) for k, v in meta.items()) > MAX_META:
-            raise S3Error("InvalidArgument", f"x-amz-meta-* headers are over {MAX_META} "
-                                             "bytes")
-        return meta
+        kept = {k: req.headers[k] for k in KEPT_HEADERS if k in req.headers}
+        if "content-encoding" in kept:
+            # aws-chunked is how this request's body was framed, not the object's
+            enc = [e.strip() for e in kept.pop("content-encoding").split(",")]
+            enc = ", ".join(e for e in enc if e and e.lower() != "aws-chunked")
+            if enc:
+                kept["content-encoding"] = enc
+        if sum(len(k) + len(v) for d in (meta, kept) for k, v in d.items()) > MAX_META:
+            raise S3Error("InvalidArgument", f"x-amz-meta-* and the standard headers "
+                          f"kept with the object are over {MAX_META} bytes")
+        return meta, kept
+
+    @staticmethod
+    def extra_of(kept, **more):
+        """The manifest's extra for an object with these kept headers."""
+        extra = {**more, "headers": kept} if kept else more
+        return extra or None
 
     async def put_object(self, req, send, rid):
         b = self.bucket(req, WRITE)
-        meta = self.meta_of(req)
+        meta, kept = self.meta_of(req)
         body = Body(req, self.max_object)
         await objstore.aput(self.ctx.ring, b, req.key, body.read, length=body.length,
-                            content_type=req.headers.get("content-type"), meta=meta)
+                            content_type=req.headers.get("content-type"), meta=meta,
+                            extra=self.extra_of(kept))
         await self.ctx.durability.settle(req.bucket)
         headers = [(b"etag", f'"{body.md5}"'.encode()), (b"x-amz-request-id", rid.encode())]
         if "x-amz-checksum-sha256" in req.headers:
@@ -635,13 +658,14 @@ class S3App:
         sbucket, sk, info = await self.copy_source(req)
         with info:
             if req.headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE":
-                ctype, meta = req.headers.get("content-type"), self.meta_of(req)
+                ctype = req.headers.get("content-type")
+                meta, kept = self.meta_of(req)
             else:
                 if sbucket is dst and sk == req.key:
                     raise S3Error("InvalidRequest", "This copy request is illegal because "
                                   "it is trying to copy an object to itself without "
                                   "changing the object's metadata")
-                ctype, meta = info.content_type, info.meta
+                ctype, meta, kept = info.content_type, info.meta, info.headers
             if info.size > self.max_object:
                 raise S3Error("EntityTooLarge", "the source is over limits.max_object")
             md5 = hashlib.md5()
@@ -651,7 +675,8 @@ class S3App:
                     md5.update(p)
                     yield p
             await objstore.aput_iter(self.ctx.ring, dst, req.key, pieces(),
-                                     length=info.size, content_type=ctype, meta=meta)
+                                     length=info.size, content_type=ctype, meta=meta,
+                                     extra=self.extra_of(kept))
         await self.ctx.durability.settle(req.bucket)
         body = doc("CopyObjectResult", el("LastModified", iso(time.time() * 1000)) +
                    el("ETag", f'"{md5.hexdigest()}"'))
@@ -680,9 +705,10 @@ class S3App:
         b = self.bucket(req, WRITE)
         await drain(req, MAX_XML_BODY)
         uid = new_upload_id()
+        meta, kept = self.meta_of(req)
         rec = {"key": req.key.decode("utf-8", "surrogateescape"),
                "created": time.time(), "content_type": req.headers.get("content-type"),
-               "meta": self.meta_of(req)}
+               "meta": meta, "headers": kept}
         # Every entry of an upload carries objects.upload_timeout as its TTL: an
         # upload nobody completes or aborts expires whole, and its chunks are reclaimed
         # like any expired object's.
@@ -793,7 +819,8 @@ class S3App:
                     yield from info.iter(0, info.size)
             await objstore.aput_iter(self.ctx.ring, b, req.key, pieces(), length=total,
                                      content_type=rec.get("content_type"),
-                                     meta=rec.get("meta"), extra={"etag": etag})
+                                     meta=rec.get("meta"),
+                                     extra=self.extra_of(rec.get("headers"), etag=etag))
         finally:
             for info in infos:
                 info.__exit__(None, None, None)
