@@ -762,3 +762,31 @@ def test_standard_headers_kept(s3):
     assert code_of(e) == "InvalidArgument"
     for k in ("hdr", "hdr-mp", "hdr-copy"):
         s3.delete_object(Bucket="photos", Key=k)
+
+
+def test_list_object_versions(s3):
+    """Never versioned: ListObjectVersions gives every object once, version "null",
+    the latest; GET of version "null" is the object, of any other NoSuchVersion."""
+    keys = ["ver/a", "ver/b/1", "ver/b/2", "ver/c"]
+    for k in keys:
+        s3.put_object(Bucket="photos", Key=k, Body=k.encode())
+    got, kw = [], {}
+    while True:
+        r = s3.list_object_versions(Bucket="photos", Prefix="ver/", MaxKeys=1, **kw)
+        got += [(v["Key"], v["VersionId"], v["IsLatest"], v["Size"])
+                for v in r.get("Versions", [])]
+        if not r["IsTruncated"]:
+            break
+        kw = dict(KeyMarker=r["NextKeyMarker"], VersionIdMarker=r["NextVersionIdMarker"])
+    assert got == [(k, "null", True, len(k)) for k in keys]
+    r = s3.list_object_versions(Bucket="photos", Prefix="ver/", Delimiter="/")
+    assert [v["Key"] for v in r["Versions"]] == ["ver/a", "ver/c"]
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["ver/b/"]
+    assert "DeleteMarkers" not in r
+    assert s3.get_object(Bucket="photos", Key="ver/a", VersionId="null")["Body"].read() \
+        == b"ver/a"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="ver/a", VersionId="3HL4kqtJlcpXroDTDmJ")
+    assert code_of(e) == "NoSuchVersion"
+    for k in keys:
+        s3.delete_object(Bucket="photos", Key=k)

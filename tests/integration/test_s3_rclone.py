@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import urllib.request
 
 import boto3
 import pytest
@@ -219,3 +220,20 @@ def test_metadata_kept(svc, rclone, tmp_path):
     got = json.loads(rclone("lsjson", "-M", "bukt:photos/meta/n.txt").stdout)[0]
     assert {k: got["Metadata"].get(k) for k in sets} == sets
     rclone("purge", "bukt:photos/meta")
+
+
+def test_link_and_versions(svc, rclone, tmp_path):
+    """rclone link (a presigned GET, a week by default) and --s3-versions /
+    --s3-version-at (ListObjectVersions: one version of each object)."""
+    f = tmp_path / "v.txt"
+    f.write_bytes(b"versioned?")
+    rclone("copyto", str(f), "bukt:photos/ver/v.txt")
+    url = rclone("link", "bukt:photos/ver/v.txt").stdout.strip()
+    assert urllib.request.urlopen(url, timeout=30).read() == b"versioned?"
+    assert rclone("ls", "--s3-versions", "bukt:photos/ver").stdout.split() == \
+        ["10", "v.txt"]
+    # the version at a time: a GET of version "null"; none before the object was made
+    assert rclone("cat", "--s3-version-at", "2100-01-01", "--include", "v.txt",
+                  "bukt:photos/ver", binary=True).stdout == b"versioned?"
+    assert rclone("ls", "--s3-version-at", "2000-01-01", "bukt:photos/ver").stdout == ""
+    rclone("purge", "bukt:photos/ver")

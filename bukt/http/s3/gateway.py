@@ -319,7 +319,7 @@ class S3App:
             if m == "GET" and "uploads" in q:
                 return await self.list_uploads(req, send, rid)
             if m == "GET" and not ({"acl", "policy", "versioning", "tagging", "cors",
-                                    "lifecycle", "website", "logging", "versions",
+                                    "lifecycle", "website", "logging",
                                     "encryption"} & q.keys()):
                 return await self.list_objects(req, send, rid)
             if m == "GET" and "versioning" in q:
@@ -336,6 +336,11 @@ class S3App:
         if m in ("GET", "HEAD") and not ({"acl", "tagging", "attributes"} & q.keys()):
             if "uploadId" in q and m == "GET":
                 return await self.list_parts(req, send, rid)
+            if q.get("versionId", "null") != "null":
+                # never versioned: "null" is every object's one version
+                raise S3Error("NoSuchVersion", "The specified version does not exist.",
+                              Key=req.key.decode("utf-8", "replace"),
+                              VersionId=q["versionId"])
             return await self.get_object(req, send, rid)
         if m == "PUT":
             if "uploadId" in q or "partNumber" in q:
@@ -405,9 +410,12 @@ class S3App:
 
     # -- listing -----------------------------------------------------------------------------
     async def list_objects(self, req, send, rid):
+        """ListObjectsV2, ListObjects, and ListObjectVersions (?versions): never
+        versioned, every object is its one version, "null", the latest."""
         b = self.bucket(req, READ)
         q = req.q
-        v2 = q.get("list-type") == "2"
+        versions = "versions" in q
+        v2 = q.get("list-type") == "2" and not versions
         prefix = q.get("prefix", "")
         delim = q.get("delimiter", "")
         url = q.get("encoding-type") == "url"
@@ -428,7 +436,9 @@ class S3App:
             else:
                 after = q.get("start-after", "")
         else:
-            after = q.get("marker", "")
+            # a version-id-marker can only be "null", the key-marker's one version:
+            # either way the listing goes on after the key-marker
+            after = q.get("key-marker" if versions else "marker", "")
         pb = prefix.encode("utf-8", "surrogateescape")
         keys, cursor = [], 0
         while True:
@@ -479,18 +489,33 @@ class S3App:
             if truncated:
                 parts.append(el("NextContinuationToken", base64.urlsafe_b64encode(
                     last.encode("utf-8", "surrogateescape")).decode()))
+        elif versions:
+            parts += [el("KeyMarker", enc(after)),
+                      el("VersionIdMarker", q.get("version-id-marker", ""))]
+            if truncated:
+                parts += [el("NextKeyMarker", enc(last)),
+                          el("NextVersionIdMarker", "null")]
         else:
             parts.append(el("Marker", enc(after)))
             if truncated and delim:
                 parts.append(el("NextMarker", enc(last)))
         for name, info in contents:
+            if versions:
+                parts.append("<Version>" + el("Key", enc(name)) +
+                             el("VersionId", "null") + el("IsLatest", "true") +
+                             el("LastModified", iso(info.created_ms)) +
+                             el("ETag", f'"{info.etag}"') + el("Size", info.size) +
+                             f"<Owner>{OWNER}</Owner>" + el("StorageClass", "STANDARD") +
+                             "</Version>")
+                continue
             parts.append("<Contents>" + el("Key", enc(name)) +
                          el("LastModified", iso(info.created_ms)) +
                          el("ETag", f'"{info.etag}"') + el("Size", info.size) +
                          el("StorageClass", "STANDARD") + "</Contents>")
         for cp in prefixes:
             parts.append("<CommonPrefixes>" + el("Prefix", enc(cp)) + "</CommonPrefixes>")
-        return await self.xml(send, rid, doc("ListBucketResult", "".join(parts)))
+        return await self.xml(send, rid, doc(
+            "ListVersionsResult" if versions else "ListBucketResult", "".join(parts)))
 
     # -- objects ----------------------------------------------------------------------------
     def object_headers(self, info, rid):
