@@ -237,3 +237,22 @@ def test_link_and_versions(svc, rclone, tmp_path):
                   "bukt:photos/ver", binary=True).stdout == b"versioned?"
     assert rclone("ls", "--s3-version-at", "2000-01-01", "bukt:photos/ver").stdout == ""
     rclone("purge", "bukt:photos/ver")
+
+
+def test_server_side_copy_in_parts(svc, rclone, tmp_path):
+    """A server-side copy over --s3-copy-cutoff goes as UploadPartCopy of ranges."""
+    f = tmp_path / "big.bin"
+    data = os.urandom(12 * MiB)
+    f.write_bytes(data)
+    rclone("copyto", str(f), "bukt:photos/ssc/big.bin")
+    r = rclone("copyto", "-vv", "--s3-copy-cutoff", "5M", "bukt:photos/ssc/big.bin",
+               "bukt:photos/ssc/copy.bin")
+    assert "multipart copy with 3 parts" in r.stderr
+    store = bukt.attach(svc.name)
+    try:
+        assert objects.head(store.bucket("photos"), b"ssc/copy.bin").etag.endswith("-3")
+    finally:
+        store.close()
+    assert rclone("cat", "bukt:photos/ssc/copy.bin", binary=True).stdout == data
+    rclone("check", str(tmp_path), "bukt:photos/ssc", "--include", "big.bin")
+    rclone("purge", "bukt:photos/ssc")
