@@ -790,3 +790,49 @@ def test_list_object_versions(s3):
     assert code_of(e) == "NoSuchVersion"
     for k in keys:
         s3.delete_object(Bucket="photos", Key=k)
+
+
+def test_calls_we_lack_are_refused_not_mistaken(svc, s3):
+    """A query naming a call the gateway does not answer is NotImplemented, never taken
+    for another: DeleteObjectTagging used to delete the object."""
+    import urllib.request
+    s3.put_object(Bucket="photos", Key="tagged", Body=b"keep me")
+    for call in (lambda: s3.delete_object_tagging(Bucket="photos", Key="tagged"),
+                 lambda: s3.get_object_tagging(Bucket="photos", Key="tagged"),
+                 lambda: s3.get_object_retention(Bucket="photos", Key="tagged"),
+                 lambda: s3.get_object_lock_configuration(Bucket="photos"),
+                 lambda: s3.get_bucket_notification_configuration(Bucket="photos")):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert code_of(e) == "NotImplemented"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.delete_object(Bucket="photos", Key="tagged", VersionId="3HL4kqtJlcpXroDTDmJ")
+    assert code_of(e) == "NoSuchVersion"
+    assert s3.get_object(Bucket="photos", Key="tagged")["Body"].read() == b"keep me"
+    # GetObject's partNumber: part 1 of an object stored whole is the object; any other
+    # part, or a part of an object uploaded in parts, is refused, not the whole object
+    r = s3.get_object(Bucket="photos", Key="tagged", PartNumber=1)
+    assert r["Body"].read() == b"keep me" and r["ContentRange"] == "bytes 0-6/7"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="tagged", PartNumber=2)
+    assert code_of(e) == "NotImplemented"
+    up = s3.create_multipart_upload(Bucket="photos", Key="inparts")
+    p = s3.upload_part(Bucket="photos", Key="inparts", UploadId=up["UploadId"],
+                       PartNumber=1, Body=b"one part")
+    s3.complete_multipart_upload(Bucket="photos", Key="inparts", UploadId=up["UploadId"],
+                                 MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                             "ETag": p["ETag"]}]})
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="inparts", PartNumber=1)
+    assert code_of(e) == "NotImplemented"
+    # the response-* overrides, signed or presigned
+    r = s3.get_object(Bucket="photos", Key="tagged", ResponseContentType="text/x-over",
+                      ResponseContentDisposition="attachment; filename=t.txt")
+    assert r["ContentType"] == "text/x-over"
+    assert r["ContentDisposition"] == "attachment; filename=t.txt"
+    url = s3.generate_presigned_url("get_object", ExpiresIn=60, Params={
+        "Bucket": "photos", "Key": "tagged", "ResponseCacheControl": "no-cache"})
+    got = urllib.request.urlopen(url, timeout=10)
+    assert got.headers["Cache-Control"] == "no-cache" and got.read() == b"keep me"
+    for k in ("tagged", "inparts"):
+        s3.delete_object(Bucket="photos", Key=k)

@@ -55,6 +55,16 @@ MAX_LISTED = 1000                 # S3's most uploads / parts in one ListMultipa
 UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
 PART_RE = re.compile(rb"/(\d{5})")       # an upload's part, after its record's key
 OWNER = "<ID>bukt</ID><DisplayName>bukt</DisplayName>"   # every owner and initiator
+# The query parameters each call understands; a request with any other is
+# NotImplemented, never taken for a call it is not (DeleteObjectTagging for
+# DeleteObject, GetObjectLockConfiguration for ListObjects).
+LIST_PARAMS = frozenset({"list-type", "prefix", "delimiter", "max-keys",
+                         "continuation-token", "start-after", "marker", "encoding-type",
+                         "fetch-owner", "versions", "key-marker", "version-id-marker"})
+OVERRIDES = {"response-" + h: h.encode() for h in (
+    "content-type", "content-language", "expires", "cache-control",
+    "content-disposition", "content-encoding")}        # GetObject's header overrides
+GET_PARAMS = frozenset({"versionId", "partNumber", *OVERRIDES})
 
 
 def _b64(data):
@@ -318,13 +328,11 @@ class S3App:
                     xml_escape(self.region)))
             if m == "GET" and "uploads" in q:
                 return await self.list_uploads(req, send, rid)
-            if m == "GET" and not ({"acl", "policy", "versioning", "tagging", "cors",
-                                    "lifecycle", "website", "logging",
-                                    "encryption"} & q.keys()):
-                return await self.list_objects(req, send, rid)
             if m == "GET" and "versioning" in q:
                 self.bucket(req, READ)
                 return await self.xml(send, rid, doc("VersioningConfiguration", ""))
+            if m == "GET" and not unknown(q, LIST_PARAMS):
+                return await self.list_objects(req, send, rid)
             if m == "POST" and "delete" in q:
                 return await self.delete_objects(req, send, rid)
             raise S3Error("NotImplemented", "this bucket operation is not supported "
@@ -333,15 +341,12 @@ class S3App:
             raise S3Error("KeyTooLongError", "Your key is too long (limits.max_key)")
         if req.key.startswith(objstore.RESERVED_PREFIX):
             raise S3Error("InvalidArgument", "keys starting with \\0bkt\\0 are reserved")
-        if m in ("GET", "HEAD") and not ({"acl", "tagging", "attributes"} & q.keys()):
+        if m in ("GET", "HEAD"):
             if "uploadId" in q and m == "GET":
                 return await self.list_parts(req, send, rid)
-            if q.get("versionId", "null") != "null":
-                # never versioned: "null" is every object's one version
-                raise S3Error("NoSuchVersion", "The specified version does not exist.",
-                              Key=req.key.decode("utf-8", "replace"),
-                              VersionId=q["versionId"])
-            return await self.get_object(req, send, rid)
+            if not unknown(q, GET_PARAMS):
+                self.null_version(req)
+                return await self.get_object(req, send, rid)
         if m == "PUT":
             if "uploadId" in q or "partNumber" in q:
                 return await self.upload_part(req, send, rid)
@@ -354,13 +359,23 @@ class S3App:
         if m == "DELETE":
             if "uploadId" in q:
                 return await self.abort_upload(req, send, rid)
-            return await self.delete_object(req, send, rid)
+            if not unknown(q, {"versionId"}):
+                self.null_version(req)
+                return await self.delete_object(req, send, rid)
         if m == "POST" and "uploads" in q:
             return await self.create_upload(req, send, rid)
         if m == "POST" and "uploadId" in q:
             return await self.complete_upload(req, send, rid)
         raise S3Error("NotImplemented", "this object operation is not supported "
                                         "(docs/s3.md)")
+
+    @staticmethod
+    def null_version(req):
+        """Never versioned: "null" is every object's one version, and no other is."""
+        v = req.q.get("versionId", "null")
+        if v != "null":
+            raise S3Error("NoSuchVersion", "The specified version does not exist.",
+                          Key=req.key.decode("utf-8", "replace"), VersionId=v)
 
     # -- buckets -----------------------------------------------------------------------------
     async def list_buckets(self, req, send, rid):
@@ -540,11 +555,24 @@ class S3App:
                           Key=req.key.decode("utf-8", "replace"))
         with info:
             headers = self.object_headers(info, rid)
+            over = {OVERRIDES[k]: v for k, v in req.q.items() if k in OVERRIDES}
+            if over:
+                headers = [(k, v) for k, v in headers if k not in over] + \
+                    [(k, v.encode("latin-1", "replace")) for k, v in over.items()]
             cond = self.preconditions(req, info)
             if cond is not None:
                 await self.respond(send, cond, headers, head=True)
                 return cond
             rng = parse_range(req.headers.get("range"), info.size)
+            if "partNumber" in req.q:
+                # Part boundaries are not kept: part 1 of an object stored whole (its
+                # ETag no MD5-of-MD5s) is the whole object; any other is refused
+                # rather than answered with the whole object as if it were the part.
+                if req.q["partNumber"] != "1" or "-" in info.etag:
+                    raise S3Error("NotImplemented", "GetObject's partNumber is only "
+                                  "supported for part 1 of an object not uploaded in "
+                                  "parts (docs/s3.md)")
+                rng = (0, info.size) if info.size else None
             if rng is None:
                 start, end, status = 0, info.size, 200
             else:
@@ -1006,6 +1034,12 @@ def new_upload_id():
     """32 hex digits: the time in ns, then 64 random bits. Upload ids sort by when their
     uploads began, the order S3 lists one key's uploads in."""
     return "%016x%s" % (time.time_ns(), secrets.token_hex(8))
+
+
+def unknown(q, known):
+    """A query's parameters outside `known`, but for x-id (what SDKs add to name the
+    call) and a presigned URL's X-Amz-*."""
+    return {k for k in q if k not in known and k != "x-id" and not k.startswith("X-Amz-")}
 
 
 def page_size(q, name):
