@@ -836,3 +836,24 @@ def test_calls_we_lack_are_refused_not_mistaken(svc, s3):
     assert got.headers["Cache-Control"] == "no-cache" and got.read() == b"keep me"
     for k in ("tagged", "inparts"):
         s3.delete_object(Bucket="photos", Key=k)
+
+
+def test_conditional_writes_refused(s3):
+    """A write's If-None-Match/If-Match is refused, not ignored: ignored, a create-only
+    PUT would overwrite the object it meant to keep."""
+    s3.put_object(Bucket="photos", Key="cond", Body=b"first")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="photos", Key="cond", Body=b"second", IfNoneMatch="*")
+    assert code_of(e) == "NotImplemented"
+    assert s3.get_object(Bucket="photos", Key="cond")["Body"].read() == b"first"
+    up = s3.create_multipart_upload(Bucket="photos", Key="cond")
+    p = s3.upload_part(Bucket="photos", Key="cond", UploadId=up["UploadId"], PartNumber=1,
+                       Body=b"third")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.complete_multipart_upload(Bucket="photos", Key="cond", UploadId=up["UploadId"],
+                                     IfNoneMatch="*", MultipartUpload={"Parts": [
+                                         {"PartNumber": 1, "ETag": p["ETag"]}]})
+    assert code_of(e) == "NotImplemented"
+    assert s3.get_object(Bucket="photos", Key="cond")["Body"].read() == b"first"
+    s3.abort_multipart_upload(Bucket="photos", Key="cond", UploadId=up["UploadId"])
+    s3.delete_object(Bucket="photos", Key="cond")

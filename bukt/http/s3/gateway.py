@@ -341,6 +341,12 @@ class S3App:
             raise S3Error("KeyTooLongError", "Your key is too long (limits.max_key)")
         if req.key.startswith(objstore.RESERVED_PREFIX):
             raise S3Error("InvalidArgument", "keys starting with \\0bkt\\0 are reserved")
+        if m in ("PUT", "POST") and ("if-match" in req.headers or
+                                     "if-none-match" in req.headers):
+            # a conditional write ignored would overwrite what the client meant to
+            # keep: refused until the store can check and write in one step
+            raise S3Error("NotImplemented", "conditional writes (If-Match, If-None-Match "
+                                            "on a write) are not supported (docs/s3.md)")
         if m in ("GET", "HEAD"):
             if "uploadId" in q and m == "GET":
                 return await self.list_parts(req, send, rid)
