@@ -720,7 +720,10 @@ class S3App:
                 ctype = req.headers.get("content-type")
                 meta, kept = self.meta_of(req)
             else:
-                if sbucket is dst and sk == req.key:
+                # S3 lets an object be copied onto itself to change its storage
+                # class (rclone settier): here always STANDARD, so a rewrite as it was
+                if sbucket is dst and sk == req.key and \
+                        "x-amz-storage-class" not in req.headers:
                     raise S3Error("InvalidRequest", "This copy request is illegal because "
                                   "it is trying to copy an object to itself without "
                                   "changing the object's metadata")
