@@ -81,18 +81,88 @@ class RedisServer:
             self.proc.wait(30)
 
 
-def cpu_seconds(*pids) -> float:
-    """User + system CPU seconds the processes have used so far, from
-    /proc/PID/schedstat (nanoseconds, where /proc/PID/stat counts clock ticks); a
-    process that is gone counts 0."""
+def _thread_ns(pid) -> int:
+    """CPU nanoseconds the live threads of process `pid` have used (the sum of
+    /proc/PID/task/*/schedstat: /proc/PID/schedstat alone is the main thread's, and
+    /proc/PID/stat counts clock ticks); 0 when it is gone."""
     total = 0
-    for pid in pids:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
         try:
-            with open(f"/proc/{pid}/schedstat") as f:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 total += int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
+            pass                            # the thread ended between the two reads
+    return total
+
+
+def cpu_seconds(*pids) -> float:
+    """User + system CPU seconds the processes (every live thread of each) have used
+    so far; a process that is gone counts 0."""
+    return sum(_thread_ns(pid) for pid in pids) / 1e9
+
+
+def descendants(pid) -> list:
+    """`pid` and every process below it (children, theirs...), from
+    /proc/PID/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+    return out
+
+
+class CpuMeter:
+    """CPU seconds each role used over a `with` block, and the wall time:
+
+        with CpuMeter({"client": [wrk.pid], "server": [serve.pid]}) as m:
+            ...
+        m.seconds["server"], m.share("server")   # CPU s; CPU s per wall second
+
+    Each role's pids are taken with their descendants (a server's workers), listed
+    when the block starts and again when it ends; a process that starts inside the
+    block counts from 0, one that ends inside it counts nothing (its CPU cannot be
+    read any more: sample a set of processes that lives through the block)."""
+
+    def __init__(self, roles):
+        self.roles = {r: list(p) for r, p in roles.items()}
+        self.seconds, self.wall = {}, 0.0
+
+    def _pids(self, role):
+        return {d for pid in self.roles[role] for d in descendants(pid)}
+
+    def __enter__(self):
+        self._t0 = time.monotonic()
+        self._start = {r: {p: _thread_ns(p) for p in self._pids(r)} for r in self.roles}
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.monotonic() - self._t0
+        for r in self.roles:
+            start = self._start[r]
+            pids = self._pids(r) | set(start)
+            self.seconds[r] = sum(max(0, _thread_ns(p) - start.get(p, 0))
+                                  for p in pids) / 1e9
+        return False
+
+    def share(self, role=None) -> float:
+        """CPU seconds per wall second of one role, or of all of them: 1.0 is one
+        CPU kept busy."""
+        used = self.seconds[role] if role else sum(self.seconds.values())
+        return used / self.wall if self.wall else 0.0
 
 
 def wait_writer_ready(name, proc, timeout=60.0, poll=0.01):
