@@ -539,6 +539,11 @@ def small_loop(b, seconds, rate, probe=False):
     return sets, gets, refused
 
 
+def share(meter, role):
+    """CPU seconds per second a role of a CpuMeter used (1.0: one CPU kept busy)."""
+    return meter.percent(role) / 100
+
+
 LOADS = ("objects", "foreign")      # Bukt's 64 MiB PUTs; a burner of the same CPU use
 
 
@@ -567,23 +572,22 @@ class Loads:
                                      sv.bukt_url("bg-object")],
                                     stdout=subprocess.PIPE, text=True)
             time.sleep(1.5)                               # its first PUT under way
-            with CpuMeter({"load": [load.pid], "bukt": [sv.serve.pid],
-                           "loop": [os.getpid()]}, alone=["loop"]) as m:
+            with CpuMeter({"load": [load.pid], "bukt": [sv.serve.pid]}, me="loop") as m:
                 result = fn()
             out = load.communicate()[0]
             r = re.search(r"Requests/sec:\s+([\d.]+)", out)
             self.put_mb.append(float(r.group(1)) * self.obj_size / MiB if r else 0.0)
-            self.added.append(m.share("load") + m.share("bukt") - alone_share)
+            self.added.append(share(m, "load") + share(m, "bukt") - alone_share)
         else:
             burner = Burner(self.added[-1])
             time.sleep(0.5)
             try:
-                with CpuMeter({"load": burner.pids(), "bukt": [sv.serve.pid],
-                               "loop": [os.getpid()]}, alone=["loop"]) as m:
+                with CpuMeter({"load": burner.pids(), "bukt": [sv.serve.pid]},
+                              me="loop") as m:
                     result = fn()
             finally:
                 burner.stop()
-            self.burned.append(m.share("load") + m.share("bukt") - alone_share)
+            self.burned.append(share(m, "load") + share(m, "bukt") - alone_share)
         settle(sv.store)
         return result, m
 
@@ -596,17 +600,16 @@ def bench_small(sv, seconds, rounds, obj_size, rate):
     loop_cpu = {"alone": [], "objects": [], "foreign": []}
     for r in range(rounds):
         settle(sv.store)
-        with CpuMeter({"bukt": [sv.serve.pid], "loop": [os.getpid()]},
-                      alone=["loop"]) as m:
+        with CpuMeter({"bukt": [sv.serve.pid]}, me="loop") as m:
             res["alone"].append(small_loop(b, seconds, rate))
-        alone_share = m.share("bukt")
-        loop_cpu["alone"].append(m.share("loop"))
+        alone_share = share(m, "bukt")
+        loop_cpu["alone"].append(share(m, "loop"))
         # the burner is sized by an object run: the first round runs that first, the
         # rounds after alternate which load comes first
         for kind in (LOADS if r % 2 == 0 else LOADS[::-1]):
             out, m = loads.run(kind, lambda: small_loop(b, seconds, rate), alone_share)
             res[kind].append(out)
-            loop_cpu[kind].append(m.share("loop"))
+            loop_cpu[kind].append(share(m, "loop"))
     lines = ["| op | load | ops per run | p50 µs | p99 µs | p99 loaded / alone "
              "| load's CPU s/s | SETs refused |",
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
@@ -646,7 +649,7 @@ def classify(sv, seconds, obj_size, rate):
     runs = {"alone": alone}
     for kind in LOADS:
         runs[kind] = loads.run(kind, lambda: small_loop(b, seconds, rate, probe=True),
-                               m.share("bukt"))[0][0]
+                               share(m, "bukt"))[0][0]
     limit = pct([s[0] for s in alone], 0.99)
     lines = [f"| load | SETs | over {limit / 1e3:.1f} µs (alone's p99) | preempted | slept "
              "| on CPU >= half | none of these | µs over the limit: preempted / slept / "
