@@ -9,7 +9,6 @@ import http.client
 import os
 import signal
 import threading
-import time
 
 import pytest
 
