@@ -616,11 +616,14 @@ def bench_small(sv, seconds, rounds, obj_size, rate):
     cpu = {"alone": None, "objects": loads.added, "foreign": loads.burned}
     names = {"alone": "none", "objects": f"objects ({span(loads.put_mb)} MB/s)",
              "foreign": "foreign, same CPU"}
+    verdict = []
     for j, op in enumerate(("SET 100 B", "GET 100 B")):
         a = [x[j] for x in res["alone"]]
+        mid = {}
         for kind in ("alone", "objects", "foreign"):
             lo = [x[j] for x in res[kind]]
             ratios = [pct(y, 0.99) / pct(x, 0.99) for x, y in zip(a, lo)]
+            mid[kind] = statistics.median(ratios)
             lines.append(
                 f"| {op} | {names[kind]} | {statistics.median(len(x) for x in lo):,.0f} "
                 f"| {span([pct(x, 0.5) / 1e3 for x in lo], '{:.1f}')} "
@@ -628,7 +631,17 @@ def bench_small(sv, seconds, rounds, obj_size, rate):
                 f"| {'-' if kind == 'alone' else ratio_cell(ratios, 1.10, False)} "
                 f"| {'-' if cpu[kind] is None else span(cpu[kind], '{:.2f}')} "
                 f"| {sum(x[2] for x in res[kind]) if j == 0 else '-'} |")
+        # within 10% of the foreign load's inflation, or under it: the same CPU spent
+        # anywhere else costs the loop as much
+        verdict.append(f"{op.split()[0]} {mid['objects']:.2f}x against "
+                       f"{mid['foreign']:.2f}x: " + (
+                           "CPU share, not a wait for Bukt"
+                           if mid["objects"] <= mid["foreign"] * 1.10 else
+                           "MORE than the same CPU elsewhere: a wait behind Bukt?"))
     lines.append("")
+    lines.append("p99 inflation under objects against the equal-CPU foreign load: "
+                 + "; ".join(verdict) + ". Where both miss 1.10x, the target asks for a "
+                 "CPU share this host's cores do not have.")
     lines.append("The loop's own CPU s/s (alone / objects / foreign): " + " / ".join(
         span(loop_cpu[k], "{:.2f}") for k in ("alone", "objects", "foreign")))
     return "\n".join(lines), loads
