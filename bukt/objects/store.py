@@ -287,13 +287,15 @@ RING_RETRY_S = 0.001
 # up to a chunk each, as fast as the body arrives. Whenever the writer logs more slowly
 # than that they fill the ring, and every other write, a 100 B SET included, then waits
 # in the core for room behind megabytes of chunks, and for the claim the put takes for
-# its next chunk: 9-51 ms in bench/objects.py section 4 (a 16 MiB ring 14 MiB full).
+# its next chunk: 9 to 54 ms in bench/objects.py's small-key loop (the 16 MiB ring
+# 14-15 MiB full).
 # So a put writes a chunk only while the ring keeps 1/SMALL_ROOM_SHARE of it free
 # beyond the chunk's own room (rec_room: twice the record, for the wrap); until then it
 # waits outside the core, holding no lock (the HTTP worker on its loop), for up to the
 # ring wait (limits.ring_wait_ms), and then writes as any producer does (claiming room
 # if it must: so small writes that keep the ring that full cannot starve it). Only
-# the chunks wait: the manifest is one small record, and a delete frees room.
+# hidden records wait (the chunks, and the upload's small head record): the manifest
+# is one small record that publishes the object, and a delete frees room.
 SMALL_ROOM_SHARE = 4
 
 
