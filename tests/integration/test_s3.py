@@ -834,6 +834,9 @@ def test_calls_we_lack_are_refused_not_mistaken(svc, s3):
         "Bucket": "photos", "Key": "tagged", "ResponseCacheControl": "no-cache"})
     got = urllib.request.urlopen(url, timeout=10)
     assert got.headers["Cache-Control"] == "no-cache" and got.read() == b"keep me"
+    # an SDK's lower-case x-amz-* query parameter is no call of its own
+    path = "/photos/tagged?x-amz-checksum-mode=ENABLED"
+    assert raw(svc, "GET", path, signed(svc, "GET", path)) == (200, b"keep me")
     for k in ("tagged", "inparts"):
         s3.delete_object(Bucket="photos", Key=k)
 

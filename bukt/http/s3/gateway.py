@@ -1047,8 +1047,9 @@ def new_upload_id():
 
 def unknown(q, known):
     """A query's parameters outside `known`, but for x-id (what SDKs add to name the
-    call) and a presigned URL's X-Amz-*."""
-    return {k for k in q if k not in known and k != "x-id" and not k.startswith("X-Amz-")}
+    call) and a presigned URL's X-Amz-* (some SDKs spell them in lower case)."""
+    return {k for k in q if k not in known and k != "x-id" and
+            not k.lower().startswith("x-amz-")}
 
 
 def page_size(q, name):
