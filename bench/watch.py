@@ -87,6 +87,11 @@ async def _watch_all(runs, ready, stop, ended, settle=0.0, subscribed=None):
         t.cancel()
 
 
+# An SSE stream's end: its last event (cut off as too slow, or gone from the feed). The
+# HTTP connection stays open after it (keep-alive), so a stream's end is not EOF.
+SSE_END = (b"event: cutoff", b"event: gone")
+
+
 async def _lines(port, request, on_line, subscribed=None):
     """A streaming connection: send `request`, hand each line to `on_line` until the
     stream ends (or the run cancels it). Without `on_line` it takes what comes in
@@ -104,13 +109,19 @@ async def _lines(port, request, on_line, subscribed=None):
             if line == b":1\r\n":
                 subscribed[0] += 1
                 break
+    tail = b""
     while True:
         if on_line is None:
-            if not await r.read(1 << 16):
+            data = await r.read(1 << 16)
+            if not data:
+                return
+            buf = tail + data
+            tail = buf[-max(map(len, SSE_END)):]        # a marker split between reads
+            if any(end in buf for end in SSE_END):
                 return
             continue
         line = await r.readline()
-        if not line:
+        if not line or line.startswith(SSE_END):
             return
         on_line(line)
 
