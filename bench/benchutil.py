@@ -86,18 +86,28 @@ class RedisServer:
             self.proc.wait(30)
 
 
-def cpu_seconds(*pids) -> float:
-    """User + system CPU seconds the processes have used so far, from
-    /proc/PID/schedstat (nanoseconds, where /proc/PID/stat counts clock ticks); a
-    process that is gone counts 0."""
+def _thread_ns(pid) -> int:
+    """CPU nanoseconds the live threads of process `pid` have used (the sum of
+    /proc/PID/task/*/schedstat: /proc/PID/schedstat alone is the main thread's, and
+    /proc/PID/stat counts clock ticks); 0 when it is gone."""
     total = 0
-    for pid in pids:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
         try:
-            with open(f"/proc/{pid}/schedstat") as f:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 total += int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
+            pass                            # the thread ended between the two reads
+    return total
+
+
+def cpu_seconds(*pids) -> float:
+    """User + system CPU seconds the processes (every live thread of each) have used
+    so far; a process that is gone counts 0."""
+    return sum(_thread_ns(pid) for pid in pids) / 1e9
 
 
 def wait_writer_ready(name, proc, timeout=60.0, poll=0.01):
