@@ -23,7 +23,7 @@ import pytest
 
 import bukt
 from bukt._core import writer_claim
-from names import unique_name
+from names import unique_name, unlink_areas
 
 ADMIN_TOKEN = "admin-token-for-e2e-0123456789"
 API = "/api/v1"
@@ -141,6 +141,7 @@ def store():
     drain.join()
     s.unlink()
     s.close()
+    unlink_areas(name)          # the face's (-http, -http-auth) if it was killed
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """Shared by tests/test_tcp_*.py: a real segment, a real worker pool on an unused port.
 
-`store()` creates a segment named by `names.unique_name` (16 MiB) with a bucket "b" and tokens of each
-kind, and unlinks it afterwards. `Server` runs `serve_tcp` in a subprocess, bound to
-127.0.0.1 port 0; the supervisor's first line on stderr says which port the kernel gave,
-and the server is ready once every worker answers PING (polled, falcon-style).
+`store()` creates a segment of this run (names.unique_name, 16 MiB) with a bucket "b"
+and tokens of each kind, and unlinks it and the areas named after it afterwards.
+`Server` runs `serve_tcp` in a subprocess, bound to 127.0.0.1 port 0; the supervisor's
+first line on stderr says which port the kernel gave, and the server is ready once every
+worker answers PING (polled, falcon-style).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def store(**buckets):
     finally:
         s.unlink()
         s.close()
+        unlink_areas(name)      # the pool's (-tcp-auth, -tcp-stats) if it was killed
 
 
 RUNNER = """
