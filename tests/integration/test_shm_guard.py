@@ -9,7 +9,7 @@ import sys
 import textwrap
 import uuid
 
-from names import RUN, SHM_DIR, unique_name, unlink_areas
+from names import RUN, SHM_DIR, areas_of, unique_name, unlink_areas
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(TESTS)
@@ -78,3 +78,23 @@ def test_the_module_that_leaves_an_area_fails_and_no_other(tmp_path):
         assert os.path.exists(f"{SHM_DIR}/bukt-{other}")
     finally:
         unlink_areas(other)
+
+
+def test_a_killed_tcp_pool_leaves_nothing_behind_its_store():
+    """The pool removes its areas (-tcp-auth, -tcp-stats) when it exits; killed, it
+    cannot, and the harness's store() removes them with the segment."""
+    import signal
+    from tcp_harness import Server, store
+    with store() as (_, name):
+        srv = Server(name, workers=1)
+        srv.start()
+        assert {f"bukt-{name}-tcp-auth", f"bukt-{name}-tcp-stats"} <= set(
+            os.path.basename(p) for p in areas_of(name))
+        workers = srv.worker_pids()
+        srv.stop(signal.SIGKILL)
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert areas_of(name) == []
