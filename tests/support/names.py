@@ -35,8 +35,10 @@ def run_areas():
 
 
 def areas_of(name):
-    """Paths of the /dev/shm areas of instance `name`: its segment and every area named
-    after it (the feed's, the faces', the acks', a half-recovered segment)."""
+    """Paths of the /dev/shm areas of instance `name`: its segment and every area whose
+    name extends it. A superset of bukt/areas.py's list (which a service's areas are):
+    it also takes what a test names after its segment ("-src", "-2"), and with a random
+    `name` nobody else's area starts the same."""
     out = []
     for n in os.listdir(SHM_DIR):
         if n == f"bukt-{name}" or n.startswith((f"bukt-{name}-", f"bukt-{name}.")):
