@@ -11,7 +11,6 @@ import json
 import os
 import stat
 import time
-import uuid
 
 import falcon.testing
 import pytest
@@ -24,6 +23,7 @@ from bukt.http.auth import resolve_admin_token
 from bukt.writewait.flushwait import POLICY_REFRESH
 from bukt.http.settings import HttpSettings
 from bukt.http.shared import SharedArea
+from names import unique_name
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 API = "/api/v1"
@@ -31,7 +31,7 @@ API = "/api/v1"
 
 @pytest.fixture
 def store():
-    s = bukt.create(f"t-{uuid.uuid4().hex[:12]}", size="16MiB")
+    s = bukt.create(unique_name(), size="16MiB")
     writer_claim(s)   # as a writer does: changes go to the ring
     yield s
     s.unlink()
@@ -890,7 +890,7 @@ def test_rate_limit_429_with_retry_after_and_healthz_exempt(store):
 
 
 def test_rate_limiter_table_is_shared_through_the_area():
-    name = f"/bukt-t-{uuid.uuid4().hex[:12]}-http"
+    name = f"/bukt-{unique_name()}-http"
     area = SharedArea.create(name, slots=64)
     try:
         other = SharedArea.attach(name)

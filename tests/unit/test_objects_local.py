@@ -4,7 +4,6 @@ the sweep, the value hooks, and the HTTP face through falcon's TestClient."""
 import base64
 import hashlib
 import os
-import uuid
 
 import pytest
 
@@ -15,13 +14,14 @@ from bukt.objects import manifest as mf
 from bukt.objects.check import verify
 from bukt.objects.reclaim import hidden_keys, Reclaimer, sweep
 from test_http_app import API, make_client, new_bucket
+from names import unique_name
 
 MiB = 1 << 20
 
 
 @pytest.fixture
 def store():
-    s = bukt.create(f"t-{uuid.uuid4().hex[:12]}", size="64MiB")
+    s = bukt.create(unique_name(), size="64MiB")
     s.create_bucket("b")
     yield s
     s.unlink()
