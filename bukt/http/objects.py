@@ -14,17 +14,18 @@ GET / HEAD. Content-Length, ETag (the version, as for every key), Repr-Digest
 application/octet-stream). One Range: 206 with Content-Range, reading only the
 chunks that hold it; unsatisfiable: 416. A whole read checks the SHA-256 before it
 sends the last piece: on a mismatch the response is cut short (the client sees fewer
-bytes than Content-Length, never a wrong complete body), logged and counted
-(bukt_object_integrity_errors_total). A chunk found gone (evicted) cuts it the same way.
+bytes than Content-Length, never a wrong complete body), logged and counted (the
+bucket's integrity_errors: bukt_bucket_integrity_errors_total in /metrics). A chunk
+found gone (evicted) cuts it the same way.
 """
 import base64
 import binascii
 import hashlib
 import logging
 
-from bukt import objects
+from bukt import codec, objects
 from bukt.errors import BuktError, DigestMismatch, InvalidArgument, ObjectTooLarge
-from bukt.objects.store import F_MANIFEST
+from bukt.objects.store import F_CODECS
 
 log = logging.getLogger("bukt.http")
 OBJECT_TYPE = "application/octet-stream"
@@ -111,24 +112,36 @@ def _content_type(req):
     return ct
 
 
-def is_object(bucket, key) -> bool:
-    """Whether `key` holds an object now (a peek: takes nothing)."""
-    entry = bucket.read_entry(key, peek=True)
-    return entry is not None and bool(entry[1] & F_MANIFEST)
+def ttl_text(expire_ms, now_ms):
+    """A Bukt-TTL header's value for an entry's expiry (None: no TTL)."""
+    if not expire_ms:
+        return None
+    return f"{max(0, expire_ms - now_ms) / 1000:.3f}"
 
 
-def open_reader(bucket, key, consume):
-    """objects.open for a GET (consume: a single-read object is taken) or a peek."""
-    return objects.open(bucket, key, peek=not consume)
+def header_pairs(reader, ttl_header, now_ms):
+    """The headers of an object's GET or HEAD but Content-Length and Content-Range:
+    (name, value) pairs, the same on the slow path (falcon) and the fast one."""
+    out = [("Content-Type", reader.content_type or OBJECT_TYPE),
+           ("Accept-Ranges", "bytes"), ("ETag", f'"{reader.version}"'),
+           ("Repr-Digest", repr_digest(reader.sha256))]
+    ttl = ttl_text(reader.expire_ms, now_ms)
+    if ttl is not None:
+        out.append((ttl_header, ttl))
+    return out
 
 
 def headers(resp, reader, ttl_header, now_ms):
-    resp.content_type = reader.content_type or OBJECT_TYPE
-    resp.accept_ranges = "bytes"
-    resp.etag = f'"{reader.version}"'
-    resp.set_header("Repr-Digest", repr_digest(reader.sha256))
-    if reader.expire_ms:
-        resp.set_header(ttl_header, f"{max(0, reader.expire_ms - now_ms) / 1000:.3f}")
+    for name, value in header_pairs(reader, ttl_header, now_ms):
+        resp.set_header(name, value)
+
+
+def plain_value(bucket, key, value, flags):
+    """A plain entry's stored bytes (objects.read) as the value's bytes: decompressed
+    when its flags name a codec. For every schema they are the body a GET sends."""
+    if flags & F_CODECS:
+        return codec.decode_entry(bucket, key, value, flags)
+    return value
 
 
 def body(reader, start, end, path):

@@ -30,7 +30,8 @@ import hashlib
 import time
 
 from bukt import _core, codec
-from bukt.errors import BuktError, RingFull, ValueTooLarge, VersionMismatch
+from bukt.errors import (BuktError, LimitExceeded, RingFull, ValueTooLarge,
+                         VersionMismatch)
 from bukt.objects import manifest as mf
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
                                    ObjectGone, ObjectTooLarge)
@@ -374,7 +375,7 @@ class ObjectReader:
         data = entry[0]
         want = m.chunk_size if i < m.nchunks - 1 else m.size - m.chunk_size * (m.nchunks - 1)
         if len(data) != want or mf.crc(data) != m.crcs[i]:
-            _count("integrity_errors")
+            damaged(self.bucket)
             raise IntegrityError(f"object {self.key!r}: chunk {i} does not match its CRC")
         return data
 
@@ -390,7 +391,7 @@ class ObjectReader:
 
     def _check_whole(self, sha):
         if sha.digest() != self.manifest.sha256:
-            _count("integrity_errors")
+            damaged(self.bucket)
             raise IntegrityError(f"object {self.key!r} does not match its SHA-256")
 
     def close(self):
@@ -411,11 +412,7 @@ class ObjectReader:
             pass
 
 
-COUNTS = {"integrity_errors": 0}
-
-
-def _count(name):
-    COUNTS[name] += 1
+damaged = codec.damaged       # counts a damaged chunk, digest or manifest
 
 
 def _lazy_digest(slot, hasher):
@@ -451,6 +448,50 @@ def _plain_value(bucket, key, value, flags):
     return value
 
 
+def _manifest(bucket, value, version, expire_ms, flags):
+    try:
+        m = Manifest.unpack(value)
+    except IntegrityError:
+        damaged(bucket)
+        raise
+    m.version, m.expire_ms, m.flags = version, expire_ms, flags
+    return m
+
+
+def read(bucket, key, peek=False):
+    """A face's GET of `key` in one raw read (Bucket.read_entry, counted as the
+    user's read): None when absent; an ObjectReader when the key holds an object
+    (registered before the read, so its chunks stay until close(); a single-read
+    object is taken by this read, and only by it); else the plain entry as stored,
+    (value, flags, version, expire_ms), compressed when its flags say so (the caller
+    decodes it, or sends a zstd frame as it is). peek=True takes nothing.
+
+    When every reader slot is in use (limits.object_readers) a plain key is still
+    read; an object is refused with LimitExceeded (a single-read one put back)."""
+    store = bucket.store
+    try:
+        token = store.object_reader_enter()     # before the manifest is read
+    except LimitExceeded:
+        token = None
+    try:
+        entry = bucket.read_entry(key, peek=peek, user=True)
+        if entry is None or not entry[1] & F_MANIFEST:
+            return entry
+        value, flags, version, expire_ms = entry
+        if token is None:
+            if flags & F_SINGLE and not peek:
+                _put_back(bucket, key, value, flags)
+            raise LimitExceeded("as many object reads in flight as the registry holds "
+                                "(limits.object_readers): try again when fewer run")
+        reader = ObjectReader(bucket, key, _manifest(bucket, value, version, expire_ms,
+                                                     flags), token)
+        token = None                    # the reader holds it now
+        return reader
+    finally:
+        if token is not None:
+            store.object_reader_exit(token)
+
+
 def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's verb
     """The object under `key` held for reading (ObjectReader, a context manager),
     or None. Opening is the read: a single-read key is taken by it, as by a get;
@@ -468,9 +509,8 @@ def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's 
             reader_exit(store, token)
             return ObjectReader(bucket, key, PlainManifest(value, version, expire_ms),
                                 None, value)
-        m = Manifest.unpack(value)
-        m.version, m.expire_ms, m.flags = version, expire_ms, flags
-        return ObjectReader(bucket, key, m, token)
+        return ObjectReader(bucket, key, _manifest(bucket, value, version, expire_ms,
+                                                   flags), token)
     except BaseException:
         reader_exit(store, token)
         raise
@@ -485,9 +525,7 @@ def head(bucket, key):
     value, flags, version, expire_ms = entry
     if not flags & F_MANIFEST:
         return PlainManifest(_plain_value(bucket, key, value, flags), version, expire_ms)
-    m = Manifest.unpack(value)
-    m.version, m.expire_ms, m.flags = version, expire_ms, flags
-    return m
+    return _manifest(bucket, value, version, expire_ms, flags)
 
 
 def delete(bucket, key) -> bool:
@@ -524,16 +562,6 @@ def store_large(bucket, key, value, ttl, nx, xx, single_read, if_version):
     return None if m is None else m.version
 
 
-class HandBack(BuktError):
-    """A read met an object while HAND_BACK was set: the caller streams it instead."""
-
-
-# Set (HAND_BACK[0] = True) around a read by a caller that streams objects itself (the
-# HTTP fast path): decode_manifest then raises HandBack instead of assembling the
-# object. A single-read object, which that read has taken, is assembled all the same.
-HAND_BACK = [False]
-
-
 def _put_back(bucket, key, value, flags):
     """A single-read object that a refused read took goes back (unless a new value
     took its place meanwhile); its TTL is not known here and is lost."""
@@ -547,9 +575,11 @@ def decode_manifest(bucket, key, value, flags):
     """A Python-level read met a manifest: the whole object, digest checked. The
     core's read did not hold a reader registration, so a retirement may have let the
     sweep take the chunks: then the key is opened again, registered, and read whole."""
-    if HAND_BACK[0] and not flags & F_SINGLE:
-        raise HandBack("an object: streamed by the slow path")
-    m = Manifest.unpack(value)
+    try:
+        m = Manifest.unpack(value)
+    except IntegrityError:
+        damaged(bucket)
+        raise
     limit = _settings["read_limit"]
     if limit is not None and m.size > limit:
         if flags & F_SINGLE:            # taken by this read: put it back, untouched
