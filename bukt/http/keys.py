@@ -273,10 +273,13 @@ class Key:
         single = bool_value(param_or_header(req, "single_read", SINGLE_READ_IN),
                             "single_read")
         expect = http_objects.expected_sha256(lambda n: header(req, n))
+        value = head = None
         if http_objects.streams(ctx.store, bucket, req.content_length, is_json(req)):
+            value, head = await http_objects.small_body(ctx, req)
+        if head is not None and value is None:      # an object: streamed
             conditions = write_conditions(req, bucket, k)
             m = await http_objects.put(ctx, req, bucket, k, ttl, single, conditions,
-                                       expect)
+                                       expect, head)
             if m is None:
                 raise precondition_failed("If-None-Match: * but the key exists"
                                           if conditions.get("nx") else
@@ -286,7 +289,8 @@ class Key:
             resp.set_header("Repr-Digest", http_objects.repr_digest(m.sha256))
             resp.status = 204
             return
-        value = await read_body(req, ctx.settings.max_body)
+        if value is None:
+            value = await read_body(req, ctx.settings.max_body)
         if expect is not None:
             http_objects.check_digest(value, expect)
         doc = None                  # JSON DOCUMENTS (module docstring)

@@ -2,9 +2,11 @@
 than one entry streams into bukt.objects, and a GET or HEAD of an object streams it
 out, a chunk at a time, so no worker holds a whole 64 MiB body.
 
-PUT. A body with a Content-Length above limits.max_value, or with none (chunked),
-on a bytes bucket is read a chunk at a time into objects.aput (every core write waits
-for ring room on the loop). Content-Length above limits.max_object: 413 before a byte
+PUT. A body with a Content-Length above limits.max_value on a bytes bucket is read
+a chunk at a time into objects.aput (every core write waits for ring room on the
+loop). A body with none (chunked) is read up to one entry first (limits.max_value,
+or http.max_body if lower): one that ends within it is stored as a plain value, as if
+it had said its length; a longer one streams on from there as an object. Content-Length above limits.max_object: 413 before a byte
 is read. A `Content-Digest: sha-256=:...:` (RFC 9530) or `x-amz-checksum-sha256`
 header is checked against the body as it streams: 400 digest_mismatch, nothing
 stored, the old value kept. The digest of a small body is checked the same way.
@@ -89,8 +91,23 @@ def streams(store, bucket, length, json_body):
     return length is None or length > store.limits["max_value"]
 
 
-async def put(ctx, req, bucket, key, ttl, single, conditions, expect):
-    """The streamed PUT; the Manifest, or None when a condition said no."""
+async def small_body(ctx, req):
+    """For a PUT that streams() says may be an object: (value, b"") when its body is
+    one a plain entry holds (a chunked body, which says no length, of at most
+    limits.max_value and http.max_body bytes: read whole here before deciding), else
+    (None, the bytes already read: the object's first)."""
+    if req.content_length is not None:
+        return None, b""
+    small = min(ctx.store.limits["max_value"], ctx.settings.max_body)
+    head = await req.stream.read(small + 1)
+    if len(head) <= small:
+        return head, b""
+    return None, head
+
+
+async def put(ctx, req, bucket, key, ttl, single, conditions, expect, head=b""):
+    """The streamed PUT; the Manifest, or None when a condition said no. `head`: the
+    body's first bytes, already read (small_body)."""
     limit = ctx.settings.max_object
     length = req.content_length
     if length is not None and length > limit:
@@ -98,6 +115,10 @@ async def put(ctx, req, bucket, key, ttl, single, conditions, expect):
     stream = req.stream
 
     async def read(n):
+        nonlocal head
+        if head:
+            piece, head = head, b""
+            return piece
         return await stream.read(n)
     return await objects.aput(ctx.ring, bucket, key, read, length=length, ttl=ttl,
                               single_read=single, expect_sha256=expect,

@@ -1,7 +1,7 @@
 """Objects on the HTTP face of a real `bukt serve`: a 64 MiB PUT streamed in, GET and
 HEAD streamed out with Repr-Digest, single ranges (206 / 416), declared digests
 checked (400, the old value kept), limits.max_object (413); damaged reads counted, a
-single-read object handed to one reader."""
+single-read object handed to one reader, chunked PUTs stored by their size."""
 import base64
 import concurrent.futures
 import hashlib
@@ -233,3 +233,32 @@ def test_a_single_read_object_goes_whole_to_exactly_one_of_two_readers(svc):
         assert json.loads(b2)["code"] == "not_found"
         assert request(svc, "GET", "once")[0] == 404
 
+
+def chunked_put(svc, key, data):
+    """A PUT with Transfer-Encoding: chunked (no Content-Length)."""
+    conn = http.client.HTTPConnection("127.0.0.1", svc.http_port, timeout=120)
+    try:
+        conn.request("PUT", f"/api/v1/buckets/files/keys/{key}", body=pieces(data, 64 << 10),
+                     headers={"X-Auth-Token": svc.token}, encode_chunked=True)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_a_chunked_put_is_an_object_only_when_it_is_large(svc):
+    import bukt
+    from bukt._core import ENTRY_MANIFEST
+    small, large = os.urandom(100), os.urandom(3 * MiB)
+    assert chunked_put(svc, "chunked-small", small)[0] == 204
+    assert chunked_put(svc, "chunked-large", large)[0] == 204
+    assert request(svc, "GET", "chunked-small")[2] == small
+    assert request(svc, "GET", "chunked-large")[2] == large
+    store = bukt.attach(svc.name)
+    try:
+        b = store.bucket("files")
+        value, flags = b.read_entry(b"chunked-small", peek=True)[:2]
+        assert value == small and not flags & ENTRY_MANIFEST
+        assert b.read_entry(b"chunked-large", peek=True)[1] & ENTRY_MANIFEST
+    finally:
+        store.close()
