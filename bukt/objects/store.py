@@ -23,8 +23,9 @@ the SHA-256 before it hands over the last piece; every chunk is checked against 
 CRC-32 (so a ranged read is checked too).
 
 The put logic is written once, as a generator of the core calls it needs (`_put_steps`),
-driven by `put` (direct calls) and by `aput` (HTTP: each write through the ring's
-async wait, the body read from an async stream).
+and driven by one loop (`_drive`), given how to read the body and how to write: `put`
+(direct calls, run to its end without an event loop) and `aput` (HTTP: each write
+through the ring's async wait, the body read from an async stream).
 """
 import hashlib
 import time
@@ -231,10 +232,28 @@ def put(bucket, key, source, *, length=None, ttl=None, single_read=False, nx=Fal
     VersionMismatch (if_version), and the core's errors (SegmentFull, RingFull)."""
     steps = _put_steps(bucket, key, length, ttl, single_read, nx, xx, if_version,
                        content_type, meta, expect_sha256, extra)
-    return _run(bucket, steps, _pieces(source, chunk_size(bucket.store)))
+    pieces = _pieces(source, chunk_size(bucket.store))
+
+    async def read():
+        return next(pieces, b"")
+
+    async def write(fn, *args, **kw):
+        return _with_room(bucket, fn, *args, **kw)
+    # _drive awaits only these two, which never suspend: the coroutine runs to its
+    # end at the first send, on no event loop
+    run = _drive(bucket, steps, read, write)
+    try:
+        run.send(None)
+    except StopIteration as stop:
+        return stop.value
+    run.close()
+    raise RuntimeError("objects.put: the synchronous drive suspended")
 
 
-def _run(bucket, steps, pieces):
+async def _drive(bucket, steps, read, write):
+    """Run the put generator `steps` (_put_steps): `await read()` is the next piece
+    of the body (b"" at its end), `await write(fn, *args, **kw)` one core write. An
+    error of either is thrown into the steps, which clean up and raise it again."""
     sent, error = None, None
     while True:
         try:
@@ -244,13 +263,13 @@ def _run(bucket, steps, pieces):
         error = sent = None
         try:
             if step is NEED:
-                sent = next(pieces, b"")
+                sent = await read()
             elif step[0] == "put":
                 _, key, value, flags, kw = step
-                sent = _with_room(bucket, bucket.put_entry, key, value, flags, **kw)
+                sent = await write(bucket.put_entry, key, value, flags, **kw)
             else:
                 try:
-                    _with_room(bucket, bucket.delete_entry, step[1])
+                    await write(bucket.delete_entry, step[1])
                 except BuktError:
                     pass
         except BaseException as e:          # raised inside the steps: they clean up
@@ -289,26 +308,7 @@ async def aput(ring, bucket, key, read, **opts):
                        opts.get("content_type"), opts.get("meta"),
                        opts.get("expect_sha256"), opts.get("extra"))
     n = opts.get("read_size") or chunk_size(bucket.store)
-    sent, error = None, None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(sent)
-        except StopIteration as stop:
-            return stop.value
-        error = sent = None
-        try:
-            if step is NEED:
-                sent = await read(n)
-            elif step[0] == "put":
-                _, key, value, flags, kw = step
-                sent = await ring.write(bucket.put_entry, key, value, flags, **kw)
-            else:
-                try:
-                    await ring.write(bucket.delete_entry, step[1])
-                except BuktError:
-                    pass
-        except BaseException as e:          # raised inside the steps: they clean up
-            error = e
+    return await _drive(bucket, steps, lambda: read(n), ring.write)
 
 
 # -- read ----------------------------------------------------------------------------
