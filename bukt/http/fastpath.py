@@ -19,6 +19,13 @@ one that fails a check before its body is read or its value looked up (no token,
 token of another bucket, no such bucket, a bad TTL header), is passed to the falcon app
 untouched, which answers it as it always does. Past that point (the body read, the
 store called) an error is answered here, as a problem document built the same way.
+
+A GET makes one raw read (objects.read) and its flags decide: a plain value is sent
+(decoded when compressed), an object is streamed a chunk at a time with the slow
+path's headers, under the reader registration taken before the read. (A client that
+takes zstd from a zstd bucket goes to the slow path, which may send the stored frame;
+a GET that finds the ring full while taking a single-read key goes there too, to wait
+for room.)
 """
 
 import logging
@@ -26,7 +33,7 @@ import time
 from urllib.parse import unquote_to_bytes
 
 from bukt import codec, objects
-from bukt.errors import BuktError, RingFull
+from bukt.errors import BuktError, RingFull, SegmentFull
 from bukt.http.auth import READ, WRITE
 from bukt.http import objects as http_objects
 from bukt.http.encoding import SCHEMA_TYPES, VARY, accepts_zstd, zstd_bucket
@@ -126,14 +133,17 @@ class FastPath:
                 return False                # the slow path codes it (encoding.py)
             try:
                 got = objects.read(bucket, key)     # one raw read: the flags decide
-            except BuktError:               # (nothing taken, the ring full...): the
-                return False                # slow path tries, and answers
-            if type(got) is ObjectReader:
-                await self._stream(send, got, path, zstd)
-                self.frontdoor.record_at(self.base, 200, time.perf_counter() - start,
-                                         "GET", path, bucket_name, _client(scope))
-                return True
-            answer = self._get_answer(bucket, key, got, path)
+            except RingFull:                # a single-read key, not taken: the slow
+                return False                # path waits for ring room on the loop
+            except BuktError as exc:        # a damaged manifest, no reader slot...
+                answer = self._problem(exc, path, "GET")
+            else:
+                if type(got) is ObjectReader:
+                    await self._stream(send, got, path, zstd)
+                    self.frontdoor.record_at(self.base, 200, time.perf_counter() - start,
+                                             "GET", path, bucket_name, _client(scope))
+                    return True
+                answer = self._get_answer(bucket, key, got, path)
             if zstd:
                 answer[1].append(VARY_OUT)
         status, out, data = answer
@@ -155,7 +165,7 @@ class FastPath:
             try:
                 value = codec.decode_entry(bucket, key, value, flags)
             except BuktError as exc:        # a damaged frame: 500, as the slow path
-                return self._problem(exc, path)
+                return self._problem(exc, path, "GET")
         out = [(b"content-type", RAW_TYPES[bucket.schema_name]), (b"accept-ranges", b"bytes"),
                (b"etag", b'"%d"' % version)]
         if expire_ms:
@@ -227,13 +237,14 @@ class FastPath:
         return 204, [(b"etag", b'"%d"' % version)], b""
 
     @staticmethod
-    def _problem(exc, path):
+    def _problem(exc, path, method="PUT"):
         """What problems.handle_bukt_error makes of a BuktError, for the fast path."""
         status = status_of(exc)
         out = [(b"content-type", PROBLEM_TYPE)]
         if status == 503:
             out.insert(0, (b"retry-after", b"1"))
-            log.warning("%s on PUT %s: %s", type(exc).__name__, path, exc)
+        if status >= 500 and not isinstance(exc, SegmentFull):
+            log.warning("%s on %s %s: %s", type(exc).__name__, method, path, exc)
         body = problem_body(status, exc.code, str(exc) or exc.__doc__ or "", path)
         return status, out, body.encode()
 

@@ -208,6 +208,17 @@ def test_a_damaged_object_read_is_counted(svc):
     finally:
         conn.close()
     assert integrity_errors(svc) == before + 3
+    import bukt                 # a manifest that does not parse: 500, counted once
+    store = bukt.attach(svc.name)
+    try:
+        b = store.bucket("files")
+        value, flags = b.read_entry(b"counted", peek=True)[:2]
+        b.put_entry(b"counted", b"XXXX" + value[4:], flags)
+    finally:
+        store.close()
+    status, _, body = request(svc, "GET", "counted")
+    assert status == 500 and json.loads(body)["code"] == "integrity_error"
+    assert integrity_errors(svc) == before + 4
 
 
 def test_a_single_read_object_goes_whole_to_exactly_one_of_two_readers(svc):
