@@ -1,5 +1,6 @@
-"""What the benchmark scripts share: the CPU time of server processes, waiting for a
-`bukt writer` or an HTTP server they started to be ready, and the reference Redis server with its ports.
+"""What the benchmark scripts share: the CPU time of server processes (cpu_seconds) and
+where the CPU went during a run, per role (CpuMeter), waiting for a `bukt writer` or an
+HTTP server they started to be ready, and the reference Redis server with its ports.
 (Imported by the scripts in this directory, which Python puts first on sys.path when one
 of them runs.)"""
 import os
@@ -75,24 +76,38 @@ class RedisServer:
         """redis-benchmark's arguments to log in: none."""
         return []
 
+    def roles(self):
+        """CpuMeter's roles: the server process (its threads included)."""
+        return {"server": [self.proc.pid]}
+
     def stop(self):
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
 
 
-def cpu_seconds(*pids) -> float:
-    """User + system CPU seconds the processes have used so far, from
-    /proc/PID/schedstat (nanoseconds, where /proc/PID/stat counts clock ticks); a
-    process that is gone counts 0."""
+def _thread_ns(pid) -> int:
+    """CPU nanoseconds the live threads of process `pid` have used (the sum of
+    /proc/PID/task/*/schedstat: /proc/PID/schedstat alone is the main thread's, and
+    /proc/PID/stat counts clock ticks); 0 when it is gone."""
     total = 0
-    for pid in pids:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
         try:
-            with open(f"/proc/{pid}/schedstat") as f:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 total += int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
+            pass                            # the thread ended between the two reads
+    return total
+
+
+def cpu_seconds(*pids) -> float:
+    """User + system CPU seconds the processes (every live thread of each) have used
+    so far; a process that is gone counts 0."""
+    return sum(_thread_ns(pid) for pid in pids) / 1e9
 
 
 def wait_writer_ready(name, proc, timeout=60.0, poll=0.01):
@@ -113,3 +128,97 @@ def wait_writer_ready(name, proc, timeout=60.0, poll=0.01):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the writer was not ready within {timeout:g} s")
         time.sleep(poll)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _group_cpu(pid):
+    """User + system CPU seconds of process `pid`, all its threads together (the kernel
+    sums them in /proc/PID/stat, those that exited included), in clock ticks; None when
+    it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK     # fields 14 and 15: utime, stime
+
+
+def _host_ticks():
+    """(busy, all) clock ticks of every CPU from /proc/stat's first line."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v[:8]) - v[3] - v[4], sum(v[:8])             # less idle and iowait
+
+
+class CpuMeter:
+    """Where the CPU went while a `with` block ran, per role:
+
+        with CpuMeter({"server": [pid], "writer": [pid]}, reaped="client") as m:
+            subprocess.run(["redis-benchmark", ...])
+        m.seconds            # {"server": s, "writer": s, "client": s}: CPU seconds used
+        m.us_per(requests)   # the same in CPU microseconds a request
+        m.percent(role)      # CPU % of one CPU over the block's wall time
+
+    Each role's pids are taken with their descendants (a TCP pool's workers), looked up
+    when the block starts and again when it ends: a process started meanwhile counts
+    whole, one that exited meanwhile counts nothing unless this process reaped it. The
+    processes this process reaps during the block (a client run by subprocess.run) are
+    charged to the role `reaped`, from getrusage(RUSAGE_CHILDREN); its own CPU, to the
+    role `me`. `host` is the machine's busy CPU over the block (all processes, from
+    /proc/stat), so `others` = host less the roles: what else ran beside the bench.
+    Process CPU is counted in clock ticks (10 ms): use it over runs of seconds."""
+
+    def __init__(self, roles, reaped=None, me=None):
+        self.roles = {r: list(p) for r, p in roles.items()}
+        self.reaped, self.me = reaped, me
+        self.seconds, self.wall = {}, 0.0
+
+    def _pids(self):
+        from bukt.service.procs import tree
+        return {r: {d for p in ps for _, d in tree(p)} for r, ps in self.roles.items()}
+
+    def _sample(self, pids):
+        return {r: {p: _group_cpu(p) for p in ps} for r, ps in pids.items()}
+
+    def __enter__(self):
+        import resource
+        self._start = self._sample(self._pids())
+        self._kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._self = resource.getrusage(resource.RUSAGE_SELF)
+        self._host = _host_ticks()
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        import resource
+        self.wall = time.monotonic() - self._t0
+        host = _host_ticks()
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        end = self._sample(self._pids())
+        for role, now in end.items():
+            then = self._start[role]
+            self.seconds[role] = sum(c - (then.get(p) or 0.0) for p, c in now.items()
+                                     if c is not None and (p not in then or then[p] is not None))
+        if self.reaped is not None:
+            self.seconds[self.reaped] = self.seconds.get(self.reaped, 0.0) + (
+                kids.ru_utime + kids.ru_stime - self._kids.ru_utime - self._kids.ru_stime)
+        if self.me is not None:
+            self.seconds[self.me] = self.seconds.get(self.me, 0.0) + (
+                me.ru_utime + me.ru_stime - self._self.ru_utime - self._self.ru_stime)
+        busy, total = (a - b for a, b in zip(host, self._host))
+        # in CPU seconds: the busy share of all CPUs' ticks times the CPUs times the wall
+        self.host = busy / total * os.cpu_count() * self.wall if total else 0.0
+        self.others = max(0.0, self.host - sum(self.seconds.values()))
+        return False
+
+    def us_per(self, n):
+        """{role: CPU microseconds per one of `n` things done in the block}."""
+        return {r: s * 1e6 / n for r, s in self.seconds.items()} if n else {}
+
+    def percent(self, role):
+        """The role's CPU use over the block in % of one CPU (200 = two CPUs busy)."""
+        s = {"host": self.host, "others": self.others}.get(role, self.seconds.get(role, 0.0))
+        return 100 * s / self.wall if self.wall else 0.0

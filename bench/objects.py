@@ -23,9 +23,17 @@ drift in what else the machine does falls on both. Sections:
      created with each setting.
   4. Small keys while objects are written: a paced loop (--rate SET+GET pairs a
      second) of 100 B SETs and GETs over the local API (attached to the served
-     segment), p50/p99, alone and while wrk PUTs 64 MiB objects over HTTP,
-     alternated; SETs refused (DiskError: the writer fell more than fsync_lag_limit
-     behind) are counted apart. Target: p99 within 10% (1.10x).
+     segment), p50/p99, alone, while wrk PUTs 64 MiB objects over HTTP, and while a
+     foreign load of the same CPU use runs (processes hashing with hashlib, duty-cycled
+     to the CPU seconds per second that wrk, `bukt serve`'s processes and its writer
+     used under the object load, less what Bukt used alone: bench/benchutil.py
+     CpuMeter), the three alternated in each round. SETs refused (DiskError: the
+     writer fell more than fsync_lag_limit behind) are counted apart. Target: p99
+     within 10% (1.10x). If the foreign load inflates p99 as much as the objects do,
+     the inflation is the CPU share the load takes from the loop, not the loop waiting
+     for Bukt. Then one probed run of each (getrusage around every SET) sorts the SETs
+     slower than alone's p99 by what they did meanwhile: preempted, slept in the
+     kernel, on the CPU, or none of these.
 
 PUT MB/s counts 2xx answers only: a PUT refused with 503 (the same lag limit) stored
 nothing. `--short` is a quick pass (2 s per run, 2 rounds) to see that it all runs.
@@ -63,7 +71,7 @@ import bukt  # noqa: E402
 from bukt import codec  # noqa: E402
 
 sys.path.append(HERE)           # last, for benchutil: after the standard library
-from benchutil import free_port, wait_http  # noqa: E402
+from benchutil import CpuMeter, free_port, wait_http  # noqa: E402
 
 PY = sys.executable
 MiB = 1 << 20
@@ -437,12 +445,59 @@ def settle(store, timeout=120):
     raise RuntimeError(f"the writer did not catch up in {timeout} s: {w}")
 
 
-def small_loop(b, seconds, rate):
+BURN = r"""
+import hashlib, os, sys, time
+share = float(sys.argv[1])     # CPU seconds per wall second this process uses
+buf = os.urandom(16 << 10)
+SLICE = 0.001                  # burns in slices of this much CPU time, then sleeps
+CAP = 0.05                     # at most this much owed CPU time is made up later
+t0, c0 = time.monotonic(), time.thread_time()
+while True:
+    owed = share * (time.monotonic() - t0) - (time.thread_time() - c0)
+    if owed > CAP:              # held off the CPU: forgive the rest, as a closed-loop
+        c0 += owed - CAP        # load (wrk) would not make it up either
+        owed = CAP
+    if owed >= SLICE:
+        end = time.thread_time() + owed
+        while time.thread_time() < end:
+            hashlib.sha256(buf).digest()
+    else:
+        time.sleep((SLICE - owed) / share)
+"""
+
+
+class Burner:
+    """A foreign load of `share` CPU seconds per second: ceil(share) processes
+    hashing with hashlib (SHA-256 of 16 KiB, as the HTTP worker hashes a PUT body),
+    each duty-cycled in 1 ms slices of its own CPU time to share / n."""
+
+    def __init__(self, share):
+        share = max(share, 0.05)
+        n = max(1, -(-share // 1))
+        self.procs = [subprocess.Popen([PY, "-c", BURN, f"{share / n:.4f}"])
+                      for _ in range(int(n))]
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        for p in self.procs:
+            stop(p)
+
+
+def small_loop(b, seconds, rate, probe=False):
     """100 B SETs and GETs on 1,000 keys for `seconds`, `rate` SET+GET pairs a second
     (paced: an unpaced loop of local SETs outruns any writer, fills the change ring
     and measures the ring's back-pressure rather than the latency of a write): per-op
     latencies, ns, and how many SETs were refused (DiskError: the writer lagged past
-    fsync_lag_limit)."""
+    fsync_lag_limit). With `probe`, each SET's latency comes with what this thread
+    did meanwhile: (ns, CPU ns, voluntary switches, involuntary switches), from the
+    thread's CPU clock and getrusage(RUSAGE_THREAD) before and after (which costs a
+    few µs a SET; getrusage's own CPU times lag the running thread by up to a tick)."""
+    import resource
+    usage = resource.getrusage
+    THREAD = resource.RUSAGE_THREAD
+    cpu_clock = time.thread_time_ns
     value = b"v" * 100
     keys = [b"small-%04d" % i for i in range(1000)]
     sets, gets = [], []
@@ -461,6 +516,9 @@ def small_loop(b, seconds, rate):
             time.sleep((due - now) / 1e9)
         k = keys[i % 1000]
         i += 1
+        if probe:
+            u0 = usage(THREAD)
+            c0 = cpu_clock()
         t0 = clock()
         try:
             b.set(k, value)
@@ -468,6 +526,12 @@ def small_loop(b, seconds, rate):
             refused += 1
             continue
         t1 = clock()
+        if probe:
+            c1 = cpu_clock()
+            u1 = usage(THREAD)
+            sets.append((t1 - t0, c1 - c0, u1.ru_nvcsw - u0.ru_nvcsw,
+                         u1.ru_nivcsw - u0.ru_nivcsw))
+            continue
         b.get(k)
         t2 = clock()
         sets.append(t1 - t0)
@@ -475,45 +539,150 @@ def small_loop(b, seconds, rate):
     return sets, gets, refused
 
 
+def share(meter, role):
+    """CPU seconds per second a role of a CpuMeter used (1.0: one CPU kept busy)."""
+    return meter.percent(role) / 100
+
+
+LOADS = ("objects", "foreign")      # Bukt's 64 MiB PUTs; a burner of the same CPU use
+
+
+class Loads:
+    """The two loads of section 4, each started, given time to reach its steady state,
+    measured over one small-key run, and stopped: `objects`, wrk PUTting 64 MiB
+    objects on one connection; `foreign`, a Burner of the CPU share the latest object
+    run was measured to add (wrk, `bukt serve`'s processes and its writer, less what
+    they used alone)."""
+
+    def __init__(self, sv, obj_size, seconds):
+        self.sv, self.obj_size, self.seconds = sv, obj_size, seconds
+        self.lua = os.path.join(sv.tmp, f"put-{obj_size}.lua")
+        with open(self.lua, "w") as f:
+            f.write(PUT_LUA % (obj_size, TOKEN))
+        self.added = []             # CPU s/s the object load added, per run
+        self.put_mb = []
+        self.burned = []            # CPU s/s the burner used, per run
+
+    def run(self, kind, fn, alone_share):
+        """fn() under the load `kind`; its result and the CpuMeter of the run."""
+        sv = self.sv
+        if kind == "objects":
+            load = subprocess.Popen(["wrk", "-t1", "-c1", f"-d{self.seconds + 3}s",
+                                     "--timeout", "30s", "-s", self.lua,
+                                     sv.bukt_url("bg-object")],
+                                    stdout=subprocess.PIPE, text=True)
+            time.sleep(1.5)                               # its first PUT under way
+            with CpuMeter({"load": [load.pid], "bukt": [sv.serve.pid]}, me="loop") as m:
+                result = fn()
+            out = load.communicate()[0]
+            r = re.search(r"Requests/sec:\s+([\d.]+)", out)
+            self.put_mb.append(float(r.group(1)) * self.obj_size / MiB if r else 0.0)
+            self.added.append(share(m, "load") + share(m, "bukt") - alone_share)
+        else:
+            burner = Burner(self.added[-1])
+            time.sleep(0.5)
+            try:
+                with CpuMeter({"load": burner.pids(), "bukt": [sv.serve.pid]},
+                              me="loop") as m:
+                    result = fn()
+            finally:
+                burner.stop()
+            self.burned.append(share(m, "load") + share(m, "bukt") - alone_share)
+        settle(sv.store)
+        return result, m
+
+
 def bench_small(sv, seconds, rounds, obj_size, rate):
     b = sv.store.bucket(BUCKET)
-    lua = os.path.join(sv.tmp, f"put-{obj_size}.lua")
-    with open(lua, "w") as f:
-        f.write(PUT_LUA % (obj_size, TOKEN))
     small_loop(b, 0.5, rate)                                 # warm-up
-    res = {"alone": [], "loaded": []}
-    put_mb = []
-    for _ in range(rounds):
+    loads = Loads(sv, obj_size, seconds)
+    res = {"alone": [], "objects": [], "foreign": []}
+    loop_cpu = {"alone": [], "objects": [], "foreign": []}
+    for r in range(rounds):
         settle(sv.store)
-        res["alone"].append(small_loop(b, seconds, rate))
-        load = subprocess.Popen(["wrk", "-t1", "-c1", f"-d{seconds + 3}s", "--timeout", "30s",
-                                 "-s", lua, sv.bukt_url("bg-object")],
-                                stdout=subprocess.PIPE, text=True)
-        time.sleep(1.5)                                   # its first PUT under way
-        res["loaded"].append(small_loop(b, seconds, rate))
-        out = load.communicate()[0]
-        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        put_mb.append(float(m.group(1)) * obj_size / MiB if m else 0.0)
-        settle(sv.store)
-    lines = ["| op | ops per run (alone / loaded) | p50 µs alone | p50 µs loaded "
-             "| p99 µs alone | p99 µs loaded | p99 loaded / alone | SETs refused "
-             "(alone / loaded) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+        with CpuMeter({"bukt": [sv.serve.pid]}, me="loop") as m:
+            res["alone"].append(small_loop(b, seconds, rate))
+        alone_share = share(m, "bukt")
+        loop_cpu["alone"].append(share(m, "loop"))
+        # the burner is sized by an object run: the first round runs that first, the
+        # rounds after alternate which load comes first
+        for kind in (LOADS if r % 2 == 0 else LOADS[::-1]):
+            out, m = loads.run(kind, lambda: small_loop(b, seconds, rate), alone_share)
+            res[kind].append(out)
+            loop_cpu[kind].append(share(m, "loop"))
+    lines = ["| op | load | ops per run | p50 µs | p99 µs | p99 loaded / alone "
+             "| load's CPU s/s | SETs refused |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    cpu = {"alone": None, "objects": loads.added, "foreign": loads.burned}
+    names = {"alone": "none", "objects": f"objects ({span(loads.put_mb)} MB/s)",
+             "foreign": "foreign, same CPU"}
+    verdict = []
     for j, op in enumerate(("SET 100 B", "GET 100 B")):
-        a = [r[j] for r in res["alone"]]
-        lo = [r[j] for r in res["loaded"]]
-        ratios = [pct(y, 0.99) / pct(x, 0.99) for x, y in zip(a, lo)]
-        lines.append(
-            f"| {op} | {statistics.median(len(x) for x in a):,.0f} / "
-            f"{statistics.median(len(x) for x in lo):,.0f} "
-            f"| {span([pct(x, 0.5) / 1e3 for x in a], '{:.1f}')} "
-            f"| {span([pct(x, 0.5) / 1e3 for x in lo], '{:.1f}')} "
-            f"| {span([pct(x, 0.99) / 1e3 for x in a], '{:.1f}')} "
-            f"| {span([pct(x, 0.99) / 1e3 for x in lo], '{:.1f}')} "
-            f"| {ratio_cell(ratios, 1.10, higher_is_better=False)} "
-            + (f"| {sum(r[2] for r in res['alone'])} / {sum(r[2] for r in res['loaded'])} |"
-               if j == 0 else "| - |"))
-    return "\n".join(lines), put_mb
+        a = [x[j] for x in res["alone"]]
+        mid = {}
+        for kind in ("alone", "objects", "foreign"):
+            lo = [x[j] for x in res[kind]]
+            ratios = [pct(y, 0.99) / pct(x, 0.99) for x, y in zip(a, lo)]
+            mid[kind] = statistics.median(ratios)
+            lines.append(
+                f"| {op} | {names[kind]} | {statistics.median(len(x) for x in lo):,.0f} "
+                f"| {span([pct(x, 0.5) / 1e3 for x in lo], '{:.1f}')} "
+                f"| {span([pct(x, 0.99) / 1e3 for x in lo], '{:.1f}')} "
+                f"| {'-' if kind == 'alone' else ratio_cell(ratios, 1.10, False)} "
+                f"| {'-' if cpu[kind] is None else span(cpu[kind], '{:.2f}')} "
+                f"| {sum(x[2] for x in res[kind]) if j == 0 else '-'} |")
+        # within 10% of the foreign load's inflation, or under it: the same CPU spent
+        # anywhere else costs the loop as much
+        verdict.append(f"{op.split()[0]} {mid['objects']:.2f}x against "
+                       f"{mid['foreign']:.2f}x: " + (
+                           "CPU share, not a wait for Bukt"
+                           if mid["objects"] <= mid["foreign"] * 1.10 else
+                           "MORE than the same CPU elsewhere: a wait behind Bukt?"))
+    lines.append("")
+    lines.append("p99 inflation under objects against the equal-CPU foreign load: "
+                 + "; ".join(verdict) + ". Where both miss 1.10x, the target asks for a "
+                 "CPU share this host's cores do not have.")
+    lines.append("The loop's own CPU s/s (alone / objects / foreign): " + " / ".join(
+        span(loop_cpu[k], "{:.2f}") for k in ("alone", "objects", "foreign")))
+    return "\n".join(lines), loads
+
+
+def classify(sv, seconds, obj_size, rate):
+    """One more run of each kind with `probe` on: of the SETs slower than the probed
+    alone run's p99, which were preempted (an involuntary switch: another task had the
+    CPU), which slept (a voluntary switch: waited in the kernel: a futex, a page fault's
+    I/O), which spent most of their time on the CPU (spinning on a lock or the ring, or
+    slow work), and which none of these (off the CPU without a switch: interrupts, the
+    hypervisor)."""
+    b = sv.store.bucket(BUCKET)
+    loads = Loads(sv, obj_size, seconds)
+    settle(sv.store)
+    with CpuMeter({"bukt": [sv.serve.pid]}) as m:
+        alone = small_loop(b, seconds, rate, probe=True)[0]
+    runs = {"alone": alone}
+    for kind in LOADS:
+        runs[kind] = loads.run(kind, lambda: small_loop(b, seconds, rate, probe=True),
+                               share(m, "bukt"))[0][0]
+    limit = pct([s[0] for s in alone], 0.99)
+    lines = [f"| load | SETs | over {limit / 1e3:.1f} µs (alone's p99) | preempted | slept "
+             "| on CPU >= half | none of these | µs over the limit: preempted / slept / "
+             "on CPU / none | slowest SET µs | sleeps per slept SET |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |"]
+    for kind, sets in runs.items():
+        slow = [s for s in sets if s[0] > limit]
+        cls = {"pre": [], "slept": [], "cpu": [], "none": []}
+        for ns, cpu_ns, vol, invol in slow:
+            key = ("pre" if invol else "slept" if vol else
+                   "cpu" if cpu_ns * 2 >= ns else "none")
+            cls[key].append(ns - limit)
+        n = max(1, len(slow))
+        lines.append(f"| {kind} | {len(sets):,} | {len(slow):,} "
+                     + "".join(f"| {len(cls[k]) / n:.0%} " for k in cls)
+                     + "| " + " / ".join(f"{sum(cls[k]) / 1e3:,.0f}" for k in cls)
+                     + f" | {max(x[0] for x in sets) / 1e3:,.0f} | "
+                     + (span([x[2] for x in slow if x[2] and not x[3]])
+                        if cls["slept"] else "-") + " |")
+    return "\n".join(lines)
 
 
 def main():
@@ -573,11 +742,14 @@ def main():
             print(out[-1], flush=True)
         settle(sv.store)
         if "small" in sections:
-            table, put_mb = bench_small(sv, args.duration, args.rounds, 64 * MiB, args.rate)
-            out.append("### Small keys (local API) alone and while 64 MiB objects are PUT "
-                       f"over HTTP (wrk, 1 connection: {span(put_mb)} MB/s); {args.rate:,} SET+GET "
-                       "pairs/s\n\n"
+            table, loads = bench_small(sv, args.duration, args.rounds, 64 * MiB, args.rate)
+            out.append("### Small keys (local API) alone, while 64 MiB objects are PUT "
+                       "over HTTP (wrk, 1 connection), and while a foreign load of the same "
+                       f"CPU use runs (hashing processes); {args.rate:,} SET+GET pairs/s\n\n"
                        + table + "\n")
+            print(out[-1], flush=True)
+            out.append("### Where the slow SETs' time went (getrusage per SET; one run "
+                       "each)\n\n" + classify(sv, args.duration, 64 * MiB, args.rate) + "\n")
             print(out[-1], flush=True)
         load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
         out.append(f"load average at the end: {load}\n")

@@ -27,6 +27,7 @@ and driven by one loop (`_drive`), given how to read the body and how to write: 
 (direct calls, run to its end without an event loop) and `aput` (HTTP: each write
 through the ring's async wait, the body read from an async stream).
 """
+import asyncio
 import hashlib
 import time
 
@@ -37,6 +38,7 @@ from bukt.objects import manifest as mf
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
                                    ObjectGone, ObjectTooLarge)
 from bukt.owners import identity
+from bukt.writewait.ringroom import rec_room
 
 F_SINGLE, F_MANIFEST, F_HIDDEN = _core.ENTRY_SINGLE, _core.ENTRY_MANIFEST, _core.ENTRY_HIDDEN
 F_CODECS = _core.ENTRY_ZSTD | _core.ENTRY_LZ4
@@ -239,9 +241,12 @@ def put(bucket, key, source, *, length=None, ttl=None, single_read=False, nx=Fal
 
     async def write(fn, *args, **kw):
         return _with_room(bucket, fn, *args, **kw)
-    # _drive awaits only these two, which never suspend: the coroutine runs to its
+
+    async def pause():
+        time.sleep(RING_RETRY_S)
+    # _drive awaits only these three, which never suspend: the coroutine runs to its
     # end at the first send, on no event loop
-    run = _drive(bucket, steps, read, write)
+    run = _drive(bucket, steps, read, write, pause)
     try:
         run.send(None)
     except StopIteration as stop:
@@ -250,10 +255,12 @@ def put(bucket, key, source, *, length=None, ttl=None, single_read=False, nx=Fal
     raise RuntimeError("objects.put: the synchronous drive suspended")
 
 
-async def _drive(bucket, steps, read, write):
+async def _drive(bucket, steps, read, write, pause):
     """Run the put generator `steps` (_put_steps): `await read()` is the next piece
-    of the body (b"" at its end), `await write(fn, *args, **kw)` one core write. An
-    error of either is thrown into the steps, which clean up and raise it again."""
+    of the body (b"" at its end), `await write(fn, *args, **kw)` one core write,
+    `await pause()` a wait of RING_RETRY_S while a chunk would eat the ring's share
+    for small writes (THE ROOM LEFT FOR SMALL WRITES). An error of any is thrown into
+    the steps, which clean up and raise it again."""
     sent, error = None, None
     while True:
         try:
@@ -266,6 +273,10 @@ async def _drive(bucket, steps, read, write):
                 sent = await read()
             elif step[0] == "put":
                 _, key, value, flags, kw = step
+                if flags & F_HIDDEN and not _small_room(bucket, key, value):
+                    deadline = time.monotonic() + bucket.store.limits["ring_wait"]
+                    while time.monotonic() < deadline and not _small_room(bucket, key, value):
+                        await pause()
                 sent = await write(bucket.put_entry, key, value, flags, **kw)
             else:
                 try:
@@ -297,6 +308,31 @@ def _with_room(bucket, fn, *args, **kw):
 
 RING_RETRY_S = 0.001
 
+# THE ROOM LEFT FOR SMALL WRITES. An object's chunks go to the change ring as records of
+# up to a chunk each, as fast as the body arrives. Whenever the writer logs more slowly
+# than that they fill the ring, and every other write, a 100 B SET included, then waits
+# in the core for room behind megabytes of chunks, and for the claim the put takes for
+# its next chunk: 9 to 54 ms in bench/objects.py's small-key loop (the 16 MiB ring
+# 14-15 MiB full).
+# So a put writes a chunk only while the ring keeps 1/SMALL_ROOM_SHARE of it free
+# beyond the chunk's own room (rec_room: twice the record, for the wrap); until then it
+# waits outside the core, holding no lock (the HTTP worker on its loop), for up to the
+# ring wait (limits.ring_wait_ms), and then writes as any producer does (claiming room
+# if it must: so small writes that keep the ring that full cannot starve it). Only
+# hidden records wait (the chunks, and the upload's small head record): the manifest
+# is one small record that publishes the object, and a delete frees room.
+SMALL_ROOM_SHARE = 4
+
+
+def _small_room(bucket, key, value) -> bool:
+    """Whether a chunk record of `key` and `value` leaves the ring's share for small
+    writes free (THE ROOM LEFT FOR SMALL WRITES)."""
+    store = bucket.store
+    size = store.limits["ring_size"]
+    # a chunk always fits an empty ring (config: ring_size >= 2 * (max_value + 1 KiB))
+    return store.ring_free(0) >= min(rec_room(len(key) + len(value)) + size // SMALL_ROOM_SHARE,
+                                     size)
+
 
 async def aput(ring, bucket, key, read, **opts):
     """put() for the HTTP face: `read(n)` is an async read of the body (b"" at its
@@ -308,7 +344,8 @@ async def aput(ring, bucket, key, read, **opts):
                        opts.get("content_type"), opts.get("meta"),
                        opts.get("expect_sha256"), opts.get("extra"))
     n = opts.get("read_size") or chunk_size(bucket.store)
-    return await _drive(bucket, steps, lambda: read(n), ring.write)
+    return await _drive(bucket, steps, lambda: read(n), ring.write,
+                        lambda: asyncio.sleep(RING_RETRY_S))
 
 
 # -- read ----------------------------------------------------------------------------
