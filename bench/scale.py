@@ -3,8 +3,9 @@ over 1 and 3 Redis servers, in the same run, alternated.
 
     .venv/bin/python bench/scale.py [--requests 50000] [--repeat 2]
 
-Each Bukt node is a `bukt serve` (default tcp.workers, one HTTP worker) with a bucket
-whose token is registered from a file on every node; its pool is written by `bukt
+Each Bukt node is a `bukt serve` (default tcp.workers, one HTTP worker) with a
+cache-only bucket, as Redis runs without persistence (--persist: a logged one), whose
+token is registered from a file on every node; its pool is written by `bukt
 cluster config` (ketama, md5). The Redis pools are the same but for `redis_auth`.
 redis-benchmark: `-t get,set -d 100 -r 100000 -c 50`, with the pools'
 `server_connections` at 1 (the default `bukt cluster config` writes: a client's
@@ -12,6 +13,9 @@ pipelined requests stay in order) and at 2 (a Bukt node's two TCP workers both s
 the proxy). Prints requests per second and p99 per pool, Bukt/Redis ratios behind the
 same proxy, and 3-node/1-node ratios
 (target in docs/scale-out.md's issue: Bukt >= 1.2x Redis behind the same proxy).
+Then where the CPU went (benchutil.CpuMeter): CPU microseconds a request of the client,
+nutcracker, the servers and the Bukt nodes' writers, nutcracker's and the client's CPU in %
+of one CPU, and the requests a second a server costing nothing could reach.
 """
 import argparse
 import os
@@ -42,24 +46,13 @@ def _bench_resp():
 
 _resp = _bench_resp()           # (it puts bench/ last on sys.path, for benchutil)
 benchmark = _resp.benchmark
+span = _resp.span
+ceilings = _resp.ceilings
 from benchutil import RedisServer, wait_port  # noqa: E402
 
 NODES = 3
 TESTS = "get,set"
 CONNS = (1, 2)          # server_connections: 1 (the default written), 2 (a node's workers)
-
-
-def cpu_ms(pids):
-    """CPU time (user + system) the processes have used, in ms."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def nutcracker_path():
@@ -68,7 +61,10 @@ def nutcracker_path():
 
 
 class BuktNode:
-    def __init__(self, tmp, token_file):
+    """`persist`: the bucket logs its changes (the writer appends every SET to the log);
+    else cache-only, as Redis runs here (no persistence)."""
+
+    def __init__(self, tmp, token_file, persist=False):
         self.svc = Service(pathlib.Path(tmp), memory="128MiB", limits={"ring_size": "32MiB"},
                            http={"workers": 1})
         self.svc.settings["tcp"].pop("workers", None)      # the default: one per CPU
@@ -76,7 +72,8 @@ class BuktNode:
         self.svc.start()
         env = dict(os.environ, PYTHONPATH=ROOT)
         subprocess.run([PY, "-m", "bukt", "buckets", "create", "bench", "--config",
-                        self.svc.conf, "--token-file", token_file], check=True, env=env,
+                        self.svc.conf, "--token-file", token_file,
+                        *([] if persist else ["--cache-only"])], check=True, env=env,
                        capture_output=True)
         self.port = self.svc.resp_port
 
@@ -91,6 +88,7 @@ class Proxy:
     def __init__(self, tmp, name, ports, conns, token_file=None, token=None):
         self.port = unused_port()
         self.token = token
+        self.servers = {}
         conf = os.path.join(tmp, f"{name}.yml")
         nodes = [a for i, p in enumerate(ports) for a in ("--node", f"n{i}=127.0.0.1:{p}")]
         subprocess.run([PY, "-m", "bukt", "cluster", "config", "--listen",
@@ -111,15 +109,51 @@ class Proxy:
     def auth(self):
         return ["-a", self.token] if self.token else []
 
+    def roles(self):
+        """CpuMeter's roles: this proxy, and the pool's servers (`servers`, set by main)."""
+        return {"nutcracker": [self.proc.pid], **self.servers}
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def print_cpu(cpu):
+    """µs a request per role (GET and SET together; ranges over the repeats), the
+    proxy's and the client's CPU in % of one CPU, and the ceiling they set: the requests a
+    second of a server that cost nothing, where the proxy's one thread, the client's one
+    thread, or the host's CPUs shared by the two, whichever comes first, stop it."""
+    ncpu = os.cpu_count()
+    print(f"\nCPU a request (us; GET and SET together; ranges over the repeats; less "
+          f"sensitive to the host's load than requests a second), % of one CPU "
+          f"({ncpu} CPUs: {100 * ncpu}% is all), and the ceiling of a zero-cost server:")
+    print(f"{'conns':5} {'nodes':5} {'system':6} {'client':>10} {'nutcracker':>11} "
+          f"{'servers':>10} {'writers':>9} {'nutcr. %':>9} {'client %':>9} {'host %':>9} "
+          f"{'ceiling':>8}")
+    for (c, n, system), runs in cpu.items():
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        per = [r["meter"].us_per(r["requests"]) for r in runs]
+
+        def col(role, fmt="{:.1f}"):
+            return span([p.get(role, 0.0) for p in per], fmt)
+
+        def pct(role):
+            return span([r["meter"].percent(role) for r in runs], "{:.0f}")
+        ceiling = [ceilings(p, ("client", "nutcracker"))[1] for p in per]
+        print(f"{c:5} {n:5} {system:6} {col('client'):>10} {col('nutcracker'):>11} "
+              f"{col('server'):>10} {col('writer') if system == 'bukt' else '-':>9} "
+              f"{pct('nutcracker'):>9} {pct('client'):>9} {pct('host'):>9} "
+              f"{span(ceiling, '{:.0f}'):>8}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--persist", action="store_true",
+                    help="logged Bukt buckets (default cache-only, like Redis here)")
     args = ap.parse_args()
     if not (shutil.which("redis-benchmark") and shutil.which("redis-server")
             and nutcracker_path()):
@@ -128,7 +162,7 @@ def main():
         return 1
     tmp = tempfile.mkdtemp(prefix="bukt-bench-scale-")
     results = {}                  # (pool, test) -> [(rps, p99)]
-    cpu = {}                      # pool -> [(servers' CPU us a request, the proxy's)]
+    cpu = {}                      # pool -> [{"meter": CpuMeter, "requests": n}] a run each
     servers, proxies = [], {}
     try:
         from bukt.tokens import new_token
@@ -142,7 +176,7 @@ def main():
             for kind in ("b", "r"):
                 d = os.path.join(tmp, f"{kind}{i}")
                 os.makedirs(d)
-                s = BuktNode(d, token_file) if kind == "b" else RedisServer(d)
+                s = BuktNode(d, token_file, args.persist) if kind == "b" else RedisServer(d)
                 servers.append(s)
                 (bukt_ports if kind == "b" else redis_ports).append(s.port)
         for c in CONNS:
@@ -151,23 +185,23 @@ def main():
                                                 token_file, token)
                 proxies[(c, n, "redis")] = Proxy(tmp, f"redis{n}c{c}", redis_ports[:n], c,
                                                  token_file)
-        # a node's TCP workers and its writer (which logs the SETs); not its HTTP face
-        server_pids = {"bukt": [pid for s in servers if isinstance(s, BuktNode)
-                                for pid in [*s.svc.children("tcp"),
-                                            s.svc.state()["writer"]["pid"]]],
-                       "redis": [s.proc.pid for s in servers if isinstance(s, RedisServer)]}
+        # a node's TCP workers (the pool, whose children they are) and its writer (which
+        # logs the SETs); not its HTTP face. The nodes of the pool only: an idle node's
+        # writer still keeps its heartbeat and its clock.
+        bukt_states = [s.svc.state() for s in servers if isinstance(s, BuktNode)]
+        redis_pids = [s.proc.pid for s in servers if isinstance(s, RedisServer)]
+        for (c, n, system), proxy in proxies.items():
+            proxy.servers = ({"server": [st["tcp"]["pid"] for st in bukt_states[:n]],
+                              "writer": [st["writer"]["pid"] for st in bukt_states[:n]]}
+                             if system == "bukt" else {"server": redis_pids[:n]})
         for rep in range(args.repeat):
             order = list(proxies) if rep % 2 == 0 else list(reversed(proxies))
             for name in order:
-                pids = server_pids[name[2]]
-                before = cpu_ms(pids), cpu_ms([proxies[name].proc.pid])
-                for test, v in benchmark(proxies[name], 50, args.requests,
-                                         tests=TESTS).items():
+                meter = {}
+                for test, v in benchmark(proxies[name], 50, args.requests, tests=TESTS,
+                                         meter=meter).items():
                     results.setdefault((name, test), []).append(v)
-                after = cpu_ms(pids), cpu_ms([proxies[name].proc.pid])
-                n_req = args.requests * len(TESTS.split(","))
-                cpu.setdefault(name, []).append(tuple(1000 * (a - b) / n_req
-                                                      for a, b in zip(after, before)))
+                cpu.setdefault(name, []).append(meter)
     finally:
         for p in proxies.values():
             p.stop()
@@ -193,12 +227,7 @@ def main():
                 ratio = best((c, NODES, system), test)[0] / best((c, 1, system), test)[0]
                 print(f"server_connections {c}, {system} {test}: {NODES} nodes / 1 node = "
                       f"{ratio:.2f}")
-    print("CPU a request (GET and SET together; less sensitive to the host's load than "
-          "requests a second):")
-    for (c, n, system), vals in cpu.items():
-        server, proxy = min(v[0] for v in vals), min(v[1] for v in vals)
-        print(f"server_connections {c}, {n} x {system:5}: servers {server:5.1f} us, "
-              f"nutcracker {proxy:5.1f} us")
+    print_cpu(cpu)
     return 0
 
 

@@ -22,7 +22,13 @@ a redis-server with notify-keyspace-events on (db 0)):
               one clock (CLOCK_MONOTONIC, same host).
 
 Watchers run on the same cores as the writer and the service (2 here): what they cost
-is CPU time taken from the writer as much as anything in the feed's design.
+is CPU time taken from the writer as much as anything in the feed's design. So the
+throughput phase also says where the CPU went (benchutil.CpuMeter), in CPU microseconds
+a set: the setting process ("setter", this one), Bukt's writer process, the face the
+watchers read (sse: the HTTP workers; resp: the TCP workers; redis: redis-server, which
+also takes the SETs), the two watcher processes, and the watchers' µs an event (a set
+seen by one watcher: sets x watchers); "host %" is the whole machine's CPU use over the
+phase in % of one CPU.
 """
 import argparse
 import asyncio
@@ -43,7 +49,9 @@ ROOT = os.path.dirname(HERE)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 
+sys.path.append(HERE)           # last, for benchutil: after the standard library
 import bukt                                           # noqa: E402
+from benchutil import CpuMeter                        # noqa: E402
 from serve_harness import Service                     # noqa: E402
 
 VALUE = b"v" * 100
@@ -79,6 +87,11 @@ async def _watch_all(runs, ready, stop, ended, settle=0.0, subscribed=None):
         t.cancel()
 
 
+# An SSE stream's end: its last event (cut off as too slow, or gone from the feed). The
+# HTTP connection stays open after it (keep-alive), so a stream's end is not EOF.
+SSE_END = (b"event: cutoff", b"event: gone")
+
+
 async def _lines(port, request, on_line, subscribed=None):
     """A streaming connection: send `request`, hand each line to `on_line` until the
     stream ends (or the run cancels it). Without `on_line` it takes what comes in
@@ -96,13 +109,19 @@ async def _lines(port, request, on_line, subscribed=None):
             if line == b":1\r\n":
                 subscribed[0] += 1
                 break
+    tail = b""
     while True:
         if on_line is None:
-            if not await r.read(1 << 16):
+            data = await r.read(1 << 16)
+            if not data:
+                return
+            buf = tail + data
+            tail = buf[-max(map(len, SSE_END)):]        # a marker split between reads
+            if any(end in buf for end in SSE_END):
                 return
             continue
         line = await r.readline()
-        if not line:
+        if not line or line.startswith(SSE_END):
             return
         on_line(line)
 
@@ -250,16 +269,19 @@ def paced(put):
     return acks
 
 
-def run_case(kind, target, nwatch, seconds):
+def run_case(kind, target, nwatch, seconds, roles):
     """(sets/s with `nwatch` watchers, then latencies in ms and events missed, measured
     on `nwatch` fresh watchers: one that fell out of the feed at full speed would
-    otherwise say nothing about latency)."""
-    rate, _, _, ended = run_phase(kind, target, nwatch, seconds, "rate")
-    _, lat, missing, _ = run_phase(kind, target, max(nwatch, 1), seconds, "latency")
-    return rate, lat, missing, ended
+    otherwise say nothing about latency; and the CpuMeter of the throughput phase)."""
+    rate, _, _, ended, meter = run_phase(kind, target, nwatch, seconds, "rate", roles)
+    _, lat, missing, _, _ = run_phase(kind, target, max(nwatch, 1), seconds, "latency",
+                                      roles)
+    return rate, lat, missing, ended, meter
 
 
-def run_phase(kind, target, nwatch, seconds, phase):
+def run_phase(kind, target, nwatch, seconds, phase, roles):
+    """`roles`: CpuMeter's roles of the server processes, measured with the watcher
+    processes ("watchers") and this one ("setter") while the sets run."""
     ctx = mp.get_context("fork")
     stop, out, ended = ctx.Event(), ctx.Queue(), ctx.Value("i", 0)
     procs = []
@@ -275,8 +297,10 @@ def run_phase(kind, target, nwatch, seconds, phase):
         ready.wait(60)
         procs.append(p)
     try:
-        rate, acks = writer_run(kind, target, seconds, phase) \
-            if kind != "sse" else writer_run("local", SSE_STORE[0], seconds, phase)
+        # (measured before `stop`: a watcher process that has exited can't be read)
+        with CpuMeter({**roles, "watchers": [p.pid for p in procs]}, me="setter") as meter:
+            rate, acks = writer_run(kind, target, seconds, phase) \
+                if kind != "sse" else writer_run("local", SSE_STORE[0], seconds, phase)
     finally:
         stop.set()
     arrivals = out.get(timeout=60) if procs and phase == "latency" else {}
@@ -286,7 +310,7 @@ def run_phase(kind, target, nwatch, seconds, phase):
             p.kill()
     lat = [(arrivals[i] - acks[i]) / 1e6 for i in acks if i in arrivals]
     missing = len(acks) - len(lat)
-    return rate, lat, missing, ended.value
+    return rate, lat, missing, ended.value, meter
 
 
 SSE_STORE = [None]
@@ -332,7 +356,13 @@ def main():
               f"two processes, {args.seconds:g} s of sets, then {LAT_N} paced sets at "
               f"{LAT_RATE}/s for latency (acknowledged write -> event received)\n")
         print(f"  {'face':<8}{'watchers':>9}{'sets/s':>11}{'vs 0':>8}{'ended':>7}"
-              f"{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}")
+              f"{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}  | CPU us a set:"
+              f"{'setter':>7}{'writer':>7}{'face':>7}{'watch.':>7}  us/event  host %")
+        state = svc.state()
+        writer = {"writer": [state["writer"]["pid"]]}
+        roles = {"local": writer, "sse": {**writer, "face": [state["http"]["pid"]]},
+                 "resp": {**writer, "face": [state["tcp"]["pid"]]},
+                 "redis": {"face": [redis.pid] if redis else []}}
         cases = [("local", svc.name), ("sse", (svc.http_port, token)),
                  ("resp", (svc.resp_port, token.encode(), svc.name))]
         if redis:
@@ -342,17 +372,27 @@ def main():
                 continue
             base = None
             for n in counts:
-                rate, lat, missing, ended = run_case(kind, target, n, args.seconds)
+                rate, lat, missing, ended, meter = run_case(kind, target, n, args.seconds,
+                                                            roles[kind])
                 base = base or rate
                 p50 = f"{pct(lat, 50):9.2f}" if lat else f"{'-':>9}"
                 p99 = f"{pct(lat, 99):9.2f}" if lat else f"{'-':>9}"
+                sets = rate * args.seconds
+                us = meter.us_per(sets)
+                cols = "".join(f"{us[r]:7.1f}" if r in us else f"{'-':>7}"
+                               for r in ("setter", "writer", "face", "watchers"))
+                per_event = (f"{meter.seconds['watchers'] * 1e6 / (sets * n):10.2f}"
+                             if n and sets else f"{'-':>10}")
                 print(f"  {kind:<8}{n:>9}{rate:>11.0f}{rate / base:>7.2f}x{ended:>7}{p50}{p99}"
-                      f"{missing:>8}", flush=True)
+                      f"{missing:>8}  | {'':12}{cols}{per_event}{meter.percent('host'):8.0f}",
+                      flush=True)
         if not redis and "redis" in faces:
             print("  redis: n/a (no redis-server)")
         print("\n  (sse and local share the writer: a local process setting keys; sse's "
               "watchers read the same feed through the HTTP face; resp and redis share "
-              "their client code: SET over one connection, PSUBSCRIBE keyspace channels)")
+              "their client code: SET over one connection, PSUBSCRIBE keyspace channels;\n"
+              "   CPU over the throughput phase, its drain included, per set it stored; "
+              "us/event: the watcher processes' CPU per set per watcher)")
     finally:
         svc.cleanup()
         if redis:

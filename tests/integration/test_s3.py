@@ -172,6 +172,13 @@ def test_buckets_follow_token_permissions(svc, s3, admin):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s3.create_bucket(Bucket="mine")
     assert code_of(e) == "AccessDenied"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.create_bucket(Bucket="other")
+    assert code_of(e) == "AccessDenied"
+    # its own bucket: it has it already (what S3 tells an owner; tools take it as done)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.create_bucket(Bucket="photos")
+    assert code_of(e) == "BucketAlreadyOwnedByYou"
     admin.create_bucket(Bucket="fresh")
     admin.head_bucket(Bucket="fresh")
     admin.put_object(Bucket="fresh", Key="k", Body=b"v")
@@ -717,3 +724,139 @@ def test_compressed_bucket_round_trips(svc, admin, codec):
         assert c.get_object(Bucket=name, Key=key, Range="bytes=1000-1999")["Body"].read() \
             == body[1000:2000]
         c.delete_object(Bucket=name, Key=key)
+
+
+def test_standard_headers_kept(s3):
+    """Cache-Control, Content-Disposition, Content-Encoding, Content-Language and
+    Expires set on a PUT, a multipart upload or a copy's REPLACE come back with GET and
+    HEAD; a COPY keeps the source's."""
+    import datetime
+    expires = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    given = dict(CacheControl="max-age=60", ContentDisposition='attachment; filename="x"',
+                 ContentEncoding="gzip", ContentLanguage="fr", Expires=expires)
+
+    def kept(r):
+        return {k: r.get(k) for k in given}
+    s3.put_object(Bucket="photos", Key="hdr", Body=b"zz", **given)
+    assert kept(s3.head_object(Bucket="photos", Key="hdr")) == given
+    assert kept(s3.get_object(Bucket="photos", Key="hdr")) == given
+    up = s3.create_multipart_upload(Bucket="photos", Key="hdr-mp", **given)
+    r = s3.upload_part(Bucket="photos", Key="hdr-mp", UploadId=up["UploadId"],
+                       PartNumber=1, Body=b"p")
+    s3.complete_multipart_upload(Bucket="photos", Key="hdr-mp", UploadId=up["UploadId"],
+                                 MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                             "ETag": r["ETag"]}]})
+    assert kept(s3.head_object(Bucket="photos", Key="hdr-mp")) == given
+    s3.copy_object(Bucket="photos", Key="hdr-copy", CopySource="photos/hdr")
+    assert kept(s3.head_object(Bucket="photos", Key="hdr-copy")) == given
+    s3.copy_object(Bucket="photos", Key="hdr-copy", CopySource="photos/hdr",
+                   MetadataDirective="REPLACE", CacheControl="no-store")
+    got = s3.head_object(Bucket="photos", Key="hdr-copy")
+    assert got["CacheControl"] == "no-store" and "ContentEncoding" not in got
+    s3.put_object(Bucket="photos", Key="hdr", Body=b"plain")     # none: none given back
+    got = s3.head_object(Bucket="photos", Key="hdr")
+    assert not {"CacheControl", "ContentDisposition", "ContentEncoding",
+                "ContentLanguage", "Expires"} & got.keys()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="photos", Key="hdr", Body=b"x", CacheControl="c" * 2100)
+    assert code_of(e) == "InvalidArgument"
+    for k in ("hdr", "hdr-mp", "hdr-copy"):
+        s3.delete_object(Bucket="photos", Key=k)
+
+
+def test_list_object_versions(s3):
+    """Never versioned: ListObjectVersions gives every object once, version "null",
+    the latest; GET of version "null" is the object, of any other NoSuchVersion."""
+    keys = ["ver/a", "ver/b/1", "ver/b/2", "ver/c"]
+    for k in keys:
+        s3.put_object(Bucket="photos", Key=k, Body=k.encode())
+    got, kw = [], {}
+    while True:
+        r = s3.list_object_versions(Bucket="photos", Prefix="ver/", MaxKeys=1, **kw)
+        got += [(v["Key"], v["VersionId"], v["IsLatest"], v["Size"])
+                for v in r.get("Versions", [])]
+        if not r["IsTruncated"]:
+            break
+        kw = dict(KeyMarker=r["NextKeyMarker"], VersionIdMarker=r["NextVersionIdMarker"])
+    assert got == [(k, "null", True, len(k)) for k in keys]
+    r = s3.list_object_versions(Bucket="photos", Prefix="ver/", Delimiter="/")
+    assert [v["Key"] for v in r["Versions"]] == ["ver/a", "ver/c"]
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["ver/b/"]
+    assert "DeleteMarkers" not in r
+    assert s3.get_object(Bucket="photos", Key="ver/a", VersionId="null")["Body"].read() \
+        == b"ver/a"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="ver/a", VersionId="3HL4kqtJlcpXroDTDmJ")
+    assert code_of(e) == "NoSuchVersion"
+    for k in keys:
+        s3.delete_object(Bucket="photos", Key=k)
+
+
+def test_calls_we_lack_are_refused_not_mistaken(svc, s3):
+    """A query naming a call the gateway does not answer is NotImplemented, never taken
+    for another: DeleteObjectTagging used to delete the object."""
+    import urllib.request
+    s3.put_object(Bucket="photos", Key="tagged", Body=b"keep me")
+    for call in (lambda: s3.delete_object_tagging(Bucket="photos", Key="tagged"),
+                 lambda: s3.get_object_tagging(Bucket="photos", Key="tagged"),
+                 lambda: s3.get_object_retention(Bucket="photos", Key="tagged"),
+                 lambda: s3.get_object_lock_configuration(Bucket="photos"),
+                 lambda: s3.get_bucket_notification_configuration(Bucket="photos")):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert code_of(e) == "NotImplemented"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.delete_object(Bucket="photos", Key="tagged", VersionId="3HL4kqtJlcpXroDTDmJ")
+    assert code_of(e) == "NoSuchVersion"
+    assert s3.get_object(Bucket="photos", Key="tagged")["Body"].read() == b"keep me"
+    # GetObject's partNumber: part 1 of an object stored whole is the object; any other
+    # part, or a part of an object uploaded in parts, is refused, not the whole object
+    r = s3.get_object(Bucket="photos", Key="tagged", PartNumber=1)
+    assert r["Body"].read() == b"keep me" and r["ContentRange"] == "bytes 0-6/7"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="tagged", PartNumber=2)
+    assert code_of(e) == "NotImplemented"
+    up = s3.create_multipart_upload(Bucket="photos", Key="inparts")
+    p = s3.upload_part(Bucket="photos", Key="inparts", UploadId=up["UploadId"],
+                       PartNumber=1, Body=b"one part")
+    s3.complete_multipart_upload(Bucket="photos", Key="inparts", UploadId=up["UploadId"],
+                                 MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                             "ETag": p["ETag"]}]})
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.get_object(Bucket="photos", Key="inparts", PartNumber=1)
+    assert code_of(e) == "NotImplemented"
+    # the response-* overrides, signed or presigned
+    r = s3.get_object(Bucket="photos", Key="tagged", ResponseContentType="text/x-over",
+                      ResponseContentDisposition="attachment; filename=t.txt")
+    assert r["ContentType"] == "text/x-over"
+    assert r["ContentDisposition"] == "attachment; filename=t.txt"
+    url = s3.generate_presigned_url("get_object", ExpiresIn=60, Params={
+        "Bucket": "photos", "Key": "tagged", "ResponseCacheControl": "no-cache"})
+    got = urllib.request.urlopen(url, timeout=10)
+    assert got.headers["Cache-Control"] == "no-cache" and got.read() == b"keep me"
+    # an SDK's lower-case x-amz-* query parameter is no call of its own
+    path = "/photos/tagged?x-amz-checksum-mode=ENABLED"
+    assert raw(svc, "GET", path, signed(svc, "GET", path)) == (200, b"keep me")
+    for k in ("tagged", "inparts"):
+        s3.delete_object(Bucket="photos", Key=k)
+
+
+def test_conditional_writes_refused(s3):
+    """A write's If-None-Match/If-Match is refused, not ignored: ignored, a create-only
+    PUT would overwrite the object it meant to keep."""
+    s3.put_object(Bucket="photos", Key="cond", Body=b"first")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.put_object(Bucket="photos", Key="cond", Body=b"second", IfNoneMatch="*")
+    assert code_of(e) == "NotImplemented"
+    assert s3.get_object(Bucket="photos", Key="cond")["Body"].read() == b"first"
+    up = s3.create_multipart_upload(Bucket="photos", Key="cond")
+    p = s3.upload_part(Bucket="photos", Key="cond", UploadId=up["UploadId"], PartNumber=1,
+                       Body=b"third")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s3.complete_multipart_upload(Bucket="photos", Key="cond", UploadId=up["UploadId"],
+                                     IfNoneMatch="*", MultipartUpload={"Parts": [
+                                         {"PartNumber": 1, "ETag": p["ETag"]}]})
+    assert code_of(e) == "NotImplemented"
+    assert s3.get_object(Bucket="photos", Key="cond")["Body"].read() == b"first"
+    s3.abort_multipart_upload(Bucket="photos", Key="cond", UploadId=up["UploadId"])
+    s3.delete_object(Bucket="photos", Key="cond")

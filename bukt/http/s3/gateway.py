@@ -44,7 +44,27 @@ MIN_PART = 5 << 20                # S3's smallest part but the last
 MAX_PARTS = 10000
 UPLOAD_NS = objstore.RESERVED_PREFIX + b"s3u/"      # multipart uploads' hidden entries
 META_PREFIX = "x-amz-meta-"
-MAX_META = 2048                   # bytes of x-amz-meta-* headers (S3's limit)
+MAX_META = 2048                   # bytes of x-amz-meta-* headers (S3's limit), and
+#                                   of the KEPT_HEADERS with them
+# the standard headers a PUT (or CreateMultipartUpload, or a copy's REPLACE) sets and
+# GET/HEAD give back, as S3 keeps them; Content-Type is the manifest's own field
+KEPT_HEADERS = ("cache-control", "content-disposition", "content-encoding",
+                "content-language", "expires")
+MAX_LISTED = 1000                 # S3's most uploads / parts in one ListMultipartUploads
+#                                   or ListParts page
+UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
+PART_RE = re.compile(rb"/(\d{5})")       # an upload's part, after its record's key
+OWNER = "<ID>bukt</ID><DisplayName>bukt</DisplayName>"   # every owner and initiator
+# The query parameters each call understands; a request with any other is
+# NotImplemented, never taken for a call it is not (DeleteObjectTagging for
+# DeleteObject, GetObjectLockConfiguration for ListObjects).
+LIST_PARAMS = frozenset({"list-type", "prefix", "delimiter", "max-keys",
+                         "continuation-token", "start-after", "marker", "encoding-type",
+                         "fetch-owner", "versions", "key-marker", "version-id-marker"})
+OVERRIDES = {"response-" + h: h.encode() for h in (
+    "content-type", "content-language", "expires", "cache-control",
+    "content-disposition", "content-encoding")}        # GetObject's header overrides
+GET_PARAMS = frozenset({"versionId", "partNumber", *OVERRIDES})
 
 
 def _b64(data):
@@ -307,17 +327,12 @@ class S3App:
                     "LocationConstraint", "" if self.region == "us-east-1" else
                     xml_escape(self.region)))
             if m == "GET" and "uploads" in q:
-                self.bucket(req, READ)
-                return await self.xml(send, rid, doc(
-                    "ListMultipartUploadsResult", el("Bucket", req.bucket) +
-                    "<IsTruncated>false</IsTruncated>"))
-            if m == "GET" and not ({"acl", "policy", "versioning", "tagging", "cors",
-                                    "lifecycle", "website", "logging", "versions",
-                                    "encryption"} & q.keys()):
-                return await self.list_objects(req, send, rid)
+                return await self.list_uploads(req, send, rid)
             if m == "GET" and "versioning" in q:
                 self.bucket(req, READ)
                 return await self.xml(send, rid, doc("VersioningConfiguration", ""))
+            if m == "GET" and not unknown(q, LIST_PARAMS):
+                return await self.list_objects(req, send, rid)
             if m == "POST" and "delete" in q:
                 return await self.delete_objects(req, send, rid)
             raise S3Error("NotImplemented", "this bucket operation is not supported "
@@ -326,10 +341,18 @@ class S3App:
             raise S3Error("KeyTooLongError", "Your key is too long (limits.max_key)")
         if req.key.startswith(objstore.RESERVED_PREFIX):
             raise S3Error("InvalidArgument", "keys starting with \\0bkt\\0 are reserved")
-        if m in ("GET", "HEAD") and not ({"acl", "tagging", "attributes"} & q.keys()):
-            if "uploadId" in q:
-                raise S3Error("NotImplemented", "ListParts is not supported (docs/s3.md)")
-            return await self.get_object(req, send, rid)
+        if m in ("PUT", "POST") and ("if-match" in req.headers or
+                                     "if-none-match" in req.headers):
+            # a conditional write ignored would overwrite what the client meant to
+            # keep: refused until the store can check and write in one step
+            raise S3Error("NotImplemented", "conditional writes (If-Match, If-None-Match "
+                                            "on a write) are not supported (docs/s3.md)")
+        if m in ("GET", "HEAD"):
+            if "uploadId" in q and m == "GET":
+                return await self.list_parts(req, send, rid)
+            if not unknown(q, GET_PARAMS):
+                self.null_version(req)
+                return await self.get_object(req, send, rid)
         if m == "PUT":
             if "uploadId" in q or "partNumber" in q:
                 return await self.upload_part(req, send, rid)
@@ -342,13 +365,23 @@ class S3App:
         if m == "DELETE":
             if "uploadId" in q:
                 return await self.abort_upload(req, send, rid)
-            return await self.delete_object(req, send, rid)
+            if not unknown(q, {"versionId"}):
+                self.null_version(req)
+                return await self.delete_object(req, send, rid)
         if m == "POST" and "uploads" in q:
             return await self.create_upload(req, send, rid)
         if m == "POST" and "uploadId" in q:
             return await self.complete_upload(req, send, rid)
         raise S3Error("NotImplemented", "this object operation is not supported "
                                         "(docs/s3.md)")
+
+    @staticmethod
+    def null_version(req):
+        """Never versioned: "null" is every object's one version, and no other is."""
+        v = req.q.get("versionId", "null")
+        if v != "null":
+            raise S3Error("NoSuchVersion", "The specified version does not exist.",
+                          Key=req.key.decode("utf-8", "replace"), VersionId=v)
 
     # -- buckets -----------------------------------------------------------------------------
     async def list_buckets(self, req, send, rid):
@@ -359,14 +392,19 @@ class S3App:
         inner = "<Buckets>" + "".join(
             f"<Bucket>{el('Name', n)}{el('CreationDate', created)}</Bucket>"
             for n in names) + "</Buckets>" + \
-            f"<Owner>{el('ID', 'bukt')}{el('DisplayName', 'bukt')}</Owner>"
+            f"<Owner>{OWNER}</Owner>"
         return await self.xml(send, rid, doc("ListAllMyBucketsResult", inner))
 
     async def create_bucket(self, req, send, rid):
-        if not req.principal.is_admin:
+        ctx = self.ctx
+        p = req.principal
+        if not p.is_admin and not (p.bucket == req.bucket and
+                                   req.bucket in ctx.store.buckets()):
             raise S3Error("AccessDenied", "creating a bucket needs the admin token")
         await drain(req, MAX_XML_BODY)       # an optional CreateBucketConfiguration
-        ctx = self.ctx
+        # A bucket's own token creating it is told it has it already, as S3 tells an
+        # owner: clients (rclone's mkdir, rcat, an upload to a bucket not yet listed)
+        # create a bucket before they write to it and take that answer as success.
         if req.bucket in ctx.store.buckets():
             raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create "
                           "the named bucket succeeded and you already own it.")
@@ -393,9 +431,12 @@ class S3App:
 
     # -- listing -----------------------------------------------------------------------------
     async def list_objects(self, req, send, rid):
+        """ListObjectsV2, ListObjects, and ListObjectVersions (?versions): never
+        versioned, every object is its one version, "null", the latest."""
         b = self.bucket(req, READ)
         q = req.q
-        v2 = q.get("list-type") == "2"
+        versions = "versions" in q
+        v2 = q.get("list-type") == "2" and not versions
         prefix = q.get("prefix", "")
         delim = q.get("delimiter", "")
         url = q.get("encoding-type") == "url"
@@ -416,7 +457,9 @@ class S3App:
             else:
                 after = q.get("start-after", "")
         else:
-            after = q.get("marker", "")
+            # a version-id-marker can only be "null", the key-marker's one version:
+            # either way the listing goes on after the key-marker
+            after = q.get("key-marker" if versions else "marker", "")
         pb = prefix.encode("utf-8", "surrogateescape")
         keys, cursor = [], 0
         while True:
@@ -467,18 +510,33 @@ class S3App:
             if truncated:
                 parts.append(el("NextContinuationToken", base64.urlsafe_b64encode(
                     last.encode("utf-8", "surrogateescape")).decode()))
+        elif versions:
+            parts += [el("KeyMarker", enc(after)),
+                      el("VersionIdMarker", q.get("version-id-marker", ""))]
+            if truncated:
+                parts += [el("NextKeyMarker", enc(last)),
+                          el("NextVersionIdMarker", "null")]
         else:
             parts.append(el("Marker", enc(after)))
             if truncated and delim:
                 parts.append(el("NextMarker", enc(last)))
         for name, info in contents:
+            if versions:
+                parts.append("<Version>" + el("Key", enc(name)) +
+                             el("VersionId", "null") + el("IsLatest", "true") +
+                             el("LastModified", iso(info.created_ms)) +
+                             el("ETag", f'"{info.etag}"') + el("Size", info.size) +
+                             f"<Owner>{OWNER}</Owner>" + el("StorageClass", "STANDARD") +
+                             "</Version>")
+                continue
             parts.append("<Contents>" + el("Key", enc(name)) +
                          el("LastModified", iso(info.created_ms)) +
                          el("ETag", f'"{info.etag}"') + el("Size", info.size) +
                          el("StorageClass", "STANDARD") + "</Contents>")
         for cp in prefixes:
             parts.append("<CommonPrefixes>" + el("Prefix", enc(cp)) + "</CommonPrefixes>")
-        return await self.xml(send, rid, doc("ListBucketResult", "".join(parts)))
+        return await self.xml(send, rid, doc(
+            "ListVersionsResult" if versions else "ListBucketResult", "".join(parts)))
 
     # -- objects ----------------------------------------------------------------------------
     def object_headers(self, info, rid):
@@ -490,6 +548,8 @@ class S3App:
         for k, v in (info.meta or {}).items():
             h.append(((META_PREFIX + k).encode("latin-1", "replace"),
                       str(v).encode("latin-1", "replace")))
+        for k, v in info.headers.items():
+            h.append((k.encode("latin-1"), str(v).encode("latin-1", "replace")))
         return h
 
     async def get_object(self, req, send, rid):
@@ -501,11 +561,24 @@ class S3App:
                           Key=req.key.decode("utf-8", "replace"))
         with info:
             headers = self.object_headers(info, rid)
+            over = {OVERRIDES[k]: v for k, v in req.q.items() if k in OVERRIDES}
+            if over:
+                headers = [(k, v) for k, v in headers if k not in over] + \
+                    [(k, v.encode("latin-1", "replace")) for k, v in over.items()]
             cond = self.preconditions(req, info)
             if cond is not None:
                 await self.respond(send, cond, headers, head=True)
                 return cond
             rng = parse_range(req.headers.get("range"), info.size)
+            if "partNumber" in req.q:
+                # Part boundaries are not kept: part 1 of an object stored whole (its
+                # ETag no MD5-of-MD5s) is the whole object; any other is refused
+                # rather than answered with the whole object as if it were the part.
+                if req.q["partNumber"] != "1" or "-" in info.etag:
+                    raise S3Error("NotImplemented", "GetObject's partNumber is only "
+                                  "supported for part 1 of an object not uploaded in "
+                                  "parts (docs/s3.md)")
+                rng = (0, info.size) if info.size else None
             if rng is None:
                 start, end, status = 0, info.size, 200
             else:
@@ -540,19 +613,35 @@ class S3App:
         return None
 
     def meta_of(self, req):
+        """(the x-amz-meta-* headers without their prefix, the KEPT_HEADERS) a request
+        sets on its object, together within MAX_META bytes."""
         meta = {k[len(META_PREFIX):]: v for k, v in req.headers.items()
                 if k.startswith(META_PREFIX)}
-        if sum(len(k) + len(v) for k, v in meta.items()) > MAX_META:
-            raise S3Error("InvalidArgument", f"x-amz-meta-* headers are over {MAX_META} "
-                                             "bytes")
-        return meta
+        kept = {k: req.headers[k] for k in KEPT_HEADERS if k in req.headers}
+        if "content-encoding" in kept:
+            # aws-chunked is how this request's body was framed, not the object's
+            enc = [e.strip() for e in kept.pop("content-encoding").split(",")]
+            enc = ", ".join(e for e in enc if e and e.lower() != "aws-chunked")
+            if enc:
+                kept["content-encoding"] = enc
+        if sum(len(k) + len(v) for d in (meta, kept) for k, v in d.items()) > MAX_META:
+            raise S3Error("InvalidArgument", f"x-amz-meta-* and the standard headers "
+                          f"kept with the object are over {MAX_META} bytes")
+        return meta, kept
+
+    @staticmethod
+    def extra_of(kept, **more):
+        """The manifest's extra for an object with these kept headers."""
+        extra = {**more, "headers": kept} if kept else more
+        return extra or None
 
     async def put_object(self, req, send, rid):
         b = self.bucket(req, WRITE)
-        meta = self.meta_of(req)
+        meta, kept = self.meta_of(req)
         body = Body(req, self.max_object)
         await objstore.aput(self.ctx.ring, b, req.key, body.read, length=body.length,
-                            content_type=req.headers.get("content-type"), meta=meta)
+                            content_type=req.headers.get("content-type"), meta=meta,
+                            extra=self.extra_of(kept))
         await self.ctx.durability.settle(req.bucket)
         headers = [(b"etag", f'"{body.md5}"'.encode()), (b"x-amz-request-id", rid.encode())]
         if "x-amz-checksum-sha256" in req.headers:
@@ -590,8 +679,9 @@ class S3App:
         await self.ctx.durability.settle(req.bucket)
         return await self.xml(send, rid, doc("DeleteResult", "".join(out)))
 
-    async def copy_object(self, req, send, rid):
-        dst = self.bucket(req, WRITE)
+    async def copy_source(self, req):
+        """(bucket, key, Info held for reading) of the object x-amz-copy-source names,
+        with the read permission on it and its x-amz-copy-source-if-* conditions met."""
         src = req.headers["x-amz-copy-source"].split("?", 1)[0]
         sb, _, sk = unquote_to_bytes(src.lstrip("/")).partition(b"/")
         if not sk:
@@ -602,20 +692,42 @@ class S3App:
             sbucket = self.ctx.store.bucket(sname)
         except BucketNotFound:
             raise S3Error("NoSuchBucket", "The specified bucket does not exist") from None
+        h = req.headers
+        if "x-amz-copy-source-if-modified-since" in h or \
+                "x-amz-copy-source-if-unmodified-since" in h:
+            raise S3Error("NotImplemented", "x-amz-copy-source-if-(un)modified-since is "
+                                            "not supported (docs/s3.md)")
         await drain(req, 0)
         info = objstore.open_object(sbucket, sk)
         if info is None:
             raise S3Error("NoSuchKey", "The specified key does not exist.",
                           Key=sk.decode("utf-8", "replace"))
+        im = h.get("x-amz-copy-source-if-match")
+        inm = h.get("x-amz-copy-source-if-none-match")
+        tags = (lambda v: {t.strip().strip('"') for t in v.split(",")})
+        if (im is not None and im.strip() != "*" and info.etag not in tags(im)) or \
+                (inm is not None and (inm.strip() == "*" or info.etag in tags(inm))):
+            info.close()
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                                                "specified did not hold")
+        return sbucket, sk, info
+
+    async def copy_object(self, req, send, rid):
+        dst = self.bucket(req, WRITE)
+        sbucket, sk, info = await self.copy_source(req)
         with info:
             if req.headers.get("x-amz-metadata-directive", "COPY").upper() == "REPLACE":
-                ctype, meta = req.headers.get("content-type"), self.meta_of(req)
+                ctype = req.headers.get("content-type")
+                meta, kept = self.meta_of(req)
             else:
-                if sbucket is dst and sk == req.key:
+                # S3 lets an object be copied onto itself to change its storage
+                # class (rclone settier): here always STANDARD, so a rewrite as it was
+                if sbucket is dst and sk == req.key and \
+                        "x-amz-storage-class" not in req.headers:
                     raise S3Error("InvalidRequest", "This copy request is illegal because "
                                   "it is trying to copy an object to itself without "
                                   "changing the object's metadata")
-                ctype, meta = info.content_type, info.meta
+                ctype, meta, kept = info.content_type, info.meta, info.headers
             if info.size > self.max_object:
                 raise S3Error("EntityTooLarge", "the source is over limits.max_object")
             md5 = hashlib.md5()
@@ -625,7 +737,8 @@ class S3App:
                     md5.update(p)
                     yield p
             await objstore.aput_iter(self.ctx.ring, dst, req.key, pieces(),
-                                     length=info.size, content_type=ctype, meta=meta)
+                                     length=info.size, content_type=ctype, meta=meta,
+                                     extra=self.extra_of(kept))
         await self.ctx.durability.settle(req.bucket)
         body = doc("CopyObjectResult", el("LastModified", iso(time.time() * 1000)) +
                    el("ETag", f'"{md5.hexdigest()}"'))
@@ -638,7 +751,7 @@ class S3App:
 
     def upload_record(self, b, req):
         uid = req.q.get("uploadId", "")
-        if not re.fullmatch(r"[0-9a-f]{32}", uid):
+        if not UPLOAD_ID_RE.fullmatch(uid):
             raise S3Error("NoSuchUpload", "The specified upload does not exist.")
         got = objstore.get_hidden(b, self.upload_key(uid))
         if got is None:
@@ -653,10 +766,11 @@ class S3App:
     async def create_upload(self, req, send, rid):
         b = self.bucket(req, WRITE)
         await drain(req, MAX_XML_BODY)
-        uid = secrets.token_hex(16)
+        uid = new_upload_id()
+        meta, kept = self.meta_of(req)
         rec = {"key": req.key.decode("utf-8", "surrogateescape"),
                "created": time.time(), "content_type": req.headers.get("content-type"),
-               "meta": self.meta_of(req)}
+               "meta": meta, "headers": kept}
         # Every entry of an upload carries objects.upload_timeout as its TTL: an
         # upload nobody completes or aborts expires whole, and its chunks are reclaimed
         # like any expired object's.
@@ -667,7 +781,9 @@ class S3App:
             "InitiateMultipartUploadResult", el("Bucket", req.bucket) +
             el("Key", rec["key"]) + el("UploadId", uid)))
 
-    async def upload_part(self, req, send, rid):
+    def part_target(self, req):
+        """(bucket, upload id, part number, the upload's seconds left) of UploadPart and
+        UploadPartCopy."""
         b = self.bucket(req, WRITE)
         uid, rec = self.upload_record(b, req)
         try:
@@ -679,6 +795,44 @@ class S3App:
         left = rec["created"] + self.upload_timeout - time.time()
         if left <= 0:
             raise S3Error("NoSuchUpload", "The upload has expired (objects.upload_timeout)")
+        return b, uid, n, left
+
+    async def upload_part_copy(self, req, send, rid):
+        """UploadPartCopy: a part made of an existing object, whole or the range
+        x-amz-copy-source-range names (bytes=first-last, both inclusive)."""
+        b, uid, n, left = self.part_target(req)
+        _, _, info = await self.copy_source(req)
+        with info:
+            rng = req.headers.get("x-amz-copy-source-range")
+            start, end = 0, info.size
+            if rng is not None:
+                m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
+                if m is None:
+                    raise S3Error("InvalidArgument", "x-amz-copy-source-range must be "
+                                                     "bytes=first-last")
+                start, end = int(m.group(1)), int(m.group(2)) + 1
+                if start >= end or end > info.size:
+                    raise S3Error("InvalidArgument", "Range specified is not valid for "
+                                  f"source object of size: {info.size}")
+            if end - start > self.max_object:
+                raise S3Error("EntityTooLarge", "the part is over limits.max_object")
+            md5 = hashlib.md5()
+
+            def pieces():
+                for p in info.iter(start, end):
+                    md5.update(p)
+                    yield p
+            await objstore.aput_iter(self.ctx.ring, b, self.upload_key(uid, n), pieces(),
+                                     length=end - start, ttl=left, hidden=True)
+        await self.ctx.durability.settle(req.bucket)
+        return await self.xml(send, rid, doc(
+            "CopyPartResult", el("LastModified", iso(time.time() * 1000)) +
+            el("ETag", f'"{md5.hexdigest()}"')))
+
+    async def upload_part(self, req, send, rid):
+        if "x-amz-copy-source" in req.headers:
+            return await self.upload_part_copy(req, send, rid)
+        b, uid, n, left = self.part_target(req)
         body = Body(req, self.max_object)
         await objstore.aput(self.ctx.ring, b, self.upload_key(uid, n), body.read,
                             length=body.length, ttl=left, hidden=True)
@@ -727,7 +881,8 @@ class S3App:
                     yield from info.iter(0, info.size)
             await objstore.aput_iter(self.ctx.ring, b, req.key, pieces(), length=total,
                                      content_type=rec.get("content_type"),
-                                     meta=rec.get("meta"), extra={"etag": etag})
+                                     meta=rec.get("meta"),
+                                     extra=self.extra_of(rec.get("headers"), etag=etag))
         finally:
             for info in infos:
                 info.__exit__(None, None, None)
@@ -736,6 +891,131 @@ class S3App:
         return await self.xml(send, rid, doc(
             "CompleteMultipartUploadResult", el("Location", req.resource) +
             el("Bucket", req.bucket) + el("Key", rec["key"]) + el("ETag", f'"{etag}"')))
+
+    def open_uploads(self, b):
+        """Every open upload of a bucket: [(key, upload id, record)] sorted by key, then
+        by upload id (which sorts by when it began). It scans the bucket's hidden keys,
+        every chunk's among them: docs/s3.md says what a listing costs."""
+        out, cursor, now = [], 0, time.time()
+        while True:
+            cursor, found = objstore.scan_hidden(b, UPLOAD_NS, cursor)
+            for k in found:
+                uid = k[len(UPLOAD_NS):].decode("latin-1")
+                if not UPLOAD_ID_RE.fullmatch(uid):
+                    continue                         # a part, not a record
+                got = objstore.get_hidden(b, k)
+                if got is None:
+                    continue                         # completed or aborted since
+                rec = json.loads(got)
+                if rec["created"] + self.upload_timeout > now:   # not expired
+                    out.append((rec["key"], uid, rec))
+            if cursor == 0:
+                break
+        out.sort(key=lambda u: (u[0], u[1]))
+        return out
+
+    def parts_of(self, b, uid):
+        """An upload's parts: [(number, Info)] in order."""
+        base = self.upload_key(uid)
+        out, cursor = [], 0
+        while True:
+            cursor, found = objstore.scan_hidden(b, base + b"/", cursor)
+            for k in found:
+                m = PART_RE.fullmatch(k, len(base))
+                if m is None:
+                    continue
+                info = objstore.head(b, k)
+                if info is not None:
+                    out.append((int(m.group(1)), info))
+            if cursor == 0:
+                break
+        out.sort(key=lambda p: p[0])
+        return out
+
+    async def list_uploads(self, req, send, rid):
+        """ListMultipartUploads: prefix, delimiter, max-uploads, key-marker and
+        upload-id-marker, as S3 pages them."""
+        b = self.bucket(req, READ)
+        q = req.q
+        prefix, delim = q.get("prefix", ""), q.get("delimiter", "")
+        key_marker = q.get("key-marker", "")
+        # S3 ignores upload-id-marker without key-marker
+        uid_marker = q.get("upload-id-marker", "") if key_marker else ""
+        most = page_size(q, "max-uploads")
+        url = q.get("encoding-type") == "url"
+        uploads, prefixes, seen, truncated = [], [], set(), False
+        next_key = next_uid = None
+        for key, uid, rec in self.open_uploads(b):
+            if not key.startswith(prefix):
+                continue
+            if key < key_marker or (key == key_marker and (not uid_marker or
+                                                          uid <= uid_marker)):
+                continue
+            cp = None
+            if delim:
+                i = key.find(delim, len(prefix))
+                if i >= 0:
+                    cp = key[:i + len(delim)]
+                    if cp in seen or (key_marker and cp <= key_marker):
+                        continue
+            if len(uploads) + len(prefixes) >= most:
+                truncated = True
+                break
+            if cp is not None:
+                seen.add(cp)
+                prefixes.append(cp)
+                next_key, next_uid = cp, ""
+            else:
+                uploads.append((key, uid, rec))
+                next_key, next_uid = key, uid
+        enc = (lambda v: quote(v, safe="/")) if url else (lambda v: v)
+        parts = [el("Bucket", req.bucket), el("KeyMarker", enc(key_marker)),
+                 el("UploadIdMarker", uid_marker)]
+        if truncated:
+            parts += [el("NextKeyMarker", enc(next_key)),
+                      el("NextUploadIdMarker", next_uid)]
+        parts += [el("Prefix", enc(prefix))]
+        if delim:
+            parts.append(el("Delimiter", enc(delim)))
+        if url:
+            parts.append(el("EncodingType", "url"))
+        parts += [el("MaxUploads", most), el("IsTruncated", str(truncated).lower())]
+        for key, uid, rec in uploads:
+            parts.append("<Upload>" + el("Key", enc(key)) + el("UploadId", uid) +
+                         f"<Initiator>{OWNER}</Initiator><Owner>{OWNER}</Owner>" +
+                         el("StorageClass", "STANDARD") +
+                         el("Initiated", iso(rec["created"] * 1000)) + "</Upload>")
+        for cp in prefixes:
+            parts.append("<CommonPrefixes>" + el("Prefix", enc(cp)) + "</CommonPrefixes>")
+        return await self.xml(send, rid, doc("ListMultipartUploadsResult",
+                                             "".join(parts)))
+
+    async def list_parts(self, req, send, rid):
+        """ListParts: the parts uploaded so far, max-parts at a time after
+        part-number-marker."""
+        b = self.bucket(req, READ)
+        uid, rec = self.upload_record(b, req)
+        most = page_size(req.q, "max-parts")
+        try:
+            marker = int(req.q.get("part-number-marker") or 0)
+            if marker < 0:
+                raise ValueError
+        except ValueError:
+            raise S3Error("InvalidArgument", "part-number-marker must be a number >= 0") \
+                from None
+        after = [(n, info) for n, info in self.parts_of(b, uid) if n > marker]
+        page, truncated = after[:most], len(after) > most
+        parts = [el("Bucket", req.bucket), el("Key", rec["key"]), el("UploadId", uid),
+                 f"<Initiator>{OWNER}</Initiator><Owner>{OWNER}</Owner>",
+                 el("StorageClass", "STANDARD"), el("PartNumberMarker", marker)]
+        if page:
+            parts.append(el("NextPartNumberMarker", page[-1][0]))
+        parts += [el("MaxParts", most), el("IsTruncated", str(truncated).lower())]
+        for n, info in page:
+            parts.append("<Part>" + el("PartNumber", n) +
+                         el("LastModified", iso(info.created_ms)) +
+                         el("ETag", f'"{info.etag}"') + el("Size", info.size) + "</Part>")
+        return await self.xml(send, rid, doc("ListPartsResult", "".join(parts)))
 
     def drop_upload(self, b, uid):
         """Delete an upload's parts and its record."""
@@ -757,6 +1037,30 @@ class S3App:
         await self.ctx.durability.settle(req.bucket)
         await self.respond(send, 204, [(b"x-amz-request-id", rid.encode())])
         return 204
+
+
+def new_upload_id():
+    """32 hex digits: the time in ns, then 64 random bits. Upload ids sort by when their
+    uploads began, the order S3 lists one key's uploads in."""
+    return "%016x%s" % (time.time_ns(), secrets.token_hex(8))
+
+
+def unknown(q, known):
+    """A query's parameters outside `known`, but for x-id (what SDKs add to name the
+    call) and a presigned URL's X-Amz-* (some SDKs spell them in lower case)."""
+    return {k for k in q if k not in known and k != "x-id" and
+            not k.lower().startswith("x-amz-")}
+
+
+def page_size(q, name):
+    """A listing's max-uploads / max-parts: 0 to MAX_LISTED, MAX_LISTED when absent."""
+    try:
+        n = int(q.get(name, MAX_LISTED))
+        if n < 0:
+            raise ValueError
+    except ValueError:
+        raise S3Error("InvalidArgument", f"{name} must be a number >= 0") from None
+    return min(n, MAX_LISTED)
 
 
 # -- bodies -------------------------------------------------------------------------------

@@ -14,12 +14,14 @@ class Info:
     """What the gateway needs of a stored object: its manifest's fields, and (opened
     for reading) its bytes; a context manager holding the read."""
 
-    __slots__ = ("size", "etag", "content_type", "meta", "created_ms", "version",
-                 "_reader")
+    __slots__ = ("size", "etag", "content_type", "meta", "headers", "created_ms",
+                 "version", "_reader")
 
     def __init__(self, m, reader=None):
         self.size, self.version, self.etag = m.size, m.version, m.etag
         self.content_type, self.meta = m.content_type, dict(m.meta or {})
+        # the standard headers kept with the object (Cache-Control, ...): extra["headers"]
+        self.headers = dict((m.extra or {}).get("headers") or {})
         self.created_ms = m.created_ms
         self._reader = reader
 
