@@ -188,7 +188,7 @@ cdef extern from "segment.h" nogil:
         uint32_t start
 
     ctypedef struct bk_counters:
-        int64_t hits, misses, writes, deletes, evictions, expirations
+        int64_t hits, misses, writes, deletes, evictions, expirations, integrity_errors
 
     ctypedef struct bk_rec:
         uint32_t len
