@@ -140,7 +140,7 @@ def test_a_full_reader_registry_still_reads_plain_keys_and_keeps_objects():
     """objects.read (a face's GET) with every reader slot taken: a plain key is read;
     an object is refused with LimitExceeded, and a single-read one is not lost."""
     from bukt.errors import LimitExceeded
-    s = bukt.create(f"t-{uuid.uuid4().hex[:12]}", size="64MiB", object_readers=2)
+    s = bukt.create(unique_name(), size="64MiB", object_readers=2)
     try:
         s.create_bucket("b")
         b = s.bucket("b")
