@@ -504,14 +504,23 @@ def read(bucket, key, peek=False):
     decodes it, or sends a zstd frame as it is). peek=True takes nothing.
 
     When every reader slot is in use (limits.object_readers) a plain key is still
-    read; an object is refused with LimitExceeded (a single-read one put back)."""
+    read; an object is refused with LimitExceeded (a single-read one put back).
+
+    The fast path is one lock-free look that takes nothing: a plain key (most of
+    them) is answered from it, with no registration. Only a key that holds an object
+    or a single-read value is read again: registered first, and that read, which may
+    take the key, is the one that counts. (A look that finds a plain value is as good
+    as the read: a plain value has no chunks to keep.)"""
+    entry = bucket.read_entry(key, peek=True, user=True)
+    if entry is None or not entry[1] & (F_MANIFEST | F_SINGLE):
+        return entry
     store = bucket.store
     try:
         token = store.object_reader_enter()     # before the manifest is read
     except LimitExceeded:
         token = None
     try:
-        entry = bucket.read_entry(key, peek=peek, user=True)
+        entry = bucket.read_entry(key, peek=peek)
         if entry is None or not entry[1] & F_MANIFEST:
             return entry
         value, flags, version, expire_ms = entry
