@@ -32,7 +32,6 @@ with bytecode caches, as an installed one runs (PYTHONDONTWRITEBYTECODE is dropp
 it).
 """
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -49,6 +48,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bukt  # noqa: E402
+from bukt import areas  # noqa: E402
 from benchutil import cpu_seconds  # noqa: E402
 
 PY = sys.executable
@@ -146,10 +146,8 @@ class BuktInstance:
         self.proc.wait()
 
     def unlink(self):
-        """The segment and the change feed's area (bukt/feed.py) its writer made."""
-        for path in (f"/dev/shm/bukt-{self.name}", f"/dev/shm/bukt-{self.name}-feed"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        """Every area of the instance (bukt/areas.py): the segment, its feed."""
+        areas.unlink(self.name)
 
     def last_log_line(self, pattern):
         found = re.findall(pattern, open(self.logfile).read())
@@ -291,9 +289,7 @@ def bukt_tcp_throughput(procs, seconds):
             proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
         # a stopped service leaves its segment for a warm restart: this one is done
-        for path in (f"/dev/shm/bukt-{instance}", f"/dev/shm/bukt-{instance}-feed"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        areas.unlink(instance)
 
 
 def bukt_throughput(policy, procs, seconds, log_prepare="4MiB"):

@@ -27,6 +27,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchutil import cpu_seconds, wait_writer_ready  # noqa: E402
+from bukt import areas  # noqa: E402
 
 PY = sys.executable
 
@@ -95,10 +96,7 @@ def main():
     finally:
         w.send_signal(signal.SIGTERM)
         w.wait(60)
-        try:
-            os.unlink(f"/dev/shm/bukt-{name}")
-        except FileNotFoundError:
-            pass
+        areas.unlink(name)          # the segment and the feed a stopped writer keeps
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -48,6 +48,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.append(HERE)           # last, for benchutil: after the standard library
 from benchutil import cpu_seconds, free_port, wait_http, wait_writer_ready  # noqa: E402
+from bukt import areas  # noqa: E402
 
 PY = sys.executable
 GUNICORN = os.path.join(os.path.dirname(PY), "gunicorn")
@@ -212,10 +213,7 @@ def run_bukt(tmp, connections, duration):
         if http is not None:
             stop(http)
         stop(writer)
-        try:
-            os.unlink(f"/dev/shm/bukt-{name}")
-        except FileNotFoundError:
-            pass
+        areas.unlink(name)          # the segment and the feed a stopped writer keeps
 
 
 def median_run(runs):

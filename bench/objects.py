@@ -68,7 +68,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import bukt  # noqa: E402
-from bukt import codec  # noqa: E402
+from bukt import areas, codec  # noqa: E402
 
 sys.path.append(HERE)           # last, for benchutil: after the standard library
 from benchutil import CpuMeter, free_port, wait_http  # noqa: E402
@@ -255,10 +255,7 @@ class Servers:
         stop(self.serve, timeout=60)
         if self.serve is not None and self.serve.poll() is None:
             os.killpg(self.serve.pid, signal.SIGKILL)
-        for name in os.listdir("/dev/shm"):
-            if name == f"bukt-{self.name}" or name.startswith(f"bukt-{self.name}-") or \
-                    name.startswith(f"bukt-{self.name}."):
-                os.unlink(f"/dev/shm/{name}")
+        areas.unlink(self.name)
         shutil.rmtree(self.root, ignore_errors=True)
         if os.path.exists(self.log_path):       # kept for a look after a failed run
             shutil.copy(self.log_path, os.path.join(tempfile.gettempdir(),

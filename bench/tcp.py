@@ -43,6 +43,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import bukt  # noqa: E402
+from bukt import areas  # noqa: E402
 from benchutil import RedisServer, cpu_seconds, free_port, wait_port  # noqa: E402
 
 LOADGEN = os.path.join(HERE, "loadgen")
@@ -177,6 +178,7 @@ def main():
                 proc.kill()
         store.unlink()
         store.close()
+        areas.unlink(instance)      # a killed pool's (-tcp-auth, -tcp-stats)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ say nothing of it and any level decodes the same, so it could become one later.
 import threading
 
 from bukt._core import ENTRY_LZ4, ENTRY_ZSTD
-from bukt.errors import IntegrityError, InvalidArgument
+from bukt.errors import BuktError, IntegrityError, InvalidArgument
 
 __all__ = ["NAMES", "NONE", "ZSTD", "LZ4", "FLAG_ZSTD", "FLAG_LZ4", "FLAGS", "code_of",
            "name_of", "compress", "decompress", "decode_entry", "flag_name", "stored_codec",
@@ -158,8 +158,22 @@ def decode_entry(bucket, key, value, flags: int) -> bytes:
     (at most the entry limit, bucket.max_value), else as it is."""
     if not flags & FLAGS:
         return value
-    return decompress(value, flags, bucket.max_value,
-                      what=f"key {bytes(key)!r} of bucket {bucket.name!r}")
+    try:
+        return decompress(value, flags, bucket.max_value,
+                          what=f"key {bytes(key)!r} of bucket {bucket.name!r}")
+    except IntegrityError:
+        damaged(bucket)
+        raise
+
+
+def damaged(bucket):
+    """Count a damaged value a read met: a frame here, an object's chunk or digest in
+    bukt/objects (the bucket's integrity_errors, kept in the segment's counters, so
+    every process's reads add to the one figure that stats() and /metrics show)."""
+    try:
+        bucket.count_integrity_error()
+    except BuktError:           # the bucket went meanwhile: nothing to count in
+        pass
 
 
 def decompress(stored, flags: int, limit: int | None = None, what: str = "value") -> bytes:

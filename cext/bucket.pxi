@@ -829,16 +829,19 @@ cdef class Bucket:
         return self._put(kb, vb, self._expire_for(ttl, b), nx, xx, <uint8_t>flags,
                          if_version != 0, if_version, False)
 
-    def read_entry(self, key, take=False, peek=False):
+    def read_entry(self, key, take=False, peek=False, user=False):
         """(value, flags, version, expire_ms) of the raw entry, HIDDEN ones too, or
         None: the stored bytes as they are (a manifest, compressed bytes), no hooks,
         no schema. take=True removes it in the same locked step (getdel); a
         single-read entry is taken by any read but a peek (peek=True: nothing is taken,
-        for a HEAD or ?peek). (Bucket.get_entry is the user's
-        decoded read of value, version and ttl.)"""
+        for a HEAD or ?peek). user=True: a user's read (a face's GET that decodes the
+        flags itself): a HIDDEN entry is absent, and the read is counted as a hit or
+        a miss, as get_entry counts it. (Bucket.get_entry is the user's decoded read
+        of value, version and ttl.)"""
         cdef bytes kb
         cdef int status
         cdef snap_t snap
+        cdef bk_counters *cnt
         if take:
             self.s._writable()
         self._b()
@@ -851,9 +854,21 @@ cdef class Bucket:
                                      &status, &snap)
         else:
             val = self._slow_get(kb, GET_TAKE | GET_RAW, &status, &snap)
-        if status != HIT:               # (not counted: the raw API reads parts of what
+        if user:
+            cnt = self.s.counters(self.idx)
+            if status != HIT or snap.flags & BK_E_HIDDEN:
+                cnt.misses += 1
+                return None
+            cnt.hits += 1
+        elif status != HIT:             # (not counted: the raw API reads parts of what
             return None                 # the user's read, counted once, asked for)
         return val, snap.flags & BK_E_CARRY, snap.version, snap.expire_ms
+
+    def count_integrity_error(self):
+        """Count one damaged value met by a read (a frame or an object failing its
+        checksum) in this bucket's integrity_errors (stats())."""
+        self._b()
+        bk_add64(&self.s.counters(self.idx).integrity_errors, 1)
 
     def delete_entry(self, key, if_version=0):
         """Remove the raw entry (HIDDEN ones too); with if_version (not 0), only at
@@ -1690,6 +1705,7 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
     cdef uint32_t r
     cdef bk_counters *c
     cdef int64_t reads = 0, hits = 0, misses = 0, writes = 0, deletes = 0, ev = 0, ex = 0
+    cdef int64_t damaged = 0
     for r in range(s.max_procs):
         c = s.counters_base + <uint64_t>r * s.max_buckets + bidx
         reads += c.hits + c.misses
@@ -1699,13 +1715,14 @@ cdef dict bucket_stats(Store s, uint16_t bidx):
         deletes += c.deletes
         ev += c.evictions
         ex += c.expirations
+        damaged += c.integrity_errors
     return {"reads": reads, "writes": writes, "hits": hits, "misses": misses,
             "deletes": deletes, "keys": s.bucketv[bidx].keys,
             "bytes": s.bucketv[bidx].bytes, "memory": s.bucketv[bidx].mem,
             "max_memory": s.bucketv[bidx].max_memory,     # 0: no limit (stats are numbers)
             # raw minus stored bytes of its compressed values (bukt/codec.py)
             "bytes_saved": s.bucketv[bidx].comp_saved,
-            "evictions": ev, "expirations": ex}
+            "evictions": ev, "expirations": ex, "integrity_errors": damaged}
 
 
 cdef list collect_keys(Store s, uint32_t si, object arg):

@@ -509,6 +509,7 @@ cdef dict store_stats(Store s):
     cdef bk_header *h = s.hdr
     totals = {"reads": 0, "writes": 0, "hits": 0, "misses": 0, "deletes": 0,
               "keys": 0, "bytes": 0, "memory": 0, "evictions": 0, "expirations": 0,
+              "integrity_errors": 0,
               "bytes_saved": 0}
     nb = 0
     for i in range(s.max_buckets):

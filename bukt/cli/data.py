@@ -283,7 +283,7 @@ def tokens(args):
 # -- stats -----------------------------------------------------------------------------------
 
 STATS_COLUMNS = ("keys", "bytes", "reads", "writes", "hits", "misses", "evictions",
-                 "expirations")
+                 "expirations", "integrity_errors")
 
 
 def stats_args(p):
@@ -310,7 +310,7 @@ def stats(args):
                     *(s.get(c, 0) for c in STATS_COLUMNS[6:]),
                     human_bytes(s.get("bytes_saved", 0))])
     print(table(["bucket", "keys", "bytes", "reads", "writes", "hits", "misses", "hit rate",
-                 "evictions", "expirations", "saved"], out))
+                 "evictions", "expirations", "damaged", "saved"], out))
     return OK
 
 

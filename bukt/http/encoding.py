@@ -10,10 +10,8 @@ bucket's key says `Vary: Accept-Encoding`, the coded one and the plain one alike
 shared cache keeps them apart. The fast path (bukt/http/fastpath.py) leaves a request
 that names zstd to the slow path whenever the bucket compresses with zstd.
 """
-from bukt import codec
-from bukt._core import ENTRY_HIDDEN, ENTRY_SINGLE
 
-__all__ = ["accepts_zstd", "zstd_bucket", "read_stored", "SCHEMA_TYPES", "VARY"]
+__all__ = ["accepts_zstd", "zstd_bucket", "SCHEMA_TYPES", "VARY"]
 
 VARY = "Accept-Encoding"
 # The Content-Type of a body by the bucket's schema (the raw bytes are the value's text)
@@ -47,26 +45,3 @@ def accepts_zstd(header) -> bool:
 def zstd_bucket(bucket) -> bool:
     """True when the bucket stores values zstd-compressed."""
     return bucket.compression == "zstd"
-
-
-FLAG_HIDDEN = ENTRY_HIDDEN  # an object's internal entry: no user read sees it
-FLAG_SINGLE = ENTRY_SINGLE
-
-
-def read_stored(bucket, key):
-    """(body bytes, "zstd" or None, version, ttl seconds or None) of one read, as a
-    GET reads (a single-read key is taken), or None when absent: the stored frame
-    with "zstd" when the entry is zstd-compressed, else the value's bytes."""
-    e = bucket.read_entry(key)
-    if e is None:
-        return None
-    stored, flags, version, expire_ms = e
-    if flags & FLAG_HIDDEN:
-        return None
-    ttl = max(0, expire_ms - bucket.store.now_ms()) / 1000.0 if expire_ms else None
-    if flags & codec.FLAG_ZSTD:
-        return stored, "zstd", version, ttl
-    if flags & ~FLAG_SINGLE:
-        from bukt.values import HOOKS
-        stored = HOOKS.decode(bucket, key, stored, flags)
-    return stored, None, version, ttl

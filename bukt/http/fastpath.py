@@ -19,19 +19,28 @@ one that fails a check before its body is read or its value looked up (no token,
 token of another bucket, no such bucket, a bad TTL header), is passed to the falcon app
 untouched, which answers it as it always does. Past that point (the body read, the
 store called) an error is answered here, as a problem document built the same way.
+
+A GET makes one raw read (objects.read) and its flags decide: a plain value is sent
+(decoded when compressed), an object is streamed a chunk at a time with the slow
+path's headers, under the reader registration taken before the read. (A client that
+takes zstd from a zstd bucket goes to the slow path, which may send the stored frame;
+a GET that finds the ring full while taking a single-read key goes there too, to wait
+for room.)
 """
 
 import logging
 import time
 from urllib.parse import unquote_to_bytes
 
-from bukt.errors import BuktError, RingFull
+from bukt import codec, objects
+from bukt.errors import BuktError, RingFull, SegmentFull
 from bukt.http.auth import READ, WRITE
-from bukt.http.encoding import VARY, accepts_zstd, zstd_bucket
-from bukt.http.keys import CONTENT_TYPES, SINGLE_READ_HEADER, TTL_HEADER
+from bukt.http import objects as http_objects
+from bukt.http.encoding import SCHEMA_TYPES, VARY, accepts_zstd, zstd_bucket
+from bukt.http.keys import SINGLE_READ_HEADER, TTL_HEADER
 from bukt.http.problems import PROBLEM_JSON, Problem, problem_body, status_of
 from bukt.http.wire import PERCENT, bool_value, ttl_value
-from bukt.objects.store import HAND_BACK
+from bukt.objects.store import F_CODECS, ObjectReader
 
 PREFIX = b"/api/v1/buckets/"
 # conditions, ranges and declared digests (checked on the slow path)
@@ -39,7 +48,7 @@ SLOW_HEADERS = frozenset((b"if-match", b"if-none-match", b"range", b"if-range",
                           b"content-digest", b"x-amz-checksum-sha256"))
 TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 PROBLEM_TYPE = PROBLEM_JSON.encode()
-RAW_TYPES = {t: c.encode() for t, c in CONTENT_TYPES.items()}
+RAW_TYPES = {schema: c.encode() for schema, c in SCHEMA_TYPES.items()}
 VARY_OUT = (b"vary", VARY.encode())
 log = logging.getLogger("bukt.http")
 
@@ -119,17 +128,22 @@ class FastPath:
             if answer is None:
                 return False
         else:
-            HAND_BACK[0] = True         # an object: the slow path streams it
+            zstd = zstd_bucket(bucket)
+            if zstd and accepts_zstd(found.get(b"accept-encoding")):
+                return False                # the slow path codes it (encoding.py)
             try:
-                zstd = zstd_bucket(bucket)
-                if zstd and accepts_zstd(found.get(b"accept-encoding")):
-                    return False                # the slow path codes it (encoding.py)
-                entry = bucket.get_entry(key)   # value, version, TTL: one read
-            except BuktError:
-                return False
-            finally:
-                HAND_BACK[0] = False
-            answer = self._get_answer(entry, path)
+                got = objects.read(bucket, key)     # one raw read: the flags decide
+            except RingFull:                # a single-read key, not taken: the slow
+                return False                # path waits for ring room on the loop
+            except BuktError as exc:        # a damaged manifest, no reader slot...
+                answer = self._problem(exc, path, "GET")
+            else:
+                if type(got) is ObjectReader:
+                    await self._stream(send, got, path, zstd)
+                    self.frontdoor.record_at(self.base, 200, time.perf_counter() - start,
+                                             "GET", path, bucket_name, _client(scope))
+                    return True
+                answer = self._get_answer(bucket, key, got, path)
             if zstd:
                 answer[1].append(VARY_OUT)
         status, out, data = answer
@@ -137,24 +151,49 @@ class FastPath:
             out.append((b"content-length", b"%d" % len(data)))
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": data})
-        client = scope.get("client")
         self.frontdoor.record_at(self.base, status, time.perf_counter() - start,
-                                 scope["method"], path, bucket_name,
-                                 client[0] if client else "-")
+                                 scope["method"], path, bucket_name, _client(scope))
         return True
 
-    @staticmethod
-    def _get_answer(entry, path):
+    def _get_answer(self, bucket, key, entry, path):
+        """(status, headers, body) of a GET of a plain key (objects.read's entry)."""
         if entry is None:
             return 404, [(b"content-type", PROBLEM_TYPE)], \
                 problem_body(404, "not_found", "no such key", path).encode()
-        value, version, ttl = entry
-        data = value if isinstance(value, bytes) else str(value).encode()
-        out = [(b"content-type", RAW_TYPES[type(value)]), (b"accept-ranges", b"bytes"),
+        value, flags, version, expire_ms = entry
+        if flags & F_CODECS:
+            try:
+                value = codec.decode_entry(bucket, key, value, flags)
+            except BuktError as exc:        # a damaged frame: 500, as the slow path
+                return self._problem(exc, path, "GET")
+        out = [(b"content-type", RAW_TYPES[bucket.schema_name]), (b"accept-ranges", b"bytes"),
                (b"etag", b'"%d"' % version)]
-        if ttl is not None:
-            out.append((TTL_IN, b"%.3f" % ttl))
-        return 200, out, data
+        if expire_ms:
+            out.append((TTL_IN, b"%.3f" % (max(0, expire_ms - self.ctx.store.now_ms()) / 1000)))
+        return 200, out, value
+
+    async def _stream(self, send, reader, path, zstd):
+        """An object's GET, streamed a chunk at a time with the slow path's headers
+        (bukt/http/objects.py); `reader` is closed here. A damaged or vanished chunk
+        part-way is logged and ends the body short: the server then drops the
+        connection, and the client never takes it for the whole object."""
+        try:
+            out = [(n.lower().encode(), v.encode()) for n, v in http_objects.header_pairs(
+                reader, TTL_HEADER, self.ctx.store.now_ms())]
+            if zstd:
+                out.append(VARY_OUT)
+            out.append((b"content-length", b"%d" % reader.size))
+            await send({"type": "http.response.start", "status": 200, "headers": out})
+            try:
+                for piece in reader.iter():
+                    await send({"type": "http.response.body", "body": piece,
+                                "more_body": True})
+            except BuktError as e:
+                log.error("object %s cut short: %s", path, e)
+                raise
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            reader.close()
 
     async def _put(self, receive, bucket, bucket_name, key, path, length, ctype, ttl,
                    single):
@@ -198,12 +237,18 @@ class FastPath:
         return 204, [(b"etag", b'"%d"' % version)], b""
 
     @staticmethod
-    def _problem(exc, path):
+    def _problem(exc, path, method="PUT"):
         """What problems.handle_bukt_error makes of a BuktError, for the fast path."""
         status = status_of(exc)
         out = [(b"content-type", PROBLEM_TYPE)]
         if status == 503:
             out.insert(0, (b"retry-after", b"1"))
-            log.warning("%s on PUT %s: %s", type(exc).__name__, path, exc)
+        if status >= 500 and not isinstance(exc, SegmentFull):
+            log.warning("%s on %s %s: %s", type(exc).__name__, method, path, exc)
         body = problem_body(status, exc.code, str(exc) or exc.__doc__ or "", path)
         return status, out, body.encode()
+
+
+def _client(scope):
+    client = scope.get("client")
+    return client[0] if client else "-"

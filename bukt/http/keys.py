@@ -25,13 +25,15 @@ honours Range (one range; several are answered in full) and If-Range.
 import json
 import re
 
-from bukt._core import JsonDocument
+from bukt import objects
 from bukt.errors import VersionMismatch
 from bukt.http import objects as http_objects
 from bukt.http.auth import ADMIN, READ, WRITE
-from bukt.http.encoding import SCHEMA_TYPES, VARY, accepts_zstd, read_stored, zstd_bucket
+from bukt.codec import FLAG_ZSTD
+from bukt.http.encoding import SCHEMA_TYPES, VARY, accepts_zstd, zstd_bucket
 from bukt.http.ringwait import persisted
 from bukt.http.problems import Problem
+from bukt.objects.store import ObjectReader
 from bukt.http.wire import (bad, bool_value, encoding_of, etag, etags_of, expires_at, header,
                             int_value, is_json, json_bool, json_key, json_ttl, key_from_path,
                             param_or_header, read_body, read_json, ttl_value,
@@ -44,8 +46,6 @@ TTL_HEADER = "Bukt-TTL"
 SINGLE_READ_HEADER = "Bukt-Single-Read"
 TTL_IN, SINGLE_READ_IN = TTL_HEADER.lower().encode(), SINGLE_READ_HEADER.lower().encode()
 MAX_BULK = 1000           # keys in one bulk call: bounds the work of one request
-CONTENT_TYPES = {bytes: "application/octet-stream", str: "text/plain; charset=utf-8",
-                 int: "text/plain; charset=utf-8", JsonDocument: "application/json"}
 # The keys of Bukt's JSON envelope for a PUT (JSON DOCUMENTS, above).
 ENVELOPE_KEYS = frozenset({"value", "ttl_seconds", "single_read", "encoding"})
 
@@ -162,25 +162,29 @@ class Key:
             resp.vary = (VARY,)
         if conditional and self._not_modified(req, resp, bucket.version(k)):
             return
-        if http_objects.is_object(bucket, k):
-            return await self._get_object(req, resp, bucket, k, not peek, conditional)
-        if zstd and not peek and header(req, b"range") is None \
-                and accepts_zstd(header(req, b"accept-encoding")):
-            await self._get_coded(req, resp, bucket, k, conditional)
-            return
+        # One raw read decides (objects.read): an object streams, a plain value is
+        # sent, decoded or (zstd to a client that takes it) as it is stored.
         if peek:
-            entry = bucket.get_entry(k, consume=False)     # a look that takes nothing
+            got = objects.read(bucket, k, peek=True)       # a look that takes nothing
         else:
-            entry = await self.ctx.ring.write(bucket.get_entry, k)  # may take a single-read key
+            got = await self.ctx.ring.write(objects.read, bucket, k)  # may take a single-read key
+        if type(got) is ObjectReader:
+            return await self._get_object(req, resp, got, conditional)
         if conditional:
             # judged again on the entry served: a write may have landed in between
-            if self._not_modified(req, resp, None if entry is None else entry[1]):
+            if self._not_modified(req, resp, None if got is None else got[2]):
                 return
-        if entry is None:
+        if got is None:
             raise Problem(404, "not_found", "no such key")
-        value, version, ttl = entry
-        data = self._entry_headers(resp, value, version, ttl)
+        value, flags, version, expire_ms = got
         rng = header(req, b"range")
+        self._entry_headers(resp, bucket, version, expire_ms)
+        if flags & FLAG_ZSTD and zstd and rng is None \
+                and accepts_zstd(header(req, b"accept-encoding")):
+            resp.set_header("Content-Encoding", "zstd")     # the stored frame as it is
+            resp.data = value
+            return
+        data = http_objects.plain_value(bucket, k, value, flags)
         if rng is not None:
             if_range = header(req, b"if-range")
             if if_range is None or etags_of(if_range) == {version}:
@@ -196,15 +200,12 @@ class Key:
                     data = data[start:end + 1]
         resp.data = data
 
-    async def _get_object(self, req, resp, bucket, k, consume, conditional, head=False):
-        """GET / HEAD of an object: streamed (bukt/http/objects.py)."""
-        reader = http_objects.open_reader(bucket, k, consume)
+    async def _get_object(self, req, resp, reader, conditional, head=False):
+        """GET / HEAD of an object, held by `reader` (closed here or by the body it
+        streams: bukt/http/objects.py)."""
         try:
-            if conditional and self._not_modified(
-                    req, resp, None if reader is None else reader.version):
+            if conditional and self._not_modified(req, resp, reader.version):
                 return
-            if reader is None:
-                raise Problem(404, "not_found", "no such key")
             http_objects.headers(resp, reader, TTL_HEADER, self.ctx.store.now_ms())
             size, start, end = reader.size, 0, reader.size
             rng = header(req, b"range")
@@ -229,39 +230,22 @@ class Key:
             if reader is not None:
                 reader.close()
 
-    async def _get_coded(self, req, resp, bucket, k, conditional):
-        """A GET from a client that takes zstd, of a zstd bucket's key: the stored
-        frame as the body when the value is stored so (Content-Encoding: zstd). (A
-        peek is answered decoded: the raw read has no peek.)"""
-        entry = await self.ctx.ring.write(read_stored, bucket, k)  # may take a single-read key
-        if conditional and self._not_modified(req, resp, None if entry is None else entry[2]):
-            return
-        if entry is None:
-            raise Problem(404, "not_found", "no such key")
-        body, coding, version, ttl = entry
-        resp.content_type = SCHEMA_TYPES[bucket.schema_name]
-        resp.accept_ranges = "bytes"
-        resp.etag = etag(version)
-        if ttl is not None:
-            resp.set_header(TTL_HEADER, f"{ttl:.3f}")
-        if coding is not None:
-            resp.set_header("Content-Encoding", coding)
-        resp.data = body
-
     async def on_head(self, req, resp, name, key):
         """The GET's headers, Content-Length included, from a peek: a HEAD never
         consumes a single-read key. falcon sends no body for a HEAD."""
         bucket, k = self._open(req, name, key, READ)
-        if http_objects.is_object(bucket, k):
-            return await self._get_object(req, resp, bucket, k, False, True, head=True)
+        got = objects.read(bucket, k, peek=True)
+        if type(got) is ObjectReader:
+            return await self._get_object(req, resp, got, True, head=True)
         if zstd_bucket(bucket):
             resp.vary = (VARY,)
-        entry = bucket.get_entry(k, consume=False)
-        if self._not_modified(req, resp, None if entry is None else entry[1]):
+        if self._not_modified(req, resp, None if got is None else got[2]):
             return
-        if entry is None:
+        if got is None:
             raise Problem(404, "not_found", "no such key")
-        resp.data = self._entry_headers(resp, *entry)
+        value, flags, version, expire_ms = got
+        self._entry_headers(resp, bucket, version, expire_ms)
+        resp.data = http_objects.plain_value(bucket, k, value, flags)
 
     @staticmethod
     def _not_modified(req, resp, version):
@@ -272,15 +256,15 @@ class Key:
             return True
         return False
 
-    @staticmethod
-    def _entry_headers(resp, value, version, ttl):
-        """Content-Type, Accept-Ranges, ETag and Bukt-TTL of an entry; its body bytes."""
-        resp.content_type = CONTENT_TYPES[type(value)]
+    def _entry_headers(self, resp, bucket, version, expire_ms):
+        """Content-Type (by the bucket's schema), Accept-Ranges, ETag and Bukt-TTL of a
+        plain entry."""
+        resp.content_type = SCHEMA_TYPES[bucket.schema_name]
         resp.accept_ranges = "bytes"
         resp.etag = etag(version)
+        ttl = http_objects.ttl_text(expire_ms, self.ctx.store.now_ms())
         if ttl is not None:
-            resp.set_header(TTL_HEADER, f"{ttl:.3f}")
-        return value_bytes(value)
+            resp.set_header(TTL_HEADER, ttl)
 
     async def on_put(self, req, resp, name, key):
         ctx = self.ctx
@@ -289,10 +273,13 @@ class Key:
         single = bool_value(param_or_header(req, "single_read", SINGLE_READ_IN),
                             "single_read")
         expect = http_objects.expected_sha256(lambda n: header(req, n))
+        value = head = None
         if http_objects.streams(ctx.store, bucket, req.content_length, is_json(req)):
+            value, head = await http_objects.small_body(ctx, req)
+        if head is not None and value is None:      # an object: streamed
             conditions = write_conditions(req, bucket, k)
             m = await http_objects.put(ctx, req, bucket, k, ttl, single, conditions,
-                                       expect)
+                                       expect, head)
             if m is None:
                 raise precondition_failed("If-None-Match: * but the key exists"
                                           if conditions.get("nx") else
@@ -302,7 +289,8 @@ class Key:
             resp.set_header("Repr-Digest", http_objects.repr_digest(m.sha256))
             resp.status = 204
             return
-        value = await read_body(req, ctx.settings.max_body)
+        if value is None:
+            value = await read_body(req, ctx.settings.max_body)
         if expect is not None:
             http_objects.check_digest(value, expect)
         doc = None                  # JSON DOCUMENTS (module docstring)

@@ -46,6 +46,10 @@ BUCKET_METRICS = {
     "evictions": ("bukt_bucket_evictions", True,
                   "Keys evicted to make room (memory full, or the bucket's max_memory)."),
     "expirations": ("bukt_bucket_expirations", True, "Keys removed as their TTL ran out."),
+    "integrity_errors": ("bukt_bucket_integrity_errors", True,
+                         "Damaged values reads of the bucket met and refused (a "
+                         "compressed frame, an object's chunk or digest failing its "
+                         "check), by every process."),
     "keys": ("bukt_bucket_keys", False, "Live keys in the bucket."),
     "bytes": ("bukt_bucket_bytes", False, "Bytes of the bucket's keys and values."),
     "memory": ("bukt_bucket_memory_bytes", False,
@@ -68,6 +72,9 @@ STORE_METRICS = {
                "Reads that missed, in every bucket; falls when a bucket is dropped."),
     "deletes": ("bukt_store_deletes", True,
                 "Client deletes in every bucket; falls when a bucket is dropped."),
+    "integrity_errors": ("bukt_store_integrity_errors", True,
+                         "Damaged values reads met and refused, in every bucket; falls "
+                         "when a bucket is dropped."),
     "evictions_total": ("bukt_store_evictions", True,
                         "Keys evicted since the segment was made, whatever their bucket."),
     "expirations_total": ("bukt_store_expirations", True,

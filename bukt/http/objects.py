@@ -2,9 +2,11 @@
 than one entry streams into bukt.objects, and a GET or HEAD of an object streams it
 out, a chunk at a time, so no worker holds a whole 64 MiB body.
 
-PUT. A body with a Content-Length above limits.max_value, or with none (chunked),
-on a bytes bucket is read a chunk at a time into objects.aput (every core write waits
-for ring room on the loop). Content-Length above limits.max_object: 413 before a byte
+PUT. A body with a Content-Length above limits.max_value on a bytes bucket is read
+a chunk at a time into objects.aput (every core write waits for ring room on the
+loop). A body with none (chunked) is read up to one entry first (limits.max_value,
+or http.max_body if lower): one that ends within it is stored as a plain value, as if
+it had said its length; a longer one streams on from there as an object. Content-Length above limits.max_object: 413 before a byte
 is read. A `Content-Digest: sha-256=:...:` (RFC 9530) or `x-amz-checksum-sha256`
 header is checked against the body as it streams: 400 digest_mismatch, nothing
 stored, the old value kept. The digest of a small body is checked the same way.
@@ -14,17 +16,18 @@ GET / HEAD. Content-Length, ETag (the version, as for every key), Repr-Digest
 application/octet-stream). One Range: 206 with Content-Range, reading only the
 chunks that hold it; unsatisfiable: 416. A whole read checks the SHA-256 before it
 sends the last piece: on a mismatch the response is cut short (the client sees fewer
-bytes than Content-Length, never a wrong complete body), logged and counted
-(bukt_object_integrity_errors_total). A chunk found gone (evicted) cuts it the same way.
+bytes than Content-Length, never a wrong complete body), logged and counted (the
+bucket's integrity_errors: bukt_bucket_integrity_errors_total in /metrics). A chunk
+found gone (evicted) cuts it the same way.
 """
 import base64
 import binascii
 import hashlib
 import logging
 
-from bukt import objects
+from bukt import codec, objects
 from bukt.errors import BuktError, DigestMismatch, InvalidArgument, ObjectTooLarge
-from bukt.objects.store import F_MANIFEST
+from bukt.objects.store import F_CODECS
 
 log = logging.getLogger("bukt.http")
 OBJECT_TYPE = "application/octet-stream"
@@ -88,8 +91,23 @@ def streams(store, bucket, length, json_body):
     return length is None or length > store.limits["max_value"]
 
 
-async def put(ctx, req, bucket, key, ttl, single, conditions, expect):
-    """The streamed PUT; the Manifest, or None when a condition said no."""
+async def small_body(ctx, req):
+    """For a PUT that streams() says may be an object: (value, b"") when its body is
+    one a plain entry holds (a chunked body, which says no length, of at most
+    limits.max_value and http.max_body bytes: read whole here before deciding), else
+    (None, the bytes already read: the object's first)."""
+    if req.content_length is not None:
+        return None, b""
+    small = min(ctx.store.limits["max_value"], ctx.settings.max_body)
+    head = await req.stream.read(small + 1)
+    if len(head) <= small:
+        return head, b""
+    return None, head
+
+
+async def put(ctx, req, bucket, key, ttl, single, conditions, expect, head=b""):
+    """The streamed PUT; the Manifest, or None when a condition said no. `head`: the
+    body's first bytes, already read (small_body)."""
     limit = ctx.settings.max_object
     length = req.content_length
     if length is not None and length > limit:
@@ -97,6 +115,10 @@ async def put(ctx, req, bucket, key, ttl, single, conditions, expect):
     stream = req.stream
 
     async def read(n):
+        nonlocal head
+        if head:
+            piece, head = head, b""
+            return piece
         return await stream.read(n)
     return await objects.aput(ctx.ring, bucket, key, read, length=length, ttl=ttl,
                               single_read=single, expect_sha256=expect,
@@ -111,24 +133,36 @@ def _content_type(req):
     return ct
 
 
-def is_object(bucket, key) -> bool:
-    """Whether `key` holds an object now (a peek: takes nothing)."""
-    entry = bucket.read_entry(key, peek=True)
-    return entry is not None and bool(entry[1] & F_MANIFEST)
+def ttl_text(expire_ms, now_ms):
+    """A Bukt-TTL header's value for an entry's expiry (None: no TTL)."""
+    if not expire_ms:
+        return None
+    return f"{max(0, expire_ms - now_ms) / 1000:.3f}"
 
 
-def open_reader(bucket, key, consume):
-    """objects.open for a GET (consume: a single-read object is taken) or a peek."""
-    return objects.open(bucket, key, peek=not consume)
+def header_pairs(reader, ttl_header, now_ms):
+    """The headers of an object's GET or HEAD but Content-Length and Content-Range:
+    (name, value) pairs, the same on the slow path (falcon) and the fast one."""
+    out = [("Content-Type", reader.content_type or OBJECT_TYPE),
+           ("Accept-Ranges", "bytes"), ("ETag", f'"{reader.version}"'),
+           ("Repr-Digest", repr_digest(reader.sha256))]
+    ttl = ttl_text(reader.expire_ms, now_ms)
+    if ttl is not None:
+        out.append((ttl_header, ttl))
+    return out
 
 
 def headers(resp, reader, ttl_header, now_ms):
-    resp.content_type = reader.content_type or OBJECT_TYPE
-    resp.accept_ranges = "bytes"
-    resp.etag = f'"{reader.version}"'
-    resp.set_header("Repr-Digest", repr_digest(reader.sha256))
-    if reader.expire_ms:
-        resp.set_header(ttl_header, f"{max(0, reader.expire_ms - now_ms) / 1000:.3f}")
+    for name, value in header_pairs(reader, ttl_header, now_ms):
+        resp.set_header(name, value)
+
+
+def plain_value(bucket, key, value, flags):
+    """A plain entry's stored bytes (objects.read) as the value's bytes: decompressed
+    when its flags name a codec. For every schema they are the body a GET sends."""
+    if flags & F_CODECS:
+        return codec.decode_entry(bucket, key, value, flags)
+    return value
 
 
 def body(reader, start, end, path):

@@ -3,8 +3,8 @@
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest, ObjectError,
                                    ObjectGone, ObjectTooLarge)
 from bukt.objects.store import (ObjectReader, aput, check_size, configure, decode_manifest, delete,
-                                head, max_object, open, put, store_large)
+                                head, max_object, open, put, read, store_large)
 
-__all__ = ["put", "aput", "open", "head", "delete", "configure", "max_object",
+__all__ = ["put", "aput", "open", "read", "head", "delete", "configure", "max_object",
            "store_large", "decode_manifest", "check_size", "ObjectReader", "Manifest", "ObjectError",
            "ObjectTooLarge", "DigestMismatch", "IntegrityError", "ObjectGone"]

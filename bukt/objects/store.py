@@ -23,15 +23,17 @@ the SHA-256 before it hands over the last piece; every chunk is checked against 
 CRC-32 (so a ranged read is checked too).
 
 The put logic is written once, as a generator of the core calls it needs (`_put_steps`),
-driven by `put` (direct calls) and by `aput` (HTTP: each write through the ring's
-async wait, the body read from an async stream).
+and driven by one loop (`_drive`), given how to read the body and how to write: `put`
+(direct calls, run to its end without an event loop) and `aput` (HTTP: each write
+through the ring's async wait, the body read from an async stream).
 """
 import asyncio
 import hashlib
 import time
 
 from bukt import _core, codec
-from bukt.errors import BuktError, RingFull, ValueTooLarge, VersionMismatch
+from bukt.errors import (BuktError, LimitExceeded, RingFull, ValueTooLarge,
+                         VersionMismatch)
 from bukt.objects import manifest as mf
 from bukt.objects.manifest import (DigestMismatch, IntegrityError, Manifest,
                                    ObjectGone, ObjectTooLarge)
@@ -232,10 +234,33 @@ def put(bucket, key, source, *, length=None, ttl=None, single_read=False, nx=Fal
     VersionMismatch (if_version), and the core's errors (SegmentFull, RingFull)."""
     steps = _put_steps(bucket, key, length, ttl, single_read, nx, xx, if_version,
                        content_type, meta, expect_sha256, extra)
-    return _run(bucket, steps, _pieces(source, chunk_size(bucket.store)))
+    pieces = _pieces(source, chunk_size(bucket.store))
+
+    async def read():
+        return next(pieces, b"")
+
+    async def write(fn, *args, **kw):
+        return _with_room(bucket, fn, *args, **kw)
+
+    async def pause():
+        time.sleep(RING_RETRY_S)
+    # _drive awaits only these three, which never suspend: the coroutine runs to its
+    # end at the first send, on no event loop
+    run = _drive(bucket, steps, read, write, pause)
+    try:
+        run.send(None)
+    except StopIteration as stop:
+        return stop.value
+    run.close()
+    raise RuntimeError("objects.put: the synchronous drive suspended")
 
 
-def _run(bucket, steps, pieces):
+async def _drive(bucket, steps, read, write, pause):
+    """Run the put generator `steps` (_put_steps): `await read()` is the next piece
+    of the body (b"" at its end), `await write(fn, *args, **kw)` one core write,
+    `await pause()` a wait of RING_RETRY_S while a chunk would eat the ring's share
+    for small writes (THE ROOM LEFT FOR SMALL WRITES). An error of any is thrown into
+    the steps, which clean up and raise it again."""
     sent, error = None, None
     while True:
         try:
@@ -245,17 +270,17 @@ def _run(bucket, steps, pieces):
         error = sent = None
         try:
             if step is NEED:
-                sent = next(pieces, b"")
+                sent = await read()
             elif step[0] == "put":
                 _, key, value, flags, kw = step
                 if flags & F_HIDDEN and not _small_room(bucket, key, value):
                     deadline = time.monotonic() + bucket.store.limits["ring_wait"]
                     while time.monotonic() < deadline and not _small_room(bucket, key, value):
-                        time.sleep(RING_RETRY_S)
-                sent = _with_room(bucket, bucket.put_entry, key, value, flags, **kw)
+                        await pause()
+                sent = await write(bucket.put_entry, key, value, flags, **kw)
             else:
                 try:
-                    _with_room(bucket, bucket.delete_entry, step[1])
+                    await write(bucket.delete_entry, step[1])
                 except BuktError:
                     pass
         except BaseException as e:          # raised inside the steps: they clean up
@@ -319,30 +344,8 @@ async def aput(ring, bucket, key, read, **opts):
                        opts.get("content_type"), opts.get("meta"),
                        opts.get("expect_sha256"), opts.get("extra"))
     n = opts.get("read_size") or chunk_size(bucket.store)
-    sent, error = None, None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(sent)
-        except StopIteration as stop:
-            return stop.value
-        error = sent = None
-        try:
-            if step is NEED:
-                sent = await read(n)
-            elif step[0] == "put":
-                _, key, value, flags, kw = step
-                if flags & F_HIDDEN and not _small_room(bucket, key, value):
-                    deadline = time.monotonic() + bucket.store.limits["ring_wait"]
-                    while time.monotonic() < deadline and not _small_room(bucket, key, value):
-                        await asyncio.sleep(RING_RETRY_S)
-                sent = await ring.write(bucket.put_entry, key, value, flags, **kw)
-            else:
-                try:
-                    await ring.write(bucket.delete_entry, step[1])
-                except BuktError:
-                    pass
-        except BaseException as e:          # raised inside the steps: they clean up
-            error = e
+    return await _drive(bucket, steps, lambda: read(n), ring.write,
+                        lambda: asyncio.sleep(RING_RETRY_S))
 
 
 # -- read ----------------------------------------------------------------------------
@@ -409,7 +412,7 @@ class ObjectReader:
         data = entry[0]
         want = m.chunk_size if i < m.nchunks - 1 else m.size - m.chunk_size * (m.nchunks - 1)
         if len(data) != want or mf.crc(data) != m.crcs[i]:
-            _count("integrity_errors")
+            damaged(self.bucket)
             raise IntegrityError(f"object {self.key!r}: chunk {i} does not match its CRC")
         return data
 
@@ -425,7 +428,7 @@ class ObjectReader:
 
     def _check_whole(self, sha):
         if sha.digest() != self.manifest.sha256:
-            _count("integrity_errors")
+            damaged(self.bucket)
             raise IntegrityError(f"object {self.key!r} does not match its SHA-256")
 
     def close(self):
@@ -446,11 +449,7 @@ class ObjectReader:
             pass
 
 
-COUNTS = {"integrity_errors": 0}
-
-
-def _count(name):
-    COUNTS[name] += 1
+damaged = codec.damaged       # counts a damaged chunk, digest or manifest
 
 
 def _lazy_digest(slot, hasher):
@@ -486,6 +485,59 @@ def _plain_value(bucket, key, value, flags):
     return value
 
 
+def _manifest(bucket, value, version, expire_ms, flags):
+    try:
+        m = Manifest.unpack(value)
+    except IntegrityError:
+        damaged(bucket)
+        raise
+    m.version, m.expire_ms, m.flags = version, expire_ms, flags
+    return m
+
+
+def read(bucket, key, peek=False):
+    """A face's GET of `key` in one raw read (Bucket.read_entry, counted as the
+    user's read): None when absent; an ObjectReader when the key holds an object
+    (registered before the read, so its chunks stay until close(); a single-read
+    object is taken by this read, and only by it); else the plain entry as stored,
+    (value, flags, version, expire_ms), compressed when its flags say so (the caller
+    decodes it, or sends a zstd frame as it is). peek=True takes nothing.
+
+    When every reader slot is in use (limits.object_readers) a plain key is still
+    read; an object is refused with LimitExceeded (a single-read one put back).
+
+    The fast path is one lock-free look that takes nothing: a plain key (most of
+    them) is answered from it, with no registration. Only a key that holds an object
+    or a single-read value is read again: registered first, and that read, which may
+    take the key, is the one that counts. (A look that finds a plain value is as good
+    as the read: a plain value has no chunks to keep.)"""
+    entry = bucket.read_entry(key, peek=True, user=True)
+    if entry is None or not entry[1] & (F_MANIFEST | F_SINGLE):
+        return entry
+    store = bucket.store
+    try:
+        token = store.object_reader_enter()     # before the manifest is read
+    except LimitExceeded:
+        token = None
+    try:
+        entry = bucket.read_entry(key, peek=peek)
+        if entry is None or not entry[1] & F_MANIFEST:
+            return entry
+        value, flags, version, expire_ms = entry
+        if token is None:
+            if flags & F_SINGLE and not peek:
+                _put_back(bucket, key, value, flags)
+            raise LimitExceeded("as many object reads in flight as the registry holds "
+                                "(limits.object_readers): try again when fewer run")
+        reader = ObjectReader(bucket, key, _manifest(bucket, value, version, expire_ms,
+                                                     flags), token)
+        token = None                    # the reader holds it now
+        return reader
+    finally:
+        if token is not None:
+            store.object_reader_exit(token)
+
+
 def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's verb
     """The object under `key` held for reading (ObjectReader, a context manager),
     or None. Opening is the read: a single-read key is taken by it, as by a get;
@@ -503,9 +555,8 @@ def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's 
             reader_exit(store, token)
             return ObjectReader(bucket, key, PlainManifest(value, version, expire_ms),
                                 None, value)
-        m = Manifest.unpack(value)
-        m.version, m.expire_ms, m.flags = version, expire_ms, flags
-        return ObjectReader(bucket, key, m, token)
+        return ObjectReader(bucket, key, _manifest(bucket, value, version, expire_ms,
+                                                   flags), token)
     except BaseException:
         reader_exit(store, token)
         raise
@@ -520,9 +571,7 @@ def head(bucket, key):
     value, flags, version, expire_ms = entry
     if not flags & F_MANIFEST:
         return PlainManifest(_plain_value(bucket, key, value, flags), version, expire_ms)
-    m = Manifest.unpack(value)
-    m.version, m.expire_ms, m.flags = version, expire_ms, flags
-    return m
+    return _manifest(bucket, value, version, expire_ms, flags)
 
 
 def delete(bucket, key) -> bool:
@@ -559,16 +608,6 @@ def store_large(bucket, key, value, ttl, nx, xx, single_read, if_version):
     return None if m is None else m.version
 
 
-class HandBack(BuktError):
-    """A read met an object while HAND_BACK was set: the caller streams it instead."""
-
-
-# Set (HAND_BACK[0] = True) around a read by a caller that streams objects itself (the
-# HTTP fast path): decode_manifest then raises HandBack instead of assembling the
-# object. A single-read object, which that read has taken, is assembled all the same.
-HAND_BACK = [False]
-
-
 def _put_back(bucket, key, value, flags):
     """A single-read object that a refused read took goes back (unless a new value
     took its place meanwhile); its TTL is not known here and is lost."""
@@ -582,9 +621,11 @@ def decode_manifest(bucket, key, value, flags):
     """A Python-level read met a manifest: the whole object, digest checked. The
     core's read did not hold a reader registration, so a retirement may have let the
     sweep take the chunks: then the key is opened again, registered, and read whole."""
-    if HAND_BACK[0] and not flags & F_SINGLE:
-        raise HandBack("an object: streamed by the slow path")
-    m = Manifest.unpack(value)
+    try:
+        m = Manifest.unpack(value)
+    except IntegrityError:
+        damaged(bucket)
+        raise
     limit = _settings["read_limit"]
     if limit is not None and m.size > limit:
         if flags & F_SINGLE:            # taken by this read: put it back, untouched

@@ -421,7 +421,11 @@ typedef struct {
 } bk_proc;
 
 typedef struct {
-    int64_t _unused, hits, misses, writes, deletes, evictions, expirations, _pad;
+    int64_t _unused, hits, misses, writes, deletes, evictions, expirations;
+    int64_t integrity_errors;   /* damaged values met by a read (a compressed frame or an
+                                   object chunk failing its checksum): the value hooks
+                                   count them (Bucket.count_integrity_error). Was _pad,
+                                   zero in every segment made before: no format change */
 } bk_counters;
 
 typedef struct {

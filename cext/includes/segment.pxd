@@ -191,7 +191,7 @@ cdef extern from "segment.h" nogil:
         uint64_t wake_pos
 
     ctypedef struct bk_counters:
-        int64_t hits, misses, writes, deletes, evictions, expirations
+        int64_t hits, misses, writes, deletes, evictions, expirations, integrity_errors
 
     ctypedef struct bk_rec:
         uint32_t len

@@ -18,6 +18,7 @@ from bukt import cli
 from bukt.cli.progress import Progress
 from serve_harness import ROOT, unused_port
 from cli_fixtures import admin, config, svc  # noqa: F401 (fixtures)
+from names import unique_name
 
 
 class Result:
@@ -260,7 +261,7 @@ def test_errors_are_one_line_with_their_exit_code(svc, tmp_path):
         assert words in r.err and r.err.count(b"\n") == 1, (argv, r)
         assert b"wrong@" not in r.err                         # tokens stay out of errors
     other = tmp_path / "other.yaml"
-    other.write_text(f"instance: nobody-{os.getpid()}\n")
+    other.write_text(f"instance: {unique_name('nobody')}\n")
     r = bukt("status", "--config", other)
     assert r.code == 4 and b"no segment" in r.err
 

@@ -23,6 +23,7 @@ from bukt.client import AsyncClient, Client, parse_url
 from serve_harness import ROOT, Service, unused_port
 from cli_fixtures import admin, config, svc  # noqa: F401 (fixtures)
 from test_cli import bukt
+from names import unique_name
 
 BUKT = os.path.join(os.path.dirname(sys.executable), "bukt")
 
@@ -109,7 +110,7 @@ def test_exit_1_failed(targets):
 
 def test_exit_1_check_problems(tmp_path, monkeypatch):
     conf = tmp_path / "bukt.yaml"
-    conf.write_text(f"instance: nobody-{os.getpid()}\ndata_dir: {tmp_path}/none\n")
+    conf.write_text(f"instance: {unique_name('nobody')}\ndata_dir: {tmp_path}/none\n")
     r = bukt("check", "--config", conf)
     assert r.code == 1, r
 

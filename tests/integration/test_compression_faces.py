@@ -178,6 +178,18 @@ def test_damaged_frame_is_an_error_on_every_face(svc):
         r.close()
     st, _, body = http_call(svc, "GET", "/api/v1/buckets/zstd-bytes/keys/bad", token)
     assert st == 500 and b"integrity_error" in body
+    # each refusal counted, whichever process read it: the local read, the TCP and
+    # RESP workers, the HTTP worker; in stats and in /metrics
+    s = local(svc)
+    try:
+        assert s.bucket("zstd-bytes").stats()["integrity_errors"] == 4
+    finally:
+        s.close()
+    with svc.client("zstd-bytes", token) as c:
+        assert c.stats()["integrity_errors"] == 4
+    st, _, body = http_call(svc, "GET", "/metrics", svc.admin_token())
+    assert 'bukt_bucket_integrity_errors_total{bucket="zstd-bytes"} 4.0' in body.decode()
+    assert 'bukt_store_integrity_errors_total 4.0' in body.decode()
 
 
 def test_bytes_saved_in_metrics_and_stats(svc):

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import threading
-import uuid
 
 import pytest
 from test_http_server import ADMIN_TOKEN, API, Server
@@ -21,6 +20,7 @@ from test_tcp_ringfull import drain, fill_ring
 import bukt
 from bukt._core import writer_claim
 from bukt._core import ring_claim
+from names import unique_name
 
 TOKEN = "rw-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,7 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def small_ring(ring_wait):
     """A segment with a 64 KiB ring and the given ring wait (seconds), a logged bucket
     "b" with the read-write token TOKEN, and the ring filled to the last byte."""
-    name = f"t-{uuid.uuid4().hex[:16]}"
+    name = unique_name()
     s = bukt.create(name, size="16MiB", max_value=4096, ring_size="64KiB",
                     ring_wait=ring_wait)
     writer_claim(s)   # as a writer does: changes go to the ring

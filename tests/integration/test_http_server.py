@@ -17,13 +17,13 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import bukt
 from bukt._core import writer_claim
+from names import unique_name, unlink_areas
 
 ADMIN_TOKEN = "admin-token-for-e2e-0123456789"
 API = "/api/v1"
@@ -130,7 +130,7 @@ DRAINS = {}              # store name -> the RingDrain standing in for its write
 
 @pytest.fixture
 def store():
-    name = f"t-{uuid.uuid4().hex[:12]}"
+    name = unique_name()
     s = bukt.create(name, size="16MiB")
     writer_claim(s)   # as a writer does: changes go to the ring
     drain = DRAINS[name] = RingDrain(s)
@@ -141,6 +141,7 @@ def store():
     drain.join()
     s.unlink()
     s.close()
+    unlink_areas(name)          # the face's (-http, -http-auth) if it was killed
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
@@ -18,6 +17,7 @@ from bukt import owners
 from bukt.errors import SegmentFull
 from bukt.http import shared
 from bukt.http.shared import SharedArea
+from names import unique_name
 
 
 def zombie():
@@ -61,7 +61,7 @@ def test_a_zombie_owner_is_dead():
 
 
 def area_name():
-    return f"/bukt-t-{uuid.uuid4().hex[:12]}-http"
+    return f"/bukt-{unique_name()}-http"
 
 
 def set_owner(name, pid, start):

@@ -10,7 +10,7 @@ import pytest
 import bukt
 from bukt import errors
 
-from conftest import unique_name
+from names import unique_name
 
 SMALL = 100                                     # bytes of a small value
 BIG = 50 * 1024                                 # bytes of a big value

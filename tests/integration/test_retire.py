@@ -14,7 +14,7 @@ import bukt
 from bukt._core import writer_claim
 from bukt.errors import SegmentRetired
 
-from conftest import unique_name
+from names import unique_name
 from serve_harness import Service, unused_port, wait_for
 from writer_harness import Instance
 

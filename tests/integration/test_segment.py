@@ -9,7 +9,7 @@ import pytest
 
 import bukt
 from bukt import errors
-from conftest import unique_name
+from names import unique_name
 
 
 def test_create_then_attach_sees_the_same_data(store, segname):

@@ -8,7 +8,6 @@ implementations: the epoll loop (bukt/tcp/_epoll.pyx) and asyncio (bukt/tcp/conn
 import contextlib
 import hashlib
 import socket
-import uuid
 
 import pytest
 
@@ -19,6 +18,7 @@ from bukt import protocol as P
 from bukt.protocol import Command as C, Status as S
 
 from tcp_harness import Server, auth, call, connect, read_frame
+from names import unique_name
 
 LOOPS = ["epoll", "asyncio"]
 
@@ -27,7 +27,7 @@ LOOPS = ["epoll", "asyncio"]
 def small_ring(ring_wait):
     """A segment with a 64 KiB change ring and the given ring wait (seconds), a logged
     bucket "b" with a read-write token "rw", and the ring filled to the last byte."""
-    name = f"t-{uuid.uuid4().hex[:16]}"
+    name = unique_name()
     s = bukt.create(name, size="16MiB", max_value=4096, ring_size="64KiB",
                     ring_wait=ring_wait)
     writer_claim(s)   # as a writer does: changes go to the ring

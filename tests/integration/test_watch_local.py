@@ -11,6 +11,7 @@ import pytest
 import bukt
 from bukt.feed import Feed, Watcher
 from serve_harness import Service, wait_for
+from names import unique_name
 
 
 @pytest.fixture
@@ -171,7 +172,7 @@ def test_cache_only_buckets_stay_off_the_ring_with_never(tmp_path):
 
 def test_watch_needs_a_feed(tmp_path):
     """A segment no writer process serves has no feed: a clear error, no hang."""
-    name = f"nofeed-{os.getpid()}"
+    name = unique_name("nofeed")
     store = bukt.create(name, size=8 << 20)
     try:
         store.create_bucket("b")

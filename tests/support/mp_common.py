@@ -26,8 +26,9 @@ import os
 import signal
 import struct
 import time
-import uuid
 import zlib
+
+from names import unique_name, unlink_areas   # noqa: F401  (the tests import them from here)
 
 HDR = struct.Struct("<IIHBBI")          # crc, total, wid, tag, klen, ctr
 assert HDR.size == 16
@@ -35,13 +36,9 @@ assert HDR.size == 16
 _POOL = os.urandom(1 << 17) * 2         # payload source: slices of random bytes
 
 
-def unique_name(prefix):
-    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:10]}"
-
-
 def unlink_segment(name):
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"/dev/shm/bukt-{name}")
+    """The segment and every area named after it."""
+    unlink_areas(name)
 
 
 def min_size(key):

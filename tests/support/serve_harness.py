@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
+from names import unique_name, unlink_areas
 from writer_harness import write_config
 
 PY = sys.executable
@@ -49,7 +49,7 @@ def base_settings(tmp_path, name):
 class Service:
     def __init__(self, tmp_path, **overrides):
         self.tmp = tmp_path
-        self.name = f"s-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.name = unique_name("s")
         self.settings = base_settings(tmp_path, self.name)
         self.conf = str(tmp_path / "bukt.yaml")
         self.proc = None
@@ -136,13 +136,7 @@ class Service:
                 pass
             self.proc.wait(10)
         kill_matching(str(self.tmp))
-        for name in os.listdir("/dev/shm"):
-            if name == f"bukt-{self.name}" or name.startswith(f"bukt-{self.name}-") or \
-                    name.startswith(f"bukt-{self.name}."):
-                try:
-                    os.unlink(f"/dev/shm/{name}")
-                except FileNotFoundError:
-                    pass
+        unlink_areas(self.name)
 
     # -- talking to it -----------------------------------------------------------------------
     def admin_token(self):

@@ -1,9 +1,10 @@
 """Shared by tests/test_tcp_*.py: a real segment, a real worker pool on an unused port.
 
-`store()` creates a segment `t-<uuid>` (16 MiB) with a bucket "b" and tokens of each
-kind, and unlinks it afterwards. `Server` runs `serve_tcp` in a subprocess, bound to
-127.0.0.1 port 0; the supervisor's first line on stderr says which port the kernel gave,
-and the server is ready once every worker answers PING (polled, falcon-style).
+`store()` creates a segment of this run (names.unique_name, 16 MiB) with a bucket "b"
+and tokens of each kind, and unlinks it and the areas named after it afterwards.
+`Server` runs `serve_tcp` in a subprocess, bound to 127.0.0.1 port 0; the supervisor's
+first line on stderr says which port the kernel gave, and the server is ready once every
+worker answers PING (polled, falcon-style).
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import bukt
 from bukt._core import writer_claim
 from bukt import protocol as P
 from bukt.protocol import Command as C
+from names import unique_name, unlink_areas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
@@ -37,7 +38,7 @@ TOKENS = {"rw": ("b", 3), "ro": ("b", 1), "wo": ("b", 2), "all": ("b", 7), "othe
 def store(**buckets):
     """A fresh segment with buckets "b" and "o" (plus any given as name=kwargs) and the
     tokens of TOKENS; yields (store, name)."""
-    name = f"t-{uuid.uuid4().hex[:16]}"
+    name = unique_name()
     s = bukt.create(name, size="16MiB")
     writer_claim(s)   # as a writer does: changes go to the ring
     try:
@@ -51,6 +52,7 @@ def store(**buckets):
     finally:
         s.unlink()
         s.close()
+        unlink_areas(name)      # the pool's (-tcp-auth, -tcp-stats) if it was killed
 
 
 RUNNER = """

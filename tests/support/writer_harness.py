@@ -2,19 +2,18 @@
 test, a config file, start / SIGTERM / kill -9, client processes that write and record
 what was acknowledged, and the segment's contents for comparisons. Every segment the
 test made (and any half-recovered one) is unlinked in teardown."""
-import glob
 import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import yaml
 
 import bukt
 from bukt.errors import BuktError
+from names import unique_name, unlink_areas
 
 PY = sys.executable
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 class Instance:
     def __init__(self, tmp_path, **overrides):
         self.tmp = tmp_path
-        self.name = f"w-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.name = unique_name("w")
         self.data_dir = str(tmp_path / "var")
         self.conf = str(tmp_path / "bukt.yaml")
         self.procs = []
@@ -93,12 +92,8 @@ class Instance:
         p.wait(10)
 
     def unlink_segment(self):
-        for path in [f"/dev/shm/bukt-{self.name}"] + glob.glob(f"/dev/shm/bukt-{self.name}.*") \
-                + glob.glob(f"/dev/shm/bukt-{self.name}-*"):    # the change feed's area
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        """The segment and the areas named after it (the feed's, a half-recovered one)."""
+        unlink_areas(self.name)
 
     def attach(self):
         return bukt.attach(self.name)

@@ -15,6 +15,7 @@ from bukt.writer.aof import LogCorrupt, LogWriter, Record
 from bukt.writer.datadir import DataDir, replay
 from bukt.errors import ValueTooLarge
 from bukt.writer.restore import Loader
+from names import unique_name
 
 NOW = 2_000_000                    # the injected clock, ms since the epoch
 PAST, FUTURE = NOW - 1, NOW + 3_600_000
@@ -90,7 +91,7 @@ def recover(request):
     made = []
 
     def run(path, bulk, **kw):
-        r = Recovered(f"bulk-{os.getpid()}-{len(made)}-{int(bulk)}", path, bulk, **kw)
+        r = Recovered(unique_name(f"bulk{int(bulk)}"), path, bulk, **kw)
         made.append(r)
         return r
     yield run

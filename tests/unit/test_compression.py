@@ -3,13 +3,13 @@ settings, round trips of every schema through the local API, what is stored raw,
 damaged frame refused, never returned."""
 import json
 import os
-import uuid
 
 import pytest
 
 import bukt
 from bukt import codec
 from bukt.errors import IntegrityError, SchemaError
+from names import unique_name
 
 CODECS = ["zstd", "lz4"]
 FLAG = {"zstd": codec.FLAG_ZSTD, "lz4": codec.FLAG_LZ4}
@@ -19,7 +19,7 @@ TEXT = b"".join(b"line %d of a compressible value: the quick brown fox\n" % i
 
 @pytest.fixture
 def store():
-    s = bukt.create(f"t-{uuid.uuid4().hex[:16]}", size="16MiB")
+    s = bukt.create(unique_name(), size="16MiB")
     try:
         yield s
     finally:

@@ -9,11 +9,12 @@ import pytest
 
 import bukt
 from bukt.feed import Feed, FeedWriter, Watcher, ring_records_to_events
+from names import unique_name
 
 
 @pytest.fixture
 def setup():
-    name = f"feedunit-{os.getpid()}"
+    name = unique_name("feedunit")
     store = bukt.create(name, size=8 << 20)
     store.create_bucket("b")
     store.create_bucket("other")
@@ -163,7 +164,7 @@ def test_publish_ring_writes_what_publish_writes():
     from bukt import codec
     from bukt.feed import HEAD, HEADER, LAST, LOST, LOW, UPTO_W
     words = [HEAD // 8, LOW // 8, LOST // 8, LAST // 8, UPTO_W]
-    name = f"feedpack-{os.getpid()}"
+    name = unique_name("feedpack")
     size, maxv = 64 << 10, 1024
     a, b = FeedWriter(name + "-a", size, maxv), FeedWriter(name + "-b", size, maxv)
     try:

@@ -11,12 +11,12 @@ import json
 import os
 import stat
 import time
-import uuid
 
 import falcon.testing
 import pytest
 
 import bukt
+from bukt import objects
 from bukt._core import writer_claim
 from bukt.errors import WriterDown
 from bukt.http import create_app
@@ -24,6 +24,7 @@ from bukt.http.auth import resolve_admin_token
 from bukt.writewait.flushwait import POLICY_REFRESH
 from bukt.http.settings import HttpSettings
 from bukt.http.shared import SharedArea
+from names import unique_name
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 API = "/api/v1"
@@ -31,7 +32,7 @@ API = "/api/v1"
 
 @pytest.fixture
 def store():
-    s = bukt.create(f"t-{uuid.uuid4().hex[:12]}", size="16MiB")
+    s = bukt.create(unique_name(), size="16MiB")
     writer_claim(s)   # as a writer does: changes go to the ring
     yield s
     s.unlink()
@@ -544,8 +545,13 @@ def test_fast_path_answers_as_the_slow_path(store):
         b.set(b"\xff", b"binary key")
         b.set(b"once", b"single", single_read=True)
         n.set(b"i", 42)
+        if b.read_entry(b"obj1", peek=True) is None:      # (no writer drains the ring)
+            objects.put(b, b"obj1", big, single_read=True)
 
+    big = os.urandom(70_000)        # an object (objects.put) in a chunk: not inline
+    objects.put(b, b"obj", big, content_type="video/mp4", ttl=100)
     cases = [  # url, headers, answered by the fast path
+        (key_url("obj"), tok, True), (key_url("obj1"), tok, True),
         (key_url("plain"), tok, True), (key_url("ttl"), reader, True),
         (key_url("a/b%20c"), tok, True), (key_url("%FF"), admin(), True),
         (key_url("once"), tok, True), (key_url("missing"), tok, True),
@@ -572,6 +578,9 @@ def test_fast_path_answers_as_the_slow_path(store):
         assert got_h == want_h, url
     assert fast.simulate_get(key_url("once"), headers=tok).content == b"single"
     assert fast.simulate_get(key_url("once"), headers=tok).status_code == 404
+    got = fast.simulate_get(key_url("obj1"), headers=tok)
+    assert got.content == big and got.headers["repr-digest"]
+    assert fast.simulate_get(key_url("obj1"), headers=tok).status_code == 404
 
 
 def test_fast_path_puts_as_the_slow_path(store):
@@ -890,7 +899,7 @@ def test_rate_limit_429_with_retry_after_and_healthz_exempt(store):
 
 
 def test_rate_limiter_table_is_shared_through_the_area():
-    name = f"/bukt-t-{uuid.uuid4().hex[:12]}-http"
+    name = f"/bukt-{unique_name()}-http"
     area = SharedArea.create(name, slots=64)
     try:
         other = SharedArea.attach(name)

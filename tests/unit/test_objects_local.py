@@ -4,7 +4,6 @@ the sweep, the value hooks, and the HTTP face through falcon's TestClient."""
 import base64
 import hashlib
 import os
-import uuid
 
 import pytest
 
@@ -15,13 +14,14 @@ from bukt.objects import manifest as mf
 from bukt.objects.check import verify
 from bukt.objects.reclaim import hidden_keys, Reclaimer, sweep
 from test_http_app import API, make_client, new_bucket
+from names import unique_name
 
 MiB = 1 << 20
 
 
 @pytest.fixture
 def store():
-    s = bukt.create(f"t-{uuid.uuid4().hex[:12]}", size="64MiB")
+    s = bukt.create(unique_name(), size="64MiB")
     s.create_bucket("b")
     yield s
     s.unlink()
@@ -134,3 +134,35 @@ def test_http_put_get_range_and_limits(app):
     r = client.simulate_put(url, body=b"x", headers={**tok, "Content-Digest": "sha-256=:nope:"})
     assert r.status_code == 400 and r.json["code"] == "invalid_argument"
     assert client.simulate_get(url, headers=tok).content == data
+
+
+def test_a_full_reader_registry_still_reads_plain_keys_and_keeps_objects():
+    """objects.read (a face's GET) with every reader slot taken: a plain key is read;
+    an object is refused with LimitExceeded, and a single-read one is not lost."""
+    from bukt.errors import LimitExceeded
+    s = bukt.create(unique_name(), size="64MiB", object_readers=2)
+    try:
+        s.create_bucket("b")
+        b = s.bucket("b")
+        data = os.urandom(300_000)
+        b.set(b"plain", b"v")
+        objects.put(b, b"obj", data)
+        objects.put(b, b"once", data, single_read=True)
+        held = [s.object_reader_enter() for _ in range(2)]
+        assert b.read_entry(b"plain") is not None
+        assert objects.read(b, b"plain")[0] == b"v"
+        assert objects.read(b, b"missing") is None
+        for key in (b"obj", b"once"):
+            with pytest.raises(LimitExceeded):
+                objects.read(b, key)
+        for token in held:
+            s.object_reader_exit(token)
+        for key in (b"obj", b"once"):
+            reader = objects.read(b, key)
+            with reader:
+                assert reader.read() == data
+        assert objects.read(b, b"once") is None         # taken by the read above
+        assert s.object_readers_oldest() == 0           # every registration let go
+    finally:
+        s.unlink()
+        s.close()

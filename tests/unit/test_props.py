@@ -11,7 +11,6 @@ times; `if_version` is always given the version that side itself reported. Every
 ends with an integrity walk of the store. The segment is big enough that nothing is
 evicted (the model does not evict), and no TTL below a millisecond is generated.
 """
-import uuid
 
 import hypothesis.strategies as st
 from hypothesis import settings
@@ -20,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 import bukt
 from bukt import objects
 from model import MAX_KEY, MAX_VALUE, Model
+from names import unique_name
 
 T0 = 1_700_000_000_000                      # ms since the epoch where every run starts
 BUCKETS = {                                 # name -> create_bucket() settings
@@ -45,7 +45,7 @@ DEFAULT = object()                          # a get() default that only `is` can
 def new_store():
     """The store under test: a fresh segment per run, unlinked in teardown. Its index
     has room for 512 stripes and starts with 256, so the `grow` rule can split."""
-    return bukt.create(f"t-{uuid.uuid4().hex}", size="8MiB", index_slots=512 * 512)
+    return bukt.create(unique_name(), size="8MiB", index_slots=512 * 512)
 
 
 def values(bucket):
