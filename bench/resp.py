@@ -2,7 +2,8 @@
 and Bukt's RESP listener in the same run, alternated.
 
     .venv/bin/python bench/resp.py [--requests 20000] [--repeat 2] [--workers N]
-                                   [--no-fast-path]
+                                   [--no-fast-path] [--always-requests 20000]
+                                   [--only-always]
 
 Scenarios (`-t get,set,incr,mset -r 100000 -d 100`): 50 connections, the same with
 redis-benchmark's `--threads 2`, 1 connection, 50 connections with `-P 16`; redis-py
@@ -132,6 +133,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--workers", type=int, default=0,
                     help="Bukt's tcp.workers (default: its default)")
+    ap.add_argument("--always-requests", type=int, default=20_000,
+                    help="SETs per always run (fewer than ~10k are too short to be stable)")
+    ap.add_argument("--only-always", action="store_true",
+                    help="only the `fsync: always` rows")
     ap.add_argument("--no-fast-path", dest="fast", action="store_false",
                     help="Bukt with resp.fast_path off: every command through Python")
     args = ap.parse_args()
@@ -145,15 +150,16 @@ def main():
     try:
         os.makedirs(os.path.join(tmp, "r"))
         os.makedirs(os.path.join(tmp, "b"))
-        servers = {"redis": RedisServer(os.path.join(tmp, "r")),
-                   "bukt": BuktServer(os.path.join(tmp, "b"), fast=args.fast,
-                                     workers=args.workers)}
+        servers = {} if args.only_always else {
+            "redis": RedisServer(os.path.join(tmp, "r")),
+            "bukt": BuktServer(os.path.join(tmp, "b"), fast=args.fast,
+                               workers=args.workers)}
         scenarios = [("50 conns", 50, args.requests, 1, 0),
                      ("50 conns, --threads 2", 50, args.requests, 1, 2),
                      ("1 conn", 1, max(2000, args.requests // 10), 1, 0),
                      ("-P 16", 50, args.requests * 4, 16, 0)]
         try:
-            for rep in range(args.repeat):
+            for rep in range(0 if args.only_always else args.repeat):
                 order = ["redis", "bukt"] if rep % 2 == 0 else ["bukt", "redis"]
                 for scen, c, n, p, threads in scenarios:
                     for system in order:
@@ -179,8 +185,8 @@ def main():
                 for c in (4, 16):
                     for system in order:
                         meter = {}
-                        for test, v in benchmark(servers[system], c, 2000, tests="set",
-                                                 meter=meter).items():
+                        for test, v in benchmark(servers[system], c, args.always_requests,
+                                                 tests="set", meter=meter).items():
                             results.setdefault((f"always, {c} clients", system, test),
                                                []).append(v)
                         cpu.setdefault((f"always, {c} clients", system), []).append(meter)

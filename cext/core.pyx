@@ -38,7 +38,9 @@ length a lock-free reader follows is bounds-checked before it is dereferenced
   |                                     dropper pid + start (low 32 bits),   |
   |                                     the feed's watch lease (feed_lease,  |
   |                                     feed_since: bukt/feed.py, THE LEASE) |
-  | procs    max_procs x 8 B   pid | start (low 32 bits) owning each row     |
+  | procs    max_procs x 32 B  pid | start (low 32 bits) owning each row;    |
+  |                           its flush waker: wake_name | wake_armed |      |
+  |                           wake_pos (flushwake.pxi, THE FLUSH WAKER)      |
   | counters max_procs x max_buckets x 64 B   event counters, one row a pid  |
   | readers  nreaders x 16 B   object reads in flight (limits.object_readers):|
   |                           owner (pid | start) | since_ns (store.pxi,    |
@@ -135,6 +137,10 @@ WHO WRITES WHAT
                                           RETIREMENT)
   counters row r                          the process whose pid is procs[r] (atomic
                                           adds, so threads of one process may share)
+  procs[r]'s wake fields                  its owner (name, position, arming; cleared
+                                          by whoever claims the row); wake_armed is
+                                          taken to 0 by the writer's CAS before it
+                                          sends (flushwake.pxi, THE ORDER)
   a reader slot                           the process that claimed it (CAS of its
                                           owner word from 0 or a dead owner); its
                                           since_ns seq_cst before the read
@@ -255,7 +261,9 @@ double as the records' sequence numbers; a record's bytes sit at position % size
 Reservation takes the ring lock for a few stores; the consumer (the writer process)
 reads committed records at the tail, publishes the tail when they are in its log, and
 publishes flushed_pos after fsync, bumping a futex word that `fsync: always` writers
-sleep on (group commit: one fsync releases every waiter behind it). A record whose
+sleep on (group commit: one fsync releases every waiter behind it), and sends a datagram
+to each event loop that armed its process row for a position the flush covers
+(flushwake.pxi, THE FLUSH WAKER). A record whose
 producer died is resolved by whoever repairs that producer's stripe; the consumer
 itself triggers that repair when it finds the record stuck (ring_unstick).
 Room is handed out fairly: a producer that has waited a few milliseconds claims
@@ -303,6 +311,7 @@ cdef bint dropper_alive(bk_bucket *b) except -1:
 
 DEBUG = bool(BUKT_DEBUG)
 FORMAT_VERSION = BK_FORMAT
+PROC_ROW = sizeof(bk_proc)          # bytes of a process row (procs, in the layout above)
 DATA_DIR_MAX = BK_DATA_DIR_MAX      # bytes of the header's data_dir, its NUL included
 cdef enum:
     RING_FIRST_POS = 8                  # a new segment's first ring position
@@ -321,6 +330,7 @@ include "check.pxi"
 include "bulkload.pxi"
 include "writer.pxi"
 include "flushnote.pxi"
+include "flushwake.pxi"
 include "feedmem.pxi"
 
 # for bukt/writer/restore.py's memory_needed: a chunk holds an entry header, its key and value,

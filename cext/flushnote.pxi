@@ -1,4 +1,10 @@
-# flushnote.pxi: THE FLUSH NOTIFIER, how an event loop learns that the writer flushed.
+# flushnote.pxi: THE FLUSH NOTIFIER, how an event loop learns that the writer flushed
+# when the writer cannot wake it itself.
+#
+# The flush waker (flushwake.pxi) is the way: the writer sends a datagram to the
+# waiting process's socket. This thread is its fallback, for a process without a
+# process row of its own (max_procs rows taken, a read-only store) or a second Store
+# in one process; Store.flush_waker() picks, and both offer fd, arm, disarm, clear.
 #
 # Under `fsync: always` a front end (a TCP or HTTP worker) holds each write's response
 # until the writer's flushed position passes the write's record. Local programs sleep on
@@ -100,6 +106,15 @@ cdef class FlushNotifier:
         bk_store_rel32(&self.n.active, 1 if on else 0)
         if on:
             bk_futex_wake(&self.n.active)
+
+    def arm(self, uint64_t pos):
+        """The flush waker's interface (flushwake.pxi), for a process that has no row
+        of its own: signal after each flush; True when `pos` is flushed already."""
+        self.watch(True)
+        return bk_load_acq64(&self.n.hdr.flushed_pos) >= pos
+
+    def disarm(self):
+        self.watch(False)
 
     def clear(self):
         """Reset the eventfd after it was seen readable."""

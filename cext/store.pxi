@@ -133,6 +133,8 @@ cdef class Store:
                                         # THE FEED'S RECORDS): BK_RF_INCR, BK_RF_FLUSH
     cdef dict _bucket_cache
     cdef object _notifier               # this process's FlushNotifier (flushnote.pxi)
+    cdef object _waker                  # ... and its FlushWaker (flushwake.pxi)
+    cdef int my_row                     # its process row: counters, waker (0: shared)
     # RETIREMENT (below)
     cdef readonly uint32_t seg_epoch    # segments this Store moved to after the first:
                                         # a Bucket resolved under another re-resolves
@@ -211,7 +213,11 @@ cdef class Store:
                 if owner == 0 or not owner_alive32(owner, <uint32_t>(word >> 32)):
                     if bk_cas64(<uint64_t *>&self.procs[i], word, mine):
                         row = i
+                        # a dead owner's waker goes with it (flushwake.pxi)
+                        bk_store_rel32(&self.procs[i].wake_armed, 0)
+                        bk_store_rel32(&self.procs[i].wake_name, 0)
                         break
+        self.my_row = row
         if self.readonly:
             # the mapping is PROT_READ: count into private memory (not reported)
             if self.private_counters == NULL:
@@ -342,6 +348,9 @@ cdef class Store:
 
     cdef bint _stop_notifier(self) noexcept:
         """False when the flush notifier's thread did not end: the mapping stays."""
+        if self._waker is not None:
+            (<FlushWaker>self._waker)._stop()
+            self._waker = None
         if self._notifier is None:
             return True
         ok = (<FlushNotifier>self._notifier)._stop()
@@ -362,6 +371,45 @@ cdef class Store:
         n._start(self.hdr)
         self._notifier = n
         return n
+
+    def flush_waker(self):
+        """What an event loop watches to learn that the writer flushed past the
+        position it arms (THE FLUSH WAKER, flushwake.pxi): this process's FlushWaker,
+        or, for a process without a row of its own or whose row another Store's waker
+        holds, the flush notifier (flushnote.pxi), with the same fd, arm, disarm and
+        clear. Made on first use, and again in a process forked after that."""
+        self._open()
+        cdef FlushWaker w = self._waker
+        if w is not None and w.epoch == _fork_epoch and w.fd >= 0:
+            return w
+        if w is not None:
+            w._stop()                       # the parent's, inherited: close our copy
+            self._waker = None
+        if self.epoch != _fork_epoch:
+            self._claim_counter_row()
+        if self.readonly or self.my_row == 0 or \
+                bk_load_acq32(&self.procs[self.my_row].wake_name) != 0:
+            return self.flush_notifier()
+        w = FlushWaker()
+        w._start(self)
+        self._waker = w
+        return w
+
+    def wake_slots(self):
+        """The process rows' flush wakers (flushwake.pxi), for tests and diagnosis:
+        one dict per row whose owner or waker is set."""
+        self._mapped()
+        cdef uint32_t i
+        cdef bk_proc *p
+        out = []
+        for i in range(1, self.max_procs):
+            p = &self.procs[i]
+            if p.pid or p.wake_name:
+                out.append({"row": i, "pid": p.pid, "name": p.wake_name,
+                            "armed": bool(p.wake_armed), "pos": p.wake_pos,
+                            "address": b"\0bukt-wake-%d-%08x" % (p.pid, p.wake_name),
+                            "alive": bool(p.pid) and bool(owner_alive32(p.pid, p.start))})
+        return out
 
     def unlink(self):
         """Remove the segment's name; processes that mapped it keep their view."""
@@ -830,6 +878,7 @@ cdef class Store:
             bk_store_rel64(&h.flushed_pos, drained)
         bk_inc32(&h.flush_epoch)
         bk_futex_wake(&h.flush_epoch)
+        wake_flushed(self, <uint64_t>-1)            # every armed loop looks now
 
     # -- the writer process's side ---------------------------------------------------
     def ring_read(self, max_records=4096, max_bytes=16 << 20):
@@ -849,6 +898,7 @@ cdef class Store:
         bk_store_rel64(&self.hdr.flushed_pos, pos)
         bk_inc32(&self.hdr.flush_epoch)
         bk_futex_wake(&self.hdr.flush_epoch)
+        wake_flushed(self, pos)                     # the event loops (flushwake.pxi)
 
     def ring_set_start(self, uint64_t pos):
         """Number the next record `pos` (the writer continues its log's sequence after

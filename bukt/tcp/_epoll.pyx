@@ -62,11 +62,12 @@ after this round's response, so the worker soon sleeps on its own.
 DURABILITY. Under `fsync: always` a write's response waits until the writer's flushed
 position passes the write's ring position (bukt/writewait/durability.py, RingPositions). The
 waiting responses of the whole worker form one FIFO by position; while it is not empty
-the loop watches the store's flush notifier (an eventfd that a thread of this process
-makes readable after each of the writer's flushes: cext/flushnote.pxi) and releases
-every response the flushed position has passed (group commit), or answers WRITER_DOWN
-past the deadline. It still looks every millisecond as well, for the deadlines and in
-case the notifier is late.
+the loop arms the store's flush waker with the first waiter's position (a datagram
+socket in the epoll set; the writer sends to it itself once a flush covers that
+position: cext/flushwake.pxi) and, when it is readable, releases every response the
+flushed position has passed (group commit) and arms again for the next; or answers
+WRITER_DOWN past the deadline. It still looks every millisecond as well, for the
+deadlines and in case a wake-up is lost.
 
 ADMISSION. Who may hold a connection is bukt/tcp/admission.py's decision, not this loop's:
 each accept asks it (with the peer's address, from accept4), a connection whose session
@@ -291,8 +292,8 @@ cdef class Loop:
     cdef double next_retry
     cdef double now              # monotonic(), read once per wakeup
     cdef Py_ssize_t rfree        # rbuf[rfree:] is free: staged reads are below it
-    cdef object notifier         # the store's FlushNotifier, from the first durable wait
-    cdef int notify_fd           # its eventfd, in the epoll set; -1 before
+    cdef object notifier         # the store's flush_waker(), from the first durable wait
+    cdef int notify_fd           # its socket (or eventfd), in the epoll set; -1 before
     cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
     cdef double busy_poll        # its limit; 0: the loop never asks the credit
     cdef bint core_store         # store is a bukt._core.Store: meta_epoch and PREFETCH apply
@@ -879,23 +880,40 @@ cdef class Loop:
             return
         _stats.inflight(c.resp, 1)         # its face's gauge (bukt/tcp/stats.py)
         if not self.waiters:
-            self._watch_flushes(True)
+            self._watch_flushes(True, d.wait)  # (the round ends with _settle either way)
         self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
                              d.response, d.request_id))
 
-    cdef _watch_flushes(self, bint on):
+    cdef bint _watch_flushes(self, bint on, uint64_t pos=0):
+        """Have the writer wake the loop once the flushed position reaches `pos` (the
+        first waiter's), or not at all. True when it is there already: look again."""
         if self.notifier is None:
             if not on:
-                return
-            self.notifier = self.store.flush_notifier()
+                return False
+            self.notifier = self.store.flush_waker()
             self.notify_fd = self.notifier.fd
             self._ctl(EPOLL_CTL_ADD, self.notify_fd, EPOLLIN)
-        self.notifier.watch(on)
+        if on:
+            return self.notifier.arm(pos)
+        self.notifier.disarm()
+        return False
 
     cdef double _durable_timeout(self):
         return getattr(self.durable, "timeout", 5.0)
 
     cdef _settle(self):
+        waiters = self.waiters
+        while True:
+            self._settle_once()
+            if not waiters:
+                self._watch_flushes(False)
+                return
+            # the writer wakes us past the new first waiter; if it is flushed already
+            # (between the look and the arming), look again
+            if not self._watch_flushes(True, waiters[0][0]):
+                return
+
+    cdef _settle_once(self):
         flushed = self.store.ring_position()[2]
         now = monotonic()
         waiters = self.waiters
@@ -921,8 +939,6 @@ cdef class Loop:
                 self._flush(c)
                 if (<Conn>c).subscribed and not (<Conn>c).inflight:
                     self._pump(c)
-        if not waiters:
-            self._watch_flushes(False)
 
     # -- WATCH WAITS: long polls of the change feed ---------------------------------------
     # A WATCH that found nothing waits here, its connection served meanwhile (it counts

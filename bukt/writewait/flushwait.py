@@ -11,11 +11,12 @@ end of the record just appended (store.last_pos).
 
 GROUP COMMIT. A process appends its records one after another, so its waiters form a
 FIFO by position: one look at the flushed position resolves every waiter it has passed,
-however many. While someone waits the loop watches the store's flush notifier (an
-eventfd made readable after each of the writer's flushes by a thread of this process,
-cext/flushnote.pxi) and looks when it fires; a timer looks too, every POLL_FIRST seconds
-after a look that resolved someone, doubling up to POLL_LONGEST while nothing moves, for
-the timeouts and in case the notifier is late. A hundred waiting requests cost one
+however many. While someone waits the loop watches the store's flush waker (a datagram
+socket the writer sends to once a flush covers the position it was armed with, the
+first waiter's: cext/flushwake.pxi), looks when it is readable and arms it again for
+the next waiter; a timer looks too, every POLL_FIRST seconds after a look that resolved
+someone, doubling up to POLL_LONGEST while nothing moves, for the timeouts and in case
+a wake-up is lost. A hundred waiting requests cost one
 reader and one timer, not a hundred. (A waiter whose position is below the head's,
 which a handler that awaited between its write and its wait could make, is resolved
 with the head: late, never early.)
@@ -105,7 +106,7 @@ class FlushWaiters:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_later(self._delay, self._poll, loop)
-            self._watch(loop)
+            self._watch(loop, pos)
         fut = loop.create_future()
         self._waiters.append((pos, time.monotonic() + timeout, timeout, fut))
         return fut
@@ -113,16 +114,17 @@ class FlushWaiters:
     def __len__(self):
         return len(self._waiters)
 
-    def _watch(self, loop):
-        """Have the notifier signal flushes, and `loop` read them."""
+    def _watch(self, loop, pos):
+        """Have the writer wake `loop` once the flushed position reaches `pos`; True
+        when it is there already."""
         if self._notifier is None:
-            self._notifier = self.store.flush_notifier()
+            self._notifier = self.store.flush_waker()
         if self._reading is not loop:
             if self._reading is not None and not self._reading.is_closed():
                 self._reading.remove_reader(self._notifier.fd)
             loop.add_reader(self._notifier.fd, self._notified, loop)
             self._reading = loop
-        self._notifier.watch(True)
+        return self._notifier.arm(pos)
 
     def _notified(self, loop):
         self._notifier.clear()
@@ -138,7 +140,14 @@ class FlushWaiters:
 
     def _resolve(self, loop) -> bool:
         """Completes the waiters the flushed position has passed and those past their
-        deadline; False when none is left (the poll then stops)."""
+        deadline, and arms the waker for the first one left; False when none is left
+        (the poll then stops)."""
+        while True:
+            more = self._resolve_once(loop)
+            if not more or not self._watch(loop, self._waiters[0][0]):
+                return more
+
+    def _resolve_once(self, loop) -> bool:
         flushed = self.store.ring_position()[2]
         waiters = self._waiters
         now = time.monotonic()
@@ -162,7 +171,7 @@ class FlushWaiters:
                 self._timer.cancel()
                 self._timer = None
             if self._notifier is not None:
-                self._notifier.watch(False)
+                self._notifier.disarm()
             return False
         self._delay = POLL_FIRST if progressed else min(self._delay * 2, POLL_LONGEST)
         return True

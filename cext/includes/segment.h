@@ -23,7 +23,9 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       17u     /* 17: objects in the core: entry flags
+#define BK_FORMAT       18u     /* 18: a process row (bk_proc) carries its flush
+                                   waker: wake_name, wake_armed, wake_pos;
+                                   17: objects in the core: entry flags
                                    MANIFEST, HIDDEN, ZSTD, LZ4 (and a ring
                                    record's eflags that carries them), buckets'
                                    compression settings and comp_saved gauge;
@@ -408,6 +410,14 @@ typedef struct {
     uint32_t pid;               /* owner of this counter slot, 0 = free */
     uint32_t start;             /* the owner's start time, low 32 bits; pid and start
                                    are one 64-bit word, claimed by one CAS */
+    /* the owner's flush waker (flushwake.pxi, THE FLUSH WAKER): reset by whoever
+       claims the row, set and armed by its owner, disarmed by the writer */
+    uint32_t wake_name;         /* 0: none; else the owner's datagram socket is bound to
+                                   the abstract name "bukt-wake-<pid>-<wake_name, hex>" */
+    uint32_t wake_armed;        /* 1: the owner waits for flushed_pos >= wake_pos; the
+                                   writer takes it to 0 (CAS) and sends one datagram */
+    uint64_t wake_pos;          /* written by the owner before it arms */
+    uint64_t _pad;
 } bk_proc;
 
 typedef struct {
@@ -453,6 +463,7 @@ _Static_assert(offsetof(bk_header, retired) / 64 == offsetof(bk_header, index_ge
 _Static_assert(sizeof(bk_header) <= BK_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(bk_counters) == 64, "counters are one cache line");
 _Static_assert(sizeof(bk_reader) == 16, "a reader slot is two words");
+_Static_assert(sizeof(bk_proc) == 32, "a process row is four words");
 
 /* ---- atomics: explicit ordering, as design.md invariant 2 asks ---- */
 static inline uint64_t bk_load_acq64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }

@@ -186,6 +186,9 @@ cdef extern from "segment.h" nogil:
     ctypedef struct bk_proc:
         uint32_t pid
         uint32_t start
+        uint32_t wake_name
+        uint32_t wake_armed
+        uint64_t wake_pos
 
     ctypedef struct bk_counters:
         int64_t hits, misses, writes, deletes, evictions, expirations, integrity_errors

@@ -193,10 +193,11 @@ def test_http_area_in_a_full_shm_is_an_error_at_creation(small_tmpfs):
 
 def proc_rows(segname, plan, n):
     """(pid, start low 32 bits) of each counter row of the segment, read from its file."""
+    from bukt._core import PROC_ROW
     with open(f"/dev/shm/bukt-{segname}", "rb") as f:
         f.seek(plan["procs_off"])
-        raw = f.read(8 * n)
-    return [struct.unpack_from("=II", raw, 8 * i) for i in range(n)]
+        raw = f.read(PROC_ROW * n)
+    return [struct.unpack_from("=II", raw, PROC_ROW * i) for i in range(n)]
 
 
 def test_segment_counter_row_of_a_zombie_is_taken_over(segname):

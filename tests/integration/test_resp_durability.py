@@ -56,3 +56,53 @@ def test_a_durable_write_holds_the_replies_behind_it(loop):
             a.close()
             b.close()
         s.writer_publish(sync_always=False)
+
+
+@pytest.mark.parametrize("loop", ["epoll", "asyncio"])
+def test_the_writer_wakes_the_worker_and_a_forged_wake_releases_nothing(loop):
+    """The worker waits by its flush waker (cext/flushwake.pxi): armed with the write's
+    position in its process row, woken by the writer's one datagram (here the test plays
+    the writer: ring_flushed sends it; none for a flush short of the record). Datagrams
+    forged to the same abstract name release nothing: the reply comes only once the
+    flushed position passes the record."""
+    from bukt._core import wake_counts
+    with store() as (s, name), Server(name, workers=1, loop=loop) as srv:
+        s.writer_publish(sync_always=True)
+        s.ring_flushed(s.ring_position()[1])
+        time.sleep(0.3)  # the worker rereads the policy every 0.1 s
+        a = socket.create_connection(("127.0.0.1", srv.resp_port), timeout=5)
+        forger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            a.sendall(resp(b"AUTH", b"b", b"rw"))
+            assert read_until(a, b"+OK\r\n") == b"+OK\r\n"
+            for round_ in range(3):
+                key = b"fk%d" % round_
+                a.sendall(resp(b"SET", key, b"v"))
+                while s.bucket("b").version(key) is None:   # applied, waiting
+                    time.sleep(0.01)
+                end = s.ring_position()[1]
+                armed = []
+                while not armed:
+                    armed = [r for r in s.wake_slots() if r["armed"]]
+                    time.sleep(0.01)
+                assert [r["pos"] for r in armed] == [end]
+                for _ in range(5):
+                    forger.sendto(b"f", armed[0]["address"])
+                a.settimeout(0.3)
+                with pytest.raises(socket.timeout):
+                    a.recv(4096)
+                sent = wake_counts()
+                s.ring_flushed(end - 8)                     # short of the record
+                with pytest.raises(socket.timeout):
+                    a.recv(4096)
+                assert wake_counts() == sent
+                s.ring_flushed(end)                         # the writer's fsync is done
+                # one datagram to the worker, or none if its own poll saw the flush
+                # first and disarmed its row (flushwake.pxi, THE ORDER)
+                assert wake_counts() in (sent, sent + 1)
+                a.settimeout(5)
+                assert read_until(a, b"+OK\r\n") == b"+OK\r\n"
+        finally:
+            a.close()
+            forger.close()
+        s.writer_publish(sync_always=False)

@@ -145,3 +145,98 @@ def test_flush_notifier_signals_each_flush_and_its_thread_ends_with_the_store(se
     with pytest.raises(errors.BuktError):
         s.flush_notifier()
     bukt.attach(segname).unlink()
+
+
+# -- THE FLUSH WAKER (cext/flushwake.pxi): the writer wakes the waiting loop itself ----------
+
+def test_the_writer_wakes_an_armed_waker_once_and_only_past_its_position(seg):
+    from bukt._core import wake_counts
+    w = seg.flush_waker()
+    assert seg.flush_waker() is w and w.name
+    b = seg.bucket("b")
+    b.set(b"k1", b"v")
+    first = seg.last_pos
+    b.set(b"k2", b"v")
+    assert not w.arm(seg.last_pos)                  # nothing flushed yet: armed
+    row = next(r for r in seg.wake_slots() if r["pid"] == os.getpid())
+    assert row["armed"] and row["pos"] == seg.last_pos and row["name"] == w.name
+    sent = wake_counts()
+    seg.ring_flushed(first)                         # short of it: no datagram
+    assert wake_counts() == sent and not select.select([w.fd], [], [], 0.05)[0]
+    seg.ring_flushed(seg.last_pos)                  # covers it: one datagram
+    assert wake_counts() == sent + 1 and select.select([w.fd], [], [], 10)[0]
+    w.clear()
+    assert not select.select([w.fd], [], [], 0)[0]
+    seg.ring_flushed(seg.last_pos)                  # disarmed by the first: no more
+    assert wake_counts() == sent + 1
+    assert w.arm(seg.last_pos)                      # flushed already: look now, unarmed
+    assert not next(r for r in seg.wake_slots() if r["pid"] == os.getpid())["armed"]
+
+
+def test_a_forged_wake_releases_no_waiter_before_its_record_is_flushed(seg, monkeypatch):
+    """Anyone on the host may send to the waker's abstract name: the loop looks at the
+    flushed position and releases nothing it has not passed."""
+    import socket
+    import bukt.writewait.flushwait as fw
+    monkeypatch.setattr(fw, "POLL_FIRST", 60.0)     # the waker alone releases
+    monkeypatch.setattr(fw, "POLL_LONGEST", 60.0)
+    waiters = FlushWaiters(seg, timeout=120)
+    b = seg.bucket("b")
+    forger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    async def scenario():
+        b.set(b"k", b"v")
+        fut = waiters.wait(seg.last_pos)
+        row = next(r for r in seg.wake_slots() if r["pid"] == os.getpid())
+        assert row["armed"]
+        for _ in range(5):
+            forger.sendto(b"f", row["address"])
+            await asyncio.sleep(0.01)
+        assert not fut.done()
+        seg.ring_flushed(seg.last_pos)
+        await asyncio.wait_for(fut, 10)
+    try:
+        asyncio.run(scenario())
+    finally:
+        forger.close()
+
+
+_WAITER = """
+import sys, time, bukt
+s = bukt.attach(sys.argv[1])
+w = s.flush_waker()
+assert not w.arm(int(sys.argv[2]))
+print([r["row"] for r in s.wake_slots() if r["name"] == w.name][0], flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_waiters_row_is_disarmed_by_the_writer_and_reclaimed(seg, segname):
+    """A process killed while it waits leaves its row armed; the writer's one datagram
+    to it fails and disarms it, and the next process to attach takes the row, its
+    waker fields cleared: rows do not accumulate however many waiters die."""
+    import signal
+    import subprocess
+    import sys
+    from bukt._core import wake_counts
+    seg.bucket("b").set(b"k", b"v")
+    rows = set()
+    for round_ in range(4):
+        pos = seg.ring_position()[2] + 8 * (round_ + 1)
+        p = subprocess.Popen([sys.executable, "-c", _WAITER, segname, str(pos)],
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            row = int(p.stdout.readline())
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+            p.stdout.close()
+        rows.add(row)
+        dead = next(r for r in seg.wake_slots() if r["row"] == row)
+        assert dead["armed"] and dead["pid"] == p.pid and not dead["alive"]
+        sent = wake_counts()
+        seg.ring_flushed(pos)                       # its position: one try
+        assert wake_counts() == sent                # nobody there: nothing delivered
+        assert not next(r for r in seg.wake_slots() if r["row"] == row)["armed"]
+    assert len(rows) == 1                           # each new waiter took the dead row
+    assert len([r for r in seg.wake_slots() if r["pid"]]) == 2   # us and the last
