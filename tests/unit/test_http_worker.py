@@ -131,3 +131,23 @@ def test_other_transport_methods_forwarded(name):
         t.close()
         peer.close()
     run(main())
+
+
+def test_worker_builds_no_uvicorn_access_records():
+    """uvicorn builds an access log record for every response when the logger
+    uvicorn.access has a handler (hasHandlers(), asked once a connection). Bukt writes
+    its own access lines, so a forked HTTP worker leaves uvicorn's with none."""
+    import logging
+
+    from bukt import logs
+    from bukt.http.server import HttpServer
+
+    access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
+    saved = (access.handlers[:], access.propagate, error.handlers[:], error.propagate,
+             logs.role())
+    try:
+        HttpServer._post_fork(None, None)
+        assert not access.hasHandlers()
+    finally:
+        access.handlers, access.propagate, error.handlers, error.propagate = saved[:4]
+        logs.set_role(saved[4])
