@@ -45,7 +45,10 @@ doorbell, so the writer drains at once: the time from a commit to its acknowledg
 one wake-up, one write, one fsync and one wake-up, and records committed during an
 fsync go into the next one. Under everysec and no nobody waits, producers do not ring,
 and the sleep backs off from POLL_MIN_S to POLL_MAX_S; under a stream of writes the
-writer drains every BATCH_S (at once while batches come back full). A record still
+writer drains every BATCH_S (at once while batches come back full). While the change
+feed is watched (the header's feed_watched, renewed by watchers: bukt/feed.py, WAITING)
+its watchers do wait: producers ring as under `always`, and the writer gathers no
+BATCH_S, so an event reaches them one wake-up after its commit, not a poll later. A record still
 RESERVED by its producer for longer than STUCK_S is handed to ring_unstick, which
 repairs the stripe if the producer died.
 
@@ -160,7 +163,8 @@ from bukt.writer.datadir import DataDir
 from bukt.errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
                      SegmentInvalid, SegmentNotFound)
 from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
-                        ring_gather_wait, ring_idle_wait, writer_claim, writer_claimed)
+                        feed_watched, ring_gather_wait, ring_idle_wait, writer_claim,
+                        writer_claimed)
 from bukt.feed import FeedWriter
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, \
     snapshot_chunks
@@ -198,6 +202,8 @@ READ_RECORDS = 4096         # one batch: at most this many ring records or bytes
 READ_BYTES = 2 << 20        # batches give ring space back sooner under backpressure
 TIE_FILE = "SEGMENT"        # data_dir/SEGMENT: the generation the logs describe
 FAKE_TIME_ENV = "BUKT_FAKE_TIME_FILE"
+POLL_ENV = "BUKT_WRITER_POLL_S"    # test hook: every idle sleep (everysec/no) this long,
+                                   # so a test can tell a rung doorbell from a poll
 
 
 class WriterError(BuktError):
@@ -700,7 +706,10 @@ class Writer:
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> int:
         self._install_signals()
-        idle = POLL_MIN_S
+        poll_min, poll_max = POLL_MIN_S, POLL_MAX_S
+        if os.environ.get(POLL_ENV):
+            poll_min = poll_max = float(os.environ[POLL_ENV])
+        idle = poll_min
         next_tick = 0.0
         while not self.stopping:
             moved = self._drain()
@@ -709,16 +718,19 @@ class Writer:
                 self._tick(now)
                 next_tick = now + min(HEARTBEAT_S, 1.0 / self.cfg.expiry.hz)
             if moved:
-                idle = POLL_MIN_S
-                if self.policy != "always" and not self.batch_full:
+                idle = poll_min
+                if self.policy != "always" and not self.batch_full \
+                        and not feed_watched(self.store):
                     # Nobody waits for these records (everysec, no): let the next ones
                     # gather for BATCH_S instead of waking for each (a trickle of writes
                     # cost one drain, log write and wake-up per record). A full batch
-                    # means more are waiting, and those are taken at once.
+                    # means more are waiting, and those are taken at once. While the
+                    # change feed is watched its watchers wait for them: no gathering
+                    # (producers ring the doorbell then, cext/ring.pxi, THE DOORBELL).
                     ring_idle_wait(self.store, BATCH_S)
             elif self.error or self.w is None:
                 time.sleep(idle)            # backing off a disk error: records wait
-                idle = min(idle * 2, POLL_MAX_S)
+                idle = min(idle * 2, poll_max)
             elif self.ack_wait:
                 self._replica_acks()        # replication.min_acks: poll the reports
                 ring_idle_wait(self.store, ACK_POLL_S)
@@ -728,7 +740,7 @@ class Writer:
                 ring_idle_wait(self.store, min(STUCK_S, max(0.0, next_tick - now)))
             else:
                 ring_idle_wait(self.store, idle)
-                idle = min(idle * 2, POLL_MAX_S)
+                idle = min(idle * 2, poll_max)
         return self._shutdown()
 
     def _install_signals(self):
@@ -1228,7 +1240,7 @@ def run_command(config_path=None, cold=False) -> int:
     try:
         # the test hook is not a configuration key (config.ENV_NOT_KEYS should list it)
         cfg = config.load(config_path, env={k: v for k, v in os.environ.items()
-                                            if k != FAKE_TIME_ENV})
+                                            if k not in (FAKE_TIME_ENV, POLL_ENV)})
     except config.ConfigError as e:
         logs.configure("writer")        # no configuration: the default format
         log.error("bukt writer: %s", e)
