@@ -1,7 +1,7 @@
 """Change-feed benchmark: event latency and what watchers cost the writers, beside Redis
 keyspace notifications in the same run.
 
-    make bench            # or: .venv/bin/python bench/watch.py [--seconds S] [--watchers 0,10,100]
+    make bench            # or: .venv/bin/python bench/watch.py [--seconds S] [--watchers 0,10,100] [--coalesce 5ms]
                           #     [--faces local,sse,resp,redis]
 
 A real `bukt serve` (writer, HTTP, TCP, RESP) on unused ports. For 0, 10 and 100 watchers
@@ -341,12 +341,15 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--watchers", default="0,10,100")
     ap.add_argument("--faces", default="local,sse,resp,redis")
+    ap.add_argument("--coalesce", default=None,
+                    help="the service's feed.coalesce (SSE), e.g. 2ms (default: its default)")
     args = ap.parse_args()
     faces = args.faces.split(",")
     counts = [int(x) for x in args.watchers.split(",")]
     tmp = tempfile.mkdtemp(prefix="bench-watch-")
     from pathlib import Path
-    svc = Service(Path(tmp))
+    svc = Service(Path(tmp), **({"feed": {"coalesce": args.coalesce}} if args.coalesce
+                                else {}))
     redis, rport = start_redis()
     try:
         svc.start()
