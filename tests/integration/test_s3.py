@@ -13,7 +13,7 @@ import botocore
 import pytest
 from botocore.config import Config
 
-from serve_harness import Service, unused_port, wait_for
+from serve_harness import Service, s3_service, unused_port, wait_for
 
 from bukt.http.s3.sigv4 import s3_secret
 
@@ -23,16 +23,10 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = Service(tmp_path_factory.mktemp("s3"), memory="128MiB",
-                s3={"bind": f"127.0.0.1:{unused_port()}"})
-    try:
-        s.start()
-        s.token = s.create_bucket("photos")
-        s.other = s.create_bucket("other")
+    with s3_service(tmp_path_factory.mktemp("s3"), "photos", "other") as s:
+        s.token = s.tokens["photos"]
+        s.other = s.tokens["other"]
         yield s
-        assert s.stop() == 0
-    finally:
-        s.cleanup()
 
 
 def endpoint(svc):

@@ -9,7 +9,7 @@ import pytest
 from botocore.config import Config
 
 import bukt
-from serve_harness import Service, unused_port
+from serve_harness import s3_service
 
 from bukt.http.s3.sigv4 import s3_secret
 
@@ -19,15 +19,9 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    s = Service(tmp_path_factory.mktemp("s3mp"), memory="128MiB",
-                s3={"bind": f"127.0.0.1:{unused_port()}"})
-    try:
-        s.start()
-        s.token = s.create_bucket("photos")
+    with s3_service(tmp_path_factory.mktemp("s3mp"), "photos") as s:
+        s.token = s.tokens["photos"]
         yield s
-        assert s.stop() == 0
-    finally:
-        s.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from botocore.config import Config
 
 import bukt
 from bukt import objects
-from serve_harness import Service, unused_port
+from serve_harness import s3_service
 
 from bukt.http.s3.sigv4 import s3_secret
 
@@ -26,15 +26,9 @@ MULTIPART = ["--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M"]
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
     assert shutil.which("rclone"), "these tests drive rclone: apt-get install rclone"
-    s = Service(tmp_path_factory.mktemp("s3rclone"), memory="128MiB",
-                s3={"bind": f"127.0.0.1:{unused_port()}"})
-    try:
-        s.start()
-        s.token = s.create_bucket("photos")
+    with s3_service(tmp_path_factory.mktemp("s3rclone"), "photos") as s:
+        s.token = s.tokens["photos"]
         yield s
-        assert s.stop() == 0
-    finally:
-        s.cleanup()
 
 
 def remote(name, endpoint, key_id, secret):

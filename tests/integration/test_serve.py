@@ -5,15 +5,12 @@ gunicorn, TCP pool) on unused ports with a unique instance; see serve_harness.py
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 
-import bukt
 from bukt.service.procs import alive, children_of
+from face_writers import FaceWriters, cold_read
 from serve_harness import ROOT, Service, wait_for
 
 
@@ -54,70 +51,10 @@ def test_make_run_reaches_healthy_and_stops_on_sigterm(tmp_path, service):
 
 # -- SIGTERM under load -----------------------------------------------------------------------
 
-class Writers:
-    """Threads writing unique keys over TCP and HTTP; each records what was acknowledged."""
-
-    def __init__(self, service, bucket, token, tcp=3, http=1):
-        self.service, self.bucket, self.token = service, bucket, token
-        self.acked = {}
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.tcp, args=(i,)) for i in range(tcp)] + \
-            [threading.Thread(target=self.http, args=(i,)) for i in range(http)]
-
-    def record(self, key, value):
-        with self.lock:
-            self.acked[key] = value
-
-    def tcp(self, i):
-        c = self.service.client(self.bucket, self.token, timeout=5, retry_reads=False)
-        n = 0
-        try:
-            while not self.stop.is_set():
-                k, v = f"t{i}-{n}".encode(), os.urandom(8).hex().encode()
-                c.set(k, v)
-                self.record(k, v)
-                n += 1
-        except Exception:
-            pass                         # the service went away: the test goes on
-        finally:
-            c.close()
-
-    def http(self, i):
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", self.service.http_port, timeout=5)
-        n = 0
-        try:
-            while not self.stop.is_set():
-                k, v = f"h{i}-{n}", os.urandom(8).hex()
-                conn.request("PUT", f"/api/v1/buckets/{self.bucket}/keys/{k}", body=v,
-                             headers={"X-Auth-Token": self.token})
-                r = conn.getresponse()
-                r.read()
-                if r.status != 204:
-                    break
-                self.record(k.encode(), v.encode())
-                n += 1
-        except Exception:
-            pass
-        finally:
-            conn.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
-
-
 def test_sigterm_under_write_load_loses_no_acknowledged_write(service):
     service.start()
     token = service.create_bucket("load")
-    with Writers(service, "load", token) as w:
+    with FaceWriters(service, "load", token) as w:
         wait_for(lambda: len(w.acked) > 2000, timeout=20, what="2000 acknowledged writes")
         t0 = time.monotonic()
         code = service.stop()
@@ -130,29 +67,8 @@ def test_sigterm_under_write_load_loses_no_acknowledged_write(service):
     # A cold start of the writer alone: the segment is gone, so everything it finds
     # comes from the log on disk.
     os.unlink(f"/dev/shm/bukt-{service.name}")
-    writer = subprocess.Popen([sys.executable, "-m", "bukt", "writer", "--config", service.conf],
-                              cwd=str(service.tmp), env=service.env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def ready():
-            try:
-                s = bukt.attach(service.name, readonly=True)
-            except bukt.BuktError:
-                return False
-            try:
-                return s.writer_info()["ready"]
-            finally:
-                s.close()
-        wait_for(ready, timeout=30, what="the writer's cold start")
-        store = bukt.attach(service.name, readonly=True)
-        try:
-            b = store.bucket("load")
-            missing = [k for k, v in w.acked.items() if b.get(k) != v]
-        finally:
-            store.close()
-    finally:
-        writer.terminate()
-        writer.wait(20)
+    got = cold_read(service, "load", w.acked)
+    missing = [k for k, v in w.acked.items() if got[k] != v]
     assert not missing, f"{len(missing)} of {len(w.acked)} acknowledged writes lost: " \
                         f"{missing[:5]}"
 

@@ -2,6 +2,7 @@
 tmp_path, a config file; start, wait for its banner, talk to it over HTTP and TCP, stop
 it, and in teardown kill whatever is left (the supervisor's session, every process
 whose command line names this test's directory) and unlink its segments."""
+import contextlib
 import http.client
 import json
 import os
@@ -195,3 +196,17 @@ def kill_matching(text):
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+@contextlib.contextmanager
+def s3_service(tmp, *buckets):
+    """A started `bukt serve` with S3 on an unused port (`settings['s3']['bind']`) and
+    the given buckets, each one's token kept as `tokens[name]`; stopped cleanly after."""
+    s = Service(tmp, memory="128MiB", s3={"bind": f"127.0.0.1:{unused_port()}"})
+    try:
+        s.start()
+        s.tokens = {name: s.create_bucket(name) for name in buckets}
+        yield s
+        assert s.stop() == 0
+    finally:
+        s.cleanup()
