@@ -263,7 +263,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "feed.lease": ("10s", _duration(lo=2, hi=3600)),
     "feed.heartbeat": (15, _duration(lo=0.1, hi=3600)),
     "feed.max_lag": ("4MiB", _size(lo=4096, hi=1 << 36)),
-    "feed.coalesce": ("2ms", _duration(lo=0, hi=1)),
+    "feed.coalesce": ("5ms", _duration(lo=0, hi=1)),
     "replica.of": (None, _nullable(_text(r"bukt://[^@/\s]*@[A-Za-z0-9.\-\[\]:]+:\d{1,5}",
                                           "bukt://:TOKEN@HOST:PORT (the primary's HTTP "
                                           "address and a token that may replicate)"))),

@@ -92,7 +92,7 @@ class HttpSettings:
     feed_max_lag: int = 4 << 20       # feed.max_lag: a slow watch is cut off past it
     metrics_token: str | None = None  # metrics.token: a read-only scrape credential
     metrics_public_on_loopback: bool = False   # metrics.public_on_loopback
-    feed_coalesce: float = 0.002      # feed.coalesce: a stream's batches at most this often
+    feed_coalesce: float = 0.005      # feed.coalesce: a stream's batches at most this often
     s3_bind: str | None = None        # s3.bind: the S3 gateway's address (None: off)
     s3_region: str = "us-east-1"      # s3.region: the region clients sign for
     s3_max_skew: float = 900.0        # s3.max_skew: a signed request's time, +- seconds
