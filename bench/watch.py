@@ -1,7 +1,7 @@
 """Change-feed benchmark: event latency and what watchers cost the writers, beside Redis
 keyspace notifications in the same run.
 
-    make bench            # or: .venv/bin/python bench/watch.py [--seconds S] [--watchers 0,10,100]
+    make bench            # or: .venv/bin/python bench/watch.py [--seconds S] [--watchers 0,10,100] [--coalesce 5ms]
                           #     [--faces local,sse,resp,redis]
 
 A real `bukt serve` (writer, HTTP, TCP, RESP) on unused ports. For 0, 10 and 100 watchers
@@ -274,9 +274,9 @@ def run_case(kind, target, nwatch, seconds, roles):
     on `nwatch` fresh watchers: one that fell out of the feed at full speed would
     otherwise say nothing about latency; and the CpuMeter of the throughput phase)."""
     rate, _, _, ended, meter = run_phase(kind, target, nwatch, seconds, "rate", roles)
-    _, lat, missing, _, _ = run_phase(kind, target, max(nwatch, 1), seconds, "latency",
-                                      roles)
-    return rate, lat, missing, ended, meter
+    _, lat, missing, _, lmeter = run_phase(kind, target, max(nwatch, 1), seconds, "latency",
+                                           roles)
+    return rate, lat, missing, ended, meter, lmeter
 
 
 def run_phase(kind, target, nwatch, seconds, phase, roles):
@@ -341,12 +341,15 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--watchers", default="0,10,100")
     ap.add_argument("--faces", default="local,sse,resp,redis")
+    ap.add_argument("--coalesce", default=None,
+                    help="the service's feed.coalesce (SSE), e.g. 2ms (default: its default)")
     args = ap.parse_args()
     faces = args.faces.split(",")
     counts = [int(x) for x in args.watchers.split(",")]
     tmp = tempfile.mkdtemp(prefix="bench-watch-")
     from pathlib import Path
-    svc = Service(Path(tmp))
+    svc = Service(Path(tmp), **({"feed": {"coalesce": args.coalesce}} if args.coalesce
+                                else {}))
     redis, rport = start_redis()
     try:
         svc.start()
@@ -357,7 +360,8 @@ def main():
               f"{LAT_RATE}/s for latency (acknowledged write -> event received)\n")
         print(f"  {'face':<8}{'watchers':>9}{'sets/s':>11}{'vs 0':>8}{'ended':>7}"
               f"{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}  | CPU us a set:"
-              f"{'setter':>7}{'writer':>7}{'face':>7}{'watch.':>7}  us/event  host %")
+              f"{'setter':>7}{'writer':>7}{'face':>7}{'watch.':>7}  us/event  host %"
+              f"  | paced: writer %  face %  face us/event")
         state = svc.state()
         writer = {"writer": [state["writer"]["pid"]]}
         roles = {"local": writer, "sse": {**writer, "face": [state["http"]["pid"]]},
@@ -372,8 +376,8 @@ def main():
                 continue
             base = None
             for n in counts:
-                rate, lat, missing, ended, meter = run_case(kind, target, n, args.seconds,
-                                                            roles[kind])
+                rate, lat, missing, ended, meter, lmeter = run_case(
+                    kind, target, n, args.seconds, roles[kind])
                 base = base or rate
                 p50 = f"{pct(lat, 50):9.2f}" if lat else f"{'-':>9}"
                 p99 = f"{pct(lat, 99):9.2f}" if lat else f"{'-':>9}"
@@ -383,16 +387,24 @@ def main():
                                for r in ("setter", "writer", "face", "watchers"))
                 per_event = (f"{meter.seconds['watchers'] * 1e6 / (sets * n):10.2f}"
                              if n and sets else f"{'-':>10}")
+                # the paced phase: what the writer and the face cost at LAT_RATE events a
+                # second for max(n, 1) watchers (the face's µs per event a watcher saw)
+                lw = max(n, 1)
+                face_ev = (f"{lmeter.seconds['face'] * 1e6 / (LAT_N * lw):14.2f}"
+                           if "face" in lmeter.seconds else f"{'-':>14}")
                 print(f"  {kind:<8}{n:>9}{rate:>11.0f}{rate / base:>7.2f}x{ended:>7}{p50}{p99}"
-                      f"{missing:>8}  | {'':12}{cols}{per_event}{meter.percent('host'):8.0f}",
-                      flush=True)
+                      f"{missing:>8}  | {'':12}{cols}{per_event}{meter.percent('host'):8.0f}"
+                      f"  | {lmeter.percent('writer'):14.1f}{lmeter.percent('face'):8.1f}"
+                      f"{face_ev}", flush=True)
         if not redis and "redis" in faces:
             print("  redis: n/a (no redis-server)")
         print("\n  (sse and local share the writer: a local process setting keys; sse's "
               "watchers read the same feed through the HTTP face; resp and redis share "
               "their client code: SET over one connection, PSUBSCRIBE keyspace channels;\n"
               "   CPU over the throughput phase, its drain included, per set it stored; "
-              "us/event: the watcher processes' CPU per set per watcher)")
+              "us/event: the watcher processes' CPU per set per watcher;\n   paced: the "
+              "same over the latency phase's paced sets, in % of a CPU, and the face's CPU "
+              "per event a watcher received)")
     finally:
         svc.cleanup()
         if redis:

@@ -37,7 +37,8 @@ __all__ = ["Config", "ConfigError", "load", "defaults", "parse_size", "parse_dur
 
 ENV_PREFIX = "BUKT_"
 # BUKT_ variables with other jobs; every other BUKT_ variable must name a key.
-ENV_NOT_KEYS = frozenset({"BUKT_CONFIG", "BUKT_DEBUG", "BUKT_FAKE_TIME_FILE"})
+ENV_NOT_KEYS = frozenset({"BUKT_CONFIG", "BUKT_DEBUG", "BUKT_FAKE_TIME_FILE",
+                          "BUKT_WRITER_POLL_S"})
 # Short names kept for convenience; the canonical name wins when both are set.
 ENV_ALIASES = {"BUKT_ADMIN_TOKEN": "auth.admin_token"}
 

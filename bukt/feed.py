@@ -59,6 +59,18 @@ WAITING. After each batch the writer bumps the wake word and futex-wakes its sle
 (one syscall a batch, not a record). Watcher.wait() sleeps there. An event loop does
 not sleep: Waker, one thread a process, sleeps for all of that process's watchers and
 calls each one's callback (asyncio: loop.call_soon_threadsafe).
+
+THE WATCHED WORD. Under `fsync: everysec` or `no` nobody waits for the writer, so by
+itself it finds a record only at its next poll and gathers a batch before it drains
+the next: an event would wait 2-4 ms for it. A watcher does wait. So every watcher's
+poll() (each wake, at least every second: the Waker's timeout) renews the segment
+header's feed_watched, the LRU-clock tick until which someone watches, to feed.lease
+from now once half of it is gone (feed_watching: a load and a compare, a store a few
+times a lease). While it is ahead of the clock, producers ring the writer's doorbell
+as under `always` and the writer gathers nothing (cext/ring.pxi, THE DOORBELL). A
+watcher that dies or stops polling leaves it to lapse: it costs the producers a
+futex call per writer sleep for at most a lease, never an event. A watcher attached
+read-only cannot renew it; its events come a poll later.
 """
 import array
 import asyncio
@@ -75,7 +87,7 @@ from bukt import errors
 from bukt.owners import identity
 from bukt._core import ENTRY_HIDDEN, ENTRY_LZ4, ENTRY_SINGLE, ENTRY_ZSTD
 from bukt._core import (RING_FIRST, feed_fence, feed_load, feed_store, feed_wait,
-                        feed_wake, feed_watch)
+                        feed_wake, feed_watch, feed_watching)
 
 __all__ = ["FeedWriter", "Feed", "Watcher", "Event", "Gone", "KINDS", "feed_path",
            "ring_records_to_events"]
@@ -820,6 +832,8 @@ class Watcher:
         self.dropped = False
         feed = self.feed
         self._lease_s = feed.lease_ms() / 1000.0
+        self._lease_ms = int(self._lease_s * 1000)
+        feed_watching(store, self._lease_ms)    # producers ring from now (THE WATCHED WORD)
         self._lease = self._hold()              # (run, since), or None: no lease needed
         if since is None:
             self.seq = feed.last_seq()
@@ -887,6 +901,7 @@ class Watcher:
         element when the watcher lost its place (then every later poll returns [])."""
         if self.gone is not None or self.dropped:
             return []
+        feed_watching(self.store, self._lease_ms)
         g = self._lease_gone()
         if g is not None:
             return [g]

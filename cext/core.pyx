@@ -131,6 +131,7 @@ WHO WRITES WHAT
   feed_cache_only, feed_always
   a bucket's feed_lease, feed_since       its watchers (feed_watch: the lease by CAS,
                                           a new run and its since under meta lock)
+  feed_watched                            any watcher (feed_watching: racy max, relaxed)
   feed_lost                               producers of cache-only changes (atomic max)
   retired, retire_drained                 the writer process replacing the segment
                                           (retired under the ring lock: store.pxi,

@@ -27,8 +27,15 @@
 # timeout bounds the wait if nobody does). Four committers used to wake it four times a
 # batch, three of them to find the batch short and sleep again, each wake a context
 # switch on the cores the committers need. Under everysec and no nobody waits for the
-# writer, so producers never ring, and the sleep is just the poll interval. A record
-# committed by a repair (not ring_commit) rings nothing: the writer's timeout picks it up.
+# writer, so producers never ring, and the sleep is just the poll interval: unless the
+# change feed is watched, for then its watchers wait for the writer. The header's
+# feed_watched is the LRU-clock tick until which someone watches (watchers renew it,
+# bukt/feed.py, THE WATCHED WORD); while it is ahead of lru_clock producers ring just
+# as under always (the same fences, the same handshake), and the writer gathers no
+# batch (bukt/writer/process.py), so an event is one wake-up behind its commit, not a
+# poll and a gather. An unwatched store pays one load more a commit, from the line
+# sync_always is read from. A record committed by a repair (not ring_commit) rings
+# nothing: the writer's timeout picks it up.
 #
 # THE CLAIM (fairness). Room in a nearly full ring goes to whoever polls first after
 # the writer frees some, so many producers of small records, each needing a few
@@ -450,9 +457,10 @@ cdef inline void ring_fill(Store s, uint64_t pos, uint8_t rtype, uint16_t bidx, 
 
 cdef inline void ring_commit(Store s, uint64_t pos) noexcept:
     cdef bk_rec *r = REC(s, pos)
+    cdef bk_header *h = s.hdr
     bk_store_rel8(&r.state, BK_R_COMMITTED)
-    if s.hdr.sync_always:                       # the writer may sleep with waiters
-        ring_doorbell(s.hdr, pos + r.len)
+    if h.sync_always or bk_load_rlx32(&h.feed_watched) > bk_load_rlx32(&h.lru_clock):
+        ring_doorbell(h, pos + r.len)           # someone waits for the writer
 
 
 cdef inline void ring_doorbell(bk_header *h, uint64_t end) noexcept nogil:

@@ -71,6 +71,30 @@ cdef inline uint32_t _feed_tick(Store s) noexcept:
     return <uint32_t>t if t > 0 else 0
 
 
+def feed_watching(Store s, uint32_t lease_ms):
+    """A watcher of the change feed is here (bukt/feed.py, THE WATCHED WORD): keep the
+    header's feed_watched at least half of `lease_ms` ahead of the clock, so producers
+    ring the writer's doorbell (ring.pxi, THE DOORBELL). A load and a compare; a
+    store (racy max: two renewals store about the same tick) once half the lease is
+    gone. False, changing nothing, on a closed or read-only store."""
+    cdef uint32_t ticks = max(2, (lease_ms + 63) >> 6), now_t, until
+    if not s.mapped or s.readonly:
+        return False
+    s._open()
+    now_t = _feed_tick(s)
+    until = bk_load_rlx32(&s.hdr.feed_watched)
+    if until < now_t + ticks // 2:
+        bk_store_rel32(&s.hdr.feed_watched, now_t + ticks)
+    return True
+
+
+def feed_watched(Store s):
+    """Is the change feed watched now (feed_watching renewed the header's feed_watched
+    within its lease)? The writer then gathers no batch: its watchers wait for it."""
+    s._open()
+    return bk_load_rlx32(&s.hdr.feed_watched) > _feed_tick(s)
+
+
 def feed_watch(Store s, uint32_t idx, uint32_t gen, uint32_t lease_ms):
     """A watcher's hold on cache-only bucket (idx, gen) (bukt/feed.py, THE LEASE):
     renew its lease to `lease_ms` from now and return (run, since): the lease's run

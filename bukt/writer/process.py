@@ -45,9 +45,25 @@ doorbell, so the writer drains at once: the time from a commit to its acknowledg
 one wake-up, one write, one fsync and one wake-up, and records committed during an
 fsync go into the next one. Under everysec and no nobody waits, producers do not ring,
 and the sleep backs off from POLL_MIN_S to POLL_MAX_S; under a stream of writes the
-writer drains every BATCH_S (at once while batches come back full). A record still
-RESERVED by its producer for longer than STUCK_S is handed to ring_unstick, which
-repairs the stripe if the producer died.
+writer drains every BATCH_S (at once while batches come back full). While the change
+feed is watched (the header's feed_watched, renewed by watchers: bukt/feed.py, THE
+WATCHED WORD) its watchers do wait: see WATCHED. A record still RESERVED by its
+producer for longer than STUCK_S is handed to ring_unstick, which repairs the stripe if
+the producer died.
+
+WATCHED (everysec, no). While the change feed is watched, producers ring the doorbell as
+under `always` (cext/ring.pxi, THE DOORBELL), so an idle writer drains a commit one
+wake-up after it, not at its next poll, and after a batch of at most WATCHED_TRICKLE
+records the writer gathers WATCHED_BATCH_S, not BATCH_S, asleep off the doorbell (a
+commit meanwhile makes no system call). A paced event (1000 a second) is published
+within a wake-up of its commit, where it waited up to a poll and a gather (2-4 ms).
+A larger batch is a stream of writes: the writer gathers BATCH_S as when unwatched
+(off the doorbell too), for a drain a commit, or one every WATCHED_BATCH_S, costs
+every watcher's face a wake-up and a send a batch (waking for every commit took one
+RESP connection's sets from 31k to 8k a second in bench/watch.py). The price is
+paid by the faces: a batch a paced event, where a gather took two, is twice the wake-ups
+and sends (RESP, 100 subscribers at 1000 events/s: its worker at 46-52% of a CPU, not
+32-36%).
 
 GATHER (`always`). Writers that wait for their acknowledgement write again as soon as
 it comes, one after another, so right after an fsync the ring holds the first of them
@@ -160,7 +176,8 @@ from bukt.writer.datadir import DataDir
 from bukt.errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
                      SegmentInvalid, SegmentNotFound)
 from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
-                        ring_gather_wait, ring_idle_wait, writer_claim, writer_claimed)
+                        feed_watched, ring_gather_wait, ring_idle_wait, writer_claim,
+                        writer_claimed)
 from bukt.feed import FeedWriter
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, \
     snapshot_chunks
@@ -183,6 +200,10 @@ POLL_MIN_S = 0.0001         # first sleep on an empty ring: a write is picked up
 POLL_MAX_S = 0.002          # longest sleep: an idle writer wakes 500 times a second
 BATCH_S = 0.002             # everysec/no: after a batch that was not full, records gather
                             # this long before the next drain
+WATCHED_BATCH_S = 0.0005    # the same while the change feed is watched (its watchers wait
+                            # for the writer) and batches are small (see WATCHED)
+WATCHED_TRICKLE = 8         # watched: a batch of at most this many records is a trickle,
+                            # gathered WATCHED_BATCH_S; a larger one, a stream, BATCH_S
 ACK_POLL_S = 0.0002         # replication.min_acks: how often waiting acknowledgements look
                             # at the replicas' reports (bukt/replica/acks.py)
 HEARTBEAT_S = 0.1           # progress published in the header this often
@@ -198,6 +219,8 @@ READ_RECORDS = 4096         # one batch: at most this many ring records or bytes
 READ_BYTES = 2 << 20        # batches give ring space back sooner under backpressure
 TIE_FILE = "SEGMENT"        # data_dir/SEGMENT: the generation the logs describe
 FAKE_TIME_ENV = "BUKT_FAKE_TIME_FILE"
+POLL_ENV = "BUKT_WRITER_POLL_S"    # test hook: every idle sleep (everysec/no) this long,
+                                   # so a test can tell a rung doorbell from a poll
 
 
 class WriterError(BuktError):
@@ -305,6 +328,7 @@ class Writer:
         self.synced_pos = 0             # ring position the last fsync covered
         self.stuck = (None, 0.0)
         self.batch_full = False         # the last drain took a whole batch
+        self.batch_records = 0          # records the last drain took (WATCHED)
         self.batch_bytes = collections.deque(maxlen=GATHER_HISTORY)   # always: GATHER
         self.commit_s = 0.0             # always: how long the last batch took to be
                                         # made durable (its write and its fsync)
@@ -700,7 +724,10 @@ class Writer:
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> int:
         self._install_signals()
-        idle = POLL_MIN_S
+        poll_min, poll_max = POLL_MIN_S, POLL_MAX_S
+        if os.environ.get(POLL_ENV):
+            poll_min = poll_max = float(os.environ[POLL_ENV])
+        idle = poll_min
         next_tick = 0.0
         while not self.stopping:
             moved = self._drain()
@@ -709,16 +736,22 @@ class Writer:
                 self._tick(now)
                 next_tick = now + min(HEARTBEAT_S, 1.0 / self.cfg.expiry.hz)
             if moved:
-                idle = POLL_MIN_S
+                idle = poll_min
                 if self.policy != "always" and not self.batch_full:
                     # Nobody waits for these records (everysec, no): let the next ones
                     # gather for BATCH_S instead of waking for each (a trickle of writes
                     # cost one drain, log write and wake-up per record). A full batch
-                    # means more are waiting, and those are taken at once.
-                    ring_idle_wait(self.store, BATCH_S)
+                    # means more are waiting, and those are taken at once. While the
+                    # change feed is watched its watchers wait: a short gather, off the
+                    # doorbell (producers ring it then: WATCHED)
+                    if feed_watched(self.store):
+                        time.sleep(WATCHED_BATCH_S if self.batch_records <= WATCHED_TRICKLE
+                                   else BATCH_S)
+                    else:
+                        ring_idle_wait(self.store, BATCH_S)
             elif self.error or self.w is None:
                 time.sleep(idle)            # backing off a disk error: records wait
-                idle = min(idle * 2, POLL_MAX_S)
+                idle = min(idle * 2, poll_max)
             elif self.ack_wait:
                 self._replica_acks()        # replication.min_acks: poll the reports
                 ring_idle_wait(self.store, ACK_POLL_S)
@@ -728,7 +761,7 @@ class Writer:
                 ring_idle_wait(self.store, min(STUCK_S, max(0.0, next_tick - now)))
             else:
                 ring_idle_wait(self.store, idle)
-                idle = min(idle * 2, POLL_MAX_S)
+                idle = min(idle * 2, poll_max)
         return self._shutdown()
 
     def _install_signals(self):
@@ -761,6 +794,7 @@ class Writer:
         recs, next_pos, stuck = store.ring_read(READ_RECORDS, READ_BYTES)
         if next_pos > self.written_pos:
             self.batch_bytes.append(next_pos - self.written_pos)
+        self.batch_records = len(recs)
         self.batch_full = len(recs) >= READ_RECORDS or \
             next_pos - self.written_pos >= READ_BYTES // 2
         if stuck is not None and not recs:
@@ -1228,7 +1262,7 @@ def run_command(config_path=None, cold=False) -> int:
     try:
         # the test hook is not a configuration key (config.ENV_NOT_KEYS should list it)
         cfg = config.load(config_path, env={k: v for k, v in os.environ.items()
-                                            if k != FAKE_TIME_ENV})
+                                            if k not in (FAKE_TIME_ENV, POLL_ENV)})
     except config.ConfigError as e:
         logs.configure("writer")        # no configuration: the default format
         log.error("bukt writer: %s", e)

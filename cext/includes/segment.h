@@ -23,7 +23,10 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       18u     /* 18: a process row (bk_proc) carries its flush
+#define BK_FORMAT       19u     /* 19: the header's feed_watched (producers ring
+                                   the writer's doorbell while the change feed
+                                   is watched: ring.pxi, THE DOORBELL);
+                                   18: a process row (bk_proc) carries its flush
                                    waker: wake_name, wake_armed, wake_pos;
                                    17: objects in the core: entry flags
                                    MANIFEST, HIDDEN, ZSTD, LZ4 (and a ring
@@ -218,7 +221,14 @@ typedef struct {
     uint64_t flushed_pos;       /* records below this are on disk per the fsync policy */
     uint32_t flush_epoch;       /* futex word: bumped after every flush */
     uint32_t sync_always;       /* 1: writes wait for flushed_pos (fsync: always) */
-    char     _pad4[40];
+    uint32_t feed_watched;      /* the LRU-clock tick until which the change feed is
+                                   watched, 0 = never: while it is ahead of lru_clock
+                                   producers ring the writer's doorbell as under
+                                   sync_always (ring.pxi, THE DOORBELL). Renewed by
+                                   watchers (feed_watching, bukt/feed.py, THE WATCHED
+                                   WORD), racy max; on sync_always's line, which
+                                   every commit reads anyway */
+    char     _pad4[36];
     uint64_t version_counter;   /* versions are unique and increasing across the segment */
     char     _pad5[56];
     uint32_t lru_clock;         /* 64 ms ticks since created_ms; readers store it into

@@ -80,6 +80,7 @@ cdef extern from "segment.h" nogil:
         uint64_t flushed_pos
         uint32_t flush_epoch
         uint32_t sync_always
+        uint32_t feed_watched
         uint64_t version_counter
         uint32_t lru_clock
         uint32_t needs_recount
