@@ -1,6 +1,7 @@
 """CorkedTransport (bukt/http/worker.py) on a real uvloop transport over a socketpair:
 what one event-loop turn writes leaves as one write, in order; a large turn writes
-through; close() sends what is buffered first. The inner transport is uvloop's own,
+through, its pieces handed over as they are (no copy to join them); close() sends what
+is buffered first. The inner transport is uvloop's own,
 watched (not replaced) by a counting wrapper."""
 
 import asyncio
@@ -13,14 +14,19 @@ from bukt.http.worker import CORK_LIMIT, CorkedTransport
 
 
 class Counting:
-    """uvloop's transport, with its write() calls recorded."""
+    """uvloop's transport, with its write() and writelines() calls recorded."""
 
     def __init__(self, transport):
-        self.transport, self.writes = transport, []
+        self.transport, self.writes, self.lines = transport, [], []
 
     def write(self, data):
         self.writes.append(bytes(data))
         self.transport.write(data)
+
+    def writelines(self, chunks):
+        chunks = list(chunks)
+        self.lines.append(chunks)
+        self.transport.writelines(chunks)
 
     def __getattr__(self, name):
         return getattr(self.transport, name)
@@ -72,14 +78,17 @@ def test_one_turn_one_write_in_order():
 def test_large_turn_writes_through():
     async def main():
         t, inner, peer = await corked_pair()
+        body = b"x" * CORK_LIMIT
         t.write(b"head")
-        t.write(b"x" * CORK_LIMIT)           # past the limit: written at once
-        assert inner.writes == [b"head" + b"x" * CORK_LIMIT]
+        t.write(body)                        # past the limit: written at once,
+        assert inner.writes == []            # the pieces as they are: the body is
+        assert inner.lines == [[b"head", body]]     # not copied to join it
+        assert inner.lines[0][1] is body
         assert t.get_write_buffer_size() == inner.transport.get_write_buffer_size()
         t.write(b"tail")
         assert t.get_write_buffer_size() >= 4
         await asyncio.sleep(0)
-        assert inner.writes[1:] == [b"tail"]
+        assert inner.writes == [b"tail"]
         got = await read_all(peer, CORK_LIMIT + 8)
         assert got == b"head" + b"x" * CORK_LIMIT + b"tail"
         t.close()
@@ -122,3 +131,23 @@ def test_other_transport_methods_forwarded(name):
         t.close()
         peer.close()
     run(main())
+
+
+def test_worker_builds_no_uvicorn_access_records():
+    """uvicorn builds an access log record for every response when the logger
+    uvicorn.access has a handler (hasHandlers(), asked once a connection). Bukt writes
+    its own access lines, so a forked HTTP worker leaves uvicorn's with none."""
+    import logging
+
+    from bukt import logs
+    from bukt.http.server import HttpServer
+
+    access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
+    saved = (access.handlers[:], access.propagate, error.handlers[:], error.propagate,
+             logs.role())
+    try:
+        HttpServer._post_fork(None, None)
+        assert not access.hasHandlers()
+    finally:
+        access.handlers, access.propagate, error.handlers, error.propagate = saved[:4]
+        logs.set_role(saved[4])
