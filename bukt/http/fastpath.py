@@ -169,7 +169,7 @@ class FastPath:
         out = [(b"content-type", RAW_TYPES[bucket.schema_name]), (b"accept-ranges", b"bytes"),
                (b"etag", b'"%d"' % version)]
         if expire_ms:
-            out.append((TTL_IN, b"%.3f" % (max(0, expire_ms - self.ctx.store.now_ms()) / 1000)))
+            out.append((TTL_IN, http_objects.ttl_text(expire_ms, self.ctx.store.now_ms()).encode()))
         return 200, out, value
 
     async def _stream(self, send, reader, path, zstd):

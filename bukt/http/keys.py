@@ -25,7 +25,7 @@ honours Range (one range; several are answered in full) and If-Range.
 import json
 import re
 
-from bukt import objects
+from bukt import codec, objects
 from bukt.errors import VersionMismatch
 from bukt.http import objects as http_objects
 from bukt.http.auth import ADMIN, READ, WRITE
@@ -184,7 +184,7 @@ class Key:
             resp.set_header("Content-Encoding", "zstd")     # the stored frame as it is
             resp.data = value
             return
-        data = http_objects.plain_value(bucket, k, value, flags)
+        data = codec.decode_entry(bucket, k, value, flags)
         if rng is not None:
             if_range = header(req, b"if-range")
             if if_range is None or etags_of(if_range) == {version}:
@@ -245,7 +245,7 @@ class Key:
             raise Problem(404, "not_found", "no such key")
         value, flags, version, expire_ms = got
         self._entry_headers(resp, bucket, version, expire_ms)
-        resp.data = http_objects.plain_value(bucket, k, value, flags)
+        resp.data = codec.decode_entry(bucket, k, value, flags)
 
     @staticmethod
     def _not_modified(req, resp, version):

@@ -25,9 +25,8 @@ import binascii
 import hashlib
 import logging
 
-from bukt import codec, objects
+from bukt import objects
 from bukt.errors import BuktError, DigestMismatch, InvalidArgument, ObjectTooLarge
-from bukt.objects.store import F_CODECS
 
 log = logging.getLogger("bukt.http")
 OBJECT_TYPE = "application/octet-stream"
@@ -157,12 +156,6 @@ def headers(resp, reader, ttl_header, now_ms):
         resp.set_header(name, value)
 
 
-def plain_value(bucket, key, value, flags):
-    """A plain entry's stored bytes (objects.read) as the value's bytes: decompressed
-    when its flags name a codec. For every schema they are the body a GET sends."""
-    if flags & F_CODECS:
-        return codec.decode_entry(bucket, key, value, flags)
-    return value
 
 
 def body(reader, start, end, path):

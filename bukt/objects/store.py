@@ -479,12 +479,6 @@ class PlainManifest(Manifest):
     md5 = _lazy_digest(Manifest.md5, hashlib.md5)
 
 
-def _plain_value(bucket, key, value, flags):
-    if flags & F_CODECS:
-        return codec.decode_entry(bucket, key, value, flags)
-    return value
-
-
 def _manifest(bucket, value, version, expire_ms, flags):
     try:
         m = Manifest.unpack(value)
@@ -551,7 +545,7 @@ def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's 
             return None
         value, flags, version, expire_ms = entry
         if not flags & F_MANIFEST:
-            value = _plain_value(bucket, key, value, flags)
+            value = codec.decode_entry(bucket, key, value, flags)
             reader_exit(store, token)
             return ObjectReader(bucket, key, PlainManifest(value, version, expire_ms),
                                 None, value)
@@ -570,7 +564,7 @@ def head(bucket, key):
         return None
     value, flags, version, expire_ms = entry
     if not flags & F_MANIFEST:
-        return PlainManifest(_plain_value(bucket, key, value, flags), version, expire_ms)
+        return PlainManifest(codec.decode_entry(bucket, key, value, flags), version, expire_ms)
     return _manifest(bucket, value, version, expire_ms, flags)
 
 
