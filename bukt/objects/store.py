@@ -498,7 +498,8 @@ def read(bucket, key, peek=False):
     decodes it, or sends a zstd frame as it is). peek=True takes nothing.
 
     When every reader slot is in use (limits.object_readers) a plain key is still
-    read; an object is refused with LimitExceeded (a single-read one put back).
+    read; an object is refused with LimitExceeded before anything is taken (a
+    single-read one stays as it was, TTL and all).
 
     The fast path is one lock-free look that takes nothing: a plain key (most of
     them) is answered from it, with no registration. Only a key that holds an object
@@ -512,17 +513,18 @@ def read(bucket, key, peek=False):
     try:
         token = store.object_reader_enter()     # before the manifest is read
     except LimitExceeded:
+        if entry[1] & F_MANIFEST:               # refused before anything is taken
+            raise _readers_full() from None
         token = None
     try:
         entry = bucket.read_entry(key, peek=peek)
         if entry is None or not entry[1] & F_MANIFEST:
             return entry
         value, flags, version, expire_ms = entry
-        if token is None:
+        if token is None:                   # it became an object since the look
             if flags & F_SINGLE and not peek:
                 _put_back(bucket, key, value, flags)
-            raise LimitExceeded("as many object reads in flight as the registry holds "
-                                "(limits.object_readers): try again when fewer run")
+            raise _readers_full()
         reader = ObjectReader(bucket, key, _manifest(bucket, value, version, expire_ms,
                                                      flags), token)
         token = None                    # the reader holds it now
@@ -530,6 +532,11 @@ def read(bucket, key, peek=False):
     finally:
         if token is not None:
             store.object_reader_exit(token)
+
+
+def _readers_full():
+    return LimitExceeded("as many object reads in flight as the registry holds "
+                         "(limits.object_readers): try again when fewer run")
 
 
 def open(bucket, key, take=False, peek=False):      # noqa: A001 - the module's verb
