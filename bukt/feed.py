@@ -67,7 +67,8 @@ poll() (each wake, at least every second: the Waker's timeout) renews the segmen
 header's feed_watched, the LRU-clock tick until which someone watches, to feed.lease
 from now once half of it is gone (feed_watching: a load and a compare, a store a few
 times a lease). While it is ahead of the clock, producers ring the writer's doorbell
-as under `always` and the writer gathers nothing (cext/ring.pxi, THE DOORBELL). A
+as under `always` and the writer gathers a small batch for 0.5 ms, not 2
+(cext/ring.pxi, THE DOORBELL; bukt/writer/process.py, WATCHED). A
 watcher that dies or stops polling leaves it to lapse: it costs the producers a
 futex call per writer sleep for at most a lease, never an event. A watcher attached
 read-only cannot renew it; its events come a poll later.

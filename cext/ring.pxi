@@ -31,9 +31,9 @@
 # change feed is watched, for then its watchers wait for the writer. The header's
 # feed_watched is the LRU-clock tick until which someone watches (watchers renew it,
 # bukt/feed.py, THE WATCHED WORD); while it is ahead of lru_clock producers ring just
-# as under always (the same fences, the same handshake), and the writer gathers no
-# batch (bukt/writer/process.py), so an event is one wake-up behind its commit, not a
-# poll and a gather. An unwatched store pays one load more a commit, from the line
+# as under always (the same fences, the same handshake), and after a small batch the
+# writer gathers for a short while only (bukt/writer/process.py, WATCHED), so an event
+# is about one wake-up behind its commit, not a poll and a 2 ms gather. An unwatched store pays one load more a commit, from the line
 # sync_always is read from. A record committed by a repair (not ring_commit) rings
 # nothing: the writer's timeout picks it up.
 #

@@ -90,7 +90,7 @@ def feed_watching(Store s, uint32_t lease_ms):
 
 def feed_watched(Store s):
     """Is the change feed watched now (feed_watching renewed the header's feed_watched
-    within its lease)? The writer then gathers no batch: its watchers wait for it."""
+    within its lease)? The writer then gathers a small batch briefly: its watchers wait."""
     s._open()
     return bk_load_rlx32(&s.hdr.feed_watched) > _feed_tick(s)
 
