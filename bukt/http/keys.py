@@ -185,20 +185,8 @@ class Key:
             resp.data = value
             return
         data = codec.decode_entry(bucket, k, value, flags)
-        if rng is not None:
-            if_range = header(req, b"if-range")
-            if if_range is None or etags_of(if_range) == {version}:
-                span = parse_range(rng, len(data))
-                if span == "unsatisfiable":
-                    raise Problem(416, "range_not_satisfiable",
-                                  f"the value has {len(data)} bytes",
-                                  headers={"Content-Range": f"bytes */{len(data)}"})
-                if span is not None:
-                    start, end = span
-                    resp.status = 206
-                    resp.content_range = (start, end, len(data))
-                    data = data[start:end + 1]
-        resp.data = data
+        span = self._range(req, resp, len(data), version)
+        resp.data = data if span is None else data[span[0]:span[1]]
 
     async def _get_object(self, req, resp, reader, conditional, head=False):
         """GET / HEAD of an object, held by `reader` (closed here or by the body it
@@ -207,20 +195,8 @@ class Key:
             if conditional and self._not_modified(req, resp, reader.version):
                 return
             http_objects.headers(resp, reader, TTL_HEADER, self.ctx.store.now_ms())
-            size, start, end = reader.size, 0, reader.size
-            rng = header(req, b"range")
-            if rng is not None and not head:
-                if_range = header(req, b"if-range")
-                if if_range is None or etags_of(if_range) == {reader.version}:
-                    span = parse_range(rng, size)
-                    if span == "unsatisfiable":
-                        raise Problem(416, "range_not_satisfiable",
-                                      f"the value has {size} bytes",
-                                      headers={"Content-Range": f"bytes */{size}"})
-                    if span is not None:
-                        start, end = span[0], span[1] + 1
-                        resp.status = 206
-                        resp.content_range = (start, end - 1, size)
+            span = None if head else self._range(req, resp, reader.size, reader.version)
+            start, end = span or (0, reader.size)
             resp.content_length = end - start
             if head:
                 return
@@ -246,6 +222,27 @@ class Key:
         value, flags, version, expire_ms = got
         self._entry_headers(resp, bucket, version, expire_ms)
         resp.data = codec.decode_entry(bucket, k, value, flags)
+
+    @staticmethod
+    def _range(req, resp, size, version):
+        """The one Range a GET asks for, where If-Range (if any) names this version:
+        (start, end exclusive), with 206 and Content-Range set; None: the whole body;
+        416 when it is unsatisfiable."""
+        rng = header(req, b"range")
+        if rng is None:
+            return None
+        if_range = header(req, b"if-range")
+        if if_range is not None and etags_of(if_range) != {version}:
+            return None
+        span = parse_range(rng, size)
+        if span == "unsatisfiable":
+            raise Problem(416, "range_not_satisfiable", f"the value has {size} bytes",
+                          headers={"Content-Range": f"bytes */{size}"})
+        if span is None:
+            return None
+        resp.status = 206
+        resp.content_range = (span[0], span[1], size)
+        return span[0], span[1] + 1
 
     @staticmethod
     def _not_modified(req, resp, version):
