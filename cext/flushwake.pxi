@@ -118,6 +118,13 @@ cdef void wake_flushed(Store s, uint64_t flushed) noexcept:
             wakes_sent += 1
 
 
+def wake_address(uint32_t pid, uint32_t name):
+    """A waker's abstract socket address as bytes (wake_addr's, for bind and tests)."""
+    cdef fw_sockaddr_un a
+    cdef fw_socklen_t n = wake_addr(&a, pid, name)
+    return (<char *>a.sun_path)[:n - fw_offsetof_path]
+
+
 def wake_counts():
     """Datagrams this process sent as a writer (THE FLUSH WAKER)."""
     return wakes_sent
@@ -145,7 +152,7 @@ cdef class FlushWaker:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_NONBLOCK
                               | _socket.SOCK_CLOEXEC)
         try:
-            sock.bind(b"\0bukt-wake-%d-%08x" % (os.getpid(), name))
+            sock.bind(wake_address(os.getpid(), name))
         except OSError:
             sock.close()
             raise

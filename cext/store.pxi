@@ -407,7 +407,7 @@ cdef class Store:
             if p.pid or p.wake_name:
                 out.append({"row": i, "pid": p.pid, "name": p.wake_name,
                             "armed": bool(p.wake_armed), "pos": p.wake_pos,
-                            "address": b"\0bukt-wake-%d-%08x" % (p.pid, p.wake_name),
+                            "address": wake_address(p.pid, p.wake_name),
                             "alive": bool(p.pid) and bool(owner_alive32(p.pid, p.start))})
         return out
 
