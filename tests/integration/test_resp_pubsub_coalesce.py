@@ -107,6 +107,11 @@ def test_a_burst_goes_to_each_subscriber_in_one_send(svc):
         assert got == want
     sends, events = counters(svc)
     assert (sends - sends0, events - events0) == (len(subs), n * len(subs))
+    # the same counters on /metrics
+    status, body = svc.http("GET", "/metrics", headers={"X-Auth-Token": svc.admin_token()})
+    assert status == 200
+    assert f"bukt_tcp_pubsub_sends_total {float(sends)}".encode() in body
+    assert f"bukt_tcp_pubsub_events_total {float(events)}".encode() in body
     for p, _ in subs:
         p.close()
     assert svc.store.check() == []
