@@ -60,6 +60,17 @@ WAITING. After each batch the writer bumps the wake word and futex-wakes its sle
 not sleep: Waker, one thread a process, sleeps for all of that process's watchers and
 calls each one's callback (asyncio: loop.call_soon_threadsafe).
 
+THE READERS' COST. Watchers share the writers' CPUs, so what a watcher spends an event
+is taken from the writers. A process's watchers share what they read: Feed.stretch
+copies a stretch of the area once and parses it into C structs (bukt/_feedread.pyx,
+Stretch), the first watcher of a view (bucket, prefix, values) to read it makes the
+view's events, and the others of that view are handed the same objects. An Event is a
+compiled object Python's cyclic collector does not track (it holds only ints, exact str
+and bytes, so it cannot be in a cycle): made in bulk and kept with the stretches, the
+Python Events had set the collector off and been walked by it, 27% of a watcher
+process's time. Being shared, an Event is read-only. The feed's words are loaded
+through one buffer held for the Feed's life (FeedArea), not one taken a load.
+
 THE WATCHED WORD. Under `fsync: everysec` or `no` nobody waits for the writer, so by
 itself it finds a record only at its next poll and gathers a batch before it drains
 the next: an event would wait 2-4 ms for it. A watcher does wait. So every watcher's
