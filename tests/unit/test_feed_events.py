@@ -169,3 +169,31 @@ def test_an_event_reads_compares_pickles_and_prints_as_before():
         assert y != x and x == x
     assert set(KINDS.values()) >= {"set", "delete", "expired", "evicted", "expire",
                                     "incr", "flush", "drop"}
+
+
+@pytest.mark.parametrize("max_events", [3, 4096])
+@pytest.mark.parametrize("damage", ["stamp", "key overruns"])
+def test_a_damaged_record_ends_the_watch_after_the_sound_ones(setup, damage, max_events):
+    """A record whose stamp is not its position, or whose key and value would run past
+    its own length, is damage: a watcher gets every event before it, then a Gone
+    saying the feed is damaged, never bytes from outside the record."""
+    import struct
+    from bukt.feed import HEADER
+    store, fw, slots = setup
+    idx, gen = slots["b"]
+    w = Watcher(store, "b")
+    fw.publish_ring([(72 + 8 * i, 1, idx, gen, b"k%d" % i, b"v" * 20, 0, i + 1, 0)
+                     for i in range(10)], {})
+    pos = fw.held[-1][0][6]                         # the 7th record's position
+    off = HEADER + pos % fw.size
+    if damage == "stamp":
+        struct.pack_into("<Q", fw.buf, off, pos + 8)
+    else:
+        struct.pack_into("<I", fw.buf, off + 44, 4000)          # its key length
+    got = []
+    while not (got and got[-1].gone):
+        evs = w.poll(max_events)
+        assert evs
+        got.extend(evs)
+    assert [e.key for e in got[:-1]] == [b"k%d" % i for i in range(6)]
+    assert got[-1].reason == "the feed is damaged" and w.poll() == []
