@@ -597,13 +597,13 @@ class Feed:
         if st is not None:
             # (served while its start is still in the feed, as its bytes would be: a
             # watcher the writer overran is told so whoever parsed it before)
-            return st if self.low() <= pos else None
+            return st if self._load(LOW) <= pos else None
         buf, size = self.buf, self.size
         end = min(head, pos + self.copy)
         a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
         data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
         feed_fence()
-        if self.low() > pos:
+        if self._load(LOW) > pos:
             return None
         st = Stretch(data, pos, size)
         if st.end > pos:
@@ -770,6 +770,7 @@ class Watcher:
         self.feed = Feed.of(store.name)
         self.idx, self.gen = _bucket_slot(store, self.bucket)
         self.prefix, self.values = bytes(prefix), values
+        self._view_key = (self.idx, self.gen, self.prefix, values)  # (Stretch.views)
         self.gone = None
         self.dropped = False
         feed = self.feed
@@ -844,16 +845,18 @@ class Watcher:
         if self.gone is not None or self.dropped:
             return []
         feed_watching(self.store, self._lease_ms)
-        g = self._lease_gone()
-        if g is not None:
-            return [g]
+        if self._lease is not None:
+            g = self._lease_gone()
+            if g is not None:
+                return [g]
         if self.pos is None:
             g = self._seek()
             if g is not None:
                 return [g]
         feed = self.feed
+        load = feed._load                       # (the feed's words: Feed.head() and all)
         out = []
-        pos, head = self.pos, feed.head()
+        pos, head = self.pos, load(HEAD)
         prefix, values, idx, gen = self.prefix, self.values, self.idx, self.gen
         while pos < head and len(out) < max_events:
             st = feed.stretch(pos, head)
@@ -864,10 +867,10 @@ class Watcher:
             if count and damaged is None and count <= max_events - len(out):
                 # the whole stretch: its events for this view of it (bucket, prefix,
                 # values), made once by the first watcher of the process to read it
-                k = (idx, gen, prefix, values)
-                v = st.views.get(k)
+                v = st.views.get(self._view_key)
                 if v is None:
-                    v = st.views[k] = st.view(idx, gen, prefix, values, self.bucket)
+                    v = st.views[self._view_key] = st.view(idx, gen, prefix, values,
+                                                           self.bucket)
                 evs, drop_at = v
                 out.extend(evs)
                 self.seq = st.last_seq if drop_at is None else evs[-1].seq
@@ -893,9 +896,9 @@ class Watcher:
                 break                           # (a record longer than feed.copy: never)
             pos = p
         self.pos = pos
-        if pos >= head and self.seq < feed.last_seq() and feed.head() == head:
-            self.seq = max(self.seq, feed.last_seq())
-        if self.seq < feed.lost():              # a gap marked behind us (cache-only)
+        if pos >= head and self.seq < load(LAST) and load(HEAD) == head:
+            self.seq = max(self.seq, load(LAST))
+        if self.seq < load(LOST):               # a gap marked behind us (cache-only)
             out.append(self._gone("a change did not reach the feed"))
         return out
 
