@@ -67,7 +67,11 @@ socket in the epoll set; the writer sends to it itself once a flush covers that
 position: cext/flushwake.pxi) and, when it is readable, releases every response the
 flushed position has passed (group commit) and arms again for the next; or answers
 WRITER_DOWN past the deadline. It still looks every millisecond as well, for the
-deadlines and in case a wake-up is lost.
+deadlines and in case a wake-up is lost. A RESP connection with replies in the FIFO
+that sends more commands is settled first: its session answers them at once when the
+flushed position has passed its last write (resp_session.py, ORDER), and the flush's
+datagram and the new commands can come in one round, so what the flush released must
+go out before their replies.
 
 ADMISSION. Who may hold a connection is bukt/tcp/admission.py's decision, not this loop's:
 each accept asks it (with the peer's address, from accept4), a connection whose session
@@ -634,6 +638,14 @@ cdef class Loop:
             return
         if c.lingering or c.draining:
             return  # closing: what arrives now is not a request we will answer
+        if c.resp and c.inflight and self.waiters:
+            # ORDER (bukt/tcp/resp_session.py): a reply behind a write waits only while
+            # the flushed position has not passed it, and the session looks at the
+            # position itself; so what the position has released goes out first, or the
+            # new commands' replies (in this round) would overtake it
+            self._settle()
+            if c.fd < 0:
+                return
         if (PyByteArray_GET_SIZE(c.buf) == 0 and not c.processing and not c.parked
                 and c.session is not None):
             # RECEIVE: nothing of this peer's waits, so its frames are handled where recv
