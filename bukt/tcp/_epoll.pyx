@@ -100,7 +100,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_Clear, PyList_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 import collections as _collections
@@ -110,7 +110,7 @@ import signal as _signal
 import socket as _socket
 
 from bukt import _core
-from bukt._core cimport meta_epoch_of, prefetch_key
+from bukt._core cimport flushed_pos_of, meta_epoch_of, prefetch_key
 from bukt.tcp import admission as _admission
 from bukt.tcp import stats as _stats
 from bukt import errors as _errors
@@ -230,6 +230,37 @@ cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
 _LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, _admission.TOO_MANY.encode())
 cdef double AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (bukt/tcp/admission.py)
 
+# This worker's row of bukt/tcp/stats.py, as bukt/tcp/_wire.pyx and _resp.pyx keep it:
+# the durability FIFO counts its gauge and the bytes it releases from C (stats.use)
+cdef uint64_t *STATS = NULL
+cdef object STATS_ROW = None        # the memoryview STATS points into, kept alive
+cdef Py_ssize_t ST_FACE = _stats.FACE_WORDS, ST_INFLIGHT = _stats.INFLIGHT
+cdef Py_ssize_t ST_OUT = _stats.BYTES_OUT
+
+
+def set_stats(row):
+    """Count into `row` (a memoryview of u64 words: bukt/tcp/stats.py), or None: stop."""
+    global STATS, STATS_ROW
+    cdef uint64_t[::1] words
+    if row is None:
+        STATS, STATS_ROW = NULL, None
+        return
+    words = row
+    STATS_ROW = words
+    STATS = &words[0]
+
+
+cdef inline void count_waiting(bint resp, int delta) noexcept:
+    """stats.inflight: a response of the face starts (+1) or stops (-1) waiting."""
+    if STATS != NULL:
+        STATS[ST_FACE * resp + ST_INFLIGHT] += <uint64_t><int64_t>delta
+
+
+cdef inline void count_sent(bint resp, Py_ssize_t n) noexcept:
+    """stats.sent: a response that waited, n bytes, handed to its connection."""
+    if STATS != NULL:
+        STATS[ST_FACE * resp + ST_OUT] += <uint64_t>n
+
 
 cdef object peer_address(const unsigned char *sa, socklen_t n):
     """The text form of the IP address of a sockaddr from accept4 ("-": not IP)."""
@@ -283,7 +314,7 @@ cdef class Loop:
     cdef dict conns
     cdef set lingering
     cdef set parked              # connections waiting for room in the change ring
-    cdef object waiters          # deque of (pos, deadline, conn, response, rid)
+    cdef object waiters          # deque of (pos, since, conn, response, rid)
     cdef object store, settings, admin_hash, durable
     cdef object admission         # who may hold a connection (bukt/tcp/admission.py)
     cdef object guard             # failed AUTH per address (bukt/authguard.py)
@@ -890,11 +921,11 @@ cdef class Loop:
         if type(d.wait) is WatchWait:
             self._watch_feed(c, d.wait)
             return
-        _stats.inflight(c.resp, 1)         # its face's gauge (bukt/tcp/stats.py)
+        count_waiting(c.resp, 1)           # its face's gauge (bukt/tcp/stats.py)
         if not self.waiters:
             self._watch_flushes(True, d.wait)  # (the round ends with _settle either way)
-        self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
-                             d.response, d.request_id))
+        # (when it started waiting: the timeout is read when the position has not come)
+        self.waiters.append((d.wait, monotonic(), c, d.response, d.request_id))
 
     cdef bint _watch_flushes(self, bint on, uint64_t pos=0):
         """Have the writer wake the loop once the flushed position reaches `pos` (the
@@ -926,28 +957,34 @@ cdef class Loop:
                 return
 
     cdef _settle_once(self):
-        flushed = self.store.ring_position()[2]
-        now = monotonic()
+        cdef uint64_t flushed
+        cdef double now = monotonic(), timeout = -1
+        if self.core_store:
+            flushed = flushed_pos_of(self.store)
+        else:
+            flushed = self.store.ring_position()[2]
         waiters = self.waiters
         while waiters:
-            pos, deadline, c, response, rid = waiters[0]
-            if pos <= flushed:
+            pos, since, c, response, rid = waiters[0]
+            if <uint64_t>pos <= flushed:
                 pass
-            elif now >= deadline and (<Conn>c).resp:
-                # a write answers that it is not confirmed; a read behind it goes as is
-                if rid is not None:
-                    response = _resp.WRITER_DOWN
-            elif now >= deadline:
-                response = _P.encode_error(rid, _not_confirmed(
-                    self.store, pos, self._durable_timeout()))
             else:
-                break
+                if timeout < 0:
+                    timeout = self._durable_timeout()
+                if now - <double>since < timeout:
+                    break
+                if (<Conn>c).resp:
+                    # a write answers that it is not confirmed; a read behind it goes as is
+                    if rid is not None:
+                        response = _resp.WRITER_DOWN
+                else:
+                    response = _P.encode_error(rid, _not_confirmed(self.store, pos, timeout))
             waiters.popleft()
             (<Conn>c).inflight -= 1
-            _stats.inflight((<Conn>c).resp, -1)
+            count_waiting((<Conn>c).resp, -1)
             if (<Conn>c).fd >= 0:
                 (<Conn>c).outbuf += response
-                _stats.sent((<Conn>c).resp, len(response))
+                count_sent((<Conn>c).resp, len(response))
                 self._flush(c)
                 if (<Conn>c).subscribed and not (<Conn>c).inflight:
                     self._pump(c)
