@@ -213,11 +213,13 @@ cdef class FlushWaker:
             bk_store_rel32(&p.wake_armed, 0)
 
     def clear(self):
-        """Take the datagrams that made `fd` readable."""
+        """Take the datagram that made `fd` readable. One: the writer sends one per
+        arming, and a second recv to see the queue empty (EAGAIN) was a system call
+        for nothing on every wake-up; any more (forged ones) leave `fd` readable, and
+        the loop, level-triggered, comes back for them."""
         cdef char buf[64]
         if self.fd >= 0:
-            while fw_recv(self.fd, buf, sizeof(buf), FW_MSG_DONTWAIT) >= 0:
-                pass
+            fw_recv(self.fd, buf, sizeof(buf), FW_MSG_DONTWAIT)
 
     cdef void _stop(self) noexcept:
         """Before the store is unmapped: leave the row (if it is still ours) and close
