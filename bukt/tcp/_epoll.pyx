@@ -66,8 +66,11 @@ the loop arms the store's flush waker with the first waiter's position (a datagr
 socket in the epoll set; the writer sends to it itself once a flush covers that
 position: cext/flushwake.pxi) and, when it is readable, releases every response the
 flushed position has passed (group commit) and arms again for the next; or answers
-WRITER_DOWN past the deadline. It still looks every millisecond as well, for the
-deadlines and in case a wake-up is lost. A RESP connection with replies in the FIFO
+WRITER_DOWN past the deadline. It still looks every WAITING_LOOK_MS (20 ms) as well,
+for the deadlines (seconds: durable_timeout) and in case a wake-up is lost (none is,
+short of a full socket buffer, which means one is waiting). It looked every
+millisecond: at 4 `always` clients a quarter of a worker's epoll_waits while replies
+waited ended on that timer with nothing to do, a wake-up of the worker each. A RESP connection with replies in the FIFO
 that sends more commands is settled first: its session answers them at once when the
 flushed position has passed its last write (resp_session.py, ORDER), and the flush's
 datagram and the new commands can come in one round, so what the flush released must
@@ -229,6 +232,7 @@ cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
 cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
 _LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, _admission.TOO_MANY.encode())
 cdef double AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (bukt/tcp/admission.py)
+cdef int WAITING_LOOK_MS = 20  # DURABILITY: while responses wait, the loop looks this often
 
 # This worker's row of bukt/tcp/stats.py, as bukt/tcp/_wire.pyx and _resp.pyx keep it:
 # the durability FIFO counts its gauge and the bytes it releases from C (stats.use)
@@ -433,7 +437,7 @@ cdef class Loop:
                     self._begin_shutdown()
                 if not self.conns or monotonic() >= deadline:
                     break
-            timeout = 1 if self.waiters or self.parked else (
+            timeout = 1 if self.parked else WAITING_LOOK_MS if self.waiters else (
                 50 if self.lingering or self.stopping else 200)
             if self.watching:
                 timeout = min(timeout, max(0, <int>((self.next_watch - monotonic()) * 1000)) + 1)
