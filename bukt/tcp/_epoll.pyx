@@ -66,11 +66,13 @@ the loop arms the store's flush waker with the first waiter's position (a datagr
 socket in the epoll set; the writer sends to it itself once a flush covers that
 position: cext/flushwake.pxi) and, when it is readable, releases every response the
 flushed position has passed (group commit) and arms again for the next; or answers
-WRITER_DOWN past the deadline. It still looks every WAITING_LOOK_MS (20 ms) as well,
-for the deadlines (seconds: durable_timeout) and in case a wake-up is lost (none is,
-short of a full socket buffer, which means one is waiting). It looked every
-millisecond: at 4 `always` clients a quarter of a worker's epoll_waits while replies
-waited ended on that timer with nothing to do, a wake-up of the worker each. A RESP connection with replies in the FIFO
+WRITER_DOWN past the deadline. It still looks on a timer as well, for the deadlines
+and in case the wake-ups do not come (a writer in another network namespace, or a
+datagram lost): every millisecond until a wake-up has come, then every
+WAITING_LOOK_MS (20 ms), and every millisecond again once the timer finds a flush
+that no wake-up announced. With the timer at 1 ms throughout, at 4 `always` clients a
+quarter of a worker's epoll_waits while replies waited ended on it with nothing to do,
+a wake-up of the worker each. A RESP connection with replies in the FIFO
 that sends more commands is settled first: its session answers them at once when the
 flushed position has passed its last write (resp_session.py, ORDER), and the flush's
 datagram and the new commands can come in one round, so what the flush released must
@@ -232,7 +234,8 @@ cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
 cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
 _LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, _admission.TOO_MANY.encode())
 cdef double AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (bukt/tcp/admission.py)
-cdef int WAITING_LOOK_MS = 20  # DURABILITY: while responses wait, the loop looks this often
+cdef int WAITING_LOOK_MS = 20  # DURABILITY: while responses wait and the writer's wake-ups
+                               # come, the loop also looks this often; 1 ms while they do not
 
 # This worker's row of bukt/tcp/stats.py, as bukt/tcp/_wire.pyx and _resp.pyx keep it:
 # the durability FIFO counts its gauge and the bytes it releases from C (stats.use)
@@ -333,6 +336,7 @@ cdef class Loop:
     cdef Py_ssize_t rfree        # rbuf[rfree:] is free: staged reads are below it
     cdef object notifier         # the store's flush_waker(), from the first durable wait
     cdef int notify_fd           # its socket (or eventfd), in the epoll set; -1 before
+    cdef int look_ms             # DURABILITY: the timer while responses wait
     cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
     cdef double busy_poll        # its limit; 0: the loop never asks the credit
     cdef bint core_store         # store is a bukt._core.Store: meta_epoch and PREFETCH apply
@@ -381,6 +385,7 @@ cdef class Loop:
         self.waiters = _collections.deque()
         self.notifier = None
         self.notify_fd = -1
+        self.look_ms = 1
         self.watching = []
         self.feed_note = None
         self.feed_fd = -1
@@ -437,7 +442,7 @@ cdef class Loop:
                     self._begin_shutdown()
                 if not self.conns or monotonic() >= deadline:
                     break
-            timeout = 1 if self.parked else WAITING_LOOK_MS if self.waiters else (
+            timeout = 1 if self.parked else self.look_ms if self.waiters else (
                 50 if self.lingering or self.stopping else 200)
             if self.watching:
                 timeout = min(timeout, max(0, <int>((self.next_watch - monotonic()) * 1000)) + 1)
@@ -498,6 +503,7 @@ cdef class Loop:
                     continue
                 if fd == self.notify_fd:
                     self.notifier.clear()       # _settle below reads the position
+                    self.look_ms = WAITING_LOOK_MS  # the wake-ups come: the timer may wait
                     continue
                 if fd == self.feed_fd:
                     self.feed_note.clear()      # _settle_watches below asks them
@@ -527,6 +533,8 @@ cdef class Loop:
                     self._close(conn)
             self.rfree = 0
             if self.waiters:
+                if n == 0 and self.look_ms > 1 and self._first_flushed():
+                    self.look_ms = 1            # the timer, not a wake-up, found the flush
                 self._settle()
             if self.watching:
                 self._settle_watches()
@@ -944,6 +952,13 @@ cdef class Loop:
             return self.notifier.arm(pos)
         self.notifier.disarm()
         return False
+
+    cdef bint _first_flushed(self):
+        """The flushed position has passed the first waiting response's."""
+        pos = self.waiters[0][0]
+        if self.core_store:
+            return <uint64_t>pos <= flushed_pos_of(self.store)
+        return pos <= self.store.ring_position()[2]
 
     cdef double _durable_timeout(self):
         return getattr(self.durable, "timeout", 5.0)
