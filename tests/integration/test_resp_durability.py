@@ -116,13 +116,14 @@ def stopped(pid):
         return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
-def test_a_reply_the_flush_released_goes_before_the_next_commands_reply():
+@pytest.mark.parametrize("loop", ["epoll", "asyncio"])
+def test_a_reply_the_flush_released_goes_before_the_next_commands_reply(loop):
     """The flush that covers a waiting write and the next command on the same connection
     reach the epoll worker in one round (here the worker is stopped while both arrive):
     the write's reply goes first. The session sees the write flushed and answers the
     GET at once, so the loop must hand out what the flush released before it runs the
     connection's new commands."""
-    with store() as (s, name), Server(name, workers=1, loop="epoll") as srv:
+    with store() as (s, name), Server(name, workers=1, loop=loop) as srv:
         s.writer_publish(sync_always=True)
         s.ring_flushed(s.ring_position()[1])
         time.sleep(0.3)  # the worker rereads the policy every 0.1 s
