@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DEPS   := $(VENV)/.deps-installed
-CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/*.pxd \
+CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/*.pxd bukt/*.pyx \
                     bukt/tcp/*.pyx bukt/tcp/*.pxd bukt/writer/*.pyx bukt/writer/*.pxd)
 CORE   := $(VENV)/.core-built
 

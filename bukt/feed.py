@@ -60,6 +60,17 @@ WAITING. After each batch the writer bumps the wake word and futex-wakes its sle
 not sleep: Waker, one thread a process, sleeps for all of that process's watchers and
 calls each one's callback (asyncio: loop.call_soon_threadsafe).
 
+THE READERS' COST. Watchers share the writers' CPUs, so what a watcher spends an event
+is taken from the writers. A process's watchers share what they read: Feed.stretch
+copies a stretch of the area once and parses it into C structs (bukt/_feedread.pyx,
+Stretch), the first watcher of a view (bucket, prefix, values) to read it makes the
+view's events, and the others of that view are handed the same objects. An Event is a
+compiled object Python's cyclic collector does not track (it holds only ints, exact str
+and bytes, so it cannot be in a cycle): made in bulk and kept with the stretches, the
+Python Events had set the collector off and been walked by it, 27% of a watcher
+process's time. Being shared, an Event is read-only. The feed's words are loaded
+through one buffer held for the Feed's life (FeedArea), not one taken a load.
+
 THE WATCHED WORD. Under `fsync: everysec` or `no` nobody waits for the writer, so by
 itself it finds a record only at its next poll and gathers a batch before it drains
 the next: an event would wait 2-4 ms for it. A watcher does wait. So every watcher's
@@ -87,8 +98,10 @@ import weakref
 from bukt import errors
 from bukt.owners import identity
 from bukt._core import ENTRY_HIDDEN, ENTRY_LZ4, ENTRY_SINGLE, ENTRY_ZSTD
-from bukt._core import (RING_FIRST, feed_fence, feed_load, feed_store, feed_wait,
-                        feed_wake, feed_watch, feed_watching)
+from bukt._core import (RING_FIRST, FeedArea, feed_fence, feed_store,
+                        feed_wait, feed_wake, feed_watch, feed_watching)
+from bukt import _feedread
+from bukt._feedread import Event, Stretch
 
 __all__ = ["FeedWriter", "Feed", "Watcher", "Event", "Gone", "KINDS", "feed_path",
            "ring_records_to_events"]
@@ -119,6 +132,8 @@ _ZEROS = bytes(8)
 KINDS = {1: "set", 2: "delete", 3: "expired", 4: "evicted", 5: "expire", 6: "incr",
          7: "flush", 8: "drop"}
 KIND_CODES = {v: k for k, v in KINDS.items()}
+_feedread.setup(KINDS)
+assert _feedread.REC_SIZE == REC.size   # (bukt/_feedrec.pxd: the same record)
 
 # ring record types and flags (cext/includes/segment.h)
 _T_SET, _T_DEL, _T_EXPIRED, _T_EVICTED, _T_TOUCH, _T_META = 1, 2, 3, 4, 5, 16
@@ -151,56 +166,6 @@ def feed_path(instance: str) -> str:
 
 def _align8(n):
     return (n + 7) & ~7
-
-
-class Event:
-    """One change: seq (its ring position: increasing, the resume point), ms (wall
-    time published), bucket, key, kind (KINDS), version, expire_ms (0: none), ttl
-    (seconds left when published, None: none), value (bytes, when asked for and kept;
-    else None) and value_size (None: unknown)."""
-
-    __slots__ = ("seq", "ms", "bucket", "key", "kind", "version", "expire_ms", "value",
-                 "value_size")
-    gone = False
-
-    def __init__(self, seq, ms, bucket, key, kind, version, expire_ms, value, value_size):
-        self.seq, self.ms, self.bucket, self.key, self.kind = seq, ms, bucket, key, kind
-        self.version, self.expire_ms, self.value = version, expire_ms, value
-        self.value_size = value_size
-
-    @property
-    def ttl(self):
-        if not self.expire_ms:
-            return None
-        return max(0.0, (self.expire_ms - self.ms) / 1000.0)
-
-    def as_dict(self, values=False):
-        d = {"seq": self.seq, "time_ms": self.ms, "bucket": self.bucket,
-             "key": self.key.decode("utf-8", "surrogateescape")
-             if _is_text(self.key) else None,
-             "key_hex": self.key.hex(), "kind": self.kind, "version": self.version,
-             "ttl": self.ttl, "expire_ms": self.expire_ms or None}
-        if d["key"] is None:
-            del d["key"]
-        if values:
-            d["value_size"] = self.value_size
-            if self.value is not None:
-                if _is_text(self.value):
-                    d["value"] = self.value.decode()
-                else:
-                    d["value_hex"] = self.value.hex()
-        return d
-
-    def __repr__(self):
-        return f"Event({self.seq}, {self.kind}, {self.bucket!r}, {self.key!r})"
-
-
-def _is_text(b):
-    try:
-        b.decode()
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 class Gone:
@@ -584,6 +549,7 @@ class Feed:
         finally:
             os.close(fd)
         self.size, self.max_value = size, maxv
+        self._load = FeedArea(self.buf).load    # (its words, without a buffer a load)
         self.copy = max(COPY, maxv + 65536 + 2 * REC.size)   # a whole record fits
         self._waker = None
         self._loop_wakes = weakref.WeakKeyDictionary()
@@ -605,26 +571,23 @@ class Feed:
             return f
 
     def head(self):
-        return feed_load(self.buf, HEAD)
+        return self._load(HEAD)
 
     def low(self):
-        return feed_load(self.buf, LOW)
+        return self._load(LOW)
 
     def lost(self):
-        return feed_load(self.buf, LOST)
+        return self._load(LOST)
 
     def last_seq(self):
-        return feed_load(self.buf, LAST)
+        return self._load(LAST)
 
     def stretch(self, pos, head):
         """The records of the feed from byte position `pos` (a record's start) towards
-        `head`, parsed: (end, records, damaged, views), `end` the position parsed up to,
-        each record (start, after, seq, ms, version, expire_ms, vlen, vsize, gen, bucket,
-        kind, key, value bytes), `damaged` the position of a record whose stamp is
-        wrong (else None), `views` each watcher view's events of it (Watcher._view);
-        or None when the writer overwrote `pos` meanwhile. A
-        stretch is copied out, then low checked once: if the writer had not raised it
-        past `pos` after the copy, nothing in the copy was being overwritten.
+        `head`, parsed: a Stretch (bukt/_feedread.pyx: its end, count, damaged, views;
+        its events()), or None when the writer overwrote `pos` meanwhile. A stretch is
+        copied out, then low checked once: if the writer had not raised it past `pos`
+        after the copy, nothing in the copy was being overwritten.
         The process keeps the last few stretches parsed: its watchers, at the same
         position when they keep up, read each record's header, key and value once
         between them, not once each (with many watchers of a process, parsing was
@@ -634,38 +597,16 @@ class Feed:
         if st is not None:
             # (served while its start is still in the feed, as its bytes would be: a
             # watcher the writer overran is told so whoever parsed it before)
-            return st if self.low() <= pos else None
+            return st if self._load(LOW) <= pos else None
         buf, size = self.buf, self.size
         end = min(head, pos + self.copy)
         a, b = HEADER + pos % size, HEADER + (end - 1) % size + 1
         data = buf[a:b] if b > a else buf[a:HEADER + size] + buf[HEADER:b]
         feed_fence()
-        if self.low() > pos:
+        if self._load(LOW) > pos:
             return None
-        unpack, rs = REC.unpack_from, REC.size
-        recs, damaged, p = [], None, pos
-        while p < end:
-            left = size - p % size
-            if left < rs:
-                p += left
-                continue
-            if p + rs > end:
-                break
-            o = p - pos
-            (stamp, seq, ms, version, expire_ms, n, klen, vlen, vsize, rgen, ridx, kind,
-             flags) = unpack(data, o)
-            if stamp != p or n == 0:
-                damaged = p
-                break
-            if p + n > end:
-                break                           # (read with the next stretch)
-            if kind != PAD:
-                recs.append((p, p + n, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx,
-                             kind, data[o + rs:o + rs + klen],
-                             data[o + rs + klen:o + rs + klen + vlen] if vlen else b""))
-            p += n
-        st = (p, recs, damaged, {})     # {}: its watchers' views (Watcher._view)
-        if p > pos:
+        st = Stretch(data, pos, size)
+        if st.end > pos:
             if len(cache) >= STRETCHES:
                 del cache[next(iter(cache))]    # the oldest
             cache[pos] = st
@@ -673,12 +614,12 @@ class Feed:
 
     def lease_ms(self):
         """feed.lease: how long a watcher's hold on a cache-only bucket lasts."""
-        return feed_load(self.buf, LEASE_W * 8) or 10_000
+        return self._load(LEASE_W * 8) or 10_000
 
     def published_upto(self):
         """The change ring's position up to which the feed holds every change: a
         write whose record ends below it has its event published."""
-        return feed_load(self.buf, UPTO_W * 8)
+        return self._load(UPTO_W * 8)
 
     def wake_word(self):
         return struct.unpack_from("=I", self.buf, WAKE)[0]
@@ -829,6 +770,7 @@ class Watcher:
         self.feed = Feed.of(store.name)
         self.idx, self.gen = _bucket_slot(store, self.bucket)
         self.prefix, self.values = bytes(prefix), values
+        self._view_key = (self.idx, self.gen, self.prefix, values)  # (Stretch.views)
         self.gone = None
         self.dropped = False
         feed = self.feed
@@ -903,97 +845,62 @@ class Watcher:
         if self.gone is not None or self.dropped:
             return []
         feed_watching(self.store, self._lease_ms)
-        g = self._lease_gone()
-        if g is not None:
-            return [g]
+        if self._lease is not None:
+            g = self._lease_gone()
+            if g is not None:
+                return [g]
         if self.pos is None:
             g = self._seek()
             if g is not None:
                 return [g]
         feed = self.feed
+        load = feed._load                       # (the feed's words: Feed.head() and all)
         out = []
-        pos, head = self.pos, feed.head()
+        pos, head = self.pos, load(HEAD)
         prefix, values, idx, gen = self.prefix, self.values, self.idx, self.gen
         while pos < head and len(out) < max_events:
             st = feed.stretch(pos, head)
             if st is None:                      # overwritten under us
                 self.pos = pos
                 return out + [self._gone()]
-            end, recs, damaged, views = st
-            if recs and damaged is None and len(recs) <= max_events - len(out):
+            count, damaged = st.count, st.damaged
+            if count and damaged is None and count <= max_events - len(out):
                 # the whole stretch: its events for this view of it (bucket, prefix,
                 # values), made once by the first watcher of the process to read it
-                k = (idx, gen, prefix, values)
-                v = views.get(k)
+                v = st.views.get(self._view_key)
                 if v is None:
-                    v = views[k] = self._view(recs)
+                    v = st.views[self._view_key] = st.view(idx, gen, prefix, values,
+                                                           self.bucket)
                 evs, drop_at = v
                 out.extend(evs)
-                self.seq = recs[-1][2] if drop_at is None else evs[-1].seq
+                self.seq = st.last_seq if drop_at is None else evs[-1].seq
                 if drop_at is not None:         # the bucket was dropped: the watch ends
                     self.dropped = True
                     self.pos = drop_at
                     return out
-                pos = end
+                pos = st.end
                 continue
-            p = pos
-            for (start, after, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx, kind,
-                 key, value) in recs:
-                if len(out) >= max_events:
-                    p = start
-                    break
-                p = after
+            n, seq, dropped = st.events(out, max_events - len(out), idx, gen, prefix,
+                                        values, self.bucket)
+            if n:
                 self.seq = seq
-                if ridx != idx or rgen != gen:
-                    continue
-                if kind == 8:                   # the bucket was dropped: the watch ends
-                    out.append(Event(seq, ms, self.bucket, b"", "drop", 0, 0, None, None))
-                    self.dropped = True
-                    self.pos = p
-                    return out
-                if not key.startswith(prefix):
-                    continue
-                setlike = kind == 1 or kind == 6
-                vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
-                out.append(Event(seq, ms, self.bucket, key, KINDS[kind], version, expire_ms,
-                                 value if values and setlike and vs is not None
-                                 and vlen == vsize else None, vs))
-            else:
-                p = end
-                if damaged is not None:
-                    self.pos = damaged
-                    return out + [self._gone("the feed is damaged")]
+            if dropped:                         # the bucket was dropped: the watch ends
+                self.dropped = True
+                self.pos = st.after(n - 1)
+                return out
+            p = st.start_of(n)                  # (n == count: the end parsed up to)
+            if n == count and damaged is not None:
+                self.pos = damaged
+                return out + [self._gone("the feed is damaged")]
             if p == pos:
                 break                           # (a record longer than feed.copy: never)
             pos = p
         self.pos = pos
-        if pos >= head and self.seq < feed.last_seq() and feed.head() == head:
-            self.seq = max(self.seq, feed.last_seq())
-        if self.seq < feed.lost():              # a gap marked behind us (cache-only)
+        if pos >= head and self.seq < load(LAST) and load(HEAD) == head:
+            self.seq = max(self.seq, load(LAST))
+        if self.seq < load(LOST):               # a gap marked behind us (cache-only)
             out.append(self._gone("a change did not reach the feed"))
         return out
-
-    def _view(self, recs):
-        """(this watcher's events of parsed records `recs`, the position after a drop
-        among them or None): what poll() makes of a whole stretch."""
-        out = []
-        idx, gen, prefix, values, bucket = self.idx, self.gen, self.prefix, self.values, \
-            self.bucket
-        for (start, after, seq, ms, version, expire_ms, vlen, vsize, rgen, ridx, kind,
-             key, value) in recs:
-            if ridx != idx or rgen != gen:
-                continue
-            if kind == 8:
-                out.append(Event(seq, ms, bucket, b"", "drop", 0, 0, None, None))
-                return out, after
-            if not key.startswith(prefix):
-                continue
-            setlike = kind == 1 or kind == 6
-            vs = None if vsize == VSIZE_UNKNOWN or not setlike else vsize
-            out.append(Event(seq, ms, bucket, key, KINDS[kind], version, expire_ms,
-                             value if values and setlike and vs is not None
-                             and vlen == vsize else None, vs))
-        return out, None
 
     def wake_word(self):
         return self.feed.wake_word()

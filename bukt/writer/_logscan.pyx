@@ -122,22 +122,8 @@ def encode_ring(list recs, dict names, dict bnames, dict kinds, uint32_t core_si
 
 # ---------------------------------------------------------------- the change feed's records
 
-# The feed's record header (bukt/feed.py: REC, "<QQqQqIIIIIHBB", 64 bytes), as the
-# writer packs it: little-endian, as every machine Bukt runs on is.
-cdef packed struct feed_rec:
-    uint64_t pos
-    uint64_t seq
-    int64_t ms
-    uint64_t version
-    int64_t expire_ms
-    uint32_t length
-    uint32_t klen
-    uint32_t vlen
-    uint32_t vsize
-    uint32_t gen
-    uint16_t bucket
-    uint8_t kind
-    uint8_t flags
+# The feed's record header: bukt/_feedrec.pxd (bukt/feed.py: REC).
+from bukt._feedrec cimport feed_rec
 
 # ring record types and flags (cext/includes/segment.h; bukt/feed.py names them too)
 cdef enum:
