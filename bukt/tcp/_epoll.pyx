@@ -687,8 +687,8 @@ cdef class Loop:
             # position itself; so what the position has released goes out first, or the
             # new commands' replies (in this round) would overtake it
             self._settle()
-            if c.fd < 0:
-                return
+            if c.fd < 0 or c.lingering or c.draining:
+                return  # (its buffered frames, run by the settle, ended it)
         if (PyByteArray_GET_SIZE(c.buf) == 0 and not c.processing and not c.parked
                 and c.session is not None):
             # RECEIVE: nothing of this peer's waits, so its frames are handled where recv
