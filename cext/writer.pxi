@@ -25,6 +25,13 @@ def writer_dozing(Store s):
     return bk_load_acq32(&s.hdr.writer_dozing)
 
 
+def flush_waiters(Store s):
+    """How many sleepers on the flush futex count themselves (cext/store.pxi, THE FLUSH
+    WAKE): while it is 0 a flush makes no futex wake. For tests and inspection."""
+    s._open()
+    return bk_load_acq32(&s.hdr.flush_waiters)
+
+
 def writer_claim(Store s, bint based=False):
     """A writer process claims the segment (cext/ring.pxi, THE WRITER'S CLAIM): from
     the first claim on, changes to persisted buckets go to the ring. Stores 1 (2 with
