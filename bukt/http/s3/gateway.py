@@ -39,7 +39,7 @@ from bukt.writewait.ringroom import META_ROOM
 log = logging.getLogger("bukt.http")
 S3_ROUTE = "s3"           # its counters' route name (bukt/http/app.py counts it)
 BUCKET_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-MAX_KEYS = 1000                   # S3's page size
+PAGE_MAX = 1000                   # S3's most keys, uploads or parts in one listing page
 MIN_PART = 5 << 20                # S3's smallest part but the last
 MAX_PARTS = 10000
 UPLOAD_NS = objstore.RESERVED_PREFIX + b"s3u/"      # multipart uploads' hidden entries
@@ -50,8 +50,6 @@ MAX_META = 2048                   # bytes of x-amz-meta-* headers (S3's limit), 
 # GET/HEAD give back, as S3 keeps them; Content-Type is the manifest's own field
 KEPT_HEADERS = ("cache-control", "content-disposition", "content-encoding",
                 "content-language", "expires")
-MAX_LISTED = 1000                 # S3's most uploads / parts in one ListMultipartUploads
-#                                   or ListParts page
 UPLOAD_ID_RE = re.compile(r"[0-9a-f]{32}")
 PART_RE = re.compile(rb"/(\d{5})")       # an upload's part, after its record's key
 OWNER = "<ID>bukt</ID><DisplayName>bukt</DisplayName>"   # every owner and initiator
@@ -440,12 +438,7 @@ class S3App:
         prefix = q.get("prefix", "")
         delim = q.get("delimiter", "")
         url = q.get("encoding-type") == "url"
-        try:
-            max_keys = min(MAX_KEYS, int(q.get("max-keys", MAX_KEYS)))
-            if max_keys < 0:
-                raise ValueError
-        except ValueError:
-            raise S3Error("InvalidArgument", "max-keys must be a number >= 0") from None
+        max_keys = page_size(q, "max-keys")
         if v2:
             token = q.get("continuation-token")
             if token is not None:
@@ -468,33 +461,12 @@ class S3App:
             if cursor == 0:
                 break
         names = sorted(set(k.decode("utf-8", "surrogateescape") for k in keys))
-        contents, prefixes, last, truncated = [], [], None, False
-        seen_prefixes = set()
-        for name in names:
-            if name <= after:
-                continue
-            if delim:
-                i = name.find(delim, len(prefix))
-                if i >= 0:
-                    cp = name[:i + len(delim)]
-                    if cp in seen_prefixes or (after and cp <= after):
-                        continue
-                    if len(contents) + len(prefixes) >= max_keys:
-                        truncated = True
-                        break
-                    seen_prefixes.add(cp)
-                    prefixes.append(cp)
-                    last = cp
-                    continue
-            if len(contents) + len(prefixes) >= max_keys:
-                truncated = True
-                break
-            info = objstore.head(b, name.encode("utf-8", "surrogateescape"))
-            if info is None:
-                continue                     # gone since the scan
-            contents.append((name, info))
-            last = name
-        enc = (lambda s: quote(s, safe="/")) if url else (lambda s: s)
+        page = roll_up(((n, None) for n in names if n > after), prefix, delim, after,
+                       max_keys, lambda name, _: objstore.head(
+                           b, name.encode("utf-8", "surrogateescape")))
+        contents, prefixes, truncated = page.contents, page.prefixes, page.truncated
+        last = page.last
+        enc = url_encoder(url)
         parts = [el("Name", req.bucket), el("Prefix", enc(prefix)),
                  el("MaxKeys", max_keys), el("IsTruncated", str(truncated).lower())]
         if delim:
@@ -533,8 +505,7 @@ class S3App:
                          el("LastModified", iso(info.created_ms)) +
                          el("ETag", f'"{info.etag}"') + el("Size", info.size) +
                          el("StorageClass", "STANDARD") + "</Contents>")
-        for cp in prefixes:
-            parts.append("<CommonPrefixes>" + el("Prefix", enc(cp)) + "</CommonPrefixes>")
+        parts += common_prefixes(prefixes, enc)
         return await self.xml(send, rid, doc(
             "ListVersionsResult" if versions else "ListBucketResult", "".join(parts)))
 
@@ -943,32 +914,16 @@ class S3App:
         uid_marker = q.get("upload-id-marker", "") if key_marker else ""
         most = page_size(q, "max-uploads")
         url = q.get("encoding-type") == "url"
-        uploads, prefixes, seen, truncated = [], [], set(), False
-        next_key = next_uid = None
-        for key, uid, rec in self.open_uploads(b):
-            if not key.startswith(prefix):
-                continue
-            if key < key_marker or (key == key_marker and (not uid_marker or
-                                                          uid <= uid_marker)):
-                continue
-            cp = None
-            if delim:
-                i = key.find(delim, len(prefix))
-                if i >= 0:
-                    cp = key[:i + len(delim)]
-                    if cp in seen or (key_marker and cp <= key_marker):
-                        continue
-            if len(uploads) + len(prefixes) >= most:
-                truncated = True
-                break
-            if cp is not None:
-                seen.add(cp)
-                prefixes.append(cp)
-                next_key, next_uid = cp, ""
-            else:
-                uploads.append((key, uid, rec))
-                next_key, next_uid = key, uid
-        enc = (lambda v: quote(v, safe="/")) if url else (lambda v: v)
+        page = roll_up((((key, (uid, rec)) for key, uid, rec in self.open_uploads(b)
+                         if key.startswith(prefix) and not (
+                             key < key_marker or (key == key_marker and (
+                                 not uid_marker or uid <= uid_marker))))),
+                       prefix, delim, key_marker, most)
+        uploads = [(key, uid, rec) for key, (uid, rec) in page.contents]
+        prefixes, truncated = page.prefixes, page.truncated
+        next_key = page.last
+        next_uid = page.last_item[0] if page.last_item else ""   # "": a prefix
+        enc = url_encoder(url)
         parts = [el("Bucket", req.bucket), el("KeyMarker", enc(key_marker)),
                  el("UploadIdMarker", uid_marker)]
         if truncated:
@@ -985,8 +940,7 @@ class S3App:
                          f"<Initiator>{OWNER}</Initiator><Owner>{OWNER}</Owner>" +
                          el("StorageClass", "STANDARD") +
                          el("Initiated", iso(rec["created"] * 1000)) + "</Upload>")
-        for cp in prefixes:
-            parts.append("<CommonPrefixes>" + el("Prefix", enc(cp)) + "</CommonPrefixes>")
+        parts += common_prefixes(prefixes, enc)
         return await self.xml(send, rid, doc("ListMultipartUploadsResult",
                                              "".join(parts)))
 
@@ -1053,14 +1007,70 @@ def unknown(q, known):
 
 
 def page_size(q, name):
-    """A listing's max-uploads / max-parts: 0 to MAX_LISTED, MAX_LISTED when absent."""
+    """A listing's max-keys / max-uploads / max-parts: 0 to PAGE_MAX, PAGE_MAX when
+    absent."""
     try:
-        n = int(q.get(name, MAX_LISTED))
+        n = int(q.get(name, PAGE_MAX))
         if n < 0:
             raise ValueError
     except ValueError:
         raise S3Error("InvalidArgument", f"{name} must be a number >= 0") from None
-    return min(n, MAX_LISTED)
+    return min(n, PAGE_MAX)
+
+
+class Page:
+    """One listing page (roll_up): contents as (name, item), the common prefixes, whether
+    more follow, and the last name listed (a key or a prefix) with its item (None for a
+    prefix): where the next page starts."""
+    __slots__ = ("contents", "prefixes", "truncated", "last", "last_item")
+
+    def __init__(self):
+        self.contents, self.prefixes, self.truncated = [], [], False
+        self.last = self.last_item = None
+
+
+def roll_up(entries, prefix, delim, marker, most, resolve=None):
+    """S3's paging of a listing: `entries` are (name, item) in name order, already past
+    the caller's marker. With a delimiter, every name with the delimiter after `prefix`
+    rolls up into its common prefix (through the delimiter), listed once and never again
+    on a later page (one <= `marker`); keys and prefixes together count against `most`.
+    `resolve(name, item)` gives the item to list, or None when the key is gone (it is
+    then skipped, not counted)."""
+    page = Page()
+    seen = set()
+    for name, item in entries:
+        cp = None
+        if delim:
+            i = name.find(delim, len(prefix))
+            if i >= 0:
+                cp = name[:i + len(delim)]
+                if cp in seen or (marker and cp <= marker):
+                    continue
+        if len(page.contents) + len(page.prefixes) >= most:
+            page.truncated = True
+            break
+        if cp is not None:
+            seen.add(cp)
+            page.prefixes.append(cp)
+            page.last, page.last_item = cp, None
+            continue
+        if resolve is not None:
+            item = resolve(name, item)
+            if item is None:
+                continue                     # gone since the scan
+        page.contents.append((name, item))
+        page.last, page.last_item = name, item
+    return page
+
+
+def url_encoder(url):
+    """encoding-type=url: names in a listing's answer percent-encoded ("/" kept)."""
+    return (lambda v: quote(v, safe="/")) if url else (lambda v: v)
+
+
+def common_prefixes(prefixes, enc):
+    return ["<CommonPrefixes>" + el("Prefix", enc(cp)) + "</CommonPrefixes>"
+            for cp in prefixes]
 
 
 # -- bodies -------------------------------------------------------------------------------
