@@ -31,3 +31,9 @@ cdef void prefetch_key(object bucket, const char *k, uint32_t n, int stage) noex
 
 # The segment's meta_epoch (Store.meta_epoch), 0 when the store is closed. For a Store.
 cdef uint64_t meta_epoch_of(object store) noexcept
+
+# Under `fsync: always` (cext/flushwake.pxi, THE FLUSH WAKER): the writer's flushed ring
+# position, and the position just past this process's last record (Store.last_pos);
+# both 0 when the store is closed. For a Store.
+cdef uint64_t flushed_pos_of(object store) noexcept
+cdef uint64_t last_pos_of(object store) noexcept

@@ -132,6 +132,12 @@ WHO WRITES WHAT
   a bucket's feed_lease, feed_since       its watchers (feed_watch: the lease by CAS,
                                           a new run and its since under meta lock)
   feed_watched                            any watcher (feed_watching: racy max, relaxed)
+  writer_dozing                           the writer process sets it to 1 before a long
+                                          sleep; a committing producer takes it to 0
+                                          by CAS (ring.pxi, THE DOZE)
+  flush_waiters                           every sleeper on flush_epoch, atomic add and
+                                          subtract around its sleep (store.pxi, THE
+                                          FLUSH WAKE)
   feed_lost                               producers of cache-only changes (atomic max)
   retired, retire_drained                 the writer process replacing the segment
                                           (retired under the ring lock: store.pxi,

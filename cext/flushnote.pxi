@@ -14,6 +14,7 @@
 # started on first use, that turns the futex into an eventfd the loop watches:
 #
 #     while the loop watches (`active`, set while it has waiters):
+#         count itself in flush_waiters (store.pxi, THE FLUSH WAKE);
 #         read flush_epoch, then flushed_pos;
 #         if flushed_pos moved since the last signal: write 1 to the eventfd;
 #         sleep on flush_epoch (50 ms at most: stop and active are re-read)
@@ -61,12 +62,15 @@ cdef void _notify_main(void *arg) noexcept nogil:
         if not bk_load_acq32(&n.active):
             bk_futex_wait(&n.active, 0, 100000000)
             continue
+        bk_inc32(&n.hdr.flush_waiters)      # counted before the epoch is read
+        bk_fence_seq()                      # (store.pxi, THE FLUSH WAKE)
         epoch = bk_load_acq32(&n.hdr.flush_epoch)
         flushed = bk_load_acq64(&n.hdr.flushed_pos)
         if flushed != last:
             last = flushed
             c_write(n.efd, &one, 8)
         bk_futex_wait(&n.hdr.flush_epoch, epoch, 50000000)
+        bk_dec32(&n.hdr.flush_waiters)
     bk_store_rel32(&n.done, 1)
 
 

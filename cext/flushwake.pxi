@@ -118,6 +118,25 @@ cdef void wake_flushed(Store s, uint64_t flushed) noexcept:
             wakes_sent += 1
 
 
+cdef uint64_t flushed_pos_of(object store) noexcept:
+    """The writer's flushed position (Store.ring_position()[2]) without a Python call,
+    0 when `store` is closed. Declared in bukt/_core.pxd: the compiled RESP loop asks
+    it before each batch of a connection whose replies wait (bukt/tcp/_resp.pyx)."""
+    cdef Store s = <Store>store
+    if not s.mapped:
+        return 0
+    return bk_load_acq64(&s.hdr.flushed_pos)
+
+
+cdef uint64_t last_pos_of(object store) noexcept:
+    """Store.last_pos without a Python call (0 when closed): the position a write of
+    this process that must be durable waits for. Declared in bukt/_core.pxd."""
+    cdef Store s = <Store>store
+    if not s.mapped:
+        return 0
+    return s.last_pos
+
+
 def wake_address(uint32_t pid, uint32_t name):
     """A waker's abstract socket address as bytes (wake_addr's, for bind and tests)."""
     cdef fw_sockaddr_un a
@@ -194,11 +213,13 @@ cdef class FlushWaker:
             bk_store_rel32(&p.wake_armed, 0)
 
     def clear(self):
-        """Take the datagrams that made `fd` readable."""
+        """Take the datagram that made `fd` readable. One: the writer sends one per
+        arming, and a second recv to see the queue empty (EAGAIN) was a system call
+        for nothing on every wake-up; any more (forged ones) leave `fd` readable, and
+        the loop, level-triggered, comes back for them."""
         cdef char buf[64]
         if self.fd >= 0:
-            while fw_recv(self.fd, buf, sizeof(buf), FW_MSG_DONTWAIT) >= 0:
-                pass
+            fw_recv(self.fd, buf, sizeof(buf), FW_MSG_DONTWAIT)
 
     cdef void _stop(self) noexcept:
         """Before the store is unmapped: leave the row (if it is still ours) and close

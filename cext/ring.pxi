@@ -33,9 +33,27 @@
 # bukt/feed.py, THE WATCHED WORD); while it is ahead of lru_clock producers ring just
 # as under always (the same fences, the same handshake), and after a small batch the
 # writer gathers for a short while only (bukt/writer/process.py, WATCHED), so an event
-# is about one wake-up behind its commit, not a poll and a 2 ms gather. An unwatched store pays one load more a commit, from the line
-# sync_always is read from. A record committed by a repair (not ring_commit) rings
-# nothing: the writer's timeout picks it up.
+# is about one wake-up behind its commit, not a poll and a 2 ms gather.
+#
+# THE DOZE (every policy, watched or not). Polling an empty ring every 2 ms cost an
+# idle writer 500 wake-ups and about 2% of a CPU a second. So a writer that has found
+# the ring empty for a while (DOZE_AFTER_S, bukt/writer/process.py) sleeps until its
+# next tick on a second word, writer_dozing, which every commit rings. THE RULE, once:
+#
+#     producer (ring_commit): state = COMMITTED; full fence; load writer_dozing:
+#                             1 -> CAS 1 -> 0, and the winner wakes the writer
+#     writer (ring_doze):     writer_dozing = 1; full fence; look at the tail record:
+#                             committed -> no sleep; else sleep while the word is 1
+#
+# Either the writer sees the record or the producer sees the 1 (Dekker), so no commit
+# waits for the tick. The fence is in every commit, ahead of the sync_always and
+# feed_watched loads too (ring_doorbell relies on it): one full fence and one load
+# more than an unwatched everysec commit paid before, from the line sync_always is
+# read from, which only the dozing writer writes. A busy writer never sets the word,
+# so only the first commit after a doze pays a futex wake. A writer killed while
+# dozing leaves the word 1: the next commit takes it to 0 and wakes nobody. A record
+# committed by a repair (not ring_commit) rings nothing: the writer's timeout picks
+# it up.
 #
 # THE CLAIM (fairness). Room in a nearly full ring goes to whoever polls first after
 # the writer frees some, so many producers of small records, each needing a few
@@ -459,16 +477,19 @@ cdef inline void ring_commit(Store s, uint64_t pos) noexcept:
     cdef bk_rec *r = REC(s, pos)
     cdef bk_header *h = s.hdr
     bk_store_rel8(&r.state, BK_R_COMMITTED)
-    if h.sync_always or bk_load_rlx32(&h.feed_watched) > bk_load_rlx32(&h.lru_clock):
+    bk_fence_full()                             # THE DOORBELL: see the writer's word,
+    if bk_load_acq32(&h.writer_dozing):         # or the writer sees this record
+        if bk_cas32(&h.writer_dozing, 1, 0):    # it sleeps long: wake it, whoever waits
+            bk_futex_wake(&h.writer_dozing)
+    elif h.sync_always or bk_load_rlx32(&h.feed_watched) > bk_load_rlx32(&h.lru_clock):
         ring_doorbell(h, pos + r.len)           # someone waits for the writer
 
 
 cdef inline void ring_doorbell(bk_header *h, uint64_t end) noexcept nogil:
-    """After committing the record that ends at ring position `end`: wake the writer
-    if it sleeps and, when it gathers, if the ring holds its batch up to here (see THE
-    DOORBELL above)."""
+    """After committing the record that ends at ring position `end` (and the full
+    fence after it, in ring_commit): wake the writer if it sleeps and, when it gathers,
+    if the ring holds its batch up to here (see THE DOORBELL above)."""
     cdef uint32_t gather
-    bk_fence_full()
     if bk_load_acq32(&h.writer_sleeping):
         gather = bk_load_acq32(&h.gather_bytes)
         if gather and end - bk_load_acq64(&h.ring_tail) < gather:
@@ -505,6 +526,26 @@ def ring_idle_wait(Store s, double timeout):
     return ring_has_work(s)
 
 
+def ring_doze(Store s, double timeout):
+    """The idle writer's long sleep (THE DOORBELL above): like ring_idle_wait, but on
+    writer_dozing, which every commit rings whatever the fsync policy and whether or
+    not the feed is watched. Returns True at once if a record can be consumed, else
+    sleeps until a producer rings or `timeout` seconds pass; True when rung (or a
+    record is there), False after a timeout with nothing to consume."""
+    s._open()
+    cdef bk_header *h = s.hdr
+    cdef long ns = <long>(timeout * 1e9) if timeout > 0 else 0
+    cdef bint rung
+    bk_store_rel32(&h.writer_dozing, 1)
+    bk_fence_full()                             # Dekker with ring_commit
+    if not ring_has_work(s) and ns > 0:
+        with nogil:
+            bk_futex_wait(&h.writer_dozing, 1, ns)
+    rung = bk_load_acq32(&h.writer_dozing) == 0
+    bk_store_rel32(&h.writer_dozing, 0)
+    return rung or ring_has_work(s)
+
+
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
@@ -538,7 +579,7 @@ def ring_gather_wait(Store s, uint64_t want, double timeout, double spin=0.0):
             return have
         bk_store_rel32(&h.gather_bytes, <uint32_t>min(want, <uint64_t>0xffffffff))
         bk_store_rel32(&h.writer_sleeping, 1)
-        bk_fence_full()                 # Dekker with ring_doorbell: see the record or
+        bk_fence_full()                 # Dekker with ring_commit: see the record or
         have = bk_load_acq64(&h.ring_head) - bk_load_acq64(&h.ring_tail)   # be rung
         if have < want:
             with nogil:

@@ -711,20 +711,28 @@ cdef class Store:
         cdef double limit = self.durable_timeout if timeout is None else timeout
         self._mapped()
         deadline = time.monotonic() + limit
-        while bk_load_acq64(&h.flushed_pos) < pos:
-            epoch = bk_load_acq32(&h.flush_epoch)
-            if bk_load_acq64(&h.flushed_pos) >= pos:
-                break
-            if bk_load_acq32(&h.retired) == BK_RETIRED:
-                raise retired_lost(self)
-            if time.monotonic() >= deadline:
-                raise _err.WriterDown(
-                    f"no confirmation from the writer process within {limit:g} s that the "
-                    "write reached the disk; it is applied in memory. Check `bukt status`.")
-            _inside_waits += 1
-            with nogil:
-                bk_futex_wait(&h.flush_epoch, epoch, 50000000)
-            _inside_waits -= 1
+        if bk_load_acq64(&h.flushed_pos) >= pos:
+            return True
+        bk_inc32(&h.flush_waiters)          # counted before the epoch is read (THE
+        bk_fence_seq()                      # FLUSH WAKE)
+        try:
+            while bk_load_acq64(&h.flushed_pos) < pos:
+                epoch = bk_load_acq32(&h.flush_epoch)
+                if bk_load_acq64(&h.flushed_pos) >= pos:
+                    break
+                if bk_load_acq32(&h.retired) == BK_RETIRED:
+                    raise retired_lost(self)
+                if time.monotonic() >= deadline:
+                    raise _err.WriterDown(
+                        f"no confirmation from the writer process within {limit:g} s that "
+                        "the write reached the disk; it is applied in memory. Check "
+                        "`bukt status`.")
+                _inside_waits += 1
+                with nogil:
+                    bk_futex_wait(&h.flush_epoch, epoch, 50000000)
+                _inside_waits -= 1
+        finally:
+            bk_dec32(&h.flush_waiters)
         return True
 
     # -- RETIREMENT ------------------------------------------------------------------
@@ -892,12 +900,29 @@ cdef class Store:
             raise _err.InvalidArgument(f"ring position {pos} outside tail..head")
         bk_store_rel64(&self.hdr.ring_tail, pos)
 
+    # THE FLUSH WAKE. Local writers waiting for durability (wait_durable) and the flush
+    # notifier's threads (flushnote.pxi) sleep on flush_epoch; the event loops of the
+    # faces are woken by datagram instead (flushwake.pxi), so most flushes have nobody
+    # on the futex, and a wake was a system call a flush for nothing. The sleepers
+    # count themselves in flush_waiters, and the writer wakes only while it is not 0:
+    #
+    #     sleeper:  flush_waiters += 1; full fence; read flush_epoch, then flushed_pos;
+    #               sleep while the epoch is what it read; flush_waiters -= 1
+    #     writer:   flushed_pos = f; flush_epoch += 1; full fence; read flush_waiters:
+    #               not 0 -> futex wake
+    #
+    # Either the writer sees the count, or the sleeper sees the new epoch (and f), so
+    # none sleeps through a flush. A sleeper killed while counted leaves the count
+    # high, and the writer then wakes on every flush, as it did before: a cost, never
+    # a missed wake.
     def ring_flushed(self, uint64_t pos):
         """Publish that records below `pos` are durable; wakes the waiting writers."""
         self._mapped()
         bk_store_rel64(&self.hdr.flushed_pos, pos)
         bk_inc32(&self.hdr.flush_epoch)
-        bk_futex_wake(&self.hdr.flush_epoch)
+        bk_fence_seq()
+        if bk_load_acq32(&self.hdr.flush_waiters):
+            bk_futex_wake(&self.hdr.flush_epoch)
         wake_flushed(self, pos)                     # the event loops (flushwake.pxi)
 
     def ring_set_start(self, uint64_t pos):

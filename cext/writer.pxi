@@ -1,5 +1,5 @@
 # writer.pxi: what the writer process reads of the segment for its own loop, beside
-# the ring's consumer side (meta.pxi: ring_read; ring.pxi: ring_idle_wait).
+# the ring's consumer side (meta.pxi: ring_read; ring.pxi: ring_idle_wait, ring_doze).
 
 
 def expire_position(Store s):
@@ -16,6 +16,20 @@ def writer_doorbell(Store s):
     `bukt status`-style inspection."""
     s._open()
     return bk_load_acq32(&s.hdr.writer_sleeping)
+
+
+def writer_dozing(Store s):
+    """The dozing word (cext/ring.pxi, THE DOZE): 1 while the idle writer sleeps until
+    its next tick, and any commit will wake it. For tests and inspection."""
+    s._open()
+    return bk_load_acq32(&s.hdr.writer_dozing)
+
+
+def flush_waiters(Store s):
+    """How many sleepers on the flush futex count themselves (cext/store.pxi, THE FLUSH
+    WAKE): while it is 0 a flush makes no futex wake. For tests and inspection."""
+    s._open()
+    return bk_load_acq32(&s.hdr.flush_waiters)
 
 
 def writer_claim(Store s, bint based=False):

@@ -33,7 +33,10 @@ BACKOFF_MAX_S while it keeps dying within STABLE_S of its start, and it gives up
 1, for systemd's Restart= to judge) after GIVE_UP_AFTER such deaths in a row. A writer
 whose heartbeat stops for WRITER_STALL_S while its process lives is killed and
 replaced. A writer that comes back with a new segment (a cold start) has the front ends
-restarted, since they would otherwise go on serving the old one.
+restarted, since they would otherwise go on serving the old one. While every child is
+up the loop sleeps until one exits (a pidfd each) or a signal comes (the handlers write
+a wake pipe), a second at most (IDLE_WAIT_S); it polls every POLL_S only while a child
+starts, is down or drains.
 
 SIGTERM / SIGINT: STOPPING=1; the front ends are told first (they stop accepting and
 answer what they have read, within shutdown_timeout less the writer's share), then the
@@ -61,6 +64,7 @@ import fcntl
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -81,7 +85,12 @@ __all__ = ["serve", "Supervisor", "ServeError", "SEGMENT_KEYS", "RESTART_KEYS",
 
 log = logging.getLogger("bukt.serve")
 
-POLL_S = 0.05               # the supervision loop's tick
+POLL_S = 0.05               # the supervision loop's tick while a child starts, is down
+                            # or drains (retiring)
+IDLE_WAIT_S = 1.0           # with every child up: the loop sleeps until a child exits (its
+                            # pidfd), a signal (the wake pipe), or this long at most (and no
+                            # later than the writer check or the watchdog), not POLL_S: an
+                            # idle service's supervisor woke 20 times a second
 PROBE_EVERY_S = 0.1         # how often a starting child is probed
 LISTEN_TIMEOUT_S = 60.0     # a front end that does not answer within this failed to start
 BACKOFF_MIN_S = 0.1         # first restart delay of a dead child
@@ -180,6 +189,7 @@ class Child:
         self.restart_at = None      # monotonic time of the next start, when down
         self.restarts = 0
         self.next_probe = 0.0
+        self.pidfd = None           # readable once the process exits (the idle wait)
 
     @property
     def pid(self):
@@ -188,6 +198,11 @@ class Child:
     def spawn(self, env, extra=()):
         self.proc = subprocess.Popen(self.argv + list(extra), env=env, process_group=0,
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.close_pidfd()
+        try:
+            self.pidfd = os.pidfd_open(self.proc.pid)
+        except OSError:
+            self.pidfd = None           # the idle wait's timeout finds the exit
         self.state, self.started, self.restart_at = "starting", time.monotonic(), None
         self.next_probe = 0.0
         return self.proc
@@ -224,7 +239,13 @@ class Child:
         self.kill_group()
         code = self.proc.wait()
         self.state = "down"
+        self.close_pidfd()
         return code
+
+    def close_pidfd(self):
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 class Supervisor:
@@ -243,6 +264,7 @@ class Supervisor:
         self.retiring = []          # (Child, deadline): replaced children still draining
         self.admin_token_where = None
         self.next_writer_check = 0.0
+        self.wake_r = self.wake_w = None    # the signal handlers' wake pipe (idle_pause)
         argv = [sys.executable, "-m", "bukt"]
         self.children = {role: Child(role, argv + [role, "--config", self.effective_path])
                          for role in ("writer", "http", "tcp")}
@@ -464,7 +486,29 @@ class Supervisor:
                     self.write_state()
             self.check_writer(now)
             self.finish_retiring(now)
+            self.idle_pause()
+
+    def idle_pause(self) -> None:
+        """The loop's sleep: POLL_S while a child starts, is down or drains; with every
+        child up, until one exits or a signal comes (or the writer check, the watchdog,
+        IDLE_WAIT_S at most)."""
+        children = list(self.children.values())
+        if self.retiring or any(c.state != "up" for c in children) or self.wake_r is None:
             self.pause(POLL_S)
+            return
+        now = time.monotonic()
+        wait = min(IDLE_WAIT_S, max(0.0, self.next_writer_check - now))
+        if self.notify.watchdog_interval is not None:
+            wait = min(wait, self.notify.watchdog_interval)
+        if self.notify.watchdog_due(now):
+            self.notify.watchdog(now)
+        fds = [self.wake_r] + [c.pidfd for c in children if c.pidfd is not None]
+        ready, _, _ = select.select(fds, [], [], wait)
+        if self.wake_r in ready:
+            try:
+                os.read(self.wake_r, 64)
+            except BlockingIOError:
+                pass
 
     def pause(self, seconds) -> None:
         """Sleeps; every wait of the supervisor goes through here, so WATCHDOG=1 keeps
@@ -693,15 +737,32 @@ class Supervisor:
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
+        for c in list(self.children.values()) + [c for c, _ in self.retiring]:
+            c.close_pidfd()
+        if self.wake_r is not None:
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.wake_r = self.wake_w = None
         self.notify.close()
 
     # -- signals and words -----------------------------------------------------------------
     def install_signals(self) -> None:
+        if self.wake_r is None:
+            self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+        def wake():
+            try:
+                os.write(self.wake_w, b"x")
+            except OSError:
+                pass                    # full: a wake-up is pending anyway
+
         def stop(signum, frame):
             self.stop_requested = True
+            wake()
 
         def reload(signum, frame):
             self.reload_requested = True
+            wake()
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)

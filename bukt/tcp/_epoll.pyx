@@ -66,8 +66,17 @@ the loop arms the store's flush waker with the first waiter's position (a datagr
 socket in the epoll set; the writer sends to it itself once a flush covers that
 position: cext/flushwake.pxi) and, when it is readable, releases every response the
 flushed position has passed (group commit) and arms again for the next; or answers
-WRITER_DOWN past the deadline. It still looks every millisecond as well, for the
-deadlines and in case a wake-up is lost.
+WRITER_DOWN past the deadline. It still looks on a timer as well, for the deadlines
+and in case the wake-ups do not come (a writer in another network namespace, or a
+datagram lost): every millisecond until a wake-up has come, then every
+WAITING_LOOK_MS (20 ms), and every millisecond again once the timer finds a flush
+that no wake-up announced. With the timer at 1 ms throughout, at 4 `always` clients a
+quarter of a worker's epoll_waits while replies waited ended on it with nothing to do,
+a wake-up of the worker each. A RESP connection with replies in the FIFO
+that sends more commands is settled first: its session answers them at once when the
+flushed position has passed its last write (resp_session.py, ORDER), and the flush's
+datagram and the new commands can come in one round, so what the flush released must
+go out before their replies.
 
 ADMISSION. Who may hold a connection is bukt/tcp/admission.py's decision, not this loop's:
 each accept asks it (with the peer's address, from accept4), a connection whose session
@@ -97,7 +106,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.list cimport PyList_Clear, PyList_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.math cimport INFINITY, ceil
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 import collections as _collections
@@ -107,7 +116,7 @@ import signal as _signal
 import socket as _socket
 
 from bukt import _core
-from bukt._core cimport meta_epoch_of, prefetch_key
+from bukt._core cimport flushed_pos_of, meta_epoch_of, prefetch_key
 from bukt.tcp import admission as _admission
 from bukt.tcp import stats as _stats
 from bukt import errors as _errors
@@ -239,6 +248,39 @@ cdef double SLOW_YIELD_S = _spin.SLOW_YIELD_S
 cdef int SLOW_YIELDS = _spin.SLOW_YIELDS
 _LIMIT = _P.frame(_P.Status.LIMIT_EXCEEDED, 0, _admission.TOO_MANY.encode())
 cdef double AUTH_SWEEP = 0.25  # seconds between AUTH-deadline sweeps (bukt/tcp/admission.py)
+cdef int WAITING_LOOK_MS = 20  # DURABILITY: while responses wait and the writer's wake-ups
+                               # come, the loop also looks this often; 1 ms while they do not
+
+# This worker's row of bukt/tcp/stats.py, as bukt/tcp/_wire.pyx and _resp.pyx keep it:
+# the durability FIFO counts its gauge and the bytes it releases from C (stats.use)
+cdef uint64_t *STATS = NULL
+cdef object STATS_ROW = None        # the memoryview STATS points into, kept alive
+cdef Py_ssize_t ST_FACE = _stats.FACE_WORDS, ST_INFLIGHT = _stats.INFLIGHT
+cdef Py_ssize_t ST_OUT = _stats.BYTES_OUT
+
+
+def set_stats(row):
+    """Count into `row` (a memoryview of u64 words: bukt/tcp/stats.py), or None: stop."""
+    global STATS, STATS_ROW
+    cdef uint64_t[::1] words
+    if row is None:
+        STATS, STATS_ROW = NULL, None
+        return
+    words = row
+    STATS_ROW = words
+    STATS = &words[0]
+
+
+cdef inline void count_waiting(bint resp, int delta) noexcept:
+    """stats.inflight: a response of the face starts (+1) or stops (-1) waiting."""
+    if STATS != NULL:
+        STATS[ST_FACE * resp + ST_INFLIGHT] += <uint64_t><int64_t>delta
+
+
+cdef inline void count_sent(bint resp, Py_ssize_t n) noexcept:
+    """stats.sent: a response that waited, n bytes, handed to its connection."""
+    if STATS != NULL:
+        STATS[ST_FACE * resp + ST_OUT] += <uint64_t>n
 
 
 cdef object peer_address(const unsigned char *sa, socklen_t n):
@@ -295,7 +337,7 @@ cdef class Loop:
     cdef dict conns
     cdef set lingering
     cdef set parked              # connections waiting for room in the change ring
-    cdef object waiters          # deque of (pos, deadline, conn, response, rid)
+    cdef object waiters          # deque of (pos, since, conn, response, rid)
     cdef object store, settings, admin_hash, durable
     cdef object admission         # who may hold a connection (bukt/tcp/admission.py)
     cdef object guard             # failed AUTH per address (bukt/authguard.py)
@@ -310,6 +352,7 @@ cdef class Loop:
     cdef Py_ssize_t rfree        # rbuf[rfree:] is free: staged reads are below it
     cdef object notifier         # the store's flush_waker(), from the first durable wait
     cdef int notify_fd           # its socket (or eventfd), in the epoll set; -1 before
+    cdef int look_ms             # DURABILITY: the timer while responses wait
     cdef object spin             # BUSY POLL: SpinCredit(settings.busy_poll)
     cdef double busy_poll        # its limit; 0: the loop never asks the credit
     cdef bint core_store         # store is a bukt._core.Store: meta_epoch and PREFETCH apply
@@ -364,6 +407,7 @@ cdef class Loop:
         self.waiters = _collections.deque()
         self.notifier = None
         self.notify_fd = -1
+        self.look_ms = 1
         self.watching = []
         self.feed_note = None
         self.feed_fd = -1
@@ -428,7 +472,7 @@ cdef class Loop:
                     self._begin_shutdown()
                 if not self.conns or monotonic() >= deadline:
                     break
-            timeout = 1 if self.waiters or self.parked else (
+            timeout = 1 if self.parked else self.look_ms if self.waiters else (
                 50 if self.lingering or self.stopping else 200)
             if self.watching:
                 timeout = min(timeout, max(0, <int>((self.next_watch - monotonic()) * 1000)) + 1)
@@ -491,6 +535,7 @@ cdef class Loop:
                     continue
                 if fd == self.notify_fd:
                     self.notifier.clear()       # _settle below reads the position
+                    self.look_ms = WAITING_LOOK_MS  # the wake-ups come: the timer may wait
                     continue
                 if fd == self.feed_fd:
                     self.feed_note.clear()      # _settle_watches below asks them
@@ -527,6 +572,8 @@ cdef class Loop:
             if self.sub_held and monotonic() >= self.sub_next:
                 self._release_held()
             if self.waiters:
+                if n == 0 and self.look_ms > 1 and self._first_flushed():
+                    self.look_ms = 1            # the timer, not a wake-up, found the flush
                 self._settle()
             if self.watching:
                 self._settle_watches()
@@ -675,6 +722,14 @@ cdef class Loop:
             return
         if c.lingering or c.draining:
             return  # closing: what arrives now is not a request we will answer
+        if c.resp and c.inflight and self.waiters:
+            # ORDER (bukt/tcp/resp_session.py): a reply behind a write waits only while
+            # the flushed position has not passed it, and the session looks at the
+            # position itself; so what the position has released goes out first, or the
+            # new commands' replies (in this round) would overtake it
+            self._settle()
+            if c.fd < 0 or c.lingering or c.draining:
+                return  # (its buffered frames, run by the settle, ended it)
         if (PyByteArray_GET_SIZE(c.buf) == 0 and not c.processing and not c.parked
                 and c.session is not None):
             # RECEIVE: nothing of this peer's waits, so its frames are handled where recv
@@ -1002,11 +1057,11 @@ cdef class Loop:
         if type(d.wait) is WatchWait:
             self._watch_feed(c, d.wait)
             return
-        _stats.inflight(c.resp, 1)         # its face's gauge (bukt/tcp/stats.py)
+        count_waiting(c.resp, 1)           # its face's gauge (bukt/tcp/stats.py)
         if not self.waiters:
             self._watch_flushes(True, d.wait)  # (the round ends with _settle either way)
-        self.waiters.append((d.wait, monotonic() + self._durable_timeout(), c,
-                             d.response, d.request_id))
+        # (when it started waiting: the timeout is read when the position has not come)
+        self.waiters.append((d.wait, monotonic(), c, d.response, d.request_id))
 
     cdef bint _watch_flushes(self, bint on, uint64_t pos=0):
         """Have the writer wake the loop once the flushed position reaches `pos` (the
@@ -1021,6 +1076,13 @@ cdef class Loop:
             return self.notifier.arm(pos)
         self.notifier.disarm()
         return False
+
+    cdef bint _first_flushed(self):
+        """The flushed position has passed the first waiting response's."""
+        pos = self.waiters[0][0]
+        if self.core_store:
+            return <uint64_t>pos <= flushed_pos_of(self.store)
+        return pos <= self.store.ring_position()[2]
 
     cdef double _durable_timeout(self):
         return getattr(self.durable, "timeout", 5.0)
@@ -1038,28 +1100,34 @@ cdef class Loop:
                 return
 
     cdef _settle_once(self):
-        flushed = self.store.ring_position()[2]
-        now = monotonic()
+        cdef uint64_t flushed
+        cdef double now = monotonic(), timeout = -1
+        if self.core_store:
+            flushed = flushed_pos_of(self.store)
+        else:
+            flushed = self.store.ring_position()[2]
         waiters = self.waiters
         while waiters:
-            pos, deadline, c, response, rid = waiters[0]
-            if pos <= flushed:
+            pos, since, c, response, rid = waiters[0]
+            if <uint64_t>pos <= flushed:
                 pass
-            elif now >= deadline and (<Conn>c).resp:
-                # a write answers that it is not confirmed; a read behind it goes as is
-                if rid is not None:
-                    response = _resp.WRITER_DOWN
-            elif now >= deadline:
-                response = _P.encode_error(rid, _not_confirmed(
-                    self.store, pos, self._durable_timeout()))
             else:
-                break
+                if timeout < 0:
+                    timeout = self._durable_timeout()
+                if now - <double>since < timeout:
+                    break
+                if (<Conn>c).resp:
+                    # a write answers that it is not confirmed; a read behind it goes as is
+                    if rid is not None:
+                        response = _resp.WRITER_DOWN
+                else:
+                    response = _P.encode_error(rid, _not_confirmed(self.store, pos, timeout))
             waiters.popleft()
             (<Conn>c).inflight -= 1
-            _stats.inflight((<Conn>c).resp, -1)
+            count_waiting((<Conn>c).resp, -1)
             if (<Conn>c).fd >= 0:
                 (<Conn>c).outbuf += response
-                _stats.sent((<Conn>c).resp, len(response))
+                count_sent((<Conn>c).resp, len(response))
                 self._flush(c)
                 if (<Conn>c).subscribed and not (<Conn>c).inflight:
                     self._pump(c)

@@ -6,11 +6,16 @@ it keeps the port (chosen by the kernel when the bind says port 0) for workers s
 later, and takes no connections itself. Each worker gets a listening socket of its own,
 made just before its fork and closed in the supervisor right after, so a dead worker's
 queue of unaccepted connections dies with it and new connections go to the living.
+
+Between events the pool sleeps on its workers' pidfds and a wake pipe its signal
+handler writes, until a restart is due or IDLE_WAIT at most: an idle pool wakes about
+once a second, not every POLL.
 """
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -27,7 +32,10 @@ log = logging.getLogger("bukt.tcp")
 
 RESTART_DELAY = 0.1      # seconds before a dead worker is replaced
 RESTART_DELAY_MAX = 5.0  # a worker that keeps dying at start is retried this often at most
-POLL = 0.05
+POLL = 0.05              # while stopping: how often the shutdown deadline is looked at
+IDLE_WAIT = 1.0          # otherwise the pool sleeps until a worker exits (its pidfd), a
+                         # signal (the wake pipe) or a restart is due, at most this long:
+                         # an idle pool woke 20 times a second on POLL
 
 
 def _attach(settings):
@@ -81,6 +89,8 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         raise
 
     workers: dict[int, tuple[int, float]] = {}  # slot -> (pid, started)
+    pidfds: dict[int, int] = {}                 # pid -> its pidfd, readable once it exits
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)   # written by on_signal
     stopping = False
     delays = [RESTART_DELAY] * settings.workers
 
@@ -97,6 +107,8 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                     resp_keeper.close()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                for fd in (wake_r, wake_w, *pidfds.values()):
+                    os.close(fd)
                 apply_nice(settings.nice, slot)
                 apply_slice(settings.slice, slot)
                 store = store_factory(settings)
@@ -113,10 +125,18 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         if resp_sock is not None:
             resp_sock.close()
         workers[slot] = (pid, time.monotonic())
+        try:
+            pidfds[pid] = os.pidfd_open(pid)
+        except OSError:
+            pass                        # no pidfd: the wait's timeout finds the exit
 
     def on_signal(signum, frame):
         nonlocal stopping
         stopping = True
+        try:
+            os.write(wake_w, b"x")
+        except OSError:
+            pass                        # full: a wake-up is pending anyway
         for pid, _ in workers.values():
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -141,6 +161,9 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
             except ChildProcessError:
                 pid = 0
             if pid:
+                fd = pidfds.pop(pid, None)
+                if fd is not None:
+                    os.close(fd)
                 slot = next((s for s, (p, _) in workers.items() if p == pid), None)
                 if slot is not None:
                     _, started = workers.pop(slot)
@@ -167,8 +190,17 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                 if now >= when:
                     del pending[slot]
                     spawn(slot)
-            time.sleep(POLL)
+            wait = POLL if stopping else min(
+                [IDLE_WAIT] + [max(0.0, when - now) for when in pending.values()])
+            ready, _, _ = select.select([wake_r, *pidfds.values()], [], [], wait)
+            if wake_r in ready:
+                try:
+                    os.read(wake_r, 64)
+                except BlockingIOError:
+                    pass
     finally:
+        for fd in (wake_r, wake_w, *pidfds.values()):
+            os.close(fd)
         for sig, handler in old.items():
             signal.signal(sig, handler)
         keeper.close()

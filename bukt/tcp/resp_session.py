@@ -24,7 +24,10 @@ The admin token alone names no bucket and is refused (-WRONGPASS saying so).
 ORDER. Redis replies in request order, without request ids. Under `fsync: always` the
 reply to a write waits for the writer's flushed position (a Deferred, as on the binary
 face); every reply after it on the same connection waits for that same position too,
-so nothing overtakes it (the loops release Deferreds in position order). On a timeout
+so nothing overtakes it (the loops release Deferreds in position order). Once the
+flushed position has passed it nothing waits (finish, and the compiled loop's batch,
+clear wait_pos), so the loop hands out the replies the position released before it
+runs a connection's new commands (bukt/tcp/_epoll.pyx, DURABILITY). On a timeout
 the write answers -ERR (applied in memory, not confirmed on disk); the replies behind
 it go out as they are.
 

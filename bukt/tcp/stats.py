@@ -173,11 +173,12 @@ def use(counters):
     row = counters
     _resp_index = RespIndex() if counters is not None else None
     try:
-        from bukt.tcp import _resp, _wire
+        from bukt.tcp import _epoll, _resp, _wire
     except ImportError:
         return
     _wire.set_stats(counters)
     _resp.set_stats(counters, _resp_index)
+    _epoll.set_stats(counters)
 
 
 def count_bin(command, length, result):

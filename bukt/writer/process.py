@@ -44,12 +44,24 @@ spinning a core. Under `always` every producer that commits while it sleeps ring
 doorbell, so the writer drains at once: the time from a commit to its acknowledgement is
 one wake-up, one write, one fsync and one wake-up, and records committed during an
 fsync go into the next one. Under everysec and no nobody waits, producers do not ring,
-and the sleep backs off from POLL_MIN_S to POLL_MAX_S; under a stream of writes the
-writer drains every BATCH_S (at once while batches come back full). While the change
+and the sleep backs off from POLL_MIN_S to POLL_MAX_S, then the writer dozes (DOZE);
+under a stream of writes the writer drains every BATCH_S (at once while batches come
+back full). While the change
 feed is watched (the header's feed_watched, renewed by watchers: bukt/feed.py, THE
 WATCHED WORD) its watchers do wait: see WATCHED. A record still RESERVED by its
 producer for longer than STUCK_S is handed to ring_unstick, which repairs the stripe if
 the producer died.
+
+DOZE (everysec, no). Polling every POLL_MAX_S kept an idle writer waking 500 times a
+second (1.7-2.2% of a CPU). So once the ring has been empty for DOZE_AFTER_S the writer
+sleeps until its next tick on the doze word, which every commit rings whatever the
+policy (cext/ring.pxi, THE DOZE: the writer sets it, fences and looks at the ring once
+more; a producer fences after its commit and looks at the word). Its timers keep their
+times, since the doze ends at the next tick: heartbeat, the everysec fsync, expiry,
+repair, compaction checks. Idle, it wakes at the tick rate (10 a second). A commit
+while it dozes costs its producer one futex wake and wakes the writer at once; the
+polls before DOZE_AFTER_S keep a stream with short gaps off the futex. Under `always`
+producers ring anyway, and the idle sleep already lasts until the next tick.
 
 WATCHED (everysec, no). While the change feed is watched, producers ring the doorbell as
 under `always` (cext/ring.pxi, THE DOORBELL), so an idle writer drains a commit one
@@ -176,7 +188,8 @@ from bukt.writer.datadir import DataDir
 from bukt.errors import (BuktError, DiskError, FormatMismatch, RingFull, SegmentFull,
                      SegmentInvalid, SegmentNotFound)
 from bukt._core import (DATA_DIR_MAX, expire_position, feed_lost, feed_settings,
-                        feed_watched, ring_gather_wait, ring_idle_wait, writer_claim,
+                        feed_watched, ring_doze, ring_gather_wait, ring_idle_wait,
+                        writer_claim,
                         writer_claimed)
 from bukt.feed import FeedWriter
 from bukt.writer.restore import Cancelled, FinalLoader, Loader, final_sets, memory_needed, \
@@ -197,7 +210,10 @@ __all__ = ["Writer", "run_writer", "main", "run_command", "read_tie", "TIE_FILE"
 log = logging.getLogger("bukt.writer")
 
 POLL_MIN_S = 0.0001         # first sleep on an empty ring: a write is picked up fast
-POLL_MAX_S = 0.002          # longest sleep: an idle writer wakes 500 times a second
+POLL_MAX_S = 0.002          # longest poll on an empty ring (then it dozes: DOZE)
+DOZE_AFTER_S = 0.05         # an empty ring this long: sleep until the next tick, woken
+                            # by the next commit (DOZE); polls cover the shorter gaps,
+                            # whose first commits would each pay a futex wake
 BATCH_S = 0.002             # everysec/no: after a batch that was not full, records gather
                             # this long before the next drain
 WATCHED_BATCH_S = 0.0005    # the same while the change feed is watched (its watchers wait
@@ -220,7 +236,8 @@ READ_BYTES = 2 << 20        # batches give ring space back sooner under backpres
 TIE_FILE = "SEGMENT"        # data_dir/SEGMENT: the generation the logs describe
 FAKE_TIME_ENV = "BUKT_FAKE_TIME_FILE"
 POLL_ENV = "BUKT_WRITER_POLL_S"    # test hook: every idle sleep (everysec/no) this long,
-                                   # so a test can tell a rung doorbell from a poll
+                                   # and a doze, so a test can tell a rung doorbell from
+                                   # a poll (the writer's ticks wait for it too)
 
 
 class WriterError(BuktError):
@@ -729,6 +746,7 @@ class Writer:
             poll_min = poll_max = float(os.environ[POLL_ENV])
         idle = poll_min
         next_tick = 0.0
+        idle_since = time.monotonic()       # the ring was last found moving (DOZE)
         while not self.stopping:
             moved = self._drain()
             now = time.monotonic()
@@ -736,7 +754,7 @@ class Writer:
                 self._tick(now)
                 next_tick = now + min(HEARTBEAT_S, 1.0 / self.cfg.expiry.hz)
             if moved:
-                idle = poll_min
+                idle, idle_since = poll_min, now
                 if self.policy != "always" and not self.batch_full:
                     # Nobody waits for these records (everysec, no): let the next ones
                     # gather for BATCH_S instead of waking for each (a trickle of writes
@@ -759,6 +777,12 @@ class Writer:
                 # producers ring the doorbell: sleep until the next tick, or until a
                 # record RESERVED at the tail has been stuck long enough to look at
                 ring_idle_wait(self.store, min(STUCK_S, max(0.0, next_tick - now)))
+            elif idle > POLL_MAX_S or now - idle_since >= DOZE_AFTER_S:
+                # DOZE: idle for a while (or the test hook's long sleep): until the
+                # next tick, and any commit rings
+                if ring_doze(self.store, idle if idle > POLL_MAX_S
+                             else max(0.0, next_tick - now)):
+                    idle, idle_since = poll_min, time.monotonic()
             else:
                 ring_idle_wait(self.store, idle)
                 idle = min(idle * 2, poll_max)

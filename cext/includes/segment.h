@@ -23,7 +23,11 @@
 #include "debug.h"
 
 #define BK_MAGIC        0x4d474553544b5542ULL   /* "BUKTSEGM" little-endian */
-#define BK_FORMAT       19u     /* 19: the header's feed_watched (producers ring
+#define BK_FORMAT       20u     /* 20: the header's writer_dozing (producers ring
+                                   the writer while it sleeps long: ring.pxi, THE
+                                   DOORBELL) and flush_waiters (the writer skips
+                                   the flush_epoch wake when nobody sleeps on it);
+                                   19: the header's feed_watched (producers ring
                                    the writer's doorbell while the change feed
                                    is watched: ring.pxi, THE DOORBELL);
                                    18: a process row (bk_proc) carries its flush
@@ -228,7 +232,17 @@ typedef struct {
                                    watchers (feed_watching, bukt/feed.py, THE WATCHED
                                    WORD), racy max; on sync_always's line, which
                                    every commit reads anyway */
-    char     _pad4[36];
+    uint32_t writer_dozing;     /* futex word: 1 while an idle writer sleeps long
+                                   (until its next tick): every commit rings it, under
+                                   any fsync policy, watched or not (ring.pxi, THE
+                                   DOORBELL). Set by the writer, taken to 0 by the
+                                   producer whose CAS wins; on sync_always's line */
+    uint32_t flush_waiters;     /* sleepers on flush_epoch (Store.wait_durable, the
+                                   flush notifier's thread), atomic add before they
+                                   read the epoch: the writer skips the futex wake
+                                   after a flush while it is 0 (store.pxi, THE FLUSH
+                                   WAKE) */
+    char     _pad4[28];
     uint64_t version_counter;   /* versions are unique and increasing across the segment */
     char     _pad5[56];
     uint32_t lru_clock;         /* 64 ms ticks since created_ms; readers store it into
@@ -470,6 +484,9 @@ _Static_assert(offsetof(bk_header, ring_claim_ms) / 64 == offsetof(bk_header, ri
                "the claim shares ring_head's cache line");
 _Static_assert(offsetof(bk_header, retired) / 64 == offsetof(bk_header, index_geom) / 64,
                "the retired flag shares index_geom's line, which every get reads");
+_Static_assert(offsetof(bk_header, writer_dozing) / 64 == offsetof(bk_header, sync_always) / 64,
+               "the dozing word shares sync_always's line, which every commit reads");
+_Static_assert(offsetof(bk_header, version_counter) % 64 == 0, "version_counter's own line");
 _Static_assert(sizeof(bk_header) <= BK_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(bk_counters) == 64, "counters are one cache line");
 _Static_assert(sizeof(bk_reader) == 16, "a reader slot is two words");
@@ -491,6 +508,7 @@ static inline void bk_store_rel8(uint8_t *p, uint8_t v) { __atomic_store_n(p, v,
 static inline int64_t bk_add64(int64_t *p, int64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
 static inline uint64_t bk_fetch_add_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
 static inline void bk_inc32(uint32_t *p) { __atomic_add_fetch(p, 1, __ATOMIC_RELEASE); }
+static inline void bk_dec32(uint32_t *p) { __atomic_sub_fetch(p, 1, __ATOMIC_RELEASE); }
 static inline int bk_cas64(uint64_t *p, uint64_t expect, uint64_t want) {
     return __atomic_compare_exchange_n(p, &expect, want, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }

@@ -81,6 +81,8 @@ cdef extern from "segment.h" nogil:
         uint32_t flush_epoch
         uint32_t sync_always
         uint32_t feed_watched
+        uint32_t writer_dozing
+        uint32_t flush_waiters
         uint64_t version_counter
         uint32_t lru_clock
         uint32_t needs_recount
@@ -224,6 +226,7 @@ cdef extern from "segment.h" nogil:
     int64_t bk_add64(int64_t *p, int64_t v)
     uint64_t bk_fetch_add_u64(uint64_t *p, uint64_t v)
     void bk_inc32(uint32_t *p)
+    void bk_dec32(uint32_t *p)
     void bk_fence_acq()
     void bk_fence_rel()
     bint bk_cas64(uint64_t *p, uint64_t expect, uint64_t want)

@@ -2,6 +2,8 @@
 its record, and since RESP replies carry no request ids, the replies behind it on the
 same connection wait too (in order); other connections do not. The test plays the
 writer: it publishes the policy and the flushed position in the segment's header."""
+import os
+import signal
 import socket
 import time
 
@@ -105,4 +107,47 @@ def test_the_writer_wakes_the_worker_and_a_forged_wake_releases_nothing(loop):
         finally:
             a.close()
             forger.close()
+        s.writer_publish(sync_always=False)
+
+
+def stopped(pid):
+    """Whether process `pid` is stopped (SIGSTOP took effect): its /proc state is T."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("loop", ["epoll", "asyncio"])
+def test_a_reply_the_flush_released_goes_before_the_next_commands_reply(loop):
+    """The flush that covers a waiting write and the next command on the same connection
+    reach the epoll worker in one round (here the worker is stopped while both arrive):
+    the write's reply goes first. The session sees the write flushed and answers the
+    GET at once, so the loop must hand out what the flush released before it runs the
+    connection's new commands."""
+    with store() as (s, name), Server(name, workers=1, loop=loop) as srv:
+        s.writer_publish(sync_always=True)
+        s.ring_flushed(s.ring_position()[1])
+        time.sleep(0.3)  # the worker rereads the policy every 0.1 s
+        a = socket.create_connection(("127.0.0.1", srv.resp_port), timeout=5)
+        try:
+            a.sendall(resp(b"AUTH", b"b", b"rw"))
+            assert read_until(a, b"+OK\r\n") == b"+OK\r\n"
+            for round_ in range(3):
+                key = b"ok%d" % round_
+                a.sendall(resp(b"SET", key, b"v%d" % round_))
+                while not [r for r in s.wake_slots() if r["armed"]]:  # applied, waiting
+                    time.sleep(0.01)
+                [pid] = srv.worker_pids()
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    while not stopped(pid):
+                        time.sleep(0.001)
+                    s.ring_flushed(s.ring_position()[1])  # its datagram waits for the worker
+                    a.sendall(resp(b"GET", key))          # and so does the GET
+                    time.sleep(0.05)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                want = b"+OK\r\n$2\r\nv%d\r\n" % round_
+                assert read_until(a, want) == want
+        finally:
+            a.close()
         s.writer_publish(sync_always=False)

@@ -173,6 +173,27 @@ def test_the_writer_wakes_an_armed_waker_once_and_only_past_its_position(seg):
     assert not next(r for r in seg.wake_slots() if r["pid"] == os.getpid())["armed"]
 
 
+def test_clear_takes_one_datagram_a_wake_up_and_leaves_the_rest_readable(seg):
+    """The writer sends one datagram per arming, so clear() takes one (a second recv
+    only to see EAGAIN was a system call for nothing on every wake-up); any more
+    (forged ones) keep the socket readable for the loop's next round."""
+    import socket
+    from bukt._core import wake_address
+    w = seg.flush_waker()
+    forger = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for _ in range(2):
+            forger.sendto(b"f", wake_address(os.getpid(), w.name))
+        assert select.select([w.fd], [], [], 10)[0]
+        w.clear()
+        assert select.select([w.fd], [], [], 0)[0]      # the second still waits
+        w.clear()
+        assert not select.select([w.fd], [], [], 0)[0]
+        w.clear()                                       # nothing there: no harm
+    finally:
+        forger.close()
+
+
 def test_a_forged_wake_releases_no_waiter_before_its_record_is_flushed(seg, monkeypatch):
     """Anyone on the host may send to the waker's abstract name: the loop looks at the
     flushed position and releases nothing it has not passed."""

@@ -225,6 +225,51 @@ def test_fast_path_is_taken(tokens):
                              b":1\r\n:1\r\n+PONG\r\n+OK\r\n+OK\r\n")
 
 
+def test_the_fast_path_resumes_once_the_write_it_waited_behind_is_flushed(tokens):
+    """Under `fsync: always` the epoll loop's hook (RingPositions) holds a write's reply
+    until the flushed position passes the write's record, and every reply behind it
+    waits too (ORDER). Once the writer has flushed past it, the next commands are the
+    compiled loop's again, not handed one by one to the Python session."""
+    from bukt.tcp.frames import Deferred
+    from bukt.writewait.durability import RingPositions
+    store = tokens
+    store.writer_publish(sync_always=True)
+    try:
+        session = S.RespSession(store, max_frame=MAX, durable=RingPositions(store))
+        login = encode([b"AUTH", b"p", b"p" * 8])
+        out = []
+        _resp.run(bytearray(login), len(login), 0, session, MAX, out, 1 << 20)
+        assert out == [b"+OK\r\n"]
+        for key in (b"k1", b"k2", b"k3"):
+            data = bytearray(encode([b"SET", key, b"v"]))
+            out = []
+            assert _resp.run(data, len(data), 0, session, MAX, out, 1 << 20) == (
+                len(data), S.STOP_DEFERRED)
+            assert len(out) == 1 and type(out[0]) is Deferred
+            assert (out[0].response, out[0].wait) == (b"+OK\r\n", store.last_pos)
+            if key == b"k1":
+                # a GET behind the waiting write waits for the same position (the
+                # session answers it)
+                data = bytearray(encode([b"GET", key]))
+                out = []
+                assert _resp.run(data, len(data), 0, session, MAX, out, 1 << 20) == (
+                    len(data), S.STOP_DEFERRED)
+                assert (out[0].response, out[0].wait) == (b"$1\r\nv\r\n",
+                                                          store.last_pos)
+            store.ring_flushed(store.ring_position()[1])    # the writer's fsync
+            if key == b"k1":
+                def refuse(args):
+                    raise AssertionError(f"the Python session ran {args}")
+                session.execute = refuse
+        data = bytearray(encode([b"GET", b"k3"]))
+        out = []
+        assert _resp.run(data, len(data), 0, session, MAX, out, 1 << 20) == (
+            len(data), S.STOP_PARTIAL)
+        assert out == [b"$1\r\nv\r\n"]
+    finally:
+        store.writer_publish(sync_always=False)
+
+
 WORDS = [b"GET", b"SET", b"SETEX", b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"MGET", b"MSET",
          b"DEL", b"EXISTS", b"PING", b"ECHO", b"EX", b"PX", b"get", b"set", b"k", b"n",
          b"1", b"-1", b"0", b"100", b"x", b"", b"MULTI", b"EXEC", b"HELLO", b"3", b"2"]

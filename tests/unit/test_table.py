@@ -456,6 +456,8 @@ CORE_C_API = {
     "read_into": "PyObject *(PyObject *, char const *, uint32_t, Py_ssize_t, int *)",
     "prefetch_key": "void (PyObject *, char const *, uint32_t, int)",
     "meta_epoch_of": "uint64_t (PyObject *)",
+    "flushed_pos_of": "uint64_t (PyObject *)",
+    "last_pos_of": "uint64_t (PyObject *)",
 }
 
 
@@ -521,6 +523,25 @@ def test_prefetch_key_and_meta_epoch_through_the_c_api(segname):
     assert s2.check() == []
     s2.unlink()
     s2.close()
+
+
+def test_flushed_and_last_positions_through_the_c_api(segname):
+    """flushed_pos_of and last_pos_of (the RESP loop's `fsync: always` path) give
+    Store.ring_position()[2] and Store.last_pos, and 0 once the store is closed."""
+    import ctypes
+    flushed = _core_function("flushed_pos_of", ctypes.c_uint64, ctypes.py_object)
+    last = _core_function("last_pos_of", ctypes.c_uint64, ctypes.py_object)
+    s = bukt.create(segname, size="16MiB")
+    writer_claim(s)   # as a writer does: changes go to the ring
+    b = s.create_bucket("b")
+    b.set(b"k", b"v")
+    assert last(s) == s.last_pos > 0
+    assert flushed(s) == s.ring_position()[2] < s.last_pos
+    s.ring_flushed(s.last_pos)
+    assert flushed(s) == s.ring_position()[2] == s.last_pos
+    s.unlink()
+    s.close()
+    assert (flushed(s), last(s)) == (0, 0)
 
 
 def test_read_into_copies_after_the_callers_room_or_hands_back(clock, segname):
