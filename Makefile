@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 DEPS   := $(VENV)/.deps-installed
 CORE_SRC := $(wildcard cext/*.pyx cext/*.pxi cext/*.pxd cext/includes/* bukt/*.pxd bukt/*.pyx \
-                    bukt/tcp/*.pyx bukt/tcp/*.pxd bukt/writer/*.pyx bukt/writer/*.pxd)
+                    bukt/tcp/*.pyx bukt/tcp/*.pxd bukt/tcp/*.pxi bukt/writer/*.pyx bukt/writer/*.pxd)
 CORE   := $(VENV)/.core-built
 
 .PHONY: all run test test-fast debug bench lint clean install install-venv install-units deps build

@@ -253,22 +253,14 @@ cdef int WAITING_LOOK_MS = 20  # DURABILITY: while responses wait and the writer
 
 # This worker's row of bukt/tcp/stats.py, as bukt/tcp/_wire.pyx and _resp.pyx keep it:
 # the durability FIFO counts its gauge and the bytes it releases from C (stats.use)
-cdef uint64_t *STATS = NULL
-cdef object STATS_ROW = None        # the memoryview STATS points into, kept alive
+include "statsrow.pxi"
 cdef Py_ssize_t ST_FACE = _stats.FACE_WORDS, ST_INFLIGHT = _stats.INFLIGHT
 cdef Py_ssize_t ST_OUT = _stats.BYTES_OUT
 
 
 def set_stats(row):
     """Count into `row` (a memoryview of u64 words: bukt/tcp/stats.py), or None: stop."""
-    global STATS, STATS_ROW
-    cdef uint64_t[::1] words
-    if row is None:
-        STATS, STATS_ROW = NULL, None
-        return
-    words = row
-    STATS_ROW = words
-    STATS = &words[0]
+    point_stats(row)
 
 
 cdef inline void count_waiting(bint resp, int delta) noexcept:

@@ -124,8 +124,7 @@ X_NAMES = (b"get", b"set", b"setex", b"incr", b"decr", b"incrby", b"decrby", b"m
 # into this worker's row of the shared counters, NULL while nothing is counted. A fast
 # command pays a NULL test and two adds; a batch, its bytes in and out.
 
-cdef uint64_t *STATS = NULL
-cdef object STATS_ROW = None        # the memoryview STATS points into, kept alive
+include "statsrow.pxi"
 cdef Py_ssize_t X_WORD[X_NONE]      # X_* -> its requests word; its errors word is + X_ERRORS
 cdef Py_ssize_t X_ERRORS = 0
 cdef Py_ssize_t S_IN = 0, S_OUT = 0
@@ -134,19 +133,16 @@ cdef Py_ssize_t S_IN = 0, S_OUT = 0
 def set_stats(row, index=None):
     """Count into `row` (a memoryview of u64 words: bukt/tcp/stats.py) with `index` (its
     RespIndex), or None: stop."""
-    global STATS, STATS_ROW, X_ERRORS, S_IN, S_OUT
-    cdef uint64_t[::1] words
+    global X_ERRORS, S_IN, S_OUT
     if row is None:
-        STATS, STATS_ROW = NULL, None
+        point_stats(None)
         return
     from bukt.tcp import stats as st
     for x, name in enumerate(X_NAMES):
         X_WORD[x] = index.word(name)
     X_ERRORS = index.n
     S_IN, S_OUT = st.FACE_WORDS + st.BYTES_IN, st.FACE_WORDS + st.BYTES_OUT
-    words = row
-    STATS_ROW = words
-    STATS = &words[0]
+    point_stats(row)
 
 
 # -- the gathered replies: one growing C buffer, emptied into `out` at every stop --------

@@ -33,10 +33,8 @@ from bukt.tcp.frames import PARK as _PARK, internal_error as _internal_error
 from bukt import _core
 from bukt._core cimport READ_HIT, READ_MISS, read_into
 
-# This worker's counters (bukt/tcp/stats.py): a pointer into its row of the shared
-# area, NULL while nothing is counted. A request pays a NULL test and a few adds.
-cdef uint64_t *STATS = NULL
-cdef object STATS_ROW = None        # the memoryview STATS points into, kept alive
+# This worker's counters (bukt/tcp/statsrow.pxi): a request pays a NULL test and a few adds.
+include "statsrow.pxi"
 cdef Py_ssize_t S_REQUESTS = _stats.BIN_REQUESTS
 cdef Py_ssize_t S_ERRORS = _stats.BIN_ERRORS
 cdef Py_ssize_t S_IN = _stats.BYTES_IN
@@ -47,14 +45,7 @@ cdef uint8_t S_ERROR_STATUS = _stats.ERROR_STATUS
 
 def set_stats(row):
     """Count into `row` (a memoryview of u64 words: bukt/tcp/stats.py), or None: stop."""
-    global STATS, STATS_ROW
-    cdef uint64_t[::1] words
-    if row is None:
-        STATS, STATS_ROW = NULL, None
-        return
-    words = row
-    STATS_ROW = words
-    STATS = &words[0]
+    point_stats(row)
 
 
 cdef inline void count(uint8_t command, uint32_t length, object result) noexcept:

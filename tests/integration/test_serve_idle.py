@@ -9,18 +9,11 @@ import time
 
 import pytest
 
+from mp_common import switches
 from serve_harness import Service, wait_for
 
 IDLE_WINDOW_S = 3.0
 WAKES_PER_S = 10        # each polled 20 times a second; now about once a second
-
-
-def switches(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc/<pid>/status")
 
 
 @pytest.fixture

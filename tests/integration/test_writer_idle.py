@@ -10,26 +10,18 @@ times the tick rate, a tenth of the old poll rate. The doorbell is shown by a wr
 alone (no supervisor to replace it for a silent heartbeat) whose every idle sleep is
 an hour long (the BUKT_WRITER_POLL_S test hook): a set that reaches the log within
 the test's wait, far shorter than that, can only have woken the writer itself."""
-import os
 import time
 
 import pytest
 
 from bukt._core import writer_dozing
+from mp_common import switches
 from writer_harness import Instance, wait_for
 
 IDLE_WINDOW_S = 3.0     # how long the idle writer's wake-ups are counted
 WAKES_PER_S = 50        # the bound: ticks are 10 a second, the old polls 500
 POLL_S = 3600           # the test hook's idle sleep: longer than any wait here
 WAIT_S = 120            # the longest a wait here lasts (a failure, not a bound)
-
-
-def switches(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc/<pid>/status")
 
 
 @pytest.fixture

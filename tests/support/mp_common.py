@@ -111,6 +111,16 @@ def wait_pid(pid, timeout):
         time.sleep(0.002)
 
 
+def switches(pid):
+    """A process's voluntary context switches so far (/proc/<pid>/status): every sleep
+    of it that ended is one, so a delta over a window counts its wake-ups."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc/<pid>/status")
+
+
 def kill_and_reap(pid, timeout=10):
     """SIGKILL a child of ours that has not been reaped yet, and reap it."""
     with contextlib.suppress(ProcessLookupError):
