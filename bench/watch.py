@@ -2,6 +2,7 @@
 keyspace notifications in the same run.
 
     make bench            # or: .venv/bin/python bench/watch.py [--seconds S] [--watchers 0,10,100] [--coalesce 5ms]
+                          #     [--resp-coalesce 2ms]
                           #     [--faces local,sse,resp,redis]
 
 A real `bukt serve` (writer, HTTP, TCP, RESP) on unused ports. For 0, 10 and 100 watchers
@@ -343,13 +344,20 @@ def main():
     ap.add_argument("--faces", default="local,sse,resp,redis")
     ap.add_argument("--coalesce", default=None,
                     help="the service's feed.coalesce (SSE), e.g. 2ms (default: its default)")
+    ap.add_argument("--resp-coalesce", default=None,
+                    help="the service's resp.coalesce (RESP subscribers), e.g. 1ms "
+                         "(default: its default)")
     args = ap.parse_args()
     faces = args.faces.split(",")
     counts = [int(x) for x in args.watchers.split(",")]
     tmp = tempfile.mkdtemp(prefix="bench-watch-")
     from pathlib import Path
-    svc = Service(Path(tmp), **({"feed": {"coalesce": args.coalesce}} if args.coalesce
-                                else {}))
+    conf = {}
+    if args.coalesce:
+        conf["feed"] = {"coalesce": args.coalesce}
+    if args.resp_coalesce:
+        conf["resp"] = {"coalesce": args.resp_coalesce}
+    svc = Service(Path(tmp), **conf)
     redis, rport = start_redis()
     try:
         svc.start()

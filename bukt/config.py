@@ -294,6 +294,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "resp.bind": ("127.0.0.1:7072", _bind),
     "resp.max_keys": (100_000, _int(1, 100_000_000)),
     "resp.fast_path": (True, _bool),
+    "resp.coalesce": ("2ms", _duration(lo=0, hi=1)),
     "http.bind": ("127.0.0.1:7070", _bind),
     "http.workers": (0, _int(0, 1024)),
     "http.max_body": ("4MiB", _size(lo=1024)),

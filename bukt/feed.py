@@ -769,8 +769,8 @@ class Watcher:
         self.store = store
         self.feed = Feed.of(store.name)
         self.idx, self.gen = _bucket_slot(store, self.bucket)
-        self.prefix, self.values = bytes(prefix), values
-        self._view_key = (self.idx, self.gen, self.prefix, values)  # (Stretch.views)
+        self.values = values
+        self.prefix = prefix                    # (and _view_key, for Stretch.views)
         self.gone = None
         self.dropped = False
         feed = self.feed
@@ -788,6 +788,17 @@ class Watcher:
         else:
             self.seq = int(since)
             self.pos = None                     # found by _seek
+
+    @property
+    def prefix(self):
+        return self._prefix
+
+    @prefix.setter
+    def prefix(self, value):
+        """A new prefix applies from the watcher's position on (a RESP subscriber's
+        watcher follows its subscriptions); the stretches' views are keyed by it."""
+        self._prefix = bytes(value)
+        self._view_key = (self.idx, self.gen, self._prefix, self.values)
 
     @property
     def position(self):

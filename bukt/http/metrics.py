@@ -303,7 +303,15 @@ def tcp_families(tcp):
     err = CounterMetricFamily("bukt_tcp_errors", "TCP requests answered with an error "
                               "(a binary status of 0x10 or more, a RESP error reply), by "
                               "face and command.", labels=["face", "command"])
+    psends = CounterMetricFamily("bukt_tcp_pubsub_sends", "Sends of keyspace "
+                                 "notifications to RESP subscribers (each carries every "
+                                 "event the subscriber had waiting).")
+    pevents = CounterMetricFamily("bukt_tcp_pubsub_events", "Events delivered to RESP "
+                                  "subscribers (one an event a subscriber).")
     for face, t in tcp.items():
+        if "pubsub_sends" in t:
+            psends.add_metric([], t["pubsub_sends"])
+            pevents.add_metric([], t["pubsub_events"])
         accepted.add_metric([face], t["accepted"])
         open_.add_metric([face], t["open"])
         inflight.add_metric([face], t["inflight"])
@@ -313,7 +321,7 @@ def tcp_families(tcp):
             req.add_metric([face, command], n)
         for command, n in t["errors"].items():
             err.add_metric([face, command], n)
-    yield from (accepted, open_, inflight, rx, tx, req, err)
+    yield from (accepted, open_, inflight, rx, tx, req, err, psends, pevents)
 
 
 class _Families:

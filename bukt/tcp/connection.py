@@ -537,9 +537,10 @@ class RespConnection(Connection):
             if subs.lagging(max_lag):
                 self._end_subscription(subs.cutoff(max_lag))
             return
-        data, end, more = subs.pump()
+        data, n, end, more = subs.pump()
         if data:
             self.transport.write(data)
+            stats.pubsub_sent(n, len(data))
         if end is not None:
             self._end_subscription(end)
         elif more:

@@ -18,7 +18,19 @@ channel: none), so the feed filters before Python looks at an event. The event l
 (bukt/tcp/connection.py, bukt/tcp/_epoll.pyx) is woken by the feed's Waker after each
 of the writer's batches, and every second (revocation), and calls `pump` while the
 connection's unsent output is below the high-water mark: events wait in the feed, not
-in the worker.
+in the worker. A pump hands over every event the feed has for the subscriber, up to the
+room left below that mark, for one send: with 100 subscribers a send per subscriber and
+event was most of what the worker spent (the loopback send wakes the reader, in the
+kernel, on the sender's CPU). The epoll loop also holds back a subscriber it gave
+messages to less than resp.coalesce ago, until that window ends (bukt/tcp/_epoll.pyx,
+COALESCING), so a busy subscriber gets at most one send a window whatever the rate.
+
+SHARED POLLS. Within one round of pumps (the loop's `begin_round` .. `end_round`),
+subscribers at the same place of the feed with the same subscriptions get the same
+messages: the first one's poll of the feed is kept, and the others take its bytes and
+its new place without reading the feed themselves (a hundred clients of
+`__keyspace@0__:*` cost one poll a round, not a hundred). Outside a round every pump
+polls for itself: the feed may have moved since.
 
 SLOW SUBSCRIBERS. A subscriber whose output stays above the high-water mark is not
 pumped; once it trails the feed's head by more than feed.max_lag bytes (the limit the
@@ -68,6 +80,21 @@ log = logging.getLogger("bukt.tcp")
 # they are dropped and made again as asked.
 _MESSAGES: dict = {}
 _held = 0
+
+# SHARED POLLS: (place, subscriptions) -> (messages, events, watcher's pos, seq, more),
+# while a round is open (None: no round)
+_round: dict | None = None
+
+
+def begin_round():
+    """Pumps from now to end_round() may share their polls (SHARED POLLS)."""
+    global _round
+    _round = {}
+
+
+def end_round():
+    global _round
+    _round = None
 
 
 def _bulk(b: bytes) -> bytes:
@@ -215,51 +242,85 @@ class Subscriptions:
                        f"more than feed.max_lag ({max_lag} bytes) behind the change feed; "
                        f"every event up to sequence {pos} was delivered, resume after it")
 
-    def pump(self):
-        """(messages, last reply or None, more): the events the feed has for this
-        subscriber, up to BATCH; a last reply ends the subscription and the connection
-        (revoked token, dropped bucket, a place the feed has overwritten)."""
+    def pump(self, room: int = 1 << 20):
+        """(messages, events, last reply or None, more): every event the feed has for
+        this subscriber, until the messages reach `room` bytes (then `more` is true: the
+        rest waits in the feed), and how many events they carry; a last reply ends the
+        subscription and the connection (revoked token, dropped bucket, a place the
+        feed has overwritten)."""
         w = self.watcher
         if w is None:
-            return b"", None, False
+            return b"", 0, None, False
         s = self.session
         s.recheck()
         if s.bucket is None:
             self.close()
-            return b"", R.error("NOAUTH this connection's token was revoked: the "
-                                "subscription ends"), False
-        evs = w.poll(BATCH)
+            return b"", 0, R.error("NOAUTH this connection's token was revoked: the "
+                                   "subscription ends"), False
+        sig = (self.names, s.proto, tuple(self.channels), tuple(self.patterns))
+        shared = _round
+        if shared is not None and w.gone is None and not w.dropped and w.pos is not None:
+            place = (id(w.feed), w.idx, w.gen, w.prefix, w.values, w._lease, w.pos, w.seq,
+                     room, sig)
+            got = shared.get(place)
+            if got is not None:                 # SHARED POLLS: another's poll, as it was
+                data, n, w.pos, w.seq, more = got
+                return data, n, None, more
+        else:
+            place = None
+        out = []
+        size = n = 0
+        more = True
+        while more and size < room:
+            data, k, end, more = self._poll(sig)
+            if data:
+                out.append(data)
+                size += len(data)
+            n += k
+            if end is not None:
+                return b"".join(out), n, end, False
+        data = b"".join(out)
+        if place is not None and w.gone is None and not w.dropped:
+            shared[place] = (data, n, w.pos, w.seq, more)
+        return data, n, None, more
+
+    def _poll(self, sig):
+        """One poll of the feed: (messages, events, last reply or None, more)."""
+        s = self.session
+        evs = self.watcher.poll(BATCH)
         out = []
         global _held
         if _held >= MESSAGES_MAX:
             _MESSAGES.clear()
             _held = 0
-        sig = (self.names, s.proto, tuple(self.channels), tuple(self.patterns))
         shared = _MESSAGES.get(sig)
         if shared is None:
             shared = _MESSAGES[sig] = {}
+        n = 0
         for e in evs:
             if e.gone:
                 log.warning("RESP subscriber %s (bucket %s) cut off: the change feed "
                             "overwrote its place (sequence %d)", s.peer, s.bucket_name,
                             e.since)
                 self.close()
-                return b"".join(out), R.error(
+                return b"".join(out), n, R.error(
                     f"ERR subscriber cut off: the change feed no longer holds its place "
                     f"({e.reason}); events after sequence {e.since} were lost to it, the "
                     f"feed holds every event after sequence {e.oldest}"), False
             if e.kind == "drop":
                 self.close()
-                return b"".join(out), R.error("ERR the bucket was dropped: the "
-                                              "subscription ends"), False
+                return b"".join(out), n, R.error("ERR the bucket was dropped: the "
+                                                 "subscription ends"), False
             m = shared.get(e.seq)
             if m is None:
                 one = []
                 self._deliver(e, one)
                 m = shared[e.seq] = b"".join(one)
                 _held += 1
-            out.append(m)
-        return b"".join(out), None, len(evs) >= BATCH
+            if m:
+                out.append(m)
+                n += 1
+        return b"".join(out), n, None, len(evs) >= BATCH
 
     def _deliver(self, e, out):
         name = EVENTS.get(e.kind)

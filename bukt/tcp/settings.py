@@ -70,6 +70,8 @@ class TcpSettings:
     watch_max_wait: float = 30.0        # the longest a WATCH long poll waits for events
     # a RESP subscriber that does not read is cut off this far (bytes) behind the feed
     feed_max_lag: int = _config.parse_size(_config.SCHEMA["feed.max_lag"][0])
+    # a busy RESP subscriber's sends at most this often (seconds; resp_pubsub.py)
+    resp_coalesce: float = _config.parse_duration(_config.SCHEMA["resp.coalesce"][0])
 
     _KEYS = {  # field -> config key
         "instance": "instance", "bind": "tcp.bind", "workers": "tcp.workers",
@@ -86,7 +88,7 @@ class TcpSettings:
         "resp_enabled": "resp.enabled", "resp_bind": "resp.bind",
         "watch_max_wait": "tcp.watch_max_wait",
         "resp_max_keys": "resp.max_keys", "resp_fast_path": "resp.fast_path",
-        "feed_max_lag": "feed.max_lag",
+        "feed_max_lag": "feed.max_lag", "resp_coalesce": "resp.coalesce",
         "shutdown_timeout": "shutdown_timeout", "admin_token": "auth.admin_token",
         "data_dir": "data_dir",
     }
@@ -122,7 +124,8 @@ class TcpSettings:
             auth_log_interval=_config.parse_duration(s.auth_log_interval),
             auth_sources=int(s.auth_sources), resp_enabled=bool(s.resp_enabled),
             resp_max_keys=int(s.resp_max_keys), resp_fast_path=bool(s.resp_fast_path),
-            feed_max_lag=_config.parse_size(s.feed_max_lag))
+            feed_max_lag=_config.parse_size(s.feed_max_lag),
+            resp_coalesce=_config.parse_duration(s.resp_coalesce))
 
     @property
     def address(self) -> tuple[str, int]:

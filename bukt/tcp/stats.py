@@ -16,7 +16,9 @@ ACCEPTED, OPEN (a gauge: the worker's connections now), BYTES_IN, BYTES_OUT, INF
 gauges when it takes a row over; then the binary protocol's requests and errors
 by opcode (OPCODES words each: an opcode past the table counts as opcode 0, "unknown");
 then RESP's by command (resp_session's command table in sorted order, then "other" for
-a name it does not know). An error is a binary response of status 0x10 or more (a miss
+a name it does not know), and by errors the same; then PUBSUB_WORDS: the sends of
+keyspace notifications to subscribers and the events they carried (bukt/tcp/resp_pubsub.py;
+events over sends says how well a worker coalesces a busy subscriber's messages). An error is a binary response of status 0x10 or more (a miss
 or a NOT_STORED is an answer, not an error), or a RESP error reply ("-...").
 """
 from __future__ import annotations
@@ -47,8 +49,16 @@ def area_name(instance):
     return f"/bukt-{instance}-tcp-stats"
 
 
-def words():
+PUBSUB_SENDS, PUBSUB_EVENTS = 0, 1     # from pubsub_base()
+PUBSUB_WORDS = 2
+
+
+def pubsub_base():
     return RESP_REQUESTS + 2 * len(resp_names())
+
+
+def words():
+    return pubsub_base() + PUBSUB_WORDS
 
 
 def face_base(face):
@@ -129,6 +139,9 @@ def totals(area):
             out["resp"]["requests"][name] = t[RESP_REQUESTS + i]
         if t[RESP_REQUESTS + len(names) + i]:
             out["resp"]["errors"][name] = t[RESP_REQUESTS + len(names) + i]
+    p = pubsub_base()
+    out["resp"]["pubsub_sends"] = t[p + PUBSUB_SENDS]
+    out["resp"]["pubsub_events"] = t[p + PUBSUB_EVENTS]
     return out
 
 
@@ -211,6 +224,22 @@ def sent(face, nbytes):
     r = row
     if r is not None:
         r[face_base(face) + BYTES_OUT] += nbytes
+
+
+_pubsub_at = None   # pubsub_base(), once
+
+
+def pubsub_sent(events, nbytes):
+    """Keyspace notifications handed to one subscriber's connection in one send:
+    `events` events, `nbytes` bytes."""
+    global _pubsub_at
+    r = row
+    if r is not None:
+        if _pubsub_at is None:
+            _pubsub_at = pubsub_base()
+        r[_pubsub_at + PUBSUB_SENDS] += 1
+        r[_pubsub_at + PUBSUB_EVENTS] += events
+        r[FACE_WORDS + BYTES_OUT] += nbytes
 
 
 def inflight(face, delta):

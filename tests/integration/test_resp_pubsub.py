@@ -334,3 +334,40 @@ def test_subscribers_of_one_worker_each_get_their_own_messages(svc):
     for p in subs.values():
         p.close()
     w.close()
+
+
+def test_a_wider_subscription_widens_what_the_feed_gives(svc):
+    """A connection's feed filter follows its subscriptions: after a pattern of keys
+    `wa:*`, a pattern of `w*` gets the events of other keys too, while eight other
+    connections of the same worker keep `wa:*` (the worker's processed stretches of the
+    feed are shared by filter: the widened one must not be given theirs)."""
+    w = client(svc)
+    others = []
+    for _ in range(8):
+        o = client(svc).pubsub()
+        o.psubscribe("__keyspace@b__:wa:*")
+        others.append(o)
+    p = client(svc).pubsub()
+    p.psubscribe("__keyspace@b__:wa:*")
+    for x in others + [p]:
+        assert messages_all(x, 1)[0]["type"] == "psubscribe"
+    w.set("wa:1", "v")
+    assert [text(m) for m in messages(p, 1)] == [
+        ("pmessage", b"__keyspace@b__:wa:*", b"__keyspace@b__:wa:1", b"set")]
+    p.psubscribe("__keyspace@b__:w*")
+    assert messages_all(p, 1)[0]["type"] == "psubscribe"
+    want = []
+    for i in range(5):
+        w.set(f"wb:{i}", "v")
+        w.set(f"wa:{i + 2}", "v")
+        want += [("pmessage", b"__keyspace@b__:w*", f"__keyspace@b__:wb:{i}".encode(), b"set"),
+                 ("pmessage", b"__keyspace@b__:wa:*",
+                  f"__keyspace@b__:wa:{i + 2}".encode(), b"set"),
+                 ("pmessage", b"__keyspace@b__:w*",
+                  f"__keyspace@b__:wa:{i + 2}".encode(), b"set")]
+    assert [text(m) for m in messages(p, len(want))] == want
+    for o in others:
+        assert len(messages(o, 6)) == 6
+    for x in others + [p]:
+        x.close()
+    w.close()

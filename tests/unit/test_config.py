@@ -195,6 +195,7 @@ def test_empty_variable_sets_a_nullable_key_to_null(tmp_path):
     ("log:\n  level: loud\n", ["log.level", "'loud'", "debug, info"]),
     ("ratelimit:\n  enabled: maybe\n", ["ratelimit.enabled", "'maybe'", "true or false"]),
     ("tcp:\n  idle_timeout: soon\n", ["tcp.idle_timeout", "'soon'", "duration"]),
+    ("resp:\n  coalesce: 2s\n", ["resp.coalesce", "2s"]),
     ("- a\n- b\n", ["mapping of keys"]),
     ("fsync: [\n", ["not valid YAML"]),
     ("limits:\n  max_value: 8MiB\n", ["tcp.max_frame", "limits.max_value"]),
@@ -342,3 +343,11 @@ def test_tcp_slice_is_zero_or_what_the_kernel_takes_and_round_yield_a_bool():
     with pytest.raises(ConfigError) as e:
         load(env={"BUKT_TCP__ROUND_YIELD": "sometimes"})
     assert "tcp.round_yield" in str(e.value)
+
+
+def test_resp_coalesce_reaches_the_tcp_settings(tmp_path):
+    from bukt.tcp.settings import TcpSettings
+    assert TcpSettings().resp_coalesce == config.parse_duration(
+        config.SCHEMA["resp.coalesce"][0])
+    cfg = load(write(tmp_path, "resp:\n  coalesce: 500us\n"), env={})
+    assert TcpSettings.from_config(cfg).resp_coalesce == pytest.approx(0.0005)
