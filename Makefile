@@ -130,6 +130,7 @@ bench: build
 	$(PY) bench/watch.py
 	$(PY) bench/scale.py
 	$(PY) bench/objects.py
+	$(PY) bench/idle.py
 
 lint: $(DEPS)
 	mkdir -p build && $(PY) -m cython -3 -a -I cext/includes -I . --module-name bukt._core cext/core.pyx -o build/core.c && echo "annotation of the hot path: build/core.html"
