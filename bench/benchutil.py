@@ -86,21 +86,31 @@ class RedisServer:
             self.proc.wait(30)
 
 
+def thread_reads(pid, name):
+    """The text of /proc/PID/task/*/<name> for each live thread of process `pid` (none
+    when it is gone; a thread that ends meanwhile is left out)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/{name}") as f:
+                yield f.read()
+        except OSError:
+            pass
+
+
 def _thread_ns(pid) -> int:
     """CPU nanoseconds the live threads of process `pid` have used (the sum of
     /proc/PID/task/*/schedstat: /proc/PID/schedstat alone is the main thread's, and
     /proc/PID/stat counts clock ticks); 0 when it is gone."""
     total = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tids:
+    for text in thread_reads(pid, "schedstat"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass                            # the thread ended between the two reads
+            total += int(text.split()[0])
+        except (ValueError, IndexError):
+            pass
     return total
 
 

@@ -17,6 +17,7 @@ each batch: what the event loop costs an event is in the figure too.
 """
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import statistics
@@ -32,7 +33,10 @@ from bukt.feed import Feed, FeedWriter, Watcher  # noqa: E402
 VALUE = b"v" * 100
 
 
-def one_round(n_watchers, n_events, batch, values):
+@contextlib.contextmanager
+def feed_fixture():
+    """(store, feed writer, bucket index, generation): a fresh store with bucket "b" and
+    its feed in this process, both removed after."""
     name = f"feedwatch-{os.getpid()}-{time.monotonic_ns() % 10**9}"
     store = bukt.create(name, size=16 << 20)
     fw = None
@@ -41,6 +45,17 @@ def one_round(n_watchers, n_events, batch, values):
         idx, gen = next((r[0], r[1]) for r in store.bucket_table() if r[3] == "b")
         fw = FeedWriter(name, 64 << 20, 1024)
         Feed._open.clear()
+        yield store, fw, idx, gen
+    finally:
+        if fw is not None:
+            fw.close()
+            os.unlink(fw.path)
+        store.close()
+        store.unlink()
+
+
+def one_round(n_watchers, n_events, batch, values):
+    with feed_fixture() as (store, fw, idx, gen):
         ws = [Watcher(store, "b", values=values) for _ in range(n_watchers)]
         seq, spent, got = 64, 0.0, 0
         gc0 = [s["collections"] for s in gc.get_stats()]
@@ -60,23 +75,10 @@ def one_round(n_watchers, n_events, batch, values):
         gcs = [s["collections"] - c for s, c in zip(gc.get_stats(), gc0)]
         assert got == n_events * n_watchers, (got, n_events * n_watchers)
         return spent / got * 1e6, gcs
-    finally:
-        if fw is not None:
-            fw.close()
-            os.unlink(fw.path)
-        store.close()
-        store.unlink()
 
 
 def one_round_aio(n_watchers, n_events, batch, values):
-    name = f"feedwatch-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    store = bukt.create(name, size=16 << 20)
-    fw = None
-    try:
-        store.create_bucket("b")
-        idx, gen = next((r[0], r[1]) for r in store.bucket_table() if r[3] == "b")
-        fw = FeedWriter(name, 64 << 20, 1024)
-        Feed._open.clear()
+    with feed_fixture() as (store, fw, idx, gen):
 
         async def run():
             got = [0]
@@ -116,12 +118,6 @@ def one_round_aio(n_watchers, n_events, batch, values):
             return spent / got[0] * 1e6, gcs
 
         return asyncio.run(run())
-    finally:
-        if fw is not None:
-            fw.close()
-            os.unlink(fw.path)
-        store.close()
-        store.unlink()
 
 
 def main():

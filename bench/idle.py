@@ -24,7 +24,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.join(
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 sys.path.insert(0, ROOT)
 sys.path.append(os.path.join(ROOT, "bench"))     # last, for benchutil
-from benchutil import RedisServer, cpu_seconds  # noqa: E402
+from benchutil import RedisServer, cpu_seconds, thread_reads  # noqa: E402
 from serve_harness import Service  # noqa: E402
 
 from bukt.service.procs import tree  # noqa: E402
@@ -32,21 +32,9 @@ from bukt.service.procs import tree  # noqa: E402
 
 def switches(pid):
     """Context switches (voluntary and not) of every live thread of `pid` so far."""
-    n = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:",
-                                        "nonvoluntary_ctxt_switches:")):
-                        n += int(line.split()[1])
-        except (OSError, ValueError):
-            pass                        # the thread ended between the two reads
-    return n
+    return sum(int(line.split()[1]) for text in thread_reads(pid, "status")
+               for line in text.splitlines()
+               if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
 
 
 def name_of(pid):

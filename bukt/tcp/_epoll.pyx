@@ -220,6 +220,8 @@ cdef inline double monotonic() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 cdef enum:
+    IDLE_MS = 1000          # epoll's timeout with no connection: no sweep has work (a
+    #                         connection, a signal or a stop ends the wait at once)
     RBUF = 262144
     MAXEV = 256
     STAGE_MIN = 16384       # STAGING: a staged read gets at least this much of rbuf,
@@ -465,7 +467,7 @@ cdef class Loop:
                 if not self.conns or monotonic() >= deadline:
                     break
             timeout = 1 if self.parked else self.look_ms if self.waiters else (
-                50 if self.lingering or self.stopping else 200)
+                50 if self.lingering or self.stopping else 200 if self.conns else IDLE_MS)
             if self.watching:
                 timeout = min(timeout, max(0, <int>((self.next_watch - monotonic()) * 1000)) + 1)
             if self.sub_held:    # COALESCING: up to the first window's end, in whole ms
