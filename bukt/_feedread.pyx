@@ -202,22 +202,6 @@ cdef _members():
 _members()
 
 
-cdef struct rec_t:              # one record of a stretch
-    uint64_t start              # its byte position in the feed
-    uint64_t seq
-    int64_t ms
-    uint64_t version
-    int64_t expire_ms
-    uint32_t length             # the whole record's (start + length: the next one's)
-    uint32_t klen
-    uint32_t vlen
-    uint32_t vsize
-    uint32_t gen
-    uint16_t bucket
-    uint8_t kind
-    Py_ssize_t off              # its key's offset in the stretch's bytes
-
-
 @cython.final
 cdef class Stretch:
     """The records of feed bytes `data` (copied out of the area from byte position
@@ -231,7 +215,8 @@ cdef class Stretch:
     cdef readonly object damaged
     cdef readonly dict views
     cdef bytes data
-    cdef rec_t *recs
+    cdef const feed_rec **recs  # each record's header, where it lies in `data` (its key
+    #                             and value follow it)
     cdef PyObject **keys        # each record's key bytes once made (NULL: not yet)
     cdef PyObject **vals        # likewise its value's
 
@@ -242,9 +227,8 @@ cdef class Stretch:
         cdef uint64_t rs = sizeof(feed_rec)
         cdef const feed_rec *fr
         cdef Py_ssize_t cap = n // rs + 1, c = 0
-        cdef rec_t *r
         self.data, self.pos, self.damaged, self.views = data, pos, None, {}
-        self.recs = <rec_t *>PyMem_Malloc(cap * sizeof(rec_t))
+        self.recs = <const feed_rec **>PyMem_Malloc(cap * sizeof(feed_rec *))
         if self.recs == NULL:
             raise MemoryError()
         while p < end:
@@ -263,12 +247,7 @@ cdef class Stretch:
             if p + fr.length > end:
                 break                           # (read with the next stretch)
             if fr.kind != PAD:
-                r = &self.recs[c]
-                r.start, r.seq, r.ms, r.version = p, fr.seq, fr.ms, fr.version
-                r.expire_ms, r.length, r.klen, r.vlen = fr.expire_ms, fr.length, fr.klen, \
-                    fr.vlen
-                r.vsize, r.gen, r.bucket, r.kind = fr.vsize, fr.gen, fr.bucket, fr.kind
-                r.off = <Py_ssize_t>(o + rs)
+                self.recs[c] = fr
                 c += 1
             p += fr.length
         self.end, self.count = p, c
@@ -299,19 +278,19 @@ cdef class Stretch:
         """Record i's byte position (i == count: the end parsed up to)."""
         if i < 0 or i > self.count:
             raise IndexError(i)
-        return self.recs[i].start if i < self.count else self.end
+        return self.recs[i].pos if i < self.count else self.end
 
     def after(self, Py_ssize_t i):
         """The byte position just after record i."""
         if i < 0 or i >= self.count:
             raise IndexError(i)
-        return self.recs[i].start + self.recs[i].length
+        return self.recs[i].pos + self.recs[i].length
 
     cdef bytes _key(self, Py_ssize_t i):
         cdef PyObject *k = self.keys[i]
         cdef bytes b
         if k == NULL:
-            b = PyBytes_FromStringAndSize(PyBytes_AS_STRING(self.data) + self.recs[i].off,
+            b = PyBytes_FromStringAndSize(<const char *>(self.recs[i] + 1),
                                           self.recs[i].klen)
             Py_INCREF(b)
             self.keys[i] = <PyObject *>b
@@ -328,7 +307,7 @@ cdef class Stretch:
             memset(self.vals, 0, self.count * sizeof(PyObject *))
         v = self.vals[i]
         if v == NULL:
-            b = PyBytes_FromStringAndSize(PyBytes_AS_STRING(self.data) + self.recs[i].off
+            b = PyBytes_FromStringAndSize(<const char *>(self.recs[i] + 1)
                                           + self.recs[i].klen, self.recs[i].vlen)
             Py_INCREF(b)
             self.vals[i] = <PyObject *>b
@@ -339,8 +318,7 @@ cdef class Stretch:
                             bytes prefix, bint values, str bucket, bint *dropped) except -1:
         cdef Py_ssize_t i, made = 0, plen = PyBytes_GET_SIZE(prefix)
         cdef const char *pp = PyBytes_AS_STRING(prefix)
-        cdef const char *d = PyBytes_AS_STRING(self.data)
-        cdef rec_t *r
+        cdef const feed_rec *r
         cdef bint setlike
         cdef int64_t vs
         cdef bytes value
@@ -350,7 +328,7 @@ cdef class Stretch:
         for i in range(self.count):
             if made >= room:
                 return i
-            r = &self.recs[i]
+            r = self.recs[i]
             if r.bucket != idx or r.gen != gen:
                 continue
             if r.ms != ms:
@@ -360,7 +338,7 @@ cdef class Stretch:
                                   None, -1))
                 dropped[0] = True
                 return i + 1
-            if <Py_ssize_t>r.klen < plen or (plen and memcmp(d + r.off, pp, plen) != 0):
+            if <Py_ssize_t>r.klen < plen or (plen and memcmp(<const char *>(r + 1), pp, plen) != 0):
                 continue
             setlike = r.kind == K_SET or r.kind == K_INCR
             vs = -1 if r.vsize == VSIZE_UNKNOWN or not setlike else r.vsize
@@ -391,4 +369,4 @@ cdef class Stretch:
         cdef Py_ssize_t n = self._events(out, self.count + 1, idx, gen, prefix, values,
                                          bucket, &dropped)
         PyObject_GC_UnTrack(<void *>out)
-        return out, (self.recs[n - 1].start + self.recs[n - 1].length if dropped else None)
+        return out, (self.recs[n - 1].pos + self.recs[n - 1].length if dropped else None)

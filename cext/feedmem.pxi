@@ -11,11 +11,6 @@ cdef inline uint64_t *_word(const unsigned char[::1] buf, size_t off) except NUL
     return <uint64_t *>&buf[off]
 
 
-def feed_load(const unsigned char[::1] buf, size_t off):
-    """The u64 at `off`, loaded with acquire ordering."""
-    return bk_load_acq64(_word(buf, off))
-
-
 def feed_store(const unsigned char[::1] buf, size_t off, uint64_t value):
     """Store the u64 at `off` with release ordering (the area's one writer)."""
     bk_store_rel64(_word(buf, off), value)
@@ -50,10 +45,10 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
 cdef class FeedArea:
     """The words of a feed area (a buffer: the watchers' read-only mmap), loaded with
-    acquire ordering through one buffer held for this object's life. feed_load takes
-    its buffer anew at each call (a typed memoryview: 150-250 ns a call on the shared
-    2-vCPU host), and a watcher's poll loaded five words, which with one event a batch
-    was more than the event cost it. The mapping stays open while this holds it."""
+    acquire ordering through one buffer held for this object's life. A function taking
+    a typed memoryview takes its buffer anew at each call (150-250 ns a call on the
+    shared 2-vCPU host), and a watcher's poll loads five words, which with one event a
+    batch was more than the event cost it. The mapping stays open while this holds it."""
     cdef Py_buffer view
     cdef bint held
 
@@ -71,5 +66,5 @@ cdef class FeedArea:
         return <const uint64_t *>(<const char *>self.view.buf + off)
 
     def load(self, size_t off):
-        """The u64 at `off`, loaded with acquire ordering (feed_load)."""
+        """The u64 at `off`, loaded with acquire ordering."""
         return bk_load_acq64(self._word(off))

@@ -6,10 +6,11 @@ Linux only, like the rest of Bukt. Every function tolerates processes that vanis
 while it looks (a dead pid is simply left out).
 """
 import os
+import select
 
 from bukt.owners import _stat, alive  # noqa: F401 - alive: for callers of this module
 
-__all__ = ["children_of", "describe", "alive", "tree"]
+__all__ = ["children_of", "describe", "alive", "tree", "ExitWatch", "pidfd_of"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -55,3 +56,57 @@ def tree(pid, depth=0):
     for c in children_of(pid):
         out.extend(tree(c, depth + 1))
     return out
+
+
+def pidfd_of(pid):
+    """A pidfd of child `pid` (readable once it exits), or None where none can be opened
+    (then an idle wait's timeout finds the exit)."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+class ExitWatch:
+    """Sleeping until a child exits or a signal comes: the idle wait of the supervisor
+    and of the TCP pool. A pidfd of each watched child (readable once it exits) and a
+    wake pipe a signal handler writes (wake()); wait(timeout) returns at the first of
+    them or after `timeout` seconds. A child whose pidfd cannot be opened is found by
+    the caller's next look, after the timeout."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pidfds = {}                # pid -> its pidfd
+
+    def watch(self, pid):
+        self.forget(pid)
+        fd = pidfd_of(pid)
+        if fd is not None:
+            self.pidfds[pid] = fd
+
+    def forget(self, pid):
+        fd = self.pidfds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
+
+    def wake(self):
+        """Ends the current or the next wait; safe in a signal handler."""
+        try:
+            os.write(self.w, b"x")
+        except OSError:
+            pass                        # full: a wake-up is pending anyway
+
+    def wait(self, timeout, more=()):
+        """Until a watched child (or a pidfd in `more`) exits, wake() or `timeout`."""
+        ready, _, _ = select.select([self.r, *self.pidfds.values(), *more], [], [], timeout)
+        if self.r in ready:
+            try:
+                os.read(self.r, 64)
+            except BlockingIOError:
+                pass
+
+    def close(self):
+        """Closes every descriptor (also in a forked child, which must not keep them)."""
+        for fd in (self.r, self.w, *self.pidfds.values()):
+            os.close(fd)
+        self.pidfds.clear()

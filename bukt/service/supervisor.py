@@ -64,7 +64,6 @@ import fcntl
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -199,10 +198,7 @@ class Child:
         self.proc = subprocess.Popen(self.argv + list(extra), env=env, process_group=0,
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self.close_pidfd()
-        try:
-            self.pidfd = os.pidfd_open(self.proc.pid)
-        except OSError:
-            self.pidfd = None           # the idle wait's timeout finds the exit
+        self.pidfd = procs.pidfd_of(self.proc.pid)
         self.state, self.started, self.restart_at = "starting", time.monotonic(), None
         self.next_probe = 0.0
         return self.proc
@@ -264,7 +260,7 @@ class Supervisor:
         self.retiring = []          # (Child, deadline): replaced children still draining
         self.admin_token_where = None
         self.next_writer_check = 0.0
-        self.wake_r = self.wake_w = None    # the signal handlers' wake pipe (idle_pause)
+        self.exits = None           # the idle wait's wake pipe (install_signals)
         argv = [sys.executable, "-m", "bukt"]
         self.children = {role: Child(role, argv + [role, "--config", self.effective_path])
                          for role in ("writer", "http", "tcp")}
@@ -493,7 +489,7 @@ class Supervisor:
         child up, until one exits or a signal comes (or the writer check, the watchdog,
         IDLE_WAIT_S at most)."""
         children = list(self.children.values())
-        if self.retiring or any(c.state != "up" for c in children) or self.wake_r is None:
+        if self.retiring or any(c.state != "up" for c in children) or self.exits is None:
             self.pause(POLL_S)
             return
         now = time.monotonic()
@@ -502,13 +498,7 @@ class Supervisor:
             wait = min(wait, self.notify.watchdog_interval)
         if self.notify.watchdog_due(now):
             self.notify.watchdog(now)
-        fds = [self.wake_r] + [c.pidfd for c in children if c.pidfd is not None]
-        ready, _, _ = select.select(fds, [], [], wait)
-        if self.wake_r in ready:
-            try:
-                os.read(self.wake_r, 64)
-            except BlockingIOError:
-                pass
+        self.exits.wait(wait, [c.pidfd for c in children if c.pidfd is not None])
 
     def pause(self, seconds) -> None:
         """Sleeps; every wait of the supervisor goes through here, so WATCHDOG=1 keeps
@@ -739,30 +729,23 @@ class Supervisor:
             self.lock_fd = None
         for c in list(self.children.values()) + [c for c, _ in self.retiring]:
             c.close_pidfd()
-        if self.wake_r is not None:
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            self.wake_r = self.wake_w = None
+        if self.exits is not None:
+            self.exits.close()
+            self.exits = None
         self.notify.close()
 
     # -- signals and words -----------------------------------------------------------------
     def install_signals(self) -> None:
-        if self.wake_r is None:
-            self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-
-        def wake():
-            try:
-                os.write(self.wake_w, b"x")
-            except OSError:
-                pass                    # full: a wake-up is pending anyway
+        if self.exits is None:
+            self.exits = procs.ExitWatch()
 
         def stop(signum, frame):
             self.stop_requested = True
-            wake()
+            self.exits.wake()
 
         def reload(signum, frame):
             self.reload_requested = True
-            wake()
+            self.exits.wake()
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)

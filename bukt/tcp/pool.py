@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import socket
 import sys
@@ -23,6 +22,7 @@ import time
 
 from bukt import logs
 from bukt.authguard import FailureTable, table_name
+from bukt.service.procs import ExitWatch
 from bukt.tcp import stats as tcp_stats
 from bukt.tcp.settings import TcpSettings
 from bukt.tcp.cpu import apply_nice, apply_slice
@@ -89,8 +89,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         raise
 
     workers: dict[int, tuple[int, float]] = {}  # slot -> (pid, started)
-    pidfds: dict[int, int] = {}                 # pid -> its pidfd, readable once it exits
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)   # written by on_signal
+    exits = ExitWatch()                         # the workers' exits; on_signal wakes it
     stopping = False
     delays = [RESTART_DELAY] * settings.workers
 
@@ -107,8 +106,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                     resp_keeper.close()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
-                for fd in (wake_r, wake_w, *pidfds.values()):
-                    os.close(fd)
+                exits.close()
                 apply_nice(settings.nice, slot)
                 apply_slice(settings.slice, slot)
                 store = store_factory(settings)
@@ -125,18 +123,12 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
         if resp_sock is not None:
             resp_sock.close()
         workers[slot] = (pid, time.monotonic())
-        try:
-            pidfds[pid] = os.pidfd_open(pid)
-        except OSError:
-            pass                        # no pidfd: the wait's timeout finds the exit
+        exits.watch(pid)
 
     def on_signal(signum, frame):
         nonlocal stopping
         stopping = True
-        try:
-            os.write(wake_w, b"x")
-        except OSError:
-            pass                        # full: a wake-up is pending anyway
+        exits.wake()
         for pid, _ in workers.values():
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -161,9 +153,7 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
             except ChildProcessError:
                 pid = 0
             if pid:
-                fd = pidfds.pop(pid, None)
-                if fd is not None:
-                    os.close(fd)
+                exits.forget(pid)
                 slot = next((s for s, (p, _) in workers.items() if p == pid), None)
                 if slot is not None:
                     _, started = workers.pop(slot)
@@ -192,15 +182,9 @@ def serve_tcp(cfg=None, *, store_factory=None, durable=None, ready=None, **overr
                     spawn(slot)
             wait = POLL if stopping else min(
                 [IDLE_WAIT] + [max(0.0, when - now) for when in pending.values()])
-            ready, _, _ = select.select([wake_r, *pidfds.values()], [], [], wait)
-            if wake_r in ready:
-                try:
-                    os.read(wake_r, 64)
-                except BlockingIOError:
-                    pass
+            exits.wait(wait)
     finally:
-        for fd in (wake_r, wake_w, *pidfds.values()):
-            os.close(fd)
+        exits.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
         keeper.close()
